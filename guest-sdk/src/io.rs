@@ -1,0 +1,87 @@
+//! Job input and output: bytes that live on the host.
+
+use crate::bindings::job::agora::compute::data::Blob;
+use crate::{Buffer, Element, Result};
+
+/// One work unit's input (also the output under check in `verify`).
+pub struct Input(Blob);
+
+impl Input {
+    pub(crate) fn from_blob(blob: Blob) -> Self {
+        Input(blob)
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copy `len` bytes at `offset` into guest memory.
+    pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Ok(self.0.read(offset, len)?)
+    }
+
+    /// Copy the whole input into guest memory.
+    pub fn bytes(&self) -> Result<Vec<u8>> {
+        self.read(0, self.0.len())
+    }
+
+    /// Read `count` elements at byte `offset`.
+    pub fn read_slice<T: Element>(&self, offset: u64, count: usize) -> Result<Vec<T>> {
+        let bytes = self.read(offset, (count * T::SIZE) as u64)?;
+        Ok(T::from_le_bytes(&bytes))
+    }
+
+    pub(crate) fn blob(&self) -> &Blob {
+        &self.0
+    }
+}
+
+/// What a job returns.
+pub struct Output(Inner);
+
+enum Inner {
+    Bytes(Vec<u8>),
+    Host(Blob),
+}
+
+impl Output {
+    /// The whole contents of a GPU buffer, copied host-side.
+    pub fn from_buffer(buffer: &Buffer) -> Result<Self> {
+        Ok(Output(Inner::Host(buffer.to_blob()?)))
+    }
+
+    /// Elements as little-endian bytes.
+    pub fn from_slice<T: Element>(values: &[T]) -> Self {
+        Output(Inner::Bytes(T::to_le_bytes(values)))
+    }
+
+    pub(crate) fn into_blob(self) -> Result<Blob> {
+        match self.0 {
+            Inner::Host(blob) => Ok(blob),
+            Inner::Bytes(bytes) => Ok(Blob::from_bytes(&bytes)?),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Output {
+    fn from(bytes: Vec<u8>) -> Self {
+        Output(Inner::Bytes(bytes))
+    }
+}
+
+impl From<&[u8]> for Output {
+    fn from(bytes: &[u8]) -> Self {
+        Output(Inner::Bytes(bytes.to_vec()))
+    }
+}
+
+impl From<String> for Output {
+    fn from(text: String) -> Self {
+        Output(Inner::Bytes(text.into_bytes()))
+    }
+}

@@ -1,0 +1,650 @@
+//! The wgpu backend: headless compute on Vulkan, Metal or DX12.
+//!
+//! Design choices:
+//! - WGSL is parsed and validated by naga before wgpu sees it, so a bad
+//!   shader is a readable [`GpuError::InvalidShader`] and the shader's
+//!   bindings are known (the host checks what the guest binds against them).
+//! - Every wgpu call that can fail validation runs inside an error scope:
+//!   wgpu's default handler would panic the process.
+//! - Shader modules and pipelines are cached by the blake3 digest of the
+//!   source for the life of the device: they hold no job data. Buffers are
+//!   per session and zero-initialized by wgpu, so no job sees another's data.
+//! - Dispatches are queued without waiting; reads wait, with a timeout taken
+//!   from the job's GPU time quota. A wait that times out poisons the device
+//!   (a shader that never ends cannot be cancelled in-process): the worker
+//!   is then killed and replaced by its supervisor.
+
+use super::{
+    AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall,
+    ShaderId, Usage,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest one wait for the GPU may take even when the job's quota is
+/// larger: past it the device is treated as hung.
+const SYNC_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+
+type SourceDigest = [u8; 32];
+
+pub struct WgpuBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterInfo,
+    limits: wgpu::Limits,
+    shaders: Mutex<HashMap<SourceDigest, Arc<CompiledShader>>>,
+    pipelines: Mutex<HashMap<(SourceDigest, String), wgpu::ComputePipeline>>,
+    lost: AtomicBool,
+}
+
+/// A validated module and, per entry point, the bindings it uses.
+struct CompiledShader {
+    digest: SourceDigest,
+    module: wgpu::ShaderModule,
+    entries: HashMap<String, Vec<Slot>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    binding: u32,
+    uniform: bool,
+}
+
+impl WgpuBackend {
+    /// Open the highest-performance adapter wgpu finds (`WGPU_BACKEND`
+    /// narrows the search, as in wgpu's examples).
+    pub fn new() -> Result<Self, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        }))
+        .map_err(|e| GpuError::Unavailable(format!("no wgpu adapter: {e}")))?;
+        let raw = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("agora-job-device"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Unavailable(format!("wgpu device request failed: {e}")))?;
+        let info = AdapterInfo {
+            name: raw.name.clone(),
+            backend: raw.backend.to_string(),
+            device_type: match raw.device_type {
+                wgpu::DeviceType::DiscreteGpu => "discrete-gpu",
+                wgpu::DeviceType::IntegratedGpu => "integrated-gpu",
+                wgpu::DeviceType::VirtualGpu => "virtual-gpu",
+                wgpu::DeviceType::Cpu => "cpu",
+                wgpu::DeviceType::Other => "other",
+            }
+            .into(),
+            driver: format!("{} {}", raw.driver, raw.driver_info).trim().to_string(),
+        };
+        let shared = Arc::new(Shared {
+            device,
+            queue,
+            info,
+            limits,
+            shaders: Mutex::default(),
+            pipelines: Mutex::default(),
+            lost: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.device.set_device_lost_callback(move |reason, message| {
+            tracing::error!(?reason, %message, "GPU device lost");
+            if let Some(shared) = weak.upgrade() {
+                shared.lost.store(true, Ordering::SeqCst);
+            }
+        });
+        // Errors outside a scope (there should be none) are logged, never a panic.
+        shared.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            tracing::error!("uncaptured wgpu error: {e}");
+        }));
+        tracing::info!(adapter = %shared.info.name, backend = %shared.info.backend, "wgpu device ready");
+        Ok(WgpuBackend { shared })
+    }
+}
+
+impl GpuBackend for WgpuBackend {
+    fn info(&self) -> Option<AdapterInfo> {
+        Some(self.shared.info.clone())
+    }
+
+    fn open_session(&self, quota: GpuQuota) -> Box<dyn GpuSession> {
+        Box::new(WgpuSession {
+            shared: self.shared.clone(),
+            quota,
+            buffers: HashMap::new(),
+            shaders: HashMap::new(),
+            next_id: 1,
+            bytes_live: 0,
+            stats: GpuStats::default(),
+            poisoned: self.shared.lost.load(Ordering::SeqCst),
+        })
+    }
+}
+
+impl Shared {
+    /// Parse and validate `source` with naga, then create the module (cached).
+    fn compile(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
+        let digest = *blake3::hash(source.as_bytes()).as_bytes();
+        if let Some(s) = self.shaders.lock().expect("shader cache lock").get(&digest) {
+            return Ok(s.clone());
+        }
+        let module = naga::front::wgsl::parse_str(source)
+            .map_err(|e| GpuError::InvalidShader(e.emit_to_string(source)))?;
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .map_err(|e| GpuError::InvalidShader(e.emit_to_string(source)))?;
+        let mut entries = HashMap::new();
+        for (index, entry) in module.entry_points.iter().enumerate() {
+            if entry.stage != naga::ShaderStage::Compute {
+                continue;
+            }
+            let uses = info.get_entry_point(index);
+            let mut slots = Vec::new();
+            for (handle, var) in module.global_variables.iter() {
+                let Some(binding) = &var.binding else { continue };
+                if uses[handle].is_empty() {
+                    continue;
+                }
+                if binding.group != 0 {
+                    return Err(GpuError::InvalidShader(format!(
+                        "entry point `{}` uses @group({}): only @group(0) can be bound",
+                        entry.name, binding.group
+                    )));
+                }
+                let uniform = match var.space {
+                    naga::AddressSpace::Uniform => true,
+                    naga::AddressSpace::Storage { .. } => false,
+                    other => {
+                        return Err(GpuError::InvalidShader(format!(
+                            "binding {} is in address space {other:?}: only storage and uniform buffers can be bound",
+                            binding.binding
+                        )));
+                    }
+                };
+                slots.push(Slot { binding: binding.binding, uniform });
+            }
+            slots.sort_by_key(|s| s.binding);
+            entries.insert(entry.name.clone(), slots);
+        }
+        if entries.is_empty() {
+            return Err(GpuError::InvalidShader("the shader has no @compute entry point".into()));
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let shader_module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::InvalidShader(e.to_string()));
+        }
+        let compiled = Arc::new(CompiledShader { digest, module: shader_module, entries });
+        self.shaders.lock().expect("shader cache lock").insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn pipeline(&self, shader: &CompiledShader, entry: &str) -> Result<wgpu::ComputePipeline, GpuError> {
+        let key = (shader.digest, entry.to_string());
+        if let Some(p) = self.pipelines.lock().expect("pipeline cache lock").get(&key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &shader.module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::InvalidShader(format!("pipeline for `{entry}`: {e}")));
+        }
+        self.pipelines.lock().expect("pipeline cache lock").insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+struct WgpuSession {
+    shared: Arc<Shared>,
+    quota: GpuQuota,
+    buffers: HashMap<u32, LiveBuffer>,
+    shaders: HashMap<u32, Arc<CompiledShader>>,
+    next_id: u32,
+    bytes_live: u64,
+    stats: GpuStats,
+    poisoned: bool,
+}
+
+struct LiveBuffer {
+    buffer: wgpu::Buffer,
+    size: u64,
+    usage: Usage,
+}
+
+fn aligned(what: &str, value: u64) -> Result<(), GpuError> {
+    if value % 4 != 0 {
+        return Err(GpuError::InvalidArgument(format!("{what} {value} is not a multiple of 4")));
+    }
+    Ok(())
+}
+
+impl WgpuSession {
+    fn check_usable(&self) -> Result<(), GpuError> {
+        if self.poisoned || self.shared.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::DeviceLost("the GPU device is lost or hung".into()));
+        }
+        Ok(())
+    }
+
+    fn live(&self, id: BufferId) -> Result<&LiveBuffer, GpuError> {
+        self.buffers
+            .get(&id.0)
+            .ok_or_else(|| GpuError::InvalidArgument(format!("buffer {} does not exist", id.0)))
+    }
+
+    fn range(&self, id: BufferId, offset: u64, len: u64) -> Result<&LiveBuffer, GpuError> {
+        let live = self.live(id)?;
+        aligned("offset", offset)?;
+        aligned("length", len)?;
+        if offset.checked_add(len).is_none_or(|end| end > live.size) {
+            return Err(GpuError::InvalidArgument(format!(
+                "range {offset}..{} is outside the buffer of {} bytes",
+                offset.saturating_add(len),
+                live.size
+            )));
+        }
+        Ok(live)
+    }
+
+    /// Account GPU time spent in a call; refuse once the quota is spent.
+    fn charge(&mut self, started: Instant) {
+        self.stats.gpu_time += started.elapsed();
+    }
+
+    fn time_left(&self) -> Result<Duration, GpuError> {
+        let left = self.quota.gpu_time_max.saturating_sub(self.stats.gpu_time);
+        if left.is_zero() {
+            return Err(GpuError::QuotaExceeded {
+                resource: "GPU time (ms)",
+                requested: self.stats.gpu_time.as_millis() as u64,
+                limit: self.quota.gpu_time_max.as_millis() as u64,
+            });
+        }
+        Ok(left)
+    }
+
+    /// Wait until queued work is done, within the time the quota leaves.
+    fn wait(&mut self) -> Result<(), GpuError> {
+        let timeout = self.time_left()?.min(SYNC_TIMEOUT_MAX);
+        let started = Instant::now();
+        let result = self.shared.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
+        self.charge(started);
+        match result {
+            Ok(_) => self.check_usable(),
+            Err(wgpu::PollError::Timeout) => {
+                self.poisoned = true;
+                Err(GpuError::DeviceLost(format!(
+                    "GPU work did not finish within {} ms (GPU time quota); the device is abandoned",
+                    timeout.as_millis()
+                )))
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(GpuError::DeviceLost(e.to_string()))
+            }
+        }
+    }
+
+    fn count_dispatches(&mut self, count: u64) -> Result<(), GpuError> {
+        let requested = self.stats.dispatches + count;
+        if requested > self.quota.dispatches_max {
+            return Err(GpuError::QuotaExceeded {
+                resource: "dispatches",
+                requested,
+                limit: self.quota.dispatches_max,
+            });
+        }
+        self.time_left()?;
+        self.stats.dispatches = requested;
+        Ok(())
+    }
+
+    /// A host-internal uniform buffer holding `bytes` (counted in the quota).
+    fn params(&mut self, bytes: &[u8]) -> Result<BufferId, GpuError> {
+        let id = self.create_buffer(bytes.len().next_multiple_of(16) as u64, Usage { storage: false, uniform: true })?;
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(16), 0);
+        self.write(id, 0, &padded)?;
+        Ok(id)
+    }
+
+    fn encode_dispatch(
+        &mut self,
+        shader: &CompiledShader,
+        entry: &str,
+        bindings: &[BufferId],
+        groups: [u32; 3],
+    ) -> Result<(), GpuError> {
+        self.check_usable()?;
+        let max = self.shared.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|g| *g > max) {
+            return Err(GpuError::InvalidArgument(format!(
+                "workgroup count {groups:?} exceeds the per-dimension limit {max}"
+            )));
+        }
+        let slots = shader.entries.get(entry).ok_or_else(|| {
+            let mut names: Vec<_> = shader.entries.keys().cloned().collect();
+            names.sort();
+            GpuError::InvalidArgument(format!("no @compute entry point `{entry}` (the shader has: {})", names.join(", ")))
+        })?;
+        let mut entries = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let id = *bindings.get(slot.binding as usize).ok_or_else(|| {
+                GpuError::InvalidArgument(format!(
+                    "entry point `{entry}` uses @binding({}) but only {} bindings were given",
+                    slot.binding,
+                    bindings.len()
+                ))
+            })?;
+            let live = self.live(id)?;
+            let ok = if slot.uniform { live.usage.uniform } else { live.usage.storage };
+            if !ok {
+                return Err(GpuError::InvalidArgument(format!(
+                    "@binding({}) is a {} buffer but buffer {} was not created with that usage",
+                    slot.binding,
+                    if slot.uniform { "uniform" } else { "storage" },
+                    id.0
+                )));
+            }
+            entries.push((slot.binding, live.buffer.clone()));
+        }
+        self.count_dispatches(1)?;
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        let started = Instant::now();
+        let pipeline = self.shared.pipeline(shader, entry)?;
+        let device = &self.shared.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = pipeline.get_bind_group_layout(0);
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        self.shared.queue.submit([encoder.finish()]);
+        let error = pollster::block_on(scope.pop());
+        self.charge(started);
+        match error {
+            Some(e) => Err(GpuError::InvalidArgument(format!("dispatch of `{entry}`: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn internal(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
+        self.shared.compile(source)
+    }
+
+    fn f32_len(&self, id: BufferId, what: &str) -> Result<u64, GpuError> {
+        let n = self.live(id)?.size / 4;
+        if n > u32::MAX as u64 {
+            return Err(GpuError::InvalidArgument(format!("{what} has {n} elements, more than 2^32-1")));
+        }
+        Ok(n)
+    }
+
+    fn need(&self, id: BufferId, what: &str, elements: u64) -> Result<(), GpuError> {
+        let size = self.live(id)?.size;
+        if size < elements * 4 {
+            return Err(GpuError::InvalidArgument(format!(
+                "{what} holds {size} bytes but needs {} ({elements} f32)",
+                elements * 4
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl GpuSession for WgpuSession {
+    fn create_buffer(&mut self, size: u64, usage: Usage) -> Result<BufferId, GpuError> {
+        self.check_usable()?;
+        if size == 0 {
+            return Err(GpuError::InvalidArgument("buffer size 0".into()));
+        }
+        aligned("buffer size", size)?;
+        if !usage.storage && !usage.uniform {
+            return Err(GpuError::InvalidArgument("a buffer needs storage or uniform usage".into()));
+        }
+        let limits = &self.shared.limits;
+        let binding_max = if usage.storage {
+            limits.max_storage_buffer_binding_size
+        } else {
+            limits.max_uniform_buffer_binding_size
+        }
+        .min(limits.max_buffer_size);
+        if size > binding_max {
+            return Err(GpuError::InvalidArgument(format!(
+                "buffer of {size} bytes exceeds this adapter's binding size limit of {binding_max} bytes"
+            )));
+        }
+        let requested = self.bytes_live + size;
+        if requested > self.quota.buffer_bytes_max {
+            return Err(GpuError::QuotaExceeded {
+                resource: "GPU buffer bytes",
+                requested,
+                limit: self.quota.buffer_bytes_max,
+            });
+        }
+        let mut wgpu_usage = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        if usage.storage {
+            wgpu_usage |= wgpu::BufferUsages::STORAGE;
+        }
+        if usage.uniform {
+            wgpu_usage |= wgpu::BufferUsages::UNIFORM;
+        }
+        let scope = self.shared.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu_usage,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::InvalidArgument(format!("the device refused a buffer of {size} bytes: {e}")));
+        }
+        self.bytes_live = requested;
+        self.stats.buffer_bytes_peak = self.stats.buffer_bytes_peak.max(requested);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.buffers.insert(id, LiveBuffer { buffer, size, usage });
+        Ok(BufferId(id))
+    }
+
+    fn write(&mut self, id: BufferId, offset: u64, bytes: &[u8]) -> Result<(), GpuError> {
+        self.check_usable()?;
+        let live = self.range(id, offset, bytes.len() as u64)?;
+        if !bytes.is_empty() {
+            self.shared.queue.write_buffer(&live.buffer, offset, bytes);
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, id: BufferId, offset: u64, len: u64) -> Result<Vec<u8>, GpuError> {
+        self.check_usable()?;
+        self.range(id, offset, len)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let device = &self.shared.device;
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: len,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.live(id)?.buffer, offset, &staging, 0, len);
+        self.shared.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.charge(started);
+        self.wait()?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
+            Err(_) => return Err(GpuError::DeviceLost("readback did not complete".into())),
+        }
+        let bytes = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| GpuError::DeviceLost(format!("readback mapping failed: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    fn size(&self, id: BufferId) -> Result<u64, GpuError> {
+        Ok(self.live(id)?.size)
+    }
+
+    fn destroy(&mut self, id: BufferId) {
+        if let Some(live) = self.buffers.remove(&id.0) {
+            live.buffer.destroy();
+            self.bytes_live -= live.size;
+        }
+    }
+
+    fn compile_wgsl(&mut self, source: &str) -> Result<ShaderId, GpuError> {
+        self.check_usable()?;
+        let started = Instant::now();
+        let compiled = self.shared.compile(source);
+        self.charge(started);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.shaders.insert(id, compiled?);
+        Ok(ShaderId(id))
+    }
+
+    fn destroy_shader(&mut self, id: ShaderId) {
+        self.shaders.remove(&id.0);
+    }
+
+    fn dispatch(&mut self, shader: ShaderId, entry: &str, bindings: &[BufferId], groups: [u32; 3]) -> Result<(), GpuError> {
+        let compiled = self
+            .shaders
+            .get(&shader.0)
+            .cloned()
+            .ok_or_else(|| GpuError::InvalidArgument(format!("shader {} does not exist", shader.0)))?;
+        self.encode_dispatch(&compiled, entry, bindings, groups)
+    }
+
+    fn kernel(&mut self, call: KernelCall) -> Result<(), GpuError> {
+        use agora_kernels as k;
+        match call {
+            KernelCall::Saxpy { a, x, y } => {
+                let n = self.f32_len(x, "x")?;
+                if self.live(y)?.size != self.live(x)?.size {
+                    return Err(GpuError::InvalidArgument(format!(
+                        "saxpy: x has {} bytes but y has {}",
+                        self.live(x)?.size,
+                        self.live(y)?.size
+                    )));
+                }
+                let groups = (n as u32).div_ceil(k::SAXPY_WORKGROUP).max(1);
+                let max = self.shared.limits.max_compute_workgroups_per_dimension;
+                let (gx, gy) = if groups <= max { (groups, 1) } else { (max, groups.div_ceil(max)) };
+                let mut params = a.to_le_bytes().to_vec();
+                params.extend_from_slice(&(n as u32).to_le_bytes());
+                let p = self.params(&params)?;
+                let shader = self.internal(k::SAXPY_WGSL)?;
+                let result = self.encode_dispatch(&shader, "main", &[p, x, y], [gx, gy, 1]);
+                self.destroy(p);
+                result
+            }
+            KernelCall::Matmul { m, n, k: kk, a, b, c } => {
+                self.need(a, "a", m as u64 * kk as u64)?;
+                self.need(b, "b", kk as u64 * n as u64)?;
+                self.need(c, "c", m as u64 * n as u64)?;
+                if m == 0 || n == 0 {
+                    return Ok(());
+                }
+                let params: Vec<u8> = [m, n, kk, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+                let p = self.params(&params)?;
+                let shader = self.internal(k::MATMUL_WGSL)?;
+                let groups = [n.div_ceil(k::MATMUL_TILE), m.div_ceil(k::MATMUL_TILE), 1];
+                let result = self.encode_dispatch(&shader, "main", &[p, a, b, c], groups);
+                self.destroy(p);
+                result
+            }
+            KernelCall::Sum { input, out } => {
+                let n = self.f32_len(input, "input")? as u32;
+                self.need(out, "out", 1)?;
+                let groups = k::sum_groups(n);
+                let params: Vec<u8> = [n, groups].iter().flat_map(|v| v.to_le_bytes()).collect();
+                let p = self.params(&params)?;
+                let partials = match self.create_buffer(groups as u64 * 4, Usage { storage: true, uniform: false }) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.destroy(p);
+                        return Err(e);
+                    }
+                };
+                let shader = self.internal(k::SUM_WGSL)?;
+                let result = self
+                    .encode_dispatch(&shader, "partial", &[p, input, partials, out], [groups, 1, 1])
+                    .and_then(|()| self.encode_dispatch(&shader, "finish", &[p, input, partials, out], [1, 1, 1]));
+                self.destroy(p);
+                self.destroy(partials);
+                result
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), GpuError> {
+        if self.stats.dispatches == 0 || self.poisoned {
+            return Ok(());
+        }
+        self.wait()
+    }
+
+    fn stats(&self) -> GpuStats {
+        self.stats
+    }
+
+    fn poisoned(&self) -> bool {
+        self.poisoned || self.shared.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for WgpuSession {
+    fn drop(&mut self) {
+        for (_, live) in self.buffers.drain() {
+            live.buffer.destroy();
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The supervisor: a pool of warm worker processes that run jobs, with a hard
+//! deadline per job enforced by killing the worker.
+//!
+//! Why processes: a shader that never ends keeps the GPU queue busy and
+//! cannot be cancelled inside the process (seen on lavapipe); a worker that
+//! ran past its deadline, crashed, or reports a hung device is killed and
+//! replaced, and the next job runs on a fresh one.
+//!
+//! Each worker compiles a component once and keeps it by digest; the pool
+//! remembers which worker has which, and sends the bytes only when needed.
+
+use crate::gpu::{AdapterInfo, GpuChoice};
+use crate::limits::{self, Limits};
+use crate::protocol::{Call, Hello, Request, Response, read_frame, write_frame};
+use crate::report::{LimitKind, Outcome, RunReport};
+use crate::runtime::{digest_of, hex};
+use std::collections::HashSet;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a new worker may take to open its GPU and say hello.
+pub const WORKER_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to start workers.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// The program and arguments that start one worker (it must call
+    /// [`crate::worker::main`]); `--gpu CHOICE` is appended.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Workers kept warm (jobs that can run at once).
+    pub workers: usize,
+    pub gpu: GpuChoice,
+}
+
+/// A component as the pool sees it: bytes and their digest.
+#[derive(Clone)]
+pub struct ComponentBytes {
+    pub digest: String,
+    pub bytes: Arc<[u8]>,
+}
+
+impl ComponentBytes {
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        let bytes = bytes.into();
+        ComponentBytes { digest: hex(&digest_of(&bytes)), bytes }
+    }
+}
+
+/// Why the pool could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    #[error("cannot start worker `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("worker did not start: {0}")]
+    Start(String),
+}
+
+pub struct WorkerPool {
+    config: PoolConfig,
+    idle: Mutex<Vec<Worker>>,
+    returned: Condvar,
+    adapter: Option<AdapterInfo>,
+    counters: Mutex<PoolCounters>,
+}
+
+/// What the pool has done, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounters {
+    pub started: u64,
+    pub killed: u64,
+    pub jobs: u64,
+}
+
+struct Worker {
+    child: Child,
+    stdin: BufWriter<ChildStdin>,
+    responses: Receiver<std::io::Result<(Response, Vec<u8>)>>,
+    known: HashSet<String>,
+}
+
+/// One finished job.
+pub struct JobResult {
+    pub report: RunReport,
+    pub output: Option<Vec<u8>>,
+}
+
+enum Waited {
+    Answer(Response, Vec<u8>),
+    Deadline,
+    Lost(String),
+}
+
+impl WorkerPool {
+    /// Start `config.workers` workers and wait until each has opened its GPU.
+    pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
+        let mut workers = Vec::new();
+        let mut adapter = None;
+        for _ in 0..config.workers.max(1) {
+            let (worker, hello) = spawn(&config)?;
+            adapter = hello.adapter;
+            workers.push(worker);
+        }
+        let counters = PoolCounters { started: workers.len() as u64, ..Default::default() };
+        Ok(WorkerPool {
+            config,
+            idle: Mutex::new(workers),
+            returned: Condvar::new(),
+            adapter,
+            counters: Mutex::new(counters),
+        })
+    }
+
+    /// The adapter workers run jobs on.
+    pub fn adapter(&self) -> Option<&AdapterInfo> {
+        self.adapter.as_ref()
+    }
+
+    pub fn counters(&self) -> PoolCounters {
+        *self.counters.lock().expect("counters lock")
+    }
+
+    /// Run `run(input)` on a warm worker.
+    pub fn run(&self, component: &ComponentBytes, input: &[u8], limits: &Limits) -> JobResult {
+        self.call(component, input, limits, Call::Run)
+    }
+
+    /// Run `verify(input, output)` on a warm worker; the answer is
+    /// `Some(true|false)`, or `None` when it did not complete.
+    pub fn verify(&self, component: &ComponentBytes, input: &[u8], output: &[u8], limits: &Limits) -> (RunReport, Option<bool>) {
+        let mut body = input.to_vec();
+        body.extend_from_slice(output);
+        let result = self.call(component, &body, limits, Call::Verify { output_len: output.len() as u64 });
+        (result.report, result.output.map(|o| o == [1]))
+    }
+
+    fn call(&self, component: &ComponentBytes, input: &[u8], limits: &Limits, call: Call) -> JobResult {
+        let started = Instant::now();
+        let mut worker = match self.checkout() {
+            Ok(w) => w,
+            Err(e) => return self.failed(component, started, Outcome::WorkerLost { message: e.to_string() }),
+        };
+        let mut send_component = !worker.known.contains(&component.digest);
+        let result = loop {
+            let waited = worker.ask(component, input, limits, call, send_component);
+            match waited {
+                Waited::Answer(response, _) if response.needs_component && !send_component => {
+                    send_component = true;
+                }
+                other => break other,
+            }
+        };
+        let outcome = match result {
+            Waited::Answer(response, body) => {
+                let poisoned = response.report.worker_poisoned;
+                if !matches!(response.report.outcome, Outcome::Refused { .. }) {
+                    worker.known.insert(component.digest.clone());
+                }
+                if poisoned {
+                    tracing::warn!("worker {} reports a hung GPU device: replacing it", worker.child.id());
+                    self.replace(worker);
+                } else {
+                    self.checkin(worker);
+                }
+                self.counters.lock().expect("counters lock").jobs += 1;
+                let output = response.has_output.then_some(body);
+                return JobResult { report: response.report, output };
+            }
+            Waited::Deadline => {
+                let deadline = limits.timeout + limits::KILL_GRACE;
+                tracing::warn!(pid = worker.child.id(), "job ran past {} ms: killing its worker", deadline.as_millis());
+                Outcome::LimitExceeded {
+                    limit: LimitKind::Timeout,
+                    message: format!(
+                        "the job ran past its {} ms deadline inside a host or GPU call; its worker was killed",
+                        limits.timeout.as_millis()
+                    ),
+                }
+            }
+            Waited::Lost(message) => Outcome::WorkerLost { message },
+        };
+        self.replace(worker);
+        self.failed(component, started, outcome)
+    }
+
+    fn failed(&self, component: &ComponentBytes, started: Instant, outcome: Outcome) -> JobResult {
+        self.counters.lock().expect("counters lock").jobs += 1;
+        let mut report = RunReport::new(outcome, component.digest.clone());
+        report.adapter = self.adapter.clone();
+        report.wall_time = started.elapsed();
+        JobResult { report, output: None }
+    }
+
+    fn checkout(&self) -> Result<Worker, PoolError> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        loop {
+            if let Some(worker) = idle.pop() {
+                return Ok(worker);
+            }
+            if self.alive() == 0 {
+                drop(idle);
+                // Every worker failed to restart: try once more now.
+                let (worker, _) = spawn(&self.config)?;
+                self.counters.lock().expect("counters lock").started += 1;
+                return Ok(worker);
+            }
+            idle = self.returned.wait(idle).expect("pool lock");
+        }
+    }
+
+    fn alive(&self) -> u64 {
+        let c = self.counters.lock().expect("counters lock");
+        c.started - c.killed
+    }
+
+    fn checkin(&self, worker: Worker) {
+        self.idle.lock().expect("pool lock").push(worker);
+        self.returned.notify_one();
+    }
+
+    /// Kill `worker` and start a fresh one in its place.
+    fn replace(&self, mut worker: Worker) {
+        let _ = worker.child.kill();
+        let _ = worker.child.wait();
+        self.counters.lock().expect("counters lock").killed += 1;
+        match spawn(&self.config) {
+            Ok((fresh, _)) => {
+                self.counters.lock().expect("counters lock").started += 1;
+                self.checkin(fresh);
+            }
+            Err(e) => {
+                tracing::error!("could not replace a worker: {e}");
+                self.returned.notify_all();
+            }
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        for mut worker in self.idle.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+            // A worker whose GPU is busy cannot exit by itself: kill.
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+        }
+    }
+}
+
+impl Worker {
+    fn ask(&mut self, component: &ComponentBytes, input: &[u8], limits: &Limits, call: Call, send_component: bool) -> Waited {
+        let request = Request {
+            digest: component.digest.clone(),
+            component_len: if send_component { component.bytes.len() as u64 } else { 0 },
+            limits: *limits,
+            call,
+        };
+        let bytes: &[u8] = if send_component { &component.bytes } else { &[] };
+        if let Err(e) = write_frame(&mut self.stdin, &request, &[bytes, input]) {
+            return Waited::Lost(format!("could not send the job to the worker: {e}"));
+        }
+        let mut deadline = limits.timeout + limits::KILL_GRACE;
+        if send_component {
+            deadline += limits::COMPILE_TIMEOUT;
+        }
+        match self.responses.recv_timeout(deadline) {
+            Ok(Ok((response, body))) => Waited::Answer(response, body),
+            Ok(Err(e)) => Waited::Lost(format!("bad reply from the worker: {e}")),
+            Err(RecvTimeoutError::Timeout) => Waited::Deadline,
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                Waited::Lost(format!("the worker died during the job ({status})"))
+            }
+        }
+    }
+}
+
+fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
+    let mut child = Command::new(&config.program)
+        .args(&config.args)
+        .args(["--gpu", config.gpu.as_str()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|source| PoolError::Spawn { program: config.program.display().to_string(), source })?;
+    let stdin = BufWriter::new(child.stdin.take().expect("stdin is piped"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (hello_tx, hello_rx) = channel();
+    let (tx, responses) = channel();
+    std::thread::Builder::new()
+        .name(format!("agora-worker-{}", child.id()))
+        .spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let _ = hello_tx.send(read_frame::<Hello>(&mut reader));
+            loop {
+                match read_frame::<Response>(&mut reader) {
+                    Ok(Some(frame)) => {
+                        if tx.send(Ok(frame)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawn a reader thread");
+    let hello = match hello_rx.recv_timeout(WORKER_START_TIMEOUT) {
+        Ok(Ok(Some((hello, _)))) => hello,
+        Ok(Ok(None)) | Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(PoolError::Start(format!("the worker exited or hung before saying hello ({status})")));
+        }
+        Ok(Err(e)) => {
+            let _ = child.kill();
+            return Err(PoolError::Start(format!("bad hello from the worker: {e}")));
+        }
+    };
+    let hello: Hello = hello;
+    if let Some(error) = &hello.error {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(PoolError::Start(error.clone()));
+    }
+    Ok((Worker { child, stdin, responses, known: HashSet::new() }, hello))
+}

@@ -1,0 +1,85 @@
+//! The worker process: a [`Runtime`] serving run requests from its
+//! supervisor over stdin/stdout, one at a time, until stdin closes.
+//!
+//! Entry points: the `agora-worker` binary and the hidden `agora worker`
+//! subcommand both call [`main`]. Logs go to stderr (the supervisor's).
+
+use crate::protocol::{Call, Hello, Request, Response, read_frame, write_frame};
+use crate::report::RunReport;
+use crate::runtime::{Runtime, RuntimeConfig, digest_of, hex};
+use crate::GpuChoice;
+use std::io::{BufReader, BufWriter};
+
+/// Serve requests until stdin closes. Returns the process exit code.
+pub fn main(gpu: GpuChoice) -> i32 {
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    let mut input = BufReader::new(stdin);
+    let mut output = BufWriter::new(stdout);
+    let runtime = match Runtime::new(RuntimeConfig { gpu }) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_frame(&mut output, &Hello { adapter: None, error: Some(e.to_string()) }, &[]);
+            return 1;
+        }
+    };
+    if write_frame(&mut output, &Hello { adapter: runtime.adapter(), error: None }, &[]).is_err() {
+        return 1;
+    }
+    loop {
+        let (request, body): (Request, Vec<u8>) = match read_frame(&mut input) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return 0,
+            Err(e) => {
+                tracing::error!("worker: bad request frame: {e}");
+                return 2;
+            }
+        };
+        let needs_component = request.component_len == 0 && runtime.cached(&request.digest).is_none();
+        let (report, out) = serve(&runtime, request, body);
+        let response = Response { has_output: out.is_some(), report, needs_component };
+        if write_frame(&mut output, &response, &[out.as_deref().unwrap_or(&[])]).is_err() {
+            return 1;
+        }
+    }
+}
+
+fn serve(runtime: &Runtime, request: Request, mut body: Vec<u8>) -> (RunReport, Option<Vec<u8>>) {
+    let component_len = request.component_len as usize;
+    if component_len > body.len() {
+        let outcome = crate::Outcome::Refused { message: "request body shorter than its component".into() };
+        return (RunReport::new(outcome, request.digest), None);
+    }
+    let rest = body.split_off(component_len);
+    let component = if component_len > 0 {
+        // The digest is the cache key: check it matches what we were sent.
+        if hex(&digest_of(&body)) != request.digest {
+            let outcome = crate::Outcome::Refused { message: "component bytes do not match their digest".into() };
+            return (RunReport::new(outcome, request.digest), None);
+        }
+        runtime.load(&body)
+    } else {
+        runtime.cached(&request.digest).ok_or_else(|| {
+            crate::LoadError::Invalid(format!("component {} is not cached in this worker", request.digest))
+        })
+    };
+    let component = match component {
+        Ok(c) => c,
+        Err(e) => return (RunReport::new(e.outcome(), request.digest), None),
+    };
+    let fresh = component_len > 0;
+    let (mut report, out) = match request.call {
+        Call::Run => runtime.run(&component, rest, &request.limits),
+        Call::Verify { output_len } => {
+            let mut input = rest;
+            let split = input.len().saturating_sub(output_len as usize);
+            let output = input.split_off(split);
+            let (report, ok) = runtime.verify(&component, input, output, &request.limits);
+            (report, ok.map(|ok| vec![ok as u8]))
+        }
+    };
+    if fresh {
+        report.compile_time = component.compile_time;
+    }
+    (report, out)
+}
