@@ -1,0 +1,152 @@
+//! `agora run`: run a job component locally, in a supervised worker process,
+//! under the same limits a provider applies. Flag names follow `wasmtime run`.
+
+use crate::units::parse_bytes;
+use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
+use agora_host::{GpuChoice, Limits};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The job component (.wasm).
+    job: PathBuf,
+    /// The work unit's input: a file, or `-` for stdin. Empty when omitted.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Where to write the output (stdout when omitted).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Instead of `run`, call the job's `verify` on the input and this
+    /// output file; exits 0 when it accepts.
+    #[arg(long, value_name = "OUTPUT_FILE", conflicts_with = "output")]
+    verify: Option<PathBuf>,
+    /// A limit, as `-W NAME=VALUE`: fuel=N, max-memory-size=BYTES,
+    /// timeout=DURATION, max-output-size=BYTES, gpu-memory=BYTES,
+    /// gpu-dispatches=N, gpu-time=DURATION.
+    #[arg(short = 'W', value_name = "NAME=VALUE")]
+    limits: Vec<String>,
+    /// GPU backend: auto (wgpu when an adapter is found), wgpu, or none.
+    #[arg(long, default_value = "auto")]
+    gpu: GpuChoice,
+    /// Print the run report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Apply `-W name=value` options on top of the default limits.
+pub fn parse_limits(options: &[String]) -> Result<Limits> {
+    let mut limits = Limits::default();
+    for option in options {
+        let (name, value) = option.split_once('=').with_context(|| format!("-W {option}: expected NAME=VALUE"))?;
+        let duration = || -> Result<Duration> {
+            humantime::parse_duration(value).with_context(|| format!("-W {name}: `{value}` is not a duration (10s, 500ms)"))
+        };
+        let bytes = || parse_bytes(value).map_err(|e| anyhow::anyhow!("-W {name}: {e}"));
+        match name {
+            "fuel" => limits.fuel = value.replace('_', "").parse().with_context(|| format!("-W fuel: `{value}`"))?,
+            "max-memory-size" => limits.memory_bytes = bytes()?,
+            "timeout" => limits.timeout = duration()?,
+            "max-output-size" => limits.output_bytes = bytes()?,
+            "gpu-memory" => limits.gpu.buffer_bytes_max = bytes()?,
+            "gpu-dispatches" => {
+                limits.gpu.dispatches_max = value.parse().with_context(|| format!("-W gpu-dispatches: `{value}`"))?
+            }
+            "gpu-time" => limits.gpu.gpu_time_max = duration()?,
+            other => bail!(
+                "-W {other}: unknown limit (fuel, max-memory-size, timeout, max-output-size, gpu-memory, gpu-dispatches, gpu-time)"
+            ),
+        }
+    }
+    limits.check().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(limits)
+}
+
+fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>> {
+    match path {
+        None => Ok(Vec::new()),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).context("reading the input from stdin")?;
+            Ok(bytes)
+        }
+        Some(p) => std::fs::read(p).with_context(|| format!("reading the input {}", p.display())),
+    }
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    match try_run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn try_run(args: RunArgs) -> Result<ExitCode> {
+    let limits = parse_limits(&args.limits)?;
+    let bytes = std::fs::read(&args.job).with_context(|| format!("reading {}", args.job.display()))?;
+    let input = read_input(args.input.as_ref())?;
+    let expected = args.verify.as_ref().map(std::fs::read).transpose().context("reading the output to verify")?;
+
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("starting a worker");
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let pool = WorkerPool::new(PoolConfig {
+        program: std::env::current_exe().context("finding the agora executable")?,
+        args: vec!["worker".into()],
+        workers: 1,
+        gpu: args.gpu,
+    })?;
+    let component = ComponentBytes::new(bytes);
+    spinner.set_message(format!("running {}", args.job.display()));
+    let (report, output) = match &expected {
+        Some(out) => {
+            let (report, answer) = pool.verify(&component, &input, out, &limits);
+            (report, answer.map(|ok| if ok { b"accepted\n".to_vec() } else { b"rejected\n".to_vec() }))
+        }
+        None => {
+            let result = pool.run(&component, &input, &limits);
+            (result.report, result.output)
+        }
+    };
+    spinner.finish_and_clear();
+
+    if args.json {
+        eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for line in &report.logs {
+            eprintln!("[{}] {}", line.level, line.message);
+        }
+        eprintln!("{report}");
+    }
+    if !report.outcome.is_ok() {
+        eprintln!("error: {}", report.outcome);
+        return Ok(ExitCode::from(1));
+    }
+    let output = output.unwrap_or_default();
+    if expected.is_some() {
+        let accepted = output == b"accepted\n";
+        eprintln!("verify: {}", if accepted { "accepted" } else { "rejected" });
+        return Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &output).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} to {}", agora_host::report::bytes(output.len() as u64), path.display());
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.is_terminal() && std::str::from_utf8(&output).is_err() {
+                bail!("the output is binary: pass --output FILE (or redirect stdout)");
+            }
+            stdout.write_all(&output)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
