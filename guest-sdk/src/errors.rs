@@ -25,9 +25,21 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::bindings::job::agora::compute::data::Quota;
+        let quota = |f: &mut fmt::Formatter<'_>, kind: &str, q: &Quota| {
+            write!(f, "{kind}: {} would be {}, the limit is {}", q.resource, q.requested, q.limit)
+        };
+        // The variant names are the WIT's, so logs and tests can match them.
         match self {
-            Error::Gpu(e) => write!(f, "gpu: {e}"),
-            Error::Data(e) => write!(f, "data: {e}"),
+            Error::Gpu(GpuError::Unavailable(m)) => write!(f, "gpu unavailable: {m}"),
+            Error::Gpu(GpuError::QuotaExceeded(q)) => quota(f, "gpu quota-exceeded", q),
+            Error::Gpu(GpuError::InvalidShader(m)) => write!(f, "gpu invalid-shader: {m}"),
+            Error::Gpu(GpuError::InvalidArgument(m)) => write!(f, "gpu invalid-argument: {m}"),
+            Error::Gpu(GpuError::DeviceLost(m)) => write!(f, "gpu device-lost: {m}"),
+            Error::Data(DataError::OutOfRange(r)) => {
+                write!(f, "data out-of-range: {}+{} is outside {} bytes", r.offset, r.len, r.size)
+            }
+            Error::Data(DataError::QuotaExceeded(q)) => quota(f, "data quota-exceeded", q),
             Error::Job(m) => f.write_str(m),
         }
     }

@@ -293,13 +293,15 @@ impl WgpuSession {
 
     /// Wait until queued work is done, within the time the quota leaves.
     fn wait(&mut self) -> Result<(), GpuError> {
-        let timeout = self.time_left()?.min(SYNC_TIMEOUT_MAX);
+        // With the quota spent this still polls once: a queue that is not
+        // empty by then means work is running past the quota.
+        let timeout = self.quota.gpu_time_max.saturating_sub(self.stats.gpu_time).min(SYNC_TIMEOUT_MAX);
         let started = Instant::now();
         let result = self.shared.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
         self.charge(started);
         match result {
-            Ok(_) => self.check_usable(),
-            Err(wgpu::PollError::Timeout) => {
+            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) => self.check_usable(),
+            Ok(wgpu::PollStatus::Poll) | Err(wgpu::PollError::Timeout) => {
                 self.poisoned = true;
                 Err(GpuError::DeviceLost(format!(
                     "GPU work did not finish within {} ms (GPU time quota); the device is abandoned",
@@ -517,7 +519,10 @@ impl GpuSession for WgpuSession {
         match rx.try_recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
-            Err(_) => return Err(GpuError::DeviceLost("readback did not complete".into())),
+            Err(_) => {
+                self.poisoned = true;
+                return Err(GpuError::DeviceLost("readback did not complete".into()));
+            }
         }
         let bytes = staging
             .slice(..)

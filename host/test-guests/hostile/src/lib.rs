@@ -22,11 +22,19 @@ const NEVER_ENDS_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read_write> d: array<u32>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    // Nested, because software drivers (llvmpipe) cap a single loop at
+    // 65535 iterations; three levels are ~2^48 per invocation.
     var i = 0u;
     loop {
-        i = i + d[1] + 1u;
-        d[0] = i;
-        if (i == 0u && d[2] == 12345u) { break; }
+        loop {
+            loop {
+                i = i + d[1] + 1u;
+                d[0] = i;
+                if (i == 0u && d[2] == 12345u) { break; }
+            }
+            if (d[3] == 12345u) { break; }
+        }
+        if (d[3] == 54321u) { break; }
     }
 }
 "#;

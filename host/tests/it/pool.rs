@@ -1,0 +1,98 @@
+//! The supervisor kills what cannot be stopped in-process and the next job
+//! runs on a fresh worker.
+
+use super::*;
+use agora_host::LimitKind;
+use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
+use std::time::{Duration, Instant};
+
+fn pool(workers: usize) -> WorkerPool {
+    WorkerPool::new(PoolConfig {
+        program: env!("CARGO_BIN_EXE_agora-worker").into(),
+        args: Vec::new(),
+        workers,
+        gpu: GpuChoice::Auto,
+    })
+    .expect("workers start")
+}
+
+fn hostile_component() -> ComponentBytes {
+    ComponentBytes::new(guest("hostile"))
+}
+
+#[test]
+fn a_never_ending_shader_costs_one_worker_and_the_next_job_runs() {
+    let pool = pool(1);
+    let component = hostile_component();
+    let mut limits = Limits { timeout: Duration::from_secs(3), ..Limits::default() };
+    limits.gpu.gpu_time_max = Duration::from_secs(1);
+    let started = Instant::now();
+    let result = pool.run(&component, b"gpu-hang", &limits);
+    let outcome = &result.report.outcome;
+    let stopped = match outcome {
+        Outcome::JobError { message } => message.contains("device-lost"),
+        Outcome::LimitExceeded { limit: LimitKind::Timeout, .. } => true,
+        _ => false,
+    };
+    assert!(stopped, "expected a lost device or a timeout, got {outcome}");
+    println!("outcome: {outcome} gpu {:?} poisoned {}", result.report.gpu, result.report.worker_poisoned);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(pool.counters().killed >= 1, "the hung worker was killed: {:?}", pool.counters());
+
+    let next = pool.run(&component, b"echo alive", &Limits::default());
+    assert_ok(&next.report);
+    assert_eq!(next.output.unwrap(), b"echo alive");
+}
+
+#[test]
+fn a_warm_worker_compiles_once_and_reuses_the_component() {
+    let pool = pool(1);
+    let component = hostile_component();
+    let first = pool.run(&component, b"noop", &Limits::default());
+    assert_ok(&first.report);
+    assert!(!first.report.compile_time.is_zero(), "the first job compiles");
+    for _ in 0..5 {
+        let again = pool.run(&component, b"echo again", &Limits::default());
+        assert_ok(&again.report);
+        assert!(again.report.compile_time.is_zero(), "later jobs use the worker's cache");
+    }
+    assert_eq!(pool.counters().started, 1);
+    assert_eq!(pool.counters().killed, 0);
+}
+
+#[test]
+fn limits_are_the_same_through_a_worker() {
+    let pool = pool(1);
+    let limits = Limits { fuel: 10_000_000, ..Limits::default() };
+    let result = pool.run(&hostile_component(), b"fuel", &limits);
+    assert_limit(&result.report, LimitKind::Fuel);
+    assert_eq!(pool.counters().killed, 0, "a fuel trap needs no kill");
+}
+
+#[test]
+fn a_refused_component_through_a_worker_is_reported() {
+    let pool = pool(1);
+    let result = pool.run(&ComponentBytes::new(b"not wasm".to_vec()), b"", &Limits::default());
+    assert!(matches!(result.report.outcome, Outcome::Refused { .. }), "{}", result.report.outcome);
+    let next = pool.run(&hostile_component(), b"noop", &Limits::default());
+    assert_ok(&next.report);
+}
+
+#[test]
+fn jobs_run_concurrently_on_several_workers() {
+    let pool = pool(2);
+    let component = hostile_component();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (pool, component) = (&pool, &component);
+                s.spawn(move || pool.run(component, format!("echo {i}").as_bytes(), &Limits::default()))
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let result = h.join().unwrap();
+            assert_ok(&result.report);
+            assert_eq!(result.output.unwrap(), format!("echo {i}").as_bytes());
+        }
+    });
+}
