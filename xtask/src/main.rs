@@ -1,1 +1,206 @@
-fn main() {}
+//! Agora's automation, in Rust (no Makefiles). See HELP.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HELP: &str = "\
+cargo xtask <task>
+
+Tasks:
+  up             build everything and run the product locally
+  test           install what is missing, build the guests, run every test
+  examples       build the example and test guests as components, print their paths
+  bench host     host runtime benchmarks (ratios against baselines in the same run)
+";
+
+/// The wasm target jobs are built for.
+const GUEST_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["up"] => up(),
+        ["test"] => test(),
+        ["examples"] => examples().map(|_| ()),
+        ["bench", "host"] => bench_host(),
+        ["bench"] => bench_host(),
+        _ => {
+            eprint!("{HELP}");
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn guests_dir() -> PathBuf {
+    root().join("target/wasm").join(GUEST_TARGET).join("release")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    // Mesa warns on every start without it.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    cmd.env("AGORA_GUESTS", guests_dir());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", show(cmd));
+    let status = cmd.status().with_context(|| format!("starting {}", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(" ")
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// The rustup target guests are built for.
+fn ensure_guest_target() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == GUEST_TARGET) {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
+        .with_context(|| format!("installing the {GUEST_TARGET} target (needs rustup)"))
+}
+
+/// A Vulkan driver: the real GPU's, or Mesa's lavapipe on machines without one.
+fn ensure_vulkan() -> Result<()> {
+    let icd_dirs = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"];
+    let has_icd = icd_dirs.iter().any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()));
+    let has_loader = output(Command::new("ldconfig").arg("-p")).is_some_and(|s| s.contains("libvulkan.so.1"));
+    if has_icd && has_loader {
+        return Ok(());
+    }
+    if !cfg!(target_os = "linux") {
+        return Ok(()); // Metal / DX12 need nothing installed.
+    }
+    if !is_root() || Command::new("apt-get").arg("--version").output().is_err() {
+        bail!(
+            "no Vulkan driver found: install Mesa's lavapipe (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers libvulkan1`) or your GPU's driver"
+        );
+    }
+    eprintln!("no Vulkan driver: installing Mesa's lavapipe (software Vulkan)");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "mesa-vulkan-drivers", "libvulkan1"]).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The guest crates of the guest workspace, by package name.
+fn guest_crates() -> Result<Vec<String>> {
+    let manifest = std::fs::read_to_string(root().join("examples/Cargo.toml"))?;
+    let members = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members"))
+        .context("examples/Cargo.toml has no members line")?;
+    let mut names = Vec::new();
+    for member in members.split('"').skip(1).step_by(2) {
+        let crate_manifest = std::fs::read_to_string(root().join("examples").join(member).join("Cargo.toml"))
+            .with_context(|| format!("reading the manifest of {member}"))?;
+        let name = crate_manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .with_context(|| format!("{member} has no package name"))?;
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+/// Test sources that may name a guest.
+fn test_sources() -> Result<String> {
+    let mut text = String::new();
+    for dir in ["host/tests", "tests", "host/benches"] {
+        let dir = root().join(dir);
+        if !dir.exists() {
+            continue;
+        }
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    text.push_str(&std::fs::read_to_string(&path)?);
+                }
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// Build every guest as a component; refuse a guest no test runs.
+fn examples() -> Result<Vec<PathBuf>> {
+    ensure_guest_target()?;
+    let names = guest_crates()?;
+    let tests = test_sources()?;
+    let unused: Vec<&String> = names.iter().filter(|n| !tests.contains(&format!("guest(\"{n}\")"))).collect();
+    if !unused.is_empty() {
+        bail!("guests that no test runs (add a test that calls guest(\"NAME\")): {unused:?}");
+    }
+    run(cargo()
+        .args(["build", "--release", "--target", GUEST_TARGET, "--manifest-path", "examples/Cargo.toml"])
+        .env("CARGO_TARGET_DIR", root().join("target/wasm")))?;
+    let mut paths = Vec::new();
+    for name in names {
+        let path = guests_dir().join(format!("{}.wasm", name.replace('-', "_")));
+        if !path.exists() {
+            bail!("{} was not built", path.display());
+        }
+        println!("{}", path.display());
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn test() -> Result<()> {
+    ensure_vulkan()?;
+    examples()?;
+    run(cargo().args(["test", "--workspace", "--locked"]))
+}
+
+fn up() -> Result<()> {
+    ensure_vulkan()?;
+    examples()?;
+    run(cargo().args(["build", "--release", "--bin", "agora"]))?;
+    let out = root().join("target/agora-up");
+    std::fs::create_dir_all(&out)?;
+    let png = out.join("mandelbrot.png");
+    let view = out.join("view.txt");
+    std::fs::write(&view, "width=1200 height=800 x=-0.7436 y=0.1318 zoom=60 iterations=1200")?;
+    run(Command::new(root().join("target/release/agora"))
+        .arg("run")
+        .arg(guests_dir().join("mandelbrot.wasm"))
+        .arg("--input")
+        .arg(&view)
+        .arg("--output")
+        .arg(&png))?;
+    println!("\nThe mandelbrot example ran through the host runtime: {}", png.display());
+    println!("(The market, web UI and provider host join `cargo xtask up` with their issues.)");
+    Ok(())
+}
+
+fn bench_host() -> Result<()> {
+    ensure_vulkan()?;
+    examples()?;
+    run(cargo().args(["bench", "-p", "agora-host", "--bench", "host"]))
+}
