@@ -157,8 +157,10 @@ fn examples() -> Result<Vec<PathBuf>> {
     if !unused.is_empty() {
         bail!("guests that no test runs (add a test that calls guest(\"NAME\")): {unused:?}");
     }
+    // Run from examples/ so its .cargo/config.toml (wasm SIMD) applies.
     run(cargo()
-        .args(["build", "--release", "--target", GUEST_TARGET, "--manifest-path", "examples/Cargo.toml"])
+        .current_dir(root().join("examples"))
+        .args(["build", "--release", "--target", GUEST_TARGET])
         .env("CARGO_TARGET_DIR", root().join("target/wasm")))?;
     let mut paths = Vec::new();
     for name in names {

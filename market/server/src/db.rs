@@ -1,0 +1,88 @@
+//! The database: SQLite (one file, the default) or PostgreSQL (shared by
+//! market replicas), behind sqlx's `Any` driver with runtime queries that
+//! both accept. Migrations are timestamped SQL files, one set per database,
+//! embedded at build time and applied at start.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Transaction};
+use std::borrow::Cow;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub kind: Kind,
+}
+
+/// The migrations of each database, in order: (version, description, SQL).
+const SQLITE: &[(i64, &str, &str)] = &[(20261124000000, "core", include_str!("../migrations/sqlite/20261124000000_core.sql"))];
+const POSTGRES: &[(i64, &str, &str)] =
+    &[(20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql"))];
+
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> futures_core::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(*version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+                })
+                .collect())
+        })
+    }
+}
+
+impl Db {
+    /// Connect to `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`,
+    /// `postgres://...`) and apply the migrations.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        install_default_drivers();
+        let kind = if url.starts_with("postgres") { Kind::Postgres } else { Kind::Sqlite };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        options = match kind {
+            // One writer at a time is SQLite's model; the pool is small and
+            // writes take the lock up front (BEGIN IMMEDIATE).
+            Kind::Sqlite => options.max_connections(if url.contains(":memory:") { 1 } else { 4 }),
+            Kind::Postgres => options.max_connections(16),
+        };
+        let pool = options
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == Kind::Sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let source = match kind {
+            Kind::Sqlite => Embedded(SQLITE),
+            Kind::Postgres => Embedded(POSTGRES),
+        };
+        Migrator::new(source).await?.run(&pool).await?;
+        Ok(Db { pool, kind })
+    }
+
+    /// A transaction for writes: on SQLite it takes the write lock at once,
+    /// so two writers never deadlock upgrading a read lock.
+    pub async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.kind {
+            Kind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Kind::Postgres => self.pool.begin().await,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The one error type of the API, mapped to a status and a stable code in one
+//! `match`. Internal errors are logged and never leak their text.
+
+use agora_wire::api::{ErrorBody, ErrorDetail, codes};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("insufficient funds: account {account} has {available} available, {requested} requested")]
+    InsufficientFunds { account: String, available: u64, requested: u64 },
+    #[error("transfer id `{0}` was already used for a different transfer")]
+    TransferConflict(String),
+    #[error("idempotency key `{0}` was already used with a different request")]
+    IdempotencyMismatch(String),
+    #[error("transfer `{0}` is not a pending hold")]
+    NotPending(String),
+    #[error("{0}")]
+    VersionExists(String),
+    #[error("{0}")]
+    NameTaken(String),
+    #[error("{0}")]
+    BadPackage(String),
+    #[error("{0}")]
+    BadLog(String),
+    #[error("too many requests: at most {per_second} per second per key")]
+    RateLimited { per_second: u32 },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, codes::INVALID),
+            ApiError::InsufficientFunds { .. } => (StatusCode::CONFLICT, codes::INSUFFICIENT_FUNDS),
+            ApiError::TransferConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::TRANSFER_CONFLICT),
+            ApiError::IdempotencyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::IDEMPOTENCY_MISMATCH),
+            ApiError::NotPending(_) => (StatusCode::CONFLICT, codes::NOT_PENDING),
+            ApiError::VersionExists(_) => (StatusCode::CONFLICT, codes::VERSION_EXISTS),
+            ApiError::NameTaken(_) => (StatusCode::FORBIDDEN, codes::NAME_TAKEN),
+            ApiError::BadPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_PACKAGE),
+            ApiError::BadLog(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_LOG),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string() } }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!("internal error: {detail}");
+        }
+        let (status, _) = self.status_and_code();
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// A JSON error body for errors raised outside handlers (body limits).
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response()
+}

@@ -1,0 +1,162 @@
+//! What every mutating request goes through, in order: signature check
+//! (key, timestamp, body digest), per-key rate limit, replay refusal (the
+//! nonce is stored), idempotency key (the first response is stored and
+//! returned again), the handler, and an audit record.
+
+use crate::AppState;
+use crate::error::ApiError;
+use agora_wire::KeyId;
+use agora_wire::auth::{self, AuthError};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sqlx::Row;
+use std::future::Future;
+
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl AppState {
+    /// Check a request's signature, rate and nonce; the signer's key.
+    pub async fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let now = self.now_ms();
+        let signer = auth::verify_request(method.as_str(), path, |name| header(headers, name), body, now)
+            .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+        if self.limiter.check_key(&signer.key).is_err() {
+            return Err(ApiError::RateLimited { per_second: self.config.rate_per_second });
+        }
+        let inserted = sqlx::query("INSERT INTO nonces (key_id, nonce, seen_at_ms) VALUES ($1, $2, $3)")
+            .bind(signer.key.as_str())
+            .bind(&signer.nonce)
+            .bind(now)
+            .execute(&self.db.pool)
+            .await;
+        match inserted {
+            Ok(_) => Ok(signer.key),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                Err(ApiError::Unauthenticated(AuthError::Replayed.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Run a mutation with the full hygiene above; `op` gets the signer.
+    pub async fn mutate<T, F, Fut>(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes, op: F) -> Response
+    where
+        T: Serialize,
+        F: FnOnce(KeyId, Bytes) -> Fut,
+        Fut: Future<Output = Result<(StatusCode, T), ApiError>>,
+    {
+        let digest = blake3::hash(&body).to_hex().to_string();
+        let path = uri.path().to_string();
+        let key = match self.authenticate(&method, &uri, &headers, &body).await {
+            Ok(key) => key,
+            Err(e) => {
+                self.audit("", &method, &path, e.status_and_code().0, &digest).await;
+                return e.into_response();
+            }
+        };
+        let idempotency = header(&headers, auth::HEADER_IDEMPOTENCY_KEY).map(str::to_string);
+        let (status, json) = match &idempotency {
+            Some(idem) => match self.idempotent(&key, idem, &digest, op(key.clone(), body)).await {
+                Ok(stored) => stored,
+                Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+            },
+            None => match op(key.clone(), body).await {
+                Ok((status, value)) => (status, serde_json::to_string(&value).expect("plain JSON")),
+                Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+            },
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(%path, "mutation failed: {json}");
+        }
+        self.audit(key.as_str(), &method, &path, status, &digest).await;
+        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response()
+    }
+
+    /// The stored response for (key, idempotency key), or run `op` and store
+    /// its response (errors included, except internal ones, so a retry
+    /// after a server fault runs again).
+    async fn idempotent<T: Serialize>(
+        &self,
+        key: &KeyId,
+        idem: &str,
+        digest: &str,
+        op: impl Future<Output = Result<(StatusCode, T), ApiError>>,
+    ) -> Result<(StatusCode, String), ApiError> {
+        if idem.is_empty() || idem.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(ApiError::Invalid(format!("an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes")));
+        }
+        if let Some(stored) = self.stored_response(key, idem, digest).await? {
+            return Ok(stored);
+        }
+        let (status, json) = match op.await {
+            Ok((status, value)) => (status, serde_json::to_string(&value).expect("plain JSON")),
+            Err(e @ ApiError::Internal(_)) => return Err(e),
+            Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+        };
+        let stored = sqlx::query(
+            "INSERT INTO idempotency (key_id, idem_key, request_digest, status, response, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.as_str())
+        .bind(idem)
+        .bind(digest)
+        .bind(status.as_u16() as i64)
+        .bind(&json)
+        .bind(self.now_ms())
+        .execute(&self.db.pool)
+        .await;
+        match stored {
+            Ok(_) => Ok((status, json)),
+            // A concurrent retry stored first: answer as it did.
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                Ok(self.stored_response(key, idem, digest).await?.unwrap_or((status, json)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn stored_response(&self, key: &KeyId, idem: &str, digest: &str) -> Result<Option<(StatusCode, String)>, ApiError> {
+        let row = sqlx::query("SELECT request_digest, status, response FROM idempotency WHERE key_id = $1 AND idem_key = $2")
+            .bind(key.as_str())
+            .bind(idem)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<String, _>("request_digest")? != digest {
+            return Err(ApiError::IdempotencyMismatch(idem.into()));
+        }
+        let status = StatusCode::from_u16(row.try_get::<i64, _>("status")? as u16).unwrap_or(StatusCode::OK);
+        Ok(Some((status, row.try_get("response")?)))
+    }
+
+    async fn audit(&self, key: &str, method: &Method, path: &str, status: StatusCode, digest: &str) {
+        let result = sqlx::query(
+            "INSERT INTO audit (at_ms, key_id, method, path, status, request_digest) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(self.now_ms())
+        .bind(key)
+        .bind(method.as_str())
+        .bind(path)
+        .bind(status.as_u16() as i64)
+        .bind(digest)
+        .execute(&self.db.pool)
+        .await;
+        if let Err(e) = result {
+            tracing::error!("audit record lost: {e}");
+        }
+    }
+
+    /// Forget nonces older than any acceptable timestamp.
+    pub async fn forget_old_nonces(&self) -> Result<u64, ApiError> {
+        let cutoff = self.now_ms() - 2 * auth::MAX_CLOCK_SKEW_MS;
+        let done = sqlx::query("DELETE FROM nonces WHERE seen_at_ms < $1").bind(cutoff).execute(&self.db.pool).await?;
+        Ok(done.rows_affected())
+    }
+}

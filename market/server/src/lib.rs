@@ -1,0 +1,142 @@
+//! # agora-market: the market service
+//!
+//! An axum application over SQLite or PostgreSQL: signed identities
+//! ([`hygiene`]), the credits ledger with escrow ([`ledger`]), the signed
+//! package registry ([`registry`]). [`app`] builds the router; [`serve`]
+//! runs it with the background sweeper (hold expiry, old nonces).
+//!
+//! Errors: every handler returns [`error::ApiError`], one `match` maps it to
+//! a status and a stable code.
+
+pub mod db;
+pub mod error;
+mod hygiene;
+pub mod ledger;
+mod metrics;
+pub mod registry;
+pub mod routes;
+
+use agora_wire::KeyId;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use db::Db;
+pub use ledger::Ledger;
+pub use registry::Registry;
+
+/// Body limit of every request but a publish.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Longest a request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often expired holds and old nonces are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What an operator chooses.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The key allowed to mint credits and read the invariants.
+    pub operator: KeyId,
+    /// Signed requests per second per key (bursts up to twice that).
+    pub rate_per_second: u32,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub ledger: Ledger,
+    pub registry: Registry,
+    pub config: Arc<Config>,
+    limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
+    metrics: Arc<metrics::Metrics>,
+    /// Added to the wall clock: tests move time forward with it.
+    clock_offset_ms: Arc<AtomicI64>,
+}
+
+impl AppState {
+    pub fn new(db: Db, config: Config) -> Self {
+        let rate = NonZeroU32::new(config.rate_per_second.max(1)).expect("positive");
+        let burst = NonZeroU32::new(config.rate_per_second.max(1).saturating_mul(2)).expect("positive");
+        AppState {
+            ledger: Ledger::new(db.clone()),
+            registry: Registry::new(db.clone()),
+            db,
+            config: Arc::new(config),
+            limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
+            metrics: Arc::new(metrics::Metrics::new()),
+            clock_offset_ms: Arc::default(),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        agora_wire::auth::now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Move the market's clock forward (tests of expiry).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    /// One sweep: expire due holds, forget old nonces.
+    pub async fn sweep(&self) -> Result<u64, error::ApiError> {
+        let expired = self.ledger.expire_due(self.now_ms()).await?;
+        self.forget_old_nonces().await?;
+        Ok(expired)
+    }
+}
+
+/// The market's router.
+pub fn app(state: AppState) -> Router {
+    let publish = Router::new()
+        .route("/api/v1/packages/{name}/versions", post(routes::publish))
+        .layer(DefaultBodyLimit::max(registry::MAX_PUBLISH_BODY_BYTES));
+    Router::new()
+        .route("/api/v1/health", get(routes::health))
+        .route("/api/openapi.json", get(routes::openapi_json))
+        .route("/metrics", get(routes::metrics))
+        .route("/api/v1/transfers", post(routes::transfer))
+        .route("/api/v1/mint", post(routes::mint))
+        .route("/api/v1/accounts/{account}", get(routes::balance))
+        .route("/api/v1/accounts/{account}/transfers", get(routes::history))
+        .route("/api/v1/operator/invariants", get(routes::invariants))
+        .route("/api/v1/packages", get(routes::search))
+        .route("/api/v1/packages/{name}", get(routes::info))
+        .route("/api/v1/packages/{name}/log", get(routes::log).post(routes::append_log))
+        .route("/api/v1/packages/{name}/versions/{version}/component", get(routes::download))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(publish)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` resolves, sweeping in the background.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sweeper = state.clone();
+    let sweep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            match sweeper.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("expired {n} holds"),
+                Err(e) => tracing::warn!("sweep failed: {e}"),
+            }
+        }
+    });
+    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    sweep.abort();
+    result
+}

@@ -1,0 +1,386 @@
+//! The package registry: components stored by blake3 digest, versions that
+//! never change once published, names owned by their first publisher, and
+//! the signed, hash-chained package log that clients verify.
+//!
+//! A component is inspected with wasmparser only (the market never links
+//! wasmtime): it must validate as a component, export `run`, and import
+//! nothing but the Agora contract and WASI.
+
+use crate::db::Db;
+use crate::error::ApiError;
+use agora_wire::KeyId;
+use agora_wire::api::{PackageInfo, PackageSummary, Page, PublishRequest, VersionInfo};
+use agora_wire::log::{LogAction, LogEntry, LogState, verify_log};
+use base64::Engine as _;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// Largest component accepted (the host refuses larger ones too).
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// Largest publish request body: the component in base64 plus metadata.
+pub const MAX_PUBLISH_BODY_BYTES: usize = MAX_COMPONENT_BYTES / 3 * 4 + (1 << 20);
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_DESCRIPTION_LEN: usize = 2000;
+pub const MAX_TAGS: usize = 16;
+pub const MAX_TAG_LEN: usize = 32;
+
+/// Import namespaces a host provides.
+const PROVIDED_IMPORTS: [&str; 2] = ["agora:compute/", "wasi:"];
+
+#[derive(Clone)]
+pub struct Registry {
+    db: Db,
+}
+
+/// What the registry learns from a component's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// Validate a component and read its top-level imports and exports.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, ApiError> {
+    if !wasmparser::Parser::is_component(bytes) {
+        return Err(ApiError::BadPackage("not a WebAssembly component".into()));
+    }
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(bytes)
+        .map_err(|e| ApiError::BadPackage(format!("invalid component: {e}")))?;
+    let mut found = Inspection { imports: Vec::new(), exports: Vec::new() };
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| ApiError::BadPackage(format!("invalid component: {e}")))?;
+        match payload {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    let import = import.map_err(|e| ApiError::BadPackage(e.to_string()))?;
+                    found.imports.push(import.name.name.to_string());
+                }
+            }
+            wasmparser::Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    let export = export.map_err(|e| ApiError::BadPackage(e.to_string()))?;
+                    found.exports.push(export.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if !found.exports.iter().any(|e| e == "run") {
+        return Err(ApiError::BadPackage("the component does not export `run` (the agora:compute job world)".into()));
+    }
+    if let Some(other) = found.imports.iter().find(|i| !PROVIDED_IMPORTS.iter().any(|p| i.starts_with(p))) {
+        return Err(ApiError::BadPackage(format!("the component imports `{other}`, which Agora hosts do not provide")));
+    }
+    Ok(found)
+}
+
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        return Err(ApiError::Invalid(format!(
+            "a package name is 1 to {MAX_NAME_LEN} of a-z, 0-9 and '-', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+fn summary_from(row: &AnyRow) -> Result<PackageSummary, ApiError> {
+    let tags: String = row.try_get("tags")?;
+    Ok(PackageSummary {
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        category: row.try_get("category")?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        owner: KeyId::parse(&row.try_get::<String, _>("owner")?).map_err(|e| ApiError::Internal(e.to_string()))?,
+        latest: row.try_get("latest")?,
+        downloads: row.try_get::<i64, _>("downloads")? as u64,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+/// The newest non-yanked version, computed in SQL order is not semver
+/// order, so it is chosen here.
+const SUMMARY_SELECT: &str = "SELECT p.name AS name, p.description AS description, p.category AS category, p.tags AS tags,
+    p.owner AS owner, p.downloads AS downloads, p.updated_at_ms AS updated_at_ms,
+    (SELECT v.version FROM versions v WHERE v.name = p.name AND v.yanked = 0 ORDER BY v.published_at_ms DESC LIMIT 1) AS latest
+    FROM packages p";
+
+impl Registry {
+    pub fn new(db: Db) -> Self {
+        Registry { db }
+    }
+
+    /// The package's log, oldest first.
+    pub async fn log(&self, name: &str) -> Result<Vec<LogEntry>, ApiError> {
+        read_log(&self.db.pool, name).await
+    }
+
+
+    /// Publish a version signed by `signer`.
+    pub async fn publish(&self, signer: &KeyId, name: &str, request: PublishRequest, now_ms: i64) -> Result<VersionInfo, ApiError> {
+        check_name(name)?;
+        let LogAction::Release { version, digest, size } = &request.entry.action else {
+            return Err(ApiError::BadLog("a publish carries a `release` log entry".into()));
+        };
+        semver::Version::parse(version).map_err(|e| ApiError::Invalid(format!("version `{version}` is not semver: {e}")))?;
+        if request.entry.package != name {
+            return Err(ApiError::BadLog(format!("the log entry is for `{}`, not `{name}`", request.entry.package)));
+        }
+        if request.entry.signer != *signer {
+            return Err(ApiError::Forbidden("the release must be signed by the key that signs the request".into()));
+        }
+        check_metadata(&request)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&request.component_base64)
+            .map_err(|e| ApiError::Invalid(format!("component_base64: {e}")))?;
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(ApiError::BadPackage(format!("component of {} bytes exceeds {MAX_COMPONENT_BYTES}", bytes.len())));
+        }
+        let actual = agora_wire::digest_hex(&bytes);
+        if actual != *digest || *size != bytes.len() as u64 {
+            return Err(ApiError::BadPackage(format!(
+                "the component's digest is {actual} ({} bytes) but the signed release says {digest} ({size} bytes)",
+                bytes.len()
+            )));
+        }
+        let inspection = inspect(&bytes)?;
+
+        let mut tx = self.db.write().await?;
+        let mut log = read_log(&mut *tx, name).await?;
+        if let Some(first) = log.first() {
+            let state = verify_log(&log, None).map_err(|e| ApiError::Internal(format!("stored log of {name}: {e}")))?;
+            if state.owner != *signer {
+                return Err(ApiError::NameTaken(format!("package `{name}` belongs to another publisher ({})", first.signer)));
+            }
+            if state.releases.contains_key(version) {
+                return Err(ApiError::VersionExists(format!("{name} {version} is already published; versions never change")));
+            }
+        }
+        log.push(request.entry.clone());
+        let state: LogState = verify_log(&log, None).map_err(|e| ApiError::BadLog(e.to_string()))?;
+        debug_assert_eq!(state.releases[version].digest, actual);
+
+        let tags_json = serde_json::to_string(&request.tags).expect("plain JSON");
+        let search = format!("{} {} {}", name, request.description, request.tags.join(" ")).to_lowercase();
+        sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+            .bind(&actual)
+            .bind(bytes.clone())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO packages (name, owner, description, category, tags, search, downloads, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)
+             ON CONFLICT (name) DO UPDATE SET description = $3, category = $4, tags = $5, search = $6, updated_at_ms = $7",
+        )
+        .bind(name)
+        .bind(signer.as_str())
+        .bind(&request.description)
+        .bind(&request.category)
+        .bind(&tags_json)
+        .bind(&search)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let imports = serde_json::to_string(&inspection.imports).expect("plain JSON");
+        let exports = serde_json::to_string(&inspection.exports).expect("plain JSON");
+        let inserted = sqlx::query(
+            "INSERT INTO versions (name, version, digest, size, yanked, published_at_ms, imports, exports)
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(&actual)
+        .bind(bytes.len() as i64)
+        .bind(now_ms)
+        .bind(&imports)
+        .bind(&exports)
+        .execute(&mut *tx)
+        .await;
+        let logged = match inserted {
+            Ok(_) => append_entry(&mut tx, &request.entry).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = logged {
+            return Err(conflict_or(e, || ApiError::VersionExists(format!("{name} {version} was published concurrently"))));
+        }
+        tx.commit().await.map_err(|e| conflict_or(e, || ApiError::VersionExists(format!("{name} {version} was published concurrently"))))?;
+        Ok(VersionInfo {
+            version: version.clone(),
+            digest: actual,
+            size: bytes.len() as u64,
+            yanked: false,
+            published_at_ms: now_ms,
+            imports: inspection.imports,
+            exports: inspection.exports,
+        })
+    }
+
+    /// Append a yank or key rotation signed by the package's current key.
+    pub async fn append(&self, signer: &KeyId, name: &str, entry: LogEntry) -> Result<LogEntry, ApiError> {
+        if entry.signer != *signer {
+            return Err(ApiError::Forbidden("the entry must be signed by the key that signs the request".into()));
+        }
+        if matches!(entry.action, LogAction::Release { .. }) {
+            return Err(ApiError::BadLog("releases are published with their component".into()));
+        }
+        let mut tx = self.db.write().await?;
+        let mut log = read_log(&mut *tx, name).await?;
+        if log.is_empty() {
+            return Err(ApiError::NotFound(format!("no package `{name}`")));
+        }
+        let owner = verify_log(&log, None).map_err(|e| ApiError::Internal(e.to_string()))?.owner;
+        if owner != *signer {
+            return Err(ApiError::Forbidden(format!("package `{name}` belongs to another key")));
+        }
+        log.push(entry.clone());
+        verify_log(&log, None).map_err(|e| ApiError::BadLog(e.to_string()))?;
+        match &entry.action {
+            LogAction::Yank { version } => {
+                sqlx::query("UPDATE versions SET yanked = 1 WHERE name = $1 AND version = $2")
+                    .bind(name)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            LogAction::RotateKey { new_key } => {
+                sqlx::query("UPDATE packages SET owner = $1 WHERE name = $2").bind(new_key.as_str()).bind(name).execute(&mut *tx).await?;
+            }
+            LogAction::Release { .. } => unreachable!("refused above"),
+        }
+        append_entry(&mut tx, &entry).await.map_err(|e| conflict_or(e, || ApiError::BadLog("the log moved on concurrently".into())))?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    pub async fn search(
+        &self,
+        query: Option<&str>,
+        category: Option<&str>,
+        sort: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Page<PackageSummary>, ApiError> {
+        let per_page = per_page.clamp(1, 100);
+        let pattern = format!("%{}%", query.unwrap_or("").to_lowercase().replace(['%', '_'], ""));
+        let category = category.unwrap_or("");
+        let order = match sort {
+            "downloads" => "downloads DESC, name",
+            "recent" => "updated_at_ms DESC, name",
+            "name" | "" => "name",
+            other => return Err(ApiError::Invalid(format!("sort `{other}`: expected downloads, recent or name"))),
+        };
+        let filter = "WHERE p.search LIKE $1 AND ($2 = '' OR p.category = $2)";
+        let rows = sqlx::query(&format!("{SUMMARY_SELECT} {filter} ORDER BY {order} LIMIT $3 OFFSET $4"))
+            .bind(&pattern)
+            .bind(category)
+            .bind(per_page as i64)
+            .bind(page as i64 * per_page as i64)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM packages p {filter}"))
+            .bind(&pattern)
+            .bind(category)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        let items = rows.iter().map(summary_from).collect::<Result<_, _>>()?;
+        Ok(Page { items, page, per_page, total: total as u64 })
+    }
+
+    pub async fn info(&self, name: &str) -> Result<PackageInfo, ApiError> {
+        let row = sqlx::query(&format!("{SUMMARY_SELECT} WHERE p.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no package `{name}`")))?;
+        let summary = summary_from(&row)?;
+        let rows = sqlx::query(
+            "SELECT version, digest, size, yanked, published_at_ms, imports, exports FROM versions WHERE name = $1 ORDER BY published_at_ms DESC",
+        )
+        .bind(name)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut versions = Vec::new();
+        for r in rows {
+            let list = |c: &str| -> Result<Vec<String>, ApiError> {
+                Ok(serde_json::from_str(&r.try_get::<String, _>(c)?).unwrap_or_default())
+            };
+            versions.push(VersionInfo {
+                version: r.try_get("version")?,
+                digest: r.try_get("digest")?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                yanked: r.try_get::<i64, _>("yanked")? != 0,
+                published_at_ms: r.try_get("published_at_ms")?,
+                imports: list("imports")?,
+                exports: list("exports")?,
+            });
+        }
+        Ok(PackageInfo { summary, versions })
+    }
+
+    /// The component of `name` `version` (counted as a download).
+    pub async fn download(&self, name: &str, version: &str) -> Result<(String, Vec<u8>), ApiError> {
+        let row = sqlx::query(
+            "SELECT b.digest AS digest, b.bytes AS bytes FROM versions v JOIN blobs b ON b.digest = v.digest
+             WHERE v.name = $1 AND v.version = $2",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no package `{name}` version `{version}`")))?;
+        sqlx::query("UPDATE packages SET downloads = downloads + 1 WHERE name = $1").bind(name).execute(&self.db.pool).await?;
+        let digest: String = row.try_get("digest")?;
+        let bytes: Vec<u8> = row.try_get("bytes")?;
+        // Pair check: what is served is what was stored under its digest.
+        if agora_wire::digest_hex(&bytes) != digest {
+            return Err(ApiError::Internal(format!("stored component {digest} does not match its digest")));
+        }
+        Ok((digest, bytes))
+    }
+}
+
+fn check_metadata(request: &PublishRequest) -> Result<(), ApiError> {
+    if request.description.len() > MAX_DESCRIPTION_LEN {
+        return Err(ApiError::Invalid(format!("description longer than {MAX_DESCRIPTION_LEN} bytes")));
+    }
+    if request.category.len() > MAX_TAG_LEN || request.tags.len() > MAX_TAGS || request.tags.iter().any(|t| t.len() > MAX_TAG_LEN) {
+        return Err(ApiError::Invalid(format!("at most {MAX_TAGS} tags, each (and the category) at most {MAX_TAG_LEN} bytes")));
+    }
+    Ok(())
+}
+
+async fn read_log<'c>(executor: impl sqlx::Executor<'c, Database = sqlx::Any>, name: &str) -> Result<Vec<LogEntry>, ApiError> {
+    let rows = sqlx::query("SELECT entry FROM package_log WHERE name = $1 ORDER BY seq").bind(name).fetch_all(executor).await?;
+    rows.iter()
+        .map(|r| {
+            let text: String = r.try_get("entry")?;
+            serde_json::from_str(&text).map_err(|e| ApiError::Internal(format!("stored log entry: {e}")))
+        })
+        .collect()
+}
+
+async fn append_entry(tx: &mut sqlx::Transaction<'static, sqlx::Any>, entry: &LogEntry) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO package_log (name, seq, entry, hash) VALUES ($1, $2, $3, $4)")
+        .bind(&entry.package)
+        .bind(entry.seq as i64)
+        .bind(serde_json::to_string(entry).expect("plain JSON"))
+        .bind(entry.hash())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn conflict_or(e: sqlx::Error, conflict: impl FnOnce() -> ApiError) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => conflict(),
+        _ => e.into(),
+    }
+}

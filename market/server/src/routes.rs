@@ -1,0 +1,262 @@
+//! The HTTP API (`/api/v1`): handlers, and the OpenAPI document generated
+//! from them (utoipa).
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::ledger::Op;
+use agora_wire::KeyId;
+use agora_wire::api::{
+    AppendLogRequest, Balance, ErrorBody, InvariantReport, MintRequest, PackageInfo, PackageSummary, Page,
+    PublishRequest, Transfer, TransferKind, TransferRequest, VersionInfo,
+};
+use agora_wire::log::LogEntry;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Agora market API", description = "Identities, credits ledger with escrow, and the signed package registry."),
+    paths(
+        health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
+        append_log, download
+    ),
+    components(schemas(
+        ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
+        AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>
+    ))
+)]
+pub struct ApiDoc;
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("request body: {e}")))
+}
+
+/// A user-facing account id: a key id.
+fn user_account(text: &str, what: &str) -> Result<String, ApiError> {
+    KeyId::parse(text).map(|k| k.to_string()).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, description = "The market is up")))]
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true }))
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "This document")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_json().expect("the document serializes")).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode()).into_response()
+}
+
+/// Move, hold, post or void credits. The caller must own the debited
+/// account (for post and void: the hold's), or be the operator.
+#[utoipa::path(post, path = "/api/v1/transfers", request_body = TransferRequest,
+    params(("idempotency-key" = Option<String>, Header, description = "Stored first response")),
+    responses((status = 200, body = Transfer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "insufficient funds or not pending"),
+        (status = 422, body = ErrorBody, description = "id or idempotency key reused with another request")))]
+pub async fn transfer(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let request: TransferRequest = parse(&body)?;
+            let operator = caller == s.config.operator;
+            let op = match &request.kind {
+                TransferKind::Single | TransferKind::Hold { .. } => {
+                    let debit = request.debit.clone().ok_or_else(|| ApiError::Invalid("`debit` is required".into()))?;
+                    let credit = request.credit.clone().ok_or_else(|| ApiError::Invalid("`credit` is required".into()))?;
+                    let amount = request.amount.ok_or_else(|| ApiError::Invalid("`amount` is required".into()))?;
+                    if !operator {
+                        if debit != caller.as_str() {
+                            return Err(ApiError::Forbidden("you can only debit your own account".into()));
+                        }
+                        user_account(&credit, "credit")?;
+                    }
+                    match request.kind {
+                        TransferKind::Hold { timeout_ms } => Op::Hold { debit, credit, amount, timeout_ms },
+                        _ => Op::Single { debit, credit, amount },
+                    }
+                }
+                TransferKind::Post { pending_id } | TransferKind::Void { pending_id } => {
+                    let hold = s.ledger.get(pending_id).await?.ok_or_else(|| ApiError::NotFound(format!("no transfer `{pending_id}`")))?;
+                    if !operator && hold.debit != caller.as_str() {
+                        return Err(ApiError::Forbidden("only the hold's debit account or the operator resolves it".into()));
+                    }
+                    match &request.kind {
+                        TransferKind::Post { .. } => Op::Post { pending_id: pending_id.clone(), amount: request.amount },
+                        _ => Op::Void { pending_id: pending_id.clone() },
+                    }
+                }
+            };
+            let transfer = s.ledger.execute(&request.id, &op, s.now_ms()).await?;
+            s.metrics.transfers.inc();
+            Ok((StatusCode::OK, transfer))
+        })
+        .await
+}
+
+/// Create credits (operator only), recorded as a transfer from `mint`.
+#[utoipa::path(post, path = "/api/v1/mint", request_body = MintRequest,
+    responses((status = 200, body = Transfer), (status = 403, body = ErrorBody)))]
+pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            if caller != s.config.operator {
+                return Err(ApiError::Forbidden("minting is for the operator key only".into()));
+            }
+            let request: MintRequest = parse(&body)?;
+            let account = user_account(&request.account, "account")?;
+            let transfer = s.ledger.execute(&request.id, &Op::Mint { account, amount: request.amount }, s.now_ms()).await?;
+            Ok((StatusCode::OK, transfer))
+        })
+        .await
+}
+
+/// A signed read: the caller, who must be `account`'s owner or the operator.
+async fn owner_read(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, account: &str) -> Result<(), ApiError> {
+    let caller = state.authenticate(method, uri, headers, &[]).await?;
+    if caller.as_str() != account && caller != state.config.operator {
+        return Err(ApiError::Forbidden("only the account's owner or the operator can read it".into()));
+    }
+    Ok(())
+}
+
+/// An account's balances (signed GET by the owner or the operator).
+#[utoipa::path(get, path = "/api/v1/accounts/{account}", params(("account" = String, Path)),
+    responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn balance(State(state): State<AppState>, Path(account): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Balance>, ApiError> {
+    owner_read(&state, &method, &uri, &headers, &account).await?;
+    let balance = state.ledger.balance(&account).await?.unwrap_or(Balance {
+        account: account.clone(),
+        credits_posted: 0,
+        debits_posted: 0,
+        credits_pending: 0,
+        debits_pending: 0,
+        available: 0,
+    });
+    Ok(Json(balance))
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page: u32,
+    #[serde(default = "default_per_page")]
+    per_page: u32,
+}
+
+fn default_per_page() -> u32 {
+    50
+}
+
+/// An account's transfers, newest first, paged.
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/transfers",
+    params(("account" = String, Path), ("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+    responses((status = 200, body = Page<Transfer>), (status = 403, body = ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    Query(q): Query<PageQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Page<Transfer>>, ApiError> {
+    owner_read(&state, &method, &uri, &headers, &account).await?;
+    Ok(Json(state.ledger.history(&account, q.page, q.per_page).await?))
+}
+
+/// The ledger invariants, recomputed now (operator only).
+#[utoipa::path(get, path = "/api/v1/operator/invariants", responses((status = 200, body = InvariantReport), (status = 403, body = ErrorBody)))]
+pub async fn invariants(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<InvariantReport>, ApiError> {
+    let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
+    if caller != state.config.operator {
+        return Err(ApiError::Forbidden("operator only".into()));
+    }
+    Ok(Json(state.ledger.check_invariants().await?))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    category: Option<String>,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: u32,
+    #[serde(default = "default_per_page")]
+    per_page: u32,
+}
+
+/// Search packages by name, description and tags.
+#[utoipa::path(get, path = "/api/v1/packages",
+    params(("q" = Option<String>, Query), ("category" = Option<String>, Query),
+        ("sort" = Option<String>, Query, description = "downloads, recent or name"), ("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
+    responses((status = 200, body = Page<PackageSummary>)))]
+pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Page<PackageSummary>>, ApiError> {
+    Ok(Json(state.registry.search(q.q.as_deref(), q.category.as_deref(), &q.sort, q.page, q.per_page).await?))
+}
+
+/// A package: versions, digests, publisher key, WIT world summary.
+#[utoipa::path(get, path = "/api/v1/packages/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = PackageInfo), (status = 404, body = ErrorBody)))]
+pub async fn info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<PackageInfo>, ApiError> {
+    Ok(Json(state.registry.info(&name).await?))
+}
+
+/// Publish a version: the component and its signed `release` log entry.
+#[utoipa::path(post, path = "/api/v1/packages/{name}/versions", params(("name" = String, Path)), request_body = PublishRequest,
+    responses((status = 200, body = VersionInfo), (status = 403, body = ErrorBody, description = "name owned by another key"),
+        (status = 409, body = ErrorBody, description = "version exists"), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "bad component, digest or log entry")))]
+pub async fn publish(State(state): State<AppState>, Path(name): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let request: PublishRequest = parse(&body)?;
+            Ok((StatusCode::OK, s.registry.publish(&caller, &name, request, s.now_ms()).await?))
+        })
+        .await
+}
+
+/// The package's signed, hash-chained log.
+#[utoipa::path(get, path = "/api/v1/packages/{name}/log", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<LogEntry>), (status = 404, body = ErrorBody)))]
+pub async fn log(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Vec<LogEntry>>, ApiError> {
+    let log = state.registry.log(&name).await?;
+    if log.is_empty() {
+        return Err(ApiError::NotFound(format!("no package `{name}`")));
+    }
+    Ok(Json(log))
+}
+
+/// Append a yank or a key rotation, signed by the package's key.
+#[utoipa::path(post, path = "/api/v1/packages/{name}/log", params(("name" = String, Path)), request_body = AppendLogRequest,
+    responses((status = 200, body = LogEntry), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn append_log(State(state): State<AppState>, Path(name): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let request: AppendLogRequest = parse(&body)?;
+            Ok((StatusCode::OK, s.registry.append(&caller, &name, request.entry).await?))
+        })
+        .await
+}
+
+/// Download a version's component (counted).
+#[utoipa::path(get, path = "/api/v1/packages/{name}/versions/{version}/component",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "application/wasm; header agora-digest: blake3 hex"), (status = 404, body = ErrorBody)))]
+pub async fn download(State(state): State<AppState>, Path((name, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let (digest, bytes) = state.registry.download(&name, &version).await?;
+    Ok(([(header::CONTENT_TYPE, "application/wasm".to_string()), (header::HeaderName::from_static("agora-digest"), digest)], bytes)
+        .into_response())
+}

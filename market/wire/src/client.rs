@@ -1,0 +1,171 @@
+//! A blocking HTTP client for the market API: signs mutating requests,
+//! decodes JSON errors into [`ClientError::Api`].
+
+use crate::api::{self, ErrorBody};
+use crate::auth;
+use crate::keys::Keypair;
+use serde::{Serialize, de::DeserializeOwned};
+use std::io::Read;
+
+/// Largest response read (a component download is the biggest).
+const MAX_RESPONSE_BYTES: u64 = 128 << 20;
+
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    key: Option<Keypair>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The market answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, message: String },
+    #[error("cannot reach the market at {url}: {source}")]
+    Transport { url: String, source: ureq::Error },
+    #[error("unexpected response from the market: {0}")]
+    Decode(String),
+    #[error("this command needs a key: pass --key FILE or set AGORA_KEY (make one with `agora keys new`)")]
+    NoKey,
+}
+
+impl ClientError {
+    /// The API error code, if the market sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl Client {
+    /// A client for the market at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, key: Option<Keypair>) -> Self {
+        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config), key }
+    }
+
+    pub fn key(&self) -> Option<&Keypair> {
+        self.key.as_ref()
+    }
+
+    /// GET `path` (under the base URL) as JSON.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        decode(&self.get_bytes(path)?)
+    }
+
+    /// GET `path`, signed (for reads only the owner may make).
+    pub fn get_signed<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        decode(&self.send("GET", path, &[], None, None)?)
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.get(&url).call().map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        read(response)
+    }
+
+    /// A signed POST of `body` as JSON, with an idempotency key.
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, idempotency_key: Option<&str>) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        decode(&self.send("POST", path, &bytes, idempotency_key, None)?)
+    }
+
+    /// A signed POST whose upload reports its progress as (sent, total).
+    pub fn post_with_progress<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        decode(&self.send("POST", path, &bytes, None, Some(progress))?)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+        progress: Option<&mut dyn FnMut(u64, u64)>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
+        let url = format!("{}{path}", self.base);
+        let builder = match method {
+            "GET" => None,
+            _ => Some(self.agent.post(&url)),
+        };
+        let headers = auth::sign_request(key, method, path, body, auth::now_ms());
+        let transport = |source| ClientError::Transport { url: url.clone(), source };
+        let response = match builder {
+            None => {
+                let mut request = self.agent.get(&url);
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                request.call().map_err(transport)?
+            }
+            Some(mut request) => {
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                if let Some(k) = idempotency_key {
+                    request = request.header(auth::HEADER_IDEMPOTENCY_KEY, k);
+                }
+                request = request.header("content-type", "application/json");
+                match progress {
+                    None => request.send(body).map_err(transport)?,
+                    Some(progress) => {
+                        let mut reader = Progress { inner: body, sent: 0, total: body.len() as u64, report: progress };
+                        request = request.header("content-length", body.len().to_string());
+                        request.send(ureq::SendBody::from_reader(&mut reader)).map_err(transport)?
+                    }
+                }
+            }
+        };
+        read(response)
+    }
+}
+
+struct Progress<'a> {
+    inner: &'a [u8],
+    sent: u64,
+    total: u64,
+    report: &'a mut dyn FnMut(u64, u64),
+}
+
+impl Read for Progress<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(&mut buf[..buf.len().min(64 << 10)])?;
+        self.sent += n as u64;
+        (self.report)(self.sent, self.total);
+        Ok(n)
+    }
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, ClientError> {
+    let status = response.status().as_u16();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| ClientError::Decode(e.to_string()))?;
+    if (200..300).contains(&status) {
+        return Ok(bytes);
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
+        Err(_) => Err(ClientError::Api {
+            status,
+            code: api::codes::INTERNAL.into(),
+            message: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+        }),
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
+}

@@ -1,0 +1,26 @@
+//! # agora-wire: what crosses the wire to and from the Agora market
+//!
+//! - [`keys`]: identities. Every account is an ed25519 public key; key files.
+//! - [`auth`]: signed requests (key, timestamp, nonce, body digest) and their
+//!   verification (`verify_strict`: no malleable or weak-key signatures).
+//! - [`log`]: the append-only, hash-chained, publisher-signed package log a
+//!   client checks to detect a swapped version or a rollback.
+//! - [`api`]: the JSON types of the HTTP API and its error codes.
+//! - [`client`] (feature `client`): the blocking HTTP client of the CLI and
+//!   the provider host.
+//!
+//! Only types in this crate are serialized onto the wire.
+
+pub mod api;
+pub mod auth;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod keys;
+pub mod log;
+
+pub use keys::{KeyId, Keypair};
+
+/// blake3 of `bytes`, hex.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
