@@ -77,6 +77,13 @@ impl Db {
         Ok(Db { pool, kind })
     }
 
+    /// A plain connection pool without migrations (administration: creating
+    /// schemas or databases).
+    pub async fn admin_pool(url: &str) -> Result<AnyPool, sqlx::Error> {
+        install_default_drivers();
+        AnyPoolOptions::new().max_connections(1).connect(url).await
+    }
+
     /// A transaction for writes: on SQLite it takes the write lock at once,
     /// so two writers never deadlock upgrading a read lock.
     pub async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {

@@ -57,13 +57,18 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, ApiError> {
             wasmparser::Payload::ComponentImportSection(reader) if depth == 1 => {
                 for import in reader {
                     let import = import.map_err(|e| ApiError::BadPackage(e.to_string()))?;
-                    found.imports.push(import.name.name.to_string());
+                    // Types (the world's `use`d resources) come with the interfaces.
+                    if !matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        found.imports.push(import.name.name.to_string());
+                    }
                 }
             }
             wasmparser::Payload::ComponentExportSection(reader) if depth == 1 => {
                 for export in reader {
                     let export = export.map_err(|e| ApiError::BadPackage(e.to_string()))?;
-                    found.exports.push(export.name.name.to_string());
+                    if export.kind != wasmparser::ComponentExternalKind::Type {
+                        found.exports.push(export.name.name.to_string());
+                    }
                 }
             }
             _ => {}

@@ -138,7 +138,8 @@ struct Progress<'a> {
 
 impl Read for Progress<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(&mut buf[..buf.len().min(64 << 10)])?;
+        let chunk = buf.len().min(64 << 10);
+        let n = self.inner.read(&mut buf[..chunk])?;
         self.sent += n as u64;
         (self.report)(self.sent, self.total);
         Ok(n)

@@ -1,0 +1,153 @@
+//! The package registry: publishing real components, and every way to cheat.
+
+use crate::*;
+use agora_wire::log::{LogAction, LogEntry, LogError, verify_log};
+use base64::Engine as _;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A publish request for `bytes` as `name` `version`, chained to `prev`.
+fn publish_body(key: &Keypair, name: &str, version: &str, bytes: &[u8], prev: Option<&LogEntry>) -> Value {
+    let action = LogAction::Release { version: version.into(), digest: agora_wire::digest_hex(bytes), size: bytes.len() as u64 };
+    let hash = prev.map(|p| (p.seq, p.hash()));
+    let entry = LogEntry::new_signed(key, name, hash.as_ref().map(|(s, h)| (*s, h.as_str())), action);
+    json!({"description": format!("{name}, the example"), "category": "compute", "tags": ["gpu", "example"],
+           "component_base64": b64(bytes), "entry": entry})
+}
+
+async fn log_of(m: &TestMarket, name: &str) -> Vec<LogEntry> {
+    let (status, log) = m.call("GET", &format!("/api/v1/packages/{name}/log"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    serde_json::from_value(log).unwrap()
+}
+
+both_dbs!(publish_search_info_download_and_yank, async |m: &TestMarket| {
+    let author = Keypair::generate();
+    let saxpy = guest("saxpy");
+    let (status, version) = m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await;
+    assert_eq!(status, StatusCode::OK, "{version}");
+    assert_eq!(version["digest"], agora_wire::digest_hex(&saxpy));
+    assert!(version["exports"].as_array().unwrap().contains(&json!("run")));
+    assert!(version["imports"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().starts_with("agora:compute/gpu")));
+
+    let log = log_of(m, "saxpy").await;
+    let (status, _) = m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.1.0", &saxpy, log.last())), Some(&author)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (_, found) = m.call("GET", "/api/v1/packages?q=GPU&sort=downloads", None, None).await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["items"][0]["latest"], "1.1.0");
+    let (_, none) = m.call("GET", "/api/v1/packages?q=mandelbrot", None, None).await;
+    assert_eq!(none["total"], 0);
+
+    let response = app(m.state.clone())
+        .oneshot(Request::builder().uri("/api/v1/packages/saxpy/versions/1.0.0/component").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["agora-digest"], agora_wire::digest_hex(&saxpy).as_str());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 26).await.unwrap();
+    assert_eq!(bytes.as_ref(), saxpy.as_slice());
+    let (_, info) = m.call("GET", "/api/v1/packages/saxpy", None, None).await;
+    assert_eq!(info["downloads"], 1);
+    assert_eq!(info["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(info["owner"], author.id().as_str());
+
+    let log = log_of(m, "saxpy").await;
+    let prev = log.last().unwrap();
+    let yank = LogEntry::new_signed(&author, "saxpy", Some((prev.seq, &prev.hash())), LogAction::Yank { version: "1.1.0".into() });
+    let (status, body) = m.call("POST", "/api/v1/packages/saxpy/log", Some(&json!({"entry": yank})), Some(&author)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, info) = m.call("GET", "/api/v1/packages/saxpy", None, None).await;
+    assert_eq!(info["latest"], "1.0.0", "a yanked version is not the latest");
+    let state = verify_log(&log_of(m, "saxpy").await, None).unwrap();
+    assert!(state.releases["1.1.0"].yanked);
+});
+
+both_dbs!(versions_are_immutable_and_names_are_owned, async |m: &TestMarket| {
+    let (author, other) = (Keypair::generate(), Keypair::generate());
+    let (saxpy, matmul) = (guest("saxpy"), guest("matmul"));
+    assert_eq!(m.call("POST", "/api/v1/packages/kernels/versions", Some(&publish_body(&author, "kernels", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
+    let log = log_of(m, "kernels").await;
+
+    let (status, body) = m.call("POST", "/api/v1/packages/kernels/versions", Some(&publish_body(&author, "kernels", "1.0.0", &matmul, log.last())), Some(&author)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "version_exists");
+
+    let (status, body) = m.call("POST", "/api/v1/packages/kernels/versions", Some(&publish_body(&other, "kernels", "2.0.0", &matmul, log.last())), Some(&other)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "name_taken");
+
+    let (_, info) = m.call("GET", "/api/v1/packages/kernels", None, None).await;
+    assert_eq!(info["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(info["versions"][0]["digest"], agora_wire::digest_hex(&saxpy), "1.0.0 still holds the first bytes");
+});
+
+both_dbs!(tampered_or_wrongly_signed_packages_are_refused, async |m: &TestMarket| {
+    let (author, other) = (Keypair::generate(), Keypair::generate());
+    let saxpy = guest("saxpy");
+
+    let mut tampered = publish_body(&author, "tamper", "1.0.0", &saxpy, None);
+    let mut bytes = saxpy.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    tampered["component_base64"] = json!(b64(&bytes));
+    let (status, body) = m.call("POST", "/api/v1/packages/tamper/versions", Some(&tampered), Some(&author)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "bad_package");
+    assert!(body["error"]["message"].as_str().unwrap().contains("digest"));
+
+    // Signed by another key than the request's.
+    let by_other = publish_body(&other, "tamper", "1.0.0", &saxpy, None);
+    assert_eq!(m.call("POST", "/api/v1/packages/tamper/versions", Some(&by_other), Some(&author)).await.0, StatusCode::FORBIDDEN);
+
+    // A signature that does not verify (bytes of another signature).
+    let mut bad_sig = publish_body(&author, "tamper", "1.0.0", &saxpy, None);
+    bad_sig["entry"]["signature"] = json!(other.sign(b"something else"));
+    let (status, body) = m.call("POST", "/api/v1/packages/tamper/versions", Some(&bad_sig), Some(&author)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "bad_log");
+
+    let (status, _) = m.call("GET", "/api/v1/packages/tamper", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+});
+
+both_dbs!(only_agora_job_components_are_accepted, async |m: &TestMarket| {
+    let author = Keypair::generate();
+    let core_module = wat::parse_str("(module)").unwrap();
+    let no_run = wat::parse_str("(component)").unwrap();
+    for (name, bytes, why) in [("junk", b"hello".to_vec(), "not a WebAssembly component"), ("core", core_module, "not a WebAssembly component"), ("norun", no_run, "does not export `run`")] {
+        let (status, body) = m.call("POST", &format!("/api/v1/packages/{name}/versions"), Some(&publish_body(&author, name, "1.0.0", &bytes, None)), Some(&author)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(why), "{name}: {body}");
+    }
+});
+
+both_dbs!(an_oversized_upload_is_413, async |m: &TestMarket| {
+    let author = Keypair::generate();
+    let huge = vec![b'A'; agora_market::registry::MAX_PUBLISH_BODY_BYTES + 1];
+    let (status, body) = call_on(&m.state, "POST", "/api/v1/packages/huge/versions", Some(huge), Some(&author), None).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+});
+
+both_dbs!(a_client_detects_a_rollback_and_a_key_rotation_is_honoured, async |m: &TestMarket| {
+    let (old, new) = (Keypair::generate(), Keypair::generate());
+    let saxpy = guest("saxpy");
+    assert_eq!(m.call("POST", "/api/v1/packages/rot/versions", Some(&publish_body(&old, "rot", "1.0.0", &saxpy, None)), Some(&old)).await.0, StatusCode::OK);
+    let log = log_of(m, "rot").await;
+    let prev = log.last().unwrap();
+    let rotate = LogEntry::new_signed(&old, "rot", Some((prev.seq, &prev.hash())), LogAction::RotateKey { new_key: new.id().clone() });
+    assert_eq!(m.call("POST", "/api/v1/packages/rot/log", Some(&json!({"entry": rotate})), Some(&old)).await.0, StatusCode::OK);
+    let log = log_of(m, "rot").await;
+    // The old key can no longer publish; the new one can.
+    assert_eq!(m.call("POST", "/api/v1/packages/rot/versions", Some(&publish_body(&old, "rot", "2.0.0", &saxpy, log.last())), Some(&old)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(m.call("POST", "/api/v1/packages/rot/versions", Some(&publish_body(&new, "rot", "2.0.0", &saxpy, log.last())), Some(&new)).await.0, StatusCode::OK);
+
+    let log = log_of(m, "rot").await;
+    let head = verify_log(&log, None).unwrap();
+    assert_eq!(head.owner, *new.id());
+    // A server (or a mirror) serving the older log to this client is caught.
+    let known = (head.head_seq, head.head_hash.as_str());
+    assert_eq!(verify_log(&log[..2], Some(known)), Err(LogError::Rollback { known: 2, got: 1 }));
+});

@@ -1,0 +1,113 @@
+//! HTTP hygiene: signatures, replays, limits, errors, OpenAPI, metrics.
+
+use crate::*;
+
+fn mint_body(key: &Keypair) -> Vec<u8> {
+    serde_json::to_vec(&json!({"id": "m1", "account": key.id(), "amount": 5})).unwrap()
+}
+
+fn signed(method: &str, path: &str, body: &[u8], key: &Keypair, at_ms: i64) -> axum::http::request::Builder {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in auth::sign_request(key, method, path, body, at_ms) {
+        request = request.header(name, value);
+    }
+    request
+}
+
+both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &TestMarket| {
+    let user = Keypair::generate();
+    let body = mint_body(&user);
+    let now = m.state.now_ms();
+
+    let unsigned = Request::builder().method("POST").uri("/api/v1/mint").body(Body::from(body.clone())).unwrap();
+    let (status, err) = send(&m.state, unsigned).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err["error"]["code"], "unauthenticated");
+
+    let stale = signed("POST", "/api/v1/mint", &body, &m.operator, now - 10 * 60 * 1000).body(Body::from(body.clone())).unwrap();
+    let (status, err) = send(&m.state, stale).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(err["error"]["message"].as_str().unwrap().contains("timestamp"), "{err}");
+
+    let forged_body = serde_json::to_vec(&json!({"id": "m1", "account": user.id(), "amount": 5000})).unwrap();
+    let forged = signed("POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(forged_body)).unwrap();
+    assert_eq!(send(&m.state, forged).await.0, StatusCode::UNAUTHORIZED);
+
+    let good = signed("POST", "/api/v1/mint", &body, &m.operator, now);
+    let headers = good.headers_ref().unwrap().clone();
+    let (status, _) = send(&m.state, good.body(Body::from(body.clone())).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut replay = Request::builder().method("POST").uri("/api/v1/mint");
+    for (name, value) in headers.iter() {
+        replay = replay.header(name, value);
+    }
+    let (status, err) = send(&m.state, replay.body(Body::from(body)).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(err["error"]["message"].as_str().unwrap().contains("replayed"), "{err}");
+    assert_eq!(m.available(&user).await, 5, "minted once");
+});
+
+both_dbs!(oversized_bodies_get_a_json_413, async |m: &TestMarket| {
+    let user = Keypair::generate();
+    let huge = vec![b' '; agora_market::MAX_BODY_BYTES + 1];
+    let request = signed("POST", "/api/v1/transfers", &huge, &user, m.state.now_ms()).body(Body::from(huge)).unwrap();
+    let (status, err) = send(&m.state, request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(err["error"]["code"], "payload_too_large");
+});
+
+both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| {
+    let (status, doc) = m.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let expected = [
+        ("get", "/api/v1/health"),
+        ("get", "/api/openapi.json"),
+        ("get", "/metrics"),
+        ("post", "/api/v1/transfers"),
+        ("post", "/api/v1/mint"),
+        ("get", "/api/v1/accounts/{account}"),
+        ("get", "/api/v1/accounts/{account}/transfers"),
+        ("get", "/api/v1/operator/invariants"),
+        ("get", "/api/v1/packages"),
+        ("get", "/api/v1/packages/{name}"),
+        ("post", "/api/v1/packages/{name}/versions"),
+        ("get", "/api/v1/packages/{name}/log"),
+        ("post", "/api/v1/packages/{name}/log"),
+        ("get", "/api/v1/packages/{name}/versions/{version}/component"),
+    ];
+    for (method, path) in expected {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the OpenAPI document");
+    }
+    assert_eq!(doc["paths"].as_object().unwrap().len(), expected.len() - 1, "no undocumented extras or missing ones");
+    // The router serves what the document lists.
+    for (method, path) in expected {
+        let concrete = path.replace("{account}", "x").replace("{name}", "x").replace("{version}", "1.0.0");
+        let (status, body) = m.call(&method.to_uppercase(), &concrete, None, None).await;
+        let unrouted = status == StatusCode::METHOD_NOT_ALLOWED || (status == StatusCode::NOT_FOUND && !body.is_object());
+        assert!(!unrouted, "{method} {path} is documented but not routed ({status})");
+    }
+});
+
+both_dbs!(metrics_count_requests, async |m: &TestMarket| {
+    m.call("GET", "/api/v1/health", None, None).await;
+    let response = app(m.state.clone())
+        .oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("agora_market_http_requests_total{method=\"GET\",route=\"/api/v1/health\",status=\"200\"}"), "{text}");
+});
+
+#[tokio::test]
+async fn requests_past_the_rate_limit_get_429() {
+    let m = TestMarket::sqlite().await;
+    let state = agora_market::AppState::new(m.state.db.clone(), agora_market::Config { operator: m.operator.id().clone(), rate_per_second: 2 });
+    let user = Keypair::generate();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let body = serde_json::to_vec(&json!({"id": format!("r{i}"), "debit": user.id(), "credit": m.operator.id(), "amount": 1, "kind": "single"})).unwrap();
+        statuses.push(call_on(&state, "POST", "/api/v1/transfers", Some(body), Some(&user), None).await.0);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert_eq!(statuses[0], StatusCode::CONFLICT, "the first requests pass the limiter (and fail on funds)");
+}
