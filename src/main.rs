@@ -14,12 +14,32 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cmd::client::ClientArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a job component locally under the host's limits.
     Run(cmd::run::RunArgs),
+    /// Make or show your key (your account id is its public key).
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Publish a job component to the market's registry, signed.
+    Publish(cmd::registry::PublishArgs),
+    /// Search the registry.
+    Search(cmd::registry::SearchArgs),
+    /// A package's versions, digests and publisher, checked against its signed log.
+    Info(cmd::registry::InfoArgs),
+    /// Download a component, verified against its signed log.
+    Fetch(cmd::registry::FetchArgs),
+    /// Your credits: available, held in escrow, history.
+    Balance(cmd::ledger::BalanceArgs),
+    /// Create credits in an account (operator key only).
+    Mint(cmd::ledger::MintArgs),
+    /// Run the market service.
+    #[command(subcommand)]
+    Market(cmd::market::MarketCommand),
     /// A worker process of the host's supervisor (internal).
     #[command(hide = true)]
     Worker {
@@ -36,8 +56,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => cmd::run::run(args),
-        Command::Worker { gpu } => ExitCode::from(agora_host::worker::main(gpu) as u8),
+    let client = &cli.client;
+    let result = match cli.command {
+        Command::Run(args) => return cmd::run::run(args),
+        Command::Worker { gpu } => return ExitCode::from(agora_host::worker::main(gpu) as u8),
+        Command::Keys(c) => cmd::keys::run(c, client),
+        Command::Publish(a) => cmd::registry::publish(a, client),
+        Command::Search(a) => cmd::registry::search(a, client),
+        Command::Info(a) => cmd::registry::info(a, client),
+        Command::Fetch(a) => cmd::registry::fetch(a, client),
+        Command::Balance(a) => cmd::ledger::balance(a, client),
+        Command::Mint(a) => cmd::ledger::mint(a, client),
+        Command::Market(c) => cmd::market::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,3 +1,8 @@
-//! One module per subcommand.
+//! One module per subcommand (group).
 
+pub mod client;
+pub mod keys;
+pub mod ledger;
+pub mod market;
+pub mod registry;
 pub mod run;

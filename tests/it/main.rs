@@ -1,5 +1,6 @@
 //! End-to-end tests of the `agora` program, run as a user runs it.
 
+mod market;
 mod run;
 
 use std::path::PathBuf;

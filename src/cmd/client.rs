@@ -1,0 +1,72 @@
+//! What every market client command shares: `--market` and `--key`, and
+//! where Agora keeps its files (`AGORA_HOME`, default `~/.agora`).
+
+use agora_wire::Keypair;
+use agora_wire::client::Client;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// The market's URL.
+    #[arg(long, env = "AGORA_MARKET", default_value = "http://127.0.0.1:8080", global = true)]
+    pub market: String,
+    /// Your key file (default: $AGORA_HOME/key.json).
+    #[arg(long, env = "AGORA_KEY", global = true)]
+    pub key: Option<PathBuf>,
+}
+
+/// `$AGORA_HOME`, or `~/.agora`.
+pub fn home() -> PathBuf {
+    if let Some(home) = std::env::var_os("AGORA_HOME") {
+        return PathBuf::from(home);
+    }
+    let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    user_home.join(".agora")
+}
+
+impl ClientArgs {
+    pub fn key_path(&self) -> PathBuf {
+        self.key.clone().unwrap_or_else(|| home().join("key.json"))
+    }
+
+    /// The key, which this command needs.
+    pub fn keypair(&self) -> Result<Keypair> {
+        let path = self.key_path();
+        if !path.exists() {
+            anyhow::bail!("no key at {}: make one with `agora keys new` (or pass --key FILE)", path.display());
+        }
+        Keypair::read(&path).map_err(anyhow::Error::msg)
+    }
+
+    /// A client that signs with the key.
+    pub fn signed(&self) -> Result<Client> {
+        Ok(Client::new(&self.market, Some(self.keypair()?)))
+    }
+
+    /// A client for public reads.
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.market, None)
+    }
+}
+
+/// The file of package log heads this client has seen (rollback detection).
+pub fn known_logs_path() -> PathBuf {
+    home().join("known-logs.json")
+}
+
+pub fn load_known_logs() -> Result<std::collections::BTreeMap<String, (u64, String)>> {
+    let path = known_logs_path();
+    if !path.exists() {
+        return Ok(Default::default());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+pub fn save_known_logs(heads: &std::collections::BTreeMap<String, (u64, String)>) -> Result<()> {
+    let path = known_logs_path();
+    std::fs::create_dir_all(path.parent().expect("a file in AGORA_HOME"))?;
+    std::fs::write(&path, serde_json::to_string_pretty(heads)?).with_context(|| format!("writing {}", path.display()))
+}

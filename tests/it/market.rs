@@ -1,0 +1,123 @@
+//! The market commands against a running `agora market serve` (SQLite).
+
+use super::*;
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+struct Market {
+    child: Child,
+    url: String,
+    home: PathBuf,
+}
+
+impl Drop for Market {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Market {
+    /// A market on a free port, its operator key at `home/operator.json`.
+    fn start(name: &str) -> Market {
+        let home = temp_dir(name);
+        let operator = home.join("operator.json");
+        let _ = std::fs::remove_file(&operator);
+        let out = agora_in(&home, &["--key", operator.to_str().unwrap(), "keys", "new"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let operator_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let db = home.join("market.db");
+        let _ = std::fs::remove_file(&db);
+        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["market", "serve", "--db", &format!("sqlite://{}", db.display()), "--listen", &format!("127.0.0.1:{port}"), "--operator", &operator_id])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the market did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Market { child, url, home }
+    }
+
+    fn agora(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+        cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(args);
+        cmd.output().unwrap()
+    }
+}
+
+fn agora_in(home: &PathBuf, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agora")).env("AGORA_HOME", home).args(args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn publish_search_info_fetch_mint_and_balance() {
+    let market = Market::start("market-cli");
+    let key = market.home.join("key.json");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(market.home.join("known-logs.json"));
+    let out = market.agora(&["keys", "new"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let me = stdout(&out).trim().to_string();
+    let key_meta = std::fs::metadata(&key).unwrap();
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_meta.permissions()) & 0o777, 0o600, "the key file is private");
+
+    let mandelbrot = guest("mandelbrot");
+    let out = market.agora(&["publish", mandelbrot.to_str().unwrap(), "--name", "mandelbrot", "--version", "1.0.0", "--description", "The Mandelbrot set as a PNG", "--tag", "gpu"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = market.agora(&["publish", mandelbrot.to_str().unwrap(), "--name", "mandelbrot", "--version", "1.0.0"]);
+    assert!(!out.status.success(), "a version cannot be published twice");
+    assert!(stderr(&out).contains("already published"), "{}", stderr(&out));
+
+    let out = market.agora(&["search", "png"]);
+    assert!(stdout(&out).contains("mandelbrot"), "{}", stdout(&out));
+    let out = market.agora(&["info", "mandelbrot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&me), "the publisher key is shown: {}", stdout(&out));
+    assert!(stdout(&out).contains("exports [run]"));
+
+    let fetched = market.home.join("fetched.wasm");
+    let out = market.agora(&["fetch", "mandelbrot", "-o", fetched.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&fetched).unwrap(), std::fs::read(&mandelbrot).unwrap());
+
+    let out = market.agora(&["mint", &me, "250"]);
+    assert!(!out.status.success(), "only the operator mints");
+    let operator = market.home.join("operator.json");
+    let out = market.agora(&["--key", operator.to_str().unwrap(), "mint", &me, "250"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = market.agora(&["balance", "--history"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("available  250 credits"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_client_refuses_a_log_that_went_back_in_time() {
+    let market = Market::start("market-rollback");
+    let key = market.home.join("key.json");
+    let _ = std::fs::remove_file(&key);
+    assert!(market.agora(&["keys", "new"]).status.success());
+    let saxpy = guest("saxpy");
+    for version in ["1.0.0", "1.1.0"] {
+        let out = market.agora(&["publish", saxpy.to_str().unwrap(), "--name", "saxpy", "--version", version]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Pretend this client had seen a longer log than the market now serves.
+    let known = market.home.join("known-logs.json");
+    let mut heads: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&known).unwrap()).unwrap();
+    heads["saxpy"][0] = serde_json::json!(5);
+    std::fs::write(&known, heads.to_string()).unwrap();
+    let out = market.agora(&["info", "saxpy"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("rollback"), "{}", stderr(&out));
+}
