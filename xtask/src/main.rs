@@ -12,6 +12,7 @@ Tasks:
   test           install what is missing, build the guests, run every test
   examples       build the example and test guests as components, print their paths
   bench host     host runtime benchmarks (ratios against baselines in the same run)
+  bench market   ledger and registry benchmarks (SQLite and PostgreSQL)
 ";
 
 /// The wasm target jobs are built for.
@@ -25,7 +26,8 @@ fn main() -> Result<()> {
         ["test"] => test(),
         ["examples"] => examples().map(|_| ()),
         ["bench", "host"] => bench_host(),
-        ["bench"] => bench_host(),
+        ["bench", "market"] => bench_market(),
+        ["bench"] => bench_host().and_then(|()| bench_market()),
         _ => {
             eprint!("{HELP}");
             bail!("unknown or missing task")
@@ -174,30 +176,125 @@ fn examples() -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// PostgreSQL for the market's tests: reachable, or started when it is
+/// installed here and we are root, or a clear message.
+fn ensure_postgres() -> Result<()> {
+    if std::env::var_os("AGORA_TEST_POSTGRES").is_some() {
+        return Ok(());
+    }
+    let up = || std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), std::time::Duration::from_secs(2)).is_ok();
+    if up() {
+        return Ok(());
+    }
+    if is_root()
+        && let Ok(versions) = std::fs::read_dir("/etc/postgresql")
+    {
+        for version in versions.flatten() {
+            let version = version.file_name().to_string_lossy().into_owned();
+            eprintln!("PostgreSQL is not running: starting cluster {version}/main");
+            let _ = run(Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", &version, "main", "start"]));
+        }
+        for _ in 0..20 {
+            if up() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    bail!(
+        "the market's tests need PostgreSQL at 127.0.0.1:5432 (trust auth, database `test`), or AGORA_TEST_POSTGRES=postgres://..."
+    )
+}
+
 fn test() -> Result<()> {
     ensure_vulkan()?;
+    ensure_postgres()?;
     examples()?;
     run(cargo().args(["test", "--workspace", "--locked"]))
 }
 
 fn up() -> Result<()> {
     ensure_vulkan()?;
-    examples()?;
+    let guests = examples()?;
     run(cargo().args(["build", "--release", "--bin", "agora"]))?;
+    let agora = root().join("target/release/agora");
     let out = root().join("target/agora-up");
-    std::fs::create_dir_all(&out)?;
+    let home = out.join("home");
+    std::fs::create_dir_all(&home)?;
+    let agora_cmd = || {
+        let mut cmd = Command::new(&agora);
+        cmd.env("AGORA_HOME", &home);
+        cmd
+    };
+    let key_id = |file: &str| -> Result<String> {
+        let path = home.join(file);
+        let verb = if path.exists() { "show" } else { "new" };
+        let id = output(agora_cmd().arg("--key").arg(&path).args(["keys", verb])).context("making a key")?;
+        Ok(id.trim().to_string())
+    };
+    let operator = key_id("operator.json")?;
+    let buyer = key_id("key.json")?;
+
+    let port = std::env::var("AGORA_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080u16);
+    let market_url = format!("http://127.0.0.1:{port}");
+    let mut market = agora_cmd()
+        .args(["market", "serve", "--listen", &format!("127.0.0.1:{port}"), "--operator", &operator])
+        .arg("--db")
+        .arg(format!("sqlite://{}", out.join("market.db").display()))
+        .spawn()
+        .context("starting the market")?;
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(30) || market.try_wait()?.is_some() {
+            let _ = market.kill();
+            bail!("the market did not start on port {port} (set AGORA_PORT to use another)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let client = |cmd: &mut Command| {
+        cmd.env("AGORA_MARKET", &market_url);
+    };
+    for path in &guests {
+        let name = path.file_stem().unwrap().to_string_lossy().replace('_', "-");
+        if name == "hostile" {
+            continue;
+        }
+        let readme = std::fs::read_to_string(root().join("examples").join(&name).join("README.md")).unwrap_or_default();
+        let description = readme.lines().find(|l| !l.starts_with('#') && !l.is_empty()).unwrap_or("").to_string();
+        let mut cmd = agora_cmd();
+        client(&mut cmd);
+        cmd.arg("publish").arg(path).args(["--name", &name, "--version", "0.1.0", "--description", &description, "--tag", "example"]);
+        match cmd.output() {
+            Ok(o) if o.status.success() => eprintln!("published {name} 0.1.0"),
+            Ok(o) if String::from_utf8_lossy(&o.stderr).contains("already published") => {}
+            Ok(o) => eprintln!("publishing {name}: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            Err(e) => eprintln!("publishing {name}: {e}"),
+        }
+    }
+    let mut mint = agora_cmd();
+    client(&mut mint);
+    mint.arg("--key").arg(home.join("operator.json")).args(["mint", &buyer, "10000", "--id", "demo-buyer-funding"]);
+    let _ = mint.output();
+
     let png = out.join("mandelbrot.png");
     let view = out.join("view.txt");
     std::fs::write(&view, "width=1200 height=800 x=-0.7436 y=0.1318 zoom=60 iterations=1200")?;
-    run(Command::new(root().join("target/release/agora"))
-        .arg("run")
-        .arg(guests_dir().join("mandelbrot.wasm"))
-        .arg("--input")
-        .arg(&view)
-        .arg("--output")
-        .arg(&png))?;
-    println!("\nThe mandelbrot example ran through the host runtime: {}", png.display());
-    println!("(The market, web UI and provider host join `cargo xtask up` with their issues.)");
+    let mut render = agora_cmd();
+    render.arg("run").arg(guests_dir().join("mandelbrot.wasm")).arg("--input").arg(&view).arg("--output").arg(&png);
+    run(&mut render)?;
+
+    println!("\nAgora is up.");
+    println!("  market      {market_url}   (API document: {market_url}/api/openapi.json, metrics: {market_url}/metrics)");
+    println!("  database    {}", out.join("market.db").display());
+    println!("  demo buyer  {buyer} (10000 credits)");
+    println!("  a render    {} (mandelbrot through the host runtime)", png.display());
+    println!("\nTry, in another shell:");
+    println!("  export AGORA_HOME={} AGORA_MARKET={market_url} PATH={}:$PATH", home.display(), agora.parent().unwrap().display());
+    println!("  agora search example && agora info mandelbrot && agora balance");
+    println!("  agora fetch mandelbrot -o m.wasm && agora run m.wasm -o m.png");
+    println!("\nCtrl-C stops the market.");
+    let status = market.wait()?;
+    eprintln!("market stopped ({status})");
     Ok(())
 }
 
@@ -205,4 +302,9 @@ fn bench_host() -> Result<()> {
     ensure_vulkan()?;
     examples()?;
     run(cargo().args(["bench", "-p", "agora-host", "--bench", "host"]))
+}
+
+fn bench_market() -> Result<()> {
+    ensure_postgres()?;
+    run(cargo().args(["bench", "-p", "agora-market", "--bench", "market"]))
 }

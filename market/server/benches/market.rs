@@ -1,0 +1,165 @@
+//! `cargo xtask bench market`: the market's hot paths against baselines
+//! measured in the same run, as throughput ratios (ours / baseline; higher is
+//! better, 1.0 is parity).
+//!
+//! - Hold + post through `Ledger::execute` vs the same core SQL statements
+//!   (conditional debit, credit, insert; resolve, move, insert) issued bare
+//!   in the same transactions, on the same database: SQLite file and
+//!   PostgreSQL.
+//! - The registry's component digest vs single-threaded blake3 over the same
+//!   bytes (what `b3sum --no-mmap --num-threads 1` computes).
+//! - Signature checks per second through `KeyId::verify` vs ed25519-dalek's
+//!   `verify_strict` on pre-parsed keys and signatures.
+
+use agora_market::Db;
+use agora_market::ledger::{Ledger, Op};
+use agora_wire::Keypair;
+use sqlx::{Any, Transaction};
+use std::time::{Duration, Instant};
+
+const PAIRS: usize = 400;
+
+async fn bare_debit(tx: &mut Transaction<'static, Any>, column: &str, account: &str, amount: i64) {
+    let done = sqlx::query(&format!(
+        "UPDATE accounts SET {column} = {column} + $1 WHERE id = $2 AND (kind = 'issuance' OR credits_posted - debits_posted - debits_pending >= $1)"
+    ))
+    .bind(amount)
+    .bind(account)
+    .execute(&mut **tx)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+}
+
+async fn bare_exec(tx: &mut Transaction<'static, Any>, sql: &str, args: (&str, i64, &str)) {
+    sqlx::query(sql).bind(args.0).bind(args.1).bind(args.2).execute(&mut **tx).await.unwrap();
+}
+
+/// Hold then post `PAIRS` times with the bare statements.
+async fn bare_pairs(db: &Db, buyer: &str, seller: &str, tag: &str) -> Duration {
+    let insert = "INSERT INTO transfers (id, request_digest, debit, credit, amount, kind, state, created_at_ms) VALUES ($1, 'x', $3, $3, $2, 'hold', 'pending', 0)";
+    let started = Instant::now();
+    for i in 0..PAIRS {
+        let id = format!("bare-{tag}-{i}");
+        let mut tx = db.write().await.unwrap();
+        bare_debit(&mut tx, "debits_pending", buyer, 10).await;
+        bare_exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending + $2 WHERE id = $3 AND $1 <> ''", (&id, 10, seller)).await;
+        bare_exec(&mut tx, insert, (&id, 10, buyer)).await;
+        tx.commit().await.unwrap();
+        let mut tx = db.write().await.unwrap();
+        bare_exec(&mut tx, "UPDATE transfers SET state = 'settled', amount_posted = $2 WHERE id = $1 AND state = 'pending' AND $3 <> ''", (&id, 10, "x")).await;
+        bare_exec(&mut tx, "UPDATE accounts SET debits_pending = debits_pending - $2, debits_posted = debits_posted + $2 WHERE id = $3 AND $1 <> ''", (&id, 10, buyer)).await;
+        bare_exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending - $2, credits_posted = credits_posted + $2 WHERE id = $3 AND $1 <> ''", (&id, 10, seller)).await;
+        bare_exec(&mut tx, &insert.replace("'hold', 'pending'", "'post', 'posted'"), (&format!("{id}-p"), 10, buyer)).await;
+        tx.commit().await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn ledger_pairs(ledger: &Ledger, buyer: &str, seller: &str, tag: &str) -> Duration {
+    let started = Instant::now();
+    for i in 0..PAIRS {
+        let id = format!("ledger-{tag}-{i}");
+        let hold = Op::Hold { debit: buyer.into(), credit: seller.into(), amount: 10, timeout_ms: 600_000 };
+        ledger.execute(&id, &hold, 0).await.unwrap();
+        ledger.execute(&format!("{id}-p"), &Op::Post { pending_id: id.clone(), amount: None }, 0).await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn ledger_ratio(url: &str) -> (Duration, Duration) {
+    let db = Db::connect(url).await.unwrap();
+    let ledger = Ledger::new(db.clone());
+    let (buyer, seller) = (Keypair::generate().id().to_string(), Keypair::generate().id().to_string());
+    ledger.execute("fund", &Op::Mint { account: buyer.clone(), amount: 1 << 40 }, 0).await.unwrap();
+    ledger.execute("seller", &Op::Mint { account: seller.clone(), amount: 1 }, 0).await.unwrap();
+    // Interleave rounds so drift affects both alike; medians.
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        ours.push(ledger_pairs(&ledger, &buyer, &seller, &round.to_string()).await);
+        bare.push(bare_pairs(&db, &buyer, &seller, &round.to_string()).await);
+    }
+    assert!(ledger.check_invariants().await.unwrap().ok);
+    ours.sort();
+    bare.sort();
+    (ours[1], bare[1])
+}
+
+fn throughput_row(name: &str, ours: Duration, bare: Duration, goal: f64, unit: &str, count: f64) {
+    let ratio = bare.as_secs_f64() / ours.as_secs_f64();
+    println!(
+        "{name:<46} {:>12.0} {:>12.0} {unit:<8} {ratio:>6.2}x {:>6.2} {}",
+        count / ours.as_secs_f64(),
+        count / bare.as_secs_f64(),
+        goal,
+        if ratio >= goal { "ok" } else { "MISS" }
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!("\nagora market benchmarks (throughput: ours, baseline; ratio = ours / baseline)\n");
+    println!("{:<46} {:>12} {:>12} {:<8} {:>7} {:>6}", "case", "ours", "baseline", "unit", "ratio", "goal");
+
+    let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let (ours, bare) = runtime.block_on(ledger_ratio(&sqlite));
+    throughput_row("hold+post, SQLite file", ours, bare, 0.3, "pairs/s", PAIRS as f64);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let pg = std::env::var("AGORA_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("agora_bench_{}", std::process::id());
+    let result = runtime.block_on(async {
+        let admin = Db::admin_pool(&pg).await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await?;
+        let measured = ledger_ratio(&format!("{pg}?options=-c%20search_path%3D{schema}")).await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await?;
+        Ok::<_, sqlx::Error>(measured)
+    });
+    match result {
+        Ok((ours, bare)) => throughput_row("hold+post, PostgreSQL", ours, bare, 0.3, "pairs/s", PAIRS as f64),
+        Err(e) => println!("hold+post, PostgreSQL: skipped, no database at {pg}: {e}"),
+    }
+
+    // Digests: 64 MiB, the largest component.
+    let bytes: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::hint::black_box(agora_wire::digest_hex(&bytes));
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&bytes);
+        std::hint::black_box(hasher.finalize());
+        bare.push(t.elapsed());
+    }
+    ours.sort();
+    bare.sort();
+    throughput_row("component digest (blake3, 64 MiB)", ours[2], bare[2], 0.95, "MiB/s", 64.0);
+
+    // Signatures: 2,000 checks.
+    let key = Keypair::generate();
+    let messages: Vec<Vec<u8>> = (0..2000).map(|i| format!("agora-request-v1\nPOST\n/api/v1/transfers\n{i}").into_bytes()).collect();
+    let signatures: Vec<String> = messages.iter().map(|m| key.sign(m)).collect();
+    let verifying = key.id().verifying_key();
+    let parsed: Vec<ed25519_dalek::Signature> = signatures
+        .iter()
+        .map(|s| ed25519_dalek::Signature::from_bytes(&hex::decode(s).unwrap().try_into().unwrap()))
+        .collect();
+    let t = Instant::now();
+    for (m, s) in messages.iter().zip(&signatures) {
+        key.id().verify(m, s).unwrap();
+    }
+    let ours = t.elapsed();
+    let t = Instant::now();
+    for (m, s) in messages.iter().zip(&parsed) {
+        verifying.verify_strict(m, s).unwrap();
+    }
+    let bare = t.elapsed();
+    throughput_row("signature checks (ed25519 verify_strict)", ours, bare, 0.95, "per s", messages.len() as f64);
+}
