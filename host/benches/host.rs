@@ -165,11 +165,20 @@ impl progress::Host for BareState {
 struct Bare {
     engine: Engine,
     pre: bare::JobPre<BareState>,
+    fuel: bool,
 }
 
 impl Bare {
     fn new(bytes: &[u8]) -> Bare {
+        Self::metered(bytes, false, false)
+    }
+
+    /// With wasmtime's fuel and/or epoch instrumentation switched on (the
+    /// budgets set so that they never run out): splits the host's metering
+    /// cost into its two parts.
+    fn metered(bytes: &[u8], fuel: bool, epoch: bool) -> Bare {
         let mut config = Config::new();
+        config.consume_fuel(fuel).epoch_interruption(epoch);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(PoolingAllocationConfig::default()));
         let engine = Engine::new(&config).unwrap();
         let mut linker = Linker::new(&engine);
@@ -177,11 +186,15 @@ impl Bare {
         bare::Job::add_to_linker::<BareState, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
         let component = Component::from_binary(&engine, bytes).unwrap();
         let pre = bare::JobPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        Bare { engine, pre }
+        Bare { engine, pre, fuel }
     }
 
     fn run(&self, input: &[u8]) -> Vec<u8> {
         let mut store = Store::new(&self.engine, BareState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        if self.fuel {
+            store.set_fuel(u64::MAX).unwrap();
+        }
+        store.set_epoch_deadline(u64::MAX / 2);
         let job = self.pre.instantiate(&mut store).unwrap();
         let input = store.data_mut().table.push(BareBlob(input.to_vec())).unwrap();
         let output = job.call_run(&mut store, input).unwrap().unwrap();
@@ -345,6 +358,15 @@ fn main() {
         bare_cpu.run(&input);
     });
     rows.push(Row { name: "CPU matmul 256^3: fuel+epoch vs unmetered", host, base, goal: 1.15 });
+    for (name, fuel, epoch) in [("CPU matmul 256^3: epoch only vs unmetered", false, true), ("CPU matmul 256^3: fuel only vs unmetered", true, false)] {
+        let metered = Bare::metered(&cpu, fuel, epoch);
+        let (host, base) = compare(15, || {
+            metered.run(&input);
+        }, || {
+            bare_cpu.run(&input);
+        });
+        rows.push(Row { name, host, base, goal: f64::NAN });
+    }
     let mut c = vec![0.0f32; (m * n) as usize];
     let (host, base) = compare(15, || {
         bare_cpu.run(&input);

@@ -145,23 +145,47 @@ impl WorkerPool {
             Ok(w) => w,
             Err(e) => return self.failed(component, started, Outcome::WorkerLost { message: e.to_string() }),
         };
-        let mut send_component = !worker.known.contains(&component.digest);
-        let result = loop {
-            let waited = worker.ask(component, input, limits, call, send_component);
-            match waited {
-                Waited::Answer(response, _) if response.needs_component && !send_component => {
-                    send_component = true;
+        let mut compile_time = Duration::ZERO;
+        // At most twice: a worker may have evicted the component meanwhile.
+        let mut waited = Waited::Lost("no attempt".into());
+        for _ in 0..2 {
+            if !worker.known.contains(&component.digest) {
+                match worker.ask(component, &component.bytes, limits, Call::Load, limits::COMPILE_TIMEOUT) {
+                    Waited::Answer(response, _) if response.report.outcome.is_ok() => {
+                        compile_time = response.report.compile_time;
+                        worker.known.insert(component.digest.clone());
+                    }
+                    Waited::Answer(response, _) => {
+                        // Refused before it ran: the worker is fine.
+                        self.checkin(worker);
+                        self.counters.lock().expect("counters lock").jobs += 1;
+                        return JobResult { report: response.report, output: None };
+                    }
+                    Waited::Deadline => {
+                        let outcome = Outcome::LimitExceeded {
+                            limit: LimitKind::CompileTime,
+                            message: format!("compiling took longer than {} s; its worker was killed", limits::COMPILE_TIMEOUT.as_secs()),
+                        };
+                        tracing::warn!(pid = worker.child.id(), "compile ran past its deadline: killing the worker");
+                        self.replace(worker);
+                        return self.failed(component, started, outcome);
+                    }
+                    lost @ Waited::Lost(_) => {
+                        waited = lost;
+                        break;
+                    }
                 }
-                other => break other,
             }
-        };
-        let outcome = match result {
-            Waited::Answer(response, body) => {
-                let poisoned = response.report.worker_poisoned;
-                if !matches!(response.report.outcome, Outcome::Refused { .. }) {
-                    worker.known.insert(component.digest.clone());
-                }
-                if poisoned {
+            waited = worker.ask(component, input, limits, call, limits.timeout + limits::KILL_GRACE);
+            match &waited {
+                Waited::Answer(response, _) if response.needs_component => worker.known.remove(&component.digest),
+                _ => break,
+            };
+        }
+        let outcome = match waited {
+            Waited::Answer(mut response, body) => {
+                response.report.compile_time = compile_time;
+                if response.report.worker_poisoned {
                     tracing::warn!("worker {} reports a hung GPU device: replacing it", worker.child.id());
                     self.replace(worker);
                 } else {
@@ -172,8 +196,7 @@ impl WorkerPool {
                 return JobResult { report: response.report, output };
             }
             Waited::Deadline => {
-                let deadline = limits.timeout + limits::KILL_GRACE;
-                tracing::warn!(pid = worker.child.id(), "job ran past {} ms: killing its worker", deadline.as_millis());
+                tracing::warn!(pid = worker.child.id(), "job ran past {} ms: killing its worker", limits.timeout.as_millis());
                 Outcome::LimitExceeded {
                     limit: LimitKind::Timeout,
                     message: format!(
@@ -252,20 +275,11 @@ impl Drop for WorkerPool {
 }
 
 impl Worker {
-    fn ask(&mut self, component: &ComponentBytes, input: &[u8], limits: &Limits, call: Call, send_component: bool) -> Waited {
-        let request = Request {
-            digest: component.digest.clone(),
-            component_len: if send_component { component.bytes.len() as u64 } else { 0 },
-            limits: *limits,
-            call,
-        };
-        let bytes: &[u8] = if send_component { &component.bytes } else { &[] };
-        if let Err(e) = write_frame(&mut self.stdin, &request, &[bytes, input]) {
+    /// Send one request and wait for its answer until `deadline`.
+    fn ask(&mut self, component: &ComponentBytes, body: &[u8], limits: &Limits, call: Call, deadline: Duration) -> Waited {
+        let request = Request { digest: component.digest.clone(), limits: *limits, call };
+        if let Err(e) = write_frame(&mut self.stdin, &request, &[body]) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
-        }
-        let mut deadline = limits.timeout + limits::KILL_GRACE;
-        if send_component {
-            deadline += limits::COMPILE_TIMEOUT;
         }
         match self.responses.recv_timeout(deadline) {
             Ok(Ok((response, body))) => Waited::Answer(response, body),

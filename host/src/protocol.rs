@@ -28,18 +28,20 @@ pub struct Hello {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Call {
+    /// Check and compile the component in the body (and keep it); nothing
+    /// runs. Its own deadline is the compile timeout.
+    Load,
     Run,
     /// Call `verify`; the body holds the input then `output_len` bytes of
     /// output.
     Verify { output_len: u64 },
 }
 
-/// Supervisor -> worker. Body: the component's bytes (when
-/// `component_len > 0`, i.e. the worker does not have it yet), then the input.
+/// Supervisor -> worker. Body: the component's bytes (for `Load`), or the
+/// input (for `Run` and `Verify`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub digest: String,
-    pub component_len: u64,
     pub limits: Limits,
     pub call: Call,
 }

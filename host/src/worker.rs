@@ -35,7 +35,7 @@ pub fn main(gpu: GpuChoice) -> i32 {
                 return 2;
             }
         };
-        let needs_component = request.component_len == 0 && runtime.cached(&request.digest).is_none();
+        let needs_component = !matches!(request.call, Call::Load) && runtime.cached(&request.digest).is_none();
         let (report, out) = serve(&runtime, request, body);
         let response = Response { has_output: out.is_some(), report, needs_component };
         if write_frame(&mut output, &response, &[out.as_deref().unwrap_or(&[])]).is_err() {
@@ -44,42 +44,35 @@ pub fn main(gpu: GpuChoice) -> i32 {
     }
 }
 
-fn serve(runtime: &Runtime, request: Request, mut body: Vec<u8>) -> (RunReport, Option<Vec<u8>>) {
-    let component_len = request.component_len as usize;
-    if component_len > body.len() {
-        let outcome = crate::Outcome::Refused { message: "request body shorter than its component".into() };
-        return (RunReport::new(outcome, request.digest), None);
-    }
-    let rest = body.split_off(component_len);
-    let component = if component_len > 0 {
+fn serve(runtime: &Runtime, request: Request, body: Vec<u8>) -> (RunReport, Option<Vec<u8>>) {
+    if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.
         if hex(&digest_of(&body)) != request.digest {
             let outcome = crate::Outcome::Refused { message: "component bytes do not match their digest".into() };
             return (RunReport::new(outcome, request.digest), None);
         }
-        runtime.load(&body)
-    } else {
-        runtime.cached(&request.digest).ok_or_else(|| {
-            crate::LoadError::Invalid(format!("component {} is not cached in this worker", request.digest))
-        })
+        return match runtime.load(&body) {
+            Ok(component) => {
+                let mut report = RunReport::new(crate::Outcome::Ok, request.digest);
+                report.compile_time = component.compile_time;
+                (report, None)
+            }
+            Err(e) => (RunReport::new(e.outcome(), request.digest), None),
+        };
+    }
+    let Some(component) = runtime.cached(&request.digest) else {
+        let message = format!("component {} is not loaded in this worker", request.digest);
+        return (RunReport::new(crate::Outcome::Refused { message }, request.digest), None);
     };
-    let component = match component {
-        Ok(c) => c,
-        Err(e) => return (RunReport::new(e.outcome(), request.digest), None),
-    };
-    let fresh = component_len > 0;
-    let (mut report, out) = match request.call {
-        Call::Run => runtime.run(&component, rest, &request.limits),
+    match request.call {
+        Call::Run => runtime.run(&component, body, &request.limits),
         Call::Verify { output_len } => {
-            let mut input = rest;
+            let mut input = body;
             let split = input.len().saturating_sub(output_len as usize);
             let output = input.split_off(split);
             let (report, ok) = runtime.verify(&component, input, output, &request.limits);
             (report, ok.map(|ok| vec![ok as u8]))
         }
-    };
-    if fresh {
-        report.compile_time = component.compile_time;
+        Call::Load => unreachable!("handled above"),
     }
-    (report, out)
 }

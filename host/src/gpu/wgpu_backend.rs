@@ -300,6 +300,14 @@ impl WgpuSession {
         let result = self.shared.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
         self.charge(started);
         match result {
+            // Some drivers (lavapipe) finish the wait late instead of timing out.
+            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) if self.stats.gpu_time > self.quota.gpu_time_max => {
+                Err(GpuError::QuotaExceeded {
+                    resource: "GPU time (ms)",
+                    requested: self.stats.gpu_time.as_millis() as u64,
+                    limit: self.quota.gpu_time_max.as_millis() as u64,
+                })
+            }
             Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) => self.check_usable(),
             Ok(wgpu::PollStatus::Poll) | Err(wgpu::PollError::Timeout) => {
                 self.poisoned = true;

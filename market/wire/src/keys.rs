@@ -5,11 +5,48 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
-/// An account id: the hex of an ed25519 public key (64 characters).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An account id: the hex of an ed25519 public key (64 characters). The
+/// point is decompressed and checked once, when the id is parsed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct KeyId(String);
+pub struct KeyId(String, VerifyingKey);
+
+/// On the wire a key id is its hex string.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for KeyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for KeyId {}
+
+impl PartialEq for KeyId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for KeyId {}
+
+impl std::hash::Hash for KeyId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialOrd for KeyId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -17,6 +54,8 @@ pub enum KeyError {
     BadKeyId,
     #[error("the public key is not a valid ed25519 point")]
     BadPoint,
+    #[error("the public key is a weak (small-order) point: it cannot be an account")]
+    WeakKey,
     #[error("a signature is 128 hex characters")]
     BadSignatureEncoding,
     #[error("the signature does not verify")]
@@ -26,8 +65,11 @@ pub enum KeyError {
 impl KeyId {
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let bytes: [u8; 32] = hex::decode(text).ok().and_then(|b| b.try_into().ok()).ok_or(KeyError::BadKeyId)?;
-        VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPoint)?;
-        Ok(KeyId(text.to_ascii_lowercase()))
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPoint)?;
+        if key.is_weak() {
+            return Err(KeyError::WeakKey);
+        }
+        Ok(KeyId(text.to_ascii_lowercase(), key))
     }
 
     pub fn as_str(&self) -> &str {
@@ -35,21 +77,15 @@ impl KeyId {
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
-        let bytes: [u8; 32] = hex::decode(&self.0).expect("checked at parse").try_into().expect("32 bytes");
-        VerifyingKey::from_bytes(&bytes).expect("checked at parse")
+        self.1
     }
 
-    /// Check `signature` (hex) over `message` with `verify_strict`: refuses
-    /// small-order keys and non-canonical (malleable) signatures.
+    /// Check `signature` (hex) over `message` with `verify_strict`, which
+    /// refuses non-canonical (malleable) signatures; weak keys never parse.
     pub fn verify(&self, message: &[u8], signature: &str) -> Result<(), KeyError> {
-        let bytes: [u8; 64] =
-            hex::decode(signature).ok().and_then(|b| b.try_into().ok()).ok_or(KeyError::BadSignatureEncoding)?;
-        let signature = Signature::from_bytes(&bytes);
-        let key = self.verifying_key();
-        if key.is_weak() {
-            return Err(KeyError::BadSignature);
-        }
-        key.verify_strict(message, &signature).map_err(|_| KeyError::BadSignature)
+        let mut bytes = [0u8; 64];
+        hex::decode_to_slice(signature, &mut bytes).map_err(|_| KeyError::BadSignatureEncoding)?;
+        self.1.verify_strict(message, &Signature::from_bytes(&bytes)).map_err(|_| KeyError::BadSignature)
     }
 }
 
@@ -97,7 +133,7 @@ impl Keypair {
 
     pub fn from_secret(secret: [u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(&secret);
-        let id = KeyId(hex::encode(signing.verifying_key().as_bytes()));
+        let id = KeyId(hex::encode(signing.verifying_key().as_bytes()), signing.verifying_key());
         Keypair { signing, id }
     }
 
@@ -195,12 +231,10 @@ mod tests {
 
     #[test]
     fn a_weak_key_is_refused() {
-        // The identity point (small order): any "signature" would be weak.
+        // The identity point (small order): a "signature" by it would verify
+        // for many messages under a lax check.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        let id = KeyId::parse(&hex::encode(identity)).unwrap();
-        let mut sig = [0u8; 64];
-        sig[0] = 1;
-        assert_eq!(id.verify(b"anything", &hex::encode(sig)), Err(KeyError::BadSignature));
+        assert_eq!(KeyId::parse(&hex::encode(identity)), Err(KeyError::WeakKey));
     }
 }

@@ -113,7 +113,9 @@ impl Job for Hostile {
             "gpu-hang" => {
                 let d = Buffer::from_slice(&[0u32; 4])?;
                 let shader = Shader::wgsl(NEVER_ENDS_WGSL)?;
-                shader.dispatch("main", &[&d], [1024, 1, 1])?;
+                // Enough invocations that even a driver that caps loop
+                // iterations (llvmpipe: 65535 per loop nest) runs for hours.
+                shader.dispatch("main", &[&d], [65535, 1, 1])?;
                 Ok(Output::from_slice(&d.read::<u32>()?))
             }
             "slow-host" => {
