@@ -18,6 +18,14 @@ impl Rng {
         nanos ^ (std::process::id() as u64).rotate_left(32)
     }
 
+    /// The seed of a randomized test: `AGORA_SEED` when set (to replay a
+    /// failure), else a fresh one. Printed either way.
+    pub fn test_seed() -> u64 {
+        let seed = std::env::var("AGORA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(Self::fresh_seed);
+        println!("seed {seed} (replay with AGORA_SEED={seed})");
+        seed
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

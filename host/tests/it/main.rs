@@ -54,14 +54,9 @@ pub fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// A fresh seed, printed so a failure can be replayed with AGORA_SEED.
+/// A fresh seed, printed so a failure replays with AGORA_SEED.
 pub fn seed() -> u64 {
-    let seed = std::env::var("AGORA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(agora_kernels::rng::Rng::fresh_seed);
-    println!("seed {seed} (replay with AGORA_SEED={seed})");
-    seed
+    agora_kernels::rng::Rng::test_seed()
 }
 
 #[track_caller]

@@ -159,12 +159,7 @@ macro_rules! both_dbs {
 
 /// A fresh seed, printed so a failure replays with AGORA_SEED.
 pub fn seed() -> u64 {
-    let seed = std::env::var("AGORA_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(agora_kernels::rng::Rng::fresh_seed);
-    println!("seed {seed} (replay with AGORA_SEED={seed})");
-    seed
+    agora_kernels::rng::Rng::test_seed()
 }
 
 pub fn guest(name: &str) -> Vec<u8> {
