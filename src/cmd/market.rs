@@ -36,7 +36,7 @@ pub fn run(command: MarketCommand) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let db = Db::connect(&url).await.with_context(|| format!("opening {}", args.db))?;
-        let state = AppState::new(db, Config { operator, rate_per_second: args.rate });
+        let state = AppState::new(db, Config { rate_per_second: args.rate, ..Config::new(operator) });
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         eprintln!("agora market on http://{} ({})", listener.local_addr()?, args.db);
         let shutdown = async {

@@ -22,9 +22,14 @@ pub struct Db {
 }
 
 /// The migrations of each database, in order: (version, description, SQL).
-const SQLITE: &[(i64, &str, &str)] = &[(20261124000000, "core", include_str!("../migrations/sqlite/20261124000000_core.sql"))];
-const POSTGRES: &[(i64, &str, &str)] =
-    &[(20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql"))];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (20261124000000, "core", include_str!("../migrations/sqlite/20261124000000_core.sql")),
+    (20261124010000, "jobs", include_str!("../migrations/sqlite/20261124010000_jobs.sql")),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
+    (20261124010000, "jobs", include_str!("../migrations/postgres/20261124010000_jobs.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);

@@ -11,6 +11,7 @@
 pub mod db;
 pub mod error;
 mod hygiene;
+pub mod jobs;
 pub mod ledger;
 mod metrics;
 pub mod registry;
@@ -46,6 +47,14 @@ pub struct Config {
     pub operator: KeyId,
     /// Signed requests per second per key (bursts up to twice that).
     pub rate_per_second: u32,
+    pub jobs: jobs::JobsConfig,
+}
+
+impl Config {
+    /// The defaults, with `operator`.
+    pub fn new(operator: KeyId) -> Self {
+        Config { operator, rate_per_second: 50, jobs: jobs::JobsConfig::default() }
+    }
 }
 
 #[derive(Clone)]
@@ -53,6 +62,7 @@ pub struct AppState {
     pub db: Db,
     pub ledger: Ledger,
     pub registry: Registry,
+    pub jobs: jobs::Jobs,
     pub config: Arc<Config>,
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
     metrics: Arc<metrics::Metrics>,
@@ -64,9 +74,12 @@ impl AppState {
     pub fn new(db: Db, config: Config) -> Self {
         let rate = NonZeroU32::new(config.rate_per_second.max(1)).expect("positive");
         let burst = NonZeroU32::new(config.rate_per_second.max(1).saturating_mul(2)).expect("positive");
+        let ledger = Ledger::new(db.clone());
+        let registry = Registry::new(db.clone());
         AppState {
-            ledger: Ledger::new(db.clone()),
-            registry: Registry::new(db.clone()),
+            jobs: jobs::Jobs::new(db.clone(), ledger.clone(), registry.clone(), config.jobs.clone()),
+            ledger,
+            registry,
             db,
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
@@ -84,9 +97,11 @@ impl AppState {
         self.clock_offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
 
-    /// One sweep: expire due holds, forget old nonces.
+    /// One sweep: expire due holds and lost leases, settle due jobs,
+    /// forget old nonces. Returns the holds expired.
     pub async fn sweep(&self) -> Result<u64, error::ApiError> {
         let expired = self.ledger.expire_due(self.now_ms()).await?;
+        self.jobs.sweep(self.now_ms()).await?;
         self.forget_old_nonces().await?;
         Ok(expired)
     }
@@ -94,8 +109,9 @@ impl AppState {
 
 /// The market's router.
 pub fn app(state: AppState) -> Router {
-    let publish = Router::new()
+    let large = Router::new()
         .route("/api/v1/packages/{name}/versions", post(routes::publish))
+        .route("/api/v1/jobs", get(routes::my_jobs).post(routes::submit))
         .layer(DefaultBodyLimit::max(registry::MAX_PUBLISH_BODY_BYTES));
     Router::new()
         .route("/api/v1/health", get(routes::health))
@@ -110,8 +126,15 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/packages/{name}", get(routes::info))
         .route("/api/v1/packages/{name}/log", get(routes::log).post(routes::append_log))
         .route("/api/v1/packages/{name}/versions/{version}/component", get(routes::download))
+        .route("/api/v1/providers", get(routes::providers).post(routes::register_provider))
+        .route("/api/v1/providers/heartbeat", post(routes::heartbeat))
+        .route("/api/v1/leases", post(routes::lease))
+        .route("/api/v1/leases/{lease}/result", post(routes::result))
+        .route("/api/v1/jobs/{job}", get(routes::job))
+        .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
+        .route("/api/v1/blobs/{digest}", get(routes::blob))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .merge(publish)
+        .merge(large)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(TraceLayer::new_for_http())

@@ -6,8 +6,10 @@ use crate::error::ApiError;
 use crate::ledger::Op;
 use agora_wire::KeyId;
 use agora_wire::api::{
-    AppendLogRequest, Balance, ErrorBody, InvariantReport, MintRequest, PackageInfo, PackageSummary, Page,
-    PublishRequest, Transfer, TransferKind, TransferRequest, VersionInfo,
+    AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
+    InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
+    PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
+    UnitLimits, VersionInfo,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -23,11 +25,14 @@ use utoipa::OpenApi;
     info(title = "Agora market API", description = "Identities, credits ledger with escrow, and the signed package registry."),
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
-        append_log, download
+        append_log, download, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
+        blob
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
-        AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>
+        AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
+        Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
+        JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport
     ))
 )]
 pub struct ApiDoc;
@@ -259,4 +264,112 @@ pub async fn download(State(state): State<AppState>, Path((name, version)): Path
     let (digest, bytes) = state.registry.download(&name, &version).await?;
     Ok(([(header::CONTENT_TYPE, "application/wasm".to_string()), (header::HeaderName::from_static("agora-digest"), digest)], bytes)
         .into_response())
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// Register (or update) this provider: capabilities, asks, concurrency.
+#[utoipa::path(post, path = "/api/v1/providers", request_body = RegisterProvider,
+    responses((status = 200, description = "Registered"), (status = 401, body = ErrorBody)))]
+pub async fn register_provider(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let request: RegisterProvider = parse(&body)?;
+            s.jobs.register(&caller, request, s.now_ms()).await?;
+            Ok((StatusCode::OK, serde_json::json!({ "provider": caller })))
+        })
+        .await
+}
+
+/// Providers, online or not, with hardware, reputation and price.
+#[utoipa::path(get, path = "/api/v1/providers", responses((status = 200, body = Vec<ProviderInfo>)))]
+pub async fn providers(State(state): State<AppState>) -> Result<Json<Vec<ProviderInfo>>, ApiError> {
+    Ok(Json(state.jobs.providers(state.now_ms()).await?))
+}
+
+/// A provider's heartbeat: telemetry in, its leases extended.
+#[utoipa::path(post, path = "/api/v1/providers/heartbeat", request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatReply), (status = 404, body = ErrorBody)))]
+pub async fn heartbeat(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let beat: Heartbeat = parse(&body)?;
+            let leases_extended = s.jobs.heartbeat(&caller, beat, s.now_ms()).await?;
+            Ok((StatusCode::OK, HeartbeatReply { leases_extended }))
+        })
+        .await
+}
+
+/// Lease a unit this provider can run; `null` when there is none.
+#[utoipa::path(post, path = "/api/v1/leases", responses((status = 200, body = Option<LeaseGrant>), (status = 400, body = ErrorBody)))]
+pub async fn lease(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, _| async move { Ok((StatusCode::OK, s.jobs.lease(&caller, s.now_ms()).await?)) })
+        .await
+}
+
+/// A provider's signed result for its lease.
+#[utoipa::path(post, path = "/api/v1/leases/{lease}/result", params(("lease" = String, Path)), request_body = ResultReport,
+    responses((status = 200, description = "Recorded"), (status = 403, body = ErrorBody, description = "not this provider's lease"),
+        (status = 409, body = ErrorBody, description = "lease expired or answered")))]
+pub async fn result(State(state): State<AppState>, Path(lease): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let report: ResultReport = parse(&body)?;
+            s.jobs.submit_result(&caller, &lease, report, s.now_ms()).await?;
+            Ok((StatusCode::OK, serde_json::json!({ "lease": lease })))
+        })
+        .await
+}
+
+/// Submit a job: its cap is held in escrow until it settles.
+#[utoipa::path(post, path = "/api/v1/jobs", request_body = SubmitJob,
+    responses((status = 200, body = JobInfo), (status = 409, body = ErrorBody, description = "insufficient funds")))]
+pub async fn submit(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let request: SubmitJob = parse(&body)?;
+            Ok((StatusCode::OK, s.jobs.submit(&caller, request, s.now_ms()).await?))
+        })
+        .await
+}
+
+/// The caller's jobs, newest first (signed GET).
+#[utoipa::path(get, path = "/api/v1/jobs", responses((status = 200, body = Vec<JobInfo>), (status = 401, body = ErrorBody)))]
+pub async fn my_jobs(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Vec<JobInfo>>, ApiError> {
+    let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
+    Ok(Json(state.jobs.jobs_of(caller.as_str()).await?))
+}
+
+/// A job: units, states, cost breakdown (signed GET by its buyer or the operator).
+#[utoipa::path(get, path = "/api/v1/jobs/{job}", params(("job" = String, Path)),
+    responses((status = 200, body = JobInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<JobInfo>, ApiError> {
+    let buyer = state.jobs.buyer_of(&job).await?;
+    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    Ok(Json(state.jobs.info(&job).await?))
+}
+
+/// A unit's verified output (signed GET by the job's buyer or the operator).
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/units/{unit}/output", params(("job" = String, Path), ("unit" = u32, Path)),
+    responses((status = 200, description = "The output bytes"), (status = 404, body = ErrorBody)))]
+pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<(String, u32)>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    let buyer = state.jobs.buyer_of(&job).await?;
+    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    let bytes = state.jobs.output(&job, unit).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// Content-addressed bytes (unit inputs for providers). The digest is the
+/// capability: it is only learnt from a lease or a job.
+#[utoipa::path(get, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
+    responses((status = 200, description = "The bytes"), (status = 404, body = ErrorBody)))]
+pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
+    let bytes = state.jobs.blob(&digest).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

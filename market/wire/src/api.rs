@@ -204,3 +204,189 @@ pub struct PackageInfo {
     pub summary: PackageSummary,
     pub versions: Vec<VersionInfo>,
 }
+
+// ---------------------------------------------------------------- jobs
+
+/// What a provider machine offers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Capabilities {
+    pub cpu_cores: u32,
+    pub memory_bytes: u64,
+    pub gpus: Vec<GpuDevice>,
+    pub cuda: bool,
+    /// `native` (agora host) or `browser`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GpuDevice {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+}
+
+/// A provider's prices, in credits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Ask {
+    pub per_billion_fuel: u64,
+    pub per_gpu_second: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RegisterProvider {
+    pub capabilities: Capabilities,
+    pub ask: Ask,
+    pub max_concurrent: u32,
+}
+
+/// Telemetry sent with each heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Heartbeat {
+    pub running_units: u32,
+    /// Cores idle over the last interval, measured.
+    pub free_cpu_cores: f64,
+    pub gpu_memory_used_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HeartbeatReply {
+    /// Leases this provider holds that the market extended.
+    pub leases_extended: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProviderInfo {
+    pub id: String,
+    pub capabilities: Capabilities,
+    pub ask: Ask,
+    pub max_concurrent: u32,
+    pub online: bool,
+    pub last_heartbeat_ms: i64,
+    pub telemetry: Heartbeat,
+    /// Mean of the Beta reputation (0..1).
+    pub reputation: f64,
+    pub units_done: u64,
+}
+
+/// Per-unit limits a buyer asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UnitLimits {
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    pub timeout_ms: u64,
+    /// The unit needs a GPU.
+    pub gpu: bool,
+}
+
+/// Submit a job: a package version run once per input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SubmitJob {
+    pub package: String,
+    /// The latest version when omitted.
+    pub version: Option<String>,
+    /// One work unit per input (standard base64).
+    pub inputs_base64: Vec<String>,
+    pub limits: UnitLimits,
+    /// The most the whole job may cost, in credits (held in escrow).
+    pub max_price: u64,
+    /// Providers that must agree on each unit's output (at least 1).
+    pub replicas: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Running,
+    Done,
+    Failed,
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UnitInfo {
+    pub index: u32,
+    /// queued, running, verified or failed.
+    pub state: String,
+    pub attempts: u32,
+    pub output_digest: Option<String>,
+    pub output_bytes: Option<u64>,
+    pub cost: Option<u64>,
+    pub message: Option<String>,
+}
+
+/// Where a job's credits went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CostBreakdown {
+    pub held: u64,
+    pub paid_to_providers: u64,
+    pub fees: u64,
+    pub refunded: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobInfo {
+    pub id: String,
+    pub buyer: String,
+    pub package: String,
+    pub version: String,
+    pub digest: String,
+    pub state: JobState,
+    pub replicas: u32,
+    pub max_price: u64,
+    pub units: Vec<UnitInfo>,
+    pub cost: CostBreakdown,
+    pub created_at_ms: i64,
+}
+
+/// A unit leased to a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LeaseGrant {
+    pub lease_id: String,
+    pub job_id: String,
+    pub unit: u32,
+    pub package: String,
+    pub version: String,
+    pub digest: String,
+    pub input_digest: String,
+    pub limits: UnitLimits,
+    pub expires_at_ms: i64,
+}
+
+/// A provider's result for a lease. `signature` is the provider's over
+/// [`ResultReport::signed_bytes`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ResultReport {
+    /// ok, job-error, limit-exceeded, trap, refused, worker-lost.
+    pub outcome: String,
+    pub message: Option<String>,
+    /// The output (standard base64) when the outcome is ok.
+    pub output_base64: Option<String>,
+    pub output_digest: Option<String>,
+    pub fuel_used: u64,
+    pub gpu_time_us: u64,
+    pub peak_memory_bytes: u64,
+    pub signature: String,
+}
+
+impl ResultReport {
+    /// What the provider signs: the lease, the output digest and the usage
+    /// it is paid for.
+    pub fn signed_bytes(lease_id: &str, outcome: &str, output_digest: Option<&str>, fuel_used: u64, gpu_time_us: u64) -> Vec<u8> {
+        format!("agora-result-v1\n{lease_id}\n{outcome}\n{}\n{fuel_used}\n{gpu_time_us}", output_digest.unwrap_or("-")).into_bytes()
+    }
+}

@@ -2,6 +2,7 @@
 //! real SQLite file and a real PostgreSQL schema. Every suite runs on both
 //! (`both_dbs!`).
 
+mod jobs;
 mod ledger;
 mod registry;
 mod service;
@@ -56,14 +57,14 @@ impl TestMarket {
     async fn open(url: String, schema: Option<String>) -> TestMarket {
         let operator = Keypair::generate();
         let db = Db::connect(&url).await.expect("the database opens");
-        let state = AppState::new(db, Config { operator: operator.id().clone(), rate_per_second: 10_000 });
+        let state = AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(operator.id().clone()) });
         TestMarket { state, operator, url, schema }
     }
 
     /// A second market instance on the same database (another replica).
     pub async fn replica(&self) -> AppState {
         let db = Db::connect(&self.url).await.unwrap();
-        AppState::new(db, Config { operator: self.operator.id().clone(), rate_per_second: 10_000 })
+        AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(self.operator.id().clone()) })
     }
 
     pub async fn cleanup(self) {

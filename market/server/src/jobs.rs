@@ -1,0 +1,827 @@
+//! The job lifecycle: submit with escrow, lease units to providers, take
+//! signed results, verify by replication, settle, refund.
+//!
+//! Money (all through [`Ledger`] with deterministic transfer ids, so a
+//! re-run after a crash never pays twice):
+//! - submit: hold `max_price` from the buyer to `escrow` (`job:{id}:hold`);
+//! - first verified unit: post the hold in full (`job:{id}:escrow`);
+//! - each accepted result: `escrow -> provider` (cost - fee, `lease:{id}:pay`)
+//!   and `escrow -> fees` (`lease:{id}:fee`);
+//! - job end: refund what was not spent (`job:{id}:refund`), or void the
+//!   hold when nothing was (`job:{id}:void`).
+//!
+//! A lease's cost comes from the provider's signed usage and its ask, capped
+//! at the unit's share of the job cap: `max_price / (units * (max(replicas,
+//! 2) + MAX_EXTRA_REPLICAS))`, the most results of a unit that can be paid,
+//! so all payments together never exceed the hold.
+
+use crate::db::{Db, Kind};
+use crate::error::ApiError;
+use crate::ledger::{ESCROW, FEES, Ledger, Op};
+use crate::registry::Registry;
+use agora_wire::KeyId;
+use agora_wire::api::{
+    Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobState, LeaseGrant, ProviderInfo, RegisterProvider,
+    ResultReport, SubmitJob, UnitInfo, UnitLimits,
+};
+use base64::Engine as _;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// Most work units per job.
+pub const MAX_UNITS: usize = 10_000;
+/// Largest input or output of one unit.
+pub const MAX_UNIT_BYTES: usize = 64 << 20;
+/// Most replicas a buyer may ask for.
+pub const MAX_REPLICAS: u32 = 5;
+/// Replicas beyond the buyer's that the market may add: one to confirm an
+/// untrusted provider or to break a tie.
+pub const MAX_EXTRA_REPLICAS: i64 = 1;
+/// Providers a unit may fail on before it fails for good.
+pub const MAX_UNIT_FAILURES: i64 = 3;
+/// Highest ask accepted (per billion fuel, per GPU second).
+pub const MAX_ASK: u64 = 1_000_000;
+/// Reputation mean under which a provider's results are confirmed by another.
+pub const TRUSTED_REPUTATION: f64 = 0.8;
+/// Observations (decayed) before a provider can be trusted alone.
+pub const TRUSTED_OBSERVATIONS: f64 = 3.0;
+/// Decay applied to a provider's record at each update.
+pub const REPUTATION_DECAY: f64 = 0.98;
+
+/// Lifecycle timing and fees.
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// A lease lives this long past its last heartbeat.
+    pub lease_ttl_ms: i64,
+    /// A provider is online when its last heartbeat is this recent.
+    pub heartbeat_fresh_ms: i64,
+    /// A job unfinished after this long expires (its escrow is settled).
+    pub job_ttl_ms: i64,
+    /// The market's fee, in basis points of each payment.
+    pub fee_bps: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500 }
+    }
+}
+
+/// How much a failure of each kind weighs against a provider.
+#[derive(Clone, Copy, Debug)]
+pub enum Mark {
+    Success,
+    Failed,
+    LostLease,
+    Mismatch,
+}
+
+impl Mark {
+    fn weights(self) -> (f64, f64) {
+        match self {
+            Mark::Success => (1.0, 0.0),
+            Mark::Failed => (0.0, 1.0),
+            Mark::LostLease => (0.0, 2.0),
+            Mark::Mismatch => (0.0, 3.0),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    db: Db,
+    ledger: Ledger,
+    registry: Registry,
+    pub config: JobsConfig,
+}
+
+fn hold_id(job: &str) -> String {
+    format!("job:{job}:hold")
+}
+
+/// Credits for `fuel` and `gpu_time_us` at `ask`, rounded up.
+pub fn price(ask: Ask, fuel: u64, gpu_time_us: u64) -> u64 {
+    let fuel_part = (fuel as u128 * ask.per_billion_fuel as u128).div_ceil(1_000_000_000);
+    let gpu_part = (gpu_time_us as u128 * ask.per_gpu_second as u128).div_ceil(1_000_000);
+    (fuel_part + gpu_part).min(u64::MAX as u128) as u64
+}
+
+fn reputation(good: f64, bad: f64) -> f64 {
+    (good + 1.0) / (good + bad + 2.0)
+}
+
+fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
+}
+
+impl Jobs {
+    pub fn new(db: Db, ledger: Ledger, registry: Registry, config: JobsConfig) -> Self {
+        Jobs { db, ledger, registry, config }
+    }
+
+    // ------------------------------------------------------------ providers
+
+    pub async fn register(&self, provider: &KeyId, r: RegisterProvider, now: i64) -> Result<(), ApiError> {
+        if r.ask.per_billion_fuel > MAX_ASK || r.ask.per_gpu_second > MAX_ASK || r.max_concurrent == 0 || r.max_concurrent > 1024 {
+            return Err(ApiError::Invalid(format!("asks are at most {MAX_ASK}; max_concurrent is 1 to 1024")));
+        }
+        let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
+        sqlx::query(
+            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7)
+             ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7",
+        )
+        .bind(provider.as_str())
+        .bind(caps)
+        .bind(r.ask.per_billion_fuel as i64)
+        .bind(r.ask.per_gpu_second as i64)
+        .bind(r.max_concurrent as i64)
+        .bind(!r.capabilities.gpus.is_empty() as i64)
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record telemetry and extend this provider's active leases.
+    pub async fn heartbeat(&self, provider: &KeyId, beat: Heartbeat, now: i64) -> Result<u64, ApiError> {
+        let done = sqlx::query("UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3")
+            .bind(serde_json::to_string(&beat).expect("plain JSON"))
+            .bind(now)
+            .bind(provider.as_str())
+            .execute(&self.db.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::NotFound("register this provider first".into()));
+        }
+        let extended = sqlx::query("UPDATE leases SET expires_at_ms = $1 WHERE provider = $2 AND state = 'active' AND expires_at_ms > $3")
+            .bind(now + self.config.lease_ttl_ms)
+            .bind(provider.as_str())
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(extended.rows_affected())
+    }
+
+    pub async fn providers(&self, now: i64) -> Result<Vec<ProviderInfo>, ApiError> {
+        let rows = sqlx::query("SELECT * FROM providers ORDER BY last_heartbeat_ms DESC LIMIT 500").fetch_all(&self.db.pool).await?;
+        rows.iter().map(|r| self.provider_from(r, now)).collect()
+    }
+
+    fn provider_from(&self, r: &AnyRow, now: i64) -> Result<ProviderInfo, ApiError> {
+        let (good, bad): (f64, f64) = (r.try_get("good")?, r.try_get("bad")?);
+        let last: i64 = r.try_get("last_heartbeat_ms")?;
+        Ok(ProviderInfo {
+            id: r.try_get("id")?,
+            capabilities: serde_json::from_str::<Capabilities>(&r.try_get::<String, _>("capabilities")?).unwrap_or_default(),
+            ask: Ask {
+                per_billion_fuel: r.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
+                per_gpu_second: r.try_get::<i64, _>("ask_per_gpu_second")? as u64,
+            },
+            max_concurrent: r.try_get::<i64, _>("max_concurrent")? as u32,
+            online: now - last <= self.config.heartbeat_fresh_ms,
+            last_heartbeat_ms: last,
+            telemetry: serde_json::from_str(&r.try_get::<String, _>("telemetry")?).unwrap_or_default(),
+            reputation: reputation(good, bad),
+            units_done: r.try_get::<i64, _>("units_done")? as u64,
+        })
+    }
+
+    async fn mark(&self, provider: &str, mark: Mark) -> Result<(), ApiError> {
+        let (good, bad) = mark.weights();
+        sqlx::query("UPDATE providers SET good = good * $1 + $2, bad = bad * $1 + $3, units_done = units_done + $4 WHERE id = $5")
+            .bind(REPUTATION_DECAY)
+            .bind(good)
+            .bind(bad)
+            .bind(matches!(mark, Mark::Success) as i64)
+            .bind(provider)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ buyers
+
+    /// Submit a job: check it, store inputs, hold the cap in escrow.
+    pub async fn submit(&self, buyer: &KeyId, request: SubmitJob, now: i64) -> Result<JobInfo, ApiError> {
+        let units = request.inputs_base64.len();
+        if units == 0 || units > MAX_UNITS {
+            return Err(ApiError::Invalid(format!("a job has 1 to {MAX_UNITS} inputs")));
+        }
+        if request.replicas == 0 || request.replicas > MAX_REPLICAS {
+            return Err(ApiError::Invalid(format!("replicas is 1 to {MAX_REPLICAS}")));
+        }
+        let l = request.limits;
+        if l.fuel == 0 || l.timeout_ms == 0 || l.memory_bytes == 0 || l.timeout_ms > 3_600_000 || l.memory_bytes > 4 << 30 {
+            return Err(ApiError::Invalid("limits: fuel, memory (<= 4 GiB) and timeout (<= 1 h) must be positive".into()));
+        }
+        let info = self.registry.info(&request.package).await?;
+        let version = match &request.version {
+            Some(v) => info.versions.iter().find(|x| &x.version == v).ok_or_else(|| ApiError::NotFound(format!("no version {v} of {}", request.package)))?,
+            None => {
+                let latest = info.summary.latest.clone().ok_or_else(|| ApiError::NotFound(format!("{} has no published version", request.package)))?;
+                info.versions.iter().find(|x| x.version == latest).expect("latest is listed")
+            }
+        };
+        if version.yanked {
+            return Err(ApiError::Invalid(format!("{} {} is yanked", request.package, version.version)));
+        }
+        // The most results of one unit that can be paid: the buyer's
+        // replicas (at least 2 once an untrusted provider is confirmed) plus
+        // one tie-breaker.
+        let slots = units as u64 * (request.replicas.max(2) as u64 + MAX_EXTRA_REPLICAS as u64);
+        let unit_cap = request.max_price / slots;
+        if unit_cap == 0 {
+            return Err(ApiError::Invalid(format!(
+                "max_price {} leaves nothing per replica: at least {slots} credits for {units} units x (replicas + {MAX_EXTRA_REPLICAS})",
+                request.max_price
+            )));
+        }
+        let mut inputs = Vec::with_capacity(units);
+        for (i, text) in request.inputs_base64.iter().enumerate() {
+            let bytes = b64(text, &format!("input {i}"))?;
+            if bytes.len() > MAX_UNIT_BYTES {
+                return Err(ApiError::Invalid(format!("input {i} is {} bytes, the limit is {MAX_UNIT_BYTES}", bytes.len())));
+            }
+            inputs.push(bytes);
+        }
+        let mut id_bytes = [0u8; 9];
+        getrandom_fill(&mut id_bytes);
+        let id = format!("j{}", hex::encode(id_bytes));
+        let expires = now + self.config.job_ttl_ms;
+        // Escrow first: no job exists without its hold.
+        let hold = Op::Hold {
+            debit: buyer.to_string(),
+            credit: ESCROW.into(),
+            amount: request.max_price,
+            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
+        };
+        self.ledger.execute(&hold_id(&id), &hold, now).await?;
+        let result = self.insert_job(&id, buyer, &request, &version.version, &version.digest, unit_cap, &inputs, now, expires).await;
+        if let Err(e) = result {
+            // Give the credits back; the hold would expire anyway.
+            let _ = self.ledger.execute(&format!("job:{id}:void"), &Op::Void { pending_id: hold_id(&id) }, now).await;
+            return Err(e);
+        }
+        self.info(&id).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_job(
+        &self,
+        id: &str,
+        buyer: &KeyId,
+        r: &SubmitJob,
+        version: &str,
+        digest: &str,
+        unit_cap: u64,
+        inputs: &[Vec<u8>],
+        now: i64,
+        expires: i64,
+    ) -> Result<(), ApiError> {
+        let mut tx = self.db.write().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14)",
+        )
+        .bind(id)
+        .bind(buyer.as_str())
+        .bind(&r.package)
+        .bind(version)
+        .bind(digest)
+        .bind(r.limits.fuel as i64)
+        .bind(r.limits.memory_bytes as i64)
+        .bind(r.limits.timeout_ms as i64)
+        .bind(r.limits.gpu as i64)
+        .bind(r.max_price as i64)
+        .bind(unit_cap as i64)
+        .bind(r.replicas as i64)
+        .bind(now)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await?;
+        let quorum = if r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
+        for (i, bytes) in inputs.iter().enumerate() {
+            let digest = agora_wire::digest_hex(bytes);
+            sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+                .bind(&digest)
+                .bind(bytes.clone())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum) VALUES ($1, $2, $3, 'queued', $4, $5)")
+                .bind(id)
+                .bind(i as i64)
+                .bind(&digest)
+                .bind(r.replicas as i64)
+                .bind(quorum)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn info(&self, id: &str) -> Result<JobInfo, ApiError> {
+        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+        let units = sqlx::query("SELECT * FROM units WHERE job_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+        let leases = sqlx::query("SELECT idx, state, cost, paid, output_digest FROM leases WHERE job_id = $1").bind(id).fetch_all(&self.db.pool).await?;
+        let max_price = job.try_get::<i64, _>("max_price")? as u64;
+        let state = match job.try_get::<String, _>("state")?.as_str() {
+            "done" => JobState::Done,
+            "failed" => JobState::Failed,
+            "expired" => JobState::Expired,
+            _ => JobState::Running,
+        };
+        let fee_bps = self.config.fee_bps;
+        let mut cost = CostBreakdown::default();
+        let mut spent = 0u64;
+        for l in &leases {
+            if l.try_get::<i64, _>("paid")? == 1 {
+                let c = l.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
+                let fee = c * fee_bps / 10_000;
+                cost.fees += fee;
+                cost.paid_to_providers += c - fee;
+                spent += c;
+            }
+        }
+        if state == JobState::Running {
+            cost.held = max_price - spent;
+        } else {
+            cost.refunded = max_price - spent;
+        }
+        let mut unit_infos = Vec::new();
+        for u in &units {
+            let idx: i64 = u.try_get("idx")?;
+            let mine: Vec<&AnyRow> = leases.iter().filter(|l| l.try_get::<i64, _>("idx").ok() == Some(idx)).collect();
+            let unit_state: String = u.try_get("state")?;
+            let active = mine.iter().any(|l| l.try_get::<String, _>("state").ok().as_deref() == Some("active"));
+            let output_digest: Option<String> = u.try_get("output_digest")?;
+            let output_bytes = match &output_digest {
+                Some(d) => self.blob_len(d).await?,
+                None => None,
+            };
+            let unit_cost: u64 = mine
+                .iter()
+                .filter(|l| l.try_get::<i64, _>("paid").ok() == Some(1))
+                .map(|l| l.try_get::<Option<i64>, _>("cost").ok().flatten().unwrap_or(0) as u64)
+                .sum();
+            unit_infos.push(UnitInfo {
+                index: idx as u32,
+                state: if unit_state == "queued" && active { "running".into() } else { unit_state },
+                attempts: mine.len() as u32,
+                output_digest,
+                output_bytes,
+                cost: (unit_cost > 0).then_some(unit_cost),
+                message: u.try_get("message")?,
+            });
+        }
+        Ok(JobInfo {
+            id: id.into(),
+            buyer: job.try_get("buyer")?,
+            package: job.try_get("package")?,
+            version: job.try_get("version")?,
+            digest: job.try_get("digest")?,
+            state,
+            replicas: job.try_get::<i64, _>("replicas")? as u32,
+            max_price,
+            units: unit_infos,
+            cost,
+            created_at_ms: job.try_get("created_at_ms")?,
+        })
+    }
+
+    pub async fn jobs_of(&self, buyer: &str) -> Result<Vec<JobInfo>, ApiError> {
+        let ids: Vec<String> = sqlx::query("SELECT id FROM jobs WHERE buyer = $1 ORDER BY created_at_ms DESC LIMIT 50")
+            .bind(buyer)
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(self.info(&id).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn buyer_of(&self, job: &str) -> Result<String, ApiError> {
+        sqlx::query("SELECT buyer FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|r| r.try_get("buyer"))
+            .transpose()?
+            .ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))
+    }
+
+    async fn blob_len(&self, digest: &str) -> Result<Option<u64>, ApiError> {
+        let row = sqlx::query("SELECT LENGTH(bytes) AS n FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.db.pool).await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("n")).transpose()?.map(|n| n as u64))
+    }
+
+    pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
+        let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no blob {digest}")))?;
+        Ok(row.try_get("bytes")?)
+    }
+
+    /// The verified output of unit `idx`.
+    pub async fn output(&self, job: &str, idx: u32) -> Result<Vec<u8>, ApiError> {
+        let row = sqlx::query("SELECT output_digest FROM units WHERE job_id = $1 AND idx = $2 AND state = 'verified'")
+            .bind(job)
+            .bind(idx as i64)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("unit {idx} of {job} has no verified output")))?;
+        self.blob(&row.try_get::<String, _>("output_digest")?).await
+    }
+
+    // ------------------------------------------------------------ leases
+
+    /// Lease one unit this provider can run, if any.
+    pub async fn lease(&self, provider: &KeyId, now: i64) -> Result<Option<LeaseGrant>, ApiError> {
+        let p = sqlx::query("SELECT * FROM providers WHERE id = $1")
+            .bind(provider.as_str())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("register this provider first".into()))?;
+        let info = self.provider_from(&p, now)?;
+        if !info.online {
+            return Err(ApiError::Invalid("this provider's heartbeat is stale: send one first".into()));
+        }
+        let mut tx = self.db.write().await?;
+        let running: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE provider = $1 AND state = 'active'")
+            .bind(provider.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if running >= info.max_concurrent as i64 {
+            return Ok(None);
+        }
+        let lock = if self.db.kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
+        let query = format!(
+            "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest FROM units u JOIN jobs j ON j.id = u.job_id
+             WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
+               AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 <= j.unit_cap
+               AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
+               AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
+             ORDER BY j.created_at_ms, u.idx LIMIT 1 {lock}"
+        );
+        let has_gpu = !info.capabilities.gpus.is_empty();
+        let Some(unit) = sqlx::query(&query)
+            .bind(now)
+            .bind(has_gpu as i64)
+            .bind(info.ask.per_billion_fuel as i64)
+            .bind(info.ask.per_gpu_second as i64)
+            .bind(provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (job_id, idx): (String, i64) = (unit.try_get("job_id")?, unit.try_get("idx")?);
+        // A provider not yet trusted is confirmed by another replica.
+        let (good, bad): (f64, f64) = (p.try_get("good")?, p.try_get("bad")?);
+        if (reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS) && unit.try_get::<i64, _>("wanted")? < 2 {
+            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
+        }
+        let mut id_bytes = [0u8; 12];
+        getrandom_fill(&mut id_bytes);
+        let lease_id = format!("l{}", hex::encode(id_bytes));
+        let expires = now + self.config.lease_ttl_ms;
+        sqlx::query("INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $6)")
+            .bind(&lease_id)
+            .bind(&job_id)
+            .bind(idx)
+            .bind(provider.as_str())
+            .bind(expires)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(LeaseGrant {
+            lease_id,
+            job_id,
+            unit: idx as u32,
+            package: job.try_get("package")?,
+            version: job.try_get("version")?,
+            digest: job.try_get("digest")?,
+            input_digest: unit.try_get("input_digest")?,
+            limits: UnitLimits {
+                fuel: job.try_get::<i64, _>("fuel_limit")? as u64,
+                memory_bytes: job.try_get::<i64, _>("memory_limit")? as u64,
+                timeout_ms: job.try_get::<i64, _>("timeout_ms")? as u64,
+                gpu: job.try_get::<i64, _>("needs_gpu")? == 1,
+            },
+            expires_at_ms: expires,
+        }))
+    }
+
+    /// Take a provider's signed result for a lease it holds, verify the
+    /// unit when enough replicas agree, and settle.
+    pub async fn submit_result(&self, provider: &KeyId, lease_id: &str, report: ResultReport, now: i64) -> Result<(), ApiError> {
+        let signed = ResultReport::signed_bytes(lease_id, &report.outcome, report.output_digest.as_deref(), report.fuel_used, report.gpu_time_us);
+        provider.verify(&signed, &report.signature).map_err(|e| ApiError::Unauthenticated(format!("result signature: {e}")))?;
+        let output = match (&report.outcome[..], &report.output_base64) {
+            ("ok", Some(text)) => {
+                let bytes = b64(text, "output")?;
+                if bytes.len() > MAX_UNIT_BYTES {
+                    return Err(ApiError::Invalid(format!("output of {} bytes exceeds {MAX_UNIT_BYTES}", bytes.len())));
+                }
+                let digest = agora_wire::digest_hex(&bytes);
+                if report.output_digest.as_deref() != Some(&digest) {
+                    return Err(ApiError::Invalid("the output does not match its signed digest".into()));
+                }
+                Some((digest, bytes))
+            }
+            ("ok", None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
+            _ => None,
+        };
+        let mut tx = self.db.write().await?;
+        let lease = sqlx::query("SELECT l.*, j.unit_cap AS unit_cap FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1")
+            .bind(lease_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no lease `{lease_id}`")))?;
+        if lease.try_get::<String, _>("provider")? != provider.as_str() {
+            return Err(ApiError::Forbidden("this lease belongs to another provider".into()));
+        }
+        if lease.try_get::<String, _>("state")? != "active" || lease.try_get::<i64, _>("expires_at_ms")? <= now {
+            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+        }
+        let (job_id, idx): (String, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?);
+        let ask = sqlx::query("SELECT ask_per_billion_fuel, ask_per_gpu_second FROM providers WHERE id = $1")
+            .bind(provider.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let ask = Ask {
+            per_billion_fuel: ask.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
+            per_gpu_second: ask.try_get::<i64, _>("ask_per_gpu_second")? as u64,
+        };
+        let cost = price(ask, report.fuel_used, report.gpu_time_us).min(lease.try_get::<i64, _>("unit_cap")? as u64);
+        let (state, digest) = match &output {
+            Some((digest, bytes)) => {
+                sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+                    .bind(digest)
+                    .bind(bytes.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                ("submitted", Some(digest.clone()))
+            }
+            None => ("failed", None),
+        };
+        sqlx::query(
+            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, cost = $9 WHERE id = $10",
+        )
+        .bind(state)
+        .bind(&report.outcome)
+        .bind(report.message.clone().map(|m| m.chars().take(2000).collect::<String>()))
+        .bind(digest)
+        .bind(report.fuel_used as i64)
+        .bind(report.gpu_time_us as i64)
+        .bind(report.peak_memory_bytes as i64)
+        .bind(&report.signature)
+        .bind(cost as i64)
+        .bind(lease_id)
+        .execute(&mut *tx)
+        .await?;
+        let mut marks = Vec::new();
+        if output.is_none() {
+            marks.push((provider.to_string(), Mark::Failed));
+            sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
+                .bind(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()).chars().take(2000).collect::<String>())
+                .bind(&job_id)
+                .bind(idx)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3")
+                .bind(&job_id)
+                .bind(idx)
+                .bind(MAX_UNIT_FAILURES)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            marks.extend(decide_unit(&mut tx, &job_id, idx).await?);
+        }
+        tx.commit().await?;
+        for (p, mark) in marks {
+            self.mark(&p, mark).await?;
+        }
+        self.settle(&job_id, now).await
+    }
+
+    /// Pay accepted leases and finish the job when every unit is final.
+    /// Safe to run again at any time: every transfer id is deterministic.
+    pub async fn settle(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
+        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(job_id).fetch_one(&self.db.pool).await?;
+        let buyer: String = job.try_get("buyer")?;
+        let max_price = job.try_get::<i64, _>("max_price")? as u64;
+        let unpaid = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state = 'accepted' AND paid = 0")
+            .bind(job_id)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let mut escrow_posted = job.try_get::<i64, _>("escrow_posted")? == 1;
+        if !unpaid.is_empty() && !escrow_posted {
+            self.post_escrow(job_id, now).await?;
+            escrow_posted = true;
+        }
+        for lease in unpaid {
+            let (id, provider): (String, String) = (lease.try_get("id")?, lease.try_get("provider")?);
+            let cost = lease.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
+            let fee = cost * self.config.fee_bps / 10_000;
+            if cost - fee > 0 {
+                let op = Op::Single { debit: ESCROW.into(), credit: provider, amount: cost - fee };
+                self.ledger.execute(&format!("lease:{id}:pay"), &op, now).await?;
+            }
+            if fee > 0 {
+                let op = Op::Single { debit: ESCROW.into(), credit: FEES.into(), amount: fee };
+                self.ledger.execute(&format!("lease:{id}:fee"), &op, now).await?;
+            }
+            sqlx::query("UPDATE leases SET paid = 1 WHERE id = $1").bind(&id).execute(&self.db.pool).await?;
+        }
+        if job.try_get::<String, _>("state")? != "running" {
+            return Ok(());
+        }
+        let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'queued'")
+            .bind(job_id)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        let expired = job.try_get::<i64, _>("expires_at_ms")? <= now;
+        if open > 0 && !expired {
+            return Ok(());
+        }
+        if expired && open > 0 {
+            sqlx::query("UPDATE units SET state = 'failed', message = 'the job expired' WHERE job_id = $1 AND state = 'queued'")
+                .bind(job_id)
+                .execute(&self.db.pool)
+                .await?;
+            sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&self.db.pool).await?;
+        }
+        let spent: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS s FROM leases WHERE job_id = $1 AND paid = 1")
+            .bind(job_id)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("s")?;
+        if escrow_posted {
+            let refund = max_price - spent as u64;
+            if refund > 0 {
+                let op = Op::Single { debit: ESCROW.into(), credit: buyer, amount: refund };
+                self.ledger.execute(&format!("job:{job_id}:refund"), &op, now).await?;
+            }
+        } else {
+            match self.ledger.execute(&format!("job:{job_id}:void"), &Op::Void { pending_id: hold_id(job_id) }, now).await {
+                Ok(_) | Err(ApiError::NotPending(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let verified: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'verified'")
+            .bind(job_id)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1").bind(job_id).fetch_one(&self.db.pool).await?.try_get("n")?;
+        let state = if verified == total { "done" } else if expired { "expired" } else { "failed" };
+        sqlx::query("UPDATE jobs SET state = $1, finished_at_ms = $2 WHERE id = $3 AND state = 'running'")
+            .bind(state)
+            .bind(now)
+            .bind(job_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Move the held cap into escrow (once; a re-run finds it settled).
+    async fn post_escrow(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
+        match self.ledger.execute(&format!("job:{job_id}:escrow"), &Op::Post { pending_id: hold_id(job_id), amount: None }, now).await {
+            Ok(_) => {}
+            Err(ApiError::NotPending(_)) => {
+                let hold = self.ledger.get(&hold_id(job_id)).await?;
+                if hold.map(|h| h.state) != Some(agora_wire::api::TransferState::Settled) {
+                    return Err(ApiError::Internal(format!("the escrow hold of {job_id} is gone")));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        sqlx::query("UPDATE jobs SET escrow_posted = 1 WHERE id = $1").bind(job_id).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// Expire lost leases (the unit becomes leasable again) and settle jobs
+    /// that are due; returns the leases expired.
+    pub async fn sweep(&self, now: i64) -> Result<u64, ApiError> {
+        let lost = sqlx::query("SELECT id, provider FROM leases WHERE state = 'active' AND expires_at_ms <= $1 LIMIT 500")
+            .bind(now)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let mut expired = 0;
+        for lease in lost {
+            let id: String = lease.try_get("id")?;
+            let done = sqlx::query("UPDATE leases SET state = 'expired' WHERE id = $1 AND state = 'active'").bind(&id).execute(&self.db.pool).await?;
+            if done.rows_affected() == 1 {
+                expired += 1;
+                self.mark(&lease.try_get::<String, _>("provider")?, Mark::LostLease).await?;
+            }
+        }
+        let due: Vec<String> = sqlx::query(
+            "SELECT id FROM jobs WHERE state = 'running' AND (expires_at_ms <= $1 OR NOT EXISTS (SELECT 1 FROM units u WHERE u.job_id = jobs.id AND u.state = 'queued'))
+             UNION SELECT DISTINCT job_id AS id FROM leases WHERE state = 'accepted' AND paid = 0 LIMIT 200",
+        )
+        .bind(now)
+        .fetch_all(&self.db.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        for job in due {
+            self.settle(&job, now).await?;
+        }
+        Ok(expired)
+    }
+}
+
+/// With a new submitted result in, decide unit (`job`, `idx`): verified
+/// when `quorum` outputs agree, another replica when they cannot, failed
+/// when none is left. Returns the reputation marks to apply.
+async fn decide_unit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64) -> Result<Vec<(String, Mark)>, ApiError> {
+    let unit = sqlx::query("SELECT wanted, quorum, state FROM units WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).fetch_one(&mut **tx).await?;
+    if unit.try_get::<String, _>("state")? != "queued" {
+        return Ok(Vec::new());
+    }
+    let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
+    let results = sqlx::query("SELECT provider, output_digest FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted'")
+        .bind(job)
+        .bind(idx)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in &results {
+        *counts.entry(r.try_get("output_digest")?).or_default() += 1;
+    }
+    let best = counts.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.clone(), *n));
+    let mut marks = Vec::new();
+    match best {
+        Some((digest, n)) if n >= quorum => {
+            sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3")
+                .bind(&digest)
+                .bind(job)
+                .bind(idx)
+                .execute(&mut **tx)
+                .await?;
+            for r in &results {
+                let (provider, d): (String, String) = (r.try_get("provider")?, r.try_get("output_digest")?);
+                marks.push((provider, if d == digest { Mark::Success } else { Mark::Mismatch }));
+            }
+            sqlx::query("UPDATE leases SET state = CASE WHEN output_digest = $1 THEN 'accepted' ELSE 'rejected' END WHERE job_id = $2 AND idx = $3 AND state = 'submitted'")
+                .bind(&digest)
+                .bind(job)
+                .bind(idx)
+                .execute(&mut **tx)
+                .await?;
+            // Late replicas of a verified unit are not needed any more.
+            sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
+        }
+        _ if results.len() as i64 >= wanted => {
+            // Every replica answered and they disagree: one more, once.
+            let replicas: i64 = sqlx::query("SELECT replicas FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?.try_get("replicas")?;
+            if wanted < replicas.max(2) + MAX_EXTRA_REPLICAS {
+                sqlx::query("UPDATE units SET wanted = wanted + 1, quorum = CASE WHEN quorum < 2 THEN 2 ELSE quorum END WHERE job_id = $1 AND idx = $2")
+                    .bind(job)
+                    .bind(idx)
+                    .execute(&mut **tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE units SET state = 'failed', message = 'replicas never agreed on an output' WHERE job_id = $1 AND idx = $2")
+                    .bind(job)
+                    .bind(idx)
+                    .execute(&mut **tx)
+                    .await?;
+                for r in &results {
+                    marks.push((r.try_get("provider")?, Mark::Mismatch));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(marks)
+}
+
+fn getrandom_fill(bytes: &mut [u8]) {
+    use std::hash::{BuildHasher, Hasher};
+    // Ids need uniqueness, not secrecy: hash fresh RandomState keys with the clock.
+    for chunk in bytes.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_i64(agora_wire::auth::now_ms());
+        let v = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}

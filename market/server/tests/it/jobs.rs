@@ -1,0 +1,242 @@
+//! The job lifecycle through the API, with providers simulated by signed
+//! requests: escrow, leases, replication and quorum, settlement, refunds.
+
+use crate::*;
+use agora_wire::api::ResultReport;
+use agora_wire::log::{LogAction, LogEntry};
+use base64::Engine as _;
+use std::time::Duration;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn publish(m: &TestMarket, name: &str) -> Keypair {
+    let author = Keypair::generate();
+    let bytes = guest("saxpy");
+    let action = LogAction::Release { version: "1.0.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
+    let entry = LogEntry::new_signed(&author, name, None, action);
+    let body = json!({"description": "d", "category": "c", "tags": [], "component_base64": b64(&bytes), "entry": entry});
+    let (status, reply) = m.call("POST", &format!("/api/v1/packages/{name}/versions"), Some(&body), Some(&author)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    author
+}
+
+async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
+    let key = Keypair::generate();
+    let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [], "cuda": false, "kind": "native"},
+                          "ask": {"per_billion_fuel": per_billion_fuel, "per_gpu_second": 1}, "max_concurrent": 4});
+    assert_eq!(m.call("POST", "/api/v1/providers", Some(&register), Some(&key)).await.0, StatusCode::OK);
+    heartbeat(m, &key).await;
+    key
+}
+
+async fn heartbeat(m: &TestMarket, key: &Keypair) {
+    let (status, body) = m.call("POST", "/api/v1/providers/heartbeat", Some(&json!({"running_units": 0, "free_cpu_cores": 2.0})), Some(key)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn submit(m: &TestMarket, buyer: &Keypair, package: &str, inputs: &[&[u8]], max_price: u64, replicas: u32) -> String {
+    let body = json!({"package": package, "inputs_base64": inputs.iter().map(|i| b64(i)).collect::<Vec<_>>(),
+                      "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
+                      "max_price": max_price, "replicas": replicas});
+    let (status, job) = m.call("POST", "/api/v1/jobs", Some(&body), Some(buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+async fn lease(m: &TestMarket, p: &Keypair) -> Option<Value> {
+    let (status, grant) = m.call("POST", "/api/v1/leases", Some(&json!({})), Some(p)).await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+    (!grant.is_null()).then_some(grant)
+}
+
+async fn answer(m: &TestMarket, p: &Keypair, grant: &Value, output: Result<&[u8], &str>) -> (StatusCode, Value) {
+    let lease_id = grant["lease_id"].as_str().unwrap();
+    let (outcome, digest, body) = match output {
+        Ok(bytes) => ("ok", Some(agora_wire::digest_hex(bytes)), Some(b64(bytes))),
+        Err(kind) => (kind, None, None),
+    };
+    let (fuel, gpu_us) = (2_000_000_000u64, 0u64);
+    let signature = p.sign(&ResultReport::signed_bytes(lease_id, outcome, digest.as_deref(), fuel, gpu_us));
+    let report = json!({"outcome": outcome, "message": output.err(), "output_base64": body, "output_digest": digest,
+                        "fuel_used": fuel, "gpu_time_us": gpu_us, "peak_memory_bytes": 1024, "signature": signature});
+    m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(p)).await
+}
+
+async fn job(m: &TestMarket, buyer: &Keypair, id: &str) -> Value {
+    let (status, job) = m.call("GET", &format!("/api/v1/jobs/{id}"), None, Some(buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    job
+}
+
+/// Credits never appear or vanish: the buyer's loss is the providers' and
+/// the market's gain.
+async fn assert_conserved(m: &TestMarket, buyer: &Keypair, funded: u64, job: &Value, providers: &[&Keypair]) {
+    let cost = &job["cost"];
+    let spent = cost["paid_to_providers"].as_u64().unwrap() + cost["fees"].as_u64().unwrap();
+    assert_eq!(spent + cost["refunded"].as_u64().unwrap() + cost["held"].as_u64().unwrap(), job["max_price"].as_u64().unwrap(), "{cost}");
+    assert_eq!(m.available(buyer).await, funded - spent - cost["held"].as_u64().unwrap());
+    let mut earned = 0;
+    for p in providers {
+        earned += m.available(p).await;
+    }
+    assert_eq!(earned, cost["paid_to_providers"].as_u64().unwrap());
+    m.assert_invariants().await;
+}
+
+both_dbs!(two_new_providers_agree_and_are_paid, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    assert_eq!(m.available(&buyer).await, 400, "the cap is held");
+    let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
+    let g1 = lease(m, &p1).await.expect("a unit for p1");
+    assert!(lease(m, &p1).await.is_none(), "never two replicas of a unit on one provider");
+    let g2 = lease(m, &p2).await.expect("new providers are confirmed by a second replica");
+    assert_eq!(answer(m, &p1, &g1, Ok(b"out")).await.0, StatusCode::OK);
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "one untrusted result is not enough");
+    assert_eq!(answer(m, &p2, &g2, Ok(b"out")).await.0, StatusCode::OK);
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["units"][0]["state"], "verified");
+    // 2e9 fuel at 10 per billion = 20 each; fee 5% = 1.
+    assert_eq!(done["cost"]["paid_to_providers"], 38);
+    assert_eq!(done["cost"]["fees"], 2);
+    assert_eq!(done["cost"]["refunded"], 560);
+    assert_conserved(m, &buyer, 1000, &done, &[&p1, &p2]).await;
+    let (status, out) = call_on(&m.state, "GET", &format!("/api/v1/jobs/{id}/units/0/output"), None, Some(&buyer), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(out, Value::String("out".into()));
+    // Settling again pays nothing twice.
+    m.state.jobs.settle(&id, m.state.now_ms()).await.unwrap();
+    assert_conserved(m, &buyer, 1000, &job(m, &buyer, &id).await, &[&p1, &p2]).await;
+});
+
+both_dbs!(a_cheater_loses_the_quorum_and_is_not_paid, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 900, 2).await;
+    let (honest, cheat, third) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
+    let (g1, g2) = (lease(m, &honest).await.unwrap(), lease(m, &cheat).await.unwrap());
+    answer(m, &honest, &g1, Ok(b"right")).await;
+    answer(m, &cheat, &g2, Ok(b"wrong")).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "a tie needs a tie-breaker");
+    let g3 = lease(m, &third).await.expect("a third replica");
+    answer(m, &third, &g3, Ok(b"right")).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done");
+    assert_eq!(m.available(&cheat).await, 0, "the cheater is not paid");
+    assert!(m.available(&honest).await > 0);
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    let rep = |k: &Keypair| providers.as_array().unwrap().iter().find(|p| p["id"] == k.id().as_str()).unwrap()["reputation"].as_f64().unwrap();
+    assert!(rep(&cheat) < rep(&honest), "the cheater is down-ranked");
+    assert_conserved(m, &buyer, 1000, &done, &[&honest, &cheat, &third]).await;
+});
+
+both_dbs!(a_lost_lease_expires_and_the_unit_runs_elsewhere, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let (gone, p2, p3) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
+    let lost = lease(m, &gone).await.unwrap();
+    let g2 = lease(m, &p2).await.unwrap();
+    answer(m, &p2, &g2, Ok(b"x")).await;
+    assert!(lease(m, &p3).await.is_none(), "both replicas are taken");
+    m.state.advance_clock(Duration::from_secs(31));
+    heartbeat(m, &p3).await;
+    m.state.sweep().await.unwrap();
+    let (status, body) = answer(m, &gone, &lost, Ok(b"x")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a result for an expired lease is refused: {body}");
+    let g3 = lease(m, &p3).await.expect("the unit is leased again");
+    answer(m, &p3, &g3, Ok(b"x")).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done");
+    assert_eq!(m.available(&gone).await, 0);
+    assert_conserved(m, &buyer, 1000, &done, &[&gone, &p2, &p3]).await;
+});
+
+both_dbs!(a_result_from_another_provider_is_refused, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
+    let grant = lease(m, &p1).await.unwrap();
+    let (status, body) = answer(m, &p2, &grant, Ok(b"x")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+});
+
+both_dbs!(a_unit_that_traps_everywhere_fails_and_is_refunded, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let mut providers = Vec::new();
+    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        let p = provider(m, 10).await;
+        let grant = lease(m, &p).await.expect("the unit is leased again after a failure");
+        assert_eq!(answer(m, &p, &grant, Err("trap")).await.0, StatusCode::OK);
+        providers.push(p);
+    }
+    let failed = job(m, &buyer, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["cost"]["refunded"], 600);
+    assert_eq!(m.available(&buyer).await, 1000, "everything came back");
+    let refs: Vec<&Keypair> = providers.iter().collect();
+    assert_conserved(m, &buyer, 1000, &failed, &refs).await;
+});
+
+both_dbs!(a_cap_below_every_ask_waits_then_expires_refunded, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 30, 1).await;
+    let pricey = provider(m, 1000).await;
+    assert!(lease(m, &pricey).await.is_none(), "the ask does not fit the cap");
+    m.state.advance_clock(Duration::from_secs(25 * 3600));
+    m.state.sweep().await.unwrap();
+    let expired = job(m, &buyer, &id).await;
+    assert_eq!(expired["state"], "expired", "{expired}");
+    assert_eq!(m.available(&buyer).await, 1000);
+    m.assert_invariants().await;
+});
+
+both_dbs!(two_replicas_leasing_one_queue_never_double_lease, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 100_000).await;
+    let inputs: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8]).collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+    submit(m, &buyer, "saxpy", &refs, 60_000, 1).await;
+    let replicas = [m.state.clone(), m.replica().await];
+    let mut providers = Vec::new();
+    for _ in 0..6 {
+        providers.push(provider(m, 10).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, p) in providers.iter().enumerate() {
+        for round in 0..3 {
+            let state = replicas[(i + round) % 2].clone();
+            let id = p.id().clone();
+            tasks.push(tokio::spawn(async move { state.jobs.lease(&id, state.now_ms()).await }));
+        }
+    }
+    let mut grants = Vec::new();
+    for t in tasks {
+        if let Some(g) = t.await.unwrap().unwrap() {
+            grants.push(g);
+        }
+    }
+    // Each unit wants 2 replicas (new providers): 12 leases at most, never
+    // two on one provider for one unit.
+    assert_eq!(grants.len(), 12, "every replica slot was leased once");
+    let mut seen = std::collections::BTreeSet::new();
+    for g in &grants {
+        let provider: String = sqlx::query_scalar::<_, String>("SELECT provider FROM leases WHERE id = $1").bind(&g.lease_id).fetch_one(&m.state.db.pool).await.unwrap();
+        assert!(seen.insert((g.job_id.clone(), g.unit, provider)), "a provider got two replicas of one unit");
+    }
+});
