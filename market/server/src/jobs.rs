@@ -488,6 +488,23 @@ impl Jobs {
             return Ok(None);
         };
         let (job_id, idx): (String, i64) = (unit.try_get("job_id")?, unit.try_get("idx")?);
+        // The unit row is locked now; recount under the lock with a fresh
+        // statement (PostgreSQL re-checks a locked row's own columns but not
+        // the subqueries of the statement that locked it).
+        let fresh = sqlx::query(
+            "SELECT u.wanted AS wanted,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) AS taken,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine
+             FROM units u WHERE u.job_id = $1 AND u.idx = $2",
+        )
+        .bind(&job_id)
+        .bind(idx)
+        .bind(provider.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 {
+            return Ok(None);
+        }
         // A provider not yet trusted is confirmed by another replica.
         let (good, bad): (f64, f64) = (p.try_get("good")?, p.try_get("bad")?);
         if (reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS) && unit.try_get::<i64, _>("wanted")? < 2 {
