@@ -33,6 +33,16 @@ enum Command {
     Info(cmd::registry::InfoArgs),
     /// Download a component, verified against its signed log.
     Fetch(cmd::registry::FetchArgs),
+    /// Submit a job: one work unit per input, its cap held in escrow.
+    Submit(cmd::jobs::SubmitArgs),
+    /// A job's units, states and costs.
+    Status(cmd::jobs::StatusArgs),
+    /// Download a job's verified outputs.
+    Result(cmd::jobs::ResultArgs),
+    /// Your jobs.
+    Jobs,
+    /// Provide this machine to a market: lease, run and return work units.
+    Host(cmd::host::HostArgs),
     /// Your credits: available, held in escrow, history.
     Balance(cmd::ledger::BalanceArgs),
     /// Create credits in an account (operator key only).
@@ -65,6 +75,11 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::registry::search(a, client),
         Command::Info(a) => cmd::registry::info(a, client),
         Command::Fetch(a) => cmd::registry::fetch(a, client),
+        Command::Submit(a) => cmd::jobs::submit(a, client),
+        Command::Status(a) => cmd::jobs::status(a, client),
+        Command::Result(a) => cmd::jobs::result(a, client),
+        Command::Jobs => cmd::jobs::list(client),
+        Command::Host(a) => cmd::host::run(a, client),
         Command::Balance(a) => cmd::ledger::balance(a, client),
         Command::Mint(a) => cmd::ledger::mint(a, client),
         Command::Market(c) => cmd::market::run(c),

@@ -20,6 +20,7 @@ mod bindings;
 pub mod gpu;
 pub mod limits;
 pub mod pool;
+pub mod provider;
 mod protocol;
 pub mod report;
 mod runtime;

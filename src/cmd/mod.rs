@@ -1,6 +1,8 @@
 //! One module per subcommand (group).
 
 pub mod client;
+pub mod host;
+pub mod jobs;
 pub mod keys;
 pub mod ledger;
 pub mod market;

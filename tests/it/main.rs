@@ -1,10 +1,13 @@
 //! End-to-end tests of the `agora` program, run as a user runs it.
 
+mod lifecycle;
 mod market;
 mod run;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn guests_dir() -> PathBuf {
     match std::env::var_os("AGORA_GUESTS") {
@@ -33,4 +36,92 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("agora-it-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+pub struct Market {
+    pub child: Child,
+    pub url: String,
+    pub home: PathBuf,
+    pub port: u16,
+    pub operator_id: String,
+}
+
+impl Drop for Market {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Market {
+    /// A market on a free port, its operator key at `home/operator.json`.
+    pub fn start(name: &str) -> Market {
+        let home = temp_dir(name);
+        let operator = home.join("operator.json");
+        let _ = std::fs::remove_file(&operator);
+        let out = agora_in(&home, &["--key", operator.to_str().unwrap(), "keys", "new"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let operator_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let _ = std::fs::remove_file(home.join("market.db"));
+        let child = Self::serve(&home, port, &operator_id);
+        Market { child, url: format!("http://127.0.0.1:{port}"), home, port, operator_id }
+    }
+
+    fn serve(home: &Path, port: u16, operator_id: &str) -> Child {
+        let db = home.join("market.db");
+        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["market", "serve", "--db", &format!("sqlite://{}", db.display()), "--listen", &format!("127.0.0.1:{port}"), "--operator", operator_id])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the market did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// Kill the market (no clean shutdown) and start it again on its database.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::serve(&self.home, self.port, &self.operator_id);
+    }
+
+    /// A provider host with its own key, killed when dropped.
+    pub fn host(&self, name: &str, extra: &[&str]) -> Process {
+        let key = self.home.join(format!("{name}.json"));
+        let _ = std::fs::remove_file(&key);
+        assert!(self.agora(&["--key", key.to_str().unwrap(), "keys", "new"]).status.success());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+        cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(["--key", key.to_str().unwrap(), "host", "--heartbeat", "0.5"]);
+        cmd.args(extra).stderr(Stdio::null());
+        Process(cmd.spawn().unwrap())
+    }
+
+    pub fn agora(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+        cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(args);
+        cmd.output().unwrap()
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn agora_in(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agora")).env("AGORA_HOME", home).args(args).output().unwrap()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

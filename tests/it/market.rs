@@ -1,63 +1,7 @@
 //! The market commands against a running `agora market serve` (SQLite).
 
 use super::*;
-use std::net::TcpListener;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-struct Market {
-    child: Child,
-    url: String,
-    home: PathBuf,
-}
-
-impl Drop for Market {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Market {
-    /// A market on a free port, its operator key at `home/operator.json`.
-    fn start(name: &str) -> Market {
-        let home = temp_dir(name);
-        let operator = home.join("operator.json");
-        let _ = std::fs::remove_file(&operator);
-        let out = agora_in(&home, &["--key", operator.to_str().unwrap(), "keys", "new"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let operator_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let db = home.join("market.db");
-        let _ = std::fs::remove_file(&db);
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
-            .args(["market", "serve", "--db", &format!("sqlite://{}", db.display()), "--listen", &format!("127.0.0.1:{port}"), "--operator", &operator_id])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the market did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Market { child, url, home }
-    }
-
-    fn agora(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-        cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(args);
-        cmd.output().unwrap()
-    }
-}
-
-fn agora_in(home: &PathBuf, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agora")).env("AGORA_HOME", home).args(args).output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn publish_search_info_fetch_mint_and_balance() {

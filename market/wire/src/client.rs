@@ -60,6 +60,11 @@ impl Client {
         decode(&self.send("GET", path, &[], None, None)?)
     }
 
+    /// GET `path`, signed, as raw bytes.
+    pub fn get_signed_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.send("GET", path, &[], None, None)
+    }
+
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
         let response = self.agent.get(&url).call().map_err(|source| ClientError::Transport { url: url.clone(), source })?;

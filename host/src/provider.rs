@@ -1,0 +1,237 @@
+//! The provider daemon (`agora host`): registers this machine with a market,
+//! heartbeats, leases work units, checks each package against its signed log
+//! before running it, runs units in the worker pool under the job's limits,
+//! and returns signed results. It outlives market restarts: every call that
+//! fails is retried after a pause.
+
+use crate::pool::{ComponentBytes, WorkerPool};
+use crate::{Limits, Outcome};
+use agora_wire::api::{Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, RegisterProvider, ResultReport};
+use agora_wire::client::{Client, ClientError};
+use agora_wire::log::verify_log;
+use base64::Engine as _;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Pause after a failed call to the market.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Components kept in memory by digest.
+const MAX_CACHED_COMPONENTS: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub ask: Ask,
+    pub max_concurrent: u32,
+    /// How long to wait before asking again when there is no work.
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// Test-only: return wrong outputs (to exercise the market's quorum).
+    pub cheat: bool,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            ask: Ask { per_billion_fuel: 10, per_gpu_second: 1 },
+            max_concurrent: 2,
+            poll_interval: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(5),
+            cheat: false,
+        }
+    }
+}
+
+struct Shared {
+    client: Client,
+    pool: WorkerPool,
+    config: ProviderConfig,
+    running: AtomicU32,
+    components: Mutex<HashMap<String, ComponentBytes>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Serve until `stop` is set.
+pub fn serve(client: Client, pool: WorkerPool, config: ProviderConfig, stop: Arc<AtomicBool>) {
+    let shared = Arc::new(Shared { client, pool, config, running: AtomicU32::new(0), components: Mutex::default(), stop });
+    register(&shared);
+    let mut threads = Vec::new();
+    let hb = shared.clone();
+    threads.push(std::thread::spawn(move || heartbeats(&hb)));
+    for _ in 0..shared.config.max_concurrent {
+        let s = shared.clone();
+        threads.push(std::thread::spawn(move || work(&s)));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn capabilities(pool: &WorkerPool) -> Capabilities {
+    let cpu_cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kib| kib * 1024)
+        .unwrap_or(0);
+    let gpus = pool
+        .adapter()
+        .map(|a| vec![GpuDevice { name: a.name.clone(), backend: a.backend.clone(), device_type: a.device_type.clone() }])
+        .unwrap_or_default();
+    Capabilities { cpu_cores, memory_bytes, gpus, cuda: false, kind: "native".into() }
+}
+
+fn register(s: &Shared) {
+    let request = RegisterProvider { capabilities: capabilities(&s.pool), ask: s.config.ask, max_concurrent: s.config.max_concurrent };
+    while !s.stop.load(Ordering::Relaxed) {
+        match s.client.post::<_, serde_json::Value>("/api/v1/providers", &request, None) {
+            Ok(_) => {
+                tracing::info!(provider = %s.client.key().expect("signed").id(), "registered with the market");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("registering: {e}; retrying");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    }
+}
+
+/// Idle CPU over an interval, from /proc/stat (Linux); None elsewhere.
+fn cpu_times() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+    Some((idle, fields.iter().sum()))
+}
+
+fn heartbeats(s: &Shared) {
+    let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+    let mut last = cpu_times();
+    while !s.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(s.config.heartbeat_interval.min(Duration::from_millis(200)));
+        let now = cpu_times();
+        let free = match (last, now) {
+            (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => cores * (i1 - i0) as f64 / (t1 - t0) as f64,
+            _ => 0.0,
+        };
+        last = now;
+        let beat = Heartbeat { running_units: s.running.load(Ordering::Relaxed), free_cpu_cores: free, gpu_memory_used_bytes: None };
+        match s.client.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None) {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(agora_wire::api::codes::NOT_FOUND) => register(s),
+            Err(e) => tracing::warn!("heartbeat: {e}"),
+        }
+        sleep_unless_stopped(s, s.config.heartbeat_interval.saturating_sub(Duration::from_millis(200)));
+    }
+}
+
+fn sleep_unless_stopped(s: &Shared, total: Duration) {
+    let step = Duration::from_millis(50);
+    let mut slept = Duration::ZERO;
+    while slept < total && !s.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(step);
+        slept += step;
+    }
+}
+
+fn work(s: &Shared) {
+    while !s.stop.load(Ordering::Relaxed) {
+        match s.client.post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None) {
+            Ok(Some(grant)) => {
+                s.running.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = run_lease(s, &grant) {
+                    tracing::warn!(lease = %grant.lease_id, "lease abandoned: {e}");
+                }
+                s.running.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(None) => sleep_unless_stopped(s, s.config.poll_interval),
+            Err(e) => {
+                tracing::debug!("leasing: {e}");
+                sleep_unless_stopped(s, RETRY_PAUSE);
+            }
+        }
+    }
+}
+
+/// The component of `grant`, checked against the package's signed log.
+fn component(s: &Shared, grant: &LeaseGrant) -> Result<ComponentBytes, String> {
+    if let Some(c) = s.components.lock().expect("cache lock").get(&grant.digest) {
+        return Ok(c.clone());
+    }
+    let log: Vec<agora_wire::log::LogEntry> =
+        s.client.get(&format!("/api/v1/packages/{}/log", grant.package)).map_err(|e: ClientError| e.to_string())?;
+    let state = verify_log(&log, None).map_err(|e| format!("the log of {} fails verification: {e}", grant.package))?;
+    let release = state.releases.get(&grant.version).ok_or_else(|| format!("{} {} is not in its signed log", grant.package, grant.version))?;
+    if release.digest != grant.digest {
+        return Err(format!("the lease names digest {} but the signed log says {}", grant.digest, release.digest));
+    }
+    let bytes = s
+        .client
+        .get_bytes(&format!("/api/v1/packages/{}/versions/{}/component", grant.package, grant.version))
+        .map_err(|e| e.to_string())?;
+    let component = ComponentBytes::new(bytes);
+    if component.digest != release.digest {
+        return Err(format!("downloaded bytes have digest {}, the signed log says {}", component.digest, release.digest));
+    }
+    let mut cache = s.components.lock().expect("cache lock");
+    if cache.len() >= MAX_CACHED_COMPONENTS {
+        cache.clear();
+    }
+    cache.insert(grant.digest.clone(), component.clone());
+    Ok(component)
+}
+
+fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
+    let component = component(s, grant)?;
+    let input = s.client.get_bytes(&format!("/api/v1/blobs/{}", grant.input_digest)).map_err(|e| e.to_string())?;
+    if agora_wire::digest_hex(&input) != grant.input_digest {
+        return Err("the input does not match its digest".into());
+    }
+    let limits = Limits {
+        fuel: grant.limits.fuel,
+        memory_bytes: grant.limits.memory_bytes,
+        timeout: Duration::from_millis(grant.limits.timeout_ms),
+        ..Limits::default()
+    };
+    tracing::info!(lease = %grant.lease_id, package = %grant.package, unit = grant.unit, "running");
+    let result = s.pool.run(&component, &input, &limits);
+    let report = result.report;
+    let mut output = result.output;
+    if s.config.cheat
+        && let Some(bytes) = output.as_mut()
+    {
+        match bytes.first_mut() {
+            Some(b) => *b ^= 0xff,
+            None => bytes.push(0xff),
+        }
+    }
+    let outcome = match &report.outcome {
+        Outcome::Ok => "ok",
+        Outcome::JobError { .. } => "job-error",
+        Outcome::LimitExceeded { .. } => "limit-exceeded",
+        Outcome::Trap { .. } => "trap",
+        Outcome::Refused { .. } => "refused",
+        Outcome::WorkerLost { .. } => "worker-lost",
+    };
+    let output_digest = output.as_deref().map(agora_wire::digest_hex);
+    let gpu_time_us = report.gpu.gpu_time.as_micros() as u64;
+    let key = s.client.key().expect("a signed client");
+    let signature = key.sign(&ResultReport::signed_bytes(&grant.lease_id, outcome, output_digest.as_deref(), report.fuel_used, gpu_time_us));
+    let result = ResultReport {
+        outcome: outcome.into(),
+        message: (!report.outcome.is_ok()).then(|| report.outcome.to_string()),
+        output_base64: output.as_deref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        output_digest,
+        fuel_used: report.fuel_used,
+        gpu_time_us,
+        peak_memory_bytes: report.peak_memory_bytes,
+        signature,
+    };
+    s.client
+        .post::<_, serde_json::Value>(&format!("/api/v1/leases/{}/result", grant.lease_id), &result, None)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(lease = %grant.lease_id, outcome, fuel = report.fuel_used, "result returned");
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `agora host`: provide this machine's CPU and GPU to a market.
+
+use super::client::ClientArgs;
+use agora_host::GpuChoice;
+use agora_host::pool::{PoolConfig, WorkerPool};
+use agora_host::provider::{self, ProviderConfig};
+use agora_wire::api::Ask;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct HostArgs {
+    /// Your price per billion units of fuel, in credits.
+    #[arg(long, default_value_t = 10)]
+    ask_fuel: u64,
+    /// Your price per GPU second, in credits.
+    #[arg(long, default_value_t = 1)]
+    ask_gpu: u64,
+    /// Work units run at once (one warm worker process each).
+    #[arg(long, default_value_t = 2)]
+    max_concurrent: u32,
+    /// GPU backend: auto, wgpu or none.
+    #[arg(long, default_value = "auto")]
+    gpu: GpuChoice,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat: f64,
+    /// Test-only: return wrong outputs, to exercise the market's quorum.
+    #[arg(long, hide = true)]
+    cheat_for_tests: bool,
+}
+
+pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let pool = WorkerPool::new(PoolConfig {
+        program: std::env::current_exe().context("finding the agora executable")?,
+        args: vec!["worker".into()],
+        workers: args.max_concurrent.max(1) as usize,
+        gpu: args.gpu,
+    })?;
+    let adapter = pool.adapter().map(|a| format!("{} ({})", a.name, a.backend)).unwrap_or_else(|| "no GPU".into());
+    eprintln!(
+        "agora host {} on {}: {} workers, {adapter}",
+        client.key().expect("signed").id(),
+        client_args.market,
+        args.max_concurrent
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        eprintln!("stopping: finishing running units");
+        flag.store(true, Ordering::Relaxed);
+    });
+    let config = ProviderConfig {
+        ask: Ask { per_billion_fuel: args.ask_fuel, per_gpu_second: args.ask_gpu },
+        max_concurrent: args.max_concurrent.max(1),
+        heartbeat_interval: Duration::from_secs_f64(args.heartbeat.max(0.2)),
+        cheat: args.cheat_for_tests,
+        ..ProviderConfig::default()
+    };
+    provider::serve(client, pool, config, stop);
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! `agora submit`, `agora status`, `agora result`, `agora jobs`: buying work.
+
+use super::client::ClientArgs;
+use agora_wire::api::{JobInfo, JobState, SubmitJob, UnitLimits};
+use agora_wire::client::Client;
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// PACKAGE or PACKAGE@VERSION (default: the latest).
+    package: String,
+    /// One work unit per file (repeatable).
+    #[arg(long = "input", short, required = true)]
+    inputs: Vec<PathBuf>,
+    /// The most the job may cost, in credits (held in escrow until it ends).
+    #[arg(long, default_value_t = 1000)]
+    max_price: u64,
+    /// Providers that must agree on each output.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// Fuel per unit.
+    #[arg(long, default_value_t = 5_000_000_000)]
+    fuel: u64,
+    /// Wall-clock limit per unit (10s, 2m).
+    #[arg(long, default_value = "60s")]
+    timeout: humantime::Duration,
+    /// Linear memory per unit (bytes).
+    #[arg(long, default_value_t = 512 << 20)]
+    memory: u64,
+    /// Units need a GPU.
+    #[arg(long)]
+    gpu: bool,
+    /// Wait for the job to end, with a progress bar.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: write the outputs here.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    job: String,
+}
+
+#[derive(Args)]
+pub struct ResultArgs {
+    job: String,
+    /// The folder for the outputs (unit-N.out, or .png for PNG images).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let (package, version) = match args.package.split_once('@') {
+        Some((p, v)) => (p.to_string(), Some(v.to_string())),
+        None => (args.package.clone(), None),
+    };
+    let mut inputs = Vec::new();
+    for path in &args.inputs {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        inputs.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    let request = SubmitJob {
+        package,
+        version,
+        inputs_base64: inputs,
+        limits: UnitLimits { fuel: args.fuel, memory_bytes: args.memory, timeout_ms: args.timeout.as_millis() as u64, gpu: args.gpu },
+        max_price: args.max_price,
+        replicas: args.replicas,
+    };
+    let job: JobInfo = client.post("/api/v1/jobs", &request, None)?;
+    eprintln!("job {} submitted: {} units of {} {}, {} credits held in escrow", job.id, job.units.len(), job.package, job.version, job.max_price);
+    println!("{}", job.id);
+    if !args.wait {
+        return Ok(());
+    }
+    let job = wait(&client, &job.id)?;
+    print_job(&job);
+    if let Some(dir) = &args.output {
+        download(&client, &job, dir)?;
+    }
+    if job.state != JobState::Done {
+        bail!("job {} ended {:?}", job.id, job.state);
+    }
+    Ok(())
+}
+
+fn wait(client: &Client, id: &str) -> Result<JobInfo> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} units {msg}").expect("valid template"),
+    );
+    loop {
+        let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{id}"))?;
+        let done = job.units.iter().filter(|u| u.state == "verified" || u.state == "failed").count();
+        let running = job.units.iter().filter(|u| u.state == "running").count();
+        bar.set_length(job.units.len() as u64);
+        bar.set_position(done as u64);
+        bar.set_message(format!("{running} running, {} credits spent", job.cost.paid_to_providers + job.cost.fees));
+        if job.state != JobState::Running {
+            bar.finish_and_clear();
+            return Ok(job);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn print_job(job: &JobInfo) {
+    println!("job        {} ({:?})", job.id, job.state);
+    println!("package    {} {} ({})", job.package, job.version, &job.digest[..16]);
+    for u in &job.units {
+        println!(
+            "  unit {:<4} {:<9} attempts {}  {}{}",
+            u.index,
+            u.state,
+            u.attempts,
+            u.output_bytes.map(|b| format!("{b} bytes")).unwrap_or_default(),
+            u.message.as_deref().map(|m| format!("  ({m})")).unwrap_or_default()
+        );
+    }
+    let c = &job.cost;
+    println!("credits    held {}  paid to providers {}  fee {}  refunded {}", c.held, c.paid_to_providers, c.fees, c.refunded);
+}
+
+/// Write each verified output into `dir`.
+fn download(client: &Client, job: &JobInfo, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for u in job.units.iter().filter(|u| u.state == "verified") {
+        let bytes = client_get_signed_bytes(client, &format!("/api/v1/jobs/{}/units/{}/output", job.id, u.index))?;
+        let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
+        let path = dir.join(format!("unit-{}.{ext}", u.index));
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn client_get_signed_bytes(client: &Client, path: &str) -> Result<Vec<u8>> {
+    Ok(client.get_signed_bytes(path)?)
+}
+
+pub fn status(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{}", args.job))?;
+    print_job(&job);
+    Ok(())
+}
+
+pub fn result(args: ResultArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{}", args.job))?;
+    download(&client, &job, &args.output)
+}
+
+pub fn list(client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let jobs: Vec<JobInfo> = client.get_signed("/api/v1/jobs")?;
+    if jobs.is_empty() {
+        println!("no jobs yet");
+    }
+    for j in jobs {
+        let done = j.units.iter().filter(|u| u.state == "verified").count();
+        println!("{}  {:<9} {}/{} units  {} {}", j.id, format!("{:?}", j.state).to_lowercase(), done, j.units.len(), j.package, j.version);
+    }
+    Ok(())
+}
