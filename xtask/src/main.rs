@@ -276,6 +276,16 @@ fn up() -> Result<()> {
     mint.arg("--key").arg(home.join("operator.json")).args(["mint", &buyer, "10000", "--id", "demo-buyer-funding"]);
     let _ = mint.output();
 
+    // Two providers: a new provider's results are confirmed by a second one.
+    let mut hosts = Vec::new();
+    for name in ["provider-1.json", "provider-2.json"] {
+        key_id(name)?;
+        let mut host = agora_cmd();
+        client(&mut host);
+        host.arg("--key").arg(home.join(name)).args(["host", "--max-concurrent", "1"]);
+        hosts.push(host.spawn().context("starting a provider host")?);
+    }
+
     let png = out.join("mandelbrot.png");
     let view = out.join("view.txt");
     std::fs::write(&view, "width=1200 height=800 x=-0.7436 y=0.1318 zoom=60 iterations=1200")?;
@@ -288,12 +298,17 @@ fn up() -> Result<()> {
     println!("  database    {}", out.join("market.db").display());
     println!("  demo buyer  {buyer} (10000 credits)");
     println!("  a render    {} (mandelbrot through the host runtime)", png.display());
+    println!("  providers   two hosts on this machine's GPU (or CPU), keys in {}", home.display());
     println!("\nTry, in another shell:");
     println!("  export AGORA_HOME={} AGORA_MARKET={market_url} PATH={}:$PATH", home.display(), agora.parent().unwrap().display());
-    println!("  agora search example && agora info mandelbrot && agora balance");
-    println!("  agora fetch mandelbrot -o m.wasm && agora run m.wasm -o m.png");
-    println!("\nCtrl-C stops the market.");
+    println!("  agora submit mandelbrot --input {} --max-price 500 --wait -o out/   # through the market", view.display());
+    println!("  agora search example && agora info mandelbrot && agora balance --history && agora jobs");
+    println!("\nCtrl-C stops everything.");
     let status = market.wait()?;
+    for mut host in hosts {
+        let _ = host.kill();
+        let _ = host.wait();
+    }
     eprintln!("market stopped ({status})");
     Ok(())
 }
