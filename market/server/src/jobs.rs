@@ -187,6 +187,39 @@ impl Jobs {
         })
     }
 
+    /// Live figures, and a suggested price: the median online ask, raised by
+    /// up to 2x as the queue grows past the online capacity.
+    pub async fn stats(&self, now: i64) -> Result<agora_wire::api::MarketStats, ApiError> {
+        let online: Vec<ProviderInfo> = self.providers(now).await?.into_iter().filter(|p| p.online).collect();
+        let count = |sql: &'static str| async move {
+            Ok::<u64, ApiError>(sqlx::query(sql).fetch_one(&self.db.pool).await?.try_get::<i64, _>("n")? as u64)
+        };
+        let running = count("SELECT COUNT(*) AS n FROM leases WHERE state = 'active'").await?;
+        let queued = count(
+            "SELECT CAST(COALESCE(SUM(u.wanted), 0) AS BIGINT) AS n FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.state = 'queued' AND j.state = 'running'",
+        )
+        .await?
+        .saturating_sub(running);
+        let capacity: u64 = online.iter().map(|p| p.max_concurrent as u64).sum();
+        let median = |mut v: Vec<u64>| {
+            v.sort();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        let pressure = if capacity == 0 { 2.0 } else { (1.0 + queued as f64 / capacity as f64).min(2.0) };
+        let scale = |v: u64| (v as f64 * pressure).ceil() as u64;
+        Ok(agora_wire::api::MarketStats {
+            providers_online: online.len() as u64,
+            gpus_online: online.iter().map(|p| p.capabilities.gpus.len() as u64).sum(),
+            queued_units: queued,
+            running_units: running,
+            capacity,
+            suggested_ask: Ask {
+                per_billion_fuel: scale(median(online.iter().map(|p| p.ask.per_billion_fuel).collect())),
+                per_gpu_second: scale(median(online.iter().map(|p| p.ask.per_gpu_second).collect())),
+            },
+        })
+    }
+
     async fn mark(&self, provider: &str, mark: Mark) -> Result<(), ApiError> {
         let (good, bad) = mark.weights();
         sqlx::query("UPDATE providers SET good = good * $1 + $2, bad = bad * $1 + $3, units_done = units_done + $4 WHERE id = $5")

@@ -66,6 +66,8 @@ impl Op {
 #[derive(Clone)]
 pub struct Ledger {
     db: Db,
+    /// Operations whose task has not finished.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const TRANSFER_COLUMNS: &str =
@@ -110,11 +112,36 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl Ledger {
     pub fn new(db: Db) -> Self {
-        Ledger { db }
+        Ledger { db, in_flight: Default::default() }
     }
 
     /// Apply `op` as transfer `id`, once.
+    ///
+    /// The database work runs in its own task: a caller that goes away (a
+    /// dropped connection, a cancelled request) never leaves a transaction
+    /// half-driven holding the database's write lock; it commits or rolls
+    /// back whole.
     pub async fn execute(&self, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {
+        use std::sync::atomic::Ordering;
+        let (this, id, op) = (self.clone(), id.to_string(), op.clone());
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let result = this.execute_here(&id, &op, now_ms).await;
+            this.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+            .await
+            .map_err(|e| ApiError::Internal(format!("ledger task: {e}")))?
+    }
+
+    /// Wait until every operation started on this ledger has finished.
+    pub async fn quiesce(&self) {
+        while self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn execute_here(&self, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {
         if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ApiError::Invalid(format!("a transfer id is 1 to {MAX_ID_LEN} printable ASCII characters")));
         }

@@ -133,6 +133,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/jobs/{job}", get(routes::job))
         .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
         .route("/api/v1/blobs/{digest}", get(routes::blob))
+        .route("/api/v1/stats", get(routes::stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(large)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -9,7 +9,7 @@ use agora_wire::api::{
     AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
-    UnitLimits, VersionInfo,
+    UnitLimits, VersionInfo, MarketStats,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -26,13 +26,13 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
-        blob
+        blob, stats
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
-        JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport
+        JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats
     ))
 )]
 pub struct ApiDoc;
@@ -372,4 +372,10 @@ pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<
 pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
     let bytes = state.jobs.blob(&digest).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// Providers and GPUs online, queue depth, capacity and the suggested price.
+#[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = MarketStats)))]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<MarketStats>, ApiError> {
+    Ok(Json(state.jobs.stats(state.now_ms()).await?))
 }

@@ -390,3 +390,19 @@ impl ResultReport {
         format!("agora-result-v1\n{lease_id}\n{outcome}\n{}\n{fuel_used}\n{gpu_time_us}", output_digest.unwrap_or("-")).into_bytes()
     }
 }
+
+/// Live market figures and the suggested price.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MarketStats {
+    pub providers_online: u64,
+    pub gpus_online: u64,
+    /// Replica slots open across running jobs.
+    pub queued_units: u64,
+    pub running_units: u64,
+    /// Concurrent units the online providers accept.
+    pub capacity: u64,
+    /// Median ask of online providers, scaled by utilization (queue depth
+    /// against capacity): what a new job should offer to be picked up soon.
+    pub suggested_ask: Ask,
+}

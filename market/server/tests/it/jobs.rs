@@ -91,7 +91,12 @@ both_dbs!(two_new_providers_agree_and_are_paid, async |m: &TestMarket| {
     m.fund(&buyer, 1000).await;
     let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
     assert_eq!(m.available(&buyer).await, 400, "the cap is held");
-    let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
+    let (p1, p2) = (provider(m, 10).await, provider(m, 30).await);
+    let (_, stats) = m.call("GET", "/api/v1/stats", None, None).await;
+    assert_eq!(stats["providers_online"], 2, "{stats}");
+    assert_eq!(stats["capacity"], 8);
+    assert_eq!(stats["queued_units"], 1);
+    assert!(stats["suggested_ask"]["per_billion_fuel"].as_u64().unwrap() >= 30, "the median ask, raised by the queue: {stats}");
     let g1 = lease(m, &p1).await.expect("a unit for p1");
     assert!(lease(m, &p1).await.is_none(), "never two replicas of a unit on one provider");
     let g2 = lease(m, &p2).await.expect("new providers are confirmed by a second replica");
@@ -101,10 +106,10 @@ both_dbs!(two_new_providers_agree_and_are_paid, async |m: &TestMarket| {
     let done = job(m, &buyer, &id).await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["units"][0]["state"], "verified");
-    // 2e9 fuel at 10 per billion = 20 each; fee 5% = 1.
-    assert_eq!(done["cost"]["paid_to_providers"], 38);
-    assert_eq!(done["cost"]["fees"], 2);
-    assert_eq!(done["cost"]["refunded"], 560);
+    // 2e9 fuel at 10 and 30 per billion = 20 and 60; fee 5% = 1 and 3.
+    assert_eq!(done["cost"]["paid_to_providers"], 76);
+    assert_eq!(done["cost"]["fees"], 4);
+    assert_eq!(done["cost"]["refunded"], 520);
     assert_conserved(m, &buyer, 1000, &done, &[&p1, &p2]).await;
     let (status, out) = call_on(&m.state, "GET", &format!("/api/v1/jobs/{id}/units/0/output"), None, Some(&buyer), None).await;
     assert_eq!(status, StatusCode::OK);

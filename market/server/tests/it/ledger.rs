@@ -169,7 +169,7 @@ both_dbs!(a_request_dropped_mid_transfer_is_all_or_nothing, async |m: &TestMarke
         // Cancel the request after a varying delay: mid-transaction for some.
         let cut = Duration::from_micros(50 * (i % 20));
         let _ = tokio::time::timeout(cut, state.ledger.execute(&id, &op, state.now_ms())).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        quiesce(&state).await;
         if let Some(t) = state.ledger.get(&id).await.unwrap() {
             assert_eq!(t.amount, 1 + i);
             applied += 1 + i;

@@ -135,6 +135,12 @@ pub async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Valu
     (status, value)
 }
 
+/// Wait until no request of `state` is still inside the database: a
+/// cancelled request's COMMIT may still land after its future was dropped.
+pub async fn quiesce(state: &AppState) {
+    state.ledger.quiesce().await;
+}
+
 /// Run a test body on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! both_dbs {

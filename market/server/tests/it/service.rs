@@ -84,6 +84,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/jobs/{job}"),
         ("get", "/api/v1/jobs/{job}/units/{unit}/output"),
         ("get", "/api/v1/blobs/{digest}"),
+        ("get", "/api/v1/stats"),
     ];
     for (method, path) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the OpenAPI document");

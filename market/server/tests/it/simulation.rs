@@ -182,9 +182,9 @@ async fn simulate(m: &TestMarket, steps: usize) {
                 let (id, op) = new_op(&mut rng, &model);
                 let cut = (rng.range(0, 9) == 0).then(|| Duration::from_micros(rng.range(0, 2000) as u64));
                 let _ = run_op(&state, &id, &op, cut).await;
-                // Let a cancelled transaction's rollback reach the database.
+                // A cancelled request may still commit or roll back: wait.
                 if cut.is_some() {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    quiesce(&state).await;
                 }
                 observe(&state, &mut model, &id, &op, false).await;
                 model.sent.push((id, op));
