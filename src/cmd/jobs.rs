@@ -131,17 +131,13 @@ fn print_job(job: &JobInfo) {
 fn download(client: &Client, job: &JobInfo, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for u in job.units.iter().filter(|u| u.state == "verified") {
-        let bytes = client_get_signed_bytes(client, &format!("/api/v1/jobs/{}/units/{}/output", job.id, u.index))?;
+        let bytes = client.get_signed_bytes(&format!("/api/v1/jobs/{}/units/{}/output", job.id, u.index))?;
         let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
         let path = dir.join(format!("unit-{}.{ext}", u.index));
         std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn client_get_signed_bytes(client: &Client, path: &str) -> Result<Vec<u8>> {
-    Ok(client.get_signed_bytes(path)?)
 }
 
 pub fn status(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {

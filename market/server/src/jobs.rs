@@ -279,7 +279,7 @@ impl Jobs {
             inputs.push(bytes);
         }
         let mut id_bytes = [0u8; 9];
-        getrandom_fill(&mut id_bytes);
+        getrandom::fill(&mut id_bytes).expect("the OS provides randomness");
         let id = format!("j{}", hex::encode(id_bytes));
         let expires = now + self.config.job_ttl_ms;
         // Escrow first: no job exists without its hold.
@@ -544,7 +544,7 @@ impl Jobs {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
         let mut id_bytes = [0u8; 12];
-        getrandom_fill(&mut id_bytes);
+        getrandom::fill(&mut id_bytes).expect("the OS provides randomness");
         let lease_id = format!("l{}", hex::encode(id_bytes));
         let expires = now + self.config.lease_ttl_ms;
         sqlx::query("INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $6)")
@@ -863,15 +863,4 @@ async fn decide_unit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, 
         _ => {}
     }
     Ok(marks)
-}
-
-fn getrandom_fill(bytes: &mut [u8]) {
-    use std::hash::{BuildHasher, Hasher};
-    // Ids need uniqueness, not secrecy: hash fresh RandomState keys with the clock.
-    for chunk in bytes.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_i64(agora_wire::auth::now_ms());
-        let v = h.finish().to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
 }
