@@ -37,6 +37,8 @@ enum Command {
     Submit(cmd::jobs::SubmitArgs),
     /// A job's units, states and costs.
     Status(cmd::jobs::StatusArgs),
+    /// A job's log lines (`--follow` to stream them until it ends).
+    Logs(cmd::jobs::LogsArgs),
     /// Download a job's verified outputs.
     Result(cmd::jobs::ResultArgs),
     /// Your jobs.
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd::registry::fetch(a, client),
         Command::Submit(a) => cmd::jobs::submit(a, client),
         Command::Status(a) => cmd::jobs::status(a, client),
+        Command::Logs(a) => cmd::jobs::logs(a, client),
         Command::Result(a) => cmd::jobs::result(a, client),
         Command::Jobs => cmd::jobs::list(client),
         Command::Host(a) => cmd::host::run(a, client),

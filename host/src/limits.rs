@@ -45,6 +45,8 @@ pub const MAX_HANDLES: usize = 10_000;
 /// Log lines kept per job and the longest line: a chatty job cannot fill the
 /// host's memory or the market's storage.
 pub const MAX_LOG_LINES: usize = 10_000;
+/// Least time between two live updates of a running job.
+pub const LIVE_UPDATE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
 
 /// Captured stdout/stderr of the guest (WASI), per stream.

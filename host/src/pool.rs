@@ -11,8 +11,8 @@
 
 use crate::gpu::{AdapterInfo, GpuChoice};
 use crate::limits::{self, Limits};
-use crate::protocol::{Call, Hello, Request, Response, read_frame, write_frame};
-use crate::report::{LimitKind, Outcome, RunReport};
+use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame, write_frame};
+use crate::report::{LimitKind, LiveUpdate, Outcome, RunReport};
 use crate::runtime::{digest_of, hex};
 use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
@@ -80,7 +80,7 @@ pub struct PoolCounters {
 struct Worker {
     child: Child,
     stdin: BufWriter<ChildStdin>,
-    responses: Receiver<std::io::Result<(Response, Vec<u8>)>>,
+    responses: Receiver<std::io::Result<(WorkerMessage, Vec<u8>)>>,
     known: HashSet<String>,
 }
 
@@ -127,7 +127,13 @@ impl WorkerPool {
 
     /// Run `run(input)` on a warm worker.
     pub fn run(&self, component: &ComponentBytes, input: &[u8], limits: &Limits) -> JobResult {
-        self.call(component, input, limits, Call::Run)
+        self.call(component, input, limits, Call::Run, None)
+    }
+
+    /// [`WorkerPool::run`], calling `live` with progress and logs while the
+    /// job runs (on this thread, between waits for the worker).
+    pub fn run_observed(&self, component: &ComponentBytes, input: &[u8], limits: &Limits, live: &mut dyn FnMut(LiveUpdate)) -> JobResult {
+        self.call(component, input, limits, Call::Run, Some(live))
     }
 
     /// Run `verify(input, output)` on a warm worker; the answer is
@@ -135,11 +141,24 @@ impl WorkerPool {
     pub fn verify(&self, component: &ComponentBytes, input: &[u8], output: &[u8], limits: &Limits) -> (RunReport, Option<bool>) {
         let mut body = input.to_vec();
         body.extend_from_slice(output);
-        let result = self.call(component, &body, limits, Call::Verify { output_len: output.len() as u64 });
+        let result = self.call(component, &body, limits, Call::Verify { output_len: output.len() as u64 }, None);
         (result.report, result.output.map(|o| o == [1]))
     }
 
-    fn call(&self, component: &ComponentBytes, input: &[u8], limits: &Limits, call: Call) -> JobResult {
+    fn call(
+        &self,
+        component: &ComponentBytes,
+        input: &[u8],
+        limits: &Limits,
+        call: Call,
+        live: Option<&mut dyn FnMut(LiveUpdate)>,
+    ) -> JobResult {
+        let wants_live = live.is_some();
+        let mut ignore = |_: LiveUpdate| {};
+        let live: &mut dyn FnMut(LiveUpdate) = match live {
+            Some(live) => live,
+            None => &mut ignore,
+        };
         let started = Instant::now();
         let mut worker = match self.checkout() {
             Ok(w) => w,
@@ -150,7 +169,8 @@ impl WorkerPool {
         let mut waited = Waited::Lost("no attempt".into());
         for _ in 0..2 {
             if !worker.known.contains(&component.digest) {
-                match worker.ask(component, &component.bytes, limits, Call::Load, limits::COMPILE_TIMEOUT) {
+                let mut ignore_load = |_: LiveUpdate| {};
+                match worker.ask(component, &component.bytes, limits, Call::Load, limits::COMPILE_TIMEOUT, false, &mut ignore_load) {
                     Waited::Answer(response, _) if response.report.outcome.is_ok() => {
                         compile_time = response.report.compile_time;
                         worker.known.insert(component.digest.clone());
@@ -176,7 +196,7 @@ impl WorkerPool {
                     }
                 }
             }
-            waited = worker.ask(component, input, limits, call, limits.timeout + limits::KILL_GRACE);
+            waited = worker.ask(component, input, limits, call, limits.timeout + limits::KILL_GRACE, wants_live, &mut *live);
             match &waited {
                 Waited::Answer(response, _) if response.needs_component => worker.known.remove(&component.digest),
                 _ => break,
@@ -276,18 +296,33 @@ impl Drop for WorkerPool {
 
 impl Worker {
     /// Send one request and wait for its answer until `deadline`.
-    fn ask(&mut self, component: &ComponentBytes, body: &[u8], limits: &Limits, call: Call, deadline: Duration) -> Waited {
-        let request = Request { digest: component.digest.clone(), limits: *limits, call };
+    /// Send one request and wait for its answer until `deadline`, passing
+    /// live updates to `live` meanwhile.
+    fn ask(
+        &mut self,
+        component: &ComponentBytes,
+        body: &[u8],
+        limits: &Limits,
+        call: Call,
+        deadline: Duration,
+        wants_live: bool,
+        live: &mut dyn FnMut(LiveUpdate),
+    ) -> Waited {
+        let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live };
         if let Err(e) = write_frame(&mut self.stdin, &request, &[body]) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
         }
-        match self.responses.recv_timeout(deadline) {
-            Ok(Ok((response, body))) => Waited::Answer(response, body),
-            Ok(Err(e)) => Waited::Lost(format!("bad reply from the worker: {e}")),
-            Err(RecvTimeoutError::Timeout) => Waited::Deadline,
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                Waited::Lost(format!("the worker died during the job ({status})"))
+        let until = Instant::now() + deadline;
+        loop {
+            match self.responses.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(Ok((WorkerMessage::Done(response), body))) => return Waited::Answer(response, body),
+                Ok(Ok((WorkerMessage::Live(update), _))) => live(update),
+                Ok(Err(e)) => return Waited::Lost(format!("bad reply from the worker: {e}")),
+                Err(RecvTimeoutError::Timeout) => return Waited::Deadline,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    return Waited::Lost(format!("the worker died during the job ({status})"));
+                }
             }
         }
     }
@@ -312,7 +347,7 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
             let mut reader = BufReader::new(stdout);
             let _ = hello_tx.send(read_frame::<Hello>(&mut reader));
             loop {
-                match read_frame::<Response>(&mut reader) {
+                match read_frame::<WorkerMessage>(&mut reader) {
                     Ok(Some(frame)) => {
                         if tx.send(Ok(frame)).is_err() {
                             return;

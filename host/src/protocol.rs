@@ -6,7 +6,7 @@
 
 use crate::gpu::AdapterInfo;
 use crate::limits::Limits;
-use crate::report::RunReport;
+use crate::report::{LiveUpdate, RunReport};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{self, Read, Write};
 
@@ -44,9 +44,20 @@ pub struct Request {
     pub digest: String,
     pub limits: Limits,
     pub call: Call,
+    /// Send [`WorkerMessage::Live`] frames while the job runs.
+    pub live: bool,
 }
 
-/// Worker -> supervisor. Body: the output (empty on failure; `[0|1]` for
+/// Worker -> supervisor, after the hello: any number of live updates (empty
+/// body), then the answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerMessage {
+    Live(LiveUpdate),
+    Done(Response),
+}
+
+/// The answer to a request. Body: the output (empty on failure; `[0|1]` for
 /// verify).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Response {

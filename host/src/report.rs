@@ -86,6 +86,21 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// What a running job has said since the last update: sent while it runs
+/// (worker -> supervisor -> provider -> market), at most every
+/// [`crate::limits::LIVE_UPDATE_INTERVAL`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveUpdate {
+    /// The last `progress.report` (done, total).
+    pub progress: Option<(u64, u64)>,
+    /// `progress.log` lines since the previous update, in order: they are a
+    /// prefix of the final report's `logs`.
+    pub logs: Vec<LogLine>,
+}
+
+/// Called with each [`LiveUpdate`] of a running job.
+pub type LiveObserver = Box<dyn FnMut(LiveUpdate) + Send>;
+
 /// Everything a run used.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {

@@ -7,7 +7,7 @@
 use crate::bindings::{Job, JobPre};
 use crate::gpu::{self, GpuBackend, GpuChoice, GpuError};
 use crate::limits::{self, Limits};
-use crate::report::{LimitKind, LogLine, Outcome, RunReport};
+use crate::report::{LimitKind, LiveObserver, LogLine, Outcome, RunReport};
 use crate::state::{BlobData, JobState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -159,7 +159,18 @@ impl Runtime {
 
     /// Run `run(input)` in a fresh store under `limits`.
     pub fn run(&self, component: &LoadedComponent, input: Vec<u8>, limits: &Limits) -> (RunReport, Option<Vec<u8>>) {
-        self.execute(component, limits, |store, job| {
+        self.run_observed(component, input, limits, None)
+    }
+
+    /// [`Runtime::run`], telling `live` about progress and logs as they come.
+    pub fn run_observed(
+        &self,
+        component: &LoadedComponent,
+        input: Vec<u8>,
+        limits: &Limits,
+        live: Option<LiveObserver>,
+    ) -> (RunReport, Option<Vec<u8>>) {
+        self.execute(component, limits, live, |store, job| {
             let input = store.data_mut().push_blob(input);
             let result = job.call_run(&mut *store, input)?;
             Ok(match result {
@@ -182,7 +193,7 @@ impl Runtime {
             let outcome = Outcome::Refused { message: "the component does not export `verify`".into() };
             return (RunReport::new(outcome, hex(&component.digest)), None);
         }
-        let (report, answer) = self.execute(component, limits, |store, _job| {
+        let (report, answer) = self.execute(component, limits, None, |store, _job| {
             let instance = store.data().instance.clone().expect("instance recorded at instantiation");
             let verify = instance
                 .get_typed_func::<(Resource<BlobData>, Resource<BlobData>), (bool,)>(&mut *store, "verify")?;
@@ -200,6 +211,7 @@ impl Runtime {
         &self,
         component: &LoadedComponent,
         limits: &Limits,
+        live: Option<LiveObserver>,
         body: impl FnOnce(&mut Store<JobState>, &Job) -> wasmtime::Result<Result<Vec<u8>, String>>,
     ) -> (RunReport, Option<Vec<u8>>) {
         let started = Instant::now();
@@ -211,6 +223,7 @@ impl Runtime {
         }
         let session = self.gpu.open_session(limits.gpu);
         let mut store = Store::new(&self.engine, JobState::new(session, report.adapter.clone(), *limits));
+        store.data_mut().set_live(live);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled");
         let ticks = (limits.timeout.as_nanos() / limits::EPOCH_TICK.as_nanos()).max(1) as u64 + 1;

@@ -8,7 +8,7 @@
 use crate::bindings::agora::compute::{data, gpu, kernels, progress};
 use crate::gpu::{AdapterInfo, BufferId, GpuError, GpuSession, KernelCall, ShaderId, Usage};
 use crate::limits::{self, Limits};
-use crate::report::{LimitKind, LogLine};
+use crate::report::{LimitKind, LiveObserver, LiveUpdate, LogLine};
 use crate::runtime::log_line;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, format_err};
@@ -36,6 +36,11 @@ pub struct JobState {
     blob_bytes: u64,
     logs: Vec<LogLine>,
     logs_dropped: u64,
+    /// Who hears about progress and logs while the job runs.
+    live: Option<LiveObserver>,
+    /// Log lines already sent live, and when the last update went.
+    live_sent: usize,
+    live_at: Option<std::time::Instant>,
 }
 
 impl JobState {
@@ -63,7 +68,28 @@ impl JobState {
             blob_bytes: 0,
             logs: Vec::new(),
             logs_dropped: 0,
+            live: None,
+            live_sent: 0,
+            live_at: None,
         }
+    }
+
+    pub(crate) fn set_live(&mut self, live: Option<LiveObserver>) {
+        self.live = live;
+    }
+
+    /// Send what is new to the live observer, unless one went out less than
+    /// [`limits::LIVE_UPDATE_INTERVAL`] ago. What is held back reaches the
+    /// observer's owner in the final report.
+    fn send_live(&mut self) {
+        let Some(live) = self.live.as_mut() else { return };
+        if self.live_at.is_some_and(|at| at.elapsed() < limits::LIVE_UPDATE_INTERVAL) {
+            return;
+        }
+        self.live_at = Some(std::time::Instant::now());
+        let logs = self.logs[self.live_sent..].to_vec();
+        self.live_sent = self.logs.len();
+        live(LiveUpdate { progress: self.progress, logs });
     }
 
     pub(crate) fn push_blob(&mut self, bytes: Vec<u8>) -> Resource<BlobData> {
@@ -396,9 +422,11 @@ impl progress::Host for JobState {
             progress::Level::Error => "error",
         };
         self.logs.push(log_line(level, message));
+        self.send_live();
     }
 
     fn report(&mut self, done: u64, total: u64) {
         self.progress = Some((done, total));
+        self.send_live();
     }
 }

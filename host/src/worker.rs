@@ -4,26 +4,27 @@
 //! Entry points: the `agora-worker` binary and the hidden `agora worker`
 //! subcommand both call [`main`]. Logs go to stderr (the supervisor's).
 
-use crate::protocol::{Call, Hello, Request, Response, read_frame, write_frame};
+use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame, write_frame};
 use crate::report::RunReport;
 use crate::runtime::{Runtime, RuntimeConfig, digest_of, hex};
 use crate::GpuChoice;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Stdout};
+use std::sync::{Arc, Mutex};
 
 /// Serve requests until stdin closes. Returns the process exit code.
 pub fn main(gpu: GpuChoice) -> i32 {
     let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
     let mut input = BufReader::new(stdin);
-    let mut output = BufWriter::new(stdout);
+    // Shared with the live observer of the running job.
+    let output: Arc<Mutex<BufWriter<Stdout>>> = Arc::new(Mutex::new(BufWriter::new(std::io::stdout())));
     let runtime = match Runtime::new(RuntimeConfig { gpu }) {
         Ok(r) => r,
         Err(e) => {
-            let _ = write_frame(&mut output, &Hello { adapter: None, error: Some(e.to_string()) }, &[]);
+            let _ = write_frame(&mut *output.lock().expect("stdout lock"), &Hello { adapter: None, error: Some(e.to_string()) }, &[]);
             return 1;
         }
     };
-    if write_frame(&mut output, &Hello { adapter: runtime.adapter(), error: None }, &[]).is_err() {
+    if write_frame(&mut *output.lock().expect("stdout lock"), &Hello { adapter: runtime.adapter(), error: None }, &[]).is_err() {
         return 1;
     }
     loop {
@@ -36,15 +37,23 @@ pub fn main(gpu: GpuChoice) -> i32 {
             }
         };
         let needs_component = !matches!(request.call, Call::Load) && runtime.cached(&request.digest).is_none();
-        let (report, out) = serve(&runtime, request, body);
-        let response = Response { has_output: out.is_some(), report, needs_component };
-        if write_frame(&mut output, &response, &[out.as_deref().unwrap_or(&[])]).is_err() {
+        let live = request.live.then(|| {
+            let output = output.clone();
+            Box::new(move |update| {
+                // A supervisor that stopped reading will notice the worker
+                // at the final frame; nothing to do here.
+                let _ = write_frame(&mut *output.lock().expect("stdout lock"), &WorkerMessage::Live(update), &[]);
+            }) as crate::report::LiveObserver
+        });
+        let (report, out) = serve(&runtime, request, body, live);
+        let response = WorkerMessage::Done(Response { has_output: out.is_some(), report, needs_component });
+        if write_frame(&mut *output.lock().expect("stdout lock"), &response, &[out.as_deref().unwrap_or(&[])]).is_err() {
             return 1;
         }
     }
 }
 
-fn serve(runtime: &Runtime, request: Request, body: Vec<u8>) -> (RunReport, Option<Vec<u8>>) {
+fn serve(runtime: &Runtime, request: Request, body: Vec<u8>, live: Option<crate::report::LiveObserver>) -> (RunReport, Option<Vec<u8>>) {
     if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.
         if hex(&digest_of(&body)) != request.digest {
@@ -65,7 +74,7 @@ fn serve(runtime: &Runtime, request: Request, body: Vec<u8>) -> (RunReport, Opti
         return (RunReport::new(crate::Outcome::Refused { message }, request.digest), None);
     };
     match request.call {
-        Call::Run => runtime.run(&component, body, &request.limits),
+        Call::Run => runtime.run_observed(&component, body, &request.limits, live),
         Call::Verify { output_len } => {
             let mut input = body;
             let split = input.len().saturating_sub(output_len as usize);

@@ -1,7 +1,8 @@
-//! `agora submit`, `agora status`, `agora result`, `agora jobs`: buying work.
+//! `agora submit`, `agora status`, `agora logs`, `agora result`, `agora
+//! jobs`: buying work and watching it run.
 
 use super::client::ClientArgs;
-use agora_wire::api::{JobInfo, JobState, SubmitJob, UnitLimits};
+use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitLimits};
 use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -48,6 +49,14 @@ pub struct StatusArgs {
 }
 
 #[derive(Args)]
+pub struct LogsArgs {
+    job: String,
+    /// Keep printing lines as they come, until the job ends.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Args)]
 pub struct ResultArgs {
     job: String,
     /// The folder for the outputs (unit-N.out, or .png for PNG images).
@@ -91,23 +100,106 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
     Ok(())
 }
 
+/// Follow the job's event stream to its end: a progress bar, with its log
+/// lines printed above it.
 fn wait(client: &Client, id: &str) -> Result<JobInfo> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} units {msg}").expect("valid template"),
     );
-    loop {
-        let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{id}"))?;
-        let done = job.units.iter().filter(|u| u.state == "verified" || u.state == "failed").count();
-        let running = job.units.iter().filter(|u| u.state == "running").count();
-        bar.set_length(job.units.len() as u64);
-        bar.set_position(done as u64);
-        bar.set_message(format!("{running} running, {} credits spent", job.cost.paid_to_providers + job.cost.fees));
-        if job.state != JobState::Running {
-            bar.finish_and_clear();
-            return Ok(job);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut last: Option<JobInfo> = None;
+    let mut bad = None;
+    let mut after = 0;
+    // A dropped stream (market restart) is picked up again where it was.
+    while last.as_ref().is_none_or(|j| j.state == JobState::Running) {
+        let followed = client.follow_events(&format!("/api/v1/jobs/{id}/events?after={after}"), &mut |event, data| {
+            match event {
+                "log" => match serde_json::from_str::<JobLogLine>(data) {
+                    Ok(line) => {
+                        after = line.seq;
+                        bar.println(format_line(&line));
+                    }
+                    Err(e) => bad = Some(e),
+                },
+                "job" => match serde_json::from_str::<JobInfo>(data) {
+                    Ok(job) => {
+                        show(&bar, &job);
+                        last = Some(job);
+                    }
+                    Err(e) => bad = Some(e),
+                },
+                _ => {}
+            }
+            bad.is_none()
+        });
+        if let Some(e) = bad.take() {
+            bail!("unexpected event from the market: {e}");
         }
-        std::thread::sleep(Duration::from_millis(300));
+        if let Err(e) = followed {
+            bar.println(format!("lost the event stream ({e}); reconnecting"));
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
+    bar.finish_and_clear();
+    Ok(last.expect("the loop ends with a job"))
+}
+
+fn show(bar: &indicatif::ProgressBar, job: &JobInfo) {
+    let done = job.units.iter().filter(|u| u.state == "verified" || u.state == "failed").count();
+    let running: Vec<String> = job
+        .units
+        .iter()
+        .filter(|u| u.state == "running")
+        .map(|u| match u.progress {
+            Some(p) if p.total > 0 => format!("#{} {}%", u.index, p.done * 100 / p.total),
+            _ => format!("#{}", u.index),
+        })
+        .collect();
+    bar.set_length(job.units.len() as u64);
+    bar.set_position(done as u64);
+    let running = if running.is_empty() { String::new() } else { format!("running {} · ", running.join(" ")) };
+    bar.set_message(format!("{running}{} credits spent", job.cost.paid_to_providers + job.cost.fees));
+}
+
+fn format_line(line: &JobLogLine) -> String {
+    format!("unit {:<4} {:<5} {}", line.unit, line.level, line.message)
+}
+
+pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let mut after = 0;
+    loop {
+        let page: JobLogs = client.get_signed(&format!("/api/v1/jobs/{}/logs?after={after}", args.job))?;
+        if page.lines.is_empty() {
+            break;
+        }
+        for line in &page.lines {
+            println!("{}", format_line(line));
+        }
+        after = page.next;
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let mut end = None;
+    client.follow_events(&format!("/api/v1/jobs/{}/events?after={after}", args.job), &mut |event, data| {
+        if event == "log"
+            && let Ok(line) = serde_json::from_str::<JobLogLine>(data)
+        {
+            println!("{}", format_line(&line));
+        }
+        if event == "job"
+            && let Ok(job) = serde_json::from_str::<JobInfo>(data)
+            && job.state != JobState::Running
+        {
+            end = Some(job.state);
+        }
+        true
+    })?;
+    if let Some(state) = end {
+        eprintln!("job {} ended: {state:?}", args.job);
+    }
+    Ok(())
 }
 
 fn print_job(job: &JobInfo) {

@@ -1,6 +1,11 @@
 //! `agora market serve`: the market service on SQLite or PostgreSQL.
 
+use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
+use agora_host::{GpuChoice, Limits};
+use agora_market::verify::{ResultVerifier, VerifyLimits};
 use agora_market::{AppState, Config, Db};
+use std::sync::Arc;
+use std::time::Duration;
 use agora_wire::KeyId;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -24,6 +29,29 @@ pub struct ServeArgs {
     /// Signed requests per second per key.
     #[arg(long, default_value_t = 50)]
     rate: u32,
+    /// Sandboxed worker processes (no GPU) that run packages' `verify` on
+    /// results; 0 compares replicas' output digests instead.
+    #[arg(long, default_value_t = 1)]
+    verify_workers: usize,
+    /// A lease lives this long past its provider's last heartbeat.
+    #[arg(long, default_value = "30s")]
+    lease_ttl: humantime::Duration,
+}
+
+/// Runs `verify` in the host runtime's worker processes.
+struct PoolVerifier(WorkerPool);
+
+impl ResultVerifier for PoolVerifier {
+    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, String> {
+        let limits = Limits {
+            fuel: limits.fuel,
+            memory_bytes: limits.memory_bytes,
+            timeout: Duration::from_millis(limits.timeout_ms),
+            ..Limits::default()
+        };
+        let (report, verdict) = self.0.verify(&ComponentBytes::new(component.to_vec()), input, output, &limits);
+        verdict.ok_or_else(|| report.outcome.to_string())
+    }
 }
 
 pub fn run(command: MarketCommand) -> Result<()> {
@@ -36,7 +64,19 @@ pub fn run(command: MarketCommand) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let db = Db::connect(&url).await.with_context(|| format!("opening {}", args.db))?;
-        let state = AppState::new(db, Config { rate_per_second: args.rate, ..Config::new(operator) });
+        let mut config = Config { rate_per_second: args.rate, ..Config::new(operator) };
+        config.jobs.lease_ttl_ms = args.lease_ttl.as_millis() as i64;
+        let mut state = AppState::new(db, config);
+        if args.verify_workers > 0 {
+            let pool = WorkerPool::new(PoolConfig {
+                program: std::env::current_exe().context("finding the agora executable")?,
+                args: vec!["worker".into()],
+                workers: args.verify_workers,
+                gpu: GpuChoice::None,
+            })
+            .context("starting the verify workers")?;
+            state = state.with_verifier(Arc::new(PoolVerifier(pool)));
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         eprintln!("agora market on http://{} ({})", listener.local_addr()?, args.db);
         let shutdown = async {

@@ -16,7 +16,15 @@ fn setup(market: &Market) -> String {
 }
 
 fn available(market: &Market) -> u64 {
-    let out = market.agora(&["balance"]);
+    balance_of(market, &[])
+}
+
+/// Available credits of the key in `key_args` (`--key FILE`, or none for
+/// the buyer's).
+fn balance_of(market: &Market, key_args: &[&str]) -> u64 {
+    let mut args = key_args.to_vec();
+    args.push("balance");
+    let out = market.agora(&args);
     let text = stdout(&out);
     let line = text.lines().find(|l| l.starts_with("available")).unwrap_or_else(|| panic!("{text} {}", stderr(&out)));
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -53,6 +61,15 @@ fn a_buyer_runs_mandelbrot_through_the_market_and_pays_for_it() {
     let spent = 5000 - available(&market);
     assert!(spent > 0 && spent < 3000, "the job cost something and the rest came back: spent {spent}");
     assert!(stdout(&out).contains("refunded"), "{}", stdout(&out));
+    // Each unit's log line came through the market.
+    let job = stdout(&out).lines().next().unwrap().trim().to_string();
+    let logs = stdout(&market.agora(&["logs", &job]));
+    for i in 0..3 {
+        assert!(logs.contains(&format!("{}x120 image", 100 + 20 * i)), "{logs}");
+    }
+    let followed = market.agora(&["logs", &job, "--follow"]);
+    assert_eq!(stdout(&followed), logs, "a finished job's stream holds the same lines");
+    assert!(stderr(&followed).contains("ended: Done"), "{}", stderr(&followed));
 }
 
 #[test]
@@ -78,4 +95,90 @@ fn a_job_survives_a_market_restart() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(available(&market) < 5000);
+}
+
+/// Poll `agora status JOB` until `done(status)`.
+fn wait_for(market: &Market, job: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let status = stdout(&market.agora(&["status", job]));
+        if done(&status) {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "waited too long for {what}: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn submit(market: &Market, args: &[&str]) -> String {
+    let mut all = vec!["submit"];
+    all.extend(args);
+    let out = market.agora(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).lines().next().unwrap().trim().to_string()
+}
+
+fn key_of(market: &Market, name: &str) -> String {
+    market.home.join(format!("{name}.json")).to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_provider_killed_mid_lease_loses_it_and_the_unit_runs_elsewhere() {
+    let market = Market::start_with("lifecycle-kill", &["--lease-ttl", "2s"]);
+    setup(&market);
+    let input = market.home.join("big.txt");
+    std::fs::write(&input, "width=1200 height=1200 iterations=20000").unwrap();
+    let doomed = market.host("doomed", &[]);
+    let job = submit(&market, &["mandelbrot", "--input", input.to_str().unwrap(), "--max-price", "3000"]);
+    wait_for(&market, &job, "the unit to start", |s| s.contains("running"));
+    drop(doomed);
+    let (_b, _c) = (market.host("provider-b", &[]), market.host("provider-c", &[]));
+    let status = wait_for(&market, &job, "the job to finish", |s| s.contains("(Done)"));
+    assert!(status.contains("attempts 3"), "the lost lease, then two replicas elsewhere: {status}");
+    assert_eq!(balance_of(&market, &["--key", &key_of(&market, "doomed")]), 0, "a lost lease is not paid");
+    let earned = balance_of(&market, &["--key", &key_of(&market, "provider-b")]) + balance_of(&market, &["--key", &key_of(&market, "provider-c")]);
+    let paid: u64 = status.lines().find(|l| l.starts_with("credits")).unwrap().split("paid to providers ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(earned, paid, "each replica paid once: {status}");
+}
+
+/// Row-major f32 bytes of an `m x k` times `k x n` problem.
+fn matmul_input(m: u32, n: u32, k: u32) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+    let mut bytes: Vec<u8> = [m, n, k].iter().flat_map(|d| d.to_le_bytes()).collect();
+    bytes.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
+    (bytes, a, b)
+}
+
+#[test]
+fn a_cheating_host_is_caught_by_the_packages_verify_and_not_paid() {
+    let market = Market::start("lifecycle-verify");
+    setup(&market);
+    let matmul = guest("matmul");
+    let out = market.agora(&["publish", matmul.to_str().unwrap(), "--name", "matmul", "--version", "1.0.0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (m, n, k) = (24u32, 20u32, 16u32);
+    let (bytes, a, b) = matmul_input(m, n, k);
+    let input = market.home.join("matmul.bin");
+    std::fs::write(&input, &bytes).unwrap();
+    let cheater = market.host("cheater", &["--cheat-for-tests"]);
+    let job = submit(&market, &["matmul", "--input", input.to_str().unwrap(), "--max-price", "3000"]);
+    wait_for(&market, &job, "the cheater's answer", |s| s.contains("verify rejected"));
+    drop(cheater);
+    let _honest = market.host("honest", &[]);
+    let status = wait_for(&market, &job, "the job to finish", |s| s.contains("(Done)"));
+    assert!(status.contains("attempts 2"), "one rejected, one accepted, no extra replica: {status}");
+    let out_dir = market.home.join("matmul-out");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert!(market.agora(&["result", &job, "-o", out_dir.to_str().unwrap()]).status.success());
+    let c: Vec<f32> = std::fs::read(out_dir.join("unit-0.out")).unwrap().chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
+    assert_eq!(c.len(), (m * n) as usize);
+    for i in 0..m as usize {
+        for j in 0..n as usize {
+            let want: f64 = (0..k as usize).map(|p| a[i * k as usize + p] as f64 * b[p * n as usize + j] as f64).sum();
+            assert!((c[i * n as usize + j] as f64 - want).abs() < 1e-3, "C[{i}][{j}] = {} want {want}", c[i * n as usize + j]);
+        }
+    }
+    assert_eq!(balance_of(&market, &["--key", &key_of(&market, "cheater")]), 0, "the cheater is not paid");
+    assert!(balance_of(&market, &["--key", &key_of(&market, "honest")]) > 0);
 }

@@ -44,6 +44,8 @@ pub struct Market {
     pub home: PathBuf,
     pub port: u16,
     pub operator_id: String,
+    /// Extra `agora market serve` arguments, kept across restarts.
+    serve_args: Vec<String>,
 }
 
 impl Drop for Market {
@@ -56,6 +58,11 @@ impl Drop for Market {
 impl Market {
     /// A market on a free port, its operator key at `home/operator.json`.
     pub fn start(name: &str) -> Market {
+        Self::start_with(name, &[])
+    }
+
+    /// [`Market::start`] with extra `agora market serve` arguments.
+    pub fn start_with(name: &str, serve_args: &[&str]) -> Market {
         let home = temp_dir(name);
         let operator = home.join("operator.json");
         let _ = std::fs::remove_file(&operator);
@@ -64,14 +71,16 @@ impl Market {
         let operator_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let _ = std::fs::remove_file(home.join("market.db"));
-        let child = Self::serve(&home, port, &operator_id);
-        Market { child, url: format!("http://127.0.0.1:{port}"), home, port, operator_id }
+        let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
+        let child = Self::serve(&home, port, &operator_id, &serve_args);
+        Market { child, url: format!("http://127.0.0.1:{port}"), home, port, operator_id, serve_args }
     }
 
-    fn serve(home: &Path, port: u16, operator_id: &str) -> Child {
+    fn serve(home: &Path, port: u16, operator_id: &str, extra: &[String]) -> Child {
         let db = home.join("market.db");
         let child = Command::new(env!("CARGO_BIN_EXE_agora"))
             .args(["market", "serve", "--db", &format!("sqlite://{}", db.display()), "--listen", &format!("127.0.0.1:{port}"), "--operator", operator_id])
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -87,7 +96,7 @@ impl Market {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::serve(&self.home, self.port, &self.operator_id);
+        self.child = Self::serve(&self.home, self.port, &self.operator_id, &self.serve_args);
     }
 
     /// A provider host with its own key, killed when dropped.

@@ -19,10 +19,13 @@ use crate::db::{Db, Kind};
 use crate::error::ApiError;
 use crate::ledger::{ESCROW, FEES, Ledger, Op};
 use crate::registry::Registry;
+use crate::verify::{ResultVerifier, VerifyLimits};
+use std::sync::Arc;
 use agora_wire::KeyId;
 use agora_wire::api::{
-    Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobState, LeaseGrant, ProviderInfo, RegisterProvider,
-    ResultReport, SubmitJob, UnitInfo, UnitLimits,
+    Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
+    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo,
+    UnitLimits,
 };
 use base64::Engine as _;
 use sqlx::Row;
@@ -92,6 +95,7 @@ pub struct Jobs {
     db: Db,
     ledger: Ledger,
     registry: Registry,
+    verifier: Option<Arc<dyn ResultVerifier>>,
     pub config: JobsConfig,
 }
 
@@ -116,7 +120,11 @@ fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
 
 impl Jobs {
     pub fn new(db: Db, ledger: Ledger, registry: Registry, config: JobsConfig) -> Self {
-        Jobs { db, ledger, registry, config }
+        Jobs { db, ledger, registry, verifier: None, config }
+    }
+
+    pub fn set_verifier(&mut self, verifier: Arc<dyn ResultVerifier>) {
+        self.verifier = Some(verifier);
     }
 
     // ------------------------------------------------------------ providers
@@ -143,8 +151,13 @@ impl Jobs {
         Ok(())
     }
 
-    /// Record telemetry and extend this provider's active leases.
-    pub async fn heartbeat(&self, provider: &KeyId, beat: Heartbeat, now: i64) -> Result<u64, ApiError> {
+    /// Record telemetry and running units' progress and logs, and extend
+    /// this provider's active leases.
+    pub async fn heartbeat(&self, provider: &KeyId, mut beat: Heartbeat, now: i64) -> Result<u64, ApiError> {
+        let live = std::mem::take(&mut beat.leases);
+        if live.len() > 1024 {
+            return Err(ApiError::Invalid("at most 1024 leases per heartbeat".into()));
+        }
         let done = sqlx::query("UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3")
             .bind(serde_json::to_string(&beat).expect("plain JSON"))
             .bind(now)
@@ -153,6 +166,9 @@ impl Jobs {
             .await?;
         if done.rows_affected() == 0 {
             return Err(ApiError::NotFound("register this provider first".into()));
+        }
+        for lease in live {
+            self.record_live(provider, &lease.lease_id, lease.progress, &lease.logs, now).await?;
         }
         let extended = sqlx::query("UPDATE leases SET expires_at_ms = $1 WHERE provider = $2 AND state = 'active' AND expires_at_ms > $3")
             .bind(now + self.config.lease_ttl_ms)
@@ -233,6 +249,77 @@ impl Jobs {
         Ok(())
     }
 
+    /// Keep a lease's latest progress and its new log lines (up to
+    /// [`MAX_LEASE_LOG_LINES`]). Leases of other providers are ignored.
+    async fn record_live(&self, provider: &KeyId, lease_id: &str, progress: Option<Progress>, logs: &[LogLine], now: i64) -> Result<(), ApiError> {
+        let mut tx = self.db.write().await?;
+        let Some(lease) = sqlx::query("SELECT job_id, idx, log_lines FROM leases WHERE id = $1 AND provider = $2")
+            .bind(lease_id)
+            .bind(provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(());
+        };
+        let (job_id, idx, kept): (String, i64, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?, lease.try_get("log_lines")?);
+        let room = (MAX_LEASE_LOG_LINES - kept).max(0) as usize;
+        let mut lines: Vec<(String, String)> =
+            logs.iter().take(room).map(|l| (l.level.chars().take(16).collect(), l.message.chars().take(MAX_LOG_LINE_CHARS).collect())).collect();
+        if logs.len() > room && room > 0 {
+            lines.pop();
+            lines.push(("warn".into(), format!("the market keeps {MAX_LEASE_LOG_LINES} log lines per lease; later lines are dropped")));
+        }
+        for (level, message) in &lines {
+            sqlx::query("INSERT INTO unit_logs (job_id, idx, lease_id, provider, level, message, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&job_id)
+                .bind(idx)
+                .bind(lease_id)
+                .bind(provider.as_str())
+                .bind(level)
+                .bind(message)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (done, total) = progress.map(|p| (Some(p.done.min(i64::MAX as u64) as i64), Some(p.total.min(i64::MAX as u64) as i64))).unwrap_or((None, None));
+        sqlx::query(
+            "UPDATE leases SET log_lines = log_lines + $1, progress_done = COALESCE($2, progress_done), progress_total = COALESCE($3, progress_total) WHERE id = $4",
+        )
+        .bind(lines.len() as i64)
+        .bind(done)
+        .bind(total)
+        .bind(lease_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A job's log lines after `after`, oldest first.
+    pub async fn logs(&self, job: &str, after: i64, limit: u32) -> Result<JobLogs, ApiError> {
+        let rows = sqlx::query("SELECT seq, idx, provider, level, message, at_ms FROM unit_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .bind(job)
+            .bind(after)
+            .bind(limit.clamp(1, 1000) as i64)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let lines = rows
+            .iter()
+            .map(|r| {
+                Ok(JobLogLine {
+                    seq: r.try_get("seq")?,
+                    unit: r.try_get::<i64, _>("idx")? as u32,
+                    provider: r.try_get("provider")?,
+                    level: r.try_get("level")?,
+                    message: r.try_get("message")?,
+                    at_ms: r.try_get("at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let next = lines.last().map(|l| l.seq).unwrap_or(after);
+        Ok(JobLogs { lines, next })
+    }
+
     // ------------------------------------------------------------ buyers
 
     /// Submit a job: check it, store inputs, hold the cap in escrow.
@@ -290,7 +377,7 @@ impl Jobs {
             timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
         };
         self.ledger.execute(&hold_id(&id), &hold, now).await?;
-        let result = self.insert_job(&id, buyer, &request, &version.version, &version.digest, unit_cap, &inputs, now, expires).await;
+        let result = self.insert_job(&id, buyer, &request, version, unit_cap, &inputs, now, expires).await;
         if let Err(e) = result {
             // Give the credits back; the hold would expire anyway.
             let _ = self.ledger.execute(&format!("job:{id}:void"), &Op::Void { pending_id: hold_id(&id) }, now).await;
@@ -305,35 +392,41 @@ impl Jobs {
         id: &str,
         buyer: &KeyId,
         r: &SubmitJob,
-        version: &str,
-        digest: &str,
+        version: &agora_wire::api::VersionInfo,
         unit_cap: u64,
         inputs: &[Vec<u8>],
         now: i64,
         expires: i64,
     ) -> Result<(), ApiError> {
+        // A component that imports the GPU interfaces needs a GPU, whatever
+        // the buyer said.
+        let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
+        let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
         let mut tx = self.db.write().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14)",
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15)",
         )
         .bind(id)
         .bind(buyer.as_str())
         .bind(&r.package)
-        .bind(version)
-        .bind(digest)
+        .bind(&version.version)
+        .bind(&version.digest)
         .bind(r.limits.fuel as i64)
         .bind(r.limits.memory_bytes as i64)
         .bind(r.limits.timeout_ms as i64)
-        .bind(r.limits.gpu as i64)
+        .bind((r.limits.gpu || uses_gpu) as i64)
         .bind(r.max_price as i64)
         .bind(unit_cap as i64)
         .bind(r.replicas as i64)
         .bind(now)
         .bind(expires)
+        .bind(checked as i64)
         .execute(&mut *tx)
         .await?;
-        let quorum = if r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
+        // Checked by `verify`, every replica must pass; compared by digest,
+        // a majority must agree.
+        let quorum = if checked || r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
         for (i, bytes) in inputs.iter().enumerate() {
             let digest = agora_wire::digest_hex(bytes);
             sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
@@ -361,7 +454,10 @@ impl Jobs {
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
         let units = sqlx::query("SELECT * FROM units WHERE job_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
-        let leases = sqlx::query("SELECT idx, state, cost, paid, output_digest FROM leases WHERE job_id = $1").bind(id).fetch_all(&self.db.pool).await?;
+        let leases = sqlx::query("SELECT idx, state, cost, paid, output_digest, progress_done, progress_total FROM leases WHERE job_id = $1")
+            .bind(id)
+            .fetch_all(&self.db.pool)
+            .await?;
         let max_price = job.try_get::<i64, _>("max_price")? as u64;
         let state = match job.try_get::<String, _>("state")?.as_str() {
             "done" => JobState::Done,
@@ -391,7 +487,17 @@ impl Jobs {
             let idx: i64 = u.try_get("idx")?;
             let mine: Vec<&AnyRow> = leases.iter().filter(|l| l.try_get::<i64, _>("idx").ok() == Some(idx)).collect();
             let unit_state: String = u.try_get("state")?;
-            let active = mine.iter().any(|l| l.try_get::<String, _>("state").ok().as_deref() == Some("active"));
+            let running: Vec<&&AnyRow> = mine.iter().filter(|l| l.try_get::<String, _>("state").ok().as_deref() == Some("active")).collect();
+            let active = !running.is_empty();
+            // The furthest running replica.
+            let progress = running
+                .iter()
+                .filter_map(|l| {
+                    let done = l.try_get::<Option<i64>, _>("progress_done").ok().flatten()?;
+                    let total = l.try_get::<Option<i64>, _>("progress_total").ok().flatten()?;
+                    Some(Progress { done: done as u64, total: total as u64 })
+                })
+                .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0));
             let output_digest: Option<String> = u.try_get("output_digest")?;
             let output_bytes = match &output_digest {
                 Some(d) => self.blob_len(d).await?,
@@ -410,6 +516,7 @@ impl Jobs {
                 output_bytes,
                 cost: (unit_cost > 0).then_some(unit_cost),
                 message: u.try_get("message")?,
+                progress,
             });
         }
         Ok(JobInfo {
@@ -501,7 +608,7 @@ impl Jobs {
         }
         let lock = if self.db.kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
         let query = format!(
-            "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest FROM units u JOIN jobs j ON j.id = u.job_id
+            "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
              WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
                AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 <= j.unit_cap
                AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
@@ -538,9 +645,11 @@ impl Jobs {
         if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 {
             return Ok(None);
         }
-        // A provider not yet trusted is confirmed by another replica.
+        // A provider not yet trusted is confirmed by another replica (unless
+        // the market checks each result with the package's `verify`).
         let (good, bad): (f64, f64) = (p.try_get("good")?, p.try_get("bad")?);
-        if (reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS) && unit.try_get::<i64, _>("wanted")? < 2 {
+        let untrusted = reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS;
+        if untrusted && unit.try_get::<i64, _>("checked")? == 0 && unit.try_get::<i64, _>("wanted")? < 2 {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
         let mut id_bytes = [0u8; 12];
@@ -596,8 +705,13 @@ impl Jobs {
             ("ok", None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
             _ => None,
         };
+        // Checked before the transaction: `verify` may take as long as a unit.
+        let verdict = match &output {
+            Some((_, bytes)) => self.check_with_verify(provider, lease_id, bytes).await?,
+            None => None,
+        };
         let mut tx = self.db.write().await?;
-        let lease = sqlx::query("SELECT l.*, j.unit_cap AS unit_cap FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1")
+        let lease = sqlx::query("SELECT l.*, j.unit_cap AS unit_cap, j.checked_by_verify AS checked FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1")
             .bind(lease_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -609,6 +723,7 @@ impl Jobs {
             return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
         }
         let (job_id, idx): (String, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?);
+        let checked = lease.try_get::<i64, _>("checked")? == 1;
         let ask = sqlx::query("SELECT ask_per_billion_fuel, ask_per_gpu_second FROM providers WHERE id = $1")
             .bind(provider.as_str())
             .fetch_one(&mut *tx)
@@ -618,24 +733,28 @@ impl Jobs {
             per_gpu_second: ask.try_get::<i64, _>("ask_per_gpu_second")? as u64,
         };
         let cost = price(ask, report.fuel_used, report.gpu_time_us).min(lease.try_get::<i64, _>("unit_cap")? as u64);
-        let (state, digest) = match &output {
-            Some((digest, bytes)) => {
+        // What became of this result: the lease's state, and why a unit
+        // attempt failed.
+        let (state, failure) = match (&output, &verdict) {
+            (None, _) => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
+            (Some(_), Some(Ok(false))) => ("rejected", Some("the package's verify rejected the output".to_string())),
+            (Some(_), Some(Err(e))) => ("rejected", Some(format!("verify did not complete: {e}"))),
+            (Some((digest, bytes)), _) => {
                 sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
                     .bind(digest)
                     .bind(bytes.clone())
                     .execute(&mut *tx)
                     .await?;
-                ("submitted", Some(digest.clone()))
+                ("submitted", None)
             }
-            None => ("failed", None),
         };
         sqlx::query(
             "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, cost = $9 WHERE id = $10",
         )
         .bind(state)
         .bind(&report.outcome)
-        .bind(report.message.clone().map(|m| m.chars().take(2000).collect::<String>()))
-        .bind(digest)
+        .bind(failure.clone().or(report.message.clone()).map(|m| m.chars().take(2000).collect::<String>()))
+        .bind(output.as_ref().map(|(d, _)| d.clone()))
         .bind(report.fuel_used as i64)
         .bind(report.gpu_time_us as i64)
         .bind(report.peak_memory_bytes as i64)
@@ -645,28 +764,70 @@ impl Jobs {
         .execute(&mut *tx)
         .await?;
         let mut marks = Vec::new();
-        if output.is_none() {
-            marks.push((provider.to_string(), Mark::Failed));
-            sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
-                .bind(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()).chars().take(2000).collect::<String>())
-                .bind(&job_id)
-                .bind(idx)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3")
-                .bind(&job_id)
-                .bind(idx)
-                .bind(MAX_UNIT_FAILURES)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            marks.extend(decide_unit(&mut tx, &job_id, idx).await?);
+        match failure {
+            Some(message) => {
+                // A wrong answer weighs more than a failed run; a verifier
+                // that could not finish says nothing about the provider.
+                match &verdict {
+                    Some(Ok(false)) => marks.push((provider.to_string(), Mark::Mismatch)),
+                    Some(Err(_)) => {}
+                    _ => marks.push((provider.to_string(), Mark::Failed)),
+                }
+                sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
+                    .bind(message.chars().take(2000).collect::<String>())
+                    .bind(&job_id)
+                    .bind(idx)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3")
+                    .bind(&job_id)
+                    .bind(idx)
+                    .bind(MAX_UNIT_FAILURES)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked).await?),
         }
         tx.commit().await?;
+        self.record_live(provider, lease_id, None, &report.logs, now).await?;
         for (p, mark) in marks {
             self.mark(&p, mark).await?;
         }
         self.settle(&job_id, now).await
+    }
+
+    /// Run the package's `verify` on a result when its job is checked that
+    /// way: `None` when it is not (or the lease is not this provider's
+    /// active one: the caller's transaction reports that).
+    async fn check_with_verify(&self, provider: &KeyId, lease_id: &str, output: &[u8]) -> Result<Option<Result<bool, String>>, ApiError> {
+        let Some(verifier) = self.verifier.clone() else { return Ok(None) };
+        let Some(row) = sqlx::query(
+            "SELECT l.provider AS provider, l.state AS state, j.checked_by_verify AS checked, j.package AS package, j.version AS version,
+                    j.fuel_limit AS fuel, j.memory_limit AS memory, j.timeout_ms AS timeout_ms, u.input_digest AS input_digest
+             FROM leases l JOIN jobs j ON j.id = l.job_id JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx WHERE l.id = $1",
+        )
+        .bind(lease_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        if row.try_get::<i64, _>("checked")? == 0 || row.try_get::<String, _>("provider")? != provider.as_str() || row.try_get::<String, _>("state")? != "active" {
+            return Ok(None);
+        }
+        let (_, component) = self.registry.download(&row.try_get::<String, _>("package")?, &row.try_get::<String, _>("version")?).await?;
+        let input = self.blob(&row.try_get::<String, _>("input_digest")?).await?;
+        let limits = VerifyLimits {
+            fuel: row.try_get::<i64, _>("fuel")? as u64,
+            memory_bytes: row.try_get::<i64, _>("memory")? as u64,
+            timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
+        };
+        let output = output.to_vec();
+        let verdict = tokio::task::spawn_blocking(move || verifier.verify(&component, &input, &output, &limits))
+            .await
+            .map_err(|e| ApiError::Internal(format!("verifier task: {e}")))?;
+        tracing::info!(lease = lease_id, ?verdict, "checked a result with the package's verify");
+        Ok(Some(verdict))
     }
 
     /// Pay accepted leases and finish the job when every unit is final.
@@ -802,22 +963,31 @@ impl Jobs {
 /// With a new submitted result in, decide unit (`job`, `idx`): verified
 /// when `quorum` outputs agree, another replica when they cannot, failed
 /// when none is left. Returns the reputation marks to apply.
-async fn decide_unit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64) -> Result<Vec<(String, Mark)>, ApiError> {
+async fn decide_unit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64, checked: bool) -> Result<Vec<(String, Mark)>, ApiError> {
     let unit = sqlx::query("SELECT wanted, quorum, state FROM units WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).fetch_one(&mut **tx).await?;
     if unit.try_get::<String, _>("state")? != "queued" {
         return Ok(Vec::new());
     }
     let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
-    let results = sqlx::query("SELECT provider, output_digest FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted'")
+    let results = sqlx::query("SELECT provider, output_digest FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id")
         .bind(job)
         .bind(idx)
         .fetch_all(&mut **tx)
         .await?;
-    let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
-    for r in &results {
-        *counts.entry(r.try_get("output_digest")?).or_default() += 1;
-    }
-    let best = counts.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.clone(), *n));
+    let best = if checked {
+        // Every submitted result passed `verify`: they all count, and the
+        // first one's output is the unit's.
+        match results.first() {
+            Some(first) => Some((first.try_get::<String, _>("output_digest")?, results.len() as i64)),
+            None => None,
+        }
+    } else {
+        let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+        for r in &results {
+            *counts.entry(r.try_get("output_digest")?).or_default() += 1;
+        }
+        counts.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.clone(), *n))
+    };
     let mut marks = Vec::new();
     match best {
         Some((digest, n)) if n >= quorum => {
@@ -829,14 +999,17 @@ async fn decide_unit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, 
                 .await?;
             for r in &results {
                 let (provider, d): (String, String) = (r.try_get("provider")?, r.try_get("output_digest")?);
-                marks.push((provider, if d == digest { Mark::Success } else { Mark::Mismatch }));
+                marks.push((provider, if checked || d == digest { Mark::Success } else { Mark::Mismatch }));
             }
-            sqlx::query("UPDATE leases SET state = CASE WHEN output_digest = $1 THEN 'accepted' ELSE 'rejected' END WHERE job_id = $2 AND idx = $3 AND state = 'submitted'")
-                .bind(&digest)
-                .bind(job)
-                .bind(idx)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE leases SET state = CASE WHEN output_digest = $1 OR $4 = 1 THEN 'accepted' ELSE 'rejected' END WHERE job_id = $2 AND idx = $3 AND state = 'submitted'",
+            )
+            .bind(&digest)
+            .bind(job)
+            .bind(idx)
+            .bind(checked as i64)
+            .execute(&mut **tx)
+            .await?;
             // Late replicas of a verified unit are not needed any more.
             sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
         }

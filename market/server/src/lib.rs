@@ -16,6 +16,7 @@ pub mod ledger;
 mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod verify;
 
 use agora_wire::KeyId;
 use axum::Router;
@@ -35,6 +36,8 @@ pub use registry::Registry;
 
 /// Body limit of every request but a publish.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Body limit of a provider's result: a unit's output in base64, and logs.
+pub const MAX_RESULT_BODY_BYTES: usize = jobs::MAX_UNIT_BYTES / 3 * 4 + (2 << 20);
 /// Longest a request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often expired holds and old nonces are swept.
@@ -92,6 +95,12 @@ impl AppState {
         agora_wire::auth::now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
     }
 
+    /// Check results of packages that export `verify` with `verifier`.
+    pub fn with_verifier(mut self, verifier: Arc<dyn verify::ResultVerifier>) -> Self {
+        self.jobs.set_verifier(verifier);
+        self
+    }
+
     /// Move the market's clock forward (tests of expiry).
     pub fn advance_clock(&self, by: Duration) {
         self.clock_offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
@@ -112,7 +121,11 @@ pub fn app(state: AppState) -> Router {
     let large = Router::new()
         .route("/api/v1/packages/{name}/versions", post(routes::publish))
         .route("/api/v1/jobs", get(routes::my_jobs).post(routes::submit))
-        .layer(DefaultBodyLimit::max(registry::MAX_PUBLISH_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(registry::MAX_PUBLISH_BODY_BYTES))
+        .route("/api/v1/leases/{lease}/result", post(routes::result))
+        .layer(DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES));
+    // Streams live as long as their job: no request timeout.
+    let streams = Router::new().route("/api/v1/jobs/{job}/events", get(routes::job_events));
     Router::new()
         .route("/api/v1/health", get(routes::health))
         .route("/api/openapi.json", get(routes::openapi_json))
@@ -129,8 +142,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/providers", get(routes::providers).post(routes::register_provider))
         .route("/api/v1/providers/heartbeat", post(routes::heartbeat))
         .route("/api/v1/leases", post(routes::lease))
-        .route("/api/v1/leases/{lease}/result", post(routes::result))
         .route("/api/v1/jobs/{job}", get(routes::job))
+        .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))
         .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
         .route("/api/v1/blobs/{digest}", get(routes::blob))
         .route("/api/v1/stats", get(routes::stats))
@@ -138,6 +151,7 @@ pub fn app(state: AppState) -> Router {
         .merge(large)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .merge(streams)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -9,14 +9,17 @@ use agora_wire::api::{
     AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
-    UnitLimits, VersionInfo, MarketStats,
+    UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+use std::time::Duration;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
@@ -26,13 +29,14 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
-        blob, stats
+        blob, stats, job_logs, job_events
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
-        JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats
+        JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
+        LeaseProgress, LogLine, Progress
     ))
 )]
 pub struct ApiDoc;
@@ -353,6 +357,106 @@ pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method:
     let buyer = state.jobs.buyer_of(&job).await?;
     owner_read(&state, &method, &uri, &headers, &buyer).await?;
     Ok(Json(state.jobs.info(&job).await?))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    /// Lines after this `seq` (0: from the start).
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_log_limit")]
+    limit: u32,
+}
+
+fn default_log_limit() -> u32 {
+    500
+}
+
+/// A job's log lines after `after` (signed GET by the buyer or the operator).
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/logs", params(("job" = String, Path), ("after" = Option<i64>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = JobLogs), (status = 404, body = ErrorBody)))]
+pub async fn job_logs(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    Query(q): Query<LogQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<JobLogs>, ApiError> {
+    let buyer = state.jobs.buyer_of(&job).await?;
+    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    Ok(Json(state.jobs.logs(&job, q.after, q.limit).await?))
+}
+
+/// How often an event stream looks for news. Polling the database (not an
+/// in-process channel) lets any market replica serve any job's stream.
+pub const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A job as server-sent events (signed GET by the buyer or the operator):
+/// `log` events (data: a `JobLogLine`, id: its seq) and `job` events (data:
+/// the `JobInfo`, sent when it changes). The stream ends after the job
+/// reaches a final state.
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/events", params(("job" = String, Path), ("after" = Option<i64>, Query)),
+    responses((status = 200, description = "text/event-stream of `log` and `job` events"), (status = 404, body = ErrorBody)))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    Query(q): Query<LogQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let buyer = state.jobs.buyer_of(&job).await?;
+    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    struct Watch {
+        state: AppState,
+        job: String,
+        after: i64,
+        last: Option<JobInfo>,
+        pending: VecDeque<Event>,
+        first: bool,
+        finished: bool,
+    }
+    let watch = Watch { state, job, after: q.after, last: None, pending: VecDeque::new(), first: true, finished: false };
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
+        loop {
+            if let Some(event) = w.pending.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(event), w));
+            }
+            if w.finished {
+                return None;
+            }
+            if !w.first {
+                tokio::time::sleep(EVENT_POLL_INTERVAL).await;
+            }
+            w.first = false;
+            let logs = match w.state.jobs.logs(&w.job, w.after, 1000).await {
+                Ok(logs) => logs,
+                Err(e) => {
+                    tracing::warn!(job = %w.job, "event stream: {e}");
+                    continue;
+                }
+            };
+            w.after = logs.next;
+            for line in logs.lines {
+                let event = Event::default().event("log").id(line.seq.to_string()).json_data(&line).expect("plain JSON");
+                w.pending.push_back(event);
+            }
+            let info = match w.state.jobs.info(&w.job).await {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(job = %w.job, "event stream: {e}");
+                    continue;
+                }
+            };
+            if w.last.as_ref() != Some(&info) {
+                w.pending.push_back(Event::default().event("job").json_data(&info).expect("plain JSON"));
+                w.finished = info.state != JobState::Running;
+                w.last = Some(info);
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// A unit's verified output (signed GET by the job's buyer or the operator).

@@ -251,6 +251,66 @@ pub struct Heartbeat {
     /// Cores idle over the last interval, measured.
     pub free_cpu_cores: f64,
     pub gpu_memory_used_bytes: Option<u64>,
+    /// Progress and new log lines of the units running now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<LeaseProgress>,
+}
+
+/// Log lines the market keeps per lease; more are counted, not stored.
+pub const MAX_LEASE_LOG_LINES: i64 = 1000;
+/// Longest log line kept, in characters.
+pub const MAX_LOG_LINE_CHARS: usize = 1000;
+/// Most log lines a provider sends in one heartbeat (the rest wait).
+pub const MAX_HEARTBEAT_LOG_LINES: usize = 200;
+
+/// What one running unit said since the last heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LeaseProgress {
+    pub lease_id: String,
+    pub progress: Option<Progress>,
+    #[serde(default)]
+    pub logs: Vec<LogLine>,
+}
+
+/// `done` of `total`, as the job reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// One log line of a job (`progress.log`, stdout or stderr).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LogLine {
+    /// trace, debug, info, warn, error, stdout or stderr.
+    pub level: String,
+    pub message: String,
+}
+
+/// A log line as the market keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobLogLine {
+    /// Increasing within the market: ask for lines after it.
+    pub seq: i64,
+    pub unit: u32,
+    /// The provider that ran the unit.
+    pub provider: String,
+    pub level: String,
+    pub message: String,
+    pub at_ms: i64,
+}
+
+/// A page of a job's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobLogs {
+    pub lines: Vec<JobLogLine>,
+    /// Pass as `after` for the next page.
+    pub next: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -323,6 +383,9 @@ pub struct UnitInfo {
     pub output_bytes: Option<u64>,
     pub cost: Option<u64>,
     pub message: Option<String>,
+    /// The latest progress a running replica reported.
+    #[serde(default)]
+    pub progress: Option<Progress>,
 }
 
 /// Where a job's credits went.
@@ -381,6 +444,9 @@ pub struct ResultReport {
     pub gpu_time_us: u64,
     pub peak_memory_bytes: u64,
     pub signature: String,
+    /// Log lines not yet sent with a heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
 }
 
 impl ResultReport {

@@ -60,6 +60,44 @@ impl Client {
         decode(&self.send("GET", path, &[], None, None)?)
     }
 
+    /// Follow the server-sent events at `path` (signed GET), calling
+    /// `on_event(event, data)` for each until it returns false or the
+    /// stream ends.
+    pub fn follow_events(&self, path: &str, on_event: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), ClientError> {
+        let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
+        let url = format!("{}{path}", self.base);
+        let mut request = self.agent.get(&url).header("accept", "text/event-stream");
+        for (name, value) in &auth::sign_request(key, "GET", path, &[], auth::now_ms()) {
+            request = request.header(*name, value);
+        }
+        let response = request.call().map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        if !response.status().is_success() {
+            return read(response).map(|_| ());
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let (mut event, mut data) = (String::new(), String::new());
+        for line in std::io::BufRead::lines(reader) {
+            let line = line.map_err(|e| ClientError::Decode(format!("event stream: {e}")))?;
+            if line.is_empty() {
+                // A blank line ends an event (comments and keep-alives have
+                // no data).
+                if !data.is_empty() && !on_event(if event.is_empty() { "message" } else { &event }, &data) {
+                    return Ok(());
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(value) = line.strip_prefix("event:") {
+                event = value.trim_start().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+        Ok(())
+    }
+
     /// GET `path`, signed, as raw bytes.
     pub fn get_signed_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         self.send("GET", path, &[], None, None)

@@ -12,8 +12,12 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 async fn publish(m: &TestMarket, name: &str) -> Keypair {
+    publish_guest(m, name, "saxpy").await
+}
+
+async fn publish_guest(m: &TestMarket, name: &str, guest_name: &str) -> Keypair {
     let author = Keypair::generate();
-    let bytes = guest("saxpy");
+    let bytes = guest(guest_name);
     let action = LogAction::Release { version: "1.0.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
     let entry = LogEntry::new_signed(&author, name, None, action);
     let body = json!({"description": "d", "category": "c", "tags": [], "component_base64": b64(&bytes), "entry": entry});
@@ -24,7 +28,8 @@ async fn publish(m: &TestMarket, name: &str) -> Keypair {
 
 async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
     let key = Keypair::generate();
-    let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [], "cuda": false, "kind": "native"},
+    let gpu = json!({"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu"});
+    let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [gpu], "cuda": false, "kind": "native"},
                           "ask": {"per_billion_fuel": per_billion_fuel, "per_gpu_second": 1}, "max_concurrent": 4});
     assert_eq!(m.call("POST", "/api/v1/providers", Some(&register), Some(&key)).await.0, StatusCode::OK);
     heartbeat(m, &key).await;
@@ -251,4 +256,98 @@ both_dbs!(two_replicas_leasing_one_queue_never_double_lease, async |m: &TestMark
         let provider: String = sqlx::query_scalar::<_, String>("SELECT provider FROM leases WHERE id = $1").bind(&g.lease_id).fetch_one(&m.state.db.pool).await.unwrap();
         assert!(seen.insert((g.job_id.clone(), g.unit, provider)), "a provider got two replicas of one unit");
     }
+});
+
+both_dbs!(running_units_stream_progress_and_logs, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
+    let (g1, g2) = (lease(m, &p1).await.unwrap(), lease(m, &p2).await.unwrap());
+    let beat = |lease: &Value, done: u64, lines: &[&str]| {
+        json!({"running_units": 1, "free_cpu_cores": 1.0, "leases": [{"lease_id": lease["lease_id"], "progress": {"done": done, "total": 4},
+               "logs": lines.iter().map(|l| json!({"level": "info", "message": l})).collect::<Vec<_>>()}]})
+    };
+    let (status, body) = m.call("POST", "/api/v1/providers/heartbeat", Some(&beat(&g1, 3, &["starting", "half way"])), Some(&p1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A provider cannot write into another's lease.
+    let (status, _) = m.call("POST", "/api/v1/providers/heartbeat", Some(&beat(&g1, 4, &["forged"])), Some(&p2)).await;
+    assert_eq!(status, StatusCode::OK);
+    let running = job(m, &buyer, &id).await;
+    assert_eq!(running["units"][0]["state"], "running");
+    assert_eq!(running["units"][0]["progress"], json!({"done": 3, "total": 4}), "{running}");
+    let (status, logs) = m.call("GET", &format!("/api/v1/jobs/{id}/logs"), None, Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    let messages: Vec<&str> = logs["lines"].as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap()).collect();
+    assert_eq!(messages, ["starting", "half way"]);
+    let (status, _) = m.call("GET", &format!("/api/v1/jobs/{id}/logs"), None, Some(&p1)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only the buyer reads a job's logs");
+    // The result carries the lines not sent yet.
+    let lease_id = g1["lease_id"].as_str().unwrap();
+    let signature = p1.sign(&ResultReport::signed_bytes(lease_id, "ok", Some(&agora_wire::digest_hex(b"out")), 10, 0));
+    let report = json!({"outcome": "ok", "output_base64": b64(b"out"), "output_digest": agora_wire::digest_hex(b"out"), "fuel_used": 10,
+                        "gpu_time_us": 0, "peak_memory_bytes": 1, "signature": signature, "logs": [{"level": "stdout", "message": "done"}]});
+    assert_eq!(m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(&p1)).await.0, StatusCode::OK);
+    let after = logs["next"].as_i64().unwrap();
+    let (_, more) = m.call("GET", &format!("/api/v1/jobs/{id}/logs?after={after}"), None, Some(&buyer)).await;
+    assert_eq!(more["lines"][0]["message"], "done", "{more}");
+    assert_eq!(more["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(answer(m, &p2, &g2, Ok(b"out")).await.0, StatusCode::OK);
+    // The event stream of a finished job: every log line, then the final
+    // job, then the end.
+    let (status, text) = m.call("GET", &format!("/api/v1/jobs/{id}/events"), None, Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap().to_string();
+    assert_eq!(text.matches("event: log").count(), 3, "{text}");
+    assert_eq!(text.matches("event: job").count(), 1, "{text}");
+    let job_data = text.lines().skip_while(|l| *l != "event: job").find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(job_data).unwrap()["state"], "done");
+});
+
+/// Stands in for a package's `verify` to test what the market does with
+/// each verdict (the real export runs in `tests/it/lifecycle.rs`): `right`
+/// passes, `boom` does not complete, anything else fails.
+struct OutputIsRight;
+
+impl agora_market::verify::ResultVerifier for OutputIsRight {
+    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &agora_market::verify::VerifyLimits) -> Result<bool, String> {
+        assert_eq!(agora_wire::digest_hex(component), agora_wire::digest_hex(&guest("matmul")), "the job's own component");
+        assert_eq!(input, b"unit-0");
+        assert_eq!(limits.fuel, 1_000_000_000, "the job's limits");
+        match output {
+            b"boom" => Err("trap: unreachable".into()),
+            _ => Ok(output == b"right"),
+        }
+    }
+}
+
+both_dbs!(verify_checks_each_result_instead_of_a_second_replica, async |m: &TestMarket| {
+    let m = &m.with_verifier(std::sync::Arc::new(OutputIsRight));
+    publish_guest(m, "matmul", "matmul").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "matmul", &[b"unit-0"], 600, 1).await;
+    let (cheat, broken, honest) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
+    let g1 = lease(m, &cheat).await.expect("a unit");
+    assert!(lease(m, &honest).await.is_none(), "a checked unit needs no confirming replica");
+    assert_eq!(answer(m, &cheat, &g1, Ok(b"wrong")).await.0, StatusCode::OK);
+    let after = job(m, &buyer, &id).await;
+    assert_eq!(after["state"], "running");
+    assert!(after["units"][0]["message"].as_str().unwrap().contains("verify rejected"), "{after}");
+    let g2 = lease(m, &broken).await.expect("the unit is leased again");
+    assert_eq!(answer(m, &broken, &g2, Ok(b"boom")).await.0, StatusCode::OK);
+    assert!(job(m, &buyer, &id).await["units"][0]["message"].as_str().unwrap().contains("did not complete"));
+    let g3 = lease(m, &honest).await.expect("and again");
+    assert_eq!(answer(m, &honest, &g3, Ok(b"right")).await.0, StatusCode::OK);
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["units"][0]["attempts"], 3);
+    assert_eq!(done["cost"]["paid_to_providers"], 19, "only the honest provider is paid: {done}");
+    assert_conserved(m, &buyer, 1000, &done, &[&cheat, &broken, &honest]).await;
+    assert_eq!(m.available(&cheat).await, 0);
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    let reputation = |k: &Keypair| providers.as_array().unwrap().iter().find(|p| p["id"] == k.id().as_str()).unwrap()["reputation"].as_f64().unwrap();
+    assert!(reputation(&cheat) < reputation(&broken), "a wrong answer costs more than a verifier that could not finish");
+    assert!(reputation(&broken) < reputation(&honest));
 });

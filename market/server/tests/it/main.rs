@@ -67,6 +67,13 @@ impl TestMarket {
         AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(self.operator.id().clone()) })
     }
 
+    /// This market (same database, same operator) checking results with
+    /// `verifier`.
+    pub fn with_verifier(&self, verifier: std::sync::Arc<dyn agora_market::verify::ResultVerifier>) -> TestMarket {
+        let operator = Keypair::from_file_json(&self.operator.to_file_json()).unwrap();
+        TestMarket { state: self.state.clone().with_verifier(verifier), operator, url: self.url.clone(), schema: None }
+    }
+
     pub async fn cleanup(self) {
         if let Some(schema) = self.schema {
             self.state.db.pool.close().await;
