@@ -96,3 +96,20 @@ fn jobs_run_concurrently_on_several_workers() {
         }
     });
 }
+
+#[test]
+fn a_running_job_reports_progress_and_logs_while_it_runs() {
+    let pool = pool(1);
+    let started = Instant::now();
+    let mut updates = Vec::new();
+    let result = pool.run_observed(&hostile_component(), b"paced-log 8", &Limits::default(), &mut |u| updates.push((started.elapsed(), u)));
+    let ended = started.elapsed();
+    assert!(result.report.outcome.is_ok(), "{}", result.report.outcome);
+    assert!(updates.len() >= 2, "{updates:?}");
+    assert!(updates[0].0 + Duration::from_millis(400) < ended, "the first update came while the job ran: {updates:?} ended {ended:?}");
+    let live: Vec<_> = updates.iter().flat_map(|(_, u)| u.logs.clone()).collect();
+    assert_eq!(live[..], result.report.logs[..live.len()], "live lines are a prefix of the report's");
+    let progress: Vec<u64> = updates.iter().filter_map(|(_, u)| u.progress.map(|p| p.0)).collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]) && progress[0] >= 1, "{progress:?}");
+    assert_eq!(result.report.progress, Some((8, 8)));
+}

@@ -453,7 +453,12 @@ impl Jobs {
             .fetch_optional(&self.db.pool)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
-        let units = sqlx::query("SELECT * FROM units WHERE job_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+        let units = sqlx::query(
+            "SELECT u.*, CAST(LENGTH(b.bytes) AS BIGINT) AS output_bytes FROM units u LEFT JOIN blobs b ON b.digest = u.output_digest WHERE u.job_id = $1 ORDER BY u.idx",
+        )
+        .bind(id)
+        .fetch_all(&self.db.pool)
+        .await?;
         let leases = sqlx::query("SELECT idx, state, cost, paid, output_digest, progress_done, progress_total FROM leases WHERE job_id = $1")
             .bind(id)
             .fetch_all(&self.db.pool)
@@ -499,10 +504,7 @@ impl Jobs {
                 })
                 .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0));
             let output_digest: Option<String> = u.try_get("output_digest")?;
-            let output_bytes = match &output_digest {
-                Some(d) => self.blob_len(d).await?,
-                None => None,
-            };
+            let output_bytes = u.try_get::<Option<i64>, _>("output_bytes")?.map(|n| n as u64);
             let unit_cost: u64 = mine
                 .iter()
                 .filter(|l| l.try_get::<i64, _>("paid").ok() == Some(1))
@@ -557,11 +559,6 @@ impl Jobs {
             .map(|r| r.try_get("buyer"))
             .transpose()?
             .ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))
-    }
-
-    async fn blob_len(&self, digest: &str) -> Result<Option<u64>, ApiError> {
-        let row = sqlx::query("SELECT LENGTH(bytes) AS n FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&self.db.pool).await?;
-        Ok(row.map(|r| r.try_get::<i64, _>("n")).transpose()?.map(|n| n as u64))
     }
 
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {

@@ -96,6 +96,15 @@ impl Job for Hostile {
                 }
                 Ok(Vec::new().into())
             }
+            "paced-log" => {
+                // A step every 100 ms, each logged and reported.
+                for i in 0..arg {
+                    info!("step {i}");
+                    report_progress(i + 1, arg);
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Ok(Vec::new().into())
+            }
             "adapter" => Ok(adapter().map(|a| format!("{} ({})", a.name, a.backend)).unwrap_or_default().into()),
             "bad-wgsl" => {
                 Shader::wgsl("fn main( { this is not WGSL")?;
