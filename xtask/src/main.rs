@@ -13,6 +13,7 @@ Tasks:
   examples       build the example and test guests as components, print their paths
   bench host     host runtime benchmarks (ratios against baselines in the same run)
   bench market   ledger and registry benchmarks (SQLite and PostgreSQL)
+  bench lifecycle  job lifecycle throughput vs bare SQL, and a 1,000-provider scale run
 ";
 
 /// The wasm target jobs are built for.
@@ -27,7 +28,8 @@ fn main() -> Result<()> {
         ["examples"] => examples().map(|_| ()),
         ["bench", "host"] => bench_host(),
         ["bench", "market"] => bench_market(),
-        ["bench"] => bench_host().and_then(|()| bench_market()),
+        ["bench", "lifecycle"] => bench_lifecycle(),
+        ["bench"] => bench_host().and_then(|()| bench_market()).and_then(|()| bench_lifecycle()),
         _ => {
             eprint!("{HELP}");
             bail!("unknown or missing task")
@@ -322,4 +324,10 @@ fn bench_host() -> Result<()> {
 fn bench_market() -> Result<()> {
     ensure_postgres()?;
     run(cargo().args(["bench", "-p", "agora-market", "--bench", "market"]))
+}
+
+fn bench_lifecycle() -> Result<()> {
+    ensure_postgres()?;
+    examples()?;
+    run(cargo().args(["bench", "-p", "agora-market", "--bench", "lifecycle"]))
 }

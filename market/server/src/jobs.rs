@@ -70,12 +70,17 @@ impl Default for JobsConfig {
     }
 }
 
-/// How much a failure of each kind weighs against a provider.
-#[derive(Clone, Copy, Debug)]
+/// How much an outcome weighs for or against a provider.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mark {
     Success,
-    Failed,
+    /// The unit ran past its deadline on this provider.
+    Timeout,
+    /// The provider's worker died (a crash, or killed for a hung device).
+    Crash,
+    /// The provider stopped heartbeating while it held a lease.
     LostLease,
+    /// The provider's output lost a quorum or failed the package's verify.
     Mismatch,
 }
 
@@ -83,9 +88,21 @@ impl Mark {
     fn weights(self) -> (f64, f64) {
         match self {
             Mark::Success => (1.0, 0.0),
-            Mark::Failed => (0.0, 1.0),
+            Mark::Timeout => (0.0, 1.0),
+            Mark::Crash => (0.0, 1.5),
             Mark::LostLease => (0.0, 2.0),
             Mark::Mismatch => (0.0, 3.0),
+        }
+    }
+
+    /// The mark of a failed run, from the outcome the provider reported.
+    /// A trap, a job error, a refusal or a fuel or memory limit is the
+    /// job's doing (it happens on every provider) and marks nobody.
+    pub fn of_failure(outcome: &str, message: Option<&str>) -> Option<Mark> {
+        match outcome {
+            "worker-lost" => Some(Mark::Crash),
+            "limit-exceeded" if message.is_some_and(|m| m.contains("(timeout)")) => Some(Mark::Timeout),
+            _ => None,
         }
     }
 }
@@ -252,6 +269,9 @@ impl Jobs {
     /// Keep a lease's latest progress and its new log lines (up to
     /// [`MAX_LEASE_LOG_LINES`]). Leases of other providers are ignored.
     async fn record_live(&self, provider: &KeyId, lease_id: &str, progress: Option<Progress>, logs: &[LogLine], now: i64) -> Result<(), ApiError> {
+        if progress.is_none() && logs.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.db.write().await?;
         let Some(lease) = sqlx::query("SELECT job_id, idx, log_lines FROM leases WHERE id = $1 AND provider = $2")
             .bind(lease_id)
@@ -434,12 +454,13 @@ impl Jobs {
                 .bind(bytes.clone())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum) VALUES ($1, $2, $3, 'queued', $4, $5)")
+            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
                 .bind(id)
                 .bind(i as i64)
                 .bind(&digest)
                 .bind(r.replicas as i64)
                 .bind(quorum)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -603,15 +624,7 @@ impl Jobs {
         if running >= info.max_concurrent as i64 {
             return Ok(None);
         }
-        let lock = if self.db.kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
-        let query = format!(
-            "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
-             WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
-               AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 <= j.unit_cap
-               AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
-               AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
-             ORDER BY j.created_at_ms, u.idx LIMIT 1 {lock}"
-        );
+        let query = lease_candidate_sql(self.db.kind);
         let has_gpu = !info.capabilities.gpus.is_empty();
         let Some(unit) = sqlx::query(&query)
             .bind(now)
@@ -768,7 +781,7 @@ impl Jobs {
                 match &verdict {
                     Some(Ok(false)) => marks.push((provider.to_string(), Mark::Mismatch)),
                     Some(Err(_)) => {}
-                    _ => marks.push((provider.to_string(), Mark::Failed)),
+                    _ => marks.extend(Mark::of_failure(&report.outcome, report.message.as_deref()).map(|m| (provider.to_string(), m))),
                 }
                 sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
                     .bind(message.chars().take(2000).collect::<String>())
@@ -955,6 +968,21 @@ impl Jobs {
         }
         Ok(expired)
     }
+}
+
+/// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
+/// provider's two asks and its id. On PostgreSQL the row is locked, and rows
+/// other replicas hold are skipped.
+pub fn lease_candidate_sql(kind: Kind) -> String {
+    let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
+    format!(
+        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
+         WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
+           AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 <= j.unit_cap
+           AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
+           AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
+         ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
+    )
 }
 
 /// With a new submitted result in, decide unit (`job`, `idx`): verified

@@ -198,6 +198,11 @@ both_dbs!(a_unit_that_traps_everywhere_fails_and_is_refunded, async |m: &TestMar
     assert_eq!(m.available(&buyer).await, 1000, "everything came back");
     let refs: Vec<&Keypair> = providers.iter().collect();
     assert_conserved(m, &buyer, 1000, &failed, &refs).await;
+    // A trap is the job's doing: nobody's reputation moved.
+    let (_, listed) = m.call("GET", "/api/v1/providers", None, None).await;
+    for p in listed.as_array().unwrap() {
+        assert_eq!(p["reputation"], 0.5, "{p}");
+    }
 });
 
 both_dbs!(a_cap_below_every_ask_waits_then_expires_refunded, async |m: &TestMarket| {

@@ -83,6 +83,8 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("post", "/api/v1/jobs"),
         ("get", "/api/v1/jobs/{job}"),
         ("get", "/api/v1/jobs/{job}/units/{unit}/output"),
+        ("get", "/api/v1/jobs/{job}/logs"),
+        ("get", "/api/v1/jobs/{job}/events"),
         ("get", "/api/v1/blobs/{digest}"),
         ("get", "/api/v1/stats"),
     ];

@@ -1,0 +1,366 @@
+//! `cargo xtask bench lifecycle`: the job lifecycle under load.
+//!
+//! 1. Unit throughput: submit (escrow hold) -> lease -> signed result ->
+//!    verify -> settle (escrow post, pay, fee, refund), one unit per job,
+//!    through [`Jobs`], against the same SQL statements issued bare in the
+//!    same run on the same database (SQLite file and PostgreSQL). Ratio =
+//!    ours / bare throughput; goal >= 0.3.
+//! 2. Scale: one market (in-process axum on SQLite) holding 100,000 queued
+//!    units while 1,000 simulated providers speak the real HTTP protocol
+//!    (signed requests) with trivial work: register, heartbeat, lease,
+//!    result. Reports per-call latencies (p50/p99) and errors.
+
+use agora_market::jobs::{Jobs, lease_candidate_sql};
+use agora_market::{AppState, Config, Db};
+use agora_wire::Keypair;
+use agora_wire::api::{
+    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, PublishRequest, RegisterProvider, ResultReport,
+    SubmitJob, UnitLimits,
+};
+use agora_wire::client::Client;
+use agora_wire::log::{LogAction, LogEntry};
+use base64::Engine as _;
+use sqlx::{Any, Row, Transaction};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Units per throughput round.
+const UNITS: usize = 150;
+const SCALE_PROVIDERS: usize = 1000;
+const SCALE_UNITS: usize = 100_000;
+/// Rounds of heartbeat + lease + result by every simulated provider.
+const SCALE_ROUNDS: usize = 2;
+/// Client threads sharing the simulated providers.
+const SCALE_THREADS: usize = 32;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn now() -> i64 {
+    agora_wire::auth::now_ms()
+}
+
+fn component() -> Vec<u8> {
+    let dir = std::env::var("AGORA_GUESTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wasm/wasm32-wasip2/release").into());
+    std::fs::read(format!("{dir}/saxpy.wasm")).expect("saxpy.wasm: run `cargo xtask examples`")
+}
+
+fn capabilities() -> Capabilities {
+    let gpu = GpuDevice { name: "simulated".into(), backend: "vulkan".into(), device_type: "cpu".into() };
+    Capabilities { cpu_cores: 2, memory_bytes: 1 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() }
+}
+
+fn unit_limits() -> UnitLimits {
+    UnitLimits { fuel: 1_000_000, memory_bytes: 16 << 20, timeout_ms: 1000, gpu: false }
+}
+
+/// A market with the `bench` package, a funded buyer and a trusted provider.
+struct Env {
+    state: AppState,
+    buyer: Keypair,
+    provider: Keypair,
+}
+
+async fn env(url: &str) -> Env {
+    let operator = Keypair::generate();
+    let db = Db::connect(url).await.unwrap();
+    let state = AppState::new(db, Config { rate_per_second: 1_000_000, ..Config::new(operator.id().clone()) });
+    let author = Keypair::generate();
+    let bytes = component();
+    let action = LogAction::Release { version: "1.0.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
+    let entry = LogEntry::new_signed(&author, "bench", None, action);
+    let request = PublishRequest { description: "bench".into(), category: "bench".into(), tags: vec![], component_base64: b64(&bytes), entry };
+    state.registry.publish(author.id(), "bench", request, now()).await.unwrap();
+    let buyer = Keypair::generate();
+    let mint = agora_market::ledger::Op::Mint { account: buyer.id().to_string(), amount: 1 << 40 };
+    state.ledger.execute("fund", &mint, now()).await.unwrap();
+    let provider = Keypair::generate();
+    let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1 }, max_concurrent: 4 };
+    state.jobs.register(provider.id(), register, now()).await.unwrap();
+    // Trusted: one replica per unit, as for an established provider.
+    sqlx::query("UPDATE providers SET good = 100").execute(&state.db.pool).await.unwrap();
+    Env { state, buyer, provider }
+}
+
+fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
+    SubmitJob {
+        package: "bench".into(),
+        version: None,
+        inputs_base64: (0..units).map(|u| b64(format!("{tag}-{i}-{u}").as_bytes())).collect(),
+        limits: unit_limits(),
+        max_price: 1000 * units as u64,
+        replicas: 1,
+    }
+}
+
+fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
+    let digest = agora_wire::digest_hex(output);
+    ResultReport {
+        outcome: "ok".into(),
+        message: None,
+        output_base64: Some(b64(output)),
+        signature: key.sign(&ResultReport::signed_bytes(lease_id, "ok", Some(&digest), 500_000, 0)),
+        output_digest: Some(digest),
+        fuel_used: 500_000,
+        gpu_time_us: 0,
+        peak_memory_bytes: 1 << 20,
+        logs: vec![],
+    }
+}
+
+async fn ours(jobs: &Jobs, env: &Env, tag: &str) -> Duration {
+    let started = Instant::now();
+    for i in 0..UNITS {
+        let job = jobs.submit(env.buyer.id(), submit_request(tag, i, 1), now()).await.unwrap();
+        let grant = jobs.lease(env.provider.id(), now()).await.unwrap().expect("the unit just submitted");
+        jobs.submit_result(env.provider.id(), &grant.lease_id, signed_result(&env.provider, &grant.lease_id, b"out"), now()).await.unwrap();
+        debug_assert_eq!(jobs.info(&job.id).await.unwrap().state, agora_wire::api::JobState::Done);
+    }
+    started.elapsed()
+}
+
+async fn exec(tx: &mut Transaction<'static, Any>, sql: &str, args: &[&str]) {
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = q.bind(*a);
+    }
+    q.execute(&mut **tx).await.unwrap();
+}
+
+/// One transfer's core statements: debit, credit, record.
+async fn bare_transfer(tx: &mut Transaction<'static, Any>, id: &str, debit: &str, credit: &str, amount: &str) {
+    exec(tx, "UPDATE accounts SET debits_posted = debits_posted + CAST($1 AS BIGINT) WHERE id = $2", &[amount, debit]).await;
+    exec(tx, "UPDATE accounts SET credits_posted = credits_posted + CAST($1 AS BIGINT) WHERE id = $2", &[amount, credit]).await;
+    exec(
+        tx,
+        "INSERT INTO transfers (id, request_digest, debit, credit, amount, kind, state, created_at_ms) VALUES ($1, 'x', $2, $3, CAST($4 AS BIGINT), 'single', 'posted', 0)",
+        &[id, debit, credit, amount],
+    )
+    .await;
+}
+
+/// The same work as [`ours`] in bare statements: the hold, the job and
+/// unit rows, the lease query and row, the result, the escrow post, pay,
+/// fee and refund, the job's end.
+async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
+    let buyer = env.buyer.id().to_string();
+    let provider = env.provider.id().to_string();
+    let candidate = lease_candidate_sql(db.kind);
+    let started = Instant::now();
+    for i in 0..UNITS {
+        let (job, lease) = (format!("bj-{tag}-{i}"), format!("bl-{tag}-{i}"));
+        let input = format!("{tag}-{i}-0");
+        let input_digest = agora_wire::digest_hex(input.as_bytes());
+        let now_s = now().to_string();
+        let mut tx = db.write().await.unwrap();
+        exec(&mut tx, "UPDATE accounts SET debits_pending = debits_pending + 1000 WHERE id = $1 AND credits_posted - debits_posted - debits_pending >= 1000", &[&buyer]).await;
+        exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending + 1000 WHERE id = 'escrow'", &[]).await;
+        exec(&mut tx, "INSERT INTO transfers (id, request_digest, debit, credit, amount, kind, state, created_at_ms) VALUES ($1, 'x', $2, 'escrow', 1000, 'hold', 'pending', 0)", &[&format!("{job}:hold"), &buyer]).await;
+        tx.commit().await.unwrap();
+        let mut tx = db.write().await.unwrap();
+        exec(
+            &mut tx,
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, 'bench', '1.0.0', 'd', 1000000, 16777216, 1000, 1, 1000, 333, 1, 'running', CAST($3 AS BIGINT), CAST($3 AS BIGINT) + 86400000)",
+            &[&job, &buyer, &now_s],
+        )
+        .await;
+        let mut q = sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING").bind(&input_digest).bind(input.as_bytes().to_vec());
+        q.execute(&mut *tx).await.unwrap();
+        exec(&mut tx, "INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, 0, $2, 'queued', 1, 1, CAST($3 AS BIGINT))", &[&job, &input_digest, &now_s]).await;
+        tx.commit().await.unwrap();
+        let mut tx = db.write().await.unwrap();
+        let row = sqlx::query(&candidate).bind(now()).bind(1i64).bind(10i64).bind(1i64).bind(&provider).fetch_one(&mut *tx).await.unwrap();
+        let leased_job: String = row.try_get("job_id").unwrap();
+        exec(&mut tx, "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, 0, $3, 'active', CAST($4 AS BIGINT) + 30000, CAST($4 AS BIGINT))", &[&lease, &leased_job, &provider, &now_s]).await;
+        tx.commit().await.unwrap();
+        let out_digest = agora_wire::digest_hex(b"out");
+        let mut tx = db.write().await.unwrap();
+        q = sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING").bind(&out_digest).bind(b"out".to_vec());
+        q.execute(&mut *tx).await.unwrap();
+        exec(&mut tx, "UPDATE leases SET state = 'accepted', outcome = 'ok', output_digest = $1, cost = 1 WHERE id = $2", &[&out_digest, &lease]).await;
+        exec(&mut tx, "UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = 0", &[&out_digest, &job]).await;
+        tx.commit().await.unwrap();
+        let mut tx = db.write().await.unwrap();
+        exec(&mut tx, "UPDATE transfers SET state = 'settled', amount_posted = 1000 WHERE id = $1 AND state = 'pending'", &[&format!("{job}:hold")]).await;
+        exec(&mut tx, "UPDATE accounts SET debits_pending = debits_pending - 1000, debits_posted = debits_posted + 1000 WHERE id = $1", &[&buyer]).await;
+        exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending - 1000, credits_posted = credits_posted + 1000 WHERE id = 'escrow'", &[]).await;
+        tx.commit().await.unwrap();
+        for (suffix, credit, amount) in [("pay", provider.as_str(), "1"), ("fee", "fees", "0"), ("refund", buyer.as_str(), "999")] {
+            let mut tx = db.write().await.unwrap();
+            bare_transfer(&mut tx, &format!("{job}:{suffix}"), "escrow", credit, amount).await;
+            tx.commit().await.unwrap();
+        }
+        let mut tx = db.write().await.unwrap();
+        exec(&mut tx, "UPDATE jobs SET state = 'done', finished_at_ms = CAST($1 AS BIGINT) WHERE id = $2", &[&now_s, &job]).await;
+        tx.commit().await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn throughput(url: &str) -> (Duration, Duration) {
+    let env = env(url).await;
+    // Make sure the accounts the bare statements touch exist.
+    let jobs = env.state.jobs.clone();
+    ours(&jobs, &env, "warm").await;
+    let (mut o, mut b) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        o.push(ours(&jobs, &env, &format!("o{round}")).await);
+        b.push(bare(&env.state.db, &env, &format!("b{round}")).await);
+    }
+    o.sort();
+    b.sort();
+    (o[1], b[1])
+}
+
+fn row(name: &str, ours: Duration, bare: Duration) {
+    let ratio = bare.as_secs_f64() / ours.as_secs_f64();
+    println!(
+        "{name:<40} {:>10.0} {:>10.0} units/s {ratio:>6.2}x  0.30 {}",
+        UNITS as f64 / ours.as_secs_f64(),
+        UNITS as f64 / bare.as_secs_f64(),
+        if ratio >= 0.3 { "ok" } else { "MISS" }
+    );
+}
+
+fn percentiles(name: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "{name:<12} {:>8} calls  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3
+    );
+}
+
+#[derive(Default)]
+struct Samples {
+    register: Vec<Duration>,
+    heartbeat: Vec<Duration>,
+    lease: Vec<Duration>,
+    result: Vec<Duration>,
+    errors: Vec<String>,
+}
+
+fn timed<T>(into: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = f();
+    into.push(t.elapsed());
+    out
+}
+
+fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
+    let env = runtime.block_on(env(url));
+    let started = Instant::now();
+    runtime.block_on(async {
+        for i in 0..SCALE_UNITS / agora_market::jobs::MAX_UNITS {
+            env.state.jobs.submit(env.buyer.id(), submit_request("scale", i, agora_market::jobs::MAX_UNITS), now()).await.unwrap();
+        }
+    });
+    let queued = runtime.block_on(async {
+        sqlx::query("SELECT COUNT(*) AS n FROM units WHERE state = 'queued'").fetch_one(&env.state.db.pool).await.unwrap().try_get::<i64, _>("n").unwrap()
+    });
+    println!("\nscale: {queued} units queued in {:.1} s", started.elapsed().as_secs_f64());
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(agora_market::serve(listener, env.state.clone(), std::future::pending()));
+    let providers: Vec<Keypair> = (0..SCALE_PROVIDERS).map(|_| Keypair::generate()).collect();
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in providers.chunks(SCALE_PROVIDERS / SCALE_THREADS + 1) {
+            let (base, samples) = (base.clone(), samples.clone());
+            scope.spawn(move || {
+                let clients: Vec<Client> = chunk.iter().map(|k| Client::new(&base, Some(Keypair::from_file_json(&k.to_file_json()).unwrap()))).collect();
+                let mut mine = Samples::default();
+                let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1 }, max_concurrent: 4 };
+                for c in &clients {
+                    if let Err(e) = timed(&mut mine.register, || c.post::<_, serde_json::Value>("/api/v1/providers", &register, None)) {
+                        mine.errors.push(format!("register: {e}"));
+                    }
+                }
+                for _ in 0..SCALE_ROUNDS {
+                    for c in &clients {
+                        let beat = Heartbeat { running_units: 0, free_cpu_cores: 2.0, gpu_memory_used_bytes: None, leases: vec![] };
+                        if let Err(e) = timed(&mut mine.heartbeat, || c.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)) {
+                            mine.errors.push(format!("heartbeat: {e}"));
+                        }
+                        match timed(&mut mine.lease, || c.post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None)) {
+                            Ok(Some(grant)) => {
+                                let report = signed_result(c.key().unwrap(), &grant.lease_id, b"out");
+                                let path = format!("/api/v1/leases/{}/result", grant.lease_id);
+                                if let Err(e) = timed(&mut mine.result, || c.post::<_, serde_json::Value>(&path, &report, None)) {
+                                    mine.errors.push(format!("result: {e}"));
+                                }
+                            }
+                            Ok(None) => mine.errors.push("lease: no unit although 100,000 are queued".into()),
+                            Err(e) => mine.errors.push(format!("lease: {e}")),
+                        }
+                    }
+                }
+                let mut all = samples.lock().unwrap();
+                all.register.extend(mine.register);
+                all.heartbeat.extend(mine.heartbeat);
+                all.lease.extend(mine.lease);
+                all.result.extend(mine.result);
+                all.errors.extend(mine.errors);
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let mut s = samples.lock().unwrap();
+    let calls = s.register.len() + s.heartbeat.len() + s.lease.len() + s.result.len();
+    println!(
+        "scale: {SCALE_PROVIDERS} providers x {SCALE_ROUNDS} rounds over HTTP, {SCALE_THREADS} client threads: {calls} calls in {:.1} s ({:.0}/s), {} errors",
+        elapsed.as_secs_f64(),
+        calls as f64 / elapsed.as_secs_f64(),
+        s.errors.len()
+    );
+    for e in s.errors.iter().take(5) {
+        println!("  error: {e}");
+    }
+    percentiles("register", &mut s.register);
+    percentiles("heartbeat", &mut s.heartbeat);
+    percentiles("lease", &mut s.lease);
+    percentiles("result", &mut s.result);
+    let (online, report) = runtime.block_on(async {
+        let stats = env.state.jobs.stats(now()).await.unwrap();
+        (stats.providers_online, env.state.ledger.check_invariants().await.unwrap())
+    });
+    println!("scale: {online} providers online at the end; ledger invariants {}", if report.ok { "hold" } else { "VIOLATED" });
+    assert!(report.ok, "{:?}", report.violations);
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let only_scale = std::env::args().any(|a| a == "scale");
+    let dir = std::env::temp_dir().join(format!("agora-bench-lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    if !only_scale {
+        println!("\nagora lifecycle benchmarks (throughput: ours, bare SQL; ratio = ours / bare)\n");
+        println!("{:<40} {:>10} {:>10} {:<7} {:>7} {:>5}", "case", "ours", "bare", "unit", "ratio", "goal");
+        let (o, b) = runtime.block_on(throughput(&format!("sqlite://{}?mode=rwc", dir.join("throughput.db").display())));
+        row("unit lifecycle, SQLite file", o, b);
+        let pg = std::env::var("AGORA_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("agora_bench_lc_{}", std::process::id());
+        let measured = runtime.block_on(async {
+            let admin = Db::admin_pool(&pg).await?;
+            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await?;
+            let measured = throughput(&format!("{pg}?options=-c%20search_path%3D{schema}")).await;
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await?;
+            Ok::<_, sqlx::Error>(measured)
+        });
+        match measured {
+            Ok((o, b)) => row("unit lifecycle, PostgreSQL", o, b),
+            Err(e) => println!("unit lifecycle, PostgreSQL: skipped, no database at {pg}: {e}"),
+        }
+    }
+    scale(&runtime, &format!("sqlite://{}?mode=rwc", dir.join("scale.db").display()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
