@@ -162,7 +162,8 @@ fn show(bar: &indicatif::ProgressBar, job: &JobInfo) {
 }
 
 fn format_line(line: &JobLogLine) -> String {
-    format!("unit {:<4} {:<5} {}", line.unit, line.level, line.message)
+    // The provider tells replicas of one unit apart.
+    format!("unit {:<4} {} {:<5} {}", line.unit, &line.provider[..line.provider.len().min(8)], line.level, line.message)
 }
 
 pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {

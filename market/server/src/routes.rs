@@ -139,6 +139,12 @@ async fn owner_read(state: &AppState, method: &Method, uri: &Uri, headers: &Head
     Ok(())
 }
 
+/// Check a signed read of job `job`: by its buyer or the operator.
+async fn job_read(state: &AppState, job: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    let buyer = state.jobs.buyer_of(job).await?;
+    owner_read(state, method, uri, headers, &buyer).await
+}
+
 /// An account's balances (signed GET by the owner or the operator).
 #[utoipa::path(get, path = "/api/v1/accounts/{account}", params(("account" = String, Path)),
     responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -354,8 +360,7 @@ pub async fn my_jobs(State(state): State<AppState>, method: Method, uri: Uri, he
 #[utoipa::path(get, path = "/api/v1/jobs/{job}", params(("job" = String, Path)),
     responses((status = 200, body = JobInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<JobInfo>, ApiError> {
-    let buyer = state.jobs.buyer_of(&job).await?;
-    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    job_read(&state, &job, &method, &uri, &headers).await?;
     Ok(Json(state.jobs.info(&job).await?))
 }
 
@@ -383,8 +388,7 @@ pub async fn job_logs(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<JobLogs>, ApiError> {
-    let buyer = state.jobs.buyer_of(&job).await?;
-    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    job_read(&state, &job, &method, &uri, &headers).await?;
     Ok(Json(state.jobs.logs(&job, q.after, q.limit).await?))
 }
 
@@ -406,8 +410,7 @@ pub async fn job_events(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let buyer = state.jobs.buyer_of(&job).await?;
-    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    job_read(&state, &job, &method, &uri, &headers).await?;
     struct Watch {
         state: AppState,
         job: String,
@@ -463,8 +466,7 @@ pub async fn job_events(
 #[utoipa::path(get, path = "/api/v1/jobs/{job}/units/{unit}/output", params(("job" = String, Path), ("unit" = u32, Path)),
     responses((status = 200, description = "The output bytes"), (status = 404, body = ErrorBody)))]
 pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<(String, u32)>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
-    let buyer = state.jobs.buyer_of(&job).await?;
-    owner_read(&state, &method, &uri, &headers, &buyer).await?;
+    job_read(&state, &job, &method, &uri, &headers).await?;
     let bytes = state.jobs.output(&job, unit).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
