@@ -83,7 +83,9 @@ pub fn run(command: MarketCommand) -> Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down");
         };
-        agora_market::serve(listener, state, shutdown).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let web = agora_web::server::router(agora_web::api::MarketUrl(url));
+        agora_market::serve_with(listener, state, web, shutdown).await?;
         Ok(())
     })
 }

@@ -296,6 +296,7 @@ fn up() -> Result<()> {
     run(&mut render)?;
 
     println!("\nAgora is up.");
+    println!("  web market  {market_url}/   (packages, providers, live market figures)");
     println!("  market      {market_url}   (API document: {market_url}/api/openapi.json, metrics: {market_url}/metrics)");
     println!("  database    {}", out.join("market.db").display());
     println!("  demo buyer  {buyer} (10000 credits)");

@@ -1,0 +1,315 @@
+//! The page shell, the router and the pages.
+//!
+//! Every route renders in `SsrMode::Async`: the server waits for the page's
+//! data and sends whole HTML, so reading works without JavaScript.
+
+use crate::api::{self, MarketUrl};
+use agora_wire::api::{MarketStats, PackageInfo, PackageSummary, Page, ProviderInfo};
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Title, provide_meta_context};
+use leptos_router::SsrMode;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::hooks::{use_params_map, use_query_map};
+use leptos_router::path;
+
+/// The HTML document around the app.
+pub fn shell(_options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="stylesheet" href="/assets/agora.css"/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Router>
+            <header class="top">
+                <a class="brand" href="/">"Agora"</a>
+                <nav aria-label="Main">
+                    <A href="/packages">"Packages"</A>
+                    <A href="/providers">"Providers"</A>
+                </nav>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <NotFound/> }>
+                    <Route path=path!("") view=Home ssr=SsrMode::Async/>
+                    <Route path=path!("/packages") view=Packages ssr=SsrMode::Async/>
+                    <Route path=path!("/packages/:name") view=PackagePage ssr=SsrMode::Async/>
+                    <Route path=path!("/providers") view=Providers ssr=SsrMode::Async/>
+                </Routes>
+            </main>
+            <footer>"Agora: signed WebAssembly jobs on GPUs, paid per verified result."</footer>
+        </Router>
+    }
+}
+
+fn market() -> MarketUrl {
+    use_context::<MarketUrl>().unwrap_or_default()
+}
+
+/// An API error, shown where the data would have been.
+fn error_view(message: String) -> AnyView {
+    view! { <p class="error" role="alert">{message}</p> }.into_any()
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    view! {
+        <Title text="Not found · Agora"/>
+        <h1>"Not found"</h1>
+        <p>"There is no page here. " <a href="/packages">"Browse packages"</a></p>
+    }
+}
+
+#[component]
+fn Home() -> impl IntoView {
+    let base = market();
+    let stats = Resource::new(|| (), move |_| api::get::<MarketStats>(base.clone(), "/api/v1/stats".into()));
+    view! {
+        <Title text="Agora · GPU compute, paid per verified result"/>
+        <section class="hero">
+            <h1>"Run GPU work on other people's machines. Pay only for verified results."</h1>
+            <p>
+                "A job is a signed WebAssembly component. Providers run its work units in a sandbox on "
+                "their GPUs; the market holds your credits in escrow, checks the results and pays per unit."
+            </p>
+        </section>
+        <Suspense fallback=|| view! { <p>"Reading the market…"</p> }>
+            {move || Suspend::new(async move {
+                match stats.await {
+                    Ok(s) => view! {
+                        <section class="figures" aria-label="Market now">
+                            <Figure label="providers online" value=s.providers_online.to_string()/>
+                            <Figure label="GPUs online" value=s.gpus_online.to_string()/>
+                            <Figure label="units queued" value=s.queued_units.to_string()/>
+                            <Figure label="units running" value=s.running_units.to_string()/>
+                            <Figure
+                                label="suggested ask (credits per billion fuel)"
+                                value=s.suggested_ask.per_billion_fuel.to_string()
+                            />
+                        </section>
+                    }
+                    .into_any(),
+                    Err(e) => error_view(e),
+                }
+            })}
+        </Suspense>
+        <section class="example">
+            <h2>"Try it"</h2>
+            <p>"Render a Mandelbrot view on a provider's GPU and get the PNG back:"</p>
+            <pre><code>"agora submit mandelbrot --input view.txt --max-price 500 --wait -o out/"</code></pre>
+            <p><a href="/packages/mandelbrot">"The mandelbrot package"</a></p>
+        </section>
+    }
+}
+
+#[component]
+fn Figure(label: &'static str, value: String) -> impl IntoView {
+    view! {
+        <div class="figure">
+            <span class="value">{value}</span>
+            <span class="label">{label}</span>
+        </div>
+    }
+}
+
+#[component]
+fn Packages() -> impl IntoView {
+    let base = market();
+    let query = use_query_map();
+    let search = move || {
+        let q = query.read();
+        (q.get("q").unwrap_or_default(), q.get("sort").unwrap_or_default())
+    };
+    let packages = Resource::new(search, move |(q, sort)| {
+        let base = base.clone();
+        async move { api::get::<Page<PackageSummary>>(base, format!("/api/v1/packages{}", api::query(&[("q", &q), ("sort", &sort)]))).await }
+    });
+    view! {
+        <Title text="Packages · Agora"/>
+        <h1>"Packages"</h1>
+        <form class="search" method="get" action="/packages" role="search">
+            <label for="q">"Search by name, description or tag"</label>
+            <input id="q" name="q" type="search" value=move || search().0/>
+            <label for="sort">"Sort by"</label>
+            <select id="sort" name="sort">
+                <option value="downloads" selected=move || search().1 != "recent">"downloads"</option>
+                <option value="recent" selected=move || search().1 == "recent">"recently updated"</option>
+            </select>
+            <button type="submit">"Search"</button>
+        </form>
+        <Suspense fallback=|| view! { <p>"Searching…"</p> }>
+            {move || Suspend::new(async move {
+                match packages.await {
+                    Ok(page) if page.items.is_empty() => view! { <p>"No package matches."</p> }.into_any(),
+                    Ok(page) => view! {
+                        <p class="count">{format!("{} packages", page.total)}</p>
+                        <ul class="cards">
+                            {page.items.into_iter().map(|p| view! { <PackageCard p/> }).collect_view()}
+                        </ul>
+                    }
+                    .into_any(),
+                    Err(e) => error_view(e),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn PackageCard(p: PackageSummary) -> impl IntoView {
+    let href = format!("/packages/{}", p.name);
+    view! {
+        <li class="card">
+            <h2><a href=href>{p.name.clone()}</a></h2>
+            <p>{p.description}</p>
+            <p class="meta">
+                {p.latest.map(|v| format!("v{v}")).unwrap_or_else(|| "no release".into())}
+                " · " {p.category} " · " {format!("{} downloads", p.downloads)}
+            </p>
+            <p class="tags">{p.tags.into_iter().map(|t| view! { <span class="tag">{t}</span> }).collect_view()}</p>
+        </li>
+    }
+}
+
+#[component]
+fn PackagePage() -> impl IntoView {
+    let base = market();
+    let params = use_params_map();
+    let name = move || params.read().get("name").unwrap_or_default();
+    let info = Resource::new(name, move |name| {
+        let base = base.clone();
+        async move { api::get::<PackageInfo>(base, format!("/api/v1/packages/{name}")).await }
+    });
+    view! {
+        <Suspense fallback=|| view! { <p>"Reading the package…"</p> }>
+            {move || Suspend::new(async move {
+                match info.await {
+                    Ok(info) => view! { <PackageDetails info/> }.into_any(),
+                    Err(e) => error_view(e),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn PackageDetails(info: PackageInfo) -> impl IntoView {
+    let s = info.summary;
+    let latest = info.versions.iter().find(|v| Some(&v.version) == s.latest.as_ref()).cloned();
+    let run = format!("agora submit {} --input unit.bin --max-price 500 --wait -o out/", s.name);
+    let fetch = format!("agora fetch {}@{} -o {}.wasm", s.name, s.latest.clone().unwrap_or_default(), s.name);
+    view! {
+        <Title text=format!("{} · Agora", s.name)/>
+        <h1>{s.name.clone()}</h1>
+        <p class="lead">{s.description}</p>
+        <dl class="facts">
+            <dt>"Publisher key"</dt>
+            <dd><code>{s.owner.to_string()}</code></dd>
+            <dt>"Category"</dt>
+            <dd>{s.category}</dd>
+            <dt>"Downloads"</dt>
+            <dd>{s.downloads}</dd>
+        </dl>
+        {latest.map(|v| view! {
+            <h2>"WIT world"</h2>
+            <p>"Imports: " {v.imports.join(", ")}</p>
+            <p>"Exports: " {v.exports.join(", ")}</p>
+        })}
+        <h2>"Run it"</h2>
+        <pre><code>{run}</code></pre>
+        <pre><code>{fetch}</code></pre>
+        <h2>"Versions"</h2>
+        <table>
+            <thead>
+                <tr><th scope="col">"Version"</th><th scope="col">"Digest (blake3)"</th><th scope="col">"Size"</th><th scope="col">"State"</th></tr>
+            </thead>
+            <tbody>
+                {info.versions.into_iter().map(|v| view! {
+                    <tr>
+                        <td>{v.version}</td>
+                        <td><code title=v.digest.clone()>{short(&v.digest)}"…"</code></td>
+                        <td>{format!("{:.1} KiB", v.size as f64 / 1024.0)}</td>
+                        <td>{if v.yanked { "yanked" } else { "available" }}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn Providers() -> impl IntoView {
+    let base = market();
+    let providers = Resource::new(|| (), move |_| api::get::<Vec<ProviderInfo>>(base.clone(), "/api/v1/providers".into()));
+    view! {
+        <Title text="Providers · Agora"/>
+        <h1>"Providers"</h1>
+        <Suspense fallback=|| view! { <p>"Reading the providers…"</p> }>
+            {move || Suspend::new(async move {
+                match providers.await {
+                    Ok(list) if list.is_empty() => view! { <p>"No provider has registered yet. Start one with " <code>"agora host"</code>"."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table>
+                            <thead>
+                                <tr>
+                                    <th scope="col">"Provider"</th>
+                                    <th scope="col">"State"</th>
+                                    <th scope="col">"Hardware"</th>
+                                    <th scope="col">"Reputation"</th>
+                                    <th scope="col">"Ask (fuel / GPU s)"</th>
+                                    <th scope="col">"Units done"</th>
+                                </tr>
+                            </thead>
+                            <tbody>
+                                {list.into_iter().map(|p| view! { <ProviderRow p/> }).collect_view()}
+                            </tbody>
+                        </table>
+                    }
+                    .into_any(),
+                    Err(e) => error_view(e),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ProviderRow(p: ProviderInfo) -> impl IntoView {
+    let gpus: Vec<String> = p.capabilities.gpus.iter().map(|g| format!("{} ({})", g.name, g.backend)).collect();
+    let hardware = format!(
+        "{} cores, {:.0} GiB{}",
+        p.capabilities.cpu_cores,
+        p.capabilities.memory_bytes as f64 / (1u64 << 30) as f64,
+        if gpus.is_empty() { String::new() } else { format!(", {}", gpus.join(", ")) }
+    );
+    view! {
+        <tr>
+            <td><code title=p.id.clone()>{short(&p.id)}</code></td>
+            <td>{if p.online { "online" } else { "offline" }}</td>
+            <td>{hardware}</td>
+            <td>
+                <meter min="0" max="1" value=p.reputation aria-label="reputation">{format!("{:.2}", p.reputation)}</meter>
+                {format!(" {:.2}", p.reputation)}
+            </td>
+            <td>{format!("{} / {}", p.ask.per_billion_fuel, p.ask.per_gpu_second)}</td>
+            <td>{p.units_done}</td>
+        </tr>
+    }
+}

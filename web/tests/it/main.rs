@@ -1,0 +1,110 @@
+//! Server-side rendering of each page against a real market (SQLite) with
+//! a published package and a registered provider: the HTML a browser with
+//! JavaScript disabled gets. (The workspace builds this crate with `ssr`,
+//! which the `agora` binary enables.)
+#![cfg(feature = "ssr")]
+
+use agora_market::{AppState, Config, Db};
+use agora_web::api::MarketUrl;
+use agora_wire::Keypair;
+use agora_wire::api::{Ask, Capabilities, GpuDevice, PublishRequest, RegisterProvider};
+use agora_wire::log::{LogAction, LogEntry};
+use base64::Engine as _;
+
+fn guest(name: &str) -> Vec<u8> {
+    let dir = std::env::var("AGORA_GUESTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/wasm32-wasip2/release").into());
+    let path = format!("{dir}/{name}.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run `cargo xtask examples`"))
+}
+
+/// A market serving the API and the pages on a free port; its base URL.
+async fn market_with_pages() -> (String, Keypair) {
+    let dir = std::env::temp_dir().join(format!("agora-web-it-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("market.db").display())).await.unwrap();
+    let operator = Keypair::generate();
+    let state = AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(operator.id().clone()) });
+    let author = Keypair::generate();
+    let bytes = guest("mandelbrot");
+    let action = LogAction::Release { version: "1.2.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
+    let entry = LogEntry::new_signed(&author, "mandelbrot", None, action);
+    let request = PublishRequest {
+        description: "Mandelbrot views as PNG".into(),
+        category: "graphics".into(),
+        tags: vec!["gpu".into(), "image".into()],
+        component_base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        entry,
+    };
+    state.registry.publish(author.id(), "mandelbrot", request, state.now_ms()).await.unwrap();
+    let provider = Keypair::generate();
+    let gpu = GpuDevice { name: "llvmpipe".into(), backend: "vulkan".into(), device_type: "cpu".into() };
+    let caps = Capabilities { cpu_cores: 16, memory_bytes: 64 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() };
+    let register = RegisterProvider { capabilities: caps, ask: Ask { per_billion_fuel: 12, per_gpu_second: 3 }, max_concurrent: 2 };
+    state.jobs.register(provider.id(), register, state.now_ms()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let pages = agora_web::server::router(MarketUrl(base.clone()));
+    tokio::spawn(agora_market::serve_with(listener, state, pages, std::future::pending()));
+    (base, author)
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// GET `path`: status and body.
+async fn page(base: &str, path: &str) -> (u16, String) {
+    let url = format!("{base}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+        let mut response = agent.get(&url).call().unwrap();
+        (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_renders_on_the_server_with_its_data() {
+    let (base, author) = market_with_pages().await;
+
+    let (status, home) = page(&base, "/").await;
+    assert_eq!(status, 200);
+    assert!(home.contains("<title>Agora · GPU compute"), "{home}");
+    assert!(home.contains(r#"<span class="value">1</span><span class="label">providers online</span>"#), "live figures: {home}");
+    assert!(home.contains(r#"<span class="value">12</span><span class="label">suggested ask"#), "{home}");
+    assert!(home.contains(r#"<meta name="viewport""#), "phone-width layout");
+
+    let (status, list) = page(&base, "/packages?q=image").await;
+    assert_eq!(status, 200);
+    assert!(list.contains(r#"<a href="/packages/mandelbrot">mandelbrot</a>"#), "{list}");
+    assert!(list.contains(r#"value="image""#), "the search box keeps the query: {list}");
+    assert!(list.contains(r#"<label for="q">"#), "labelled inputs");
+    let (_, none) = page(&base, "/packages?q=no-such-thing").await;
+    assert!(none.contains("No package matches."), "{none}");
+
+    let (status, package) = page(&base, "/packages/mandelbrot").await;
+    assert_eq!(status, 200);
+    let digest = agora_wire::digest_hex(&guest("mandelbrot"));
+    assert!(package.contains(&digest[..12]), "the digest: {package}");
+    assert!(package.contains(author.id().as_str()), "the publisher key");
+    assert!(package.contains("agora:compute/data"), "the WIT world's imports: {package}");
+    assert!(package.contains("agora submit mandelbrot"), "how to run it");
+
+    let (_, missing) = page(&base, "/packages/nothing-here").await;
+    assert!(missing.contains(r#"role="alert""#) && missing.contains("nothing-here"), "the API's error, in place: {missing}");
+
+    let (status, providers) = page(&base, "/providers").await;
+    assert_eq!(status, 200);
+    assert!(providers.contains("16 cores, 64 GiB, llvmpipe (vulkan)"), "{providers}");
+    assert!(providers.contains("12 / 3"), "the asks");
+
+    let (status, _) = page(&base, "/no/such/page").await;
+    assert_eq!(status, 404);
+    let (status, css) = page(&base, "/assets/agora.css").await;
+    assert_eq!(status, 200);
+    assert!(css.contains(".figures"));
+    // The API still answers beside the pages.
+    let (status, api) = page(&base, "/api/v1/health").await;
+    assert_eq!((status, api.contains("true")), (200, true));
+}
