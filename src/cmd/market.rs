@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// results; 0 compares replicas' output digests instead.
     #[arg(long, default_value_t = 1)]
     verify_workers: usize,
+    /// The web market's browser bundle (`cargo xtask web`); without it,
+    /// pages are server-rendered only. Default: this checkout's
+    /// target/web/pkg when it exists.
+    #[arg(long, env = "AGORA_WEB_PKG")]
+    web_pkg: Option<std::path::PathBuf>,
     /// A lease lives this long past its provider's last heartbeat.
     #[arg(long, default_value = "30s")]
     lease_ttl: humantime::Duration,
@@ -84,7 +89,15 @@ pub fn run(command: MarketCommand) -> Result<()> {
             eprintln!("shutting down");
         };
         let url = format!("http://{}", listener.local_addr()?);
-        let web = agora_web::server::router(agora_web::api::MarketUrl(url));
+        let pkg = args.web_pkg.clone().or_else(|| {
+            let built = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/web/pkg"));
+            built.join("agora-web.js").exists().then(|| built.to_path_buf())
+        });
+        match &pkg {
+            Some(dir) => eprintln!("web market at http://{}/ (hydrating from {})", listener.local_addr()?, dir.display()),
+            None => eprintln!("web market at http://{}/ (server-rendered only: run `cargo xtask web` to build the browser half)", listener.local_addr()?),
+        }
+        let web = agora_web::server::router(agora_web::api::MarketUrl(url), pkg);
         agora_market::serve_with(listener, state, web, shutdown).await?;
         Ok(())
     })

@@ -2,7 +2,8 @@
 //!
 //! On the server (`ssr`) a page's data comes from the market's own API over
 //! loopback, through the same blocking client the CLI uses (run on a
-//! blocking thread). The browser build will fetch the same paths.
+//! blocking thread); in the browser (`hydrate`), from the same paths with
+//! `fetch`.
 
 use serde::de::DeserializeOwned;
 
@@ -21,10 +22,24 @@ pub async fn get<T: DeserializeOwned + Send + 'static>(base: MarketUrl, path: St
             .await
             .map_err(|e| format!("the request did not finish: {e}"))?
     }
-    #[cfg(not(feature = "ssr"))]
+    #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
+    {
+        // Same origin: the market serves the pages.
+        let url = format!("{}{path}", base.0);
+        send_wrapper::SendWrapper::new(async move {
+            let response = gloo_net::http::Request::get(&url).send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+            if !response.ok() {
+                let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
+                return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
+            }
+            response.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
+        })
+        .await
+    }
+    #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
     {
         let _ = (base, path);
-        Err("this page needs the server-rendered build".into())
+        Err("built without `ssr` or `hydrate`: no way to reach the market".into())
     }
 }
 

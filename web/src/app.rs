@@ -12,8 +12,9 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use leptos_router::path;
 
-/// The HTML document around the app.
-pub fn shell(_options: LeptosOptions) -> impl IntoView {
+/// The HTML document around the app; with `hydrate`, it loads the browser
+/// bundle.
+pub fn shell(options: LeptosOptions, hydrate: bool) -> impl IntoView {
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -21,6 +22,7 @@ pub fn shell(_options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="stylesheet" href="/assets/agora.css"/>
+                {hydrate.then(|| view! { <HydrationScripts options/> })}
                 <MetaTags/>
             </head>
             <body>
@@ -33,6 +35,13 @@ pub fn shell(_options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Effects run only in the browser: this marks the page once the browser
+    // half has taken over (the browser test waits for it).
+    Effect::new(move |_| {
+        if let Some(root) = document().document_element() {
+            let _ = root.set_attribute("data-hydrated", "true");
+        }
+    });
     view! {
         <Router>
             <header class="top">

@@ -11,6 +11,7 @@ Tasks:
   up             build everything and run the product locally
   test           install what is missing, build the guests, run every test
   examples       build the example and test guests as components, print their paths
+  web            build the web market's browser half (wasm + wasm-bindgen) into target/web/pkg
   bench host     host runtime benchmarks (ratios against baselines in the same run)
   bench market   ledger and registry benchmarks (SQLite and PostgreSQL)
   bench lifecycle  job lifecycle throughput vs bare SQL, and a 1,000-provider scale run
@@ -18,6 +19,8 @@ Tasks:
 
 /// The wasm target jobs are built for.
 const GUEST_TARGET: &str = "wasm32-wasip2";
+/// The wasm target the web market's browser half is built for.
+const WEB_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +29,7 @@ fn main() -> Result<()> {
         ["up"] => up(),
         ["test"] => test(),
         ["examples"] => examples().map(|_| ()),
+        ["web"] => web().map(|_| ()),
         ["bench", "host"] => bench_host(),
         ["bench", "market"] => bench_market(),
         ["bench", "lifecycle"] => bench_lifecycle(),
@@ -77,14 +81,41 @@ fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
-/// The rustup target guests are built for.
-fn ensure_guest_target() -> Result<()> {
+/// A rustup target, installed when missing.
+fn ensure_target(target: &str) -> Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
-    if installed.lines().any(|l| l.trim() == GUEST_TARGET) {
+    if installed.lines().any(|l| l.trim() == target) {
         return Ok(());
     }
-    run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))
-        .with_context(|| format!("installing the {GUEST_TARGET} target (needs rustup)"))
+    run(Command::new("rustup").args(["target", "add", target])).with_context(|| format!("installing the {target} target (needs rustup)"))
+}
+
+/// Where `cargo xtask web` puts the browser bundle (`agora-web.js`,
+/// `agora-web_bg.wasm`), which `agora market serve` serves at `/pkg`.
+fn web_pkg_dir() -> PathBuf {
+    root().join("target/web/pkg")
+}
+
+/// Build `web/client` for the browser and run wasm-bindgen on it (as a
+/// library: the generated JS always matches the wasm-bindgen crate).
+fn web() -> Result<PathBuf> {
+    ensure_target(WEB_TARGET)?;
+    let target_dir = root().join("target/web");
+    run(cargo()
+        .args(["build", "--release", "--target", WEB_TARGET, "--manifest-path", "web/client/Cargo.toml"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // getrandom's browser backend (crypto.getRandomValues).
+        .env("RUSTFLAGS", r#"--cfg getrandom_backend="wasm_js""#))?;
+    let wasm = target_dir.join(WEB_TARGET).join("release/agora_web_client.wasm");
+    let out = web_pkg_dir();
+    eprintln!("$ wasm-bindgen --target web --out-name agora-web {} --out-dir {}", wasm.display(), out.display());
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .web(true)?
+        .out_name("agora-web")
+        .generate(&out)
+        .context("wasm-bindgen")?;
+    Ok(out)
 }
 
 /// A Vulkan driver: the real GPU's, or Mesa's lavapipe on machines without one.
@@ -154,7 +185,7 @@ fn test_sources() -> Result<String> {
 
 /// Build every guest as a component; refuse a guest no test runs.
 fn examples() -> Result<Vec<PathBuf>> {
-    ensure_guest_target()?;
+    ensure_target(GUEST_TARGET)?;
     let names = guest_crates()?;
     let tests = test_sources()?;
     let unused: Vec<&String> = names.iter().filter(|n| !tests.contains(&format!("guest(\"{n}\")"))).collect();

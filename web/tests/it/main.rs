@@ -43,7 +43,7 @@ async fn market_with_pages() -> (String, Keypair) {
     state.jobs.register(provider.id(), register, state.now_ms()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let pages = agora_web::server::router(MarketUrl(base.clone()));
+    let pages = agora_web::server::router(MarketUrl(base.clone()), None);
     tokio::spawn(agora_market::serve_with(listener, state, pages, std::future::pending()));
     (base, author)
 }
