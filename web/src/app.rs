@@ -236,10 +236,17 @@ fn PackageDetails(info: PackageInfo) -> impl IntoView {
             <dt>"Downloads"</dt>
             <dd>{s.downloads}</dd>
         </dl>
-        {latest.map(|v| view! {
-            <h2>"WIT world"</h2>
-            <p>"Imports: " {v.imports.join(", ")}</p>
-            <p>"Exports: " {v.exports.join(", ")}</p>
+        {latest.map(|v| {
+            let (agora, wasi): (Vec<String>, Vec<String>) = v.imports.into_iter().partition(|i| i.starts_with("agora:"));
+            view! {
+                <h2>"WIT world"</h2>
+                <p>
+                    "Uses: "
+                    {agora.into_iter().map(|i| view! { <span class="tag">{i}</span> }).collect_view()}
+                    {(!wasi.is_empty()).then(|| view! { <span class="tag" title=wasi.join(", ")>{format!("WASI ({} interfaces)", wasi.len())}</span> })}
+                </p>
+                <p>"Exports: " {v.exports.into_iter().map(|e| view! { <span class="tag">{e}</span> }).collect_view()}</p>
+            }
         })}
         <h2>"Run it"</h2>
         <pre><code>{run}</code></pre>

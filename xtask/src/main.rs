@@ -57,6 +57,7 @@ fn cargo() -> Command {
         cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
     cmd.env("AGORA_GUESTS", guests_dir());
+    cmd.env("AGORA_WEB_PKG", web_pkg_dir());
     cmd
 }
 
@@ -135,8 +136,24 @@ fn ensure_vulkan() -> Result<()> {
         );
     }
     eprintln!("no Vulkan driver: installing Mesa's lavapipe (software Vulkan)");
+    apt_install(&["mesa-vulkan-drivers", "libvulkan1"])
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq", "mesa-vulkan-drivers", "libvulkan1"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Headless Chromium for the web market's browser test.
+fn ensure_chromium() -> Result<()> {
+    if Command::new("chromium").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    if !is_root() || Command::new("apt-get").arg("--version").output().is_err() {
+        bail!("no `chromium` on PATH: install it (Debian/Ubuntu: `sudo apt-get install chromium`) for the web market's browser test");
+    }
+    eprintln!("no Chromium: installing Debian's chromium for the browser test");
+    apt_install(&["chromium"])
 }
 
 /// The guest crates of the guest workspace, by package name.
@@ -242,13 +259,16 @@ fn ensure_postgres() -> Result<()> {
 fn test() -> Result<()> {
     ensure_vulkan()?;
     ensure_postgres()?;
+    ensure_chromium()?;
     examples()?;
+    web()?;
     run(cargo().args(["test", "--workspace", "--locked"]))
 }
 
 fn up() -> Result<()> {
     ensure_vulkan()?;
     let guests = examples()?;
+    web()?;
     run(cargo().args(["build", "--release", "--bin", "agora"]))?;
     let agora = root().join("target/release/agora");
     let out = root().join("target/agora-up");

@@ -10,6 +10,8 @@ use agora_wire::Keypair;
 use agora_wire::api::{Ask, Capabilities, GpuDevice, PublishRequest, RegisterProvider};
 use agora_wire::log::{LogAction, LogEntry};
 use base64::Engine as _;
+use std::path::PathBuf;
+use std::process::Command;
 
 fn guest(name: &str) -> Vec<u8> {
     let dir = std::env::var("AGORA_GUESTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/wasm32-wasip2/release").into());
@@ -17,8 +19,9 @@ fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run `cargo xtask examples`"))
 }
 
-/// A market serving the API and the pages on a free port; its base URL.
-async fn market_with_pages() -> (String, Keypair) {
+/// A market serving the API and the pages on a free port (hydrating from
+/// `pkg` when given); its base URL and the package author.
+async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair) {
     let dir = std::env::temp_dir().join(format!("agora-web-it-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("market.db").display())).await.unwrap();
@@ -43,7 +46,7 @@ async fn market_with_pages() -> (String, Keypair) {
     state.jobs.register(provider.id(), register, state.now_ms()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let pages = agora_web::server::router(MarketUrl(base.clone()), None);
+    let pages = agora_web::server::router(MarketUrl(base.clone()), pkg);
     tokio::spawn(agora_market::serve_with(listener, state, pages, std::future::pending()));
     (base, author)
 }
@@ -66,7 +69,7 @@ async fn page(base: &str, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_renders_on_the_server_with_its_data() {
-    let (base, author) = market_with_pages().await;
+    let (base, author) = market_with_pages(None).await;
 
     let (status, home) = page(&base, "/").await;
     assert_eq!(status, 200);
@@ -107,4 +110,53 @@ async fn every_page_renders_on_the_server_with_its_data() {
     // The API still answers beside the pages.
     let (status, api) = page(&base, "/api/v1/health").await;
     assert_eq!((status, api.contains("true")), (200, true));
+}
+
+/// The browser bundle built by `cargo xtask web`.
+fn web_pkg() -> PathBuf {
+    let dir = std::env::var_os("AGORA_WEB_PKG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/web/pkg")));
+    assert!(dir.join("agora-web.js").exists(), "{} has no agora-web.js: run `cargo xtask web`", dir.display());
+    dir
+}
+
+/// Headless Chromium with the flags known to work here, a fresh profile.
+fn chromium(args: &[String]) -> std::process::Output {
+    let profile = std::env::temp_dir().join(format!("agora-web-chromium-{}-{}", std::process::id(), rand_suffix()));
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--hide-scrollbars", "--virtual-time-budget=10000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium runs (Debian's `chromium`; `cargo xtask test` installs it)");
+    let _ = std::fs::remove_dir_all(&profile);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_hydrate_in_headless_chromium_and_are_photographed() {
+    let (base, _) = market_with_pages(Some(web_pkg())).await;
+    let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/web/screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let base_for_dom = base.clone();
+    let dom = tokio::task::spawn_blocking(move || chromium(&["--dump-dom".into(), format!("{base_for_dom}/packages/mandelbrot")])).await.unwrap();
+    let html = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(html.contains(r#"data-hydrated="true""#), "the browser half took over the page: {html}\n{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(html.contains("Mandelbrot views as PNG"), "{html}");
+    // One picture per page, at desktop and phone widths, for reviewers.
+    for (name, path) in [("home", "/"), ("packages", "/packages"), ("package", "/packages/mandelbrot"), ("providers", "/providers")] {
+        for (size, window) in [("desktop", "1280,900"), ("phone", "390,844")] {
+            let file = shots.join(format!("{name}-{size}.png"));
+            let _ = std::fs::remove_file(&file);
+            let args = vec![format!("--screenshot={}", file.display()), format!("--window-size={window}"), format!("{base}{path}")];
+            let out = tokio::task::spawn_blocking(move || chromium(&args)).await.unwrap();
+            let png = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), String::from_utf8_lossy(&out.stderr)));
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+            let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+            assert_eq!(width, window.split(',').next().unwrap().parse::<u32>().unwrap(), "{name} {size}");
+        }
+    }
+    println!("screenshots in {}", shots.display());
 }
