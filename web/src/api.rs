@@ -25,9 +25,9 @@ pub async fn get<T: DeserializeOwned + Send + 'static>(base: MarketUrl, path: St
     #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
     {
         // Same origin: the market serves the pages.
-        let url = format!("{}{path}", base.0);
+        let (request, _) = browser_get(&format!("{}{path}", base.0));
         send_wrapper::SendWrapper::new(async move {
-            let response = gloo_net::http::Request::get(&url).send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
             if !response.ok() {
                 let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
                 return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
@@ -50,4 +50,48 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
         return String::new();
     }
     format!("?{}", serde_urlencoded::to_string(kept).expect("strings encode"))
+}
+
+/// GET `path` signed with `key`, as the CLI signs (browser only: a key
+/// never leaves the browser, so the server never signs for anyone).
+pub async fn get_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
+    #[cfg(feature = "hydrate")]
+    {
+        let (mut request, sent_path) = browser_get(&path);
+        let headers = agora_wire::auth::sign_request(key, "GET", &sent_path, &[], js_sys::Date::now() as i64);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        send_wrapper::SendWrapper::new(async move {
+            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+            if !response.ok() {
+                let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
+                return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
+            }
+            response.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
+        })
+        .await
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (key, path);
+        Err("signed requests are made by the browser".into())
+    }
+}
+
+/// A browser GET of `path`, and the path and query exactly as the browser
+/// will send them (what a signature must cover): gloo-net rebuilds the
+/// query with `URLSearchParams`, so the query goes through it here too.
+#[cfg(feature = "hydrate")]
+fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
+    let Some((base, query)) = path.split_once('?') else {
+        return (gloo_net::http::Request::get(path), path.to_string());
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let search = web_sys::UrlSearchParams::new().expect("URLSearchParams exists");
+    for (k, v) in &pairs {
+        search.append(k, v);
+    }
+    let sent = format!("{base}?{}", String::from(search.to_string()));
+    (gloo_net::http::Request::get(base).query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))), sent)
 }

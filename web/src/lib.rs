@@ -13,5 +13,6 @@
 
 pub mod api;
 pub mod app;
+pub mod keys;
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -144,6 +144,19 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// playwright-core (from npm, pinned by web/e2e/package-lock.json) to
+/// drive Chromium in the browser journey; it never downloads a browser.
+fn ensure_e2e_driver() -> Result<()> {
+    let dir = root().join("web/e2e");
+    if dir.join("node_modules/playwright-core").exists() {
+        return Ok(());
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        bail!("no `npm` on PATH: install Node.js (Debian/Ubuntu: `sudo apt-get install nodejs npm`) for the web market's browser test");
+    }
+    run(Command::new("npm").current_dir(&dir).args(["ci", "--no-audit", "--no-fund"]))
+}
+
 /// Headless Chromium for the web market's browser test.
 fn ensure_chromium() -> Result<()> {
     if Command::new("chromium").arg("--version").output().is_ok() {
@@ -260,6 +273,7 @@ fn test() -> Result<()> {
     ensure_vulkan()?;
     ensure_postgres()?;
     ensure_chromium()?;
+    ensure_e2e_driver()?;
     examples()?;
     web()?;
     run(cargo().args(["test", "--workspace", "--locked"]))

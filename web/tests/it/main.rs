@@ -21,7 +21,7 @@ fn guest(name: &str) -> Vec<u8> {
 
 /// A market serving the API and the pages on a free port (hydrating from
 /// `pkg` when given); its base URL and the package author.
-async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair) {
+async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) {
     let dir = std::env::temp_dir().join(format!("agora-web-it-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("market.db").display())).await.unwrap();
@@ -47,8 +47,8 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let pages = agora_web::server::router(MarketUrl(base.clone()), pkg);
-    tokio::spawn(agora_market::serve_with(listener, state, pages, std::future::pending()));
-    (base, author)
+    tokio::spawn(agora_market::serve_with(listener, state.clone(), pages, std::future::pending()));
+    (base, author, state)
 }
 
 fn rand_suffix() -> u64 {
@@ -69,7 +69,7 @@ async fn page(base: &str, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_renders_on_the_server_with_its_data() {
-    let (base, author) = market_with_pages(None).await;
+    let (base, author, _) = market_with_pages(None).await;
 
     let (status, home) = page(&base, "/").await;
     assert_eq!(status, 200);
@@ -104,6 +104,8 @@ async fn every_page_renders_on_the_server_with_its_data() {
 
     let (status, _) = page(&base, "/no/such/page").await;
     assert_eq!(status, 404);
+    let (_, account) = page(&base, "/account").await;
+    assert!(account.contains("needs JavaScript"), "the key lives in the browser: {account}");
     let (status, css) = page(&base, "/assets/agora.css").await;
     assert_eq!(status, 200);
     assert!(css.contains(".figures"));
@@ -137,7 +139,7 @@ fn chromium(args: &[String]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_hydrate_in_headless_chromium_and_are_photographed() {
-    let (base, _) = market_with_pages(Some(web_pkg())).await;
+    let (base, _, _) = market_with_pages(Some(web_pkg())).await;
     let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/web/screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
     let base_for_dom = base.clone();
@@ -159,4 +161,47 @@ async fn pages_hydrate_in_headless_chromium_and_are_photographed() {
         }
     }
     println!("screenshots in {}", shots.display());
+}
+
+/// The buyer's journey in a real browser (playwright-core driving Debian's
+/// Chromium, `web/e2e/journey.mjs`): create a key, see credits arrive,
+/// find the mandelbrot package.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_creates_a_key_in_the_browser_and_sees_the_funded_balance() {
+    use std::io::BufRead;
+    let e2e = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e"));
+    assert!(e2e.join("node_modules/playwright-core").exists(), "run `npm ci` in {} (cargo xtask test does)", e2e.display());
+    let (base, _, state) = market_with_pages(Some(web_pkg())).await;
+    let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/web/screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = Command::new("node")
+        .arg(e2e.join("journey.mjs"))
+        .arg(&base)
+        .arg(&shots)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let stdout = node.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // Fund the key as soon as the browser has made it; keep every line.
+    let mut lines = Vec::new();
+    let mut key_id = None;
+    while let Some(line) = tokio::time::timeout(std::time::Duration::from_secs(90), rx.recv()).await.expect("the journey went quiet") {
+        if let Some(id) = line.strip_prefix("KEY ") {
+            let mint = agora_market::ledger::Op::Mint { account: id.to_string(), amount: 5000 };
+            state.ledger.execute("fund-browser-key", &mint, state.now_ms()).await.unwrap();
+            key_id = Some(id.to_string());
+        }
+        lines.push(line);
+    }
+    let status = tokio::task::spawn_blocking(move || node.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "the journey failed: {lines:?}");
+    let key_id = key_id.expect("the browser made a key");
+    assert!(agora_wire::KeyId::parse(&key_id).is_ok(), "a real key id: {key_id}");
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
 }
