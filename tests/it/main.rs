@@ -3,6 +3,7 @@
 mod lifecycle;
 mod market;
 mod run;
+mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

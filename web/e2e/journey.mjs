@@ -1,12 +1,15 @@
 // The buyer's first steps in a real browser (Debian's headless Chromium):
 // create a key in the browser, see credits arrive, find a package.
 //
-// Usage: node journey.mjs BASE_URL SCREENSHOT_DIR
-// Prints `KEY <id>` once the key exists (the test then funds it), and
-// `DONE` at the end. Any failure exits non-zero with the reason.
+// Usage: node journey.mjs BASE_URL SCREENSHOT_DIR [INPUT_FILE]
+// With INPUT_FILE (and providers at the market), it goes on: submit a
+// mandelbrot job with that input, watch it finish, see the image, and see
+// the refund in the wallet.
+// Prints `KEY <id>` once the key exists (the test then funds it), `JOB <id>`
+// once submitted, and `DONE` at the end. Any failure exits non-zero.
 import { chromium } from 'playwright-core';
 
-const [base, shots] = process.argv.slice(2);
+const [base, shots, input] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -29,7 +32,7 @@ try {
     funded = figures.includes('5000');
   }
   if (!funded) throw new Error('the funded balance never showed');
-  await page.waitForSelector('text=fund-browser-key'); // the mint, in the history
+  await page.waitForSelector('td:text-is("mint")'); // the mint, in the history
   await page.screenshot({ path: `${shots}/account-desktop.png`, fullPage: true });
   // The key survives a reload: it lives in the browser.
   await page.reload();
@@ -44,6 +47,28 @@ try {
   await page.click('a[href="/packages/mandelbrot"]');
   await page.waitForSelector('text=agora submit mandelbrot');
   await page.screenshot({ path: `${shots}/journey-package.png`, fullPage: true });
+  if (input) {
+    await page.click('text=Submit a job with this package');
+    await page.waitForSelector('#inputs');
+    await page.setInputFiles('#inputs', input);
+    await page.fill('#max-price', '500');
+    const escrow = await page.textContent('#escrow');
+    if (!escrow.includes('500')) throw new Error(`the escrow shown is wrong: ${escrow}`);
+    await page.screenshot({ path: `${shots}/submit-desktop.png`, fullPage: true });
+    await page.click('button[type=submit]');
+    await page.waitForURL(/\/jobs\/j[0-9a-f]+$/, { timeout: 30000 });
+    console.log(`JOB ${page.url().split('/').pop()}`);
+    await page.waitForSelector('#job-state.done', { timeout: 90000 });
+    await page.waitForSelector('.outputs img', { timeout: 30000 });
+    const loaded = await page.$eval('.outputs img', (img) => img.complete && img.naturalWidth > 0);
+    if (!loaded) throw new Error('the output image did not load');
+    await page.screenshot({ path: `${shots}/job-desktop.png`, fullPage: true });
+    await page.click('nav >> text=Account');
+    await page.waitForSelector(':text(":refund")', { timeout: 30000 });
+    const figures = await page.textContent('section[aria-label="Balance"]');
+    console.log(`BALANCE ${figures.replace(/\s+/g, ' ').trim()}`);
+    await page.screenshot({ path: `${shots}/wallet-after-job.png`, fullPage: true });
+  }
   console.log('DONE');
 } finally {
   await browser.close();

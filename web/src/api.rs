@@ -95,3 +95,59 @@ fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
     let sent = format!("{base}?{}", String::from(search.to_string()));
     (gloo_net::http::Request::get(base).query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))), sent)
 }
+
+/// POST `body` as JSON to `path`, signed with `key` (browser only).
+pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'static>(
+    key: &agora_wire::Keypair,
+    path: String,
+    body: &B,
+) -> Result<T, String> {
+    #[cfg(feature = "hydrate")]
+    {
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let headers = agora_wire::auth::sign_request(key, "POST", &path, &bytes, js_sys::Date::now() as i64);
+        let mut request = gloo_net::http::Request::post(&path).header("content-type", "application/json");
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(js_sys::Uint8Array::from(&bytes[..])).map_err(|e| e.to_string())?;
+        send_wrapper::SendWrapper::new(async move {
+            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+            if !response.ok() {
+                let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
+                return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
+            }
+            response.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
+        })
+        .await
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (key, path, body);
+        Err("signed requests are made by the browser".into())
+    }
+}
+
+/// GET the raw bytes at `path`, signed with `key` (browser only).
+pub async fn get_signed_bytes(key: &agora_wire::Keypair, path: String) -> Result<Vec<u8>, String> {
+    #[cfg(feature = "hydrate")]
+    {
+        let (mut request, sent_path) = browser_get(&path);
+        for (name, value) in &agora_wire::auth::sign_request(key, "GET", &sent_path, &[], js_sys::Date::now() as i64) {
+            request = request.header(name, value);
+        }
+        send_wrapper::SendWrapper::new(async move {
+            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+            if !response.ok() {
+                return Err(format!("HTTP {}", response.status()));
+            }
+            response.binary().await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (key, path);
+        Err("signed requests are made by the browser".into())
+    }
+}

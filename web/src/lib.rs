@@ -14,5 +14,6 @@
 pub mod api;
 pub mod app;
 pub mod keys;
+pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod server;

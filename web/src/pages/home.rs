@@ -1,0 +1,47 @@
+//! The home page: what Agora is, live market figures, an example to run.
+
+use super::*;
+use agora_wire::api::MarketStats;
+
+#[component]
+pub fn Home() -> impl IntoView {
+    let base = market();
+    let stats = Resource::new(|| (), move |_| api::get::<MarketStats>(base.clone(), "/api/v1/stats".into()));
+    view! {
+        <Title text="Agora · GPU compute, paid per verified result"/>
+        <section class="hero">
+            <h1>"Run GPU work on other people's machines. Pay only for verified results."</h1>
+            <p>
+                "A job is a signed WebAssembly component. Providers run its work units in a sandbox on "
+                "their GPUs; the market holds your credits in escrow, checks the results and pays per unit."
+            </p>
+        </section>
+        <Suspense fallback=|| view! { <p>"Reading the market…"</p> }>
+            {move || Suspend::new(async move {
+                match stats.await {
+                    Ok(s) => view! {
+                        <section class="figures" aria-label="Market now">
+                            <Figure label="providers online" value=s.providers_online.to_string()/>
+                            <Figure label="GPUs online" value=s.gpus_online.to_string()/>
+                            <Figure label="units queued" value=s.queued_units.to_string()/>
+                            <Figure label="units running" value=s.running_units.to_string()/>
+                            <Figure
+                                label="suggested ask (credits per billion fuel)"
+                                value=s.suggested_ask.per_billion_fuel.to_string()
+                            />
+                        </section>
+                    }
+                    .into_any(),
+                    Err(e) => error_view(e),
+                }
+            })}
+        </Suspense>
+        <section class="example">
+            <h2>"Try it"</h2>
+            <p>"Render a Mandelbrot view on a provider's GPU and get the PNG back:"</p>
+            <pre><code>"agora submit mandelbrot --input view.txt --max-price 500 --wait -o out/"</code></pre>
+            <p><a href="/packages/mandelbrot">"The mandelbrot package"</a></p>
+        </section>
+    }
+}
+

@@ -1,0 +1,177 @@
+//! A job as it runs: unit states and progress, log lines, the cost
+//! breakdown, and the outputs (images shown inline, everything
+//! downloadable). The job is the buyer's: the browser reads it with signed
+//! requests, once a second until it ends.
+
+use super::*;
+use crate::keys;
+use agora_wire::Keypair;
+use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState};
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A unit's output as the page shows it: a `data:` URL and whether it is an
+/// image.
+#[derive(Clone, Debug, PartialEq)]
+struct Shown {
+    href: String,
+    image: bool,
+    bytes: usize,
+}
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = params.read_untracked().get("id").unwrap_or_default();
+    let job = RwSignal::new(None::<Result<JobInfo, String>>);
+    let logs = RwSignal::new(Vec::<JobLogLine>::new());
+    let outputs = RwSignal::new(BTreeMap::<u32, Shown>::new());
+    let ready = RwSignal::new(false);
+    let has_key = RwSignal::new(false);
+    let alive = Arc::new(AtomicBool::new(true));
+    on_cleanup({
+        let alive = alive.clone();
+        move || alive.store(false, Ordering::Relaxed)
+    });
+    Effect::new(move |_| {
+        ready.set(true);
+        let Some(key) = keys::load() else { return };
+        has_key.set(true);
+        let (id, alive) = (id.clone(), alive.clone());
+        leptos::task::spawn_local(follow(key, id, alive, job, logs, outputs));
+    });
+    view! {
+        <Title text="Job · Agora"/>
+        <Show when=move || ready.get() fallback=|| view! { <p class="note">"A job is read with your key, which lives in this browser: this page needs JavaScript."</p> }>
+            <Show when=move || has_key.get() fallback=|| view! { <p>"This browser has no key. " <a href="/account">"Create or import yours"</a></p> }>
+                {move || match job.get() {
+                    None => view! { <p>"Reading the job…"</p> }.into_any(),
+                    Some(Err(e)) => error_view(e),
+                    Some(Ok(j)) => view! { <JobView job=j logs outputs/> }.into_any(),
+                }}
+            </Show>
+        </Show>
+    }
+}
+
+/// Poll the job, its new log lines and its new outputs until it ends.
+async fn follow(
+    key: Keypair,
+    id: String,
+    alive: Arc<AtomicBool>,
+    job: RwSignal<Option<Result<JobInfo, String>>>,
+    logs: RwSignal<Vec<JobLogLine>>,
+    outputs: RwSignal<BTreeMap<u32, Shown>>,
+) {
+    let mut after = 0;
+    while alive.load(Ordering::Relaxed) {
+        let info = api::get_signed::<JobInfo>(&key, format!("/api/v1/jobs/{id}")).await;
+        if let Ok(page) = api::get_signed::<JobLogs>(&key, format!("/api/v1/jobs/{id}/logs?after={after}")).await {
+            after = page.next;
+            if !page.lines.is_empty() {
+                logs.update(|l| l.extend(page.lines));
+            }
+        }
+        let finished = match &info {
+            Ok(j) => {
+                for u in j.units.iter().filter(|u| u.state == "verified") {
+                    if outputs.with_untracked(|o| o.contains_key(&u.index)) {
+                        continue;
+                    }
+                    if let Ok(bytes) = api::get_signed_bytes(&key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await {
+                        let image = bytes.starts_with(b"\x89PNG");
+                        let mime = if image { "image/png" } else { "application/octet-stream" };
+                        let href = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
+                        outputs.update(|o| {
+                            o.insert(u.index, Shown { href, image, bytes: bytes.len() });
+                        });
+                    }
+                }
+                j.state != JobState::Running
+            }
+            Err(_) => false,
+        };
+        job.set(Some(info));
+        if finished {
+            return;
+        }
+        pause_a_second().await;
+    }
+}
+
+#[cfg(feature = "hydrate")]
+async fn pause_a_second() {
+    gloo_timers::future::TimeoutFuture::new(1000).await;
+}
+
+#[cfg(not(feature = "hydrate"))]
+async fn pause_a_second() {}
+
+#[component]
+fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTreeMap<u32, Shown>>) -> impl IntoView {
+    let state = format!("{:?}", job.state).to_lowercase();
+    let c = job.cost.clone();
+    view! {
+        <h1>{format!("Job {}", job.id)}</h1>
+        <p class="lead">
+            {format!("{} {} · {} units · ", job.package, job.version, job.units.len())}
+            <span id="job-state" class=format!("state {state}")>{state.clone()}</span>
+        </p>
+        <section class="figures" aria-label="Credits">
+            <Figure label="held in escrow" value=c.held.to_string()/>
+            <Figure label="paid to providers" value=c.paid_to_providers.to_string()/>
+            <Figure label="market fee" value=c.fees.to_string()/>
+            <Figure label="refunded" value=c.refunded.to_string()/>
+        </section>
+        <h2>"Units"</h2>
+        <table>
+            <thead><tr><th scope="col">"Unit"</th><th scope="col">"State"</th><th scope="col">"Progress"</th><th scope="col">"Attempts"</th><th scope="col">"Cost"</th><th scope="col">"Note"</th></tr></thead>
+            <tbody>
+                {job.units.into_iter().map(|u| {
+                    let (done, total) = match (&u.progress, u.state.as_str()) {
+                        (_, "verified") => (1, 1),
+                        (Some(p), _) => (p.done, p.total.max(1)),
+                        _ => (0, 1),
+                    };
+                    view! {
+                        <tr>
+                            <td>{u.index}</td>
+                            <td>{u.state}</td>
+                            <td><progress max=total value=done aria-label=format!("unit {} progress", u.index)></progress></td>
+                            <td>{u.attempts}</td>
+                            <td>{u.cost.map(|c| c.to_string()).unwrap_or_default()}</td>
+                            <td>{u.message.unwrap_or_default()}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        <h2>"Outputs"</h2>
+        {move || {
+            let shown = outputs.get();
+            if shown.is_empty() {
+                return view! { <p class="note">"Outputs appear here as units are verified."</p> }.into_any();
+            }
+            view! {
+                <div class="outputs">
+                    {shown.into_iter().map(|(index, s)| {
+                        let name = format!("unit-{index}.{}", if s.image { "png" } else { "out" });
+                        view! {
+                            <figure>
+                                {s.image.then(|| view! { <img src=s.href.clone() alt=format!("output of unit {index}")/> })}
+                                <figcaption><a href=s.href download=name.clone()>{format!("{name} ({} bytes)", s.bytes)}</a></figcaption>
+                            </figure>
+                        }
+                    }).collect_view()}
+                </div>
+            }
+            .into_any()
+        }}
+        <h2>"Log"</h2>
+        <pre class="log" aria-live="polite">
+            {move || logs.get().into_iter().map(|l| format!("unit {} {} {:<5} {}\n", l.unit, short(&l.provider), l.level, l.message)).collect::<String>()}
+        </pre>
+    }
+}
