@@ -68,6 +68,13 @@ try {
     const figures = await page.textContent('section[aria-label="Balance"]');
     console.log(`BALANCE ${figures.replace(/\s+/g, ' ').trim()}`);
     await page.screenshot({ path: `${shots}/wallet-after-job.png`, fullPage: true });
+    // A provider that ran the unit, and its charts.
+    await page.click('nav >> text=Providers');
+    await page.click('td a[href^="/providers/"]');
+    await page.waitForSelector('figure.chart svg rect.bar:not([height="0.0"])', { state: 'attached' }); // it ran the unit this hour
+    const charts = await page.$$eval('figure.chart svg', (svgs) => svgs.length);
+    if (charts !== 3) throw new Error(`expected 3 charts, saw ${charts}`);
+    await page.screenshot({ path: `${shots}/provider-dashboard.png`, fullPage: true });
   }
   console.log('DONE');
 } finally {

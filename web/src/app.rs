@@ -57,6 +57,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/packages") view=Packages ssr=SsrMode::Async/>
                     <Route path=path!("/packages/:name") view=PackagePage ssr=SsrMode::Async/>
                     <Route path=path!("/providers") view=Providers ssr=SsrMode::Async/>
+                    <Route path=path!("/providers/:id") view=ProviderPage ssr=SsrMode::Async/>
                     <Route path=path!("/account") view=Account ssr=SsrMode::Async/>
                     <Route path=path!("/submit") view=Submit ssr=SsrMode::Async/>
                     <Route path=path!("/jobs/:id") view=JobPage ssr=SsrMode::Async/>

@@ -23,8 +23,8 @@ use crate::verify::{ResultVerifier, VerifyLimits};
 use std::sync::Arc;
 use agora_wire::KeyId;
 use agora_wire::api::{
-    Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
-    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo,
+    ActivityBucket, Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
+    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo,
     UnitLimits,
 };
 use base64::Engine as _;
@@ -338,6 +338,59 @@ impl Jobs {
             .collect::<Result<Vec<_>, ApiError>>()?;
         let next = lines.last().map(|l| l.seq).unwrap_or(after);
         Ok(JobLogs { lines, next })
+    }
+
+    /// What `provider` did over the last `buckets` buckets of `bucket_ms`
+    /// up to `now`: results returned, credits earned, slots busy. Public,
+    /// like the rest of a provider's record.
+    pub async fn activity(&self, provider: &str, bucket_ms: i64, buckets: usize, now: i64) -> Result<ProviderActivity, ApiError> {
+        let bucket_ms = bucket_ms.clamp(60_000, 7 * 24 * 3600 * 1000);
+        let buckets = buckets.clamp(1, 200);
+        let p = sqlx::query("SELECT max_concurrent FROM providers WHERE id = $1")
+            .bind(provider)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no provider `{provider}`")))?;
+        let max_concurrent = p.try_get::<i64, _>("max_concurrent")?.max(1);
+        let start = now - bucket_ms * buckets as i64;
+        let rows = sqlx::query(
+            "SELECT created_at_ms, answered_at_ms, expires_at_ms, state, cost, paid FROM leases WHERE provider = $1 AND created_at_ms >= $2 ORDER BY created_at_ms LIMIT 100000",
+        )
+        .bind(provider)
+        .bind(start)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut out: Vec<ActivityBucket> =
+            (0..buckets).map(|i| ActivityBucket { start_ms: start + i as i64 * bucket_ms, units: 0, earned: 0, utilization: 0.0 }).collect();
+        let mut busy = vec![0i64; buckets];
+        for r in &rows {
+            let created: i64 = r.try_get("created_at_ms")?;
+            let answered: Option<i64> = r.try_get("answered_at_ms")?;
+            let state: String = r.try_get("state")?;
+            // A running lease is busy until now; a lost one until it expired.
+            let end = answered.unwrap_or(if state == "active" { now } else { r.try_get::<i64, _>("expires_at_ms")?.min(now) });
+            let at = |t: i64| ((t - start) / bucket_ms).clamp(0, buckets as i64 - 1) as usize;
+            if let Some(t) = answered {
+                out[at(t)].units += 1;
+            }
+            if r.try_get::<i64, _>("paid")? == 1 {
+                let cost = r.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
+                out[at(created)].earned += cost - cost * self.config.fee_bps / 10_000;
+            }
+            // Spread the busy time over the buckets it covers.
+            let mut t = created.max(start);
+            while t < end {
+                let b = at(t);
+                let bucket_end = start + (b as i64 + 1) * bucket_ms;
+                let until = end.min(bucket_end);
+                busy[b] += until - t;
+                t = until;
+            }
+        }
+        for (b, ms) in out.iter_mut().zip(busy) {
+            b.utilization = (ms as f64 / (bucket_ms * max_concurrent) as f64).min(1.0);
+        }
+        Ok(ProviderActivity { provider: provider.to_string(), bucket_ms, max_concurrent: max_concurrent as u32, buckets: out })
     }
 
     // ------------------------------------------------------------ buyers
@@ -759,7 +812,7 @@ impl Jobs {
             }
         };
         sqlx::query(
-            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, cost = $9 WHERE id = $10",
+            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, cost = $9, answered_at_ms = $11 WHERE id = $10",
         )
         .bind(state)
         .bind(&report.outcome)
@@ -771,6 +824,7 @@ impl Jobs {
         .bind(&report.signature)
         .bind(cost as i64)
         .bind(lease_id)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         let mut marks = Vec::new();

@@ -141,6 +141,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/packages/{name}/versions/{version}/component", get(routes::download))
         .route("/api/v1/providers", get(routes::providers).post(routes::register_provider))
         .route("/api/v1/providers/heartbeat", post(routes::heartbeat))
+        .route("/api/v1/providers/{provider}/activity", get(routes::provider_activity))
         .route("/api/v1/leases", post(routes::lease))
         .route("/api/v1/jobs/{job}", get(routes::job))
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))

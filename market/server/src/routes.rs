@@ -9,7 +9,7 @@ use agora_wire::api::{
     AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
-    UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress,
+    UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -29,14 +29,14 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
-        blob, stats, job_logs, job_events
+        blob, stats, job_logs, job_events, provider_activity
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
-        LeaseProgress, LogLine, Progress
+        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket
     ))
 )]
 pub struct ApiDoc;
@@ -362,6 +362,35 @@ pub async fn my_jobs(State(state): State<AppState>, method: Method, uri: Uri, he
 pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<JobInfo>, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     Ok(Json(state.jobs.info(&job).await?))
+}
+
+#[derive(Deserialize)]
+pub struct ActivityQuery {
+    /// Bucket length in seconds (60 to 7 days).
+    #[serde(default = "default_bucket_s")]
+    bucket_s: i64,
+    /// Buckets, up to now (1 to 200).
+    #[serde(default = "default_buckets")]
+    buckets: usize,
+}
+
+fn default_bucket_s() -> i64 {
+    3600
+}
+
+fn default_buckets() -> usize {
+    24
+}
+
+/// What a provider did over time: results, earnings, utilization.
+#[utoipa::path(get, path = "/api/v1/providers/{provider}/activity", params(("provider" = String, Path), ("bucket_s" = Option<i64>, Query), ("buckets" = Option<usize>, Query)),
+    responses((status = 200, body = ProviderActivity), (status = 404, body = ErrorBody)))]
+pub async fn provider_activity(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    Query(q): Query<ActivityQuery>,
+) -> Result<Json<ProviderActivity>, ApiError> {
+    Ok(Json(state.jobs.activity(&provider, q.bucket_s.saturating_mul(1000), q.buckets, state.now_ms()).await?))
 }
 
 #[derive(Deserialize)]

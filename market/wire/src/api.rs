@@ -335,6 +335,28 @@ pub struct ProviderInfo {
     pub units_done: u64,
 }
 
+/// What a provider did over time, in equal buckets (oldest first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProviderActivity {
+    pub provider: String,
+    pub bucket_ms: i64,
+    pub max_concurrent: u32,
+    pub buckets: Vec<ActivityBucket>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ActivityBucket {
+    pub start_ms: i64,
+    /// Results returned (any outcome).
+    pub units: u64,
+    /// Credits paid to the provider for leases started in this bucket.
+    pub earned: u64,
+    /// Share of the provider's slots busy (0..1).
+    pub utilization: f64,
+}
+
 /// Per-unit limits a buyer asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -4,6 +4,7 @@ mod account;
 mod home;
 mod job;
 mod packages;
+mod provider;
 mod providers;
 mod submit;
 
@@ -11,6 +12,7 @@ pub use account::Account;
 pub use home::Home;
 pub use job::JobPage;
 pub use packages::{PackagePage, Packages};
+pub use provider::ProviderPage;
 pub use providers::Providers;
 pub use submit::Submit;
 

@@ -50,7 +50,7 @@ fn ProviderRow(p: ProviderInfo) -> impl IntoView {
     );
     view! {
         <tr>
-            <td><code title=p.id.clone()>{short(&p.id)}</code></td>
+            <td><a href=format!("/providers/{}", p.id)><code title=p.id.clone()>{short(&p.id)}</code></a></td>
             <td>{if p.online { "online" } else { "offline" }}</td>
             <td>{hardware}</td>
             <td>

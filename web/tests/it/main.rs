@@ -102,6 +102,12 @@ async fn every_page_renders_on_the_server_with_its_data() {
     assert!(providers.contains("16 cores, 64 GiB, llvmpipe (vulkan)"), "{providers}");
     assert!(providers.contains("12 / 3"), "the asks");
 
+    let provider_id = providers.split("/providers/").nth(1).and_then(|rest| rest.split('"').next()).expect("a link to the provider's page").to_string();
+    let (status, dashboard) = page(&base, &format!("/providers/{provider_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(dashboard.matches("<svg").count(), 3, "three charts, drawn on the server: {dashboard}");
+    assert_eq!(dashboard.matches(r#"class="bar""#).count(), 72, "24 hourly bars each");
+    assert!(dashboard.contains("Credits earned per hour"));
     let (status, _) = page(&base, "/no/such/page").await;
     assert_eq!(status, 404);
     let (_, account) = page(&base, "/account").await;
@@ -148,7 +154,7 @@ async fn pages_hydrate_in_headless_chromium_and_are_photographed() {
     assert!(html.contains(r#"data-hydrated="true""#), "the browser half took over the page: {html}\n{}", String::from_utf8_lossy(&dom.stderr));
     assert!(html.contains("Mandelbrot views as PNG"), "{html}");
     // One picture per page, at desktop and phone widths, for reviewers.
-    for (name, path) in [("home", "/"), ("packages", "/packages"), ("package", "/packages/mandelbrot"), ("providers", "/providers")] {
+    for (name, path) in [("home", "/"), ("packages", "/packages"), ("package", "/packages/mandelbrot"), ("providers", "/providers"), ("submit", "/submit")] {
         for (size, window) in [("desktop", "1280,900"), ("phone", "390,844")] {
             let file = shots.join(format!("{name}-{size}.png"));
             let _ = std::fs::remove_file(&file);

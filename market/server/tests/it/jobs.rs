@@ -119,6 +119,16 @@ both_dbs!(two_new_providers_agree_and_are_paid, async |m: &TestMarket| {
     let (status, out) = call_on(&m.state, "GET", &format!("/api/v1/jobs/{id}/units/0/output"), None, Some(&buyer), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(out, Value::String("out".into()));
+    // Each provider's activity shows its result and what it earned.
+    let (status, activity) = m.call("GET", &format!("/api/v1/providers/{}/activity?bucket_s=3600&buckets=24", p1.id()), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{activity}");
+    let buckets = activity["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 24);
+    let sum = |field: &str| buckets.iter().map(|b| b[field].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("units"), sum("earned")), (1, 19), "{activity}");
+    assert!(buckets.last().unwrap()["utilization"].as_f64().unwrap() >= 0.0);
+    let (status, _) = m.call("GET", "/api/v1/providers/nobody/activity", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // Settling again pays nothing twice.
     m.state.jobs.settle(&id, m.state.now_ms()).await.unwrap();
     assert_conserved(m, &buyer, 1000, &job(m, &buyer, &id).await, &[&p1, &p2]).await;

@@ -77,6 +77,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/providers"),
         ("post", "/api/v1/providers"),
         ("post", "/api/v1/providers/heartbeat"),
+        ("get", "/api/v1/providers/{provider}/activity"),
         ("post", "/api/v1/leases"),
         ("post", "/api/v1/leases/{lease}/result"),
         ("get", "/api/v1/jobs"),
