@@ -264,6 +264,16 @@ impl Registry {
         Ok(entry)
     }
 
+    /// Every category with its number of packages, largest first.
+    pub async fn categories(&self) -> Result<Vec<agora_wire::api::Category>, ApiError> {
+        let rows = sqlx::query("SELECT category, COUNT(*) AS n FROM packages GROUP BY category ORDER BY n DESC, category LIMIT 200")
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(agora_wire::api::Category { name: r.try_get("category")?, packages: r.try_get::<i64, _>("n")? as u64 }))
+            .collect()
+    }
+
     pub async fn search(
         &self,
         query: Option<&str>,

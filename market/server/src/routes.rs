@@ -9,7 +9,7 @@ use agora_wire::api::{
     AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
-    UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket,
+    UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -29,14 +29,14 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
-        blob, stats, job_logs, job_events, provider_activity
+        blob, stats, job_logs, job_events, provider_activity, categories
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
-        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket
+        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category
     ))
 )]
 pub struct ApiDoc;
@@ -362,6 +362,12 @@ pub async fn my_jobs(State(state): State<AppState>, method: Method, uri: Uri, he
 pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<JobInfo>, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     Ok(Json(state.jobs.info(&job).await?))
+}
+
+/// Package categories with their sizes.
+#[utoipa::path(get, path = "/api/v1/categories", responses((status = 200, body = Vec<Category>)))]
+pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<Category>>, ApiError> {
+    Ok(Json(state.registry.categories().await?))
 }
 
 #[derive(Deserialize)]

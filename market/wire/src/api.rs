@@ -335,6 +335,14 @@ pub struct ProviderInfo {
     pub units_done: u64,
 }
 
+/// A package category and how many packages it has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Category {
+    pub name: String,
+    pub packages: u64,
+}
+
 /// What a provider did over time, in equal buckets (oldest first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -2,20 +2,28 @@
 //! publisher key, WIT world and how to run it.
 
 use super::*;
-use agora_wire::api::{PackageInfo, PackageSummary, Page};
+use agora_wire::api::{Category, PackageInfo, PackageSummary, Page};
 
 #[component]
 pub fn Packages() -> impl IntoView {
     let base = market();
     let query = use_query_map();
+    // (text, sort, category): sorted by downloads unless asked otherwise.
     let search = move || {
         let q = query.read();
-        (q.get("q").unwrap_or_default(), q.get("sort").unwrap_or_default())
+        let sort = q.get("sort").filter(|s| !s.is_empty()).unwrap_or_else(|| "downloads".into());
+        (q.get("q").unwrap_or_default(), sort, q.get("category").unwrap_or_default())
     };
-    let packages = Resource::new(search, move |(q, sort)| {
+    let categories = Resource::new(|| (), {
         let base = base.clone();
-        async move { api::get::<Page<PackageSummary>>(base, format!("/api/v1/packages{}", api::query(&[("q", &q), ("sort", &sort)]))).await }
+        move |_| api::get::<Vec<Category>>(base.clone(), "/api/v1/categories".into())
     });
+    let packages = Resource::new(search, move |(q, sort, category)| {
+        let base = base.clone();
+        let path = format!("/api/v1/packages{}", api::query(&[("q", &q), ("sort", &sort), ("category", &category)]));
+        async move { api::get::<Page<PackageSummary>>(base, path).await }
+    });
+    let category_link = move |name: &str| format!("/packages{}", api::query(&[("q", &search().0), ("sort", &search().1), ("category", name)]));
     view! {
         <Title text="Packages · Agora"/>
         <h1>"Packages"</h1>
@@ -24,11 +32,30 @@ pub fn Packages() -> impl IntoView {
             <input id="q" name="q" type="search" value=move || search().0/>
             <label for="sort">"Sort by"</label>
             <select id="sort" name="sort">
-                <option value="downloads" selected=move || search().1 != "recent">"downloads"</option>
+                <option value="downloads" selected=move || search().1 == "downloads">"downloads"</option>
                 <option value="recent" selected=move || search().1 == "recent">"recently updated"</option>
+                <option value="name" selected=move || search().1 == "name">"name"</option>
             </select>
+            <input type="hidden" name="category" value=move || search().2/>
             <button type="submit">"Search"</button>
         </form>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                categories.await.ok().map(|list| view! {
+                    <nav class="categories" aria-label="Categories">
+                        <a href=category_link("") aria-current=move || search().2.is_empty().then_some("page")>"all"</a>
+                        {list.into_iter().map(|c| {
+                            let current = c.name.clone();
+                            view! {
+                                <a href=category_link(&c.name) aria-current=move || (search().2 == current).then_some("page")>
+                                    {format!("{} ({})", c.name, c.packages)}
+                                </a>
+                            }
+                        }).collect_view()}
+                    </nav>
+                })
+            })}
+        </Suspense>
         <Suspense fallback=|| view! { <p>"Searching…"</p> }>
             {move || Suspend::new(async move {
                 match packages.await {

@@ -19,6 +19,14 @@ pub fn Submit() -> impl IntoView {
     let replicas = RwSignal::new(1u32);
     let timeout_s = RwSignal::new(60u64);
     let files: NodeRef<Input> = NodeRef::new();
+    let folder: NodeRef<Input> = NodeRef::new();
+    // A folder picker (Chromium, Firefox, Safari all read this attribute);
+    // set in the browser, where picking happens.
+    Effect::new(move |_| {
+        if let Some(input) = folder.get() {
+            let _ = input.set_attribute("webkitdirectory", "");
+        }
+    });
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
     let navigate = leptos_router::hooks::use_navigate();
@@ -28,7 +36,9 @@ pub fn Submit() -> impl IntoView {
             error.set(Some("create or import a key on your account page first".into()));
             return;
         };
-        let inputs = files.get().and_then(|i| i.files());
+        // The chosen files, or else every file of the chosen folder.
+        let chosen = |input: NodeRef<Input>| input.get().and_then(|i| i.files()).filter(|l| l.length() > 0);
+        let inputs = chosen(files).or_else(|| chosen(folder));
         let navigate = navigate.clone();
         busy.set(true);
         error.set(None);
@@ -72,6 +82,8 @@ pub fn Submit() -> impl IntoView {
             <input id="version" name="version" prop:value=move || version.get() on:input=move |ev| version.set(event_target_value(&ev))/>
             <label for="inputs">"Inputs: one file per work unit"</label>
             <input id="inputs" name="inputs" type="file" multiple node_ref=files/>
+            <label for="folder">"Or a folder: one work unit per file in it"</label>
+            <input id="folder" name="folder" type="file" node_ref=folder/>
             <label for="max-price">"Price cap (credits, held in escrow until the job ends)"</label>
             <input id="max-price" name="max-price" type="number" min="1" prop:value=move || max_price.get().to_string()
                 on:input=move |ev| max_price.set(event_target_value(&ev).parse().unwrap_or(0))/>

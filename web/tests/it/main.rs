@@ -83,6 +83,11 @@ async fn every_page_renders_on_the_server_with_its_data() {
     assert!(list.contains(r#"<a href="/packages/mandelbrot">mandelbrot</a>"#), "{list}");
     assert!(list.contains(r#"value="image""#), "the search box keeps the query: {list}");
     assert!(list.contains(r#"<label for="q">"#), "labelled inputs");
+    assert!(list.contains("graphics (1)"), "categories with their sizes: {list}");
+    let (_, other) = page(&base, "/packages?category=audio").await;
+    assert!(other.contains("No package matches."), "a category filters: {other}");
+    let (_, graphics) = page(&base, "/packages?category=graphics&sort=recent").await;
+    assert!(graphics.contains(r#"href="/packages/mandelbrot""#), "{graphics}");
     let (_, none) = page(&base, "/packages?q=no-such-thing").await;
     assert!(none.contains("No package matches."), "{none}");
 

@@ -69,6 +69,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/accounts/{account}/transfers"),
         ("get", "/api/v1/operator/invariants"),
         ("get", "/api/v1/packages"),
+        ("get", "/api/v1/categories"),
         ("get", "/api/v1/packages/{name}"),
         ("post", "/api/v1/packages/{name}/versions"),
         ("get", "/api/v1/packages/{name}/log"),
