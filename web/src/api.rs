@@ -26,15 +26,7 @@ pub async fn get<T: DeserializeOwned + Send + 'static>(base: MarketUrl, path: St
     {
         // Same origin: the market serves the pages.
         let (request, _) = browser_get(&format!("{}{path}", base.0));
-        send_wrapper::SendWrapper::new(async move {
-            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
-            if !response.ok() {
-                let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
-                return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
-            }
-            response.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
-        })
-        .await
+        fetch_json(request.build()).await
     }
     #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
     {
@@ -57,20 +49,7 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
 pub async fn get_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
     #[cfg(feature = "hydrate")]
     {
-        let (mut request, sent_path) = browser_get(&path);
-        let headers = agora_wire::auth::sign_request(key, "GET", &sent_path, &[], js_sys::Date::now() as i64);
-        for (name, value) in &headers {
-            request = request.header(name, value);
-        }
-        send_wrapper::SendWrapper::new(async move {
-            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
-            if !response.ok() {
-                let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
-                return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
-            }
-            response.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
-        })
-        .await
+        fetch_json(signed_get(key, &path).build()).await
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -96,6 +75,48 @@ fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
     (gloo_net::http::Request::get(base).query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))), sent)
 }
 
+/// `request` with the four signature headers over `method`, `path` (as
+/// sent) and `body`.
+#[cfg(feature = "hydrate")]
+fn signed(
+    key: &agora_wire::Keypair,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    mut request: gloo_net::http::RequestBuilder,
+) -> gloo_net::http::RequestBuilder {
+    for (name, value) in &agora_wire::auth::sign_request(key, method, path, body, js_sys::Date::now() as i64) {
+        request = request.header(name, value);
+    }
+    request
+}
+
+/// A signed browser GET of `path`.
+#[cfg(feature = "hydrate")]
+fn signed_get(key: &agora_wire::Keypair, path: &str) -> gloo_net::http::RequestBuilder {
+    let (request, sent_path) = browser_get(path);
+    signed(key, "GET", &sent_path, &[], request)
+}
+
+/// Send `request`; an answer other than 2xx becomes the market's error
+/// message.
+#[cfg(feature = "hydrate")]
+async fn fetch(request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<gloo_net::http::Response, String> {
+    let response = request.map_err(|e| e.to_string())?.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+    if !response.ok() {
+        let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
+        return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
+    }
+    Ok(response)
+}
+
+/// [`fetch`], then the answer as JSON (`Send` for Leptos resources: the
+/// browser has one thread).
+#[cfg(feature = "hydrate")]
+async fn fetch_json<T: DeserializeOwned>(request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<T, String> {
+    send_wrapper::SendWrapper::new(async move { fetch(request).await?.json::<T>().await.map_err(|e| format!("unexpected response: {e}")) }).await
+}
+
 /// POST `body` as JSON to `path`, signed with `key` (browser only).
 pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'static>(
     key: &agora_wire::Keypair,
@@ -105,21 +126,9 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
     #[cfg(feature = "hydrate")]
     {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let headers = agora_wire::auth::sign_request(key, "POST", &path, &bytes, js_sys::Date::now() as i64);
-        let mut request = gloo_net::http::Request::post(&path).header("content-type", "application/json");
-        for (name, value) in &headers {
-            request = request.header(name, value);
-        }
-        let request = request.body(js_sys::Uint8Array::from(&bytes[..])).map_err(|e| e.to_string())?;
-        send_wrapper::SendWrapper::new(async move {
-            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
-            if !response.ok() {
-                let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
-                return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
-            }
-            response.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
-        })
-        .await
+        let request = signed(key, "POST", &path, &bytes, gloo_net::http::Request::post(&path).header("content-type", "application/json"))
+            .body(js_sys::Uint8Array::from(&bytes[..]));
+        fetch_json(request).await
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -132,18 +141,8 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
 pub async fn get_signed_bytes(key: &agora_wire::Keypair, path: String) -> Result<Vec<u8>, String> {
     #[cfg(feature = "hydrate")]
     {
-        let (mut request, sent_path) = browser_get(&path);
-        for (name, value) in &agora_wire::auth::sign_request(key, "GET", &sent_path, &[], js_sys::Date::now() as i64) {
-            request = request.header(name, value);
-        }
-        send_wrapper::SendWrapper::new(async move {
-            let response = request.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
-            if !response.ok() {
-                return Err(format!("HTTP {}", response.status()));
-            }
-            response.binary().await.map_err(|e| e.to_string())
-        })
-        .await
+        let request = signed_get(key, &path).build();
+        send_wrapper::SendWrapper::new(async move { fetch(request).await?.binary().await.map_err(|e| e.to_string()) }).await
     }
     #[cfg(not(feature = "hydrate"))]
     {
