@@ -67,6 +67,11 @@ impl Buffer {
         Ok(T::from_le_bytes(&self.0.read(0, self.0.size())?))
     }
 
+    /// Wait for queued GPU work, then read `count` elements at byte `offset`.
+    pub fn read_at<T: Element>(&self, offset: u64, count: usize) -> Result<Vec<T>> {
+        Ok(T::from_le_bytes(&self.0.read(offset, (count * std::mem::size_of::<T>()) as u64)?))
+    }
+
     pub(crate) fn to_blob(&self) -> Result<crate::bindings::job::agora::compute::data::Blob> {
         Ok(self.0.to_blob()?)
     }

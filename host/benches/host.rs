@@ -407,7 +407,7 @@ fn main() {
             let ba = raw.buffer(&a_bytes, wgpu::BufferUsages::STORAGE);
             let bb = raw.buffer(&b_bytes, wgpu::BufferUsages::STORAGE);
             let bc = raw.buffer(&vec![0u8; (4 * m * n) as usize], wgpu::BufferUsages::STORAGE);
-            raw.dispatch(&matmul, &[&p, &ba, &bb, &bc], [n.div_ceil(64), m.div_ceil(64), 1]);
+            raw.dispatch(&matmul, &[&p, &ba, &bb, &bc], [n.div_ceil(agora_kernels::MATMUL_TILE), m.div_ceil(agora_kernels::MATMUL_TILE), 1]);
             std::hint::black_box(raw.read(&bc));
         });
         rows.push(Row { name: "matmul 512^3 (large kernel): guest vs raw wgpu", host, base, goal: 1.03 });

@@ -65,7 +65,7 @@ pub struct WorkerPool {
     config: PoolConfig,
     idle: Mutex<Vec<Worker>>,
     returned: Condvar,
-    adapter: Option<AdapterInfo>,
+    devices: Vec<AdapterInfo>,
     counters: Mutex<PoolCounters>,
 }
 
@@ -100,10 +100,10 @@ impl WorkerPool {
     /// Start `config.workers` workers and wait until each has opened its GPU.
     pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
         let mut workers = Vec::new();
-        let mut adapter = None;
+        let mut devices = Vec::new();
         for _ in 0..config.workers.max(1) {
             let (worker, hello) = spawn(&config)?;
-            adapter = hello.adapter;
+            devices = hello.devices;
             workers.push(worker);
         }
         let counters = PoolCounters { started: workers.len() as u64, ..Default::default() };
@@ -111,14 +111,19 @@ impl WorkerPool {
             config,
             idle: Mutex::new(workers),
             returned: Condvar::new(),
-            adapter,
+            devices,
             counters: Mutex::new(counters),
         })
     }
 
-    /// The adapter workers run jobs on.
+    /// The adapter workers run jobs on by default.
     pub fn adapter(&self) -> Option<&AdapterInfo> {
-        self.adapter.as_ref()
+        self.devices.first()
+    }
+
+    /// Every device workers may run jobs on (CUDA and wgpu on an NVIDIA host).
+    pub fn devices(&self) -> &[AdapterInfo] {
+        &self.devices
     }
 
     pub fn counters(&self) -> PoolCounters {
@@ -234,7 +239,7 @@ impl WorkerPool {
     fn failed(&self, component: &ComponentBytes, started: Instant, outcome: Outcome) -> JobResult {
         self.counters.lock().expect("counters lock").jobs += 1;
         let mut report = RunReport::new(outcome, component.digest.clone());
-        report.adapter = self.adapter.clone();
+        report.adapter = self.devices.first().cloned();
         report.wall_time = started.elapsed();
         JobResult { report, output: None }
     }

@@ -18,7 +18,8 @@ const MAX_BODY_BYTES: u64 = 8 << 30;
 /// Worker -> supervisor, once at start.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hello {
-    pub adapter: Option<AdapterInfo>,
+    /// Every device the worker may run jobs on; the first is its default.
+    pub devices: Vec<AdapterInfo>,
     /// Set when the worker could not start (for example `--gpu wgpu` without
     /// an adapter).
     pub error: Option<String>,

@@ -94,11 +94,19 @@ fn capabilities(pool: &WorkerPool) -> Capabilities {
         .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .map(|kib| kib * 1024)
         .unwrap_or(0);
-    let gpus = pool
-        .adapter()
-        .map(|a| vec![GpuDevice { name: a.name.clone(), backend: a.backend.clone(), device_type: a.device_type.clone() }])
-        .unwrap_or_default();
-    Capabilities { cpu_cores, memory_bytes, gpus, cuda: false, kind: "native".into() }
+    let gpus: Vec<GpuDevice> = pool
+        .devices()
+        .iter()
+        .map(|a| GpuDevice {
+            name: a.name.clone(),
+            backend: a.backend.clone(),
+            device_type: a.device_type.clone(),
+            memory_bytes: a.memory_bytes,
+            compute_capability: a.compute_capability.clone(),
+        })
+        .collect();
+    let cuda = gpus.iter().any(|g| g.backend == "cuda");
+    Capabilities { cpu_cores, memory_bytes, gpus, cuda, kind: "native".into() }
 }
 
 fn register(s: &Shared) {

@@ -41,6 +41,8 @@ pub struct LoadedComponent {
     pub has_verify: bool,
     /// How long compiling took.
     pub compile_time: Duration,
+    /// What it imports of the GPU contract (which backend it runs on).
+    pub gpu_needs: gpu::GpuNeeds,
 }
 
 /// Why a component was refused.
@@ -115,6 +117,11 @@ impl Runtime {
         self.gpu.info()
     }
 
+    /// Every GPU device jobs on this runtime may run on.
+    pub fn devices(&self) -> Vec<gpu::AdapterInfo> {
+        self.gpu.devices()
+    }
+
     /// Check, compile and link a component, or take it from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedComponent>, LoadError> {
         if bytes.len() > limits::MAX_COMPONENT_BYTES {
@@ -139,7 +146,8 @@ impl Runtime {
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = JobPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let loaded = Arc::new(LoadedComponent { digest, pre, has_verify, compile_time });
+        let gpu_needs = gpu_needs(&self.engine, &component);
+        let loaded = Arc::new(LoadedComponent { digest, pre, has_verify, compile_time, gpu_needs });
         tracing::debug!(digest = %hex(&digest), ms = compile_time.as_millis() as u64, "compiled component");
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.order.len() >= MAX_CACHED_COMPONENTS {
@@ -221,7 +229,8 @@ impl Runtime {
             report.outcome = Outcome::Refused { message };
             return (report, None);
         }
-        let session = self.gpu.open_session(limits.gpu);
+        let session = self.gpu.open_session(limits.gpu, component.gpu_needs);
+        report.adapter = session.adapter();
         let mut store = Store::new(&self.engine, JobState::new(session, report.adapter.clone(), *limits));
         store.data_mut().set_live(live);
         store.limiter(|s| &mut s.limiter);
@@ -355,4 +364,20 @@ fn spawn_epoch_ticker(engine: &Engine) {
 /// A log line, cut to the host's limit.
 pub(crate) fn log_line(level: &str, message: String) -> LogLine {
     LogLine { level: level.into(), message: truncated(message, limits::MAX_LOG_LINE_BYTES) }
+}
+
+/// Whether a component compiles its own WGSL: wit-component keeps only the
+/// functions a module really imports, so the instance type names them.
+fn gpu_needs(engine: &Engine, component: &Component) -> gpu::GpuNeeds {
+    use wasmtime::component::types::ComponentItem;
+    let wgsl = component.component_type().imports(engine).any(|(name, item)| {
+        name.starts_with("agora:compute/gpu")
+            && match item.ty {
+                ComponentItem::ComponentInstance(instance) => {
+                    instance.exports(engine).any(|(f, _)| f == "[static]shader.wgsl" || f == "dispatch")
+                }
+                _ => false,
+            }
+    });
+    gpu::GpuNeeds { wgsl }
 }

@@ -20,11 +20,11 @@ pub fn main(gpu: GpuChoice) -> i32 {
     let runtime = match Runtime::new(RuntimeConfig { gpu }) {
         Ok(r) => r,
         Err(e) => {
-            let _ = write_frame(&mut *output.lock().expect("stdout lock"), &Hello { adapter: None, error: Some(e.to_string()) }, &[]);
+            let _ = write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: Vec::new(), error: Some(e.to_string()) }, &[]);
             return 1;
         }
     };
-    if write_frame(&mut *output.lock().expect("stdout lock"), &Hello { adapter: runtime.adapter(), error: None }, &[]).is_err() {
+    if write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: runtime.devices(), error: None }, &[]).is_err() {
         return 1;
     }
     loop {

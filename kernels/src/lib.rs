@@ -1,4 +1,5 @@
 //! The standard kernel library: the WGSL sources every GPU backend can run,
+//! the CUDA C sources of the native CUDA path,
 //! the CPU reference implementations they are checked against, and the
 //! tolerances those checks use.
 //!
@@ -22,7 +23,7 @@ pub const SAXPY_WORKGROUP: u32 = 256;
 /// WGSL source of `matmul`: bindings params (uniform {m, n, k}), a, b, c.
 pub const MATMUL_WGSL: &str = include_str!("../wgsl/matmul.wgsl");
 /// Side of the square tile of C one `matmul` workgroup computes.
-pub const MATMUL_TILE: u32 = 64;
+pub const MATMUL_TILE: u32 = 128;
 
 /// WGSL source of `sum`: entries `partial` and `finish`; bindings params
 /// (uniform {n, groups}), input, partials, out.
@@ -37,6 +38,17 @@ pub const SUM_MAX_GROUPS: u32 = 1024;
 pub fn sum_groups(n: u32) -> u32 {
     n.div_ceil(SUM_WORKGROUP).clamp(1, SUM_MAX_GROUPS)
 }
+
+/// CUDA C source of `saxpy` (kernel `saxpy(a, x, y, n)`), compiled at run
+/// time by the CUDA backend (NVRTC).
+pub const SAXPY_CU: &str = include_str!("../cuda/saxpy.cu");
+/// Threads per block of the CUDA `saxpy`.
+pub const SAXPY_CUDA_BLOCK: u32 = 256;
+
+/// CUDA C source of `sum` (kernels `sum_partial` and `sum_finish`; the same
+/// two passes, group counts and block size as the WGSL `sum`). `matmul` has
+/// no CUDA source: the CUDA backend calls cuBLAS SGEMM.
+pub const SUM_CU: &str = include_str!("../cuda/sum.cu");
 
 /// One unit of f32 rounding (2^-24).
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;

@@ -22,7 +22,8 @@ pub struct HostArgs {
     /// Work units run at once (one warm worker process each).
     #[arg(long, default_value_t = 2)]
     max_concurrent: u32,
-    /// GPU backend: auto, wgpu or none.
+    /// GPU backend: auto (CUDA for kernel-only jobs on NVIDIA, wgpu for the rest),
+    /// wgpu, cuda (fail without CUDA), or none.
     #[arg(long, default_value = "auto")]
     gpu: GpuChoice,
     /// Seconds between heartbeats.
@@ -41,7 +42,8 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         workers: args.max_concurrent.max(1) as usize,
         gpu: args.gpu,
     })?;
-    let adapter = pool.adapter().map(|a| format!("{} ({})", a.name, a.backend)).unwrap_or_else(|| "no GPU".into());
+    let devices: Vec<String> = pool.devices().iter().map(|a| format!("{} ({})", a.name, a.backend)).collect();
+    let adapter = if devices.is_empty() { "no GPU".to_string() } else { devices.join(" + ") };
     eprintln!(
         "agora host {} on {}: {} workers, {adapter}",
         client.key().expect("signed").id(),

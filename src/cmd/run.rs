@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// gpu-dispatches=N, gpu-time=DURATION.
     #[arg(short = 'W', value_name = "NAME=VALUE")]
     limits: Vec<String>,
-    /// GPU backend: auto (wgpu when an adapter is found), wgpu, or none.
+    /// GPU backend: auto (CUDA for kernel-only jobs on NVIDIA, else wgpu when an
+    /// adapter is found), wgpu, cuda (fail without CUDA), or none.
     #[arg(long, default_value = "auto")]
     gpu: GpuChoice,
     /// Print the run report as JSON instead of text.

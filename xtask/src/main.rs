@@ -15,6 +15,7 @@ Tasks:
   bench host     host runtime benchmarks (ratios against baselines in the same run)
   bench market   ledger and registry benchmarks (SQLite and PostgreSQL)
   bench lifecycle  job lifecycle throughput vs bare SQL, and a 1,000-provider scale run
+  bench gpu      matmul 4096^3 on CUDA and on wgpu vs cuBLAS, and the fp32 peak fraction (NVIDIA GPU)
 ";
 
 /// The wasm target jobs are built for.
@@ -33,6 +34,7 @@ fn main() -> Result<()> {
         ["bench", "host"] => bench_host(),
         ["bench", "market"] => bench_market(),
         ["bench", "lifecycle"] => bench_lifecycle(),
+        ["bench", "gpu"] => bench_gpu(),
         ["bench"] => bench_host().and_then(|()| bench_market()).and_then(|()| bench_lifecycle()),
         _ => {
             eprint!("{HELP}");
@@ -323,7 +325,8 @@ fn up() -> Result<()> {
     };
     for path in &guests {
         let name = path.file_stem().unwrap().to_string_lossy().replace('_', "-");
-        if name == "hostile" {
+        // Test guests (host/test-guests) are not products.
+        if matches!(name.as_str(), "hostile" | "kernel-loop") {
             continue;
         }
         let readme = std::fs::read_to_string(root().join("examples").join(&name).join("README.md")).unwrap_or_default();
@@ -385,6 +388,11 @@ fn bench_host() -> Result<()> {
     ensure_vulkan()?;
     examples()?;
     run(cargo().args(["bench", "-p", "agora-host", "--bench", "host"]))
+}
+
+fn bench_gpu() -> Result<()> {
+    examples()?;
+    run(cargo().args(["bench", "-p", "agora-host", "--bench", "gpu"]))
 }
 
 fn bench_market() -> Result<()> {

@@ -5,10 +5,14 @@
 //! and quotas. Buffers and shaders are named by ids that are only valid
 //! inside their session, so a job cannot name another job's buffers.
 //!
-//! Backends: [`wgpu_backend`] (Vulkan/Metal/DX12), [`NoGpu`] (every call
-//! fails with [`GpuError::Unavailable`]). A CUDA backend for the standard
-//! kernels plugs in behind the same two traits.
+//! Backends: [`wgpu_backend`] (Vulkan/Metal/DX12), [`cuda_backend`] (the
+//! standard kernels through cuBLAS and NVRTC), [`NoGpu`] (every call fails
+//! with [`GpuError::Unavailable`]). [`Routed`] holds CUDA and wgpu side by
+//! side and places each job on one of them from what its component imports
+//! ([`GpuNeeds`]); [`book`] keeps the per-job limits all of them enforce.
 
+pub(crate) mod book;
+pub mod cuda_backend;
 pub mod wgpu_backend;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,22 @@ pub struct AdapterInfo {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
+    /// Device memory, where the backend knows it (CUDA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// `major.minor` of a CUDA device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<String>,
+}
+
+/// What a job's component uses of the GPU contract, read from its imports
+/// when it is loaded: it decides which backend the job runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuNeeds {
+    /// The component imports `shader.wgsl` or `dispatch`: it runs its own
+    /// WGSL and needs wgpu. Otherwise it calls only the standard kernels
+    /// (or no GPU at all) and may run on CUDA.
+    pub wgsl: bool,
 }
 
 /// Per-job GPU limits, each enforced by the session.
@@ -88,7 +108,11 @@ pub enum KernelCall {
 pub trait GpuBackend: Send + Sync {
     /// The adapter, or `None` when there is no GPU.
     fn info(&self) -> Option<AdapterInfo>;
-    fn open_session(&self, quota: GpuQuota) -> Box<dyn GpuSession>;
+    /// Every device jobs may run on (the host reports them all).
+    fn devices(&self) -> Vec<AdapterInfo> {
+        self.info().into_iter().collect()
+    }
+    fn open_session(&self, quota: GpuQuota, needs: GpuNeeds) -> Box<dyn GpuSession>;
 }
 
 /// One job's GPU state. Dropping it frees everything the job allocated.
@@ -116,6 +140,8 @@ pub trait GpuSession: Send {
     /// True once the device hung or was lost: the worker must not run
     /// another job on it.
     fn poisoned(&self) -> bool;
+    /// The device this session runs on (`None` without a GPU).
+    fn adapter(&self) -> Option<AdapterInfo>;
 }
 
 /// The backend of a host without a GPU: every call is a clear error.
@@ -128,7 +154,7 @@ impl GpuBackend for NoGpu {
         None
     }
 
-    fn open_session(&self, _quota: GpuQuota) -> Box<dyn GpuSession> {
+    fn open_session(&self, _quota: GpuQuota, _needs: GpuNeeds) -> Box<dyn GpuSession> {
         Box::new(NoGpuSession(self.reason.clone()))
     }
 }
@@ -174,17 +200,52 @@ impl GpuSession for NoGpuSession {
     fn poisoned(&self) -> bool {
         false
     }
+    fn adapter(&self) -> Option<AdapterInfo> {
+        None
+    }
+}
+
+/// CUDA beside wgpu on one host: a job that only calls the standard
+/// kernels runs on CUDA, a job with its own WGSL on wgpu (or, without a
+/// wgpu adapter, gets `unavailable` from its first shader call).
+pub struct Routed {
+    pub cuda: cuda_backend::CudaBackend,
+    pub wgpu: Option<wgpu_backend::WgpuBackend>,
+}
+
+impl GpuBackend for Routed {
+    fn info(&self) -> Option<AdapterInfo> {
+        self.cuda.info()
+    }
+
+    fn devices(&self) -> Vec<AdapterInfo> {
+        self.cuda.info().into_iter().chain(self.wgpu.as_ref().and_then(|w| w.info())).collect()
+    }
+
+    fn open_session(&self, quota: GpuQuota, needs: GpuNeeds) -> Box<dyn GpuSession> {
+        match (&self.wgpu, needs.wgsl) {
+            (Some(wgpu), true) => wgpu.open_session(quota, needs),
+            (None, true) => Box::new(NoGpuSession(
+                "the job compiles WGSL shaders, and this host has CUDA but no wgpu adapter".into(),
+            )),
+            (_, false) => self.cuda.open_session(quota, needs),
+        }
+    }
 }
 
 /// Which GPU backend a host uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuChoice {
-    /// wgpu when an adapter is found, else none.
+    /// CUDA for kernel-only jobs where an NVIDIA GPU and its libraries
+    /// are found, wgpu for the rest (and for all jobs without CUDA), else none.
     #[default]
     Auto,
-    /// wgpu, or fail to start.
+    /// wgpu only, or fail to start.
     Wgpu,
+    /// CUDA for kernel-only jobs, or fail to start; jobs with their own WGSL
+    /// still run on wgpu when an adapter exists.
+    Cuda,
     /// No GPU: GPU calls return `unavailable`.
     None,
 }
@@ -194,6 +255,7 @@ impl GpuChoice {
         match self {
             GpuChoice::Auto => "auto",
             GpuChoice::Wgpu => "wgpu",
+            GpuChoice::Cuda => "cuda",
             GpuChoice::None => "none",
         }
     }
@@ -205,8 +267,9 @@ impl std::str::FromStr for GpuChoice {
         match s {
             "auto" => Ok(GpuChoice::Auto),
             "wgpu" => Ok(GpuChoice::Wgpu),
+            "cuda" => Ok(GpuChoice::Cuda),
             "none" => Ok(GpuChoice::None),
-            other => Err(format!("unknown GPU backend `{other}` (expected auto, wgpu or none)")),
+            other => Err(format!("unknown GPU backend `{other}` (expected auto, wgpu, cuda or none)")),
         }
     }
 }
@@ -216,12 +279,23 @@ pub fn open(choice: GpuChoice) -> Result<Box<dyn GpuBackend>, GpuError> {
     match choice {
         GpuChoice::None => Ok(Box::new(NoGpu { reason: "the host runs with --gpu none".into() })),
         GpuChoice::Wgpu => Ok(Box::new(wgpu_backend::WgpuBackend::new()?)),
-        GpuChoice::Auto => match wgpu_backend::WgpuBackend::new() {
-            Ok(backend) => Ok(Box::new(backend)),
-            Err(e) => {
-                tracing::warn!("no usable wgpu adapter, running without a GPU: {e}");
-                Ok(Box::new(NoGpu { reason: format!("no GPU adapter on this host ({e})") }))
+        GpuChoice::Cuda => {
+            let cuda = cuda_backend::CudaBackend::new(0)?;
+            Ok(Box::new(Routed { cuda, wgpu: wgpu_backend::WgpuBackend::new().ok() }))
+        }
+        GpuChoice::Auto => {
+            let wgpu = wgpu_backend::WgpuBackend::new();
+            match (cuda_backend::CudaBackend::new(0), wgpu) {
+                (Ok(cuda), wgpu) => Ok(Box::new(Routed { cuda, wgpu: wgpu.ok() })),
+                (Err(no_cuda), Ok(wgpu)) => {
+                    tracing::debug!("{no_cuda}");
+                    Ok(Box::new(wgpu))
+                }
+                (Err(no_cuda), Err(e)) => {
+                    tracing::warn!("no usable GPU, running without one: {e}; {no_cuda}");
+                    Ok(Box::new(NoGpu { reason: format!("no GPU adapter on this host ({e})") }))
+                }
             }
-        },
+        }
     }
 }

@@ -14,9 +14,9 @@
 //!   (a shader that never ends cannot be cancelled in-process): the worker
 //!   is then killed and replaced by its supervisor.
 
+use super::book::{self, SessionBook};
 use super::{
-    AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall,
-    ShaderId, Usage,
+    AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall, ShaderId, Usage,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +91,8 @@ impl WgpuBackend {
             }
             .into(),
             driver: format!("{} {}", raw.driver, raw.driver_info).trim().to_string(),
+            memory_bytes: None,
+            compute_capability: None,
         };
         let shared = Arc::new(Shared {
             device,
@@ -122,15 +124,13 @@ impl GpuBackend for WgpuBackend {
         Some(self.shared.info.clone())
     }
 
-    fn open_session(&self, quota: GpuQuota) -> Box<dyn GpuSession> {
+    fn open_session(&self, quota: GpuQuota, _needs: super::GpuNeeds) -> Box<dyn GpuSession> {
         Box::new(WgpuSession {
             shared: self.shared.clone(),
-            quota,
+            book: SessionBook::new(quota),
             buffers: HashMap::new(),
             shaders: HashMap::new(),
             next_id: 1,
-            bytes_live: 0,
-            stats: GpuStats::default(),
             poisoned: self.shared.lost.load(Ordering::SeqCst),
         })
     }
@@ -138,8 +138,20 @@ impl GpuBackend for WgpuBackend {
 
 impl Shared {
     /// Parse and validate `source` with naga, then create the module (cached).
-    fn compile(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
-        let digest = *blake3::hash(source.as_bytes()).as_bytes();
+    /// Parse, validate and create a module (cached by source and trust).
+    ///
+    /// `trusted` is for the standard kernels alone: their sources are ours,
+    /// every index they compute is guarded by the sizes the host checked
+    /// before the dispatch, so wgpu's injected bounds checks are dropped
+    /// (they cost several times the kernel's time on NVIDIA's compiler).
+    /// A guest's shader is always checked, even when its source is a
+    /// standard kernel's: the cache key tells the two apart.
+    fn compile(&self, source: &str, trusted: bool) -> Result<Arc<CompiledShader>, GpuError> {
+        let digest = if trusted {
+            *blake3::Hasher::new().update(b"agora trusted standard kernel\0").update(source.as_bytes()).finalize().as_bytes()
+        } else {
+            *blake3::hash(source.as_bytes()).as_bytes()
+        };
         if let Some(s) = self.shaders.lock().expect("shader cache lock").get(&digest) {
             return Ok(s.clone());
         }
@@ -188,10 +200,14 @@ impl Shared {
             return Err(GpuError::InvalidShader("the shader has no @compute entry point".into()));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let shader_module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: None,
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let descriptor = wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(source.into()) };
+        let shader_module = if trusted {
+            // SAFETY: only the standard kernels of `agora-kernels` come here,
+            // and `kernel()` checks every buffer against the sizes they index.
+            unsafe { self.device.create_shader_module_trusted(descriptor, wgpu::ShaderRuntimeChecks::unchecked()) }
+        } else {
+            self.device.create_shader_module(descriptor)
+        };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::InvalidShader(e.to_string()));
         }
@@ -224,12 +240,10 @@ impl Shared {
 
 struct WgpuSession {
     shared: Arc<Shared>,
-    quota: GpuQuota,
+    book: SessionBook,
     buffers: HashMap<u32, LiveBuffer>,
     shaders: HashMap<u32, Arc<CompiledShader>>,
     next_id: u32,
-    bytes_live: u64,
-    stats: GpuStats,
     poisoned: bool,
 }
 
@@ -237,13 +251,6 @@ struct LiveBuffer {
     buffer: wgpu::Buffer,
     size: u64,
     usage: Usage,
-}
-
-fn aligned(what: &str, value: u64) -> Result<(), GpuError> {
-    if value % 4 != 0 {
-        return Err(GpuError::InvalidArgument(format!("{what} {value} is not a multiple of 4")));
-    }
-    Ok(())
 }
 
 impl WgpuSession {
@@ -262,51 +269,28 @@ impl WgpuSession {
 
     fn range(&self, id: BufferId, offset: u64, len: u64) -> Result<&LiveBuffer, GpuError> {
         let live = self.live(id)?;
-        aligned("offset", offset)?;
-        aligned("length", len)?;
-        if offset.checked_add(len).is_none_or(|end| end > live.size) {
-            return Err(GpuError::InvalidArgument(format!(
-                "range {offset}..{} is outside the buffer of {} bytes",
-                offset.saturating_add(len),
-                live.size
-            )));
-        }
+        book::check_range(live.size, offset, len)?;
         Ok(live)
     }
 
-    /// Account GPU time spent in a call; refuse once the quota is spent.
     fn charge(&mut self, started: Instant) {
-        self.stats.gpu_time += started.elapsed();
-    }
-
-    fn time_left(&self) -> Result<Duration, GpuError> {
-        let left = self.quota.gpu_time_max.saturating_sub(self.stats.gpu_time);
-        if left.is_zero() {
-            return Err(GpuError::QuotaExceeded {
-                resource: "GPU time (ms)",
-                requested: self.stats.gpu_time.as_millis() as u64,
-                limit: self.quota.gpu_time_max.as_millis() as u64,
-            });
-        }
-        Ok(left)
+        self.book.charge(started);
     }
 
     /// Wait until queued work is done, within the time the quota leaves.
     fn wait(&mut self) -> Result<(), GpuError> {
         // With the quota spent this still polls once: a queue that is not
         // empty by then means work is running past the quota.
-        let timeout = self.quota.gpu_time_max.saturating_sub(self.stats.gpu_time).min(SYNC_TIMEOUT_MAX);
+        let timeout = self.book.quota.gpu_time_max.saturating_sub(self.book.stats.gpu_time).min(SYNC_TIMEOUT_MAX);
         let started = Instant::now();
         let result = self.shared.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
         self.charge(started);
         match result {
             // Some drivers (lavapipe) finish the wait late instead of timing out.
-            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) if self.stats.gpu_time > self.quota.gpu_time_max => {
-                Err(GpuError::QuotaExceeded {
-                    resource: "GPU time (ms)",
-                    requested: self.stats.gpu_time.as_millis() as u64,
-                    limit: self.quota.gpu_time_max.as_millis() as u64,
-                })
+            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded)
+                if self.book.stats.gpu_time > self.book.quota.gpu_time_max =>
+            {
+                Err(self.book.time_exceeded())
             }
             Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) => self.check_usable(),
             Ok(wgpu::PollStatus::Poll) | Err(wgpu::PollError::Timeout) => {
@@ -321,20 +305,6 @@ impl WgpuSession {
                 Err(GpuError::DeviceLost(e.to_string()))
             }
         }
-    }
-
-    fn count_dispatches(&mut self, count: u64) -> Result<(), GpuError> {
-        let requested = self.stats.dispatches + count;
-        if requested > self.quota.dispatches_max {
-            return Err(GpuError::QuotaExceeded {
-                resource: "dispatches",
-                requested,
-                limit: self.quota.dispatches_max,
-            });
-        }
-        self.time_left()?;
-        self.stats.dispatches = requested;
-        Ok(())
     }
 
     /// A host-internal uniform buffer holding `bytes` (counted in the quota).
@@ -386,7 +356,7 @@ impl WgpuSession {
             }
             entries.push((slot.binding, live.buffer.clone()));
         }
-        self.count_dispatches(1)?;
+        self.book.count_dispatches(1)?;
         let entries: Vec<_> = entries
             .iter()
             .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
@@ -413,40 +383,24 @@ impl WgpuSession {
         }
     }
 
+    /// A standard kernel's module (see [`Shared::compile`] on trust).
     fn internal(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
-        self.shared.compile(source)
+        self.shared.compile(source, true)
     }
 
     fn f32_len(&self, id: BufferId, what: &str) -> Result<u64, GpuError> {
-        let n = self.live(id)?.size / 4;
-        if n > u32::MAX as u64 {
-            return Err(GpuError::InvalidArgument(format!("{what} has {n} elements, more than 2^32-1")));
-        }
-        Ok(n)
+        book::f32_len(self.live(id)?.size, what)
     }
 
     fn need(&self, id: BufferId, what: &str, elements: u64) -> Result<(), GpuError> {
-        let size = self.live(id)?.size;
-        if size < elements * 4 {
-            return Err(GpuError::InvalidArgument(format!(
-                "{what} holds {size} bytes but needs {} ({elements} f32)",
-                elements * 4
-            )));
-        }
-        Ok(())
+        book::need(self.live(id)?.size, what, elements)
     }
 }
 
 impl GpuSession for WgpuSession {
     fn create_buffer(&mut self, size: u64, usage: Usage) -> Result<BufferId, GpuError> {
         self.check_usable()?;
-        if size == 0 {
-            return Err(GpuError::InvalidArgument("buffer size 0".into()));
-        }
-        aligned("buffer size", size)?;
-        if !usage.storage && !usage.uniform {
-            return Err(GpuError::InvalidArgument("a buffer needs storage or uniform usage".into()));
-        }
+        book::check_new_buffer(size, usage)?;
         let limits = &self.shared.limits;
         let binding_max = if usage.storage {
             limits.max_storage_buffer_binding_size
@@ -459,14 +413,7 @@ impl GpuSession for WgpuSession {
                 "buffer of {size} bytes exceeds this adapter's binding size limit of {binding_max} bytes"
             )));
         }
-        let requested = self.bytes_live + size;
-        if requested > self.quota.buffer_bytes_max {
-            return Err(GpuError::QuotaExceeded {
-                resource: "GPU buffer bytes",
-                requested,
-                limit: self.quota.buffer_bytes_max,
-            });
-        }
+        self.book.reserve(size)?;
         let mut wgpu_usage = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         if usage.storage {
             wgpu_usage |= wgpu::BufferUsages::STORAGE;
@@ -482,10 +429,9 @@ impl GpuSession for WgpuSession {
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
+            self.book.release(size);
             return Err(GpuError::InvalidArgument(format!("the device refused a buffer of {size} bytes: {e}")));
         }
-        self.bytes_live = requested;
-        self.stats.buffer_bytes_peak = self.stats.buffer_bytes_peak.max(requested);
         let id = self.next_id;
         self.next_id += 1;
         self.buffers.insert(id, LiveBuffer { buffer, size, usage });
@@ -548,14 +494,14 @@ impl GpuSession for WgpuSession {
     fn destroy(&mut self, id: BufferId) {
         if let Some(live) = self.buffers.remove(&id.0) {
             live.buffer.destroy();
-            self.bytes_live -= live.size;
+            self.book.release(live.size);
         }
     }
 
     fn compile_wgsl(&mut self, source: &str) -> Result<ShaderId, GpuError> {
         self.check_usable()?;
         let started = Instant::now();
-        let compiled = self.shared.compile(source);
+        let compiled = self.shared.compile(source, false);
         self.charge(started);
         let id = self.next_id;
         self.next_id += 1;
@@ -581,13 +527,7 @@ impl GpuSession for WgpuSession {
         match call {
             KernelCall::Saxpy { a, x, y } => {
                 let n = self.f32_len(x, "x")?;
-                if self.live(y)?.size != self.live(x)?.size {
-                    return Err(GpuError::InvalidArgument(format!(
-                        "saxpy: x has {} bytes but y has {}",
-                        self.live(x)?.size,
-                        self.live(y)?.size
-                    )));
-                }
+                book::same_size(self.live(x)?.size, self.live(y)?.size)?;
                 let groups = (n as u32).div_ceil(k::SAXPY_WORKGROUP).max(1);
                 let max = self.shared.limits.max_compute_workgroups_per_dimension;
                 let (gx, gy) = if groups <= max { (groups, 1) } else { (max, groups.div_ceil(max)) };
@@ -639,18 +579,22 @@ impl GpuSession for WgpuSession {
     }
 
     fn finish(&mut self) -> Result<(), GpuError> {
-        if self.stats.dispatches == 0 || self.poisoned {
+        if self.book.stats.dispatches == 0 || self.poisoned {
             return Ok(());
         }
         self.wait()
     }
 
     fn stats(&self) -> GpuStats {
-        self.stats
+        self.book.stats
     }
 
     fn poisoned(&self) -> bool {
         self.poisoned || self.shared.lost.load(Ordering::SeqCst)
+    }
+
+    fn adapter(&self) -> Option<AdapterInfo> {
+        Some(self.shared.info.clone())
     }
 }
 

@@ -107,3 +107,51 @@ fn bad_input_is_a_job_error_not_a_trap() {
     let (report, _) = run("saxpy", &[1, 2, 3], &Limits::default());
     assert!(matches!(&report.outcome, Outcome::JobError { message } if message.contains("not a (f32)")), "{}", report.outcome);
 }
+
+#[test]
+fn a_job_is_placed_by_what_its_component_imports() {
+    // matmul and saxpy call only the standard kernels: CUDA may run them.
+    for kernels_only in ["matmul", "saxpy", "cpu-matmul", "kernel-loop"] {
+        let component = runtime().load(&guest(kernels_only)).unwrap();
+        assert!(!component.gpu_needs.wgsl, "{kernels_only} compiles no WGSL");
+    }
+    // mandelbrot compiles its own shader: wgpu only.
+    let component = runtime().load(&guest("mandelbrot")).unwrap();
+    assert!(component.gpu_needs.wgsl, "mandelbrot imports shader.wgsl");
+    // And the runtime follows it: on a host with CUDA, kernel-only jobs run
+    // there and WGSL jobs on wgpu.
+    let backend_of = |name: &str, input: &[u8]| {
+        let component = runtime().load(&guest(name)).unwrap();
+        let (report, _) = runtime().run(&component, input.to_vec(), &Limits::default());
+        assert_ok(&report);
+        report.adapter.map(|a| a.backend).unwrap_or_default()
+    };
+    let mandelbrot = backend_of("mandelbrot", b"width=8 height=8 iterations=4");
+    assert_ne!(mandelbrot, "cuda");
+    let x: Vec<u8> = f32_bytes(&[1.0; 8]);
+    let saxpy = backend_of("saxpy", &[&2.0f32.to_le_bytes()[..], &x, &x].concat());
+    if runtime().devices().iter().any(|d| d.backend == "cuda") {
+        assert_eq!(saxpy, "cuda", "a kernel-only job on a CUDA host");
+    } else {
+        println!("no CUDA here: saxpy ran on {saxpy}, the CUDA placement is checked where CUDA exists");
+        assert_eq!(saxpy, mandelbrot);
+    }
+}
+
+#[test]
+fn kernel_loop_repeats_the_standard_matmul() {
+    let mut rng = Rng::new(super::seed());
+    let n = rng.range(20, 90);
+    let (a, b) = (rng.f32_vec((n * n) as usize), rng.f32_vec((n * n) as usize));
+    let mut input: Vec<u8> = [n, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    input.extend(f32_bytes(&a));
+    input.extend(f32_bytes(&b));
+    let component = runtime().load(&guest("kernel-loop")).unwrap();
+    let (report, output) = runtime().run(&component, input, &Limits::default());
+    assert_ok(&report);
+    assert_eq!(report.gpu.dispatches, 3);
+    assert_eq!(report.progress, Some((3, 3)));
+    let got = f32::from_le_bytes(output.unwrap()[..4].try_into().unwrap());
+    let (want, bound) = cpu::matmul(n as usize, n as usize, n as usize, &a, &b);
+    assert!(within(got, want[0], bound[0]), "C[0] {got} vs {}", want[0]);
+}

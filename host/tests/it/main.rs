@@ -31,7 +31,13 @@ pub fn guest(name: &str) -> Vec<u8> {
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeConfig { gpu: GpuChoice::Wgpu }).expect("a wgpu adapter (lavapipe: `cargo xtask test` installs it)")
+        // Auto: where CUDA exists, kernel-only jobs run on it (as on a provider).
+        let runtime = Runtime::new(RuntimeConfig { gpu: GpuChoice::Auto }).expect("the runtime starts");
+        assert!(
+            runtime.devices().iter().any(|d| d.backend != "cuda"),
+            "a wgpu adapter (lavapipe: `cargo xtask test` installs it)"
+        );
+        runtime
     })
 }
 

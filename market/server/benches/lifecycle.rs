@@ -47,7 +47,7 @@ fn component() -> Vec<u8> {
 }
 
 fn capabilities() -> Capabilities {
-    let gpu = GpuDevice { name: "simulated".into(), backend: "vulkan".into(), device_type: "cpu".into() };
+    let gpu = GpuDevice { name: "simulated".into(), backend: "vulkan".into(), device_type: "cpu".into(), memory_bytes: None, compute_capability: None };
     Capabilities { cpu_cores: 2, memory_bytes: 1 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() }
 }
 

@@ -225,6 +225,12 @@ pub struct GpuDevice {
     pub name: String,
     pub backend: String,
     pub device_type: String,
+    /// Device memory (CUDA devices report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// `major.minor` compute capability of a CUDA device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<String>,
 }
 
 /// A provider's prices, in credits.

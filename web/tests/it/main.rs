@@ -40,7 +40,7 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
     };
     state.registry.publish(author.id(), "mandelbrot", request, state.now_ms()).await.unwrap();
     let provider = Keypair::generate();
-    let gpu = GpuDevice { name: "llvmpipe".into(), backend: "vulkan".into(), device_type: "cpu".into() };
+    let gpu = GpuDevice { name: "llvmpipe".into(), backend: "vulkan".into(), device_type: "cpu".into(), memory_bytes: None, compute_capability: None };
     let caps = Capabilities { cpu_cores: 16, memory_bytes: 64 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() };
     let register = RegisterProvider { capabilities: caps, ask: Ask { per_billion_fuel: 12, per_gpu_second: 3 }, max_concurrent: 2 };
     state.jobs.register(provider.id(), register, state.now_ms()).await.unwrap();
