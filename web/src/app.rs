@@ -48,6 +48,7 @@ pub fn App() -> impl IntoView {
                     <A href="/packages">"Packages"</A>
                     <A href="/submit">"Submit"</A>
                     <A href="/providers">"Providers"</A>
+                    <A href="/contribute">"Contribute"</A>
                     <A href="/account">"Account"</A>
                 </nav>
             </header>
@@ -59,6 +60,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/providers") view=Providers ssr=SsrMode::Async/>
                     <Route path=path!("/providers/:id") view=ProviderPage ssr=SsrMode::Async/>
                     <Route path=path!("/account") view=Account ssr=SsrMode::Async/>
+                    <Route path=path!("/contribute") view=Contribute ssr=SsrMode::Async/>
                     <Route path=path!("/submit") view=Submit ssr=SsrMode::Async/>
                     <Route path=path!("/jobs/:id") view=JobPage ssr=SsrMode::Async/>
                 </Routes>

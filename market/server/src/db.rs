@@ -27,12 +27,14 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261124010000, "jobs", include_str!("../migrations/sqlite/20261124010000_jobs.sql")),
     (20261124020000, "live", include_str!("../migrations/sqlite/20261124020000_live.sql")),
     (20261124030000, "activity", include_str!("../migrations/sqlite/20261124030000_activity.sql")),
+    (20261124040000, "browser", include_str!("../migrations/sqlite/20261124040000_browser.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
     (20261124010000, "jobs", include_str!("../migrations/postgres/20261124010000_jobs.sql")),
     (20261124020000, "live", include_str!("../migrations/postgres/20261124020000_live.sql")),
     (20261124030000, "activity", include_str!("../migrations/postgres/20261124030000_activity.sql")),
+    (20261124040000, "browser", include_str!("../migrations/postgres/20261124040000_browser.sql")),
 ];
 
 #[derive(Debug)]

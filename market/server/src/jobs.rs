@@ -679,12 +679,15 @@ impl Jobs {
         }
         let query = lease_candidate_sql(self.db.kind);
         let has_gpu = !info.capabilities.gpus.is_empty();
+        // A browser tab runs only packages with a browser bundle.
+        let browser = info.capabilities.kind == "browser";
         let Some(unit) = sqlx::query(&query)
             .bind(now)
             .bind(has_gpu as i64)
             .bind(info.ask.per_billion_fuel as i64)
             .bind(info.ask.per_gpu_second as i64)
             .bind(provider.as_str())
+            .bind(browser as i64)
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -1035,6 +1038,7 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 <= j.unit_cap
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
+           AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
 }

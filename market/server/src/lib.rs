@@ -8,6 +8,7 @@
 //! Errors: every handler returns [`error::ApiError`], one `match` maps it to
 //! a status and a stable code.
 
+pub mod browser;
 pub mod db;
 pub mod error;
 mod hygiene;
@@ -148,6 +149,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))
         .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
         .route("/api/v1/blobs/{digest}", get(routes::blob))
+        .route("/api/v1/browser/{digest}", get(routes::browser_manifest))
+        .route("/api/v1/browser/{digest}/{file}", get(routes::browser_file))
         .route("/api/v1/stats", get(routes::stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(large)

@@ -9,7 +9,7 @@
 use crate::db::Db;
 use crate::error::ApiError;
 use agora_wire::KeyId;
-use agora_wire::api::{PackageInfo, PackageSummary, Page, PublishRequest, VersionInfo};
+use agora_wire::api::{BrowserBundle, PackageInfo, PackageSummary, Page, PublishRequest, VersionInfo};
 use agora_wire::log::{LogAction, LogEntry, LogState, verify_log};
 use base64::Engine as _;
 use sqlx::Row;
@@ -156,6 +156,18 @@ impl Registry {
             )));
         }
         let inspection = inspect(&bytes)?;
+        // The browser bundle is made before the write transaction (it is
+        // pure computation) and stored with the version, or not at all.
+        let bundle = {
+            let (bytes, digest, imports) = (bytes.clone(), actual.clone(), inspection.imports.clone());
+            tokio::task::spawn_blocking(move || crate::browser::build(&bytes, &digest, &imports))
+                .await
+                .map_err(|e| ApiError::Internal(format!("bundling: {e}")))?
+        };
+        match &bundle {
+            Ok(b) => tracing::info!(package = name, version = %version, files = b.manifest.files.len(), "browser bundle made"),
+            Err(why) => tracing::info!(package = name, version = %version, "not browser-capable: {why}"),
+        }
 
         let mut tx = self.db.write().await?;
         let mut log = read_log(&mut *tx, name).await?;
@@ -212,6 +224,9 @@ impl Registry {
             Ok(_) => append_entry(&mut tx, &request.entry).await,
             Err(e) => Err(e),
         };
+        if let (Ok(()), Ok(built)) = (&logged, &bundle) {
+            store_bundle(&mut tx, built, now_ms).await?;
+        }
         if let Err(e) = logged {
             return Err(conflict_or(e, || ApiError::VersionExists(format!("{name} {version} was published concurrently"))));
         }
@@ -224,7 +239,30 @@ impl Registry {
             published_at_ms: now_ms,
             imports: inspection.imports,
             exports: inspection.exports,
+            browser: bundle.is_ok(),
         })
+    }
+
+    /// The browser bundle of the component with `digest`.
+    pub async fn browser_bundle(&self, digest: &str) -> Result<BrowserBundle, ApiError> {
+        let row = sqlx::query("SELECT manifest FROM browser_bundles WHERE component_digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no browser bundle for component {digest}")))?;
+        serde_json::from_str(&row.try_get::<String, _>("manifest")?).map_err(|e| ApiError::Internal(format!("bundle manifest: {e}")))
+    }
+
+    /// One file of a browser bundle: its content type and bytes.
+    pub async fn browser_file(&self, digest: &str, file: &str) -> Result<(&'static str, Vec<u8>), ApiError> {
+        let manifest = self.browser_bundle(digest).await?;
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.name == file)
+            .ok_or_else(|| ApiError::NotFound(format!("the browser bundle of {digest} has no file `{file}`")))?;
+        let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1").bind(&entry.digest).fetch_one(&self.db.pool).await?;
+        Ok((crate::browser::content_type(file), row.try_get("bytes")?))
     }
 
     /// Append a yank or key rotation signed by the package's current key.
@@ -317,7 +355,9 @@ impl Registry {
             .ok_or_else(|| ApiError::NotFound(format!("no package `{name}`")))?;
         let summary = summary_from(&row)?;
         let rows = sqlx::query(
-            "SELECT version, digest, size, yanked, published_at_ms, imports, exports FROM versions WHERE name = $1 ORDER BY published_at_ms DESC",
+            "SELECT version, digest, size, yanked, published_at_ms, imports, exports,
+                    (SELECT COUNT(*) FROM browser_bundles b WHERE b.component_digest = v.digest) AS browser
+             FROM versions v WHERE name = $1 ORDER BY published_at_ms DESC",
         )
         .bind(name)
         .fetch_all(&self.db.pool)
@@ -335,6 +375,7 @@ impl Registry {
                 published_at_ms: r.try_get("published_at_ms")?,
                 imports: list("imports")?,
                 exports: list("exports")?,
+                browser: r.try_get::<i64, _>("browser")? > 0,
             });
         }
         Ok(PackageInfo { summary, versions })
@@ -398,4 +439,22 @@ fn conflict_or(e: sqlx::Error, conflict: impl FnOnce() -> ApiError) -> ApiError 
         sqlx::Error::Database(d) if d.is_unique_violation() => conflict(),
         _ => e.into(),
     }
+}
+
+/// Store a bundle's files (content-addressed) and its manifest.
+async fn store_bundle(tx: &mut sqlx::Transaction<'static, sqlx::Any>, built: &crate::browser::Built, now_ms: i64) -> Result<(), ApiError> {
+    for (file, bytes) in built.manifest.files.iter().zip(&built.files) {
+        sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+            .bind(&file.digest)
+            .bind(bytes.clone())
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("INSERT INTO browser_bundles (component_digest, manifest, built_at_ms) VALUES ($1, $2, $3) ON CONFLICT (component_digest) DO NOTHING")
+        .bind(&built.manifest.component_digest)
+        .bind(serde_json::to_string(&built.manifest).expect("plain JSON"))
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -10,6 +10,7 @@ use agora_wire::api::{
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
+    BrowserBundle, BundleFile,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -28,7 +29,7 @@ use utoipa::OpenApi;
     info(title = "Agora market API", description = "Identities, credits ledger with escrow, and the signed package registry."),
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
-        append_log, download, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
+        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
         blob, stats, job_logs, job_events, provider_activity, categories
     ),
     components(schemas(
@@ -36,7 +37,7 @@ use utoipa::OpenApi;
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
-        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category
+        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile
     ))
 )]
 pub struct ApiDoc;
@@ -513,6 +514,22 @@ pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<
 pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
     let bytes = state.jobs.blob(&digest).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// The browser bundle made from a component at publish time.
+#[utoipa::path(get, path = "/api/v1/browser/{digest}", params(("digest" = String, Path, description = "the component's blake3")),
+    responses((status = 200, body = BrowserBundle), (status = 404, body = ErrorBody)))]
+pub async fn browser_manifest(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Json<BrowserBundle>, ApiError> {
+    Ok(Json(state.registry.browser_bundle(&digest).await?))
+}
+
+/// One file of a browser bundle (the ES module or a core wasm module).
+/// Immutable: its name is fixed within the bundle of one component digest.
+#[utoipa::path(get, path = "/api/v1/browser/{digest}/{file}", params(("digest" = String, Path), ("file" = String, Path)),
+    responses((status = 200, description = "text/javascript or application/wasm"), (status = 404, body = ErrorBody)))]
+pub async fn browser_file(State(state): State<AppState>, Path((digest, file)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let (content_type, bytes) = state.registry.browser_file(&digest, &file).await?;
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], bytes).into_response())
 }
 
 /// Providers and GPUs online, queue depth, capacity and the suggested price.

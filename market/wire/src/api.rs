@@ -181,6 +181,38 @@ pub struct VersionInfo {
     /// The component's imports and exports (its WIT world, in short).
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// Browser contributors can run it: it needs nothing beyond the Agora
+    /// contract and the WASI a browser provides, and its browser bundle is
+    /// at `GET /api/v1/browser/{digest}/`.
+    #[serde(default)]
+    pub browser: bool,
+}
+
+/// A component transpiled for browsers: core wasm modules and the
+/// JavaScript glue that instantiates them, each file content-addressed.
+/// Served at `GET /api/v1/browser/{component_digest}` (this manifest) and
+/// `GET /api/v1/browser/{component_digest}/{file}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BrowserBundle {
+    /// blake3 of the signed component it was made from.
+    pub component_digest: String,
+    /// The ES module to import; it exports `instantiate(getCoreModule, imports)`.
+    pub entry: String,
+    pub files: Vec<BundleFile>,
+    /// What made it (tool and version), so a bundle can be traced and rebuilt.
+    pub generator: String,
+    /// Imports the runtime must provide as suspending (JSPI) functions.
+    pub suspending_imports: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BundleFile {
+    pub name: String,
+    /// blake3 of the file.
+    pub digest: String,
+    pub size: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

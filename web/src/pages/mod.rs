@@ -1,6 +1,7 @@
 //! The pages, one module each, and what they share.
 
 mod account;
+mod contribute;
 mod home;
 mod job;
 mod packages;
@@ -9,6 +10,7 @@ mod providers;
 mod submit;
 
 pub use account::Account;
+pub use contribute::Contribute;
 pub use home::Home;
 pub use job::JobPage;
 pub use packages::{PackagePage, Packages};

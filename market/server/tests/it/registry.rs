@@ -151,3 +151,46 @@ both_dbs!(a_client_detects_a_rollback_and_a_key_rotation_is_honoured, async |m: 
     let known = (head.head_seq, head.head_hash.as_str());
     assert_eq!(verify_log(&log[..2], Some(known)), Err(LogError::Rollback { known: 2, got: 1 }));
 });
+
+both_dbs!(a_browser_capable_component_gets_a_bundle_traceable_to_its_digest, async |m: &TestMarket| {
+    let author = Keypair::generate();
+    let mandelbrot = guest("mandelbrot");
+    let digest = agora_wire::digest_hex(&mandelbrot);
+    let (status, version) =
+        m.call("POST", "/api/v1/packages/mandelbrot/versions", Some(&publish_body(&author, "mandelbrot", "1.0.0", &mandelbrot, None)), Some(&author)).await;
+    assert_eq!(status, StatusCode::OK, "{version}");
+    assert_eq!(version["browser"], true, "{version}");
+    let (_, info) = m.call("GET", "/api/v1/packages/mandelbrot", None, None).await;
+    assert_eq!(info["versions"][0]["browser"], true);
+
+    let (status, manifest) = m.call("GET", &format!("/api/v1/browser/{digest}"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{manifest}");
+    let bundle: agora_wire::api::BrowserBundle = serde_json::from_value(manifest).unwrap();
+    assert_eq!(bundle.component_digest, digest);
+    assert_eq!(bundle.entry, "job.js");
+    assert!(bundle.generator.contains("js-component-bindgen"));
+    assert!(bundle.suspending_imports.iter().any(|i| i.ends_with("#[method]buffer.read")), "{:?}", bundle.suspending_imports);
+    // Every file is served as the manifest says, content-addressed.
+    for file in &bundle.files {
+        let response = app(m.state.clone())
+            .oneshot(Request::builder().uri(format!("/api/v1/browser/{digest}/{}", file.name)).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 26).await.unwrap();
+        assert_eq!(agora_wire::digest_hex(&bytes), file.digest, "{}", file.name);
+        assert_eq!(bytes.len() as u64, file.size);
+        if file.name.ends_with(".wasm") {
+            assert_eq!(content_type, "application/wasm");
+            assert_eq!(&bytes[..4], b"\0asm", "{} is a core module", file.name);
+        } else {
+            assert!(content_type.starts_with("text/javascript"), "{content_type}");
+            assert!(String::from_utf8_lossy(&bytes).contains("export function instantiate"), "{}", file.name);
+        }
+    }
+    let (status, _) = m.call("GET", &format!("/api/v1/browser/{digest}/../../secrets"), None, None).await;
+    assert_ne!(status, StatusCode::OK);
+    let (status, _) = m.call("GET", "/api/v1/browser/0000/job.js", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+});
