@@ -8,9 +8,7 @@
 // Results: {adapter, kernels: [{ok, values, error}], units: [{ok, output_base64, error, report}]}
 import { chromium } from 'playwright-core';
 import { readFileSync, writeFileSync } from 'node:fs';
-
-export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
+import { CHROMIUM_ARGS } from './chromium.mjs';
 
 const [base, casesFile, resultsFile] = process.argv.slice(2);
 const cases = JSON.parse(readFileSync(casesFile, 'utf8'));
