@@ -1,5 +1,6 @@
 //! End-to-end tests of the `agora` program, run as a user runs it.
 
+mod browser;
 mod lifecycle;
 mod market;
 mod run;
