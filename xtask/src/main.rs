@@ -365,6 +365,7 @@ fn up() -> Result<()> {
 
     println!("\nAgora is up.");
     println!("  web market  {market_url}/   (packages, providers, live market figures)");
+    println!("  contribute  {market_url}/contribute   (a WebGPU browser tab earns credits on browser-capable units)");
     println!("  market      {market_url}   (API document: {market_url}/api/openapi.json, metrics: {market_url}/metrics)");
     println!("  database    {}", out.join("market.db").display());
     println!("  demo buyer  {buyer} (10000 credits)");

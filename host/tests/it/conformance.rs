@@ -178,3 +178,42 @@ fn limits_mean_the_same_on_every_backend() {
         assert!((1024..=1040).contains(&peak), "{name}: peak {peak}");
     }
 }
+
+/// A kernel cannot be stopped once launched: on CUDA a wait that outlives
+/// the job's GPU time ends the job with `device-lost` and marks the session
+/// poisoned, so the supervisor replaces the worker. (wgpu's case is the
+/// hostile guest's `gpu-hang`.)
+#[test]
+fn cuda_work_past_the_gpu_time_quota_poisons_the_session() {
+    use agora_host::gpu::GpuError;
+    let Some((_, cuda)) = backends().into_iter().find(|(name, _)| *name == "cuda") else {
+        println!("CUDA skipped: no CUDA device here (see above)");
+        return;
+    };
+    let quota = GpuQuota { buffer_bytes_max: 1 << 30, dispatches_max: 1000, gpu_time_max: Duration::from_millis(2) };
+    let mut s = cuda.open_session(quota, GpuNeeds::default());
+    let n = 4096u32;
+    let bytes = 4 * n as u64 * n as u64;
+    let (a, b, c) = (s.create_buffer(bytes, STORAGE).unwrap(), s.create_buffer(bytes, STORAGE).unwrap(), s.create_buffer(bytes, STORAGE).unwrap());
+    // Ten 4096^3 products: tens of milliseconds on any GPU.
+    let mut queued = 0;
+    for _ in 0..10 {
+        match s.kernel(KernelCall::Matmul { m: n, n, k: n, a, b, c }) {
+            Ok(()) => queued += 1,
+            Err(GpuError::QuotaExceeded { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(queued > 0);
+    match s.read(c, 0, 4) {
+        Err(GpuError::DeviceLost(message)) => assert!(message.contains("GPU time quota"), "{message}"),
+        Err(GpuError::QuotaExceeded { resource, .. }) => assert!(resource.contains("GPU time")),
+        other => panic!("expected the GPU time limit, got {other:?}"),
+    }
+    assert!(s.poisoned() || s.stats().gpu_time >= quota.gpu_time_max);
+    drop(s);
+    // The device itself is fine for the next job once the work drains.
+    let mut next = session(cuda);
+    let x = upload(&mut *next, &[1.0, 2.0]);
+    assert_eq!(download(&mut *next, x), vec![1.0, 2.0]);
+}

@@ -117,6 +117,18 @@ async fn every_page_renders_on_the_server_with_its_data() {
     assert_eq!(status, 404);
     let (_, account) = page(&base, "/account").await;
     assert!(account.contains("needs JavaScript"), "the key lives in the browser: {account}");
+    let (status, contribute) = page(&base, "/contribute").await;
+    assert_eq!(status, 200);
+    assert!(contribute.contains("Contribute your GPU") && contribute.contains(r#"id="start""#), "{contribute}");
+    for (asset, needle) in [
+        ("/assets/browser/agora-worker.js", "agora:compute/gpu"),
+        ("/assets/browser/contribute.js", "export async function runUnit"),
+        ("/assets/browser/kernels.js", "export const MATMUL_TILE = 128;"),
+    ] {
+        let (status, body) = page(&base, asset).await;
+        assert_eq!(status, 200, "{asset}");
+        assert!(body.contains(needle), "{asset}: {needle}");
+    }
     let (status, css) = page(&base, "/assets/agora.css").await;
     assert_eq!(status, 200);
     assert!(css.contains(".figures"));
@@ -159,7 +171,7 @@ async fn pages_hydrate_in_headless_chromium_and_are_photographed() {
     assert!(html.contains(r#"data-hydrated="true""#), "the browser half took over the page: {html}\n{}", String::from_utf8_lossy(&dom.stderr));
     assert!(html.contains("Mandelbrot views as PNG"), "{html}");
     // One picture per page, at desktop and phone widths, for reviewers.
-    for (name, path) in [("home", "/"), ("packages", "/packages"), ("package", "/packages/mandelbrot"), ("providers", "/providers"), ("submit", "/submit")] {
+    for (name, path) in [("home", "/"), ("packages", "/packages"), ("package", "/packages/mandelbrot"), ("providers", "/providers"), ("submit", "/submit"), ("contribute", "/contribute")] {
         for (size, window) in [("desktop", "1280,900"), ("phone", "390,844")] {
             let file = shots.join(format!("{name}-{size}.png"));
             let _ = std::fs::remove_file(&file);

@@ -88,6 +88,8 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/jobs/{job}/logs"),
         ("get", "/api/v1/jobs/{job}/events"),
         ("get", "/api/v1/blobs/{digest}"),
+        ("get", "/api/v1/browser/{digest}"),
+        ("get", "/api/v1/browser/{digest}/{file}"),
         ("get", "/api/v1/stats"),
     ];
     for (method, path) in expected {
@@ -97,7 +99,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
     assert_eq!(doc["paths"].as_object().unwrap().len(), distinct_paths.len(), "no undocumented extras or missing ones");
     // The router serves what the document lists.
     for (method, path) in expected {
-        let concrete = ["account", "name", "lease", "job", "unit", "digest"]
+        let concrete = ["account", "name", "lease", "job", "unit", "digest", "file"]
             .iter()
             .fold(path.replace("{version}", "1.0.0"), |p, param| p.replace(&format!("{{{param}}}"), "0"));
         let (status, body) = m.call(&method.to_uppercase(), &concrete, None, None).await;
