@@ -48,6 +48,10 @@ pub const MAX_ASK: u64 = 1_000_000;
 pub const TRUSTED_REPUTATION: f64 = 0.8;
 /// Observations (decayed) before a provider can be trusted alone.
 pub const TRUSTED_OBSERVATIONS: f64 = 3.0;
+/// Failures a browser provider starts with (decayed like any): a tab is
+/// cheap to open and to abandon, so it earns trust over about ten confirmed
+/// results instead of three. A native provider starts at zero.
+pub const BROWSER_PRIOR_BAD: f64 = 2.0;
 /// Decay applied to a provider's record at each update.
 pub const REPUTATION_DECAY: f64 = 0.98;
 
@@ -150,10 +154,14 @@ impl Jobs {
         if r.ask.per_billion_fuel > MAX_ASK || r.ask.per_gpu_second > MAX_ASK || r.max_concurrent == 0 || r.max_concurrent > 1024 {
             return Err(ApiError::Invalid(format!("asks are at most {MAX_ASK}; max_concurrent is 1 to 1024")));
         }
+        if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
+            return Err(ApiError::Invalid(format!("capabilities.kind is `native` or `browser`, not `{}`", r.capabilities.kind)));
+        }
         let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
+        let prior_bad = if r.capabilities.kind == "browser" { BROWSER_PRIOR_BAD } else { 0.0 };
         sqlx::query(
-            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7)
+            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad)
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8)
              ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7",
         )
         .bind(provider.as_str())
@@ -163,6 +171,7 @@ impl Jobs {
         .bind(r.max_concurrent as i64)
         .bind(!r.capabilities.gpus.is_empty() as i64)
         .bind(now)
+        .bind(prior_bad)
         .execute(&self.db.pool)
         .await?;
         Ok(())

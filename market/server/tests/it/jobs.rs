@@ -366,3 +366,39 @@ both_dbs!(verify_checks_each_result_instead_of_a_second_replica, async |m: &Test
     assert!(reputation(&cheat) < reputation(&broken), "a wrong answer costs more than a verifier that could not finish");
     assert!(reputation(&broken) < reputation(&honest));
 });
+
+both_dbs!(browser_providers_start_untrusted_and_lease_only_browser_capable_packages, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 5000).await;
+    let register = |kind: &str| {
+        json!({"capabilities": {"cpu_cores": 4, "memory_bytes": 0, "gpus": [{"name": "swiftshader", "backend": "webgpu", "device_type": "cpu"}],
+                                "cuda": false, "kind": kind},
+               "ask": {"per_billion_fuel": 0, "per_gpu_second": 1}, "max_concurrent": 1})
+    };
+    let (tab, native) = (Keypair::generate(), Keypair::generate());
+    assert_eq!(m.call("POST", "/api/v1/providers", Some(&register("browser")), Some(&tab)).await.0, StatusCode::OK);
+    assert_eq!(m.call("POST", "/api/v1/providers", Some(&register("native")), Some(&native)).await.0, StatusCode::OK);
+    let (status, body) = m.call("POST", "/api/v1/providers", Some(&register("toaster")), Some(&Keypair::generate())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    heartbeat(m, &tab).await;
+    heartbeat(m, &native).await;
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    let reputation = |key: &Keypair| {
+        providers.as_array().unwrap().iter().find(|p| p["id"] == key.id().as_str()).unwrap()["reputation"].as_f64().unwrap()
+    };
+    assert!(reputation(&tab) < reputation(&native), "a tab starts lower: {providers}");
+
+    // saxpy has a browser bundle: the tab may lease it. Without one (a
+    // package published before bundles, or one that imports what a browser
+    // lacks) it may not, and a native provider still does.
+    let job = submit(m, &buyer, "saxpy", &[&[0u8; 12], &[0u8; 12]], 1000, 1).await;
+    let grant = lease(m, &tab).await.expect("a browser-capable unit");
+    assert_eq!(grant["job_id"], job.as_str());
+    sqlx::query("DELETE FROM browser_bundles").execute(&m.state.db.pool).await.unwrap();
+    let other = Keypair::generate();
+    assert_eq!(m.call("POST", "/api/v1/providers", Some(&register("browser")), Some(&other)).await.0, StatusCode::OK);
+    heartbeat(m, &other).await;
+    assert!(lease(m, &other).await.is_none(), "no bundle, no lease for a browser");
+    assert!(lease(m, &native).await.is_some(), "native providers are not affected");
+});
