@@ -9,7 +9,7 @@
 //! kernel), and a baseline program doing the same steps with cuBLAS
 //! directly: upload, `reps` x SGEMM, read 4 bytes. Two rows per path:
 //! - end to end with 10 products (transfers included);
-//! - one product, as the marginal time between 10 and 30 products (the
+//! - one product, as the marginal time between 10 and 50 products (the
 //!   kernel's throughput through the guest, per-call overhead included).
 //!   Goals: CUDA >= 0.95, WGSL >= 0.6.
 //!
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 /// Products per run: the marginal time of one product is
 /// (T(REPS_LONG) - T(REPS_SHORT)) / (REPS_LONG - REPS_SHORT).
 const REPS_SHORT: u32 = 10;
-const REPS_LONG: u32 = 30;
-const ROUNDS: usize = 5;
+const REPS_LONG: u32 = 50;
+const ROUNDS: usize = 9;
 
 fn guest(name: &str) -> Vec<u8> {
     let dir = std::env::var("AGORA_GUESTS")
