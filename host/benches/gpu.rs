@@ -28,16 +28,8 @@ const REPS_SHORT: u32 = 10;
 const REPS_LONG: u32 = 50;
 const ROUNDS: usize = 9;
 
-fn guest(name: &str) -> Vec<u8> {
-    let dir = std::env::var("AGORA_GUESTS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/wasm32-wasip2/release").into());
-    std::fs::read(format!("{dir}/{}.wasm", name.replace('-', "_"))).expect("run `cargo xtask examples` first")
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
+mod common;
+use common::{guest, median};
 
 /// fp32 lanes per SM by compute capability (CUDA C programming guide,
 /// "arithmetic instructions" throughput table).

@@ -18,16 +18,8 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-fn guest(name: &str) -> Vec<u8> {
-    let dir = std::env::var("AGORA_GUESTS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm/wasm32-wasip2/release").into());
-    std::fs::read(format!("{dir}/{}.wasm", name.replace('-', "_"))).expect("run `cargo xtask examples` first")
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
+mod common;
+use common::{guest, median};
 
 /// Time `host` and `base` alternately `reps` times; medians.
 fn compare(reps: usize, mut host: impl FnMut(), mut base: impl FnMut()) -> (Duration, Duration) {
