@@ -15,6 +15,9 @@
 //! 2) + MAX_EXTRA_REPLICAS))`, the most results of a unit that can be paid,
 //! so all payments together never exceed the hold.
 
+mod canaries;
+pub use canaries::CANARIES_PER_PROVIDER;
+
 use crate::db::{Db, Kind};
 use crate::error::ApiError;
 use crate::ledger::{ESCROW, FEES, Ledger, Op};
@@ -133,6 +136,19 @@ pub fn price(ask: Ask, fuel: u64, gpu_time_us: u64) -> u64 {
 
 fn reputation(good: f64, bad: f64) -> f64 {
     (good + 1.0) / (good + bad + 2.0)
+}
+
+/// Whether a provider's results need confirming (by a replica, `verify` or
+/// a canary) before they count alone.
+fn untrusted(good: f64, bad: f64) -> bool {
+    reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS
+}
+
+/// `prefix` and `bytes` random bytes in hex: the ids of jobs, leases and canaries.
+fn random_id(prefix: char, bytes: usize) -> String {
+    let mut id_bytes = vec![0u8; bytes];
+    getrandom::fill(&mut id_bytes).expect("the OS provides randomness");
+    format!("{prefix}{}", hex::encode(id_bytes))
 }
 
 fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
@@ -447,9 +463,7 @@ impl Jobs {
             }
             inputs.push(bytes);
         }
-        let mut id_bytes = [0u8; 9];
-        getrandom::fill(&mut id_bytes).expect("the OS provides randomness");
-        let id = format!("j{}", hex::encode(id_bytes));
+        let id = random_id('j', 9);
         let expires = now + self.config.job_ttl_ms;
         // Escrow first: no job exists without its hold.
         let hold = Op::Hold {
@@ -678,11 +692,15 @@ impl Jobs {
             return Err(ApiError::Invalid("this provider's heartbeat is stale: send one first".into()));
         }
         let mut tx = self.db.write().await?;
-        let running: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE provider = $1 AND state = 'active'")
-            .bind(provider.as_str())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
+        let running: i64 = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE provider = $1 AND state = 'active')
+                  + (SELECT COUNT(*) FROM canary_runs WHERE provider = $1 AND state = 'active' AND expires_at_ms > $2) AS n",
+        )
+        .bind(provider.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
         if running >= info.max_concurrent as i64 {
             return Ok(None);
         }
@@ -690,6 +708,12 @@ impl Jobs {
         let has_gpu = !info.capabilities.gpus.is_empty();
         // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
+        let (good, bad): (f64, f64) = (p.try_get("good")?, p.try_get("bad")?);
+        let untrusted = untrusted(good, bad);
+        if untrusted && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await? {
+            tx.commit().await?;
+            return Ok(Some(grant));
+        }
         let Some(unit) = sqlx::query(&query)
             .bind(now)
             .bind(has_gpu as i64)
@@ -722,14 +746,10 @@ impl Jobs {
         }
         // A provider not yet trusted is confirmed by another replica (unless
         // the market checks each result with the package's `verify`).
-        let (good, bad): (f64, f64) = (p.try_get("good")?, p.try_get("bad")?);
-        let untrusted = reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS;
         if untrusted && unit.try_get::<i64, _>("checked")? == 0 && unit.try_get::<i64, _>("wanted")? < 2 {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
-        let mut id_bytes = [0u8; 12];
-        getrandom::fill(&mut id_bytes).expect("the OS provides randomness");
-        let lease_id = format!("l{}", hex::encode(id_bytes));
+        let lease_id = random_id('l', 12);
         let expires = now + self.config.lease_ttl_ms;
         sqlx::query("INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $6)")
             .bind(&lease_id)
@@ -780,6 +800,10 @@ impl Jobs {
             ("ok", None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
             _ => None,
         };
+        // A canary's lease is judged against its known answer, and that is all.
+        if self.answer_canary(provider, lease_id, &report, output.as_ref().map(|(d, _)| d.as_str()), now).await?.is_some() {
+            return Ok(());
+        }
         // Checked before the transaction: `verify` may take as long as a unit.
         let verdict = match &output {
             Some((_, bytes)) => self.check_with_verify(provider, lease_id, bytes).await?,

@@ -10,7 +10,7 @@ use agora_wire::api::{
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
-    BrowserBundle, BundleFile,
+    BrowserBundle, BundleFile, AddCanary, CanaryInfo,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -30,14 +30,15 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
-        blob, stats, job_logs, job_events, provider_activity, categories
+        blob, stats, job_logs, job_events, provider_activity, categories, add_canary
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
-        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile
+        LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
+        AddCanary, CanaryInfo
     ))
 )]
 pub struct ApiDoc;
@@ -127,6 +128,22 @@ pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, heade
             let account = user_account(&request.account, "account")?;
             let transfer = s.ledger.execute(&request.id, &Op::Mint { account, amount: request.amount }, s.now_ms()).await?;
             Ok((StatusCode::OK, transfer))
+        })
+        .await
+}
+
+/// Add a canary unit: known-answer work for new providers (operator only).
+#[utoipa::path(post, path = "/api/v1/operator/canaries", request_body = AddCanary,
+    responses((status = 200, body = CanaryInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add_canary(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            if caller != s.config.operator {
+                return Err(ApiError::Forbidden("canaries are for the operator key only".into()));
+            }
+            let request: AddCanary = parse(&body)?;
+            Ok((StatusCode::OK, s.jobs.add_canary(request, s.now_ms()).await?))
         })
         .await
 }

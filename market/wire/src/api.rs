@@ -414,6 +414,31 @@ pub struct UnitLimits {
     pub gpu: bool,
 }
 
+/// A canary unit (operator only): known-answer work the market gives new
+/// providers as if it were a buyer's, to measure their honesty. The answer
+/// must be exact: an input every honest implementation computes bit for bit
+/// (integers in f32, say), because a canary is judged by the output digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AddCanary {
+    pub package: String,
+    pub version: String,
+    pub input_base64: String,
+    pub expected_output_base64: String,
+    pub limits: UnitLimits,
+}
+
+/// A stored canary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CanaryInfo {
+    pub id: String,
+    pub package: String,
+    pub version: String,
+    pub input_digest: String,
+    pub output_digest: String,
+}
+
 /// Submit a job: a package version run once per input.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

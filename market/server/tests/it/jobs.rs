@@ -402,3 +402,43 @@ both_dbs!(browser_providers_start_untrusted_and_lease_only_browser_capable_packa
     assert!(lease(m, &other).await.is_none(), "no bundle, no lease for a browser");
     assert!(lease(m, &native).await.is_some(), "native providers are not affected");
 });
+
+both_dbs!(canaries_measure_a_new_providers_honesty_before_buyers_units, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    // saxpy of small integers is exact everywhere: a canary's one answer.
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (input, expected) = (floats(&[2.0, 1.0, 2.0, 3.0, 10.0, 20.0, 30.0]), floats(&[12.0, 24.0, 36.0]));
+    let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": b64(&input), "expected_output_base64": b64(&expected),
+                        "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+    let (status, body) = m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&Keypair::generate())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, added) = m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&m.operator)).await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert_eq!(added["output_digest"], agora_wire::digest_hex(&expected).as_str());
+
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let job_id = submit(m, &buyer, "saxpy", &[b"a buyer's unit"], 600, 1).await;
+    let (honest, cheat) = (provider(m, 10).await, provider(m, 10).await);
+    // A new provider's first lease is the canary, shaped like any unit.
+    let grant = lease(m, &honest).await.expect("a canary");
+    assert_ne!(grant["job_id"], job_id.as_str());
+    assert!(grant["job_id"].as_str().unwrap().starts_with('j') && grant["lease_id"].as_str().unwrap().starts_with('l'), "{grant}");
+    assert_eq!((grant["package"].as_str(), grant["input_digest"].as_str()), (Some("saxpy"), added["input_digest"].as_str()));
+    assert_eq!(answer(m, &honest, &grant, Ok(&expected)).await.0, StatusCode::OK);
+    let (status, _) = answer(m, &honest, &grant, Ok(&expected)).await;
+    assert_ne!(status, StatusCode::OK, "a canary is answered once");
+    let wrong = lease(m, &cheat).await.expect("a canary");
+    assert_ne!(wrong["job_id"], job_id.as_str());
+    let (status, body) = answer(m, &cheat, &wrong, Ok(b"not the answer")).await;
+    assert_eq!(status, StatusCode::OK, "the provider cannot tell it was a canary: {body}");
+
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    let rep = |k: &Keypair| providers.as_array().unwrap().iter().find(|p| p["id"] == k.id().as_str()).unwrap()["reputation"].as_f64().unwrap();
+    assert!(rep(&honest) > 0.5 && rep(&cheat) < 0.5, "{providers}");
+    assert_eq!(m.available(&honest).await, 0, "canaries are not paid");
+    // The one canary is run: the buyer's unit comes next.
+    let next = lease(m, &honest).await.expect("the buyer's unit");
+    assert_eq!(next["job_id"], job_id.as_str());
+    m.assert_invariants().await;
+});

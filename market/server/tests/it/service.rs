@@ -90,6 +90,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/blobs/{digest}"),
         ("get", "/api/v1/browser/{digest}"),
         ("get", "/api/v1/browser/{digest}/{file}"),
+        ("post", "/api/v1/operator/canaries"),
         ("get", "/api/v1/stats"),
     ];
     for (method, path) in expected {

@@ -1,0 +1,185 @@
+//! Canary units: known-answer work the market mixes into an untrusted
+//! provider's first leases, to measure its honesty cheaply.
+//!
+//! Design choices:
+//! - The operator adds a canary (`POST /api/v1/operator/canaries`): a
+//!   published package version, an input and its one exact answer. Canaries
+//!   are judged by the output digest, so an operator picks inputs every
+//!   honest implementation computes bit for bit (a float matmul is not one:
+//!   its rounding differs between GPUs).
+//! - A provider not yet trusted gets up to [`CANARIES_PER_PROVIDER`]
+//!   canaries among its first leases, each one it has not run, before any
+//!   buyer's unit. The grant is shaped like any other (lease and job ids
+//!   from the same generators), so a provider cannot tell a canary apart.
+//! - A right answer counts as a success, a wrong one (or an error on work
+//!   known to succeed) as a mismatch, with the same weights as replicated
+//!   work. Canaries are not paid: no buyer's escrow is involved.
+
+use super::{Jobs, Mark, random_id};
+use crate::error::ApiError;
+use agora_wire::KeyId;
+use agora_wire::api::{AddCanary, CanaryInfo, LeaseGrant, ResultReport, UnitLimits};
+use sqlx::Row;
+
+/// Canaries a provider runs while it is not yet trusted.
+pub const CANARIES_PER_PROVIDER: i64 = 2;
+
+impl Jobs {
+    /// Store a canary of a published version (the caller is the operator).
+    pub async fn add_canary(&self, request: AddCanary, now: i64) -> Result<CanaryInfo, ApiError> {
+        let info = self.registry.info(&request.package).await?;
+        let version = info
+            .versions
+            .iter()
+            .find(|v| v.version == request.version)
+            .ok_or_else(|| ApiError::NotFound(format!("no version {} of {}", request.version, request.package)))?;
+        let input = super::b64(&request.input_base64, "input")?;
+        let expected = super::b64(&request.expected_output_base64, "expected output")?;
+        if input.len() > super::MAX_UNIT_BYTES || expected.len() > super::MAX_UNIT_BYTES {
+            return Err(ApiError::Invalid(format!("input and output are at most {} bytes", super::MAX_UNIT_BYTES)));
+        }
+        let UnitLimits { fuel, memory_bytes, timeout_ms, gpu } = request.limits;
+        if fuel == 0 || timeout_ms == 0 || memory_bytes == 0 || timeout_ms > 3_600_000 || memory_bytes > 4 << 30 {
+            return Err(ApiError::Invalid("limits: fuel, memory (<= 4 GiB) and timeout (<= 1 h) must be positive".into()));
+        }
+        let needs_gpu = gpu || version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
+        let (input_digest, output_digest) = (agora_wire::digest_hex(&input), agora_wire::digest_hex(&expected));
+        let id = random_id('c', 9);
+        let mut tx = self.db.write().await?;
+        for (digest, bytes) in [(&input_digest, input), (&output_digest, expected)] {
+            sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+                .bind(digest)
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO canaries (id, package, version, digest, input_digest, output_digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&id)
+        .bind(&request.package)
+        .bind(&version.version)
+        .bind(&version.digest)
+        .bind(&input_digest)
+        .bind(&output_digest)
+        .bind(fuel as i64)
+        .bind(memory_bytes as i64)
+        .bind(timeout_ms as i64)
+        .bind(needs_gpu as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CanaryInfo { id, package: request.package, version: version.version.clone(), input_digest, output_digest })
+    }
+
+    /// A canary for an untrusted provider, if one is due: it has run fewer
+    /// than [`CANARIES_PER_PROVIDER`], and one fits it that it has not run.
+    pub(super) async fn lease_canary(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        provider: &KeyId,
+        has_gpu: bool,
+        browser: bool,
+        now: i64,
+    ) -> Result<Option<LeaseGrant>, ApiError> {
+        let Some(canary) = sqlx::query(
+            "SELECT c.* FROM canaries c
+             WHERE (c.needs_gpu = 0 OR $1 = 1)
+               AND ($2 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = c.digest))
+               AND NOT EXISTS (SELECT 1 FROM canary_runs r WHERE r.canary_id = c.id AND r.provider = $3)
+               AND (SELECT COUNT(*) FROM canary_runs r WHERE r.provider = $3) < $4
+             ORDER BY c.created_at_ms, c.id LIMIT 1",
+        )
+        .bind(has_gpu as i64)
+        .bind(browser as i64)
+        .bind(provider.as_str())
+        .bind(CANARIES_PER_PROVIDER)
+        .fetch_optional(&mut **tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let (lease_id, job_id) = (random_id('l', 12), random_id('j', 9));
+        let timeout_ms: i64 = canary.try_get("timeout_ms")?;
+        let expires = now + self.config.lease_ttl_ms;
+        sqlx::query("INSERT INTO canary_runs (lease_id, canary_id, job_id, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $6)")
+            .bind(&lease_id)
+            .bind(canary.try_get::<String, _>("id")?)
+            .bind(&job_id)
+            .bind(provider.as_str())
+            // A canary lease is not extended by heartbeats: give it the unit's time too.
+            .bind(expires + timeout_ms)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Some(LeaseGrant {
+            lease_id,
+            job_id,
+            unit: 0,
+            package: canary.try_get("package")?,
+            version: canary.try_get("version")?,
+            digest: canary.try_get("digest")?,
+            input_digest: canary.try_get("input_digest")?,
+            limits: UnitLimits {
+                fuel: canary.try_get::<i64, _>("fuel_limit")? as u64,
+                memory_bytes: canary.try_get::<i64, _>("memory_limit")? as u64,
+                timeout_ms: timeout_ms as u64,
+                gpu: canary.try_get::<i64, _>("needs_gpu")? == 1,
+            },
+            expires_at_ms: expires,
+        }))
+    }
+
+    /// Judge a result if `lease_id` is a canary's (`None` when it is a
+    /// buyer's lease): the answer against the known one, marked on the
+    /// provider's record.
+    pub(super) async fn answer_canary(
+        &self,
+        provider: &KeyId,
+        lease_id: &str,
+        report: &ResultReport,
+        output_digest: Option<&str>,
+        now: i64,
+    ) -> Result<Option<()>, ApiError> {
+        let mut tx = self.db.write().await?;
+        let Some(run) = sqlx::query(
+            "SELECT r.provider AS provider, r.state AS state, r.expires_at_ms AS expires_at_ms, c.output_digest AS expected
+             FROM canary_runs r JOIN canaries c ON c.id = r.canary_id WHERE r.lease_id = $1",
+        )
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        if run.try_get::<String, _>("provider")? != provider.as_str() {
+            return Err(ApiError::Forbidden("this lease belongs to another provider".into()));
+        }
+        if run.try_get::<String, _>("state")? != "active" || run.try_get::<i64, _>("expires_at_ms")? <= now {
+            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+        }
+        let expected: String = run.try_get("expected")?;
+        // The canary is known to succeed: any other answer is a wrong one,
+        // a job error included (it cannot be the job's own fault here).
+        let mark = match (&report.outcome[..], output_digest) {
+            ("ok", Some(digest)) if digest == expected => Mark::Success,
+            ("ok", _) | ("job-error", _) | ("trap", _) | ("refused", _) => Mark::Mismatch,
+            (outcome, _) => Mark::of_failure(outcome, report.message.as_deref()).unwrap_or(Mark::Mismatch),
+        };
+        let state = if matches!(mark, Mark::Success) { "passed" } else { "failed" };
+        let updated = sqlx::query("UPDATE canary_runs SET state = $1 WHERE lease_id = $2 AND state = 'active'")
+            .bind(state)
+            .bind(lease_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(ApiError::NotPending(format!("lease {lease_id} (already answered)")));
+        }
+        tx.commit().await?;
+        tracing::info!(provider = %provider, lease = lease_id, state, "canary answered");
+        self.mark(provider.as_str(), mark).await?;
+        Ok(Some(()))
+    }
+}
