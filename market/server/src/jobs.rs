@@ -144,6 +144,17 @@ fn untrusted(good: f64, bad: f64) -> bool {
     reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS
 }
 
+/// The limits of a unit from a row with the columns `jobs` and `canaries`
+/// share (fuel_limit, memory_limit, timeout_ms, needs_gpu).
+fn unit_limits_of(row: &AnyRow) -> Result<UnitLimits, ApiError> {
+    Ok(UnitLimits {
+        fuel: row.try_get::<i64, _>("fuel_limit")? as u64,
+        memory_bytes: row.try_get::<i64, _>("memory_limit")? as u64,
+        timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
+        gpu: row.try_get::<i64, _>("needs_gpu")? == 1,
+    })
+}
+
 /// `prefix` and `bytes` random bytes in hex: the ids of jobs, leases and canaries.
 fn random_id(prefix: char, bytes: usize) -> String {
     let mut id_bytes = vec![0u8; bytes];
@@ -770,12 +781,7 @@ impl Jobs {
             version: job.try_get("version")?,
             digest: job.try_get("digest")?,
             input_digest: unit.try_get("input_digest")?,
-            limits: UnitLimits {
-                fuel: job.try_get::<i64, _>("fuel_limit")? as u64,
-                memory_bytes: job.try_get::<i64, _>("memory_limit")? as u64,
-                timeout_ms: job.try_get::<i64, _>("timeout_ms")? as u64,
-                gpu: job.try_get::<i64, _>("needs_gpu")? == 1,
-            },
+            limits: unit_limits_of(&job)?,
             expires_at_ms: expires,
         }))
     }

@@ -122,12 +122,7 @@ impl Jobs {
             version: canary.try_get("version")?,
             digest: canary.try_get("digest")?,
             input_digest: canary.try_get("input_digest")?,
-            limits: UnitLimits {
-                fuel: canary.try_get::<i64, _>("fuel_limit")? as u64,
-                memory_bytes: canary.try_get::<i64, _>("memory_limit")? as u64,
-                timeout_ms: timeout_ms as u64,
-                gpu: canary.try_get::<i64, _>("needs_gpu")? == 1,
-            },
+            limits: super::unit_limits_of(&canary)?,
             expires_at_ms: expires,
         }))
     }
