@@ -49,6 +49,9 @@ enum Command {
     Balance(cmd::ledger::BalanceArgs),
     /// Create credits in an account (operator key only).
     Mint(cmd::ledger::MintArgs),
+    /// Add a known-answer canary unit that untrusted providers get among
+    /// their first leases (operator key only).
+    Canary(cmd::jobs::CanaryArgs),
     /// Run the market service.
     #[command(subcommand)]
     Market(cmd::market::MarketCommand),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Host(a) => cmd::host::run(a, client),
         Command::Balance(a) => cmd::ledger::balance(a, client),
         Command::Mint(a) => cmd::ledger::mint(a, client),
+        Command::Canary(a) => cmd::jobs::canary(a, client),
         Command::Market(c) => cmd::market::run(c),
     };
     match result {

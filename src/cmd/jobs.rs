@@ -1,8 +1,9 @@
 //! `agora submit`, `agora status`, `agora logs`, `agora result`, `agora
-//! jobs`: buying work and watching it run.
+//! jobs`: buying work and watching it run; `agora canary`: the operator's
+//! known-answer units.
 
 use super::client::ClientArgs;
-use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitLimits};
+use agora_wire::api::{AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitLimits};
 use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -23,6 +24,19 @@ pub struct SubmitArgs {
     /// Providers that must agree on each output.
     #[arg(long, default_value_t = 1)]
     replicas: u32,
+    #[command(flatten)]
+    limits: UnitLimitArgs,
+    /// Wait for the job to end, with a progress bar.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: write the outputs here.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// The limits of each unit (of a job or a canary).
+#[derive(Args)]
+pub struct UnitLimitArgs {
     /// Fuel per unit.
     #[arg(long, default_value_t = 5_000_000_000)]
     fuel: u64,
@@ -35,12 +49,26 @@ pub struct SubmitArgs {
     /// Units need a GPU.
     #[arg(long)]
     gpu: bool,
-    /// Wait for the job to end, with a progress bar.
-    #[arg(long)]
-    wait: bool,
-    /// With --wait: write the outputs here.
+}
+
+impl UnitLimitArgs {
+    fn limits(&self) -> UnitLimits {
+        UnitLimits { fuel: self.fuel, memory_bytes: self.memory, timeout_ms: self.timeout.as_millis() as u64, gpu: self.gpu }
+    }
+}
+
+#[derive(Args)]
+pub struct CanaryArgs {
+    /// PACKAGE@VERSION the canary runs.
+    package: String,
+    /// The unit's input.
     #[arg(long, short)]
-    output: Option<PathBuf>,
+    input: PathBuf,
+    /// Its one exact answer (every honest implementation must produce these bytes).
+    #[arg(long)]
+    expect: PathBuf,
+    #[command(flatten)]
+    limits: UnitLimitArgs,
 }
 
 #[derive(Args)]
@@ -79,7 +107,7 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         package,
         version,
         inputs_base64: inputs,
-        limits: UnitLimits { fuel: args.fuel, memory_bytes: args.memory, timeout_ms: args.timeout.as_millis() as u64, gpu: args.gpu },
+        limits: args.limits.limits(),
         max_price: args.max_price,
         replicas: args.replicas,
     };
@@ -256,5 +284,25 @@ pub fn list(client_args: &ClientArgs) -> Result<()> {
         let done = j.units.iter().filter(|u| u.state == "verified").count();
         println!("{}  {:<9} {}/{} units  {} {}", j.id, format!("{:?}", j.state).to_lowercase(), done, j.units.len(), j.package, j.version);
     }
+    Ok(())
+}
+
+/// Add a known-answer canary unit (operator key only).
+pub fn canary(args: CanaryArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let Some((package, version)) = args.package.split_once('@') else {
+        bail!("a canary names its exact version: PACKAGE@VERSION");
+    };
+    let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let request = AddCanary {
+        package: package.into(),
+        version: version.into(),
+        input_base64: b64(read(&args.input)?),
+        expected_output_base64: b64(read(&args.expect)?),
+        limits: args.limits.limits(),
+    };
+    let added: CanaryInfo = client.post("/api/v1/operator/canaries", &request, None)?;
+    println!("canary {}: {} {} (input {}, answer {})", added.id, added.package, added.version, &added.input_digest[..16], &added.output_digest[..16]);
     Ok(())
 }

@@ -5,7 +5,8 @@
 //!   kernels' stated bounds), and the same errors for the same misdeeds;
 //! - contribution: a tab on /contribute leases units of a job submitted
 //!   from the CLI, returns signed results the market verifies (the
-//!   package's `verify`) and settles, and its balance rises.
+//!   package's `verify`) and settles, and its balance rises; an operator's
+//!   canary among its first leases is answered right.
 
 use super::*;
 use agora_host::{GpuChoice, Limits, Runtime, RuntimeConfig, gpu::GpuQuota};
@@ -246,12 +247,20 @@ fn a_browser_tab_earns_credits_for_real_units() {
     let out = market.agora(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", stderr(&out));
     let job = stdout(&out).lines().last().unwrap().trim().to_string();
+    // A canary with an exact answer (small integers): a new tab runs it
+    // first, as if it were a buyer's unit.
+    let (canary_in, canary_out) = (market.home.join("canary.in"), market.home.join("canary.out"));
+    std::fs::write(&canary_in, [[2u32, 2, 2].iter().flat_map(|v| v.to_le_bytes()).collect(), f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])].concat()).unwrap();
+    std::fs::write(&canary_out, f32_bytes(&[19.0, 22.0, 43.0, 50.0])).unwrap();
+    let out = market.agora(&["--key", operator.to_str().unwrap(), "canary", "matmul@1.0.0", "--input", canary_in.to_str().unwrap(), "--expect", canary_out.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("canary c"), "{}", stdout(&out));
 
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let mut node = Command::new("node")
         .arg(e2e_dir().join("contribute.mjs"))
-        .args([&market.url, shots.to_str().unwrap(), "2"])
+        .args([&market.url, shots.to_str().unwrap(), "3"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("node runs");
@@ -259,7 +268,7 @@ fn a_browser_tab_earns_credits_for_real_units() {
     assert!(node.wait().unwrap().success(), "the contribution failed: {lines:?}");
     let provider = lines.iter().find_map(|l| l.strip_prefix("PROVIDER ")).expect("registered").to_string();
     let done: Vec<u64> = lines.iter().find_map(|l| l.strip_prefix("DONE ")).expect("finished").split(' ').map(|v| v.parse().unwrap()).collect();
-    assert_eq!(done[0], 2, "two units done");
+    assert_eq!(done[0], 3, "the canary and the job's two units done");
     assert!(done[1] > 0, "the page shows credits earned");
 
     // The market verified and settled both units: the job is done, each
@@ -283,4 +292,10 @@ fn a_browser_tab_earns_credits_for_real_units() {
         .find_map(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no available balance in {balance:?}"));
     assert!(available > 0, "the browser provider was paid: {balance}");
+    // Three successes (the canary answered right) lift the tab past its
+    // prior; a wrong canary answer would have left it near 0.3.
+    let providers: Value = agora_wire::client::Client::new(&market.url, None).get("/api/v1/providers").unwrap();
+    let tab = providers.as_array().unwrap().iter().find(|p| p["id"] == provider.as_str()).expect("the tab is listed");
+    assert!(tab["reputation"].as_f64().unwrap() > 0.5, "{tab}");
 }
+

@@ -345,6 +345,20 @@ fn up() -> Result<()> {
     client(&mut mint);
     mint.arg("--key").arg(home.join("operator.json")).args(["mint", &buyer, "10000", "--id", "demo-buyer-funding"]);
     let _ = mint.output();
+    // A canary with an exact answer (saxpy of small integers): new
+    // providers, browser tabs included, run it among their first leases.
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (canary_in, canary_out) = (out.join("canary-saxpy.in"), out.join("canary-saxpy.out"));
+    std::fs::write(&canary_in, floats(&[2.0, 1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0]))?;
+    std::fs::write(&canary_out, floats(&[12.0, 24.0, 36.0, 48.0]))?;
+    let mut canary = agora_cmd();
+    client(&mut canary);
+    canary.arg("--key").arg(home.join("operator.json")).args(["canary", "saxpy@0.1.0", "--input"]).arg(&canary_in).arg("--expect").arg(&canary_out);
+    match canary.output() {
+        Ok(o) if o.status.success() => eprint!("{}", String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => eprintln!("adding a canary: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => eprintln!("adding a canary: {e}"),
+    }
 
     // Two providers: a new provider's results are confirmed by a second one.
     let mut hosts = Vec::new();

@@ -44,8 +44,19 @@ impl Jobs {
         }
         let needs_gpu = gpu || version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let (input_digest, output_digest) = (agora_wire::digest_hex(&input), agora_wire::digest_hex(&expected));
-        let id = random_id('c', 9);
         let mut tx = self.db.write().await?;
+        // The same canary twice is one canary.
+        if let Some(row) = sqlx::query("SELECT id FROM canaries WHERE digest = $1 AND input_digest = $2 AND output_digest = $3")
+            .bind(&version.digest)
+            .bind(&input_digest)
+            .bind(&output_digest)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            let id = row.try_get("id")?;
+            return Ok(CanaryInfo { id, package: request.package, version: version.version.clone(), input_digest, output_digest });
+        }
+        let id = random_id('c', 9);
         for (digest, bytes) in [(&input_digest, input), (&output_digest, expected)] {
             sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
                 .bind(digest)

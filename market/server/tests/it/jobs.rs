@@ -415,6 +415,8 @@ both_dbs!(canaries_measure_a_new_providers_honesty_before_buyers_units, async |m
     let (status, added) = m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&m.operator)).await;
     assert_eq!(status, StatusCode::OK, "{added}");
     assert_eq!(added["output_digest"], agora_wire::digest_hex(&expected).as_str());
+    let (_, again) = m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&m.operator)).await;
+    assert_eq!(again["id"], added["id"], "the same canary twice is one canary");
 
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
