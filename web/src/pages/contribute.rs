@@ -79,7 +79,7 @@ pub fn Contribute() -> impl IntoView {
             <p id="bench">{move || board.bench.get().unwrap_or_default()}</p>
         </section>
         <section class="panel" id="controls">
-            <button id="start" on:click=start disabled=move || board.active.get() || board.adapter.get().is_none()>"Start"</button>
+            <button id="start" on:click=start disabled=move || board.active.get() || board.adapter.get().is_none() || board.bench.get().is_none()>"Start"</button>
             " "
             <button id="pause" on:click=pause disabled=move || !board.active.get()>"Pause"</button>
             <label>
