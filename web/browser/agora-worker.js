@@ -556,7 +556,7 @@ async function runKernel(msg) {
   }
 }
 
-onmessage = async ({ data: msg }) => {
+async function handle(msg) {
   if (msg.type === 'info') {
     const g = await openGpu();
     postMessage({ type: 'info', id: msg.id, adapter: g ? g.info : null, jspi: typeof WebAssembly.Suspending === 'function' });
@@ -564,4 +564,11 @@ onmessage = async ({ data: msg }) => {
   }
   const result = msg.type === 'kernel' ? await runKernel(msg) : await runUnit(msg);
   postMessage({ type: 'done', id: msg.id, ...result }, result.output ? [result.output] : []);
+}
+
+// One request at a time: a job's books (`job`) belong to the request that
+// is running, whoever else sends work meanwhile (the page's benchmark, say).
+let queue = Promise.resolve();
+onmessage = ({ data: msg }) => {
+  queue = queue.then(() => handle(msg)).catch((e) => postMessage({ type: 'done', id: msg.id, ok: false, error: String(e) }));
 };
