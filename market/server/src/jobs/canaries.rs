@@ -149,13 +149,14 @@ impl Jobs {
         output_digest: Option<&str>,
         now: i64,
     ) -> Result<Option<()>, ApiError> {
-        let mut tx = self.db.write().await?;
+        // A read first: most results are a buyer's, and they must not wait
+        // for the writer here.
         let Some(run) = sqlx::query(
             "SELECT r.provider AS provider, r.state AS state, r.expires_at_ms AS expires_at_ms, c.output_digest AS expected
              FROM canary_runs r JOIN canaries c ON c.id = r.canary_id WHERE r.lease_id = $1",
         )
         .bind(lease_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.db.pool)
         .await?
         else {
             return Ok(None);
@@ -175,15 +176,15 @@ impl Jobs {
             (outcome, _) => Mark::of_failure(outcome, report.message.as_deref()).unwrap_or(Mark::Mismatch),
         };
         let state = if matches!(mark, Mark::Success) { "passed" } else { "failed" };
+        // One statement decides who answered first.
         let updated = sqlx::query("UPDATE canary_runs SET state = $1 WHERE lease_id = $2 AND state = 'active'")
             .bind(state)
             .bind(lease_id)
-            .execute(&mut *tx)
+            .execute(&self.db.pool)
             .await?;
         if updated.rows_affected() != 1 {
             return Err(ApiError::NotPending(format!("lease {lease_id} (already answered)")));
         }
-        tx.commit().await?;
         tracing::info!(provider = %provider, lease = lease_id, state, "canary answered");
         self.mark(provider.as_str(), mark).await?;
         Ok(Some(()))
