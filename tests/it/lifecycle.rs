@@ -126,11 +126,15 @@ fn key_of(market: &Market, name: &str) -> String {
 fn a_provider_killed_mid_lease_loses_it_and_the_unit_runs_elsewhere() {
     let market = Market::start_with("lifecycle-kill", &["--lease-ttl", "2s"]);
     setup(&market);
-    let input = market.home.join("big.txt");
-    std::fs::write(&input, "width=1200 height=1200 iterations=20000").unwrap();
+    // A unit that takes seconds of wall time but little CPU (it sleeps
+    // between logged steps), so the kill lands mid-run and the replicas
+    // finish however busy the machine is.
+    let out = market.agora(&["publish", guest("hostile").to_str().unwrap(), "--name", "paced", "--version", "1.0.0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let input = market.home.join("paced.txt");
+    std::fs::write(&input, "paced-log 40").unwrap();
     let doomed = market.host("doomed", &[]);
-    // A long unit, with room to finish when two replicas share a busy machine.
-    let job = submit(&market, &["mandelbrot", "--input", input.to_str().unwrap(), "--max-price", "3000", "--timeout", "5m"]);
+    let job = submit(&market, &["paced", "--input", input.to_str().unwrap(), "--max-price", "3000"]);
     wait_for(&market, &job, "the unit to start", |s| s.contains("running"));
     drop(doomed);
     let (_b, _c) = (market.host("provider-b", &[]), market.host("provider-c", &[]));
