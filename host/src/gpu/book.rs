@@ -6,6 +6,10 @@
 use super::{GpuError, GpuQuota, GpuStats};
 use std::time::{Duration, Instant};
 
+/// The longest one wait for the GPU may take even when the job's quota is
+/// larger: past it the device is treated as hung.
+const SYNC_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+
 /// Quota and usage of one session.
 pub(crate) struct SessionBook {
     pub quota: GpuQuota,
@@ -43,7 +47,7 @@ impl SessionBook {
         self.stats.gpu_time += started.elapsed();
     }
 
-    pub fn time_exceeded(&self) -> GpuError {
+    fn time_exceeded(&self) -> GpuError {
         GpuError::QuotaExceeded {
             resource: "GPU time (ms)",
             requested: self.stats.gpu_time.as_millis() as u64,
@@ -58,6 +62,30 @@ impl SessionBook {
             return Err(self.time_exceeded());
         }
         Ok(left)
+    }
+
+    /// How long the next wait for queued work may take: the GPU time the
+    /// quota leaves (zero once spent: a backend still looks once), at most
+    /// [`SYNC_TIMEOUT_MAX`].
+    pub fn wait_timeout(&self) -> Duration {
+        self.quota.gpu_time_max.saturating_sub(self.stats.gpu_time).min(SYNC_TIMEOUT_MAX)
+    }
+
+    /// After a wait that finished: the quota error if it finished late
+    /// (some drivers finish a wait late instead of timing out).
+    pub fn check_time(&self) -> Result<(), GpuError> {
+        if self.stats.gpu_time > self.quota.gpu_time_max {
+            return Err(self.time_exceeded());
+        }
+        Ok(())
+    }
+
+    /// A wait of `timeout` that did not finish: the device is abandoned.
+    pub fn hung(timeout: Duration) -> GpuError {
+        GpuError::DeviceLost(format!(
+            "GPU work did not finish within {} ms (GPU time quota); the device is abandoned",
+            timeout.as_millis()
+        ))
     }
 
     /// Count `count` more dispatches (a standard kernel may be several).

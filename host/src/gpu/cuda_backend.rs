@@ -33,10 +33,7 @@ use cudarc::driver::{
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// The longest one wait may take even when the job's quota is larger.
-const SYNC_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+use std::time::Instant;
 
 /// The device memory kept free for the CUDA context, cuBLAS workspaces and
 /// other processes: a job may not take the card's last bytes.
@@ -184,11 +181,11 @@ fn nvml_driver(uuid: &[std::ffi::c_char; 16]) -> Option<String> {
     let b: Vec<u8> = uuid.iter().map(|c| *c as u8).collect();
     let id = format!(
         "GPU-{}-{}-{}-{}-{}",
-        hex(&b[0..4]),
-        hex(&b[4..6]),
-        hex(&b[6..8]),
-        hex(&b[8..10]),
-        hex(&b[10..16])
+        hex::encode(&b[0..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
+        hex::encode(&b[10..16])
     );
     // Only a device NVML knows by the same UUID is described by it.
     nvml.device_by_uuid(id.as_str()).ok()?;
@@ -198,10 +195,6 @@ fn nvml_driver(uuid: &[std::ffi::c_char; 16]) -> Option<String> {
         Some(v) => format!("NVIDIA {version} (CUDA {}.{})", v / 1000, (v % 1000) / 10),
         None => format!("NVIDIA {version}"),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Shared {
@@ -305,7 +298,7 @@ impl CudaSession {
         if !self.pending {
             return Ok(());
         }
-        let timeout = self.book.quota.gpu_time_max.saturating_sub(self.book.stats.gpu_time).min(SYNC_TIMEOUT_MAX);
+        let timeout = self.book.wait_timeout();
         let started = Instant::now();
         let event = match self.shared.stream.record_event(None) {
             Ok(event) => event,
@@ -325,17 +318,11 @@ impl CudaSession {
         match outcome {
             Ok(()) => {
                 self.pending = false;
-                if self.book.stats.gpu_time > self.book.quota.gpu_time_max {
-                    return Err(self.book.time_exceeded());
-                }
-                Ok(())
+                self.book.check_time()
             }
             Err(None) => {
                 self.poisoned = true;
-                Err(GpuError::DeviceLost(format!(
-                    "GPU work did not finish within {} ms (GPU time quota); the device is abandoned",
-                    timeout.as_millis()
-                )))
+                Err(SessionBook::hung(timeout))
             }
             Err(Some(e)) => Err(self.fail("waiting for the GPU", e)),
         }

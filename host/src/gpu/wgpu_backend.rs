@@ -21,11 +21,7 @@ use super::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// The longest one wait for the GPU may take even when the job's quota is
-/// larger: past it the device is treated as hung.
-const SYNC_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+use std::time::Instant;
 
 type SourceDigest = [u8; 32];
 
@@ -281,24 +277,19 @@ impl WgpuSession {
     fn wait(&mut self) -> Result<(), GpuError> {
         // With the quota spent this still polls once: a queue that is not
         // empty by then means work is running past the quota.
-        let timeout = self.book.quota.gpu_time_max.saturating_sub(self.book.stats.gpu_time).min(SYNC_TIMEOUT_MAX);
+        let timeout = self.book.wait_timeout();
         let started = Instant::now();
         let result = self.shared.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
         self.charge(started);
         match result {
             // Some drivers (lavapipe) finish the wait late instead of timing out.
-            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded)
-                if self.book.stats.gpu_time > self.book.quota.gpu_time_max =>
-            {
-                Err(self.book.time_exceeded())
+            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) => {
+                self.book.check_time()?;
+                self.check_usable()
             }
-            Ok(wgpu::PollStatus::QueueEmpty | wgpu::PollStatus::WaitSucceeded) => self.check_usable(),
             Ok(wgpu::PollStatus::Poll) | Err(wgpu::PollError::Timeout) => {
                 self.poisoned = true;
-                Err(GpuError::DeviceLost(format!(
-                    "GPU work did not finish within {} ms (GPU time quota); the device is abandoned",
-                    timeout.as_millis()
-                )))
+                Err(SessionBook::hung(timeout))
             }
             Err(e) => {
                 self.poisoned = true;

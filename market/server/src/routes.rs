@@ -121,9 +121,7 @@ pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, heade
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
-            if caller != s.config.operator {
-                return Err(ApiError::Forbidden("minting is for the operator key only".into()));
-            }
+            operator_only(&s, &caller, "minting is for the operator key only")?;
             let request: MintRequest = parse(&body)?;
             let account = user_account(&request.account, "account")?;
             let transfer = s.ledger.execute(&request.id, &Op::Mint { account, amount: request.amount }, s.now_ms()).await?;
@@ -139,13 +137,19 @@ pub async fn add_canary(State(state): State<AppState>, method: Method, uri: Uri,
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
-            if caller != s.config.operator {
-                return Err(ApiError::Forbidden("canaries are for the operator key only".into()));
-            }
+            operator_only(&s, &caller, "canaries are for the operator key only")?;
             let request: AddCanary = parse(&body)?;
             Ok((StatusCode::OK, s.jobs.add_canary(request, s.now_ms()).await?))
         })
         .await
+}
+
+/// Refuse anyone but the operator key, with `refusal` as the message.
+fn operator_only(state: &AppState, caller: &KeyId, refusal: &str) -> Result<(), ApiError> {
+    if *caller != state.config.operator {
+        return Err(ApiError::Forbidden(refusal.into()));
+    }
+    Ok(())
 }
 
 /// A signed read: the caller, who must be `account`'s owner or the operator.
@@ -211,9 +215,7 @@ pub async fn history(
 #[utoipa::path(get, path = "/api/v1/operator/invariants", responses((status = 200, body = InvariantReport), (status = 403, body = ErrorBody)))]
 pub async fn invariants(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<InvariantReport>, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
-    if caller != state.config.operator {
-        return Err(ApiError::Forbidden("operator only".into()));
-    }
+    operator_only(&state, &caller, "operator only")?;
     Ok(Json(state.ledger.check_invariants().await?))
 }
 
