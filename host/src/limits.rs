@@ -17,7 +17,7 @@ pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest linear memory any job may ask for (the wasm32 address space).
-pub const MAX_MEMORY_BYTES_CEILING: u64 = 4 << 30;
+pub const MAX_MEMORY_BYTES_CEILING: u64 = agora_wire::limits::MAX_UNIT_MEMORY_BYTES;
 
 /// Table elements per table: enough for any real program's indirect calls,
 /// small enough that `table.grow` cannot exhaust host memory.

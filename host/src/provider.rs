@@ -37,7 +37,7 @@ pub struct ProviderConfig {
 impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
-            ask: Ask { per_billion_fuel: 10, per_gpu_second: 1 },
+            ask: Ask { per_billion_fuel: 10, per_gpu_second: 1, per_wall_second: 0 },
             max_concurrent: 2,
             poll_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
@@ -159,8 +159,9 @@ fn heartbeats(s: &Shared) {
     }
 }
 
-/// News of running units for one heartbeat (at most
-/// [`MAX_HEARTBEAT_LOG_LINES`] log lines; the rest wait for the next).
+/// Every running lease, with its news for one heartbeat (at most
+/// [`MAX_HEARTBEAT_LOG_LINES`] log lines; the rest wait for the next). A
+/// lease with no news is still named: that is what renews it.
 fn take_live(s: &Shared) -> Vec<LeaseProgress> {
     let mut live = s.live.lock().expect("live lock");
     let mut budget = MAX_HEARTBEAT_LOG_LINES;
@@ -168,11 +169,9 @@ fn take_live(s: &Shared) -> Vec<LeaseProgress> {
     for (lease_id, l) in live.iter_mut() {
         let n = l.unsent.len().min(budget);
         budget -= n;
-        if n == 0 && (l.progress_sent || l.progress.is_none()) {
-            continue;
-        }
+        let progress = if l.progress_sent { None } else { l.progress };
         l.progress_sent = true;
-        out.push(LeaseProgress { lease_id: lease_id.clone(), progress: l.progress, logs: l.unsent.drain(..n).collect() });
+        out.push(LeaseProgress { lease_id: lease_id.clone(), progress, logs: l.unsent.drain(..n).collect() });
     }
     out
 }
@@ -191,9 +190,13 @@ fn work(s: &Shared) {
         match s.client.post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None) {
             Ok(Some(grant)) => {
                 s.running.fetch_add(1, Ordering::Relaxed);
+                // Named in every heartbeat from now on (the market renews
+                // only the leases a provider says it is running).
+                s.live.lock().expect("live lock").insert(grant.lease_id.clone(), LiveLease::default());
                 if let Err(e) = run_lease(s, &grant) {
                     tracing::warn!(lease = %grant.lease_id, "lease abandoned: {e}");
                 }
+                s.live.lock().expect("live lock").remove(&grant.lease_id);
                 s.running.fetch_sub(1, Ordering::Relaxed);
             }
             Ok(None) => sleep_unless_stopped(s, s.config.poll_interval),
@@ -243,10 +246,11 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         fuel: grant.limits.fuel,
         memory_bytes: grant.limits.memory_bytes,
         timeout: Duration::from_millis(grant.limits.timeout_ms),
+        // The market's bound on a result, so it never refuses an honest one.
+        output_bytes: agora_wire::limits::MAX_UNIT_BYTES as u64,
         ..Limits::default()
     };
     tracing::info!(lease = %grant.lease_id, package = %grant.package, unit = grant.unit, "running");
-    s.live.lock().expect("live lock").insert(grant.lease_id.clone(), LiveLease::default());
     let mut on_live = |update: crate::report::LiveUpdate| {
         let mut live = s.live.lock().expect("live lock");
         let Some(l) = live.get_mut(&grant.lease_id) else { return };

@@ -19,6 +19,9 @@ pub struct HostArgs {
     /// Your price per GPU second, in credits.
     #[arg(long, default_value_t = 1)]
     ask_gpu: u64,
+    /// Your price per second of wall-clock time a unit holds a slot, in credits.
+    #[arg(long, default_value_t = 0)]
+    ask_wall: u64,
     /// Work units run at once (one warm worker process each).
     #[arg(long, default_value_t = 2)]
     max_concurrent: u32,
@@ -61,7 +64,7 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         flag.store(true, Ordering::Relaxed);
     });
     let config = ProviderConfig {
-        ask: Ask { per_billion_fuel: args.ask_fuel, per_gpu_second: args.ask_gpu },
+        ask: Ask { per_billion_fuel: args.ask_fuel, per_gpu_second: args.ask_gpu, per_wall_second: args.ask_wall },
         max_concurrent: args.max_concurrent.max(1),
         heartbeat_interval: Duration::from_secs_f64(args.heartbeat.max(0.2)),
         cheat: args.cheat_for_tests,

@@ -76,7 +76,7 @@ async fn env(url: &str) -> Env {
     let mint = agora_market::ledger::Op::Mint { account: buyer.id().to_string(), amount: 1 << 40 };
     state.ledger.execute("fund", &mint, now()).await.unwrap();
     let provider = Keypair::generate();
-    let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1 }, max_concurrent: 4 };
+    let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1, per_wall_second: 0 }, max_concurrent: 4 };
     state.jobs.register(provider.id(), register, now()).await.unwrap();
     // Trusted: one replica per unit, as for an established provider.
     sqlx::query("UPDATE providers SET good = 100").execute(&state.db.pool).await.unwrap();
@@ -171,7 +171,7 @@ async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
         exec(&mut tx, "INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, 0, $2, 'queued', 1, 1, CAST($3 AS BIGINT))", &[&job, &input_digest, &now_s]).await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
-        let row = sqlx::query(&candidate).bind(now()).bind(1i64).bind(10i64).bind(1i64).bind(&provider).bind(0i64).fetch_one(&mut *tx).await.unwrap();
+        let row = sqlx::query(&candidate).bind(now()).bind(1i64).bind(10i64).bind(1i64).bind(&provider).bind(0i64).bind(0i64).fetch_one(&mut *tx).await.unwrap();
         let leased_job: String = row.try_get("job_id").unwrap();
         exec(&mut tx, "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, 0, $3, 'active', CAST($4 AS BIGINT) + 30000, CAST($4 AS BIGINT))", &[&lease, &leased_job, &provider, &now_s]).await;
         tx.commit().await.unwrap();
@@ -276,7 +276,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
             scope.spawn(move || {
                 let clients: Vec<Client> = chunk.iter().map(|k| Client::new(&base, Some(Keypair::from_file_json(&k.to_file_json()).unwrap()))).collect();
                 let mut mine = Samples::default();
-                let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1 }, max_concurrent: 4 };
+                let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1, per_wall_second: 0 }, max_concurrent: 4 };
                 for c in &clients {
                     if let Err(e) = timed(&mut mine.register, || c.post::<_, serde_json::Value>("/api/v1/providers", &register, None)) {
                         mine.errors.push(format!("register: {e}"));

@@ -24,6 +24,12 @@ pub enum ApiError {
     IdempotencyMismatch(String),
     #[error("transfer `{0}` is not a pending hold")]
     NotPending(String),
+    /// A transfer id, hold or account in the market's own namespace.
+    #[error("{0}")]
+    Reserved(String),
+    /// A value past one of the named limits (`agora_wire::limits`).
+    #[error(transparent)]
+    Limit(#[from] agora_wire::limits::LimitError),
     #[error("{0}")]
     VersionExists(String),
     #[error("{0}")]
@@ -55,6 +61,8 @@ impl ApiError {
             ApiError::TransferConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::TRANSFER_CONFLICT),
             ApiError::IdempotencyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::IDEMPOTENCY_MISMATCH),
             ApiError::NotPending(_) => (StatusCode::CONFLICT, codes::NOT_PENDING),
+            ApiError::Reserved(_) => (StatusCode::FORBIDDEN, codes::RESERVED),
+            ApiError::Limit(_) => (StatusCode::BAD_REQUEST, codes::LIMIT),
             ApiError::VersionExists(_) => (StatusCode::CONFLICT, codes::VERSION_EXISTS),
             ApiError::NameTaken(_) => (StatusCode::FORBIDDEN, codes::NAME_TAKEN),
             ApiError::BadPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_PACKAGE),

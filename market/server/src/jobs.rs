@@ -3,10 +3,12 @@
 //!
 //! Money (all through [`Ledger`] with deterministic transfer ids, so a
 //! re-run after a crash never pays twice):
-//! - submit: hold `max_price` from the buyer to `escrow` (`job:{id}:hold`);
+//! - submit: hold `max_price` from the buyer to the job's own escrow account
+//!   `job:{id}` (`job:{id}:hold`); ids and accounts under `job:` and
+//!   `lease:` are the market's alone (see [`crate::ledger::is_market_id`]);
 //! - first verified unit: post the hold in full (`job:{id}:escrow`);
-//! - each accepted result: `escrow -> provider` (cost - fee, `lease:{id}:pay`)
-//!   and `escrow -> fees` (`lease:{id}:fee`);
+//! - each accepted result: `job:{id} -> provider` (cost - fee,
+//!   `lease:{id}:pay`) and `job:{id} -> fees` (`lease:{id}:fee`);
 //! - job end: refund what was not spent (`job:{id}:refund`), or void the
 //!   hold when nothing was (`job:{id}:void`).
 //!
@@ -16,11 +18,16 @@
 //! so all payments together never exceed the hold.
 
 mod canaries;
+mod decide;
+mod settle;
 pub use canaries::CANARIES_PER_PROVIDER;
+pub use settle::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};
+use decide::decide_unit;
+use settle::hold_id;
 
 use crate::db::{Db, Kind};
 use crate::error::ApiError;
-use crate::ledger::{ESCROW, FEES, Ledger, Op};
+use crate::ledger::{self, Ledger, Op, job_escrow};
 use crate::registry::Registry;
 use crate::verify::{ResultVerifier, VerifyLimits};
 use std::sync::Arc;
@@ -36,17 +43,17 @@ use sqlx::any::AnyRow;
 
 /// Most work units per job.
 pub const MAX_UNITS: usize = 10_000;
-/// Largest input or output of one unit.
-pub const MAX_UNIT_BYTES: usize = 64 << 20;
+pub use agora_wire::limits::{MAX_ASK, MAX_UNIT_BYTES};
+use agora_wire::limits::{check_ask, check_unit_bytes, check_unit_limits};
 /// Most replicas a buyer may ask for.
 pub const MAX_REPLICAS: u32 = 5;
 /// Replicas beyond the buyer's that the market may add: one to confirm an
 /// untrusted provider or to break a tie.
 pub const MAX_EXTRA_REPLICAS: i64 = 1;
+/// Most units one provider runs at once.
+pub const MAX_CONCURRENT: u32 = 1024;
 /// Providers a unit may fail on before it fails for good.
 pub const MAX_UNIT_FAILURES: i64 = 3;
-/// Highest ask accepted (per billion fuel, per GPU second).
-pub const MAX_ASK: u64 = 1_000_000;
 /// Reputation mean under which a provider's results are confirmed by another.
 pub const TRUSTED_REPUTATION: f64 = 0.8;
 /// Observations (decayed) before a provider can be trusted alone.
@@ -55,6 +62,10 @@ pub const TRUSTED_OBSERVATIONS: f64 = 3.0;
 /// cheap to open and to abandon, so it earns trust over about ten confirmed
 /// results instead of three. A native provider starts at zero.
 pub const BROWSER_PRIOR_BAD: f64 = 2.0;
+/// Time a lease has past its unit's timeout before it ends, heartbeats or
+/// not: fetching the component and input, compiling it (the host allows a
+/// minute), and returning the result.
+pub const LEASE_GRACE_MS: i64 = 120_000;
 /// Decay applied to a provider's record at each update.
 pub const REPUTATION_DECAY: f64 = 0.98;
 
@@ -123,15 +134,21 @@ pub struct Jobs {
     pub config: JobsConfig,
 }
 
-fn hold_id(job: &str) -> String {
-    format!("job:{job}:hold")
+/// What a unit used, as the market pays for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub fuel: u64,
+    pub gpu_time_us: u64,
+    /// Wall-clock time from the grant to the result, measured by the market.
+    pub wall_ms: u64,
 }
 
-/// Credits for `fuel` and `gpu_time_us` at `ask`, rounded up.
-pub fn price(ask: Ask, fuel: u64, gpu_time_us: u64) -> u64 {
-    let fuel_part = (fuel as u128 * ask.per_billion_fuel as u128).div_ceil(1_000_000_000);
-    let gpu_part = (gpu_time_us as u128 * ask.per_gpu_second as u128).div_ceil(1_000_000);
-    (fuel_part + gpu_part).min(u64::MAX as u128) as u64
+/// Credits for `usage` at `ask`, rounded up.
+pub fn price(ask: Ask, usage: Usage) -> u64 {
+    let fuel_part = (usage.fuel as u128 * ask.per_billion_fuel as u128).div_ceil(1_000_000_000);
+    let gpu_part = (usage.gpu_time_us as u128 * ask.per_gpu_second as u128).div_ceil(1_000_000);
+    let wall_part = (usage.wall_ms as u128 * ask.per_wall_second as u128).div_ceil(1_000);
+    (fuel_part + gpu_part + wall_part).min(u64::MAX as u128) as u64
 }
 
 fn reputation(good: f64, bad: f64) -> f64 {
@@ -178,8 +195,11 @@ impl Jobs {
     // ------------------------------------------------------------ providers
 
     pub async fn register(&self, provider: &KeyId, r: RegisterProvider, now: i64) -> Result<(), ApiError> {
-        if r.ask.per_billion_fuel > MAX_ASK || r.ask.per_gpu_second > MAX_ASK || r.max_concurrent == 0 || r.max_concurrent > 1024 {
-            return Err(ApiError::Invalid(format!("asks are at most {MAX_ASK}; max_concurrent is 1 to 1024")));
+        check_ask("ask.per_billion_fuel", r.ask.per_billion_fuel)?;
+        check_ask("ask.per_gpu_second", r.ask.per_gpu_second)?;
+        check_ask("ask.per_wall_second", r.ask.per_wall_second)?;
+        if r.max_concurrent == 0 || r.max_concurrent > MAX_CONCURRENT {
+            return Err(ApiError::Invalid(format!("max_concurrent is 1 to {MAX_CONCURRENT}")));
         }
         if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
             return Err(ApiError::Invalid(format!("capabilities.kind is `native` or `browser`, not `{}`", r.capabilities.kind)));
@@ -187,9 +207,9 @@ impl Jobs {
         let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
         let prior_bad = if r.capabilities.kind == "browser" { BROWSER_PRIOR_BAD } else { 0.0 };
         sqlx::query(
-            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad)
-             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8)
-             ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7",
+            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad, ask_per_wall_second)
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7, ask_per_wall_second = $9",
         )
         .bind(provider.as_str())
         .bind(caps)
@@ -199,13 +219,14 @@ impl Jobs {
         .bind(!r.capabilities.gpus.is_empty() as i64)
         .bind(now)
         .bind(prior_bad)
+        .bind(r.ask.per_wall_second as i64)
         .execute(&self.db.pool)
         .await?;
         Ok(())
     }
 
-    /// Record telemetry and running units' progress and logs, and extend
-    /// this provider's active leases.
+    /// Record telemetry and running units' progress and logs, and renew the
+    /// leases the provider names as running (never past their deadline).
     pub async fn heartbeat(&self, provider: &KeyId, mut beat: Heartbeat, now: i64) -> Result<u64, ApiError> {
         let live = std::mem::take(&mut beat.leases);
         if live.len() > 1024 {
@@ -220,16 +241,41 @@ impl Jobs {
         if done.rows_affected() == 0 {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
-        for lease in live {
+        for lease in &live {
             self.record_live(provider, &lease.lease_id, lease.progress, &lease.logs, now).await?;
         }
-        let extended = sqlx::query("UPDATE leases SET expires_at_ms = $1 WHERE provider = $2 AND state = 'active' AND expires_at_ms > $3")
-            .bind(now + self.config.lease_ttl_ms)
-            .bind(provider.as_str())
-            .bind(now)
-            .execute(&self.db.pool)
-            .await?;
-        Ok(extended.rows_affected())
+        let named: Vec<&str> = live.iter().map(|l| l.lease_id.as_str()).collect();
+        self.renew(provider, &named, now).await
+    }
+
+    /// Renew `named` leases of `provider` that are still active: a lease
+    /// lives [`JobsConfig::lease_ttl_ms`] past the last heartbeat naming it,
+    /// never past its deadline. Canary leases are renewed the same way.
+    async fn renew(&self, provider: &KeyId, named: &[&str], now: i64) -> Result<u64, ApiError> {
+        if named.is_empty() {
+            return Ok(0);
+        }
+        let until = now + self.config.lease_ttl_ms;
+        let mut renewed = 0;
+        let mut tx = self.db.write().await?;
+        for lease in named {
+            for table in ["leases", "canary_runs"] {
+                let key = if table == "leases" { "id" } else { "lease_id" };
+                renewed += sqlx::query(&format!(
+                    "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms < $1 THEN deadline_ms ELSE $1 END
+                     WHERE {key} = $2 AND provider = $3 AND state = 'active' AND expires_at_ms > $4"
+                ))
+                .bind(until)
+                .bind(lease)
+                .bind(provider.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(renewed)
     }
 
     pub async fn providers(&self, now: i64) -> Result<Vec<ProviderInfo>, ApiError> {
@@ -246,6 +292,7 @@ impl Jobs {
             ask: Ask {
                 per_billion_fuel: r.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
                 per_gpu_second: r.try_get::<i64, _>("ask_per_gpu_second")? as u64,
+                per_wall_second: r.try_get::<i64, _>("ask_per_wall_second")? as u64,
             },
             max_concurrent: r.try_get::<i64, _>("max_concurrent")? as u32,
             online: now - last <= self.config.heartbeat_fresh_ms,
@@ -285,6 +332,7 @@ impl Jobs {
             suggested_ask: Ask {
                 per_billion_fuel: scale(median(online.iter().map(|p| p.ask.per_billion_fuel).collect())),
                 per_gpu_second: scale(median(online.iter().map(|p| p.ask.per_gpu_second).collect())),
+                per_wall_second: scale(median(online.iter().map(|p| p.ask.per_wall_second).collect())),
             },
         })
     }
@@ -440,10 +488,8 @@ impl Jobs {
         if request.replicas == 0 || request.replicas > MAX_REPLICAS {
             return Err(ApiError::Invalid(format!("replicas is 1 to {MAX_REPLICAS}")));
         }
-        let l = request.limits;
-        if l.fuel == 0 || l.timeout_ms == 0 || l.memory_bytes == 0 || l.timeout_ms > 3_600_000 || l.memory_bytes > 4 << 30 {
-            return Err(ApiError::Invalid("limits: fuel, memory (<= 4 GiB) and timeout (<= 1 h) must be positive".into()));
-        }
+        check_unit_limits(&request.limits)?;
+        ledger::check_amount("max_price", request.max_price)?;
         let info = self.registry.info(&request.package).await?;
         let version = match &request.version {
             Some(v) => info.versions.iter().find(|x| &x.version == v).ok_or_else(|| ApiError::NotFound(format!("no version {v} of {}", request.package)))?,
@@ -469,9 +515,7 @@ impl Jobs {
         let mut inputs = Vec::with_capacity(units);
         for (i, text) in request.inputs_base64.iter().enumerate() {
             let bytes = b64(text, &format!("input {i}"))?;
-            if bytes.len() > MAX_UNIT_BYTES {
-                return Err(ApiError::Invalid(format!("input {i} is {} bytes, the limit is {MAX_UNIT_BYTES}", bytes.len())));
-            }
+            check_unit_bytes("an input", bytes.len())?;
             inputs.push(bytes);
         }
         let id = random_id('j', 9);
@@ -479,7 +523,7 @@ impl Jobs {
         // Escrow first: no job exists without its hold.
         let hold = Op::Hold {
             debit: buyer.to_string(),
-            credit: ESCROW.into(),
+            credit: job_escrow(&id),
             amount: request.max_price,
             timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
         };
@@ -732,6 +776,7 @@ impl Jobs {
             .bind(info.ask.per_gpu_second as i64)
             .bind(provider.as_str())
             .bind(browser as i64)
+            .bind(info.ask.per_wall_second as i64)
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -760,18 +805,27 @@ impl Jobs {
         if untrusted && unit.try_get::<i64, _>("checked")? == 0 && unit.try_get::<i64, _>("wanted")? < 2 {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
-        let lease_id = random_id('l', 12);
-        let expires = now + self.config.lease_ttl_ms;
-        sqlx::query("INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $6)")
-            .bind(&lease_id)
-            .bind(&job_id)
-            .bind(idx)
-            .bind(provider.as_str())
-            .bind(expires)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
+        let lease_id = random_id('l', 12);
+        let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
+        let expires = (now + self.config.lease_ttl_ms).min(deadline);
+        sqlx::query(
+            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&lease_id)
+        .bind(&job_id)
+        .bind(idx)
+        .bind(provider.as_str())
+        .bind(expires)
+        .bind(now)
+        .bind(deadline)
+        .bind(info.ask.per_billion_fuel as i64)
+        .bind(info.ask.per_gpu_second as i64)
+        .bind(info.ask.per_wall_second as i64)
+        .bind(!browser as i64)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(LeaseGrant {
             lease_id,
@@ -794,9 +848,7 @@ impl Jobs {
         let output = match (&report.outcome[..], &report.output_base64) {
             ("ok", Some(text)) => {
                 let bytes = b64(text, "output")?;
-                if bytes.len() > MAX_UNIT_BYTES {
-                    return Err(ApiError::Invalid(format!("output of {} bytes exceeds {MAX_UNIT_BYTES}", bytes.len())));
-                }
+                check_unit_bytes("the output", bytes.len())?;
                 let digest = agora_wire::digest_hex(&bytes);
                 if report.output_digest.as_deref() != Some(&digest) {
                     return Err(ApiError::Invalid("the output does not match its signed digest".into()));
@@ -829,15 +881,8 @@ impl Jobs {
         }
         let (job_id, idx): (String, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?);
         let checked = lease.try_get::<i64, _>("checked")? == 1;
-        let ask = sqlx::query("SELECT ask_per_billion_fuel, ask_per_gpu_second FROM providers WHERE id = $1")
-            .bind(provider.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        let ask = Ask {
-            per_billion_fuel: ask.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
-            per_gpu_second: ask.try_get::<i64, _>("ask_per_gpu_second")? as u64,
-        };
-        let cost = price(ask, report.fuel_used, report.gpu_time_us).min(lease.try_get::<i64, _>("unit_cap")? as u64);
+        // What the lease costs is decided with its unit, from the usage
+        // the accepted replicas agree on (see `agreed_usage`), not here.
         // What became of this result: the lease's state, and why a unit
         // attempt failed.
         let (state, failure) = match (&output, &verdict) {
@@ -854,17 +899,16 @@ impl Jobs {
             }
         };
         sqlx::query(
-            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, cost = $9, answered_at_ms = $11 WHERE id = $10",
+            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, answered_at_ms = $10, wall_ms = $10 - created_at_ms WHERE id = $9",
         )
         .bind(state)
         .bind(&report.outcome)
         .bind(failure.clone().or(report.message.clone()).map(|m| m.chars().take(2000).collect::<String>()))
         .bind(output.as_ref().map(|(d, _)| d.clone()))
-        .bind(report.fuel_used as i64)
-        .bind(report.gpu_time_us as i64)
-        .bind(report.peak_memory_bytes as i64)
+        .bind(report.fuel_used.min(i64::MAX as u64) as i64)
+        .bind(report.gpu_time_us.min(i64::MAX as u64) as i64)
+        .bind(report.peak_memory_bytes.min(i64::MAX as u64) as i64)
         .bind(&report.signature)
-        .bind(cost as i64)
         .bind(lease_id)
         .bind(now)
         .execute(&mut *tx)
@@ -936,226 +980,21 @@ impl Jobs {
         Ok(Some(verdict))
     }
 
-    /// Pay accepted leases and finish the job when every unit is final.
-    /// Safe to run again at any time: every transfer id is deterministic.
-    pub async fn settle(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
-        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(job_id).fetch_one(&self.db.pool).await?;
-        let buyer: String = job.try_get("buyer")?;
-        let max_price = job.try_get::<i64, _>("max_price")? as u64;
-        let unpaid = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state = 'accepted' AND paid = 0")
-            .bind(job_id)
-            .fetch_all(&self.db.pool)
-            .await?;
-        let mut escrow_posted = job.try_get::<i64, _>("escrow_posted")? == 1;
-        if !unpaid.is_empty() && !escrow_posted {
-            self.post_escrow(job_id, now).await?;
-            escrow_posted = true;
-        }
-        for lease in unpaid {
-            let (id, provider): (String, String) = (lease.try_get("id")?, lease.try_get("provider")?);
-            let cost = lease.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
-            let fee = cost * self.config.fee_bps / 10_000;
-            if cost - fee > 0 {
-                let op = Op::Single { debit: ESCROW.into(), credit: provider, amount: cost - fee };
-                self.ledger.execute(&format!("lease:{id}:pay"), &op, now).await?;
-            }
-            if fee > 0 {
-                let op = Op::Single { debit: ESCROW.into(), credit: FEES.into(), amount: fee };
-                self.ledger.execute(&format!("lease:{id}:fee"), &op, now).await?;
-            }
-            sqlx::query("UPDATE leases SET paid = 1 WHERE id = $1").bind(&id).execute(&self.db.pool).await?;
-        }
-        if job.try_get::<String, _>("state")? != "running" {
-            return Ok(());
-        }
-        let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'queued'")
-            .bind(job_id)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
-        let expired = job.try_get::<i64, _>("expires_at_ms")? <= now;
-        if open > 0 && !expired {
-            return Ok(());
-        }
-        if expired && open > 0 {
-            sqlx::query("UPDATE units SET state = 'failed', message = 'the job expired' WHERE job_id = $1 AND state = 'queued'")
-                .bind(job_id)
-                .execute(&self.db.pool)
-                .await?;
-            sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&self.db.pool).await?;
-        }
-        let spent: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS s FROM leases WHERE job_id = $1 AND paid = 1")
-            .bind(job_id)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("s")?;
-        if escrow_posted {
-            let refund = max_price - spent as u64;
-            if refund > 0 {
-                let op = Op::Single { debit: ESCROW.into(), credit: buyer, amount: refund };
-                self.ledger.execute(&format!("job:{job_id}:refund"), &op, now).await?;
-            }
-        } else {
-            match self.ledger.execute(&format!("job:{job_id}:void"), &Op::Void { pending_id: hold_id(job_id) }, now).await {
-                Ok(_) | Err(ApiError::NotPending(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let verified: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'verified'")
-            .bind(job_id)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1").bind(job_id).fetch_one(&self.db.pool).await?.try_get("n")?;
-        let state = if verified == total { "done" } else if expired { "expired" } else { "failed" };
-        sqlx::query("UPDATE jobs SET state = $1, finished_at_ms = $2 WHERE id = $3 AND state = 'running'")
-            .bind(state)
-            .bind(now)
-            .bind(job_id)
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Move the held cap into escrow (once; a re-run finds it settled).
-    async fn post_escrow(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
-        match self.ledger.execute(&format!("job:{job_id}:escrow"), &Op::Post { pending_id: hold_id(job_id), amount: None }, now).await {
-            Ok(_) => {}
-            Err(ApiError::NotPending(_)) => {
-                let hold = self.ledger.get(&hold_id(job_id)).await?;
-                if hold.map(|h| h.state) != Some(agora_wire::api::TransferState::Settled) {
-                    return Err(ApiError::Internal(format!("the escrow hold of {job_id} is gone")));
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        sqlx::query("UPDATE jobs SET escrow_posted = 1 WHERE id = $1").bind(job_id).execute(&self.db.pool).await?;
-        Ok(())
-    }
-
-    /// Expire lost leases (the unit becomes leasable again) and settle jobs
-    /// that are due; returns the leases expired.
-    pub async fn sweep(&self, now: i64) -> Result<u64, ApiError> {
-        let lost = sqlx::query("SELECT id, provider FROM leases WHERE state = 'active' AND expires_at_ms <= $1 LIMIT 500")
-            .bind(now)
-            .fetch_all(&self.db.pool)
-            .await?;
-        let mut expired = 0;
-        for lease in lost {
-            let id: String = lease.try_get("id")?;
-            let done = sqlx::query("UPDATE leases SET state = 'expired' WHERE id = $1 AND state = 'active'").bind(&id).execute(&self.db.pool).await?;
-            if done.rows_affected() == 1 {
-                expired += 1;
-                self.mark(&lease.try_get::<String, _>("provider")?, Mark::LostLease).await?;
-            }
-        }
-        let due: Vec<String> = sqlx::query(
-            "SELECT id FROM jobs WHERE state = 'running' AND (expires_at_ms <= $1 OR NOT EXISTS (SELECT 1 FROM units u WHERE u.job_id = jobs.id AND u.state = 'queued'))
-             UNION SELECT DISTINCT job_id AS id FROM leases WHERE state = 'accepted' AND paid = 0 LIMIT 200",
-        )
-        .bind(now)
-        .fetch_all(&self.db.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
-        for job in due {
-            self.settle(&job, now).await?;
-        }
-        Ok(expired)
-    }
 }
 
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
-/// provider's two asks and its id. On PostgreSQL the row is locked, and rows
+/// provider's fuel and GPU asks, its id, browser (0/1) and its wall ask:
+/// the most the unit can cost at those asks fits the unit's cap. On PostgreSQL the row is locked, and rows
 /// other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
     format!(
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
          WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
-           AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 <= j.unit_cap
+           AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000 <= j.unit_cap
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
-}
-
-/// With a new submitted result in, decide unit (`job`, `idx`): verified
-/// when `quorum` outputs agree, another replica when they cannot, failed
-/// when none is left. Returns the reputation marks to apply.
-async fn decide_unit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64, checked: bool) -> Result<Vec<(String, Mark)>, ApiError> {
-    let unit = sqlx::query("SELECT wanted, quorum, state FROM units WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).fetch_one(&mut **tx).await?;
-    if unit.try_get::<String, _>("state")? != "queued" {
-        return Ok(Vec::new());
-    }
-    let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
-    let results = sqlx::query("SELECT provider, output_digest FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id")
-        .bind(job)
-        .bind(idx)
-        .fetch_all(&mut **tx)
-        .await?;
-    let best = if checked {
-        // Every submitted result passed `verify`: they all count, and the
-        // first one's output is the unit's.
-        match results.first() {
-            Some(first) => Some((first.try_get::<String, _>("output_digest")?, results.len() as i64)),
-            None => None,
-        }
-    } else {
-        let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
-        for r in &results {
-            *counts.entry(r.try_get("output_digest")?).or_default() += 1;
-        }
-        counts.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.clone(), *n))
-    };
-    let mut marks = Vec::new();
-    match best {
-        Some((digest, n)) if n >= quorum => {
-            sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3")
-                .bind(&digest)
-                .bind(job)
-                .bind(idx)
-                .execute(&mut **tx)
-                .await?;
-            for r in &results {
-                let (provider, d): (String, String) = (r.try_get("provider")?, r.try_get("output_digest")?);
-                marks.push((provider, if checked || d == digest { Mark::Success } else { Mark::Mismatch }));
-            }
-            sqlx::query(
-                "UPDATE leases SET state = CASE WHEN output_digest = $1 OR $4 = 1 THEN 'accepted' ELSE 'rejected' END WHERE job_id = $2 AND idx = $3 AND state = 'submitted'",
-            )
-            .bind(&digest)
-            .bind(job)
-            .bind(idx)
-            .bind(checked as i64)
-            .execute(&mut **tx)
-            .await?;
-            // Late replicas of a verified unit are not needed any more.
-            sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
-        }
-        _ if results.len() as i64 >= wanted => {
-            // Every replica answered and they disagree: one more, once.
-            let replicas: i64 = sqlx::query("SELECT replicas FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?.try_get("replicas")?;
-            if wanted < replicas.max(2) + MAX_EXTRA_REPLICAS {
-                sqlx::query("UPDATE units SET wanted = wanted + 1, quorum = CASE WHEN quorum < 2 THEN 2 ELSE quorum END WHERE job_id = $1 AND idx = $2")
-                    .bind(job)
-                    .bind(idx)
-                    .execute(&mut **tx)
-                    .await?;
-            } else {
-                sqlx::query("UPDATE units SET state = 'failed', message = 'replicas never agreed on an output' WHERE job_id = $1 AND idx = $2")
-                    .bind(job)
-                    .bind(idx)
-                    .execute(&mut **tx)
-                    .await?;
-                for r in &results {
-                    marks.push((r.try_get("provider")?, Mark::Mismatch));
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(marks)
 }

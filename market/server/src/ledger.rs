@@ -24,8 +24,38 @@ use sqlx::{Any, Row, Transaction};
 pub const MINT: &str = "mint";
 /// Market fees.
 pub const FEES: &str = "fees";
-/// Job escrow.
+/// The shared escrow account of earlier versions: every job now has its
+/// own ([`job_escrow`]); this one stays reserved.
 pub const ESCROW: &str = "escrow";
+
+/// Prefixes of the transfer ids and accounts the market uses for itself.
+/// No client may choose one (not even the operator), so the market's own
+/// transfers never meet a conflicting id, and its holds and escrow accounts
+/// are resolved and spent by the market alone.
+pub const MARKET_ID_PREFIXES: &[&str] = &["job:", "lease:", "market:"];
+
+/// Whether `id` (a transfer id or an account) is in the market's namespace.
+pub fn is_market_id(id: &str) -> bool {
+    id == ESCROW || MARKET_ID_PREFIXES.iter().any(|p| id.starts_with(p))
+}
+
+/// Refuse a client's use of a market id.
+pub fn client_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
+    if is_market_id(id) {
+        return Err(ApiError::Reserved(format!(
+            "{what} `{id}` is in the market's namespace ({}, `{ESCROW}`)",
+            MARKET_ID_PREFIXES.join(", ")
+        )));
+    }
+    Ok(id)
+}
+
+/// The escrow account of job `job`: credited by the job's hold when it is
+/// posted, debited only to pay that job's leases, fees and refund. One
+/// job's funds are unreachable from another's: a debit never overdraws.
+pub fn job_escrow(job: &str) -> String {
+    format!("job:{job}")
+}
 
 /// Largest amount of one transfer: sums of many stay far inside `i64`.
 pub const MAX_AMOUNT: u64 = 1 << 50;
@@ -74,10 +104,16 @@ const TRANSFER_COLUMNS: &str =
     "id, request_digest, debit, credit, amount, kind, state, pending_id, amount_posted, created_at_ms, expires_at_ms";
 
 fn amount(value: u64) -> Result<i64, ApiError> {
-    if value == 0 || value > MAX_AMOUNT {
-        return Err(ApiError::Invalid(format!("amount must be between 1 and {MAX_AMOUNT}, got {value}")));
-    }
+    check_amount("amount", value)?;
     Ok(value as i64)
+}
+
+/// Refuse an amount of credits outside 1 to [`MAX_AMOUNT`].
+pub fn check_amount(what: &'static str, value: u64) -> Result<(), ApiError> {
+    if value == 0 || value > MAX_AMOUNT {
+        return Err(agora_wire::limits::LimitError { name: "MAX_AMOUNT", what, value, min: 1, max: MAX_AMOUNT }.into());
+    }
+    Ok(())
 }
 
 fn state_of(text: &str) -> TransferState {
@@ -243,8 +279,9 @@ impl Ledger {
         Ok(Page { items, page, per_page, total: total as u64 })
     }
 
-    /// Expire holds whose time has passed; returns how many.
-    pub async fn expire_due(&self, now_ms: i64) -> Result<u64, ApiError> {
+    /// Expire holds whose time has passed; returns how many, and how many
+    /// failed (each hold on its own: one failure does not stop the rest).
+    pub async fn expire_due(&self, now_ms: i64) -> Result<(u64, u64), ApiError> {
         let due: Vec<String> = sqlx::query(
             "SELECT id FROM transfers WHERE state = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2",
         )
@@ -255,20 +292,31 @@ impl Ledger {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
-        let mut expired = 0;
+        let (mut expired, mut failed) = (0, 0);
         for id in due {
-            let mut tx = self.db.write().await?;
-            match resolve(&mut tx, &id, "expired", 0).await {
-                Ok(_) => {
-                    tx.commit().await?;
-                    expired += 1;
+            match self.expire(&id).await {
+                Ok(true) => expired += 1,
+                Ok(false) => {} // posted or voided meanwhile
+                Err(e) => {
+                    tracing::warn!(hold = id, "expiring a hold failed: {e}");
+                    failed += 1;
                 }
-                Err(Failure::Api(ApiError::NotPending(_))) => {} // posted or voided meanwhile
-                Err(Failure::Api(e)) => return Err(e),
-                Err(Failure::Sql(e)) => return Err(e.into()),
             }
         }
-        Ok(expired)
+        Ok((expired, failed))
+    }
+
+    async fn expire(&self, id: &str) -> Result<bool, ApiError> {
+        let mut tx = self.db.write().await?;
+        match resolve(&mut tx, id, "expired", 0).await {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            Err(Failure::Api(ApiError::NotPending(_))) => Ok(false),
+            Err(Failure::Api(e)) => Err(e),
+            Err(Failure::Sql(e)) => Err(e.into()),
+        }
     }
 
     /// Recompute every balance from the transfers and check the books.
@@ -350,9 +398,11 @@ impl From<ApiError> for Failure {
 }
 
 async fn ensure_account(tx: &mut Transaction<'static, Any>, id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, 'user', $2) ON CONFLICT (id) DO NOTHING")
+    let kind = if is_market_id(id) { "escrow" } else { "user" };
+    sqlx::query("INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, $3, $2) ON CONFLICT (id) DO NOTHING")
         .bind(id)
         .bind(now_ms)
+        .bind(kind)
         .execute(&mut **tx)
         .await?;
     Ok(())

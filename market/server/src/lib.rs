@@ -108,11 +108,28 @@ impl AppState {
     }
 
     /// One sweep: expire due holds and lost leases, settle due jobs,
-    /// forget old nonces. Returns the holds expired.
+    /// forget old nonces. Each part and each item runs on its own: a failure
+    /// is logged, counted in `agora_market_sweep_failures_total`, and the
+    /// sweep goes on. Returns the holds expired.
     pub async fn sweep(&self) -> Result<u64, error::ApiError> {
-        let expired = self.ledger.expire_due(self.now_ms()).await?;
-        self.jobs.sweep(self.now_ms()).await?;
-        self.forget_old_nonces().await?;
+        let mut failures = 0;
+        let (expired, failed) = self.ledger.expire_due(self.now_ms()).await.unwrap_or_else(|e| {
+            tracing::warn!("expiring holds failed: {e}");
+            (0, 1)
+        });
+        failures += failed;
+        match self.jobs.sweep(self.now_ms()).await {
+            Ok(report) => failures += report.failures,
+            Err(e) => {
+                tracing::warn!("sweeping jobs failed: {e}");
+                failures += 1;
+            }
+        }
+        if let Err(e) = self.forget_old_nonces().await {
+            tracing::warn!("pruning nonces failed: {e}");
+            failures += 1;
+        }
+        self.metrics.sweep_failures.inc_by(failures);
         Ok(expired)
     }
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     pub transfers: Counter,
+    /// Sweep items (a hold, a lease, a job's settlement) that failed and were set aside.
+    pub sweep_failures: Counter,
 }
 
 impl Metrics {
@@ -43,7 +45,9 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("ledger_transfers", "Transfers applied through the API", transfers.clone());
-        Metrics { registry, requests, latency, transfers }
+        let sweep_failures = Counter::default();
+        registry.register("sweep_failures", "Sweep items that failed and were set aside", sweep_failures.clone());
+        Metrics { registry, requests, latency, transfers, sweep_failures }
     }
 
     pub fn encode(&self) -> String {

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ledger::Op;
+use crate::ledger::{self, Op};
 use agora_wire::KeyId;
 use agora_wire::api::{
     AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
@@ -79,12 +79,15 @@ pub async fn transfer(State(state): State<AppState>, method: Method, uri: Uri, h
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let request: TransferRequest = parse(&body)?;
+            ledger::client_id(&request.id, "transfer id")?;
             let operator = caller == s.config.operator;
             let op = match &request.kind {
                 TransferKind::Single | TransferKind::Hold { .. } => {
                     let debit = request.debit.clone().ok_or_else(|| ApiError::Invalid("`debit` is required".into()))?;
                     let credit = request.credit.clone().ok_or_else(|| ApiError::Invalid("`credit` is required".into()))?;
                     let amount = request.amount.ok_or_else(|| ApiError::Invalid("`amount` is required".into()))?;
+                    ledger::client_id(&debit, "account")?;
+                    ledger::client_id(&credit, "account")?;
                     if !operator {
                         if debit != caller.as_str() {
                             return Err(ApiError::Forbidden("you can only debit your own account".into()));
@@ -97,6 +100,7 @@ pub async fn transfer(State(state): State<AppState>, method: Method, uri: Uri, h
                     }
                 }
                 TransferKind::Post { pending_id } | TransferKind::Void { pending_id } => {
+                    ledger::client_id(pending_id, "hold")?;
                     let hold = s.ledger.get(pending_id).await?.ok_or_else(|| ApiError::NotFound(format!("no transfer `{pending_id}`")))?;
                     if !operator && hold.debit != caller.as_str() {
                         return Err(ApiError::Forbidden("only the hold's debit account or the operator resolves it".into()));
@@ -123,6 +127,7 @@ pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, heade
         .mutate(method, uri, headers, body, |caller, body| async move {
             operator_only(&s, &caller, "minting is for the operator key only")?;
             let request: MintRequest = parse(&body)?;
+            ledger::client_id(&request.id, "transfer id")?;
             let account = user_account(&request.account, "account")?;
             let transfer = s.ledger.execute(&request.id, &Op::Mint { account, amount: request.amount }, s.now_ms()).await?;
             Ok((StatusCode::OK, transfer))
@@ -216,7 +221,10 @@ pub async fn history(
 pub async fn invariants(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<InvariantReport>, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
     operator_only(&state, &caller, "operator only")?;
-    Ok(Json(state.ledger.check_invariants().await?))
+    let mut report = state.ledger.check_invariants().await?;
+    report.violations.extend(state.jobs.check_escrows().await?);
+    report.ok = report.violations.is_empty();
+    Ok(Json(report))
 }
 
 #[derive(Deserialize)]

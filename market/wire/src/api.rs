@@ -36,6 +36,10 @@ pub mod codes {
     pub const TRANSFER_CONFLICT: &str = "transfer_conflict";
     pub const IDEMPOTENCY_MISMATCH: &str = "idempotency_mismatch";
     pub const NOT_PENDING: &str = "not_pending";
+    /// A transfer id, hold or account the market keeps for itself.
+    pub const RESERVED: &str = "reserved";
+    /// A value past a named limit (the message names it).
+    pub const LIMIT: &str = "limit_exceeded";
     pub const VERSION_EXISTS: &str = "version_exists";
     pub const NAME_TAKEN: &str = "name_taken";
     pub const BAD_PACKAGE: &str = "bad_package";
@@ -271,6 +275,10 @@ pub struct GpuDevice {
 pub struct Ask {
     pub per_billion_fuel: u64,
     pub per_gpu_second: u64,
+    /// Per second of wall-clock time the unit held the provider's slot
+    /// (a guest that sleeps holds it as surely as one that computes).
+    #[serde(default)]
+    pub per_wall_second: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

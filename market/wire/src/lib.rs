@@ -6,6 +6,7 @@
 //! - [`log`]: the append-only, hash-chained, publisher-signed package log a
 //!   client checks to detect a swapped version or a rollback.
 //! - [`api`]: the JSON types of the HTTP API and its error codes.
+//! - [`limits`]: the limits of a work unit the market and providers share.
 //! - [`client`] (feature `client`): the blocking HTTP client of the CLI and
 //!   the provider host.
 //!
@@ -16,6 +17,7 @@ pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod keys;
+pub mod limits;
 pub mod log;
 
 pub use keys::{KeyId, Keypair};

@@ -218,7 +218,7 @@ mod browser {
         let key = std::rc::Rc::new(key);
         let id = key.id().to_string();
         board.provider.set(Some(id.clone()));
-        let register = RegisterProvider { capabilities: capabilities(board), ask: Ask { per_billion_fuel: 0, per_gpu_second: 1 }, max_concurrent: 1 };
+        let register = RegisterProvider { capabilities: capabilities(board), ask: Ask { per_billion_fuel: 0, per_gpu_second: 1, per_wall_second: 0 }, max_concurrent: 1 };
         if let Err(e) = api::post_signed::<_, serde_json::Value>(&key, "/api/v1/providers".into(), &register).await {
             board.status.set(format!("Could not register: {e}"));
             board.looping.set(false);

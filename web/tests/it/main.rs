@@ -42,7 +42,7 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
     let provider = Keypair::generate();
     let gpu = GpuDevice { name: "llvmpipe".into(), backend: "vulkan".into(), device_type: "cpu".into(), memory_bytes: None, compute_capability: None };
     let caps = Capabilities { cpu_cores: 16, memory_bytes: 64 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() };
-    let register = RegisterProvider { capabilities: caps, ask: Ask { per_billion_fuel: 12, per_gpu_second: 3 }, max_concurrent: 2 };
+    let register = RegisterProvider { capabilities: caps, ask: Ask { per_billion_fuel: 12, per_gpu_second: 3, per_wall_second: 0 }, max_concurrent: 2 };
     state.jobs.register(provider.id(), register, state.now_ms()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -35,13 +35,10 @@ impl Jobs {
             .ok_or_else(|| ApiError::NotFound(format!("no version {} of {}", request.version, request.package)))?;
         let input = super::b64(&request.input_base64, "input")?;
         let expected = super::b64(&request.expected_output_base64, "expected output")?;
-        if input.len() > super::MAX_UNIT_BYTES || expected.len() > super::MAX_UNIT_BYTES {
-            return Err(ApiError::Invalid(format!("input and output are at most {} bytes", super::MAX_UNIT_BYTES)));
-        }
+        agora_wire::limits::check_unit_bytes("the input", input.len())?;
+        agora_wire::limits::check_unit_bytes("the expected output", expected.len())?;
+        agora_wire::limits::check_unit_limits(&request.limits)?;
         let UnitLimits { fuel, memory_bytes, timeout_ms, gpu } = request.limits;
-        if fuel == 0 || timeout_ms == 0 || memory_bytes == 0 || timeout_ms > 3_600_000 || memory_bytes > 4 << 30 {
-            return Err(ApiError::Invalid("limits: fuel, memory (<= 4 GiB) and timeout (<= 1 h) must be positive".into()));
-        }
         let needs_gpu = gpu || version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let (input_digest, output_digest) = (agora_wire::digest_hex(&input), agora_wire::digest_hex(&expected));
         let mut tx = self.db.write().await?;
@@ -113,18 +110,23 @@ impl Jobs {
             return Ok(None);
         };
         let (lease_id, job_id) = (random_id('l', 12), random_id('j', 9));
-        let timeout_ms: i64 = canary.try_get("timeout_ms")?;
-        let expires = now + self.config.lease_ttl_ms;
-        sqlx::query("INSERT INTO canary_runs (lease_id, canary_id, job_id, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, 'active', $5, $6)")
-            .bind(&lease_id)
-            .bind(canary.try_get::<String, _>("id")?)
-            .bind(&job_id)
-            .bind(provider.as_str())
-            // A canary lease is not extended by heartbeats: give it the unit's time too.
-            .bind(expires + timeout_ms)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+        // The same lifetime as a buyer's lease: renewed by heartbeats that
+        // name it, never past its deadline.
+        let deadline = now + canary.try_get::<i64, _>("timeout_ms")? + super::LEASE_GRACE_MS;
+        let expires = (now + self.config.lease_ttl_ms).min(deadline);
+        sqlx::query(
+            "INSERT INTO canary_runs (lease_id, canary_id, job_id, provider, state, expires_at_ms, created_at_ms, deadline_ms)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7)",
+        )
+        .bind(&lease_id)
+        .bind(canary.try_get::<String, _>("id")?)
+        .bind(&job_id)
+        .bind(provider.as_str())
+        .bind(expires)
+        .bind(now)
+        .bind(deadline)
+        .execute(&mut **tx)
+        .await?;
         Ok(Some(LeaseGrant {
             lease_id,
             job_id,

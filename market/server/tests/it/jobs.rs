@@ -7,15 +7,15 @@ use agora_wire::log::{LogAction, LogEntry};
 use base64::Engine as _;
 use std::time::Duration;
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn publish(m: &TestMarket, name: &str) -> Keypair {
+pub async fn publish(m: &TestMarket, name: &str) -> Keypair {
     publish_guest(m, name, "saxpy").await
 }
 
-async fn publish_guest(m: &TestMarket, name: &str, guest_name: &str) -> Keypair {
+pub async fn publish_guest(m: &TestMarket, name: &str, guest_name: &str) -> Keypair {
     let author = Keypair::generate();
     let bytes = guest(guest_name);
     let action = LogAction::Release { version: "1.0.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
@@ -26,7 +26,7 @@ async fn publish_guest(m: &TestMarket, name: &str, guest_name: &str) -> Keypair 
     author
 }
 
-async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
+pub async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
     let key = Keypair::generate();
     let gpu = json!({"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu"});
     let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [gpu], "cuda": false, "kind": "native"},
@@ -36,40 +36,44 @@ async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
     key
 }
 
-async fn heartbeat(m: &TestMarket, key: &Keypair) {
+pub async fn heartbeat(m: &TestMarket, key: &Keypair) {
     let (status, body) = m.call("POST", "/api/v1/providers/heartbeat", Some(&json!({"running_units": 0, "free_cpu_cores": 2.0})), Some(key)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn submit(m: &TestMarket, buyer: &Keypair, package: &str, inputs: &[&[u8]], max_price: u64, replicas: u32) -> String {
+pub async fn submit(m: &TestMarket, buyer: &Keypair, package: &str, inputs: &[&[u8]], max_price: u64, replicas: u32) -> String {
     let body = json!({"package": package, "inputs_base64": inputs.iter().map(|i| b64(i)).collect::<Vec<_>>(),
-                      "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
+                      "limits": {"fuel": 4_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
                       "max_price": max_price, "replicas": replicas});
     let (status, job) = m.call("POST", "/api/v1/jobs", Some(&body), Some(buyer)).await;
     assert_eq!(status, StatusCode::OK, "{job}");
     job["id"].as_str().unwrap().to_string()
 }
 
-async fn lease(m: &TestMarket, p: &Keypair) -> Option<Value> {
+pub async fn lease(m: &TestMarket, p: &Keypair) -> Option<Value> {
     let (status, grant) = m.call("POST", "/api/v1/leases", Some(&json!({})), Some(p)).await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     (!grant.is_null()).then_some(grant)
 }
 
-async fn answer(m: &TestMarket, p: &Keypair, grant: &Value, output: Result<&[u8], &str>) -> (StatusCode, Value) {
+pub async fn answer(m: &TestMarket, p: &Keypair, grant: &Value, output: Result<&[u8], &str>) -> (StatusCode, Value) {
+    answer_using(m, p, grant, output, 2_000_000_000, 0).await
+}
+
+/// [`answer`], claiming `fuel` and `gpu_us` of usage.
+pub async fn answer_using(m: &TestMarket, p: &Keypair, grant: &Value, output: Result<&[u8], &str>, fuel: u64, gpu_us: u64) -> (StatusCode, Value) {
     let lease_id = grant["lease_id"].as_str().unwrap();
     let (outcome, digest, body) = match output {
         Ok(bytes) => ("ok", Some(agora_wire::digest_hex(bytes)), Some(b64(bytes))),
         Err(kind) => (kind, None, None),
     };
-    let (fuel, gpu_us) = (2_000_000_000u64, 0u64);
     let signature = p.sign(&ResultReport::signed_bytes(lease_id, outcome, digest.as_deref(), fuel, gpu_us));
     let report = json!({"outcome": outcome, "message": output.err(), "output_base64": body, "output_digest": digest,
                         "fuel_used": fuel, "gpu_time_us": gpu_us, "peak_memory_bytes": 1024, "signature": signature});
     m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(p)).await
 }
 
-async fn job(m: &TestMarket, buyer: &Keypair, id: &str) -> Value {
+pub async fn job(m: &TestMarket, buyer: &Keypair, id: &str) -> Value {
     let (status, job) = m.call("GET", &format!("/api/v1/jobs/{id}"), None, Some(buyer)).await;
     assert_eq!(status, StatusCode::OK, "{job}");
     job
@@ -77,7 +81,7 @@ async fn job(m: &TestMarket, buyer: &Keypair, id: &str) -> Value {
 
 /// Credits never appear or vanish: the buyer's loss is the providers' and
 /// the market's gain.
-async fn assert_conserved(m: &TestMarket, buyer: &Keypair, funded: u64, job: &Value, providers: &[&Keypair]) {
+pub async fn assert_conserved(m: &TestMarket, buyer: &Keypair, funded: u64, job: &Value, providers: &[&Keypair]) {
     let cost = &job["cost"];
     let spent = cost["paid_to_providers"].as_u64().unwrap() + cost["fees"].as_u64().unwrap();
     assert_eq!(spent + cost["refunded"].as_u64().unwrap() + cost["held"].as_u64().unwrap(), job["max_price"].as_u64().unwrap(), "{cost}");
@@ -329,7 +333,7 @@ impl agora_market::verify::ResultVerifier for OutputIsRight {
     fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &agora_market::verify::VerifyLimits) -> Result<bool, String> {
         assert_eq!(agora_wire::digest_hex(component), agora_wire::digest_hex(&guest("matmul")), "the job's own component");
         assert_eq!(input, b"unit-0");
-        assert_eq!(limits.fuel, 1_000_000_000, "the job's limits");
+        assert_eq!(limits.fuel, 4_000_000_000, "the job's limits");
         match output {
             b"boom" => Err("trap: unreachable".into()),
             _ => Ok(output == b"right"),

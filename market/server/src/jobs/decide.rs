@@ -1,0 +1,207 @@
+//! Deciding a unit once a result is in: which output is the unit's (a
+//! quorum of equal digests, or every result passing the package's
+//! `verify`), which leases are accepted, and what each accepted lease is
+//! paid.
+//!
+//! Design choices:
+//! - A lease is paid from the usage its unit's accepted replicas agree on,
+//!   never from what one provider claims: fuel is deterministic, so metered
+//!   replicas of one unit report the same fuel; the market pays the least
+//!   fuel, GPU time and wall time any accepted replica shows, each capped by
+//!   the unit's limits, at the ask in force when each lease was granted.
+//! - A replica whose fuel contradicts a strict majority of the others is a
+//!   mismatch: rejected, unpaid, marked. Without a majority nobody is marked
+//!   and everyone is paid the least (a provider that under-reports only
+//!   lowers its own pay and its peers' to the truth it concealed).
+//! - The usage arithmetic is a pure function ([`agreed_usage`]); the
+//!   transaction only reads the rows and writes the decision.
+
+use super::{MAX_EXTRA_REPLICAS, Mark, Usage, price};
+use crate::error::ApiError;
+use agora_wire::api::Ask;
+use sqlx::Row;
+
+/// One submitted result of a unit, as decision needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reported {
+    pub lease: String,
+    pub provider: String,
+    pub output_digest: String,
+    /// False for a browser tab, which cannot meter fuel (it reports 0).
+    pub metered: bool,
+    pub usage: Usage,
+    /// The ask in force when the lease was granted.
+    pub ask: Ask,
+}
+
+/// The usage the `accepted` results of a unit agree on, capped by the
+/// unit's limits, and for each result whether its fuel contradicts a
+/// strict majority of the metered ones.
+pub fn agreed_usage(accepted: &[Reported], fuel_limit: u64, timeout_ms: u64) -> (Usage, Vec<bool>) {
+    let metered: Vec<u64> = accepted.iter().filter(|r| r.metered).map(|r| r.usage.fuel).collect();
+    let majority = metered.iter().copied().find(|f| metered.iter().filter(|g| *g == f).count() * 2 > metered.len());
+    let contradicts =
+        accepted.iter().map(|r| r.metered && metered.len() >= 2 && majority.is_some_and(|m| m != r.usage.fuel)).collect::<Vec<_>>();
+    let agreeing = || accepted.iter().zip(&contradicts).filter(|(_, c)| !**c).map(|(r, _)| r);
+    let fuel = agreeing().filter(|r| r.metered).map(|r| r.usage.fuel).min().unwrap_or(0);
+    let gpu = agreeing().map(|r| r.usage.gpu_time_us).min().unwrap_or(0);
+    let wall = agreeing().map(|r| r.usage.wall_ms).min().unwrap_or(0);
+    let usage = Usage { fuel: fuel.min(fuel_limit), gpu_time_us: gpu.min(timeout_ms.saturating_mul(1000)), wall_ms: wall.min(timeout_ms) };
+    (usage, contradicts)
+}
+
+fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
+    let get = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.unwrap_or(0).max(0) as u64);
+    Ok(Reported {
+        lease: row.try_get("id")?,
+        provider: row.try_get("provider")?,
+        output_digest: row.try_get("output_digest")?,
+        metered: row.try_get::<i64, _>("metered")? == 1,
+        usage: Usage { fuel: get("fuel_used")?, gpu_time_us: get("gpu_time_us")?, wall_ms: get("wall_ms")? },
+        ask: Ask {
+            per_billion_fuel: get("ask_per_billion_fuel")?,
+            per_gpu_second: get("ask_per_gpu_second")?,
+            per_wall_second: get("ask_per_wall_second")?,
+        },
+    })
+}
+
+/// With a new submitted result in, decide unit (`job`, `idx`): verified
+/// when `quorum` outputs agree, another replica when they cannot, failed
+/// when none is left. Returns the reputation marks to apply.
+pub(super) async fn decide_unit(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    job: &str,
+    idx: i64,
+    checked: bool,
+) -> Result<Vec<(String, Mark)>, ApiError> {
+    let unit = sqlx::query(
+        "SELECT u.wanted AS wanted, u.quorum AS quorum, u.state AS state, j.replicas AS replicas, j.fuel_limit AS fuel_limit,
+                j.timeout_ms AS timeout_ms, j.unit_cap AS unit_cap
+         FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $1 AND u.idx = $2",
+    )
+    .bind(job)
+    .bind(idx)
+    .fetch_one(&mut **tx)
+    .await?;
+    if unit.try_get::<String, _>("state")? != "queued" {
+        return Ok(Vec::new());
+    }
+    let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
+    let results = sqlx::query(
+        "SELECT id, provider, output_digest, metered, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
+         FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id",
+    )
+    .bind(job)
+    .bind(idx)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(reported)
+    .collect::<Result<Vec<_>, _>>()?;
+    let best = if checked {
+        // Every submitted result passed `verify`: they all count, and the
+        // first one's output is the unit's.
+        results.first().map(|first| (first.output_digest.clone(), results.len() as i64))
+    } else {
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        for r in &results {
+            *counts.entry(&r.output_digest).or_default() += 1;
+        }
+        counts.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.to_string(), *n))
+    };
+    let mut marks = Vec::new();
+    match best {
+        Some((digest, n)) if n >= quorum => {
+            sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3")
+                .bind(&digest)
+                .bind(job)
+                .bind(idx)
+                .execute(&mut **tx)
+                .await?;
+            let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results.into_iter().partition(|r| checked || r.output_digest == digest);
+            let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);
+            let (usage, contradicts) = agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
+            let unit_cap = limit("unit_cap")?;
+            for (r, contradicts) in accepted.iter().zip(contradicts) {
+                let (state, cost) = if contradicts { ("rejected", None) } else { ("accepted", Some(price(r.ask, usage).min(unit_cap) as i64)) };
+                sqlx::query("UPDATE leases SET state = $1, cost = $2 WHERE id = $3 AND state = 'submitted'")
+                    .bind(state)
+                    .bind(cost)
+                    .bind(&r.lease)
+                    .execute(&mut **tx)
+                    .await?;
+                marks.push((r.provider.clone(), if contradicts { Mark::Mismatch } else { Mark::Success }));
+            }
+            for r in &rejected {
+                sqlx::query("UPDATE leases SET state = 'rejected' WHERE id = $1 AND state = 'submitted'").bind(&r.lease).execute(&mut **tx).await?;
+                marks.push((r.provider.clone(), Mark::Mismatch));
+            }
+            // Late replicas of a verified unit are not needed any more.
+            sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
+        }
+        _ if results.len() as i64 >= wanted => {
+            // Every replica answered and they disagree: one more, once.
+            let replicas: i64 = unit.try_get("replicas")?;
+            if wanted < replicas.max(2) + MAX_EXTRA_REPLICAS {
+                sqlx::query("UPDATE units SET wanted = wanted + 1, quorum = CASE WHEN quorum < 2 THEN 2 ELSE quorum END WHERE job_id = $1 AND idx = $2")
+                    .bind(job)
+                    .bind(idx)
+                    .execute(&mut **tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE units SET state = 'failed', message = 'replicas never agreed on an output' WHERE job_id = $1 AND idx = $2")
+                    .bind(job)
+                    .bind(idx)
+                    .execute(&mut **tx)
+                    .await?;
+                for r in &results {
+                    marks.push((r.provider.clone(), Mark::Mismatch));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(marks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(fuel: u64, gpu: u64, wall: u64, metered: bool) -> Reported {
+        Reported {
+            lease: "l".into(),
+            provider: "p".into(),
+            output_digest: "d".into(),
+            metered,
+            usage: Usage { fuel, gpu_time_us: gpu, wall_ms: wall },
+            ask: Ask { per_billion_fuel: 1, per_gpu_second: 1, per_wall_second: 1 },
+        }
+    }
+
+    #[test]
+    fn an_inflated_claim_is_paid_the_agreed_usage_and_marked_against_a_majority() {
+        let honest = result(2_000, 50, 900, true);
+        let inflated = result(1 << 60, u64::MAX, u64::MAX, true);
+        let (usage, contradicts) = agreed_usage(&[honest.clone(), inflated.clone()], 10_000, 1_000);
+        assert_eq!(usage, Usage { fuel: 2_000, gpu_time_us: 50, wall_ms: 900 }, "two replicas, no majority: the least");
+        assert_eq!(contradicts, [false, false]);
+        let (usage, contradicts) = agreed_usage(&[honest.clone(), inflated, honest.clone()], 10_000, 1_000);
+        assert_eq!(usage.fuel, 2_000);
+        assert_eq!(contradicts, [false, true, false], "the odd fuel out of three");
+    }
+
+    #[test]
+    fn one_result_is_capped_by_the_units_limits() {
+        let (usage, _) = agreed_usage(&[result(u64::MAX, u64::MAX, u64::MAX, true)], 10_000, 1_000);
+        assert_eq!(usage, Usage { fuel: 10_000, gpu_time_us: 1_000_000, wall_ms: 1_000 });
+    }
+
+    #[test]
+    fn an_unmetered_tab_neither_sets_nor_contradicts_the_fuel() {
+        let (usage, contradicts) = agreed_usage(&[result(0, 70, 500, false), result(3_000, 90, 800, true)], 10_000, 1_000);
+        assert_eq!(usage, Usage { fuel: 3_000, gpu_time_us: 70, wall_ms: 500 });
+        assert_eq!(contradicts, [false, false]);
+    }
+}

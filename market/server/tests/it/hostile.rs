@@ -1,0 +1,299 @@
+//! Attacks on the market's promise (a buyer pays only for verified work, a
+//! provider is paid for every accepted result, credits are never created,
+//! lost or paid twice), each as a hostile buyer, provider or caller would
+//! try it, on SQLite and PostgreSQL.
+
+use crate::jobs::{answer, answer_using, assert_conserved, job, lease, provider, publish, submit};
+use crate::*;
+use std::time::Duration;
+
+async fn transfer(m: &TestMarket, key: &Keypair, body: Value) -> (StatusCode, Value) {
+    m.call("POST", "/api/v1/transfers", Some(&body), Some(key)).await
+}
+
+both_dbs!(a_buyer_cannot_resolve_its_jobs_escrow_hold, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let (buyer, other) = (Keypair::generate(), Keypair::generate());
+    m.fund(&buyer, 1000).await;
+    m.fund(&other, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let _theirs = submit(m, &other, "saxpy", &[b"unit-0"], 600, 1).await;
+    let hold = format!("job:{id}:hold");
+    // Post for 0 (the cap back to the buyer) or void before any result.
+    for body in [
+        json!({"id": "mine-1", "kind": "post", "pending_id": hold, "amount": 0}),
+        json!({"id": "mine-2", "kind": "post", "pending_id": hold}),
+        json!({"id": "mine-3", "kind": "void", "pending_id": hold}),
+    ] {
+        let (status, reply) = transfer(m, &buyer, body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}: {reply}");
+        assert_eq!(reply["error"]["code"], "reserved", "{reply}");
+        let (status, reply) = transfer(m, &m.operator, body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "not even the operator resolves a market hold: {reply}");
+    }
+    assert_eq!(m.available(&buyer).await, 400, "the cap stays held");
+    // The job still runs and pays its providers from its own escrow.
+    let (p1, p2) = (provider(m, 10).await, provider(m, 30).await);
+    let g1 = lease(m, &p1).await.unwrap();
+    let g2 = lease(m, &p2).await.unwrap();
+    let mine = |g: &Value| g["job_id"] == id.as_str();
+    assert!(mine(&g1) && mine(&g2), "the oldest job first");
+    answer(m, &p1, &g1, Ok(b"out")).await;
+    answer(m, &p2, &g2, Ok(b"out")).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_conserved(m, &buyer, 1000, &done, &[&p1, &p2]).await;
+    assert_eq!(m.available(&other).await, 400, "the other buyer's cap is untouched");
+});
+
+both_dbs!(market_transfer_ids_and_accounts_are_reserved, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let p = provider(m, 10).await;
+    m.fund(&p, 100).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let grant = lease(m, &p).await.unwrap();
+    let lease_id = grant["lease_id"].as_str().unwrap();
+    // A provider takes the id of the market's own fee transfer first.
+    for tid in [format!("lease:{lease_id}:fee"), format!("lease:{lease_id}:pay"), format!("job:{id}:refund"), "market:x".into()] {
+        let body = json!({"id": tid, "debit": p.id(), "credit": buyer.id(), "amount": 1, "kind": "single"});
+        let (status, reply) = transfer(m, &p, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{tid}: {reply}");
+        assert_eq!(reply["error"]["code"], "reserved");
+        let mint = json!({"id": tid, "account": p.id(), "amount": 1});
+        let (status, reply) = m.call("POST", "/api/v1/mint", Some(&mint), Some(&m.operator)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "the operator's mint cannot take it either: {reply}");
+    }
+    // Nor can anyone move credits into or out of a market account.
+    for account in ["escrow".to_string(), format!("job:{id}")] {
+        let body = json!({"id": "steal", "debit": account, "credit": m.operator.id(), "amount": 1, "kind": "single"});
+        let (status, reply) = transfer(m, &m.operator, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{account}: {reply}");
+        let body = json!({"id": "stuff", "debit": m.operator.id(), "credit": account, "amount": 1, "kind": "single"});
+        assert_eq!(transfer(m, &m.operator, body).await.0, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(answer(m, &p, &grant, Ok(b"out")).await.0, StatusCode::OK);
+    m.assert_invariants().await;
+});
+
+both_dbs!(the_invariant_check_sees_a_job_spending_past_its_hold, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
+    let (g1, g2) = (lease(m, &p1).await.unwrap(), lease(m, &p2).await.unwrap());
+    answer(m, &p1, &g1, Ok(b"out")).await;
+    answer(m, &p2, &g2, Ok(b"out")).await;
+    m.assert_invariants().await;
+    // A bug that records a lease cost the ledger never paid is seen.
+    sqlx::query("UPDATE leases SET cost = cost + 7 WHERE job_id = $1 AND paid = 1").bind(&id).execute(&m.state.db.pool).await.unwrap();
+    let (_, report) = m.call("GET", "/api/v1/operator/invariants", None, Some(&m.operator)).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(report["violations"].to_string().contains(&id), "{report}");
+});
+
+both_dbs!(one_failing_job_does_not_stop_the_sweep, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let broken = submit(m, &buyer, "saxpy", &[b"a"], 300, 1).await;
+    let fine = submit(m, &buyer, "saxpy", &[b"b"], 300, 1).await;
+    assert_eq!(m.available(&buyer).await, 400);
+    // The broken job's hold disappears from under it (a damaged row).
+    sqlx::query("UPDATE transfers SET id = 'lost-hold' WHERE id = $1")
+        .bind(format!("job:{broken}:hold"))
+        .execute(&m.state.db.pool)
+        .await
+        .unwrap();
+    m.call("GET", "/api/v1/stats", None, Some(&buyer)).await; // a nonce to prune
+    m.state.advance_clock(Duration::from_secs(24 * 3600 + 60));
+    // The sweep goes on past the broken job, more than once.
+    for _ in 0..2 {
+        m.state.sweep().await.expect("a failing job does not fail the sweep");
+    }
+    assert_eq!(job(m, &buyer, &fine).await["state"], "expired");
+    assert_eq!(job(m, &buyer, &broken).await["state"], "running", "set aside, not finished");
+    assert_eq!(m.available(&buyer).await, 700, "the fine job is refunded");
+    let cutoff = m.state.now_ms() - 2 * agora_wire::auth::MAX_CLOCK_SKEW_MS;
+    let old: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nonces WHERE seen_at_ms < $1").bind(cutoff).fetch_one(&m.state.db.pool).await.unwrap();
+    assert_eq!(old, 0, "old nonces are pruned");
+    let (_, metrics) = m.call("GET", "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap();
+    assert!(text.contains("agora_market_sweep_failures_total 1"), "counted once, then set aside: {text}");
+    let set_aside: i64 = sqlx::query_scalar("SELECT settle_failures FROM jobs WHERE id = $1").bind(&broken).fetch_one(&m.state.db.pool).await.unwrap();
+    assert_eq!(set_aside, 1, "the failure is recorded on the job");
+});
+
+/// A provider registered with its own asks (fuel, GPU, wall).
+async fn provider_asking(m: &TestMarket, fuel: u64, gpu: u64, wall: u64) -> Keypair {
+    let key = Keypair::generate();
+    register(m, &key, fuel, gpu, wall).await;
+    key
+}
+
+async fn register(m: &TestMarket, key: &Keypair, fuel: u64, gpu: u64, wall: u64) {
+    let caps = json!({"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [{"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu"}],
+                      "cuda": false, "kind": "native"});
+    let body = json!({"capabilities": caps, "ask": {"per_billion_fuel": fuel, "per_gpu_second": gpu, "per_wall_second": wall}, "max_concurrent": 4});
+    let (status, reply) = m.call("POST", "/api/v1/providers", Some(&body), Some(key)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+}
+
+fn reputation(providers: &Value, key: &Keypair) -> f64 {
+    providers.as_array().unwrap().iter().find(|p| p["id"] == key.id().as_str()).unwrap()["reputation"].as_f64().unwrap()
+}
+
+both_dbs!(an_inflated_usage_claim_is_paid_what_the_replicas_agree_on, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 10_000).await;
+    // Five replicas: three matching outputs decide the unit.
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 9_000, 5).await;
+    let (honest, also_honest, inflater) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
+    let grants = [lease(m, &honest).await.unwrap(), lease(m, &also_honest).await.unwrap(), lease(m, &inflater).await.unwrap()];
+    // The inflater claims 10^15 fuel and a day of GPU time for the same output.
+    answer_using(m, &inflater, &grants[2], Ok(b"out"), 1_000_000_000_000_000, 86_400_000_000).await;
+    answer_using(m, &honest, &grants[0], Ok(b"out"), 2_000_000_000, 0).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running");
+    answer_using(m, &also_honest, &grants[1], Ok(b"out"), 2_000_000_000, 0).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    // 2e9 fuel at 10 per billion = 20 each (19 after the 5% fee); the inflater gets nothing.
+    assert_eq!(m.available(&honest).await, 19);
+    assert_eq!(m.available(&also_honest).await, 19);
+    assert_eq!(m.available(&inflater).await, 0, "its usage contradicts its replicas'");
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    assert!(reputation(&providers, &inflater) < 0.5, "marked as a mismatch: {providers}");
+    assert_conserved(m, &buyer, 10_000, &done, &[&honest, &also_honest, &inflater]).await;
+});
+
+both_dbs!(with_two_replicas_an_inflated_claim_is_paid_the_lesser_usage, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let (honest, inflater) = (provider(m, 10).await, provider(m, 10).await);
+    let (g1, g2) = (lease(m, &honest).await.unwrap(), lease(m, &inflater).await.unwrap());
+    answer_using(m, &honest, &g1, Ok(b"out"), 2_000_000_000, 0).await;
+    answer_using(m, &inflater, &g2, Ok(b"out"), u64::MAX, u64::MAX).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(m.available(&inflater).await, 19, "paid for the agreed 2e9 fuel, not the unit cap");
+    assert_conserved(m, &buyer, 1000, &done, &[&honest, &inflater]).await;
+});
+
+both_dbs!(wall_time_is_priced_at_the_ask_in_force_when_the_lease_was_granted, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 10_000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 9_000, 1).await;
+    let (p1, p2) = (provider_asking(m, 0, 0, 100).await, provider_asking(m, 0, 0, 100).await);
+    for p in [&p1, &p2] {
+        m.call("POST", "/api/v1/providers/heartbeat", Some(&json!({"running_units": 0, "free_cpu_cores": 2.0})), Some(p)).await;
+    }
+    let (g1, g2) = (lease(m, &p1).await.unwrap(), lease(m, &p2).await.unwrap());
+    // Asks raised after the grant do not apply to these leases.
+    register(m, &p1, 1_000_000, 1_000_000, 1_000_000).await;
+    register(m, &p2, 1_000_000, 1_000_000, 1_000_000).await;
+    m.state.advance_clock(Duration::from_secs(5));
+    answer_using(m, &p1, &g1, Ok(b"out"), 0, 0).await;
+    answer_using(m, &p2, &g2, Ok(b"out"), 0, 0).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    // 5 s of wall time (and the test's own milliseconds) at 100 per second
+    // = 500 and a little each, 95% after the fee; at the raised asks it
+    // would be the unit's whole cap (2850 after the fee).
+    for p in [&p1, &p2] {
+        let earned = m.available(p).await;
+        assert!((475..950).contains(&earned), "{earned}");
+    }
+    assert_conserved(m, &buyer, 10_000, &done, &[&p1, &p2]).await;
+});
+
+both_dbs!(absurd_limits_are_refused_by_name_and_leasing_still_works, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let honest = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    for (limits, name) in [
+        (json!({"fuel": u64::MAX - 1, "memory_bytes": 1 << 20, "timeout_ms": 1000, "gpu": false}), "MAX_UNIT_FUEL"),
+        (json!({"fuel": 1u64 << 43, "memory_bytes": 1 << 20, "timeout_ms": 1000, "gpu": false}), "MAX_UNIT_FUEL"),
+        (json!({"fuel": 1000, "memory_bytes": 8u64 << 30, "timeout_ms": 1000, "gpu": false}), "MAX_UNIT_MEMORY_BYTES"),
+        (json!({"fuel": 1000, "memory_bytes": 1 << 20, "timeout_ms": 0, "gpu": false}), "MAX_UNIT_TIMEOUT_MS"),
+    ] {
+        let body = json!({"package": "saxpy", "inputs_base64": [crate::jobs::b64(b"u")], "limits": limits, "max_price": 600, "replicas": 1});
+        let (status, reply) = m.call("POST", "/api/v1/jobs", Some(&body), Some(&buyer)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        assert_eq!(reply["error"]["code"], "limit_exceeded", "{reply}");
+        assert!(reply["error"]["message"].as_str().unwrap().contains(name), "{reply}");
+    }
+    assert_eq!(m.available(&buyer).await, 400, "a refused job holds nothing");
+    // The largest fuel the market accepts, at the highest ask, still leases.
+    let body = json!({"package": "saxpy", "inputs_base64": [crate::jobs::b64(b"v")], "max_price": 300, "replicas": 1,
+                      "limits": {"fuel": agora_wire::limits::MAX_UNIT_FUEL, "memory_bytes": 1 << 20, "timeout_ms": 1000, "gpu": false}});
+    assert_eq!(m.call("POST", "/api/v1/jobs", Some(&body), Some(&buyer)).await.0, StatusCode::OK);
+    let rich = provider_asking(m, agora_wire::limits::MAX_ASK, agora_wire::limits::MAX_ASK, agora_wire::limits::MAX_ASK).await;
+    m.call("POST", "/api/v1/providers/heartbeat", Some(&json!({"running_units": 0, "free_cpu_cores": 2.0})), Some(&rich)).await;
+    assert!(lease(m, &rich).await.is_none(), "no job's cap covers the highest asks");
+    let p = provider(m, 10).await;
+    assert_eq!(lease(m, &p).await.unwrap()["job_id"], honest.as_str());
+    let (status, reply) = m.call("POST", "/api/v1/providers", Some(&json!({"capabilities": {"cpu_cores": 1, "memory_bytes": 1, "gpus": [], "cuda": false, "kind": "native"},
+        "ask": {"per_billion_fuel": agora_wire::limits::MAX_ASK + 1, "per_gpu_second": 0}, "max_concurrent": 1})), Some(&p)).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("limit_exceeded")), "{reply}");
+});
+
+async fn beat(m: &TestMarket, p: &Keypair, leases: &[&Value]) -> Value {
+    let named: Vec<Value> = leases.iter().map(|g| json!({"lease_id": g["lease_id"]})).collect();
+    let (status, reply) =
+        m.call("POST", "/api/v1/providers/heartbeat", Some(&json!({"running_units": 0, "free_cpu_cores": 2.0, "leases": named})), Some(p)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply
+}
+
+both_dbs!(a_lease_ends_at_its_deadline_however_often_it_is_renewed, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let (hoarder, other) = (provider(m, 10).await, provider(m, 10).await);
+    let g = lease(m, &hoarder).await.unwrap();
+    let g_other = lease(m, &other).await.unwrap();
+    // The unit's timeout is 10 s; heartbeat every 10 s for ten minutes.
+    for _ in 0..60 {
+        m.state.advance_clock(Duration::from_secs(10));
+        beat(m, &hoarder, &[&g]).await;
+        beat(m, &other, &[&g_other]).await;
+        m.state.sweep().await.unwrap();
+    }
+    let (status, reply) = answer(m, &hoarder, &g, Ok(b"out")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "the lease ended at grant + timeout + grace: {reply}");
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    assert!(reputation(&providers, &hoarder) < 0.5, "a lapsed lease marks its provider: {providers}");
+    let fresh = provider(m, 10).await;
+    let again = lease(m, &fresh).await.expect("the unit went back to the queue");
+    assert_eq!(again["job_id"], id.as_str());
+    assert!(again["expires_at_ms"].as_i64().unwrap() <= m.state.now_ms() + 10_000 + agora_market::jobs::LEASE_GRACE_MS);
+});
+
+both_dbs!(heartbeats_renew_only_the_leases_they_name, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 2000).await;
+    submit(m, &buyer, "saxpy", &[b"a", b"b"], 1200, 1).await;
+    let (p, q) = (provider(m, 10).await, provider(m, 10).await);
+    let (named, idle) = (lease(m, &p).await.unwrap(), lease(m, &p).await.unwrap());
+    let theirs = lease(m, &q).await.unwrap();
+    for _ in 0..4 {
+        m.state.advance_clock(Duration::from_secs(10));
+        // p names its running lease and, hostile, q's too; q sends nothing.
+        let reply = beat(m, &p, &[&named, &theirs]).await;
+        assert_eq!(reply["leases_extended"], 1, "{reply}");
+        beat(m, &q, &[]).await;
+    }
+    m.state.sweep().await.unwrap();
+    assert_eq!(answer(m, &p, &named, Ok(b"x")).await.0, StatusCode::OK, "the named lease lives");
+    assert_eq!(answer(m, &p, &idle, Ok(b"x")).await.0, StatusCode::CONFLICT, "the unnamed one lapsed");
+    assert_eq!(answer(m, &q, &theirs, Ok(b"x")).await.0, StatusCode::CONFLICT, "another provider cannot keep it alive");
+});

@@ -1,0 +1,58 @@
+//! The limits of one work unit that the market and its providers must agree
+//! on, named once: the market refuses a job past them, and a provider runs a
+//! unit under them, so an honest provider's result is never refused for a
+//! size the market let the job ask for.
+
+use crate::api::UnitLimits;
+
+/// Largest input or output of one unit: both travel inside one JSON
+/// request as base64 today, which is what bounds them.
+pub const MAX_UNIT_BYTES: usize = 64 << 20;
+/// Most fuel one unit may ask for: about an hour of guest instructions, and
+/// small enough that fuel times the highest ask ([`MAX_ASK`]) stays inside
+/// `i64` in the market's SQL.
+pub const MAX_UNIT_FUEL: u64 = 1 << 42;
+/// Longest wall-clock time of one unit.
+pub const MAX_UNIT_TIMEOUT_MS: u64 = 3_600_000;
+/// Most linear memory of one unit: the wasm32 address space (the host's
+/// ceiling too).
+pub const MAX_UNIT_MEMORY_BYTES: u64 = 4 << 30;
+/// Highest price a provider may ask, per billion fuel, per GPU second or
+/// per wall second.
+pub const MAX_ASK: u64 = 1_000_000;
+
+/// A value past one of the limits above.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is {value}, the limit ({name}) is {min} to {max}")]
+pub struct LimitError {
+    /// The limit's constant, as named here.
+    pub name: &'static str,
+    pub what: &'static str,
+    pub value: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+fn within(name: &'static str, what: &'static str, value: u64, min: u64, max: u64) -> Result<(), LimitError> {
+    if value < min || value > max {
+        return Err(LimitError { name, what, value, min, max });
+    }
+    Ok(())
+}
+
+/// Check a unit's limits against the shared bounds.
+pub fn check_unit_limits(l: &UnitLimits) -> Result<(), LimitError> {
+    within("MAX_UNIT_FUEL", "limits.fuel", l.fuel, 1, MAX_UNIT_FUEL)?;
+    within("MAX_UNIT_MEMORY_BYTES", "limits.memory_bytes", l.memory_bytes, 1, MAX_UNIT_MEMORY_BYTES)?;
+    within("MAX_UNIT_TIMEOUT_MS", "limits.timeout_ms", l.timeout_ms, 1, MAX_UNIT_TIMEOUT_MS)
+}
+
+/// Check a size in bytes against [`MAX_UNIT_BYTES`].
+pub fn check_unit_bytes(what: &'static str, len: usize) -> Result<(), LimitError> {
+    within("MAX_UNIT_BYTES", what, len as u64, 0, MAX_UNIT_BYTES as u64)
+}
+
+/// Check an ask against [`MAX_ASK`].
+pub fn check_ask(what: &'static str, value: u64) -> Result<(), LimitError> {
+    within("MAX_ASK", what, value, 0, MAX_ASK)
+}
