@@ -8,7 +8,7 @@ use crate::pool::{ComponentBytes, WorkerPool};
 use crate::{Limits, Outcome};
 use agora_wire::api::{
     Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine, MAX_HEARTBEAT_LOG_LINES,
-    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider, ResultReport,
+    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider, ResultReport, RunOutcome,
 };
 use agora_wire::client::{Client, ClientError};
 use agora_wire::log::verify_log;
@@ -281,20 +281,21 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
             bytes.push(0xff);
         }
     }
-    let outcome = match &report.outcome {
-        Outcome::Ok => "ok",
-        Outcome::JobError { .. } => "job-error",
-        Outcome::LimitExceeded { .. } => "limit-exceeded",
-        Outcome::Trap { .. } => "trap",
-        Outcome::Refused { .. } => "refused",
-        Outcome::WorkerLost { .. } => "worker-lost",
+    let (outcome, limit) = match &report.outcome {
+        Outcome::Ok => (RunOutcome::Ok, None),
+        Outcome::JobError { .. } => (RunOutcome::JobError, None),
+        Outcome::LimitExceeded { limit, .. } => (RunOutcome::LimitExceeded, Some(*limit)),
+        Outcome::Trap { .. } => (RunOutcome::Trap, None),
+        Outcome::Refused { .. } => (RunOutcome::Refused, None),
+        Outcome::WorkerLost { .. } => (RunOutcome::WorkerLost, None),
     };
     let output_digest = output.as_deref().map(agora_wire::digest_hex);
     let gpu_time_us = report.gpu.gpu_time.as_micros() as u64;
     let key = s.client.key().expect("a signed client");
     let signature = key.sign(&ResultReport::signed_bytes(&grant.lease_id, outcome, output_digest.as_deref(), report.fuel_used, gpu_time_us));
     let result = ResultReport {
-        outcome: outcome.into(),
+        outcome,
+        limit,
         message: (!report.outcome.is_ok()).then(|| report.outcome.to_string()),
         output_base64: output.as_deref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         output_digest,
@@ -307,6 +308,6 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
     s.client
         .post::<_, serde_json::Value>(&format!("/api/v1/leases/{}/result", grant.lease_id), &result, None)
         .map_err(|e| e.to_string())?;
-    tracing::info!(lease = %grant.lease_id, outcome, fuel = report.fuel_used, "result returned");
+    tracing::info!(lease = %grant.lease_id, %outcome, fuel = report.fuel_used, "result returned");
     Ok(())
 }

@@ -7,39 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-/// Which limit stopped a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LimitKind {
-    Fuel,
-    Timeout,
-    Memory,
-    Table,
-    Instances,
-    Stack,
-    Output,
-    HostcallData,
-    ComponentSize,
-    CompileTime,
-}
-
-impl LimitKind {
-    /// The flag or constant a user looks for.
-    pub fn name(self) -> &'static str {
-        match self {
-            LimitKind::Fuel => "fuel",
-            LimitKind::Timeout => "timeout",
-            LimitKind::Memory => "max-memory-size",
-            LimitKind::Table => "table elements (MAX_TABLE_ELEMENTS)",
-            LimitKind::Instances => "instances (MAX_INSTANCES)",
-            LimitKind::Stack => "wasm stack (MAX_WASM_STACK_BYTES)",
-            LimitKind::Output => "output bytes",
-            LimitKind::HostcallData => "host-call data (MAX_HOSTCALL_BYTES)",
-            LimitKind::ComponentSize => "component size (MAX_COMPONENT_BYTES)",
-            LimitKind::CompileTime => "compile time (COMPILE_TIMEOUT)",
-        }
-    }
-}
+pub use agora_wire::api::LimitKind;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

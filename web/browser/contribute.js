@@ -42,7 +42,7 @@ function ask(message, onEvent, timeoutMs) {
         // Whatever else was queued on that worker ends with it.
         for (const [, w] of pending) w.resolve({ type: 'done', ok: false, error: 'the worker was stopped', report: { outcome: 'worker-lost' } });
         pending.clear();
-        resolve({ type: 'done', ok: false, error: `wall-clock limit of ${timeoutMs} ms exceeded`, report: { outcome: 'limit-exceeded' } });
+        resolve({ type: 'done', ok: false, error: `wall-clock limit of ${timeoutMs} ms exceeded`, report: { outcome: 'limit-exceeded', limit: 'timeout' } });
       }, timeoutMs);
     }
     pending.set(id, {

@@ -97,10 +97,11 @@ fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
 fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
     let digest = agora_wire::digest_hex(output);
     ResultReport {
-        outcome: "ok".into(),
+        outcome: agora_wire::api::RunOutcome::Ok,
+        limit: None,
         message: None,
         output_base64: Some(b64(output)),
-        signature: key.sign(&ResultReport::signed_bytes(lease_id, "ok", Some(&digest), 500_000, 0)),
+        signature: key.sign(&ResultReport::signed_bytes(lease_id, agora_wire::api::RunOutcome::Ok, Some(&digest), 500_000, 0)),
         output_digest: Some(digest),
         fuel_used: 500_000,
         gpu_time_us: 0,

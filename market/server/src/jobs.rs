@@ -33,7 +33,7 @@ use crate::verify::{ResultVerifier, VerifyLimits};
 use std::sync::Arc;
 use agora_wire::KeyId;
 use agora_wire::api::{
-    ActivityBucket, Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
+    ActivityBucket, Ask, Capabilities, LimitKind, RunOutcome, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
     MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo,
     UnitLimits,
 };
@@ -113,14 +113,18 @@ impl Mark {
         }
     }
 
-    /// The mark of a failed run, from the outcome the provider reported.
-    /// A trap, a job error, a refusal or a fuel or memory limit is the
-    /// job's doing (it happens on every provider) and marks nobody.
-    pub fn of_failure(outcome: &str, message: Option<&str>) -> Option<Mark> {
-        match outcome {
-            "worker-lost" => Some(Mark::Crash),
-            "limit-exceeded" if message.is_some_and(|m| m.contains("(timeout)")) => Some(Mark::Timeout),
-            _ => None,
+    /// The mark of a failed run that other evidence contradicts: the unit
+    /// succeeded on another provider, or it is a canary known to succeed.
+    /// (A failure that happens the same way on independent providers is
+    /// the job's doing and marks nobody: it is never passed here.) Running
+    /// out of time is slowness; a lost worker a crash; an error, a trap, a
+    /// refusal or a fuel or memory limit is deterministic, so contradicted
+    /// it is a false report.
+    pub fn of_contradicted_failure(outcome: RunOutcome, limit: Option<LimitKind>) -> Mark {
+        match (outcome, limit) {
+            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout)) => Mark::Timeout,
+            (RunOutcome::WorkerLost, _) => Mark::Crash,
+            _ => Mark::Mismatch,
         }
     }
 }
@@ -170,6 +174,16 @@ fn unit_limits_of(row: &AnyRow) -> Result<UnitLimits, ApiError> {
         timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
         gpu: row.try_get::<i64, _>("needs_gpu")? == 1,
     })
+}
+
+/// A limit kind's wire form (`timeout`, `fuel`, ...), as stored.
+fn limit_text(limit: LimitKind) -> String {
+    serde_json::to_value(limit).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// A stored limit kind, read back.
+fn limit_of(text: Option<String>) -> Option<LimitKind> {
+    serde_json::from_value(serde_json::Value::String(text?)).ok()
 }
 
 /// `prefix` and `bytes` random bytes in hex: the ids of jobs, leases and canaries.
@@ -810,8 +824,8 @@ impl Jobs {
         let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
         let expires = (now + self.config.lease_ttl_ms).min(deadline);
         sqlx::query(
-            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered)
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered, trusted)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&lease_id)
         .bind(&job_id)
@@ -824,6 +838,7 @@ impl Jobs {
         .bind(info.ask.per_gpu_second as i64)
         .bind(info.ask.per_wall_second as i64)
         .bind(!browser as i64)
+        .bind(!untrusted as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -843,10 +858,10 @@ impl Jobs {
     /// Take a provider's signed result for a lease it holds, verify the
     /// unit when enough replicas agree, and settle.
     pub async fn submit_result(&self, provider: &KeyId, lease_id: &str, report: ResultReport, now: i64) -> Result<(), ApiError> {
-        let signed = ResultReport::signed_bytes(lease_id, &report.outcome, report.output_digest.as_deref(), report.fuel_used, report.gpu_time_us);
+        let signed = ResultReport::signed_bytes(lease_id, report.outcome, report.output_digest.as_deref(), report.fuel_used, report.gpu_time_us);
         provider.verify(&signed, &report.signature).map_err(|e| ApiError::Unauthenticated(format!("result signature: {e}")))?;
-        let output = match (&report.outcome[..], &report.output_base64) {
-            ("ok", Some(text)) => {
+        let output = match (report.outcome, &report.output_base64) {
+            (RunOutcome::Ok, Some(text)) => {
                 let bytes = b64(text, "output")?;
                 check_unit_bytes("the output", bytes.len())?;
                 let digest = agora_wire::digest_hex(&bytes);
@@ -855,7 +870,7 @@ impl Jobs {
                 }
                 Some((digest, bytes))
             }
-            ("ok", None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
+            (RunOutcome::Ok, None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
             _ => None,
         };
         // A canary's lease is judged against its known answer, and that is all.
@@ -888,7 +903,7 @@ impl Jobs {
         let (state, failure) = match (&output, &verdict) {
             (None, _) => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
             (Some(_), Some(Ok(false))) => ("rejected", Some("the package's verify rejected the output".to_string())),
-            (Some(_), Some(Err(e))) => ("rejected", Some(format!("verify did not complete: {e}"))),
+            (Some(_), Some(Err(e))) => ("failed", Some(format!("verify did not complete: {e}"))),
             (Some((digest, bytes)), _) => {
                 sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
                     .bind(digest)
@@ -899,10 +914,11 @@ impl Jobs {
             }
         };
         sqlx::query(
-            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8, answered_at_ms = $10, wall_ms = $10 - created_at_ms WHERE id = $9",
+            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8,
+                answered_at_ms = $10, wall_ms = $10 - created_at_ms, limit_kind = $11 WHERE id = $9",
         )
         .bind(state)
-        .bind(&report.outcome)
+        .bind(report.outcome.as_str())
         .bind(failure.clone().or(report.message.clone()).map(|m| m.chars().take(2000).collect::<String>()))
         .bind(output.as_ref().map(|(d, _)| d.clone()))
         .bind(report.fuel_used.min(i64::MAX as u64) as i64)
@@ -911,31 +927,15 @@ impl Jobs {
         .bind(&report.signature)
         .bind(lease_id)
         .bind(now)
+        .bind(report.limit.map(limit_text))
         .execute(&mut *tx)
         .await?;
         let mut marks = Vec::new();
         match failure {
-            Some(message) => {
-                // A wrong answer weighs more than a failed run; a verifier
-                // that could not finish says nothing about the provider.
-                match &verdict {
-                    Some(Ok(false)) => marks.push((provider.to_string(), Mark::Mismatch)),
-                    Some(Err(_)) => {}
-                    _ => marks.extend(Mark::of_failure(&report.outcome, report.message.as_deref()).map(|m| (provider.to_string(), m))),
-                }
-                sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
-                    .bind(message.chars().take(2000).collect::<String>())
-                    .bind(&job_id)
-                    .bind(idx)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3")
-                    .bind(&job_id)
-                    .bind(idx)
-                    .bind(MAX_UNIT_FAILURES)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            // A wrong answer, proven by the package's `verify`: marked now;
+            // the unit goes on.
+            Some(_) if matches!(verdict, Some(Ok(false))) => marks.push((provider.to_string(), Mark::Mismatch)),
+            Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
             None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked).await?),
         }
         tx.commit().await?;
@@ -944,6 +944,31 @@ impl Jobs {
             self.mark(&p, mark).await?;
         }
         self.settle(&job_id, now).await
+    }
+
+    /// A failed attempt of unit (`job`, `idx`): counted, and the unit fails
+    /// for good after [`MAX_UNIT_FAILURES`] of them only when a provider
+    /// trusted at its grant failed it too, so fresh keys reporting errors
+    /// cannot fail a buyer's work. Nobody is marked yet: the unit's
+    /// outcome decides whether the failure was the job's doing (see
+    /// `decide_unit`).
+    async fn count_failure(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64, message: &str) -> Result<(), ApiError> {
+        sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
+            .bind(message.chars().take(2000).collect::<String>())
+            .bind(job)
+            .bind(idx)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3
+               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.state = 'failed' AND l.trusted = 1)",
+        )
+        .bind(job)
+        .bind(idx)
+        .bind(MAX_UNIT_FAILURES)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Run the package's `verify` on a result when its job is checked that

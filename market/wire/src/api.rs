@@ -531,12 +531,87 @@ pub struct LeaseGrant {
 }
 
 /// A provider's result for a lease. `signature` is the provider's over
+/// Which limit stopped a run (the host names it; reputation reads it,
+/// never the words of a message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitKind {
+    Fuel,
+    Timeout,
+    Memory,
+    Table,
+    Instances,
+    Stack,
+    Output,
+    HostcallData,
+    ComponentSize,
+    CompileTime,
+}
+
+impl LimitKind {
+    /// The flag or constant a user looks for.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Fuel => "fuel",
+            LimitKind::Timeout => "timeout",
+            LimitKind::Memory => "max-memory-size",
+            LimitKind::Table => "table elements (MAX_TABLE_ELEMENTS)",
+            LimitKind::Instances => "instances (MAX_INSTANCES)",
+            LimitKind::Stack => "wasm stack (MAX_WASM_STACK_BYTES)",
+            LimitKind::Output => "output bytes",
+            LimitKind::HostcallData => "host-call data (MAX_HOSTCALL_BYTES)",
+            LimitKind::ComponentSize => "component size (MAX_COMPONENT_BYTES)",
+            LimitKind::CompileTime => "compile time (COMPILE_TIMEOUT)",
+        }
+    }
+}
+
+/// How a unit's run ended, as its provider reports it. The string forms
+/// (`ok`, `job-error`, ...) are what results are signed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    Ok,
+    /// `run` returned an error.
+    JobError,
+    /// A limit stopped the run ([`ResultReport::limit`] says which).
+    LimitExceeded,
+    Trap,
+    /// The component was refused before it ran.
+    Refused,
+    /// The worker died or was killed (a crash, a hung device).
+    WorkerLost,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::JobError => "job-error",
+            RunOutcome::LimitExceeded => "limit-exceeded",
+            RunOutcome::Trap => "trap",
+            RunOutcome::Refused => "refused",
+            RunOutcome::WorkerLost => "worker-lost",
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// [`ResultReport::signed_bytes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ResultReport {
-    /// ok, job-error, limit-exceeded, trap, refused, worker-lost.
-    pub outcome: String,
+    pub outcome: RunOutcome,
+    /// Which limit, when the outcome is `limit-exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitKind>,
     pub message: Option<String>,
     /// The output (standard base64) when the outcome is ok.
     pub output_base64: Option<String>,
@@ -553,7 +628,7 @@ pub struct ResultReport {
 impl ResultReport {
     /// What the provider signs: the lease, the output digest and the usage
     /// it is paid for.
-    pub fn signed_bytes(lease_id: &str, outcome: &str, output_digest: Option<&str>, fuel_used: u64, gpu_time_us: u64) -> Vec<u8> {
+    pub fn signed_bytes(lease_id: &str, outcome: RunOutcome, output_digest: Option<&str>, fuel_used: u64, gpu_time_us: u64) -> Vec<u8> {
         format!("agora-result-v1\n{lease_id}\n{outcome}\n{}\n{fuel_used}\n{gpu_time_us}", output_digest.unwrap_or("-")).into_bytes()
     }
 }

@@ -111,8 +111,8 @@ mod browser {
     use super::Board;
     use crate::{api, keys};
     use agora_wire::api::{
-        Ask, Balance, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine, Progress, RegisterProvider,
-        ResultReport,
+        Ask, Balance, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LimitKind, LogLine, Progress,
+        RegisterProvider, ResultReport, RunOutcome,
     };
     use base64::Engine as _;
     use leptos::prelude::*;
@@ -276,7 +276,7 @@ mod browser {
     }
 
     /// Run one leased unit in the worker and return its signed result.
-    async fn run(board: Board, key: &std::rc::Rc<agora_wire::Keypair>, grant: &LeaseGrant) -> Result<String, String> {
+    async fn run(board: Board, key: &std::rc::Rc<agora_wire::Keypair>, grant: &LeaseGrant) -> Result<RunOutcome, String> {
         let input = api::get_signed_bytes(key, format!("/api/v1/blobs/{}", grant.input_digest)).await?;
         let limits = js_sys::Object::new();
         let set = |k: &str, v: f64| {
@@ -342,17 +342,21 @@ mod browser {
         drop(on_event);
         let answer = answer?;
         let report = field(&answer, "report");
-        let outcome = text(&report, "outcome").unwrap_or_else(|| "trap".into());
-        let output: Option<Vec<u8>> = (outcome == "ok").then(|| js_sys::Uint8Array::new(&field(&answer, "output")).to_vec());
+        // The worker's words, read as the typed values they stand for.
+        let typed = |name: &str| text(&report, name).and_then(|t| serde_json::from_value(serde_json::Value::String(t)).ok());
+        let outcome: RunOutcome = typed("outcome").unwrap_or(RunOutcome::Trap);
+        let limit: Option<LimitKind> = typed("limit");
+        let output: Option<Vec<u8>> = (outcome == RunOutcome::Ok).then(|| js_sys::Uint8Array::new(&field(&answer, "output")).to_vec());
         let output_digest = output.as_deref().map(agora_wire::digest_hex);
         let gpu_time_us = number(&report, "gpuTimeUs") as u64;
         // A browser cannot meter wasm fuel: it reports none and is paid for GPU time.
         let fuel_used = 0;
-        let signature = key.sign(&ResultReport::signed_bytes(&grant.lease_id, &outcome, output_digest.as_deref(), fuel_used, gpu_time_us));
+        let signature = key.sign(&ResultReport::signed_bytes(&grant.lease_id, outcome, output_digest.as_deref(), fuel_used, gpu_time_us));
         let mut lines = logs.borrow().clone();
         lines.truncate(agora_wire::api::MAX_LEASE_LOG_LINES as usize);
         let result = ResultReport {
-            outcome: outcome.clone(),
+            outcome,
+            limit,
             message: text(&answer, "error"),
             output_base64: output.as_deref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
             output_digest,

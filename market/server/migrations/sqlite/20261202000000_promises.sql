@@ -23,3 +23,8 @@ UPDATE leases SET ask_per_billion_fuel = COALESCE((SELECT p.ask_per_billion_fuel
 ALTER TABLE leases ADD COLUMN wall_ms BIGINT;
 -- Whether the provider meters fuel (a browser tab cannot: it reports 0).
 ALTER TABLE leases ADD COLUMN metered BIGINT NOT NULL DEFAULT 1;
+-- Whether the provider was trusted when the lease was granted (a unit
+-- fails for good only when a trusted provider's run failed it too), and
+-- which limit a failed run hit, typed.
+ALTER TABLE leases ADD COLUMN trusted BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN limit_kind TEXT;

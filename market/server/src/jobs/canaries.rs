@@ -18,7 +18,7 @@
 use super::{Jobs, Mark, random_id};
 use crate::error::ApiError;
 use agora_wire::KeyId;
-use agora_wire::api::{AddCanary, CanaryInfo, LeaseGrant, ResultReport, UnitLimits};
+use agora_wire::api::{AddCanary, CanaryInfo, LeaseGrant, ResultReport, RunOutcome, UnitLimits};
 use sqlx::Row;
 
 /// Canaries a provider runs while it is not yet trusted.
@@ -172,10 +172,10 @@ impl Jobs {
         let expected: String = run.try_get("expected")?;
         // The canary is known to succeed: any other answer is a wrong one,
         // a job error included (it cannot be the job's own fault here).
-        let mark = match (&report.outcome[..], output_digest) {
-            ("ok", Some(digest)) if digest == expected => Mark::Success,
-            ("ok", _) | ("job-error", _) | ("trap", _) | ("refused", _) => Mark::Mismatch,
-            (outcome, _) => Mark::of_failure(outcome, report.message.as_deref()).unwrap_or(Mark::Mismatch),
+        let mark = match (report.outcome, output_digest) {
+            (RunOutcome::Ok, Some(digest)) if digest == expected => Mark::Success,
+            (RunOutcome::Ok, _) => Mark::Mismatch,
+            (outcome, _) => Mark::of_contradicted_failure(outcome, report.limit),
         };
         let state = if matches!(mark, Mark::Success) { "passed" } else { "failed" };
         // One statement decides who answered first.

@@ -16,9 +16,9 @@
 //! - The usage arithmetic is a pure function ([`agreed_usage`]); the
 //!   transaction only reads the rows and writes the decision.
 
-use super::{MAX_EXTRA_REPLICAS, Mark, Usage, price};
+use super::{MAX_EXTRA_REPLICAS, Mark, Usage, limit_of, price};
 use crate::error::ApiError;
-use agora_wire::api::Ask;
+use agora_wire::api::{Ask, RunOutcome};
 use sqlx::Row;
 
 /// One submitted result of a unit, as decision needs it.
@@ -136,6 +136,17 @@ pub(super) async fn decide_unit(
             for r in &rejected {
                 sqlx::query("UPDATE leases SET state = 'rejected' WHERE id = $1 AND state = 'submitted'").bind(&r.lease).execute(&mut **tx).await?;
                 marks.push((r.provider.clone(), Mark::Mismatch));
+            }
+            // Failed attempts of a unit that succeeded elsewhere were not
+            // the job's doing.
+            for f in sqlx::query("SELECT provider, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed'")
+                .bind(job)
+                .bind(idx)
+                .fetch_all(&mut **tx)
+                .await?
+            {
+                let outcome = serde_json::from_value(serde_json::Value::String(f.try_get("outcome")?)).unwrap_or(RunOutcome::Trap);
+                marks.push((f.try_get("provider")?, Mark::of_contradicted_failure(outcome, limit_of(f.try_get("limit_kind")?))));
             }
             // Late replicas of a verified unit are not needed any more.
             sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;

@@ -297,3 +297,65 @@ both_dbs!(heartbeats_renew_only_the_leases_they_name, async |m: &TestMarket| {
     assert_eq!(answer(m, &p, &idle, Ok(b"x")).await.0, StatusCode::CONFLICT, "the unnamed one lapsed");
     assert_eq!(answer(m, &q, &theirs, Ok(b"x")).await.0, StatusCode::CONFLICT, "another provider cannot keep it alive");
 });
+
+both_dbs!(fresh_keys_reporting_errors_cannot_fail_a_buyers_unit, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let mut sybils = Vec::new();
+    for kind in ["trap", "job-error", "worker-lost", "limit-exceeded", "refused"] {
+        let p = provider(m, 10).await;
+        let g = lease(m, &p).await.expect("the unit is leased again");
+        assert_eq!(answer(m, &p, &g, Err(kind)).await.0, StatusCode::OK);
+        sybils.push(p);
+    }
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "untrusted failures alone never fail a unit");
+    // Honest trusted providers run it (two: an untrusted lease asked for a
+    // confirming replica): the sybils' failures contradict their success.
+    let honest = [crate::jobs::trusted_provider(m, 10).await, crate::jobs::trusted_provider(m, 10).await];
+    for p in &honest {
+        let g = lease(m, p).await.unwrap();
+        assert_eq!(answer(m, p, &g, Ok(b"out")).await.0, StatusCode::OK);
+    }
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    for p in &sybils {
+        assert!(reputation(&providers, p) < 0.5, "a failure contradicted by a success is marked: {providers}");
+    }
+    let refs: Vec<&Keypair> = sybils.iter().chain(&honest).collect();
+    assert_conserved(m, &buyer, 1000, &done, &refs).await;
+});
+
+both_dbs!(a_job_that_fails_everywhere_marks_no_provider, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    // A buyer whose unit always times out: native and browser report it typed.
+    let mut honest = Vec::new();
+    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        let p = crate::jobs::trusted_provider(m, 10).await;
+        let g = lease(m, &p).await.unwrap();
+        let lease_id = g["lease_id"].as_str().unwrap();
+        let outcome = agora_wire::api::RunOutcome::LimitExceeded;
+        let signature = p.sign(&agora_wire::api::ResultReport::signed_bytes(lease_id, outcome, None, 0, 0));
+        let report = json!({"outcome": "limit-exceeded", "limit": "timeout", "message": "the words do not matter", "fuel_used": 0,
+                            "gpu_time_us": 0, "peak_memory_bytes": 0, "signature": signature});
+        let (status, reply) = m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(&p)).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        honest.push(p);
+    }
+    let failed = job(m, &buyer, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    for p in &honest {
+        assert_eq!(reputation(&providers, p), 21.0 / 22.0, "the job's own timeout marks nobody: {providers}");
+    }
+    // An outcome the wire does not know is refused, not guessed at.
+    let report = json!({"outcome": "timeout?", "message": null, "fuel_used": 0, "gpu_time_us": 0, "peak_memory_bytes": 0, "signature": "x"});
+    let p = provider(m, 10).await;
+    let (status, _) = m.call("POST", "/api/v1/leases/lnope/result", Some(&report), Some(&p)).await;
+    assert!(status.is_client_error(), "{status}");
+});

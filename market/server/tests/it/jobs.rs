@@ -2,7 +2,7 @@
 //! requests: escrow, leases, replication and quorum, settlement, refunds.
 
 use crate::*;
-use agora_wire::api::ResultReport;
+use agora_wire::api::{ResultReport, RunOutcome};
 use agora_wire::log::{LogAction, LogEntry};
 use base64::Engine as _;
 use std::time::Duration;
@@ -33,6 +33,14 @@ pub async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
                           "ask": {"per_billion_fuel": per_billion_fuel, "per_gpu_second": 1}, "max_concurrent": 4});
     assert_eq!(m.call("POST", "/api/v1/providers", Some(&register), Some(&key)).await.0, StatusCode::OK);
     heartbeat(m, &key).await;
+    key
+}
+
+/// A provider with a record that makes it trusted (set directly: earning
+/// trust is tested on its own).
+pub async fn trusted_provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
+    let key = provider(m, per_billion_fuel).await;
+    sqlx::query("UPDATE providers SET good = 20, bad = 0 WHERE id = $1").bind(key.id().as_str()).execute(&m.state.db.pool).await.unwrap();
     key
 }
 
@@ -67,7 +75,8 @@ pub async fn answer_using(m: &TestMarket, p: &Keypair, grant: &Value, output: Re
         Ok(bytes) => ("ok", Some(agora_wire::digest_hex(bytes)), Some(b64(bytes))),
         Err(kind) => (kind, None, None),
     };
-    let signature = p.sign(&ResultReport::signed_bytes(lease_id, outcome, digest.as_deref(), fuel, gpu_us));
+    let typed: RunOutcome = serde_json::from_value(json!(outcome)).expect("an outcome's wire form");
+    let signature = p.sign(&ResultReport::signed_bytes(lease_id, typed, digest.as_deref(), fuel, gpu_us));
     let report = json!({"outcome": outcome, "message": output.err(), "output_base64": body, "output_digest": digest,
                         "fuel_used": fuel, "gpu_time_us": gpu_us, "peak_memory_bytes": 1024, "signature": signature});
     m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(p)).await
@@ -200,8 +209,9 @@ both_dbs!(a_unit_that_traps_everywhere_fails_and_is_refunded, async |m: &TestMar
     m.fund(&buyer, 1000).await;
     let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
     let mut providers = Vec::new();
-    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
-        let p = provider(m, 10).await;
+    for i in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        // The last is trusted: a unit fails for good only when one is.
+        let p = if i + 1 == agora_market::jobs::MAX_UNIT_FAILURES { trusted_provider(m, 10).await } else { provider(m, 10).await };
         let grant = lease(m, &p).await.expect("the unit is leased again after a failure");
         assert_eq!(answer(m, &p, &grant, Err("trap")).await.0, StatusCode::OK);
         providers.push(p);
@@ -214,8 +224,10 @@ both_dbs!(a_unit_that_traps_everywhere_fails_and_is_refunded, async |m: &TestMar
     assert_conserved(m, &buyer, 1000, &failed, &refs).await;
     // A trap is the job's doing: nobody's reputation moved.
     let (_, listed) = m.call("GET", "/api/v1/providers", None, None).await;
+    let trusted = providers.last().unwrap().id().to_string();
     for p in listed.as_array().unwrap() {
-        assert_eq!(p["reputation"], 0.5, "{p}");
+        let unchanged = if p["id"] == trusted.as_str() { 21.0 / 22.0 } else { 0.5 };
+        assert_eq!(p["reputation"].as_f64().unwrap(), unchanged, "{p}");
     }
 });
 
@@ -304,7 +316,7 @@ both_dbs!(running_units_stream_progress_and_logs, async |m: &TestMarket| {
     assert_eq!(status, StatusCode::FORBIDDEN, "only the buyer reads a job's logs");
     // The result carries the lines not sent yet.
     let lease_id = g1["lease_id"].as_str().unwrap();
-    let signature = p1.sign(&ResultReport::signed_bytes(lease_id, "ok", Some(&agora_wire::digest_hex(b"out")), 10, 0));
+    let signature = p1.sign(&ResultReport::signed_bytes(lease_id, RunOutcome::Ok, Some(&agora_wire::digest_hex(b"out")), 10, 0));
     let report = json!({"outcome": "ok", "output_base64": b64(b"out"), "output_digest": agora_wire::digest_hex(b"out"), "fuel_used": 10,
                         "gpu_time_us": 0, "peak_memory_bytes": 1, "signature": signature, "logs": [{"level": "stdout", "message": "done"}]});
     assert_eq!(m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(&p1)).await.0, StatusCode::OK);
