@@ -934,7 +934,10 @@ impl Jobs {
         match failure {
             // A wrong answer, proven by the package's `verify`: marked now;
             // the unit goes on.
-            Some(_) if matches!(verdict, Some(Ok(false))) => marks.push((provider.to_string(), Mark::Mismatch)),
+            Some(message) if matches!(verdict, Some(Ok(false))) => {
+                sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(&job_id).bind(idx).execute(&mut *tx).await?;
+                marks.push((provider.to_string(), Mark::Mismatch));
+            }
             Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
             None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked).await?),
         }

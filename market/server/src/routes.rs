@@ -167,9 +167,18 @@ async fn owner_read(state: &AppState, method: &Method, uri: &Uri, headers: &Head
 }
 
 /// Check a signed read of job `job`: by its buyer or the operator.
+///
+/// The caller is authenticated before the job is looked up, and a job that
+/// is not the caller's answers exactly like one that does not exist, so no
+/// probe tells a buyer's job from a canary's made-up id (or from nothing).
 async fn job_read(state: &AppState, job: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
-    let buyer = state.jobs.buyer_of(job).await?;
-    owner_read(state, method, uri, headers, &buyer).await
+    let caller = state.authenticate(method, uri, headers, &[]).await?;
+    let hidden = || ApiError::NotFound(format!("no job `{job}`"));
+    let buyer = state.jobs.buyer_of(job).await.map_err(|e| if matches!(e, ApiError::NotFound(_)) { hidden() } else { e })?;
+    if caller.as_str() != buyer && caller != state.config.operator {
+        return Err(hidden());
+    }
+    Ok(())
 }
 
 /// An account's balances (signed GET by the owner or the operator).

@@ -137,9 +137,10 @@ pub(super) async fn decide_unit(
                 sqlx::query("UPDATE leases SET state = 'rejected' WHERE id = $1 AND state = 'submitted'").bind(&r.lease).execute(&mut **tx).await?;
                 marks.push((r.provider.clone(), Mark::Mismatch));
             }
-            // Failed attempts of a unit that succeeded elsewhere were not
-            // the job's doing.
-            for f in sqlx::query("SELECT provider, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed'")
+            // Failed runs of a unit that succeeded elsewhere were not the
+            // job's doing. (An `ok` run whose verify could not finish says
+            // nothing about its provider.)
+            for f in sqlx::query("SELECT provider, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'")
                 .bind(job)
                 .bind(idx)
                 .fetch_all(&mut **tx)

@@ -359,3 +359,25 @@ both_dbs!(a_job_that_fails_everywhere_marks_no_provider, async |m: &TestMarket| 
     let (status, _) = m.call("POST", "/api/v1/leases/lnope/result", Some(&report), Some(&p)).await;
     assert!(status.is_client_error(), "{status}");
 });
+
+both_dbs!(a_probe_cannot_tell_a_canary_from_a_buyers_job, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let real = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": crate::jobs::b64(b"c"), "expected_output_base64": crate::jobs::b64(b"c-out"),
+                        "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+    assert_eq!(m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&m.operator)).await.0, StatusCode::OK);
+    let p = provider(m, 10).await;
+    let grant = lease(m, &p).await.unwrap();
+    let canary_job = grant["job_id"].as_str().unwrap().to_string();
+    assert_ne!(canary_job, real, "a new provider's first lease is the canary");
+    for path in ["", "/logs", "/units/0/output"] {
+        for key in [None, Some(&p)] {
+            let (real_status, real_body) = m.call("GET", &format!("/api/v1/jobs/{real}{path}"), None, key).await;
+            let (canary_status, canary_body) = m.call("GET", &format!("/api/v1/jobs/{canary_job}{path}"), None, key).await;
+            assert_eq!(real_status, canary_status, "{path} signed={}: {real_body} vs {canary_body}", key.is_some());
+            assert_eq!(real_body["error"]["code"], canary_body["error"]["code"]);
+        }
+    }
+});
