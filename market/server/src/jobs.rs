@@ -276,7 +276,7 @@ impl Jobs {
             for table in ["leases", "canary_runs"] {
                 let key = if table == "leases" { "id" } else { "lease_id" };
                 renewed += sqlx::query(&format!(
-                    "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms < $1 THEN deadline_ms ELSE $1 END
+                    "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $1 THEN deadline_ms ELSE $1 END
                      WHERE {key} = $2 AND provider = $3 AND state = 'active' AND expires_at_ms > $4"
                 ))
                 .bind(until)
@@ -913,9 +913,9 @@ impl Jobs {
                 ("submitted", None)
             }
         };
-        sqlx::query(
+        let answered = sqlx::query(
             "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8,
-                answered_at_ms = $10, wall_ms = $10 - created_at_ms, limit_kind = $11 WHERE id = $9",
+                answered_at_ms = $10, wall_ms = $10 - created_at_ms, limit_kind = $11 WHERE id = $9 AND state = 'active' AND expires_at_ms > $10",
         )
         .bind(state)
         .bind(report.outcome.as_str())
@@ -930,6 +930,10 @@ impl Jobs {
         .bind(report.limit.map(limit_text))
         .execute(&mut *tx)
         .await?;
+        // Swept, cancelled or answered by a concurrent duplicate since it was read.
+        if answered.rows_affected() != 1 {
+            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+        }
         let mut marks = Vec::new();
         match failure {
             // A wrong answer, proven by the package's `verify`: marked now;
@@ -939,7 +943,7 @@ impl Jobs {
                 marks.push((provider.to_string(), Mark::Mismatch));
             }
             Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
-            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked).await?),
+            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind).await?),
         }
         tx.commit().await?;
         self.record_live(provider, lease_id, None, &report.logs, now).await?;

@@ -343,9 +343,9 @@ mod browser {
         let answer = answer?;
         let report = field(&answer, "report");
         // The worker's words, read as the typed values they stand for.
-        let typed = |name: &str| text(&report, name).and_then(|t| serde_json::from_value(serde_json::Value::String(t)).ok());
-        let outcome: RunOutcome = typed("outcome").unwrap_or(RunOutcome::Trap);
-        let limit: Option<LimitKind> = typed("limit");
+        let word = |name: &str| text(&report, name).map(serde_json::Value::String);
+        let outcome: RunOutcome = word("outcome").and_then(|w| serde_json::from_value(w).ok()).unwrap_or(RunOutcome::Trap);
+        let limit: Option<LimitKind> = word("limit").and_then(|w| serde_json::from_value(w).ok());
         let output: Option<Vec<u8>> = (outcome == RunOutcome::Ok).then(|| js_sys::Uint8Array::new(&field(&answer, "output")).to_vec());
         let output_digest = output.as_deref().map(agora_wire::digest_hex);
         let gpu_time_us = number(&report, "gpuTimeUs") as u64;

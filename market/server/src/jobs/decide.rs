@@ -74,12 +74,16 @@ pub(super) async fn decide_unit(
     job: &str,
     idx: i64,
     checked: bool,
+    kind: crate::db::Kind,
 ) -> Result<Vec<(String, Mark)>, ApiError> {
-    let unit = sqlx::query(
+    // On PostgreSQL the unit's row is locked: replicas answering at once
+    // decide one after the other, each seeing the other's result.
+    let lock = if kind == crate::db::Kind::Postgres { "FOR UPDATE OF u" } else { "" };
+    let unit = sqlx::query(&format!(
         "SELECT u.wanted AS wanted, u.quorum AS quorum, u.state AS state, j.replicas AS replicas, j.fuel_limit AS fuel_limit,
                 j.timeout_ms AS timeout_ms, j.unit_cap AS unit_cap
-         FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $1 AND u.idx = $2",
-    )
+         FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $1 AND u.idx = $2 {lock}",
+    ))
     .bind(job)
     .bind(idx)
     .fetch_one(&mut **tx)
@@ -113,12 +117,17 @@ pub(super) async fn decide_unit(
     let mut marks = Vec::new();
     match best {
         Some((digest, n)) if n >= quorum => {
-            sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3")
+            // The unit is decided once: a settle that failed it at the job's
+            // expiry, or another replica's decision, came first.
+            let decided = sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3 AND state = 'queued'")
                 .bind(&digest)
                 .bind(job)
                 .bind(idx)
                 .execute(&mut **tx)
                 .await?;
+            if decided.rows_affected() != 1 {
+                return Ok(Vec::new());
+            }
             let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results.into_iter().partition(|r| checked || r.output_digest == digest);
             let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);
             let (usage, contradicts) = agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);

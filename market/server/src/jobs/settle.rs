@@ -95,6 +95,17 @@ impl Jobs {
                 .await?;
             sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&self.db.pool).await?;
         }
+        // Every unit is final now, so no lease is accepted after this point
+        // (a decision needs a queued unit); pay any accepted since the
+        // first read before anything goes back to the buyer.
+        let late: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE job_id = $1 AND state = 'accepted' AND paid = 0")
+            .bind(job_id)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        if late > 0 {
+            return Box::pin(self.settle(job_id, now)).await;
+        }
         let spent: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS s FROM leases WHERE job_id = $1 AND paid = 1")
             .bind(job_id)
             .fetch_one(&self.db.pool)
@@ -274,8 +285,8 @@ impl Jobs {
                     CAST(COALESCE(a.credits_posted, 0) AS BIGINT) AS a_in, CAST(COALESCE(a.debits_posted, 0) AS BIGINT) AS a_out,
                     CAST(COALESCE(a.credits_pending, 0) AS BIGINT) AS a_pending,
                     (SELECT CAST(COALESCE(SUM(l.cost), 0) AS BIGINT) FROM leases l WHERE l.job_id = j.id AND l.paid = 1) AS leases_paid,
-                    (SELECT CAST(COALESCE(SUM(t.amount), 0) AS BIGINT) FROM transfers t WHERE t.debit = 'job:' || j.id AND t.id LIKE 'lease:%') AS ledger_paid,
-                    (SELECT CAST(COALESCE(SUM(t.amount), 0) AS BIGINT) FROM transfers t WHERE t.debit = 'job:' || j.id AND t.id NOT LIKE 'lease:%') AS refunded
+                    (SELECT CAST(COALESCE(SUM(t.amount), 0) AS BIGINT) FROM transfers t WHERE t.debit = 'job:' || j.id AND SUBSTR(t.id, 1, 6) = 'lease:') AS ledger_paid,
+                    (SELECT CAST(COALESCE(SUM(t.amount), 0) AS BIGINT) FROM transfers t WHERE t.debit = 'job:' || j.id AND SUBSTR(t.id, 1, 6) <> 'lease:') AS refunded
              FROM jobs j LEFT JOIN transfers h ON h.id = 'job:' || j.id || ':hold' LEFT JOIN accounts a ON a.id = 'job:' || j.id",
         )
         .fetch_all(&self.db.pool)
@@ -319,7 +330,7 @@ impl Jobs {
         }
         for r in sqlx::query(
             "SELECT t.id AS id FROM transfers t LEFT JOIN leases l ON l.id = SUBSTR(t.id, 7, LENGTH(t.id) - 10)
-             WHERE t.id LIKE 'lease:%' AND (l.id IS NULL OR l.state <> 'accepted' OR l.paid <> 1
+             WHERE SUBSTR(t.id, 1, 6) = 'lease:' AND LENGTH(t.id) > 10 AND (l.id IS NULL OR l.state <> 'accepted' OR l.paid <> 1
                    OR (t.debit <> ('job:' || l.job_id) AND t.debit <> 'escrow'))",
         )
         .fetch_all(&self.db.pool)
