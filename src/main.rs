@@ -52,6 +52,9 @@ enum Command {
     /// Add a known-answer canary unit that untrusted providers get among
     /// their first leases (operator key only).
     Canary(cmd::jobs::CanaryArgs),
+    /// Vouch for a provider key: the operator's own host, trusted from the
+    /// start and still spot-checked (operator key only).
+    Vouch(cmd::jobs::VouchArgs),
     /// Run the market service.
     #[command(subcommand)]
     Market(cmd::market::MarketCommand),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Balance(a) => cmd::ledger::balance(a, client),
         Command::Mint(a) => cmd::ledger::mint(a, client),
         Command::Canary(a) => cmd::jobs::canary(a, client),
+        Command::Vouch(a) => cmd::jobs::vouch(a, client),
         Command::Market(c) => cmd::market::run(c),
     };
     match result {

@@ -72,6 +72,12 @@ pub struct CanaryArgs {
 }
 
 #[derive(Args)]
+pub struct VouchArgs {
+    /// The provider's key id (`agora keys show` on its machine).
+    provider: String,
+}
+
+#[derive(Args)]
 pub struct StatusArgs {
     job: String,
 }
@@ -288,6 +294,13 @@ pub fn list(client_args: &ClientArgs) -> Result<()> {
 }
 
 /// Add a known-answer canary unit (operator key only).
+pub fn vouch(args: VouchArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let _: serde_json::Value = client.post("/api/v1/operator/vouch", &agora_wire::api::Vouch { provider: args.provider.clone() }, None)?;
+    println!("vouched for {}", args.provider);
+    Ok(())
+}
+
 pub fn canary(args: CanaryArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
     let Some((package, version)) = args.package.split_once('@') else {

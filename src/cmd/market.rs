@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// A lease lives this long past its provider's last heartbeat.
     #[arg(long, default_value = "30s")]
     lease_ttl: humantime::Duration,
+    /// Share of a trusted provider's units given a second replica anyway
+    /// (0 to 1): how a trusted key that turns dishonest is caught.
+    #[arg(long, default_value_t = agora_market::jobs::SPOT_CHECK_RATE)]
+    spot_check_rate: f64,
 }
 
 /// Runs `verify` in the host runtime's worker processes.
@@ -71,6 +75,8 @@ pub fn run(command: MarketCommand) -> Result<()> {
         let db = Db::connect(&url).await.with_context(|| format!("opening {}", args.db))?;
         let mut config = Config { rate_per_second: args.rate, ..Config::new(operator) };
         config.jobs.lease_ttl_ms = args.lease_ttl.as_millis() as i64;
+        anyhow::ensure!((0.0..=1.0).contains(&args.spot_check_rate), "--spot-check-rate is between 0 and 1");
+        config.jobs.spot_check_rate = args.spot_check_rate;
         let mut state = AppState::new(db, config);
         if args.verify_workers > 0 {
             let pool = WorkerPool::new(PoolConfig {

@@ -139,7 +139,8 @@ fn a_provider_killed_mid_lease_loses_it_and_the_unit_runs_elsewhere() {
     drop(doomed);
     let (_b, _c) = (market.host("provider-b", &[]), market.host("provider-c", &[]));
     let status = wait_for(&market, &job, "the job to finish", |s| s.contains("(Done)"));
-    assert!(status.contains("attempts 3"), "the lost lease, then two replicas elsewhere: {status}");
+    // The lost lease, then one replica elsewhere (two when a random spot check picked the unit).
+    assert!(status.contains("attempts 2") || status.contains("attempts 3"), "{status}");
     assert_eq!(balance_of(&market, &["--key", &key_of(&market, "doomed")]), 0, "a lost lease is not paid");
     let earned = balance_of(&market, &["--key", &key_of(&market, "provider-b")]) + balance_of(&market, &["--key", &key_of(&market, "provider-c")]);
     let paid: u64 = status.lines().find(|l| l.starts_with("credits")).unwrap().split("paid to providers ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();

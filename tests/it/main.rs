@@ -101,11 +101,16 @@ impl Market {
         self.child = Self::serve(&self.home, self.port, &self.operator_id, &self.serve_args);
     }
 
-    /// A provider host with its own key, killed when dropped.
+    /// A provider host with its own key, which the operator vouches for
+    /// (its own host: trusted from the start), killed when dropped.
     pub fn host(&self, name: &str, extra: &[&str]) -> Process {
         let key = self.home.join(format!("{name}.json"));
         let _ = std::fs::remove_file(&key);
-        assert!(self.agora(&["--key", key.to_str().unwrap(), "keys", "new"]).status.success());
+        let made = self.agora(&["--key", key.to_str().unwrap(), "keys", "new"]);
+        assert!(made.status.success());
+        let operator = self.home.join("operator.json");
+        let vouched = self.agora(&["--key", operator.to_str().unwrap(), "vouch", stdout(&made).trim()]);
+        assert!(vouched.status.success(), "{}", stderr(&vouched));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
         cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(["--key", key.to_str().unwrap(), "host", "--heartbeat", "0.5"]);
         cmd.args(extra).stderr(Stdio::null());

@@ -56,8 +56,14 @@ pub const MAX_CONCURRENT: u32 = 1024;
 pub const MAX_UNIT_FAILURES: i64 = 3;
 /// Reputation mean under which a provider's results are confirmed by another.
 pub const TRUSTED_REPUTATION: f64 = 0.8;
-/// Observations (decayed) before a provider can be trusted alone.
-pub const TRUSTED_OBSERVATIONS: f64 = 3.0;
+/// Independent confirmations (decayed) before a provider can be trusted
+/// alone: agreements with a provider trusted at its grant, or canaries
+/// answered right. Agreement among untrusted providers, or a package's own
+/// `verify` (its author may be the provider), never counts: identities are
+/// free, so trust cannot rest on them.
+pub const TRUSTED_CONFIRMATIONS: f64 = 3.0;
+/// Reputation mean under which an operator-vouched provider loses its trust.
+pub const VOUCHED_REPUTATION: f64 = 0.5;
 /// Failures a browser provider starts with (decayed like any): a tab is
 /// cheap to open and to abandon, so it earns trust over about ten confirmed
 /// results instead of three. A native provider starts at zero.
@@ -66,6 +72,9 @@ pub const BROWSER_PRIOR_BAD: f64 = 2.0;
 /// not: fetching the component and input, compiling it (the host allows a
 /// minute), and returning the result.
 pub const LEASE_GRACE_MS: i64 = 120_000;
+/// Share of a trusted provider's units checked by a second replica: enough
+/// that a trusted key turning dishonest is caught within tens of units.
+pub const SPOT_CHECK_RATE: f64 = 0.1;
 /// Decay applied to a provider's record at each update.
 pub const REPUTATION_DECAY: f64 = 0.98;
 
@@ -80,11 +89,13 @@ pub struct JobsConfig {
     pub job_ttl_ms: i64,
     /// The market's fee, in basis points of each payment.
     pub fee_bps: u64,
+    /// Share of a trusted provider's units given a second replica anyway.
+    pub spot_check_rate: f64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500 }
+        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500, spot_check_rate: SPOT_CHECK_RATE }
     }
 }
 
@@ -92,6 +103,9 @@ impl Default for JobsConfig {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mark {
     Success,
+    /// A success with independent evidence: a provider trusted at its
+    /// grant agreed, or a canary's known answer. Only these build trust.
+    Confirmed,
     /// The unit ran past its deadline on this provider.
     Timeout,
     /// The provider's worker died (a crash, or killed for a hung device).
@@ -105,7 +119,7 @@ pub enum Mark {
 impl Mark {
     fn weights(self) -> (f64, f64) {
         match self {
-            Mark::Success => (1.0, 0.0),
+            Mark::Success | Mark::Confirmed => (1.0, 0.0),
             Mark::Timeout => (0.0, 1.0),
             Mark::Crash => (0.0, 1.5),
             Mark::LostLease => (0.0, 2.0),
@@ -159,10 +173,35 @@ fn reputation(good: f64, bad: f64) -> f64 {
     (good + 1.0) / (good + bad + 2.0)
 }
 
-/// Whether a provider's results need confirming (by a replica, `verify` or
-/// a canary) before they count alone.
-fn untrusted(good: f64, bad: f64) -> bool {
-    reputation(good, bad) < TRUSTED_REPUTATION || good + bad < TRUSTED_OBSERVATIONS
+/// A provider's record, as trust reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Record {
+    pub good: f64,
+    pub bad: f64,
+    pub confirmed: f64,
+    /// The operator vouches for this key (its own host).
+    pub vouched: bool,
+}
+
+impl Record {
+    fn of(row: &AnyRow) -> Result<Record, sqlx::Error> {
+        Ok(Record {
+            good: row.try_get("good")?,
+            bad: row.try_get("bad")?,
+            confirmed: row.try_get("confirmed")?,
+            vouched: row.try_get::<i64, _>("vouched")? > 0,
+        })
+    }
+
+    /// Whether this provider's results count alone; otherwise they need a
+    /// trusted provider's agreement, the package's `verify`, or a canary.
+    pub fn trusted(&self) -> bool {
+        let mean = reputation(self.good, self.bad);
+        if self.vouched {
+            return mean >= VOUCHED_REPUTATION;
+        }
+        mean >= TRUSTED_REPUTATION && self.confirmed >= TRUSTED_CONFIRMATIONS
+    }
 }
 
 /// The limits of a unit from a row with the columns `jobs` and `canaries`
@@ -184,6 +223,13 @@ fn limit_text(limit: LimitKind) -> String {
 /// A stored limit kind, read back.
 fn limit_of(text: Option<String>) -> Option<LimitKind> {
     serde_json::from_value(serde_json::Value::String(text?)).ok()
+}
+
+/// A uniform draw in [0, 1) from the OS.
+fn rand_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `prefix` and `bytes` random bytes in hex: the ids of jobs, leases and canaries.
@@ -353,12 +399,16 @@ impl Jobs {
 
     async fn mark(&self, provider: &str, mark: Mark) -> Result<(), ApiError> {
         let (good, bad) = mark.weights();
-        sqlx::query("UPDATE providers SET good = good * $1 + $2, bad = bad * $1 + $3, units_done = units_done + $4 WHERE id = $5")
+        let confirmed = matches!(mark, Mark::Confirmed) as i64 as f64;
+        sqlx::query(
+            "UPDATE providers SET good = good * $1 + $2, bad = bad * $1 + $3, units_done = units_done + $4, confirmed = confirmed * $1 + $6 WHERE id = $5",
+        )
             .bind(REPUTATION_DECAY)
             .bind(good)
             .bind(bad)
-            .bind(matches!(mark, Mark::Success) as i64)
+            .bind(matches!(mark, Mark::Success | Mark::Confirmed) as i64)
             .bind(provider)
+            .bind(confirmed)
             .execute(&self.db.pool)
             .await?;
         Ok(())
@@ -751,7 +801,7 @@ impl Jobs {
 
     /// Lease one unit this provider can run, if any.
     pub async fn lease(&self, provider: &KeyId, now: i64) -> Result<Option<LeaseGrant>, ApiError> {
-        let p = sqlx::query("SELECT * FROM providers WHERE id = $1")
+        let p = sqlx::query("SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p WHERE p.id = $1")
             .bind(provider.as_str())
             .fetch_optional(&self.db.pool)
             .await?
@@ -777,8 +827,7 @@ impl Jobs {
         let has_gpu = !info.capabilities.gpus.is_empty();
         // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
-        let (good, bad): (f64, f64) = (p.try_get("good")?, p.try_get("bad")?);
-        let untrusted = untrusted(good, bad);
+        let untrusted = !Record::of(&p)?.trusted();
         if untrusted && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await? {
             tx.commit().await?;
             return Ok(Some(grant));
@@ -791,6 +840,7 @@ impl Jobs {
             .bind(provider.as_str())
             .bind(browser as i64)
             .bind(info.ask.per_wall_second as i64)
+            .bind(untrusted as i64)
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -816,7 +866,10 @@ impl Jobs {
         }
         // A provider not yet trusted is confirmed by another replica (unless
         // the market checks each result with the package's `verify`).
-        if untrusted && unit.try_get::<i64, _>("checked")? == 0 && unit.try_get::<i64, _>("wanted")? < 2 {
+        // A trusted provider is still checked, at random, over its whole
+        // life (BOINC's adaptive replication): its unit gets a second replica.
+        let spot_check = !untrusted && rand_unit() < self.config.spot_check_rate;
+        if (untrusted || spot_check) && unit.try_get::<i64, _>("checked")? == 0 && unit.try_get::<i64, _>("wanted")? < 2 {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
         let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
@@ -1015,8 +1068,11 @@ impl Jobs {
 }
 
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
-/// provider's fuel and GPU asks, its id, browser (0/1) and its wall ask:
-/// the most the unit can cost at those asks fits the unit's cap. On PostgreSQL the row is locked, and rows
+/// provider's fuel and GPU asks, its id, browser (0/1), its wall ask and
+/// untrusted (0/1): the most the unit can cost at those asks fits the
+/// unit's cap, and an untrusted provider never joins a unit another
+/// untrusted provider holds or has answered (its confirmation is a trusted
+/// provider's to give: two fresh keys cannot collect both replicas). On PostgreSQL the row is locked, and rows
 /// other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
@@ -1027,6 +1083,7 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
+           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.trusted = 0 AND l.state IN ('active', 'submitted')))
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
 }

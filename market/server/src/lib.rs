@@ -154,6 +154,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/accounts/{account}/transfers", get(routes::history))
         .route("/api/v1/operator/invariants", get(routes::invariants))
         .route("/api/v1/operator/canaries", post(routes::add_canary))
+        .route("/api/v1/operator/vouch", post(routes::vouch))
         .route("/api/v1/packages", get(routes::search))
         .route("/api/v1/categories", get(routes::categories))
         .route("/api/v1/packages/{name}", get(routes::info))

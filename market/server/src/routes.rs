@@ -10,7 +10,7 @@ use agora_wire::api::{
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
-    BrowserBundle, BundleFile, AddCanary, CanaryInfo,
+    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -30,7 +30,7 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
-        blob, stats, job_logs, job_events, provider_activity, categories, add_canary
+        blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
@@ -38,7 +38,7 @@ use utoipa::OpenApi;
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
-        AddCanary, CanaryInfo
+        AddCanary, CanaryInfo, Vouch
     ))
 )]
 pub struct ApiDoc;
@@ -145,6 +145,23 @@ pub async fn add_canary(State(state): State<AppState>, method: Method, uri: Uri,
             operator_only(&s, &caller, "canaries are for the operator key only")?;
             let request: AddCanary = parse(&body)?;
             Ok((StatusCode::OK, s.jobs.add_canary(request, s.now_ms()).await?))
+        })
+        .await
+}
+
+/// Vouch for a provider key: the operator's own host, trusted from the
+/// start (operator only).
+#[utoipa::path(post, path = "/api/v1/operator/vouch", request_body = Vouch,
+    responses((status = 200, description = "Vouched"), (status = 403, body = ErrorBody)))]
+pub async fn vouch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            operator_only(&s, &caller, "vouching is for the operator key only")?;
+            let request: Vouch = parse(&body)?;
+            let provider = user_account(&request.provider, "provider")?;
+            s.jobs.vouch(&provider, s.now_ms()).await?;
+            Ok((StatusCode::OK, serde_json::json!({ "vouched": provider })))
         })
         .await
 }

@@ -422,6 +422,14 @@ pub struct UnitLimits {
     pub gpu: bool,
 }
 
+/// The operator vouches for a provider key (its own host): trusted from
+/// the start, still spot-checked, and trusted only while its record holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Vouch {
+    pub provider: String,
+}
+
 /// A canary unit (operator only): known-answer work the market gives new
 /// providers as if it were a buyer's, to measure their honesty. The answer
 /// must be exact: an input every honest implementation computes bit for bit

@@ -28,3 +28,13 @@ ALTER TABLE leases ADD COLUMN metered BIGINT NOT NULL DEFAULT 1;
 -- which limit a failed run hit, typed.
 ALTER TABLE leases ADD COLUMN trusted BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE leases ADD COLUMN limit_kind TEXT;
+
+-- Trust grows only from independent evidence: agreement with a provider
+-- trusted at its grant, or a canary answered right (decayed like good/bad).
+ALTER TABLE providers ADD COLUMN confirmed DOUBLE PRECISION NOT NULL DEFAULT 0;
+-- Keys the operator vouches for (its own hosts), trusted until their record
+-- says otherwise: how a new market gets its first trusted providers.
+CREATE TABLE vouched (
+    id TEXT PRIMARY KEY,
+    at_ms BIGINT NOT NULL
+);

@@ -82,6 +82,16 @@ impl Jobs {
         Ok(CanaryInfo { id, package: request.package, version: version.version.clone(), input_digest, output_digest })
     }
 
+    /// Vouch for `provider` (the caller is the operator).
+    pub async fn vouch(&self, provider: &str, now: i64) -> Result<(), ApiError> {
+        sqlx::query("INSERT INTO vouched (id, at_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(provider)
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A canary for an untrusted provider, if one is due: it has run fewer
     /// than [`CANARIES_PER_PROVIDER`], and one fits it that it has not run.
     pub(super) async fn lease_canary(
@@ -173,11 +183,11 @@ impl Jobs {
         // The canary is known to succeed: any other answer is a wrong one,
         // a job error included (it cannot be the job's own fault here).
         let mark = match (report.outcome, output_digest) {
-            (RunOutcome::Ok, Some(digest)) if digest == expected => Mark::Success,
+            (RunOutcome::Ok, Some(digest)) if digest == expected => Mark::Confirmed,
             (RunOutcome::Ok, _) => Mark::Mismatch,
             (outcome, _) => Mark::of_contradicted_failure(outcome, report.limit),
         };
-        let state = if matches!(mark, Mark::Success) { "passed" } else { "failed" };
+        let state = if matches!(mark, Mark::Confirmed) { "passed" } else { "failed" };
         // One statement decides who answered first.
         let updated = sqlx::query("UPDATE canary_runs SET state = $1 WHERE lease_id = $2 AND state = 'active'")
             .bind(state)

@@ -32,6 +32,8 @@ pub struct Reported {
     pub usage: Usage,
     /// The ask in force when the lease was granted.
     pub ask: Ask,
+    /// Whether its provider was trusted when the lease was granted.
+    pub trusted: bool,
 }
 
 /// The usage the `accepted` results of a unit agree on, capped by the
@@ -57,6 +59,7 @@ fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
         provider: row.try_get("provider")?,
         output_digest: row.try_get("output_digest")?,
         metered: row.try_get::<i64, _>("metered")? == 1,
+        trusted: row.try_get::<i64, _>("trusted")? == 1,
         usage: Usage { fuel: get("fuel_used")?, gpu_time_us: get("gpu_time_us")?, wall_ms: get("wall_ms")? },
         ask: Ask {
             per_billion_fuel: get("ask_per_billion_fuel")?,
@@ -93,7 +96,7 @@ pub(super) async fn decide_unit(
     }
     let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
     let results = sqlx::query(
-        "SELECT id, provider, output_digest, metered, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
+        "SELECT id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
          FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id",
     )
     .bind(job)
@@ -103,20 +106,32 @@ pub(super) async fn decide_unit(
     .iter()
     .map(reported)
     .collect::<Result<Vec<_>, _>>()?;
+    // The leading output, how many results agree on it, and whether one of
+    // them comes from a provider trusted at its grant: untrusted results
+    // confirm each other never, only a trusted one (or `verify`) does.
     let best = if checked {
         // Every submitted result passed `verify`: they all count, and the
         // first one's output is the unit's.
-        results.first().map(|first| (first.output_digest.clone(), results.len() as i64))
+        results.first().map(|first| (first.output_digest.clone(), results.len() as i64, true))
     } else {
-        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        let mut counts: std::collections::BTreeMap<&str, (i64, bool)> = Default::default();
         for r in &results {
-            *counts.entry(&r.output_digest).or_default() += 1;
+            let entry = counts.entry(&r.output_digest).or_default();
+            *entry = (entry.0 + 1, entry.1 || r.trusted);
         }
-        counts.iter().max_by_key(|(_, n)| **n).map(|(d, n)| (d.to_string(), *n))
+        counts.iter().max_by_key(|(_, (n, trusted))| (*n, *trusted)).map(|(d, (n, trusted))| (d.to_string(), *n, *trusted))
     };
+    let slots = unit.try_get::<i64, _>("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
     let mut marks = Vec::new();
     match best {
-        Some((digest, n)) if n >= quorum => {
+        Some((_, n, false)) if n >= quorum => {
+            // Agreement without independent evidence: wait for a trusted
+            // provider's replica (the lease query keeps it for one).
+            if wanted < slots {
+                sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
+            }
+        }
+        Some((digest, n, true)) if n >= quorum => {
             // The unit is decided once: a settle that failed it at the job's
             // expiry, or another replica's decision, came first.
             let decided = sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3 AND state = 'queued'")
@@ -140,7 +155,13 @@ pub(super) async fn decide_unit(
                     .bind(&r.lease)
                     .execute(&mut **tx)
                     .await?;
-                marks.push((r.provider.clone(), if contradicts { Mark::Mismatch } else { Mark::Success }));
+                let independent = accepted.iter().any(|other| other.lease != r.lease && other.trusted && other.provider != r.provider);
+                let mark = match (contradicts, independent) {
+                    (true, _) => Mark::Mismatch,
+                    (false, true) => Mark::Confirmed,
+                    (false, false) => Mark::Success,
+                };
+                marks.push((r.provider.clone(), mark));
             }
             for r in &rejected {
                 sqlx::query("UPDATE leases SET state = 'rejected' WHERE id = $1 AND state = 'submitted'").bind(&r.lease).execute(&mut **tx).await?;
@@ -163,8 +184,7 @@ pub(super) async fn decide_unit(
         }
         _ if results.len() as i64 >= wanted => {
             // Every replica answered and they disagree: one more, once.
-            let replicas: i64 = unit.try_get("replicas")?;
-            if wanted < replicas.max(2) + MAX_EXTRA_REPLICAS {
+            if wanted < slots {
                 sqlx::query("UPDATE units SET wanted = wanted + 1, quorum = CASE WHEN quorum < 2 THEN 2 ELSE quorum END WHERE job_id = $1 AND idx = $2")
                     .bind(job)
                     .bind(idx)
@@ -198,6 +218,7 @@ mod tests {
             metered,
             usage: Usage { fuel, gpu_time_us: gpu, wall_ms: wall },
             ask: Ask { per_billion_fuel: 1, per_gpu_second: 1, per_wall_second: 1 },
+            trusted: false,
         }
     }
 

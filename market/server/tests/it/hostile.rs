@@ -3,7 +3,7 @@
 //! lost or paid twice), each as a hostile buyer, provider or caller would
 //! try it, on SQLite and PostgreSQL.
 
-use crate::jobs::{answer, answer_using, assert_conserved, job, lease, provider, publish, submit};
+use crate::jobs::{answer, answer_using, assert_conserved, job, lease, provider, publish, submit, untrusted_provider};
 use crate::*;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ both_dbs!(a_buyer_cannot_resolve_its_jobs_escrow_hold, async |m: &TestMarket| {
     let (buyer, other) = (Keypair::generate(), Keypair::generate());
     m.fund(&buyer, 1000).await;
     m.fund(&other, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 2).await;
     let _theirs = submit(m, &other, "saxpy", &[b"unit-0"], 600, 1).await;
     let hold = format!("job:{id}:hold");
     // Post for 0 (the cap back to the buyer) or void before any result.
@@ -81,7 +81,7 @@ both_dbs!(the_invariant_check_sees_a_job_spending_past_its_hold, async |m: &Test
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 2).await;
     let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
     let (g1, g2) = (lease(m, &p1).await.unwrap(), lease(m, &p2).await.unwrap());
     answer(m, &p1, &g1, Ok(b"out")).await;
@@ -127,9 +127,11 @@ both_dbs!(one_failing_job_does_not_stop_the_sweep, async |m: &TestMarket| {
 });
 
 /// A provider registered with its own asks (fuel, GPU, wall).
+/// A vouched provider registered with its own asks (fuel, GPU, wall).
 async fn provider_asking(m: &TestMarket, fuel: u64, gpu: u64, wall: u64) -> Keypair {
     let key = Keypair::generate();
     register(m, &key, fuel, gpu, wall).await;
+    assert_eq!(m.call("POST", "/api/v1/operator/vouch", Some(&json!({"provider": key.id()})), Some(&m.operator)).await.0, StatusCode::OK);
     key
 }
 
@@ -173,7 +175,7 @@ both_dbs!(with_two_replicas_an_inflated_claim_is_paid_the_lesser_usage, async |m
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
     let (honest, inflater) = (provider(m, 10).await, provider(m, 10).await);
     let (g1, g2) = (lease(m, &honest).await.unwrap(), lease(m, &inflater).await.unwrap());
     answer_using(m, &honest, &g1, Ok(b"out"), 2_000_000_000, 0).await;
@@ -188,7 +190,7 @@ both_dbs!(wall_time_is_priced_at_the_ask_in_force_when_the_lease_was_granted, as
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 10_000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"u"], 9_000, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 9_000, 2).await;
     let (p1, p2) = (provider_asking(m, 0, 0, 100).await, provider_asking(m, 0, 0, 100).await);
     for p in [&p1, &p2] {
         m.call("POST", "/api/v1/providers/heartbeat", Some(&json!({"running_units": 0, "free_cpu_cores": 2.0})), Some(p)).await;
@@ -256,7 +258,7 @@ both_dbs!(a_lease_ends_at_its_deadline_however_often_it_is_renewed, async |m: &T
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
     let (hoarder, other) = (provider(m, 10).await, provider(m, 10).await);
     let g = lease(m, &hoarder).await.unwrap();
     let g_other = lease(m, &other).await.unwrap();
@@ -280,8 +282,8 @@ both_dbs!(a_lease_ends_at_its_deadline_however_often_it_is_renewed, async |m: &T
 both_dbs!(heartbeats_renew_only_the_leases_they_name, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
-    m.fund(&buyer, 2000).await;
-    submit(m, &buyer, "saxpy", &[b"a", b"b"], 1200, 1).await;
+    m.fund(&buyer, 3000).await;
+    submit(m, &buyer, "saxpy", &[b"a", b"b", b"c"], 1800, 1).await;
     let (p, q) = (provider(m, 10).await, provider(m, 10).await);
     let (named, idle) = (lease(m, &p).await.unwrap(), lease(m, &p).await.unwrap());
     let theirs = lease(m, &q).await.unwrap();
@@ -305,7 +307,7 @@ both_dbs!(fresh_keys_reporting_errors_cannot_fail_a_buyers_unit, async |m: &Test
     let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
     let mut sybils = Vec::new();
     for kind in ["trap", "job-error", "worker-lost", "limit-exceeded", "refused"] {
-        let p = provider(m, 10).await;
+        let p = untrusted_provider(m, 10).await;
         let g = lease(m, &p).await.expect("the unit is leased again");
         assert_eq!(answer(m, &p, &g, Err(kind)).await.0, StatusCode::OK);
         sybils.push(p);
@@ -368,7 +370,7 @@ both_dbs!(a_probe_cannot_tell_a_canary_from_a_buyers_job, async |m: &TestMarket|
     let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": crate::jobs::b64(b"c"), "expected_output_base64": crate::jobs::b64(b"c-out"),
                         "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
     assert_eq!(m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&m.operator)).await.0, StatusCode::OK);
-    let p = provider(m, 10).await;
+    let p = untrusted_provider(m, 10).await;
     let grant = lease(m, &p).await.unwrap();
     let canary_job = grant["job_id"].as_str().unwrap().to_string();
     assert_ne!(canary_job, real, "a new provider's first lease is the canary");
@@ -380,4 +382,90 @@ both_dbs!(a_probe_cannot_tell_a_canary_from_a_buyers_job, async |m: &TestMarket|
             assert_eq!(real_body["error"]["code"], canary_body["error"]["code"]);
         }
     }
+});
+
+both_dbs!(two_fresh_keys_cannot_confirm_each_others_garbage, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
+    let (s1, s2) = (untrusted_provider(m, 10).await, untrusted_provider(m, 10).await);
+    let g1 = lease(m, &s1).await.expect("a unit");
+    assert!(lease(m, &s2).await.is_none(), "the second replica is kept for a trusted provider");
+    answer(m, &s1, &g1, Ok(b"garbage")).await;
+    assert!(lease(m, &s2).await.is_none(), "also once the first has answered");
+    // Had they both answered the same garbage, nothing would be verified
+    // without a trusted provider: one runs it and disagrees.
+    let (t1, t2) = (provider(m, 10).await, provider(m, 10).await);
+    let g = lease(m, &t1).await.expect("the confirming replica");
+    answer(m, &t1, &g, Ok(b"right")).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "a tie");
+    let g = lease(m, &t2).await.expect("the tie-breaker");
+    answer(m, &t2, &g, Ok(b"right")).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(m.available(&s1).await, 0, "garbage is not paid");
+    assert_conserved(m, &buyer, 1000, &done, &[&s1, &s2, &t1, &t2]).await;
+});
+
+both_dbs!(untrusted_agreement_alone_never_verifies_a_unit, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
+    // Two untrusted keys hold both replicas (one from before a trust
+    // change, say): their agreement waits for a trusted replica.
+    let (s1, s2) = (untrusted_provider(m, 10).await, untrusted_provider(m, 10).await);
+    let g1 = lease(m, &s1).await.unwrap();
+    sqlx::query("UPDATE leases SET trusted = 1 WHERE id = $1").bind(g1["lease_id"].as_str().unwrap()).execute(&m.state.db.pool).await.unwrap();
+    let g2 = lease(m, &s2).await.expect("the first looked trusted when s2 asked");
+    sqlx::query("UPDATE leases SET trusted = 0 WHERE id = $1").bind(g1["lease_id"].as_str().unwrap()).execute(&m.state.db.pool).await.unwrap();
+    answer(m, &s1, &g1, Ok(b"garbage")).await;
+    answer(m, &s2, &g2, Ok(b"garbage")).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "no independent evidence yet");
+    let t = provider(m, 10).await;
+    let g = lease(m, &t).await.expect("a slot for a trusted replica");
+    answer(m, &t, &g, Ok(b"right")).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "the trusted replica disagrees: no verdict for garbage");
+    assert_eq!(m.available(&s1).await + m.available(&s2).await, 0);
+    m.assert_invariants().await;
+});
+
+both_dbs!(trust_grows_from_agreement_with_trusted_providers, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 100_000).await;
+    let newcomer = untrusted_provider(m, 10).await;
+    let veteran = provider(m, 10).await;
+    for round in 0..4 {
+        let id = submit(m, &buyer, "saxpy", &[format!("u{round}").as_bytes()], 600, 1).await;
+        let g = lease(m, &newcomer).await.unwrap();
+        let v = lease(m, &veteran).await.expect("a trusted provider confirms the newcomer");
+        answer(m, &newcomer, &g, Ok(b"same")).await;
+        answer(m, &veteran, &v, Ok(b"same")).await;
+        assert_eq!(job(m, &buyer, &id).await["state"], "done");
+    }
+    // Four confirmations: the newcomer's results now count alone.
+    let id = submit(m, &buyer, "saxpy", &[b"alone"], 600, 1).await;
+    let g = lease(m, &newcomer).await.unwrap();
+    assert!(lease(m, &veteran).await.is_none(), "no confirming replica for a trusted provider");
+    answer(m, &newcomer, &g, Ok(b"out")).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "done");
+});
+
+both_dbs!(trusted_providers_are_spot_checked, async |m: &TestMarket| {
+    let mut state = m.state.clone();
+    state.jobs.config.spot_check_rate = 1.0;
+    let checked = TestMarket { state, operator: Keypair::from_file_json(&m.operator.to_file_json()).unwrap(), url: m.url.clone(), schema: None };
+    let m = &checked;
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let (trusted, checker) = (provider(m, 10).await, provider(m, 10).await);
+    let g = lease(m, &trusted).await.unwrap();
+    let c = lease(m, &checker).await.expect("a trusted provider's unit gets a second replica at random");
+    answer(m, &trusted, &g, Ok(b"lie")).await;
+    answer(m, &checker, &c, Ok(b"truth")).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "caught: a tie-breaker decides");
 });

@@ -26,7 +26,17 @@ pub async fn publish_guest(m: &TestMarket, name: &str, guest_name: &str) -> Keyp
     author
 }
 
+/// A provider the operator vouches for (trusted from the start, as the
+/// operator's own hosts are).
 pub async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
+    let key = untrusted_provider(m, per_billion_fuel).await;
+    let (status, body) = m.call("POST", "/api/v1/operator/vouch", Some(&json!({"provider": key.id()})), Some(&m.operator)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    key
+}
+
+/// A fresh key: its results count only with independent evidence.
+pub async fn untrusted_provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
     let key = Keypair::generate();
     let gpu = json!({"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu"});
     let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [gpu], "cuda": false, "kind": "native"},
@@ -103,13 +113,13 @@ pub async fn assert_conserved(m: &TestMarket, buyer: &Keypair, funded: u64, job:
     m.assert_invariants().await;
 }
 
-both_dbs!(two_new_providers_agree_and_are_paid, async |m: &TestMarket| {
+both_dbs!(a_new_provider_is_confirmed_by_a_trusted_one_and_both_are_paid, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
     let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
     assert_eq!(m.available(&buyer).await, 400, "the cap is held");
-    let (p1, p2) = (provider(m, 10).await, provider(m, 30).await);
+    let (p1, p2) = (untrusted_provider(m, 10).await, provider(m, 30).await);
     let (_, stats) = m.call("GET", "/api/v1/stats", None, None).await;
     assert_eq!(stats["providers_online"], 2, "{stats}");
     assert_eq!(stats["capacity"], 8);
@@ -117,7 +127,7 @@ both_dbs!(two_new_providers_agree_and_are_paid, async |m: &TestMarket| {
     assert!(stats["suggested_ask"]["per_billion_fuel"].as_u64().unwrap() >= 30, "the median ask, raised by the queue: {stats}");
     let g1 = lease(m, &p1).await.expect("a unit for p1");
     assert!(lease(m, &p1).await.is_none(), "never two replicas of a unit on one provider");
-    let g2 = lease(m, &p2).await.expect("new providers are confirmed by a second replica");
+    let g2 = lease(m, &p2).await.expect("a new provider is confirmed by a trusted second replica");
     assert_eq!(answer(m, &p1, &g1, Ok(b"out")).await.0, StatusCode::OK);
     assert_eq!(job(m, &buyer, &id).await["state"], "running", "one untrusted result is not enough");
     assert_eq!(answer(m, &p2, &g2, Ok(b"out")).await.0, StatusCode::OK);
@@ -173,7 +183,7 @@ both_dbs!(a_lost_lease_expires_and_the_unit_runs_elsewhere, async |m: &TestMarke
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
     let (gone, p2, p3) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
     let lost = lease(m, &gone).await.unwrap();
     let g2 = lease(m, &p2).await.unwrap();
@@ -252,7 +262,7 @@ both_dbs!(two_replicas_leasing_one_queue_never_double_lease, async |m: &TestMark
     m.fund(&buyer, 100_000).await;
     let inputs: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8]).collect();
     let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
-    submit(m, &buyer, "saxpy", &refs, 60_000, 1).await;
+    submit(m, &buyer, "saxpy", &refs, 60_000, 2).await;
     let replicas = [m.state.clone(), m.replica().await];
     let mut providers = Vec::new();
     for _ in 0..6 {
@@ -279,7 +289,7 @@ both_dbs!(two_replicas_leasing_one_queue_never_double_lease, async |m: &TestMark
             grants.push(g);
         }
     }
-    // Each unit wants 2 replicas (new providers): 12 leases, none lost,
+    // Each unit wants 2 replicas: 12 leases, none lost,
     // never two on one provider for one unit.
     assert_eq!(grants.len(), 12, "every replica slot was leased once");
     let mut seen = std::collections::BTreeSet::new();
@@ -293,7 +303,7 @@ both_dbs!(running_units_stream_progress_and_logs, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 2).await;
     let (p1, p2) = (provider(m, 10).await, provider(m, 10).await);
     let (g1, g2) = (lease(m, &p1).await.unwrap(), lease(m, &p2).await.unwrap());
     let beat = |lease: &Value, done: u64, lines: &[&str]| {
@@ -437,7 +447,7 @@ both_dbs!(canaries_measure_a_new_providers_honesty_before_buyers_units, async |m
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
     let job_id = submit(m, &buyer, "saxpy", &[b"a buyer's unit"], 600, 1).await;
-    let (honest, cheat) = (provider(m, 10).await, provider(m, 10).await);
+    let (honest, cheat) = (untrusted_provider(m, 10).await, untrusted_provider(m, 10).await);
     // A new provider's first lease is the canary, shaped like any unit.
     let grant = lease(m, &honest).await.expect("a canary");
     assert_ne!(grant["job_id"], job_id.as_str());

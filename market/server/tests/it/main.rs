@@ -33,6 +33,14 @@ pub struct TestMarket {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The tests' market: no rate limit in the way, and no random spot checks
+/// (a test that wants them sets the rate).
+fn test_config(operator: &Keypair) -> Config {
+    let mut config = Config { rate_per_second: 10_000, ..Config::new(operator.id().clone()) };
+    config.jobs.spot_check_rate = 0.0;
+    config
+}
+
 impl TestMarket {
     pub async fn sqlite() -> TestMarket {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -58,14 +66,14 @@ impl TestMarket {
     async fn open(url: String, schema: Option<String>) -> TestMarket {
         let operator = Keypair::generate();
         let db = Db::connect(&url).await.expect("the database opens");
-        let state = AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(operator.id().clone()) });
+        let state = AppState::new(db, test_config(&operator));
         TestMarket { state, operator, url, schema }
     }
 
     /// A second market instance on the same database (another replica).
     pub async fn replica(&self) -> AppState {
         let db = Db::connect(&self.url).await.unwrap();
-        AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(self.operator.id().clone()) })
+        AppState::new(db, test_config(&self.operator))
     }
 
     /// This market (same database, same operator) checking results with

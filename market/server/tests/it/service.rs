@@ -91,6 +91,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/browser/{digest}"),
         ("get", "/api/v1/browser/{digest}/{file}"),
         ("post", "/api/v1/operator/canaries"),
+        ("post", "/api/v1/operator/vouch"),
         ("get", "/api/v1/stats"),
     ];
     for (method, path) in expected {
