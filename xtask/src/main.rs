@@ -16,6 +16,8 @@ Tasks:
   bench market   ledger and registry benchmarks (SQLite and PostgreSQL)
   bench lifecycle  job lifecycle throughput vs bare SQL, and a 1,000-provider scale run
   bench gpu      matmul 4096^3 on CUDA and on wgpu vs cuBLAS, and the fp32 peak fraction (NVIDIA GPU)
+  sim [ROUNDS]   the market's lifecycle-under-attack simulation, longer than CI's: ROUNDS fresh
+                 seeds (default 10) of 3,000 steps on SQLite and PostgreSQL (AGORA_SIM_STEPS to change)
 ";
 
 /// The wasm target jobs are built for.
@@ -34,6 +36,8 @@ fn main() -> Result<()> {
         ["bench", "host"] => bench_host(),
         ["bench", "market"] => bench_market(),
         ["bench", "lifecycle"] => bench_lifecycle(),
+        ["sim"] => sim(10),
+        ["sim", rounds] => sim(rounds.parse().context("sim ROUNDS is a number")?),
         ["bench", "gpu"] => bench_gpu(),
         ["bench"] => bench_host().and_then(|()| bench_market()).and_then(|()| bench_lifecycle()),
         _ => {
@@ -423,6 +427,23 @@ fn bench_gpu() -> Result<()> {
 fn bench_market() -> Result<()> {
     ensure_postgres()?;
     run(cargo().args(["bench", "-p", "agora-market", "--bench", "market"]))
+}
+
+/// The lifecycle simulation with fresh seeds and more steps than CI runs;
+/// a failure prints its seed (replay with `AGORA_SEED=N cargo test -p
+/// agora-market lifecycle_under_attack`).
+fn sim(rounds: u32) -> Result<()> {
+    ensure_postgres()?;
+    examples()?;
+    let steps = std::env::var("AGORA_SIM_STEPS").unwrap_or_else(|_| "3000".into());
+    for round in 1..=rounds {
+        eprintln!("simulation round {round} of {rounds} ({steps} steps)");
+        let mut cmd = cargo();
+        cmd.args(["test", "-p", "agora-market", "--test", "it", "lifecycle_under_attack", "--", "--nocapture"]);
+        cmd.env("AGORA_SIM_STEPS", &steps).env_remove("CI").env_remove("AGORA_SEED");
+        run(&mut cmd)?;
+    }
+    Ok(())
 }
 
 fn bench_lifecycle() -> Result<()> {

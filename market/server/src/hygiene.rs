@@ -47,7 +47,39 @@ impl AppState {
     }
 
     /// Run a mutation with the full hygiene above; `op` gets the signer.
+    ///
+    /// The work runs in its own task: a client that goes away mid-request
+    /// (a dropped connection, a timeout) never leaves a transaction
+    /// half-driven on a pooled connection, holding SQLite's write lock
+    /// until that connection happens to be used again; it finishes or fails
+    /// whole.
     pub async fn mutate<T, F, Fut>(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes, op: F) -> Response
+    where
+        T: Serialize + Send + 'static,
+        F: FnOnce(KeyId, Bytes) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(StatusCode, T), ApiError>> + Send + 'static,
+    {
+        /// Counts a mutation until its task ends, however it ends.
+        struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let counted = Counted(self.in_flight.clone());
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _counted = counted;
+            this.mutate_here(method, uri, headers, body, op).await
+        });
+        match task.await {
+            Ok(response) => response,
+            Err(e) => ApiError::Internal(format!("request task: {e}")).into_response(),
+        }
+    }
+
+    async fn mutate_here<T, F, Fut>(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes, op: F) -> Response
     where
         T: Serialize,
         F: FnOnce(KeyId, Bytes) -> Fut,

@@ -72,6 +72,8 @@ pub struct AppState {
     metrics: Arc<metrics::Metrics>,
     /// Added to the wall clock: tests move time forward with it.
     clock_offset_ms: Arc<AtomicI64>,
+    /// Mutations whose task has not finished (see [`AppState::mutate`]).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -89,7 +91,17 @@ impl AppState {
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Wait until every mutation and ledger operation started on this state
+    /// has finished (a cancelled request's work goes on in its own task).
+    pub async fn quiesce(&self) {
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.ledger.quiesce().await;
     }
 
     pub fn now_ms(&self) -> i64 {

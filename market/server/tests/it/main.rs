@@ -4,6 +4,7 @@
 
 mod hostile;
 mod jobs;
+mod lifecycle_sim;
 mod ledger;
 mod registry;
 mod service;
@@ -154,7 +155,7 @@ pub async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Valu
 /// Wait until no request of `state` is still inside the database: a
 /// cancelled request's COMMIT may still land after its future was dropped.
 pub async fn quiesce(state: &AppState) {
-    state.ledger.quiesce().await;
+    state.quiesce().await;
 }
 
 /// Run a test body on SQLite and on PostgreSQL.
