@@ -133,10 +133,13 @@ impl Mark {
     /// the job's doing and marks nobody: it is never passed here.) Running
     /// out of time is slowness; a lost worker a crash; an error, a trap, a
     /// refusal or a fuel or memory limit is deterministic, so contradicted
-    /// it is a false report.
-    pub fn of_contradicted_failure(outcome: RunOutcome, limit: Option<LimitKind>) -> Mark {
+    /// it is a false report. The limit kind is the provider's own word: a
+    /// timeout claimed sooner than the unit's timeout by the market's clock
+    /// (grant to result) is a false report too.
+    pub fn of_contradicted_failure(outcome: RunOutcome, limit: Option<LimitKind>, ran_ms: i64, timeout_ms: i64) -> Mark {
         match (outcome, limit) {
-            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout)) => Mark::Timeout,
+            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout)) if ran_ms < timeout_ms => Mark::Mismatch,
+            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout | LimitKind::CompileTime)) => Mark::Timeout,
             (RunOutcome::WorkerLost, _) => Mark::Crash,
             _ => Mark::Mismatch,
         }

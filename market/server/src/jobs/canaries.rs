@@ -164,7 +164,8 @@ impl Jobs {
         // A read first: most results are a buyer's, and they must not wait
         // for the writer here.
         let Some(run) = sqlx::query(
-            "SELECT r.provider AS provider, r.state AS state, r.expires_at_ms AS expires_at_ms, c.output_digest AS expected
+            "SELECT r.provider AS provider, r.state AS state, r.expires_at_ms AS expires_at_ms, r.created_at_ms AS created_at_ms,
+                    c.output_digest AS expected, c.timeout_ms AS timeout_ms
              FROM canary_runs r JOIN canaries c ON c.id = r.canary_id WHERE r.lease_id = $1",
         )
         .bind(lease_id)
@@ -185,7 +186,10 @@ impl Jobs {
         let mark = match (report.outcome, output_digest) {
             (RunOutcome::Ok, Some(digest)) if digest == expected => Mark::Confirmed,
             (RunOutcome::Ok, _) => Mark::Mismatch,
-            (outcome, _) => Mark::of_contradicted_failure(outcome, report.limit),
+            (outcome, _) => {
+                let ran_ms = now - run.try_get::<i64, _>("created_at_ms")?;
+                Mark::of_contradicted_failure(outcome, report.limit, ran_ms, run.try_get("timeout_ms")?)
+            }
         };
         let state = if matches!(mark, Mark::Confirmed) { "passed" } else { "failed" };
         // One statement decides who answered first.

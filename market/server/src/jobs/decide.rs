@@ -10,9 +10,12 @@
 //!   fuel, GPU time and wall time any accepted replica shows, each capped by
 //!   the unit's limits, at the ask in force when each lease was granted.
 //! - A replica whose fuel contradicts a strict majority of the others is a
-//!   mismatch: rejected, unpaid, marked. Without a majority nobody is marked
-//!   and everyone is paid the least (a provider that under-reports only
-//!   lowers its own pay and its peers' to the truth it concealed).
+//!   mismatch: rejected, unpaid, marked. Metered replicas of one output
+//!   that differ in fuel with no majority get one more replica to make one
+//!   (a provider reporting 0 fuel to cut its peer's pay is outvoted); when
+//!   no replica is left, everyone is paid the least and nobody is marked.
+//!   Jobs checked by `verify` are exempt: their replicas may legitimately
+//!   take different paths.
 //! - The usage arithmetic is a pure function ([`agreed_usage`]); the
 //!   transaction only reads the rows and writes the decision.
 
@@ -50,6 +53,14 @@ pub fn agreed_usage(accepted: &[Reported], fuel_limit: u64, timeout_ms: u64) -> 
     let wall = agreeing().map(|r| r.usage.wall_ms).min().unwrap_or(0);
     let usage = Usage { fuel: fuel.min(fuel_limit), gpu_time_us: gpu.min(timeout_ms.saturating_mul(1000)), wall_ms: wall.min(timeout_ms) };
     (usage, contradicts)
+}
+
+/// Whether metered replicas of one output report different fuel with no
+/// strict majority (fuel is deterministic: an honest pair never differs).
+pub fn fuel_disputed<'a>(agreeing: impl Iterator<Item = &'a Reported>) -> bool {
+    let fuel: Vec<u64> = agreeing.filter(|r| r.metered).map(|r| r.usage.fuel).collect();
+    let differ = fuel.windows(2).any(|w| w[0] != w[1]);
+    differ && !fuel.iter().any(|f| fuel.iter().filter(|g| *g == f).count() * 2 > fuel.len())
 }
 
 fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
@@ -131,6 +142,11 @@ pub(super) async fn decide_unit(
                 sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
             }
         }
+        Some((digest, n, true)) if n >= quorum && !checked && wanted < slots && fuel_disputed(results.iter().filter(|r| r.output_digest == digest)) => {
+            // The same output, different fuel and no majority: one side
+            // misreports; another replica decides which.
+            sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
+        }
         Some((digest, n, true)) if n >= quorum => {
             // The unit is decided once: a settle that failed it at the job's
             // expiry, or another replica's decision, came first.
@@ -145,7 +161,10 @@ pub(super) async fn decide_unit(
             }
             let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results.into_iter().partition(|r| checked || r.output_digest == digest);
             let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);
-            let (usage, contradicts) = agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
+            let (usage, mut contradicts) = agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
+            if checked {
+                contradicts.fill(false);
+            }
             let unit_cap = limit("unit_cap")?;
             for (r, contradicts) in accepted.iter().zip(contradicts) {
                 let (state, cost) = if contradicts { ("rejected", None) } else { ("accepted", Some(price(r.ask, usage).min(unit_cap) as i64)) };
@@ -170,14 +189,18 @@ pub(super) async fn decide_unit(
             // Failed runs of a unit that succeeded elsewhere were not the
             // job's doing. (An `ok` run whose verify could not finish says
             // nothing about its provider.)
-            for f in sqlx::query("SELECT provider, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'")
+            let timeout_ms: i64 = unit.try_get("timeout_ms")?;
+            for f in sqlx::query(
+                "SELECT provider, outcome, limit_kind, wall_ms FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'",
+            )
                 .bind(job)
                 .bind(idx)
                 .fetch_all(&mut **tx)
                 .await?
             {
                 let outcome = serde_json::from_value(serde_json::Value::String(f.try_get("outcome")?)).unwrap_or(RunOutcome::Trap);
-                marks.push((f.try_get("provider")?, Mark::of_contradicted_failure(outcome, limit_of(f.try_get("limit_kind")?))));
+                let ran_ms = f.try_get::<Option<i64>, _>("wall_ms")?.unwrap_or(0);
+                marks.push((f.try_get("provider")?, Mark::of_contradicted_failure(outcome, limit_of(f.try_get("limit_kind")?), ran_ms, timeout_ms)));
             }
             // Late replicas of a verified unit are not needed any more.
             sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;

@@ -171,19 +171,75 @@ both_dbs!(an_inflated_usage_claim_is_paid_what_the_replicas_agree_on, async |m: 
     assert_conserved(m, &buyer, 10_000, &done, &[&honest, &also_honest, &inflater]).await;
 });
 
-both_dbs!(with_two_replicas_an_inflated_claim_is_paid_the_lesser_usage, async |m: &TestMarket| {
+both_dbs!(a_disputed_fuel_claim_gets_a_third_replica_that_outvotes_it, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
     let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
-    let (honest, inflater) = (provider(m, 10).await, provider(m, 10).await);
+    let (honest, inflater, third) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
     let (g1, g2) = (lease(m, &honest).await.unwrap(), lease(m, &inflater).await.unwrap());
     answer_using(m, &honest, &g1, Ok(b"out"), 2_000_000_000, 0).await;
+    // The same output, another fuel: one of the two misreports.
     answer_using(m, &inflater, &g2, Ok(b"out"), u64::MAX, u64::MAX).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "a fuel dispute is not a verdict");
+    let g3 = lease(m, &third).await.expect("a replica to settle the dispute");
+    answer_using(m, &third, &g3, Ok(b"out"), 2_000_000_000, 0).await;
     let done = job(m, &buyer, &id).await;
     assert_eq!(done["state"], "done", "{done}");
-    assert_eq!(m.available(&inflater).await, 19, "paid for the agreed 2e9 fuel, not the unit cap");
-    assert_conserved(m, &buyer, 1000, &done, &[&honest, &inflater]).await;
+    assert_eq!(m.available(&inflater).await, 0, "outvoted: rejected and unpaid");
+    assert_eq!((m.available(&honest).await, m.available(&third).await), (19, 19));
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    assert!(reputation(&providers, &inflater) < 0.5, "{providers}");
+    assert_conserved(m, &buyer, 1000, &done, &[&honest, &inflater, &third]).await;
+});
+
+both_dbs!(a_zero_fuel_report_cannot_cut_a_peers_pay, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
+    let (honest, griefer, third) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
+    let (g1, g2) = (lease(m, &honest).await.unwrap(), lease(m, &griefer).await.unwrap());
+    answer_using(m, &honest, &g1, Ok(b"out"), 2_000_000_000, 0).await;
+    answer_using(m, &griefer, &g2, Ok(b"out"), 0, 0).await;
+    let g3 = lease(m, &third).await.expect("a replica to settle the dispute");
+    answer_using(m, &third, &g3, Ok(b"out"), 2_000_000_000, 0).await;
+    assert_eq!(job(m, &buyer, &id).await["state"], "done");
+    assert_eq!(m.available(&honest).await, 19, "paid the fuel the majority reports");
+    assert_eq!(m.available(&griefer).await, 0);
+});
+
+both_dbs!(a_timeout_claimed_too_soon_is_a_false_report, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 2000).await;
+    // Two units: on one the claim comes at once, on the other after the
+    // unit's 10 s timeout really passed.
+    let id = submit(m, &buyer, "saxpy", &[b"a", b"b"], 1200, 1).await;
+    let (liar, slow) = (untrusted_provider(m, 10).await, untrusted_provider(m, 10).await);
+    let (gl, gs) = (lease(m, &liar).await.unwrap(), lease(m, &slow).await.unwrap());
+    let claim = |p: &Keypair, g: &Value| {
+        let lease_id = g["lease_id"].as_str().unwrap().to_string();
+        let signature = p.sign(&agora_wire::api::ResultReport::signed_bytes(&lease_id, agora_wire::api::RunOutcome::LimitExceeded, None, 0, 0));
+        (lease_id, json!({"outcome": "limit-exceeded", "limit": "timeout", "message": null, "fuel_used": 0, "gpu_time_us": 0,
+                          "peak_memory_bytes": 0, "signature": signature}))
+    };
+    let (lease_id, body) = claim(&liar, &gl);
+    assert_eq!(m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&body), Some(&liar)).await.0, StatusCode::OK);
+    m.state.advance_clock(Duration::from_secs(11));
+    let (lease_id, body) = claim(&slow, &gs);
+    assert_eq!(m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&body), Some(&slow)).await.0, StatusCode::OK);
+    // Both units then succeed on trusted providers.
+    let honest = [provider(m, 10).await, provider(m, 10).await];
+    for p in &honest {
+        while let Some(g) = lease(m, p).await {
+            answer(m, p, &g, Ok(b"out")).await;
+        }
+    }
+    assert_eq!(job(m, &buyer, &id).await["state"], "done");
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    assert_eq!(reputation(&providers, &slow), 1.0 / 3.0, "a real timeout is slowness (weight 1): {providers}");
+    assert_eq!(reputation(&providers, &liar), 1.0 / 5.0, "a timeout sooner than the timeout is a false report (weight 3): {providers}");
 });
 
 both_dbs!(wall_time_is_priced_at_the_ask_in_force_when_the_lease_was_granted, async |m: &TestMarket| {

@@ -334,7 +334,8 @@ both_dbs!(running_units_stream_progress_and_logs, async |m: &TestMarket| {
     let (_, more) = m.call("GET", &format!("/api/v1/jobs/{id}/logs?after={after}"), None, Some(&buyer)).await;
     assert_eq!(more["lines"][0]["message"], "done", "{more}");
     assert_eq!(more["lines"].as_array().unwrap().len(), 1);
-    assert_eq!(answer(m, &p2, &g2, Ok(b"out")).await.0, StatusCode::OK);
+    // The same fuel as p1's: replicas that differ in fuel get a third.
+    assert_eq!(answer_using(m, &p2, &g2, Ok(b"out"), 10, 0).await.0, StatusCode::OK);
     // The event stream of a finished job: every log line, then the final
     // job, then the end.
     let (status, text) = m.call("GET", &format!("/api/v1/jobs/{id}/events"), None, Some(&buyer)).await;
