@@ -22,6 +22,8 @@ pub enum ApiError {
     TransferConflict(String),
     #[error("idempotency key `{0}` was already used with a different request")]
     IdempotencyMismatch(String),
+    #[error("a request with idempotency key `{0}` is still running: retry for its response")]
+    IdempotencyInProgress(String),
     #[error("transfer `{0}` is not a pending hold")]
     NotPending(String),
     /// A transfer id, hold or account in the market's own namespace.
@@ -60,6 +62,7 @@ impl ApiError {
             ApiError::InsufficientFunds { .. } => (StatusCode::CONFLICT, codes::INSUFFICIENT_FUNDS),
             ApiError::TransferConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::TRANSFER_CONFLICT),
             ApiError::IdempotencyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::IDEMPOTENCY_MISMATCH),
+            ApiError::IdempotencyInProgress(_) => (StatusCode::CONFLICT, codes::IDEMPOTENCY_IN_PROGRESS),
             ApiError::NotPending(_) => (StatusCode::CONFLICT, codes::NOT_PENDING),
             ApiError::Reserved(_) => (StatusCode::FORBIDDEN, codes::RESERVED),
             ApiError::Limit(_) => (StatusCode::BAD_REQUEST, codes::LIMIT),

@@ -16,6 +16,10 @@ use std::future::Future;
 
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// How long a claimed idempotency key may stay "running" before a retry
+/// takes it over: past any request's timeout, so only a crashed request's
+/// claim is ever taken.
+pub const IDEMPOTENCY_CLAIM_MS: i64 = 2 * crate::REQUEST_TIMEOUT.as_millis() as i64;
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -125,33 +129,54 @@ impl AppState {
         if idem.is_empty() || idem.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(ApiError::Invalid(format!("an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes")));
         }
-        if let Some(stored) = self.stored_response(key, idem, digest).await? {
-            return Ok(stored);
-        }
-        let (status, json) = match op.await {
-            Ok((status, value)) => (status, serde_json::to_string(&value).expect("plain JSON")),
-            Err(e @ ApiError::Internal(_)) => return Err(e),
-            Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
-        };
-        let stored = sqlx::query(
-            "INSERT INTO idempotency (key_id, idem_key, request_digest, status, response, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        // Claim the key first (status 0: running), so two concurrent
+        // requests with one key never both run: the second gets the first's
+        // response, or 409 while it runs. A claim older than
+        // IDEMPOTENCY_CLAIM_MS was left by a crash and is taken over.
+        let now = self.now_ms();
+        sqlx::query("DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2 AND status = 0 AND created_at_ms < $3")
+            .bind(key.as_str())
+            .bind(idem)
+            .bind(now - IDEMPOTENCY_CLAIM_MS)
+            .execute(&self.db.pool)
+            .await?;
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency (key_id, idem_key, request_digest, status, response, created_at_ms) VALUES ($1, $2, $3, 0, '', $4)
+             ON CONFLICT (key_id, idem_key) DO NOTHING",
         )
         .bind(key.as_str())
         .bind(idem)
         .bind(digest)
-        .bind(status.as_u16() as i64)
-        .bind(&json)
-        .bind(self.now_ms())
+        .bind(now)
         .execute(&self.db.pool)
-        .await;
-        match stored {
-            Ok(_) => Ok((status, json)),
-            // A concurrent retry stored first: answer as it did.
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                Ok(self.stored_response(key, idem, digest).await?.unwrap_or((status, json)))
-            }
-            Err(e) => Err(e.into()),
+        .await?;
+        if claimed.rows_affected() != 1 {
+            return match self.stored_response(key, idem, digest).await? {
+                Some(stored) => Ok(stored),
+                None => Err(ApiError::IdempotencyInProgress(idem.into())),
+            };
         }
+        let (status, json) = match op.await {
+            Ok((status, value)) => (status, serde_json::to_string(&value).expect("plain JSON")),
+            Err(e @ ApiError::Internal(_)) => {
+                // A retry after a server fault runs again.
+                let _ = sqlx::query("DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2 AND status = 0")
+                    .bind(key.as_str())
+                    .bind(idem)
+                    .execute(&self.db.pool)
+                    .await;
+                return Err(e);
+            }
+            Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+        };
+        sqlx::query("UPDATE idempotency SET status = $1, response = $2 WHERE key_id = $3 AND idem_key = $4")
+            .bind(status.as_u16() as i64)
+            .bind(&json)
+            .bind(key.as_str())
+            .bind(idem)
+            .execute(&self.db.pool)
+            .await?;
+        Ok((status, json))
     }
 
     async fn stored_response(&self, key: &KeyId, idem: &str, digest: &str) -> Result<Option<(StatusCode, String)>, ApiError> {
@@ -163,6 +188,9 @@ impl AppState {
         let Some(row) = row else { return Ok(None) };
         if row.try_get::<String, _>("request_digest")? != digest {
             return Err(ApiError::IdempotencyMismatch(idem.into()));
+        }
+        if row.try_get::<i64, _>("status")? == 0 {
+            return Ok(None); // still running
         }
         let status = StatusCode::from_u16(row.try_get::<i64, _>("status")? as u16).unwrap_or(StatusCode::OK);
         Ok(Some((status, row.try_get("response")?)))

@@ -35,6 +35,8 @@ pub mod codes {
     pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
     pub const TRANSFER_CONFLICT: &str = "transfer_conflict";
     pub const IDEMPOTENCY_MISMATCH: &str = "idempotency_mismatch";
+    /// A concurrent request with the same idempotency key is still running.
+    pub const IDEMPOTENCY_IN_PROGRESS: &str = "idempotency_in_progress";
     pub const NOT_PENDING: &str = "not_pending";
     /// A transfer id, hold or account the market keeps for itself.
     pub const RESERVED: &str = "reserved";

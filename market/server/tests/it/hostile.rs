@@ -525,3 +525,37 @@ both_dbs!(trusted_providers_are_spot_checked, async |m: &TestMarket| {
     answer(m, &checker, &c, Ok(b"truth")).await;
     assert_eq!(job(m, &buyer, &id).await["state"], "running", "caught: a tie-breaker decides");
 });
+
+both_dbs!(concurrent_requests_with_one_idempotency_key_run_once, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 10_000).await;
+    let body = json!({"package": "saxpy", "inputs_base64": [crate::jobs::b64(b"u")], "max_price": 600, "replicas": 1,
+                      "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 1 << 20, "timeout_ms": 1000, "gpu": false}});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let replica = m.replica().await;
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let state = if i % 2 == 0 { m.state.clone() } else { replica.clone() };
+        let (bytes, buyer) = (bytes.clone(), Keypair::from_file_json(&buyer.to_file_json()).unwrap());
+        calls.push(tokio::spawn(async move { call_on(&state, "POST", "/api/v1/jobs", Some(bytes), Some(&buyer), Some("submit-once")).await }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for call in calls {
+        let (status, reply) = call.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                ids.insert(reply["id"].as_str().unwrap().to_string());
+            }
+            StatusCode::CONFLICT => assert_eq!(reply["error"]["code"], "idempotency_in_progress", "{reply}"),
+            other => panic!("{other}: {reply}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one job, whichever replies came back: {ids:?}");
+    assert_eq!(m.available(&buyer).await, 9_400, "one cap held");
+    let (status, again) = call_on(&m.state, "POST", "/api/v1/jobs", Some(bytes), Some(&buyer), Some("submit-once")).await;
+    assert_eq!((status, again["id"].as_str().unwrap()), (StatusCode::OK, ids.first().unwrap().as_str()), "a later retry gets the first response");
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&m.state.db.pool).await.unwrap();
+    assert_eq!(jobs, 1);
+    m.assert_invariants().await;
+});
