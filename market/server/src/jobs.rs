@@ -587,20 +587,7 @@ impl Jobs {
         }
         let id = random_id('j', 9);
         let expires = now + self.config.job_ttl_ms;
-        // Escrow first: no job exists without its hold.
-        let hold = Op::Hold {
-            debit: buyer.to_string(),
-            credit: job_escrow(&id),
-            amount: request.max_price,
-            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
-        };
-        self.ledger.execute(&hold_id(&id), &hold, now).await?;
-        let result = self.insert_job(&id, buyer, &request, version, unit_cap, &inputs, now, expires).await;
-        if let Err(e) = result {
-            // Give the credits back; the hold would expire anyway.
-            let _ = self.ledger.execute(&format!("job:{id}:void"), &Op::Void { pending_id: hold_id(&id) }, now).await;
-            return Err(e);
-        }
+        self.insert_job(&id, buyer, &request, version, unit_cap, &inputs, now, expires).await?;
         self.info(&id).await
     }
 
@@ -621,6 +608,15 @@ impl Jobs {
         let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
         let mut tx = self.db.write().await?;
+        // The hold and the job in one transaction: no job without its
+        // escrow, no escrow without its job, whatever crashes when.
+        let hold = Op::Hold {
+            debit: buyer.to_string(),
+            credit: job_escrow(id),
+            amount: r.max_price,
+            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
+        };
+        self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
         sqlx::query(
             "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15)",

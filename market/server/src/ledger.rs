@@ -142,6 +142,13 @@ fn transfer_from(row: &AnyRow) -> Result<(Transfer, String), sqlx::Error> {
     Ok((transfer, row.try_get("request_digest")?))
 }
 
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::Invalid(format!("a transfer id is 1 to {MAX_ID_LEN} printable ASCII characters")));
+    }
+    Ok(())
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -170,6 +177,23 @@ impl Ledger {
             .map_err(|e| ApiError::Internal(format!("ledger task: {e}")))?
     }
 
+    /// Apply `op` as transfer `id` inside the caller's transaction, with
+    /// the caller's other writes: all commit or none. A retry of the same
+    /// id and request returns the first outcome; a conflict is refused.
+    pub async fn execute_in(&self, tx: &mut Transaction<'static, Any>, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {
+        check_id(id)?;
+        let digest = op.digest();
+        if let Some(existing) = self.replay(tx, id, &digest).await? {
+            return existing;
+        }
+        match apply(tx, id, op, &digest, now_ms).await {
+            Ok(transfer) => Ok(transfer),
+            Err(Failure::Sql(e)) if is_unique_violation(&e) => Err(ApiError::TransferConflict(id.into())),
+            Err(Failure::Sql(e)) => Err(e.into()),
+            Err(Failure::Api(e)) => Err(e),
+        }
+    }
+
     /// Wait until every operation started on this ledger has finished.
     pub async fn quiesce(&self) {
         while self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
@@ -178,9 +202,7 @@ impl Ledger {
     }
 
     async fn execute_here(&self, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {
-        if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::Invalid(format!("a transfer id is 1 to {MAX_ID_LEN} printable ASCII characters")));
-        }
+        check_id(id)?;
         let digest = op.digest();
         let mut tx = self.db.write().await?;
         if let Some(existing) = self.replay(&mut tx, id, &digest).await? {

@@ -276,7 +276,8 @@ impl Jobs {
     /// cap into the job's own account; held = paid + fees + refunded + still
     /// held; the escrow is never negative; a finished job holds nothing;
     /// every lease the market marks paid was paid by the ledger, and every
-    /// payment the ledger made is to an accepted lease of this job.
+    /// payment the ledger made is to an accepted lease of this job; no
+    /// market hold exists without its job.
     pub async fn check_escrows(&self) -> Result<Vec<String>, ApiError> {
         let mut violations = Vec::new();
         let jobs = sqlx::query(
@@ -340,6 +341,15 @@ impl Jobs {
         .await?
         {
             violations.push(format!("transfer {} pays no accepted lease of its job", r.try_get::<String, _>("id")?));
+        }
+        for r in sqlx::query(
+            "SELECT t.id AS id FROM transfers t WHERE SUBSTR(t.id, 1, 4) = 'job:' AND t.kind = 'hold'
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE t.id = 'job:' || j.id || ':hold')",
+        )
+        .fetch_all(&self.db.pool)
+        .await?
+        {
+            violations.push(format!("hold {} escrows no job", r.try_get::<String, _>("id")?));
         }
         Ok(violations)
     }
