@@ -70,7 +70,14 @@ try {
     await page.screenshot({ path: `${shots}/wallet-after-job.png`, fullPage: true });
     // A provider that ran the unit, and its charts.
     await page.click('nav >> text=Providers');
-    await page.click('td a[href^="/providers/"]');
+    // The provider that ran the unit (a trusted host runs it alone): the
+    // row whose last column, units done, is not 0.
+    await page.waitForSelector('td a[href^="/providers/"]');
+    const ran = await page.$$eval('tr', (rows) => rows
+      .filter((r) => r.querySelector('td a[href^="/providers/"]') && r.lastElementChild.textContent.trim() !== '0')
+      .map((r) => r.querySelector('td a[href^="/providers/"]').getAttribute('href')));
+    if (ran.length === 0) throw new Error('no provider shows the unit it ran');
+    await page.click(`td a[href="${ran[0]}"]`);
     await page.waitForSelector('figure.chart svg rect.bar:not([height="0.0"])', { state: 'attached' }); // it ran the unit this hour
     const charts = await page.$$eval('figure.chart svg', (svgs) => svgs.length);
     if (charts !== 3) throw new Error(`expected 3 charts, saw ${charts}`);

@@ -1010,7 +1010,8 @@ impl Jobs {
     /// trusted at its grant failed it too, so fresh keys reporting errors
     /// cannot fail a buyer's work. Nobody is marked yet: the unit's
     /// outcome decides whether the failure was the job's doing (see
-    /// `decide_unit`).
+    /// `decide_unit`). When it fails for good, the failure was the job's
+    /// own, and its failed runs are billed like any work.
     async fn count_failure(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64, message: &str) -> Result<(), ApiError> {
         sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
             .bind(message.chars().take(2000).collect::<String>())
@@ -1018,15 +1019,18 @@ impl Jobs {
             .bind(idx)
             .execute(&mut **tx)
             .await?;
-        sqlx::query(
+        let failed = sqlx::query(
             "UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3
-               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.state = 'failed' AND l.trusted = 1)",
+               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.state = 'failed' AND l.trusted = 1 AND l.outcome <> 'ok')",
         )
         .bind(job)
         .bind(idx)
         .bind(MAX_UNIT_FAILURES)
         .execute(&mut **tx)
         .await?;
+        if failed.rows_affected() == 1 {
+            decide::bill_failed_attempts(tx, job, idx).await?;
+        }
         Ok(())
     }
 

@@ -63,6 +63,39 @@ pub fn fuel_disputed<'a>(agreeing: impl Iterator<Item = &'a Reported>) -> bool {
     differ && !fuel.iter().any(|f| fuel.iter().filter(|g| *g == f).count() * 2 > fuel.len())
 }
 
+/// Bill the failed runs of unit (`job`, `idx`), which has just failed for
+/// good (the same way, a trusted provider among those it failed on): the
+/// job's own failure is work its providers did, so a job cannot compute its
+/// answer, log it, fail and have it for free. At most the unit's paid
+/// slots are billed (the earliest answers), at the usage those runs agree
+/// on, like accepted results.
+pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64) -> Result<(), ApiError> {
+    let unit = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
+    let get = |c: &str| unit.try_get::<i64, _>(c);
+    let slots = get("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
+    let runs = sqlx::query(
+        "SELECT id, provider, '' AS output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
+         FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok' ORDER BY answered_at_ms, id LIMIT $3",
+    )
+    .bind(job)
+    .bind(idx)
+    .bind(slots)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(reported)
+    .collect::<Result<Vec<_>, _>>()?;
+    let (usage, _) = agreed_usage(&runs, get("fuel_limit")? as u64, get("timeout_ms")? as u64);
+    for r in &runs {
+        sqlx::query("UPDATE leases SET state = 'billed', cost = $1 WHERE id = $2 AND state = 'failed'")
+            .bind(price(r.ask, usage).min(get("unit_cap")? as u64) as i64)
+            .bind(&r.lease)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
     let get = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.unwrap_or(0).max(0) as u64);
     Ok(Reported {

@@ -53,7 +53,7 @@ impl Jobs {
         let buyer: String = job.try_get("buyer")?;
         let max_price = job.try_get::<i64, _>("max_price")? as u64;
         let escrow = self.escrow_of(job_id).await?;
-        let unpaid = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state = 'accepted' AND paid = 0")
+        let unpaid = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0")
             .bind(job_id)
             .fetch_all(&self.db.pool)
             .await?;
@@ -98,7 +98,7 @@ impl Jobs {
         // Every unit is final now, so no lease is accepted after this point
         // (a decision needs a queued unit); pay any accepted since the
         // first read before anything goes back to the buyer.
-        let late: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE job_id = $1 AND state = 'accepted' AND paid = 0")
+        let late: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0")
             .bind(job_id)
             .fetch_one(&self.db.pool)
             .await?
@@ -207,9 +207,9 @@ impl Jobs {
         let due: Vec<String> = sqlx::query(
             "SELECT id FROM jobs WHERE state = 'running' AND settle_after_ms <= $1
                 AND (expires_at_ms <= $1 OR NOT EXISTS (SELECT 1 FROM units u WHERE u.job_id = jobs.id AND u.state = 'queued')
-                     OR EXISTS (SELECT 1 FROM leases l WHERE l.job_id = jobs.id AND l.state = 'accepted' AND l.paid = 0))
+                     OR EXISTS (SELECT 1 FROM leases l WHERE l.job_id = jobs.id AND l.state IN ('accepted', 'billed') AND l.paid = 0))
              UNION SELECT id FROM jobs WHERE state <> 'running' AND settle_after_ms <= $1
-                AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = jobs.id AND l.state = 'accepted' AND l.paid = 0)
+                AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = jobs.id AND l.state IN ('accepted', 'billed') AND l.paid = 0)
              LIMIT $2",
         )
         .bind(now)
@@ -334,13 +334,13 @@ impl Jobs {
         }
         for r in sqlx::query(
             "SELECT t.id AS id FROM transfers t LEFT JOIN leases l ON l.id = SUBSTR(t.id, 7, LENGTH(t.id) - 10)
-             WHERE SUBSTR(t.id, 1, 6) = 'lease:' AND LENGTH(t.id) > 10 AND (l.id IS NULL OR l.state <> 'accepted'
+             WHERE SUBSTR(t.id, 1, 6) = 'lease:' AND LENGTH(t.id) > 10 AND (l.id IS NULL OR l.state NOT IN ('accepted', 'billed')
                    OR (t.debit <> ('job:' || l.job_id) AND t.debit <> 'escrow'))",
         )
         .fetch_all(&self.db.pool)
         .await?
         {
-            violations.push(format!("transfer {} pays no accepted lease of its job", r.try_get::<String, _>("id")?));
+            violations.push(format!("transfer {} pays no accepted (or billed) lease of its job", r.try_get::<String, _>("id")?));
         }
         for r in sqlx::query(
             "SELECT t.id AS id FROM transfers t WHERE SUBSTR(t.id, 1, 4) = 'job:' AND t.kind = 'hold'

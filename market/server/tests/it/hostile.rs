@@ -381,6 +381,7 @@ both_dbs!(fresh_keys_reporting_errors_cannot_fail_a_buyers_unit, async |m: &Test
     let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
     for p in &sybils {
         assert!(reputation(&providers, p) < 0.5, "a failure contradicted by a success is marked: {providers}");
+        assert_eq!(m.available(p).await, 0, "and not paid");
     }
     let refs: Vec<&Keypair> = sybils.iter().chain(&honest).collect();
     assert_conserved(m, &buyer, 1000, &done, &refs).await;
@@ -558,4 +559,31 @@ both_dbs!(concurrent_requests_with_one_idempotency_key_run_once, async |m: &Test
     let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&m.state.db.pool).await.unwrap();
     assert_eq!(jobs, 1);
     m.assert_invariants().await;
+});
+
+both_dbs!(a_job_that_fails_on_purpose_pays_for_its_runs, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    // The job computes its answer, logs it, then fails: on every provider.
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let mut ran = Vec::new();
+    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        let p = provider(m, 10).await;
+        let g = lease(m, &p).await.expect("the unit runs again");
+        let lease_id = g["lease_id"].as_str().unwrap();
+        let beat = json!({"running_units": 1, "free_cpu_cores": 1.0, "leases": [{"lease_id": lease_id, "logs": [{"level": "info", "message": "the answer is 42"}]}]});
+        assert_eq!(m.call("POST", "/api/v1/providers/heartbeat", Some(&beat), Some(&p)).await.0, StatusCode::OK);
+        answer_using(m, &p, &g, Err("job-error"), 3_000_000_000, 0).await;
+        ran.push(p);
+    }
+    let failed = job(m, &buyer, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    // 3e9 fuel at 10 per billion = 30 a run, billed like work (5% fee).
+    for p in &ran {
+        assert_eq!(m.available(p).await, 29, "a run the job failed on purpose is paid");
+    }
+    assert_eq!(m.available(&buyer).await, 1000 - 90);
+    let refs: Vec<&Keypair> = ran.iter().collect();
+    assert_conserved(m, &buyer, 1000, &failed, &refs).await;
 });

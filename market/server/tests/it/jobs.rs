@@ -213,7 +213,7 @@ both_dbs!(a_result_from_another_provider_is_refused, async |m: &TestMarket| {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 });
 
-both_dbs!(a_unit_that_traps_everywhere_fails_and_is_refunded, async |m: &TestMarket| {
+both_dbs!(a_unit_that_traps_everywhere_fails_is_billed_and_refunded_the_rest, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
@@ -228,8 +228,11 @@ both_dbs!(a_unit_that_traps_everywhere_fails_and_is_refunded, async |m: &TestMar
     }
     let failed = job(m, &buyer, &id).await;
     assert_eq!(failed["state"], "failed", "{failed}");
-    assert_eq!(failed["cost"]["refunded"], 600);
-    assert_eq!(m.available(&buyer).await, 1000, "everything came back");
+    // The job's own failure is billed: three runs of 2e9 fuel at 10 per
+    // billion, 20 each (19 to the provider, 1 fee); the rest comes back.
+    assert_eq!(failed["cost"]["paid_to_providers"], 57, "{failed}");
+    assert_eq!(failed["cost"]["refunded"], 540);
+    assert_eq!(m.available(&buyer).await, 940);
     let refs: Vec<&Keypair> = providers.iter().collect();
     assert_conserved(m, &buyer, 1000, &failed, &refs).await;
     // A trap is the job's doing: nobody's reputation moved.
