@@ -40,6 +40,8 @@ pub enum ApiError {
     BadPackage(String),
     #[error("{0}")]
     BadLog(String),
+    #[error("the market is busy: retry shortly")]
+    Busy,
     #[error("too many requests: at most {per_second} per second per key")]
     RateLimited { per_second: u32 },
     #[error("internal error")]
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::NameTaken(_) => (StatusCode::FORBIDDEN, codes::NAME_TAKEN),
             ApiError::BadPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_PACKAGE),
             ApiError::BadLog(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_LOG),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, codes::BUSY),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }

@@ -70,11 +70,14 @@ impl AppState {
                 self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
+        let Ok(permit) = self.mutations.clone().try_acquire_owned() else {
+            return ApiError::Busy.into_response();
+        };
         self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let counted = Counted(self.in_flight.clone());
         let this = self.clone();
         let task = tokio::spawn(async move {
-            let _counted = counted;
+            let (_counted, _permit) = (counted, permit);
             this.mutate_here(method, uri, headers, body, op).await
         });
         match task.await {

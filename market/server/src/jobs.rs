@@ -68,6 +68,9 @@ pub const VOUCHED_REPUTATION: f64 = 0.5;
 /// cheap to open and to abandon, so it earns trust over about ten confirmed
 /// results instead of three. A native provider starts at zero.
 pub const BROWSER_PRIOR_BAD: f64 = 2.0;
+/// The compile deadline hosts give a component (the host's
+/// `COMPILE_TIMEOUT`): a compile-time limit claimed sooner is a false report.
+pub const COMPILE_TIME_MS: i64 = 60_000;
 /// Time a lease has past its unit's timeout before it ends, heartbeats or
 /// not: fetching the component and input, compiling it (the host allows a
 /// minute), and returning the result.
@@ -139,6 +142,7 @@ impl Mark {
     pub fn of_contradicted_failure(outcome: RunOutcome, limit: Option<LimitKind>, ran_ms: i64, timeout_ms: i64) -> Mark {
         match (outcome, limit) {
             (RunOutcome::LimitExceeded, Some(LimitKind::Timeout)) if ran_ms < timeout_ms => Mark::Mismatch,
+            (RunOutcome::LimitExceeded, Some(LimitKind::CompileTime)) if ran_ms < COMPILE_TIME_MS => Mark::Mismatch,
             (RunOutcome::LimitExceeded, Some(LimitKind::Timeout | LimitKind::CompileTime)) => Mark::Timeout,
             (RunOutcome::WorkerLost, _) => Mark::Crash,
             _ => Mark::Mismatch,
@@ -608,15 +612,6 @@ impl Jobs {
         let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
         let mut tx = self.db.write().await?;
-        // The hold and the job in one transaction: no job without its
-        // escrow, no escrow without its job, whatever crashes when.
-        let hold = Op::Hold {
-            debit: buyer.to_string(),
-            credit: job_escrow(id),
-            amount: r.max_price,
-            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
-        };
-        self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
         sqlx::query(
             "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15)",
@@ -658,6 +653,17 @@ impl Jobs {
                 .execute(&mut *tx)
                 .await?;
         }
+        // The hold and the job in one transaction: no job without its
+        // escrow, no escrow without its job, whatever crashes when. The
+        // hold comes last, so the buyer's account row is locked only for
+        // the end of the transaction, not while the units are written.
+        let hold = Op::Hold {
+            debit: buyer.to_string(),
+            credit: job_escrow(id),
+            amount: r.max_price,
+            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
+        };
+        self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -819,14 +825,20 @@ impl Jobs {
         .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
-        if running >= info.max_concurrent as i64 {
+        // A key trusted through confirmations (not the operator's own host)
+        // holds no more units at once than it has confirmations: a key that
+        // earned trust cheaply cannot cash it in on a burst of lone results
+        // before a spot check catches it.
+        let record = Record::of(&p)?;
+        let cap = if record.trusted() && !record.vouched { (record.confirmed as i64).clamp(1, info.max_concurrent as i64) } else { info.max_concurrent as i64 };
+        if running >= cap {
             return Ok(None);
         }
         let query = lease_candidate_sql(self.db.kind);
         let has_gpu = !info.capabilities.gpus.is_empty();
         // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
-        let untrusted = !Record::of(&p)?.trusted();
+        let untrusted = !record.trusted();
         if untrusted && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await? {
             tx.commit().await?;
             return Ok(Some(grant));
@@ -852,7 +864,8 @@ impl Jobs {
         let fresh = sqlx::query(
             "SELECT u.wanted AS wanted,
                (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) AS taken,
-               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted')) AS in_flight
              FROM units u WHERE u.job_id = $1 AND u.idx = $2",
         )
         .bind(&job_id)
@@ -860,15 +873,14 @@ impl Jobs {
         .bind(provider.as_str())
         .fetch_one(&mut *tx)
         .await?;
-        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 {
+        let checked = unit.try_get::<i64, _>("checked")? == 1;
+        let first_only = untrusted && !checked && fresh.try_get::<i64, _>("in_flight")? > 0;
+        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only {
             return Ok(None);
         }
         // A provider not yet trusted is confirmed by another replica (unless
         // the market checks each result with the package's `verify`).
-        // A trusted provider is still checked, at random, over its whole
-        // life (BOINC's adaptive replication): its unit gets a second replica.
-        let spot_check = !untrusted && rand_unit() < self.config.spot_check_rate;
-        if (untrusted || spot_check) && unit.try_get::<i64, _>("checked")? == 0 && unit.try_get::<i64, _>("wanted")? < 2 {
+        if untrusted && !checked && unit.try_get::<i64, _>("wanted")? < 2 {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
         let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
@@ -990,12 +1002,13 @@ impl Jobs {
         match failure {
             // A wrong answer, proven by the package's `verify`: marked now;
             // the unit goes on.
+            // Marked once another output passes (`decide_unit`): a verify
+            // that rejects everything proves nothing about providers.
             Some(message) if matches!(verdict, Some(Ok(false))) => {
                 sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(&job_id).bind(idx).execute(&mut *tx).await?;
-                marks.push((provider.to_string(), Mark::Mismatch));
             }
             Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
-            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind).await?),
+            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
         }
         tx.commit().await?;
         self.record_live(provider, lease_id, None, &report.logs, now).await?;
@@ -1073,9 +1086,11 @@ impl Jobs {
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
 /// provider's fuel and GPU asks, its id, browser (0/1), its wall ask and
 /// untrusted (0/1): the most the unit can cost at those asks fits the
-/// unit's cap, and an untrusted provider never joins a unit another
-/// untrusted provider holds or has answered (its confirmation is a trusted
-/// provider's to give: two fresh keys cannot collect both replicas). On PostgreSQL the row is locked, and rows
+/// unit's cap, and an untrusted provider is only ever a unit's first
+/// replica: it never joins a unit another provider holds or has answered,
+/// so every confirming, tie-breaking and spot-checking replica is a
+/// trusted provider's (two fresh keys cannot collect both replicas, nor
+/// ride along with a colluding trusted key's check). On PostgreSQL the row is locked, and rows
 /// other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
@@ -1086,7 +1101,7 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
-           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.trusted = 0 AND l.state IN ('active', 'submitted')))
+           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted')))
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
 }

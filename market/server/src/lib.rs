@@ -41,6 +41,10 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_RESULT_BODY_BYTES: usize = jobs::MAX_UNIT_BYTES / 3 * 4 + (2 << 20);
 /// Longest a request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Mutations running at once: each runs to its end in its own task even
+/// when its caller goes away, so without a bound a flock of callers could
+/// pile up work; past it, a mutation is refused with 503 `busy`.
+pub const MAX_MUTATIONS_IN_FLIGHT: usize = 256;
 /// How often expired holds and old nonces are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -74,6 +78,8 @@ pub struct AppState {
     clock_offset_ms: Arc<AtomicI64>,
     /// Mutations whose task has not finished (see [`AppState::mutate`]).
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Room for mutations at once ([`MAX_MUTATIONS_IN_FLIGHT`]).
+    mutations: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -92,6 +98,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),
             in_flight: Arc::default(),
+            mutations: Arc::new(tokio::sync::Semaphore::new(MAX_MUTATIONS_IN_FLIGHT)),
         }
     }
 

@@ -32,6 +32,8 @@ pub mod codes {
     pub const INVALID: &str = "invalid_request";
     pub const TOO_LARGE: &str = "payload_too_large";
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// Too much work in flight: retry shortly.
+    pub const BUSY: &str = "busy";
     pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
     pub const TRANSFER_CONFLICT: &str = "transfer_conflict";
     pub const IDEMPOTENCY_MISMATCH: &str = "idempotency_mismatch";

@@ -37,6 +37,8 @@ pub struct Reported {
     pub ask: Ask,
     /// Whether its provider was trusted when the lease was granted.
     pub trusted: bool,
+    /// Whether the operator vouches for its provider.
+    pub vouched: bool,
 }
 
 /// The usage the `accepted` results of a unit agree on, capped by the
@@ -73,9 +75,17 @@ pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sql
     let unit = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
     let get = |c: &str| unit.try_get::<i64, _>(c);
     let slots = get("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
+    // Runs by providers trusted at their grant, and untrusted runs that
+    // failed exactly as one of those did (outcome, limit and fuel: a
+    // deterministic failure repeats to the instruction), so fresh keys
+    // claiming errors are not paid for them.
     let runs = sqlx::query(
-        "SELECT id, provider, '' AS output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
-         FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok' ORDER BY answered_at_ms, id LIMIT $3",
+        "SELECT id, provider, '' AS output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second,
+                0 AS vouched
+         FROM leases l WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'
+           AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = l.job_id AND t.idx = l.idx AND t.state = 'failed' AND t.trusted = 1
+                AND t.outcome = l.outcome AND COALESCE(t.limit_kind, '') = COALESCE(l.limit_kind, '') AND t.fuel_used = l.fuel_used))
+         ORDER BY trusted DESC, answered_at_ms, id LIMIT $3",
     )
     .bind(job)
     .bind(idx)
@@ -104,6 +114,7 @@ fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
         output_digest: row.try_get("output_digest")?,
         metered: row.try_get::<i64, _>("metered")? == 1,
         trusted: row.try_get::<i64, _>("trusted")? == 1,
+        vouched: row.try_get::<i64, _>("vouched")? > 0,
         usage: Usage { fuel: get("fuel_used")?, gpu_time_us: get("gpu_time_us")?, wall_ms: get("wall_ms")? },
         ask: Ask {
             per_billion_fuel: get("ask_per_billion_fuel")?,
@@ -122,6 +133,7 @@ pub(super) async fn decide_unit(
     idx: i64,
     checked: bool,
     kind: crate::db::Kind,
+    spot_check_rate: f64,
 ) -> Result<Vec<(String, Mark)>, ApiError> {
     // On PostgreSQL the unit's row is locked: replicas answering at once
     // decide one after the other, each seeing the other's result.
@@ -140,7 +152,8 @@ pub(super) async fn decide_unit(
     }
     let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
     let results = sqlx::query(
-        "SELECT id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
+        "SELECT id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second,
+                (SELECT COUNT(*) FROM vouched v WHERE v.id = leases.provider) AS vouched
          FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id",
     )
     .bind(job)
@@ -163,7 +176,9 @@ pub(super) async fn decide_unit(
             let entry = counts.entry(&r.output_digest).or_default();
             *entry = (entry.0 + 1, entry.1 || r.trusted);
         }
-        counts.iter().max_by_key(|(_, (n, trusted))| (*n, *trusted)).map(|(d, (n, trusted))| (d.to_string(), *n, *trusted))
+        // A group with a trusted result leads whatever its size: more
+        // untrusted keys agreeing on another output prove nothing.
+        counts.iter().max_by_key(|(_, (n, trusted))| (*trusted, *n)).map(|(d, (n, trusted))| (d.to_string(), *n, *trusted))
     };
     let slots = unit.try_get::<i64, _>("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
     let mut marks = Vec::new();
@@ -174,6 +189,12 @@ pub(super) async fn decide_unit(
             if wanted < slots {
                 sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
             }
+        }
+        // A trusted result standing alone is checked at random, after it
+        // came in (so its provider cannot know in advance, nor tell from
+        // the queue): one more trusted replica, then the usual quorum.
+        Some((_, 1, true)) if !checked && results.len() == 1 && wanted < 2 && super::rand_unit() < spot_check_rate => {
+            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
         }
         Some((digest, n, true)) if n >= quorum && !checked && wanted < slots && fuel_disputed(results.iter().filter(|r| r.output_digest == digest)) => {
             // The same output, different fuel and no majority: one side
@@ -192,6 +213,16 @@ pub(super) async fn decide_unit(
             if decided.rows_affected() != 1 {
                 return Ok(Vec::new());
             }
+            // Outputs the package's `verify` rejected are proven wrong now
+            // that one passed (a verify that rejects everything marks nobody).
+            for r in sqlx::query("SELECT provider FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'rejected' AND outcome = 'ok'")
+                .bind(job)
+                .bind(idx)
+                .fetch_all(&mut **tx)
+                .await?
+            {
+                marks.push((r.try_get("provider")?, Mark::Mismatch));
+            }
             let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results.into_iter().partition(|r| checked || r.output_digest == digest);
             let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);
             let (usage, mut contradicts) = agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
@@ -207,7 +238,10 @@ pub(super) async fn decide_unit(
                     .bind(&r.lease)
                     .execute(&mut **tx)
                     .await?;
-                let independent = accepted.iter().any(|other| other.lease != r.lease && other.trusted && other.provider != r.provider);
+                // Trust grows only from the operator's own hosts' agreement
+                // (or canaries): a trusted key an attacker earned confers
+                // none, and a package's own `verify` never does.
+                let independent = !checked && accepted.iter().any(|other| other.provider != r.provider && other.trusted && other.vouched);
                 let mark = match (contradicts, independent) {
                     (true, _) => Mark::Mismatch,
                     (false, true) => Mark::Confirmed,
@@ -275,6 +309,7 @@ mod tests {
             usage: Usage { fuel, gpu_time_us: gpu, wall_ms: wall },
             ask: Ask { per_billion_fuel: 1, per_gpu_second: 1, per_wall_second: 1 },
             trusted: false,
+            vouched: false,
         }
     }
 

@@ -465,27 +465,51 @@ both_dbs!(two_fresh_keys_cannot_confirm_each_others_garbage, async |m: &TestMark
     assert_conserved(m, &buyer, 1000, &done, &[&s1, &s2, &t1, &t2]).await;
 });
 
-both_dbs!(untrusted_agreement_alone_never_verifies_a_unit, async |m: &TestMarket| {
+/// A key trusted through confirmations, not vouched for: what an attacker
+/// can earn with honest work.
+async fn farmed_trusted(m: &TestMarket) -> Keypair {
+    let key = untrusted_provider(m, 10).await;
+    sqlx::query("UPDATE providers SET good = 20, confirmed = 20 WHERE id = $1").bind(key.id().as_str()).execute(&m.state.db.pool).await.unwrap();
+    key
+}
+
+both_dbs!(a_fresh_key_never_rides_along_with_a_colluding_trusted_key, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 1000).await;
     let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
-    // Two untrusted keys hold both replicas (one from before a trust
-    // change, say): their agreement waits for a trusted replica.
-    let (s1, s2) = (untrusted_provider(m, 10).await, untrusted_provider(m, 10).await);
-    let g1 = lease(m, &s1).await.unwrap();
-    sqlx::query("UPDATE leases SET trusted = 1 WHERE id = $1").bind(g1["lease_id"].as_str().unwrap()).execute(&m.state.db.pool).await.unwrap();
-    let g2 = lease(m, &s2).await.expect("the first looked trusted when s2 asked");
-    sqlx::query("UPDATE leases SET trusted = 0 WHERE id = $1").bind(g1["lease_id"].as_str().unwrap()).execute(&m.state.db.pool).await.unwrap();
-    answer(m, &s1, &g1, Ok(b"garbage")).await;
-    answer(m, &s2, &g2, Ok(b"garbage")).await;
-    assert_eq!(job(m, &buyer, &id).await["state"], "running", "no independent evidence yet");
-    let t = provider(m, 10).await;
-    let g = lease(m, &t).await.expect("a slot for a trusted replica");
-    answer(m, &t, &g, Ok(b"right")).await;
-    assert_eq!(job(m, &buyer, &id).await["state"], "running", "the trusted replica disagrees: no verdict for garbage");
-    assert_eq!(m.available(&s1).await + m.available(&s2).await, 0);
-    m.assert_invariants().await;
+    let (colluder, fresh) = (farmed_trusted(m).await, untrusted_provider(m, 10).await);
+    let g = lease(m, &colluder).await.expect("the colluder leases first");
+    assert!(lease(m, &fresh).await.is_none(), "an untrusted key is only ever a unit's first replica");
+    let honest = provider(m, 10).await;
+    let h = lease(m, &honest).await.expect("the second replica goes to a trusted provider");
+    answer(m, &colluder, &g, Ok(b"garbage")).await;
+    answer(m, &honest, &h, Ok(b"right")).await;
+    assert!(lease(m, &fresh).await.is_none(), "nor the tie-breaker");
+    let second = provider(m, 10).await;
+    let t = lease(m, &second).await.expect("a trusted tie-breaker");
+    answer(m, &second, &t, Ok(b"right")).await;
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(m.available(&colluder).await, 0);
+    assert_conserved(m, &buyer, 1000, &done, &[&colluder, &fresh, &honest, &second]).await;
+});
+
+both_dbs!(a_colluding_trusted_key_confers_no_trust, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 10_000).await;
+    let (colluder, fresh) = (farmed_trusted(m).await, untrusted_provider(m, 10).await);
+    for round in 0..5 {
+        let id = submit(m, &buyer, "saxpy", &[format!("u{round}").as_bytes()], 600, 1).await;
+        let g = lease(m, &fresh).await.expect("the fresh key first");
+        let c = lease(m, &colluder).await.expect("its partner second");
+        answer(m, &fresh, &g, Ok(b"same")).await;
+        answer(m, &colluder, &c, Ok(b"same")).await;
+        assert_eq!(job(m, &buyer, &id).await["state"], "done");
+    }
+    let confirmed: f64 = sqlx::query_scalar("SELECT confirmed FROM providers WHERE id = $1").bind(fresh.id().as_str()).fetch_one(&m.state.db.pool).await.unwrap();
+    assert_eq!(confirmed, 0.0, "only the operator's own hosts (and canaries) confirm");
 });
 
 both_dbs!(trust_grows_from_agreement_with_trusted_providers, async |m: &TestMarket| {
@@ -510,7 +534,7 @@ both_dbs!(trust_grows_from_agreement_with_trusted_providers, async |m: &TestMark
     assert_eq!(job(m, &buyer, &id).await["state"], "done");
 });
 
-both_dbs!(trusted_providers_are_spot_checked, async |m: &TestMarket| {
+both_dbs!(trusted_providers_are_spot_checked_after_they_answer, async |m: &TestMarket| {
     let mut state = m.state.clone();
     state.jobs.config.spot_check_rate = 1.0;
     let checked = TestMarket { state, operator: Keypair::from_file_json(&m.operator.to_file_json()).unwrap(), url: m.url.clone(), schema: None };
@@ -520,9 +544,13 @@ both_dbs!(trusted_providers_are_spot_checked, async |m: &TestMarket| {
     m.fund(&buyer, 1000).await;
     let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
     let (trusted, checker) = (provider(m, 10).await, provider(m, 10).await);
+    let (_, before) = m.call("GET", "/api/v1/stats", None, None).await;
     let g = lease(m, &trusted).await.unwrap();
-    let c = lease(m, &checker).await.expect("a trusted provider's unit gets a second replica at random");
+    let (_, after) = m.call("GET", "/api/v1/stats", None, None).await;
+    assert_eq!(after["queued_units"].as_u64().unwrap() + 1, before["queued_units"].as_u64().unwrap(), "nothing at the grant tells a check is coming");
+    assert!(lease(m, &checker).await.is_none(), "no second replica before the answer");
     answer(m, &trusted, &g, Ok(b"lie")).await;
+    let c = lease(m, &checker).await.expect("the answer is checked by a second trusted replica");
     answer(m, &checker, &c, Ok(b"truth")).await;
     assert_eq!(job(m, &buyer, &id).await["state"], "running", "caught: a tie-breaker decides");
 });
