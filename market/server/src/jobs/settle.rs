@@ -343,13 +343,13 @@ impl Jobs {
             violations.push(format!("transfer {} pays no accepted (or billed) lease of its job", r.try_get::<String, _>("id")?));
         }
         for r in sqlx::query(
-            "SELECT t.id AS id FROM transfers t WHERE SUBSTR(t.id, 1, 4) = 'job:' AND t.kind = 'hold'
+            "SELECT t.id AS id FROM transfers t WHERE SUBSTR(t.id, 1, 4) = 'job:' AND t.kind = 'hold' AND t.state = 'pending'
              AND NOT EXISTS (SELECT 1 FROM jobs j WHERE t.id = 'job:' || j.id || ':hold')",
         )
         .fetch_all(&self.db.pool)
         .await?
         {
-            violations.push(format!("hold {} escrows no job", r.try_get::<String, _>("id")?));
+            violations.push(format!("pending hold {} escrows no job", r.try_get::<String, _>("id")?));
         }
         Ok(violations)
     }
