@@ -94,11 +94,14 @@ pub struct JobsConfig {
     pub fee_bps: u64,
     /// Share of a trusted provider's units given a second replica anyway.
     pub spot_check_rate: f64,
+    /// Chance that a lease of an untrusted provider with a canary due is
+    /// the canary (it always is when no buyer's unit fits).
+    pub canary_chance: f64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500, spot_check_rate: SPOT_CHECK_RATE }
+        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500, spot_check_rate: SPOT_CHECK_RATE, canary_chance: 0.5 }
     }
 }
 
@@ -377,7 +380,11 @@ impl Jobs {
         let count = |sql: &'static str| async move {
             Ok::<u64, ApiError>(sqlx::query(sql).fetch_one(&self.db.pool).await?.try_get::<i64, _>("n")? as u64)
         };
-        let running = count("SELECT COUNT(*) AS n FROM leases WHERE state = 'active'").await?;
+        // Canaries count as running like any lease: no figure tells them apart.
+        let running = count(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE state = 'active') + (SELECT COUNT(*) FROM canary_runs WHERE state = 'active') AS n",
+        )
+        .await?;
         let queued = count(
             "SELECT CAST(COALESCE(SUM(u.wanted), 0) AS BIGINT) AS n FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.state = 'queued' AND j.state = 'running'",
         )
@@ -839,11 +846,7 @@ impl Jobs {
         // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
         let untrusted = !record.trusted();
-        if untrusted && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await? {
-            tx.commit().await?;
-            return Ok(Some(grant));
-        }
-        let Some(unit) = sqlx::query(&query)
+        let candidate = sqlx::query(&query)
             .bind(now)
             .bind(has_gpu as i64)
             .bind(info.ask.per_billion_fuel as i64)
@@ -853,8 +856,17 @@ impl Jobs {
             .bind(info.ask.per_wall_second as i64)
             .bind(untrusted as i64)
             .fetch_optional(&mut *tx)
-            .await?
-        else {
+            .await?;
+        // An untrusted provider's canaries come at random among its leases
+        // (or when no buyer's unit fits it), not always first.
+        if untrusted
+            && (candidate.is_none() || rand_unit() < self.config.canary_chance)
+            && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await?
+        {
+            tx.commit().await?;
+            return Ok(Some(grant));
+        }
+        let Some(unit) = candidate else {
             return Ok(None);
         };
         let (job_id, idx): (String, i64) = (unit.try_get("job_id")?, unit.try_get("idx")?);

@@ -8,12 +8,18 @@
 //!   honest implementation computes bit for bit (a float matmul is not one:
 //!   its rounding differs between GPUs).
 //! - A provider not yet trusted gets up to [`CANARIES_PER_PROVIDER`]
-//!   canaries among its first leases, each one it has not run, before any
-//!   buyer's unit. The grant is shaped like any other (lease and job ids
-//!   from the same generators), so a provider cannot tell a canary apart.
-//! - A right answer counts as a success, a wrong one (or an error on work
-//!   known to succeed) as a mismatch, with the same weights as replicated
-//!   work. Canaries are not paid: no buyer's escrow is involved.
+//!   canaries among its leases, each one it has not run, drawn at random
+//!   from the operator's set and mixed at random among buyers' units
+//!   (`JobsConfig::canary_chance`). The grant is shaped like any other
+//!   (lease and job ids from the same generators, a small unit index, the
+//!   same lease lifetime and renewal, counted as running in the market's
+//!   figures), and job lookups answer a stranger the same for a canary as
+//!   for a buyer's job, so a provider cannot tell a canary apart.
+//! - A right answer is a confirmation (it builds trust), a wrong one (or an
+//!   error on work known to succeed) a mismatch, with the same weights as
+//!   replicated work. Canaries are not paid: no buyer's escrow is involved.
+//! - Vouching: the operator's own hosts are trusted from the start
+//!   (`vouch`), which is how a new market gets its first trusted providers.
 
 use super::{Jobs, Mark, random_id};
 use crate::error::ApiError;
@@ -23,6 +29,8 @@ use sqlx::Row;
 
 /// Canaries a provider runs while it is not yet trusted.
 pub const CANARIES_PER_PROVIDER: i64 = 2;
+/// A canary's grant names a unit index below this, like a small job's.
+const CANARY_UNIT_SPREAD: u32 = 8;
 
 impl Jobs {
     /// Store a canary of a published version (the caller is the operator).
@@ -108,7 +116,7 @@ impl Jobs {
                AND ($2 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = c.digest))
                AND NOT EXISTS (SELECT 1 FROM canary_runs r WHERE r.canary_id = c.id AND r.provider = $3)
                AND (SELECT COUNT(*) FROM canary_runs r WHERE r.provider = $3) < $4
-             ORDER BY c.created_at_ms, c.id LIMIT 1",
+             ORDER BY RANDOM() LIMIT 1",
         )
         .bind(has_gpu as i64)
         .bind(browser as i64)
@@ -140,7 +148,8 @@ impl Jobs {
         Ok(Some(LeaseGrant {
             lease_id,
             job_id,
-            unit: 0,
+            // Buyers' jobs have units 0, 1, 2...: a canary is any of the first few.
+            unit: (super::rand_unit() * CANARY_UNIT_SPREAD as f64) as u32,
             package: canary.try_get("package")?,
             version: canary.try_get("version")?,
             digest: canary.try_get("digest")?,

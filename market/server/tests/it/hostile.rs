@@ -615,3 +615,33 @@ both_dbs!(a_job_that_fails_on_purpose_pays_for_its_runs, async |m: &TestMarket| 
     let refs: Vec<&Keypair> = ran.iter().collect();
     assert_conserved(m, &buyer, 1000, &failed, &refs).await;
 });
+
+both_dbs!(canaries_are_neither_always_first_nor_always_unit_zero, async |m: &TestMarket| {
+    let mut state = m.state.clone();
+    state.jobs.config.canary_chance = 0.0;
+    let mixed = TestMarket { state, operator: Keypair::from_file_json(&m.operator.to_file_json()).unwrap(), url: m.url.clone(), schema: None };
+    let m = &mixed;
+    publish(m, "saxpy").await;
+    for i in 0..2u8 {
+        let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": crate::jobs::b64(&[i]), "expected_output_base64": crate::jobs::b64(b"c"),
+                            "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+        assert_eq!(m.call("POST", "/api/v1/operator/canaries", Some(&canary), Some(&m.operator)).await.0, StatusCode::OK);
+    }
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    let p = untrusted_provider(m, 10).await;
+    let first = lease(m, &p).await.unwrap();
+    assert_eq!(first["job_id"], id.as_str(), "a buyer's unit before a canary");
+    let canary = lease(m, &p).await.expect("the canary once nothing else fits");
+    assert_ne!(canary["job_id"], id.as_str());
+    // Across fresh keys, a canary's unit index varies like a small job's.
+    let mut units = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let q = untrusted_provider(m, 10).await;
+        units.insert(lease(m, &q).await.expect("a canary")["unit"].as_u64().unwrap());
+    }
+    assert!(units.len() > 1, "{units:?}");
+    let (_, stats) = m.call("GET", "/api/v1/stats", None, None).await;
+    assert_eq!(stats["running_units"], 14, "canaries count as running like any lease: {stats}");
+});

@@ -34,11 +34,12 @@ pub struct TestMarket {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The tests' market: no rate limit in the way, and no random spot checks
-/// (a test that wants them sets the rate).
+/// The tests' market: no rate limit in the way, no random spot checks (a
+/// test that wants them sets the rate), and a due canary always first.
 fn test_config(operator: &Keypair) -> Config {
     let mut config = Config { rate_per_second: 10_000, ..Config::new(operator.id().clone()) };
     config.jobs.spot_check_rate = 0.0;
+    config.jobs.canary_chance = 1.0;
     config
 }
 
