@@ -55,10 +55,14 @@ fn matmul_matches_the_cpu_reference_and_verifies() {
 
     let mut tampered = output;
     let at = 4 * rng.range(0, m * n - 1) as usize;
-    let wrong = f32::from_le_bytes(tampered[at..at + 4].try_into().unwrap()) + 0.5;
+    // Off by far more than rounding allows. (Freivalds sees an error e at
+    // C[i][j] as e * r[j]; with 150-wide products its rounding bound reaches
+    // about 0.15, so an error of 0.5 hid behind a small r[j] in both rounds
+    // about one run in ten.)
+    let wrong = f32::from_le_bytes(tampered[at..at + 4].try_into().unwrap()) + 100.0;
     tampered[at..at + 4].copy_from_slice(&wrong.to_le_bytes());
     let (_, accepted) = runtime().verify(&component, input, tampered, &Limits::default());
-    assert_eq!(accepted, Some(false), "verify rejects a product with one element off by 0.5");
+    assert_eq!(accepted, Some(false), "verify rejects a product with one element off by 100");
 }
 
 #[test]
