@@ -52,32 +52,22 @@ impl AppState {
 
     /// Run a mutation with the full hygiene above; `op` gets the signer.
     ///
-    /// The work runs in its own task: a client that goes away mid-request
-    /// (a dropped connection, a timeout) never leaves a transaction
-    /// half-driven on a pooled connection, holding SQLite's write lock
-    /// until that connection happens to be used again; it finishes or fails
-    /// whole.
+    /// The work runs detached ([`crate::detached`]): a client that goes
+    /// away mid-request (a dropped connection, a timeout) never leaves a
+    /// transaction half-driven; it finishes or fails whole. At most
+    /// [`crate::MAX_MUTATIONS_IN_FLIGHT`] run at once.
     pub async fn mutate<T, F, Fut>(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes, op: F) -> Response
     where
         T: Serialize + Send + 'static,
         F: FnOnce(KeyId, Bytes) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(StatusCode, T), ApiError>> + Send + 'static,
     {
-        /// Counts a mutation until its task ends, however it ends.
-        struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-        impl Drop for Counted {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
         let Ok(permit) = self.mutations.clone().try_acquire_owned() else {
             return ApiError::Busy.into_response();
         };
-        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let counted = Counted(self.in_flight.clone());
         let this = self.clone();
-        let task = tokio::spawn(async move {
-            let (_counted, _permit) = (counted, permit);
+        let task = self.in_flight.run(async move {
+            let _permit = permit;
             this.mutate_here(method, uri, headers, body, op).await
         });
         match task.await {

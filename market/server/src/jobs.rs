@@ -225,6 +225,11 @@ fn unit_limits_of(row: &AnyRow) -> Result<UnitLimits, ApiError> {
     })
 }
 
+/// The tables holding leases, with their lease-id column: buyers' leases
+/// and canaries', which live, renew and lapse alike (a provider cannot
+/// tell them apart).
+const LEASE_TABLES: [(&str, &str); 2] = [("leases", "id"), ("canary_runs", "lease_id")];
+
 /// A limit kind's wire form (`timeout`, `fuel`, ...), as stored.
 fn limit_text(limit: LimitKind) -> String {
     serde_json::to_value(limit).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
@@ -329,8 +334,7 @@ impl Jobs {
         let mut renewed = 0;
         let mut tx = self.db.write().await?;
         for lease in named {
-            for table in ["leases", "canary_runs"] {
-                let key = if table == "leases" { "id" } else { "lease_id" };
+            for (table, key) in LEASE_TABLES {
                 renewed += sqlx::query(&format!(
                     "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $1 THEN deadline_ms ELSE $1 END
                      WHERE {key} = $2 AND provider = $3 AND state = 'active' AND expires_at_ms > $4"
@@ -1012,10 +1016,9 @@ impl Jobs {
         }
         let mut marks = Vec::new();
         match failure {
-            // A wrong answer, proven by the package's `verify`: marked now;
-            // the unit goes on.
-            // Marked once another output passes (`decide_unit`): a verify
-            // that rejects everything proves nothing about providers.
+            // Rejected by the package's `verify`: the unit goes on, and the
+            // provider is marked once another output passes (`decide_unit`);
+            // a verify that rejects everything proves nothing about providers.
             Some(message) if matches!(verdict, Some(Ok(false))) => {
                 sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(&job_id).bind(idx).execute(&mut *tx).await?;
             }

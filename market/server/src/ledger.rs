@@ -97,7 +97,7 @@ impl Op {
 pub struct Ledger {
     db: Db,
     /// Operations whose task has not finished.
-    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: crate::detached::Detached,
 }
 
 const TRANSFER_COLUMNS: &str =
@@ -160,19 +160,12 @@ impl Ledger {
 
     /// Apply `op` as transfer `id`, once.
     ///
-    /// The database work runs in its own task: a caller that goes away (a
-    /// dropped connection, a cancelled request) never leaves a transaction
-    /// half-driven holding the database's write lock; it commits or rolls
-    /// back whole.
+    /// The database work runs detached ([`crate::detached`]): it commits
+    /// or rolls back whole, whatever the caller does.
     pub async fn execute(&self, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {
-        use std::sync::atomic::Ordering;
         let (this, id, op) = (self.clone(), id.to_string(), op.clone());
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let result = this.execute_here(&id, &op, now_ms).await;
-            this.in_flight.fetch_sub(1, Ordering::SeqCst);
-            result
-        })
+        self.in_flight
+            .run(async move { this.execute_here(&id, &op, now_ms).await })
             .await
             .map_err(|e| ApiError::Internal(format!("ledger task: {e}")))?
     }
@@ -196,9 +189,7 @@ impl Ledger {
 
     /// Wait until every operation started on this ledger has finished.
     pub async fn quiesce(&self) {
-        while self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        self.in_flight.quiesce().await;
     }
 
     async fn execute_here(&self, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {

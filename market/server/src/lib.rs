@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod db;
+mod detached;
 pub mod error;
 mod hygiene;
 pub mod jobs;
@@ -77,7 +78,7 @@ pub struct AppState {
     /// Added to the wall clock: tests move time forward with it.
     clock_offset_ms: Arc<AtomicI64>,
     /// Mutations whose task has not finished (see [`AppState::mutate`]).
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: detached::Detached,
     /// Room for mutations at once ([`MAX_MUTATIONS_IN_FLIGHT`]).
     mutations: Arc<tokio::sync::Semaphore>,
 }
@@ -97,7 +98,7 @@ impl AppState {
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),
-            in_flight: Arc::default(),
+            in_flight: Default::default(),
             mutations: Arc::new(tokio::sync::Semaphore::new(MAX_MUTATIONS_IN_FLIGHT)),
         }
     }
@@ -105,9 +106,7 @@ impl AppState {
     /// Wait until every mutation and ledger operation started on this state
     /// has finished (a cancelled request's work goes on in its own task).
     pub async fn quiesce(&self) {
-        while self.in_flight.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.in_flight.quiesce().await;
         self.ledger.quiesce().await;
     }
 

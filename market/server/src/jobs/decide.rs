@@ -45,8 +45,8 @@ pub struct Reported {
 /// unit's limits, and for each result whether its fuel contradicts a
 /// strict majority of the metered ones.
 pub fn agreed_usage(accepted: &[Reported], fuel_limit: u64, timeout_ms: u64) -> (Usage, Vec<bool>) {
-    let metered: Vec<u64> = accepted.iter().filter(|r| r.metered).map(|r| r.usage.fuel).collect();
-    let majority = metered.iter().copied().find(|f| metered.iter().filter(|g| *g == f).count() * 2 > metered.len());
+    let metered = metered_fuel(accepted.iter());
+    let majority = majority(&metered);
     let contradicts =
         accepted.iter().map(|r| r.metered && metered.len() >= 2 && majority.is_some_and(|m| m != r.usage.fuel)).collect::<Vec<_>>();
     let agreeing = || accepted.iter().zip(&contradicts).filter(|(_, c)| !**c).map(|(r, _)| r);
@@ -60,10 +60,23 @@ pub fn agreed_usage(accepted: &[Reported], fuel_limit: u64, timeout_ms: u64) -> 
 /// Whether metered replicas of one output report different fuel with no
 /// strict majority (fuel is deterministic: an honest pair never differs).
 pub fn fuel_disputed<'a>(agreeing: impl Iterator<Item = &'a Reported>) -> bool {
-    let fuel: Vec<u64> = agreeing.filter(|r| r.metered).map(|r| r.usage.fuel).collect();
-    let differ = fuel.windows(2).any(|w| w[0] != w[1]);
-    differ && !fuel.iter().any(|f| fuel.iter().filter(|g| *g == f).count() * 2 > fuel.len())
+    let fuel = metered_fuel(agreeing);
+    fuel.windows(2).any(|w| w[0] != w[1]) && majority(&fuel).is_none()
 }
+
+/// The fuel the metered results report (a browser tab's 0 is no report).
+fn metered_fuel<'a>(results: impl Iterator<Item = &'a Reported>) -> Vec<u64> {
+    results.filter(|r| r.metered).map(|r| r.usage.fuel).collect()
+}
+
+/// The value a strict majority of `values` holds, if one does.
+fn majority(values: &[u64]) -> Option<u64> {
+    values.iter().copied().find(|v| values.iter().filter(|w| *w == v).count() * 2 > values.len())
+}
+
+/// The lease columns [`reported`] reads.
+const REPORTED_COLUMNS: &str = "id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second,
+    ask_per_wall_second, (SELECT COUNT(*) FROM vouched v WHERE v.id = leases.provider) AS vouched";
 
 /// Bill the failed runs of unit (`job`, `idx`), which has just failed for
 /// good (the same way, a trusted provider among those it failed on): the
@@ -79,14 +92,12 @@ pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sql
     // failed exactly as one of those did (outcome, limit and fuel: a
     // deterministic failure repeats to the instruction), so fresh keys
     // claiming errors are not paid for them.
-    let runs = sqlx::query(
-        "SELECT id, provider, '' AS output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second,
-                0 AS vouched
-         FROM leases l WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'
-           AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = l.job_id AND t.idx = l.idx AND t.state = 'failed' AND t.trusted = 1
-                AND t.outcome = l.outcome AND COALESCE(t.limit_kind, '') = COALESCE(l.limit_kind, '') AND t.fuel_used = l.fuel_used))
+    let runs = sqlx::query(&format!(
+        "SELECT {REPORTED_COLUMNS} FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'
+           AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = leases.job_id AND t.idx = leases.idx AND t.state = 'failed' AND t.trusted = 1
+                AND t.outcome = leases.outcome AND COALESCE(t.limit_kind, '') = COALESCE(leases.limit_kind, '') AND t.fuel_used = leases.fuel_used))
          ORDER BY trusted DESC, answered_at_ms, id LIMIT $3",
-    )
+    ))
     .bind(job)
     .bind(idx)
     .bind(slots)
@@ -111,7 +122,8 @@ fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
     Ok(Reported {
         lease: row.try_get("id")?,
         provider: row.try_get("provider")?,
-        output_digest: row.try_get("output_digest")?,
+        // A failed run has none.
+        output_digest: row.try_get::<Option<String>, _>("output_digest")?.unwrap_or_default(),
         metered: row.try_get::<i64, _>("metered")? == 1,
         trusted: row.try_get::<i64, _>("trusted")? == 1,
         vouched: row.try_get::<i64, _>("vouched")? > 0,
@@ -151,11 +163,9 @@ pub(super) async fn decide_unit(
         return Ok(Vec::new());
     }
     let (wanted, quorum): (i64, i64) = (unit.try_get("wanted")?, unit.try_get("quorum")?);
-    let results = sqlx::query(
-        "SELECT id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second,
-                (SELECT COUNT(*) FROM vouched v WHERE v.id = leases.provider) AS vouched
-         FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id",
-    )
+    let results = sqlx::query(&format!(
+        "SELECT {REPORTED_COLUMNS} FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'submitted' ORDER BY created_at_ms, id"
+    ))
     .bind(job)
     .bind(idx)
     .fetch_all(&mut **tx)

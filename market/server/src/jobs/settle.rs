@@ -184,9 +184,7 @@ impl Jobs {
     /// sweep goes on.
     pub async fn sweep(&self, now: i64) -> Result<SweepReport, ApiError> {
         let mut report = SweepReport::default();
-        // Buyers' leases and canaries' alike: a provider cannot tell them
-        // apart, and neither does this.
-        for (table, key) in [("leases", "id"), ("canary_runs", "lease_id")] {
+        for (table, key) in super::LEASE_TABLES {
             let lost = sqlx::query(&format!("SELECT {key} AS id, provider FROM {table} WHERE state = 'active' AND expires_at_ms <= $1 LIMIT $2"))
                 .bind(now)
                 .bind(LEASES_PER_SWEEP)

@@ -3,7 +3,7 @@
 //! lost or paid twice), each as a hostile buyer, provider or caller would
 //! try it, on SQLite and PostgreSQL.
 
-use crate::jobs::{answer, answer_using, assert_conserved, job, lease, provider, publish, submit, untrusted_provider};
+use crate::jobs::{answer, answer_using, assert_conserved, job, lease, provider, publish, reputation, submit, untrusted_provider};
 use crate::*;
 use std::time::Duration;
 
@@ -141,10 +141,6 @@ async fn register(m: &TestMarket, key: &Keypair, fuel: u64, gpu: u64, wall: u64)
     let body = json!({"capabilities": caps, "ask": {"per_billion_fuel": fuel, "per_gpu_second": gpu, "per_wall_second": wall}, "max_concurrent": 4});
     let (status, reply) = m.call("POST", "/api/v1/providers", Some(&body), Some(key)).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
-}
-
-fn reputation(providers: &Value, key: &Keypair) -> f64 {
-    providers.as_array().unwrap().iter().find(|p| p["id"] == key.id().as_str()).unwrap()["reputation"].as_f64().unwrap()
 }
 
 both_dbs!(an_inflated_usage_claim_is_paid_what_the_replicas_agree_on, async |m: &TestMarket| {

@@ -92,6 +92,11 @@ pub async fn answer_using(m: &TestMarket, p: &Keypair, grant: &Value, output: Re
     m.call("POST", &format!("/api/v1/leases/{lease_id}/result"), Some(&report), Some(p)).await
 }
 
+/// `key`'s reputation in a `GET /api/v1/providers` listing.
+pub fn reputation(providers: &Value, key: &Keypair) -> f64 {
+    providers.as_array().unwrap().iter().find(|p| p["id"] == key.id().as_str()).unwrap()["reputation"].as_f64().unwrap()
+}
+
 pub async fn job(m: &TestMarket, buyer: &Keypair, id: &str) -> Value {
     let (status, job) = m.call("GET", &format!("/api/v1/jobs/{id}"), None, Some(buyer)).await;
     assert_eq!(status, StatusCode::OK, "{job}");
@@ -174,7 +179,7 @@ both_dbs!(a_cheater_loses_the_quorum_and_is_not_paid, async |m: &TestMarket| {
     assert_eq!(m.available(&cheat).await, 0, "the cheater is not paid");
     assert!(m.available(&honest).await > 0);
     let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
-    let rep = |k: &Keypair| providers.as_array().unwrap().iter().find(|p| p["id"] == k.id().as_str()).unwrap()["reputation"].as_f64().unwrap();
+    let rep = |k: &Keypair| reputation(&providers, k);
     assert!(rep(&cheat) < rep(&honest), "the cheater is down-ranked");
     assert_conserved(m, &buyer, 1000, &done, &[&honest, &cheat, &third]).await;
 });
@@ -466,7 +471,7 @@ both_dbs!(canaries_measure_a_new_providers_honesty_before_buyers_units, async |m
     assert_eq!(status, StatusCode::OK, "the provider cannot tell it was a canary: {body}");
 
     let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
-    let rep = |k: &Keypair| providers.as_array().unwrap().iter().find(|p| p["id"] == k.id().as_str()).unwrap()["reputation"].as_f64().unwrap();
+    let rep = |k: &Keypair| reputation(&providers, k);
     assert!(rep(&honest) > 0.5 && rep(&cheat) < 0.5, "{providers}");
     assert_eq!(m.available(&honest).await, 0, "canaries are not paid");
     // The one canary is run: the buyer's unit comes next.
