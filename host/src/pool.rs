@@ -126,6 +126,11 @@ impl WorkerPool {
         &self.devices
     }
 
+    /// Jobs the pool runs at once.
+    pub fn workers(&self) -> usize {
+        self.config.workers.max(1)
+    }
+
     pub fn counters(&self) -> PoolCounters {
         *self.counters.lock().expect("counters lock")
     }

@@ -281,14 +281,7 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
             bytes.push(0xff);
         }
     }
-    let (outcome, limit) = match &report.outcome {
-        Outcome::Ok => (RunOutcome::Ok, None),
-        Outcome::JobError { .. } => (RunOutcome::JobError, None),
-        Outcome::LimitExceeded { limit, .. } => (RunOutcome::LimitExceeded, Some(*limit)),
-        Outcome::Trap { .. } => (RunOutcome::Trap, None),
-        Outcome::Refused { .. } => (RunOutcome::Refused, None),
-        Outcome::WorkerLost { .. } => (RunOutcome::WorkerLost, None),
-    };
+    let (outcome, limit) = report.outcome.wire();
     let output_digest = output.as_deref().map(agora_wire::digest_hex);
     let gpu_time_us = report.gpu.gpu_time.as_micros() as u64;
     let key = s.client.key().expect("a signed client");

@@ -32,6 +32,20 @@ impl Outcome {
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok)
     }
+
+    /// How the run ended as the market's wire types say it, and which
+    /// limit stopped it.
+    pub fn wire(&self) -> (agora_wire::api::RunOutcome, Option<LimitKind>) {
+        use agora_wire::api::RunOutcome;
+        match self {
+            Outcome::Ok => (RunOutcome::Ok, None),
+            Outcome::JobError { .. } => (RunOutcome::JobError, None),
+            Outcome::LimitExceeded { limit, .. } => (RunOutcome::LimitExceeded, Some(*limit)),
+            Outcome::Trap { .. } => (RunOutcome::Trap, None),
+            Outcome::Refused { .. } => (RunOutcome::Refused, None),
+            Outcome::WorkerLost { .. } => (RunOutcome::WorkerLost, None),
+        }
+    }
 }
 
 impl fmt::Display for Outcome {

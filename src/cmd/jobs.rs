@@ -3,7 +3,7 @@
 //! known-answer units.
 
 use super::client::ClientArgs;
-use agora_wire::api::{AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitLimits};
+use agora_wire::api::{AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitState, UnitLimits};
 use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -179,11 +179,11 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
 }
 
 fn show(bar: &indicatif::ProgressBar, job: &JobInfo) {
-    let done = job.units.iter().filter(|u| u.state == "verified" || u.state == "failed").count();
+    let done = job.units.iter().filter(|u| u.state.is_final()).count();
     let running: Vec<String> = job
         .units
         .iter()
-        .filter(|u| u.state == "running")
+        .filter(|u| u.state == UnitState::Running)
         .map(|u| match u.progress {
             Some(p) if p.total > 0 => format!("#{} {}%", u.index, p.done * 100 / p.total),
             _ => format!("#{}", u.index),
@@ -244,7 +244,7 @@ fn print_job(job: &JobInfo) {
         println!(
             "  unit {:<4} {:<9} attempts {}  {}{}",
             u.index,
-            u.state,
+            u.state.as_str(),
             u.attempts,
             u.output_bytes.map(|b| format!("{b} bytes")).unwrap_or_default(),
             u.message.as_deref().map(|m| format!("  ({m})")).unwrap_or_default()
@@ -257,7 +257,7 @@ fn print_job(job: &JobInfo) {
 /// Write each verified output into `dir`.
 fn download(client: &Client, job: &JobInfo, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    for u in job.units.iter().filter(|u| u.state == "verified") {
+    for u in job.units.iter().filter(|u| u.state == UnitState::Verified) {
         let bytes = client.get_signed_bytes(&format!("/api/v1/jobs/{}/units/{}/output", job.id, u.index))?;
         let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
         let path = dir.join(format!("unit-{}.{ext}", u.index));
@@ -287,7 +287,7 @@ pub fn list(client_args: &ClientArgs) -> Result<()> {
         println!("no jobs yet");
     }
     for j in jobs {
-        let done = j.units.iter().filter(|u| u.state == "verified").count();
+        let done = j.units.iter().filter(|u| u.state == UnitState::Verified).count();
         println!("{}  {:<9} {}/{} units  {} {}", j.id, format!("{:?}", j.state).to_lowercase(), done, j.units.len(), j.package, j.version);
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
 use agora_host::{GpuChoice, Limits};
-use agora_market::verify::{ResultVerifier, VerifyLimits};
+use agora_market::verify::{ResultVerifier, VerifyFailure, VerifyLimits};
 use agora_market::{AppState, Config, Db};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub struct ServeArgs {
 struct PoolVerifier(WorkerPool);
 
 impl ResultVerifier for PoolVerifier {
-    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, String> {
+    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, VerifyFailure> {
         let limits = Limits {
             fuel: limits.fuel,
             memory_bytes: limits.memory_bytes,
@@ -59,7 +59,11 @@ impl ResultVerifier for PoolVerifier {
             ..Limits::default()
         };
         let (report, verdict) = self.0.verify(&ComponentBytes::new(component.to_vec()), input, output, &limits);
-        verdict.ok_or_else(|| report.outcome.to_string())
+        verdict.ok_or_else(|| VerifyFailure { outcome: report.outcome.wire().0, message: report.outcome.to_string() })
+    }
+
+    fn parallelism(&self) -> usize {
+        self.0.workers()
     }
 }
 

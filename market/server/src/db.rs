@@ -30,6 +30,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261124040000, "browser", include_str!("../migrations/sqlite/20261124040000_browser.sql")),
     (20261124050000, "canaries", include_str!("../migrations/sqlite/20261124050000_canaries.sql")),
     (20261202000000, "promises", include_str!("../migrations/sqlite/20261202000000_promises.sql")),
+    (20261202100000, "verifications", include_str!("../migrations/sqlite/20261202100000_verifications.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -39,6 +40,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124040000, "browser", include_str!("../migrations/postgres/20261124040000_browser.sql")),
     (20261124050000, "canaries", include_str!("../migrations/postgres/20261124050000_canaries.sql")),
     (20261202000000, "promises", include_str!("../migrations/postgres/20261202000000_promises.sql")),
+    (20261202100000, "verifications", include_str!("../migrations/postgres/20261202100000_verifications.sql")),
 ];
 
 #[derive(Debug)]

@@ -20,8 +20,10 @@
 mod canaries;
 mod decide;
 mod settle;
+mod verifying;
 pub use canaries::CANARIES_PER_PROVIDER;
 pub use settle::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};
+pub use verifying::{VERIFY_CLAIM_GRACE_MS, VERIFY_WAIT_MS, Verified};
 use decide::decide_unit;
 use settle::hold_id;
 
@@ -29,12 +31,12 @@ use crate::db::{Db, Kind};
 use crate::error::ApiError;
 use crate::ledger::{self, Ledger, Op, job_escrow};
 use crate::registry::Registry;
-use crate::verify::{ResultVerifier, VerifyLimits};
+use crate::verify::ResultVerifier;
 use std::sync::Arc;
 use agora_wire::KeyId;
 use agora_wire::api::{
     ActivityBucket, Ask, Capabilities, LimitKind, RunOutcome, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
-    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo,
+    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo, UnitState,
     UnitLimits,
 };
 use base64::Engine as _;
@@ -159,6 +161,8 @@ pub struct Jobs {
     ledger: Ledger,
     registry: Registry,
     verifier: Option<Arc<dyn ResultVerifier>>,
+    /// Wakes the verifiers when a result is queued for verification.
+    verify_wake: Arc<tokio::sync::Notify>,
     pub config: JobsConfig,
 }
 
@@ -260,7 +264,7 @@ fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
 
 impl Jobs {
     pub fn new(db: Db, ledger: Ledger, registry: Registry, config: JobsConfig) -> Self {
-        Jobs { db, ledger, registry, verifier: None, config }
+        Jobs { db, ledger, registry, verifier: None, verify_wake: Default::default(), config }
     }
 
     pub fn set_verifier(&mut self, verifier: Arc<dyn ResultVerifier>) {
@@ -723,9 +727,14 @@ impl Jobs {
         for u in &units {
             let idx: i64 = u.try_get("idx")?;
             let mine: Vec<&AnyRow> = leases.iter().filter(|l| l.try_get::<i64, _>("idx").ok() == Some(idx)).collect();
-            let unit_state: String = u.try_get("state")?;
-            let running: Vec<&&AnyRow> = mine.iter().filter(|l| l.try_get::<String, _>("state").ok().as_deref() == Some("active")).collect();
-            let active = !running.is_empty();
+            let stored: String = u.try_get("state")?;
+            let in_state = |l: &&AnyRow, state: &str| l.try_get::<String, _>("state").ok().as_deref() == Some(state);
+            let running: Vec<&&AnyRow> = mine.iter().filter(|l| in_state(l, "active")).collect();
+            let unit_state = match stored.parse::<UnitState>().map_err(ApiError::Internal)? {
+                UnitState::Queued if !running.is_empty() => UnitState::Running,
+                UnitState::Queued if mine.iter().any(|l| in_state(l, "verifying")) => UnitState::Verifying,
+                other => other,
+            };
             // The furthest running replica.
             let progress = running
                 .iter()
@@ -744,7 +753,7 @@ impl Jobs {
                 .sum();
             unit_infos.push(UnitInfo {
                 index: idx as u32,
-                state: if unit_state == "queued" && active { "running".into() } else { unit_state },
+                state: unit_state,
                 attempts: mine.len() as u32,
                 output_digest,
                 output_bytes,
@@ -879,9 +888,9 @@ impl Jobs {
         // the subqueries of the statement that locked it).
         let fresh = sqlx::query(
             "SELECT u.wanted AS wanted,
-               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) AS taken,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) AS taken,
                (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine,
-               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted')) AS in_flight
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')) AS in_flight
              FROM units u WHERE u.job_id = $1 AND u.idx = $2",
         )
         .bind(&job_id)
@@ -957,11 +966,6 @@ impl Jobs {
         if self.answer_canary(provider, lease_id, &report, output.as_ref().map(|(d, _)| d.as_str()), now).await?.is_some() {
             return Ok(());
         }
-        // Checked before the transaction: `verify` may take as long as a unit.
-        let verdict = match &output {
-            Some((_, bytes)) => self.check_with_verify(provider, lease_id, bytes).await?,
-            None => None,
-        };
         let mut tx = self.db.write().await?;
         let lease = sqlx::query("SELECT l.*, j.unit_cap AS unit_cap, j.checked_by_verify AS checked FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1")
             .bind(lease_id)
@@ -979,18 +983,17 @@ impl Jobs {
         // What the lease costs is decided with its unit, from the usage
         // the accepted replicas agree on (see `agreed_usage`), not here.
         // What became of this result: the lease's state, and why a unit
-        // attempt failed.
-        let (state, failure) = match (&output, &verdict) {
-            (None, _) => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
-            (Some(_), Some(Ok(false))) => ("rejected", Some("the package's verify rejected the output".to_string())),
-            (Some(_), Some(Err(e))) => ("failed", Some(format!("verify did not complete: {e}"))),
-            (Some((digest, bytes)), _) => {
+        // attempt failed. An output of a job checked by `verify` waits for
+        // the market's verifiers (`verifying`), after this request.
+        let (state, failure) = match &output {
+            None => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
+            Some((digest, bytes)) => {
                 sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
                     .bind(digest)
                     .bind(bytes.clone())
                     .execute(&mut *tx)
                     .await?;
-                ("submitted", None)
+                (if checked { "verifying" } else { "submitted" }, None)
             }
         };
         let answered = sqlx::query(
@@ -1016,16 +1019,14 @@ impl Jobs {
         }
         let mut marks = Vec::new();
         match failure {
-            // Rejected by the package's `verify`: the unit goes on, and the
-            // provider is marked once another output passes (`decide_unit`);
-            // a verify that rejects everything proves nothing about providers.
-            Some(message) if matches!(verdict, Some(Ok(false))) => {
-                sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(&job_id).bind(idx).execute(&mut *tx).await?;
-            }
             Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
+            None if checked => Self::queue_verification(&mut tx, lease_id, &job_id, now).await?,
             None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
         }
         tx.commit().await?;
+        if checked && output.is_some() {
+            self.verify_wake.notify_one();
+        }
         self.record_live(provider, lease_id, None, &report.logs, now).await?;
         for (p, mark) in marks {
             self.mark(&p, mark).await?;
@@ -1062,40 +1063,6 @@ impl Jobs {
         Ok(())
     }
 
-    /// Run the package's `verify` on a result when its job is checked that
-    /// way: `None` when it is not (or the lease is not this provider's
-    /// active one: the caller's transaction reports that).
-    async fn check_with_verify(&self, provider: &KeyId, lease_id: &str, output: &[u8]) -> Result<Option<Result<bool, String>>, ApiError> {
-        let Some(verifier) = self.verifier.clone() else { return Ok(None) };
-        let Some(row) = sqlx::query(
-            "SELECT l.provider AS provider, l.state AS state, j.checked_by_verify AS checked, j.package AS package, j.version AS version,
-                    j.fuel_limit AS fuel, j.memory_limit AS memory, j.timeout_ms AS timeout_ms, u.input_digest AS input_digest
-             FROM leases l JOIN jobs j ON j.id = l.job_id JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx WHERE l.id = $1",
-        )
-        .bind(lease_id)
-        .fetch_optional(&self.db.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        if row.try_get::<i64, _>("checked")? == 0 || row.try_get::<String, _>("provider")? != provider.as_str() || row.try_get::<String, _>("state")? != "active" {
-            return Ok(None);
-        }
-        let (_, component) = self.registry.download(&row.try_get::<String, _>("package")?, &row.try_get::<String, _>("version")?).await?;
-        let input = self.blob(&row.try_get::<String, _>("input_digest")?).await?;
-        let limits = VerifyLimits {
-            fuel: row.try_get::<i64, _>("fuel")? as u64,
-            memory_bytes: row.try_get::<i64, _>("memory")? as u64,
-            timeout_ms: row.try_get::<i64, _>("timeout_ms")? as u64,
-        };
-        let output = output.to_vec();
-        let verdict = tokio::task::spawn_blocking(move || verifier.verify(&component, &input, &output, &limits))
-            .await
-            .map_err(|e| ApiError::Internal(format!("verifier task: {e}")))?;
-        tracing::info!(lease = lease_id, ?verdict, "checked a result with the package's verify");
-        Ok(Some(verdict))
-    }
-
 }
 
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
@@ -1113,10 +1080,10 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
          WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
            AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000 <= j.unit_cap
-           AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'accepted')) < u.wanted
+           AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
-           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted')))
+           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
 }

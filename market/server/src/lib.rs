@@ -3,7 +3,8 @@
 //! An axum application over SQLite or PostgreSQL: signed identities
 //! ([`hygiene`]), the credits ledger with escrow ([`ledger`]), the signed
 //! package registry ([`registry`]). [`app`] builds the router; [`serve`]
-//! runs it with the background sweeper (hold expiry, old nonces).
+//! runs it with the background sweeper (hold expiry, old nonces) and the
+//! verifiers (results of jobs checked by the package's `verify`).
 //!
 //! Errors: every handler returns [`error::ApiError`], one `match` maps it to
 //! a status and a stable code.
@@ -48,6 +49,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_MUTATIONS_IN_FLIGHT: usize = 256;
 /// How often expired holds and old nonces are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle verifier looks for results queued on other replicas
+/// (results queued on its own wake it at once).
+pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What an operator chooses.
 #[derive(Clone, Debug)]
@@ -118,6 +122,28 @@ impl AppState {
     pub fn with_verifier(mut self, verifier: Arc<dyn verify::ResultVerifier>) -> Self {
         self.jobs.set_verifier(verifier);
         self
+    }
+
+    /// Run due verifications until none is left: what the background
+    /// verifiers of [`serve`] do (tests call it to step them).
+    pub async fn verify_due(&self) -> Result<Vec<jobs::Verified>, error::ApiError> {
+        let mut done = Vec::new();
+        while let Some(verified) = self.jobs.verify_next(|| self.now_ms()).await? {
+            done.push(verified);
+        }
+        Ok(done)
+    }
+
+    /// One background verifier: runs due verifications, then waits for
+    /// the next result.
+    async fn verifier_loop(self) {
+        loop {
+            match self.verify_due().await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!("a verification failed: {e}"),
+            }
+            self.jobs.verification_wanted(VERIFY_POLL_INTERVAL).await;
+        }
     }
 
     /// Move the market's clock forward (tests of expiry).
@@ -226,7 +252,9 @@ pub async fn serve_with(
             }
         }
     });
+    let verifiers: Vec<_> = (0..state.jobs.verify_parallelism()).map(|_| tokio::spawn(state.clone().verifier_loop())).collect();
     let result = axum::serve(listener, app(state).merge(extra)).with_graceful_shutdown(shutdown).await;
     sweep.abort();
+    verifiers.iter().for_each(|v| v.abort());
     result
 }

@@ -381,8 +381,16 @@ impl Registry {
         Ok(PackageInfo { summary, versions })
     }
 
-    /// The component of `name` `version` (counted as a download).
+    /// The component of `name` `version`, counted as a public download.
     pub async fn download(&self, name: &str, version: &str) -> Result<(String, Vec<u8>), ApiError> {
+        let component = self.component(name, version).await?;
+        sqlx::query("UPDATE packages SET downloads = downloads + 1 WHERE name = $1").bind(name).execute(&self.db.pool).await?;
+        Ok(component)
+    }
+
+    /// The component of `name` `version`, for the market's own use (its
+    /// verifier): not a download.
+    pub async fn component(&self, name: &str, version: &str) -> Result<(String, Vec<u8>), ApiError> {
         let row = sqlx::query(
             "SELECT b.digest AS digest, b.bytes AS bytes FROM versions v JOIN blobs b ON b.digest = v.digest
              WHERE v.name = $1 AND v.version = $2",
@@ -392,7 +400,6 @@ impl Registry {
         .fetch_optional(&self.db.pool)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no package `{name}` version `{version}`")))?;
-        sqlx::query("UPDATE packages SET downloads = downloads + 1 WHERE name = $1").bind(name).execute(&self.db.pool).await?;
         let digest: String = row.try_get("digest")?;
         let bytes: Vec<u8> = row.try_get("bytes")?;
         // Pair check: what is served is what was stored under its digest.

@@ -249,6 +249,7 @@ pub async fn invariants(State(state): State<AppState>, method: Method, uri: Uri,
     operator_only(&state, &caller, "operator only")?;
     let mut report = state.ledger.check_invariants().await?;
     report.violations.extend(state.jobs.check_escrows().await?);
+    report.violations.extend(state.jobs.check_verifications().await?);
     report.ok = report.violations.is_empty();
     Ok(Json(report))
 }

@@ -485,12 +485,61 @@ pub enum JobState {
     Expired,
 }
 
+/// Where a unit is, as buyers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitState {
+    /// Waiting for a provider.
+    Queued,
+    /// A provider runs it.
+    Running,
+    /// A result is in and the market is checking it with the package's
+    /// `verify`.
+    Verifying,
+    /// Its output is decided.
+    Verified,
+    Failed,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Queued => "queued",
+            UnitState::Running => "running",
+            UnitState::Verifying => "verifying",
+            UnitState::Verified => "verified",
+            UnitState::Failed => "failed",
+        }
+    }
+
+    /// Whether the unit's outcome is decided.
+    pub fn is_final(self) -> bool {
+        matches!(self, UnitState::Verified | UnitState::Failed)
+    }
+}
+
+impl std::str::FromStr for UnitState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [UnitState::Queued, UnitState::Running, UnitState::Verifying, UnitState::Verified, UnitState::Failed]
+            .into_iter()
+            .find(|u| u.as_str() == s)
+            .ok_or_else(|| format!("unknown unit state `{s}`"))
+    }
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct UnitInfo {
     pub index: u32,
-    /// queued, running, verified or failed.
-    pub state: String,
+    pub state: UnitState,
     pub attempts: u32,
     pub output_digest: Option<String>,
     pub output_bytes: Option<u64>,

@@ -6,7 +6,7 @@
 use super::*;
 use crate::keys;
 use agora_wire::Keypair;
-use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState};
+use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState, UnitState};
 use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ async fn follow(
         }
         let finished = match &info {
             Ok(j) => {
-                for u in j.units.iter().filter(|u| u.state == "verified") {
+                for u in j.units.iter().filter(|u| u.state == UnitState::Verified) {
                     if outputs.with_untracked(|o| o.contains_key(&u.index)) {
                         continue;
                     }
@@ -130,15 +130,15 @@ fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTre
             <thead><tr><th scope="col">"Unit"</th><th scope="col">"State"</th><th scope="col">"Progress"</th><th scope="col">"Attempts"</th><th scope="col">"Cost"</th><th scope="col">"Note"</th></tr></thead>
             <tbody>
                 {job.units.into_iter().map(|u| {
-                    let (done, total) = match (&u.progress, u.state.as_str()) {
-                        (_, "verified") => (1, 1),
+                    let (done, total) = match (&u.progress, u.state) {
+                        (_, UnitState::Verified) => (1, 1),
                         (Some(p), _) => (p.done, p.total.max(1)),
                         _ => (0, 1),
                     };
                     view! {
                         <tr>
                             <td>{u.index}</td>
-                            <td>{u.state}</td>
+                            <td>{u.state.as_str()}</td>
                             <td><progress max=total value=done aria-label=format!("unit {} progress", u.index)></progress></td>
                             <td>{u.attempts}</td>
                             <td>{u.cost.map(|c| c.to_string()).unwrap_or_default()}</td>

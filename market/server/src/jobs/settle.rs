@@ -84,8 +84,14 @@ impl Jobs {
             .fetch_one(&self.db.pool)
             .await?
             .try_get("n")?;
-        let expired = job.try_get::<i64, _>("expires_at_ms")? <= now;
+        let expires_at_ms: i64 = job.try_get("expires_at_ms")?;
+        let expired = expires_at_ms <= now;
         if open > 0 && !expired {
+            return Ok(());
+        }
+        // Results taken before the job expired are judged before it ends:
+        // an honest provider's is paid even when its check comes late.
+        if expired && open > 0 && self.awaits_verdicts(job_id, expires_at_ms, now).await? {
             return Ok(());
         }
         if expired && open > 0 {

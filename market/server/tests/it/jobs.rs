@@ -2,6 +2,7 @@
 //! requests: escrow, leases, replication and quorum, settlement, refunds.
 
 use crate::*;
+use agora_market::verify::{VerifyFailure, VerifyLimits};
 use agora_wire::api::{ResultReport, RunOutcome};
 use agora_wire::log::{LogAction, LogEntry};
 use base64::Engine as _;
@@ -361,12 +362,13 @@ both_dbs!(running_units_stream_progress_and_logs, async |m: &TestMarket| {
 struct OutputIsRight;
 
 impl agora_market::verify::ResultVerifier for OutputIsRight {
-    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &agora_market::verify::VerifyLimits) -> Result<bool, String> {
+    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &agora_market::verify::VerifyLimits) -> Result<bool, VerifyFailure> {
         assert_eq!(agora_wire::digest_hex(component), agora_wire::digest_hex(&guest("matmul")), "the job's own component");
         assert_eq!(input, b"unit-0");
-        assert_eq!(limits.fuel, 4_000_000_000, "the job's limits");
+        assert_eq!(*limits, VerifyLimits::for_run(4_000_000_000, 64 << 20, 10_000), "the market's share of the job's limits");
+        assert_eq!(limits.fuel, 1_000_000_000);
         match output {
-            b"boom" => Err("trap: unreachable".into()),
+            b"boom" => Err(VerifyFailure { outcome: RunOutcome::Trap, message: "unreachable".into() }),
             _ => Ok(output == b"right"),
         }
     }
@@ -382,14 +384,21 @@ both_dbs!(verify_checks_each_result_instead_of_a_second_replica, async |m: &Test
     let g1 = lease(m, &cheat).await.expect("a unit");
     assert!(lease(m, &honest).await.is_none(), "a checked unit needs no confirming replica");
     assert_eq!(answer(m, &cheat, &g1, Ok(b"wrong")).await.0, StatusCode::OK);
+    // The result is taken at once and checked after the request.
+    let waiting = job(m, &buyer, &id).await;
+    assert_eq!(waiting["units"][0]["state"], "verifying", "{waiting}");
+    assert!(lease(m, &honest).await.is_none(), "a unit being verified is not leased again");
+    assert_eq!(m.state.verify_due().await.unwrap().len(), 1);
     let after = job(m, &buyer, &id).await;
     assert_eq!(after["state"], "running");
     assert!(after["units"][0]["message"].as_str().unwrap().contains("verify rejected"), "{after}");
     let g2 = lease(m, &broken).await.expect("the unit is leased again");
     assert_eq!(answer(m, &broken, &g2, Ok(b"boom")).await.0, StatusCode::OK);
+    m.state.verify_due().await.unwrap();
     assert!(job(m, &buyer, &id).await["units"][0]["message"].as_str().unwrap().contains("did not complete"));
     let g3 = lease(m, &honest).await.expect("and again");
     assert_eq!(answer(m, &honest, &g3, Ok(b"right")).await.0, StatusCode::OK);
+    m.state.verify_due().await.unwrap();
     let done = job(m, &buyer, &id).await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["units"][0]["attempts"], 3);
