@@ -9,6 +9,7 @@ mod ledger;
 mod registry;
 mod service;
 mod simulation;
+mod verifying;
 
 use agora_market::{AppState, Config, Db, app};
 use agora_wire::Keypair;
