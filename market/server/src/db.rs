@@ -15,6 +15,9 @@ pub enum Kind {
     Postgres,
 }
 
+/// A write transaction (see [`Db::write`]).
+pub type Tx = Transaction<'static, Any>;
+
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
@@ -103,7 +106,7 @@ impl Db {
 
     /// A transaction for writes: on SQLite it takes the write lock at once,
     /// so two writers never deadlock upgrading a read lock.
-    pub async fn write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub async fn write(&self) -> Result<Tx, sqlx::Error> {
         match self.kind {
             Kind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Kind::Postgres => self.pool.begin().await,

@@ -27,7 +27,7 @@ pub use verifying::{VERIFY_CLAIM_GRACE_MS, VERIFY_WAIT_MS, Verified};
 use decide::decide_unit;
 use settle::hold_id;
 
-use crate::db::{Db, Kind};
+use crate::db::{Db, Kind, Tx};
 use crate::error::ApiError;
 use crate::ledger::{self, Ledger, Op, job_escrow};
 use crate::registry::Registry;
@@ -420,19 +420,16 @@ impl Jobs {
     }
 
     async fn mark(&self, provider: &str, mark: Mark) -> Result<(), ApiError> {
-        let (good, bad) = mark.weights();
-        let confirmed = matches!(mark, Mark::Confirmed) as i64 as f64;
-        sqlx::query(
-            "UPDATE providers SET good = good * $1 + $2, bad = bad * $1 + $3, units_done = units_done + $4, confirmed = confirmed * $1 + $6 WHERE id = $5",
-        )
-            .bind(REPUTATION_DECAY)
-            .bind(good)
-            .bind(bad)
-            .bind(matches!(mark, Mark::Success | Mark::Confirmed) as i64)
-            .bind(provider)
-            .bind(confirmed)
-            .execute(&self.db.pool)
-            .await?;
+        mark_provider(&self.db.pool, provider, mark).await
+    }
+
+    /// Apply `marks` in the caller's transaction, in provider order (the
+    /// order every transaction locks provider rows in).
+    async fn mark_all(tx: &mut Tx, mut marks: Vec<(String, Mark)>) -> Result<(), ApiError> {
+        marks.sort_by(|a, b| a.0.cmp(&b.0));
+        for (provider, mark) in marks {
+            mark_provider(&mut **tx, &provider, mark).await?;
+        }
         Ok(())
     }
 
@@ -443,10 +440,20 @@ impl Jobs {
             return Ok(());
         }
         let mut tx = self.db.write().await?;
+        Self::record_live_in(&mut tx, provider, lease_id, progress, logs, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Jobs::record_live`] in the caller's transaction.
+    async fn record_live_in(tx: &mut Tx, provider: &KeyId, lease_id: &str, progress: Option<Progress>, logs: &[LogLine], now: i64) -> Result<(), ApiError> {
+        if progress.is_none() && logs.is_empty() {
+            return Ok(());
+        }
         let Some(lease) = sqlx::query("SELECT job_id, idx, log_lines FROM leases WHERE id = $1 AND provider = $2")
             .bind(lease_id)
             .bind(provider.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
         else {
             return Ok(());
@@ -468,7 +475,7 @@ impl Jobs {
                 .bind(level)
                 .bind(message)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         let (done, total) = progress.map(|p| (Some(p.done.min(i64::MAX as u64) as i64), Some(p.total.min(i64::MAX as u64) as i64))).unwrap_or((None, None));
@@ -479,9 +486,8 @@ impl Jobs {
         .bind(done)
         .bind(total)
         .bind(lease_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -944,8 +950,10 @@ impl Jobs {
         }))
     }
 
-    /// Take a provider's signed result for a lease it holds, verify the
-    /// unit when enough replicas agree, and settle.
+    /// Take a provider's signed result for a lease it holds, decide the
+    /// unit when enough replicas agree, and settle: one commit. Should the
+    /// settlement fail, the result is taken without it (the sweeper settles
+    /// the job, setting it aside while it keeps failing).
     pub async fn submit_result(&self, provider: &KeyId, lease_id: &str, report: ResultReport, now: i64) -> Result<(), ApiError> {
         let signed = ResultReport::signed_bytes(lease_id, report.outcome, report.output_digest.as_deref(), report.fuel_used, report.gpu_time_us);
         provider.verify(&signed, &report.signature).map_err(|e| ApiError::Unauthenticated(format!("result signature: {e}")))?;
@@ -966,6 +974,26 @@ impl Jobs {
         if self.answer_canary(provider, lease_id, &report, output.as_ref().map(|(d, _)| d.as_str()), now).await?.is_some() {
             return Ok(());
         }
+        let output = output.as_ref().map(|(d, b)| (d.as_str(), b.as_slice()));
+        if let Err(e) = self.take_result(provider, lease_id, &report, output, now, true).await? {
+            tracing::warn!(lease = lease_id, "settling with this result failed; the result is taken alone and the sweeper settles its job: {e}");
+            self.take_result(provider, lease_id, &report, output, now, false).await??;
+        }
+        Ok(())
+    }
+
+    /// [`Jobs::submit_result`]'s transaction, settling the job in it when
+    /// `settle`. `Ok(Err(e))`: the settlement failed and nothing was
+    /// committed; `Err(e)`: the result is refused.
+    async fn take_result(
+        &self,
+        provider: &KeyId,
+        lease_id: &str,
+        report: &ResultReport,
+        output: Option<(&str, &[u8])>,
+        now: i64,
+        settle: bool,
+    ) -> Result<Result<(), ApiError>, ApiError> {
         let mut tx = self.db.write().await?;
         let lease = sqlx::query("SELECT l.*, j.unit_cap AS unit_cap, j.checked_by_verify AS checked FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1")
             .bind(lease_id)
@@ -979,18 +1007,19 @@ impl Jobs {
             return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
         }
         let (job_id, idx): (String, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?);
+        settle::lock_job(&mut tx, self.db.kind, &job_id).await?;
         let checked = lease.try_get::<i64, _>("checked")? == 1;
         // What the lease costs is decided with its unit, from the usage
         // the accepted replicas agree on (see `agreed_usage`), not here.
         // What became of this result: the lease's state, and why a unit
         // attempt failed. An output of a job checked by `verify` waits for
         // the market's verifiers (`verifying`), after this request.
-        let (state, failure) = match &output {
+        let (state, failure) = match output {
             None => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
             Some((digest, bytes)) => {
                 sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
                     .bind(digest)
-                    .bind(bytes.clone())
+                    .bind(bytes.to_vec())
                     .execute(&mut *tx)
                     .await?;
                 (if checked { "verifying" } else { "submitted" }, None)
@@ -1003,7 +1032,7 @@ impl Jobs {
         .bind(state)
         .bind(report.outcome.as_str())
         .bind(failure.clone().or(report.message.clone()).map(|m| m.chars().take(2000).collect::<String>()))
-        .bind(output.as_ref().map(|(d, _)| d.clone()))
+        .bind(output.map(|(d, _)| d))
         .bind(report.fuel_used.min(i64::MAX as u64) as i64)
         .bind(report.gpu_time_us.min(i64::MAX as u64) as i64)
         .bind(report.peak_memory_bytes.min(i64::MAX as u64) as i64)
@@ -1023,15 +1052,16 @@ impl Jobs {
             None if checked => Self::queue_verification(&mut tx, lease_id, &job_id, now).await?,
             None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
         }
+        Self::mark_all(&mut tx, marks).await?;
+        Self::record_live_in(&mut tx, provider, lease_id, None, &report.logs, now).await?;
+        if settle && let Err(e) = self.settle_in(&mut tx, &job_id, now).await {
+            return Ok(Err(e));
+        }
         tx.commit().await?;
         if checked && output.is_some() {
             self.verify_wake.notify_one();
         }
-        self.record_live(provider, lease_id, None, &report.logs, now).await?;
-        for (p, mark) in marks {
-            self.mark(&p, mark).await?;
-        }
-        self.settle(&job_id, now).await
+        Ok(Ok(()))
     }
 
     /// A failed attempt of unit (`job`, `idx`): counted, and the unit fails
@@ -1086,4 +1116,23 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
+}
+
+/// Move `provider`'s reputation by `mark`, through `db` (the pool or a
+/// transaction).
+async fn mark_provider<'e>(db: impl sqlx::Executor<'e, Database = sqlx::Any>, provider: &str, mark: Mark) -> Result<(), ApiError> {
+    let (good, bad) = mark.weights();
+    let confirmed = matches!(mark, Mark::Confirmed) as i64 as f64;
+    sqlx::query(
+        "UPDATE providers SET good = good * $1 + $2, bad = bad * $1 + $3, units_done = units_done + $4, confirmed = confirmed * $1 + $6 WHERE id = $5",
+    )
+    .bind(REPUTATION_DECAY)
+    .bind(good)
+    .bind(bad)
+    .bind(matches!(mark, Mark::Success | Mark::Confirmed) as i64)
+    .bind(provider)
+    .bind(confirmed)
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -153,6 +153,31 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// Transfer `id`, read through `db` (the pool or a transaction).
+async fn transfer<'e>(db: impl sqlx::Executor<'e, Database = Any>, id: &str) -> Result<Option<Transfer>, ApiError> {
+    let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1")).bind(id).fetch_optional(db).await?;
+    Ok(row.map(|r| transfer_from(&r).map(|(t, _)| t)).transpose()?)
+}
+
+/// `account`'s balance, read through `db` (the pool or a transaction).
+async fn balance<'e>(db: impl sqlx::Executor<'e, Database = Any>, account: &str) -> Result<Option<Balance>, ApiError> {
+    let row = sqlx::query("SELECT id, debits_pending, debits_posted, credits_pending, credits_posted FROM accounts WHERE id = $1")
+        .bind(account)
+        .fetch_optional(db)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let get = |c: &str| row.try_get::<i64, _>(c).map(|v| v as u64);
+    let (dp, dpo, cp, cpo) = (get("debits_pending")?, get("debits_posted")?, get("credits_pending")?, get("credits_posted")?);
+    Ok(Some(Balance {
+        account: row.try_get("id")?,
+        credits_posted: cpo,
+        debits_posted: dpo,
+        credits_pending: cp,
+        debits_pending: dp,
+        available: cpo.saturating_sub(dpo).saturating_sub(dp),
+    }))
+}
+
 impl Ledger {
     pub fn new(db: Db) -> Self {
         Ledger { db, in_flight: Default::default() }
@@ -245,31 +270,46 @@ impl Ledger {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Transfer>, ApiError> {
-        let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(row.map(|r| transfer_from(&r).map(|(t, _)| t)).transpose()?)
+        transfer(&self.db.pool, id).await
+    }
+
+    /// Transfer `id` as the caller's transaction sees it.
+    pub async fn get_in(&self, tx: &mut Transaction<'static, Any>, id: &str) -> Result<Option<Transfer>, ApiError> {
+        transfer(&mut **tx, id).await
     }
 
     pub async fn balance(&self, account: &str) -> Result<Option<Balance>, ApiError> {
-        let row = sqlx::query(
-            "SELECT id, debits_pending, debits_posted, credits_pending, credits_posted FROM accounts WHERE id = $1",
-        )
-        .bind(account)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let get = |c: &str| row.try_get::<i64, _>(c).map(|v| v as u64);
-        let (dp, dpo, cp, cpo) = (get("debits_pending")?, get("debits_posted")?, get("credits_pending")?, get("credits_posted")?);
-        Ok(Some(Balance {
-            account: row.try_get("id")?,
-            credits_posted: cpo,
-            debits_posted: dpo,
-            credits_pending: cp,
-            debits_pending: dp,
-            available: cpo.saturating_sub(dpo).saturating_sub(dp),
-        }))
+        balance(&self.db.pool, account).await
+    }
+
+    /// `account`'s balance as the caller's transaction sees it.
+    pub async fn balance_in(&self, tx: &mut Transaction<'static, Any>, account: &str) -> Result<Option<Balance>, ApiError> {
+        balance(&mut **tx, account).await
+    }
+
+    /// Lock `accounts` (creating those that do not exist yet) for the rest
+    /// of the caller's transaction, in one order whatever the caller's:
+    /// transactions that move credits between the same accounts wait for
+    /// each other instead of deadlocking. A no-op on SQLite, whose write
+    /// transactions hold the whole database.
+    pub async fn lock_accounts(&self, tx: &mut Transaction<'static, Any>, accounts: &[&str], now_ms: i64) -> Result<(), ApiError> {
+        if self.db.kind != crate::db::Kind::Postgres {
+            return Ok(());
+        }
+        let mut sorted = accounts.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for account in &sorted {
+            ensure_account(tx, account, now_ms).await?;
+        }
+        let placeholders = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT id FROM accounts WHERE id IN ({placeholders}) ORDER BY id FOR UPDATE");
+        let mut lock = sqlx::query_scalar::<_, String>(&sql);
+        for account in &sorted {
+            lock = lock.bind(*account);
+        }
+        lock.fetch_all(&mut **tx).await?;
+        Ok(())
     }
 
     /// Transfers touching `account`, newest first.

@@ -8,9 +8,14 @@
 //!   accepted result; payments and the refund are debits of that account,
 //!   and a debit never overdraws, so a job can never spend another's money.
 //!   Only the market resolves the hold: its id is in the reserved namespace.
+//! - A settlement is one transaction, and it runs inside the transaction
+//!   that accepts the results it pays (a result's, a verdict's): a unit's
+//!   result, decision, marks, payments and the job's end commit together
+//!   or not at all. That transaction locks the job first, then provider
+//!   rows, then accounts, each in one order, so replicas settling the same
+//!   job wait for each other and no two transactions deadlock on the way.
 //! - Every transfer id is deterministic (`lease:{id}:pay`, `job:{id}:refund`):
-//!   a re-run after a crash, or a second replica, replays instead of paying
-//!   twice.
+//!   a re-run, or a second replica, replays instead of paying twice.
 //! - Assertions pair: the refund the market computes from its leases must
 //!   equal what the ledger says the job's escrow still holds, or nothing is
 //!   refunded and the job is set aside for the operator.
@@ -18,9 +23,11 @@
 //!   counted, and set aside with a growing back-off; the sweep goes on.
 
 use super::Jobs;
+use crate::db::{Kind, Tx};
 use crate::error::ApiError;
 use crate::ledger::{FEES, Op, job_escrow};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 /// The first back-off of a job whose settlement failed; it doubles with
 /// each failure up to [`MAX_SETTLE_BACKOFF_MS`].
@@ -36,6 +43,27 @@ pub(super) fn hold_id(job: &str) -> String {
     format!("job:{job}:hold")
 }
 
+/// Lock job `job_id`'s row for the rest of `tx` and read it. Every
+/// transaction that decides, pays or ends a job's units takes this lock
+/// first (on SQLite the write transaction holds the whole database), so
+/// they run one after another and lock the rest in one order.
+pub(super) async fn lock_job(tx: &mut Tx, kind: Kind, job_id: &str) -> Result<AnyRow, ApiError> {
+    let lock = if kind == Kind::Postgres { " FOR UPDATE" } else { "" };
+    sqlx::query(&format!("SELECT * FROM jobs WHERE id = $1{lock}"))
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job `{job_id}`")))
+}
+
+/// One accepted lease's payment: its provider's share and the market's fee.
+struct Payment {
+    lease: String,
+    provider: String,
+    to_provider: u64,
+    fee: u64,
+}
+
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -46,97 +74,132 @@ pub struct SweepReport {
 }
 
 impl Jobs {
-    /// Pay accepted leases and finish the job when every unit is final.
-    /// Safe to run again at any time: every transfer id is deterministic.
+    /// Pay accepted leases and finish the job when every unit is final, in
+    /// one transaction. Safe to run again at any time: every transfer id is
+    /// deterministic, and a failure leaves nothing half done.
     pub async fn settle(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
-        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(job_id).fetch_one(&self.db.pool).await?;
+        let mut tx = self.db.write().await?;
+        self.settle_in(&mut tx, job_id, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Jobs::settle`] inside the caller's transaction, which holds (or
+    /// takes here) the job's lock: no lease of the job is accepted while it
+    /// runs, so what it pays and refunds is final.
+    pub(super) async fn settle_in(&self, tx: &mut Tx, job_id: &str, now: i64) -> Result<(), ApiError> {
+        let job = lock_job(tx, self.db.kind, job_id).await?;
         let buyer: String = job.try_get("buyer")?;
         let max_price = job.try_get::<i64, _>("max_price")? as u64;
-        let escrow = self.escrow_of(job_id).await?;
-        let unpaid = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0")
-            .bind(job_id)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let ending = job.try_get::<String, _>("state")? == "running" && self.ends_now(tx, job_id, job.try_get("expires_at_ms")?, now).await?;
+        let payments = self.payments_due(tx, job_id).await?;
+        if payments.is_empty() && !ending {
+            return Ok(());
+        }
+        let escrow = self.escrow_of(tx, job_id).await?;
+        let mut accounts = vec![escrow.as_str(), buyer.as_str()];
+        accounts.extend(payments.iter().filter(|p| p.to_provider > 0).map(|p| p.provider.as_str()));
+        if payments.iter().any(|p| p.fee > 0) {
+            accounts.push(FEES);
+        }
+        self.ledger.lock_accounts(tx, &accounts, now).await?;
         let mut escrow_posted = job.try_get::<i64, _>("escrow_posted")? == 1;
-        if !unpaid.is_empty() && !escrow_posted {
-            self.post_escrow(job_id, now).await?;
+        if !payments.is_empty() && !escrow_posted {
+            self.post_escrow(tx, job_id, now).await?;
             escrow_posted = true;
         }
-        for lease in unpaid {
-            let (id, provider): (String, String) = (lease.try_get("id")?, lease.try_get("provider")?);
-            let cost = lease.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
-            let fee = cost * self.config.fee_bps / 10_000;
-            if cost - fee > 0 {
-                let op = Op::Single { debit: escrow.clone(), credit: provider, amount: cost - fee };
-                self.ledger.execute(&format!("lease:{id}:pay"), &op, now).await?;
-            }
-            if fee > 0 {
-                let op = Op::Single { debit: escrow.clone(), credit: FEES.into(), amount: fee };
-                self.ledger.execute(&format!("lease:{id}:fee"), &op, now).await?;
-            }
-            sqlx::query("UPDATE leases SET paid = 1 WHERE id = $1").bind(&id).execute(&self.db.pool).await?;
-        }
-        if job.try_get::<String, _>("state")? != "running" {
+        self.pay(tx, &escrow, &payments, now).await?;
+        if !ending {
             return Ok(());
-        }
-        let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'queued'")
-            .bind(job_id)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
-        let expires_at_ms: i64 = job.try_get("expires_at_ms")?;
-        let expired = expires_at_ms <= now;
-        if open > 0 && !expired {
-            return Ok(());
-        }
-        // Results taken before the job expired are judged before it ends:
-        // an honest provider's is paid even when its check comes late.
-        if expired && open > 0 && self.awaits_verdicts(job_id, expires_at_ms, now).await? {
-            return Ok(());
-        }
-        if expired && open > 0 {
-            sqlx::query("UPDATE units SET state = 'failed', message = 'the job expired' WHERE job_id = $1 AND state = 'queued'")
-                .bind(job_id)
-                .execute(&self.db.pool)
-                .await?;
-            sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&self.db.pool).await?;
-        }
-        // Every unit is final now, so no lease is accepted after this point
-        // (a decision needs a queued unit); pay any accepted since the
-        // first read before anything goes back to the buyer.
-        let late: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0")
-            .bind(job_id)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
-        if late > 0 {
-            return Box::pin(self.settle(job_id, now)).await;
         }
         let spent: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS s FROM leases WHERE job_id = $1 AND paid = 1")
             .bind(job_id)
-            .fetch_one(&self.db.pool)
+            .fetch_one(&mut **tx)
             .await?
             .try_get("s")?;
         if escrow_posted {
-            self.refund(job_id, &escrow, &buyer, max_price, spent as u64, now).await?;
+            self.refund(tx, job_id, &escrow, &buyer, max_price, spent as u64, now).await?;
         } else {
-            match self.ledger.execute(&format!("job:{job_id}:void"), &Op::Void { pending_id: hold_id(job_id) }, now).await {
+            match self.ledger.execute_in(tx, &format!("job:{job_id}:void"), &Op::Void { pending_id: hold_id(job_id) }, now).await {
                 Ok(_) | Err(ApiError::NotPending(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        let verified: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'verified'")
+        self.finish(tx, job_id, job.try_get::<i64, _>("expires_at_ms")? <= now, now).await
+    }
+
+    /// Whether running job `job_id` ends in this settlement: every unit is
+    /// final, or the job expired (and waits for no verdict), in which case
+    /// its open units fail and its active leases expire here.
+    async fn ends_now(&self, tx: &mut Tx, job_id: &str, expires_at_ms: i64, now: i64) -> Result<bool, ApiError> {
+        let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'queued'")
             .bind(job_id)
-            .fetch_one(&self.db.pool)
+            .fetch_one(&mut **tx)
             .await?
             .try_get("n")?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1").bind(job_id).fetch_one(&self.db.pool).await?.try_get("n")?;
+        if open == 0 {
+            return Ok(true);
+        }
+        // Results taken before the job expired are judged before it ends:
+        // an honest provider's is paid even when its check comes late.
+        if expires_at_ms > now || self.awaits_verdicts(tx, job_id, expires_at_ms, now).await? {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE units SET state = 'failed', message = 'the job expired' WHERE job_id = $1 AND state = 'queued'")
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&mut **tx).await?;
+        Ok(true)
+    }
+
+    /// The job's accepted (or billed) leases not paid yet, by provider: the
+    /// order the payments lock their accounts in.
+    async fn payments_due(&self, tx: &mut Tx, job_id: &str) -> Result<Vec<Payment>, ApiError> {
+        let rows = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0 ORDER BY provider, id")
+            .bind(job_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let cost = r.try_get::<Option<i64>, _>("cost")?.unwrap_or(0).max(0) as u64;
+                let fee = cost * self.config.fee_bps / 10_000;
+                Ok(Payment { lease: r.try_get("id")?, provider: r.try_get("provider")?, to_provider: cost - fee, fee })
+            })
+            .collect()
+    }
+
+    /// Pay `payments` from `escrow` and mark their leases paid.
+    async fn pay(&self, tx: &mut Tx, escrow: &str, payments: &[Payment], now: i64) -> Result<(), ApiError> {
+        for p in payments {
+            if p.to_provider > 0 {
+                let op = Op::Single { debit: escrow.into(), credit: p.provider.clone(), amount: p.to_provider };
+                self.ledger.execute_in(tx, &format!("lease:{}:pay", p.lease), &op, now).await?;
+            }
+        }
+        for p in payments.iter().filter(|p| p.fee > 0) {
+            let op = Op::Single { debit: escrow.into(), credit: FEES.into(), amount: p.fee };
+            self.ledger.execute_in(tx, &format!("lease:{}:fee", p.lease), &op, now).await?;
+        }
+        for p in payments {
+            sqlx::query("UPDATE leases SET paid = 1 WHERE id = $1").bind(&p.lease).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Record how the job ended: done when every unit is verified.
+    async fn finish(&self, tx: &mut Tx, job_id: &str, expired: bool, now: i64) -> Result<(), ApiError> {
+        let counts = sqlx::query("SELECT COUNT(*) AS total, CAST(COALESCE(SUM(CASE WHEN state = 'verified' THEN 1 ELSE 0 END), 0) AS BIGINT) AS verified FROM units WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let (total, verified): (i64, i64) = (counts.try_get("total")?, counts.try_get("verified")?);
         let state = if verified == total { "done" } else if expired { "expired" } else { "failed" };
         sqlx::query("UPDATE jobs SET state = $1, finished_at_ms = $2 WHERE id = $3 AND state = 'running'")
             .bind(state)
             .bind(now)
             .bind(job_id)
-            .execute(&self.db.pool)
+            .execute(&mut **tx)
             .await?;
         Ok(())
     }
@@ -144,11 +207,12 @@ impl Jobs {
     /// Return what the job did not spend, after checking that the ledger
     /// agrees: the escrow holds exactly the cap less the paid leases (or
     /// exactly nothing, when a replay finds the refund already made).
-    async fn refund(&self, job_id: &str, escrow: &str, buyer: &str, max_price: u64, spent: u64, now: i64) -> Result<(), ApiError> {
+    #[allow(clippy::too_many_arguments)]
+    async fn refund(&self, tx: &mut Tx, job_id: &str, escrow: &str, buyer: &str, max_price: u64, spent: u64, now: i64) -> Result<(), ApiError> {
         let refund = max_price.checked_sub(spent).ok_or_else(|| ApiError::Internal(format!("{job_id} spent {spent} of a {max_price} cap")))?;
         let id = format!("job:{job_id}:refund");
-        let held = self.ledger.balance(escrow).await?.map(|b| b.credits_posted - b.debits_posted).unwrap_or(0);
-        let done = self.ledger.get(&id).await?.is_some();
+        let held = self.ledger.balance_in(tx, escrow).await?.map(|b| b.credits_posted - b.debits_posted).unwrap_or(0);
+        let done = self.ledger.get_in(tx, &id).await?.is_some();
         // (A job of the shared escrow of earlier versions cannot be checked
         // this way: other jobs' funds sit beside its own.)
         let shared = escrow == crate::ledger::ESCROW;
@@ -157,31 +221,31 @@ impl Jobs {
         }
         if refund > 0 {
             let op = Op::Single { debit: escrow.to_string(), credit: buyer.to_string(), amount: refund };
-            self.ledger.execute(&id, &op, now).await?;
+            self.ledger.execute_in(tx, &id, &op, now).await?;
         }
         Ok(())
     }
 
     /// The account the job's hold credits: its own escrow account, or for a
     /// job submitted before escrow was per job, the shared one.
-    async fn escrow_of(&self, job_id: &str) -> Result<String, ApiError> {
-        let hold = self.ledger.get(&hold_id(job_id)).await?;
+    async fn escrow_of(&self, tx: &mut Tx, job_id: &str) -> Result<String, ApiError> {
+        let hold = self.ledger.get_in(tx, &hold_id(job_id)).await?;
         Ok(hold.map(|h| h.credit).unwrap_or_else(|| job_escrow(job_id)))
     }
 
     /// Move the held cap into the job's escrow (once; a re-run finds it settled).
-    async fn post_escrow(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
-        match self.ledger.execute(&format!("job:{job_id}:escrow"), &Op::Post { pending_id: hold_id(job_id), amount: None }, now).await {
+    async fn post_escrow(&self, tx: &mut Tx, job_id: &str, now: i64) -> Result<(), ApiError> {
+        match self.ledger.execute_in(tx, &format!("job:{job_id}:escrow"), &Op::Post { pending_id: hold_id(job_id), amount: None }, now).await {
             Ok(_) => {}
             Err(ApiError::NotPending(_)) => {
-                let hold = self.ledger.get(&hold_id(job_id)).await?;
+                let hold = self.ledger.get_in(tx, &hold_id(job_id)).await?;
                 if hold.map(|h| h.state) != Some(agora_wire::api::TransferState::Settled) {
                     return Err(ApiError::Internal(format!("the escrow hold of {job_id} is gone")));
                 }
             }
             Err(e) => return Err(e),
         }
-        sqlx::query("UPDATE jobs SET escrow_posted = 1 WHERE id = $1").bind(job_id).execute(&self.db.pool).await?;
+        sqlx::query("UPDATE jobs SET escrow_posted = 1 WHERE id = $1").bind(job_id).execute(&mut **tx).await?;
         Ok(())
     }
 

@@ -22,7 +22,9 @@
 //!   are verified, or after [`VERIFY_WAIT_MS`] when the market could not
 //!   verify them (those results are unpaid, and their providers unmarked).
 
+use super::settle::lock_job;
 use super::{Jobs, Mark, decide_unit, random_id};
+use crate::db::Tx;
 use crate::error::ApiError;
 use crate::verify::{MAX_VERIFY_TIMEOUT_MS, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits};
 use agora_wire::api::RunOutcome;
@@ -38,6 +40,7 @@ pub const VERIFY_WAIT_MS: i64 = VERIFY_ATTEMPTS * (MAX_VERIFY_TIMEOUT_MS as i64 
 /// A verification this verifier holds.
 struct Claim {
     lease_id: String,
+    job_id: String,
     token: String,
     attempts: i64,
 }
@@ -109,7 +112,7 @@ impl Jobs {
     async fn claim_verification(&self, now: i64) -> Result<Option<Claim>, ApiError> {
         let mut tx = self.db.write().await?;
         let Some(row) = sqlx::query(
-            "SELECT v.lease_id AS lease_id, v.buyer AS buyer, v.attempts AS attempts, j.timeout_ms AS timeout_ms, j.fuel_limit AS fuel, j.memory_limit AS memory
+            "SELECT v.lease_id AS lease_id, v.job_id AS job_id, v.buyer AS buyer, v.attempts AS attempts, j.timeout_ms AS timeout_ms, j.fuel_limit AS fuel, j.memory_limit AS memory
              FROM verifications v JOIN jobs j ON j.id = v.job_id LEFT JOIN verify_turns t ON t.buyer = v.buyer
              WHERE v.claimed_until_ms <= $1 ORDER BY COALESCE(t.served_at_ms, 0), v.queued_at_ms, v.lease_id LIMIT 1",
         )
@@ -138,7 +141,7 @@ impl Jobs {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(Claim { lease_id, token, attempts: row.try_get::<i64, _>("attempts")? + 1 }))
+        Ok(Some(Claim { lease_id, job_id: row.try_get("job_id")?, token, attempts: row.try_get::<i64, _>("attempts")? + 1 }))
     }
 
     /// The component, input, output and limits of a waiting lease's
@@ -162,33 +165,55 @@ impl Jobs {
     }
 
     /// Apply a verdict under this verifier's claim, in one transaction with
-    /// the unit's decision; then mark and settle.
+    /// the unit's decision, the marks and the job's settlement. Should the
+    /// settlement fail, the verdict is applied without it (the sweeper
+    /// settles the job).
     async fn apply_verdict(&self, claim: &Claim, verdict: Result<bool, VerifyFailure>, now: i64) -> Result<Verified, ApiError> {
+        match self.apply_verdict_once(claim, &verdict, now, true).await? {
+            Ok(verified) => Ok(verified),
+            Err(e) => {
+                tracing::warn!(lease = claim.lease_id, "settling with this verdict failed; the verdict is applied alone and the sweeper settles its job: {e}");
+                self.apply_verdict_once(claim, &verdict, now, false).await?
+            }
+        }
+    }
+
+    /// [`Jobs::apply_verdict`]'s transaction, settling the job in it when
+    /// `settle`. `Ok(Err(e))`: the settlement failed and nothing was
+    /// committed.
+    async fn apply_verdict_once(
+        &self,
+        claim: &Claim,
+        verdict: &Result<bool, VerifyFailure>,
+        now: i64,
+        settle: bool,
+    ) -> Result<Result<Verified, ApiError>, ApiError> {
         let lease_id = claim.lease_id.clone();
         let mut tx = self.db.write().await?;
-        if matches!(&verdict, Err(f) if f.is_verifier_lost()) && claim.attempts < VERIFY_ATTEMPTS {
+        if matches!(verdict, Err(f) if f.is_verifier_lost()) && claim.attempts < VERIFY_ATTEMPTS {
             let released = sqlx::query("UPDATE verifications SET claim = NULL, claimed_until_ms = 0 WHERE lease_id = $1 AND claim = $2")
                 .bind(&lease_id)
                 .bind(&claim.token)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            return Ok(if released.rows_affected() == 1 { Verified::Retry { lease_id } } else { Verified::Superseded { lease_id } });
+            return Ok(Ok(if released.rows_affected() == 1 { Verified::Retry { lease_id } } else { Verified::Superseded { lease_id } }));
         }
+        lock_job(&mut tx, self.db.kind, &claim.job_id).await?;
         let ours = sqlx::query("DELETE FROM verifications WHERE lease_id = $1 AND claim = $2").bind(&lease_id).bind(&claim.token).execute(&mut *tx).await?;
         if ours.rows_affected() != 1 {
-            return Ok(Verified::Superseded { lease_id });
+            return Ok(Ok(Verified::Superseded { lease_id }));
         }
-        let Some(lease) = sqlx::query("SELECT l.job_id AS job_id, l.idx AS idx FROM leases l WHERE l.id = $1 AND l.state = 'verifying'")
+        let Some(lease) = sqlx::query("SELECT l.idx AS idx FROM leases l WHERE l.id = $1 AND l.state = 'verifying'")
             .bind(&lease_id)
             .fetch_optional(&mut *tx)
             .await?
         else {
             tx.commit().await?;
-            return Ok(Verified::Verdict { lease_id, passed: None });
+            return Ok(Ok(Verified::Verdict { lease_id, passed: None }));
         };
-        let (job_id, idx): (String, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?);
-        let (state, message) = match &verdict {
+        let (job_id, idx): (&str, i64) = (&claim.job_id, lease.try_get("idx")?);
+        let (state, message) = match verdict {
             Ok(true) => ("submitted", None),
             Ok(false) => ("rejected", Some("the package's verify rejected the output".to_string())),
             Err(f) => ("failed", Some(format!("verify did not complete: {f}"))),
@@ -200,29 +225,29 @@ impl Jobs {
             .execute(&mut *tx)
             .await?;
         let mut marks: Vec<(String, Mark)> = Vec::new();
-        match (&verdict, message) {
-            (Ok(true), _) => marks.extend(decide_unit(&mut tx, &job_id, idx, true, self.db.kind, self.config.spot_check_rate).await?),
+        match (verdict, message) {
+            (Ok(true), _) => marks.extend(decide_unit(&mut tx, job_id, idx, true, self.db.kind, self.config.spot_check_rate).await?),
             // Rejected: the unit goes on, and the provider is marked once
             // another output passes (`decide_unit`); a verify that rejects
             // everything proves nothing about providers.
             (Ok(false), Some(message)) => {
-                sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(&job_id).bind(idx).execute(&mut *tx).await?;
+                sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(job_id).bind(idx).execute(&mut *tx).await?;
             }
-            (_, message) => self.count_failure(&mut tx, &job_id, idx, &message.unwrap_or_default()).await?,
+            (_, message) => self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default()).await?,
+        }
+        Self::mark_all(&mut tx, marks).await?;
+        if settle && let Err(e) = self.settle_in(&mut tx, job_id, now).await {
+            return Ok(Err(e));
         }
         tx.commit().await?;
-        for (provider, mark) in marks {
-            self.mark(&provider, mark).await?;
-        }
-        self.settle(&job_id, now).await?;
-        Ok(Verified::Verdict { lease_id, passed: verdict.ok() })
+        Ok(Ok(Verified::Verdict { lease_id, passed: verdict.as_ref().ok().copied() }))
     }
 
     /// Whether an expired job still waits for its results' verdicts; once
     /// it stops waiting, results the market never verified are failed
     /// (unpaid, nobody marked).
-    pub(super) async fn awaits_verdicts(&self, job_id: &str, expired_at_ms: i64, now: i64) -> Result<bool, ApiError> {
-        let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM verifications WHERE job_id = $1").bind(job_id).fetch_one(&self.db.pool).await?.try_get("n")?;
+    pub(super) async fn awaits_verdicts(&self, tx: &mut Tx, job_id: &str, expired_at_ms: i64, now: i64) -> Result<bool, ApiError> {
+        let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM verifications WHERE job_id = $1").bind(job_id).fetch_one(&mut **tx).await?.try_get("n")?;
         if waiting == 0 {
             return Ok(false);
         }
@@ -230,13 +255,11 @@ impl Jobs {
             return Ok(true);
         }
         tracing::warn!(job = job_id, waiting, "settling an expired job without the verdicts of results the market could not verify");
-        let mut tx = self.db.write().await?;
         sqlx::query("UPDATE leases SET state = 'failed', message = 'the market could not verify this result' WHERE job_id = $1 AND state = 'verifying'")
             .bind(job_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        sqlx::query("DELETE FROM verifications WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
-        tx.commit().await?;
+        sqlx::query("DELETE FROM verifications WHERE job_id = $1").bind(job_id).execute(&mut **tx).await?;
         Ok(false)
     }
 

@@ -8,6 +8,7 @@ mod lifecycle_sim;
 mod ledger;
 mod registry;
 mod service;
+mod settling;
 mod simulation;
 mod verifying;
 
