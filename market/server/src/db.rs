@@ -113,3 +113,30 @@ impl Db {
         }
     }
 }
+
+/// A column stored as text and read as `T` through its `FromStr` (the state
+/// enums of `agora-wire`): a typed field of a `sqlx::FromRow` row, so a
+/// stored state no variant names is a decode error, never a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Text<T>(pub T);
+
+impl<T> sqlx::Type<Any> for Text<T> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> sqlx::Decode<'r, Any> for Text<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <String as sqlx::Decode<'r, Any>>::decode(value)?;
+        Ok(Text(text.parse()?))
+    }
+}

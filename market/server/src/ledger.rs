@@ -14,10 +14,9 @@
 //! - A transfer id is unique; a retry with the same id and request returns
 //!   the first outcome, with another request it is refused.
 
-use crate::db::Db;
+use crate::db::{Db, Kind, Text};
 use crate::error::ApiError;
 use agora_wire::api::{Balance, InvariantReport, Page, Transfer, TransferState};
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 /// The issuance account: minting debits it (it alone may go negative).
@@ -116,30 +115,54 @@ pub fn check_amount(what: &'static str, value: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn state_of(text: &str) -> TransferState {
-    match text {
-        "pending" => TransferState::Pending,
-        "settled" => TransferState::Settled,
-        "voided" => TransferState::Voided,
-        "expired" => TransferState::Expired,
-        _ => TransferState::Posted,
+/// A `transfers` row as stored: the transfer and the digest of the request
+/// that made it (a retry with another request is refused).
+#[derive(sqlx::FromRow)]
+struct TransferRow {
+    id: String,
+    request_digest: String,
+    debit: String,
+    credit: String,
+    amount: i64,
+    kind: String,
+    state: Text<TransferState>,
+    pending_id: Option<String>,
+    amount_posted: Option<i64>,
+    created_at_ms: i64,
+    expires_at_ms: Option<i64>,
+}
+
+impl TransferRow {
+    fn into_parts(self) -> (Transfer, String) {
+        let transfer = Transfer {
+            id: self.id,
+            debit: self.debit,
+            credit: self.credit,
+            amount: self.amount as u64,
+            kind: self.kind,
+            state: self.state.0,
+            pending_id: self.pending_id,
+            amount_posted: self.amount_posted.map(|v| v as u64),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        };
+        (transfer, self.request_digest)
     }
 }
 
-fn transfer_from(row: &AnyRow) -> Result<(Transfer, String), sqlx::Error> {
-    let transfer = Transfer {
-        id: row.try_get("id")?,
-        debit: row.try_get("debit")?,
-        credit: row.try_get("credit")?,
-        amount: row.try_get::<i64, _>("amount")? as u64,
-        kind: row.try_get("kind")?,
-        state: state_of(&row.try_get::<String, _>("state")?),
-        pending_id: row.try_get("pending_id")?,
-        amount_posted: row.try_get::<Option<i64>, _>("amount_posted")?.map(|v| v as u64),
-        created_at_ms: row.try_get("created_at_ms")?,
-        expires_at_ms: row.try_get("expires_at_ms")?,
-    };
-    Ok((transfer, row.try_get("request_digest")?))
+/// The `transfers` row `id`, read through `db` (the pool or a transaction).
+async fn transfer_row<'e>(db: impl sqlx::Executor<'e, Database = Any>, id: &str) -> Result<Option<TransferRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransferRow>(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1")).bind(id).fetch_optional(db).await
+}
+
+/// An `accounts` row's counters.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: String,
+    debits_pending: i64,
+    debits_posted: i64,
+    credits_pending: i64,
+    credits_posted: i64,
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -155,26 +178,26 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Transfer `id`, read through `db` (the pool or a transaction).
 async fn transfer<'e>(db: impl sqlx::Executor<'e, Database = Any>, id: &str) -> Result<Option<Transfer>, ApiError> {
-    let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1")).bind(id).fetch_optional(db).await?;
-    Ok(row.map(|r| transfer_from(&r).map(|(t, _)| t)).transpose()?)
+    Ok(transfer_row(db, id).await?.map(|r| r.into_parts().0))
 }
 
 /// `account`'s balance, read through `db` (the pool or a transaction).
 async fn balance<'e>(db: impl sqlx::Executor<'e, Database = Any>, account: &str) -> Result<Option<Balance>, ApiError> {
-    let row = sqlx::query("SELECT id, debits_pending, debits_posted, credits_pending, credits_posted FROM accounts WHERE id = $1")
+    let row = sqlx::query_as::<_, AccountRow>("SELECT id, debits_pending, debits_posted, credits_pending, credits_posted FROM accounts WHERE id = $1")
         .bind(account)
         .fetch_optional(db)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let get = |c: &str| row.try_get::<i64, _>(c).map(|v| v as u64);
-    let (dp, dpo, cp, cpo) = (get("debits_pending")?, get("debits_posted")?, get("credits_pending")?, get("credits_posted")?);
-    Ok(Some(Balance {
-        account: row.try_get("id")?,
-        credits_posted: cpo,
-        debits_posted: dpo,
-        credits_pending: cp,
-        debits_pending: dp,
-        available: cpo.saturating_sub(dpo).saturating_sub(dp),
+    Ok(row.map(|a| {
+        let (credits_posted, debits_posted) = (a.credits_posted as u64, a.debits_posted as u64);
+        let (credits_pending, debits_pending) = (a.credits_pending as u64, a.debits_pending as u64);
+        Balance {
+            available: credits_posted.saturating_sub(debits_posted).saturating_sub(debits_pending),
+            account: a.id,
+            credits_posted,
+            debits_posted,
+            credits_pending,
+            debits_pending,
+        }
     }))
 }
 
@@ -204,7 +227,7 @@ impl Ledger {
         if let Some(existing) = self.replay(tx, id, &digest).await? {
             return existing;
         }
-        match apply(tx, id, op, &digest, now_ms).await {
+        match apply(tx, self.db.kind, id, op, &digest, now_ms).await {
             Ok(transfer) => Ok(transfer),
             Err(Failure::Sql(e)) if is_unique_violation(&e) => Err(ApiError::TransferConflict(id.into())),
             Err(Failure::Sql(e)) => Err(e.into()),
@@ -224,7 +247,7 @@ impl Ledger {
         if let Some(existing) = self.replay(&mut tx, id, &digest).await? {
             return existing;
         }
-        let result = apply(&mut tx, id, op, &digest, now_ms).await;
+        let result = apply(&mut tx, self.db.kind, id, op, &digest, now_ms).await;
         match result {
             Ok(transfer) => match tx.commit().await {
                 Ok(()) => Ok(transfer),
@@ -247,14 +270,10 @@ impl Ledger {
         id: &str,
         digest: &str,
     ) -> Result<Option<Result<Transfer, ApiError>>, ApiError> {
-        let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(match row {
+        Ok(match transfer_row(&mut **tx, id).await? {
             None => None,
             Some(row) => {
-                let (transfer, first_digest) = transfer_from(&row)?;
+                let (transfer, first_digest) = row.into_parts();
                 Some(if first_digest == digest { Ok(transfer) } else { Err(ApiError::TransferConflict(id.into())) })
             }
         })
@@ -287,35 +306,16 @@ impl Ledger {
         balance(&mut **tx, account).await
     }
 
-    /// Lock `accounts` (creating those that do not exist yet) for the rest
-    /// of the caller's transaction, in one order whatever the caller's:
-    /// transactions that move credits between the same accounts wait for
-    /// each other instead of deadlocking. A no-op on SQLite, whose write
-    /// transactions hold the whole database.
+    /// Lock `accounts` for the rest of the caller's transaction: see
+    /// [`lock_accounts`].
     pub async fn lock_accounts(&self, tx: &mut Transaction<'static, Any>, accounts: &[&str], now_ms: i64) -> Result<(), ApiError> {
-        if self.db.kind != crate::db::Kind::Postgres {
-            return Ok(());
-        }
-        let mut sorted = accounts.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        for account in &sorted {
-            ensure_account(tx, account, now_ms).await?;
-        }
-        let placeholders = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let sql = format!("SELECT id FROM accounts WHERE id IN ({placeholders}) ORDER BY id FOR UPDATE");
-        let mut lock = sqlx::query_scalar::<_, String>(&sql);
-        for account in &sorted {
-            lock = lock.bind(*account);
-        }
-        lock.fetch_all(&mut **tx).await?;
-        Ok(())
+        Ok(lock_accounts(tx, self.db.kind, accounts, now_ms).await?)
     }
 
     /// Transfers touching `account`, newest first.
     pub async fn history(&self, account: &str, page: u32, per_page: u32) -> Result<Page<Transfer>, ApiError> {
         let per_page = per_page.clamp(1, 200);
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, TransferRow>(&format!(
             "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE debit = $1 OR credit = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3"
         ))
         .bind(account)
@@ -328,7 +328,7 @@ impl Ledger {
             .fetch_one(&self.db.pool)
             .await?
             .try_get("n")?;
-        let items = rows.iter().map(|r| transfer_from(r).map(|(t, _)| t)).collect::<Result<_, _>>()?;
+        let items = rows.into_iter().map(|r| r.into_parts().0).collect();
         Ok(Page { items, page, per_page, total: total as u64 })
     }
 
@@ -361,7 +361,10 @@ impl Ledger {
 
     async fn expire(&self, id: &str) -> Result<bool, ApiError> {
         let mut tx = self.db.write().await?;
-        match resolve(&mut tx, id, "expired", 0).await {
+        let Some(row) = transfer_row(&mut *tx, id).await? else { return Ok(false) };
+        let (hold, _) = row.into_parts();
+        lock_accounts(&mut tx, self.db.kind, &[hold.debit.as_str(), hold.credit.as_str()], 0).await?;
+        match resolve(&mut tx, id, TransferState::Expired, 0).await {
             Ok(_) => {
                 tx.commit().await?;
                 Ok(true)
@@ -450,6 +453,35 @@ impl From<ApiError> for Failure {
     }
 }
 
+/// Lock `accounts` (creating those that do not exist yet) for the rest of
+/// `tx`, in id order whatever the caller's order. Every transaction that
+/// writes accounts takes them this way before writing any (each transfer
+/// here, a settlement all of its accounts at once), so transactions moving
+/// credits between the same accounts wait for each other instead of
+/// deadlocking. A no-op on SQLite, whose write transactions hold the whole
+/// database.
+async fn lock_accounts(tx: &mut Transaction<'static, Any>, kind: Kind, accounts: &[&str], now_ms: i64) -> Result<(), sqlx::Error> {
+    if kind != Kind::Postgres {
+        return Ok(());
+    }
+    let mut sorted = accounts.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for account in &sorted {
+        ensure_account(tx, account, now_ms).await?;
+    }
+    let placeholders = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    // NO KEY UPDATE: the strength an UPDATE of the counters takes anyway,
+    // which leaves foreign-key checks of new transfers unblocked.
+    let sql = format!("SELECT id FROM accounts WHERE id IN ({placeholders}) ORDER BY id FOR NO KEY UPDATE");
+    let mut lock = sqlx::query_scalar::<_, String>(&sql);
+    for account in &sorted {
+        lock = lock.bind(*account);
+    }
+    lock.fetch_all(&mut **tx).await?;
+    Ok(())
+}
+
 async fn ensure_account(tx: &mut Transaction<'static, Any>, id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
     let kind = if is_market_id(id) { "escrow" } else { "user" };
     sqlx::query("INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, $3, $2) ON CONFLICT (id) DO NOTHING")
@@ -500,13 +532,6 @@ async fn insert(
     t: &Transfer,
     digest: &str,
 ) -> Result<(), sqlx::Error> {
-    let state = match t.state {
-        TransferState::Posted => "posted",
-        TransferState::Pending => "pending",
-        TransferState::Settled => "settled",
-        TransferState::Voided => "voided",
-        TransferState::Expired => "expired",
-    };
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
@@ -516,7 +541,7 @@ async fn insert(
     .bind(&t.credit)
     .bind(t.amount as i64)
     .bind(&t.kind)
-    .bind(state)
+    .bind(t.state.as_str())
     .bind(t.pending_id.clone())
     .bind(t.amount_posted.map(|v| v as i64))
     .bind(t.created_at_ms)
@@ -526,7 +551,7 @@ async fn insert(
     Ok(())
 }
 
-async fn apply(tx: &mut Transaction<'static, Any>, id: &str, op: &Op, digest: &str, now_ms: i64) -> Result<Transfer, Failure> {
+async fn apply(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, op: &Op, digest: &str, now_ms: i64) -> Result<Transfer, Failure> {
     let record = |debit: &str, credit: &str, amount: u64, kind: &str, state| Transfer {
         id: id.into(),
         debit: debit.into(),
@@ -541,10 +566,12 @@ async fn apply(tx: &mut Transaction<'static, Any>, id: &str, op: &Op, digest: &s
     };
     let transfer = match op {
         Op::Single { debit: from, credit: to, amount: value } => {
+            lock_accounts(tx, kind, &[from.as_str(), to.as_str()], now_ms).await?;
             move_posted(tx, from, to, *value, now_ms).await?;
             record(from, to, *value, "single", TransferState::Posted)
         }
         Op::Mint { account: to, amount: value } => {
+            lock_accounts(tx, kind, &[MINT, to.as_str()], now_ms).await?;
             move_posted(tx, MINT, to, *value, now_ms).await?;
             record(MINT, to, *value, "mint", TransferState::Posted)
         }
@@ -558,6 +585,7 @@ async fn apply(tx: &mut Transaction<'static, Any>, id: &str, op: &Op, digest: &s
             let value_i = amount(*value)?;
             ensure_account(tx, from, now_ms).await?;
             ensure_account(tx, to, now_ms).await?;
+            lock_accounts(tx, kind, &[from.as_str(), to.as_str()], now_ms).await?;
             debit(tx, from, "debits_pending", value_i).await?;
             credit(tx, to, "credits_pending", value_i).await?;
             let mut t = record(from, to, *value, "hold", TransferState::Pending);
@@ -565,19 +593,19 @@ async fn apply(tx: &mut Transaction<'static, Any>, id: &str, op: &Op, digest: &s
             t
         }
         Op::Post { pending_id, amount: requested } => {
-            let hold = pending_hold(tx, pending_id, now_ms).await?;
+            let hold = pending_hold(tx, kind, pending_id, now_ms).await?;
             let value = requested.unwrap_or(hold.amount);
             if value > hold.amount {
                 return Err(ApiError::Invalid(format!("post of {value} exceeds the hold of {}", hold.amount)).into());
             }
-            resolve(tx, pending_id, "settled", value).await?;
+            resolve(tx, pending_id, TransferState::Settled, value).await?;
             let mut t = record(&hold.debit, &hold.credit, value, "post", TransferState::Posted);
             t.pending_id = Some(pending_id.clone());
             t
         }
         Op::Void { pending_id } => {
-            let hold = pending_hold(tx, pending_id, now_ms).await?;
-            resolve(tx, pending_id, "voided", 0).await?;
+            let hold = pending_hold(tx, kind, pending_id, now_ms).await?;
+            resolve(tx, pending_id, TransferState::Voided, 0).await?;
             let mut t = record(&hold.debit, &hold.credit, hold.amount, "void", TransferState::Voided);
             t.pending_id = Some(pending_id.clone());
             t
@@ -599,14 +627,13 @@ async fn move_posted(tx: &mut Transaction<'static, Any>, from: &str, to: &str, v
     credit(tx, to, "credits_posted", value).await
 }
 
-/// The pending hold `id`, or NotPending (also when it has just expired).
-async fn pending_hold(tx: &mut Transaction<'static, Any>, id: &str, now_ms: i64) -> Result<Transfer, Failure> {
-    let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else { return Err(ApiError::NotFound(format!("no transfer `{id}`")).into()) };
-    let (hold, _) = transfer_from(&row)?;
+/// The pending hold `id`, its accounts locked (before the hold's row, as
+/// every resolver locks them), or NotPending (also when it has just
+/// expired).
+async fn pending_hold(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, now_ms: i64) -> Result<Transfer, Failure> {
+    let Some(row) = transfer_row(&mut **tx, id).await? else { return Err(ApiError::NotFound(format!("no transfer `{id}`")).into()) };
+    let (hold, _) = row.into_parts();
+    lock_accounts(tx, kind, &[hold.debit.as_str(), hold.credit.as_str()], now_ms).await?;
     if hold.kind != "hold" || hold.state != TransferState::Pending {
         return Err(ApiError::NotPending(id.into()).into());
     }
@@ -619,9 +646,9 @@ async fn pending_hold(tx: &mut Transaction<'static, Any>, id: &str, now_ms: i64)
 /// Resolve hold `id` once: `state` is settled (moving `posted`), voided or
 /// expired. The conditional update is the lock: a second resolver changes
 /// no row and gets NotPending.
-async fn resolve(tx: &mut Transaction<'static, Any>, id: &str, state: &str, posted: u64) -> Result<Transfer, Failure> {
+async fn resolve(tx: &mut Transaction<'static, Any>, id: &str, state: TransferState, posted: u64) -> Result<Transfer, Failure> {
     let done = sqlx::query("UPDATE transfers SET state = $1, amount_posted = $2 WHERE id = $3 AND state = 'pending'")
-        .bind(state)
+        .bind(state.as_str())
         .bind(posted as i64)
         .bind(id)
         .execute(&mut **tx)
@@ -629,8 +656,7 @@ async fn resolve(tx: &mut Transaction<'static, Any>, id: &str, state: &str, post
     if done.rows_affected() != 1 {
         return Err(ApiError::NotPending(id.into()).into());
     }
-    let row = sqlx::query(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1")).bind(id).fetch_one(&mut **tx).await?;
-    let (hold, _) = transfer_from(&row)?;
+    let (hold, _) = transfer_row(&mut **tx, id).await?.ok_or(sqlx::Error::RowNotFound)?.into_parts();
     let held = hold.amount as i64;
     sqlx::query("UPDATE accounts SET debits_pending = debits_pending - $1, debits_posted = debits_posted + $2 WHERE id = $3")
         .bind(held)

@@ -9,6 +9,57 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
+/// A stored or wire text that names no variant of a state enum.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a {what}")]
+pub struct UnknownState {
+    pub what: &'static str,
+    pub text: String,
+}
+
+/// `as_str`, `ALL`, `Display`, `FromStr` and `TryFrom<String>` for an enum
+/// of unit variants, from one table of its text forms: the forms stored in
+/// the market's database and sent on the wire (serde's kebab-case gives the
+/// same; a test holds them together).
+macro_rules! text_forms {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = UnknownState;
+
+            fn from_str(text: &str) -> Result<Self, UnknownState> {
+                match text {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(UnknownState { what: stringify!($ty), text: other.to_string() }),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = UnknownState;
+
+            fn try_from(text: String) -> Result<Self, UnknownState> {
+                text.parse()
+            }
+        }
+    };
+}
+
 /// Every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -107,6 +158,8 @@ pub enum TransferState {
     Voided,
     Expired,
 }
+
+text_forms!(TransferState { Posted => "posted", Pending => "pending", Settled => "settled", Voided => "voided", Expired => "expired" });
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -485,6 +538,8 @@ pub enum JobState {
     Expired,
 }
 
+text_forms!(JobState { Running => "running", Done => "done", Failed => "failed", Expired => "expired" });
+
 /// Where a unit is, as buyers see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -502,36 +557,56 @@ pub enum UnitState {
     Failed,
 }
 
-impl UnitState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnitState::Queued => "queued",
-            UnitState::Running => "running",
-            UnitState::Verifying => "verifying",
-            UnitState::Verified => "verified",
-            UnitState::Failed => "failed",
-        }
-    }
+text_forms!(UnitState { Queued => "queued", Running => "running", Verifying => "verifying", Verified => "verified", Failed => "failed" });
 
+/// Where a lease is, as the market stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseState {
+    /// The provider runs it.
+    Active,
+    /// Its result is in, waiting for the unit's decision.
+    Submitted,
+    /// Its result waits for the market's verifiers (`verify`).
+    Verifying,
+    /// Its result is the unit's (or agrees with it): paid.
+    Accepted,
+    /// A failed run billed as the job's own failure: paid.
+    Billed,
+    /// Its run failed, or the market could not verify its result.
+    Failed,
+    /// Its output lost the unit's decision or failed `verify`.
+    Rejected,
+    /// It lapsed, or its job ended first.
+    Expired,
+    /// A late replica of a unit decided without it.
+    Cancelled,
+}
+
+text_forms!(LeaseState {
+    Active => "active",
+    Submitted => "submitted",
+    Verifying => "verifying",
+    Accepted => "accepted",
+    Billed => "billed",
+    Failed => "failed",
+    Rejected => "rejected",
+    Expired => "expired",
+    Cancelled => "cancelled",
+});
+
+impl LeaseState {
+    /// Whether the market pays the lease.
+    pub fn is_paid_work(self) -> bool {
+        matches!(self, LeaseState::Accepted | LeaseState::Billed)
+    }
+}
+
+impl UnitState {
     /// Whether the unit's outcome is decided.
     pub fn is_final(self) -> bool {
         matches!(self, UnitState::Verified | UnitState::Failed)
-    }
-}
-
-impl std::str::FromStr for UnitState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [UnitState::Queued, UnitState::Running, UnitState::Verifying, UnitState::Verified, UnitState::Failed]
-            .into_iter()
-            .find(|u| u.as_str() == s)
-            .ok_or_else(|| format!("unknown unit state `{s}`"))
-    }
-}
-
-impl std::fmt::Display for UnitState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -646,24 +721,14 @@ pub enum RunOutcome {
     WorkerLost,
 }
 
-impl RunOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Ok => "ok",
-            RunOutcome::JobError => "job-error",
-            RunOutcome::LimitExceeded => "limit-exceeded",
-            RunOutcome::Trap => "trap",
-            RunOutcome::Refused => "refused",
-            RunOutcome::WorkerLost => "worker-lost",
-        }
-    }
-}
-
-impl std::fmt::Display for RunOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+text_forms!(RunOutcome {
+    Ok => "ok",
+    JobError => "job-error",
+    LimitExceeded => "limit-exceeded",
+    Trap => "trap",
+    Refused => "refused",
+    WorkerLost => "worker-lost",
+});
 
 /// [`ResultReport::signed_bytes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -708,4 +773,28 @@ pub struct MarketStats {
     /// Median ask of online providers, scaled by utilization (queue depth
     /// against capacity): what a new job should offer to be picked up soon.
     pub suggested_ask: Ask,
+}
+
+#[cfg(test)]
+mod text_form_tests {
+    use super::*;
+
+    /// The one table of text forms agrees with serde's, which the wire and
+    /// result signatures use.
+    fn agrees<T: Serialize + Copy + std::fmt::Display + std::str::FromStr<Err = UnknownState> + PartialEq + std::fmt::Debug>(all: &[T]) {
+        for v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), serde_json::Value::String(v.to_string()));
+            assert_eq!(v.to_string().parse::<T>().unwrap(), *v);
+        }
+    }
+
+    #[test]
+    fn text_forms_are_serde_forms() {
+        agrees(TransferState::ALL);
+        agrees(JobState::ALL);
+        agrees(UnitState::ALL);
+        agrees(LeaseState::ALL);
+        agrees(RunOutcome::ALL);
+        assert_eq!("paid".parse::<LeaseState>(), Err(UnknownState { what: "LeaseState", text: "paid".into() }));
+    }
 }

@@ -1,6 +1,5 @@
-//! Settlement and the sweeper: paying accepted leases from the job's own
-//! escrow, refunding what was not spent, expiring lost leases, and the
-//! per-job escrow invariant.
+//! Settlement: paying accepted leases from the job's own escrow,
+//! refunding what was not spent, and the per-job escrow invariant.
 //!
 //! Design choices:
 //! - Each job has its own escrow account ([`job_escrow`]). Its hold
@@ -11,49 +10,144 @@
 //! - A settlement is one transaction, and it runs inside the transaction
 //!   that accepts the results it pays (a result's, a verdict's): a unit's
 //!   result, decision, marks, payments and the job's end commit together
-//!   or not at all. That transaction locks the job first, then provider
-//!   rows, then accounts, each in one order, so replicas settling the same
-//!   job wait for each other and no two transactions deadlock on the way.
+//!   or not at all. That transaction locks the job's row first, then its
+//!   leases and units, then accounts (in id order, as every ledger write
+//!   does), then provider rows (in id order), so replicas settling the same
+//!   job wait for each other and transactions wait rather than deadlock.
+//! - Failure degrades, never loses: a settlement whose end fails is rolled
+//!   back and its payments made alone ([`Settling`]); a result whose job
+//!   cannot be settled is taken alone, for the sweeper.
 //! - Every transfer id is deterministic (`lease:{id}:pay`, `job:{id}:refund`):
 //!   a re-run, or a second replica, replays instead of paying twice.
 //! - Assertions pair: the refund the market computes from its leases must
 //!   equal what the ledger says the job's escrow still holds, or nothing is
 //!   refunded and the job is set aside for the operator.
-//! - The sweeper isolates every item: a job whose settlement fails is logged,
-//!   counted, and set aside with a growing back-off; the sweep goes on.
 
 use super::Jobs;
-use crate::db::{Kind, Tx};
+use crate::db::{Kind, Text, Tx};
+use agora_wire::api::{JobState, TransferState};
 use crate::error::ApiError;
 use crate::ledger::{FEES, Op, job_escrow};
 use sqlx::Row;
-use sqlx::any::AnyRow;
-
-/// The first back-off of a job whose settlement failed; it doubles with
-/// each failure up to [`MAX_SETTLE_BACKOFF_MS`].
-pub const SETTLE_BACKOFF_MS: i64 = 60_000;
-/// The longest a failing job waits between settlement attempts.
-pub const MAX_SETTLE_BACKOFF_MS: i64 = 3_600_000;
-/// Lost leases expired per sweep.
-const LEASES_PER_SWEEP: i64 = 500;
-/// Jobs settled per sweep.
-const JOBS_PER_SWEEP: i64 = 200;
 
 pub(super) fn hold_id(job: &str) -> String {
     format!("job:{job}:hold")
+}
+
+/// What settlement reads of a job.
+#[derive(sqlx::FromRow)]
+pub(super) struct JobRow {
+    pub buyer: String,
+    pub max_price: i64,
+    pub state: Text<JobState>,
+    pub expires_at_ms: i64,
+    /// 1 once the hold is posted into the job's escrow.
+    pub escrow_posted: i64,
+    /// Set aside after failed settlements until then.
+    pub settle_after_ms: i64,
+}
+
+/// What a transaction settles of its job, from the most to nothing: each
+/// caller tries the next when the one before fails, so a job whose end
+/// cannot be settled still pays its providers, and a result whose job
+/// cannot be settled at all is still taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Settling {
+    /// Pay accepted leases, and end the job when it is over.
+    Everything,
+    /// Pay accepted leases only.
+    Payments,
+    Nothing,
+}
+
+impl Settling {
+    pub(super) const FALLBACKS: [Settling; 3] = [Settling::Everything, Settling::Payments, Settling::Nothing];
 }
 
 /// Lock job `job_id`'s row for the rest of `tx` and read it. Every
 /// transaction that decides, pays or ends a job's units takes this lock
 /// first (on SQLite the write transaction holds the whole database), so
 /// they run one after another and lock the rest in one order.
-pub(super) async fn lock_job(tx: &mut Tx, kind: Kind, job_id: &str) -> Result<AnyRow, ApiError> {
+pub(super) async fn lock_job(tx: &mut Tx, kind: Kind, job_id: &str) -> Result<JobRow, ApiError> {
     let lock = if kind == Kind::Postgres { " FOR UPDATE" } else { "" };
-    sqlx::query(&format!("SELECT * FROM jobs WHERE id = $1{lock}"))
+    sqlx::query_as::<_, JobRow>(&format!("SELECT buyer, max_price, state, expires_at_ms, escrow_posted, settle_after_ms FROM jobs WHERE id = $1{lock}"))
         .bind(job_id)
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job `{job_id}`")))
+}
+
+/// A lease due to be paid, as stored.
+#[derive(sqlx::FromRow)]
+struct DueLease {
+    id: String,
+    provider: String,
+    cost: Option<i64>,
+}
+
+/// One job's line of the escrow equation, as [`Jobs::check_escrows`]
+/// reads it: the job, its hold, its escrow account, and what its leases
+/// and the ledger say it paid and refunded.
+#[derive(sqlx::FromRow)]
+struct EscrowLine {
+    id: String,
+    buyer: String,
+    state: Text<JobState>,
+    max_price: i64,
+    h_debit: Option<String>,
+    h_credit: Option<String>,
+    h_amount: Option<i64>,
+    h_state: Option<String>,
+    h_posted: Option<i64>,
+    a_in: i64,
+    a_out: i64,
+    a_pending: i64,
+    leases_paid: i64,
+    ledger_paid: i64,
+    refunded: i64,
+}
+
+impl EscrowLine {
+    /// What is wrong with this job's escrow (nothing, for a job of the
+    /// shared escrow of earlier versions: the ledger's own checks cover it).
+    fn violations(&self) -> Vec<String> {
+        let (id, max_price) = (&self.id, self.max_price);
+        if self.h_credit.as_deref() == Some(crate::ledger::ESCROW) {
+            return Vec::new();
+        }
+        let hold_ok = self.h_debit.as_deref() == Some(self.buyer.as_str())
+            && self.h_credit.as_deref() == Some(job_escrow(id).as_str())
+            && self.h_amount == Some(max_price);
+        if !hold_ok {
+            return vec![format!("job {id}: its hold is not the buyer's cap of {max_price} into its escrow")];
+        }
+        let hold_state = self.h_state.as_deref().and_then(|s| s.parse::<TransferState>().ok());
+        let released = match hold_state {
+            Some(TransferState::Voided | TransferState::Expired) => max_price,
+            Some(TransferState::Settled) => max_price - self.h_posted.unwrap_or(0),
+            _ => 0,
+        };
+        let mut violations = Vec::new();
+        let still_held = self.a_in - self.a_out + self.a_pending;
+        if self.a_in - self.a_out < 0 {
+            violations.push(format!("job {id}: its escrow is negative ({})", self.a_in - self.a_out));
+        }
+        if max_price != self.ledger_paid + self.refunded + released + still_held {
+            violations.push(format!(
+                "job {id}: held {max_price} != paid and fees {} + refunded {} + released {released} + still held {still_held}",
+                self.ledger_paid, self.refunded
+            ));
+        }
+        // Paired: a lease is marked paid in the transaction that pays it,
+        // so the leases and the ledger agree to the credit.
+        if self.leases_paid != self.ledger_paid {
+            violations.push(format!("job {id}: its leases record {} paid, the ledger {}", self.leases_paid, self.ledger_paid));
+        }
+        if self.state.0 != JobState::Running && (still_held != 0 || hold_state == Some(TransferState::Pending)) {
+            violations.push(format!("job {id}: finished with {still_held} still held"));
+        }
+        violations
+    }
 }
 
 /// One accepted lease's payment: its provider's share and the market's fee.
@@ -64,34 +158,45 @@ struct Payment {
     fee: u64,
 }
 
-/// What one sweep did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    pub leases_expired: u64,
-    pub jobs_settled: u64,
-    /// Items that failed and were set aside.
-    pub failures: u64,
-}
-
 impl Jobs {
     /// Pay accepted leases and finish the job when every unit is final, in
     /// one transaction. Safe to run again at any time: every transfer id is
     /// deterministic, and a failure leaves nothing half done.
+    /// Should the job's end fail (a refund the ledger contradicts, a hold
+    /// gone), its providers are paid all the same and the error returned,
+    /// for the sweeper to set the job aside.
     pub async fn settle(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
+        let ended = self.settle_once(job_id, now, Settling::Everything).await;
+        if let Err(e) = &ended {
+            tracing::warn!(job = job_id, "ending the job failed; paying its accepted leases alone: {e}");
+            self.settle_once(job_id, now, Settling::Payments).await?;
+        }
+        ended
+    }
+
+    async fn settle_once(&self, job_id: &str, now: i64, scope: Settling) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
-        self.settle_in(&mut tx, job_id, now).await?;
+        if let Err(e) = self.settle_in(&mut tx, job_id, now, scope).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
         tx.commit().await?;
         Ok(())
     }
 
     /// [`Jobs::settle`] inside the caller's transaction, which holds (or
     /// takes here) the job's lock: no lease of the job is accepted while it
-    /// runs, so what it pays and refunds is final.
-    pub(super) async fn settle_in(&self, tx: &mut Tx, job_id: &str, now: i64) -> Result<(), ApiError> {
-        let job = lock_job(tx, self.db.kind, job_id).await?;
-        let buyer: String = job.try_get("buyer")?;
-        let max_price = job.try_get::<i64, _>("max_price")? as u64;
-        let ending = job.try_get::<String, _>("state")? == "running" && self.ends_now(tx, job_id, job.try_get("expires_at_ms")?, now).await?;
+    /// runs, so what it pays and refunds is final. `scope` says whether it
+    /// may end the job; a job set aside after failed settlements ends only
+    /// when the sweeper's back-off is over.
+    pub(super) async fn settle_in(&self, tx: &mut Tx, job_id: &str, now: i64, scope: Settling) -> Result<(), ApiError> {
+        if scope == Settling::Nothing {
+            return Ok(());
+        }
+        let JobRow { buyer, max_price, state: Text(state), expires_at_ms, escrow_posted, settle_after_ms } = lock_job(tx, self.db.kind, job_id).await?;
+        let max_price = max_price as u64;
+        let may_end = scope == Settling::Everything && state == JobState::Running && settle_after_ms <= now;
+        let ending = may_end && self.ends_now(tx, job_id, expires_at_ms, now).await?;
         let payments = self.payments_due(tx, job_id).await?;
         if payments.is_empty() && !ending {
             return Ok(());
@@ -103,7 +208,7 @@ impl Jobs {
             accounts.push(FEES);
         }
         self.ledger.lock_accounts(tx, &accounts, now).await?;
-        let mut escrow_posted = job.try_get::<i64, _>("escrow_posted")? == 1;
+        let mut escrow_posted = escrow_posted == 1;
         if !payments.is_empty() && !escrow_posted {
             self.post_escrow(tx, job_id, now).await?;
             escrow_posted = true;
@@ -125,7 +230,7 @@ impl Jobs {
                 Err(e) => return Err(e),
             }
         }
-        self.finish(tx, job_id, job.try_get::<i64, _>("expires_at_ms")? <= now, now).await
+        self.finish(tx, job_id, expires_at_ms <= now, now).await
     }
 
     /// Whether running job `job_id` ends in this settlement: every unit is
@@ -153,20 +258,24 @@ impl Jobs {
         Ok(true)
     }
 
-    /// The job's accepted (or billed) leases not paid yet, by provider: the
-    /// order the payments lock their accounts in.
+    /// The job's accepted (or billed) leases not paid yet, by provider (the
+    /// order their payments run in; their accounts are locked together, in
+    /// id order, before any).
     async fn payments_due(&self, tx: &mut Tx, job_id: &str) -> Result<Vec<Payment>, ApiError> {
-        let rows = sqlx::query("SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0 ORDER BY provider, id")
-            .bind(job_id)
-            .fetch_all(&mut **tx)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let cost = r.try_get::<Option<i64>, _>("cost")?.unwrap_or(0).max(0) as u64;
+        let due = sqlx::query_as::<_, DueLease>(
+            "SELECT id, provider, cost FROM leases WHERE job_id = $1 AND state IN ('accepted', 'billed') AND paid = 0 ORDER BY provider, id",
+        )
+        .bind(job_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(due
+            .into_iter()
+            .map(|l| {
+                let cost = l.cost.unwrap_or(0).max(0) as u64;
                 let fee = cost * self.config.fee_bps / 10_000;
-                Ok(Payment { lease: r.try_get("id")?, provider: r.try_get("provider")?, to_provider: cost - fee, fee })
+                Payment { lease: l.id, provider: l.provider, to_provider: cost - fee, fee }
             })
-            .collect()
+            .collect())
     }
 
     /// Pay `payments` from `escrow` and mark their leases paid.
@@ -249,97 +358,6 @@ impl Jobs {
         Ok(())
     }
 
-    /// Expire lost leases (the unit becomes leasable again) and settle jobs
-    /// that are due. A failing item is logged, counted and set aside; the
-    /// sweep goes on.
-    pub async fn sweep(&self, now: i64) -> Result<SweepReport, ApiError> {
-        let mut report = SweepReport::default();
-        for (table, key) in super::LEASE_TABLES {
-            let lost = sqlx::query(&format!("SELECT {key} AS id, provider FROM {table} WHERE state = 'active' AND expires_at_ms <= $1 LIMIT $2"))
-                .bind(now)
-                .bind(LEASES_PER_SWEEP)
-                .fetch_all(&self.db.pool)
-                .await?;
-            for lease in lost {
-                let (id, provider): (String, String) = (lease.try_get("id")?, lease.try_get("provider")?);
-                match self.expire_lease(table, key, &id, &provider).await {
-                    Ok(true) => report.leases_expired += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(lease = id, "expiring a lost lease failed: {e}");
-                        report.failures += 1;
-                    }
-                }
-            }
-        }
-        let due: Vec<String> = sqlx::query(
-            "SELECT id FROM jobs WHERE state = 'running' AND settle_after_ms <= $1
-                AND (expires_at_ms <= $1 OR NOT EXISTS (SELECT 1 FROM units u WHERE u.job_id = jobs.id AND u.state = 'queued')
-                     OR EXISTS (SELECT 1 FROM leases l WHERE l.job_id = jobs.id AND l.state IN ('accepted', 'billed') AND l.paid = 0))
-             UNION SELECT id FROM jobs WHERE state <> 'running' AND settle_after_ms <= $1
-                AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = jobs.id AND l.state IN ('accepted', 'billed') AND l.paid = 0)
-             LIMIT $2",
-        )
-        .bind(now)
-        .bind(JOBS_PER_SWEEP)
-        .fetch_all(&self.db.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
-        for job in due {
-            match self.settle(&job, now).await {
-                Ok(()) => report.jobs_settled += 1,
-                Err(e) => {
-                    report.failures += 1;
-                    self.set_aside(&job, &e, now).await;
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Expire one lost lease of `table` and mark its provider.
-    async fn expire_lease(&self, table: &str, key: &str, id: &str, provider: &str) -> Result<bool, ApiError> {
-        let done = sqlx::query(&format!("UPDATE {table} SET state = 'expired' WHERE {key} = $1 AND state = 'active'"))
-            .bind(id)
-            .execute(&self.db.pool)
-            .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        self.mark(provider, super::Mark::LostLease).await?;
-        Ok(true)
-    }
-
-    /// Record a failed settlement on the job and keep it out of the next
-    /// sweeps for a while (doubling, up to an hour).
-    async fn set_aside(&self, job: &str, error: &ApiError, now: i64) {
-        let detail = match error {
-            ApiError::Internal(detail) => detail.clone(),
-            other => other.to_string(),
-        };
-        tracing::warn!(job, "settling failed, set aside: {detail}");
-        let failures: i64 = sqlx::query("SELECT settle_failures FROM jobs WHERE id = $1")
-            .bind(job)
-            .fetch_optional(&self.db.pool)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.try_get("settle_failures").ok())
-            .unwrap_or(0);
-        let backoff = SETTLE_BACKOFF_MS.saturating_mul(1 << failures.clamp(0, 16)).min(MAX_SETTLE_BACKOFF_MS);
-        let recorded = sqlx::query("UPDATE jobs SET settle_failures = settle_failures + 1, settle_error = $1, settle_after_ms = $2 WHERE id = $3")
-            .bind(detail.chars().take(2000).collect::<String>())
-            .bind(now + backoff)
-            .bind(job)
-            .execute(&self.db.pool)
-            .await;
-        if let Err(e) = recorded {
-            tracing::warn!(job, "recording the failed settlement failed too: {e}");
-        }
-    }
-
     /// The per-job escrow equation, for every job: its hold is the buyer's
     /// cap into the job's own account; held = paid + fees + refunded + still
     /// held; the escrow is never negative; a finished job holds nothing;
@@ -348,7 +366,7 @@ impl Jobs {
     /// market hold exists without its job.
     pub async fn check_escrows(&self) -> Result<Vec<String>, ApiError> {
         let mut violations = Vec::new();
-        let jobs = sqlx::query(
+        let jobs = sqlx::query_as::<_, EscrowLine>(
             "SELECT j.id AS id, j.buyer AS buyer, j.state AS state, j.max_price AS max_price,
                     h.debit AS h_debit, h.credit AS h_credit, h.amount AS h_amount, h.state AS h_state, h.amount_posted AS h_posted,
                     CAST(COALESCE(a.credits_posted, 0) AS BIGINT) AS a_in, CAST(COALESCE(a.debits_posted, 0) AS BIGINT) AS a_out,
@@ -360,45 +378,8 @@ impl Jobs {
         )
         .fetch_all(&self.db.pool)
         .await?;
-        for r in &jobs {
-            let id: String = r.try_get("id")?;
-            let max_price: i64 = r.try_get("max_price")?;
-            if r.try_get::<Option<String>, _>("h_credit")?.as_deref() == Some(crate::ledger::ESCROW) {
-                continue; // submitted before escrow was per job: covered by the ledger's own checks
-            }
-            let hold_ok = r.try_get::<Option<String>, _>("h_debit")?.as_deref() == Some(r.try_get::<String, _>("buyer")?.as_str())
-                && r.try_get::<Option<String>, _>("h_credit")? == Some(job_escrow(&id))
-                && r.try_get::<Option<i64>, _>("h_amount")? == Some(max_price);
-            if !hold_ok {
-                violations.push(format!("job {id}: its hold is not the buyer's cap of {max_price} into its escrow"));
-                continue;
-            }
-            let (a_in, a_out, a_pending): (i64, i64, i64) = (r.try_get("a_in")?, r.try_get("a_out")?, r.try_get("a_pending")?);
-            let (leases_paid, ledger_paid, refunded): (i64, i64, i64) = (r.try_get("leases_paid")?, r.try_get("ledger_paid")?, r.try_get("refunded")?);
-            let h_state: String = r.try_get("h_state")?;
-            let released = match h_state.as_str() {
-                "voided" | "expired" => max_price,
-                "settled" => max_price - r.try_get::<Option<i64>, _>("h_posted")?.unwrap_or(0),
-                _ => 0,
-            };
-            let still_held = a_in - a_out + a_pending;
-            if a_in - a_out < 0 {
-                violations.push(format!("job {id}: its escrow is negative ({})", a_in - a_out));
-            }
-            if max_price != ledger_paid + refunded + released + still_held {
-                violations.push(format!(
-                    "job {id}: held {max_price} != paid and fees {ledger_paid} + refunded {refunded} + released {released} + still held {still_held}"
-                ));
-            }
-            // A lease marked paid was paid. (The ledger may be ahead: a crash
-            // between a payment and its mark is repaired by the next settle,
-            // which replays the payment's id.)
-            if leases_paid > ledger_paid {
-                violations.push(format!("job {id}: its leases record {leases_paid} paid, the ledger only {ledger_paid}"));
-            }
-            if r.try_get::<String, _>("state")? != "running" && (still_held != 0 || h_state == "pending") {
-                violations.push(format!("job {id}: finished with {still_held} still held"));
-            }
+        for line in &jobs {
+            violations.extend(line.violations());
         }
         for r in sqlx::query(
             "SELECT t.id AS id FROM transfers t LEFT JOIN leases l ON l.id = SUBSTR(t.id, 7, LENGTH(t.id) - 10)

@@ -22,7 +22,7 @@
 //!   are verified, or after [`VERIFY_WAIT_MS`] when the market could not
 //!   verify them (those results are unpaid, and their providers unmarked).
 
-use super::settle::lock_job;
+use super::settle::{Settling, lock_job};
 use super::{Jobs, Mark, decide_unit, random_id};
 use crate::db::Tx;
 use crate::error::ApiError;
@@ -166,27 +166,27 @@ impl Jobs {
 
     /// Apply a verdict under this verifier's claim, in one transaction with
     /// the unit's decision, the marks and the job's settlement. Should the
-    /// settlement fail, the verdict is applied without it (the sweeper
-    /// settles the job).
+    /// settlement fail, the verdict is applied with less of it
+    /// ([`Settling`]; the sweeper settles the rest).
     async fn apply_verdict(&self, claim: &Claim, verdict: Result<bool, VerifyFailure>, now: i64) -> Result<Verified, ApiError> {
-        match self.apply_verdict_once(claim, &verdict, now, true).await? {
-            Ok(verified) => Ok(verified),
-            Err(e) => {
-                tracing::warn!(lease = claim.lease_id, "settling with this verdict failed; the verdict is applied alone and the sweeper settles its job: {e}");
-                self.apply_verdict_once(claim, &verdict, now, false).await?
+        for scope in Settling::FALLBACKS {
+            match self.apply_verdict_once(claim, &verdict, now, scope).await? {
+                Ok(verified) => return Ok(verified),
+                Err(e) => tracing::warn!(lease = claim.lease_id, ?scope, "settling with this verdict failed; applying it with less: {e}"),
             }
         }
+        unreachable!("a verdict applied with nothing to settle cannot fail to settle")
     }
 
-    /// [`Jobs::apply_verdict`]'s transaction, settling the job in it when
-    /// `settle`. `Ok(Err(e))`: the settlement failed and nothing was
+    /// [`Jobs::apply_verdict`]'s transaction, settling `scope` of the job
+    /// in it. `Ok(Err(e))`: the settlement failed and nothing was
     /// committed.
     async fn apply_verdict_once(
         &self,
         claim: &Claim,
         verdict: &Result<bool, VerifyFailure>,
         now: i64,
-        settle: bool,
+        scope: Settling,
     ) -> Result<Result<Verified, ApiError>, ApiError> {
         let lease_id = claim.lease_id.clone();
         let mut tx = self.db.write().await?;
@@ -235,10 +235,12 @@ impl Jobs {
             }
             (_, message) => self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default()).await?,
         }
-        Self::mark_all(&mut tx, marks).await?;
-        if settle && let Err(e) = self.settle_in(&mut tx, job_id, now).await {
+        if let Err(e) = self.settle_in(&mut tx, job_id, now, scope).await {
+            tx.rollback().await?;
             return Ok(Err(e));
         }
+        // Provider rows last: see `settle` on the order of locks.
+        Self::mark_all(&mut tx, marks).await?;
         tx.commit().await?;
         Ok(Ok(Verified::Verdict { lease_id, passed: verdict.as_ref().ok().copied() }))
     }

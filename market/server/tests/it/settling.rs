@@ -7,9 +7,23 @@ use crate::jobs::{answer, b64, job, lease, provider, publish, submit};
 use crate::*;
 use agora_wire::api::{ResultReport, RunOutcome};
 
-/// Write transactions PostgreSQL has begun so far (each probe takes one).
-async fn xid(m: &TestMarket) -> i64 {
-    sqlx::query_scalar::<_, i64>("SELECT CAST(txid_current() AS BIGINT)").fetch_one(&m.state.db.pool).await.unwrap()
+/// The transactions that last wrote the rows a unit's result, decision and
+/// settlement touch (PostgreSQL's `xmin`: the writer of each row version).
+async fn writers(m: &TestMarket, job: &str, lease: &str) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT DISTINCT x FROM (
+            SELECT CAST(xmin AS TEXT) AS x FROM leases WHERE id = $1
+            UNION ALL SELECT CAST(xmin AS TEXT) FROM units WHERE job_id = $2
+            UNION ALL SELECT CAST(xmin AS TEXT) FROM jobs WHERE id = $2
+            UNION ALL SELECT CAST(xmin AS TEXT) FROM accounts WHERE id = 'job:' || $2
+            UNION ALL SELECT CAST(xmin AS TEXT) FROM transfers WHERE id IN ('lease:' || $1 || ':pay', 'job:' || $2 || ':escrow', 'job:' || $2 || ':refund')
+         ) AS w",
+    )
+    .bind(lease)
+    .bind(job)
+    .fetch_all(&m.state.db.pool)
+    .await
+    .unwrap()
 }
 
 /// `p`'s signed report of `output` for `grant`.
@@ -37,14 +51,14 @@ both_dbs!(a_result_that_ends_its_job_commits_once_with_the_payments_and_the_refu
     let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
     let p = provider(m, 10).await;
     let grant = lease(m, &p).await.unwrap();
-    let before = if m.state.db.kind == agora_market::db::Kind::Postgres { Some(xid(m).await) } else { None };
     let lease_id = grant["lease_id"].as_str().unwrap();
     m.state.jobs.submit_result(p.id(), lease_id, report(&p, &grant, b"out"), m.state.now_ms()).await.unwrap();
-    if let Some(before) = before {
-        // One transaction id for the probe after, one for the result: a
-        // crash anywhere in between leaves the result untaken, or taken,
-        // decided, paid and refunded.
-        assert_eq!(xid(m).await - before, 2, "the result, its decision and the settlement are one write transaction");
+    if m.state.db.kind == agora_market::db::Kind::Postgres {
+        // One writer for the lease, the unit, the job, its escrow and
+        // every transfer: a crash anywhere leaves the result untaken, or
+        // taken, decided, paid and refunded.
+        let writers = writers(m, &id, lease_id).await;
+        assert_eq!(writers.len(), 1, "the result, its decision and the settlement are one write transaction: {writers:?}");
     }
     // No sweep ran: the job ended with its result.
     let done = job(m, &buyer, &id).await;
@@ -136,5 +150,98 @@ both_dbs!(replicas_settling_one_job_at_once_pay_every_lease_once, async |m: &Tes
         sum
     };
     assert_eq!(earned, done["cost"]["paid_to_providers"].as_u64().unwrap());
+    m.assert_invariants().await;
+});
+
+both_dbs!(a_job_whose_end_cannot_settle_still_pays_its_providers, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let p = provider(m, 10).await;
+    let grant = lease(m, &p).await.unwrap();
+    // A damaged escrow: 5 credits more than the job's leases leave, so the
+    // refund check refuses to end the job.
+    let mint = agora_market::ledger::Op::Mint { account: format!("job:{id}"), amount: 5 };
+    m.state.ledger.execute("damage", &mint, m.state.now_ms()).await.unwrap();
+    let (status, body) = answer(m, &p, &grant, Ok(b"out")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let taken = job(m, &buyer, &id).await;
+    assert_eq!(taken["state"], "running", "not ended: {taken}");
+    let paid = taken["cost"]["paid_to_providers"].as_u64().unwrap();
+    assert!(paid > 0 && m.available(&p).await == paid, "the provider is paid though the job cannot end: {taken}");
+    // The sweeper sets the job aside and still pays nothing twice.
+    m.state.sweep().await.unwrap();
+    assert_eq!(m.available(&p).await, paid);
+    let error: Option<String> = sqlx::query_scalar("SELECT settle_error FROM jobs WHERE id = $1").bind(&id).fetch_one(&m.state.db.pool).await.unwrap();
+    assert!(error.is_some_and(|e| e.contains("holds")), "the refund check's finding is kept for the operator");
+});
+
+both_dbs!(settlements_heartbeats_and_transfers_on_shared_accounts_never_deadlock, async |m: &TestMarket| {
+    use agora_market::ledger::Op;
+    use agora_wire::api::{Heartbeat, LeaseProgress};
+    use std::sync::Arc;
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1_000_000).await;
+    let inputs: Vec<Vec<u8>> = (0..6).map(|i| format!("unit-{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+    // Two jobs of one buyer, whose units the same providers hold.
+    let jobs = [submit(m, &buyer, "saxpy", &refs, 60_000, 1).await, submit(m, &buyer, "saxpy", &refs, 60_000, 1).await];
+    let replicas = [m.state.clone(), m.replica().await];
+    let mut providers = Vec::new();
+    for _ in 0..3 {
+        let p = Arc::new(provider(m, 10).await);
+        m.fund(&p, 1000).await;
+        providers.push(p);
+    }
+    let mut grants: Vec<(Arc<Keypair>, Value)> = Vec::new();
+    for p in &providers {
+        while let Some(g) = lease(m, p).await {
+            grants.push((Arc::clone(p), g));
+        }
+    }
+    assert_eq!(grants.len(), 12, "every unit leased");
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
+    for (i, (p, g)) in grants.iter().enumerate() {
+        let (state, p, g) = (replicas[i % 2].clone(), Arc::clone(p), g.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease_id = g["lease_id"].as_str().unwrap().to_string();
+            state.jobs.submit_result(p.id(), &lease_id, report(&p, &g, b"out"), state.now_ms()).await.map_err(|e| format!("result: {e}"))
+        }));
+    }
+    // Each provider's heartbeat names its leases, last first.
+    for (i, p) in providers.iter().enumerate() {
+        let mine: Vec<LeaseProgress> = grants
+            .iter()
+            .rev()
+            .filter(|(q, _)| q.id() == p.id())
+            .map(|(_, g)| LeaseProgress { lease_id: g["lease_id"].as_str().unwrap().into(), progress: None, logs: vec![] })
+            .collect();
+        let (state, p) = (replicas[(i + 1) % 2].clone(), Arc::clone(p));
+        tasks.push(tokio::spawn(async move {
+            let beat = Heartbeat { running_units: 1, free_cpu_cores: 1.0, gpu_memory_used_bytes: None, leases: mine };
+            state.jobs.heartbeat(p.id(), beat, state.now_ms()).await.map(|_| ()).map_err(|e| format!("heartbeat: {e}"))
+        }));
+    }
+    // Providers pay each other both ways, and the buyer pays them.
+    for i in 0..12 {
+        let (from, to) = if i % 3 == 2 {
+            (buyer.id().to_string(), providers[i % 3].id().to_string())
+        } else {
+            (providers[i % 3].id().to_string(), providers[(i + 1) % 3].id().to_string())
+        };
+        let state = replicas[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let op = Op::Single { debit: from, credit: to, amount: 1 };
+            state.ledger.execute(&format!("t-{i}"), &op, state.now_ms()).await.map(|_| ()).map_err(|e| format!("transfer: {e}"))
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("nothing is refused or lost to a lock");
+    }
+    for id in &jobs {
+        assert_eq!(job(m, &buyer, id).await["state"], "done");
+    }
     m.assert_invariants().await;
 });

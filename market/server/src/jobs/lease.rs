@@ -1,0 +1,151 @@
+//! Leasing a unit to a provider: which unit it may take (its GPU, its
+//! ask against the unit's cap, never two replicas of a unit, an untrusted
+//! key only as a unit's first replica), re-counted under the unit's lock,
+//! with the ask in force and the provider's trust recorded on the lease.
+
+use super::*;
+
+/// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
+/// provider's fuel and GPU asks, its id, browser (0/1), its wall ask and
+/// untrusted (0/1): the most the unit can cost at those asks fits the
+/// unit's cap, and an untrusted provider is only ever a unit's first
+/// replica: it never joins a unit another provider holds or has answered,
+/// so every confirming, tie-breaking and spot-checking replica is a
+/// trusted provider's (two fresh keys cannot collect both replicas, nor
+/// ride along with a colluding trusted key's check). On PostgreSQL the row is locked, and rows
+/// other replicas hold are skipped.
+pub fn lease_candidate_sql(kind: Kind) -> String {
+    let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
+    format!(
+        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
+         WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
+           AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000 <= j.unit_cap
+           AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
+           AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
+           AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
+           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
+         ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
+    )
+}
+
+impl Jobs {
+    /// Lease one unit this provider can run, if any.
+    pub async fn lease(&self, provider: &KeyId, now: i64) -> Result<Option<LeaseGrant>, ApiError> {
+        let p = sqlx::query("SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p WHERE p.id = $1")
+            .bind(provider.as_str())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("register this provider first".into()))?;
+        let info = self.provider_from(&p, now)?;
+        if !info.online {
+            return Err(ApiError::Invalid("this provider's heartbeat is stale: send one first".into()));
+        }
+        let mut tx = self.db.write().await?;
+        let running: i64 = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE provider = $1 AND state = 'active')
+                  + (SELECT COUNT(*) FROM canary_runs WHERE provider = $1 AND state = 'active' AND expires_at_ms > $2) AS n",
+        )
+        .bind(provider.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        // A key trusted through confirmations (not the operator's own host)
+        // holds no more units at once than it has confirmations: a key that
+        // earned trust cheaply cannot cash it in on a burst of lone results
+        // before a spot check catches it.
+        let record = Record::of(&p)?;
+        let cap = if record.trusted() && !record.vouched { (record.confirmed as i64).clamp(1, info.max_concurrent as i64) } else { info.max_concurrent as i64 };
+        if running >= cap {
+            return Ok(None);
+        }
+        let query = lease_candidate_sql(self.db.kind);
+        let has_gpu = !info.capabilities.gpus.is_empty();
+        // A browser tab runs only packages with a browser bundle.
+        let browser = info.capabilities.kind == "browser";
+        let untrusted = !record.trusted();
+        let candidate = sqlx::query(&query)
+            .bind(now)
+            .bind(has_gpu as i64)
+            .bind(info.ask.per_billion_fuel as i64)
+            .bind(info.ask.per_gpu_second as i64)
+            .bind(provider.as_str())
+            .bind(browser as i64)
+            .bind(info.ask.per_wall_second as i64)
+            .bind(untrusted as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
+        // An untrusted provider's canaries come at random among its leases
+        // (or when no buyer's unit fits it), not always first.
+        if untrusted
+            && (candidate.is_none() || rand_unit() < self.config.canary_chance)
+            && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await?
+        {
+            tx.commit().await?;
+            return Ok(Some(grant));
+        }
+        let Some(unit) = candidate else {
+            return Ok(None);
+        };
+        let (job_id, idx): (String, i64) = (unit.try_get("job_id")?, unit.try_get("idx")?);
+        // The unit row is locked now; recount under the lock with a fresh
+        // statement (PostgreSQL re-checks a locked row's own columns but not
+        // the subqueries of the statement that locked it).
+        let fresh = sqlx::query(
+            "SELECT u.wanted AS wanted,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) AS taken,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine,
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')) AS in_flight
+             FROM units u WHERE u.job_id = $1 AND u.idx = $2",
+        )
+        .bind(&job_id)
+        .bind(idx)
+        .bind(provider.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let checked = unit.try_get::<i64, _>("checked")? == 1;
+        let first_only = untrusted && !checked && fresh.try_get::<i64, _>("in_flight")? > 0;
+        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only {
+            return Ok(None);
+        }
+        // A provider not yet trusted is confirmed by another replica (unless
+        // the market checks each result with the package's `verify`).
+        if untrusted && !checked && unit.try_get::<i64, _>("wanted")? < 2 {
+            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
+        }
+        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
+        let lease_id = random_id('l', 12);
+        let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
+        let expires = (now + self.config.lease_ttl_ms).min(deadline);
+        sqlx::query(
+            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered, trusted)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&lease_id)
+        .bind(&job_id)
+        .bind(idx)
+        .bind(provider.as_str())
+        .bind(expires)
+        .bind(now)
+        .bind(deadline)
+        .bind(info.ask.per_billion_fuel as i64)
+        .bind(info.ask.per_gpu_second as i64)
+        .bind(info.ask.per_wall_second as i64)
+        .bind(!browser as i64)
+        .bind(!untrusted as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(LeaseGrant {
+            lease_id,
+            job_id,
+            unit: idx as u32,
+            package: job.try_get("package")?,
+            version: job.try_get("version")?,
+            digest: job.try_get("digest")?,
+            input_digest: unit.try_get("input_digest")?,
+            limits: unit_limits_of(&job)?,
+            expires_at_ms: expires,
+        }))
+    }
+}

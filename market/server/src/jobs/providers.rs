@@ -1,0 +1,207 @@
+//! Providers: registration with their asks and capabilities, heartbeats
+//! that renew only the leases they name, the public listing, the market's
+//! live figures and suggested price, and a provider's activity.
+
+use super::*;
+use super::reputation::reputation_mean;
+
+impl Jobs {
+    pub async fn register(&self, provider: &KeyId, r: RegisterProvider, now: i64) -> Result<(), ApiError> {
+        check_ask("ask.per_billion_fuel", r.ask.per_billion_fuel)?;
+        check_ask("ask.per_gpu_second", r.ask.per_gpu_second)?;
+        check_ask("ask.per_wall_second", r.ask.per_wall_second)?;
+        if r.max_concurrent == 0 || r.max_concurrent > MAX_CONCURRENT {
+            return Err(ApiError::Invalid(format!("max_concurrent is 1 to {MAX_CONCURRENT}")));
+        }
+        if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
+            return Err(ApiError::Invalid(format!("capabilities.kind is `native` or `browser`, not `{}`", r.capabilities.kind)));
+        }
+        let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
+        let prior_bad = if r.capabilities.kind == "browser" { BROWSER_PRIOR_BAD } else { 0.0 };
+        sqlx::query(
+            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad, ask_per_wall_second)
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7, ask_per_wall_second = $9",
+        )
+        .bind(provider.as_str())
+        .bind(caps)
+        .bind(r.ask.per_billion_fuel as i64)
+        .bind(r.ask.per_gpu_second as i64)
+        .bind(r.max_concurrent as i64)
+        .bind(!r.capabilities.gpus.is_empty() as i64)
+        .bind(now)
+        .bind(prior_bad)
+        .bind(r.ask.per_wall_second as i64)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record telemetry and running units' progress and logs, and renew the
+    /// leases the provider names as running (never past their deadline).
+    pub async fn heartbeat(&self, provider: &KeyId, mut beat: Heartbeat, now: i64) -> Result<u64, ApiError> {
+        let live = std::mem::take(&mut beat.leases);
+        if live.len() > 1024 {
+            return Err(ApiError::Invalid("at most 1024 leases per heartbeat".into()));
+        }
+        let done = sqlx::query("UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3")
+            .bind(serde_json::to_string(&beat).expect("plain JSON"))
+            .bind(now)
+            .bind(provider.as_str())
+            .execute(&self.db.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(ApiError::NotFound("register this provider first".into()));
+        }
+        for lease in &live {
+            self.record_live(provider, &lease.lease_id, lease.progress, &lease.logs, now).await?;
+        }
+        let named: Vec<&str> = live.iter().map(|l| l.lease_id.as_str()).collect();
+        self.renew(provider, &named, now).await
+    }
+
+    /// Renew `named` leases of `provider` that are still active: a lease
+    /// lives [`JobsConfig::lease_ttl_ms`] past the last heartbeat naming it,
+    /// never past its deadline. Canary leases are renewed the same way.
+    pub(super) async fn renew(&self, provider: &KeyId, named: &[&str], now: i64) -> Result<u64, ApiError> {
+        if named.is_empty() {
+            return Ok(0);
+        }
+        let until = now + self.config.lease_ttl_ms;
+        let mut renewed = 0;
+        let mut tx = self.db.write().await?;
+        for lease in named {
+            for (table, key) in LEASE_TABLES {
+                renewed += sqlx::query(&format!(
+                    "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $1 THEN deadline_ms ELSE $1 END
+                     WHERE {key} = $2 AND provider = $3 AND state = 'active' AND expires_at_ms > $4"
+                ))
+                .bind(until)
+                .bind(lease)
+                .bind(provider.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(renewed)
+    }
+
+    pub async fn providers(&self, now: i64) -> Result<Vec<ProviderInfo>, ApiError> {
+        let rows = sqlx::query("SELECT * FROM providers ORDER BY last_heartbeat_ms DESC LIMIT 500").fetch_all(&self.db.pool).await?;
+        rows.iter().map(|r| self.provider_from(r, now)).collect()
+    }
+
+    pub(super) fn provider_from(&self, r: &AnyRow, now: i64) -> Result<ProviderInfo, ApiError> {
+        let (good, bad): (f64, f64) = (r.try_get("good")?, r.try_get("bad")?);
+        let last: i64 = r.try_get("last_heartbeat_ms")?;
+        Ok(ProviderInfo {
+            id: r.try_get("id")?,
+            capabilities: serde_json::from_str::<Capabilities>(&r.try_get::<String, _>("capabilities")?).unwrap_or_default(),
+            ask: Ask {
+                per_billion_fuel: r.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
+                per_gpu_second: r.try_get::<i64, _>("ask_per_gpu_second")? as u64,
+                per_wall_second: r.try_get::<i64, _>("ask_per_wall_second")? as u64,
+            },
+            max_concurrent: r.try_get::<i64, _>("max_concurrent")? as u32,
+            online: now - last <= self.config.heartbeat_fresh_ms,
+            last_heartbeat_ms: last,
+            telemetry: serde_json::from_str(&r.try_get::<String, _>("telemetry")?).unwrap_or_default(),
+            reputation: reputation_mean(good, bad),
+            units_done: r.try_get::<i64, _>("units_done")? as u64,
+        })
+    }
+
+    /// Live figures, and a suggested price: the median online ask, raised by
+    /// up to 2x as the queue grows past the online capacity.
+    pub async fn stats(&self, now: i64) -> Result<agora_wire::api::MarketStats, ApiError> {
+        let online: Vec<ProviderInfo> = self.providers(now).await?.into_iter().filter(|p| p.online).collect();
+        let count = |sql: &'static str| async move {
+            Ok::<u64, ApiError>(sqlx::query(sql).fetch_one(&self.db.pool).await?.try_get::<i64, _>("n")? as u64)
+        };
+        // Canaries count as running like any lease: no figure tells them apart.
+        let running = count(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE state = 'active') + (SELECT COUNT(*) FROM canary_runs WHERE state = 'active') AS n",
+        )
+        .await?;
+        let queued = count(
+            "SELECT CAST(COALESCE(SUM(u.wanted), 0) AS BIGINT) AS n FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.state = 'queued' AND j.state = 'running'",
+        )
+        .await?
+        .saturating_sub(running);
+        let capacity: u64 = online.iter().map(|p| p.max_concurrent as u64).sum();
+        let median = |mut v: Vec<u64>| {
+            v.sort();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        let pressure = if capacity == 0 { 2.0 } else { (1.0 + queued as f64 / capacity as f64).min(2.0) };
+        let scale = |v: u64| (v as f64 * pressure).ceil() as u64;
+        Ok(agora_wire::api::MarketStats {
+            providers_online: online.len() as u64,
+            gpus_online: online.iter().map(|p| p.capabilities.gpus.len() as u64).sum(),
+            queued_units: queued,
+            running_units: running,
+            capacity,
+            suggested_ask: Ask {
+                per_billion_fuel: scale(median(online.iter().map(|p| p.ask.per_billion_fuel).collect())),
+                per_gpu_second: scale(median(online.iter().map(|p| p.ask.per_gpu_second).collect())),
+                per_wall_second: scale(median(online.iter().map(|p| p.ask.per_wall_second).collect())),
+            },
+        })
+    }
+
+    /// What `provider` did over the last `buckets` buckets of `bucket_ms`
+    /// up to `now`: results returned, credits earned, slots busy. Public,
+    /// like the rest of a provider's record.
+    pub async fn activity(&self, provider: &str, bucket_ms: i64, buckets: usize, now: i64) -> Result<ProviderActivity, ApiError> {
+        let bucket_ms = bucket_ms.clamp(60_000, 7 * 24 * 3600 * 1000);
+        let buckets = buckets.clamp(1, 200);
+        let p = sqlx::query("SELECT max_concurrent FROM providers WHERE id = $1")
+            .bind(provider)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no provider `{provider}`")))?;
+        let max_concurrent = p.try_get::<i64, _>("max_concurrent")?.max(1);
+        let start = now - bucket_ms * buckets as i64;
+        let rows = sqlx::query(
+            "SELECT created_at_ms, answered_at_ms, expires_at_ms, state, cost, paid FROM leases WHERE provider = $1 AND created_at_ms >= $2 ORDER BY created_at_ms LIMIT 100000",
+        )
+        .bind(provider)
+        .bind(start)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut out: Vec<ActivityBucket> =
+            (0..buckets).map(|i| ActivityBucket { start_ms: start + i as i64 * bucket_ms, units: 0, earned: 0, utilization: 0.0 }).collect();
+        let mut busy = vec![0i64; buckets];
+        for r in &rows {
+            let created: i64 = r.try_get("created_at_ms")?;
+            let answered: Option<i64> = r.try_get("answered_at_ms")?;
+            let state: String = r.try_get("state")?;
+            // A running lease is busy until now; a lost one until it expired.
+            let end = answered.unwrap_or(if state == "active" { now } else { r.try_get::<i64, _>("expires_at_ms")?.min(now) });
+            let at = |t: i64| ((t - start) / bucket_ms).clamp(0, buckets as i64 - 1) as usize;
+            if let Some(t) = answered {
+                out[at(t)].units += 1;
+            }
+            if r.try_get::<i64, _>("paid")? == 1 {
+                let cost = r.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
+                out[at(created)].earned += cost - cost * self.config.fee_bps / 10_000;
+            }
+            // Spread the busy time over the buckets it covers.
+            let mut t = created.max(start);
+            while t < end {
+                let b = at(t);
+                let bucket_end = start + (b as i64 + 1) * bucket_ms;
+                let until = end.min(bucket_end);
+                busy[b] += until - t;
+                t = until;
+            }
+        }
+        for (b, ms) in out.iter_mut().zip(busy) {
+            b.utilization = (ms as f64 / (bucket_ms * max_concurrent) as f64).min(1.0);
+        }
+        Ok(ProviderActivity { provider: provider.to_string(), bucket_ms, max_concurrent: max_concurrent as u32, buckets: out })
+    }
+}

@@ -1,0 +1,173 @@
+//! Taking a provider's signed result: checked against the lease, stored,
+//! queued for `verify` or decided with the unit, failures counted, marks,
+//! log lines and the job's settlement applied, all in one transaction.
+
+use super::*;
+use super::settle::Settling;
+use crate::db::Text;
+use agora_wire::api::LeaseState;
+
+/// What taking a result reads of its lease.
+#[derive(sqlx::FromRow)]
+struct AnsweredLease {
+    provider: String,
+    state: Text<LeaseState>,
+    expires_at_ms: i64,
+    job_id: String,
+    idx: i64,
+    /// 1 when the job is checked by the package's `verify`.
+    checked: i64,
+}
+
+impl Jobs {
+    /// Take a provider's signed result for a lease it holds, decide the
+    /// unit when enough replicas agree, and settle: one commit. Should the
+    /// settlement fail, the result is taken with less of it ([`Settling`]:
+    /// the payments alone, or nothing; the sweeper settles the rest,
+    /// setting the job aside while it keeps failing).
+    pub async fn submit_result(&self, provider: &KeyId, lease_id: &str, report: ResultReport, now: i64) -> Result<(), ApiError> {
+        let signed = ResultReport::signed_bytes(lease_id, report.outcome, report.output_digest.as_deref(), report.fuel_used, report.gpu_time_us);
+        provider.verify(&signed, &report.signature).map_err(|e| ApiError::Unauthenticated(format!("result signature: {e}")))?;
+        let output = match (report.outcome, &report.output_base64) {
+            (RunOutcome::Ok, Some(text)) => {
+                let bytes = b64(text, "output")?;
+                check_unit_bytes("the output", bytes.len())?;
+                let digest = agora_wire::digest_hex(&bytes);
+                if report.output_digest.as_deref() != Some(&digest) {
+                    return Err(ApiError::Invalid("the output does not match its signed digest".into()));
+                }
+                Some((digest, bytes))
+            }
+            (RunOutcome::Ok, None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
+            _ => None,
+        };
+        // A canary's lease is judged against its known answer, and that is all.
+        if self.answer_canary(provider, lease_id, &report, output.as_ref().map(|(d, _)| d.as_str()), now).await?.is_some() {
+            return Ok(());
+        }
+        let output = output.as_ref().map(|(d, b)| (d.as_str(), b.as_slice()));
+        for scope in Settling::FALLBACKS {
+            match self.take_result(provider, lease_id, &report, output, now, scope).await? {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(lease = lease_id, ?scope, "settling with this result failed; taking it with less: {e}"),
+            }
+        }
+        unreachable!("a result taken with nothing to settle cannot fail to settle")
+    }
+
+    /// [`Jobs::submit_result`]'s transaction, settling `scope` of the job
+    /// in it. `Ok(Err(e))`: the settlement failed and nothing was
+    /// committed; `Err(e)`: the result is not taken (refused, or the
+    /// database failed).
+    pub(super) async fn take_result(
+        &self,
+        provider: &KeyId,
+        lease_id: &str,
+        report: &ResultReport,
+        output: Option<(&str, &[u8])>,
+        now: i64,
+        scope: Settling,
+    ) -> Result<Result<(), ApiError>, ApiError> {
+        let mut tx = self.db.write().await?;
+        let lease = sqlx::query_as::<_, AnsweredLease>(
+            "SELECT l.provider AS provider, l.state AS state, l.expires_at_ms AS expires_at_ms, l.job_id AS job_id, l.idx AS idx, j.checked_by_verify AS checked
+             FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.id = $1",
+        )
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no lease `{lease_id}`")))?;
+        if lease.provider != provider.as_str() {
+            return Err(ApiError::Forbidden("this lease belongs to another provider".into()));
+        }
+        if lease.state.0 != LeaseState::Active || lease.expires_at_ms <= now {
+            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+        }
+        let (job_id, idx, checked) = (lease.job_id, lease.idx, lease.checked == 1);
+        settle::lock_job(&mut tx, self.db.kind, &job_id).await?;
+        // What the lease costs is decided with its unit, from the usage
+        // the accepted replicas agree on (see `agreed_usage`), not here.
+        // What became of this result: the lease's state, and why a unit
+        // attempt failed. An output of a job checked by `verify` waits for
+        // the market's verifiers (`verifying`), after this request.
+        let (state, failure) = match output {
+            None => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
+            Some((digest, bytes)) => {
+                sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+                    .bind(digest)
+                    .bind(bytes.to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+                (if checked { "verifying" } else { "submitted" }, None)
+            }
+        };
+        let answered = sqlx::query(
+            "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8,
+                answered_at_ms = $10, wall_ms = $10 - created_at_ms, limit_kind = $11 WHERE id = $9 AND state = 'active' AND expires_at_ms > $10",
+        )
+        .bind(state)
+        .bind(report.outcome.as_str())
+        .bind(failure.clone().or(report.message.clone()).map(|m| m.chars().take(2000).collect::<String>()))
+        .bind(output.map(|(d, _)| d))
+        .bind(report.fuel_used.min(i64::MAX as u64) as i64)
+        .bind(report.gpu_time_us.min(i64::MAX as u64) as i64)
+        .bind(report.peak_memory_bytes.min(i64::MAX as u64) as i64)
+        .bind(&report.signature)
+        .bind(lease_id)
+        .bind(now)
+        .bind(report.limit.map(limit_text))
+        .execute(&mut *tx)
+        .await?;
+        // Swept, cancelled or answered by a concurrent duplicate since it was read.
+        if answered.rows_affected() != 1 {
+            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+        }
+        let mut marks = Vec::new();
+        match failure {
+            Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
+            None if checked => Self::queue_verification(&mut tx, lease_id, &job_id, now).await?,
+            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
+        }
+        Self::record_live_in(&mut tx, provider, lease_id, None, &report.logs, now).await?;
+        if let Err(e) = self.settle_in(&mut tx, &job_id, now, scope).await {
+            tx.rollback().await?;
+            return Ok(Err(e));
+        }
+        // Provider rows last: see `settle` on the order of locks.
+        Self::mark_all(&mut tx, marks).await?;
+        tx.commit().await?;
+        if checked && output.is_some() {
+            self.verify_wake.notify_one();
+        }
+        Ok(Ok(()))
+    }
+
+    /// A failed attempt of unit (`job`, `idx`): counted, and the unit fails
+    /// for good after [`MAX_UNIT_FAILURES`] of them only when a provider
+    /// trusted at its grant failed it too, so fresh keys reporting errors
+    /// cannot fail a buyer's work. Nobody is marked yet: the unit's
+    /// outcome decides whether the failure was the job's doing (see
+    /// `decide_unit`). When it fails for good, the failure was the job's
+    /// own, and its failed runs are billed like any work.
+    pub(super) async fn count_failure(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64, message: &str) -> Result<(), ApiError> {
+        sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
+            .bind(message.chars().take(2000).collect::<String>())
+            .bind(job)
+            .bind(idx)
+            .execute(&mut **tx)
+            .await?;
+        let failed = sqlx::query(
+            "UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3
+               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.state = 'failed' AND l.trusted = 1 AND l.outcome <> 'ok')",
+        )
+        .bind(job)
+        .bind(idx)
+        .bind(MAX_UNIT_FAILURES)
+        .execute(&mut **tx)
+        .await?;
+        if failed.rows_affected() == 1 {
+            decide::bill_failed_attempts(tx, job, idx).await?;
+        }
+        Ok(())
+    }
+}

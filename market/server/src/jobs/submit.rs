@@ -1,0 +1,125 @@
+//! Submitting a job: checked against the market's limits, its inputs
+//! stored, its units queued and its cap held in escrow, all in one
+//! transaction.
+
+use super::*;
+
+impl Jobs {
+    /// Submit a job: check it, store inputs, hold the cap in escrow.
+    pub async fn submit(&self, buyer: &KeyId, request: SubmitJob, now: i64) -> Result<JobInfo, ApiError> {
+        let units = request.inputs_base64.len();
+        if units == 0 || units > MAX_UNITS {
+            return Err(ApiError::Invalid(format!("a job has 1 to {MAX_UNITS} inputs")));
+        }
+        if request.replicas == 0 || request.replicas > MAX_REPLICAS {
+            return Err(ApiError::Invalid(format!("replicas is 1 to {MAX_REPLICAS}")));
+        }
+        check_unit_limits(&request.limits)?;
+        ledger::check_amount("max_price", request.max_price)?;
+        let info = self.registry.info(&request.package).await?;
+        let version = match &request.version {
+            Some(v) => info.versions.iter().find(|x| &x.version == v).ok_or_else(|| ApiError::NotFound(format!("no version {v} of {}", request.package)))?,
+            None => {
+                let latest = info.summary.latest.clone().ok_or_else(|| ApiError::NotFound(format!("{} has no published version", request.package)))?;
+                info.versions.iter().find(|x| x.version == latest).expect("latest is listed")
+            }
+        };
+        if version.yanked {
+            return Err(ApiError::Invalid(format!("{} {} is yanked", request.package, version.version)));
+        }
+        // The most results of one unit that can be paid: the buyer's
+        // replicas (at least 2 once an untrusted provider is confirmed) plus
+        // one tie-breaker.
+        let slots = units as u64 * (request.replicas.max(2) as u64 + MAX_EXTRA_REPLICAS as u64);
+        let unit_cap = request.max_price / slots;
+        if unit_cap == 0 {
+            return Err(ApiError::Invalid(format!(
+                "max_price {} leaves nothing per replica: at least {slots} credits for {units} units x (replicas + {MAX_EXTRA_REPLICAS})",
+                request.max_price
+            )));
+        }
+        let mut inputs = Vec::with_capacity(units);
+        for (i, text) in request.inputs_base64.iter().enumerate() {
+            let bytes = b64(text, &format!("input {i}"))?;
+            check_unit_bytes("an input", bytes.len())?;
+            inputs.push(bytes);
+        }
+        let id = random_id('j', 9);
+        let expires = now + self.config.job_ttl_ms;
+        self.insert_job(&id, buyer, &request, version, unit_cap, &inputs, now, expires).await?;
+        self.info(&id).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn insert_job(
+        &self,
+        id: &str,
+        buyer: &KeyId,
+        r: &SubmitJob,
+        version: &agora_wire::api::VersionInfo,
+        unit_cap: u64,
+        inputs: &[Vec<u8>],
+        now: i64,
+        expires: i64,
+    ) -> Result<(), ApiError> {
+        // A component that imports the GPU interfaces needs a GPU, whatever
+        // the buyer said.
+        let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
+        let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
+        let mut tx = self.db.write().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15)",
+        )
+        .bind(id)
+        .bind(buyer.as_str())
+        .bind(&r.package)
+        .bind(&version.version)
+        .bind(&version.digest)
+        .bind(r.limits.fuel as i64)
+        .bind(r.limits.memory_bytes as i64)
+        .bind(r.limits.timeout_ms as i64)
+        .bind((r.limits.gpu || uses_gpu) as i64)
+        .bind(r.max_price as i64)
+        .bind(unit_cap as i64)
+        .bind(r.replicas as i64)
+        .bind(now)
+        .bind(expires)
+        .bind(checked as i64)
+        .execute(&mut *tx)
+        .await?;
+        // Checked by `verify`, every replica must pass; compared by digest,
+        // a majority must agree.
+        let quorum = if checked || r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
+        for (i, bytes) in inputs.iter().enumerate() {
+            let digest = agora_wire::digest_hex(bytes);
+            sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
+                .bind(&digest)
+                .bind(bytes.clone())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
+                .bind(id)
+                .bind(i as i64)
+                .bind(&digest)
+                .bind(r.replicas as i64)
+                .bind(quorum)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The hold and the job in one transaction: no job without its
+        // escrow, no escrow without its job, whatever crashes when. The
+        // hold comes last, so the buyer's account row is locked only for
+        // the end of the transaction, not while the units are written.
+        let hold = Op::Hold {
+            debit: buyer.to_string(),
+            credit: job_escrow(id),
+            amount: r.max_price,
+            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
+        };
+        self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! What buyers read: a job with its units and cost, a buyer's jobs, and
+//! verified outputs.
+
+use super::*;
+
+impl Jobs {
+    pub async fn info(&self, id: &str) -> Result<JobInfo, ApiError> {
+        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+        let units = sqlx::query(
+            "SELECT u.*, CAST(LENGTH(b.bytes) AS BIGINT) AS output_bytes FROM units u LEFT JOIN blobs b ON b.digest = u.output_digest WHERE u.job_id = $1 ORDER BY u.idx",
+        )
+        .bind(id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let leases = sqlx::query("SELECT idx, state, cost, paid, output_digest, progress_done, progress_total FROM leases WHERE job_id = $1")
+            .bind(id)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let max_price = job.try_get::<i64, _>("max_price")? as u64;
+        let state = match job.try_get::<String, _>("state")?.as_str() {
+            "done" => JobState::Done,
+            "failed" => JobState::Failed,
+            "expired" => JobState::Expired,
+            _ => JobState::Running,
+        };
+        let fee_bps = self.config.fee_bps;
+        let mut cost = CostBreakdown::default();
+        let mut spent = 0u64;
+        for l in &leases {
+            if l.try_get::<i64, _>("paid")? == 1 {
+                let c = l.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
+                let fee = c * fee_bps / 10_000;
+                cost.fees += fee;
+                cost.paid_to_providers += c - fee;
+                spent += c;
+            }
+        }
+        if state == JobState::Running {
+            cost.held = max_price - spent;
+        } else {
+            cost.refunded = max_price - spent;
+        }
+        let mut unit_infos = Vec::new();
+        for u in &units {
+            let idx: i64 = u.try_get("idx")?;
+            let mine: Vec<&AnyRow> = leases.iter().filter(|l| l.try_get::<i64, _>("idx").ok() == Some(idx)).collect();
+            let stored: String = u.try_get("state")?;
+            let in_state = |l: &&AnyRow, state: &str| l.try_get::<String, _>("state").ok().as_deref() == Some(state);
+            let running: Vec<&&AnyRow> = mine.iter().filter(|l| in_state(l, "active")).collect();
+            let unit_state = match stored.parse::<UnitState>().map_err(|e| ApiError::Internal(e.to_string()))? {
+                UnitState::Queued if !running.is_empty() => UnitState::Running,
+                UnitState::Queued if mine.iter().any(|l| in_state(l, "verifying")) => UnitState::Verifying,
+                other => other,
+            };
+            // The furthest running replica.
+            let progress = running
+                .iter()
+                .filter_map(|l| {
+                    let done = l.try_get::<Option<i64>, _>("progress_done").ok().flatten()?;
+                    let total = l.try_get::<Option<i64>, _>("progress_total").ok().flatten()?;
+                    Some(Progress { done: done as u64, total: total as u64 })
+                })
+                .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0));
+            let output_digest: Option<String> = u.try_get("output_digest")?;
+            let output_bytes = u.try_get::<Option<i64>, _>("output_bytes")?.map(|n| n as u64);
+            let unit_cost: u64 = mine
+                .iter()
+                .filter(|l| l.try_get::<i64, _>("paid").ok() == Some(1))
+                .map(|l| l.try_get::<Option<i64>, _>("cost").ok().flatten().unwrap_or(0) as u64)
+                .sum();
+            unit_infos.push(UnitInfo {
+                index: idx as u32,
+                state: unit_state,
+                attempts: mine.len() as u32,
+                output_digest,
+                output_bytes,
+                cost: (unit_cost > 0).then_some(unit_cost),
+                message: u.try_get("message")?,
+                progress,
+            });
+        }
+        Ok(JobInfo {
+            id: id.into(),
+            buyer: job.try_get("buyer")?,
+            package: job.try_get("package")?,
+            version: job.try_get("version")?,
+            digest: job.try_get("digest")?,
+            state,
+            replicas: job.try_get::<i64, _>("replicas")? as u32,
+            max_price,
+            units: unit_infos,
+            cost,
+            created_at_ms: job.try_get("created_at_ms")?,
+        })
+    }
+
+    pub async fn jobs_of(&self, buyer: &str) -> Result<Vec<JobInfo>, ApiError> {
+        let ids: Vec<String> = sqlx::query("SELECT id FROM jobs WHERE buyer = $1 ORDER BY created_at_ms DESC LIMIT 50")
+            .bind(buyer)
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(self.info(&id).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn buyer_of(&self, job: &str) -> Result<String, ApiError> {
+        sqlx::query("SELECT buyer FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|r| r.try_get("buyer"))
+            .transpose()?
+            .ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))
+    }
+
+    pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
+        let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no blob {digest}")))?;
+        Ok(row.try_get("bytes")?)
+    }
+
+    /// The verified output of unit `idx`.
+    pub async fn output(&self, job: &str, idx: u32) -> Result<Vec<u8>, ApiError> {
+        let row = sqlx::query("SELECT output_digest FROM units WHERE job_id = $1 AND idx = $2 AND state = 'verified'")
+            .bind(job)
+            .bind(idx as i64)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("unit {idx} of {job} has no verified output")))?;
+        self.blob(&row.try_get::<String, _>("output_digest")?).await
+    }
+}
