@@ -16,7 +16,6 @@
 //! at the unit's share of the job cap: `max_price / (units * (max(replicas,
 //! 2) + MAX_EXTRA_REPLICAS))`, the most results of a unit that can be paid,
 //! so all payments together never exceed the hold.
-
 //!
 //! Each transition is a module that owns it, and each runs as one
 //! transaction: [`submit`] (the job, its units and its hold), [`lease`] (a

@@ -347,7 +347,7 @@ impl Ledger {
         .collect::<Result<_, _>>()?;
         let (mut expired, mut failed) = (0, 0);
         for id in due {
-            match self.expire(&id).await {
+            match self.expire(&id, now_ms).await {
                 Ok(true) => expired += 1,
                 Ok(false) => {} // posted or voided meanwhile
                 Err(e) => {
@@ -359,11 +359,11 @@ impl Ledger {
         Ok((expired, failed))
     }
 
-    async fn expire(&self, id: &str) -> Result<bool, ApiError> {
+    async fn expire(&self, id: &str, now_ms: i64) -> Result<bool, ApiError> {
         let mut tx = self.db.write().await?;
         let Some(row) = transfer_row(&mut *tx, id).await? else { return Ok(false) };
         let (hold, _) = row.into_parts();
-        lock_accounts(&mut tx, self.db.kind, &[hold.debit.as_str(), hold.credit.as_str()], 0).await?;
+        lock_accounts(&mut tx, self.db.kind, &[hold.debit.as_str(), hold.credit.as_str()], now_ms).await?;
         match resolve(&mut tx, id, TransferState::Expired, 0).await {
             Ok(_) => {
                 tx.commit().await?;

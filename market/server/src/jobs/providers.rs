@@ -69,20 +69,23 @@ impl Jobs {
         }
         let until = now + self.config.lease_ttl_ms;
         let mut renewed = 0;
+        // On PostgreSQL each lease renews in its own statement (a renewal
+        // needs no other's): a transaction holding several leases' rows
+        // could wait in a cycle with a settlement expiring the same job's
+        // leases. SQLite's one writer has no cycle, and one commit is one
+        // fsync.
+        if self.db.kind == Kind::Postgres {
+            for lease in named {
+                for (table, key) in LEASE_TABLES {
+                    renewed += renew_row(&self.db.pool, (table, key), provider, lease, until, now).await?;
+                }
+            }
+            return Ok(renewed);
+        }
         let mut tx = self.db.write().await?;
         for lease in named {
             for (table, key) in LEASE_TABLES {
-                renewed += sqlx::query(&format!(
-                    "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $1 THEN deadline_ms ELSE $1 END
-                     WHERE {key} = $2 AND provider = $3 AND state = 'active' AND expires_at_ms > $4"
-                ))
-                .bind(until)
-                .bind(lease)
-                .bind(provider.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                renewed += renew_row(&mut *tx, (table, key), provider, lease, until, now).await?;
             }
         }
         tx.commit().await?;
@@ -204,4 +207,27 @@ impl Jobs {
         }
         Ok(ProviderActivity { provider: provider.to_string(), bucket_ms, max_concurrent: max_concurrent as u32, buckets: out })
     }
+}
+
+/// Renew `lease` of `provider` in `table` (buyers' leases or canaries')
+/// to `until`, never past its deadline, if it is still active at `now`.
+async fn renew_row<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    (table, key): (&str, &str),
+    provider: &KeyId,
+    lease: &str,
+    until: i64,
+    now: i64,
+) -> Result<u64, ApiError> {
+    let done = sqlx::query(&format!(
+        "UPDATE {table} SET expires_at_ms = CASE WHEN deadline_ms > 0 AND deadline_ms < $1 THEN deadline_ms ELSE $1 END
+         WHERE {key} = $2 AND provider = $3 AND state = 'active' AND expires_at_ms > $4"
+    ))
+    .bind(until)
+    .bind(lease)
+    .bind(provider.as_str())
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }

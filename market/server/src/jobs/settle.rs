@@ -12,8 +12,11 @@
 //!   result, decision, marks, payments and the job's end commit together
 //!   or not at all. That transaction locks the job's row first, then its
 //!   leases and units, then accounts (in id order, as every ledger write
-//!   does), then provider rows (in id order), so replicas settling the same
-//!   job wait for each other and transactions wait rather than deadlock.
+//!   does), then the hold's row, then provider rows (in id order); the
+//!   job's other rows it writes later are covered by the job's lock.
+//!   Replicas settling the same job wait for each other; heartbeats renew
+//!   lease by lease on PostgreSQL, so they hold no set of leases a
+//!   settlement could wait on in a cycle.
 //! - Failure degrades, never loses: a settlement whose end fails is rolled
 //!   back and its payments made alone ([`Settling`]); a result whose job
 //!   cannot be settled is taken alone, for the sweeper.
@@ -92,7 +95,7 @@ struct DueLease {
 struct EscrowLine {
     id: String,
     buyer: String,
-    state: Text<JobState>,
+    state: String,
     max_price: i64,
     h_debit: Option<String>,
     h_credit: Option<String>,
@@ -121,7 +124,11 @@ impl EscrowLine {
         if !hold_ok {
             return vec![format!("job {id}: its hold is not the buyer's cap of {max_price} into its escrow")];
         }
-        let hold_state = self.h_state.as_deref().and_then(|s| s.parse::<TransferState>().ok());
+        let hold_state = match self.h_state.as_deref().map(str::parse::<TransferState>) {
+            Some(Ok(state)) => Some(state),
+            Some(Err(e)) => return vec![format!("job {id}: its hold's {e}")],
+            None => None,
+        };
         let released = match hold_state {
             Some(TransferState::Voided | TransferState::Expired) => max_price,
             Some(TransferState::Settled) => max_price - self.h_posted.unwrap_or(0),
@@ -143,7 +150,11 @@ impl EscrowLine {
         if self.leases_paid != self.ledger_paid {
             violations.push(format!("job {id}: its leases record {} paid, the ledger {}", self.leases_paid, self.ledger_paid));
         }
-        if self.state.0 != JobState::Running && (still_held != 0 || hold_state == Some(TransferState::Pending)) {
+        let Ok(state) = self.state.parse::<JobState>() else {
+            violations.push(format!("job {id}: its state `{}` is no job state", self.state));
+            return violations;
+        };
+        if state != JobState::Running && (still_held != 0 || hold_state == Some(TransferState::Pending)) {
             violations.push(format!("job {id}: finished with {still_held} still held"));
         }
         violations
@@ -169,7 +180,9 @@ impl Jobs {
         let ended = self.settle_once(job_id, now, Settling::Everything).await;
         if let Err(e) = &ended {
             tracing::warn!(job = job_id, "ending the job failed; paying its accepted leases alone: {e}");
-            self.settle_once(job_id, now, Settling::Payments).await?;
+            if let Err(paying) = self.settle_once(job_id, now, Settling::Payments).await {
+                tracing::warn!(job = job_id, "paying the job's accepted leases failed too: {paying}");
+            }
         }
         ended
     }

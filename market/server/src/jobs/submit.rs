@@ -91,17 +91,24 @@ impl Jobs {
         // Checked by `verify`, every replica must pass; compared by digest,
         // a majority must agree.
         let quorum = if checked || r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
-        for (i, bytes) in inputs.iter().enumerate() {
-            let digest = agora_wire::digest_hex(bytes);
+        // The inputs' blobs in digest order: submits sharing inputs wait
+        // for each other's inserts in one order, never in a cycle.
+        let digests: Vec<String> = inputs.iter().map(|bytes| agora_wire::digest_hex(bytes)).collect();
+        let mut blobs: Vec<(&String, &Vec<u8>)> = digests.iter().zip(inputs).collect();
+        blobs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        blobs.dedup_by(|a, b| a.0 == b.0);
+        for (digest, bytes) in blobs {
             sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-                .bind(&digest)
+                .bind(digest)
                 .bind(bytes.clone())
                 .execute(&mut *tx)
                 .await?;
+        }
+        for (i, digest) in digests.iter().enumerate() {
             sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
                 .bind(id)
                 .bind(i as i64)
-                .bind(&digest)
+                .bind(digest)
                 .bind(r.replicas as i64)
                 .bind(quorum)
                 .bind(now)

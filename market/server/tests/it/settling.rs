@@ -1,7 +1,8 @@
 //! Settlement in the result's own transaction (issue 12, speed): a result
 //! that completes a job takes one commit with its decision, the payments
-//! and the refund; a settlement that fails loses no result; replicas
-//! settling one job at once pay every lease once and never deadlock.
+//! and the refund; a settlement that fails loses no result and a job
+//! whose end fails still pays; replicas settling jobs at once, beside
+//! heartbeats and transfers on the same accounts, pay every lease once.
 
 use crate::jobs::{answer, b64, job, lease, provider, publish, submit};
 use crate::*;
@@ -26,6 +27,25 @@ async fn writers(m: &TestMarket, job: &str, lease: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// A funded buyer's job of one unit (cap 600 of 1000 credits), leased to
+/// a vouched provider.
+struct OneUnit {
+    buyer: Keypair,
+    id: String,
+    p: Keypair,
+    grant: Value,
+}
+
+async fn one_unit_job(m: &TestMarket) -> OneUnit {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
+    let p = provider(m, 10).await;
+    let grant = lease(m, &p).await.unwrap();
+    OneUnit { buyer, id, p, grant }
+}
+
 /// `p`'s signed report of `output` for `grant`.
 fn report(p: &Keypair, grant: &Value, output: &[u8]) -> ResultReport {
     let lease_id = grant["lease_id"].as_str().unwrap();
@@ -45,12 +65,7 @@ fn report(p: &Keypair, grant: &Value, output: &[u8]) -> ResultReport {
 }
 
 both_dbs!(a_result_that_ends_its_job_commits_once_with_the_payments_and_the_refund, async |m: &TestMarket| {
-    publish(m, "saxpy").await;
-    let buyer = Keypair::generate();
-    m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
-    let p = provider(m, 10).await;
-    let grant = lease(m, &p).await.unwrap();
+    let OneUnit { buyer, id, p, grant } = one_unit_job(m).await;
     let lease_id = grant["lease_id"].as_str().unwrap();
     m.state.jobs.submit_result(p.id(), lease_id, report(&p, &grant, b"out"), m.state.now_ms()).await.unwrap();
     if m.state.db.kind == agora_market::db::Kind::Postgres {
@@ -71,12 +86,7 @@ both_dbs!(a_result_that_ends_its_job_commits_once_with_the_payments_and_the_refu
 });
 
 both_dbs!(a_failed_settlement_loses_no_result_and_the_sweeper_settles_later, async |m: &TestMarket| {
-    publish(m, "saxpy").await;
-    let buyer = Keypair::generate();
-    m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
-    let p = provider(m, 10).await;
-    let grant = lease(m, &p).await.unwrap();
+    let OneUnit { buyer, id, p, grant } = one_unit_job(m).await;
     // The job's hold is out of reach (a damaged row): settling fails.
     let hold = format!("job:{id}:hold");
     let rename = |from: &str, to: &str| sqlx::query("UPDATE transfers SET id = $1 WHERE id = $2").bind(to.to_string()).bind(from.to_string());
@@ -154,12 +164,7 @@ both_dbs!(replicas_settling_one_job_at_once_pay_every_lease_once, async |m: &Tes
 });
 
 both_dbs!(a_job_whose_end_cannot_settle_still_pays_its_providers, async |m: &TestMarket| {
-    publish(m, "saxpy").await;
-    let buyer = Keypair::generate();
-    m.fund(&buyer, 1000).await;
-    let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
-    let p = provider(m, 10).await;
-    let grant = lease(m, &p).await.unwrap();
+    let OneUnit { buyer, id, p, grant } = one_unit_job(m).await;
     // A damaged escrow: 5 credits more than the job's leases leave, so the
     // refund check refuses to end the job.
     let mint = agora_market::ledger::Op::Mint { account: format!("job:{id}"), amount: 5 };
@@ -177,7 +182,9 @@ both_dbs!(a_job_whose_end_cannot_settle_still_pays_its_providers, async |m: &Tes
     assert!(error.is_some_and(|e| e.contains("holds")), "the refund check's finding is kept for the operator");
 });
 
-both_dbs!(settlements_heartbeats_and_transfers_on_shared_accounts_never_deadlock, async |m: &TestMarket| {
+// Transfers and heartbeats have no fallback: on PostgreSQL a lock cycle
+// with a settlement would abort one of them, and fail this test.
+both_dbs!(settlements_heartbeats_and_transfers_on_shared_accounts_all_go_through, async |m: &TestMarket| {
     use agora_market::ledger::Op;
     use agora_wire::api::{Heartbeat, LeaseProgress};
     use std::sync::Arc;
@@ -243,5 +250,25 @@ both_dbs!(settlements_heartbeats_and_transfers_on_shared_accounts_never_deadlock
     for id in &jobs {
         assert_eq!(job(m, &buyer, id).await["state"], "done");
     }
+    m.assert_invariants().await;
+});
+
+both_dbs!(a_job_set_aside_is_paid_inline_and_ended_by_the_sweeper_after_its_back_off, async |m: &TestMarket| {
+    let OneUnit { buyer, id, p, grant } = one_unit_job(m).await;
+    // Set aside by an earlier failed settlement, for a minute.
+    let until = m.state.now_ms() + agora_market::jobs::SETTLE_BACKOFF_MS;
+    sqlx::query("UPDATE jobs SET settle_after_ms = $1 WHERE id = $2").bind(until).bind(&id).execute(&m.state.db.pool).await.unwrap();
+    assert_eq!(answer(m, &p, &grant, Ok(b"out")).await.0, StatusCode::OK);
+    let paid = job(m, &buyer, &id).await;
+    assert_eq!(paid["state"], "running", "not ended inside its back-off: {paid}");
+    assert!(m.available(&p).await > 0, "but its provider is paid at once");
+    m.state.sweep().await.unwrap();
+    assert_eq!(job(m, &buyer, &id).await["state"], "running", "the sweeper waits too");
+    m.state.advance_clock(std::time::Duration::from_millis(agora_market::jobs::SETTLE_BACKOFF_MS as u64 + 1));
+    m.state.sweep().await.unwrap();
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let spent = done["cost"]["paid_to_providers"].as_u64().unwrap() + done["cost"]["fees"].as_u64().unwrap();
+    assert_eq!(m.available(&buyer).await, 1000 - spent, "refunded once the back-off is over");
     m.assert_invariants().await;
 });
