@@ -81,26 +81,34 @@ const REPORTED_COLUMNS: &str = "id, provider, output_digest, metered, trusted, f
 /// Bill the failed runs of unit (`job`, `idx`), which has just failed for
 /// good (the same way, a trusted provider among those it failed on): the
 /// job's own failure is work its providers did, so a job cannot compute its
-/// answer, log it, fail and have it for free. At most the unit's paid
+/// answer, log it, fail (or have its own `verify` reject it) and have it
+/// for free. At most the unit's paid
 /// slots are billed (the earliest answers), at the usage those runs agree
 /// on, like accepted results.
 pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64) -> Result<(), ApiError> {
-    let unit = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
+    let unit = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap, checked_by_verify FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
     let get = |c: &str| unit.try_get::<i64, _>(c);
     let slots = get("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
     // Runs by providers trusted at their grant, and untrusted runs that
     // failed exactly as one of those did (outcome, limit and fuel: a
     // deterministic failure repeats to the instruction), so fresh keys
-    // claiming errors are not paid for them.
+    // claiming errors are not paid for them. In a job checked by `verify`,
+    // outputs it rejected count alike: a trusted provider's, and an
+    // untrusted one equal to a trusted one's (garbage is not paid).
     let runs = sqlx::query(&format!(
-        "SELECT {REPORTED_COLUMNS} FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'failed' AND outcome <> 'ok'
-           AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = leases.job_id AND t.idx = leases.idx AND t.state = 'failed' AND t.trusted = 1
-                AND t.outcome = leases.outcome AND COALESCE(t.limit_kind, '') = COALESCE(leases.limit_kind, '') AND t.fuel_used = leases.fuel_used))
+        "SELECT {REPORTED_COLUMNS} FROM leases WHERE job_id = $1 AND idx = $2 AND (
+           (state = 'failed' AND outcome <> 'ok'
+            AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = leases.job_id AND t.idx = leases.idx AND t.state = 'failed' AND t.trusted = 1
+                 AND t.outcome = leases.outcome AND COALESCE(t.limit_kind, '') = COALESCE(leases.limit_kind, '') AND t.fuel_used = leases.fuel_used)))
+           OR ($4 = 1 AND state = 'rejected' AND outcome = 'ok'
+            AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = leases.job_id AND t.idx = leases.idx AND t.state = 'rejected' AND t.trusted = 1
+                 AND t.output_digest = leases.output_digest))))
          ORDER BY trusted DESC, answered_at_ms, id LIMIT $3",
     ))
     .bind(job)
     .bind(idx)
     .bind(slots)
+    .bind(get("checked_by_verify")?)
     .fetch_all(&mut **tx)
     .await?
     .iter()
@@ -108,7 +116,7 @@ pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sql
     .collect::<Result<Vec<_>, _>>()?;
     let (usage, _) = agreed_usage(&runs, get("fuel_limit")? as u64, get("timeout_ms")? as u64);
     for r in &runs {
-        sqlx::query("UPDATE leases SET state = 'billed', cost = $1 WHERE id = $2 AND state = 'failed'")
+        sqlx::query("UPDATE leases SET state = 'billed', cost = $1 WHERE id = $2 AND state IN ('failed', 'rejected')")
             .bind(price(r.ask, usage).min(get("unit_cap")? as u64) as i64)
             .bind(&r.lease)
             .execute(&mut **tx)

@@ -142,9 +142,11 @@ impl Jobs {
         Ok(Ok(()))
     }
 
-    /// A failed attempt of unit (`job`, `idx`): counted, and the unit fails
-    /// for good after [`MAX_UNIT_FAILURES`] of them only when a provider
-    /// trusted at its grant failed it too, so fresh keys reporting errors
+    /// A failed attempt of unit (`job`, `idx`), or an output its package's
+    /// `verify` rejected: counted, and the unit fails for good after
+    /// [`MAX_UNIT_FAILURES`] of them only when a provider trusted at its
+    /// grant failed it too (or two trusted providers had the same output
+    /// rejected: one trusted key alone cannot fail a checked unit), so fresh keys reporting errors
     /// cannot fail a buyer's work. Nobody is marked yet: the unit's
     /// outcome decides whether the failure was the job's doing (see
     /// `decide_unit`). When it fails for good, the failure was the job's
@@ -158,7 +160,11 @@ impl Jobs {
             .await?;
         let failed = sqlx::query(
             "UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3
-               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.state = 'failed' AND l.trusted = 1 AND l.outcome <> 'ok')",
+               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.trusted = 1
+                           AND ((l.state = 'failed' AND l.outcome <> 'ok') OR (l.state = 'rejected' AND l.outcome = 'ok'
+                                AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1 AND j.checked_by_verify = 1)
+                                AND EXISTS (SELECT 1 FROM leases o WHERE o.job_id = $1 AND o.idx = $2 AND o.state = 'rejected' AND o.trusted = 1
+                                            AND o.provider <> l.provider AND o.output_digest = l.output_digest))))",
         )
         .bind(job)
         .bind(idx)

@@ -227,12 +227,13 @@ impl Jobs {
         let mut marks: Vec<(String, Mark)> = Vec::new();
         match (verdict, message) {
             (Ok(true), _) => marks.extend(decide_unit(&mut tx, job_id, idx, true, self.db.kind, self.config.spot_check_rate).await?),
-            // Rejected: the unit goes on, and the provider is marked once
-            // another output passes (`decide_unit`); a verify that rejects
-            // everything proves nothing about providers.
-            (Ok(false), Some(message)) => {
-                sqlx::query("UPDATE units SET message = $1 WHERE job_id = $2 AND idx = $3").bind(message).bind(job_id).bind(idx).execute(&mut *tx).await?;
-            }
+            // Rejected: the provider is marked once another output passes
+            // (`decide_unit`), since a verify that rejects everything
+            // proves nothing about providers. It counts as a failed attempt:
+            // rejected as often as a unit may fail, a trusted provider's
+            // among them, the unit fails as the job's own doing and its runs
+            // are billed (a buyer cannot have honest work done for free by a
+            // verify that refuses it, nor hold a unit open for ever).
             (_, message) => self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default()).await?,
         }
         if let Err(e) = self.settle_in(&mut tx, job_id, now, scope).await {

@@ -4,7 +4,7 @@
 //! the market chooses, with no verdict lost to a timeout, a crash or a
 //! second replica.
 
-use crate::jobs::{answer, assert_conserved, heartbeat, job, lease, provider, publish_guest, reputation, submit};
+use crate::jobs::{answer, assert_conserved, heartbeat, job, lease, provider, publish_guest, reputation, submit, untrusted_provider};
 use crate::*;
 use agora_market::jobs::Verified;
 use agora_market::verify::{ResultVerifier, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits};
@@ -209,4 +209,69 @@ both_dbs!(an_expired_job_waits_for_the_verdicts_of_results_it_took, async |m: &T
     assert_eq!(ended["cost"]["refunded"], 600, "{ended}");
     assert_eq!(m.state.jobs.verifications_pending().await.unwrap(), 0);
     m.assert_invariants().await;
+});
+
+both_dbs!(a_buyer_whose_verify_rejects_every_honest_output_pays_for_the_runs, async |m: &TestMarket| {
+    // The buyer's `verify` passes only `right`; honest providers compute
+    // `honest`, and the buyer could read it in their live logs.
+    let m = &m.with_verifier(Arc::new(Recording::default()));
+    publish_guest(m, "matmul", "matmul").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "matmul", &[b"unit-0"], 600, 1).await;
+    let mut runs = Vec::new();
+    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        let p = provider(m, 10).await;
+        let grant = lease(m, &p).await.expect("the unit is leased again after a rejection");
+        assert_eq!(answer(m, &p, &grant, Ok(b"honest")).await.0, StatusCode::OK);
+        let verdicts = m.state.verify_due().await.unwrap();
+        assert!(matches!(verdicts.as_slice(), [Verified::Verdict { passed: Some(false), .. }]), "{verdicts:?}");
+        runs.push(p);
+    }
+    // Trusted providers' outputs rejected as often as a unit may fail: the
+    // job's own doing. The unit fails, is not leased forever, and the runs
+    // are billed like failed runs.
+    let over = job(m, &buyer, &id).await;
+    assert_eq!(over["units"][0]["state"], "failed", "{over}");
+    assert_eq!(over["state"], "failed", "{over}");
+    assert!(lease(m, &provider(m, 10).await).await.is_none(), "a failed unit is not leased again");
+    for p in &runs {
+        assert!(m.available(p).await > 0, "every rejected honest run is paid");
+    }
+    let refs: Vec<&Keypair> = runs.iter().collect();
+    assert_conserved(m, &buyer, 1000, &over, &refs).await;
+    m.assert_invariants().await;
+});
+
+both_dbs!(one_trusted_key_and_its_sybils_cannot_fail_a_checked_unit_with_garbage, async |m: &TestMarket| {
+    let m = &m.with_verifier(Arc::new(Recording::default()));
+    publish_guest(m, "matmul", "matmul").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "matmul", &[b"unit-0"], 600, 1).await;
+    // One trusted key, then fresh keys, all answering the same garbage.
+    let mut colluders = vec![provider(m, 10).await];
+    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        colluders.push(untrusted_provider(m, 10).await);
+    }
+    for p in &colluders {
+        let grant = lease(m, p).await.expect("the unit is open");
+        assert_eq!(answer(m, p, &grant, Ok(b"garbage")).await.0, StatusCode::OK);
+        m.state.verify_due().await.unwrap();
+    }
+    let open = job(m, &buyer, &id).await;
+    assert_eq!(open["units"][0]["state"], "queued", "the unit waits for an honest output: {open}");
+    for p in &colluders {
+        assert_eq!(m.available(p).await, 0, "garbage is not paid");
+    }
+    // An honest provider's right answer passes, and only it is paid.
+    let honest = provider(m, 10).await;
+    let grant = lease(m, &honest).await.unwrap();
+    answer(m, &honest, &grant, Ok(b"right")).await;
+    m.state.verify_due().await.unwrap();
+    let done = job(m, &buyer, &id).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let mut everyone: Vec<&Keypair> = colluders.iter().collect();
+    everyone.push(&honest);
+    assert_conserved(m, &buyer, 1000, &done, &everyone).await;
 });
