@@ -93,8 +93,8 @@ pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sql
     // failed exactly as one of those did (outcome, limit and fuel: a
     // deterministic failure repeats to the instruction), so fresh keys
     // claiming errors are not paid for them. In a job checked by `verify`,
-    // outputs it rejected count alike: a trusted provider's, and an
-    // untrusted one equal to a trusted one's (garbage is not paid).
+    // outputs it rejected (or failed on) count alike: a trusted provider's,
+    // and an untrusted one equal to a trusted one's (garbage is not paid).
     let runs = sqlx::query(&format!(
         "SELECT {REPORTED_COLUMNS} FROM leases WHERE job_id = $1 AND idx = $2 AND (
            (state = 'failed' AND outcome <> 'ok'
@@ -232,14 +232,19 @@ pub(super) async fn decide_unit(
                 return Ok(Vec::new());
             }
             // Outputs the package's `verify` rejected are proven wrong now
-            // that one passed (a verify that rejects everything marks nobody).
+            // that one passed, when a provider trusted at its grant passed
+            // (a verify that rejects everything marks nobody, and one that
+            // passes only the buyer's own fresh key marks nobody either).
+            let passed_by_trusted = results.iter().any(|r| r.trusted);
             for r in sqlx::query("SELECT provider FROM leases WHERE job_id = $1 AND idx = $2 AND state = 'rejected' AND outcome = 'ok'")
                 .bind(job)
                 .bind(idx)
                 .fetch_all(&mut **tx)
                 .await?
             {
-                marks.push((r.try_get("provider")?, Mark::Mismatch));
+                if passed_by_trusted {
+                    marks.push((r.try_get("provider")?, Mark::Mismatch));
+                }
             }
             let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results.into_iter().partition(|r| checked || r.output_digest == digest);
             let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);

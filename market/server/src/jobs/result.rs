@@ -145,8 +145,11 @@ impl Jobs {
     /// A failed attempt of unit (`job`, `idx`), or an output its package's
     /// `verify` rejected: counted, and the unit fails for good after
     /// [`MAX_UNIT_FAILURES`] of them only when a provider trusted at its
-    /// grant failed it too (or two trusted providers had the same output
-    /// rejected: one trusted key alone cannot fail a checked unit), so fresh keys reporting errors
+    /// grant failed it too (or two trusted providers had outputs rejected:
+    /// one trusted key alone cannot fail a checked unit, and honest
+    /// outputs need not be equal bit for bit), and never while a result of
+    /// the unit waits for its verdict, or has passed `verify` and waits for
+    /// its quorum, so fresh keys reporting errors
     /// cannot fail a buyer's work. Nobody is marked yet: the unit's
     /// outcome decides whether the failure was the job's doing (see
     /// `decide_unit`). When it fails for good, the failure was the job's
@@ -163,8 +166,10 @@ impl Jobs {
                AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.trusted = 1
                            AND ((l.state = 'failed' AND l.outcome <> 'ok') OR (l.state = 'rejected' AND l.outcome = 'ok'
                                 AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1 AND j.checked_by_verify = 1)
-                                AND EXISTS (SELECT 1 FROM leases o WHERE o.job_id = $1 AND o.idx = $2 AND o.state = 'rejected' AND o.trusted = 1
-                                            AND o.provider <> l.provider AND o.output_digest = l.output_digest))))",
+                                AND EXISTS (SELECT 1 FROM leases o WHERE o.job_id = $1 AND o.idx = $2 AND o.state = 'rejected' AND o.outcome = 'ok'
+                                            AND o.trusted = 1 AND o.provider <> l.provider))))
+               AND NOT EXISTS (SELECT 1 FROM leases w WHERE w.job_id = $1 AND w.idx = $2 AND (w.state = 'verifying'
+                               OR (w.state = 'submitted' AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1 AND j.checked_by_verify = 1))))",
         )
         .bind(job)
         .bind(idx)
@@ -172,6 +177,8 @@ impl Jobs {
         .execute(&mut **tx)
         .await?;
         if failed.rows_affected() == 1 {
+            // Replicas still running are not needed any more.
+            sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
             decide::bill_failed_attempts(tx, job, idx).await?;
         }
         Ok(())

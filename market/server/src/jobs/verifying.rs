@@ -216,7 +216,11 @@ impl Jobs {
         let (state, message) = match verdict {
             Ok(true) => ("submitted", None),
             Ok(false) => ("rejected", Some("the package's verify rejected the output".to_string())),
-            Err(f) => ("failed", Some(format!("verify did not complete: {f}"))),
+            // The market could not verify (its worker was lost each try).
+            Err(f) if f.is_verifier_lost() => ("failed", Some(format!("verify did not complete: {f}"))),
+            // `verify` itself trapped or ran past the market's limits on this
+            // output: the output is not accepted, as if rejected.
+            Err(f) => ("rejected", Some(format!("the package's verify failed on the output: {f}"))),
         };
         sqlx::query("UPDATE leases SET state = $1, message = COALESCE($2, message) WHERE id = $3 AND state = 'verifying'")
             .bind(state)

@@ -358,7 +358,7 @@ both_dbs!(running_units_stream_progress_and_logs, async |m: &TestMarket| {
 
 /// Stands in for a package's `verify` to test what the market does with
 /// each verdict (the real export runs in `tests/it/lifecycle.rs`): `right`
-/// passes, `boom` does not complete, anything else fails.
+/// passes, `verify` traps on `boom`, anything else fails.
 struct OutputIsRight;
 
 impl agora_market::verify::ResultVerifier for OutputIsRight {
@@ -395,7 +395,7 @@ both_dbs!(verify_checks_each_result_instead_of_a_second_replica, async |m: &Test
     let g2 = lease(m, &broken).await.expect("the unit is leased again");
     assert_eq!(answer(m, &broken, &g2, Ok(b"boom")).await.0, StatusCode::OK);
     m.state.verify_due().await.unwrap();
-    assert!(job(m, &buyer, &id).await["units"][0]["message"].as_str().unwrap().contains("did not complete"));
+    assert!(job(m, &buyer, &id).await["units"][0]["message"].as_str().unwrap().contains("verify failed on the output"));
     let g3 = lease(m, &honest).await.expect("and again");
     assert_eq!(answer(m, &honest, &g3, Ok(b"right")).await.0, StatusCode::OK);
     m.state.verify_due().await.unwrap();
@@ -407,7 +407,9 @@ both_dbs!(verify_checks_each_result_instead_of_a_second_replica, async |m: &Test
     assert_eq!(m.available(&cheat).await, 0);
     let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
     let reputation = |k: &Keypair| providers.as_array().unwrap().iter().find(|p| p["id"] == k.id().as_str()).unwrap()["reputation"].as_f64().unwrap();
-    assert!(reputation(&cheat) < reputation(&broken), "a wrong answer costs more than a verifier that could not finish");
+    // An output `verify` fails on is not accepted, like one it rejects:
+    // once the right answer passes, both were wrong.
+    assert_eq!(reputation(&cheat), reputation(&broken));
     assert!(reputation(&broken) < reputation(&honest));
 });
 

@@ -274,4 +274,67 @@ both_dbs!(one_trusted_key_and_its_sybils_cannot_fail_a_checked_unit_with_garbage
     let mut everyone: Vec<&Keypair> = colluders.iter().collect();
     everyone.push(&honest);
     assert_conserved(m, &buyer, 1000, &done, &everyone).await;
+    m.assert_invariants().await;
+});
+
+/// A `verify` that traps on whatever it is given.
+struct Trapping;
+
+impl ResultVerifier for Trapping {
+    fn verify(&self, _component: &[u8], _input: &[u8], _output: &[u8], _limits: &VerifyLimits) -> Result<bool, VerifyFailure> {
+        Err(VerifyFailure { outcome: RunOutcome::Trap, message: "unreachable".into() })
+    }
+}
+
+both_dbs!(a_verify_that_traps_on_outputs_that_differ_still_bills_the_runs, async |m: &TestMarket| {
+    // Honest outputs need not be equal bit for bit (a nonce, float
+    // rounding): the buyer's `verify` traps on each of them.
+    let m = &m.with_verifier(Arc::new(Trapping));
+    publish_guest(m, "matmul", "matmul").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "matmul", &[b"unit-0"], 600, 1).await;
+    let mut runs = Vec::new();
+    for i in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        let p = provider(m, 10).await;
+        let grant = lease(m, &p).await.expect("the unit is leased again");
+        assert_eq!(answer(m, &p, &grant, Ok(format!("honest-{i}").as_bytes())).await.0, StatusCode::OK);
+        m.state.verify_due().await.unwrap();
+        runs.push(p);
+    }
+    let over = job(m, &buyer, &id).await;
+    assert_eq!(over["units"][0]["state"], "failed", "{over}");
+    for p in &runs {
+        assert!(m.available(p).await > 0, "every honest run is paid");
+    }
+    let refs: Vec<&Keypair> = runs.iter().collect();
+    assert_conserved(m, &buyer, 1000, &over, &refs).await;
+});
+
+both_dbs!(a_pass_by_a_fresh_key_marks_no_trusted_provider_it_contradicts, async |m: &TestMarket| {
+    let m = &m.with_verifier(Arc::new(Recording::default()));
+    publish_guest(m, "matmul", "matmul").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "matmul", &[b"unit-0"], 600, 1).await;
+    let untouched = provider(m, 10).await;
+    let mut rejected = Vec::new();
+    for _ in 0..2 {
+        let p = provider(m, 10).await;
+        let grant = lease(m, &p).await.unwrap();
+        answer(m, &p, &grant, Ok(b"honest")).await;
+        m.state.verify_due().await.unwrap();
+        rejected.push(p);
+    }
+    // The buyer's own fresh key answers what its `verify` passes.
+    let sybil = crate::jobs::untrusted_provider(m, 10).await;
+    let grant = lease(m, &sybil).await.unwrap();
+    answer(m, &sybil, &grant, Ok(b"right")).await;
+    m.state.verify_due().await.unwrap();
+    assert_eq!(job(m, &buyer, &id).await["state"], "done");
+    let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+    for p in &rejected {
+        assert_eq!(reputation(&providers, p), reputation(&providers, &untouched), "not marked by a fresh key's pass");
+    }
+    m.assert_invariants().await;
 });
