@@ -5,10 +5,10 @@
 //! fails is retried after a pause.
 
 use crate::pool::{ComponentBytes, WorkerPool};
-use crate::{Limits, Outcome};
+use crate::Limits;
 use agora_wire::api::{
     Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine, MAX_HEARTBEAT_LOG_LINES,
-    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider, ResultReport, RunOutcome,
+    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider, ResultReport,
 };
 use agora_wire::client::{Client, ClientError};
 use agora_wire::log::verify_log;

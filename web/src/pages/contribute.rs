@@ -243,6 +243,11 @@ mod browser {
                 Ok(Some(grant)) => grant,
                 Ok(None) => {
                     board.status.set("Waiting for work".into());
+                    // Results are paid once the market has verified them,
+                    // after they were returned: keep the figure current.
+                    if let Some(now) = balance(&key).await {
+                        board.earned.set(now.saturating_sub(start_balance));
+                    }
                     sleep_ms(1000).await;
                     continue;
                 }
