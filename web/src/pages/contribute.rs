@@ -274,7 +274,22 @@ mod browser {
         }
         board.status.set("Paused".into());
         board.looping.set(false);
+        // Results returned before the pause are paid once the market has
+        // verified them: keep the figure current for a while.
+        for _ in 0..EARNED_REFRESHES_AFTER_PAUSE {
+            if board.active.get_untracked() {
+                break;
+            }
+            if let Some(now) = balance(&key).await {
+                board.earned.set(now.saturating_sub(start_balance));
+            }
+            sleep_ms(2000).await;
+        }
     }
+
+    /// Balance reads after a pause, two seconds apart: a minute, longer
+    /// than the market takes to verify a result in the usual case.
+    const EARNED_REFRESHES_AFTER_PAUSE: u32 = 30;
 
     async fn balance(key: &agora_wire::Keypair) -> Option<u64> {
         api::get_signed::<Balance>(key, format!("/api/v1/accounts/{}", key.id())).await.ok().map(|b| b.credits_posted)
