@@ -129,13 +129,9 @@ impl Jobs {
             None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
         }
         Self::record_live_in(&mut tx, provider, lease_id, None, &report.logs, now).await?;
-        if let Err(e) = self.settle_in(&mut tx, &job_id, now, scope).await {
-            tx.rollback().await?;
+        if let Err(e) = self.settle_and_commit(tx, &job_id, now, scope, marks).await? {
             return Ok(Err(e));
         }
-        // Provider rows last: see `settle` on the order of locks.
-        Self::mark_all(&mut tx, marks).await?;
-        tx.commit().await?;
         if checked && output.is_some() {
             self.verify_wake.notify_one();
         }

@@ -197,6 +197,28 @@ impl Jobs {
         Ok(())
     }
 
+    /// End a transaction that took results of job `job_id` (a result's, a
+    /// verdict's): settle `scope` of the job in it, apply `marks` (provider
+    /// rows last, as every such transaction locks them) and commit.
+    /// `Ok(Err(e))`: the settlement failed and the transaction was rolled
+    /// back, for the caller to try again with less.
+    pub(super) async fn settle_and_commit(
+        &self,
+        mut tx: Tx,
+        job_id: &str,
+        now: i64,
+        scope: Settling,
+        marks: Vec<(String, super::Mark)>,
+    ) -> Result<Result<(), ApiError>, ApiError> {
+        if let Err(e) = self.settle_in(&mut tx, job_id, now, scope).await {
+            tx.rollback().await?;
+            return Ok(Err(e));
+        }
+        Self::mark_all(&mut tx, marks).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
     /// [`Jobs::settle`] inside the caller's transaction, which holds (or
     /// takes here) the job's lock: no lease of the job is accepted while it
     /// runs, so what it pays and refunds is final. `scope` says whether it

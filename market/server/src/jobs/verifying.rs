@@ -240,13 +240,9 @@ impl Jobs {
             // verify that refuses it, nor hold a unit open for ever).
             (_, message) => self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default()).await?,
         }
-        if let Err(e) = self.settle_in(&mut tx, job_id, now, scope).await {
-            tx.rollback().await?;
+        if let Err(e) = self.settle_and_commit(tx, job_id, now, scope, marks).await? {
             return Ok(Err(e));
         }
-        // Provider rows last: see `settle` on the order of locks.
-        Self::mark_all(&mut tx, marks).await?;
-        tx.commit().await?;
         Ok(Ok(Verified::Verdict { lease_id, passed: verdict.as_ref().ok().copied() }))
     }
 
