@@ -34,6 +34,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261124050000, "canaries", include_str!("../migrations/sqlite/20261124050000_canaries.sql")),
     (20261202000000, "promises", include_str!("../migrations/sqlite/20261202000000_promises.sql")),
     (20261202100000, "verifications", include_str!("../migrations/sqlite/20261202100000_verifications.sql")),
+    (20261206000000, "confirming", include_str!("../migrations/sqlite/20261206000000_confirming.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -44,6 +45,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124050000, "canaries", include_str!("../migrations/postgres/20261124050000_canaries.sql")),
     (20261202000000, "promises", include_str!("../migrations/postgres/20261202000000_promises.sql")),
     (20261202100000, "verifications", include_str!("../migrations/postgres/20261202100000_verifications.sql")),
+    (20261206000000, "confirming", include_str!("../migrations/postgres/20261206000000_confirming.sql")),
 ];
 
 #[derive(Debug)]

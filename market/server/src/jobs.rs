@@ -28,6 +28,7 @@
 
 mod canaries;
 mod decide;
+mod failures;
 mod lease;
 mod live;
 mod providers;
@@ -73,7 +74,9 @@ pub const MAX_REPLICAS: u32 = 5;
 pub const MAX_EXTRA_REPLICAS: i64 = 1;
 /// Most units one provider runs at once.
 pub const MAX_CONCURRENT: u32 = 1024;
-/// Providers a unit may fail on before it fails for good.
+/// Counted failures (trusted providers', believable, from two or more of
+/// them) after which a unit fails for good however they failed (see
+/// `failures`).
 pub const MAX_UNIT_FAILURES: i64 = 3;
 /// Reputation mean under which a provider's results are confirmed by another.
 pub const TRUSTED_REPUTATION: f64 = 0.8;
@@ -96,6 +99,13 @@ pub const COMPILE_TIME_MS: i64 = 60_000;
 /// not: fetching the component and input, compiling it (the host allows a
 /// minute), and returning the result.
 pub const LEASE_GRACE_MS: i64 = 120_000;
+/// How long a job's escrow hold outlives the job: every wait between the
+/// job's expiry and its settlement (its pending verdicts, up to
+/// [`VERIFY_WAIT_MS`]; a settlement set aside, up to
+/// [`MAX_SETTLE_BACKOFF_MS`] a try) ends long before the hold does, or a
+/// late settlement would find its escrow gone and leave accepted work
+/// unpaid. A week leaves an operator days to mend a job set aside.
+pub const HOLD_OUTLIVES_JOB_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Share of a trusted provider's units checked by a second replica: enough
 /// that a trusted key turning dishonest is caught within tens of units.
 pub const SPOT_CHECK_RATE: f64 = 0.1;
@@ -180,6 +190,12 @@ fn limit_of(text: Option<String>) -> Option<LimitKind> {
     serde_json::from_value(serde_json::Value::String(text?)).ok()
 }
 
+/// A stored run outcome, read back: an unknown one is an error, never a
+/// guess.
+fn outcome_of(text: String) -> Result<RunOutcome, ApiError> {
+    text.parse().map_err(|e| ApiError::Internal(format!("a stored lease's {e}")))
+}
+
 /// A uniform draw in [0, 1) from the OS.
 fn rand_unit() -> f64 {
     let mut bytes = [0u8; 8];
@@ -208,3 +224,15 @@ impl Jobs {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_hold_outlives_every_wait_before_its_settlement() {
+        let waits = VERIFY_WAIT_MS + MAX_SETTLE_BACKOFF_MS * 8;
+        assert!(waits < HOLD_OUTLIVES_JOB_MS, "{waits} ms of waits past the job, a hold {HOLD_OUTLIVES_JOB_MS} ms past it");
+        let ttl = JobsConfig::default().job_ttl_ms;
+        assert!(ttl + HOLD_OUTLIVES_JOB_MS <= crate::ledger::MAX_HOLD_MS as i64, "the ledger takes the default job's hold");
+    }
+}

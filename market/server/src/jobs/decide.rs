@@ -19,7 +19,9 @@
 //! - The usage arithmetic is a pure function ([`agreed_usage`]); the
 //!   transaction only reads the rows and writes the decision.
 
+use super::failures::{self, Miss, MissedRun, UnitTerms};
 use super::{MAX_EXTRA_REPLICAS, Mark, Usage, limit_of, price};
+use crate::db::Tx;
 use crate::error::ApiError;
 use agora_wire::api::{Ask, RunOutcome};
 use sqlx::Row;
@@ -78,47 +80,52 @@ fn majority(values: &[u64]) -> Option<u64> {
 const REPORTED_COLUMNS: &str = "id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second,
     ask_per_wall_second, (SELECT COUNT(*) FROM vouched v WHERE v.id = leases.provider) AS vouched";
 
-/// Bill the failed runs of unit (`job`, `idx`), which has just failed for
-/// good (the same way, a trusted provider among those it failed on): the
-/// job's own failure is work its providers did, so a job cannot compute its
-/// answer, log it, fail (or have its own `verify` reject it) and have it
-/// for free. At most the unit's paid
-/// slots are billed (the earliest answers), at the usage those runs agree
-/// on, like accepted results.
-pub(super) async fn bill_failed_attempts(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64) -> Result<(), ApiError> {
-    let unit = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap, checked_by_verify FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
-    let get = |c: &str| unit.try_get::<i64, _>(c);
-    let slots = get("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
-    // Runs by providers trusted at their grant, and untrusted runs that
-    // failed exactly as one of those did (outcome, limit and fuel: a
-    // deterministic failure repeats to the instruction), so fresh keys
-    // claiming errors are not paid for them. In a job checked by `verify`,
-    // outputs it rejected (or failed on) count alike: a trusted provider's,
-    // and an untrusted one equal to a trusted one's (garbage is not paid).
-    let runs = sqlx::query(&format!(
-        "SELECT {REPORTED_COLUMNS} FROM leases WHERE job_id = $1 AND idx = $2 AND (
-           (state = 'failed' AND outcome <> 'ok'
-            AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = leases.job_id AND t.idx = leases.idx AND t.state = 'failed' AND t.trusted = 1
-                 AND t.outcome = leases.outcome AND COALESCE(t.limit_kind, '') = COALESCE(leases.limit_kind, '') AND t.fuel_used = leases.fuel_used)))
-           OR ($4 = 1 AND state = 'rejected' AND outcome = 'ok'
-            AND (trusted = 1 OR EXISTS (SELECT 1 FROM leases t WHERE t.job_id = leases.job_id AND t.idx = leases.idx AND t.state = 'rejected' AND t.trusted = 1
-                 AND t.output_digest = leases.output_digest))))
-         ORDER BY trusted DESC, answered_at_ms, id LIMIT $3",
+/// The runs of unit (`job`, `idx`) that gave it no output: failed, or
+/// (in a job checked by `verify`) rejected, trusted first, then in the
+/// order they answered (the order billing fills the paid slots in).
+pub(super) async fn missed_runs(tx: &mut Tx, job: &str, idx: i64) -> Result<Vec<MissedRun>, ApiError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {REPORTED_COLUMNS}, state, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state IN ('failed', 'rejected')
+         ORDER BY trusted DESC, answered_at_ms, id",
     ))
     .bind(job)
     .bind(idx)
-    .bind(slots)
-    .bind(get("checked_by_verify")?)
     .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(reported)
-    .collect::<Result<Vec<_>, _>>()?;
-    let (usage, _) = agreed_usage(&runs, get("fuel_limit")? as u64, get("timeout_ms")? as u64);
-    for r in &runs {
+    .await?;
+    let mut runs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let outcome = super::outcome_of(row.try_get("outcome")?)?;
+        let miss = match (row.try_get::<String, _>("state")?.as_str(), outcome) {
+            ("rejected", _) => Miss::Rejected,
+            // An output the market's verifiers could not check.
+            (_, RunOutcome::Ok) => Miss::Unverified,
+            (_, outcome) => Miss::Failed { outcome, limit: limit_of(row.try_get("limit_kind")?) },
+        };
+        runs.push(MissedRun { run: reported(row)?, miss });
+    }
+    Ok(runs)
+}
+
+/// Unit terms of job `job` that the failure rules read.
+pub(super) async fn unit_terms(tx: &mut Tx, job: &str) -> Result<UnitTerms, ApiError> {
+    let row = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
+    let get = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+    Ok(UnitTerms {
+        paid_slots: (get("replicas")?.max(2) as i64 + MAX_EXTRA_REPLICAS) as usize,
+        fuel_limit: get("fuel_limit")?,
+        timeout_ms: get("timeout_ms")?,
+        unit_cap: get("unit_cap")?,
+    })
+}
+
+/// Bill `runs` of a unit that failed as the job's own doing (see
+/// [`failures::billed`]): the job cannot compute its answer, log it, fail
+/// (or have its own `verify` reject it) and have the work for free.
+pub(super) async fn bill_missed_runs(tx: &mut Tx, runs: &[MissedRun], terms: UnitTerms) -> Result<(), ApiError> {
+    for (lease, cost) in failures::billed(runs, terms) {
         sqlx::query("UPDATE leases SET state = 'billed', cost = $1 WHERE id = $2 AND state IN ('failed', 'rejected')")
-            .bind(price(r.ask, usage).min(get("unit_cap")? as u64) as i64)
-            .bind(&r.lease)
+            .bind(cost.min(i64::MAX as u64) as i64)
+            .bind(&lease)
             .execute(&mut **tx)
             .await?;
     }
@@ -288,7 +295,7 @@ pub(super) async fn decide_unit(
                 .fetch_all(&mut **tx)
                 .await?
             {
-                let outcome = serde_json::from_value(serde_json::Value::String(f.try_get("outcome")?)).unwrap_or(RunOutcome::Trap);
+                let outcome = super::outcome_of(f.try_get("outcome")?)?;
                 let ran_ms = f.try_get::<Option<i64>, _>("wall_ms")?.unwrap_or(0);
                 marks.push((f.try_get("provider")?, Mark::of_contradicted_failure(outcome, limit_of(f.try_get("limit_kind")?), ran_ms, timeout_ms)));
             }

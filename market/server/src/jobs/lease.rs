@@ -12,8 +12,11 @@ use super::*;
 /// replica: it never joins a unit another provider holds or has answered,
 /// so every confirming, tie-breaking and spot-checking replica is a
 /// trusted provider's (two fresh keys cannot collect both replicas, nor
-/// ride along with a colluding trusted key's check). On PostgreSQL the row is locked, and rows
-/// other replicas hold are skipped.
+/// ride along with a colluding trusted key's check), and never takes a
+/// unit that has failed once (a job that computes its answer, logs it and
+/// fails gets at most one unpaid fresh-key run of a unit, not one per
+/// key). On PostgreSQL the row is locked, and rows other replicas hold are
+/// skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
     format!(
@@ -24,6 +27,7 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
+           AND ($8 = 0 OR u.failures = 0)
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
 }
@@ -95,7 +99,8 @@ impl Jobs {
             "SELECT u.wanted AS wanted,
                (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) AS taken,
                (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine,
-               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')) AS in_flight
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')) AS in_flight,
+               u.failures AS failures
              FROM units u WHERE u.job_id = $1 AND u.idx = $2",
         )
         .bind(&job_id)
@@ -105,12 +110,16 @@ impl Jobs {
         .await?;
         let checked = unit.try_get::<i64, _>("checked")? == 1;
         let first_only = untrusted && !checked && fresh.try_get::<i64, _>("in_flight")? > 0;
-        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only {
+        let failed_before = untrusted && fresh.try_get::<i64, _>("failures")? > 0;
+        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only || failed_before {
             return Ok(None);
         }
         // A provider not yet trusted is confirmed by another replica (unless
-        // the market checks each result with the package's `verify`).
-        if untrusted && !checked && unit.try_get::<i64, _>("wanted")? < 2 {
+        // the market checks each result with the package's `verify`); the
+        // lease records that it asked, so its failure or lapse gives the
+        // replica back (`release_confirming_replica`).
+        let raises_quorum = untrusted && !checked && fresh.try_get::<i64, _>("wanted")? < 2;
+        if raises_quorum {
             sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
         }
         let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
@@ -118,8 +127,8 @@ impl Jobs {
         let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
         let expires = (now + self.config.lease_ttl_ms).min(deadline);
         sqlx::query(
-            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered, trusted)
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered, trusted, raised_quorum)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&lease_id)
         .bind(&job_id)
@@ -133,6 +142,7 @@ impl Jobs {
         .bind(info.ask.per_wall_second as i64)
         .bind(!browser as i64)
         .bind(!untrusted as i64)
+        .bind(raises_quorum as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -4,6 +4,7 @@
 
 use super::*;
 use super::settle::Settling;
+use super::failures;
 use crate::db::Text;
 use agora_wire::api::LeaseState;
 
@@ -124,7 +125,10 @@ impl Jobs {
         }
         let mut marks = Vec::new();
         match failure {
-            Some(message) => self.count_failure(&mut tx, &job_id, idx, &message).await?,
+            Some(message) => {
+                self.count_failure(&mut tx, &job_id, idx, &message).await?;
+                marks.extend(self.release_confirming_replica(&mut tx, lease_id, &job_id, idx).await?);
+            }
             None if checked => Self::queue_verification(&mut tx, lease_id, &job_id, now).await?,
             None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
         }
@@ -139,44 +143,65 @@ impl Jobs {
     }
 
     /// A failed attempt of unit (`job`, `idx`), or an output its package's
-    /// `verify` rejected: counted, and the unit fails for good after
-    /// [`MAX_UNIT_FAILURES`] of them only when a provider trusted at its
-    /// grant failed it too (or two trusted providers had outputs rejected:
-    /// one trusted key alone cannot fail a checked unit, and honest
-    /// outputs need not be equal bit for bit), and never while a result of
-    /// the unit waits for its verdict, or has passed `verify` and waits for
-    /// its quorum, so fresh keys reporting errors
-    /// cannot fail a buyer's work. Nobody is marked yet: the unit's
-    /// outcome decides whether the failure was the job's doing (see
-    /// `decide_unit`). When it fails for good, the failure was the job's
-    /// own, and its failed runs are billed like any work.
-    pub(super) async fn count_failure(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &str, idx: i64, message: &str) -> Result<(), ApiError> {
+    /// `verify` rejected: counted on the unit, which fails for good when
+    /// the failure rules say it is the job's own doing (`failures`), and
+    /// never while a result of the unit waits for its verdict or a trusted
+    /// (or `verify`-passed) result stands. Nobody is marked here: a later
+    /// success elsewhere decides whether the failure was a provider's (see
+    /// `decide_unit`). When the unit fails for good, its replicas still
+    /// running are cancelled and its failed runs billed like any work.
+    pub(super) async fn count_failure(&self, tx: &mut Tx, job: &str, idx: i64, message: &str) -> Result<(), ApiError> {
         sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
             .bind(message.chars().take(2000).collect::<String>())
             .bind(job)
             .bind(idx)
             .execute(&mut **tx)
             .await?;
-        let failed = sqlx::query(
-            "UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND failures >= $3
-               AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = $1 AND l.idx = $2 AND l.trusted = 1
-                           AND ((l.state = 'failed' AND l.outcome <> 'ok') OR (l.state = 'rejected' AND l.outcome = 'ok'
-                                AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1 AND j.checked_by_verify = 1)
-                                AND EXISTS (SELECT 1 FROM leases o WHERE o.job_id = $1 AND o.idx = $2 AND o.state = 'rejected' AND o.outcome = 'ok'
-                                            AND o.trusted = 1 AND o.provider <> l.provider))))
-               AND NOT EXISTS (SELECT 1 FROM leases w WHERE w.job_id = $1 AND w.idx = $2 AND (w.state = 'verifying'
-                               OR (w.state = 'submitted' AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1 AND j.checked_by_verify = 1))))",
+        let standing: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.job_id = $1 AND l.idx = $2
+               AND (l.state = 'verifying' OR (l.state = 'submitted' AND (l.trusted = 1 OR j.checked_by_verify = 1)))",
         )
         .bind(job)
         .bind(idx)
-        .bind(MAX_UNIT_FAILURES)
-        .execute(&mut **tx)
-        .await?;
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?;
+        if standing > 0 {
+            return Ok(());
+        }
+        let terms = decide::unit_terms(tx, job).await?;
+        let runs = decide::missed_runs(tx, job, idx).await?;
+        if !failures::fails_for_good(&runs, terms.timeout_ms) {
+            return Ok(());
+        }
+        let failed = sqlx::query("UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued'").bind(job).bind(idx).execute(&mut **tx).await?;
         if failed.rows_affected() == 1 {
             // Replicas still running are not needed any more.
             sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
-            decide::bill_failed_attempts(tx, job, idx).await?;
+            decide::bill_missed_runs(tx, &runs, terms).await?;
         }
         Ok(())
+    }
+
+    /// Lease `lease_id` of unit (`job`, `idx`) ended without a result
+    /// (failed, or lapsed). If it was an untrusted key's that raised the
+    /// unit to two replicas (a confirming trusted one for its result),
+    /// the unit wants one result again, and a trusted result already in is
+    /// decided: a market with one trusted provider still finishes it.
+    /// Returns the decision's marks.
+    pub(super) async fn release_confirming_replica(&self, tx: &mut Tx, lease_id: &str, job: &str, idx: i64) -> Result<Vec<(String, Mark)>, ApiError> {
+        let released = sqlx::query(
+            "UPDATE units SET wanted = 1, quorum = 1 WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND wanted = 2 AND quorum = 2
+               AND EXISTS (SELECT 1 FROM leases l WHERE l.id = $3 AND l.raised_quorum = 1 AND l.state IN ('failed', 'expired'))",
+        )
+        .bind(job)
+        .bind(idx)
+        .bind(lease_id)
+        .execute(&mut **tx)
+        .await?;
+        if released.rows_affected() != 1 {
+            return Ok(Vec::new());
+        }
+        decide_unit(tx, job, idx, false, self.db.kind, self.config.spot_check_rate).await
     }
 }

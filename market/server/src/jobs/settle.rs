@@ -26,7 +26,7 @@
 //!   equal what the ledger says the job's escrow still holds, or nothing is
 //!   refunded and the job is set aside for the operator.
 
-use super::Jobs;
+use super::{Jobs, decide, failures};
 use crate::db::{Kind, Text, Tx};
 use agora_wire::api::{JobState, TransferState};
 use crate::error::ApiError;
@@ -285,12 +285,41 @@ impl Jobs {
         if expires_at_ms > now || self.awaits_verdicts(tx, job_id, expires_at_ms, now).await? {
             return Ok(false);
         }
+        self.bill_open_units_at_expiry(tx, job_id).await?;
         sqlx::query("UPDATE units SET state = 'failed', message = 'the job expired' WHERE job_id = $1 AND state = 'queued'")
             .bind(job_id)
             .execute(&mut **tx)
             .await?;
         sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&mut **tx).await?;
         Ok(true)
+    }
+
+    /// Bill the missed runs of the job's units still open at its expiry
+    /// that two or more trusted providers failed, however they failed
+    /// (what they did is work, whether or not their failures matched).
+    async fn bill_open_units_at_expiry(&self, tx: &mut Tx, job_id: &str) -> Result<(), ApiError> {
+        let open: Vec<i64> = sqlx::query(
+            "SELECT u.idx AS idx FROM units u WHERE u.job_id = $1 AND u.state = 'queued'
+               AND (SELECT COUNT(DISTINCT l.provider) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx
+                    AND l.trusted = 1 AND l.state IN ('failed', 'rejected')) >= 2",
+        )
+        .bind(job_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("idx"))
+        .collect::<Result<_, _>>()?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let terms = decide::unit_terms(tx, job_id).await?;
+        for idx in open {
+            let runs = decide::missed_runs(tx, job_id, idx).await?;
+            if failures::counted_providers(&runs, terms.timeout_ms) >= 2 {
+                decide::bill_missed_runs(tx, &runs, terms).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The job's accepted (or billed) leases not paid yet, by provider (the

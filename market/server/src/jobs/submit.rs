@@ -123,7 +123,7 @@ impl Jobs {
             debit: buyer.to_string(),
             credit: job_escrow(id),
             amount: r.max_price,
-            timeout_ms: (self.config.job_ttl_ms + 3_600_000) as u64,
+            timeout_ms: ((self.config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS) as u64).min(crate::ledger::MAX_HOLD_MS),
         };
         self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
         tx.commit().await?;

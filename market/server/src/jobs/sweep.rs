@@ -42,7 +42,11 @@ impl Jobs {
                 .await?;
             for lease in lost {
                 let (id, provider): (String, String) = (lease.try_get("id")?, lease.try_get("provider")?);
-                match self.expire_lease(table, key, &id, &provider).await {
+                let expired = match table {
+                    "leases" => self.expire_buyers_lease(&id, now).await,
+                    _ => self.expire_lease(table, key, &id, &provider, now).await,
+                };
+                match expired {
                     Ok(true) => report.leases_expired += 1,
                     Ok(false) => {}
                     Err(e) => {
@@ -79,16 +83,49 @@ impl Jobs {
         Ok(report)
     }
 
-    /// Expire one lost lease of `table` and mark its provider.
-    pub(super) async fn expire_lease(&self, table: &str, key: &str, id: &str, provider: &str) -> Result<bool, ApiError> {
-        let done = sqlx::query(&format!("UPDATE {table} SET state = 'expired' WHERE {key} = $1 AND state = 'active'"))
+    /// Expire one lost lease of `table` (a canary's) and mark its provider.
+    /// A heartbeat that renewed it since it was read keeps it.
+    pub(super) async fn expire_lease(&self, table: &str, key: &str, id: &str, provider: &str, now: i64) -> Result<bool, ApiError> {
+        let done = sqlx::query(&format!("UPDATE {table} SET state = 'expired' WHERE {key} = $1 AND state = 'active' AND expires_at_ms <= $2"))
             .bind(id)
+            .bind(now)
             .execute(&self.db.pool)
             .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
         self.mark(provider, super::Mark::LostLease).await?;
+        Ok(true)
+    }
+
+    /// Expire one lost lease of a buyer's job, under the job's lock, in one
+    /// transaction: the lease, its provider's mark, and the confirming
+    /// replica it asked for given back (a trusted result already in is
+    /// decided then, and paid by this sweep's settlement).
+    async fn expire_buyers_lease(&self, id: &str, now: i64) -> Result<bool, ApiError> {
+        let mut tx = self.db.write().await?;
+        let Some(lease) = sqlx::query("SELECT job_id, idx, provider FROM leases WHERE id = $1 AND state = 'active' AND expires_at_ms <= $2")
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let (job, idx, provider): (String, i64, String) = (lease.try_get("job_id")?, lease.try_get("idx")?, lease.try_get("provider")?);
+        super::settle::lock_job(&mut tx, self.db.kind, &job).await?;
+        let done = sqlx::query("UPDATE leases SET state = 'expired' WHERE id = $1 AND state = 'active' AND expires_at_ms <= $2")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let mut marks = self.release_confirming_replica(&mut tx, id, &job, idx).await?;
+        marks.push((provider, super::Mark::LostLease));
+        Self::mark_all(&mut tx, marks).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
