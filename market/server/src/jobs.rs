@@ -216,6 +216,10 @@ fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
 
 impl Jobs {
     pub fn new(db: Db, ledger: Ledger, registry: Registry, config: JobsConfig) -> Self {
+        assert!(
+            config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS <= crate::ledger::MAX_HOLD_MS as i64,
+            "a job's lifetime plus HOLD_OUTLIVES_JOB_MS must fit the ledger's longest hold"
+        );
         Jobs { db, ledger, registry, verifier: None, verify_wake: Default::default(), config }
     }
 

@@ -5,26 +5,31 @@
 //! job's end at expiry (in `settle`) read the rows and apply the answer.
 //!
 //! Design choices (identities are free, so nothing rests on a key being
-//! new or few):
+//! new or few, and trust earned through confirmations can be farmed):
 //! - Only a provider trusted at its grant has a failure *counted*, and
-//!   only when its account is believable: a lost worker (anyone can claim
-//!   one), a timeout claimed before the market's clock says the unit's
-//!   timeout passed, a compile-time limit claimed in under the compile
-//!   deadline, and a verification the market could not finish count for
-//!   nothing.
+//!   only when its account is believable: a timeout claimed before the
+//!   market's clock says the unit's timeout passed, a compile-time limit
+//!   claimed in under the compile deadline, and a verification the market
+//!   could not finish count for nothing, and so does a lost worker (anyone
+//!   can claim one) unless the operator vouches for its host.
 //! - A unit fails for good once two different trusted providers failed it
 //!   the same way ([`same_failure`]; for `verify`, had the same output
 //!   rejected), or once [`MAX_UNIT_FAILURES`] counted failures came from
 //!   two or more trusted providers whatever they were (rejected outputs
-//!   that differ, as honest ones need not be equal bit for bit): one
-//!   trusted key (earned, say, by an attacker) and any number of fresh ones
-//!   cannot fail a buyer's unit.
-//! - Billed: a run that failed the way two trusted providers did, at the
-//!   usage *those trusted runs* agree on (a fresh key or a browser tab
-//!   matching them is paid that, and cannot cut it); a trusted run that
-//!   failed its own way, at its own usage within the unit's limits; a
-//!   trusted rejected output, and an output equal to one. At most the
-//!   unit's paid slots, trusted runs first, each within the unit's cap.
+//!   that differ, as honest ones need not be equal bit for bit); either
+//!   way with an operator-vouched host among them. One trusted key and any
+//!   number of fresh ones, or a ring of keys that farmed their trust,
+//!   cannot fail a buyer's unit (a market without vouched hosts lets its
+//!   failing units expire, refunded).
+//! - Billed: a run that failed the way a vouched host and another trusted
+//!   provider did, at the usage *those trusted runs* agree on (a fresh key
+//!   or a browser tab matching them is paid that, and cannot cut it); a
+//!   trusted run that failed its own way at no more than the least usage
+//!   the counted runs agree on (a claim is never its own price), unless it
+//!   contradicts such a group (the same failure at other fuel: a
+//!   deterministic failure repeats to the instruction); a trusted
+//!   rejected output, and an output equal to one. At most the unit's paid
+//!   slots, trusted runs first, each within the unit's cap.
 
 use super::decide::{Reported, agreed_usage};
 use super::{COMPILE_TIME_MS, MAX_UNIT_FAILURES, Usage, price};
@@ -59,18 +64,24 @@ pub struct UnitTerms {
     pub unit_cap: u64,
 }
 
-/// Whether a limit is the clock's (its run's fuel is not deterministic).
-fn clock_limit(limit: Option<LimitKind>) -> bool {
-    matches!(limit, Some(LimitKind::Timeout | LimitKind::CompileTime))
+/// Whether a failed run's fuel is deterministic: not when the clock
+/// stopped it, nor when its worker died (a kill comes at any instruction).
+fn fuel_is_deterministic(miss: Miss) -> bool {
+    match miss {
+        Miss::Failed { outcome: RunOutcome::WorkerLost, .. } => false,
+        Miss::Failed { limit, .. } => !matches!(limit, Some(LimitKind::Timeout | LimitKind::CompileTime)),
+        Miss::Rejected | Miss::Unverified => true,
+    }
 }
 
 /// Whether the provider's account of this miss is believable: the clock
-/// limits it claims really ran out by the market's clock, and it is no
-/// lost worker or lost verifier.
+/// limits it claims really ran out by the market's clock, it is no lost
+/// verifier, and a lost worker is a vouched host's.
 pub fn credible(r: &MissedRun, timeout_ms: u64) -> bool {
     let ran_ms = r.run.usage.wall_ms;
     match r.miss {
-        Miss::Unverified | Miss::Failed { outcome: RunOutcome::WorkerLost, .. } => false,
+        Miss::Unverified => false,
+        Miss::Failed { outcome: RunOutcome::WorkerLost, .. } => r.run.vouched,
         Miss::Failed { limit: Some(LimitKind::Timeout), .. } => ran_ms >= timeout_ms,
         Miss::Failed { limit: Some(LimitKind::CompileTime), .. } => ran_ms >= COMPILE_TIME_MS as u64,
         Miss::Failed { .. } | Miss::Rejected => true,
@@ -84,9 +95,9 @@ pub fn counted(r: &MissedRun, timeout_ms: u64) -> bool {
 }
 
 /// Whether two runs failed the same way: the same outcome and limit, and
-/// (a failure being deterministic) the same fuel, unless the limit was
-/// the clock's or a browser tab, which meters none, ran one of them. Two
-/// rejected outputs are the same when they are equal.
+/// (a failure being deterministic) the same fuel, unless the clock or a
+/// lost worker stopped them or a browser tab, which meters none, ran one
+/// of them. Two rejected outputs are the same when they are equal.
 pub fn same_failure(a: &MissedRun, b: &MissedRun, timeout_ms: u64) -> bool {
     if !credible(a, timeout_ms) || !credible(b, timeout_ms) {
         return false;
@@ -95,7 +106,7 @@ pub fn same_failure(a: &MissedRun, b: &MissedRun, timeout_ms: u64) -> bool {
         (Miss::Failed { outcome, limit }, Miss::Failed { outcome: other_outcome, limit: other_limit }) => {
             outcome == other_outcome
                 && limit == other_limit
-                && (clock_limit(limit) || !a.run.metered || !b.run.metered || a.run.usage.fuel == b.run.usage.fuel)
+                && (!fuel_is_deterministic(a.miss) || !a.run.metered || !b.run.metered || a.run.usage.fuel == b.run.usage.fuel)
         }
         (Miss::Rejected, Miss::Rejected) => a.run.output_digest == b.run.output_digest,
         _ => false,
@@ -107,26 +118,38 @@ pub fn same_failure(a: &MissedRun, b: &MissedRun, timeout_ms: u64) -> bool {
 /// output from both. (Rejected outputs that differ, as honest ones may,
 /// count towards [`MAX_UNIT_FAILURES`] instead.)
 fn corroborate(a: &MissedRun, b: &MissedRun, timeout_ms: u64) -> bool {
-    a.run.provider != b.run.provider && counted(a, timeout_ms) && counted(b, timeout_ms) && same_failure(a, b, timeout_ms)
+    a.run.provider != b.run.provider
+        && (a.run.vouched || b.run.vouched)
+        && counted(a, timeout_ms)
+        && counted(b, timeout_ms)
+        && same_failure(a, b, timeout_ms)
 }
 
-/// How many different trusted providers have a counted miss of the unit.
-pub fn counted_providers(runs: &[MissedRun], timeout_ms: u64) -> usize {
-    let mut providers: Vec<&str> = runs.iter().filter(|r| counted(r, timeout_ms)).map(|r| r.run.provider.as_str()).collect();
+/// Whether trusted runs `peers` anchor a failure: two or more providers,
+/// an operator-vouched host among them.
+fn anchored(peers: &[&MissedRun]) -> bool {
+    let mut providers: Vec<&str> = peers.iter().map(|p| p.run.provider.as_str()).collect();
     providers.sort_unstable();
     providers.dedup();
-    providers.len()
+    providers.len() >= 2 && peers.iter().any(|p| p.run.vouched)
 }
 
 /// Whether the unit fails for good as the job's doing (see the module's
 /// rules). The caller has checked that no result of the unit waits for
 /// its verdict and no trusted or `verify`-passed result stands.
 pub fn fails_for_good(runs: &[MissedRun], timeout_ms: u64) -> bool {
-    let count = runs.iter().filter(|r| counted(r, timeout_ms)).count();
-    if count as i64 >= MAX_UNIT_FAILURES && counted_providers(runs, timeout_ms) >= 2 {
+    let counted_runs: Vec<&MissedRun> = runs.iter().filter(|r| counted(r, timeout_ms)).collect();
+    if counted_runs.len() as i64 >= MAX_UNIT_FAILURES && anchored(&counted_runs) {
         return true;
     }
     runs.iter().enumerate().any(|(i, a)| runs[i + 1..].iter().any(|b| corroborate(a, b, timeout_ms)))
+}
+
+/// Whether a unit still open when its job expires has runs to bill: a
+/// vouched host's counted miss (the operator's own host does not invent
+/// failures, and its run was work).
+pub fn billable_at_expiry(runs: &[MissedRun], timeout_ms: u64) -> bool {
+    runs.iter().any(|r| r.run.vouched && counted(r, timeout_ms))
 }
 
 /// The runs to bill, in `runs`' order (trusted first, then by answer, as
@@ -145,23 +168,41 @@ pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
 }
 
 /// What run `r` is billed at, if it is: the usage of the trusted runs it
-/// matches when two providers' do, else its own when it is a counted
-/// trusted miss, else a rejected output equal to a trusted one's at that
-/// one's usage.
+/// matches when they anchor a failure; a rejected output equal to a
+/// trusted one's at that one's usage; else, a counted trusted miss that
+/// contradicts no anchored failure, at no more than the least usage the
+/// counted runs agree on.
 fn billed_usage(r: &MissedRun, runs: &[MissedRun], terms: UnitTerms) -> Option<Usage> {
     let timeout_ms = terms.timeout_ms;
-    let peers: Vec<Reported> = runs.iter().filter(|t| counted(t, timeout_ms) && same_failure(t, r, timeout_ms)).map(|t| t.run.clone()).collect();
-    let mut peer_providers: Vec<&str> = peers.iter().map(|p| p.provider.as_str()).collect();
-    peer_providers.sort_unstable();
-    peer_providers.dedup();
-    let agreed = |of: &[Reported]| within_wall_time(agreed_usage(of, terms.fuel_limit, timeout_ms).0);
-    if peer_providers.len() >= 2 || (r.miss == Miss::Rejected && !peers.is_empty() && !r.run.trusted) {
-        Some(agreed(&peers))
-    } else if counted(r, timeout_ms) {
-        Some(agreed(std::slice::from_ref(&r.run)))
-    } else {
-        None
+    let counted_runs: Vec<&MissedRun> = runs.iter().filter(|t| counted(t, timeout_ms)).collect();
+    let peers: Vec<&MissedRun> = counted_runs.iter().copied().filter(|t| same_failure(t, r, timeout_ms)).collect();
+    let agreed = |of: &[&MissedRun]| {
+        let reported: Vec<Reported> = of.iter().map(|t| t.run.clone()).collect();
+        within_wall_time(agreed_usage(&reported, terms.fuel_limit, timeout_ms).0)
+    };
+    if anchored(&peers) || (r.miss == Miss::Rejected && !r.run.trusted && !peers.is_empty()) {
+        return Some(agreed(&peers));
     }
+    if !counted(r, timeout_ms) || contradicts_an_anchored_failure(r, &counted_runs, timeout_ms) {
+        return None;
+    }
+    let (own, least) = (agreed(&[r]), agreed(&counted_runs));
+    Some(Usage { fuel: own.fuel.min(least.fuel), gpu_time_us: own.gpu_time_us.min(least.gpu_time_us), wall_ms: own.wall_ms.min(least.wall_ms) })
+}
+
+/// Whether `r` failed as an anchored group did (the same outcome and
+/// limit, its fuel deterministic, both metered) at other fuel: one of them
+/// misreports, and the group is the one a vouched host stands in.
+fn contradicts_an_anchored_failure(r: &MissedRun, counted_runs: &[&MissedRun], timeout_ms: u64) -> bool {
+    if !fuel_is_deterministic(r.miss) || !r.run.metered {
+        return false;
+    }
+    counted_runs.iter().any(|t| {
+        t.miss == r.miss && t.run.metered && t.run.usage.fuel != r.run.usage.fuel && {
+            let group: Vec<&MissedRun> = counted_runs.iter().copied().filter(|o| same_failure(o, t, timeout_ms)).collect();
+            anchored(&group)
+        }
+    })
 }
 
 /// GPU time within the wall time the market measured.
@@ -177,7 +218,17 @@ mod tests {
     const TIMEOUT: u64 = 10_000;
     const TERMS: UnitTerms = UnitTerms { paid_slots: 3, fuel_limit: 10_000_000_000, timeout_ms: TIMEOUT, unit_cap: 1_000 };
 
-    fn run(provider: &str, trusted: bool, miss: Miss, fuel: u64, wall_ms: u64) -> MissedRun {
+    /// Who ran a unit: the operator's own host, a key that earned (or
+    /// farmed) its trust, or a fresh key.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Who {
+        Vouched,
+        Farmed,
+        Fresh,
+    }
+    use Who::*;
+
+    fn run(provider: &str, who: Who, miss: Miss, fuel: u64, wall_ms: u64) -> MissedRun {
         MissedRun {
             run: Reported {
                 lease: format!("lease-{provider}"),
@@ -186,8 +237,8 @@ mod tests {
                 metered: true,
                 usage: Usage { fuel, gpu_time_us: 0, wall_ms },
                 ask: Ask { per_billion_fuel: 10, per_gpu_second: 0, per_wall_second: 0 },
-                trusted,
-                vouched: false,
+                trusted: who != Fresh,
+                vouched: who == Vouched,
             },
             miss,
         }
@@ -197,57 +248,76 @@ mod tests {
         Miss::Failed { outcome, limit: None }
     }
 
+    fn costs(bills: &[(String, u64)]) -> Vec<(&str, u64)> {
+        bills.iter().map(|(l, c)| (l.as_str(), *c)).collect()
+    }
+
     const TIMED_OUT: Miss = Miss::Failed { outcome: RunOutcome::LimitExceeded, limit: Some(LimitKind::Timeout) };
+    const TRAP: Miss = Miss::Failed { outcome: RunOutcome::Trap, limit: None };
 
     #[test]
     fn one_trusted_key_and_any_number_of_fresh_ones_fail_nothing() {
-        let mut runs = vec![run("colluder", true, failed(RunOutcome::Trap), 5, 100)];
+        let mut runs = vec![run("colluder", Farmed, TRAP, 5, 100)];
         for i in 0..10 {
-            runs.push(run(&format!("sybil-{i}"), false, failed(RunOutcome::Trap), 5, 100));
+            runs.push(run(&format!("sybil-{i}"), Fresh, TRAP, 5, 100));
         }
         assert!(!fails_for_good(&runs, TIMEOUT));
-        runs.push(run("honest", true, failed(RunOutcome::Trap), 5, 100));
-        assert!(fails_for_good(&runs, TIMEOUT), "two trusted providers, the same way");
+        runs.push(run("host", Vouched, TRAP, 5, 100));
+        assert!(fails_for_good(&runs, TIMEOUT), "a vouched host and another trusted provider, the same way");
+    }
+
+    #[test]
+    fn a_ring_of_farmed_keys_fails_nothing_without_a_vouched_host() {
+        let runs: Vec<MissedRun> = (0..5).map(|i| run(&format!("farmed-{i}"), Farmed, TRAP, 5, 100)).collect();
+        assert!(!fails_for_good(&runs, TIMEOUT));
+        assert!(!billable_at_expiry(&runs, TIMEOUT));
+        assert!(billed(&runs, TERMS).iter().all(|(_, cost)| *cost <= 1), "nobody is paid more than the least claim");
     }
 
     #[test]
     fn trusted_failures_that_differ_need_three() {
-        let mut runs = vec![run("a", true, failed(RunOutcome::Trap), 5, 100), run("b", true, failed(RunOutcome::Trap), 6, 100)];
+        let mut runs = vec![run("a", Vouched, TRAP, 5, 100), run("b", Farmed, TRAP, 6, 100)];
         assert!(!fails_for_good(&runs, TIMEOUT), "a deterministic failure repeats to the instruction");
-        runs.push(run("c", true, failed(RunOutcome::JobError), 7, 100));
-        assert!(fails_for_good(&runs, TIMEOUT), "three counted failures from trusted providers");
+        runs.push(run("c", Farmed, failed(RunOutcome::JobError), 7, 100));
+        assert!(fails_for_good(&runs, TIMEOUT), "three counted failures, a vouched host among them");
     }
 
     #[test]
-    fn lost_workers_and_early_timeouts_count_for_nothing() {
+    fn lost_workers_count_only_on_vouched_hosts_and_early_timeouts_never() {
         let lost = failed(RunOutcome::WorkerLost);
-        let runs = [run("a", true, lost, 0, 100), run("b", true, lost, 0, 100), run("c", true, TIMED_OUT, 0, 10), run("d", true, TIMED_OUT, 0, 20)];
+        let runs = [run("a", Farmed, lost, 0, 100), run("b", Farmed, lost, 0, 100), run("c", Vouched, TIMED_OUT, 0, 10), run("d", Vouched, TIMED_OUT, 0, 20)];
         assert!(!fails_for_good(&runs, TIMEOUT));
         assert!(billed(&runs, TERMS).is_empty(), "nothing believable to bill");
-        let real = [run("a", true, TIMED_OUT, 3, TIMEOUT), run("b", true, TIMED_OUT, 9, TIMEOUT + 5)];
+        let hosts = [run("a", Vouched, lost, 1_000_000_000, 100), run("b", Vouched, lost, 3_000_000_000, 100)];
+        assert!(fails_for_good(&hosts, TIMEOUT), "the operator's hosts do not invent lost workers, killed at any instruction");
+        let real = [run("a", Vouched, TIMED_OUT, 3, TIMEOUT), run("b", Farmed, TIMED_OUT, 9, TIMEOUT + 5)];
         assert!(fails_for_good(&real, TIMEOUT), "timeouts after the clock ran out match whatever their fuel");
     }
 
     #[test]
     fn a_fresh_key_or_a_tab_matching_trusted_runs_is_paid_their_usage_and_cannot_cut_it() {
-        let trap = failed(RunOutcome::Trap);
-        let mut tab = run("tab", false, trap, 0, 1);
+        let mut tab = run("tab", Fresh, TRAP, 0, 1);
         tab.run.metered = false;
-        let runs = [run("a", true, trap, 3_000_000_000, 500), run("b", true, trap, 3_000_000_000, 700), tab, run("fresh", false, trap, 3_000_000_000, 1)];
+        let runs = [run("a", Vouched, TRAP, 3_000_000_000, 500), run("b", Farmed, TRAP, 3_000_000_000, 700), tab, run("fresh", Fresh, TRAP, 3_000_000_000, 1)];
         let bills = billed(&runs, UnitTerms { paid_slots: 4, ..TERMS });
         assert_eq!(bills.len(), 4);
         assert!(bills.iter().all(|(_, cost)| *cost == 30), "{bills:?}");
     }
 
     #[test]
-    fn a_trusted_run_failing_its_own_way_is_paid_its_own_capped_usage_and_fresh_ones_are_not() {
+    fn a_run_failing_its_own_way_is_paid_no_more_than_the_least_counted_usage() {
         let runs = [
-            run("a", true, failed(RunOutcome::Trap), 2_000_000_000, 500),
-            run("b", true, failed(RunOutcome::JobError), u64::MAX, 500),
-            run("fresh", false, failed(RunOutcome::Refused), 1_000_000_000, 500),
+            run("a", Vouched, TRAP, 2_000_000_000, 500),
+            run("b", Farmed, failed(RunOutcome::JobError), u64::MAX, 500),
+            run("fresh", Fresh, failed(RunOutcome::Refused), 1_000_000_000, 500),
         ];
-        let bills = billed(&runs, TERMS);
-        assert_eq!(bills, vec![("lease-a".to_string(), 20), ("lease-b".to_string(), 100)], "fuel capped at the unit's limit");
+        assert_eq!(costs(&billed(&runs, TERMS)), [("lease-a", 20), ("lease-b", 20)], "a claim is never its own price; fresh keys' are not paid");
+    }
+
+    #[test]
+    fn a_claim_contradicting_an_anchored_failure_is_not_paid() {
+        let runs = [run("a", Vouched, TRAP, 2_000_000_000, 500), run("b", Vouched, TRAP, 2_000_000_000, 500), run("liar", Farmed, TRAP, 9_000_000_000, 1)];
+        assert_eq!(costs(&billed(&runs, TERMS)), [("lease-a", 20), ("lease-b", 20)]);
     }
 
     #[test]
@@ -256,25 +326,26 @@ mod tests {
             r.run.output_digest = d.into();
             r
         };
-        let mut runs = vec![digest(run("a", true, Miss::Rejected, 2_000_000_000, 500), "x"), digest(run("fresh", false, Miss::Rejected, 1, 1), "x")];
+        let rejected = |p: &str, who: Who, d: &str| digest(run(p, who, Miss::Rejected, 2_000_000_000, 500), d);
+        let mut runs = vec![rejected("a", Vouched, "x"), digest(run("fresh", Fresh, Miss::Rejected, 1, 1), "x")];
         assert!(!fails_for_good(&runs, TIMEOUT), "one trusted provider cannot fail a checked unit");
-        runs.push(digest(run("b", true, Miss::Rejected, 2_000_000_000, 500), "y"));
-        runs.push(digest(run("garbage", false, Miss::Rejected, 1, 1), "z"));
+        runs.push(rejected("b", Farmed, "y"));
+        runs.push(digest(run("garbage", Fresh, Miss::Rejected, 1, 1), "z"));
         assert!(!fails_for_good(&runs, TIMEOUT), "two different outputs rejected: a cheat may be among them");
         let mut same = runs.clone();
-        same.push(digest(run("c", true, Miss::Rejected, 2_000_000_000, 500), "x"));
-        assert!(fails_for_good(&same, TIMEOUT), "the same output rejected on two trusted providers");
-        runs.push(digest(run("d", true, Miss::Rejected, 2_000_000_000, 500), "w"));
+        same.push(rejected("c", Farmed, "x"));
+        assert!(fails_for_good(&same, TIMEOUT), "the same output rejected on a vouched host and another trusted provider");
+        runs.push(rejected("d", Farmed, "w"));
         assert!(fails_for_good(&runs, TIMEOUT), "three trusted outputs rejected: honest outputs need not be equal");
         let bills = billed(&runs, UnitTerms { paid_slots: 4, ..TERMS });
-        assert_eq!(bills.iter().map(|(l, c)| (l.as_str(), *c)).collect::<Vec<_>>(), [("lease-a", 20), ("lease-fresh", 20), ("lease-b", 20), ("lease-d", 20)]);
-        assert!(!fails_for_good(&[digest(run("a", true, Miss::Unverified, 1, 1), "x"), digest(run("b", true, Miss::Unverified, 1, 1), "x")], TIMEOUT));
+        assert_eq!(costs(&bills), [("lease-a", 20), ("lease-fresh", 20), ("lease-b", 20), ("lease-d", 20)]);
+        let unverified = |p: &str| digest(run(p, Vouched, Miss::Unverified, 1, 1), "x");
+        assert!(!fails_for_good(&[unverified("a"), unverified("b")], TIMEOUT), "a lost verifier is nobody's doing");
     }
 
     #[test]
     fn at_most_the_paid_slots_are_billed() {
-        let trap = failed(RunOutcome::Trap);
-        let runs: Vec<MissedRun> = (0..6).map(|i| run(&format!("p{i}"), true, trap, 1_000_000_000, 100)).collect();
+        let runs: Vec<MissedRun> = (0..6).map(|i| run(&format!("p{i}"), Vouched, TRAP, 1_000_000_000, 100)).collect();
         assert_eq!(billed(&runs, TERMS).len(), 3);
     }
 }

@@ -123,7 +123,7 @@ impl Jobs {
             debit: buyer.to_string(),
             credit: job_escrow(id),
             amount: r.max_price,
-            timeout_ms: ((self.config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS) as u64).min(crate::ledger::MAX_HOLD_MS),
+            timeout_ms: (self.config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS) as u64,
         };
         self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
         tx.commit().await?;
