@@ -192,7 +192,7 @@ async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
         tx.commit().await.unwrap();
         // Lease.
         let mut tx = db.write().await.unwrap();
-        let row = sqlx::query(&candidate).bind(now()).bind(1i64).bind(10i64).bind(1i64).bind(&provider).bind(0i64).bind(0i64).bind(0i64).fetch_one(&mut *tx).await.unwrap();
+        let row = sqlx::query(&candidate).bind(now()).bind(1i64).bind(10i64).bind(1i64).bind(&provider).bind(0i64).bind(0i64).bind(0i64).bind(1i64).fetch_one(&mut *tx).await.unwrap();
         let leased_job: String = row.try_get("job_id").unwrap();
         exec(&mut tx, "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, 0, $3, 'active', CAST($4 AS BIGINT) + 30000, CAST($4 AS BIGINT))", &[&lease, &leased_job, &provider, &now_s]).await;
         tx.commit().await.unwrap();

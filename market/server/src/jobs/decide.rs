@@ -81,12 +81,13 @@ const REPORTED_COLUMNS: &str = "id, provider, output_digest, metered, trusted, f
     ask_per_wall_second, (SELECT COUNT(*) FROM vouched v WHERE v.id = leases.provider) AS vouched";
 
 /// The runs of unit (`job`, `idx`) that gave it no output: failed, or
-/// (in a job checked by `verify`) rejected, trusted first, then in the
-/// order they answered (the order billing fills the paid slots in).
+/// (in a job checked by `verify`) rejected: vouched hosts' first, then
+/// other trusted providers', then in the order they answered (the order
+/// billing fills the paid slots in).
 pub(super) async fn missed_runs(tx: &mut Tx, job: &str, idx: i64) -> Result<Vec<MissedRun>, ApiError> {
     let rows = sqlx::query(&format!(
         "SELECT {REPORTED_COLUMNS}, state, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state IN ('failed', 'rejected')
-         ORDER BY trusted DESC, answered_at_ms, id",
+         ORDER BY vouched DESC, trusted DESC, answered_at_ms, id",
     ))
     .bind(job)
     .bind(idx)

@@ -21,17 +21,20 @@
 //!   number of fresh ones, or a ring of keys that farmed their trust,
 //!   cannot fail a buyer's unit (a market without vouched hosts lets its
 //!   failing units expire, refunded).
-//! - Billed: a run that failed the way a vouched host and another trusted
-//!   provider did, at the usage *those trusted runs* agree on (a fresh key
-//!   or a browser tab matching them is paid that, and cannot cut it); a
-//!   trusted run that failed its own way at no more than the least usage
-//!   the counted runs agree on (a claim is never its own price), unless it
-//!   contradicts such a group (the same failure at other fuel: a
-//!   deterministic failure repeats to the instruction); a trusted
-//!   rejected output, and an output equal to one. At most the unit's paid
-//!   slots, trusted runs first, each within the unit's cap.
+//! - Billed, priced on what the operator's own hosts measured (others'
+//!   claims can neither raise nor cut it): a vouched host's counted miss
+//!   at its own usage within the unit's limits; a run that failed the way
+//!   an anchored group did (a vouched host and another trusted provider;
+//!   fresh keys and browser tabs matching it included) at no more than the
+//!   least usage of the group's vouched hosts; another trusted run that
+//!   failed its own way at no more than the least usage of the vouched
+//!   hosts' counted misses, unless it contradicts an anchored group (the
+//!   same failure at other fuel: a deterministic failure repeats to the
+//!   instruction); a rejected output equal to a trusted one's at that
+//!   one's usage. At most the unit's paid slots, vouched hosts first, then
+//!   other trusted runs, each within the unit's cap.
 
-use super::decide::{Reported, agreed_usage};
+use super::decide::Reported;
 use super::{COMPILE_TIME_MS, MAX_UNIT_FAILURES, Usage, price};
 use agora_wire::api::{LimitKind, RunOutcome};
 
@@ -167,27 +170,51 @@ pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
     bills
 }
 
-/// What run `r` is billed at, if it is: the usage of the trusted runs it
-/// matches when they anchor a failure; a rejected output equal to a
-/// trusted one's at that one's usage; else, a counted trusted miss that
-/// contradicts no anchored failure, at no more than the least usage the
-/// counted runs agree on.
+/// What run `r` is billed at, if it is (see the module's rules).
 fn billed_usage(r: &MissedRun, runs: &[MissedRun], terms: UnitTerms) -> Option<Usage> {
     let timeout_ms = terms.timeout_ms;
     let counted_runs: Vec<&MissedRun> = runs.iter().filter(|t| counted(t, timeout_ms)).collect();
+    let own = measured(&[r], terms);
+    if r.run.vouched && counted(r, timeout_ms) {
+        return own;
+    }
     let peers: Vec<&MissedRun> = counted_runs.iter().copied().filter(|t| same_failure(t, r, timeout_ms)).collect();
-    let agreed = |of: &[&MissedRun]| {
-        let reported: Vec<Reported> = of.iter().map(|t| t.run.clone()).collect();
-        within_wall_time(agreed_usage(&reported, terms.fuel_limit, timeout_ms).0)
-    };
-    if anchored(&peers) || (r.miss == Miss::Rejected && !r.run.trusted && !peers.is_empty()) {
-        return Some(agreed(&peers));
+    if anchored(&peers) {
+        // A tab meters no fuel: it is paid the hosts' measure.
+        let hosts = measured(&vouched(&peers), terms);
+        return if r.run.metered { least(own, hosts) } else { hosts };
+    }
+    if r.miss == Miss::Rejected && !r.run.trusted {
+        return measured(&peers, terms);
     }
     if !counted(r, timeout_ms) || contradicts_an_anchored_failure(r, &counted_runs, timeout_ms) {
         return None;
     }
-    let (own, least) = (agreed(&[r]), agreed(&counted_runs));
-    Some(Usage { fuel: own.fuel.min(least.fuel), gpu_time_us: own.gpu_time_us.min(least.gpu_time_us), wall_ms: own.wall_ms.min(least.wall_ms) })
+    least(own, measured(&vouched(&counted_runs), terms))
+}
+
+/// The vouched hosts' runs among `runs`.
+fn vouched<'a>(runs: &[&'a MissedRun]) -> Vec<&'a MissedRun> {
+    runs.iter().copied().filter(|t| t.run.vouched).collect()
+}
+
+/// The least usage `runs` show, each part on its own, within the unit's
+/// limits and GPU time within the wall time the market measured; `None`
+/// without runs.
+fn measured(runs: &[&MissedRun], terms: UnitTerms) -> Option<Usage> {
+    let metered_fuel = runs.iter().filter(|t| t.run.metered).map(|t| t.run.usage.fuel).min();
+    let usage = Usage {
+        fuel: metered_fuel.unwrap_or(0).min(terms.fuel_limit),
+        gpu_time_us: runs.iter().map(|t| t.run.usage.gpu_time_us).min()?.min(terms.timeout_ms.saturating_mul(1000)),
+        wall_ms: runs.iter().map(|t| t.run.usage.wall_ms).min()?.min(terms.timeout_ms),
+    };
+    Some(within_wall_time(usage))
+}
+
+/// Each part the least of `a` and `b`; `None` when either is.
+fn least(a: Option<Usage>, b: Option<Usage>) -> Option<Usage> {
+    let (a, b) = (a?, b?);
+    Some(Usage { fuel: a.fuel.min(b.fuel), gpu_time_us: a.gpu_time_us.min(b.gpu_time_us), wall_ms: a.wall_ms.min(b.wall_ms) })
 }
 
 /// Whether `r` failed as an anchored group did (the same outcome and
@@ -268,10 +295,21 @@ mod tests {
 
     #[test]
     fn a_ring_of_farmed_keys_fails_nothing_without_a_vouched_host() {
-        let runs: Vec<MissedRun> = (0..5).map(|i| run(&format!("farmed-{i}"), Farmed, TRAP, 5, 100)).collect();
+        let runs: Vec<MissedRun> = (0..5).map(|i| run(&format!("farmed-{i}"), Farmed, TRAP, 3_000_000_000, 100)).collect();
         assert!(!fails_for_good(&runs, TIMEOUT));
         assert!(!billable_at_expiry(&runs, TIMEOUT));
-        assert!(billed(&runs, TERMS).iter().all(|(_, cost)| *cost <= 1), "nobody is paid more than the least claim");
+    }
+
+    #[test]
+    fn a_vouched_hosts_work_is_priced_on_its_own_measure_whatever_a_ring_claims() {
+        // A ring answers at once with a trap at no fuel, to cut the host's pay.
+        let cutters = [run("host", Vouched, TRAP, 3_000_000_000, 900), run("f1", Farmed, TRAP, 0, 1), run("f2", Farmed, TRAP, 0, 1)];
+        assert!(fails_for_good(&cutters, TIMEOUT), "three counted, a vouched host among them");
+        assert_eq!(costs(&billed(&cutters, TERMS)), [("lease-host", 30), ("lease-f1", 0), ("lease-f2", 0)]);
+        // Or claims the unit's whole fuel, to be overpaid.
+        let job_error = failed(RunOutcome::JobError);
+        let padders = [run("host", Vouched, TRAP, 3_000_000_000, 900), run("f1", Farmed, job_error, u64::MAX, 900), run("f2", Farmed, job_error, u64::MAX, 900)];
+        assert_eq!(costs(&billed(&padders, TERMS)), [("lease-host", 30), ("lease-f1", 30), ("lease-f2", 30)], "no more than the host measured");
     }
 
     #[test]
@@ -305,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_failing_its_own_way_is_paid_no_more_than_the_least_counted_usage() {
+    fn a_run_failing_its_own_way_is_paid_no_more_than_the_vouched_hosts_measure() {
         let runs = [
             run("a", Vouched, TRAP, 2_000_000_000, 500),
             run("b", Farmed, failed(RunOutcome::JobError), u64::MAX, 500),

@@ -6,8 +6,8 @@
 use super::*;
 
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
-/// provider's fuel and GPU asks, its id, browser (0/1), its wall ask and
-/// untrusted (0/1): the most the unit can cost at those asks fits the
+/// provider's fuel and GPU asks, its id, browser (0/1), its wall ask,
+/// untrusted (0/1) and vouched (0/1): the most the unit can cost at those asks fits the
 /// unit's cap, and an untrusted provider is only ever a unit's first
 /// replica: it never joins a unit another provider holds or has answered,
 /// so every confirming, tie-breaking and spot-checking replica is a
@@ -15,8 +15,11 @@ use super::*;
 /// ride along with a colluding trusted key's check), and never takes a
 /// unit that has failed once (a job that computes its answer, logs it and
 /// fails gets at most one unpaid fresh-key run of a unit, not one per
-/// key). On PostgreSQL the row is locked, and rows other replicas hold are
-/// skipped.
+/// key); and a unit that failed [`MAX_UNIT_FAILURES`] times goes to the
+/// operator's vouched hosts only (binds vouched (0/1) last), so a job that
+/// keeps failing in ways that count for nothing (crashing workers) gets a
+/// bounded number of unpaid runs, not one per trusted provider. On
+/// PostgreSQL the row is locked, and rows other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
     format!(
@@ -28,6 +31,7 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
+           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES})
          ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
     )
 }
@@ -77,6 +81,7 @@ impl Jobs {
             .bind(browser as i64)
             .bind(info.ask.per_wall_second as i64)
             .bind(untrusted as i64)
+            .bind(record.vouched as i64)
             .fetch_optional(&mut *tx)
             .await?;
         // An untrusted provider's canaries come at random among its leases

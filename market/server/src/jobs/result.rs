@@ -145,8 +145,8 @@ impl Jobs {
     /// A failed attempt of unit (`job`, `idx`), or an output its package's
     /// `verify` rejected: counted on the unit, which fails for good when
     /// the failure rules say it is the job's own doing (`failures`), and
-    /// never while a result of the unit waits for its verdict or a trusted
-    /// (or `verify`-passed) result stands. Nobody is marked here: a later
+    /// never while a result of the unit waits for its verdict, or one
+    /// passed `verify`, or a vouched host's output stands. Nobody is marked here: a later
     /// success elsewhere decides whether the failure was a provider's (see
     /// `decide_unit`). When the unit fails for good, its replicas still
     /// running are cancelled and its failed runs billed like any work.
@@ -157,9 +157,14 @@ impl Jobs {
             .bind(idx)
             .execute(&mut **tx)
             .await?;
+        // A result waiting for its verdict, one `verify` passed, or a vouched
+        // host's output waiting for its quorum: the unit may yet succeed.
+        // (A farmed key's unconfirmed output shields nothing: it could
+        // hold every honest failure unbilled until the job expires.)
         let standing: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.job_id = $1 AND l.idx = $2
-               AND (l.state = 'verifying' OR (l.state = 'submitted' AND (l.trusted = 1 OR j.checked_by_verify = 1)))",
+               AND (l.state = 'verifying' OR (l.state = 'submitted' AND (j.checked_by_verify = 1
+                    OR EXISTS (SELECT 1 FROM vouched v WHERE v.id = l.provider))))",
         )
         .bind(job)
         .bind(idx)

@@ -297,15 +297,15 @@ impl Jobs {
     /// Bill the missed runs of the job's units still open at its expiry
     /// that a vouched host failed (what it and other trusted providers did
     /// is work, whether or not their failures matched; see
-    /// `failures::billable_at_expiry`), unless a trusted or
-    /// `verify`-passed result of the unit stands: it contradicts them.
+    /// `failures::billable_at_expiry`). An output still waiting for its
+    /// quorum does not stop it: the operator's own host failed the unit,
+    /// and an unconfirmed output (a farmed key's, say) must not hold that
+    /// work unpaid.
     async fn bill_open_units_at_expiry(&self, tx: &mut Tx, job_id: &str) -> Result<(), ApiError> {
         let open: Vec<i64> = sqlx::query(
-            "SELECT u.idx AS idx FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $1 AND u.state = 'queued'
+            "SELECT u.idx AS idx FROM units u WHERE u.job_id = $1 AND u.state = 'queued'
                AND EXISTS (SELECT 1 FROM leases l JOIN vouched v ON v.id = l.provider WHERE l.job_id = u.job_id AND l.idx = u.idx
-                           AND l.trusted = 1 AND l.state IN ('failed', 'rejected'))
-               AND NOT EXISTS (SELECT 1 FROM leases s WHERE s.job_id = u.job_id AND s.idx = u.idx AND s.state = 'submitted'
-                               AND (s.trusted = 1 OR j.checked_by_verify = 1))",
+                           AND l.trusted = 1 AND l.state IN ('failed', 'rejected'))",
         )
         .bind(job_id)
         .fetch_all(&mut **tx)

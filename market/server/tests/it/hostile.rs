@@ -465,6 +465,48 @@ both_dbs!(keys_that_farmed_their_trust_cannot_fail_a_unit_without_a_vouched_host
     assert_conserved(m, &buyer, 1000, &done, &[&ring[0], &ring[1], &ring[2], &host]).await;
 });
 
+both_dbs!(an_unconfirmed_output_does_not_hold_honest_failures_unpaid, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    // Two replicas wanted: a farmed key's junk output waits for its
+    // quorum while the job computes, logs and fails on the operator's hosts.
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 2).await;
+    let farmed = farmed_trusted(m).await;
+    let g = lease(m, &farmed).await.unwrap();
+    answer(m, &farmed, &g, Ok(b"junk")).await;
+    let hosts = [provider(m, 10).await, provider(m, 10).await];
+    for host in &hosts {
+        let g = lease(m, host).await.expect("the unit wants another replica");
+        answer_using(m, host, &g, Err("trap"), 3_000_000_000, 0).await;
+    }
+    let failed = job(m, &buyer, &id).await;
+    assert_eq!(failed["state"], "failed", "two vouched hosts failed it the same way: {failed}");
+    for host in &hosts {
+        assert_eq!(m.available(host).await, 29, "their runs are billed");
+    }
+    assert_eq!(m.available(&farmed).await, 0, "the unconfirmed output is not paid");
+    assert_conserved(m, &buyer, 1000, &failed, &[&farmed, &hosts[0], &hosts[1]]).await;
+});
+
+both_dbs!(a_unit_that_keeps_crashing_workers_goes_to_vouched_hosts_only, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1000).await;
+    let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+    // A lost worker counts for nothing on a key the operator does not
+    // vouch for, so each such run would be unpaid: after three, only the
+    // operator's own hosts run the unit.
+    for _ in 0..agora_market::jobs::MAX_UNIT_FAILURES {
+        let key = farmed_trusted(m).await;
+        let g = lease(m, &key).await.expect("a trusted key runs it");
+        answer(m, &key, &g, Err("worker-lost")).await;
+    }
+    assert!(lease(m, &farmed_trusted(m).await).await.is_none(), "no more unpaid runs on other keys");
+    let host = provider(m, 10).await;
+    assert_eq!(lease(m, &host).await.expect("a vouched host runs it")["job_id"], id.as_str());
+});
+
 both_dbs!(trusted_failures_that_differ_do_not_fail_a_unit, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
@@ -535,9 +577,9 @@ both_dbs!(a_job_that_fails_differently_on_each_trusted_host_pays_for_them_at_exp
     m.state.sweep().await.unwrap();
     let expired = job(m, &buyer, &id).await;
     assert_eq!(expired["state"], "expired", "{expired}");
-    // Neither claim is its own price: both are paid the least the counted
-    // runs agree on, 1e9 fuel at 10 per billion (the 5% fee rounds to 0).
-    assert_eq!((m.available(&a).await, m.available(&b).await), (10, 10), "what the job's failures cost is paid at its end");
+    // The operator's hosts are paid what they measured: 1e9 and 3e9 fuel at
+    // 10 per billion, 10 and 30, less the 5% fee (which rounds to 0 on 10).
+    assert_eq!((m.available(&a).await, m.available(&b).await), (10, 29), "what the job's failures cost is paid at its end");
     assert_conserved(m, &buyer, 1000, &expired, &[&a, &b]).await;
 });
 
