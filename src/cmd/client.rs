@@ -2,7 +2,7 @@
 //! where Agora keeps its files (`AGORA_HOME`, default `~/.agora`).
 
 use agora_wire::Keypair;
-use agora_wire::client::Client;
+use agora_wire::client::{Client, Roots};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -15,6 +15,10 @@ pub struct ClientArgs {
     /// Your key file (default: $AGORA_HOME/key.json).
     #[arg(long, env = "AGORA_KEY", global = true)]
     pub key: Option<PathBuf>,
+    /// Trust only the CA certificates in this PEM file for an https://
+    /// market (a private CA); default: the platform's certificate store.
+    #[arg(long, env = "AGORA_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `$AGORA_HOME`, or `~/.agora`.
@@ -42,12 +46,20 @@ impl ClientArgs {
 
     /// A client that signs with the key.
     pub fn signed(&self) -> Result<Client> {
-        Ok(Client::new(&self.market, Some(self.keypair()?)))
+        Ok(Client::with_roots(&self.market, Some(self.keypair()?), &self.roots())?)
     }
 
     /// A client for public reads.
-    pub fn anonymous(&self) -> Client {
-        Client::new(&self.market, None)
+    pub fn anonymous(&self) -> Result<Client> {
+        Ok(Client::with_roots(&self.market, None, &self.roots())?)
+    }
+
+    /// The certificate authorities this client trusts.
+    fn roots(&self) -> Roots {
+        match &self.ca_cert {
+            Some(path) => Roots::CaFile(path.clone()),
+            None => Roots::Platform,
+        }
     }
 }
 

@@ -23,6 +23,14 @@ pub struct ServeArgs {
     db: String,
     #[arg(long, env = "AGORA_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    /// Without it the market serves plain HTTP: for loopback, or behind a
+    /// proxy that terminates TLS.
+    #[arg(long, env = "AGORA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AGORA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// The operator's key id (may mint credits).
     #[arg(long, env = "AGORA_OPERATOR")]
     operator: String,
@@ -92,23 +100,40 @@ pub fn run(command: MarketCommand) -> Result<()> {
             .context("starting the verify workers")?;
             state = state.with_verifier(Arc::new(PoolVerifier(pool)));
         }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(agora_market::edge::tls_config(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-        eprintln!("agora market on http://{} ({})", listener.local_addr()?, args.db);
+        eprintln!("agora market on {scheme}://{} ({})", listener.local_addr()?, args.db);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down");
         };
-        let url = format!("http://{}", listener.local_addr()?);
+        // The web pages read the API server-side. Over HTTPS the
+        // certificate names the public host, not this socket, so they read
+        // it through a plain listener of the market's own on loopback.
+        let url = match &tls {
+            None => format!("http://{}", listener.local_addr()?),
+            Some(_) => {
+                let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listening on loopback for the web pages")?;
+                let url = format!("http://{}", internal.local_addr()?);
+                let api = agora_market::app(state.clone());
+                tokio::spawn(async move { axum::serve(internal, api).await });
+                url
+            }
+        };
         let pkg = args.web_pkg.clone().or_else(|| {
             let built = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/web/pkg"));
             built.join("agora-web.js").exists().then(|| built.to_path_buf())
         });
         match &pkg {
-            Some(dir) => eprintln!("web market at http://{}/ (hydrating from {})", listener.local_addr()?, dir.display()),
-            None => eprintln!("web market at http://{}/ (server-rendered only: run `cargo xtask web` to build the browser half)", listener.local_addr()?),
+            Some(dir) => eprintln!("web market at {scheme}://{}/ (hydrating from {})", listener.local_addr()?, dir.display()),
+            None => eprintln!("web market at {scheme}://{}/ (server-rendered only: run `cargo xtask web` to build the browser half)", listener.local_addr()?),
         }
         let web = agora_web::server::router(agora_web::api::MarketUrl(url), pkg);
-        agora_market::serve_with(listener, state, web, shutdown).await?;
+        agora_market::serve_with(listener, state, web, tls, shutdown).await?;
         Ok(())
     })
 }

@@ -101,7 +101,7 @@ pub fn publish(args: PublishArgs, client_args: &ClientArgs) -> Result<()> {
 }
 
 pub fn search(args: SearchArgs, client_args: &ClientArgs) -> Result<()> {
-    let client = client_args.anonymous();
+    let client = client_args.anonymous()?;
     let mut path = format!("/api/v1/packages?sort={}", args.sort);
     if let Some(q) = &args.query {
         path.push_str(&format!("&q={}", encode(q)));
@@ -120,7 +120,7 @@ pub fn search(args: SearchArgs, client_args: &ClientArgs) -> Result<()> {
 }
 
 pub fn info(args: InfoArgs, client_args: &ClientArgs) -> Result<()> {
-    let client = client_args.anonymous();
+    let client = client_args.anonymous()?;
     let info: PackageInfo = client.get(&format!("/api/v1/packages/{}", encode(&args.name)))?;
     let (_, state) = fetch_log(&client, &args.name)?.with_context(|| format!("package `{}` has no log", args.name))?;
     for v in &info.versions {
@@ -162,7 +162,7 @@ pub struct FetchArgs {
 
 /// Download a component and check it against the package's signed log.
 pub fn fetch(args: FetchArgs, client_args: &ClientArgs) -> Result<()> {
-    let client = client_args.anonymous();
+    let client = client_args.anonymous()?;
     let (name, version) = match args.package.split_once('@') {
         Some((n, v)) => (n.to_string(), Some(v.to_string())),
         None => (args.package.clone(), None),

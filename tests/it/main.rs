@@ -4,6 +4,7 @@ mod browser;
 mod lifecycle;
 mod market;
 mod run;
+mod tls;
 mod web;
 
 use std::net::TcpListener;
@@ -48,6 +49,8 @@ pub struct Market {
     pub operator_id: String,
     /// Extra `agora market serve` arguments, kept across restarts.
     serve_args: Vec<String>,
+    /// The private CA its clients trust (an HTTPS market's).
+    pub ca: Option<PathBuf>,
 }
 
 impl Drop for Market {
@@ -75,7 +78,7 @@ impl Market {
         let _ = std::fs::remove_file(home.join("market.db"));
         let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
         let child = Self::serve(&home, port, &operator_id, &serve_args);
-        Market { child, url: format!("http://127.0.0.1:{port}"), home, port, operator_id, serve_args }
+        Market { child, url: format!("http://127.0.0.1:{port}"), home, port, operator_id, serve_args, ca: None }
     }
 
     fn serve(home: &Path, port: u16, operator_id: &str, extra: &[String]) -> Child {
@@ -113,6 +116,9 @@ impl Market {
         assert!(vouched.status.success(), "{}", stderr(&vouched));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
         cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(["--key", key.to_str().unwrap(), "host", "--heartbeat", "0.5"]);
+        if let Some(ca) = &self.ca {
+            cmd.env("AGORA_CA_CERT", ca);
+        }
         cmd.args(extra).stderr(Stdio::null());
         Process(cmd.spawn().unwrap())
     }
@@ -120,6 +126,9 @@ impl Market {
     pub fn agora(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
         cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(args);
+        if let Some(ca) = &self.ca {
+            cmd.env("AGORA_CA_CERT", ca);
+        }
         cmd.output().unwrap()
     }
 }

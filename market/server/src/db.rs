@@ -35,6 +35,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261202000000, "promises", include_str!("../migrations/sqlite/20261202000000_promises.sql")),
     (20261202100000, "verifications", include_str!("../migrations/sqlite/20261202100000_verifications.sql")),
     (20261206000000, "confirming", include_str!("../migrations/sqlite/20261206000000_confirming.sql")),
+    (20261206010000, "retention", include_str!("../migrations/sqlite/20261206010000_retention.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -46,6 +47,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261202000000, "promises", include_str!("../migrations/postgres/20261202000000_promises.sql")),
     (20261202100000, "verifications", include_str!("../migrations/postgres/20261202100000_verifications.sql")),
     (20261206000000, "confirming", include_str!("../migrations/postgres/20261206000000_confirming.sql")),
+    (20261206010000, "retention", include_str!("../migrations/postgres/20261206010000_retention.sql")),
 ];
 
 #[derive(Debug)]

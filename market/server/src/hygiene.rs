@@ -1,7 +1,13 @@
 //! What every mutating request goes through, in order: signature check
 //! (key, timestamp, body digest), per-key rate limit, replay refusal (the
 //! nonce is stored), idempotency key (the first response is stored and
-//! returned again), the handler, and an audit record.
+//! returned again), the handler, and an audit record; and how long the
+//! nonces, stored responses and audit records are kept.
+//!
+//! Design choice: a request that fails authentication (or its key's rate)
+//! writes nothing to the database: it is counted
+//! (`agora_market_unauthenticated_requests_total`) and refused, so an
+//! anonymous flood costs the market no fsync.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -13,6 +19,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sqlx::Row;
 use std::future::Future;
+
+/// How long a stored idempotent response answers a retry: clients retry
+/// within minutes; a day covers a retry after an outage on either side.
+pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * 3600 * 1000;
+/// How long audit records are kept: a quarter for an operator to look
+/// back on who did what, bounded so the table does not grow for ever.
+pub const AUDIT_RETENTION_MS: i64 = 90 * 24 * 3600 * 1000;
 
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
@@ -27,7 +40,16 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
 
 impl AppState {
     /// Check a request's signature, rate and nonce; the signer's key.
+    /// A refusal is counted, and nothing is written for it.
     pub async fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
+        let checked = self.check_signer(method, uri, headers, body).await;
+        if matches!(checked, Err(ApiError::Unauthenticated(_) | ApiError::RateLimited { .. })) {
+            self.metrics.unauthenticated.inc();
+        }
+        checked
+    }
+
+    async fn check_signer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = self.now_ms();
         let signer = auth::verify_request(method.as_str(), path, |name| header(headers, name), body, now)
@@ -86,10 +108,7 @@ impl AppState {
         let path = uri.path().to_string();
         let key = match self.authenticate(&method, &uri, &headers, &body).await {
             Ok(key) => key,
-            Err(e) => {
-                self.audit("", &method, &path, e.status_and_code().0, &digest).await;
-                return e.into_response();
-            }
+            Err(e) => return e.into_response(),
         };
         let idempotency = header(&headers, auth::HEADER_IDEMPOTENCY_KEY).map(str::to_string);
         let (status, json) = match &idempotency {
@@ -206,10 +225,23 @@ impl AppState {
         }
     }
 
-    /// Forget nonces older than any acceptable timestamp.
-    pub async fn forget_old_nonces(&self) -> Result<u64, ApiError> {
-        let cutoff = self.now_ms() - 2 * auth::MAX_CLOCK_SKEW_MS;
-        let done = sqlx::query("DELETE FROM nonces WHERE seen_at_ms < $1").bind(cutoff).execute(&self.db.pool).await?;
-        Ok(done.rows_affected())
+    /// Forget nonces older than any acceptable timestamp, stored responses
+    /// past [`IDEMPOTENCY_RETENTION_MS`], audit records past
+    /// [`AUDIT_RETENTION_MS`], and rate-limiter state of idle keys. Each
+    /// delete runs on its time index. Returns the rows deleted.
+    pub async fn forget_old_records(&self) -> Result<u64, ApiError> {
+        let now = self.now_ms();
+        let mut deleted = 0;
+        for (sql, cutoff) in [
+            ("DELETE FROM nonces WHERE seen_at_ms < $1", now - 2 * auth::MAX_CLOCK_SKEW_MS),
+            ("DELETE FROM idempotency WHERE created_at_ms < $1", now - IDEMPOTENCY_RETENTION_MS),
+            ("DELETE FROM audit WHERE at_ms < $1", now - AUDIT_RETENTION_MS),
+        ] {
+            deleted += sqlx::query(sql).bind(cutoff).execute(&self.db.pool).await?.rows_affected();
+        }
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        self.metrics.limiter_keys.set(self.limiter.len() as i64);
+        Ok(deleted)
     }
 }

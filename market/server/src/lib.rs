@@ -13,7 +13,8 @@ pub mod browser;
 pub mod db;
 mod detached;
 pub mod error;
-mod hygiene;
+pub mod edge;
+pub mod hygiene;
 pub mod jobs;
 pub mod ledger;
 mod metrics;
@@ -169,8 +170,8 @@ impl AppState {
                 failures += 1;
             }
         }
-        if let Err(e) = self.forget_old_nonces().await {
-            tracing::warn!("pruning nonces failed: {e}");
+        if let Err(e) = self.forget_old_records().await {
+            tracing::warn!("pruning old nonces, stored responses and audit records failed: {e}");
             failures += 1;
         }
         self.metrics.sweep_failures.inc_by(failures);
@@ -188,7 +189,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES));
     // Streams live as long as their job: no request timeout.
     let streams = Router::new().route("/api/v1/jobs/{job}/events", get(routes::job_events));
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/health", get(routes::health))
         .route("/api/openapi.json", get(routes::openapi_json))
         .route("/metrics", get(routes::metrics))
@@ -221,7 +222,20 @@ pub fn app(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .merge(streams)
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    with_security_headers(api)
+}
+
+/// The headers every response of the market carries, its API and its web
+/// pages alike: no page of it may be framed by another site (clickjacking
+/// a buyer's key into a transfer), and no response is sniffed into another
+/// content type than the one it declares.
+pub fn with_security_headers(router: Router) -> Router {
+    use axum::http::{HeaderValue, header};
+    use tower_http::set_header::SetResponseHeaderLayer;
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
 }
 
 /// Serve on `listener` until `shutdown` resolves, sweeping in the background.
@@ -230,14 +244,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, Router::new(), shutdown).await
+    serve_with(listener, state, Router::new(), None, shutdown).await
 }
 
-/// [`serve`], with `extra` routes beside the API (the web pages).
+/// [`serve`], with `extra` routes beside the API (the web pages), over
+/// HTTPS when given a TLS configuration ([`edge::tls_config`]).
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     state: AppState,
     extra: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sweeper = state.clone();
@@ -253,7 +269,11 @@ pub async fn serve_with(
         }
     });
     let verifiers: Vec<_> = (0..state.jobs.verify_parallelism()).map(|_| tokio::spawn(state.clone().verifier_loop())).collect();
-    let result = axum::serve(listener, app(state).merge(extra)).with_graceful_shutdown(shutdown).await;
+    let router = app(state).merge(with_security_headers(extra));
+    let result = match tls {
+        Some(tls) => edge::serve_tls(listener, router, tls, shutdown).await,
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+    };
     sweep.abort();
     verifiers.iter().for_each(|v| v.abort());
     result

@@ -11,6 +11,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Instant;
@@ -34,6 +35,11 @@ pub struct Metrics {
     pub transfers: Counter,
     /// Sweep items (a hold, a lease, a job's settlement) that failed and were set aside.
     pub sweep_failures: Counter,
+    /// Requests refused before their signer was known (unsigned, stale,
+    /// replayed, forged) or past their key's rate: counted, never written.
+    pub unauthenticated: Counter,
+    /// Keys the per-key rate limiter tracks (it forgets idle ones each sweep).
+    pub limiter_keys: Gauge,
 }
 
 impl Metrics {
@@ -47,7 +53,11 @@ impl Metrics {
         registry.register("ledger_transfers", "Transfers applied through the API", transfers.clone());
         let sweep_failures = Counter::default();
         registry.register("sweep_failures", "Sweep items that failed and were set aside", sweep_failures.clone());
-        Metrics { registry, requests, latency, transfers, sweep_failures }
+        let unauthenticated = Counter::default();
+        registry.register("unauthenticated_requests", "Requests refused by authentication or rate, before any database write", unauthenticated.clone());
+        let limiter_keys = Gauge::default();
+        registry.register("rate_limiter_keys", "Keys the per-key rate limiter tracks", limiter_keys.clone());
+        Metrics { registry, requests, latency, transfers, sweep_failures, unauthenticated, limiter_keys }
     }
 
     pub fn encode(&self) -> String {

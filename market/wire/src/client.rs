@@ -1,5 +1,8 @@
 //! A blocking HTTP client for the market API: signs mutating requests,
-//! decodes JSON errors into [`ClientError::Api`].
+//! decodes JSON errors into [`ClientError::Api`], and speaks HTTPS (rustls)
+//! trusting the platform's certificate authorities or only a given one
+//! ([`Roots`]); a certificate it does not trust is [`ClientError::Certificate`].
+//! There is no switch to accept any certificate.
 
 use crate::api::{self, ErrorBody};
 use crate::auth;
@@ -9,6 +12,15 @@ use std::io::Read;
 
 /// Largest response read (a component download is the biggest).
 const MAX_RESPONSE_BYTES: u64 = 128 << 20;
+
+/// Which certificate authorities a client trusts for an `https://` market.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Roots {
+    /// The operating system's (through rustls-platform-verifier).
+    Platform,
+    /// Only the CA certificates in this PEM file: a private CA.
+    CaFile(std::path::PathBuf),
+}
 
 pub struct Client {
     base: String,
@@ -23,6 +35,11 @@ pub enum ClientError {
     Api { status: u16, code: String, message: String },
     #[error("cannot reach the market at {url}: {source}")]
     Transport { url: String, source: ureq::Error },
+    /// The market's certificate does not verify against this client's roots.
+    #[error("the market at {url} presented a certificate this client does not trust: {}", explain(reason))]
+    Certificate { url: String, reason: rustls::CertificateError },
+    #[error("the CA certificate file {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("unexpected response from the market: {0}")]
     Decode(String),
     #[error("this command needs a key: pass --key FILE or set AGORA_KEY (make one with `agora keys new`)")]
@@ -40,10 +57,22 @@ impl ClientError {
 }
 
 impl Client {
-    /// A client for the market at `base` (e.g. `http://127.0.0.1:8080`).
+    /// A client for the market at `base` (e.g. `http://127.0.0.1:8080`, or
+    /// an `https://` URL whose certificate the platform trusts).
     pub fn new(base: &str, key: Option<Keypair>) -> Self {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
-        Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config), key }
+        Self::with_roots(base, key, &Roots::Platform).expect("the platform's roots need no file")
+    }
+
+    /// [`Client::new`], trusting `roots` for an `https://` market.
+    pub fn with_roots(base: &str, key: Option<Keypair>, roots: &Roots) -> Result<Self, ClientError> {
+        use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+        let root_certs = match roots {
+            Roots::Platform => RootCerts::PlatformVerifier,
+            Roots::CaFile(path) => RootCerts::new_with_certs(&ca_certificates(path)?),
+        };
+        let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(root_certs).build();
+        let config = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build();
+        Ok(Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config), key })
     }
 
     pub fn key(&self) -> Option<&Keypair> {
@@ -70,7 +99,7 @@ impl Client {
         for (name, value) in &auth::sign_request(key, "GET", path, &[], auth::now_ms()) {
             request = request.header(*name, value);
         }
-        let response = request.call().map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let response = request.call().map_err(|source| transport_error(&url, source))?;
         if !response.status().is_success() {
             return read(response).map(|_| ());
         }
@@ -105,7 +134,7 @@ impl Client {
 
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self.agent.get(&url).call().map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let response = self.agent.get(&url).call().map_err(|source| transport_error(&url, source))?;
         read(response)
     }
 
@@ -141,7 +170,7 @@ impl Client {
             _ => Some(self.agent.post(&url)),
         };
         let headers = auth::sign_request(key, method, path, body, auth::now_ms());
-        let transport = |source| ClientError::Transport { url: url.clone(), source };
+        let transport = |source| transport_error(&url, source);
         let response = match builder {
             None => {
                 let mut request = self.agent.get(&url);
@@ -212,4 +241,56 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, Clien
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// A transport error, or the certificate error it is.
+fn transport_error(url: &str, source: ureq::Error) -> ClientError {
+    match certificate_error(&source) {
+        Some(reason) => ClientError::Certificate { url: url.to_string(), reason },
+        None => ClientError::Transport { url: url.to_string(), source },
+    }
+}
+
+/// The CA certificates of a PEM file (at least one).
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
+    let error = |reason: String| ClientError::CaFile { path: path.display().to_string(), reason };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(certificate) = item.map_err(|e| error(e.to_string()))? {
+            certificates.push(certificate);
+        }
+    }
+    if certificates.is_empty() {
+        return Err(error("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
+/// The certificate error inside a transport error, if that is what it is:
+/// rustls reports it through the handshake's I/O error, typed (never
+/// decided from the words of a message).
+fn certificate_error(error: &ureq::Error) -> Option<rustls::CertificateError> {
+    let rustls_error = match error {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match rustls_error? {
+        rustls::Error::InvalidCertificate(reason) => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+/// What a certificate error means to the person who sees it.
+fn explain(reason: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match reason {
+        E::UnknownIssuer => "no certificate authority this client trusts issued it (for a private CA, pass --ca-cert FILE)".into(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => "it was issued for another host name".into(),
+        E::Expired | E::ExpiredContext { .. } => "it has expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet (check this machine's clock)".into(),
+        E::Revoked => "it was revoked".into(),
+        other => format!("{other:?}"),
+    }
 }

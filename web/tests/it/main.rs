@@ -47,7 +47,7 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let pages = agora_web::server::router(MarketUrl(base.clone()), pkg);
-    tokio::spawn(agora_market::serve_with(listener, state.clone(), pages, std::future::pending()));
+    tokio::spawn(agora_market::serve_with(listener, state.clone(), pages, None, std::future::pending()));
     (base, author, state)
 }
 

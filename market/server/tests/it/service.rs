@@ -45,6 +45,45 @@ both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &Te
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(err["error"]["message"].as_str().unwrap().contains("replayed"), "{err}");
     assert_eq!(m.available(&user).await, 5, "minted once");
+    // The four refusals wrote nothing (an anonymous flood costs no fsync)
+    // and were counted; the one good request was audited.
+    let audited: Vec<i64> = sqlx::query_scalar("SELECT status FROM audit").fetch_all(&m.state.db.pool).await.unwrap();
+    assert_eq!(audited, [200], "only the accepted request is audited");
+    let (_, metrics) = m.call("GET", "/metrics", None, None).await;
+    assert!(metrics.as_str().unwrap().contains("agora_market_unauthenticated_requests_total 4"), "{metrics}");
+});
+
+both_dbs!(nonces_stored_responses_and_audit_records_are_kept_for_their_stated_time, async |m: &TestMarket| {
+    let user = Keypair::generate();
+    let mint = json!({"id": "kept", "account": user.id(), "amount": 5});
+    assert_eq!(m.call_idem("/api/v1/mint", &mint, &m.operator, "idem-1").await.0, StatusCode::OK);
+    let count = |table: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&m.state.db.pool).await.unwrap()
+    };
+    let tables = ["nonces", "idempotency", "audit"];
+    for table in tables {
+        assert!(count(table).await > 0, "{table} holds the request");
+    }
+    // A day later the stored response is gone; the audit record stays.
+    m.state.advance_clock(std::time::Duration::from_millis(agora_market::hygiene::IDEMPOTENCY_RETENTION_MS as u64 + 1));
+    m.state.sweep().await.unwrap();
+    assert_eq!((count("nonces").await, count("idempotency").await), (0, 0));
+    assert!(count("audit").await > 0, "an audit record outlives a stored response");
+    m.state.advance_clock(std::time::Duration::from_millis(agora_market::hygiene::AUDIT_RETENTION_MS as u64));
+    m.state.sweep().await.unwrap();
+    for table in tables {
+        assert_eq!(count(table).await, 0, "{table} is pruned after its retention");
+    }
+});
+
+both_dbs!(every_response_carries_the_security_headers, async |m: &TestMarket| {
+    for (method, path) in [("GET", "/api/v1/health"), ("GET", "/api/v1/jobs/nope"), ("POST", "/api/v1/mint"), ("GET", "/no/such/route")] {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let response = app(m.state.clone()).oneshot(request).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers.get("content-security-policy").map(|v| v.to_str().unwrap()), Some("frame-ancestors 'none'"), "{method} {path}");
+        assert_eq!(headers.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{method} {path}");
+    }
 });
 
 both_dbs!(oversized_bodies_get_a_json_413, async |m: &TestMarket| {
