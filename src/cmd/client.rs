@@ -46,12 +46,30 @@ impl ClientArgs {
 
     /// A client that signs with the key.
     pub fn signed(&self) -> Result<Client> {
+        self.check_transport()?;
         Ok(Client::with_roots(&self.market, Some(self.keypair()?), &self.roots())?)
     }
 
     /// A client for public reads.
     pub fn anonymous(&self) -> Result<Client> {
+        self.check_transport()?;
         Ok(Client::with_roots(&self.market, None, &self.roots())?)
+    }
+
+    /// Plain HTTP only to this machine: over a network, signed requests,
+    /// inputs and outputs would cross unencrypted and could be changed.
+    fn check_transport(&self) -> Result<()> {
+        let Some(rest) = self.market.strip_prefix("http://") else {
+            return Ok(());
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        };
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        anyhow::ensure!(loopback, "{} is plain HTTP to another machine: use https:// (plain http is for this machine only)", self.market);
+        Ok(())
     }
 
     /// The certificate authorities this client trusts.

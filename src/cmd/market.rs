@@ -107,8 +107,13 @@ pub fn run(command: MarketCommand) -> Result<()> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         eprintln!("agora market on {scheme}://{} ({})", listener.local_addr()?, args.db);
+        // Ctrl-C, or the SIGTERM a service manager stops it with.
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
             eprintln!("shutting down");
         };
         // The web pages read the API server-side. Over HTTPS the
@@ -133,7 +138,12 @@ pub fn run(command: MarketCommand) -> Result<()> {
             None => eprintln!("web market at {scheme}://{}/ (server-rendered only: run `cargo xtask web` to build the browser half)", listener.local_addr()?),
         }
         let web = agora_web::server::router(agora_web::api::MarketUrl(url), pkg);
-        agora_market::serve_with(listener, state, web, tls, shutdown).await?;
+        agora_market::serve_with(listener, state.clone(), web, tls, shutdown).await?;
+        // Requests already inside the database finish (a commit after a
+        // client went away still lands), within the grace.
+        if tokio::time::timeout(agora_market::edge::SHUTDOWN_GRACE, state.quiesce()).await.is_err() {
+            eprintln!("requests still running after the shutdown grace were dropped");
+        }
         Ok(())
     })
 }

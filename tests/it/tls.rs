@@ -30,7 +30,11 @@ fn pki(dir: &Path, label: &str, names: &[&str]) -> Pki {
 
 /// A market serving HTTPS with `pki`'s certificate, at `host_name`.
 fn tls_market(name: &str, pki: &Pki, host_name: &str) -> Market {
-    let mut market = Market::start_with(name, &["--tls-cert", pki.cert.to_str().unwrap(), "--tls-key", pki.key.to_str().unwrap()]);
+    // One host runs every unit here: no spot check waits for a second one.
+    let mut market = Market::start_with(
+        name,
+        &["--tls-cert", pki.cert.to_str().unwrap(), "--tls-key", pki.key.to_str().unwrap(), "--spot-check-rate", "0"],
+    );
     market.url = format!("https://{host_name}:{}", market.port);
     market.ca = Some(pki.ca.clone());
     market
@@ -92,4 +96,13 @@ fn a_client_refuses_a_trusted_cas_certificate_for_another_name() {
     let out = market.agora(&["search", "x"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("issued for another host name"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_client_refuses_plain_http_to_another_machine() {
+    let home = temp_dir("tls-plain");
+    // Refused before anything is sent: no connection is made.
+    let out = agora_in(&home, &["search", "x", "--market", "http://market.example.org:8080"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("plain HTTP to another machine"), "{}", stderr(&out));
 }

@@ -6,12 +6,16 @@
 //! Design choices:
 //! - Without a certificate the market serves plain HTTP (`axum::serve`),
 //!   for loopback or behind a TLS-terminating proxy (the README shows one).
-//! - A permit of [`MAX_CONNECTIONS`] is taken before a connection is
+//! - A permit of [`connection_cap`] is taken before a connection is
 //!   accepted, so a flood of idle sockets waits in the kernel's backlog
-//!   instead of holding file descriptors and tasks here.
+//!   instead of holding file descriptors and tasks here; the cap fits the
+//!   process's open-file limit, which serving raises to its hard limit.
+//! - One peer address holds at most [`MAX_CONNECTIONS_PER_PEER`] of them:
+//!   a single client cannot take every slot.
 //! - A client that never finishes its handshake or its headers is dropped
-//!   ([`TLS_HANDSHAKE_TIMEOUT`], [`HEADER_READ_TIMEOUT`]): a slow-loris
-//!   holds a permit for seconds, not for ever.
+//!   ([`TLS_HANDSHAKE_TIMEOUT`], [`HEADER_READ_TIMEOUT`]), and so is one
+//!   that stops reading what it asked for ([`WRITE_STALL_TIMEOUT`]): a
+//!   slow-loris holds a permit for seconds, not for ever.
 //! - On shutdown the loop stops accepting, and connections get
 //!   [`SHUTDOWN_GRACE`] to finish what they serve.
 
@@ -27,17 +31,79 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-/// Connections served at once: enough for thousands of hosts polling and a
-/// crowd of buyers, under the usual 4096 open-file limit with room for the
-/// database and worker pipes.
+/// Connections served at once, at most: enough for thousands of hosts
+/// polling and a crowd of buyers ([`connection_cap`] lowers it to fit the
+/// open-file limit).
 pub const MAX_CONNECTIONS: usize = 2048;
+/// Connections one peer address holds at once: a host or a buyer's browser
+/// needs a handful; a proxy in front should be given its own listener.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
+/// Open files kept for the rest of the process per connection allowed
+/// (the database, verify workers' pipes, the web pages' own reads).
+const FILES_PER_CONNECTION: u64 = 2;
+/// How long a response may wait on a client that does not read it.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client has to complete its TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers (restarted for each
 /// request of a kept-alive connection).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections may finish their responses at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long open connections may finish their responses at shutdown:
+/// under the 10 s a service manager usually waits after its SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Raise this process's open-file limit to its hard limit, and the
+/// connections it can serve within it: [`MAX_CONNECTIONS`], or half the
+/// limit when that is lower.
+pub fn connection_cap() -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("reading the open-file limit failed ({e}); serving at most 256 connections");
+            return 256;
+        }
+    };
+    let cap = (limit / FILES_PER_CONNECTION).min(MAX_CONNECTIONS as u64) as usize;
+    if cap < MAX_CONNECTIONS {
+        tracing::warn!("the open-file limit is {limit}: serving at most {cap} connections (raise LimitNOFILE or `ulimit -Hn` for {MAX_CONNECTIONS})");
+    }
+    cap
+}
+
+/// Connections open per peer address, and the cap they share.
+#[derive(Default)]
+struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl Peers {
+    /// Count a connection from `peer`, unless it holds its share already.
+    fn enter(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut open = self.0.lock().expect("no panic while counting");
+        let count = open.entry(peer).or_default();
+        if *count >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { peers: self.clone(), peer })
+    }
+}
+
+/// A peer's counted connection, uncounted when dropped.
+struct PeerSlot {
+    peers: Arc<Peers>,
+    peer: std::net::IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.0.lock().expect("no panic while counting");
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// Why the market's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +141,8 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(connection_cap()));
+    let peers = Arc::new(Peers::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -83,9 +150,9 @@ pub async fn serve_tls(
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.
                     tracing::warn!("accepting a connection failed: {e}");
@@ -95,10 +162,16 @@ pub async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        // Over its share: closed at once, its permit back.
+        let Some(slot) = peers.enter(peer.ip()) else {
+            continue;
+        };
         let (acceptor, service, watcher) = (acceptor.clone(), TowerToHyperService::new(router.clone()), graceful.watcher());
         tokio::spawn(async move {
-            let _permit = permit;
-            let Ok(Ok(tls_stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+            let _held = (permit, slot);
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT));
+            let Ok(Ok(tls_stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(Box::pin(stream))).await else {
                 return;
             };
             let connection = hyper::server::conn::http1::Builder::new()
@@ -115,4 +188,22 @@ pub async fn serve_tls(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open after the shutdown grace were dropped"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_peer_holds_at_most_its_share_and_gets_it_back() {
+        let peers = Arc::new(Peers::default());
+        let (greedy, other): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let mut held: Vec<PeerSlot> = (0..MAX_CONNECTIONS_PER_PEER).map(|_| peers.enter(greedy).expect("within its share")).collect();
+        assert!(peers.enter(greedy).is_none(), "past its share");
+        assert!(peers.enter(other).is_some(), "another peer is served meanwhile");
+        held.pop();
+        assert!(peers.enter(greedy).is_some(), "a closed connection gives its slot back");
+        drop(held);
+        assert!(peers.0.lock().unwrap().get(&greedy).is_none_or(|n| *n <= 1), "counts are forgotten, not leaked");
+    }
 }

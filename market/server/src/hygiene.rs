@@ -6,8 +6,10 @@
 //!
 //! Design choice: a request that fails authentication (or its key's rate)
 //! writes nothing to the database: it is counted
-//! (`agora_market_unauthenticated_requests_total`) and refused, so an
-//! anonymous flood costs the market no fsync.
+//! (`agora_market_unauthenticated_requests_total`) and refused, so a flood
+//! of unsigned, forged or replayed requests costs the market no fsync.
+//! (Keys are free: a fresh key per request passes this and is bounded by
+//! the edge's per-peer connection cap, not here.)
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -10,6 +10,13 @@ use crate::keys::Keypair;
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::Read;
 
+/// How long connecting to the market (TCP and TLS) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long the market may take to start answering once a request is
+/// sent: past the market's own request timeout (60 s), so a stalled
+/// network fails a call instead of hanging a host for ever.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Largest response read (a component download is the biggest).
 const MAX_RESPONSE_BYTES: u64 = 128 << 20;
 
@@ -71,7 +78,12 @@ impl Client {
             Roots::CaFile(path) => RootCerts::new_with_certs(&ca_certificates(path)?),
         };
         let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(root_certs).build();
-        let config = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build();
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+            .build();
         Ok(Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config), key })
     }
 
