@@ -59,15 +59,15 @@ impl ClientArgs {
     /// Plain HTTP only to this machine: over a network, signed requests,
     /// inputs and outputs would cross unencrypted and could be changed.
     fn check_transport(&self) -> Result<()> {
-        let Some(rest) = self.market.strip_prefix("http://") else {
+        let uri: axum::http::Uri = self.market.parse().with_context(|| format!("--market {}: not a URL", self.market))?;
+        let authority = uri.authority().with_context(|| format!("--market {}: no host in it", self.market))?;
+        // Credentials in the URL would hide the real host after an `@`.
+        anyhow::ensure!(!authority.as_str().contains('@'), "{}: a market URL carries no user name or password", self.market);
+        if !uri.scheme_str().is_some_and(|scheme| scheme.eq_ignore_ascii_case("http")) {
             return Ok(());
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let host = match authority.strip_prefix('[') {
-            Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
-        };
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
         anyhow::ensure!(loopback, "{} is plain HTTP to another machine: use https:// (plain http is for this machine only)", self.market);
         Ok(())
     }

@@ -109,11 +109,16 @@ pub fn run(command: MarketCommand) -> Result<()> {
         eprintln!("agora market on {scheme}://{} ({})", listener.local_addr()?, args.db);
         // Ctrl-C, or the SIGTERM a service manager stops it with.
         let shutdown = async {
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
+            #[cfg(unix)]
+            {
+                let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
             }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down");
         };
         // The web pages read the API server-side. Over HTTPS the
@@ -140,8 +145,9 @@ pub fn run(command: MarketCommand) -> Result<()> {
         let web = agora_web::server::router(agora_web::api::MarketUrl(url), pkg);
         agora_market::serve_with(listener, state.clone(), web, tls, shutdown).await?;
         // Requests already inside the database finish (a commit after a
-        // client went away still lands), within the grace.
-        if tokio::time::timeout(agora_market::edge::SHUTDOWN_GRACE, state.quiesce()).await.is_err() {
+        // client went away still lands): two seconds more, under the ten a
+        // service manager waits after its SIGTERM.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), state.quiesce()).await.is_err() {
             eprintln!("requests still running after the shutdown grace were dropped");
         }
         Ok(())

@@ -102,7 +102,13 @@ fn a_client_refuses_a_trusted_cas_certificate_for_another_name() {
 fn a_client_refuses_plain_http_to_another_machine() {
     let home = temp_dir("tls-plain");
     // Refused before anything is sent: no connection is made.
-    let out = agora_in(&home, &["search", "x", "--market", "http://market.example.org:8080"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("plain HTTP to another machine"), "{}", stderr(&out));
+    for url in ["http://market.example.org:8080", "HTTP://market.example.org", "http://localhost.example.org", "http://127.0.0.1.example.org/"] {
+        let out = agora_in(&home, &["search", "x", "--market", url]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("plain HTTP to another machine"), "{url}: {}", stderr(&out));
+    }
+    for url in ["http://127.0.0.1:80@market.example.org", "http://[::1]@market.example.org"] {
+        let out = agora_in(&home, &["search", "x", "--market", url]);
+        assert!(!out.status.success() && stderr(&out).contains("no user name or password"), "{url}: {}", stderr(&out));
+    }
 }

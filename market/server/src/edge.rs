@@ -14,8 +14,9 @@
 //!   a single client cannot take every slot.
 //! - A client that never finishes its handshake or its headers is dropped
 //!   ([`TLS_HANDSHAKE_TIMEOUT`], [`HEADER_READ_TIMEOUT`]), and so is one
-//!   that stops reading what it asked for ([`WRITE_STALL_TIMEOUT`]): a
-//!   slow-loris holds a permit for seconds, not for ever.
+//!   that stops reading what it asked for ([`WRITE_STALL_TIMEOUT`]). A
+//!   client that reads a byte now and then keeps its connection; the
+//!   per-peer cap is what bounds how many it holds.
 //! - On shutdown the loop stops accepting, and connections get
 //!   [`SHUTDOWN_GRACE`] to finish what they serve.
 
@@ -76,7 +77,13 @@ struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>
 
 impl Peers {
     /// Count a connection from `peer`, unless it holds its share already.
+    /// An IPv6 peer is its /64 (one subscriber's usual allocation): one
+    /// holder of a /64 gets one share, not one per address.
     fn enter(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<PeerSlot> {
+        let peer = match peer.to_canonical() {
+            std::net::IpAddr::V6(v6) => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            v4 => v4,
+        };
         let mut open = self.0.lock().expect("no panic while counting");
         let count = open.entry(peer).or_default();
         if *count >= MAX_CONNECTIONS_PER_PEER {
@@ -205,5 +212,9 @@ mod tests {
         assert!(peers.enter(greedy).is_some(), "a closed connection gives its slot back");
         drop(held);
         assert!(peers.0.lock().unwrap().get(&greedy).is_none_or(|n| *n <= 1), "counts are forgotten, not leaked");
+        // One /64 is one peer, whatever address in it connects.
+        let addresses: Vec<std::net::IpAddr> = (0..=MAX_CONNECTIONS_PER_PEER as u16).map(|i| format!("2001:db8::{i:x}").parse().unwrap()).collect();
+        let slots: Vec<Option<PeerSlot>> = addresses.iter().map(|a| peers.enter(*a)).collect();
+        assert!(slots.last().unwrap().is_none(), "a /64 shares one peer's share");
     }
 }

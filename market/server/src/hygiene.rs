@@ -8,8 +8,8 @@
 //! writes nothing to the database: it is counted
 //! (`agora_market_unauthenticated_requests_total`) and refused, so a flood
 //! of unsigned, forged or replayed requests costs the market no fsync.
-//! (Keys are free: a fresh key per request passes this and is bounded by
-//! the edge's per-peer connection cap, not here.)
+//! (Keys are free: a fresh key per request passes this and writes its
+//! nonce; per-address request limits are not built yet.)
 
 use crate::AppState;
 use crate::error::ApiError;

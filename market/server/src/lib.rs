@@ -272,7 +272,28 @@ pub async fn serve_with(
     let router = app(state).merge(with_security_headers(extra));
     let result = match tls {
         Some(tls) => edge::serve_tls(listener, router, tls, shutdown).await,
-        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+        None => {
+            // Open event streams never end by themselves: past the grace,
+            // the server stops whatever is still open.
+            let (stopping, stopped) = tokio::sync::oneshot::channel();
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stopping.send(());
+            });
+            tokio::select! {
+                result = std::future::IntoFuture::into_future(server) => result,
+                () = async {
+                    if stopped.await.is_ok() {
+                        tokio::time::sleep(edge::SHUTDOWN_GRACE).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    tracing::warn!("connections still open after the shutdown grace were dropped");
+                    Ok(())
+                }
+            }
+        }
     };
     sweep.abort();
     verifiers.iter().for_each(|v| v.abort());
