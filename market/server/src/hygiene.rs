@@ -40,6 +40,25 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Refuse a mutation whose signature headers are missing, malformed or
+/// stale before its body is read (the handler's extractor reads it): an
+/// unsigned 64 MiB upload costs the market a header parse, not the upload.
+/// Counted like any refusal. Reads carry no body and pass through.
+pub async fn signed_before_body(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    if let Err(e) = auth::check_headers(|name| header(request.headers(), name), state.now_ms()) {
+        state.metrics.unauthenticated.inc();
+        return ApiError::Unauthenticated(e.to_string()).into_response();
+    }
+    next.run(request).await
+}
+
 impl AppState {
     /// Check a request's signature, rate and nonce; the signer's key.
     /// A refusal is counted, and nothing is written for it.

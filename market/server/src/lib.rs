@@ -218,6 +218,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/stats", get(routes::stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(large)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::signed_before_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .merge(streams)

@@ -76,6 +76,23 @@ pub fn verify_request<'a>(
     body: &[u8],
     now_ms: i64,
 ) -> Result<Signer, AuthError> {
+    check_headers(header, now_ms)?.verify(method, path_and_query, body)
+}
+
+/// A request's signature headers, well formed and fresh: all that can be
+/// checked before its body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders<'a> {
+    key: KeyId,
+    timestamp_ms: i64,
+    nonce: &'a str,
+    signature: &'a str,
+}
+
+/// Check a request's signature headers for presence, form and freshness,
+/// without its body (a server refuses an unsigned or stale upload before
+/// reading it).
+pub fn check_headers<'a>(header: impl Fn(&'static str) -> Option<&'a str>, now_ms: i64) -> Result<SignedHeaders<'a>, AuthError> {
     let get = |name| header(name).ok_or(AuthError::Missing(name));
     let key = KeyId::parse(get(HEADER_KEY)?).map_err(|_| AuthError::Malformed(HEADER_KEY))?;
     let timestamp_ms: i64 = get(HEADER_TIMESTAMP)?.parse().map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
@@ -88,9 +105,17 @@ pub fn verify_request<'a>(
         return Err(AuthError::Stale { skew_ms });
     }
     let signature = get(HEADER_SIGNATURE)?;
-    key.verify(&signed_bytes(method, path_and_query, timestamp_ms, nonce, body), signature)
-        .map_err(|_| AuthError::BadSignature)?;
-    Ok(Signer { key, nonce: nonce.to_string(), timestamp_ms })
+    Ok(SignedHeaders { key, timestamp_ms, nonce, signature })
+}
+
+impl SignedHeaders<'_> {
+    /// Verify the signature over the method, path and body.
+    pub fn verify(self, method: &str, path_and_query: &str, body: &[u8]) -> Result<Signer, AuthError> {
+        self.key
+            .verify(&signed_bytes(method, path_and_query, self.timestamp_ms, self.nonce, body), self.signature)
+            .map_err(|_| AuthError::BadSignature)?;
+        Ok(Signer { key: self.key, nonce: self.nonce.to_string(), timestamp_ms: self.timestamp_ms })
+    }
 }
 
 /// Milliseconds since the Unix epoch.

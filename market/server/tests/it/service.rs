@@ -53,6 +53,36 @@ both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &Te
     assert!(metrics.as_str().unwrap().contains("agora_market_unauthenticated_requests_total 4"), "{metrics}");
 });
 
+both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async |m: &TestMarket| {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A body that records whether the market ever read it.
+    let upload = |read: Arc<AtomicBool>| {
+        let chunk = futures_util::stream::once(async move {
+            read.store(true, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'x'; 1 << 20]))
+        });
+        Body::from_stream(chunk)
+    };
+    let path = "/api/v1/packages/big/versions";
+    let stale_headers = signed("POST", path, b"", &Keypair::generate(), m.state.now_ms() - 10 * 60 * 1000);
+    for (what, request) in [
+        ("unsigned", Request::builder().method("POST").uri(path)),
+        ("stale", stale_headers),
+    ] {
+        let read = Arc::new(AtomicBool::new(false));
+        let (status, err) = send(&m.state, request.body(upload(read.clone())).unwrap()).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "{what}: {err}");
+        assert!(!read.load(Ordering::SeqCst), "{what}: the body was read before the refusal");
+    }
+    // A well-formed, fresh signature gets its body read (and checked).
+    let read = Arc::new(AtomicBool::new(false));
+    let fresh = signed("POST", path, b"", &Keypair::generate(), m.state.now_ms());
+    let (status, _) = send(&m.state, fresh.body(upload(read.clone())).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the body does not match its signature");
+    assert!(read.load(Ordering::SeqCst), "a fresh signature's body is read to check it");
+});
+
 both_dbs!(nonces_stored_responses_and_audit_records_are_kept_for_their_stated_time, async |m: &TestMarket| {
     let user = Keypair::generate();
     let mint = json!({"id": "kept", "account": user.id(), "amount": 5});
