@@ -139,7 +139,7 @@ fn anchored(peers: &[&MissedRun]) -> bool {
 
 /// Whether the unit fails for good as the job's doing (see the module's
 /// rules). The caller has checked that no result of the unit waits for
-/// its verdict and no trusted or `verify`-passed result stands.
+/// its verdict and no vouched host's or `verify`-passed result stands.
 pub fn fails_for_good(runs: &[MissedRun], timeout_ms: u64) -> bool {
     let counted_runs: Vec<&MissedRun> = runs.iter().filter(|r| counted(r, timeout_ms)).collect();
     if counted_runs.len() as i64 >= MAX_UNIT_FAILURES && anchored(&counted_runs) {
@@ -155,8 +155,9 @@ pub fn billable_at_expiry(runs: &[MissedRun], timeout_ms: u64) -> bool {
     runs.iter().any(|r| r.run.vouched && counted(r, timeout_ms))
 }
 
-/// The runs to bill, in `runs`' order (trusted first, then by answer, as
-/// the caller reads them), and what each is paid.
+/// The runs to bill, in `runs`' order (vouched hosts first, then other
+/// trusted providers, then by answer, as the caller reads them), and what
+/// each is paid.
 pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
     let mut bills = Vec::new();
     for r in runs {
@@ -170,7 +171,8 @@ pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
     bills
 }
 
-/// What run `r` is billed at, if it is (see the module's rules).
+/// What run `r` is billed at, if it is (see the module's rules): never
+/// more than the vouched hosts measured, unless it is a vouched host's.
 fn billed_usage(r: &MissedRun, runs: &[MissedRun], terms: UnitTerms) -> Option<Usage> {
     let timeout_ms = terms.timeout_ms;
     let counted_runs: Vec<&MissedRun> = runs.iter().filter(|t| counted(t, timeout_ms)).collect();
@@ -185,7 +187,7 @@ fn billed_usage(r: &MissedRun, runs: &[MissedRun], terms: UnitTerms) -> Option<U
         return if r.run.metered { least(own, hosts) } else { hosts };
     }
     if r.miss == Miss::Rejected && !r.run.trusted {
-        return measured(&peers, terms);
+        return least(measured(&peers, terms), measured(&vouched(&counted_runs), terms));
     }
     if !counted(r, timeout_ms) || contradicts_an_anchored_failure(r, &counted_runs, timeout_ms) {
         return None;
@@ -379,6 +381,20 @@ mod tests {
         assert_eq!(costs(&bills), [("lease-a", 20), ("lease-fresh", 20), ("lease-b", 20), ("lease-d", 20)]);
         let unverified = |p: &str| digest(run(p, Vouched, Miss::Unverified, 1, 1), "x");
         assert!(!fails_for_good(&[unverified("a"), unverified("b")], TIMEOUT), "a lost verifier is nobody's doing");
+    }
+
+    #[test]
+    fn an_output_equal_to_a_farmed_keys_is_paid_no_more_than_the_vouched_measure() {
+        let digest = |mut r: MissedRun, d: &str| {
+            r.run.output_digest = d.into();
+            r
+        };
+        let runs = [
+            digest(run("host", Vouched, Miss::Rejected, 2_000_000_000, 500), "x"),
+            digest(run("farmed", Farmed, Miss::Rejected, 9_000_000_000, 500), "q"),
+            digest(run("sybil", Fresh, Miss::Rejected, 9_000_000_000, 500), "q"),
+        ];
+        assert_eq!(costs(&billed(&runs, TERMS)), [("lease-host", 20), ("lease-farmed", 20), ("lease-sybil", 20)]);
     }
 
     #[test]
