@@ -256,8 +256,10 @@ impl Runtime {
         report.progress = state.progress;
         report.logs = state.take_logs();
         let mut output = None;
+        let late = started.elapsed() >= limits.timeout;
         report.outcome = match result {
             Ok(Ok(bytes)) => match finish {
+                Err(e) if late => ran_past_deadline(&format!("gpu: {e}"), limits),
                 Err(e) => Outcome::JobError { message: format!("gpu: {e}") },
                 Ok(()) if bytes.len() as u64 > limits.output_bytes => Outcome::LimitExceeded {
                     limit: LimitKind::Output,
@@ -269,6 +271,7 @@ impl Runtime {
                     Outcome::Ok
                 }
             },
+            Ok(Err(message)) if late => ran_past_deadline(&message, limits),
             Ok(Err(mut message)) => {
                 truncate(&mut message, limits::MAX_ERROR_MESSAGE_BYTES);
                 Outcome::JobError { message }
@@ -278,6 +281,21 @@ impl Runtime {
         drop(store);
         report.wall_time = started.elapsed();
         (report, output)
+    }
+}
+
+/// A guest that failed after its deadline passed ran out of time, whatever
+/// it returned: the epoch deadline interrupts at wasm instructions only, so
+/// a guest inside a long host call when the deadline passes gets that
+/// call's result (a GPU wait cut short under load, say) and may return its
+/// error before the interrupt. The time limit is what stopped it.
+fn ran_past_deadline(error: &str, limits: &Limits) -> Outcome {
+    Outcome::LimitExceeded {
+        limit: LimitKind::Timeout,
+        message: truncated(
+            format!("the job ran past its {} ms deadline (it ended with: {error})", limits.timeout.as_millis()),
+            limits::MAX_ERROR_MESSAGE_BYTES,
+        ),
     }
 }
 
