@@ -159,12 +159,13 @@ pub fn billable_at_expiry(runs: &[MissedRun], timeout_ms: u64) -> bool {
 /// trusted providers, then by answer, as the caller reads them), and what
 /// each is paid.
 pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
+    let counted_runs: Vec<&MissedRun> = runs.iter().filter(|t| counted(t, terms.timeout_ms)).collect();
     let mut bills = Vec::new();
     for r in runs {
         if bills.len() >= terms.paid_slots {
             break;
         }
-        if let Some(usage) = billed_usage(r, runs, terms) {
+        if let Some(usage) = billed_usage(r, &counted_runs, terms) {
             bills.push((r.run.lease.clone(), price(r.run.ask, usage).min(terms.unit_cap)));
         }
     }
@@ -173,9 +174,8 @@ pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
 
 /// What run `r` is billed at, if it is (see the module's rules): never
 /// more than the vouched hosts measured, unless it is a vouched host's.
-fn billed_usage(r: &MissedRun, runs: &[MissedRun], terms: UnitTerms) -> Option<Usage> {
+fn billed_usage(r: &MissedRun, counted_runs: &[&MissedRun], terms: UnitTerms) -> Option<Usage> {
     let timeout_ms = terms.timeout_ms;
-    let counted_runs: Vec<&MissedRun> = runs.iter().filter(|t| counted(t, timeout_ms)).collect();
     let own = measured(&[r], terms);
     if r.run.vouched && counted(r, timeout_ms) {
         return own;
@@ -187,12 +187,12 @@ fn billed_usage(r: &MissedRun, runs: &[MissedRun], terms: UnitTerms) -> Option<U
         return if r.run.metered { least(own, hosts) } else { hosts };
     }
     if r.miss == Miss::Rejected && !r.run.trusted {
-        return least(measured(&peers, terms), measured(&vouched(&counted_runs), terms));
+        return least(measured(&peers, terms), measured(&vouched(counted_runs), terms));
     }
-    if !counted(r, timeout_ms) || contradicts_an_anchored_failure(r, &counted_runs, timeout_ms) {
+    if !counted(r, timeout_ms) || contradicts_an_anchored_failure(r, counted_runs, timeout_ms) {
         return None;
     }
-    least(own, measured(&vouched(&counted_runs), terms))
+    least(own, measured(&vouched(counted_runs), terms))
 }
 
 /// The vouched hosts' runs among `runs`.

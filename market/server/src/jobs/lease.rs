@@ -104,8 +104,7 @@ impl Jobs {
             "SELECT u.wanted AS wanted,
                (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) AS taken,
                (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $3) AS mine,
-               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')) AS in_flight,
-               u.failures AS failures
+               (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')) AS in_flight
              FROM units u WHERE u.job_id = $1 AND u.idx = $2",
         )
         .bind(&job_id)
@@ -115,8 +114,7 @@ impl Jobs {
         .await?;
         let checked = unit.try_get::<i64, _>("checked")? == 1;
         let first_only = untrusted && !checked && fresh.try_get::<i64, _>("in_flight")? > 0;
-        let failed_before = untrusted && fresh.try_get::<i64, _>("failures")? > 0;
-        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only || failed_before {
+        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only {
             return Ok(None);
         }
         // A provider not yet trusted is confirmed by another replica (unless
