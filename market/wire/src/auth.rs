@@ -91,7 +91,8 @@ pub struct SignedHeaders<'a> {
 
 /// Check a request's signature headers for presence, form and freshness,
 /// without its body (a server refuses an unsigned or stale upload before
-/// reading it).
+/// reading it). A well-formed signature that does not verify is found only
+/// with the body: it signs the body.
 pub fn check_headers<'a>(header: impl Fn(&'static str) -> Option<&'a str>, now_ms: i64) -> Result<SignedHeaders<'a>, AuthError> {
     let get = |name| header(name).ok_or(AuthError::Missing(name));
     let key = KeyId::parse(get(HEADER_KEY)?).map_err(|_| AuthError::Malformed(HEADER_KEY))?;
@@ -105,6 +106,10 @@ pub fn check_headers<'a>(header: impl Fn(&'static str) -> Option<&'a str>, now_m
         return Err(AuthError::Stale { skew_ms });
     }
     let signature = get(HEADER_SIGNATURE)?;
+    // An ed25519 signature in hex; whether it verifies needs the body.
+    if signature.len() != 128 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AuthError::Malformed(HEADER_SIGNATURE));
+    }
     Ok(SignedHeaders { key, timestamp_ms, nonce, signature })
 }
 
@@ -142,5 +147,9 @@ mod tests {
         assert_eq!(check(&headers, "POST", "/api/v1/holds", b"{}", now), Err(AuthError::BadSignature));
         assert!(matches!(check(&headers, "POST", "/api/v1/transfers", b"{}", now + MAX_CLOCK_SKEW_MS + 1), Err(AuthError::Stale { .. })));
         assert_eq!(check(&headers[1..], "POST", "/api/v1/transfers", b"{}", now), Err(AuthError::Missing(HEADER_KEY)));
+        // A signature that is no ed25519 signature in hex is refused without the body.
+        let mut garbled = headers.clone();
+        garbled[3].1 = "zz".repeat(64);
+        assert_eq!(check_headers(|name| garbled.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()), now), Err(AuthError::Malformed(HEADER_SIGNATURE)));
     }
 }
