@@ -327,6 +327,7 @@ fn main() {
         args: Vec::new(),
         workers: 1,
         gpu: GpuChoice::Auto,
+        sandbox: agora_host::SandboxConfig::default(),
     })
     .unwrap();
     let component = ComponentBytes::new(hostile.clone());

@@ -24,6 +24,7 @@ pub mod provider;
 mod protocol;
 pub mod report;
 mod runtime;
+pub mod sandbox;
 mod state;
 pub mod worker;
 
@@ -31,4 +32,5 @@ pub use gpu::{AdapterInfo, GpuChoice};
 pub use limits::Limits;
 pub use pool::{PoolConfig, WorkerPool};
 pub use report::{LimitKind, Outcome, RunReport};
+pub use sandbox::{SandboxConfig, SandboxReport};
 pub use runtime::{Digest, LoadError, LoadedComponent, Runtime, RuntimeConfig, digest_of, hex};

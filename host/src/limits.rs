@@ -63,6 +63,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// reply) before it kills the worker.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// Bytes one worker process may hold in all (the sandbox's memory wall): the
+/// largest linear memory a unit may ask for, the default host-side blob and
+/// GPU buffer quotas (on a software adapter GPU buffers are host memory), and
+/// a gigabyte for the runtime, the driver and compiled code.
+pub const WORKER_MEMORY_BYTES: u64 = MAX_MEMORY_BYTES_CEILING + (1 << 30) + (2 << 30) + (1 << 30);
+
 /// Per-job limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -14,6 +14,8 @@ use crate::limits::{self, Limits};
 use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame, write_frame};
 use crate::report::{LimitKind, LiveUpdate, Outcome, RunReport};
 use crate::runtime::{digest_of, hex};
+use crate::sandbox::memory::WorkerCgroup;
+use crate::sandbox::{self, Attempt, Layer, LayerState, SandboxConfig, SandboxReport, WorkerSandbox};
 use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ pub struct PoolConfig {
     /// Workers kept warm (jobs that can run at once).
     pub workers: usize,
     pub gpu: GpuChoice,
+    /// The OS walls around each worker (`crate::sandbox`).
+    pub sandbox: SandboxConfig,
 }
 
 /// A component as the pool sees it: bytes and their digest.
@@ -59,6 +63,9 @@ pub enum PoolError {
     Spawn { program: String, source: std::io::Error },
     #[error("worker did not start: {0}")]
     Start(String),
+    /// A wall the worker says stands let one of its probes through.
+    #[error("the worker sandbox failed its check: {attempt:?} got through although {layers:?} stand: {detail}")]
+    SandboxBreached { attempt: Attempt, layers: Vec<Layer>, detail: String },
 }
 
 pub struct WorkerPool {
@@ -66,6 +73,7 @@ pub struct WorkerPool {
     idle: Mutex<Vec<Worker>>,
     returned: Condvar,
     devices: Vec<AdapterInfo>,
+    sandbox: SandboxReport,
     counters: Mutex<PoolCounters>,
 }
 
@@ -82,6 +90,8 @@ struct Worker {
     stdin: BufWriter<ChildStdin>,
     responses: Receiver<std::io::Result<(WorkerMessage, Vec<u8>)>>,
     known: HashSet<String>,
+    /// Its memory wall, when the supervisor could make one.
+    cgroup: Option<WorkerCgroup>,
 }
 
 /// One finished job.
@@ -101,19 +111,28 @@ impl WorkerPool {
     pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
         let mut workers = Vec::new();
         let mut devices = Vec::new();
+        let mut sandbox = SandboxReport::default();
         for _ in 0..config.workers.max(1) {
             let (worker, hello) = spawn(&config)?;
             devices = hello.devices;
+            sandbox = hello.sandbox;
             workers.push(worker);
         }
+        sandbox.log();
         let counters = PoolCounters { started: workers.len() as u64, ..Default::default() };
         Ok(WorkerPool {
             config,
             idle: Mutex::new(workers),
             returned: Condvar::new(),
             devices,
+            sandbox,
             counters: Mutex::new(counters),
         })
+    }
+
+    /// The walls around the workers, and what their checks at start met.
+    pub fn sandbox(&self) -> &SandboxReport {
+        &self.sandbox
     }
 
     /// The adapter workers run jobs on by default.
@@ -235,7 +254,7 @@ impl WorkerPool {
                     ),
                 }
             }
-            Waited::Lost(message) => Outcome::WorkerLost { message },
+            Waited::Lost(message) => lost(&worker, message),
         };
         self.replace(worker);
         self.failed(component, started, outcome)
@@ -338,15 +357,58 @@ impl Worker {
     }
 }
 
+/// Why a worker died mid-job: its memory wall, when the cgroup's OOM counter
+/// says so.
+fn lost(worker: &Worker, message: String) -> Outcome {
+    match &worker.cgroup {
+        Some(cgroup) if cgroup.oom_kills() > 0 => Outcome::WorkerOutOfMemory {
+            limit_bytes: cgroup.limit_bytes(),
+            message: "linear memory, host-side blobs and GPU read-backs together passed it; the kernel killed the worker".into(),
+        },
+        _ => Outcome::WorkerLost { message },
+    }
+}
+
+/// A worker's command: the program, a clean environment and its sandbox
+/// settings.
+fn command(config: &PoolConfig, settings: &WorkerSandbox) -> Command {
+    let mut command = Command::new(&config.program);
+    command.args(&config.args).args(["--gpu", config.gpu.as_str()]).env_clear();
+    for (name, value) in std::env::vars_os() {
+        if sandbox::WORKER_ENVIRONMENT.iter().any(|allowed| name == *allowed) {
+            command.env(name, value);
+        }
+    }
+    command.envs(sandbox::WORKER_FIXED_ENVIRONMENT.iter().copied());
+    command.env(sandbox::SETTINGS_VAR, serde_json::to_string(settings).expect("settings serialize"));
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    command
+}
+
 fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
-    let mut child = Command::new(&config.program)
-        .args(&config.args)
-        .args(["--gpu", config.gpu.as_str()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+    let cgroup = WorkerCgroup::create(config.sandbox.memory_bytes);
+    // Held until the hello: the worker must fail to connect to it.
+    let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).ok();
+    let settings = WorkerSandbox {
+        memory_rlimit: cgroup.is_err().then_some(config.sandbox.memory_bytes),
+        probe_file: config.sandbox.probe_file.clone(),
+        probe_directory: std::env::current_dir().ok(),
+        probe_port: probe.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port()),
+    };
+    let mut child = command(config, &settings)
         .spawn()
         .map_err(|source| PoolError::Spawn { program: config.program.display().to_string(), source })?;
+    let cgroup = match cgroup {
+        Ok(cgroup) => match cgroup.attach(child.id()) {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(PoolError::Start(format!("cannot move the worker into its cgroup: {e}")));
+            }
+        },
+        Err(why) => Err(why),
+    };
     let stdin = BufWriter::new(child.stdin.take().expect("stdin is piped"));
     let stdout = child.stdout.take().expect("stdout is piped");
     let (hello_tx, hello_rx) = channel();
@@ -384,11 +446,42 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
             return Err(PoolError::Start(format!("bad hello from the worker: {e}")));
         }
     };
-    let hello: Hello = hello;
+    drop(probe);
+    let mut hello: Hello = hello;
     if let Some(error) = &hello.error {
         let _ = child.kill();
         let _ = child.wait();
         return Err(PoolError::Start(error.clone()));
     }
-    Ok((Worker { child, stdin, responses, known: HashSet::new() }, hello))
+    if let Err(breach) = checked(&mut hello.sandbox, &cgroup) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(breach);
+    }
+    Ok((Worker { child, stdin, responses, known: HashSet::new(), cgroup: cgroup.ok() }, hello))
+}
+
+/// Add the memory wall the supervisor raised to the worker's report, and
+/// refuse a worker whose walls, by its own account standing, let a probe
+/// through (a missing wall only lets the pool warn).
+fn checked(report: &mut SandboxReport, cgroup: &Result<WorkerCgroup, String>) -> Result<(), PoolError> {
+    match cgroup {
+        Ok(cgroup) => report.layers.push(LayerState { layer: Layer::Memory, applied: true, detail: cgroup.describe() }),
+        Err(why) => {
+            if let Some(rlimit) = report.layers.iter_mut().find(|l| l.layer == Layer::Memory) {
+                rlimit.detail = format!("{why}; {}", rlimit.detail);
+            }
+        }
+    }
+    for probe in report.escapes() {
+        let guards: &[Layer] = match probe.attempt {
+            Attempt::ConnectLoopback => &[Layer::NetworkNamespace, Layer::Landlock, Layer::Seccomp],
+            Attempt::ReadFile | Attempt::ListWorkingDirectory | Attempt::ReadParentEnvironment => &[Layer::Landlock],
+        };
+        let standing: Vec<Layer> = guards.iter().copied().filter(|&l| report.applied(l)).collect();
+        if !standing.is_empty() {
+            return Err(PoolError::SandboxBreached { attempt: probe.attempt, layers: standing, detail: probe.detail.clone() });
+        }
+    }
+    Ok(())
 }

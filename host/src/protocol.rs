@@ -23,6 +23,10 @@ pub struct Hello {
     /// Set when the worker could not start (for example `--gpu wgpu` without
     /// an adapter).
     pub error: Option<String>,
+    /// The walls it raised before opening its GPU, and its attempts to get
+    /// past them.
+    #[serde(default)]
+    pub sandbox: crate::sandbox::SandboxReport,
 }
 
 /// What a run request asks the worker to do with the loaded component.

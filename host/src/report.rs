@@ -26,6 +26,11 @@ pub enum Outcome {
     Refused { message: String },
     /// The worker died or was killed; the host replaced it.
     WorkerLost { message: String },
+    /// The worker passed its memory wall (the sandbox's cgroup: linear
+    /// memory, host-side blobs and GPU read-backs together), the kernel
+    /// killed it and the host replaced it. On the wire a lost worker: the
+    /// wall is the host's own setting, not one of the unit's limits.
+    WorkerOutOfMemory { limit_bytes: u64, message: String },
 }
 
 impl Outcome {
@@ -43,7 +48,7 @@ impl Outcome {
             Outcome::LimitExceeded { limit, .. } => (RunOutcome::LimitExceeded, Some(*limit)),
             Outcome::Trap { .. } => (RunOutcome::Trap, None),
             Outcome::Refused { .. } => (RunOutcome::Refused, None),
-            Outcome::WorkerLost { .. } => (RunOutcome::WorkerLost, None),
+            Outcome::WorkerLost { .. } | Outcome::WorkerOutOfMemory { .. } => (RunOutcome::WorkerLost, None),
         }
     }
 }
@@ -57,6 +62,9 @@ impl fmt::Display for Outcome {
             Outcome::Trap { message } => write!(f, "trap: {message}"),
             Outcome::Refused { message } => write!(f, "component refused: {message}"),
             Outcome::WorkerLost { message } => write!(f, "worker lost: {message}"),
+            Outcome::WorkerOutOfMemory { limit_bytes, message } => {
+                write!(f, "worker memory ({} MiB) exceeded: {message}", limit_bytes >> 20)
+            }
         }
     }
 }

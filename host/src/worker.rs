@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 /// Serve requests until stdin closes. Returns the process exit code.
 pub fn main(gpu: GpuChoice) -> i32 {
+    // First, while this process has one thread and before any driver loads.
+    let sandbox = crate::sandbox::enter();
     let stdin = std::io::stdin().lock();
     let mut input = BufReader::new(stdin);
     // Shared with the live observer of the running job.
@@ -20,11 +22,11 @@ pub fn main(gpu: GpuChoice) -> i32 {
     let runtime = match Runtime::new(RuntimeConfig { gpu }) {
         Ok(r) => r,
         Err(e) => {
-            let _ = write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: Vec::new(), error: Some(e.to_string()) }, &[]);
+            let _ = write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: Vec::new(), error: Some(e.to_string()), sandbox }, &[]);
             return 1;
         }
     };
-    if write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: runtime.devices(), error: None }, &[]).is_err() {
+    if write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: runtime.devices(), error: None, sandbox }, &[]).is_err() {
         return 1;
     }
     loop {

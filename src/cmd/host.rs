@@ -1,7 +1,7 @@
 //! `agora host`: provide this machine's CPU and GPU to a market.
 
 use super::client::ClientArgs;
-use agora_host::GpuChoice;
+use agora_host::{GpuChoice, SandboxConfig};
 use agora_host::pool::{PoolConfig, WorkerPool};
 use agora_host::provider::{self, ProviderConfig};
 use agora_wire::api::Ask;
@@ -44,6 +44,8 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         args: vec!["worker".into()],
         workers: args.max_concurrent.max(1) as usize,
         gpu: args.gpu,
+        // No worker may read the provider's key: each checks at start.
+        sandbox: SandboxConfig { probe_file: Some(client_args.key_path()), ..SandboxConfig::default() },
     })?;
     let devices: Vec<String> = pool.devices().iter().map(|a| format!("{} ({})", a.name, a.backend)).collect();
     let adapter = if devices.is_empty() { "no GPU".to_string() } else { devices.join(" + ") };
@@ -53,6 +55,7 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         client_args.market,
         args.max_concurrent
     );
+    eprintln!("worker sandbox: {}", sandbox_summary(pool.sandbox()));
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -72,4 +75,15 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
     };
     provider::serve(client, pool, config, stop);
     Ok(())
+}
+
+/// The walls standing around the workers, in one line (the missing ones are
+/// also logged as warnings, with why).
+fn sandbox_summary(report: &agora_host::SandboxReport) -> String {
+    let standing: Vec<String> = report.layers.iter().filter(|l| l.applied).map(|l| format!("{:?}", l.layer)).collect();
+    let missing: Vec<String> = report.layers.iter().filter(|l| !l.applied).map(|l| format!("{:?}", l.layer)).collect();
+    match missing.is_empty() {
+        true => standing.join(", "),
+        false => format!("{} (without {})", standing.join(", "), missing.join(", ")),
+    }
 }

@@ -96,6 +96,7 @@ pub fn run(command: MarketCommand) -> Result<()> {
                 args: vec!["worker".into()],
                 workers: args.verify_workers,
                 gpu: GpuChoice::None,
+                sandbox: agora_host::SandboxConfig::default(),
             })
             .context("starting the verify workers")?;
             state = state.with_verifier(Arc::new(PoolVerifier(pool)));

@@ -103,6 +103,7 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
         args: vec!["worker".into()],
         workers: 1,
         gpu: args.gpu,
+        sandbox: agora_host::SandboxConfig::default(),
     })?;
     let component = ComponentBytes::new(bytes);
     spinner.set_message(format!("running {}", args.job.display()));

@@ -7,6 +7,7 @@ mod examples;
 mod hostile;
 mod loading;
 mod pool;
+mod sandbox;
 
 use agora_host::{GpuChoice, Limits, Outcome, RunReport, Runtime, RuntimeConfig};
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ fn pool(workers: usize) -> WorkerPool {
         args: Vec::new(),
         workers,
         gpu: GpuChoice::Auto,
+        sandbox: agora_host::SandboxConfig::default(),
     })
     .expect("workers start")
 }

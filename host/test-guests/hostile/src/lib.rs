@@ -159,6 +159,14 @@ impl Job for Hostile {
                 }
                 Ok(Output::from_slice(&d.read::<u32>()?))
             }
+            "host-blobs" => {
+                // `arg` MiB of host-side blobs, all held at once: the
+                // worker's memory wall must stop what the blob quota allows.
+                use agora_guest::bindings::job::agora::compute::data::Blob;
+                let chunk = vec![1u8; 16 << 20];
+                let blobs = (0..arg.div_ceil(16)).map(|_| Blob::from_bytes(&chunk)).collect::<core::result::Result<Vec<_>, _>>()?;
+                Ok(format!("held {} blobs", blobs.len()).into_bytes().into())
+            }
             "binding-mismatch" => {
                 let shader = Shader::wgsl(TRIVIAL_WGSL)?;
                 shader.dispatch("main", &[], [1, 1, 1])?;
