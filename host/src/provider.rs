@@ -238,7 +238,7 @@ fn component(s: &Shared, grant: &LeaseGrant) -> Result<ComponentBytes, String> {
 
 fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
     let component = component(s, grant)?;
-    let input = s.client.get_bytes(&format!("/api/v1/blobs/{}", grant.input_digest)).map_err(|e| e.to_string())?;
+    let input = s.client.get_signed_bytes(&format!("/api/v1/blobs/{}", grant.input_digest)).map_err(|e| e.to_string())?;
     if agora_wire::digest_hex(&input) != grant.input_digest {
         return Err("the input does not match its digest".into());
     }

@@ -561,12 +561,17 @@ pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// Content-addressed bytes (unit inputs for providers). The digest is the
-/// capability: it is only learnt from a lease or a job.
+/// A unit's input (signed GET): readable by the job's buyer, by a provider
+/// holding a live lease on a unit with that input, and by the operator. For
+/// anyone else it does not exist, whether it does or not.
 #[utoipa::path(get, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
-    responses((status = 200, description = "The bytes"), (status = 404, body = ErrorBody)))]
-pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, ApiError> {
-    let bytes = state.jobs.blob(&digest).await?;
+    responses((status = 200, description = "The bytes"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
+    let bytes = match caller == state.config.operator {
+        true => state.jobs.blob(&digest).await?,
+        false => state.jobs.input_for(&caller, &digest, state.now_ms()).await?,
+    };
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 

@@ -123,6 +123,33 @@ impl Jobs {
             .ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))
     }
 
+    /// Unit input `digest`, for a caller allowed to read it: the buyer of a
+    /// job with a unit of that input, or a provider holding a live lease (a
+    /// buyer's or a canary's) on such a unit. Anyone else meets the same "not
+    /// found" as for a digest nobody has, so a probe learns nothing; a
+    /// canary's expected output is readable by no one here.
+    pub async fn input_for(&self, caller: &KeyId, digest: &str, now: i64) -> Result<Vec<u8>, ApiError> {
+        let readable = sqlx::query(
+            "SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $2 AND j.buyer = $1
+             UNION ALL
+             SELECT 1 FROM leases l JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx
+              WHERE l.provider = $1 AND l.state = 'active' AND l.expires_at_ms > $3 AND u.input_digest = $2
+             UNION ALL
+             SELECT 1 FROM canary_runs r JOIN canaries c ON c.id = r.canary_id
+              WHERE r.provider = $1 AND r.state = 'active' AND r.expires_at_ms > $3 AND c.input_digest = $2
+             LIMIT 1",
+        )
+        .bind(caller.as_str())
+        .bind(digest)
+        .bind(now)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        match readable {
+            Some(_) => self.blob(digest).await,
+            None => Err(ApiError::NotFound(format!("no blob {digest}"))),
+        }
+    }
+
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
         let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1")
             .bind(digest)

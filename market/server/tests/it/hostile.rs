@@ -844,3 +844,32 @@ both_dbs!(canaries_are_neither_always_first_nor_always_unit_zero, async |m: &Tes
     let (_, stats) = m.call("GET", "/api/v1/stats", None, None).await;
     assert_eq!(stats["running_units"], 14, "canaries count as running like any lease: {stats}");
 });
+
+// A nosy caller reads a buyer's input: an anonymous one, a stranger with a
+// fresh key, a provider with no lease on it, a provider whose lease has
+// ended. Only the buyer, the operator and the provider while it holds the
+// lease read it; for everyone else it is indistinguishable from a digest
+// nobody has.
+both_dbs!(a_units_input_is_read_only_by_its_buyer_and_its_leaseholder, async |m: &TestMarket| {
+    publish(m, "private").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1_000_000).await;
+    submit(m, &buyer, "private", &[b"the buyer's secret"], 1_000, 1).await;
+    let path = format!("/api/v1/blobs/{}", agora_wire::digest_hex(b"the buyer's secret"));
+    let nothing = format!("/api/v1/blobs/{}", agora_wire::digest_hex(b"no such input"));
+    let (stranger, holder, idle) = (Keypair::generate(), provider(m, 1).await, provider(m, 1).await);
+    assert_eq!(m.call("GET", &path, None, None).await.0, StatusCode::UNAUTHORIZED, "an anonymous read");
+    let (missing, missing_body) = m.call("GET", &nothing, None, Some(&stranger)).await;
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    for nosy in [&stranger, &idle, &holder] {
+        let (status, body) = m.call("GET", &path, None, Some(nosy)).await;
+        assert_eq!((status, &body["code"]), (missing, &missing_body["code"]), "a probe cannot tell a secret from nothing");
+    }
+    let grant = lease(m, &holder).await.expect("a lease");
+    assert_eq!(m.call("GET", &path, None, Some(&holder)).await, (StatusCode::OK, json!("the buyer's secret")));
+    assert_eq!(m.call("GET", &path, None, Some(&idle)).await.0, StatusCode::NOT_FOUND, "another provider's lease opens nothing");
+    assert_eq!(answer(m, &holder, &grant, Ok(b"out")).await.0, StatusCode::OK);
+    assert_eq!(m.call("GET", &path, None, Some(&holder)).await.0, StatusCode::NOT_FOUND, "its lease ended, and its reading with it");
+    assert_eq!(m.call("GET", &path, None, Some(&buyer)).await, (StatusCode::OK, json!("the buyer's secret")));
+    assert_eq!(m.call("GET", &path, None, Some(&m.operator)).await.0, StatusCode::OK);
+});
