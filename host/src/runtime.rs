@@ -59,6 +59,10 @@ pub enum LoadError {
     NotWasm,
     #[error("invalid component: {0}")]
     Invalid(String),
+    /// Valid WebAssembly, but it uses a feature outside
+    /// `agora_wire::limits::JOB_WASM_FEATURES` (GC types, threads, ...).
+    #[error("the component uses a WebAssembly feature hosts do not enable: {0}")]
+    UnsupportedFeature(String),
     #[error("the component does not fit the agora:compute job world: {0}")]
     WrongWorld(String),
 }
@@ -139,6 +143,7 @@ impl Runtime {
             Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => return Err(LoadError::CoreModule),
             _ => return Err(LoadError::NotWasm),
         }
+        check_features(bytes)?;
         let started = Instant::now();
         let component = Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let compile_time = started.elapsed();
@@ -342,6 +347,30 @@ pub(crate) fn truncated(mut message: String, max: usize) -> String {
     message
 }
 
+/// The engine's WebAssembly features: exactly the set market and hosts share.
+pub fn job_wasm_features() -> wasmtime::wasmparser::WasmFeatures {
+    use wasmtime::wasmparser::WasmFeatures;
+    agora_wire::limits::JOB_WASM_FEATURES.iter().fold(WasmFeatures::empty(), |all, name| {
+        all | WasmFeatures::from_name(name).unwrap_or_else(|| panic!("JOB_WASM_FEATURES names `{name}`, unknown to wasmtime's wasmparser"))
+    })
+}
+
+/// Validate against exactly the engine's features before compiling, so a
+/// component reaching for a proposal the engine was built without (GC types,
+/// function subtypes, threads, shared memory) gets a clear refusal instead of
+/// meeting code paths compiled out of wasmtime.
+fn check_features(bytes: &[u8]) -> Result<(), LoadError> {
+    use wasmtime::wasmparser::{Validator, WasmFeatures};
+    let Err(e) = Validator::new_with_features(job_wasm_features()).validate_all(bytes) else {
+        return Ok(());
+    };
+    // Only when it fails: invalid whatever the features, or outside ours.
+    match Validator::new_with_features(WasmFeatures::all()).validate_all(bytes) {
+        Ok(_) => Err(LoadError::UnsupportedFeature(e.to_string())),
+        Err(invalid) => Err(LoadError::Invalid(invalid.to_string())),
+    }
+}
+
 fn engine_config() -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_SLOTS)
@@ -359,6 +388,8 @@ fn engine_config() -> Config {
         .consume_fuel(true)
         .epoch_interruption(true)
         .max_wasm_stack(limits::MAX_WASM_STACK_BYTES)
+        .wasm_features(!job_wasm_features(), false)
+        .wasm_features(job_wasm_features(), true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }

@@ -66,3 +66,23 @@ fn table_growth_past_the_limit_fails_cleanly() {
 fn wasmtime_component_text(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("valid component text")
 }
+
+/// Hand-written components that each use one proposal outside
+/// `JOB_WASM_FEATURES` (the market's tests read the same files).
+fn unsupported_feature_components() -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wat");
+    ["gc-types", "function-subtypes", "threads", "shared-memory"]
+        .iter()
+        .map(|name| (name.to_string(), wat::parse_file(dir.join(format!("{name}.wat"))).expect("valid component text")))
+        .collect()
+}
+
+#[test]
+fn a_component_using_a_feature_the_engine_lacks_is_refused_before_compiling() {
+    for (name, bytes) in unsupported_feature_components() {
+        match runtime().load(&bytes) {
+            Err(LoadError::UnsupportedFeature(why)) => println!("{name}: {why}"),
+            other => panic!("{name}: expected an unsupported feature, got {:?}", other.map(|_| "loaded")),
+        }
+    }
+}

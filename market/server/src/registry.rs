@@ -39,14 +39,25 @@ pub struct Inspection {
     pub exports: Vec<String>,
 }
 
+/// The WebAssembly features hosts enable (`JOB_WASM_FEATURES`): a component
+/// outside them is refused at publish, since no host would load it.
+pub fn job_wasm_features() -> wasmparser::WasmFeatures {
+    agora_wire::limits::JOB_WASM_FEATURES.iter().fold(wasmparser::WasmFeatures::empty(), |all, name| {
+        all | wasmparser::WasmFeatures::from_name(name).unwrap_or_else(|| panic!("JOB_WASM_FEATURES names `{name}`, unknown to wasmparser"))
+    })
+}
+
 /// Validate a component and read its top-level imports and exports.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, ApiError> {
     if !wasmparser::Parser::is_component(bytes) {
         return Err(ApiError::BadPackage("not a WebAssembly component".into()));
     }
-    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
-        .validate_all(bytes)
-        .map_err(|e| ApiError::BadPackage(format!("invalid component: {e}")))?;
+    if let Err(e) = wasmparser::Validator::new_with_features(job_wasm_features()).validate_all(bytes) {
+        return Err(match wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all()).validate_all(bytes) {
+            Ok(_) => ApiError::BadPackage(format!("the component uses a WebAssembly feature hosts do not enable: {e}")),
+            Err(_) => ApiError::BadPackage(format!("invalid component: {e}")),
+        });
+    }
     let mut found = Inspection { imports: Vec::new(), exports: Vec::new() };
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {

@@ -56,3 +56,28 @@ pub fn check_unit_bytes(what: &'static str, len: usize) -> Result<(), LimitError
 pub fn check_ask(what: &'static str, value: u64) -> Result<(), LimitError> {
     within("MAX_ASK", what, value, 0, MAX_ASK)
 }
+
+/// The WebAssembly features a job may use, as wasmparser names its
+/// `WasmFeatures` flags. A host's engine enables exactly these and checks a
+/// component against them before compiling it; the market checks the same
+/// set at publish, so a component the market accepts loads on every host.
+/// Left out on purpose: GC types and function subtypes, exceptions and typed
+/// function references (wasmtime is built without its GC), threads and
+/// shared memory (built without `threads`: a job's parallelism is the GPU),
+/// 64-bit memories (the memory limits are 32-bit), and the component model's
+/// extensions still in flux (async, error contexts, ...).
+pub const JOB_WASM_FEATURES: &[&str] = &[
+    "MUTABLE_GLOBAL",
+    "SATURATING_FLOAT_TO_INT",
+    "SIGN_EXTENSION",
+    "REFERENCE_TYPES",
+    "MULTI_VALUE",
+    "BULK_MEMORY",
+    "SIMD",
+    "RELAXED_SIMD",
+    "TAIL_CALL",
+    "FLOATS",
+    "MULTI_MEMORY",
+    "EXTENDED_CONST",
+    "COMPONENT_MODEL",
+];

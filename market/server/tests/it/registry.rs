@@ -194,3 +194,16 @@ both_dbs!(a_browser_capable_component_gets_a_bundle_traceable_to_its_digest, asy
     let (status, _) = m.call("GET", "/api/v1/browser/0000/job.js", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 });
+
+#[test]
+fn a_component_using_a_feature_hosts_lack_is_refused_at_publish() {
+    // The same components the host's tests refuse before compiling.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/tests/wat");
+    for name in ["gc-types", "function-subtypes", "threads", "shared-memory"] {
+        let bytes = wat::parse_file(dir.join(format!("{name}.wat"))).expect("valid component text");
+        let error = agora_market::registry::inspect(&bytes).expect_err(name);
+        assert!(error.to_string().contains("feature hosts do not enable"), "{name}: {error}");
+    }
+    // Within the set: SIMD, as the examples are built.
+    agora_market::registry::inspect(&guest("saxpy")).expect("saxpy uses only features hosts enable");
+}

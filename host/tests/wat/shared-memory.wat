@@ -1,0 +1,2 @@
+;; A shared memory (the threads proposal).
+(component (core module (memory 1 1 shared)))
