@@ -17,6 +17,7 @@
 //! that stopped it.
 
 mod bindings;
+mod clocks;
 pub mod gpu;
 pub mod limits;
 pub mod pool;

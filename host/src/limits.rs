@@ -69,6 +69,11 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// a gigabyte for the runtime, the driver and compiled code.
 pub const WORKER_MEMORY_BYTES: u64 = MAX_MEMORY_BYTES_CEILING + (1 << 30) + (2 << 30) + (1 << 30);
 
+/// The step of a guest's clocks (`clocks.rs`): coarse enough that a job
+/// cannot time another tenant's shader compiles or cache hits, fine enough
+/// for progress reports and a job's own timing.
+pub const GUEST_CLOCK_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// Per-job limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -53,6 +53,8 @@ impl JobState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .wall_clock(crate::clocks::CoarseWallClock)
+            .monotonic_clock(crate::clocks::CoarseMonotonicClock::new())
             .build();
         JobState {
             wasi,

@@ -159,3 +159,15 @@ fn many_dispatches_give_the_right_count() {
     assert_eq!(f32s(&output.unwrap()).len(), 1);
     assert_eq!(report.gpu.dispatches, 300);
 }
+
+#[test]
+fn a_guests_clocks_step_in_milliseconds() {
+    let (report, output) = hostile("clock", &Limits::default());
+    assert_ok(&report);
+    let text = String::from_utf8(output.unwrap()).unwrap();
+    let step = agora_host::limits::GUEST_CLOCK_RESOLUTION.as_nanos() as u64;
+    let readings: Vec<u64> = text.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(readings.len(), 2, "{text}");
+    assert_eq!(readings[0] % step, 0, "the wall clock's sub-second part is a whole step: {text}");
+    assert!(readings[1] > 0 && readings[1] % step == 0, "a monotonic interval is whole steps: {text}");
+}

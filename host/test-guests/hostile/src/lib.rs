@@ -159,6 +159,17 @@ impl Job for Hostile {
                 }
                 Ok(Output::from_slice(&d.read::<u32>()?))
             }
+            "clock" => {
+                // What the guest's clocks say, in nanoseconds: the wall
+                // clock's sub-second part and a monotonic interval.
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let start = std::time::Instant::now();
+                let mut spins = 0u64;
+                while start.elapsed().as_nanos() == 0 && spins < 1 << 40 {
+                    spins = black_box(spins + 1);
+                }
+                Ok(format!("{} {}", wall.subsec_nanos(), start.elapsed().as_nanos()).into_bytes().into())
+            }
             "host-blobs" => {
                 // `arg` MiB of host-side blobs, all held at once: the
                 // worker's memory wall must stop what the blob quota allows.
