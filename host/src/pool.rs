@@ -109,6 +109,10 @@ enum Waited {
 impl WorkerPool {
     /// Start `config.workers` workers and wait until each has opened its GPU.
     pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
+        // A worker that got past its walls must not read or write this
+        // process's memory through /proc (same user, Landlock missing).
+        #[cfg(target_os = "linux")]
+        let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
         let mut workers = Vec::new();
         let mut devices = Vec::new();
         let mut sandbox = SandboxReport::default();
@@ -337,6 +341,11 @@ impl Worker {
         wants_live: bool,
         live: &mut dyn FnMut(LiveUpdate),
     ) -> Waited {
+        // An idle worker has nothing to say: a frame waiting now was sent
+        // out of turn (a forged answer queued for the next job).
+        if self.responses.try_recv().is_ok() {
+            return Waited::Lost("the worker sent a frame nobody asked for".into());
+        }
         let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live };
         if let Err(e) = write_frame(&mut self.stdin, &request, &[body]) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
@@ -349,6 +358,8 @@ impl Worker {
                 Ok(Err(e)) => return Waited::Lost(format!("bad reply from the worker: {e}")),
                 Err(RecvTimeoutError::Timeout) => return Waited::Deadline,
                 Err(RecvTimeoutError::Disconnected) => {
+                    // Its stdout closed; it may still run: end it first.
+                    let _ = self.child.kill();
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     return Waited::Lost(format!("the worker died during the job ({status})"));
                 }
@@ -381,23 +392,61 @@ fn command(config: &PoolConfig, settings: &WorkerSandbox) -> Command {
     }
     command.envs(sandbox::WORKER_FIXED_ENVIRONMENT.iter().copied());
     command.env(sandbox::SETTINGS_VAR, serde_json::to_string(settings).expect("settings serialize"));
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // Its own process group (a Ctrl-C to the provider's terminal is the
+    // supervisor's to handle) and no terminal: stderr comes through a pipe.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     command
+}
+
+/// Copy a worker's stderr (its logs) to the supervisor's, a line at a time,
+/// each cut to [`limits::MAX_LOG_LINE_BYTES`] and with control characters
+/// replaced: a worker reaches no terminal, not even through escape codes.
+fn relay_stderr(stderr: std::process::ChildStderr) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(limits::MAX_LOG_LINE_BYTES as u64).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text: String = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\n')
+                    .chars()
+                    .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+                    .collect();
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+        }
+    }
 }
 
 fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
     let cgroup = WorkerCgroup::create(config.sandbox.memory_bytes);
-    // Held until the hello: the worker must fail to connect to it.
+    // Held until the hello: the worker must fail to connect to either.
     let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).ok();
+    let socket = ProbeSocket::open();
     let settings = WorkerSandbox {
         memory_rlimit: cgroup.is_err().then_some(config.sandbox.memory_bytes),
         probe_file: config.sandbox.probe_file.clone(),
         probe_directory: std::env::current_dir().ok(),
         probe_port: probe.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port()),
+        probe_socket: socket.as_ref().map(|s| s.path.clone()),
     };
     let mut child = command(config, &settings)
         .spawn()
         .map_err(|source| PoolError::Spawn { program: config.program.display().to_string(), source })?;
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::Builder::new()
+            .name(format!("agora-worker-{}-stderr", child.id()))
+            .spawn(move || relay_stderr(stderr))
+            .expect("spawn a stderr relay thread");
+    }
+    // The kernel's first choice when memory runs out is a worker, never the
+    // supervisor (raising it back needs a capability the worker dropped).
+    let _ = std::fs::write(format!("/proc/{}/oom_score_adj", child.id()), "1000");
     let cgroup = match cgroup {
         Ok(cgroup) => match cgroup.attach(child.id()) {
             Ok(()) => Ok(cgroup),
@@ -443,10 +492,11 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         }
         Ok(Err(e)) => {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(PoolError::Start(format!("bad hello from the worker: {e}")));
         }
     };
-    drop(probe);
+    drop((probe, socket));
     let mut hello: Hello = hello;
     if let Some(error) = &hello.error {
         let _ = child.kill();
@@ -476,6 +526,7 @@ fn checked(report: &mut SandboxReport, cgroup: &Result<WorkerCgroup, String>) ->
     for probe in report.escapes() {
         let guards: &[Layer] = match probe.attempt {
             Attempt::ConnectLoopback => &[Layer::NetworkNamespace, Layer::Landlock, Layer::Seccomp],
+            Attempt::ConnectUnixSocket => &[Layer::Seccomp],
             Attempt::ReadFile | Attempt::ListWorkingDirectory | Attempt::ReadParentEnvironment => &[Layer::Landlock],
         };
         let standing: Vec<Layer> = guards.iter().copied().filter(|&l| report.applied(l)).collect();
@@ -484,4 +535,36 @@ fn checked(report: &mut SandboxReport, cgroup: &Result<WorkerCgroup, String>) ->
         }
     }
     Ok(())
+}
+
+/// A named Unix socket the supervisor listens on while a worker starts, in a
+/// fresh directory of the system's temporary one; removed when dropped.
+struct ProbeSocket {
+    path: PathBuf,
+    #[cfg(unix)]
+    _listener: std::os::unix::net::UnixListener,
+}
+
+impl ProbeSocket {
+    #[cfg(unix)]
+    fn open() -> Option<ProbeSocket> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("agora-probe-{}-{}.sock", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).ok()?;
+        Some(ProbeSocket { path, _listener: listener })
+    }
+
+    #[cfg(not(unix))]
+    fn open() -> Option<ProbeSocket> {
+        None
+    }
+}
+
+impl Drop for ProbeSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

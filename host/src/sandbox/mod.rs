@@ -5,9 +5,13 @@
 //! before any job reaches it, what it does not need — as Chromium's GPU
 //! process does:
 //!
-//! - **network**: a fresh network namespace (no interfaces but a loopback
-//!   that is down), Landlock's TCP rules, and a seccomp filter that refuses
-//!   every socket but a Unix one;
+//! - **network and other processes**: a fresh network namespace (no
+//!   interfaces but a loopback that is down) inside a user namespace of its
+//!   own, Landlock's TCP rules, and a seccomp filter that refuses every
+//!   socket (named Unix sockets included: D-Bus, Docker, an ssh agent), new
+//!   processes, signals to other processes and terminal input injection;
+//! - **privileges**: no capabilities and `no_new_privs`, even when the
+//!   provider runs as root;
 //! - **filesystem**: Landlock, read-only on what libraries and the GPU
 //!   driver need ([`walls::readable_paths`]), read-write on GPU device nodes
 //!   only; no home directory, no key files, no working directory;
@@ -17,7 +21,6 @@
 //!   GPU read-backs, the runtime itself) is bounded by a cgroup's memory
 //!   limit where the supervisor can make one ([`memory`]), else by
 //!   `RLIMIT_DATA`;
-//! - **`no_new_privs`**, so nothing the worker could run gains privileges.
 //!
 //! A layer the machine lacks is reported, not fatal: the worker says in its
 //! hello which layers stand and proves the important ones by trying to get
@@ -55,8 +58,8 @@ pub const WORKER_ENVIRONMENT: &[&str] = &[
 
 /// Set in every worker: Mesa's on-disk shader cache would be a channel
 /// between tenants (one job timing another's compiles) and the worker
-/// cannot write it anyway.
-pub const WORKER_FIXED_ENVIRONMENT: &[(&str, &str)] = &[("MESA_SHADER_CACHE_DISABLE", "true")];
+/// cannot write it anyway; so would CUDA's JIT cache in the home directory.
+pub const WORKER_FIXED_ENVIRONMENT: &[(&str, &str)] = &[("MESA_SHADER_CACHE_DISABLE", "true"), ("CUDA_CACHE_DISABLE", "1")];
 
 /// A wall of the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -75,6 +78,8 @@ pub enum Layer {
     Memory,
     /// `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
+    /// Every capability dropped.
+    Capabilities,
 }
 
 /// Whether a layer stands, and how or why not.
@@ -95,6 +100,8 @@ pub enum Attempt {
     ListWorkingDirectory,
     /// Connect to a TCP listener the supervisor opened on loopback.
     ConnectLoopback,
+    /// Connect to a named Unix socket the supervisor listens on.
+    ConnectUnixSocket,
     /// Read the supervisor's environment through `/proc`.
     ReadParentEnvironment,
 }
@@ -169,6 +176,8 @@ pub struct WorkerSandbox {
     pub probe_directory: Option<PathBuf>,
     /// A loopback port the supervisor listens on, connected to as a probe.
     pub probe_port: Option<u16>,
+    /// A Unix socket the supervisor listens on, connected to as a probe.
+    pub probe_socket: Option<PathBuf>,
 }
 
 /// Enter the sandbox: called first thing in the worker, while it has one
@@ -183,7 +192,7 @@ pub fn enter() -> SandboxReport {
     #[cfg(target_os = "linux")]
     walls::raise(&settings, &mut report);
     #[cfg(not(target_os = "linux"))]
-    for layer in [Layer::NetworkNamespace, Layer::Landlock, Layer::Seccomp, Layer::NoNewPrivs] {
+    for layer in [Layer::NetworkNamespace, Layer::Capabilities, Layer::Landlock, Layer::Seccomp, Layer::NoNewPrivs] {
         report.layers.push(LayerState { layer, applied: false, detail: "unsupported on this OS".into() });
     }
     report.probes = probes(&settings);
@@ -230,17 +239,23 @@ fn permitted(path: &std::path::Path) -> bool {
 /// Try to get past the walls; each attempt must fail.
 fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
     let mut probes = Vec::new();
-    // A target inside what workers may read proves nothing.
-    let outside = |path: &&PathBuf| !permitted(path);
     let mut record = |attempt, result: Result<String, String>| {
         let refused = result.is_err();
         let detail = result.unwrap_or_else(|e| e);
         probes.push(Probe { attempt, refused, detail });
     };
-    if let Some(file) = settings.probe_file.as_ref().filter(outside) {
-        record(Attempt::ReadFile, std::fs::read(file).map(|b| format!("read {} bytes of {}", b.len(), file.display())).map_err(|e| e.to_string()));
+    if let Some(file) = &settings.probe_file {
+        // A key inside what workers may read is readable, whatever happens
+        // to be in it now.
+        let read = match permitted(file) {
+            true => Ok(format!("{} lies inside what workers may read", file.display())),
+            false => std::fs::read(file).map(|b| format!("read {} bytes of {}", b.len(), file.display())).map_err(|e| e.to_string()),
+        };
+        record(Attempt::ReadFile, read);
     }
-    if let Some(dir) = settings.probe_directory.as_ref().filter(outside) {
+    // A working directory inside the readable set (a checkout under /usr)
+    // holds nothing secret: no probe.
+    if let Some(dir) = settings.probe_directory.as_ref().filter(|d| !permitted(d)) {
         record(
             Attempt::ListWorkingDirectory,
             std::fs::read_dir(dir).map(|_| format!("listed {}", dir.display())).map_err(|e| e.to_string()),
@@ -252,6 +267,15 @@ fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
             Attempt::ConnectLoopback,
             std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(2))
                 .map(|_| format!("connected to {to}"))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    #[cfg(unix)]
+    if let Some(socket) = &settings.probe_socket {
+        record(
+            Attempt::ConnectUnixSocket,
+            std::os::unix::net::UnixStream::connect(socket)
+                .map(|_| format!("connected to {}", socket.display()))
                 .map_err(|e| e.to_string()),
         );
     }

@@ -39,10 +39,12 @@ fn a_worker_cannot_read_files_connect_or_see_its_parents_environment() {
     let pool = pool_with(SandboxConfig { probe_file: Some(secret.clone()), ..SandboxConfig::default() }, GpuChoice::Auto);
     let report = pool.sandbox();
     println!("{report:#?}");
-    for layer in [Layer::Landlock, Layer::Seccomp, Layer::Environment, Layer::Memory, Layer::NoNewPrivs] {
+    let layers = [Layer::NetworkNamespace, Layer::Capabilities, Layer::Landlock, Layer::Seccomp, Layer::Environment, Layer::Memory, Layer::NoNewPrivs];
+    for layer in layers {
         assert!(report.applied(layer), "{layer:?} stands on this machine: {:?}", report.layer(layer));
     }
-    for attempt in [Attempt::ReadFile, Attempt::ListWorkingDirectory, Attempt::ConnectLoopback, Attempt::ReadParentEnvironment] {
+    let attempts = [Attempt::ReadFile, Attempt::ListWorkingDirectory, Attempt::ConnectLoopback, Attempt::ConnectUnixSocket, Attempt::ReadParentEnvironment];
+    for attempt in attempts {
         let probe = report.probes.iter().find(|p| p.attempt == attempt);
         let probe = probe.unwrap_or_else(|| panic!("{attempt:?} was tried: {:?}", report.probes));
         assert!(probe.refused, "{attempt:?} must fail inside the sandbox: {}", probe.detail);
