@@ -49,7 +49,11 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
 pub async fn get_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
     #[cfg(feature = "hydrate")]
     {
-        fetch_json(signed_get(key, &path).build()).await
+        send_wrapper::SendWrapper::new(async move {
+            let request = signed_get(key, &path).await?.build();
+            fetch(request).await?.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
+        })
+        .await
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -75,27 +79,47 @@ fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
     (gloo_net::http::Request::get(base).query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))), sent)
 }
 
-/// `request` with the four signature headers over `method`, `path` (as
-/// sent) and `body`.
+/// The id of the market this page came from, which signatures name
+/// (`GET /api/v1/health`), asked once per page.
 #[cfg(feature = "hydrate")]
-fn signed(
+async fn market_id() -> Result<String, String> {
+    thread_local! {
+        static MARKET: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    }
+    if let Some(id) = MARKET.with(|m| m.borrow().clone()) {
+        return Ok(id);
+    }
+    let health: agora_wire::api::Health = fetch(gloo_net::http::Request::get("/api/v1/health").build())
+        .await?
+        .json()
+        .await
+        .map_err(|e| format!("unexpected response: {e}"))?;
+    MARKET.with(|m| *m.borrow_mut() = Some(health.market.clone()));
+    Ok(health.market)
+}
+
+/// `request` with the four signature headers over this market, `method`,
+/// `path` (as sent) and `body`.
+#[cfg(feature = "hydrate")]
+async fn signed(
     key: &agora_wire::Keypair,
     method: &str,
     path: &str,
     body: &[u8],
     mut request: gloo_net::http::RequestBuilder,
-) -> gloo_net::http::RequestBuilder {
-    for (name, value) in &agora_wire::auth::sign_request(key, method, path, body, js_sys::Date::now() as i64) {
+) -> Result<gloo_net::http::RequestBuilder, String> {
+    let market = market_id().await?;
+    for (name, value) in &agora_wire::auth::sign_request(key, &market, method, path, body, js_sys::Date::now() as i64) {
         request = request.header(name, value);
     }
-    request
+    Ok(request)
 }
 
 /// A signed browser GET of `path`.
 #[cfg(feature = "hydrate")]
-fn signed_get(key: &agora_wire::Keypair, path: &str) -> gloo_net::http::RequestBuilder {
+async fn signed_get(key: &agora_wire::Keypair, path: &str) -> Result<gloo_net::http::RequestBuilder, String> {
     let (request, sent_path) = browser_get(path);
-    signed(key, "GET", &sent_path, &[], request)
+    signed(key, "GET", &sent_path, &[], request).await
 }
 
 /// Send `request`; an answer other than 2xx becomes the market's error
@@ -126,9 +150,12 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
     #[cfg(feature = "hydrate")]
     {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let request = signed(key, "POST", &path, &bytes, gloo_net::http::Request::post(&path).header("content-type", "application/json"))
-            .body(js_sys::Uint8Array::from(&bytes[..]));
-        fetch_json(request).await
+        send_wrapper::SendWrapper::new(async move {
+            let post = gloo_net::http::Request::post(&path).header("content-type", "application/json");
+            let request = signed(key, "POST", &path, &bytes, post).await?.body(js_sys::Uint8Array::from(&bytes[..]));
+            fetch(request).await?.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
+        })
+        .await
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -141,8 +168,11 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
 pub async fn get_signed_bytes(key: &agora_wire::Keypair, path: String) -> Result<Vec<u8>, String> {
     #[cfg(feature = "hydrate")]
     {
-        let request = signed_get(key, &path).build();
-        send_wrapper::SendWrapper::new(async move { fetch(request).await?.binary().await.map_err(|e| e.to_string()) }).await
+        send_wrapper::SendWrapper::new(async move {
+            let request = signed_get(key, &path).await?.build();
+            fetch(request).await?.binary().await.map_err(|e| e.to_string())
+        })
+        .await
     }
     #[cfg(not(feature = "hydrate"))]
     {

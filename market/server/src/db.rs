@@ -36,6 +36,8 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261202100000, "verifications", include_str!("../migrations/sqlite/20261202100000_verifications.sql")),
     (20261206000000, "confirming", include_str!("../migrations/sqlite/20261206000000_confirming.sql")),
     (20261206010000, "retention", include_str!("../migrations/sqlite/20261206010000_retention.sql")),
+    (20261206020000, "private_inputs", include_str!("../migrations/sqlite/20261206020000_private_inputs.sql")),
+    (20261206030000, "market_identity", include_str!("../migrations/sqlite/20261206030000_market_identity.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -48,6 +50,8 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261202100000, "verifications", include_str!("../migrations/postgres/20261202100000_verifications.sql")),
     (20261206000000, "confirming", include_str!("../migrations/postgres/20261206000000_confirming.sql")),
     (20261206010000, "retention", include_str!("../migrations/postgres/20261206010000_retention.sql")),
+    (20261206020000, "private_inputs", include_str!("../migrations/postgres/20261206020000_private_inputs.sql")),
+    (20261206030000, "market_identity", include_str!("../migrations/postgres/20261206030000_market_identity.sql")),
 ];
 
 #[derive(Debug)]
@@ -142,5 +146,22 @@ where
     fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
         let text = <String as sqlx::Decode<'r, Any>>::decode(value)?;
         Ok(Text(text.parse()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every migration file is embedded, in order: a file added to a folder
+    /// but not to its list would never run.
+    #[test]
+    fn every_migration_file_is_listed() {
+        for (folder, listed) in [("sqlite", super::SQLITE), ("postgres", super::POSTGRES)] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(folder);
+            let mut files: Vec<String> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            files.sort();
+            let names: Vec<String> = listed.iter().map(|(version, name, _)| format!("{version}_{name}.sql")).collect();
+            assert_eq!(files, names, "{folder}: the files and the embedded list differ");
+        }
     }
 }

@@ -73,7 +73,8 @@ impl AppState {
     async fn check_signer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = self.now_ms();
-        let signer = auth::verify_request(method.as_str(), path, |name| header(headers, name), body, now)
+        let market = self.market_id().await?;
+        let signer = auth::verify_request(&market, method.as_str(), path, |name| header(headers, name), body, now)
             .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
         if self.limiter.check_key(&signer.key).is_err() {
             return Err(ApiError::RateLimited { per_second: self.config.rate_per_second });

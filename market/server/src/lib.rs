@@ -86,6 +86,8 @@ pub struct AppState {
     in_flight: detached::Detached,
     /// Room for mutations at once ([`MAX_MUTATIONS_IN_FLIGHT`]).
     mutations: Arc<tokio::sync::Semaphore>,
+    /// This market's id, read once from its database.
+    market: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl AppState {
@@ -105,7 +107,23 @@ impl AppState {
             clock_offset_ms: Arc::default(),
             in_flight: Default::default(),
             mutations: Arc::new(tokio::sync::Semaphore::new(MAX_MUTATIONS_IN_FLIGHT)),
+            market: Arc::default(),
         }
+    }
+
+    /// This market's id, which every signed request must name: random, made
+    /// once by the migration that created the database, so every replica on
+    /// it has the same one and no other market does.
+    pub async fn market_id(&self) -> Result<String, error::ApiError> {
+        let id = self
+            .market
+            .get_or_try_init(|| async {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT id FROM market_identity").fetch_one(&self.db.pool).await?;
+                Ok::<_, error::ApiError>(row.try_get::<String, _>("id")?)
+            })
+            .await?;
+        Ok(id.clone())
     }
 
     /// Wait until every mutation and ledger operation started on this state

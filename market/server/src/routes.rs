@@ -38,7 +38,7 @@ use utoipa::OpenApi;
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
-        AddCanary, CanaryInfo, Vouch
+        AddCanary, CanaryInfo, Vouch, agora_wire::api::Health
     ))
 )]
 pub struct ApiDoc;
@@ -52,9 +52,10 @@ fn user_account(text: &str, what: &str) -> Result<String, ApiError> {
     KeyId::parse(text).map(|k| k.to_string()).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
 }
 
-#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, description = "The market is up")))]
-pub async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ok": true }))
+/// The market is up, and the id a signed request to it names.
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = agora_wire::api::Health)))]
+pub async fn health(State(state): State<AppState>) -> Result<Json<agora_wire::api::Health>, ApiError> {
+    Ok(Json(agora_wire::api::Health { ok: true, market: state.market_id().await? }))
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "This document")))]

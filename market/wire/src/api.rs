@@ -798,3 +798,14 @@ mod text_form_tests {
         assert_eq!("paid".parse::<LeaseState>(), Err(UnknownState { what: "LeaseState", text: "paid".into() }));
     }
 }
+
+/// `GET /api/v1/health`: the market is up, and the id signed requests to it
+/// must name (`agora_wire::auth`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    pub ok: bool,
+    /// This market's id: random, made once with its database, shared by its
+    /// replicas.
+    pub market: String,
+}

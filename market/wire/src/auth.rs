@@ -1,6 +1,8 @@
 //! Signed requests. A mutating request carries four headers; the signature
-//! covers the method, path and query, timestamp, nonce and the blake3 digest
-//! of the body, so nothing of it can be changed or replayed elsewhere.
+//! covers the market it is meant for (the id the market announces at
+//! `GET /api/v1/health`), the method, path and query, timestamp, nonce and
+//! the blake3 digest of the body, so nothing of it can be changed, replayed
+//! on the same market (nonces) or on another one (the market id).
 
 use crate::keys::{KeyId, Keypair};
 
@@ -20,9 +22,10 @@ pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 pub const MAX_NONCE_LEN: usize = 64;
 
 /// The bytes a request signature covers.
-pub fn signed_bytes(method: &str, path_and_query: &str, timestamp_ms: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
+pub fn signed_bytes(market: &str, method: &str, path_and_query: &str, timestamp_ms: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
     format!(
-        "agora-request-v1\n{}\n{}\n{}\n{}\n{}",
+        "agora-request-v2\n{}\n{}\n{}\n{}\n{}\n{}",
+        market,
         method.to_ascii_uppercase(),
         path_and_query,
         timestamp_ms,
@@ -33,11 +36,11 @@ pub fn signed_bytes(method: &str, path_and_query: &str, timestamp_ms: i64, nonce
 }
 
 /// The four auth headers for a request, as (name, value).
-pub fn sign_request(key: &Keypair, method: &str, path_and_query: &str, body: &[u8], now_ms: i64) -> Vec<(&'static str, String)> {
+pub fn sign_request(key: &Keypair, market: &str, method: &str, path_and_query: &str, body: &[u8], now_ms: i64) -> Vec<(&'static str, String)> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).expect("the OS provides randomness");
     let nonce = hex::encode(nonce);
-    let signature = key.sign(&signed_bytes(method, path_and_query, now_ms, &nonce, body));
+    let signature = key.sign(&signed_bytes(market, method, path_and_query, now_ms, &nonce, body));
     vec![
         (HEADER_KEY, key.id().to_string()),
         (HEADER_TIMESTAMP, now_ms.to_string()),
@@ -62,7 +65,7 @@ pub enum AuthError {
     Malformed(&'static str),
     #[error("the request's timestamp is {skew_ms} ms from the server's clock (at most {MAX_CLOCK_SKEW_MS} allowed)")]
     Stale { skew_ms: i64 },
-    #[error("the signature does not verify for this key, method, path and body")]
+    #[error("the signature does not verify for this key, market, method, path and body")]
     BadSignature,
     #[error("this request was already seen (replayed nonce)")]
     Replayed,
@@ -70,13 +73,14 @@ pub enum AuthError {
 
 /// Check a request's signature. `header` looks a header up by name.
 pub fn verify_request<'a>(
+    market: &str,
     method: &str,
     path_and_query: &str,
     header: impl Fn(&'static str) -> Option<&'a str>,
     body: &[u8],
     now_ms: i64,
 ) -> Result<Signer, AuthError> {
-    check_headers(header, now_ms)?.verify(method, path_and_query, body)
+    check_headers(header, now_ms)?.verify(market, method, path_and_query, body)
 }
 
 /// A request's signature headers, well formed and fresh: all that can be
@@ -115,9 +119,9 @@ pub fn check_headers<'a>(header: impl Fn(&'static str) -> Option<&'a str>, now_m
 
 impl SignedHeaders<'_> {
     /// Verify the signature over the method, path and body.
-    pub fn verify(self, method: &str, path_and_query: &str, body: &[u8]) -> Result<Signer, AuthError> {
+    pub fn verify(self, market: &str, method: &str, path_and_query: &str, body: &[u8]) -> Result<Signer, AuthError> {
         self.key
-            .verify(&signed_bytes(method, path_and_query, self.timestamp_ms, self.nonce, body), self.signature)
+            .verify(&signed_bytes(market, method, path_and_query, self.timestamp_ms, self.nonce, body), self.signature)
             .map_err(|_| AuthError::BadSignature)?;
         Ok(Signer { key: self.key, nonce: self.nonce.to_string(), timestamp_ms: self.timestamp_ms })
     }
@@ -132,19 +136,24 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
+    const MARKET: &str = "m-market-a";
+
     fn check(headers: &[(&'static str, String)], method: &str, path: &str, body: &[u8], now: i64) -> Result<Signer, AuthError> {
-        verify_request(method, path, |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()), body, now)
+        verify_request(MARKET, method, path, |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()), body, now)
     }
 
     #[test]
     fn a_signed_request_verifies_and_nothing_else_does() {
         let key = Keypair::generate();
         let now = 1_700_000_000_000;
-        let headers = sign_request(&key, "POST", "/api/v1/transfers", b"{}", now);
+        let headers = sign_request(&key, MARKET, "POST", "/api/v1/transfers", b"{}", now);
         assert_eq!(check(&headers, "POST", "/api/v1/transfers", b"{}", now).unwrap().key, *key.id());
         assert_eq!(check(&headers, "POST", "/api/v1/transfers", b"{ }", now), Err(AuthError::BadSignature));
         assert_eq!(check(&headers, "PUT", "/api/v1/transfers", b"{}", now), Err(AuthError::BadSignature));
         assert_eq!(check(&headers, "POST", "/api/v1/holds", b"{}", now), Err(AuthError::BadSignature));
+        // Captured on another market, replayed here within the skew window.
+        let elsewhere = sign_request(&key, "m-market-b", "POST", "/api/v1/transfers", b"{}", now);
+        assert_eq!(check(&elsewhere, "POST", "/api/v1/transfers", b"{}", now), Err(AuthError::BadSignature));
         assert!(matches!(check(&headers, "POST", "/api/v1/transfers", b"{}", now + MAX_CLOCK_SKEW_MS + 1), Err(AuthError::Stale { .. })));
         assert_eq!(check(&headers[1..], "POST", "/api/v1/transfers", b"{}", now), Err(AuthError::Missing(HEADER_KEY)));
         // A signature that is no ed25519 signature in hex is refused without the body.

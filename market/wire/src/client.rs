@@ -33,6 +33,8 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     key: Option<Keypair>,
+    /// The market's id, asked once, before the first signed request.
+    market: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,24 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_recv_response(Some(RESPONSE_TIMEOUT))
             .build();
-        Ok(Client { base: base.trim_end_matches('/').to_string(), agent: ureq::Agent::new_with_config(config), key })
+        let base = base.trim_end_matches('/').to_string();
+        Ok(Client { base, agent: ureq::Agent::new_with_config(config), key, market: std::sync::OnceLock::new() })
+    }
+
+    /// The id of the market this client talks to (what signatures name),
+    /// asked once.
+    pub fn market_id(&self) -> Result<&str, ClientError> {
+        if let Some(id) = self.market.get() {
+            return Ok(id);
+        }
+        let health: api::Health = self.get("/api/v1/health")?;
+        Ok(self.market.get_or_init(|| health.market))
+    }
+
+    /// The signature headers for a request by this client's key.
+    fn signature(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>, ClientError> {
+        let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
+        Ok(auth::sign_request(key, self.market_id()?, method, path, body, auth::now_ms()))
     }
 
     pub fn key(&self) -> Option<&Keypair> {
@@ -105,10 +124,10 @@ impl Client {
     /// `on_event(event, data)` for each until it returns false or the
     /// stream ends.
     pub fn follow_events(&self, path: &str, on_event: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), ClientError> {
-        let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
+        let headers = self.signature("GET", path, &[])?;
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.get(&url).header("accept", "text/event-stream");
-        for (name, value) in &auth::sign_request(key, "GET", path, &[], auth::now_ms()) {
+        for (name, value) in &headers {
             request = request.header(*name, value);
         }
         let response = request.call().map_err(|source| transport_error(&url, source))?;
@@ -175,13 +194,12 @@ impl Client {
         idempotency_key: Option<&str>,
         progress: Option<&mut dyn FnMut(u64, u64)>,
     ) -> Result<Vec<u8>, ClientError> {
-        let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
+        let headers = self.signature(method, path, body)?;
         let url = format!("{}{path}", self.base);
         let builder = match method {
             "GET" => None,
             _ => Some(self.agent.post(&url)),
         };
-        let headers = auth::sign_request(key, method, path, body, auth::now_ms());
         let transport = |source| transport_error(&url, source);
         let response = match builder {
             None => {

@@ -137,7 +137,8 @@ pub async fn call_on(
     let body = body.unwrap_or_default();
     let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
     if let Some(key) = key {
-        for (name, value) in auth::sign_request(key, method, path, &body, state.now_ms()) {
+        let market = state.market_id().await.expect("the market's id");
+        for (name, value) in auth::sign_request(key, &market, method, path, &body, state.now_ms()) {
             request = request.header(name, value);
         }
     }

@@ -6,9 +6,9 @@ fn mint_body(key: &Keypair) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": "m1", "account": key.id(), "amount": 5})).unwrap()
 }
 
-fn signed(method: &str, path: &str, body: &[u8], key: &Keypair, at_ms: i64) -> axum::http::request::Builder {
+fn signed(market: &str, method: &str, path: &str, body: &[u8], key: &Keypair, at_ms: i64) -> axum::http::request::Builder {
     let mut request = Request::builder().method(method).uri(path);
-    for (name, value) in auth::sign_request(key, method, path, body, at_ms) {
+    for (name, value) in auth::sign_request(key, market, method, path, body, at_ms) {
         request = request.header(name, value);
     }
     request
@@ -18,22 +18,32 @@ both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &Te
     let user = Keypair::generate();
     let body = mint_body(&user);
     let now = m.state.now_ms();
+    let market = m.state.market_id().await.unwrap();
 
     let unsigned = Request::builder().method("POST").uri("/api/v1/mint").body(Body::from(body.clone())).unwrap();
     let (status, err) = send(&m.state, unsigned).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(err["error"]["code"], "unauthenticated");
 
-    let stale = signed("POST", "/api/v1/mint", &body, &m.operator, now - 10 * 60 * 1000).body(Body::from(body.clone())).unwrap();
+    let stale = signed(&market, "POST", "/api/v1/mint", &body, &m.operator, now - 10 * 60 * 1000).body(Body::from(body.clone())).unwrap();
     let (status, err) = send(&m.state, stale).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(err["error"]["message"].as_str().unwrap().contains("timestamp"), "{err}");
 
     let forged_body = serde_json::to_vec(&json!({"id": "m1", "account": user.id(), "amount": 5000})).unwrap();
-    let forged = signed("POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(forged_body)).unwrap();
+    let forged = signed(&market, "POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(forged_body)).unwrap();
     assert_eq!(send(&m.state, forged).await.0, StatusCode::UNAUTHORIZED);
 
-    let good = signed("POST", "/api/v1/mint", &body, &m.operator, now);
+    // The operator's request captured on another market, replayed here.
+    let other = TestMarket::sqlite().await;
+    let elsewhere = other.state.market_id().await.unwrap();
+    assert_ne!(elsewhere, market, "each market's id is its own");
+    let (_, health) = m.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(health["market"], market.as_str(), "the market announces the id signatures name");
+    let replayed = signed(&elsewhere, "POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(body.clone())).unwrap();
+    assert_eq!(send(&m.state, replayed).await.0, StatusCode::UNAUTHORIZED, "a signature for another market");
+
+    let good = signed(&market, "POST", "/api/v1/mint", &body, &m.operator, now);
     let headers = good.headers_ref().unwrap().clone();
     let (status, _) = send(&m.state, good.body(Body::from(body.clone())).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
@@ -45,12 +55,12 @@ both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &Te
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(err["error"]["message"].as_str().unwrap().contains("replayed"), "{err}");
     assert_eq!(m.available(&user).await, 5, "minted once");
-    // The four refusals wrote nothing (an anonymous flood costs no fsync)
+    // The five refusals wrote nothing (an anonymous flood costs no fsync)
     // and were counted; the one good request was audited.
     let audited: Vec<i64> = sqlx::query_scalar("SELECT status FROM audit").fetch_all(&m.state.db.pool).await.unwrap();
     assert_eq!(audited, [200], "only the accepted request is audited");
     let (_, metrics) = m.call("GET", "/metrics", None, None).await;
-    assert!(metrics.as_str().unwrap().contains("agora_market_unauthenticated_requests_total 4"), "{metrics}");
+    assert!(metrics.as_str().unwrap().contains("agora_market_unauthenticated_requests_total 5"), "{metrics}");
 });
 
 both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async |m: &TestMarket| {
@@ -65,7 +75,8 @@ both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async 
         Body::from_stream(chunk)
     };
     let path = "/api/v1/packages/big/versions";
-    let stale_headers = signed("POST", path, b"", &Keypair::generate(), m.state.now_ms() - 10 * 60 * 1000);
+    let market = m.state.market_id().await.unwrap();
+    let stale_headers = signed(&market, "POST", path, b"", &Keypair::generate(), m.state.now_ms() - 10 * 60 * 1000);
     for (what, request) in [
         ("unsigned", Request::builder().method("POST").uri(path)),
         ("stale", stale_headers),
@@ -77,7 +88,7 @@ both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async 
     }
     // A well-formed, fresh signature gets its body read (and checked).
     let read = Arc::new(AtomicBool::new(false));
-    let fresh = signed("POST", path, b"", &Keypair::generate(), m.state.now_ms());
+    let fresh = signed(&market, "POST", path, b"", &Keypair::generate(), m.state.now_ms());
     let (status, _) = send(&m.state, fresh.body(upload(read.clone())).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the body does not match its signature");
     assert!(read.load(Ordering::SeqCst), "a fresh signature's body is read to check it");
@@ -117,9 +128,10 @@ both_dbs!(every_response_carries_the_security_headers, async |m: &TestMarket| {
 });
 
 both_dbs!(oversized_bodies_get_a_json_413, async |m: &TestMarket| {
+    let market = m.state.market_id().await.unwrap();
     let user = Keypair::generate();
     let huge = vec![b' '; agora_market::MAX_BODY_BYTES + 1];
-    let request = signed("POST", "/api/v1/transfers", &huge, &user, m.state.now_ms()).body(Body::from(huge)).unwrap();
+    let request = signed(&market, "POST", "/api/v1/transfers", &huge, &user, m.state.now_ms()).body(Body::from(huge)).unwrap();
     let (status, err) = send(&m.state, request).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(err["error"]["code"], "payload_too_large");
