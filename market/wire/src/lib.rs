@@ -19,6 +19,8 @@ pub mod client;
 pub mod keys;
 pub mod limits;
 pub mod log;
+#[cfg(test)]
+mod properties;
 
 pub use keys::{KeyId, Keypair};
 

@@ -6,6 +6,7 @@ mod hostile;
 mod jobs;
 mod lifecycle_sim;
 mod ledger;
+mod properties;
 mod registry;
 mod service;
 mod settling;
