@@ -94,15 +94,17 @@ fn capabilities(pool: &WorkerPool) -> Capabilities {
         .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .map(|kib| kib * 1024)
         .unwrap_or(0);
+    use agora_wire::limits::{MAX_PROVIDER_GPUS, gpu_text};
     let gpus: Vec<GpuDevice> = pool
         .devices()
         .iter()
+        .take(MAX_PROVIDER_GPUS)
         .map(|a| GpuDevice {
-            name: a.name.clone(),
-            backend: a.backend.clone(),
-            device_type: a.device_type.clone(),
+            name: gpu_text(&a.name),
+            backend: gpu_text(&a.backend),
+            device_type: gpu_text(&a.device_type),
             memory_bytes: a.memory_bytes,
-            compute_capability: a.compute_capability.clone(),
+            compute_capability: a.compute_capability.as_deref().map(gpu_text),
         })
         .collect();
     let cuda = gpus.iter().any(|g| g.backend == "cuda");

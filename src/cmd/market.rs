@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "AGORA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// The URL clients reach this market at (repeat for several names; the
+    /// same on every replica). A signed request must be made for one of
+    /// them, so one made for another market is refused here. Default: the
+    /// listen address (and localhost names when it is loopback).
+    #[arg(long = "public-url", env = "AGORA_PUBLIC_URL", value_delimiter = ',')]
+    public_url: Vec<String>,
     /// The operator's key id (may mint credits).
     #[arg(long, env = "AGORA_OPERATOR")]
     operator: String,
@@ -85,7 +91,14 @@ pub fn run(command: MarketCommand) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let db = Db::connect(&url).await.with_context(|| format!("opening {}", args.db))?;
-        let mut config = Config { rate_per_second: args.rate, ..Config::new(operator) };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(agora_market::edge::tls_config(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+        let public_origins = public_origins(&args.public_url, scheme, listener.local_addr()?)?;
+        let mut config = Config { rate_per_second: args.rate, public_origins, ..Config::new(operator) };
         config.jobs.lease_ttl_ms = args.lease_ttl.as_millis() as i64;
         anyhow::ensure!((0.0..=1.0).contains(&args.spot_check_rate), "--spot-check-rate is between 0 and 1");
         config.jobs.spot_check_rate = args.spot_check_rate;
@@ -101,12 +114,6 @@ pub fn run(command: MarketCommand) -> Result<()> {
             .context("starting the verify workers")?;
             state = state.with_verifier(Arc::new(PoolVerifier(pool)));
         }
-        let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(agora_market::edge::tls_config(cert, key)?),
-            _ => None,
-        };
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         eprintln!("agora market on {scheme}://{} ({})", listener.local_addr()?, args.db);
         // Ctrl-C, or the SIGTERM a service manager stops it with.
         let shutdown = async {
@@ -153,4 +160,35 @@ pub fn run(command: MarketCommand) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The origins signed requests may name: each `--public-url`, or else the
+/// listen address as clients dial it (with the localhost names on loopback
+/// or on every interface, where clients on this machine use them).
+fn public_origins(urls: &[String], scheme: &str, local: std::net::SocketAddr) -> Result<Vec<String>> {
+    use agora_wire::auth::origin_of;
+    if !urls.is_empty() {
+        return urls
+            .iter()
+            .map(|u| origin_of(u).with_context(|| format!("--public-url {u}: not an http:// or https:// URL")))
+            .collect();
+    }
+    let ip = local.ip();
+    let mut hosts = Vec::new();
+    if !ip.is_unspecified() {
+        hosts.push(match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        });
+    }
+    if ip.is_loopback() || ip.is_unspecified() {
+        hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+    }
+    if ip.is_unspecified() {
+        eprintln!("listening on every interface without --public-url: signed requests are accepted only for this machine's loopback names");
+    }
+    let mut origins: Vec<String> = hosts.iter().filter_map(|h| origin_of(&format!("{scheme}://{h}:{}", local.port()))).collect();
+    origins.sort();
+    origins.dedup();
+    Ok(origins)
 }

@@ -65,3 +65,22 @@ fn a_client_refuses_a_log_that_went_back_in_time() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("rollback"), "{}", stderr(&out));
 }
+
+/// A market answers only requests made for its own public origin: a client
+/// that dialled it by another name (as a hostile market relaying what its
+/// clients sign would present it) is told which market its request was for.
+#[test]
+fn a_market_refuses_requests_signed_for_another_origin() {
+    let market = Market::start_with("market-origin", &["--public-url", "https://market.example.org"]);
+    let out = market.agora(&["keys", "new"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refused = market.agora(&["balance"]);
+    assert!(!refused.status.success(), "a request signed for {} was accepted", market.url);
+    let message = stderr(&refused);
+    assert!(message.contains(&market.url) && message.contains("https://market.example.org"), "{message}");
+    // The default (no --public-url) answers to the address it listens on.
+    let local = Market::start("market-origin-default");
+    assert!(local.agora(&["keys", "new"]).status.success());
+    let out = local.agora(&["balance"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

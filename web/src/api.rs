@@ -79,27 +79,8 @@ fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
     (gloo_net::http::Request::get(base).query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))), sent)
 }
 
-/// The id of the market this page came from, which signatures name
-/// (`GET /api/v1/health`), asked once per page.
-#[cfg(feature = "hydrate")]
-async fn market_id() -> Result<String, String> {
-    thread_local! {
-        static MARKET: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-    }
-    if let Some(id) = MARKET.with(|m| m.borrow().clone()) {
-        return Ok(id);
-    }
-    let health: agora_wire::api::Health = fetch(gloo_net::http::Request::get("/api/v1/health").build())
-        .await?
-        .json()
-        .await
-        .map_err(|e| format!("unexpected response: {e}"))?;
-    MARKET.with(|m| *m.borrow_mut() = Some(health.market.clone()));
-    Ok(health.market)
-}
-
-/// `request` with the four signature headers over this market, `method`,
-/// `path` (as sent) and `body`.
+/// `request` with the signature headers over this page's origin (the
+/// market it came from), `method`, `path` (as sent) and `body`.
 #[cfg(feature = "hydrate")]
 async fn signed(
     key: &agora_wire::Keypair,
@@ -108,8 +89,8 @@ async fn signed(
     body: &[u8],
     mut request: gloo_net::http::RequestBuilder,
 ) -> Result<gloo_net::http::RequestBuilder, String> {
-    let market = market_id().await?;
-    for (name, value) in &agora_wire::auth::sign_request(key, &market, method, path, body, js_sys::Date::now() as i64) {
+    let origin = web_sys::window().ok_or("no window")?.location().origin().map_err(|_| "no origin".to_string())?;
+    for (name, value) in &agora_wire::auth::sign_request(key, &origin, method, path, body, js_sys::Date::now() as i64) {
         request = request.header(name, value);
     }
     Ok(request)

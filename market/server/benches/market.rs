@@ -158,7 +158,7 @@ fn main() {
 
     // Signatures: 2,000 checks.
     let key = Keypair::generate();
-    let messages: Vec<Vec<u8>> = (0..2000).map(|i| format!("agora-request-v1\nPOST\n/api/v1/transfers\n{i}").into_bytes()).collect();
+    let messages: Vec<Vec<u8>> = (0..2000).map(|i| agora_wire::auth::signed_bytes("https://market.example.org", "POST", "/api/v1/transfers", i, "nonce", b"{}")).collect();
     let signatures: Vec<String> = messages.iter().map(|m| key.sign(m)).collect();
     let verifying = key.id().verifying_key();
     let parsed: Vec<ed25519_dalek::Signature> = signatures

@@ -71,19 +71,25 @@ pub fn connection_cap() -> usize {
     cap
 }
 
+/// Who a connection comes from, for the limits per peer: the address, an
+/// IPv6 one cut to its /64 (one subscriber's usual allocation: one holder of
+/// a /64 gets one share, not one per address).
+pub(crate) fn peer_of(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address.to_canonical() {
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 /// Connections open per peer address, and the cap they share.
 #[derive(Default)]
 struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
 
 impl Peers {
-    /// Count a connection from `peer`, unless it holds its share already.
-    /// An IPv6 peer is its /64 (one subscriber's usual allocation): one
-    /// holder of a /64 gets one share, not one per address.
+    /// Count a connection from `peer` ([`peer_of`]), unless it holds its
+    /// share already.
     fn enter(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<PeerSlot> {
-        let peer = match peer.to_canonical() {
-            std::net::IpAddr::V6(v6) => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-            v4 => v4,
-        };
+        let peer = peer_of(peer);
         let mut open = self.0.lock().expect("no panic while counting");
         let count = open.entry(peer).or_default();
         if *count >= MAX_CONNECTIONS_PER_PEER {
@@ -173,7 +179,9 @@ pub async fn serve_tls(
         let Some(slot) = peers.enter(peer.ip()) else {
             continue;
         };
-        let (acceptor, service, watcher) = (acceptor.clone(), TowerToHyperService::new(router.clone()), graceful.watcher());
+        // The peer's address, for the per-peer request limit.
+        let routed = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let (acceptor, service, watcher) = (acceptor.clone(), TowerToHyperService::new(routed), graceful.watcher());
         tokio::spawn(async move {
             let _held = (permit, slot);
             let mut stream = tokio_io_timeout::TimeoutStream::new(stream);

@@ -8,8 +8,10 @@
 //! writes nothing to the database: it is counted
 //! (`agora_market_unauthenticated_requests_total`) and refused, so a flood
 //! of unsigned, forged or replayed requests costs the market no fsync.
-//! (Keys are free: a fresh key per request passes this and writes its
-//! nonce; per-address request limits are not built yet.)
+//! Keys are free, addresses are not: before any of this, every request
+//! (signed or not, API or web page) counts against its peer address's rate
+//! ([`limit_peers`]), so a flood of fresh keys or anonymous reads from one
+//! place is refused without touching the database.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -35,6 +37,36 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// takes it over: past any request's timeout, so only a crashed request's
 /// claim is ever taken.
 pub const IDEMPOTENCY_CLAIM_MS: i64 = 2 * crate::REQUEST_TIMEOUT.as_millis() as i64;
+
+/// Requests per second one peer address (an IPv6 /64) may make, bursts up
+/// to twice that: far above what a buyer's browser, the CLI or a host with
+/// dozens of units needs, far below what it takes to keep a market busy.
+/// Loopback is exempt: the web pages read the API over it, and a proxy in
+/// front of the market (which then sees one address) limits per client.
+pub const PEER_REQUESTS_PER_SECOND: u32 = 100;
+
+pub(crate) fn peer_quota(per_second: u32) -> governor::Quota {
+    let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("positive");
+    governor::Quota::per_second(rate).allow_burst(rate.saturating_mul(std::num::NonZeroU32::new(2).expect("two")))
+}
+
+/// Refuse a request past its peer's rate (429), before anything else runs.
+/// The peer is the connection's address ([`crate::edge::peer_of`]); a
+/// request without one (in-process) or from loopback passes.
+pub async fn limit_peers(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let Some(peer) = peer.filter(|p| !p.to_canonical().is_loopback())
+        && state.peer_limiter.check_key(&crate::edge::peer_of(peer)).is_err()
+    {
+        state.metrics.peer_limited.inc();
+        return ApiError::RateLimited { per_second: state.config.peer_rate_per_second }.into_response();
+    }
+    next.run(request).await
+}
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -73,8 +105,7 @@ impl AppState {
     async fn check_signer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = self.now_ms();
-        let market = self.market_id().await?;
-        let signer = auth::verify_request(&market, method.as_str(), path, |name| header(headers, name), body, now)
+        let signer = auth::verify_request(&self.config.public_origins, method.as_str(), path, |name| header(headers, name), body, now)
             .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
         if self.limiter.check_key(&signer.key).is_err() {
             return Err(ApiError::RateLimited { per_second: self.config.rate_per_second });
@@ -263,7 +294,9 @@ impl AppState {
         }
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
-        self.metrics.limiter_keys.set(self.limiter.len() as i64);
+        self.peer_limiter.retain_recent();
+        self.peer_limiter.shrink_to_fit();
+        self.metrics.limiter_keys.set((self.limiter.len() + self.peer_limiter.len()) as i64);
         Ok(deleted)
     }
 }

@@ -59,15 +59,29 @@ pub const VERIFY_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Config {
     /// The key allowed to mint credits and read the invariants.
     pub operator: KeyId,
+    /// The origins clients reach this market at (`https://market.example.org`,
+    /// normalized by `agora_wire::auth::origin_of`): a signed request must
+    /// name one of them, so one made for another market is refused here.
+    pub public_origins: Vec<String>,
     /// Signed requests per second per key (bursts up to twice that).
     pub rate_per_second: u32,
+    /// Requests per second per peer address, signed or not (bursts up to
+    /// twice that): [`hygiene::PEER_REQUESTS_PER_SECOND`].
+    pub peer_rate_per_second: u32,
     pub jobs: jobs::JobsConfig,
 }
 
 impl Config {
     /// The defaults, with `operator`.
     pub fn new(operator: KeyId) -> Self {
-        Config { operator, rate_per_second: 50, jobs: jobs::JobsConfig::default() }
+        Config {
+            operator,
+            // `agora market serve` sets them (`--public-url`, or its listen address).
+            public_origins: Vec::new(),
+            rate_per_second: 50,
+            peer_rate_per_second: hygiene::PEER_REQUESTS_PER_SECOND,
+            jobs: jobs::JobsConfig::default(),
+        }
     }
 }
 
@@ -79,6 +93,8 @@ pub struct AppState {
     pub jobs: jobs::Jobs,
     pub config: Arc<Config>,
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
+    /// Requests per peer address ([`hygiene::limit_peers`]).
+    peer_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
     metrics: Arc<metrics::Metrics>,
     /// Added to the wall clock: tests move time forward with it.
     clock_offset_ms: Arc<AtomicI64>,
@@ -86,8 +102,6 @@ pub struct AppState {
     in_flight: detached::Detached,
     /// Room for mutations at once ([`MAX_MUTATIONS_IN_FLIGHT`]).
     mutations: Arc<tokio::sync::Semaphore>,
-    /// This market's id, read once from its database.
-    market: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl AppState {
@@ -96,6 +110,7 @@ impl AppState {
         let burst = NonZeroU32::new(config.rate_per_second.max(1).saturating_mul(2)).expect("positive");
         let ledger = Ledger::new(db.clone());
         let registry = Registry::new(db.clone());
+        let peer_quota = hygiene::peer_quota(config.peer_rate_per_second);
         AppState {
             jobs: jobs::Jobs::new(db.clone(), ledger.clone(), registry.clone(), config.jobs.clone()),
             ledger,
@@ -103,27 +118,12 @@ impl AppState {
             db,
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
+            peer_limiter: Arc::new(RateLimiter::keyed(peer_quota)),
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),
             in_flight: Default::default(),
             mutations: Arc::new(tokio::sync::Semaphore::new(MAX_MUTATIONS_IN_FLIGHT)),
-            market: Arc::default(),
         }
-    }
-
-    /// This market's id, which every signed request must name: random, made
-    /// once by the migration that created the database, so every replica on
-    /// it has the same one and no other market does.
-    pub async fn market_id(&self) -> Result<String, error::ApiError> {
-        let id = self
-            .market
-            .get_or_try_init(|| async {
-                use sqlx::Row;
-                let row = sqlx::query("SELECT id FROM market_identity").fetch_one(&self.db.pool).await?;
-                Ok::<_, error::ApiError>(row.try_get::<String, _>("id")?)
-            })
-            .await?;
-        Ok(id.clone())
     }
 
     /// Wait until every mutation and ledger operation started on this state
@@ -241,8 +241,14 @@ pub fn app(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .merge(streams)
         .layer(TraceLayer::new_for_http())
-        .with_state(state);
-    with_security_headers(api)
+        .with_state(state.clone());
+    with_peer_limit(with_security_headers(api), state)
+}
+
+/// Every request, the API's and the web pages' alike, counted against its
+/// peer's rate ([`hygiene::limit_peers`]).
+pub fn with_peer_limit(router: Router, state: AppState) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(state, hygiene::limit_peers))
 }
 
 /// The headers every response of the market carries, its API and its web
@@ -288,14 +294,15 @@ pub async fn serve_with(
         }
     });
     let verifiers: Vec<_> = (0..state.jobs.verify_parallelism()).map(|_| tokio::spawn(state.clone().verifier_loop())).collect();
-    let router = app(state).merge(with_security_headers(extra));
+    let router = app(state.clone()).merge(with_peer_limit(with_security_headers(extra), state));
     let result = match tls {
         Some(tls) => edge::serve_tls(listener, router, tls, shutdown).await,
         None => {
             // Open event streams never end by themselves: past the grace,
             // the server stops whatever is still open.
             let (stopping, stopped) = tokio::sync::oneshot::channel();
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let server = axum::serve(listener, service).with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = stopping.send(());
             });

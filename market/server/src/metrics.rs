@@ -38,8 +38,11 @@ pub struct Metrics {
     /// Requests refused before their signer was known (unsigned, stale,
     /// replayed, forged) or past their key's rate: counted, never written.
     pub unauthenticated: Counter,
-    /// Keys the per-key rate limiter tracks (it forgets idle ones each sweep).
+    /// Keys and peer addresses the rate limiters track (they forget idle
+    /// ones each sweep).
     pub limiter_keys: Gauge,
+    /// Requests refused past their peer address's rate.
+    pub peer_limited: Counter,
 }
 
 impl Metrics {
@@ -56,8 +59,10 @@ impl Metrics {
         let unauthenticated = Counter::default();
         registry.register("unauthenticated_requests", "Requests refused by authentication or rate, before any database write", unauthenticated.clone());
         let limiter_keys = Gauge::default();
-        registry.register("rate_limiter_keys", "Keys the per-key rate limiter tracks", limiter_keys.clone());
-        Metrics { registry, requests, latency, transfers, sweep_failures, unauthenticated, limiter_keys }
+        registry.register("rate_limiter_keys", "Keys and peer addresses the rate limiters track", limiter_keys.clone());
+        let peer_limited = Counter::default();
+        registry.register("peer_limited_requests", "Requests refused past their peer address's rate", peer_limited.clone());
+        Metrics { registry, requests, latency, transfers, sweep_failures, unauthenticated, limiter_keys, peer_limited }
     }
 
     pub fn encode(&self) -> String {

@@ -799,13 +799,11 @@ mod text_form_tests {
     }
 }
 
-/// `GET /api/v1/health`: the market is up, and the id signed requests to it
-/// must name (`agora_wire::auth`).
+/// `GET /api/v1/health`: the market is up, and the origins a signed request
+/// to it may name (`agora_wire::auth`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Health {
     pub ok: bool,
-    /// This market's id: random, made once with its database, shared by its
-    /// replicas.
-    pub market: String,
+    pub origins: Vec<String>,
 }

@@ -33,8 +33,8 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     key: Option<Keypair>,
-    /// The market's id, asked once, before the first signed request.
-    market: std::sync::OnceLock<String>,
+    /// The origin of `base`, which signatures name ([`auth::origin_of`]).
+    origin: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,23 +87,17 @@ impl Client {
             .timeout_recv_response(Some(RESPONSE_TIMEOUT))
             .build();
         let base = base.trim_end_matches('/').to_string();
-        Ok(Client { base, agent: ureq::Agent::new_with_config(config), key, market: std::sync::OnceLock::new() })
+        // The CLI checks the URL first; an unparsable one fails at the
+        // first request anyway.
+        let origin = auth::origin_of(&base).unwrap_or_else(|| base.clone());
+        Ok(Client { base, agent: ureq::Agent::new_with_config(config), key, origin })
     }
 
-    /// The id of the market this client talks to (what signatures name),
-    /// asked once.
-    pub fn market_id(&self) -> Result<&str, ClientError> {
-        if let Some(id) = self.market.get() {
-            return Ok(id);
-        }
-        let health: api::Health = self.get("/api/v1/health")?;
-        Ok(self.market.get_or_init(|| health.market))
-    }
-
-    /// The signature headers for a request by this client's key.
+    /// The signature headers for a request by this client's key, for the
+    /// market at the origin this client dials.
     fn signature(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>, ClientError> {
         let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
-        Ok(auth::sign_request(key, self.market_id()?, method, path, body, auth::now_ms()))
+        Ok(auth::sign_request(key, &self.origin, method, path, body, auth::now_ms()))
     }
 
     pub fn key(&self) -> Option<&Keypair> {

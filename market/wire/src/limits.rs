@@ -3,7 +3,7 @@
 //! unit under them, so an honest provider's result is never refused for a
 //! size the market let the job ask for.
 
-use crate::api::UnitLimits;
+use crate::api::{Capabilities, UnitLimits};
 
 /// Largest input or output of one unit: both travel inside one JSON
 /// request as base64 today, which is what bounds them.
@@ -55,6 +55,42 @@ pub fn check_unit_bytes(what: &'static str, len: usize) -> Result<(), LimitError
 /// Check an ask against [`MAX_ASK`].
 pub fn check_ask(what: &'static str, value: u64) -> Result<(), LimitError> {
     within("MAX_ASK", what, value, 0, MAX_ASK)
+}
+
+/// GPUs one provider may describe: more than any machine holds (eight-GPU
+/// servers), few enough that provider listings stay small.
+pub const MAX_PROVIDER_GPUS: usize = 16;
+/// Bytes of each text a provider describes a GPU with (name, backend,
+/// device type, compute capability): real adapter names are well under 100.
+pub const MAX_GPU_TEXT_BYTES: usize = 128;
+
+/// Refuse a provider's capabilities past [`MAX_PROVIDER_GPUS`] and
+/// [`MAX_GPU_TEXT_BYTES`]: what a provider registers is stored and listed to
+/// everyone.
+pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
+    within("MAX_PROVIDER_GPUS", "capabilities.gpus", c.gpus.len() as u64, 0, MAX_PROVIDER_GPUS as u64)?;
+    for gpu in &c.gpus {
+        let texts = [
+            ("capabilities.gpus[].name", gpu.name.as_str()),
+            ("capabilities.gpus[].backend", gpu.backend.as_str()),
+            ("capabilities.gpus[].device_type", gpu.device_type.as_str()),
+            ("capabilities.gpus[].compute_capability", gpu.compute_capability.as_deref().unwrap_or("")),
+        ];
+        for (what, text) in texts {
+            within("MAX_GPU_TEXT_BYTES", what, text.len() as u64, 0, MAX_GPU_TEXT_BYTES as u64)?;
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut to [`MAX_GPU_TEXT_BYTES`] on a character boundary: what a
+/// host sends for a driver's adapter name, however long.
+pub fn gpu_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_GPU_TEXT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// The WebAssembly features a job may use, as wasmparser names its

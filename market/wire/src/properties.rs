@@ -14,7 +14,7 @@ fn config() -> ProptestConfig {
     ProptestConfig { cases: 256, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..ProptestConfig::default() }
 }
 
-const MARKET: &str = "m0123456789abcdef";
+const MARKET: &str = "https://market.example.org";
 
 fn headers_of<'a>(list: &'a [(&'static str, String)]) -> impl Fn(&'static str) -> Option<&'a str> {
     move |name| list.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
@@ -36,8 +36,8 @@ proptest! {
 
     /// Any header values: a typed answer, never a panic.
     #[test]
-    fn any_headers_get_an_answer(key in ".{0,80}", timestamp in ".{0,24}", nonce in ".{0,80}", signature in ".{0,140}") {
-        let list = [(auth::HEADER_KEY, key), (auth::HEADER_TIMESTAMP, timestamp), (auth::HEADER_NONCE, nonce), (auth::HEADER_SIGNATURE, signature)];
+    fn any_headers_get_an_answer(key in ".{0,80}", origin in ".{0,80}", timestamp in ".{0,24}", nonce in ".{0,80}", signature in ".{0,140}") {
+        let list = [(auth::HEADER_KEY, key), (auth::HEADER_ORIGIN, origin), (auth::HEADER_TIMESTAMP, timestamp), (auth::HEADER_NONCE, nonce), (auth::HEADER_SIGNATURE, signature)];
         let _ = auth::check_headers(headers_of(&list), 1_700_000_000_000);
     }
 
@@ -48,14 +48,15 @@ proptest! {
         let key = Keypair::generate();
         let now = 1_700_000_000_000;
         let list = auth::sign_request(&key, MARKET, &method, &path, &body, now);
-        let verify = |market: &str, method: &str, path: &str, body: &[u8]| auth::verify_request(market, method, path, headers_of(&list), body, now);
+        let verify = |market: &str, method: &str, path: &str, body: &[u8]| auth::verify_request(&[market.to_string()], method, path, headers_of(&list), body, now);
         prop_assert_eq!(verify(MARKET, &method, &path, &body).map(|s| s.key), Ok(key.id().clone()));
         let mut changed = body.clone();
         changed[at.index(body.len())] ^= flip;
         prop_assert_eq!(verify(MARKET, &method, &path, &changed), Err(AuthError::BadSignature));
         prop_assert_eq!(verify(MARKET, &method, &format!("{path}x"), &body), Err(AuthError::BadSignature));
         prop_assert_eq!(verify(MARKET, if method == "GET" { "POST" } else { "GET" }, &path, &body), Err(AuthError::BadSignature));
-        prop_assert_eq!(verify("m-another", &method, &path, &body), Err(AuthError::BadSignature));
+        let elsewhere = verify("https://another.example", &method, &path, &body);
+        prop_assert!(matches!(elsewhere, Err(AuthError::OtherMarket { .. })), "{:?}", elsewhere);
     }
 
     /// Any change to a valid package log (a field, the order, a dropped or
@@ -87,13 +88,18 @@ proptest! {
         }
     }
 
-    /// Two different results of well-formed leases never sign the same bytes.
+    /// A result's signed bytes read back as exactly its fields (so no two
+    /// different results of well-formed leases sign the same bytes).
     #[test]
-    fn result_signatures_are_unambiguous(
-        a in ("l[a-z0-9]{12}", 0..RunOutcome::ALL.len(), proptest::option::of("[0-9a-f]{64}"), any::<u64>(), any::<u64>()),
-        b in ("l[a-z0-9]{12}", 0..RunOutcome::ALL.len(), proptest::option::of("[0-9a-f]{64}"), any::<u64>(), any::<u64>()),
+    fn result_signatures_read_back_as_their_fields(
+        lease in "l[a-z0-9]{12}", outcome in 0..RunOutcome::ALL.len(), digest in proptest::option::of("[0-9a-f]{64}"), fuel in any::<u64>(), gpu in any::<u64>(),
     ) {
-        let bytes = |r: &(String, usize, Option<String>, u64, u64)| ResultReport::signed_bytes(&r.0, RunOutcome::ALL[r.1], r.2.as_deref(), r.3, r.4);
-        prop_assert_eq!(bytes(&a) == bytes(&b), a == b);
+        let bytes = ResultReport::signed_bytes(&lease, RunOutcome::ALL[outcome], digest.as_deref(), fuel, gpu);
+        let text = String::from_utf8(bytes).unwrap();
+        let fields: Vec<&str> = text.split('\n').collect();
+        let read = (fields[1], fields[2], fields[3], fields[4].parse::<u64>().ok(), fields[5].parse::<u64>().ok());
+        prop_assert_eq!(fields.len(), 6);
+        prop_assert_eq!(fields[0], "agora-result-v1");
+        prop_assert_eq!(read, (lease.as_str(), RunOutcome::ALL[outcome].as_str(), digest.as_deref().unwrap_or("-"), Some(fuel), Some(gpu)));
     }
 }

@@ -95,8 +95,13 @@ fn Wallet(key: Keypair, key_file: RwSignal<Option<String>>) -> impl IntoView {
             <a href=export download="key.json">"Export for the CLI (key.json)"</a>
             " · "
             <button class="plain" on:click=move |_| {
-                keys::forget();
-                key_file.set(None);
+                // Nothing can bring a forgotten key back: ask first.
+                let question = "Forget this key in this browser? Without an exported key.json, its credits and jobs are out of reach for good.";
+                let sure = web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false);
+                if sure {
+                    keys::forget();
+                    key_file.set(None);
+                }
             }>"Forget this key here"</button>
         </p>
         <h2>"Balance"</h2>

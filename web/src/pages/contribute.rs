@@ -192,7 +192,7 @@ mod browser {
         Capabilities {
             cpu_cores: cores,
             memory_bytes: 0,
-            gpus: vec![GpuDevice { name, backend: "webgpu".into(), device_type: "other".into(), memory_bytes: None, compute_capability: None }],
+            gpus: vec![GpuDevice { name: agora_wire::limits::gpu_text(&name), backend: "webgpu".into(), device_type: "other".into(), memory_bytes: None, compute_capability: None }],
             cuda: false,
             kind: "browser".into(),
         }

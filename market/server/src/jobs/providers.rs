@@ -13,6 +13,7 @@ impl Jobs {
         if r.max_concurrent == 0 || r.max_concurrent > MAX_CONCURRENT {
             return Err(ApiError::Invalid(format!("max_concurrent is 1 to {MAX_CONCURRENT}")));
         }
+        agora_wire::limits::check_capabilities(&r.capabilities)?;
         if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
             return Err(ApiError::Invalid(format!("capabilities.kind is `native` or `browser`, not `{}`", r.capabilities.kind)));
         }

@@ -873,3 +873,25 @@ both_dbs!(a_units_input_is_read_only_by_its_buyer_and_its_leaseholder, async |m:
     assert_eq!(m.call("GET", &path, None, Some(&buyer)).await, (StatusCode::OK, json!("the buyer's secret")));
     assert_eq!(m.call("GET", &path, None, Some(&m.operator)).await.0, StatusCode::OK);
 });
+
+// A provider describes itself with a thousand GPUs or a megabyte of name:
+// what it registers is stored and listed to everyone, so it is refused by
+// the named limit, and the largest honest description is kept.
+both_dbs!(a_provider_cannot_register_an_unbounded_description, async |m: &TestMarket| {
+    let key = Keypair::generate();
+    let gpu = |name: String| json!({"name": name, "backend": "vulkan", "device_type": "discrete-gpu"});
+    let register = |gpus: Vec<Value>| json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": gpus, "cuda": false, "kind": "native"},
+                                              "ask": {"per_billion_fuel": 1, "per_gpu_second": 1}, "max_concurrent": 1});
+    let limits = agora_wire::limits::MAX_PROVIDER_GPUS;
+    let text = agora_wire::limits::MAX_GPU_TEXT_BYTES;
+    for (what, gpus) in [
+        ("MAX_PROVIDER_GPUS", (0..=limits).map(|i| gpu(format!("gpu {i}"))).collect::<Vec<_>>()),
+        ("MAX_GPU_TEXT_BYTES", vec![gpu("x".repeat(text + 1))]),
+    ] {
+        let (status, body) = m.call("POST", "/api/v1/providers", Some(&register(gpus)), Some(&key)).await;
+        assert!(status.is_client_error(), "{what}: {status} {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(what), "{what}: {body}");
+    }
+    let largest = (0..limits).map(|_| gpu("x".repeat(text))).collect();
+    assert_eq!(m.call("POST", "/api/v1/providers", Some(&register(largest)), Some(&key)).await.0, StatusCode::OK);
+});

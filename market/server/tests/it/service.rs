@@ -18,32 +18,36 @@ both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &Te
     let user = Keypair::generate();
     let body = mint_body(&user);
     let now = m.state.now_ms();
-    let market = m.state.market_id().await.unwrap();
+    let market = TEST_ORIGIN;
 
     let unsigned = Request::builder().method("POST").uri("/api/v1/mint").body(Body::from(body.clone())).unwrap();
     let (status, err) = send(&m.state, unsigned).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(err["error"]["code"], "unauthenticated");
 
-    let stale = signed(&market, "POST", "/api/v1/mint", &body, &m.operator, now - 10 * 60 * 1000).body(Body::from(body.clone())).unwrap();
+    let stale = signed(market, "POST", "/api/v1/mint", &body, &m.operator, now - 10 * 60 * 1000).body(Body::from(body.clone())).unwrap();
     let (status, err) = send(&m.state, stale).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(err["error"]["message"].as_str().unwrap().contains("timestamp"), "{err}");
 
     let forged_body = serde_json::to_vec(&json!({"id": "m1", "account": user.id(), "amount": 5000})).unwrap();
-    let forged = signed(&market, "POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(forged_body)).unwrap();
+    let forged = signed(market, "POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(forged_body)).unwrap();
     assert_eq!(send(&m.state, forged).await.0, StatusCode::UNAUTHORIZED);
 
-    // The operator's request captured on another market, replayed here.
-    let other = TestMarket::sqlite().await;
-    let elsewhere = other.state.market_id().await.unwrap();
-    assert_ne!(elsewhere, market, "each market's id is its own");
+    // The operator's request made for another market (a hostile one that
+    // relays what its clients sign), replayed here: as signed, or with its
+    // origin header rewritten to this market's.
     let (_, health) = m.call("GET", "/api/v1/health", None, None).await;
-    assert_eq!(health["market"], market.as_str(), "the market announces the id signatures name");
-    let replayed = signed(&elsewhere, "POST", "/api/v1/mint", &body, &m.operator, now).body(Body::from(body.clone())).unwrap();
-    assert_eq!(send(&m.state, replayed).await.0, StatusCode::UNAUTHORIZED, "a signature for another market");
+    assert_eq!(health["origins"], json!([market]), "the market says which origins it answers to");
+    let elsewhere = signed("https://hostile.example", "POST", "/api/v1/mint", &body, &m.operator, now);
+    let (status, err) = send(&m.state, elsewhere.body(Body::from(body.clone())).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(err["error"]["message"].as_str().unwrap().contains("https://hostile.example"), "says which market it was for: {err}");
+    let mut rewritten = signed("https://hostile.example", "POST", "/api/v1/mint", &body, &m.operator, now);
+    rewritten.headers_mut().unwrap().insert(auth::HEADER_ORIGIN, market.parse().unwrap());
+    assert_eq!(send(&m.state, rewritten.body(Body::from(body.clone())).unwrap()).await.0, StatusCode::UNAUTHORIZED);
 
-    let good = signed(&market, "POST", "/api/v1/mint", &body, &m.operator, now);
+    let good = signed(market, "POST", "/api/v1/mint", &body, &m.operator, now);
     let headers = good.headers_ref().unwrap().clone();
     let (status, _) = send(&m.state, good.body(Body::from(body.clone())).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
@@ -55,12 +59,12 @@ both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &Te
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(err["error"]["message"].as_str().unwrap().contains("replayed"), "{err}");
     assert_eq!(m.available(&user).await, 5, "minted once");
-    // The five refusals wrote nothing (an anonymous flood costs no fsync)
+    // The six refusals wrote nothing (an anonymous flood costs no fsync)
     // and were counted; the one good request was audited.
     let audited: Vec<i64> = sqlx::query_scalar("SELECT status FROM audit").fetch_all(&m.state.db.pool).await.unwrap();
     assert_eq!(audited, [200], "only the accepted request is audited");
     let (_, metrics) = m.call("GET", "/metrics", None, None).await;
-    assert!(metrics.as_str().unwrap().contains("agora_market_unauthenticated_requests_total 5"), "{metrics}");
+    assert!(metrics.as_str().unwrap().contains("agora_market_unauthenticated_requests_total 6"), "{metrics}");
 });
 
 both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async |m: &TestMarket| {
@@ -75,8 +79,8 @@ both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async 
         Body::from_stream(chunk)
     };
     let path = "/api/v1/packages/big/versions";
-    let market = m.state.market_id().await.unwrap();
-    let stale_headers = signed(&market, "POST", path, b"", &Keypair::generate(), m.state.now_ms() - 10 * 60 * 1000);
+    let market = TEST_ORIGIN;
+    let stale_headers = signed(market, "POST", path, b"", &Keypair::generate(), m.state.now_ms() - 10 * 60 * 1000);
     for (what, request) in [
         ("unsigned", Request::builder().method("POST").uri(path)),
         ("stale", stale_headers),
@@ -88,7 +92,7 @@ both_dbs!(an_unsigned_or_stale_upload_is_refused_before_its_body_is_read, async 
     }
     // A well-formed, fresh signature gets its body read (and checked).
     let read = Arc::new(AtomicBool::new(false));
-    let fresh = signed(&market, "POST", path, b"", &Keypair::generate(), m.state.now_ms());
+    let fresh = signed(market, "POST", path, b"", &Keypair::generate(), m.state.now_ms());
     let (status, _) = send(&m.state, fresh.body(upload(read.clone())).unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the body does not match its signature");
     assert!(read.load(Ordering::SeqCst), "a fresh signature's body is read to check it");
@@ -128,10 +132,10 @@ both_dbs!(every_response_carries_the_security_headers, async |m: &TestMarket| {
 });
 
 both_dbs!(oversized_bodies_get_a_json_413, async |m: &TestMarket| {
-    let market = m.state.market_id().await.unwrap();
+    let market = TEST_ORIGIN;
     let user = Keypair::generate();
     let huge = vec![b' '; agora_market::MAX_BODY_BYTES + 1];
-    let request = signed(&market, "POST", "/api/v1/transfers", &huge, &user, m.state.now_ms()).body(Body::from(huge)).unwrap();
+    let request = signed(market, "POST", "/api/v1/transfers", &huge, &user, m.state.now_ms()).body(Body::from(huge)).unwrap();
     let (status, err) = send(&m.state, request).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(err["error"]["code"], "payload_too_large");
@@ -204,7 +208,7 @@ both_dbs!(metrics_count_requests, async |m: &TestMarket| {
 #[tokio::test]
 async fn requests_past_the_rate_limit_get_429() {
     let m = TestMarket::sqlite().await;
-    let state = agora_market::AppState::new(m.state.db.clone(), agora_market::Config { rate_per_second: 2, ..agora_market::Config::new(m.operator.id().clone()) });
+    let state = agora_market::AppState::new(m.state.db.clone(), agora_market::Config { rate_per_second: 2, public_origins: vec![TEST_ORIGIN.into()], ..agora_market::Config::new(m.operator.id().clone()) });
     let user = Keypair::generate();
     let mut statuses = Vec::new();
     for i in 0..8 {
@@ -213,4 +217,38 @@ async fn requests_past_the_rate_limit_get_429() {
     }
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     assert_eq!(statuses[0], StatusCode::CONFLICT, "the first requests pass the limiter (and fail on funds)");
+}
+
+/// One address floods (anonymous reads, as fresh keys would): past its
+/// rate it is refused before anything runs, while another address, an IPv6
+/// neighbour outside its /64 and loopback are served.
+#[tokio::test]
+async fn a_flood_from_one_address_is_refused_while_others_are_served() {
+    let m = TestMarket::sqlite().await;
+    let config = Config { rate_per_second: 10_000, peer_rate_per_second: 5, ..Config::new(m.operator.id().clone()) };
+    let state = AppState::new(m.state.db.clone(), config);
+    let from = |address: String| {
+        let mut request = Request::builder().uri("/api/v1/stats").body(Body::empty()).unwrap();
+        let peer = std::net::SocketAddr::new(address.parse().unwrap(), 40_000);
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        request
+    };
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(send(&state, from("192.0.2.7".into())).await.0);
+    }
+    assert_eq!(flood[0], StatusCode::OK, "within its rate an address is served");
+    assert!(flood.contains(&StatusCode::TOO_MANY_REQUESTS), "{flood:?}");
+    assert_eq!(send(&state, from("192.0.2.8".into())).await.0, StatusCode::OK, "another address, meanwhile");
+    assert_eq!(send(&state, from("127.0.0.1".into())).await.0, StatusCode::OK, "loopback (the web pages' own reads)");
+    // Every address of one /64 shares one rate; the next /64 has its own.
+    let mut v6 = Vec::new();
+    for i in 0..40 {
+        v6.push(send(&state, from(format!("2001:db8::{i:x}"))).await.0);
+    }
+    assert!(v6.contains(&StatusCode::TOO_MANY_REQUESTS), "{v6:?}");
+    assert_eq!(send(&state, from("2001:db8:0:1::1".into())).await.0, StatusCode::OK);
+    let metrics = app(state.clone()).oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let text = String::from_utf8(axum::body::to_bytes(metrics.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(!text.contains("agora_market_peer_limited_requests_total 0"), "refusals are counted: {text}");
 }
