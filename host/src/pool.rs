@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -461,7 +461,9 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
     let stdin = BufWriter::new(child.stdin.take().expect("stdin is piped"));
     let stdout = child.stdout.take().expect("stdout is piped");
     let (hello_tx, hello_rx) = channel();
-    let (tx, responses) = channel();
+    // Bounded: a worker that streams frames nobody reads (one a guest
+    // escaped into) blocks on its own pipe, not the supervisor's memory.
+    let (tx, responses) = sync_channel(4);
     std::thread::Builder::new()
         .name(format!("agora-worker-{}", child.id()))
         .spawn(move || {

@@ -147,8 +147,8 @@ mod tests {
             let _ = read_frame::<WorkerMessage>(&mut bytes.as_slice());
         }
 
-        /// A length prefix promising gigabytes it does not send is an error,
-        /// found without allocating them.
+        /// A length prefix promising more than it sends is an error (and
+        /// the body grows only with what arrives).
         #[test]
         fn a_lying_length_is_cut_short(claimed in 1u64..MAX_BODY_BYTES, sent in proptest::collection::vec(any::<u8>(), 0..64)) {
             prop_assume!((sent.len() as u64) < claimed);
