@@ -352,6 +352,11 @@ impl Worker {
         }
         let until = Instant::now() + deadline;
         loop {
+            // Checked every frame: a worker streaming updates non-stop must
+            // not outlive its deadline.
+            if Instant::now() >= until {
+                return Waited::Deadline;
+            }
             match self.responses.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(Ok((WorkerMessage::Done(response), body))) => return Waited::Answer(response, body),
                 Ok(Ok((WorkerMessage::Live(update), _))) => live(update),

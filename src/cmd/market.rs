@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// listen address (and localhost names when it is loopback).
     #[arg(long = "public-url", env = "AGORA_PUBLIC_URL", value_delimiter = ',')]
     public_url: Vec<String>,
+    /// Requests per second one peer address may make (an IPv6 /64 counts
+    /// as one; bursts of twice that; 0: no limit, for a market behind a
+    /// proxy or NAT that the market sees as one address).
+    #[arg(long, default_value_t = agora_market::hygiene::PEER_REQUESTS_PER_SECOND)]
+    peer_rate: u32,
     /// The operator's key id (may mint credits).
     #[arg(long, env = "AGORA_OPERATOR")]
     operator: String,
@@ -98,7 +103,8 @@ pub fn run(command: MarketCommand) -> Result<()> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         let public_origins = public_origins(&args.public_url, scheme, listener.local_addr()?)?;
-        let mut config = Config { rate_per_second: args.rate, public_origins, ..Config::new(operator) };
+        let mut config =
+            Config { rate_per_second: args.rate, public_origins, peer_rate_per_second: args.peer_rate, ..Config::new(operator) };
         config.jobs.lease_ttl_ms = args.lease_ttl.as_millis() as i64;
         anyhow::ensure!((0.0..=1.0).contains(&args.spot_check_rate), "--spot-check-rate is between 0 and 1");
         config.jobs.spot_check_rate = args.spot_check_rate;
@@ -129,19 +135,15 @@ pub fn run(command: MarketCommand) -> Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down");
         };
-        // The web pages read the API server-side. Over HTTPS the
-        // certificate names the public host, not this socket, so they read
-        // it through a plain listener of the market's own on loopback.
-        let url = match &tls {
-            None => format!("http://{}", listener.local_addr()?),
-            Some(_) => {
-                let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listening on loopback for the web pages")?;
-                let url = format!("http://{}", internal.local_addr()?);
-                let api = agora_market::app(state.clone());
-                tokio::spawn(async move { axum::serve(internal, api).await });
-                url
-            }
-        };
+        // The web pages read the API server-side, through a plain listener
+        // of the market's own on loopback: the public one may be HTTPS
+        // (whose certificate names the public host, not this socket), and
+        // reads from the market's own address would share one visitor's
+        // per-address rate among all the pages it renders.
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("listening on loopback for the web pages")?;
+        let url = format!("http://{}", internal.local_addr()?);
+        let api = agora_market::app(state.clone());
+        tokio::spawn(async move { axum::serve(internal, api).await });
         let pkg = args.web_pkg.clone().or_else(|| {
             let built = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/web/pkg"));
             built.join("agora-web.js").exists().then(|| built.to_path_buf())
@@ -168,27 +170,33 @@ pub fn run(command: MarketCommand) -> Result<()> {
 fn public_origins(urls: &[String], scheme: &str, local: std::net::SocketAddr) -> Result<Vec<String>> {
     use agora_wire::auth::origin_of;
     if !urls.is_empty() {
-        return urls
-            .iter()
-            .map(|u| origin_of(u).with_context(|| format!("--public-url {u}: not an http:// or https:// URL")))
-            .collect();
+        return urls.iter().map(|u| public_origin(u)).collect();
     }
     let ip = local.ip();
-    let mut hosts = Vec::new();
-    if !ip.is_unspecified() {
-        hosts.push(match ip {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        });
-    }
-    if ip.is_loopback() || ip.is_unspecified() {
-        hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
-    }
-    if ip.is_unspecified() {
-        eprintln!("listening on every interface without --public-url: signed requests are accepted only for this machine's loopback names");
-    }
+    // Another machine's clients dial a name only the operator knows.
+    anyhow::ensure!(
+        ip.is_loopback(),
+        "listening on {ip}: pass --public-url with the URL clients reach this market at (signatures name it)"
+    );
+    let mut hosts = vec![match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }];
+    hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
     let mut origins: Vec<String> = hosts.iter().filter_map(|h| origin_of(&format!("{scheme}://{h}:{}", local.port()))).collect();
     origins.sort();
     origins.dedup();
     Ok(origins)
+}
+
+/// One `--public-url`, as signatures name it: an http(s) URL of a whole host
+/// (two markets under paths of one host would share an origin, and accept
+/// each other's requests).
+fn public_origin(url: &str) -> Result<String> {
+    let origin = agora_wire::auth::origin_of(url)
+        .with_context(|| format!("--public-url {url}: not an http:// or https:// URL (an international name in its punycode form)"))?;
+    let (_, rest) = url.split_once("://").expect("origin_of found a scheme");
+    let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+    anyhow::ensure!(path.is_empty() || path == "/", "--public-url {url}: a market is a whole host, without a path");
+    Ok(origin)
 }

@@ -78,6 +78,10 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
         ];
         for (what, text) in texts {
             within("MAX_GPU_TEXT_BYTES", what, text.len() as u64, 0, MAX_GPU_TEXT_BYTES as u64)?;
+            // Control characters (bidi overrides among them) would let a
+            // name pass as another in every listing.
+            let controls = text.chars().filter(|&c| is_control(c)).count();
+            within("MAX_GPU_TEXT_BYTES (control characters)", what, controls as u64, 0, 0)?;
         }
     }
     Ok(())
@@ -85,12 +89,19 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
 
 /// `text` cut to [`MAX_GPU_TEXT_BYTES`] on a character boundary: what a
 /// host sends for a driver's adapter name, however long.
+/// Control characters become spaces.
 pub fn gpu_text(text: &str) -> String {
-    let mut end = text.len().min(MAX_GPU_TEXT_BYTES);
-    while !text.is_char_boundary(end) {
+    let printable: String = text.chars().map(|c| if is_control(c) { ' ' } else { c }).collect();
+    let mut end = printable.len().min(MAX_GPU_TEXT_BYTES);
+    while !printable.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_string()
+    printable[..end].to_string()
+}
+
+/// A control character, or a bidirectional override or isolate.
+fn is_control(c: char) -> bool {
+    c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 /// The WebAssembly features a job may use, as wasmparser names its

@@ -26,7 +26,11 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
     std::fs::create_dir_all(&dir).unwrap();
     let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("market.db").display())).await.unwrap();
     let operator = Keypair::generate();
-    let state = AppState::new(db, Config { rate_per_second: 10_000, ..Config::new(operator.id().clone()) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // The browser signs for the origin it loaded the pages from.
+    let config = Config { rate_per_second: 10_000, public_origins: vec![base.clone()], ..Config::new(operator.id().clone()) };
+    let state = AppState::new(db, config);
     let author = Keypair::generate();
     let bytes = guest("mandelbrot");
     let action = LogAction::Release { version: "1.2.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
@@ -44,8 +48,6 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
     let caps = Capabilities { cpu_cores: 16, memory_bytes: 64 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() };
     let register = RegisterProvider { capabilities: caps, ask: Ask { per_billion_fuel: 12, per_gpu_second: 3, per_wall_second: 0 }, max_concurrent: 2 };
     state.jobs.register(provider.id(), register, state.now_ms()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let pages = agora_web::server::router(MarketUrl(base.clone()), pkg);
     tokio::spawn(agora_market::serve_with(listener, state.clone(), pages, None, std::future::pending()));
     (base, author, state)

@@ -887,6 +887,8 @@ both_dbs!(a_provider_cannot_register_an_unbounded_description, async |m: &TestMa
     for (what, gpus) in [
         ("MAX_PROVIDER_GPUS", (0..=limits).map(|i| gpu(format!("gpu {i}"))).collect::<Vec<_>>()),
         ("MAX_GPU_TEXT_BYTES", vec![gpu("x".repeat(text + 1))]),
+        // A right-to-left override: "RTX 4090" that reads as another card.
+        ("control characters", vec![gpu("RTX \u{202e}0904".into())]),
     ] {
         let (status, body) = m.call("POST", "/api/v1/providers", Some(&register(gpus)), Some(&key)).await;
         assert!(status.is_client_error(), "{what}: {status} {body}");
