@@ -11,7 +11,7 @@
 
 use crate::gpu::{AdapterInfo, GpuChoice};
 use crate::limits::{self, Limits};
-use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame, write_frame};
+use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame_within, write_frame};
 use crate::report::{LimitKind, LiveUpdate, Outcome, RunReport};
 use crate::runtime::{digest_of, hex};
 use crate::sandbox::memory::WorkerCgroup;
@@ -92,6 +92,9 @@ struct Worker {
     known: HashSet<String>,
     /// Its memory wall, when the supervisor could make one.
     cgroup: Option<WorkerCgroup>,
+    /// Bytes of body the worker's next frame may carry: the output the
+    /// request in flight allows (live updates and hellos carry none).
+    allowed_body: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One finished job.
@@ -346,6 +349,12 @@ impl Worker {
         if self.responses.try_recv().is_ok() {
             return Waited::Lost("the worker sent a frame nobody asked for".into());
         }
+        let answer = match call {
+            Call::Load => 0,
+            Call::Run => limits.output_bytes,
+            Call::Verify { .. } => 1,
+        };
+        self.allowed_body.store(answer, std::sync::atomic::Ordering::SeqCst);
         let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live };
         if let Err(e) = write_frame(&mut self.stdin, &request, &[body]) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
@@ -358,7 +367,10 @@ impl Worker {
                 return Waited::Deadline;
             }
             match self.responses.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Ok((WorkerMessage::Done(response), body))) => return Waited::Answer(response, body),
+                Ok(Ok((WorkerMessage::Done(response), body))) => {
+                    self.allowed_body.store(0, std::sync::atomic::Ordering::SeqCst);
+                    return Waited::Answer(response, body);
+                }
                 Ok(Ok((WorkerMessage::Live(update), _))) => live(update),
                 Ok(Err(e)) => return Waited::Lost(format!("bad reply from the worker: {e}")),
                 Err(RecvTimeoutError::Timeout) => return Waited::Deadline,
@@ -469,13 +481,15 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
     // Bounded: a worker that streams frames nobody reads (one a guest
     // escaped into) blocks on its own pipe, not the supervisor's memory.
     let (tx, responses) = sync_channel(4);
+    let allowed_body = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let allowed = allowed_body.clone();
     std::thread::Builder::new()
         .name(format!("agora-worker-{}", child.id()))
         .spawn(move || {
             let mut reader = BufReader::new(stdout);
-            let _ = hello_tx.send(read_frame::<Hello>(&mut reader));
+            let _ = hello_tx.send(read_frame_within::<Hello>(&mut reader, || 0));
             loop {
-                match read_frame::<WorkerMessage>(&mut reader) {
+                match read_frame_within::<WorkerMessage>(&mut reader, || allowed.load(std::sync::atomic::Ordering::SeqCst)) {
                     Ok(Some(frame)) => {
                         if tx.send(Ok(frame)).is_err() {
                             return;
@@ -515,7 +529,7 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         let _ = child.wait();
         return Err(breach);
     }
-    Ok((Worker { child, stdin, responses, known: HashSet::new(), cgroup: cgroup.ok() }, hello))
+    Ok((Worker { child, stdin, responses, known: HashSet::new(), cgroup: cgroup.ok(), allowed_body }, hello))
 }
 
 /// Add the memory wall the supervisor raised to the worker's report, and

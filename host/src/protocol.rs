@@ -86,6 +86,14 @@ pub fn write_frame<H: Serialize>(w: &mut impl Write, header: &H, body: &[&[u8]])
 
 /// Read one frame; `Ok(None)` at a clean end of stream.
 pub fn read_frame<H: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<(H, Vec<u8>)>> {
+    read_frame_within(r, || MAX_BODY_BYTES)
+}
+
+/// [`read_frame`], refusing a body over `max_body()` bytes before reading
+/// it. The allowance is asked once the frame's length has arrived (the
+/// supervisor allows a worker's answer no more than the output the request
+/// in flight asked for, and a reader waits for a frame before it is sent).
+pub fn read_frame_within<H: DeserializeOwned>(r: &mut impl Read, max_body: impl FnOnce() -> u64) -> io::Result<Option<(H, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -101,7 +109,7 @@ pub fn read_frame<H: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<(
     let mut body_len = [0u8; 8];
     r.read_exact(&mut body_len)?;
     let body_len = u64::from_le_bytes(body_len);
-    if body_len > MAX_BODY_BYTES {
+    if body_len > max_body().min(MAX_BODY_BYTES) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame body of {body_len} bytes")));
     }
     // Grown as bytes arrive: a length the sender does not back with bytes
@@ -148,7 +156,8 @@ mod tests {
         }
 
         /// A length prefix promising more than it sends is an error (and
-        /// the body grows only with what arrives).
+        /// the body grows only with what arrives); one past the reader's
+        /// allowance is refused before its body is read.
         #[test]
         fn a_lying_length_is_cut_short(claimed in 1u64..MAX_BODY_BYTES, sent in proptest::collection::vec(any::<u8>(), 0..64)) {
             prop_assume!((sent.len() as u64) < claimed);
@@ -160,6 +169,8 @@ mod tests {
             wire.extend(&sent);
             let read = read_frame::<serde_json::Value>(&mut wire.as_slice());
             prop_assert_eq!(read.err().map(|e| e.kind()), Some(io::ErrorKind::UnexpectedEof));
+            let over = read_frame_within::<serde_json::Value>(&mut wire.as_slice(), || claimed - 1);
+            prop_assert_eq!(over.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
         }
     }
 }
