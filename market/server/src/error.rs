@@ -42,8 +42,10 @@ pub enum ApiError {
     BadLog(String),
     #[error("the market is busy: retry shortly")]
     Busy,
-    #[error("too many requests: at most {per_second} per second per key")]
-    RateLimited { per_second: u32 },
+    #[error("too many requests: at most {per_second} per second per {per}")]
+    RateLimited { per_second: u32, per: &'static str },
+    #[error("too many event streams open: at most {limit} per {per}")]
+    TooManyStreams { limit: usize, per: &'static str },
     #[error("internal error")]
     Internal(String),
 }
@@ -73,7 +75,7 @@ impl ApiError {
             ApiError::BadPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_PACKAGE),
             ApiError::BadLog(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_LOG),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, codes::BUSY),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
+            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }
     }

@@ -64,9 +64,57 @@ pub async fn limit_peers(
         && state.peer_limiter.check_key(&crate::edge::peer_of(peer)).is_err()
     {
         state.metrics.peer_limited.inc();
-        return ApiError::RateLimited { per_second: state.config.peer_rate_per_second }.into_response();
+        return ApiError::RateLimited { per_second: state.config.peer_rate_per_second, per: "address" }.into_response();
     }
     next.run(request).await
+}
+
+/// Event streams one key may hold open: a buyer's tabs and CLI following a
+/// few jobs each. Keys are free, so [`MAX_EVENT_STREAMS`] bounds them all.
+pub const MAX_STREAMS_PER_KEY: usize = 8;
+/// Event streams open at once on one market: each reads its job from the
+/// database every `EVENT_POLL_INTERVAL` (250 ms), so this bounds those reads
+/// at about 4,000 a second.
+pub const MAX_EVENT_STREAMS: usize = 1024;
+
+/// The event streams open, per key.
+#[derive(Default)]
+pub struct Streams(std::sync::Mutex<std::collections::HashMap<KeyId, usize>>);
+
+impl Streams {
+    /// Count a stream for `key`, or refuse it past [`MAX_STREAMS_PER_KEY`]
+    /// or [`MAX_EVENT_STREAMS`]. The slot gives it back when dropped (the
+    /// stream ended or its client went away).
+    pub fn open(self: &std::sync::Arc<Self>, key: &KeyId) -> Result<StreamSlot, ApiError> {
+        let mut open = self.0.lock().expect("no panic while counting");
+        if open.values().sum::<usize>() >= MAX_EVENT_STREAMS {
+            return Err(ApiError::TooManyStreams { limit: MAX_EVENT_STREAMS, per: "market" });
+        }
+        let count = open.entry(key.clone()).or_default();
+        if *count >= MAX_STREAMS_PER_KEY {
+            return Err(ApiError::TooManyStreams { limit: MAX_STREAMS_PER_KEY, per: "key" });
+        }
+        *count += 1;
+        Ok(StreamSlot { streams: self.clone(), key: key.clone() })
+    }
+}
+
+/// One counted event stream.
+pub struct StreamSlot {
+    streams: std::sync::Arc<Streams>,
+    key: KeyId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().expect("no panic while counting");
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
@@ -109,7 +157,7 @@ impl AppState {
         let signer = auth::verify_request(&self.config.public_origins, method.as_str(), path, |name| header(headers, name), body, now)
             .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
         if self.limiter.check_key(&signer.key).is_err() {
-            return Err(ApiError::RateLimited { per_second: self.config.rate_per_second });
+            return Err(ApiError::RateLimited { per_second: self.config.rate_per_second, per: "key" });
         }
         let inserted = sqlx::query("INSERT INTO nonces (key_id, nonce, seen_at_ms) VALUES ($1, $2, $3)")
             .bind(signer.key.as_str())

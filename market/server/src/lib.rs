@@ -95,6 +95,8 @@ pub struct AppState {
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
     /// Requests per peer address ([`hygiene::limit_peers`]).
     peer_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Event streams open, per key.
+    pub streams: Arc<hygiene::Streams>,
     metrics: Arc<metrics::Metrics>,
     /// Added to the wall clock: tests move time forward with it.
     clock_offset_ms: Arc<AtomicI64>,
@@ -119,6 +121,7 @@ impl AppState {
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
             peer_limiter: Arc::new(RateLimiter::keyed(peer_quota)),
+            streams: Arc::default(),
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),
             in_flight: Default::default(),

@@ -189,14 +189,14 @@ async fn owner_read(state: &AppState, method: &Method, uri: &Uri, headers: &Head
 /// The caller is authenticated before the job is looked up, and a job that
 /// is not the caller's answers exactly like one that does not exist, so no
 /// probe tells a buyer's job from a canary's made-up id (or from nothing).
-async fn job_read(state: &AppState, job: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+async fn job_read(state: &AppState, job: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<KeyId, ApiError> {
     let caller = state.authenticate(method, uri, headers, &[]).await?;
     let hidden = || ApiError::NotFound(format!("no job `{job}`"));
     let buyer = state.jobs.buyer_of(job).await.map_err(|e| if matches!(e, ApiError::NotFound(_)) { hidden() } else { e })?;
     if caller.as_str() != buyer && caller != state.config.operator {
         return Err(hidden());
     }
-    Ok(())
+    Ok(caller)
 }
 
 /// An account's balances (signed GET by the owner or the operator).
@@ -501,8 +501,11 @@ pub async fn job_events(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    job_read(&state, &job, &method, &uri, &headers).await?;
+    let caller = job_read(&state, &job, &method, &uri, &headers).await?;
+    let slot = state.streams.open(&caller)?;
     struct Watch {
+        // Held while the stream lives: counted against its key.
+        _slot: crate::hygiene::StreamSlot,
         state: AppState,
         job: String,
         after: i64,
@@ -511,7 +514,7 @@ pub async fn job_events(
         first: bool,
         finished: bool,
     }
-    let watch = Watch { state, job, after: q.after, last: None, pending: VecDeque::new(), first: true, finished: false };
+    let watch = Watch { _slot: slot, state, job, after: q.after, last: None, pending: VecDeque::new(), first: true, finished: false };
     let stream = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
             if let Some(event) = w.pending.pop_front() {

@@ -252,3 +252,28 @@ async fn a_flood_from_one_address_is_refused_while_others_are_served() {
     let text = String::from_utf8(axum::body::to_bytes(metrics.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
     assert!(!text.contains("agora_market_peer_limited_requests_total 0"), "refusals are counted: {text}");
 }
+
+// A buyer (or a flock of keys) opens event streams without end: each polls
+// the database, so past its share a key is refused, and a stream whose
+// client went away gives its share back.
+both_dbs!(event_streams_are_capped_per_key, async |m: &TestMarket| {
+    use crate::jobs::{publish, submit};
+    publish(m, "streams").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1_000_000).await;
+    let job = submit(m, &buyer, "streams", &[b"x"], 1_000, 1).await;
+    let path = format!("/api/v1/jobs/{job}/events");
+    let open = |key: &Keypair| {
+        let request = signed(TEST_ORIGIN, "GET", &path, b"", key, m.state.now_ms()).body(Body::empty()).unwrap();
+        app(m.state.clone()).oneshot(request)
+    };
+    let mut held = Vec::new();
+    for _ in 0..agora_market::hygiene::MAX_STREAMS_PER_KEY {
+        let stream = open(&buyer).await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        held.push(stream);
+    }
+    assert_eq!(open(&buyer).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS, "past its share");
+    drop(held.pop());
+    assert_eq!(open(&buyer).await.unwrap().status(), StatusCode::OK, "a closed stream gives its share back");
+});
