@@ -48,6 +48,11 @@ pub const MAX_LOG_LINES: usize = 10_000;
 /// Least time between two live updates of a running job.
 pub const LIVE_UPDATE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Bytes of log messages kept per job, all lines together: even escaped in
+/// JSON (six bytes a control character) a run's report and a live update
+/// stay well inside a worker frame's header (16 MiB), so a chatty job never
+/// costs an honest worker its answer.
+pub const MAX_LOG_BYTES: usize = 1 << 20;
 
 /// Captured stdout/stderr of the guest (WASI), per stream.
 pub const MAX_STDIO_BYTES: usize = 256 << 10;

@@ -36,6 +36,8 @@ pub struct JobState {
     blob_bytes: u64,
     logs: Vec<LogLine>,
     logs_dropped: u64,
+    /// Bytes of the lines kept ([`limits::MAX_LOG_BYTES`]).
+    log_bytes: usize,
     /// Who hears about progress and logs while the job runs.
     live: Option<LiveObserver>,
     /// Log lines already sent live, and when the last update went.
@@ -70,6 +72,7 @@ impl JobState {
             blob_bytes: 0,
             logs: Vec::new(),
             logs_dropped: 0,
+            log_bytes: 0,
             live: None,
             live_sent: 0,
             live_at: None,
@@ -112,7 +115,7 @@ impl JobState {
             }
         }
         if self.logs_dropped > 0 {
-            logs.push(log_line("warn", format!("{} log lines dropped (MAX_LOG_LINES)", self.logs_dropped)));
+            logs.push(log_line("warn", format!("{} log lines dropped (MAX_LOG_LINES, MAX_LOG_BYTES)", self.logs_dropped)));
         }
         logs
     }
@@ -412,10 +415,12 @@ impl kernels::Host for JobState {
 
 impl progress::Host for JobState {
     fn log(&mut self, level: progress::Level, message: String) {
-        if self.logs.len() >= limits::MAX_LOG_LINES {
+        let kept = message.len().min(limits::MAX_LOG_LINE_BYTES);
+        if self.logs.len() >= limits::MAX_LOG_LINES || self.log_bytes + kept > limits::MAX_LOG_BYTES {
             self.logs_dropped += 1;
             return;
         }
+        self.log_bytes += kept;
         let level = match level {
             progress::Level::Trace => "trace",
             progress::Level::Debug => "debug",

@@ -114,3 +114,17 @@ fn a_running_job_reports_progress_and_logs_while_it_runs() {
     assert!(progress.windows(2).all(|w| w[0] <= w[1]) && progress[0] >= 1, "{progress:?}");
     assert_eq!(result.report.progress, Some((8, 8)));
 }
+
+/// A job logs as much as it may, each line of characters JSON escapes six
+/// times over: its report still reaches the supervisor (an honest worker is
+/// never lost to a chatty job), with the lines past MAX_LOG_BYTES dropped.
+#[test]
+fn a_job_logging_all_it_may_still_gets_its_answer_through() {
+    let pool = pool(1);
+    let result = pool.run(&hostile_component(), b"log-flood 10000", &Limits::default());
+    assert_ok(&result.report);
+    let kept: usize = result.report.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= agora_host::limits::MAX_LOG_BYTES + 4096, "{kept} bytes of log kept");
+    assert!(result.report.logs.last().unwrap().message.contains("dropped"), "the drop is said");
+    assert_eq!(pool.counters().killed, 0, "no worker lost");
+}

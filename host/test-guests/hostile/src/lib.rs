@@ -96,6 +96,15 @@ impl Job for Hostile {
                 }
                 Ok(Vec::new().into())
             }
+            "log-flood" => {
+                // `arg` lines at the longest length, each all control
+                // characters (six bytes each once escaped in JSON).
+                let line = "\u{1}".repeat(4096);
+                for _ in 0..arg {
+                    info!("{line}");
+                }
+                Ok(Vec::new().into())
+            }
             "paced-log" => {
                 // A step every 100 ms, each logged and reported.
                 for i in 0..arg {
