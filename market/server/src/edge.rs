@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use crate::tally::Tally;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,43 +82,6 @@ pub(crate) fn peer_of(address: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
-/// Connections open per peer address, and the cap they share.
-#[derive(Default)]
-struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-impl Peers {
-    /// Count a connection from `peer` ([`peer_of`]), unless it holds its
-    /// share already.
-    fn enter(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<PeerSlot> {
-        let peer = peer_of(peer);
-        let mut open = self.0.lock().expect("no panic while counting");
-        let count = open.entry(peer).or_default();
-        if *count >= MAX_CONNECTIONS_PER_PEER {
-            return None;
-        }
-        *count += 1;
-        Some(PeerSlot { peers: self.clone(), peer })
-    }
-}
-
-/// A peer's counted connection, uncounted when dropped.
-struct PeerSlot {
-    peers: Arc<Peers>,
-    peer: std::net::IpAddr,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut open = self.peers.0.lock().expect("no panic while counting");
-        if let Some(count) = open.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.peer);
-            }
-        }
-    }
-}
-
 /// Why the market's certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -155,7 +119,8 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(connection_cap()));
-    let peers = Arc::new(Peers::default());
+    // Connections open per peer address ([`peer_of`]).
+    let peers: Arc<Tally<std::net::IpAddr>> = Arc::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -176,7 +141,7 @@ pub async fn serve_tls(
             () = &mut shutdown => break,
         };
         // Over its share: closed at once, its permit back.
-        let Some(slot) = peers.enter(peer.ip()) else {
+        let Ok(slot) = peers.enter(&peer_of(peer.ip()), MAX_CONNECTIONS_PER_PEER, usize::MAX) else {
             continue;
         };
         // The peer's address, for the per-peer request limit.
@@ -208,21 +173,24 @@ pub async fn serve_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tally::Slot;
 
     #[test]
     fn one_peer_holds_at_most_its_share_and_gets_it_back() {
-        let peers = Arc::new(Peers::default());
+        let peers: Arc<Tally<std::net::IpAddr>> = Arc::default();
+        let enter = |address: std::net::IpAddr| peers.enter(&peer_of(address), MAX_CONNECTIONS_PER_PEER, usize::MAX).ok();
         let (greedy, other): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
-        let mut held: Vec<PeerSlot> = (0..MAX_CONNECTIONS_PER_PEER).map(|_| peers.enter(greedy).expect("within its share")).collect();
-        assert!(peers.enter(greedy).is_none(), "past its share");
-        assert!(peers.enter(other).is_some(), "another peer is served meanwhile");
+        let mut held: Vec<Slot<std::net::IpAddr>> = (0..MAX_CONNECTIONS_PER_PEER).map(|_| enter(greedy).expect("within its share")).collect();
+        assert!(enter(greedy).is_none(), "past its share");
+        assert!(enter(other).is_some(), "another peer is served meanwhile");
         held.pop();
-        assert!(peers.enter(greedy).is_some(), "a closed connection gives its slot back");
-        drop(held);
-        assert!(peers.0.lock().unwrap().get(&greedy).is_none_or(|n| *n <= 1), "counts are forgotten, not leaked");
+        let again = enter(greedy);
+        assert!(again.is_some(), "a closed connection gives its slot back");
+        drop((held, again));
+        assert_eq!(peers.held_by(&greedy), 0, "counts are forgotten, not leaked");
         // One /64 is one peer, whatever address in it connects.
         let addresses: Vec<std::net::IpAddr> = (0..=MAX_CONNECTIONS_PER_PEER as u16).map(|i| format!("2001:db8::{i:x}").parse().unwrap()).collect();
-        let slots: Vec<Option<PeerSlot>> = addresses.iter().map(|a| peers.enter(*a)).collect();
+        let slots: Vec<Option<Slot<std::net::IpAddr>>> = addresses.iter().map(|a| enter(*a)).collect();
         assert!(slots.last().unwrap().is_none(), "a /64 shares one peer's share");
     }
 }

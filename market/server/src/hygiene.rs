@@ -77,44 +77,14 @@ pub const MAX_STREAMS_PER_KEY: usize = 8;
 /// at about 4,000 a second.
 pub const MAX_EVENT_STREAMS: usize = 1024;
 
-/// The event streams open, per key.
-#[derive(Default)]
-pub struct Streams(std::sync::Mutex<std::collections::HashMap<KeyId, usize>>);
-
-impl Streams {
-    /// Count a stream for `key`, or refuse it past [`MAX_STREAMS_PER_KEY`]
-    /// or [`MAX_EVENT_STREAMS`]. The slot gives it back when dropped (the
-    /// stream ended or its client went away).
-    pub fn open(self: &std::sync::Arc<Self>, key: &KeyId) -> Result<StreamSlot, ApiError> {
-        let mut open = self.0.lock().expect("no panic while counting");
-        if open.values().sum::<usize>() >= MAX_EVENT_STREAMS {
-            return Err(ApiError::TooManyStreams { limit: MAX_EVENT_STREAMS, per: "market" });
-        }
-        let count = open.entry(key.clone()).or_default();
-        if *count >= MAX_STREAMS_PER_KEY {
-            return Err(ApiError::TooManyStreams { limit: MAX_STREAMS_PER_KEY, per: "key" });
-        }
-        *count += 1;
-        Ok(StreamSlot { streams: self.clone(), key: key.clone() })
-    }
-}
-
-/// One counted event stream.
-pub struct StreamSlot {
-    streams: std::sync::Arc<Streams>,
-    key: KeyId,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.streams.0.lock().expect("no panic while counting");
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
+/// Count an event stream for `key` ([`crate::tally`]), or refuse it past
+/// [`MAX_STREAMS_PER_KEY`] or [`MAX_EVENT_STREAMS`]. The slot gives it back
+/// when dropped (the stream ended or its client went away).
+pub fn open_stream(streams: &std::sync::Arc<crate::tally::Tally<KeyId>>, key: &KeyId) -> Result<crate::tally::Slot<KeyId>, ApiError> {
+    streams.enter(key, MAX_STREAMS_PER_KEY, MAX_EVENT_STREAMS).map_err(|refused| match refused {
+        crate::tally::Refused::PerKey => ApiError::TooManyStreams { limit: MAX_STREAMS_PER_KEY, per: "key" },
+        crate::tally::Refused::InAll => ApiError::TooManyStreams { limit: MAX_EVENT_STREAMS, per: "market process" },
+    })
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {

@@ -13,6 +13,7 @@ pub mod browser;
 pub mod db;
 mod detached;
 pub mod error;
+pub mod tally;
 pub mod edge;
 pub mod hygiene;
 pub mod jobs;
@@ -95,8 +96,8 @@ pub struct AppState {
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
     /// Requests per peer address ([`hygiene::limit_peers`]).
     peer_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
-    /// Event streams open, per key.
-    pub streams: Arc<hygiene::Streams>,
+    /// Event streams open, per key ([`hygiene::open_stream`]).
+    pub streams: Arc<tally::Tally<KeyId>>,
     metrics: Arc<metrics::Metrics>,
     /// Added to the wall clock: tests move time forward with it.
     clock_offset_ms: Arc<AtomicI64>,

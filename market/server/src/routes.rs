@@ -503,10 +503,10 @@ pub async fn job_events(
 ) -> Result<Response, ApiError> {
     let caller = job_read(&state, &job, &method, &uri, &headers).await?;
     // The operator's streams are not counted: no flock of keys can shut it out.
-    let slot = if caller == state.config.operator { None } else { Some(state.streams.open(&caller)?) };
+    let slot = if caller == state.config.operator { None } else { Some(crate::hygiene::open_stream(&state.streams, &caller)?) };
     struct Watch {
         // Held while the stream lives: counted against its key.
-        _slot: Option<crate::hygiene::StreamSlot>,
+        _slot: Option<crate::tally::Slot<KeyId>>,
         state: AppState,
         job: String,
         after: i64,
