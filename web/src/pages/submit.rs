@@ -103,6 +103,11 @@ pub fn Submit() -> impl IntoView {
                     })
                 })}
             </Suspense>
+            <p id="who-sees" class="note">
+                "Who sees your data: the provider that runs a unit reads its input and makes its output, "
+                "and any registered provider may lease a queued unit, new ones included. "
+                "Only you (and the market's operator) can read your inputs, outputs and logs through the market."
+            </p>
             <p id="escrow" class="escrow">
                 {move || format!("Submitting holds {} credits in escrow. Each verified result is paid from it; what is not spent comes back when the job ends.", max_price.get())}
             </p>

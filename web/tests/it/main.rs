@@ -101,6 +101,10 @@ async fn every_page_renders_on_the_server_with_its_data() {
     assert!(package.contains("agora:compute/data"), "the WIT world's imports: {package}");
     assert!(package.contains("agora submit mandelbrot"), "how to run it");
 
+    let (status, submit) = page(&base, "/submit").await;
+    assert_eq!(status, 200);
+    assert!(submit.contains("the provider that runs a unit reads its input"), "a buyer is told what a provider sees: {submit}");
+
     let (_, missing) = page(&base, "/packages/nothing-here").await;
     assert!(missing.contains(r#"role="alert""#) && missing.contains("nothing-here"), "the API's error, in place: {missing}");
 
