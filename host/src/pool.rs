@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -94,7 +95,7 @@ struct Worker {
     cgroup: Option<WorkerCgroup>,
     /// Bytes of body the worker's next frame may carry: the output the
     /// request in flight allows (live updates and hellos carry none).
-    allowed_body: Arc<std::sync::atomic::AtomicU64>,
+    allowed_body: Arc<AtomicU64>,
 }
 
 /// One finished job.
@@ -304,8 +305,7 @@ impl WorkerPool {
 
     /// Kill `worker` and start a fresh one in its place.
     fn replace(&self, mut worker: Worker) {
-        let _ = worker.child.kill();
-        let _ = worker.child.wait();
+        end(&mut worker.child);
         self.counters.lock().expect("counters lock").killed += 1;
         match spawn(&self.config) {
             Ok((fresh, _)) => {
@@ -324,8 +324,7 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         for mut worker in self.idle.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
             // A worker whose GPU is busy cannot exit by itself: kill.
-            let _ = worker.child.kill();
-            let _ = worker.child.wait();
+            end(&mut worker.child);
         }
     }
 }
@@ -354,7 +353,7 @@ impl Worker {
             Call::Run => limits.output_bytes,
             Call::Verify { .. } => 1,
         };
-        self.allowed_body.store(answer, std::sync::atomic::Ordering::SeqCst);
+        self.allowed_body.store(answer, Ordering::SeqCst);
         let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live };
         if let Err(e) = write_frame(&mut self.stdin, &request, &[body]) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
@@ -368,7 +367,7 @@ impl Worker {
             }
             match self.responses.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(Ok((WorkerMessage::Done(response), body))) => {
-                    self.allowed_body.store(0, std::sync::atomic::Ordering::SeqCst);
+                    self.allowed_body.store(0, Ordering::SeqCst);
                     return Waited::Answer(response, body);
                 }
                 Ok(Ok((WorkerMessage::Live(update), _))) => live(update),
@@ -376,13 +375,18 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => return Waited::Deadline,
                 Err(RecvTimeoutError::Disconnected) => {
                     // Its stdout closed; it may still run: end it first.
-                    let _ = self.child.kill();
-                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    let status = end(&mut self.child);
                     return Waited::Lost(format!("the worker died during the job ({status})"));
                 }
             }
         }
     }
+}
+
+/// Kill `child` (it may be dead already) and reap it: how it ended.
+fn end(child: &mut Child) -> String {
+    let _ = child.kill();
+    child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
 }
 
 /// Why a worker died mid-job: its memory wall, when the cgroup's OOM counter
@@ -468,8 +472,7 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         Ok(cgroup) => match cgroup.attach(child.id()) {
             Ok(()) => Ok(cgroup),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                end(&mut child);
                 return Err(PoolError::Start(format!("cannot move the worker into its cgroup: {e}")));
             }
         },
@@ -481,7 +484,7 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
     // Bounded: a worker that streams frames nobody reads (one a guest
     // escaped into) blocks on its own pipe, not the supervisor's memory.
     let (tx, responses) = sync_channel(4);
-    let allowed_body = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let allowed_body = Arc::new(AtomicU64::new(0));
     let allowed = allowed_body.clone();
     std::thread::Builder::new()
         .name(format!("agora-worker-{}", child.id()))
@@ -489,7 +492,7 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
             let mut reader = BufReader::new(stdout);
             let _ = hello_tx.send(read_frame_within::<Hello>(&mut reader, || 0));
             loop {
-                match read_frame_within::<WorkerMessage>(&mut reader, || allowed.load(std::sync::atomic::Ordering::SeqCst)) {
+                match read_frame_within::<WorkerMessage>(&mut reader, || allowed.load(Ordering::SeqCst)) {
                     Ok(Some(frame)) => {
                         if tx.send(Ok(frame)).is_err() {
                             return;
@@ -507,26 +510,22 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
     let hello = match hello_rx.recv_timeout(WORKER_START_TIMEOUT) {
         Ok(Ok(Some((hello, _)))) => hello,
         Ok(Ok(None)) | Err(_) => {
-            let _ = child.kill();
-            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            let status = end(&mut child);
             return Err(PoolError::Start(format!("the worker exited or hung before saying hello ({status})")));
         }
         Ok(Err(e)) => {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(&mut child);
             return Err(PoolError::Start(format!("bad hello from the worker: {e}")));
         }
     };
     drop((probe, socket));
     let mut hello: Hello = hello;
     if let Some(error) = &hello.error {
-        let _ = child.kill();
-        let _ = child.wait();
+        end(&mut child);
         return Err(PoolError::Start(error.clone()));
     }
     if let Err(breach) = checked(&mut hello.sandbox, &cgroup) {
-        let _ = child.kill();
-        let _ = child.wait();
+        end(&mut child);
         return Err(breach);
     }
     Ok((Worker { child, stdin, responses, known: HashSet::new(), cgroup: cgroup.ok(), allowed_body }, hello))
@@ -569,7 +568,6 @@ struct ProbeSocket {
 impl ProbeSocket {
     #[cfg(unix)]
     fn open() -> Option<ProbeSocket> {
-        use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!("agora-probe-{}-{}.sock", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(name);

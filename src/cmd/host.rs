@@ -55,7 +55,7 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         client_args.market,
         args.max_concurrent
     );
-    eprintln!("worker sandbox: {}", sandbox_summary(pool.sandbox()));
+    eprintln!("worker sandbox: {}", pool.sandbox().summary());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -75,15 +75,4 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
     };
     provider::serve(client, pool, config, stop);
     Ok(())
-}
-
-/// The walls standing around the workers, in one line (the missing ones are
-/// also logged as warnings, with why).
-fn sandbox_summary(report: &agora_host::SandboxReport) -> String {
-    let standing: Vec<String> = report.layers.iter().filter(|l| l.applied).map(|l| format!("{:?}", l.layer)).collect();
-    let missing: Vec<String> = report.layers.iter().filter(|l| !l.applied).map(|l| format!("{:?}", l.layer)).collect();
-    match missing.is_empty() {
-        true => standing.join(", "),
-        false => format!("{} (without {})", standing.join(", "), missing.join(", ")),
-    }
 }

@@ -33,8 +33,9 @@ pub struct ServeArgs {
     tls_key: Option<std::path::PathBuf>,
     /// The URL clients reach this market at (repeat for several names; the
     /// same on every replica). A signed request must be made for one of
-    /// them, so one made for another market is refused here. Default: the
-    /// listen address (and localhost names when it is loopback).
+    /// them, so one made for another market is refused here. Required
+    /// unless the market listens on loopback, where the default is its
+    /// address and the localhost names.
     #[arg(long = "public-url", env = "AGORA_PUBLIC_URL", value_delimiter = ',')]
     public_url: Vec<String>,
     /// Requests per second one peer address may make (an IPv6 /64 counts
@@ -164,9 +165,9 @@ pub fn run(command: MarketCommand) -> Result<()> {
     })
 }
 
-/// The origins signed requests may name: each `--public-url`, or else the
-/// listen address as clients dial it (with the localhost names on loopback
-/// or on every interface, where clients on this machine use them).
+/// The origins signed requests may name: each `--public-url`, or else, for
+/// a market on loopback, its address and the localhost names as clients on
+/// this machine dial them.
 fn public_origins(urls: &[String], scheme: &str, local: std::net::SocketAddr) -> Result<Vec<String>> {
     use agora_wire::auth::origin_of;
     if !urls.is_empty() {

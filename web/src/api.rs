@@ -49,11 +49,7 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
 pub async fn get_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
     #[cfg(feature = "hydrate")]
     {
-        send_wrapper::SendWrapper::new(async move {
-            let request = signed_get(key, &path).await?.build();
-            fetch(request).await?.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
-        })
-        .await
+        fetch_json(signed_get(key, &path)?.build()).await
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -82,7 +78,7 @@ fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
 /// `request` with the signature headers over this page's origin (the
 /// market it came from), `method`, `path` (as sent) and `body`.
 #[cfg(feature = "hydrate")]
-async fn signed(
+fn signed(
     key: &agora_wire::Keypair,
     method: &str,
     path: &str,
@@ -98,9 +94,9 @@ async fn signed(
 
 /// A signed browser GET of `path`.
 #[cfg(feature = "hydrate")]
-async fn signed_get(key: &agora_wire::Keypair, path: &str) -> Result<gloo_net::http::RequestBuilder, String> {
+fn signed_get(key: &agora_wire::Keypair, path: &str) -> Result<gloo_net::http::RequestBuilder, String> {
     let (request, sent_path) = browser_get(path);
-    signed(key, "GET", &sent_path, &[], request).await
+    signed(key, "GET", &sent_path, &[], request)
 }
 
 /// Send `request`; an answer other than 2xx becomes the market's error
@@ -131,12 +127,9 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
     #[cfg(feature = "hydrate")]
     {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        send_wrapper::SendWrapper::new(async move {
-            let post = gloo_net::http::Request::post(&path).header("content-type", "application/json");
-            let request = signed(key, "POST", &path, &bytes, post).await?.body(js_sys::Uint8Array::from(&bytes[..]));
-            fetch(request).await?.json::<T>().await.map_err(|e| format!("unexpected response: {e}"))
-        })
-        .await
+        let post = gloo_net::http::Request::post(&path).header("content-type", "application/json");
+        let request = signed(key, "POST", &path, &bytes, post)?.body(js_sys::Uint8Array::from(&bytes[..]));
+        fetch_json(request).await
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -149,11 +142,8 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
 pub async fn get_signed_bytes(key: &agora_wire::Keypair, path: String) -> Result<Vec<u8>, String> {
     #[cfg(feature = "hydrate")]
     {
-        send_wrapper::SendWrapper::new(async move {
-            let request = signed_get(key, &path).await?.build();
-            fetch(request).await?.binary().await.map_err(|e| e.to_string())
-        })
-        .await
+        let request = signed_get(key, &path)?.build();
+        send_wrapper::SendWrapper::new(async move { fetch(request).await?.binary().await.map_err(|e| e.to_string()) }).await
     }
     #[cfg(not(feature = "hydrate"))]
     {

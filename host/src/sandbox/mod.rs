@@ -138,12 +138,24 @@ impl SandboxReport {
         self.probes.iter().filter(|p| !p.refused)
     }
 
+    /// The names of the layers that stand (`applied`) or are missing.
+    fn names(&self, applied: bool) -> Vec<String> {
+        self.layers.iter().filter(|l| l.applied == applied).map(|l| format!("{:?}", l.layer)).collect()
+    }
+
+    /// The layers that stand, in one line, and those missing.
+    pub fn summary(&self) -> String {
+        let (standing, missing) = (self.names(true), self.names(false));
+        match missing.is_empty() {
+            true => standing.join(", "),
+            false => format!("{} (without {})", standing.join(", "), missing.join(", ")),
+        }
+    }
+
     /// Say once which layers stand: each missing one is a warning the
     /// provider can act on (a newer kernel, cgroup delegation).
     pub fn log(&self) {
-        let standing: Vec<String> =
-            self.layers.iter().filter(|l| l.applied).map(|l| format!("{:?}", l.layer)).collect();
-        tracing::info!("worker sandbox: {}", standing.join(", "));
+        tracing::info!("worker sandbox: {}", self.names(true).join(", "));
         for layer in self.layers.iter().filter(|l| !l.applied) {
             tracing::warn!("worker sandbox: running without {:?}: {}", layer.layer, layer.detail);
         }
@@ -222,23 +234,25 @@ pub fn inherited(name: &str) -> bool {
         || WORKER_FIXED_ENVIRONMENT.iter().any(|(k, _)| *k == name)
 }
 
-/// Whether workers may read `path` (it lies beneath a readable path).
-fn permitted(path: &std::path::Path) -> bool {
+/// What workers may read, resolved as the kernel sees it (none where there
+/// are no walls).
+fn readable() -> Vec<PathBuf> {
     #[cfg(target_os = "linux")]
-    {
-        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        walls::readable_paths().iter().any(|r| path.starts_with(r.canonicalize().unwrap_or_else(|_| r.clone())))
-    }
+    return walls::readable_paths().into_iter().map(|r| r.canonicalize().unwrap_or(r)).collect();
     #[cfg(not(target_os = "linux"))]
-    {
-        let _ = path;
-        false
-    }
+    Vec::new()
+}
+
+/// Whether `path` lies beneath one of the `readable` paths.
+fn permitted(path: &std::path::Path, readable: &[PathBuf]) -> bool {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    readable.iter().any(|r| path.starts_with(r))
 }
 
 /// Try to get past the walls; each attempt must fail.
 fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
     let mut probes = Vec::new();
+    let readable = readable();
     let mut record = |attempt, result: Result<String, String>| {
         let refused = result.is_err();
         let detail = result.unwrap_or_else(|e| e);
@@ -247,7 +261,7 @@ fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
     if let Some(file) = &settings.probe_file {
         // A key inside what workers may read is readable, whatever happens
         // to be in it now.
-        let read = match permitted(file) {
+        let read = match permitted(file, &readable) {
             true => Ok(format!("{} lies inside what workers may read", file.display())),
             false => std::fs::read(file).map(|b| format!("read {} bytes of {}", b.len(), file.display())).map_err(|e| e.to_string()),
         };
@@ -255,7 +269,7 @@ fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
     }
     // A working directory inside the readable set (a checkout under /usr)
     // holds nothing secret: no probe.
-    if let Some(dir) = settings.probe_directory.as_ref().filter(|d| !permitted(d)) {
+    if let Some(dir) = settings.probe_directory.as_ref().filter(|d| !permitted(d, &readable)) {
         record(
             Attempt::ListWorkingDirectory,
             std::fs::read_dir(dir).map(|_| format!("listed {}", dir.display())).map_err(|e| e.to_string()),

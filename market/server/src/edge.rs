@@ -144,8 +144,11 @@ pub async fn serve_tls(
         let Ok(slot) = peers.enter(&peer_of(peer.ip()), MAX_CONNECTIONS_PER_PEER, usize::MAX) else {
             continue;
         };
-        // The peer's address, for the per-peer request limit.
-        let routed = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        // The peer's address on each request, for the per-peer request limit.
+        let routed = tower::ServiceExt::map_request(router.clone(), move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request
+        });
         let (acceptor, service, watcher) = (acceptor.clone(), TowerToHyperService::new(routed), graceful.watcher());
         tokio::spawn(async move {
             let _held = (permit, slot);

@@ -46,7 +46,9 @@ pub const IDEMPOTENCY_CLAIM_MS: i64 = 2 * crate::REQUEST_TIMEOUT.as_millis() as 
 /// `agora market serve --peer-rate` sets it; 0 turns it off.
 pub const PEER_REQUESTS_PER_SECOND: u32 = 100;
 
-pub(crate) fn peer_quota(per_second: u32) -> governor::Quota {
+/// `per_second` requests a second (at least one), in bursts of up to twice
+/// that: the shape of both the per-key and the per-address limits.
+pub(crate) fn quota(per_second: u32) -> governor::Quota {
     let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("positive");
     governor::Quota::per_second(rate).allow_burst(rate.saturating_mul(std::num::NonZeroU32::new(2).expect("two")))
 }
@@ -77,16 +79,6 @@ pub const MAX_STREAMS_PER_KEY: usize = 8;
 /// at about 4,000 a second.
 pub const MAX_EVENT_STREAMS: usize = 1024;
 
-/// Count an event stream for `key` ([`crate::tally`]), or refuse it past
-/// [`MAX_STREAMS_PER_KEY`] or [`MAX_EVENT_STREAMS`]. The slot gives it back
-/// when dropped (the stream ended or its client went away).
-pub fn open_stream(streams: &std::sync::Arc<crate::tally::Tally<KeyId>>, key: &KeyId) -> Result<crate::tally::Slot<KeyId>, ApiError> {
-    streams.enter(key, MAX_STREAMS_PER_KEY, MAX_EVENT_STREAMS).map_err(|refused| match refused {
-        crate::tally::Refused::PerKey => ApiError::TooManyStreams { limit: MAX_STREAMS_PER_KEY, per: "key" },
-        crate::tally::Refused::InAll => ApiError::TooManyStreams { limit: MAX_EVENT_STREAMS, per: "market process" },
-    })
-}
-
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -111,6 +103,21 @@ pub async fn signed_before_body(
 }
 
 impl AppState {
+    /// Count an event stream for `key` ([`crate::tally`]), or refuse it past
+    /// [`MAX_STREAMS_PER_KEY`] or [`MAX_EVENT_STREAMS`]; the operator's are
+    /// not counted, so no flock of keys shuts it out. The slot gives the
+    /// stream's share back when dropped (it ended or its client went away).
+    pub(crate) fn open_stream(&self, key: &KeyId) -> Result<Option<crate::tally::Slot<KeyId>>, ApiError> {
+        if *key == self.config.operator {
+            return Ok(None);
+        }
+        let slot = self.streams.enter(key, MAX_STREAMS_PER_KEY, MAX_EVENT_STREAMS).map_err(|refused| match refused {
+            crate::tally::Refused::PerKey => ApiError::TooManyStreams { limit: MAX_STREAMS_PER_KEY, per: "key" },
+            crate::tally::Refused::InAll => ApiError::TooManyStreams { limit: MAX_EVENT_STREAMS, per: "market process" },
+        })?;
+        Ok(Some(slot))
+    }
+
     /// Check a request's signature, rate and nonce; the signer's key.
     /// A refusal is counted, and nothing is written for it.
     pub async fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {

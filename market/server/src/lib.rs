@@ -13,7 +13,7 @@ pub mod browser;
 pub mod db;
 mod detached;
 pub mod error;
-pub mod tally;
+mod tally;
 pub mod edge;
 pub mod hygiene;
 pub mod jobs;
@@ -27,8 +27,7 @@ use agora_wire::KeyId;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -96,8 +95,8 @@ pub struct AppState {
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
     /// Requests per peer address ([`hygiene::limit_peers`]).
     peer_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
-    /// Event streams open, per key ([`hygiene::open_stream`]).
-    pub streams: Arc<tally::Tally<KeyId>>,
+    /// Event streams open, per key ([`AppState::open_stream`]).
+    streams: Arc<tally::Tally<KeyId>>,
     metrics: Arc<metrics::Metrics>,
     /// Added to the wall clock: tests move time forward with it.
     clock_offset_ms: Arc<AtomicI64>,
@@ -109,19 +108,18 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(db: Db, config: Config) -> Self {
-        let rate = NonZeroU32::new(config.rate_per_second.max(1)).expect("positive");
-        let burst = NonZeroU32::new(config.rate_per_second.max(1).saturating_mul(2)).expect("positive");
+        let limiter = Arc::new(RateLimiter::keyed(hygiene::quota(config.rate_per_second)));
+        let peer_limiter = Arc::new(RateLimiter::keyed(hygiene::quota(config.peer_rate_per_second)));
         let ledger = Ledger::new(db.clone());
         let registry = Registry::new(db.clone());
-        let peer_quota = hygiene::peer_quota(config.peer_rate_per_second);
         AppState {
             jobs: jobs::Jobs::new(db.clone(), ledger.clone(), registry.clone(), config.jobs.clone()),
             ledger,
             registry,
             db,
             config: Arc::new(config),
-            limiter: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
-            peer_limiter: Arc::new(RateLimiter::keyed(peer_quota)),
+            limiter,
+            peer_limiter,
             streams: Arc::default(),
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),

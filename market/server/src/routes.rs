@@ -502,8 +502,7 @@ pub async fn job_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = job_read(&state, &job, &method, &uri, &headers).await?;
-    // The operator's streams are not counted: no flock of keys can shut it out.
-    let slot = if caller == state.config.operator { None } else { Some(crate::hygiene::open_stream(&state.streams, &caller)?) };
+    let slot = state.open_stream(&caller)?;
     struct Watch {
         // Held while the stream lives: counted against its key.
         _slot: Option<crate::tally::Slot<KeyId>>,
