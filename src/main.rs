@@ -43,6 +43,9 @@ enum Command {
     Result(cmd::jobs::ResultArgs),
     /// Your jobs.
     Jobs,
+    /// Delete a finished job's inputs, outputs and logs from the market now
+    /// (the market deletes them anyway some days after the job ends).
+    DeleteData(cmd::jobs::StatusArgs),
     /// Provide this machine to a market: lease, run and return work units.
     Host(cmd::host::HostArgs),
     /// Your credits: available, held in escrow, history.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd::jobs::logs(a, client),
         Command::Result(a) => cmd::jobs::result(a, client),
         Command::Jobs => cmd::jobs::list(client),
+        Command::DeleteData(a) => cmd::jobs::delete_data(a, client),
         Command::Host(a) => cmd::host::run(a, client),
         Command::Balance(a) => cmd::ledger::balance(a, client),
         Command::Mint(a) => cmd::ledger::mint(a, client),

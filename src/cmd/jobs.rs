@@ -252,6 +252,11 @@ fn print_job(job: &JobInfo) {
     }
     let c = &job.cost;
     println!("credits    held {}  paid to providers {}  fee {}  refunded {}", c.held, c.paid_to_providers, c.fees, c.refunded);
+    match (job.data_deleted_at_ms, job.data_kept_until_ms) {
+        (Some(at), _) => println!("data       deleted {}", when(at)),
+        (None, Some(until)) => println!("data       kept until {} (agora delete-data {} deletes it now)", when(until), job.id),
+        (None, None) => {}
+    }
 }
 
 /// Write each verified output into `dir`.
@@ -278,6 +283,19 @@ pub fn result(args: ResultArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
     let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{}", args.job))?;
     download(&client, &job, &args.output)
+}
+
+pub fn delete_data(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let deleted: agora_wire::api::DataDeleted = client.delete(&format!("/api/v1/jobs/{}/data", args.job))?;
+    println!("deleted the inputs, outputs and logs of {} ({})", deleted.job, when(deleted.deleted_at_ms));
+    Ok(())
+}
+
+/// A time as the user reads it: UTC, to the second.
+fn when(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 pub fn list(client_args: &ClientArgs) -> Result<()> {

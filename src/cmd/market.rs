@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// A lease lives this long past its provider's last heartbeat.
     #[arg(long, default_value = "30s")]
     lease_ttl: humantime::Duration,
+    /// How long a job's inputs, outputs and logs are kept after it ends
+    /// (its buyer may delete them sooner). Default: a week
+    /// (`agora_market::jobs::DATA_RETENTION_MS`).
+    #[arg(long)]
+    keep_data: Option<humantime::Duration>,
     /// Share of a trusted provider's units given a second replica anyway
     /// (0 to 1): how a trusted key that turns dishonest is caught.
     #[arg(long, default_value_t = agora_market::jobs::SPOT_CHECK_RATE)]
@@ -107,6 +112,9 @@ pub fn run(command: MarketCommand) -> Result<()> {
         let mut config =
             Config { rate_per_second: args.rate, public_origins, peer_rate_per_second: args.peer_rate, ..Config::new(operator) };
         config.jobs.lease_ttl_ms = args.lease_ttl.as_millis() as i64;
+        if let Some(keep) = args.keep_data {
+            config.jobs.data_retention_ms = i64::try_from(keep.as_millis()).context("--keep-data is too long")?;
+        }
         anyhow::ensure!((0.0..=1.0).contains(&args.spot_check_rate), "--spot-check-rate is between 0 and 1");
         config.jobs.spot_check_rate = args.spot_check_rate;
         let mut state = AppState::new(db, config);

@@ -70,6 +70,15 @@ fn a_buyer_runs_mandelbrot_through_the_market_and_pays_for_it() {
     let followed = market.agora(&["logs", &job, "--follow"]);
     assert_eq!(stdout(&followed), logs, "a finished job's stream holds the same lines");
     assert!(stderr(&followed).contains("ended: Done"), "{}", stderr(&followed));
+    // The buyer deletes the job's data: the outputs and logs are gone, the
+    // money record stays.
+    assert!(stdout(&market.agora(&["status", &job])).contains("kept until"));
+    let deleted = market.agora(&["delete-data", &job]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(stdout(&market.agora(&["status", &job])).contains("data       deleted"));
+    let fetched = market.agora(&["result", &job, "-o", market.home.join("after-delete").to_str().unwrap()]);
+    assert!(!fetched.status.success() && stderr(&fetched).contains("was deleted"), "{}", stderr(&fetched));
+    assert_eq!(stdout(&market.agora(&["logs", &job])), "", "its log lines went with it");
 }
 
 #[test]

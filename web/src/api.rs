@@ -138,6 +138,20 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
     }
 }
 
+/// DELETE `path`, signed with `key` (browser only).
+pub async fn delete_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
+    #[cfg(feature = "hydrate")]
+    {
+        let request = signed(key, "DELETE", &path, &[], gloo_net::http::Request::delete(&path))?.build();
+        fetch_json(request).await
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (key, path);
+        Err("signed requests are made by the browser".into())
+    }
+}
+
 /// GET the raw bytes at `path`, signed with `key` (browser only).
 pub async fn get_signed_bytes(key: &agora_wire::Keypair, path: String) -> Result<Vec<u8>, String> {
     #[cfg(feature = "hydrate")]

@@ -37,6 +37,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261206000000, "confirming", include_str!("../migrations/sqlite/20261206000000_confirming.sql")),
     (20261206010000, "retention", include_str!("../migrations/sqlite/20261206010000_retention.sql")),
     (20261206020000, "private_inputs", include_str!("../migrations/sqlite/20261206020000_private_inputs.sql")),
+    (20261207000000, "data_retention", include_str!("../migrations/sqlite/20261207000000_data_retention.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -50,6 +51,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261206000000, "confirming", include_str!("../migrations/postgres/20261206000000_confirming.sql")),
     (20261206010000, "retention", include_str!("../migrations/postgres/20261206010000_retention.sql")),
     (20261206020000, "private_inputs", include_str!("../migrations/postgres/20261206020000_private_inputs.sql")),
+    (20261207000000, "data_retention", include_str!("../migrations/postgres/20261207000000_data_retention.sql")),
 ];
 
 #[derive(Debug)]

@@ -40,6 +40,12 @@ pub enum ApiError {
     BadPackage(String),
     #[error("{0}")]
     BadLog(String),
+    /// A job's data asked for before it may go (the job is not settled).
+    #[error("{0}")]
+    NotYet(String),
+    /// Data that was there and was deleted (by its owner or its retention).
+    #[error("{0}")]
+    Gone(String),
     #[error("the market is busy: retry shortly")]
     Busy,
     #[error("too many requests: at most {per_second} per second per {per}")]
@@ -74,6 +80,8 @@ impl ApiError {
             ApiError::NameTaken(_) => (StatusCode::FORBIDDEN, codes::NAME_TAKEN),
             ApiError::BadPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_PACKAGE),
             ApiError::BadLog(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::BAD_LOG),
+            ApiError::NotYet(_) => (StatusCode::CONFLICT, codes::NOT_YET),
+            ApiError::Gone(_) => (StatusCode::GONE, codes::GONE),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, codes::BUSY),
             ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),

@@ -22,7 +22,7 @@
 //! unit to a provider), [`result`] (a signed result with the unit's
 //! decision in [`decide`] and the job's settlement in [`settle`]),
 //! [`verifying`] (a `verify` verdict, likewise), [`sweep`] (lost leases,
-//! due jobs), with [`reputation`] (marks and trust), [`canaries`]
+//! due jobs), [`retention`] (a job's data after it ends), with [`reputation`] (marks and trust), [`canaries`]
 //! (known-answer units), [`providers`] (registration, heartbeats,
 //! listings), [`live`] (progress and logs) and [`views`] (what buyers read).
 
@@ -34,12 +34,14 @@ mod live;
 mod providers;
 mod reputation;
 mod result;
+mod retention;
 mod settle;
 mod submit;
 mod sweep;
 mod verifying;
 mod views;
 pub use canaries::CANARIES_PER_PROVIDER;
+pub use retention::DATA_RETENTION_MS;
 pub use lease::lease_candidate_sql;
 pub use reputation::{Mark, Record};
 pub use sweep::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};
@@ -128,11 +130,14 @@ pub struct JobsConfig {
     /// Chance that a lease of an untrusted provider with a canary due is
     /// the canary (it always is when no buyer's unit fits).
     pub canary_chance: f64,
+    /// How long a job's data is kept after the job ends
+    /// ([`DATA_RETENTION_MS`] unless the operator says otherwise).
+    pub data_retention_ms: i64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500, spot_check_rate: SPOT_CHECK_RATE, canary_chance: 0.5 }
+        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500, spot_check_rate: SPOT_CHECK_RATE, canary_chance: 0.5, data_retention_ms: DATA_RETENTION_MS }
     }
 }
 

@@ -9,6 +9,7 @@
 //! Errors: every handler returns [`error::ApiError`], one `match` maps it to
 //! a status and a stable code.
 
+pub mod blobs;
 pub mod browser;
 pub mod db;
 mod detached;
@@ -173,7 +174,7 @@ impl AppState {
     }
 
     /// One sweep: expire due holds and lost leases, settle due jobs,
-    /// forget old nonces. Each part and each item runs on its own: a failure
+    /// collect the data of jobs past its retention, forget old nonces. Each part and each item runs on its own: a failure
     /// is logged, counted in `agora_market_sweep_failures_total`, and the
     /// sweep goes on. Returns the holds expired.
     pub async fn sweep(&self) -> Result<u64, error::ApiError> {
@@ -187,6 +188,13 @@ impl AppState {
             Ok(report) => failures += report.failures,
             Err(e) => {
                 tracing::warn!("sweeping jobs failed: {e}");
+                failures += 1;
+            }
+        }
+        match self.jobs.collect_expired_data(self.now_ms()).await {
+            Ok((_, failed)) => failures += failed,
+            Err(e) => {
+                tracing::warn!("collecting old jobs' data failed: {e}");
                 failures += 1;
             }
         }
@@ -231,6 +239,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/leases", post(routes::lease))
         .route("/api/v1/jobs/{job}", get(routes::job))
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))
+        .route("/api/v1/jobs/{job}/data", axum::routing::delete(routes::delete_job_data))
         .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
         .route("/api/v1/blobs/{digest}", get(routes::blob))
         .route("/api/v1/browser/{digest}", get(routes::browser_manifest))

@@ -197,11 +197,7 @@ impl Registry {
 
         let tags_json = serde_json::to_string(&request.tags).expect("plain JSON");
         let search = format!("{} {} {}", name, request.description, request.tags.join(" ")).to_lowercase();
-        sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-            .bind(&actual)
-            .bind(bytes.clone())
-            .execute(&mut *tx)
-            .await?;
+        crate::blobs::put(&mut tx, &actual, &bytes, crate::blobs::Pin::Kept).await?;
         sqlx::query(
             "INSERT INTO packages (name, owner, description, category, tags, search, downloads, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)
@@ -462,11 +458,7 @@ fn conflict_or(e: sqlx::Error, conflict: impl FnOnce() -> ApiError) -> ApiError 
 /// Store a bundle's files (content-addressed) and its manifest.
 async fn store_bundle(tx: &mut sqlx::Transaction<'static, sqlx::Any>, built: &crate::browser::Built, now_ms: i64) -> Result<(), ApiError> {
     for (file, bytes) in built.manifest.files.iter().zip(&built.files) {
-        sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-            .bind(&file.digest)
-            .bind(bytes.clone())
-            .execute(&mut **tx)
-            .await?;
+        crate::blobs::put(tx, &file.digest, bytes, crate::blobs::Pin::Kept).await?;
     }
     sqlx::query("INSERT INTO browser_bundles (component_digest, manifest, built_at_ms) VALUES ($1, $2, $3) ON CONFLICT (component_digest) DO NOTHING")
         .bind(&built.manifest.component_digest)

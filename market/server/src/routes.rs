@@ -10,7 +10,7 @@ use agora_wire::api::{
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
-    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch,
+    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -29,7 +29,7 @@ use utoipa::OpenApi;
     info(title = "Agora market API", description = "Identities, credits ledger with escrow, and the signed package registry."),
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
-        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, unit_output,
+        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, delete_job_data, unit_output,
         blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch
     ),
     components(schemas(
@@ -38,7 +38,7 @@ use utoipa::OpenApi;
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
-        AddCanary, CanaryInfo, Vouch, agora_wire::api::Health
+        AddCanary, CanaryInfo, Vouch, DataDeleted, agora_wire::api::Health
     ))
 )]
 pub struct ApiDoc;
@@ -418,6 +418,28 @@ pub async fn my_jobs(State(state): State<AppState>, method: Method, uri: Uri, he
 pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<JobInfo>, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     Ok(Json(state.jobs.info(&job).await?))
+}
+
+/// Delete a job's inputs, outputs and logs now (signed by its buyer or the
+/// operator): once the job has ended and its results are checked and paid.
+/// What money needs stays: the job, its units' digests and costs.
+#[utoipa::path(delete, path = "/api/v1/jobs/{job}/data", params(("job" = String, Path)),
+    responses((status = 200, body = DataDeleted), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`not_yet`: the job is running or its results are still checked or paid")))]
+pub async fn delete_job_data(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, _| async move {
+            // Another buyer's job answers like one that does not exist.
+            let hidden = || ApiError::NotFound(format!("no job `{job}`"));
+            let buyer = s.jobs.buyer_of(&job).await.map_err(|e| if matches!(e, ApiError::NotFound(_)) { hidden() } else { e })?;
+            if caller.as_str() != buyer && caller != s.config.operator {
+                return Err(hidden());
+            }
+            let deleted_at_ms = s.jobs.delete_data(&job, s.now_ms()).await?;
+            Ok((StatusCode::OK, DataDeleted { job, deleted_at_ms }))
+        })
+        .await
 }
 
 /// Package categories with their sizes.

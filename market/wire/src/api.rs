@@ -99,6 +99,11 @@ pub mod codes {
     pub const NAME_TAKEN: &str = "name_taken";
     pub const BAD_PACKAGE: &str = "bad_package";
     pub const BAD_LOG: &str = "bad_log";
+    /// Asked too early: a job's data while the job is still running or
+    /// being paid.
+    pub const NOT_YET: &str = "not_yet";
+    /// Deleted by its owner or at the end of its retention period.
+    pub const GONE: &str = "gone";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -649,6 +654,21 @@ pub struct JobInfo {
     pub units: Vec<UnitInfo>,
     pub cost: CostBreakdown,
     pub created_at_ms: i64,
+    /// When the job's inputs, outputs and logs were deleted (by its buyer,
+    /// or at the end of the market's retention period).
+    #[serde(default)]
+    pub data_deleted_at_ms: Option<i64>,
+    /// When the market deletes them, for a job that has ended.
+    #[serde(default)]
+    pub data_kept_until_ms: Option<i64>,
+}
+
+/// A job's data deleted (`DELETE /api/v1/jobs/{job}/data`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DataDeleted {
+    pub job: String,
+    pub deleted_at_ms: i64,
 }
 
 /// A unit leased to a provider.

@@ -169,6 +169,11 @@ impl Client {
         decode(&self.send("POST", path, &bytes, idempotency_key, None)?)
     }
 
+    /// A signed DELETE of `path`.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        decode(&self.send("DELETE", path, &[], None, None)?)
+    }
+
     /// A signed POST whose upload reports its progress as (sent, total).
     pub fn post_with_progress<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -191,13 +196,13 @@ impl Client {
         let headers = self.signature(method, path, body)?;
         let url = format!("{}{path}", self.base);
         let builder = match method {
-            "GET" => None,
+            "GET" | "DELETE" => None,
             _ => Some(self.agent.post(&url)),
         };
         let transport = |source| transport_error(&url, source);
         let response = match builder {
             None => {
-                let mut request = self.agent.get(&url);
+                let mut request = if method == "DELETE" { self.agent.delete(&url) } else { self.agent.get(&url) };
                 for (name, value) in &headers {
                     request = request.header(*name, value);
                 }

@@ -125,6 +125,7 @@ fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTre
             <Figure label="market fee" value=c.fees.to_string()/>
             <Figure label="refunded" value=c.refunded.to_string()/>
         </section>
+        <JobData id=job.id.clone() kept_until=job.data_kept_until_ms deleted_at=job.data_deleted_at_ms/>
         <h2>"Units"</h2>
         <table>
             <thead><tr><th scope="col">"Unit"</th><th scope="col">"State"</th><th scope="col">"Progress"</th><th scope="col">"Attempts"</th><th scope="col">"Cost"</th><th scope="col">"Note"</th></tr></thead>
@@ -174,4 +175,47 @@ fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTre
             {move || logs.get().into_iter().map(|l| format!("unit {} {} {:<5} {}\n", l.unit, short(&l.provider), l.level, l.message)).collect::<String>()}
         </pre>
     }
+}
+
+/// Where the job's data stands: kept until the market deletes it (with a
+/// button to delete it now, after a confirmation), or deleted.
+#[component]
+fn JobData(id: String, kept_until: Option<i64>, deleted_at: Option<i64>) -> impl IntoView {
+    let deleted = RwSignal::new(deleted_at.map(|_| Ok(())));
+    let delete = move |_| {
+        let question = "Delete this job's inputs, outputs and logs from the market now? Nothing brings them back; what the job cost stays on record.";
+        if !web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false) {
+            return;
+        }
+        let Some(key) = keys::load() else { return };
+        let path = format!("/api/v1/jobs/{id}/data");
+        leptos::task::spawn_local(async move {
+            let answer: Result<agora_wire::api::DataDeleted, String> = crate::api::delete_signed(&key, path).await;
+            deleted.set(Some(answer.map(|_| ())));
+        });
+    };
+    move || match (deleted.get(), kept_until) {
+        (Some(Ok(())), _) => view! { <p id="job-data" class="note">"This job's inputs, outputs and logs were deleted."</p> }.into_any(),
+        (failed, Some(until)) => {
+            let day = 24 * 3600 * 1000;
+            let days = ((until - now_ms()).max(0) + day - 1) / day;
+            view! {
+                <p id="job-data" class="note">
+                    {format!("The market keeps this job's inputs, outputs and logs for {days} more day(s), then deletes them. ")}
+                    <button class="plain" on:click=delete.clone()>"Delete them now"</button>
+                    {failed.and_then(Result::err).map(|e| format!(" ({e})"))}
+                </p>
+            }
+            .into_any()
+        }
+        (_, None) => ().into_any(),
+    }
+}
+
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    #[cfg(feature = "hydrate")]
+    return js_sys::Date::now() as i64;
+    #[cfg(not(feature = "hydrate"))]
+    return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
 }

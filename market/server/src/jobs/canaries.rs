@@ -63,11 +63,7 @@ impl Jobs {
         }
         let id = random_id('c', 9);
         for (digest, bytes) in [(&input_digest, input), (&output_digest, expected)] {
-            sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-                .bind(digest)
-                .bind(bytes)
-                .execute(&mut *tx)
-                .await?;
+            crate::blobs::put(&mut tx, digest, &bytes, crate::blobs::Pin::Kept).await?;
         }
         sqlx::query(
             "INSERT INTO canaries (id, package, version, digest, input_digest, output_digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, created_at_ms)

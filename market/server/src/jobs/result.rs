@@ -94,11 +94,7 @@ impl Jobs {
         let (state, failure) = match output {
             None => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
             Some((digest, bytes)) => {
-                sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-                    .bind(digest)
-                    .bind(bytes.to_vec())
-                    .execute(&mut *tx)
-                    .await?;
+                crate::blobs::put(&mut tx, digest, bytes, crate::blobs::Pin::Job).await?;
                 (if checked { "verifying" } else { "submitted" }, None)
             }
         };

@@ -98,11 +98,7 @@ impl Jobs {
         blobs.sort_unstable_by(|a, b| a.0.cmp(b.0));
         blobs.dedup_by(|a, b| a.0 == b.0);
         for (digest, bytes) in blobs {
-            sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING")
-                .bind(digest)
-                .bind(bytes.clone())
-                .execute(&mut *tx)
-                .await?;
+            crate::blobs::put(&mut tx, digest, bytes, crate::blobs::Pin::Job).await?;
         }
         for (i, digest) in digests.iter().enumerate() {
             sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")

@@ -44,10 +44,15 @@ impl Jobs {
         } else {
             cost.refunded = max_price - spent;
         }
+        // Each unit's leases, found in one pass: O(units + leases).
+        let mut by_unit: std::collections::HashMap<i64, Vec<&AnyRow>> = std::collections::HashMap::new();
+        for l in &leases {
+            by_unit.entry(l.try_get("idx")?).or_default().push(l);
+        }
         let mut unit_infos = Vec::new();
         for u in &units {
             let idx: i64 = u.try_get("idx")?;
-            let mine: Vec<&AnyRow> = leases.iter().filter(|l| l.try_get::<i64, _>("idx").ok() == Some(idx)).collect();
+            let mine = by_unit.remove(&idx).unwrap_or_default();
             let stored: String = u.try_get("state")?;
             let in_state = |l: &&AnyRow, state: &str| l.try_get::<String, _>("state").ok().as_deref() == Some(state);
             let running: Vec<&&AnyRow> = mine.iter().filter(|l| in_state(l, "active")).collect();
@@ -95,6 +100,11 @@ impl Jobs {
             units: unit_infos,
             cost,
             created_at_ms: job.try_get("created_at_ms")?,
+            data_deleted_at_ms: job.try_get("data_deleted_at_ms")?,
+            data_kept_until_ms: match (state, job.try_get::<Option<i64>, _>("data_deleted_at_ms")?) {
+                (JobState::Running, _) | (_, Some(_)) => None,
+                _ => job.try_get::<Option<i64>, _>("finished_at_ms")?.map(|at| at.saturating_add(self.config.data_retention_ms)),
+            },
         })
     }
 
@@ -130,7 +140,7 @@ impl Jobs {
     /// canary's expected output is readable by no one here.
     pub async fn input_for(&self, caller: &KeyId, digest: &str, now: i64) -> Result<Vec<u8>, ApiError> {
         let readable = sqlx::query(
-            "SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $2 AND j.buyer = $1
+            "SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $2 AND j.buyer = $1 AND j.data_deleted_at_ms IS NULL
              UNION ALL
              SELECT 1 FROM leases l JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx
               WHERE l.provider = $1 AND l.state = 'active' AND l.expires_at_ms > $3 AND u.input_digest = $2
@@ -151,22 +161,24 @@ impl Jobs {
     }
 
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
-        let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1")
-            .bind(digest)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no blob {digest}")))?;
-        Ok(row.try_get("bytes")?)
+        crate::blobs::read(&self.db.pool, digest).await
     }
 
-    /// The verified output of unit `idx`.
+    /// The verified output of unit `idx`: gone once the job's data is
+    /// deleted.
     pub async fn output(&self, job: &str, idx: u32) -> Result<Vec<u8>, ApiError> {
-        let row = sqlx::query("SELECT output_digest FROM units WHERE job_id = $1 AND idx = $2 AND state = 'verified'")
-            .bind(job)
-            .bind(idx as i64)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("unit {idx} of {job} has no verified output")))?;
+        let row = sqlx::query(
+            "SELECT u.output_digest AS output_digest, j.data_deleted_at_ms AS deleted FROM units u JOIN jobs j ON j.id = u.job_id
+             WHERE u.job_id = $1 AND u.idx = $2 AND u.state = 'verified'",
+        )
+        .bind(job)
+        .bind(idx as i64)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("unit {idx} of {job} has no verified output")))?;
+        if row.try_get::<Option<i64>, _>("deleted")?.is_some() {
+            return Err(ApiError::Gone(format!("the data of job {job} was deleted")));
+        }
         self.blob(&row.try_get::<String, _>("output_digest")?).await
     }
 }

@@ -8,6 +8,7 @@ mod lifecycle_sim;
 mod ledger;
 mod properties;
 mod registry;
+mod retention;
 mod service;
 mod settling;
 mod simulation;

@@ -171,6 +171,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("get", "/api/v1/jobs/{job}"),
         ("get", "/api/v1/jobs/{job}/units/{unit}/output"),
         ("get", "/api/v1/jobs/{job}/logs"),
+        ("delete", "/api/v1/jobs/{job}/data"),
         ("get", "/api/v1/jobs/{job}/events"),
         ("get", "/api/v1/blobs/{digest}"),
         ("get", "/api/v1/browser/{digest}"),

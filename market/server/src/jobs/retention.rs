@@ -1,0 +1,111 @@
+//! A job's data after the job: its units' inputs and outputs and its log
+//! lines are kept for [`JobsConfig::data_retention_ms`] after it ends, or
+//! until its buyer deletes them, then collected. What money needs stays:
+//! the job, its units and leases (digests, costs, signatures), its transfers.
+//!
+//! Data goes only once nothing can still need it: the job has ended, no
+//! lease of it is running or waiting for its verdict, and every accepted
+//! result is paid. Before that a deletion is refused (409) and a due
+//! collection waits for a later sweep.
+
+use super::*;
+use crate::blobs;
+
+/// How long a job's data is kept after it ends, unless its buyer deletes
+/// it sooner: a week to fetch outputs and read logs.
+pub const DATA_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Jobs whose data a sweep collects.
+const COLLECTIONS_PER_SWEEP: i64 = 20;
+
+/// The condition, on `jobs j`, that nothing can still need the job's data.
+const DATA_DELETABLE: &str = "j.state <> 'running' AND j.data_deleted_at_ms IS NULL
+    AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = j.id
+                    AND (l.state IN ('active', 'verifying') OR (l.state IN ('accepted', 'billed') AND l.paid = 0)))";
+
+impl Jobs {
+    /// Delete the data of job `id` now (its buyer's or the operator's
+    /// request; the route checks who asks). Deleting twice is not an error.
+    pub async fn delete_data(&self, id: &str, now: i64) -> Result<i64, ApiError> {
+        let mut tx = self.db.write().await?;
+        let job = sqlx::query("SELECT state, data_deleted_at_ms FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+        if let Some(at) = job.try_get::<Option<i64>, _>("data_deleted_at_ms")? {
+            return Ok(at);
+        }
+        if !self.erase(&mut tx, id, now).await? {
+            let state: String = job.try_get("state")?;
+            let why = if state == "running" { "it is still running" } else { "results of it are still being checked or paid" };
+            return Err(ApiError::NotYet(format!("the data of job `{id}` cannot be deleted yet: {why}")));
+        }
+        tx.commit().await?;
+        Ok(now)
+    }
+
+    /// Collect the data of jobs that ended more than the retention period
+    /// ago. Each job on its own: a failure is logged and counted.
+    pub async fn collect_expired_data(&self, now: i64) -> Result<(u64, u64), ApiError> {
+        let due: Vec<String> = sqlx::query(&format!(
+            "SELECT j.id AS id FROM jobs j WHERE j.data_deleted_at_ms IS NULL AND j.finished_at_ms <= $1 AND {DATA_DELETABLE} LIMIT $2"
+        ))
+        .bind(now - self.config.data_retention_ms)
+        .bind(COLLECTIONS_PER_SWEEP)
+        .fetch_all(&self.db.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        let (mut collected, mut failures) = (0, 0);
+        for id in due {
+            let result = async {
+                let mut tx = self.db.write().await?;
+                let erased = self.erase(&mut tx, &id, now).await?;
+                tx.commit().await?;
+                Ok::<_, ApiError>(erased)
+            };
+            match result.await {
+                Ok(erased) => collected += u64::from(erased),
+                Err(e) => {
+                    tracing::warn!(job = id, "collecting an old job's data failed: {e}");
+                    failures += 1;
+                }
+            }
+        }
+        Ok((collected, failures))
+    }
+
+    /// Mark job `id`'s data deleted if nothing needs it, then delete its log
+    /// lines and every blob of it no other kept job names. False when the
+    /// job's data is still needed (or already gone).
+    async fn erase(&self, tx: &mut Tx, id: &str, now: i64) -> Result<bool, ApiError> {
+        let marked = sqlx::query(&format!("UPDATE jobs SET data_deleted_at_ms = $2 WHERE id = $1 AND id IN (SELECT j.id FROM jobs j WHERE j.id = $1 AND {DATA_DELETABLE})"))
+            .bind(id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        if marked.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM unit_logs WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
+        let mut digests: Vec<String> = sqlx::query(
+            "SELECT input_digest AS digest FROM units WHERE job_id = $1
+             UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL
+             UNION SELECT output_digest AS digest FROM leases WHERE job_id = $1 AND output_digest IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("digest"))
+        .collect::<Result<_, _>>()?;
+        // In digest order, like submits: two collections never wait on each
+        // other's rows in a cycle.
+        digests.sort_unstable();
+        for digest in digests {
+            blobs::collect(tx, &digest).await?;
+        }
+        Ok(true)
+    }
+}
