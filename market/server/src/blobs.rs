@@ -19,6 +19,7 @@
 
 use crate::db::Tx;
 use crate::error::ApiError;
+use futures_util::StreamExt as _;
 use sqlx::Row;
 
 /// Who a stored blob is for.
@@ -70,4 +71,110 @@ pub async fn collect(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
     .execute(&mut **tx)
     .await?;
     Ok(deleted.rows_affected() > 0)
+}
+
+/// Blob bytes held in memory for downloads at once, all downloads
+/// together: a download waits for its blob's share
+/// ([`DOWNLOAD_QUEUE_WAIT`] at most, then 503 busy), so a flock of callers
+/// asking for the largest components cannot exhaust the market's memory.
+/// (Blobs live in the database, which hands them over whole; issue 14's
+/// object store is what lets a download stream in pieces.)
+pub const DOWNLOAD_BYTES_IN_FLIGHT: u64 = 1 << 30;
+/// Longest a download waits for its share of [`DOWNLOAD_BYTES_IN_FLIGHT`].
+pub const DOWNLOAD_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The unit the in-flight budget is counted in (a semaphore's permits).
+pub const BUDGET_UNIT: u64 = 64 << 10;
+/// Pieces a held blob is handed to the connection in: the budget is given
+/// back once the last one is taken.
+const PIECE_BYTES: usize = 256 << 10;
+
+/// Blob downloads: the shared in-memory budget, ranges, and validators.
+#[derive(Clone)]
+pub struct Downloads {
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl Default for Downloads {
+    fn default() -> Self {
+        Downloads::with_budget(DOWNLOAD_BYTES_IN_FLIGHT, DOWNLOAD_QUEUE_WAIT)
+    }
+}
+
+impl Downloads {
+    /// Downloads holding at most `bytes` at once, a download waiting `wait`
+    /// at most for its share (the market uses [`DOWNLOAD_BYTES_IN_FLIGHT`]
+    /// and [`DOWNLOAD_QUEUE_WAIT`]; tests use less).
+    pub fn with_budget(bytes: u64, wait: std::time::Duration) -> Self {
+        Downloads { budget: std::sync::Arc::new(tokio::sync::Semaphore::new((bytes / BUDGET_UNIT) as usize)), wait }
+    }
+
+    /// The response for a GET of blob `digest` as `content_type`, with
+    /// `headers` of the request: `ETag` (the digest: a blob never changes)
+    /// and 304 for a matching `If-None-Match`; one `Range` of bytes as 206,
+    /// or 416 past the end (a malformed or multi-part range gets the whole
+    /// blob, as HTTP allows).
+    pub async fn serve(
+        &self,
+        pool: &sqlx::AnyPool,
+        digest: &str,
+        request: &axum::http::HeaderMap,
+        content_type: &'static str,
+    ) -> Result<axum::response::Response, ApiError> {
+        use axum::http::{HeaderValue, StatusCode, header};
+        use axum::response::IntoResponse;
+        let length: i64 = sqlx::query("SELECT CAST(LENGTH(bytes) AS BIGINT) AS n FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no blob {digest}")))?
+            .try_get("n")?;
+        let length = length as u64;
+        let etag = format!("\"{digest}\"");
+        let validators = [(header::ETAG, etag.clone()), (header::ACCEPT_RANGES, "bytes".to_string())];
+        let if_none_match = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+            return Ok((StatusCode::NOT_MODIFIED, validators).into_response());
+        }
+        let range = match request.get(header::RANGE).and_then(|v| v.to_str().ok()).map(http_range_header::parse_range_header) {
+            None | Some(Err(_)) => None,
+            Some(Ok(parsed)) if parsed.ranges.len() != 1 => None,
+            Some(Ok(parsed)) => match parsed.validate(length) {
+                Ok(ranges) => Some(ranges[0].clone()),
+                Err(_) => {
+                    let unsatisfiable = [(header::CONTENT_RANGE, format!("bytes */{length}"))];
+                    return Ok((StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response());
+                }
+            },
+        };
+        let share = length.div_ceil(BUDGET_UNIT).max(1) as u32;
+        let held = tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(share))
+            .await
+            .map_err(|_| ApiError::Busy)?
+            .expect("the download budget is never closed");
+        let bytes = read(pool, digest).await?;
+        // Pair check: what is served is what was stored under its digest.
+        if agora_wire::digest_hex(&bytes) != digest {
+            return Err(ApiError::Internal(format!("stored blob {digest} does not match its digest")));
+        }
+        let bytes = axum::body::Bytes::from(bytes);
+        let (status, body, content_range) = match range {
+            Some(r) => (StatusCode::PARTIAL_CONTENT, bytes.slice(*r.start() as usize..=*r.end() as usize), Some(format!("bytes {}-{}/{length}", r.start(), r.end()))),
+            None => (StatusCode::OK, bytes, None),
+        };
+        let pieces: Vec<axum::body::Bytes> = (0..body.len()).step_by(PIECE_BYTES).map(|at| body.slice(at..(at + PIECE_BYTES).min(body.len()))).collect();
+        // The budget is held by the stream, given back when it is dropped.
+        let stream = futures_util::stream::iter(pieces).map(move |piece| {
+            let _held = &held;
+            Ok::<_, std::convert::Infallible>(piece)
+        });
+        let mut response = (status, validators, axum::body::Body::from_stream(stream)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Some(content_range) = content_range {
+            headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ASCII"));
+        }
+        Ok(response)
+    }
 }

@@ -38,6 +38,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261206010000, "retention", include_str!("../migrations/sqlite/20261206010000_retention.sql")),
     (20261206020000, "private_inputs", include_str!("../migrations/sqlite/20261206020000_private_inputs.sql")),
     (20261207000000, "data_retention", include_str!("../migrations/sqlite/20261207000000_data_retention.sql")),
+    (20261207010000, "publish_quotas", include_str!("../migrations/sqlite/20261207010000_publish_quotas.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -52,6 +53,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261206010000, "retention", include_str!("../migrations/postgres/20261206010000_retention.sql")),
     (20261206020000, "private_inputs", include_str!("../migrations/postgres/20261206020000_private_inputs.sql")),
     (20261207000000, "data_retention", include_str!("../migrations/postgres/20261207000000_data_retention.sql")),
+    (20261207010000, "publish_quotas", include_str!("../migrations/postgres/20261207010000_publish_quotas.sql")),
 ];
 
 #[derive(Debug)]

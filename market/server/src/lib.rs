@@ -14,6 +14,7 @@ pub mod browser;
 pub mod db;
 mod detached;
 pub mod error;
+pub mod feeds;
 mod tally;
 pub mod edge;
 pub mod hygiene;
@@ -96,6 +97,10 @@ pub struct AppState {
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
     /// Requests per peer address ([`hygiene::limit_peers`]).
     peer_limiter: Arc<DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// The pollers of watched jobs, shared by their event streams.
+    pub feeds: feeds::Feeds,
+    /// Blob downloads and their shared memory budget.
+    pub downloads: blobs::Downloads,
     /// Event streams open, per key ([`AppState::open_stream`]).
     streams: Arc<tally::Tally<KeyId>>,
     metrics: Arc<metrics::Metrics>,
@@ -121,6 +126,8 @@ impl AppState {
             config: Arc::new(config),
             limiter,
             peer_limiter,
+            downloads: blobs::Downloads::default(),
+            feeds: feeds::Feeds::default(),
             streams: Arc::default(),
             metrics: Arc::new(metrics::Metrics::new()),
             clock_offset_ms: Arc::default(),

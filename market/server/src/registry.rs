@@ -10,10 +10,12 @@ use crate::db::Db;
 use crate::error::ApiError;
 use agora_wire::KeyId;
 use agora_wire::api::{BrowserBundle, PackageInfo, PackageSummary, Page, PublishRequest, VersionInfo};
-use agora_wire::log::{LogAction, LogEntry, LogState, verify_log};
+use agora_wire::log::{LogAction, LogEntry, verify_log};
 use base64::Engine as _;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest component accepted (the host refuses larger ones too).
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -24,12 +26,30 @@ pub const MAX_DESCRIPTION_LEN: usize = 2000;
 pub const MAX_TAGS: usize = 16;
 pub const MAX_TAG_LEN: usize = 32;
 
+/// Publishes whose heavy checks (validating the component, making its
+/// browser bundle) run at once: each is seconds of CPU on a large
+/// component, so without a bound a flock of publishers would starve every
+/// other request of the market's cores.
+pub const PUBLISH_CHECKS_AT_ONCE: usize = 2;
+/// Longest a publish waits for a turn at the checks, and longest the checks
+/// may then run: past it the publish is refused (busy, or a component too
+/// slow to check), and its turn is held until the checks end.
+pub const PUBLISH_CHECK_DEADLINE: Duration = Duration::from_secs(30);
+/// Versions one key may publish in a day.
+pub const MAX_VERSIONS_PER_KEY_PER_DAY: u64 = 50;
+/// Component bytes one key may publish in a day: components are kept for
+/// good, so a key's share of the market's disk is bounded.
+pub const MAX_PUBLISH_BYTES_PER_KEY_PER_DAY: u64 = 1 << 30;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
 /// Import namespaces a host provides.
 const PROVIDED_IMPORTS: [&str; 2] = ["agora:compute/", "wasi:"];
 
 #[derive(Clone)]
 pub struct Registry {
     db: Db,
+    /// Turns at the heavy checks of a publish ([`PUBLISH_CHECKS_AT_ONCE`]).
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the registry learns from a component's bytes.
@@ -130,7 +150,7 @@ const SUMMARY_SELECT: &str = "SELECT p.name AS name, p.description AS descriptio
 
 impl Registry {
     pub fn new(db: Db) -> Self {
-        Registry { db }
+        Registry { db, checks: Arc::new(tokio::sync::Semaphore::new(PUBLISH_CHECKS_AT_ONCE)) }
     }
 
     /// The package's log, oldest first.
@@ -166,34 +186,18 @@ impl Registry {
                 bytes.len()
             )));
         }
-        let inspection = inspect(&bytes)?;
-        // The browser bundle is made before the write transaction (it is
-        // pure computation) and stored with the version, or not at all.
-        let bundle = {
-            let (bytes, digest, imports) = (bytes.clone(), actual.clone(), inspection.imports.clone());
-            tokio::task::spawn_blocking(move || crate::browser::build(&bytes, &digest, &imports))
-                .await
-                .map_err(|e| ApiError::Internal(format!("bundling: {e}")))?
-        };
+        // The cheap checks first, on what is stored now: the name's owner,
+        // a free version, the signed entry, the key's quota. They are made
+        // again in the write transaction, after the heavy ones.
+        self.may_publish(&mut *self.db.pool.acquire().await?, signer, &request.entry, bytes.len(), now_ms).await?;
+        let (inspection, bundle) = self.heavy_checks(bytes.clone(), actual.clone()).await?;
         match &bundle {
             Ok(b) => tracing::info!(package = name, version = %version, files = b.manifest.files.len(), "browser bundle made"),
             Err(why) => tracing::info!(package = name, version = %version, "not browser-capable: {why}"),
         }
 
         let mut tx = self.db.write().await?;
-        let mut log = read_log(&mut *tx, name).await?;
-        if let Some(first) = log.first() {
-            let state = verify_log(&log, None).map_err(|e| ApiError::Internal(format!("stored log of {name}: {e}")))?;
-            if state.owner != *signer {
-                return Err(ApiError::NameTaken(format!("package `{name}` belongs to another publisher ({})", first.signer)));
-            }
-            if state.releases.contains_key(version) {
-                return Err(ApiError::VersionExists(format!("{name} {version} is already published; versions never change")));
-            }
-        }
-        log.push(request.entry.clone());
-        let state: LogState = verify_log(&log, None).map_err(|e| ApiError::BadLog(e.to_string()))?;
-        debug_assert_eq!(state.releases[version].digest, actual);
+        self.may_publish(&mut tx, signer, &request.entry, bytes.len(), now_ms).await?;
 
         let tags_json = serde_json::to_string(&request.tags).expect("plain JSON");
         let search = format!("{} {} {}", name, request.description, request.tags.join(" ")).to_lowercase();
@@ -215,8 +219,8 @@ impl Registry {
         let imports = serde_json::to_string(&inspection.imports).expect("plain JSON");
         let exports = serde_json::to_string(&inspection.exports).expect("plain JSON");
         let inserted = sqlx::query(
-            "INSERT INTO versions (name, version, digest, size, yanked, published_at_ms, imports, exports)
-             VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
+            "INSERT INTO versions (name, version, digest, size, yanked, published_at_ms, imports, exports, publisher)
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
         )
         .bind(name)
         .bind(version)
@@ -225,6 +229,7 @@ impl Registry {
         .bind(now_ms)
         .bind(&imports)
         .bind(&exports)
+        .bind(signer.as_str())
         .execute(&mut *tx)
         .await;
         let logged = match inserted {
@@ -250,6 +255,69 @@ impl Registry {
         })
     }
 
+    /// Whether `signer` may append the release `entry` of `size` bytes now:
+    /// the name is free or its own, the version is free, the log with the
+    /// entry verifies, and the key is within its daily quotas.
+    async fn may_publish(&self, db: &mut sqlx::AnyConnection, signer: &KeyId, entry: &LogEntry, size: usize, now_ms: i64) -> Result<(), ApiError> {
+        let name = &entry.package;
+        let mut log = read_log(&mut *db, name).await?;
+        if let Some(first) = log.first() {
+            let state = verify_log(&log, None).map_err(|e| ApiError::Internal(format!("stored log of {name}: {e}")))?;
+            if state.owner != *signer {
+                return Err(ApiError::NameTaken(format!("package `{name}` belongs to another publisher ({})", first.signer)));
+            }
+            if let LogAction::Release { version, .. } = &entry.action
+                && state.releases.contains_key(version)
+            {
+                return Err(ApiError::VersionExists(format!("{name} {version} is already published; versions never change")));
+            }
+        }
+        log.push(entry.clone());
+        verify_log(&log, None).map_err(|e| ApiError::BadLog(e.to_string()))?;
+        let published = sqlx::query(
+            "SELECT COUNT(*) AS versions, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM versions WHERE publisher = $1 AND published_at_ms > $2",
+        )
+        .bind(signer.as_str())
+        .bind(now_ms - DAY_MS)
+        .fetch_one(&mut *db)
+        .await?;
+        let versions = published.try_get::<i64, _>("versions")? as u64 + 1;
+        let bytes = published.try_get::<i64, _>("bytes")? as u64 + size as u64;
+        let over = |name, what, value, max| ApiError::Limit(agora_wire::limits::LimitError { name, what, value, min: 0, max });
+        if versions > MAX_VERSIONS_PER_KEY_PER_DAY {
+            return Err(over("MAX_VERSIONS_PER_KEY_PER_DAY", "versions published by this key in a day", versions, MAX_VERSIONS_PER_KEY_PER_DAY));
+        }
+        if bytes > MAX_PUBLISH_BYTES_PER_KEY_PER_DAY {
+            return Err(over("MAX_PUBLISH_BYTES_PER_KEY_PER_DAY", "component bytes published by this key in a day", bytes, MAX_PUBLISH_BYTES_PER_KEY_PER_DAY));
+        }
+        Ok(())
+    }
+
+    /// Validate the component and make its browser bundle, off the async
+    /// threads, one of [`PUBLISH_CHECKS_AT_ONCE`], within
+    /// [`PUBLISH_CHECK_DEADLINE`]. The bundle is made before the write
+    /// transaction (it is pure computation) and stored with the version, or
+    /// not at all.
+    async fn heavy_checks(&self, bytes: Vec<u8>, digest: String) -> Result<(Inspection, Result<crate::browser::Built, String>), ApiError> {
+        let started = tokio::time::Instant::now();
+        let turn = tokio::time::timeout(PUBLISH_CHECK_DEADLINE, self.checks.clone().acquire_owned()).await.map_err(|_| ApiError::Busy)?;
+        let turn = turn.expect("the checks' semaphore is never closed");
+        let checks = tokio::task::spawn_blocking(move || {
+            // Held until the checks end, even when the request gave up.
+            let _turn = turn;
+            let inspection = inspect(&bytes)?;
+            let bundle = crate::browser::build(&bytes, &digest, &inspection.imports);
+            Ok::<_, ApiError>((inspection, bundle))
+        });
+        match tokio::time::timeout_at(started + PUBLISH_CHECK_DEADLINE, checks).await {
+            Ok(done) => done.map_err(|e| ApiError::Internal(format!("checking a component: {e}")))?,
+            Err(_) => Err(ApiError::BadPackage(format!(
+                "the component took longer than {} s to check (PUBLISH_CHECK_DEADLINE)",
+                PUBLISH_CHECK_DEADLINE.as_secs()
+            ))),
+        }
+    }
+
     /// The browser bundle of the component with `digest`.
     pub async fn browser_bundle(&self, digest: &str) -> Result<BrowserBundle, ApiError> {
         let row = sqlx::query("SELECT manifest FROM browser_bundles WHERE component_digest = $1")
@@ -261,15 +329,16 @@ impl Registry {
     }
 
     /// One file of a browser bundle: its content type and bytes.
-    pub async fn browser_file(&self, digest: &str, file: &str) -> Result<(&'static str, Vec<u8>), ApiError> {
+    /// The content type and blob digest of `file` of the browser bundle of
+    /// component `digest`.
+    pub async fn browser_file(&self, digest: &str, file: &str) -> Result<(&'static str, String), ApiError> {
         let manifest = self.browser_bundle(digest).await?;
         let entry = manifest
             .files
             .iter()
             .find(|f| f.name == file)
             .ok_or_else(|| ApiError::NotFound(format!("the browser bundle of {digest} has no file `{file}`")))?;
-        let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1").bind(&entry.digest).fetch_one(&self.db.pool).await?;
-        Ok((crate::browser::content_type(file), row.try_get("bytes")?))
+        Ok((crate::browser::content_type(file), entry.digest.clone()))
     }
 
     /// Append a yank or key rotation signed by the package's current key.
@@ -388,11 +457,18 @@ impl Registry {
         Ok(PackageInfo { summary, versions })
     }
 
-    /// The component of `name` `version`, counted as a public download.
-    pub async fn download(&self, name: &str, version: &str) -> Result<(String, Vec<u8>), ApiError> {
-        let component = self.component(name, version).await?;
+    /// The digest of the component of `name` `version`, counted as a
+    /// public download (the route serves its bytes).
+    pub async fn download(&self, name: &str, version: &str) -> Result<String, ApiError> {
+        let digest: String = sqlx::query("SELECT digest FROM versions WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no package `{name}` version `{version}`")))?
+            .try_get("digest")?;
         sqlx::query("UPDATE packages SET downloads = downloads + 1 WHERE name = $1").bind(name).execute(&self.db.pool).await?;
-        Ok(component)
+        Ok(digest)
     }
 
     /// The component of `name` `version`, for the market's own use (its

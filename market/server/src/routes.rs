@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
-use std::time::Duration;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
@@ -326,10 +325,11 @@ pub async fn append_log(State(state): State<AppState>, Path(name): Path<String>,
 #[utoipa::path(get, path = "/api/v1/packages/{name}/versions/{version}/component",
     params(("name" = String, Path), ("version" = String, Path)),
     responses((status = 200, description = "application/wasm; header agora-digest: blake3 hex"), (status = 404, body = ErrorBody)))]
-pub async fn download(State(state): State<AppState>, Path((name, version)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let (digest, bytes) = state.registry.download(&name, &version).await?;
-    Ok(([(header::CONTENT_TYPE, "application/wasm".to_string()), (header::HeaderName::from_static("agora-digest"), digest)], bytes)
-        .into_response())
+pub async fn download(State(state): State<AppState>, Path((name, version)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let digest = state.registry.download(&name, &version).await?;
+    let mut response = state.downloads.serve(&state.db.pool, &digest, &headers, "application/wasm").await?;
+    response.headers_mut().insert(header::HeaderName::from_static("agora-digest"), header::HeaderValue::from_str(&digest).expect("hex"));
+    Ok(response)
 }
 
 // ---------------------------------------------------------------- jobs
@@ -505,14 +505,11 @@ pub async fn job_logs(
     Ok(Json(state.jobs.logs(&job, q.after, q.limit).await?))
 }
 
-/// How often an event stream looks for news. Polling the database (not an
-/// in-process channel) lets any market replica serve any job's stream.
-pub const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(250);
-
 /// A job as server-sent events (signed GET by the buyer or the operator):
 /// `log` events (data: a `JobLogLine`, id: its seq) and `job` events (data:
 /// the `JobInfo`, sent when it changes). The stream ends after the job
-/// reaches a final state.
+/// reaches a final state. All streams of one job share its poller
+/// ([`crate::feeds`]).
 #[utoipa::path(get, path = "/api/v1/jobs/{job}/events", params(("job" = String, Path), ("after" = Option<i64>, Query)),
     responses((status = 200, description = "text/event-stream of `log` and `job` events"), (status = 404, body = ErrorBody)))]
 pub async fn job_events(
@@ -525,18 +522,22 @@ pub async fn job_events(
 ) -> Result<Response, ApiError> {
     let caller = job_read(&state, &job, &method, &uri, &headers).await?;
     let slot = state.open_stream(&caller)?;
+    let feed = state.feeds.watch(&state.jobs, &job);
     struct Watch {
-        // Held while the stream lives: counted against its key.
+        // Held while the stream lives: counted against its key, and the
+        // job's poller kept running.
         _slot: Option<crate::tally::Slot<KeyId>>,
+        _feed: std::sync::Arc<crate::feeds::Feed>,
+        snapshots: tokio::sync::watch::Receiver<crate::feeds::Snapshot>,
         state: AppState,
         job: String,
         after: i64,
-        last: Option<JobInfo>,
+        sent: Option<JobInfo>,
         pending: VecDeque<Event>,
-        first: bool,
         finished: bool,
     }
-    let watch = Watch { _slot: slot, state, job, after: q.after, last: None, pending: VecDeque::new(), first: true, finished: false };
+    let snapshots = feed.subscribe();
+    let watch = Watch { _slot: slot, _feed: feed, snapshots, state, job, after: q.after, sent: None, pending: VecDeque::new(), finished: false };
     let stream = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
             if let Some(event) = w.pending.pop_front() {
@@ -545,33 +546,40 @@ pub async fn job_events(
             if w.finished {
                 return None;
             }
-            if !w.first {
-                tokio::time::sleep(EVENT_POLL_INTERVAL).await;
-            }
-            w.first = false;
-            let logs = match w.state.jobs.logs(&w.job, w.after, 1000).await {
-                Ok(logs) => logs,
-                Err(e) => {
-                    tracing::warn!(job = %w.job, "event stream: {e}");
-                    continue;
+            let now = w.snapshots.borrow_and_update().clone();
+            let Some(info) = now.info else {
+                // The first read is not in yet (or the poller is gone).
+                if w.snapshots.changed().await.is_err() && w.snapshots.borrow().info.is_none() {
+                    return None;
                 }
+                continue;
             };
-            w.after = logs.next;
-            for line in logs.lines {
-                let event = Event::default().event("log").id(line.seq.to_string()).json_data(&line).expect("plain JSON");
-                w.pending.push_back(event);
-            }
-            let info = match w.state.jobs.info(&w.job).await {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::warn!(job = %w.job, "event stream: {e}");
-                    continue;
+            // Log lines first, all of them, then the job's state.
+            if now.last_seq > w.after {
+                match w.state.jobs.logs(&w.job, w.after, 1000).await {
+                    Ok(logs) if !logs.lines.is_empty() => {
+                        w.after = logs.next;
+                        for line in logs.lines {
+                            w.pending.push_back(Event::default().event("log").id(line.seq.to_string()).json_data(&line).expect("plain JSON"));
+                        }
+                        continue;
+                    }
+                    Ok(_) => w.after = now.last_seq,
+                    Err(e) => tracing::warn!(job = %w.job, "event stream: {e}"),
                 }
-            };
-            if w.last.as_ref() != Some(&info) {
-                w.pending.push_back(Event::default().event("job").json_data(&info).expect("plain JSON"));
+            }
+            if w.sent.as_ref() != Some(&info) {
                 w.finished = info.state != JobState::Running;
-                w.last = Some(info);
+                w.pending.push_back(Event::default().event("job").json_data(&info).expect("plain JSON"));
+                w.sent = Some(info);
+                continue;
+            }
+            if w.snapshots.changed().await.is_err() {
+                // The poller ended with the job: what it last read is final.
+                let last = w.snapshots.borrow().clone();
+                if last.last_seq <= w.after && last.info.as_ref() == w.sent.as_ref() {
+                    return None;
+                }
             }
         }
     });
@@ -583,8 +591,8 @@ pub async fn job_events(
     responses((status = 200, description = "The output bytes"), (status = 404, body = ErrorBody)))]
 pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<(String, u32)>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
-    let bytes = state.jobs.output(&job, unit).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let digest = state.jobs.output_digest(&job, unit).await?;
+    state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await
 }
 
 /// A unit's input (signed GET): readable by the job's buyer, by a provider
@@ -594,11 +602,10 @@ pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<
     responses((status = 200, description = "The bytes"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
-    let bytes = match caller == state.config.operator {
-        true => state.jobs.blob(&digest).await?,
-        false => state.jobs.input_for(&caller, &digest, state.now_ms()).await?,
-    };
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    if caller != state.config.operator {
+        state.jobs.may_read_input(&caller, &digest, state.now_ms()).await?;
+    }
+    state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await
 }
 
 /// The browser bundle made from a component at publish time.
@@ -612,9 +619,11 @@ pub async fn browser_manifest(State(state): State<AppState>, Path(digest): Path<
 /// Immutable: its name is fixed within the bundle of one component digest.
 #[utoipa::path(get, path = "/api/v1/browser/{digest}/{file}", params(("digest" = String, Path), ("file" = String, Path)),
     responses((status = 200, description = "text/javascript or application/wasm"), (status = 404, body = ErrorBody)))]
-pub async fn browser_file(State(state): State<AppState>, Path((digest, file)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let (content_type, bytes) = state.registry.browser_file(&digest, &file).await?;
-    Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], bytes).into_response())
+pub async fn browser_file(State(state): State<AppState>, Path((digest, file)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (content_type, file_digest) = state.registry.browser_file(&digest, &file).await?;
+    let mut response = state.downloads.serve(&state.db.pool, &file_digest, &headers, content_type).await?;
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=31536000, immutable"));
+    Ok(response)
 }
 
 /// Providers and GPUs online, queue depth, capacity and the suggested price.

@@ -63,6 +63,12 @@ impl Jobs {
     }
 
     /// A job's log lines after `after`, oldest first.
+    /// The number of the job's newest log line (0: none).
+    pub async fn last_log_seq(&self, job: &str) -> Result<i64, ApiError> {
+        let row = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM unit_logs WHERE job_id = $1").bind(job).fetch_one(&self.db.pool).await?;
+        Ok(row.try_get("seq")?)
+    }
+
     pub async fn logs(&self, job: &str, after: i64, limit: u32) -> Result<JobLogs, ApiError> {
         let rows = sqlx::query("SELECT seq, idx, provider, level, message, at_ms FROM unit_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
             .bind(job)

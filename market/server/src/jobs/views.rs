@@ -133,12 +133,12 @@ impl Jobs {
             .ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")))
     }
 
-    /// Unit input `digest`, for a caller allowed to read it: the buyer of a
+    /// Whether `caller` may read unit input `digest`: the buyer of a
     /// job with a unit of that input, or a provider holding a live lease (a
     /// buyer's or a canary's) on such a unit. Anyone else meets the same "not
     /// found" as for a digest nobody has, so a probe learns nothing; a
     /// canary's expected output is readable by no one here.
-    pub async fn input_for(&self, caller: &KeyId, digest: &str, now: i64) -> Result<Vec<u8>, ApiError> {
+    pub async fn may_read_input(&self, caller: &KeyId, digest: &str, now: i64) -> Result<(), ApiError> {
         let readable = sqlx::query(
             "SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $2 AND j.buyer = $1 AND j.data_deleted_at_ms IS NULL
              UNION ALL
@@ -155,7 +155,7 @@ impl Jobs {
         .fetch_optional(&self.db.pool)
         .await?;
         match readable {
-            Some(_) => self.blob(digest).await,
+            Some(_) => Ok(()),
             None => Err(ApiError::NotFound(format!("no blob {digest}"))),
         }
     }
@@ -164,9 +164,9 @@ impl Jobs {
         crate::blobs::read(&self.db.pool, digest).await
     }
 
-    /// The verified output of unit `idx`: gone once the job's data is
-    /// deleted.
-    pub async fn output(&self, job: &str, idx: u32) -> Result<Vec<u8>, ApiError> {
+    /// The digest of the verified output of unit `idx`: gone once the
+    /// job's data is deleted.
+    pub async fn output_digest(&self, job: &str, idx: u32) -> Result<String, ApiError> {
         let row = sqlx::query(
             "SELECT u.output_digest AS output_digest, j.data_deleted_at_ms AS deleted FROM units u JOIN jobs j ON j.id = u.job_id
              WHERE u.job_id = $1 AND u.idx = $2 AND u.state = 'verified'",
@@ -179,6 +179,6 @@ impl Jobs {
         if row.try_get::<Option<i64>, _>("deleted")?.is_some() {
             return Err(ApiError::Gone(format!("the data of job {job} was deleted")));
         }
-        self.blob(&row.try_get::<String, _>("output_digest")?).await
+        Ok(row.try_get::<String, _>("output_digest")?)
     }
 }

@@ -207,3 +207,121 @@ fn a_component_using_a_feature_hosts_lack_is_refused_at_publish() {
     // Within the set: SIMD, as the examples are built.
     agora_market::registry::inspect(&guest("saxpy")).expect("saxpy uses only features hosts enable");
 }
+
+// A hostile publisher sends megabytes that take seconds to check to a name
+// it does not own, or as a version that exists: the cheap refusals come
+// first, before any of the heavy work (which would have refused the bytes
+// as "not a component").
+both_dbs!(a_publish_that_cannot_land_is_refused_before_its_component_is_checked, async |m: &TestMarket| {
+    let (owner, squatter) = (Keypair::generate(), Keypair::generate());
+    let saxpy = guest("saxpy");
+    assert_eq!(m.call("POST", "/api/v1/packages/taken/versions", Some(&publish_body(&owner, "taken", "1.0.0", &saxpy, None)), Some(&owner)).await.0, StatusCode::OK);
+    let junk = vec![7u8; 4 << 20];
+    let (status, body) = m.call("POST", "/api/v1/packages/taken/versions", Some(&publish_body(&squatter, "taken", "2.0.0", &junk, None)), Some(&squatter)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("name_taken")), "{body}");
+    let log = log_of(m, "taken").await;
+    let (status, body) = m.call("POST", "/api/v1/packages/taken/versions", Some(&publish_body(&owner, "taken", "1.0.0", &junk, log.last())), Some(&owner)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("version_exists")), "{body}");
+});
+
+// One key publishes version after version, or gigabytes: past its daily
+// quota it is refused by the named limit, another key is not held back,
+// and a day later the key may publish again.
+both_dbs!(a_key_publishes_within_its_daily_quotas, async |m: &TestMarket| {
+    use agora_market::registry::{MAX_PUBLISH_BYTES_PER_KEY_PER_DAY, MAX_VERSIONS_PER_KEY_PER_DAY};
+    let (flooder, other) = (Keypair::generate(), Keypair::generate());
+    let saxpy = guest("saxpy");
+    let publish = async |key: &Keypair, name: &str, version: &str| {
+        let log = match m.call("GET", &format!("/api/v1/packages/{name}/log"), None, None).await {
+            (StatusCode::OK, log) => serde_json::from_value::<Vec<LogEntry>>(log).unwrap(),
+            _ => Vec::new(),
+        };
+        m.call("POST", &format!("/api/v1/packages/{name}/versions"), Some(&publish_body(key, name, version, &saxpy, log.last())), Some(key)).await
+    };
+    assert_eq!(publish(&flooder, "flood", "1.0.0").await.0, StatusCode::OK);
+    // The rest of the day's versions, as if published (each publish is
+    // tested above; this one counts).
+    for i in 1..MAX_VERSIONS_PER_KEY_PER_DAY {
+        sqlx::query("INSERT INTO versions (name, version, digest, size, yanked, published_at_ms, imports, exports, publisher) VALUES ('flood', $1, 'd', 1, 0, $2, '[]', '[]', $3)")
+            .bind(format!("0.0.{i}"))
+            .bind(m.state.now_ms())
+            .bind(flooder.id().as_str())
+            .execute(&m.state.db.pool)
+            .await
+            .unwrap();
+    }
+    let (status, body) = publish(&flooder, "flood", "1.0.1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("MAX_VERSIONS_PER_KEY_PER_DAY"), "{body}");
+    assert_eq!(publish(&other, "other", "1.0.0").await.0, StatusCode::OK, "another key publishes");
+    sqlx::query("UPDATE versions SET size = $1 WHERE publisher = $2 AND version = '1.0.0'")
+        .bind((MAX_PUBLISH_BYTES_PER_KEY_PER_DAY - saxpy.len() as u64 + 1) as i64)
+        .bind(other.id().as_str())
+        .execute(&m.state.db.pool)
+        .await
+        .unwrap();
+    let (status, body) = publish(&other, "other", "1.0.1").await;
+    assert!(status == StatusCode::BAD_REQUEST && body["error"]["message"].as_str().unwrap().contains("MAX_PUBLISH_BYTES_PER_KEY_PER_DAY"), "{body}");
+    m.state.advance_clock(std::time::Duration::from_secs(24 * 3600 + 1));
+    assert_eq!(publish(&flooder, "flood", "1.0.1").await.0, StatusCode::OK, "a day later");
+    assert_eq!(publish(&other, "other", "1.0.1").await.0, StatusCode::OK, "a day later");
+});
+
+// Downloads answer what a client that resumes or caches asks: one byte
+// range (206), a range past the end (416), the digest as a strong ETag and
+// 304 when the client has it already.
+both_dbs!(downloads_answer_ranges_and_validators, async |m: &TestMarket| {
+    let author = Keypair::generate();
+    let saxpy = guest("saxpy");
+    assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
+    let get = async |headers: &[(&str, &str)]| {
+        let mut request = Request::builder().uri("/api/v1/packages/saxpy/versions/1.0.0/component");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = app(m.state.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, axum::body::to_bytes(response.into_body(), 1 << 26).await.unwrap())
+    };
+    let (status, headers, whole) = get(&[]).await;
+    assert_eq!((status, whole.as_ref()), (StatusCode::OK, saxpy.as_slice()));
+    let etag = format!("\"{}\"", agora_wire::digest_hex(&saxpy));
+    assert_eq!((headers["etag"].to_str().unwrap(), headers["accept-ranges"].to_str().unwrap()), (etag.as_str(), "bytes"));
+    assert_eq!(headers["content-length"].to_str().unwrap(), saxpy.len().to_string());
+    let (status, headers, part) = get(&[("range", "bytes=10-19")]).await;
+    assert_eq!((status, part.as_ref()), (StatusCode::PARTIAL_CONTENT, &saxpy[10..20]));
+    assert_eq!(headers["content-range"].to_str().unwrap(), format!("bytes 10-19/{}", saxpy.len()));
+    let (status, _, tail) = get(&[("range", "bytes=-5")]).await;
+    assert_eq!((status, tail.as_ref()), (StatusCode::PARTIAL_CONTENT, &saxpy[saxpy.len() - 5..]));
+    let past = format!("bytes={}-", saxpy.len());
+    let (status, headers, _) = get(&[("range", &past)]).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"].to_str().unwrap(), format!("bytes */{}", saxpy.len()));
+    let (status, _, nothing) = get(&[("if-none-match", &etag)]).await;
+    assert_eq!((status, nothing.len()), (StatusCode::NOT_MODIFIED, 0));
+    let (status, _, whole) = get(&[("range", "bytes=0-1, 5-6")]).await;
+    assert_eq!((status, whole.len()), (StatusCode::OK, saxpy.len()), "a multi-part range gets the whole blob");
+});
+
+// A flock of callers downloads the largest blobs at once: the bytes held
+// for downloads stay within the budget; past it a download waits, then is
+// told the market is busy, and one that fits goes through once the
+// budget is given back.
+both_dbs!(downloads_hold_no_more_than_their_memory_budget, async |m: &TestMarket| {
+    use agora_market::blobs::{BUDGET_UNIT, Downloads};
+    let author = Keypair::generate();
+    let saxpy = guest("saxpy");
+    assert!(saxpy.len() as u64 > BUDGET_UNIT, "the test component spans budget units");
+    assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
+    let digest = agora_wire::digest_hex(&saxpy);
+    let budget = (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
+    let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(200));
+    let none = axum::http::HeaderMap::new();
+    let first = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the first fits");
+    let refused = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await;
+    assert!(matches!(refused, Err(agora_market::error::ApiError::Busy)), "{:?}", refused.map(|r| r.status()));
+    let bytes = axum::body::to_bytes(first.into_body(), 1 << 26).await.unwrap();
+    assert_eq!(bytes.as_ref(), saxpy.as_slice(), "the held download completes");
+    let again = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the budget came back");
+    assert_eq!(axum::body::to_bytes(again.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
+});

@@ -275,6 +275,16 @@ both_dbs!(event_streams_are_capped_per_key, async |m: &TestMarket| {
         held.push(stream);
     }
     assert_eq!(open(&buyer).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS, "past its share");
+    assert_eq!(m.state.feeds.watched(), 1, "all streams of one job share one poller");
     drop(held.pop());
     assert_eq!(open(&buyer).await.unwrap().status(), StatusCode::OK, "a closed stream gives its share back");
+    // Each stream gets the job from the one poller; with every stream
+    // gone, so is the poller.
+    let mut bodies: Vec<_> = held.into_iter().map(|stream| stream.into_body().into_data_stream()).collect();
+    for body in bodies.iter_mut() {
+        let first = futures_util::StreamExt::next(body).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("event: job"), "{first:?}");
+    }
+    drop(bodies);
+    assert_eq!(m.state.feeds.watched(), 0);
 });
