@@ -300,13 +300,15 @@ fn when(ms: i64) -> String {
 
 pub fn list(client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    let jobs: Vec<JobInfo> = client.get_signed("/api/v1/jobs")?;
-    if jobs.is_empty() {
+    let jobs: agora_wire::api::Page<agora_wire::api::JobSummary> = client.get_signed("/api/v1/jobs?per_page=100")?;
+    if jobs.items.is_empty() {
         println!("no jobs yet");
     }
-    for j in jobs {
-        let done = j.units.iter().filter(|u| u.state == UnitState::Verified).count();
-        println!("{}  {:<9} {}/{} units  {} {}", j.id, format!("{:?}", j.state).to_lowercase(), done, j.units.len(), j.package, j.version);
+    for j in &jobs.items {
+        println!("{}  {:<9} {}/{} units  {} {}", j.id, j.state.as_str(), j.units_verified, j.units, j.package, j.version);
+    }
+    if jobs.total > jobs.items.len() as u64 {
+        println!("(the newest {} of {} jobs)", jobs.items.len(), jobs.total);
     }
     Ok(())
 }

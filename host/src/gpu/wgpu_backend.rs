@@ -6,9 +6,12 @@
 //!   bindings are known (the host checks what the guest binds against them).
 //! - Every wgpu call that can fail validation runs inside an error scope:
 //!   wgpu's default handler would panic the process.
-//! - Shader modules and pipelines are cached by the blake3 digest of the
-//!   source for the life of the device: they hold no job data. Buffers are
-//!   per session and zero-initialized by wgpu, so no job sees another's data.
+//! - A guest's shader modules and pipelines are cached by the blake3 digest
+//!   of the source for its session only: a shader's source may be made from
+//!   its job's data, so no job may time whether another compiled one, and
+//!   the cache ends with the job. The standard kernels' (our sources, a
+//!   fixed set) are cached for the life of the device. Buffers are per
+//!   session and zero-initialized by wgpu, so no job sees another's data.
 //! - Dispatches are queued without waiting; reads wait, with a timeout taken
 //!   from the job's GPU time quota. A wait that times out poisons the device
 //!   (a shader that never ends cannot be cancelled in-process): the worker
@@ -34,14 +37,22 @@ struct Shared {
     queue: wgpu::Queue,
     info: AdapterInfo,
     limits: wgpu::Limits,
-    shaders: Mutex<HashMap<SourceDigest, Arc<CompiledShader>>>,
-    pipelines: Mutex<HashMap<(SourceDigest, String), wgpu::ComputePipeline>>,
+    /// The standard kernels' modules and pipelines (see the module's note).
+    kernels: Mutex<HashMap<SourceDigest, Arc<CompiledShader>>>,
+    kernel_pipelines: Mutex<Pipelines>,
+    /// Shader modules made on this device, kernels' and guests' together.
+    modules_made: std::sync::atomic::AtomicU64,
     lost: AtomicBool,
 }
+
+/// Pipelines by module digest and entry point.
+type Pipelines = HashMap<(SourceDigest, String), wgpu::ComputePipeline>;
 
 /// A validated module and, per entry point, the bindings it uses.
 struct CompiledShader {
     digest: SourceDigest,
+    /// A standard kernel's, cached for the device.
+    trusted: bool,
     module: wgpu::ShaderModule,
     entries: HashMap<String, Vec<Slot>>,
 }
@@ -95,8 +106,9 @@ impl WgpuBackend {
             queue,
             info,
             limits,
-            shaders: Mutex::default(),
-            pipelines: Mutex::default(),
+            kernels: Mutex::default(),
+            kernel_pipelines: Mutex::default(),
+            modules_made: Default::default(),
             lost: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
@@ -113,6 +125,12 @@ impl WgpuBackend {
         tracing::info!(adapter = %shared.info.name, backend = %shared.info.backend, "wgpu device ready");
         Ok(WgpuBackend { shared })
     }
+
+    /// Shader modules made on this device so far: what the caches saved
+    /// (or, across jobs, did not share) shows here.
+    pub fn modules_made(&self) -> u64 {
+        self.shared.modules_made.load(Ordering::Relaxed)
+    }
 }
 
 impl GpuBackend for WgpuBackend {
@@ -126,6 +144,8 @@ impl GpuBackend for WgpuBackend {
             book: SessionBook::new(quota),
             buffers: HashMap::new(),
             shaders: HashMap::new(),
+            compiled: HashMap::new(),
+            pipelines: Mutex::default(),
             next_id: 1,
             poisoned: self.shared.lost.load(Ordering::SeqCst),
         })
@@ -133,8 +153,18 @@ impl GpuBackend for WgpuBackend {
 }
 
 impl Shared {
-    /// Parse and validate `source` with naga, then create the module (cached).
-    /// Parse, validate and create a module (cached by source and trust).
+    /// A standard kernel's module, compiled once for the device.
+    fn kernel(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
+        let digest = *blake3::Hasher::new().update(b"agora trusted standard kernel\0").update(source.as_bytes()).finalize().as_bytes();
+        if let Some(s) = self.kernels.lock().expect("kernel cache lock").get(&digest) {
+            return Ok(s.clone());
+        }
+        let compiled = Arc::new(self.compile(source, digest, true)?);
+        self.kernels.lock().expect("kernel cache lock").insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Parse and validate `source` with naga, then create the module.
     ///
     /// `trusted` is for the standard kernels alone: their sources are ours,
     /// every index they compute is guarded by the sizes the host checked
@@ -142,15 +172,9 @@ impl Shared {
     /// (they cost several times the kernel's time on NVIDIA's compiler).
     /// A guest's shader is always checked, even when its source is a
     /// standard kernel's: the cache key tells the two apart.
-    fn compile(&self, source: &str, trusted: bool) -> Result<Arc<CompiledShader>, GpuError> {
-        let digest = if trusted {
-            *blake3::Hasher::new().update(b"agora trusted standard kernel\0").update(source.as_bytes()).finalize().as_bytes()
-        } else {
-            *blake3::hash(source.as_bytes()).as_bytes()
-        };
-        if let Some(s) = self.shaders.lock().expect("shader cache lock").get(&digest) {
-            return Ok(s.clone());
-        }
+    /// (`digest` names it in the caches: a trusted kernel's is domain
+    /// separated from any guest's.)
+    fn compile(&self, source: &str, digest: SourceDigest, trusted: bool) -> Result<CompiledShader, GpuError> {
         let module = naga::front::wgsl::parse_str(source)
             .map_err(|e| GpuError::InvalidShader(e.emit_to_string(source)))?;
         let info = naga::valid::Validator::new(
@@ -207,14 +231,14 @@ impl Shared {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::InvalidShader(e.to_string()));
         }
-        let compiled = Arc::new(CompiledShader { digest, module: shader_module, entries });
-        self.shaders.lock().expect("shader cache lock").insert(digest, compiled.clone());
-        Ok(compiled)
+        self.modules_made.fetch_add(1, Ordering::Relaxed);
+        Ok(CompiledShader { digest, trusted, module: shader_module, entries })
     }
 
-    fn pipeline(&self, shader: &CompiledShader, entry: &str) -> Result<wgpu::ComputePipeline, GpuError> {
+    /// The pipeline of `entry` of `shader`, from `cache` or made into it.
+    fn pipeline(&self, cache: &Mutex<Pipelines>, shader: &CompiledShader, entry: &str) -> Result<wgpu::ComputePipeline, GpuError> {
         let key = (shader.digest, entry.to_string());
-        if let Some(p) = self.pipelines.lock().expect("pipeline cache lock").get(&key) {
+        if let Some(p) = cache.lock().expect("pipeline cache lock").get(&key) {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -229,7 +253,7 @@ impl Shared {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::InvalidShader(format!("pipeline for `{entry}`: {e}")));
         }
-        self.pipelines.lock().expect("pipeline cache lock").insert(key, pipeline.clone());
+        cache.lock().expect("pipeline cache lock").insert(key, pipeline.clone());
         Ok(pipeline)
     }
 }
@@ -239,6 +263,9 @@ struct WgpuSession {
     book: SessionBook,
     buffers: HashMap<u32, LiveBuffer>,
     shaders: HashMap<u32, Arc<CompiledShader>>,
+    /// This job's own modules and pipelines (see the module's note).
+    compiled: HashMap<SourceDigest, Arc<CompiledShader>>,
+    pipelines: Mutex<Pipelines>,
     next_id: u32,
     poisoned: bool,
 }
@@ -353,7 +380,8 @@ impl WgpuSession {
             .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
             .collect();
         let started = Instant::now();
-        let pipeline = self.shared.pipeline(shader, entry)?;
+        let cache = if shader.trusted { &self.shared.kernel_pipelines } else { &self.pipelines };
+        let pipeline = self.shared.pipeline(cache, shader, entry)?;
         let device = &self.shared.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = pipeline.get_bind_group_layout(0);
@@ -376,7 +404,7 @@ impl WgpuSession {
 
     /// A standard kernel's module (see [`Shared::compile`] on trust).
     fn internal(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
-        self.shared.compile(source, true)
+        self.shared.kernel(source)
     }
 
     fn f32_len(&self, id: BufferId, what: &str) -> Result<u64, GpuError> {
@@ -492,7 +520,14 @@ impl GpuSession for WgpuSession {
     fn compile_wgsl(&mut self, source: &str) -> Result<ShaderId, GpuError> {
         self.check_usable()?;
         let started = Instant::now();
-        let compiled = self.shared.compile(source, false);
+        let digest = *blake3::hash(source.as_bytes()).as_bytes();
+        let compiled = match self.compiled.get(&digest) {
+            Some(known) => Ok(known.clone()),
+            None => self.shared.compile(source, digest, false).map(Arc::new),
+        };
+        if let Ok(new) = &compiled {
+            self.compiled.entry(digest).or_insert_with(|| new.clone());
+        }
         self.charge(started);
         let id = self.next_id;
         self.next_id += 1;

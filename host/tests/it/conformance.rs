@@ -217,3 +217,29 @@ fn cuda_work_past_the_gpu_time_quota_poisons_the_session() {
     let x = upload(&mut *next, &[1.0, 2.0]);
     assert_eq!(download(&mut *next, x), vec![1.0, 2.0]);
 }
+
+// A job makes its shader's source from its secret input; a later job on the
+// same worker compiles candidate sources and times them. A guest's shaders
+// are cached for its own job only: the second job's compile of the same
+// source is a compile of its own, while one job compiling a source twice,
+// and every job's standard kernels, come from the caches.
+#[test]
+fn a_guests_shaders_are_cached_for_its_own_job_only() {
+    let backend = WgpuBackend::new().expect("a wgpu adapter");
+    let secret = "@group(0) @binding(0) var<storage, read_write> v: array<f32>;
+                  @compute @workgroup_size(1) fn main() { v[0] = 42.0; }";
+    let mut first = session(&backend);
+    first.compile_wgsl(secret).unwrap();
+    first.compile_wgsl(secret).unwrap();
+    assert_eq!(backend.modules_made(), 1, "within a job, a source compiles once");
+    let mut second = session(&backend);
+    second.compile_wgsl(secret).unwrap();
+    assert_eq!(backend.modules_made(), 2, "another job compiles it afresh: no timing tells it the first did");
+    let (x, y) = (upload(&mut *first, &[1.0]), upload(&mut *first, &[2.0]));
+    first.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
+    let made = backend.modules_made();
+    let (x, y) = (upload(&mut *second, &[1.0]), upload(&mut *second, &[2.0]));
+    second.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
+    assert_eq!(backend.modules_made(), made, "the standard kernels are the device's, compiled once");
+    assert_eq!(download(&mut *second, y), vec![4.0]);
+}

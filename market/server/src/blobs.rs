@@ -19,8 +19,13 @@
 
 use crate::db::Tx;
 use crate::error::ApiError;
-use futures_util::StreamExt as _;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use sqlx::Row;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Who a stored blob is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,18 +86,25 @@ pub async fn collect(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
 /// object store is what lets a download stream in pieces.)
 pub const DOWNLOAD_BYTES_IN_FLIGHT: u64 = 1 << 30;
 /// Longest a download waits for its share of [`DOWNLOAD_BYTES_IN_FLIGHT`].
-pub const DOWNLOAD_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DOWNLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// The slowest a download may be read: past `size / rate` plus
+/// [`DOWNLOAD_GRACE`], what it has not sent is dropped and its share given
+/// back, so a reader taking a byte a minute cannot hold the budget.
+pub const MIN_DOWNLOAD_BYTES_PER_SECOND: u64 = 1 << 20;
+/// Time every download has on top of its size's share.
+pub const DOWNLOAD_GRACE: Duration = Duration::from_secs(30);
 /// The unit the in-flight budget is counted in (a semaphore's permits).
 pub const BUDGET_UNIT: u64 = 64 << 10;
-/// Pieces a held blob is handed to the connection in: the budget is given
-/// back once the last one is taken.
+/// Pieces a held blob is handed to the connection in, each its own
+/// allocation, so the pieces not sent are freed when a download is cut.
 const PIECE_BYTES: usize = 256 << 10;
 
 /// Blob downloads: the shared in-memory budget, ranges, and validators.
 #[derive(Clone)]
 pub struct Downloads {
-    budget: std::sync::Arc<tokio::sync::Semaphore>,
-    wait: std::time::Duration,
+    budget: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    grace: Duration,
 }
 
 impl Default for Downloads {
@@ -101,28 +113,29 @@ impl Default for Downloads {
     }
 }
 
+/// What a download holds until it is sent, cut or dropped: its pieces not
+/// yet taken and its share of the budget.
+type Holding = Arc<Mutex<Option<(VecDeque<Bytes>, tokio::sync::OwnedSemaphorePermit)>>>;
+
 impl Downloads {
     /// Downloads holding at most `bytes` at once, a download waiting `wait`
     /// at most for its share (the market uses [`DOWNLOAD_BYTES_IN_FLIGHT`]
     /// and [`DOWNLOAD_QUEUE_WAIT`]; tests use less).
-    pub fn with_budget(bytes: u64, wait: std::time::Duration) -> Self {
-        Downloads { budget: std::sync::Arc::new(tokio::sync::Semaphore::new((bytes / BUDGET_UNIT) as usize)), wait }
+    pub fn with_budget(bytes: u64, wait: Duration) -> Self {
+        Downloads { budget: Arc::new(tokio::sync::Semaphore::new((bytes / BUDGET_UNIT) as usize)), wait, grace: DOWNLOAD_GRACE }
+    }
+
+    /// These downloads, with `grace` instead of [`DOWNLOAD_GRACE`] (tests).
+    pub fn with_grace(self, grace: Duration) -> Self {
+        Downloads { grace, ..self }
     }
 
     /// The response for a GET of blob `digest` as `content_type`, with
     /// `headers` of the request: `ETag` (the digest: a blob never changes)
     /// and 304 for a matching `If-None-Match`; one `Range` of bytes as 206,
-    /// or 416 past the end (a malformed or multi-part range gets the whole
-    /// blob, as HTTP allows).
-    pub async fn serve(
-        &self,
-        pool: &sqlx::AnyPool,
-        digest: &str,
-        request: &axum::http::HeaderMap,
-        content_type: &'static str,
-    ) -> Result<axum::response::Response, ApiError> {
-        use axum::http::{HeaderValue, StatusCode, header};
-        use axum::response::IntoResponse;
+    /// or 416 past the end (a malformed or multi-part range, or any range
+    /// of an empty blob, gets the whole blob, as HTTP allows).
+    pub async fn serve(&self, pool: &sqlx::AnyPool, digest: &str, request: &HeaderMap, content_type: &'static str) -> Result<Response, ApiError> {
         let length: i64 = sqlx::query("SELECT CAST(LENGTH(bytes) AS BIGINT) AS n FROM blobs WHERE digest = $1")
             .bind(digest)
             .fetch_optional(pool)
@@ -136,16 +149,12 @@ impl Downloads {
         if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
             return Ok((StatusCode::NOT_MODIFIED, validators).into_response());
         }
-        let range = match request.get(header::RANGE).and_then(|v| v.to_str().ok()).map(http_range_header::parse_range_header) {
-            None | Some(Err(_)) => None,
-            Some(Ok(parsed)) if parsed.ranges.len() != 1 => None,
-            Some(Ok(parsed)) => match parsed.validate(length) {
-                Ok(ranges) => Some(ranges[0].clone()),
-                Err(_) => {
-                    let unsatisfiable = [(header::CONTENT_RANGE, format!("bytes */{length}"))];
-                    return Ok((StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response());
-                }
-            },
+        let range = match wanted_range(request, length) {
+            Ok(range) => range,
+            Err(()) => {
+                let unsatisfiable = [(header::CONTENT_RANGE, format!("bytes */{length}"))];
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response());
+            }
         };
         let share = length.div_ceil(BUDGET_UNIT).max(1) as u32;
         let held = tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(share))
@@ -153,28 +162,85 @@ impl Downloads {
             .map_err(|_| ApiError::Busy)?
             .expect("the download budget is never closed");
         let bytes = read(pool, digest).await?;
-        // Pair check: what is served is what was stored under its digest.
-        if agora_wire::digest_hex(&bytes) != digest {
-            return Err(ApiError::Internal(format!("stored blob {digest} does not match its digest")));
-        }
-        let bytes = axum::body::Bytes::from(bytes);
-        let (status, body, content_range) = match range {
-            Some(r) => (StatusCode::PARTIAL_CONTENT, bytes.slice(*r.start() as usize..=*r.end() as usize), Some(format!("bytes {}-{}/{length}", r.start(), r.end()))),
-            None => (StatusCode::OK, bytes, None),
+        let (status, pieces, content_range) = {
+            let digest = digest.to_string();
+            tokio::task::spawn_blocking(move || {
+                // Pair check: what is served is what was stored under its digest.
+                if agora_wire::digest_hex(&bytes) != digest {
+                    return Err(ApiError::Internal(format!("stored blob {digest} does not match its digest")));
+                }
+                let (status, body, content_range) = match range {
+                    Some(r) => (StatusCode::PARTIAL_CONTENT, &bytes[r.clone()], Some(format!("bytes {}-{}/{length}", r.start(), r.end()))),
+                    None => (StatusCode::OK, &bytes[..], None),
+                };
+                let pieces: VecDeque<Bytes> = body.chunks(PIECE_BYTES).map(Bytes::copy_from_slice).collect();
+                Ok((status, pieces, content_range))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("preparing a download: {e}")))??
         };
-        let pieces: Vec<axum::body::Bytes> = (0..body.len()).step_by(PIECE_BYTES).map(|at| body.slice(at..(at + PIECE_BYTES).min(body.len()))).collect();
-        // The budget is held by the stream, given back when it is dropped.
-        let stream = futures_util::stream::iter(pieces).map(move |piece| {
-            let _held = &held;
-            Ok::<_, std::convert::Infallible>(piece)
-        });
-        let mut response = (status, validators, axum::body::Body::from_stream(stream)).into_response();
+        let sent_length: usize = pieces.iter().map(Bytes::len).sum();
+        let deadline = Duration::from_secs(sent_length as u64 / MIN_DOWNLOAD_BYTES_PER_SECOND) + self.grace;
+        let mut response = (status, validators, Body::from_stream(cut_after(pieces, held, deadline))).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(sent_length));
         if let Some(content_range) = content_range {
             headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ASCII"));
         }
         Ok(response)
     }
+}
+
+/// The one byte range a request asks for, within `length`: None for the
+/// whole blob (no range, a malformed or multi-part one, a suffix longer than
+/// the blob, or an empty blob), Err for a range past the end.
+fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::RangeInclusive<usize>>, ()> {
+    use http_range_header::RangeUnsatisfiableError;
+    let Some(Ok(parsed)) = request.get(header::RANGE).and_then(|v| v.to_str().ok()).map(http_range_header::parse_range_header) else {
+        return Ok(None);
+    };
+    if parsed.ranges.len() != 1 || length == 0 {
+        return Ok(None);
+    }
+    match parsed.validate(length) {
+        Ok(ranges) => Ok(Some(*ranges[0].start() as usize..=*ranges[0].end() as usize)),
+        Err(RangeUnsatisfiableError::FileSuffixOutOfBounds) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// `pieces` as a body stream that holds `held` until its last piece is
+/// taken or the stream is dropped, and that is cut after `deadline`: what
+/// it has not sent is freed and its share given back, and the connection
+/// gets an error instead of the rest.
+fn cut_after(
+    pieces: VecDeque<Bytes>,
+    held: tokio::sync::OwnedSemaphorePermit,
+    deadline: Duration,
+) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let holding: Holding = Arc::new(Mutex::new(Some((pieces, held))));
+    let watchdog = Arc::downgrade(&holding);
+    tokio::spawn(async move {
+        tokio::time::sleep(deadline).await;
+        if let Some(holding) = watchdog.upgrade() {
+            holding.lock().expect("never poisoned").take();
+        }
+    });
+    struct Releasing(Holding);
+    impl Drop for Releasing {
+        fn drop(&mut self) {
+            self.0.lock().expect("never poisoned").take();
+        }
+    }
+    futures_util::stream::unfold(Some(Releasing(holding)), |state| async move {
+        let releasing = state?;
+        let next = releasing.0.lock().expect("never poisoned").as_mut().map(|(pieces, _)| pieces.pop_front());
+        match next {
+            Some(Some(piece)) => Some((Ok(piece), Some(releasing))),
+            // Sent in full: the share goes back as `releasing` drops.
+            Some(None) => None,
+            None => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download was read too slowly")), None)),
+        }
+    })
 }

@@ -75,9 +75,9 @@ pub async fn limit_peers(
 /// few jobs each. Keys are free, so [`MAX_EVENT_STREAMS`] bounds them all.
 pub const MAX_STREAMS_PER_KEY: usize = 8;
 /// Event streams open at once on one market process: streams of one job
-/// share its poller (`feeds`), which reads the job every
+/// share its poller (`feeds`), which reads the job (O(units + leases)) every
 /// `EVENT_POLL_INTERVAL` (250 ms), so this bounds those reads at about
-/// 4,000 a second even when every stream watches another job.
+/// 4,000 jobs a second even when every stream watches another job.
 pub const MAX_EVENT_STREAMS: usize = 1024;
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {

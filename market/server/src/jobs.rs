@@ -42,6 +42,7 @@ mod verifying;
 mod views;
 pub use canaries::CANARIES_PER_PROVIDER;
 pub use retention::DATA_RETENTION_MS;
+pub use views::MAX_JOBS_PER_PAGE;
 pub use lease::lease_candidate_sql;
 pub use reputation::{Mark, Record};
 pub use sweep::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};

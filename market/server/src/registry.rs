@@ -31,10 +31,13 @@ pub const MAX_TAG_LEN: usize = 32;
 /// component, so without a bound a flock of publishers would starve every
 /// other request of the market's cores.
 pub const PUBLISH_CHECKS_AT_ONCE: usize = 2;
-/// Longest a publish waits for a turn at the checks, and longest the checks
-/// may then run: past it the publish is refused (busy, or a component too
-/// slow to check), and its turn is held until the checks end.
+/// Longest a publish waits for a turn at the checks (then 503 busy: retry),
+/// and longest the checks may then run (then the component is refused as
+/// too slow to check; its turn is held until the checks end).
 pub const PUBLISH_CHECK_DEADLINE: Duration = Duration::from_secs(30);
+/// Heavy checks one key may have running or waiting at once: a key
+/// sending slow components one after the other holds one turn, not all.
+pub const PUBLISH_CHECKS_PER_KEY: usize = 1;
 /// Versions one key may publish in a day.
 pub const MAX_VERSIONS_PER_KEY_PER_DAY: u64 = 50;
 /// Component bytes one key may publish in a day: components are kept for
@@ -50,6 +53,8 @@ pub struct Registry {
     db: Db,
     /// Turns at the heavy checks of a publish ([`PUBLISH_CHECKS_AT_ONCE`]).
     checks: Arc<tokio::sync::Semaphore>,
+    /// Heavy checks per key ([`PUBLISH_CHECKS_PER_KEY`]).
+    checking: Arc<crate::tally::Tally<KeyId>>,
 }
 
 /// What the registry learns from a component's bytes.
@@ -150,7 +155,7 @@ const SUMMARY_SELECT: &str = "SELECT p.name AS name, p.description AS descriptio
 
 impl Registry {
     pub fn new(db: Db) -> Self {
-        Registry { db, checks: Arc::new(tokio::sync::Semaphore::new(PUBLISH_CHECKS_AT_ONCE)) }
+        Registry { db, checks: Arc::new(tokio::sync::Semaphore::new(PUBLISH_CHECKS_AT_ONCE)), checking: Arc::default() }
     }
 
     /// The package's log, oldest first.
@@ -190,7 +195,7 @@ impl Registry {
         // a free version, the signed entry, the key's quota. They are made
         // again in the write transaction, after the heavy ones.
         self.may_publish(&mut *self.db.pool.acquire().await?, signer, &request.entry, bytes.len(), now_ms).await?;
-        let (inspection, bundle) = self.heavy_checks(bytes.clone(), actual.clone()).await?;
+        let (inspection, bundle) = self.heavy_checks(signer, bytes.clone(), actual.clone()).await?;
         match &bundle {
             Ok(b) => tracing::info!(package = name, version = %version, files = b.manifest.files.len(), "browser bundle made"),
             Err(why) => tracing::info!(package = name, version = %version, "not browser-capable: {why}"),
@@ -298,13 +303,14 @@ impl Registry {
     /// [`PUBLISH_CHECK_DEADLINE`]. The bundle is made before the write
     /// transaction (it is pure computation) and stored with the version, or
     /// not at all.
-    async fn heavy_checks(&self, bytes: Vec<u8>, digest: String) -> Result<(Inspection, Result<crate::browser::Built, String>), ApiError> {
-        let started = tokio::time::Instant::now();
+    async fn heavy_checks(&self, signer: &KeyId, bytes: Vec<u8>, digest: String) -> Result<(Inspection, Result<crate::browser::Built, String>), ApiError> {
+        let mine = self.checking.enter(signer, PUBLISH_CHECKS_PER_KEY, usize::MAX).map_err(|_| ApiError::Busy)?;
         let turn = tokio::time::timeout(PUBLISH_CHECK_DEADLINE, self.checks.clone().acquire_owned()).await.map_err(|_| ApiError::Busy)?;
         let turn = turn.expect("the checks' semaphore is never closed");
+        let started = tokio::time::Instant::now();
         let checks = tokio::task::spawn_blocking(move || {
             // Held until the checks end, even when the request gave up.
-            let _turn = turn;
+            let (_turn, _mine) = (turn, mine);
             let inspection = inspect(&bytes)?;
             let bundle = crate::browser::build(&bytes, &digest, &inspection.imports);
             Ok::<_, ApiError>((inspection, bundle))

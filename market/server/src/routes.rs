@@ -10,7 +10,7 @@ use agora_wire::api::{
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
-    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted,
+    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -37,7 +37,7 @@ use utoipa::OpenApi;
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
-        AddCanary, CanaryInfo, Vouch, DataDeleted, agora_wire::api::Health
+        AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health
     ))
 )]
 pub struct ApiDoc;
@@ -405,11 +405,12 @@ pub async fn submit(State(state): State<AppState>, method: Method, uri: Uri, hea
         .await
 }
 
-/// The caller's jobs, newest first (signed GET).
-#[utoipa::path(get, path = "/api/v1/jobs", responses((status = 200, body = Vec<JobInfo>), (status = 401, body = ErrorBody)))]
-pub async fn my_jobs(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Vec<JobInfo>>, ApiError> {
+/// The caller's jobs, newest first, paged (signed GET).
+#[utoipa::path(get, path = "/api/v1/jobs", params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query, description = "at most 100")),
+    responses((status = 200, body = Page<JobSummary>), (status = 401, body = ErrorBody)))]
+pub async fn my_jobs(State(state): State<AppState>, Query(q): Query<PageQuery>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Page<JobSummary>>, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
-    Ok(Json(state.jobs.jobs_of(caller.as_str()).await?))
+    Ok(Json(state.jobs.jobs_of(caller.as_str(), q.page, q.per_page).await?))
 }
 
 /// A job: units, states, cost breakdown (signed GET by its buyer or the operator).
@@ -565,7 +566,11 @@ pub async fn job_events(
                         continue;
                     }
                     Ok(_) => w.after = now.last_seq,
-                    Err(e) => tracing::warn!(job = %w.job, "event stream: {e}"),
+                    Err(e) => {
+                        tracing::warn!(job = %w.job, "event stream: {e}");
+                        tokio::time::sleep(crate::feeds::EVENT_POLL_INTERVAL).await;
+                        continue;
+                    }
                 }
             }
             if w.sent.as_ref() != Some(&info) {
@@ -592,7 +597,15 @@ pub async fn job_events(
 pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<(String, u32)>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     let digest = state.jobs.output_digest(&job, unit).await?;
-    state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await
+    private(state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await)
+}
+
+/// A buyer's bytes: no shared cache in front of the market keeps them
+/// (signatures travel in headers of our own, which caches do not know).
+fn private(response: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    let mut response = response?;
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, no-store"));
+    Ok(response)
 }
 
 /// A unit's input (signed GET): readable by the job's buyer, by a provider
@@ -605,7 +618,7 @@ pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>, met
     if caller != state.config.operator {
         state.jobs.may_read_input(&caller, &digest, state.now_ms()).await?;
     }
-    state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await
+    private(state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await)
 }
 
 /// The browser bundle made from a component at publish time.
@@ -622,7 +635,9 @@ pub async fn browser_manifest(State(state): State<AppState>, Path(digest): Path<
 pub async fn browser_file(State(state): State<AppState>, Path((digest, file)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (content_type, file_digest) = state.registry.browser_file(&digest, &file).await?;
     let mut response = state.downloads.serve(&state.db.pool, &file_digest, &headers, content_type).await?;
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=31536000, immutable"));
+    if response.status().is_success() {
+        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=31536000, immutable"));
+    }
     Ok(response)
 }
 

@@ -663,6 +663,21 @@ pub struct JobInfo {
     pub data_kept_until_ms: Option<i64>,
 }
 
+/// A job in a buyer's list (`GET /api/v1/jobs`): what a line of it shows,
+/// read in one query; `GET /api/v1/jobs/{id}` has the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobSummary {
+    pub id: String,
+    pub package: String,
+    pub version: String,
+    pub state: JobState,
+    pub units: u32,
+    pub units_verified: u32,
+    pub max_price: u64,
+    pub created_at_ms: i64,
+}
+
 /// A job's data deleted (`DELETE /api/v1/jobs/{job}/data`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

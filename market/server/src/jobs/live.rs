@@ -70,7 +70,12 @@ impl Jobs {
     }
 
     pub async fn logs(&self, job: &str, after: i64, limit: u32) -> Result<JobLogs, ApiError> {
-        let rows = sqlx::query("SELECT seq, idx, provider, level, message, at_ms FROM unit_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        // A job whose data is deleted has no lines, collected yet or not.
+        let rows = sqlx::query(
+            "SELECT l.seq AS seq, l.idx AS idx, l.provider AS provider, l.level AS level, l.message AS message, l.at_ms AS at_ms
+             FROM unit_logs l JOIN jobs j ON j.id = l.job_id AND j.data_deleted_at_ms IS NULL
+             WHERE l.job_id = $1 AND l.seq > $2 ORDER BY l.seq LIMIT $3",
+        )
             .bind(job)
             .bind(after)
             .bind(limit.clamp(1, 1000) as i64)

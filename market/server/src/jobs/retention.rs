@@ -7,6 +7,12 @@
 //! lease of it is running or waiting for its verdict, and every accepted
 //! result is paid. Before that a deletion is refused (409) and a due
 //! collection waits for a later sweep.
+//!
+//! Two steps, so no transaction is longer than a batch: the job is marked
+//! (from then on nobody reads its data), then its log lines and blobs are
+//! collected in batches of [`COLLECT_BATCH`], each its own transaction,
+//! right after a buyer's deletion and by the sweep for any job marked but
+//! not yet collected (after a crash too: a collection is idempotent).
 
 use super::*;
 use crate::blobs;
@@ -14,8 +20,11 @@ use crate::blobs;
 /// How long a job's data is kept after it ends, unless its buyer deletes
 /// it sooner: a week to fetch outputs and read logs.
 pub const DATA_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
-/// Jobs whose data a sweep collects.
+/// Jobs whose data a sweep marks, and jobs it collects.
 const COLLECTIONS_PER_SWEEP: i64 = 20;
+/// Blobs looked at, or log lines deleted, per transaction of a collection:
+/// short enough that a writer waiting on SQLite's lock barely notices.
+pub const COLLECT_BATCH: i64 = 256;
 
 /// The condition, on `jobs j`, that nothing can still need the job's data.
 const DATA_DELETABLE: &str = "j.state <> 'running' AND j.data_deleted_at_ms IS NULL
@@ -35,12 +44,16 @@ impl Jobs {
         if let Some(at) = job.try_get::<Option<i64>, _>("data_deleted_at_ms")? {
             return Ok(at);
         }
-        if !self.erase(&mut tx, id, now).await? {
+        if !self.mark_deleted(&mut tx, id, now).await? {
             let state: String = job.try_get("state")?;
             let why = if state == "running" { "it is still running" } else { "results of it are still being checked or paid" };
             return Err(ApiError::NotYet(format!("the data of job `{id}` cannot be deleted yet: {why}")));
         }
         tx.commit().await?;
+        // Nobody reads it any more; the sweep finishes what fails here.
+        if let Err(e) = self.collect_job(id).await {
+            tracing::warn!(job = id, "collecting a deleted job's data failed (the sweep will): {e}");
+        }
         Ok(now)
     }
 
@@ -59,16 +72,29 @@ impl Jobs {
         .collect::<Result<_, _>>()?;
         let (mut collected, mut failures) = (0, 0);
         for id in due {
-            let result = async {
+            let marked = async {
                 let mut tx = self.db.write().await?;
-                let erased = self.erase(&mut tx, &id, now).await?;
+                let marked = self.mark_deleted(&mut tx, &id, now).await?;
                 tx.commit().await?;
-                Ok::<_, ApiError>(erased)
+                Ok::<_, ApiError>(marked)
             };
-            match result.await {
-                Ok(erased) => collected += u64::from(erased),
+            if let Err(e) = marked.await {
+                tracing::warn!(job = id, "marking an old job's data deleted failed: {e}");
+                failures += 1;
+            }
+        }
+        let marked: Vec<String> = sqlx::query("SELECT id FROM jobs WHERE data_collected = 0 AND data_deleted_at_ms IS NOT NULL LIMIT $1")
+            .bind(COLLECTIONS_PER_SWEEP)
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        for id in marked {
+            match self.collect_job(&id).await {
+                Ok(()) => collected += 1,
                 Err(e) => {
-                    tracing::warn!(job = id, "collecting an old job's data failed: {e}");
+                    tracing::warn!(job = id, "collecting a deleted job's data failed: {e}");
                     failures += 1;
                 }
             }
@@ -76,36 +102,65 @@ impl Jobs {
         Ok((collected, failures))
     }
 
-    /// Mark job `id`'s data deleted if nothing needs it, then delete its log
-    /// lines and every blob of it no other kept job names. False when the
-    /// job's data is still needed (or already gone).
-    async fn erase(&self, tx: &mut Tx, id: &str, now: i64) -> Result<bool, ApiError> {
-        let marked = sqlx::query(&format!("UPDATE jobs SET data_deleted_at_ms = $2 WHERE id = $1 AND id IN (SELECT j.id FROM jobs j WHERE j.id = $1 AND {DATA_DELETABLE})"))
-            .bind(id)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        if marked.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM unit_logs WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
-        let mut digests: Vec<String> = sqlx::query(
-            "SELECT input_digest AS digest FROM units WHERE job_id = $1
-             UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL
-             UNION SELECT output_digest AS digest FROM leases WHERE job_id = $1 AND output_digest IS NOT NULL",
-        )
+    /// Mark job `id`'s data deleted if nothing needs it: from then on no
+    /// route serves it. False when it is still needed (or already gone).
+    async fn mark_deleted(&self, tx: &mut Tx, id: &str, now: i64) -> Result<bool, ApiError> {
+        let marked = sqlx::query(&format!(
+            "UPDATE jobs SET data_deleted_at_ms = $2, data_collected = 0 WHERE id = $1 AND id IN (SELECT j.id FROM jobs j WHERE j.id = $1 AND {DATA_DELETABLE})"
+        ))
         .bind(id)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("digest"))
-        .collect::<Result<_, _>>()?;
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(marked.rows_affected() > 0)
+    }
+
+    /// Delete the log lines of marked job `id`, and every blob of it no
+    /// kept job names, a batch per transaction; then note it collected.
+    async fn collect_job(&self, id: &str) -> Result<(), ApiError> {
+        loop {
+            let mut tx = self.db.write().await?;
+            let gone = sqlx::query("DELETE FROM unit_logs WHERE seq IN (SELECT seq FROM unit_logs WHERE job_id = $1 ORDER BY seq LIMIT $2)")
+                .bind(id)
+                .bind(COLLECT_BATCH)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if gone.rows_affected() < COLLECT_BATCH as u64 {
+                break;
+            }
+        }
         // In digest order, like submits: two collections never wait on each
         // other's rows in a cycle.
-        digests.sort_unstable();
-        for digest in digests {
-            blobs::collect(tx, &digest).await?;
+        let mut after = String::new();
+        loop {
+            let mut tx = self.db.write().await?;
+            let digests: Vec<String> = sqlx::query(
+                "SELECT digest FROM (SELECT input_digest AS digest FROM units WHERE job_id = $1
+                                     UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL
+                                     UNION SELECT output_digest AS digest FROM leases WHERE job_id = $1 AND output_digest IS NOT NULL) AS named
+                 WHERE digest > $2 ORDER BY digest LIMIT $3",
+            )
+            .bind(id)
+            .bind(&after)
+            .bind(COLLECT_BATCH)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("digest"))
+            .collect::<Result<_, _>>()?;
+            for digest in &digests {
+                blobs::collect(&mut tx, digest).await?;
+            }
+            let last_batch = (digests.len() as i64) < COLLECT_BATCH;
+            if last_batch {
+                sqlx::query("UPDATE jobs SET data_collected = 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            match digests.into_iter().next_back() {
+                Some(last) if !last_batch => after = last,
+                _ => return Ok(()),
+            }
         }
-        Ok(true)
     }
 }

@@ -2,6 +2,10 @@
 //! verified outputs.
 
 use super::*;
+use agora_wire::api::{JobSummary, Page};
+
+/// Most jobs in one page of a buyer's list.
+pub const MAX_JOBS_PER_PAGE: u32 = 100;
 
 impl Jobs {
     pub async fn info(&self, id: &str) -> Result<JobInfo, ApiError> {
@@ -27,6 +31,7 @@ impl Jobs {
             "expired" => JobState::Expired,
             _ => JobState::Running,
         };
+        let deleted = job.try_get::<Option<i64>, _>("data_deleted_at_ms")?.is_some();
         let fee_bps = self.config.fee_bps;
         let mut cost = CostBreakdown::default();
         let mut spent = 0u64;
@@ -71,7 +76,12 @@ impl Jobs {
                 })
                 .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0));
             let output_digest: Option<String> = u.try_get("output_digest")?;
-            let output_bytes = u.try_get::<Option<i64>, _>("output_bytes")?.map(|n| n as u64);
+            // Once the data is deleted, whether someone else still holds
+            // the same bytes is nobody's business here.
+            let output_bytes = match deleted {
+                true => None,
+                false => u.try_get::<Option<i64>, _>("output_bytes")?.map(|n| n as u64),
+            };
             let unit_cost: u64 = mine
                 .iter()
                 .filter(|l| l.try_get::<i64, _>("paid").ok() == Some(1))
@@ -108,19 +118,37 @@ impl Jobs {
         })
     }
 
-    pub async fn jobs_of(&self, buyer: &str) -> Result<Vec<JobInfo>, ApiError> {
-        let ids: Vec<String> = sqlx::query("SELECT id FROM jobs WHERE buyer = $1 ORDER BY created_at_ms DESC LIMIT 50")
-            .bind(buyer)
-            .fetch_all(&self.db.pool)
-            .await?
+    /// A buyer's jobs, newest first, a page of at most [`MAX_JOBS_PER_PAGE`].
+    pub async fn jobs_of(&self, buyer: &str, page: u32, per_page: u32) -> Result<Page<JobSummary>, ApiError> {
+        let per_page = per_page.clamp(1, MAX_JOBS_PER_PAGE);
+        let rows = sqlx::query(
+            "SELECT j.id AS id, j.package AS package, j.version AS version, j.state AS state, j.max_price AS max_price, j.created_at_ms AS created_at_ms,
+                (SELECT COUNT(*) FROM units u WHERE u.job_id = j.id) AS units,
+                (SELECT COUNT(*) FROM units u WHERE u.job_id = j.id AND u.state = 'verified') AS verified
+             FROM jobs j WHERE j.buyer = $1 ORDER BY j.created_at_ms DESC, j.id LIMIT $2 OFFSET $3",
+        )
+        .bind(buyer)
+        .bind(per_page as i64)
+        .bind(page as i64 * per_page as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let items = rows
             .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::new();
-        for id in ids {
-            out.push(self.info(&id).await?);
-        }
-        Ok(out)
+            .map(|r| {
+                Ok(JobSummary {
+                    id: r.try_get("id")?,
+                    package: r.try_get("package")?,
+                    version: r.try_get("version")?,
+                    state: r.try_get::<String, _>("state")?.parse().map_err(|e| ApiError::Internal(format!("a stored job's {e}")))?,
+                    units: r.try_get::<i64, _>("units")? as u32,
+                    units_verified: r.try_get::<i64, _>("verified")? as u32,
+                    max_price: r.try_get::<i64, _>("max_price")? as u64,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE buyer = $1").bind(buyer).fetch_one(&self.db.pool).await?.try_get("n")?;
+        Ok(Page { items, page, per_page, total: total as u64 })
     }
 
     pub async fn buyer_of(&self, job: &str) -> Result<String, ApiError> {

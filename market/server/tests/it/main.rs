@@ -152,6 +152,15 @@ pub async fn call_on(
     send(state, request.body(Body::from(body)).unwrap()).await
 }
 
+/// A request to `path` signed by `key` for `market` at `at_ms`.
+pub fn signed(market: &str, method: &str, path: &str, body: &[u8], key: &Keypair, at_ms: i64) -> axum::http::request::Builder {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in auth::sign_request(key, market, method, path, body, at_ms) {
+        request = request.header(name, value);
+    }
+    request
+}
+
 pub async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();

@@ -301,6 +301,24 @@ both_dbs!(downloads_answer_ranges_and_validators, async |m: &TestMarket| {
     assert_eq!((status, nothing.len()), (StatusCode::NOT_MODIFIED, 0));
     let (status, _, whole) = get(&[("range", "bytes=0-1, 5-6")]).await;
     assert_eq!((status, whole.len()), (StatusCode::OK, saxpy.len()), "a multi-part range gets the whole blob");
+    let longer = format!("bytes=-{}", saxpy.len() + 10);
+    let (status, _, whole) = get(&[("range", &longer)]).await;
+    assert_eq!((status, whole.len()), (StatusCode::OK, saxpy.len()), "a suffix longer than the blob is the whole blob");
+    // An empty output asked for by range: the whole (empty) blob, not a
+    // dropped connection.
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1_000).await;
+    let job = crate::jobs::submit(m, &buyer, "saxpy", &[b"x"], 600, 1).await;
+    let p = crate::jobs::provider(m, 1).await;
+    let grant = crate::jobs::lease(m, &p).await.unwrap();
+    assert_eq!(crate::jobs::answer(m, &p, &grant, Ok(b"")).await.0, StatusCode::OK);
+    let path = format!("/api/v1/jobs/{job}/units/0/output");
+    let mut request = signed(TEST_ORIGIN, "GET", &path, b"", &buyer, m.state.now_ms()).header("range", "bytes=0-0");
+    request = request.header("if-none-match", "\"not this\"");
+    let response = app(m.state.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "private, no-store", "a buyer's output is nobody's cache's");
+    assert!(axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().is_empty());
 });
 
 // A flock of callers downloads the largest blobs at once: the bytes held
@@ -324,4 +342,23 @@ both_dbs!(downloads_hold_no_more_than_their_memory_budget, async |m: &TestMarket
     assert_eq!(bytes.as_ref(), saxpy.as_slice(), "the held download completes");
     let again = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the budget came back");
     assert_eq!(axum::body::to_bytes(again.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
+});
+
+// A reader takes a byte a minute to hold its share of the download budget
+// for hours: past its size's time (MIN_DOWNLOAD_BYTES_PER_SECOND) plus the
+// grace, the download is cut, what it had not sent is freed and the share
+// comes back for the next caller.
+both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_share_back, async |m: &TestMarket| {
+    use agora_market::blobs::{BUDGET_UNIT, Downloads};
+    let author = Keypair::generate();
+    let saxpy = guest("saxpy");
+    assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
+    let digest = agora_wire::digest_hex(&saxpy);
+    let budget = (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
+    let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(2_000)).with_grace(std::time::Duration::from_millis(100));
+    let none = axum::http::HeaderMap::new();
+    let stalled = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the first fits");
+    let next = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the stalled one's share came back");
+    assert_eq!(axum::body::to_bytes(next.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
+    assert!(axum::body::to_bytes(stalled.into_body(), 1 << 26).await.is_err(), "the stalled download was cut");
 });

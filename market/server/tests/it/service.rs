@@ -6,13 +6,6 @@ fn mint_body(key: &Keypair) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": "m1", "account": key.id(), "amount": 5})).unwrap()
 }
 
-fn signed(market: &str, method: &str, path: &str, body: &[u8], key: &Keypair, at_ms: i64) -> axum::http::request::Builder {
-    let mut request = Request::builder().method(method).uri(path);
-    for (name, value) in auth::sign_request(key, market, method, path, body, at_ms) {
-        request = request.header(name, value);
-    }
-    request
-}
 
 both_dbs!(unsigned_stale_replayed_and_forged_requests_are_refused, async |m: &TestMarket| {
     let user = Keypair::generate();
