@@ -536,7 +536,16 @@ impl GpuSession for WgpuSession {
     }
 
     fn destroy_shader(&mut self, id: ShaderId) {
-        self.shaders.remove(&id.0);
+        // A module no shader id of the job names any more leaves its cache,
+        // with its pipelines: a job compiling one source after another
+        // holds only what it still uses.
+        if let Some(gone) = self.shaders.remove(&id.0)
+            && !gone.trusted
+            && !self.shaders.values().any(|s| Arc::ptr_eq(s, &gone))
+        {
+            self.compiled.remove(&gone.digest);
+            self.pipelines.lock().expect("pipeline cache lock").retain(|(digest, _), _| *digest != gone.digest);
+        }
     }
 
     fn dispatch(&mut self, shader: ShaderId, entry: &str, bindings: &[BufferId], groups: [u32; 3]) -> Result<(), GpuError> {

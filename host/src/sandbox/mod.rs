@@ -58,8 +58,10 @@ pub const WORKER_ENVIRONMENT: &[&str] = &[
 
 /// Set in every worker: Mesa's on-disk shader cache would be a channel
 /// between tenants (one job timing another's compiles) and the worker
-/// cannot write it anyway; so would CUDA's JIT cache in the home directory.
-pub const WORKER_FIXED_ENVIRONMENT: &[(&str, &str)] = &[("MESA_SHADER_CACHE_DISABLE", "true"), ("CUDA_CACHE_DISABLE", "1")];
+/// cannot write it anyway; so would CUDA's JIT cache in the home directory,
+/// and the NVIDIA driver's own shader disk cache.
+pub const WORKER_FIXED_ENVIRONMENT: &[(&str, &str)] =
+    &[("MESA_SHADER_CACHE_DISABLE", "true"), ("CUDA_CACHE_DISABLE", "1"), ("__GL_SHADER_DISK_CACHE", "0")];
 
 /// A wall of the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -233,8 +233,12 @@ fn a_guests_shaders_are_cached_for_its_own_job_only() {
     first.compile_wgsl(secret).unwrap();
     assert_eq!(backend.modules_made(), 1, "within a job, a source compiles once");
     let mut second = session(&backend);
-    second.compile_wgsl(secret).unwrap();
+    let id = second.compile_wgsl(secret).unwrap();
     assert_eq!(backend.modules_made(), 2, "another job compiles it afresh: no timing tells it the first did");
+    // A job's cache holds only the modules it still names.
+    second.destroy_shader(id);
+    second.compile_wgsl(secret).unwrap();
+    assert_eq!(backend.modules_made(), 3, "a destroyed module left the job's cache");
     let (x, y) = (upload(&mut *first, &[1.0]), upload(&mut *first, &[2.0]));
     first.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
     let made = backend.modules_made();

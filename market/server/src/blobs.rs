@@ -87,12 +87,15 @@ pub async fn collect(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
 pub const DOWNLOAD_BYTES_IN_FLIGHT: u64 = 1 << 30;
 /// Longest a download waits for its share of [`DOWNLOAD_BYTES_IN_FLIGHT`].
 pub const DOWNLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
-/// The slowest a download may be read: past `size / rate` plus
-/// [`DOWNLOAD_GRACE`], what it has not sent is dropped and its share given
-/// back, so a reader taking a byte a minute cannot hold the budget.
-pub const MIN_DOWNLOAD_BYTES_PER_SECOND: u64 = 1 << 20;
-/// Time every download has on top of its size's share.
-pub const DOWNLOAD_GRACE: Duration = Duration::from_secs(30);
+/// Longest a download may go without its reader taking a piece: past it,
+/// what it has not sent is freed and its share given back, so a reader
+/// taking a byte a minute cannot hold the budget (a slow but steady one,
+/// a piece every half minute, is served to the end).
+pub const DOWNLOAD_STALL: Duration = Duration::from_secs(30);
+/// Downloads one peer address may have in flight: with the largest
+/// components, a sixteenth of the budget each, one address holds at most a
+/// quarter of it.
+pub const DOWNLOADS_PER_PEER: usize = 4;
 /// The unit the in-flight budget is counted in (a semaphore's permits).
 pub const BUDGET_UNIT: u64 = 64 << 10;
 /// Pieces a held blob is handed to the connection in, each its own
@@ -104,7 +107,9 @@ const PIECE_BYTES: usize = 256 << 10;
 pub struct Downloads {
     budget: Arc<tokio::sync::Semaphore>,
     wait: Duration,
-    grace: Duration,
+    stall: Duration,
+    /// Downloads in flight per peer address ([`DOWNLOADS_PER_PEER`]).
+    peers: Arc<crate::tally::Tally<std::net::IpAddr>>,
 }
 
 impl Default for Downloads {
@@ -113,21 +118,32 @@ impl Default for Downloads {
     }
 }
 
-/// What a download holds until it is sent, cut or dropped: its pieces not
-/// yet taken and its share of the budget.
-type Holding = Arc<Mutex<Option<(VecDeque<Bytes>, tokio::sync::OwnedSemaphorePermit)>>>;
+/// What a download holds until it is sent, cut or dropped.
+struct Held {
+    /// Pieces not taken yet.
+    pieces: VecDeque<Bytes>,
+    /// Their share of the budget, given back piece by piece.
+    share: tokio::sync::OwnedSemaphorePermit,
+    /// Its slot among its peer's downloads.
+    _peer: Option<crate::tally::Slot<std::net::IpAddr>>,
+    /// When its reader last took a piece.
+    taken_at: tokio::time::Instant,
+}
+
+type Holding = Arc<Mutex<Option<Held>>>;
 
 impl Downloads {
     /// Downloads holding at most `bytes` at once, a download waiting `wait`
     /// at most for its share (the market uses [`DOWNLOAD_BYTES_IN_FLIGHT`]
     /// and [`DOWNLOAD_QUEUE_WAIT`]; tests use less).
     pub fn with_budget(bytes: u64, wait: Duration) -> Self {
-        Downloads { budget: Arc::new(tokio::sync::Semaphore::new((bytes / BUDGET_UNIT) as usize)), wait, grace: DOWNLOAD_GRACE }
+        Downloads { budget: Arc::new(tokio::sync::Semaphore::new((bytes / BUDGET_UNIT) as usize)), wait, stall: DOWNLOAD_STALL, peers: Arc::default() }
     }
 
-    /// These downloads, with `grace` instead of [`DOWNLOAD_GRACE`] (tests).
-    pub fn with_grace(self, grace: Duration) -> Self {
-        Downloads { grace, ..self }
+    /// These downloads, cut after `stall` instead of [`DOWNLOAD_STALL`]
+    /// (tests).
+    pub fn with_stall(self, stall: Duration) -> Self {
+        Downloads { stall, ..self }
     }
 
     /// The response for a GET of blob `digest` as `content_type`, with
@@ -135,7 +151,14 @@ impl Downloads {
     /// and 304 for a matching `If-None-Match`; one `Range` of bytes as 206,
     /// or 416 past the end (a malformed or multi-part range, or any range
     /// of an empty blob, gets the whole blob, as HTTP allows).
-    pub async fn serve(&self, pool: &sqlx::AnyPool, digest: &str, request: &HeaderMap, content_type: &'static str) -> Result<Response, ApiError> {
+    pub async fn serve(
+        &self,
+        pool: &sqlx::AnyPool,
+        digest: &str,
+        request: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        content_type: &'static str,
+    ) -> Result<Response, ApiError> {
         let length: i64 = sqlx::query("SELECT CAST(LENGTH(bytes) AS BIGINT) AS n FROM blobs WHERE digest = $1")
             .bind(digest)
             .fetch_optional(pool)
@@ -156,8 +179,19 @@ impl Downloads {
                 return Ok((StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response());
             }
         };
-        let share = length.div_ceil(BUDGET_UNIT).max(1) as u32;
-        let held = tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(share))
+        // Loopback (the web pages' own reads) is one peer of many callers.
+        let peer_slot = match peer.filter(|p| !p.is_loopback()) {
+            Some(peer) => Some(
+                self.peers
+                    .enter(&peer, DOWNLOADS_PER_PEER, usize::MAX)
+                    .map_err(|_| ApiError::TooManyStreams { limit: DOWNLOADS_PER_PEER, per: "address (downloads)" })?,
+            ),
+            None => None,
+        };
+        // Twice the blob while its pieces are made from it, then what the
+        // pieces hold.
+        let share = (2 * length.div_ceil(BUDGET_UNIT).max(1)) as u32;
+        let mut held = tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(share))
             .await
             .map_err(|_| ApiError::Busy)?
             .expect("the download budget is never closed");
@@ -180,8 +214,10 @@ impl Downloads {
             .map_err(|e| ApiError::Internal(format!("preparing a download: {e}")))??
         };
         let sent_length: usize = pieces.iter().map(Bytes::len).sum();
-        let deadline = Duration::from_secs(sent_length as u64 / MIN_DOWNLOAD_BYTES_PER_SECOND) + self.grace;
-        let mut response = (status, validators, Body::from_stream(cut_after(pieces, held, deadline))).into_response();
+        let kept = pieces.iter().map(|p| (p.len() as u64).div_ceil(BUDGET_UNIT) as usize).sum::<usize>();
+        drop(held.split(held.num_permits().saturating_sub(kept)));
+        let held = Held { pieces, share: held, _peer: peer_slot, taken_at: tokio::time::Instant::now() };
+        let mut response = (status, validators, Body::from_stream(cut_when_stalled(held, self.stall))).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(sent_length));
@@ -210,21 +246,27 @@ fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::Ran
     }
 }
 
-/// `pieces` as a body stream that holds `held` until its last piece is
-/// taken or the stream is dropped, and that is cut after `deadline`: what
-/// it has not sent is freed and its share given back, and the connection
-/// gets an error instead of the rest.
-fn cut_after(
-    pieces: VecDeque<Bytes>,
-    held: tokio::sync::OwnedSemaphorePermit,
-    deadline: Duration,
-) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    let holding: Holding = Arc::new(Mutex::new(Some((pieces, held))));
+/// `held`'s pieces as a body stream that gives their share back as they
+/// are taken, and all of it when the stream ends or is dropped, or when its
+/// reader has taken nothing for `stall`: then what it has not sent is freed
+/// and the connection gets an error instead of the rest.
+fn cut_when_stalled(held: Held, stall: Duration) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let holding: Holding = Arc::new(Mutex::new(Some(held)));
     let watchdog = Arc::downgrade(&holding);
     tokio::spawn(async move {
-        tokio::time::sleep(deadline).await;
-        if let Some(holding) = watchdog.upgrade() {
-            holding.lock().expect("never poisoned").take();
+        let mut due = tokio::time::Instant::now() + stall;
+        loop {
+            tokio::time::sleep_until(due).await;
+            let Some(holding) = watchdog.upgrade() else { return };
+            let mut held = holding.lock().expect("never poisoned");
+            match held.as_ref().map(|h| h.taken_at + stall) {
+                None => return,
+                Some(next) if next > tokio::time::Instant::now() => due = next,
+                Some(_) => {
+                    held.take();
+                    return;
+                }
+            }
         }
     });
     struct Releasing(Holding);
@@ -235,12 +277,18 @@ fn cut_after(
     }
     futures_util::stream::unfold(Some(Releasing(holding)), |state| async move {
         let releasing = state?;
-        let next = releasing.0.lock().expect("never poisoned").as_mut().map(|(pieces, _)| pieces.pop_front());
+        let next = releasing.0.lock().expect("never poisoned").as_mut().map(|held| {
+            let piece = held.pieces.pop_front()?;
+            held.taken_at = tokio::time::Instant::now();
+            let units = (piece.len() as u64).div_ceil(BUDGET_UNIT) as usize;
+            drop(held.share.split(units.min(held.share.num_permits())));
+            Some(piece)
+        });
         match next {
             Some(Some(piece)) => Some((Ok(piece), Some(releasing))),
-            // Sent in full: the share goes back as `releasing` drops.
+            // Sent in full: the rest goes back as `releasing` drops.
             Some(None) => None,
-            None => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download was read too slowly")), None)),
+            None => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download stalled")), None)),
         }
     })
 }

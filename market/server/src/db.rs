@@ -22,6 +22,9 @@ pub type Tx = Transaction<'static, Any>;
 pub struct Db {
     pub pool: AnyPool,
     pub kind: Kind,
+    /// What it was opened with (a PostgreSQL listener opens its own
+    /// connection: `feeds`).
+    pub url: std::sync::Arc<str>,
 }
 
 /// The migrations of each database, in order: (version, description, SQL).
@@ -39,6 +42,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261206020000, "private_inputs", include_str!("../migrations/sqlite/20261206020000_private_inputs.sql")),
     (20261207000000, "data_retention", include_str!("../migrations/sqlite/20261207000000_data_retention.sql")),
     (20261207010000, "publish_quotas", include_str!("../migrations/sqlite/20261207010000_publish_quotas.sql")),
+    (20261207020000, "job_notices", include_str!("../migrations/sqlite/20261207020000_job_notices.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -54,6 +58,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261206020000, "private_inputs", include_str!("../migrations/postgres/20261206020000_private_inputs.sql")),
     (20261207000000, "data_retention", include_str!("../migrations/postgres/20261207000000_data_retention.sql")),
     (20261207010000, "publish_quotas", include_str!("../migrations/postgres/20261207010000_publish_quotas.sql")),
+    (20261207020000, "job_notices", include_str!("../migrations/postgres/20261207020000_job_notices.sql")),
 ];
 
 #[derive(Debug)]
@@ -104,7 +109,7 @@ impl Db {
             Kind::Postgres => Embedded(POSTGRES),
         };
         Migrator::new(source).await?.run(&pool).await?;
-        Ok(Db { pool, kind })
+        Ok(Db { pool, kind, url: url.into() })
     }
 
     /// A plain connection pool without migrations (administration: creating

@@ -312,6 +312,10 @@ pub async fn serve_with(
         }
     });
     let verifiers: Vec<_> = (0..state.jobs.verify_parallelism()).map(|_| tokio::spawn(state.clone().verifier_loop())).collect();
+    let notices = state.feeds.listen(&state.db).await.unwrap_or_else(|e| {
+        tracing::warn!("job notices are unavailable ({e}): event streams poll every {:?}", feeds::EVENT_POLL_INTERVAL);
+        None
+    });
     let router = app(state.clone()).merge(with_peer_limit(with_security_headers(extra), state));
     let result = match tls {
         Some(tls) => edge::serve_tls(listener, router, tls, shutdown).await,
@@ -341,5 +345,6 @@ pub async fn serve_with(
     };
     sweep.abort();
     verifiers.iter().for_each(|v| v.abort());
+    notices.iter().for_each(|n| n.abort());
     result
 }

@@ -325,9 +325,14 @@ pub async fn append_log(State(state): State<AppState>, Path(name): Path<String>,
 #[utoipa::path(get, path = "/api/v1/packages/{name}/versions/{version}/component",
     params(("name" = String, Path), ("version" = String, Path)),
     responses((status = 200, description = "application/wasm; header agora-digest: blake3 hex"), (status = 404, body = ErrorBody)))]
-pub async fn download(State(state): State<AppState>, Path((name, version)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn download(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    connection: Option<Connection>,
+) -> Result<Response, ApiError> {
     let digest = state.registry.download(&name, &version).await?;
-    let mut response = state.downloads.serve(&state.db.pool, &digest, &headers, "application/wasm").await?;
+    let mut response = state.downloads.serve(&state.db.pool, &digest, &headers, peer(connection), "application/wasm").await?;
     response.headers_mut().insert(header::HeaderName::from_static("agora-digest"), header::HeaderValue::from_str(&digest).expect("hex"));
     Ok(response)
 }
@@ -594,10 +599,26 @@ pub async fn job_events(
 /// A unit's verified output (signed GET by the job's buyer or the operator).
 #[utoipa::path(get, path = "/api/v1/jobs/{job}/units/{unit}/output", params(("job" = String, Path), ("unit" = u32, Path)),
     responses((status = 200, description = "The output bytes"), (status = 404, body = ErrorBody)))]
-pub async fn unit_output(State(state): State<AppState>, Path((job, unit)): Path<(String, u32)>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn unit_output(
+    State(state): State<AppState>,
+    Path((job, unit)): Path<(String, u32)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<Connection>,
+) -> Result<Response, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     let digest = state.jobs.output_digest(&job, unit).await?;
-    private(state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await)
+    private(state.downloads.serve(&state.db.pool, &digest, &headers, peer(connection), "application/octet-stream").await)
+}
+
+/// The connection a request came on (absent when the router is called in
+/// process).
+type Connection = axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>;
+
+/// The peer a download counts against (an IPv6 /64 is one).
+fn peer(connection: Option<Connection>) -> Option<std::net::IpAddr> {
+    connection.map(|c| crate::edge::peer_of(c.0.0.ip().to_canonical()))
 }
 
 /// A buyer's bytes: no shared cache in front of the market keeps them
@@ -613,12 +634,19 @@ fn private(response: Result<Response, ApiError>) -> Result<Response, ApiError> {
 /// anyone else it does not exist, whether it does or not.
 #[utoipa::path(get, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
     responses((status = 200, description = "The bytes"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn blob(State(state): State<AppState>, Path(digest): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn blob(
+    State(state): State<AppState>,
+    Path(digest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<Connection>,
+) -> Result<Response, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
     if caller != state.config.operator {
         state.jobs.may_read_input(&caller, &digest, state.now_ms()).await?;
     }
-    private(state.downloads.serve(&state.db.pool, &digest, &headers, "application/octet-stream").await)
+    private(state.downloads.serve(&state.db.pool, &digest, &headers, peer(connection), "application/octet-stream").await)
 }
 
 /// The browser bundle made from a component at publish time.
@@ -632,9 +660,14 @@ pub async fn browser_manifest(State(state): State<AppState>, Path(digest): Path<
 /// Immutable: its name is fixed within the bundle of one component digest.
 #[utoipa::path(get, path = "/api/v1/browser/{digest}/{file}", params(("digest" = String, Path), ("file" = String, Path)),
     responses((status = 200, description = "text/javascript or application/wasm"), (status = 404, body = ErrorBody)))]
-pub async fn browser_file(State(state): State<AppState>, Path((digest, file)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn browser_file(
+    State(state): State<AppState>,
+    Path((digest, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    connection: Option<Connection>,
+) -> Result<Response, ApiError> {
     let (content_type, file_digest) = state.registry.browser_file(&digest, &file).await?;
-    let mut response = state.downloads.serve(&state.db.pool, &file_digest, &headers, content_type).await?;
+    let mut response = state.downloads.serve(&state.db.pool, &file_digest, &headers, peer(connection), content_type).await?;
     if response.status().is_success() {
         response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=31536000, immutable"));
     }

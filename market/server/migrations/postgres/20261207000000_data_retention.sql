@@ -4,6 +4,8 @@
 -- at once, its blobs and lines collected in bounded batches after.
 ALTER TABLE jobs ADD COLUMN data_deleted_at_ms BIGINT;
 ALTER TABLE jobs ADD COLUMN data_collected BIGINT NOT NULL DEFAULT 1;
+-- The last digest a collection looked at: the next one goes on after it.
+ALTER TABLE jobs ADD COLUMN data_collect_after TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobs_data_kept ON jobs (data_deleted_at_ms, finished_at_ms);
 CREATE INDEX jobs_data_to_collect ON jobs (data_deleted_at_ms) WHERE data_collected = 0;
 -- What a collection looks up: who else still names a digest.
@@ -20,4 +22,6 @@ UPDATE blobs SET pinned = 1
    AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.output_digest = blobs.digest);
 UPDATE blobs SET pinned = 1 WHERE digest IN (SELECT digest FROM versions)
    OR digest IN (SELECT input_digest FROM canaries) OR digest IN (SELECT output_digest FROM canaries)
-   OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.manifest LIKE '%' || blobs.digest || '%');
+;
+UPDATE blobs SET pinned = 1 WHERE digest IN
+    (SELECT f ->> 'digest' FROM browser_bundles b, jsonb_array_elements(b.manifest::jsonb -> 'files') f);

@@ -22,6 +22,10 @@ use crate::blobs;
 pub const DATA_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Jobs whose data a sweep marks, and jobs it collects.
 const COLLECTIONS_PER_SWEEP: i64 = 20;
+/// Batches a sweep spends collecting, all jobs together (and a buyer's
+/// deletion before it answers): the sweep also expires holds and settles
+/// jobs, so a huge deletion is spread over many sweeps.
+pub const COLLECT_BATCHES_PER_SWEEP: u32 = 64;
 /// Blobs looked at, or log lines deleted, per transaction of a collection:
 /// short enough that a writer waiting on SQLite's lock barely notices.
 pub const COLLECT_BATCH: i64 = 256;
@@ -50,8 +54,8 @@ impl Jobs {
             return Err(ApiError::NotYet(format!("the data of job `{id}` cannot be deleted yet: {why}")));
         }
         tx.commit().await?;
-        // Nobody reads it any more; the sweep finishes what fails here.
-        if let Err(e) = self.collect_job(id).await {
+        // Nobody reads it any more; the sweep finishes what is left.
+        if let Err(e) = self.collect_job(id, COLLECT_BATCHES_PER_SWEEP).await {
             tracing::warn!(job = id, "collecting a deleted job's data failed (the sweep will): {e}");
         }
         Ok(now)
@@ -83,16 +87,26 @@ impl Jobs {
                 failures += 1;
             }
         }
-        let marked: Vec<String> = sqlx::query("SELECT id FROM jobs WHERE data_collected = 0 AND data_deleted_at_ms IS NOT NULL LIMIT $1")
+        // Oldest first: a job that fails every time is tried with the rest,
+        // not before them.
+        let marked: Vec<String> = sqlx::query(
+            "SELECT id FROM jobs WHERE data_collected = 0 AND data_deleted_at_ms IS NOT NULL ORDER BY data_deleted_at_ms LIMIT $1",
+        )
             .bind(COLLECTIONS_PER_SWEEP)
             .fetch_all(&self.db.pool)
             .await?
             .iter()
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()?;
+        let mut budget = COLLECT_BATCHES_PER_SWEEP;
         for id in marked {
-            match self.collect_job(&id).await {
-                Ok(()) => collected += 1,
+            let share = (budget / 2).max(1).min(budget);
+            if share == 0 {
+                break;
+            }
+            budget -= share;
+            match self.collect_job(&id, share).await {
+                Ok(done) => collected += u64::from(done),
                 Err(e) => {
                     tracing::warn!(job = id, "collecting a deleted job's data failed: {e}");
                     failures += 1;
@@ -116,25 +130,25 @@ impl Jobs {
     }
 
     /// Delete the log lines of marked job `id`, and every blob of it no
-    /// kept job names, a batch per transaction; then note it collected.
-    async fn collect_job(&self, id: &str) -> Result<(), ApiError> {
-        loop {
+    /// kept job names, a batch per transaction, at most `batches` of them:
+    /// where it stopped is kept in the job (`data_collect_after`, the last
+    /// digest looked at), so the next call goes on from there. True once
+    /// everything is collected.
+    async fn collect_job(&self, id: &str, batches: u32) -> Result<bool, ApiError> {
+        for _ in 0..batches {
             let mut tx = self.db.write().await?;
             let gone = sqlx::query("DELETE FROM unit_logs WHERE seq IN (SELECT seq FROM unit_logs WHERE job_id = $1 ORDER BY seq LIMIT $2)")
                 .bind(id)
                 .bind(COLLECT_BATCH)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            if gone.rows_affected() < COLLECT_BATCH as u64 {
-                break;
+            if gone.rows_affected() > 0 {
+                tx.commit().await?;
+                continue;
             }
-        }
-        // In digest order, like submits: two collections never wait on each
-        // other's rows in a cycle.
-        let mut after = String::new();
-        loop {
-            let mut tx = self.db.write().await?;
+            // No lines left: the blobs, in digest order like submits, so two
+            // collections never wait on each other's rows in a cycle.
+            let after: String = sqlx::query("SELECT data_collect_after FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *tx).await?.try_get("data_collect_after")?;
             let digests: Vec<String> = sqlx::query(
                 "SELECT digest FROM (SELECT input_digest AS digest FROM units WHERE job_id = $1
                                      UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL
@@ -152,15 +166,25 @@ impl Jobs {
             for digest in &digests {
                 blobs::collect(&mut tx, digest).await?;
             }
-            let last_batch = (digests.len() as i64) < COLLECT_BATCH;
-            if last_batch {
-                sqlx::query("UPDATE jobs SET data_collected = 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            }
+            let done = (digests.len() as i64) < COLLECT_BATCH;
+            let after = digests.last().cloned().unwrap_or(after);
+            // Collected once the blobs are done and no line is left (another
+            // collector may still be deleting some).
+            sqlx::query(
+                "UPDATE jobs SET data_collect_after = $2,
+                    data_collected = CASE WHEN $3 = 1 AND NOT EXISTS (SELECT 1 FROM unit_logs l WHERE l.job_id = $1) THEN 1 ELSE 0 END
+                 WHERE id = $1",
+            )
+                .bind(id)
+                .bind(&after)
+                .bind(i64::from(done))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
-            match digests.into_iter().next_back() {
-                Some(last) if !last_batch => after = last,
-                _ => return Ok(()),
+            if done {
+                return Ok(true);
             }
         }
+        Ok(false)
     }
 }

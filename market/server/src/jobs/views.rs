@@ -122,10 +122,13 @@ impl Jobs {
     pub async fn jobs_of(&self, buyer: &str, page: u32, per_page: u32) -> Result<Page<JobSummary>, ApiError> {
         let per_page = per_page.clamp(1, MAX_JOBS_PER_PAGE);
         let rows = sqlx::query(
+            // The page's jobs first (on the buyer's index), then their units
+            // counted: never for the rows a deep page skips.
             "SELECT j.id AS id, j.package AS package, j.version AS version, j.state AS state, j.max_price AS max_price, j.created_at_ms AS created_at_ms,
                 (SELECT COUNT(*) FROM units u WHERE u.job_id = j.id) AS units,
                 (SELECT COUNT(*) FROM units u WHERE u.job_id = j.id AND u.state = 'verified') AS verified
-             FROM jobs j WHERE j.buyer = $1 ORDER BY j.created_at_ms DESC, j.id LIMIT $2 OFFSET $3",
+             FROM (SELECT * FROM jobs WHERE buyer = $1 ORDER BY created_at_ms DESC LIMIT $2 OFFSET $3) AS j
+             ORDER BY j.created_at_ms DESC",
         )
         .bind(buyer)
         .bind(per_page as i64)

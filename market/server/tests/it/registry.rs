@@ -332,33 +332,46 @@ both_dbs!(downloads_hold_no_more_than_their_memory_budget, async |m: &TestMarket
     assert!(saxpy.len() as u64 > BUDGET_UNIT, "the test component spans budget units");
     assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
     let digest = agora_wire::digest_hex(&saxpy);
-    let budget = (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
+    // Room for one download while its pieces are made (twice the blob).
+    let budget = 2 * (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
     let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(200));
     let none = axum::http::HeaderMap::new();
-    let first = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the first fits");
-    let refused = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await;
+    let first = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the first fits");
+    let refused = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await;
     assert!(matches!(refused, Err(agora_market::error::ApiError::Busy)), "{:?}", refused.map(|r| r.status()));
     let bytes = axum::body::to_bytes(first.into_body(), 1 << 26).await.unwrap();
     assert_eq!(bytes.as_ref(), saxpy.as_slice(), "the held download completes");
-    let again = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the budget came back");
+    let again = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the budget came back");
     assert_eq!(axum::body::to_bytes(again.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
 });
 
 // A reader takes a byte a minute to hold its share of the download budget
-// for hours: past its size's time (MIN_DOWNLOAD_BYTES_PER_SECOND) plus the
-// grace, the download is cut, what it had not sent is freed and the share
-// comes back for the next caller.
+// for hours: once it has taken nothing for DOWNLOAD_STALL, the download is
+// cut, what it had not sent is freed and the share comes back for the next
+// caller. One address holds at most DOWNLOADS_PER_PEER downloads.
 both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_share_back, async |m: &TestMarket| {
     use agora_market::blobs::{BUDGET_UNIT, Downloads};
     let author = Keypair::generate();
     let saxpy = guest("saxpy");
     assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
     let digest = agora_wire::digest_hex(&saxpy);
-    let budget = (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
-    let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(2_000)).with_grace(std::time::Duration::from_millis(100));
+    let budget = 2 * (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
+    let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(2_000)).with_stall(std::time::Duration::from_millis(100));
     let none = axum::http::HeaderMap::new();
-    let stalled = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the first fits");
-    let next = downloads.serve(&m.state.db.pool, &digest, &none, "application/wasm").await.expect("the stalled one's share came back");
+    let stalled = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the first fits");
+    let next = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the stalled one's share came back");
     assert_eq!(axum::body::to_bytes(next.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
     assert!(axum::body::to_bytes(stalled.into_body(), 1 << 26).await.is_err(), "the stalled download was cut");
+    let roomy = Downloads::with_budget(64 << 20, std::time::Duration::from_millis(200));
+    let (flock, honest): (std::net::IpAddr, std::net::IpAddr) = ("203.0.113.7".parse().unwrap(), "198.51.100.2".parse().unwrap());
+    let mut held = Vec::new();
+    for _ in 0..agora_market::blobs::DOWNLOADS_PER_PEER {
+        held.push(roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await.expect("within its share"));
+    }
+    let past = roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await;
+    assert!(matches!(past, Err(agora_market::error::ApiError::TooManyStreams { .. })), "{:?}", past.map(|r| r.status()));
+    let other = roomy.serve(&m.state.db.pool, &digest, &none, Some(honest), "application/wasm").await.expect("another address is served");
+    assert_eq!(axum::body::to_bytes(other.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
+    drop(held.pop());
+    assert!(roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await.is_ok(), "a finished download frees its slot");
 });

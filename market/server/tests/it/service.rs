@@ -281,3 +281,36 @@ both_dbs!(event_streams_are_capped_per_key, async |m: &TestMarket| {
     drop(bodies);
     assert_eq!(m.state.feeds.watched(), 0);
 });
+
+// On PostgreSQL a job's change wakes its poller through a notice: with the
+// fallback read an hour away, a stream still learns at once that the job
+// is done (a poller without notices would sleep the hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_change_wakes_its_stream_through_a_postgresql_notice() {
+    use crate::jobs::{answer, lease, provider, publish, submit};
+    use agora_market::feeds::Feeds;
+    use std::time::Duration;
+    let m = TestMarket::postgres().await;
+    publish(&m, "noticed").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 1_000).await;
+    let job = submit(&m, &buyer, "noticed", &[b"x"], 600, 1).await;
+    let feeds = Feeds::with_fallback(Duration::from_secs(3600));
+    let listener = feeds.listen(&m.state.db).await.unwrap().expect("a listener on PostgreSQL");
+    let feed = feeds.watch(&m.state.jobs, &job);
+    let mut snapshots = feed.subscribe();
+    let first = tokio::time::timeout(Duration::from_secs(30), snapshots.wait_for(|s| s.info.is_some())).await.unwrap().unwrap().clone();
+    assert_eq!(first.info.unwrap().state, agora_wire::api::JobState::Running);
+    let p = provider(&m, 1).await;
+    let grant = lease(&m, &p).await.unwrap();
+    assert_eq!(answer(&m, &p, &grant, Ok(b"y")).await.0, StatusCode::OK);
+    let done = tokio::time::timeout(Duration::from_secs(30), snapshots.wait_for(|s| s.info.as_ref().is_some_and(|i| i.state != agora_wire::api::JobState::Running)))
+        .await
+        .expect("the notice woke the poller long before its fallback")
+        .unwrap()
+        .clone();
+    assert_eq!(done.info.unwrap().state, agora_wire::api::JobState::Done);
+    listener.abort();
+    drop(feed);
+    m.cleanup().await;
+}
