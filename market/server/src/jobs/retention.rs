@@ -87,8 +87,8 @@ impl Jobs {
                 failures += 1;
             }
         }
-        // Oldest first: a job that fails every time is tried with the rest,
-        // not before them.
+        // Oldest first, each with a share of the sweep's batches: a job that
+        // fails every time costs its share, and the others still get theirs.
         let marked: Vec<String> = sqlx::query(
             "SELECT id FROM jobs WHERE data_collected = 0 AND data_deleted_at_ms IS NOT NULL ORDER BY data_deleted_at_ms LIMIT $1",
         )

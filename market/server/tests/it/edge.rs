@@ -30,7 +30,6 @@ async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), wait: Duration)
 // idle ones are cut at the handshake and header deadlines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_flood_from_one_address_is_cut_while_another_is_served() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let m = TestMarket::sqlite().await;
     let dir = std::env::temp_dir().join(format!("agora-edge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
