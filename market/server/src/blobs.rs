@@ -132,6 +132,17 @@ struct Held {
 
 type Holding = Arc<Mutex<Option<Held>>>;
 
+impl Held {
+    /// The next piece for the reader, its share given back.
+    fn take_piece(&mut self) -> Option<Bytes> {
+        let piece = self.pieces.pop_front()?;
+        self.taken_at = tokio::time::Instant::now();
+        let units = budget_units(piece.len() as u64).min(self.share.num_permits());
+        drop(self.share.split(units));
+        Some(piece)
+    }
+}
+
 impl Downloads {
     /// Downloads holding at most `bytes` at once, a download waiting `wait`
     /// at most for its share (the market uses [`DOWNLOAD_BYTES_IN_FLIGHT`]
@@ -184,37 +195,24 @@ impl Downloads {
             Some(peer) => Some(
                 self.peers
                     .enter(&peer, DOWNLOADS_PER_PEER, usize::MAX)
-                    .map_err(|_| ApiError::TooManyStreams { limit: DOWNLOADS_PER_PEER, per: "address (downloads)" })?,
+                    .map_err(|_| ApiError::TooManyAtOnce { what: "downloads in flight", limit: DOWNLOADS_PER_PEER, per: "address" })?,
             ),
             None => None,
         };
         // Twice the blob while its pieces are made from it, then what the
         // pieces hold.
-        let share = (2 * length.div_ceil(BUDGET_UNIT).max(1)) as u32;
+        let share = (2 * budget_units(length)) as u32;
         let mut held = tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(share))
             .await
             .map_err(|_| ApiError::Busy)?
             .expect("the download budget is never closed");
         let bytes = read(pool, digest).await?;
-        let (status, pieces, content_range) = {
-            let digest = digest.to_string();
-            tokio::task::spawn_blocking(move || {
-                // Pair check: what is served is what was stored under its digest.
-                if agora_wire::digest_hex(&bytes) != digest {
-                    return Err(ApiError::Internal(format!("stored blob {digest} does not match its digest")));
-                }
-                let (status, body, content_range) = match range {
-                    Some(r) => (StatusCode::PARTIAL_CONTENT, &bytes[r.clone()], Some(format!("bytes {}-{}/{length}", r.start(), r.end()))),
-                    None => (StatusCode::OK, &bytes[..], None),
-                };
-                let pieces: VecDeque<Bytes> = body.chunks(PIECE_BYTES).map(Bytes::copy_from_slice).collect();
-                Ok((status, pieces, content_range))
-            })
+        let digest = digest.to_string();
+        let (status, pieces, content_range) = tokio::task::spawn_blocking(move || pieces_of(&bytes, &digest, range))
             .await
-            .map_err(|e| ApiError::Internal(format!("preparing a download: {e}")))??
-        };
+            .map_err(|e| ApiError::Internal(format!("preparing a download: {e}")))??;
         let sent_length: usize = pieces.iter().map(Bytes::len).sum();
-        let kept = pieces.iter().map(|p| (p.len() as u64).div_ceil(BUDGET_UNIT) as usize).sum::<usize>();
+        let kept = pieces.iter().map(|p| budget_units(p.len() as u64)).sum::<usize>();
         drop(held.split(held.num_permits().saturating_sub(kept)));
         let held = Held { pieces, share: held, _peer: peer_slot, taken_at: tokio::time::Instant::now() };
         let mut response = (status, validators, Body::from_stream(cut_when_stalled(held, self.stall))).into_response();
@@ -226,6 +224,25 @@ impl Downloads {
         }
         Ok(response)
     }
+}
+
+/// Budget units for `bytes` (at least one).
+fn budget_units(bytes: u64) -> usize {
+    bytes.div_ceil(BUDGET_UNIT).max(1) as usize
+}
+
+/// `bytes` checked against `digest` (what is served is what was stored
+/// under it), and the part `range` asks for as pieces, each its own
+/// allocation; with the status and `Content-Range` to answer.
+fn pieces_of(bytes: &[u8], digest: &str, range: Option<std::ops::RangeInclusive<usize>>) -> Result<(StatusCode, VecDeque<Bytes>, Option<String>), ApiError> {
+    if agora_wire::digest_hex(bytes) != digest {
+        return Err(ApiError::Internal(format!("stored blob {digest} does not match its digest")));
+    }
+    let (status, body, content_range) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, &bytes[r.clone()], Some(format!("bytes {}-{}/{}", r.start(), r.end(), bytes.len()))),
+        None => (StatusCode::OK, bytes, None),
+    };
+    Ok((status, body.chunks(PIECE_BYTES).map(Bytes::copy_from_slice).collect(), content_range))
 }
 
 /// The one byte range a request asks for, within `length`: None for the
@@ -277,13 +294,7 @@ fn cut_when_stalled(held: Held, stall: Duration) -> impl futures_core::Stream<It
     }
     futures_util::stream::unfold(Some(Releasing(holding)), |state| async move {
         let releasing = state?;
-        let next = releasing.0.lock().expect("never poisoned").as_mut().map(|held| {
-            let piece = held.pieces.pop_front()?;
-            held.taken_at = tokio::time::Instant::now();
-            let units = (piece.len() as u64).div_ceil(BUDGET_UNIT) as usize;
-            drop(held.share.split(units.min(held.share.num_permits())));
-            Some(piece)
-        });
+        let next = releasing.0.lock().expect("never poisoned").as_mut().map(Held::take_piece);
         match next {
             Some(Some(piece)) => Some((Ok(piece), Some(releasing))),
             // Sent in full: the rest goes back as `releasing` drops.

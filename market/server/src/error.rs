@@ -50,8 +50,10 @@ pub enum ApiError {
     Busy,
     #[error("too many requests: at most {per_second} per second per {per}")]
     RateLimited { per_second: u32, per: &'static str },
-    #[error("too many event streams open: at most {limit} per {per}")]
-    TooManyStreams { limit: usize, per: &'static str },
+    /// Past a cap on what one key or address holds at once (`what`: "event
+    /// streams open", "downloads in flight").
+    #[error("too many {what}: at most {limit} per {per}")]
+    TooManyAtOnce { what: &'static str, limit: usize, per: &'static str },
     #[error("internal error")]
     Internal(String),
 }
@@ -83,7 +85,7 @@ impl ApiError {
             ApiError::NotYet(_) => (StatusCode::CONFLICT, codes::NOT_YET),
             ApiError::Gone(_) => (StatusCode::GONE, codes::GONE),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, codes::BUSY),
-            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
+            ApiError::RateLimited { .. } | ApiError::TooManyAtOnce { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }
     }

@@ -15,15 +15,14 @@
 
 use crate::db::{Db, Kind};
 use crate::jobs::Jobs;
-use sqlx::postgres::PgListener;
-use std::sync::atomic::AtomicBool;
-use tokio::sync::Notify;
 use agora_wire::api::{JobInfo, JobState};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use axum::response::sse::Event;
+use sqlx::postgres::PgListener;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// How often a watched job is read without notices (SQLite), and the
 /// shortest time between two reads of one job with them.
@@ -36,8 +35,8 @@ const CHANNEL: &str = "agora_job";
 /// What a job's poller last read.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    /// None until the first read.
-    pub info: Option<JobInfo>,
+    /// None until the first read (shared: every stream of the job reads it).
+    pub info: Option<Arc<JobInfo>>,
     /// The job's newest log line (0: none yet).
     pub last_seq: i64,
 }
@@ -46,7 +45,6 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct Feeds {
     jobs: Arc<Mutex<HashMap<String, Weak<Feed>>>>,
-    polls: Arc<AtomicU64>,
     /// Whether a listener is taking notices now.
     noticed: Arc<AtomicBool>,
     /// How long a poller with notices waits for news before reading anyway.
@@ -84,7 +82,7 @@ impl Feeds {
     /// Feeds whose pollers, while notices arrive, read a job with no news
     /// every `fallback` (the market: [`NOTICED_POLL_INTERVAL`]).
     pub fn with_fallback(fallback: Duration) -> Self {
-        Feeds { jobs: Arc::default(), polls: Arc::default(), noticed: Arc::default(), fallback }
+        Feeds { jobs: Arc::default(), noticed: Arc::default(), fallback }
     }
 
     /// On PostgreSQL, start taking the job notices: the returned task wakes
@@ -94,8 +92,7 @@ impl Feeds {
         if db.kind != Kind::Postgres {
             return Ok(None);
         }
-        let mut listener = PgListener::connect(&db.url).await?;
-        listener.listen(CHANNEL).await?;
+        let mut listener = notices(&db.url).await?;
         self.noticed.store(true, Ordering::Relaxed);
         let (feeds, url) = (self.clone(), db.url.clone());
         Ok(Some(tokio::spawn(async move {
@@ -109,9 +106,7 @@ impl Feeds {
                         tracing::warn!("job notices: {e}; polling until they come back");
                         feeds.noticed.store(false, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        if let Ok(mut fresh) = PgListener::connect(&url).await
-                            && fresh.listen(CHANNEL).await.is_ok()
-                        {
+                        if let Ok(fresh) = notices(&url).await {
                             listener = fresh;
                             feeds.noticed.store(true, Ordering::Relaxed);
                             feeds.wake_all();
@@ -122,21 +117,25 @@ impl Feeds {
         })))
     }
 
+    fn feeds(&self) -> MutexGuard<'_, HashMap<String, Weak<Feed>>> {
+        self.jobs.lock().expect("the feeds' lock is never poisoned")
+    }
+
     fn wake(&self, job: &str) {
-        let feed = self.jobs.lock().expect("the feeds' lock is never poisoned").get(job).and_then(Weak::upgrade);
+        let feed = self.feeds().get(job).and_then(Weak::upgrade);
         if let Some(feed) = feed {
             feed.news.notify_one();
         }
     }
 
     fn wake_all(&self) {
-        let feeds: Vec<Arc<Feed>> = self.jobs.lock().expect("the feeds' lock is never poisoned").values().filter_map(Weak::upgrade).collect();
+        let feeds: Vec<Arc<Feed>> = self.feeds().values().filter_map(Weak::upgrade).collect();
         feeds.iter().for_each(|feed| feed.news.notify_one());
     }
 
     /// The feed of `job`: the running one, or a new poller.
     pub fn watch(&self, jobs: &Jobs, job: &str) -> Arc<Feed> {
-        let mut feeds = self.jobs.lock().expect("the feeds' lock is never poisoned");
+        let mut feeds = self.feeds();
         if let Some(feed) = feeds.get(job).and_then(Weak::upgrade) {
             return feed;
         }
@@ -151,23 +150,24 @@ impl Feeds {
 
     /// Jobs with a live poller.
     pub fn watched(&self) -> usize {
-        self.jobs.lock().expect("the feeds' lock is never poisoned").values().filter(|f| f.strong_count() > 0).count()
+        self.feeds().values().filter(|f| f.strong_count() > 0).count()
     }
+}
 
-    /// Polls made since start, all jobs together.
-    pub fn polls(&self) -> u64 {
-        self.polls.load(Ordering::Relaxed)
-    }
+/// A connection listening on the job notices' channel.
+async fn notices(url: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 /// Read `job` until it ends, publishing each change.
 async fn poll(jobs: Jobs, job: String, publish: watch::Sender<Snapshot>, feeds: Feeds, news: Arc<Notify>) {
     loop {
-        feeds.polls.fetch_add(1, Ordering::Relaxed);
         match (jobs.info(&job).await, jobs.last_log_seq(&job).await) {
             (Ok(info), Ok(last_seq)) => {
                 let ended = info.state != JobState::Running;
-                let now = Snapshot { info: Some(info), last_seq };
+                let now = Snapshot { info: Some(Arc::new(info)), last_seq };
                 publish.send_if_modified(|last| {
                     let changed = *last != now;
                     *last = now;
@@ -186,4 +186,81 @@ async fn poll(jobs: Jobs, job: String, publish: watch::Sender<Snapshot>, feeds: 
             let _ = tokio::time::timeout(feeds.fallback.saturating_sub(EVENT_POLL_INTERVAL), news.notified()).await;
         }
     }
+}
+
+/// `feed`'s job as server-sent events for one stream, from log line
+/// `after` on: every `log` line (id: its seq) before the `job` it led to,
+/// a `job` event each time the job changes, and the end after its final
+/// state. `held` lives as long as the stream (its slot among the caller's
+/// streams).
+pub fn events<H: Send + 'static>(
+    feed: Arc<Feed>,
+    jobs: Jobs,
+    job: String,
+    after: i64,
+    held: H,
+) -> impl futures_core::Stream<Item = Result<Event, std::convert::Infallible>> + Send {
+    struct Watch<H> {
+        // Kept while the stream lives: the job's poller runs for it.
+        _feed: Arc<Feed>,
+        _held: H,
+        snapshots: watch::Receiver<Snapshot>,
+        jobs: Jobs,
+        job: String,
+        after: i64,
+        sent: Option<Arc<JobInfo>>,
+        pending: VecDeque<Event>,
+        finished: bool,
+    }
+    let snapshots = feed.subscribe();
+    let watch = Watch { _feed: feed, _held: held, snapshots, jobs, job, after, sent: None, pending: VecDeque::new(), finished: false };
+    futures_util::stream::unfold(watch, |mut w| async move {
+        loop {
+            if let Some(event) = w.pending.pop_front() {
+                return Some((Ok(event), w));
+            }
+            if w.finished {
+                return None;
+            }
+            let now = w.snapshots.borrow_and_update().clone();
+            let Some(info) = now.info else {
+                // The first read is not in yet (or the poller is gone).
+                if w.snapshots.changed().await.is_err() && w.snapshots.borrow().info.is_none() {
+                    return None;
+                }
+                continue;
+            };
+            // Log lines first, all of them, then the job's state.
+            if now.last_seq > w.after {
+                match w.jobs.logs(&w.job, w.after, 1000).await {
+                    Ok(logs) if !logs.lines.is_empty() => {
+                        w.after = logs.next;
+                        for line in logs.lines {
+                            w.pending.push_back(Event::default().event("log").id(line.seq.to_string()).json_data(&line).expect("plain JSON"));
+                        }
+                        continue;
+                    }
+                    Ok(_) => w.after = now.last_seq,
+                    Err(e) => {
+                        tracing::warn!(job = %w.job, "event stream: {e}");
+                        tokio::time::sleep(EVENT_POLL_INTERVAL).await;
+                        continue;
+                    }
+                }
+            }
+            if w.sent.as_ref() != Some(&info) {
+                w.finished = info.state != JobState::Running;
+                w.pending.push_back(Event::default().event("job").json_data(&*info).expect("plain JSON"));
+                w.sent = Some(info);
+                continue;
+            }
+            if w.snapshots.changed().await.is_err() {
+                // The poller ended with the job: what it last read is final.
+                let last = w.snapshots.borrow().clone();
+                if last.last_seq <= w.after && last.info.as_ref() == w.sent.as_ref() {
+                    return None;
+                }
+            }
+        }
+    })
 }

@@ -113,8 +113,8 @@ impl AppState {
             return Ok(None);
         }
         let slot = self.streams.enter(key, MAX_STREAMS_PER_KEY, MAX_EVENT_STREAMS).map_err(|refused| match refused {
-            crate::tally::Refused::PerKey => ApiError::TooManyStreams { limit: MAX_STREAMS_PER_KEY, per: "key" },
-            crate::tally::Refused::InAll => ApiError::TooManyStreams { limit: MAX_EVENT_STREAMS, per: "market process" },
+            crate::tally::Refused::PerKey => ApiError::TooManyAtOnce { what: "event streams open", limit: MAX_STREAMS_PER_KEY, per: "key" },
+            crate::tally::Refused::InAll => ApiError::TooManyAtOnce { what: "event streams open", limit: MAX_EVENT_STREAMS, per: "market process" },
         })?;
         Ok(Some(slot))
     }

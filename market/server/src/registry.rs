@@ -195,6 +195,8 @@ impl Registry {
         // a free version, the signed entry, the key's quota. They are made
         // again in the write transaction, after the heavy ones.
         self.may_publish(&mut *self.db.pool.acquire().await?, signer, &request.entry, bytes.len(), now_ms).await?;
+        // Shared with the checks' thread, not copied (up to 64 MiB).
+        let bytes: Arc<[u8]> = bytes.into();
         let (inspection, bundle) = self.heavy_checks(signer, bytes.clone(), actual.clone()).await?;
         match &bundle {
             Ok(b) => tracing::info!(package = name, version = %version, files = b.manifest.files.len(), "browser bundle made"),
@@ -303,7 +305,7 @@ impl Registry {
     /// [`PUBLISH_CHECK_DEADLINE`]. The bundle is made before the write
     /// transaction (it is pure computation) and stored with the version, or
     /// not at all.
-    async fn heavy_checks(&self, signer: &KeyId, bytes: Vec<u8>, digest: String) -> Result<(Inspection, Result<crate::browser::Built, String>), ApiError> {
+    async fn heavy_checks(&self, signer: &KeyId, bytes: Arc<[u8]>, digest: String) -> Result<(Inspection, Result<crate::browser::Built, String>), ApiError> {
         let mine = self.checking.enter(signer, PUBLISH_CHECKS_PER_KEY, usize::MAX).map_err(|_| ApiError::Busy)?;
         let turn = tokio::time::timeout(PUBLISH_CHECK_DEADLINE, self.checks.clone().acquire_owned()).await.map_err(|_| ApiError::Busy)?;
         let turn = turn.expect("the checks' semaphore is never closed");

@@ -17,9 +17,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use std::collections::VecDeque;
 use serde::Deserialize;
 use utoipa::OpenApi;
 
@@ -529,70 +528,7 @@ pub async fn job_events(
     let caller = job_read(&state, &job, &method, &uri, &headers).await?;
     let slot = state.open_stream(&caller)?;
     let feed = state.feeds.watch(&state.jobs, &job);
-    struct Watch {
-        // Held while the stream lives: counted against its key, and the
-        // job's poller kept running.
-        _slot: Option<crate::tally::Slot<KeyId>>,
-        _feed: std::sync::Arc<crate::feeds::Feed>,
-        snapshots: tokio::sync::watch::Receiver<crate::feeds::Snapshot>,
-        state: AppState,
-        job: String,
-        after: i64,
-        sent: Option<JobInfo>,
-        pending: VecDeque<Event>,
-        finished: bool,
-    }
-    let snapshots = feed.subscribe();
-    let watch = Watch { _slot: slot, _feed: feed, snapshots, state, job, after: q.after, sent: None, pending: VecDeque::new(), finished: false };
-    let stream = futures_util::stream::unfold(watch, |mut w| async move {
-        loop {
-            if let Some(event) = w.pending.pop_front() {
-                return Some((Ok::<_, std::convert::Infallible>(event), w));
-            }
-            if w.finished {
-                return None;
-            }
-            let now = w.snapshots.borrow_and_update().clone();
-            let Some(info) = now.info else {
-                // The first read is not in yet (or the poller is gone).
-                if w.snapshots.changed().await.is_err() && w.snapshots.borrow().info.is_none() {
-                    return None;
-                }
-                continue;
-            };
-            // Log lines first, all of them, then the job's state.
-            if now.last_seq > w.after {
-                match w.state.jobs.logs(&w.job, w.after, 1000).await {
-                    Ok(logs) if !logs.lines.is_empty() => {
-                        w.after = logs.next;
-                        for line in logs.lines {
-                            w.pending.push_back(Event::default().event("log").id(line.seq.to_string()).json_data(&line).expect("plain JSON"));
-                        }
-                        continue;
-                    }
-                    Ok(_) => w.after = now.last_seq,
-                    Err(e) => {
-                        tracing::warn!(job = %w.job, "event stream: {e}");
-                        tokio::time::sleep(crate::feeds::EVENT_POLL_INTERVAL).await;
-                        continue;
-                    }
-                }
-            }
-            if w.sent.as_ref() != Some(&info) {
-                w.finished = info.state != JobState::Running;
-                w.pending.push_back(Event::default().event("job").json_data(&info).expect("plain JSON"));
-                w.sent = Some(info);
-                continue;
-            }
-            if w.snapshots.changed().await.is_err() {
-                // The poller ended with the job: what it last read is final.
-                let last = w.snapshots.borrow().clone();
-                if last.last_seq <= w.after && last.info.as_ref() == w.sent.as_ref() {
-                    return None;
-                }
-            }
-        }
-    });
+    let stream = crate::feeds::events(feed, state.jobs.clone(), job, q.after, slot);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -618,7 +554,7 @@ type Connection = axum::Extension<axum::extract::ConnectInfo<std::net::SocketAdd
 
 /// The peer a download counts against (an IPv6 /64 is one).
 fn peer(connection: Option<Connection>) -> Option<std::net::IpAddr> {
-    connection.map(|c| crate::edge::peer_of(c.0.0.ip().to_canonical()))
+    connection.map(|c| crate::edge::peer_of(c.0.0.ip()))
 }
 
 /// A buyer's bytes: no shared cache in front of the market keeps them

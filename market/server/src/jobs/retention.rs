@@ -64,16 +64,12 @@ impl Jobs {
     /// Collect the data of jobs that ended more than the retention period
     /// ago. Each job on its own: a failure is logged and counted.
     pub async fn collect_expired_data(&self, now: i64) -> Result<(u64, u64), ApiError> {
-        let due: Vec<String> = sqlx::query(&format!(
-            "SELECT j.id AS id FROM jobs j WHERE j.data_deleted_at_ms IS NULL AND j.finished_at_ms <= $1 AND {DATA_DELETABLE} LIMIT $2"
-        ))
-        .bind(now - self.config.data_retention_ms)
-        .bind(COLLECTIONS_PER_SWEEP)
-        .fetch_all(&self.db.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+        let due: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT j.id FROM jobs j WHERE j.data_deleted_at_ms IS NULL AND j.finished_at_ms <= $1 AND {DATA_DELETABLE} LIMIT $2"))
+                .bind(now - self.config.data_retention_ms)
+                .bind(COLLECTIONS_PER_SWEEP)
+                .fetch_all(&self.db.pool)
+                .await?;
         let (mut collected, mut failures) = (0, 0);
         for id in due {
             let marked = async {
@@ -89,21 +85,17 @@ impl Jobs {
         }
         // Oldest first, each with a share of the sweep's batches: a job that
         // fails every time costs its share, and the others still get theirs.
-        let marked: Vec<String> = sqlx::query(
-            "SELECT id FROM jobs WHERE data_collected = 0 AND data_deleted_at_ms IS NOT NULL ORDER BY data_deleted_at_ms LIMIT $1",
-        )
-            .bind(COLLECTIONS_PER_SWEEP)
-            .fetch_all(&self.db.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let marked: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE data_collected = 0 AND data_deleted_at_ms IS NOT NULL ORDER BY data_deleted_at_ms LIMIT $1")
+                .bind(COLLECTIONS_PER_SWEEP)
+                .fetch_all(&self.db.pool)
+                .await?;
         let mut budget = COLLECT_BATCHES_PER_SWEEP;
         for id in marked {
-            let share = (budget / 2).max(1).min(budget);
-            if share == 0 {
+            if budget == 0 {
                 break;
             }
+            let share = (budget / 2).max(1);
             budget -= share;
             match self.collect_job(&id, share).await {
                 Ok(done) => collected += u64::from(done),
@@ -148,8 +140,8 @@ impl Jobs {
             }
             // No lines left: the blobs, in digest order like submits, so two
             // collections never wait on each other's rows in a cycle.
-            let after: String = sqlx::query("SELECT data_collect_after FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *tx).await?.try_get("data_collect_after")?;
-            let digests: Vec<String> = sqlx::query(
+            let after: String = sqlx::query_scalar("SELECT data_collect_after FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+            let digests: Vec<String> = sqlx::query_scalar(
                 "SELECT digest FROM (SELECT input_digest AS digest FROM units WHERE job_id = $1
                                      UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL
                                      UNION SELECT output_digest AS digest FROM leases WHERE job_id = $1 AND output_digest IS NOT NULL) AS named
@@ -159,10 +151,7 @@ impl Jobs {
             .bind(&after)
             .bind(COLLECT_BATCH)
             .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("digest"))
-            .collect::<Result<_, _>>()?;
+            .await?;
             for digest in &digests {
                 blobs::collect(&mut tx, digest).await?;
             }
@@ -175,11 +164,11 @@ impl Jobs {
                     data_collected = CASE WHEN $3 = 1 AND NOT EXISTS (SELECT 1 FROM unit_logs l WHERE l.job_id = $1) THEN 1 ELSE 0 END
                  WHERE id = $1",
             )
-                .bind(id)
-                .bind(&after)
-                .bind(i64::from(done))
-                .execute(&mut *tx)
-                .await?;
+            .bind(id)
+            .bind(&after)
+            .bind(i64::from(done))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             if done {
                 return Ok(true);

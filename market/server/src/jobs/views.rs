@@ -31,7 +31,8 @@ impl Jobs {
             "expired" => JobState::Expired,
             _ => JobState::Running,
         };
-        let deleted = job.try_get::<Option<i64>, _>("data_deleted_at_ms")?.is_some();
+        let deleted_at: Option<i64> = job.try_get("data_deleted_at_ms")?;
+        let deleted = deleted_at.is_some();
         let fee_bps = self.config.fee_bps;
         let mut cost = CostBreakdown::default();
         let mut spent = 0u64;
@@ -110,8 +111,8 @@ impl Jobs {
             units: unit_infos,
             cost,
             created_at_ms: job.try_get("created_at_ms")?,
-            data_deleted_at_ms: job.try_get("data_deleted_at_ms")?,
-            data_kept_until_ms: match (state, job.try_get::<Option<i64>, _>("data_deleted_at_ms")?) {
+            data_deleted_at_ms: deleted_at,
+            data_kept_until_ms: match (state, deleted_at) {
                 (JobState::Running, _) | (_, Some(_)) => None,
                 _ => job.try_get::<Option<i64>, _>("finished_at_ms")?.map(|at| at.saturating_add(self.config.data_retention_ms)),
             },

@@ -369,7 +369,7 @@ both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_share_back, async |m: 
         held.push(roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await.expect("within its share"));
     }
     let past = roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await;
-    assert!(matches!(past, Err(agora_market::error::ApiError::TooManyStreams { .. })), "{:?}", past.map(|r| r.status()));
+    assert!(matches!(past, Err(agora_market::error::ApiError::TooManyAtOnce { what: "downloads in flight", .. })), "{:?}", past.map(|r| r.status()));
     let other = roomy.serve(&m.state.db.pool, &digest, &none, Some(honest), "application/wasm").await.expect("another address is served");
     assert_eq!(axum::body::to_bytes(other.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
     drop(held.pop());
