@@ -45,7 +45,7 @@ enum Command {
     Jobs,
     /// Delete a finished job's inputs, outputs and logs from the market now
     /// (the market deletes them anyway some days after the job ends).
-    DeleteData(cmd::jobs::StatusArgs),
+    DeleteData(cmd::jobs::DeleteDataArgs),
     /// Provide this machine to a market: lease, run and return work units.
     Host(cmd::host::HostArgs),
     /// Your credits: available, held in escrow, history.

@@ -3,7 +3,7 @@
 //! known-answer units.
 
 use super::client::ClientArgs;
-use agora_wire::api::{AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitState, UnitLimits};
+use agora_wire::api::{AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitInfo, UnitLimits, UnitState, UnitsQuery};
 use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -80,6 +80,14 @@ pub struct VouchArgs {
 #[derive(Args)]
 pub struct StatusArgs {
     job: String,
+    /// List every unit, not only the first page of them.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args)]
+pub struct DeleteDataArgs {
+    job: String,
 }
 
 #[derive(Args)]
@@ -118,7 +126,7 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         replicas: args.replicas,
     };
     let job: JobInfo = client.post("/api/v1/jobs", &request, None)?;
-    eprintln!("job {} submitted: {} units of {} {}, {} credits held in escrow", job.id, job.units.len(), job.package, job.version, job.max_price);
+    eprintln!("job {} submitted: {} units of {} {}, {} credits held in escrow", job.id, job.unit_counts.total, job.package, job.version, job.max_price);
     println!("{}", job.id);
     if !args.wait {
         return Ok(());
@@ -126,7 +134,7 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
     let job = wait(&client, &job.id)?;
     print_job(&job);
     if let Some(dir) = &args.output {
-        download(&client, &job, dir)?;
+        download(&client, &job.id, dir)?;
     }
     if job.state != JobState::Done {
         bail!("job {} ended {:?}", job.id, job.state);
@@ -178,19 +186,26 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
     Ok(last.expect("the loop ends with a job"))
 }
 
+/// Running units the progress bar names, at most: the rest are counted.
+const RUNNING_NAMED: usize = 8;
+
 fn show(bar: &indicatif::ProgressBar, job: &JobInfo) {
-    let done = job.units.iter().filter(|u| u.state.is_final()).count();
-    let running: Vec<String> = job
+    let counts = &job.unit_counts;
+    let mut running: Vec<String> = job
         .units
         .iter()
         .filter(|u| u.state == UnitState::Running)
+        .take(RUNNING_NAMED)
         .map(|u| match u.progress {
             Some(p) if p.total > 0 => format!("#{} {}%", u.index, p.done * 100 / p.total),
             _ => format!("#{}", u.index),
         })
         .collect();
-    bar.set_length(job.units.len() as u64);
-    bar.set_position(done as u64);
+    if let Some(more) = (counts.running as usize).checked_sub(running.len()).filter(|n| *n > 0) {
+        running.push(format!("+{more}"));
+    }
+    bar.set_length(counts.total as u64);
+    bar.set_position(counts.finished() as u64);
     let running = if running.is_empty() { String::new() } else { format!("running {} · ", running.join(" ")) };
     bar.set_message(format!("{running}{} credits spent", job.cost.paid_to_providers + job.cost.fees));
 }
@@ -238,18 +253,36 @@ pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
 }
 
 fn print_job(job: &JobInfo) {
+    print_head(job);
+    job.units.iter().for_each(print_unit);
+    if let Some(next) = job.units_next {
+        println!("  … units {next} to {} not shown (agora status {} --all lists them)", job.unit_counts.total - 1, job.id);
+    }
+    print_tail(job);
+}
+
+fn print_head(job: &JobInfo) {
+    let c = &job.unit_counts;
     println!("job        {} ({:?})", job.id, job.state);
     println!("package    {} {} ({})", job.package, job.version, &job.digest[..16]);
-    for u in &job.units {
-        println!(
-            "  unit {:<4} {:<9} attempts {}  {}{}",
-            u.index,
-            u.state.as_str(),
-            u.attempts,
-            u.output_bytes.map(|b| format!("{b} bytes")).unwrap_or_default(),
-            u.message.as_deref().map(|m| format!("  ({m})")).unwrap_or_default()
-        );
-    }
+    println!(
+        "units      {}: {} verified, {} failed, {} running, {} verifying, {} queued",
+        c.total, c.verified, c.failed, c.running, c.verifying, c.queued
+    );
+}
+
+fn print_unit(u: &UnitInfo) {
+    println!(
+        "  unit {:<4} {:<9} attempts {}  {}{}",
+        u.index,
+        u.state.as_str(),
+        u.attempts,
+        u.output_bytes.map(|b| format!("{b} bytes")).unwrap_or_default(),
+        u.message.as_deref().map(|m| format!("  ({m})")).unwrap_or_default()
+    );
+}
+
+fn print_tail(job: &JobInfo) {
     let c = &job.cost;
     println!("credits    held {}  paid to providers {}  fee {}  refunded {}", c.held, c.paid_to_providers, c.fees, c.refunded);
     match (job.data_deleted_at_ms, job.data_kept_until_ms) {
@@ -259,33 +292,67 @@ fn print_job(job: &JobInfo) {
     }
 }
 
-/// Write each verified output into `dir`.
-fn download(client: &Client, job: &JobInfo, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for u in job.units.iter().filter(|u| u.state == UnitState::Verified) {
-        let bytes = client.get_signed_bytes(&format!("/api/v1/jobs/{}/units/{}/output", job.id, u.index))?;
-        let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
-        let path = dir.join(format!("unit-{}.{ext}", u.index));
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+/// The job read page by page, each page as large as the market gives:
+/// `each` sees every page in unit order. The last page is returned.
+fn each_page(client: &Client, id: &str, mut each: impl FnMut(&JobInfo) -> Result<()>) -> Result<JobInfo> {
+    let mut from = 0;
+    loop {
+        let page: JobInfo = client.get_signed(&format!("/api/v1/jobs/{id}?{}", UnitsQuery::from(from).to_query()))?;
+        each(&page)?;
+        match page.units_next {
+            Some(next) => from = next,
+            None => return Ok(page),
+        }
     }
+}
+
+/// Write each verified output into `dir`, with a progress bar.
+fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bar = indicatif::ProgressBar::new(0)
+        .with_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} outputs {msg}").expect("valid template"));
+    each_page(client, id, |page| {
+        bar.set_length(page.unit_counts.verified as u64);
+        for u in page.units.iter().filter(|u| u.state == UnitState::Verified) {
+            let bytes = client.get_signed_bytes(&format!("/api/v1/jobs/{id}/units/{}/output", u.index))?;
+            let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
+            let path = dir.join(format!("unit-{}.{ext}", u.index));
+            std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            bar.set_message(path.display().to_string());
+            bar.inc(1);
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    eprintln!("wrote {} outputs into {}", bar.position(), dir.display());
     Ok(())
 }
 
 pub fn status(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{}", args.job))?;
-    print_job(&job);
+    if !args.all {
+        let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{}", args.job))?;
+        print_job(&job);
+        return Ok(());
+    }
+    let mut first = true;
+    let last = each_page(&client, &args.job, |page| {
+        if std::mem::take(&mut first) {
+            print_head(page);
+        }
+        page.units.iter().for_each(print_unit);
+        Ok(())
+    })?;
+    print_tail(&last);
     Ok(())
 }
 
 pub fn result(args: ResultArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    let job: JobInfo = client.get_signed(&format!("/api/v1/jobs/{}", args.job))?;
-    download(&client, &job, &args.output)
+    download(&client, &args.job, &args.output)
 }
 
-pub fn delete_data(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {
+pub fn delete_data(args: DeleteDataArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
     let deleted: agora_wire::api::DataDeleted = client.delete(&format!("/api/v1/jobs/{}/data", args.job))?;
     println!("deleted the inputs, outputs and logs of {} ({})", deleted.job, when(deleted.deleted_at_ms));

@@ -142,6 +142,14 @@ impl Default for JobsConfig {
     }
 }
 
+impl JobsConfig {
+    /// The market's fee on a payment of `cost` (rounded down). Job info
+    /// sums the same in SQL: `cost * fee_bps / 10000` per lease.
+    pub fn fee_of(&self, cost: u64) -> u64 {
+        cost * self.fee_bps / 10_000
+    }
+}
+
 #[derive(Clone)]
 pub struct Jobs {
     db: Db,

@@ -10,7 +10,7 @@ use agora_wire::api::{
     InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
-    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary,
+    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, UnitCounts, UnitsQuery,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -34,7 +34,7 @@ use utoipa::OpenApi;
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
-        JobState, UnitInfo, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
+        JobState, UnitInfo, UnitCounts, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
         AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health
     ))
@@ -418,11 +418,20 @@ pub async fn my_jobs(State(state): State<AppState>, Query(q): Query<PageQuery>, 
 }
 
 /// A job: units, states, cost breakdown (signed GET by its buyer or the operator).
-#[utoipa::path(get, path = "/api/v1/jobs/{job}", params(("job" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/jobs/{job}",
+    params(("job" = String, Path), ("units_from" = Option<u32>, Query, description = "the page's first unit (0)"),
+        ("units_limit" = Option<u32>, Query, description = "units in the page: 100 by default, at most 1,000")),
     responses((status = 200, body = JobInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn job(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<JobInfo>, ApiError> {
+pub async fn job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    Query(page): Query<UnitsQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<JobInfo>, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
-    Ok(Json(state.jobs.info(&job).await?))
+    Ok(Json(state.jobs.info_page(&job, page).await?))
 }
 
 /// Delete a job's inputs, outputs and logs now (signed by its buyer or the

@@ -630,6 +630,73 @@ pub struct UnitInfo {
     pub progress: Option<Progress>,
 }
 
+/// Units a job info carries when the reader does not say: a whole job can
+/// have 10,000, and an event stream sends its job info on every change.
+pub const UNITS_PER_PAGE: u32 = 100;
+/// Most units one job info carries (`?units_limit=`): the rest are read a
+/// page at a time, so no read of a job is larger than this.
+pub const MAX_UNITS_PER_PAGE: u32 = 1_000;
+
+/// Which page of a job's units to read (`GET /api/v1/jobs/{job}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitsQuery {
+    /// The first unit's index.
+    #[serde(default)]
+    pub units_from: u32,
+    /// How many units, at most; [`UNITS_PER_PAGE`] when not given, never
+    /// more than [`MAX_UNITS_PER_PAGE`].
+    #[serde(default)]
+    pub units_limit: Option<u32>,
+}
+
+impl UnitsQuery {
+    /// The page starting at unit `from`, as long as the market allows.
+    pub fn from(from: u32) -> Self {
+        UnitsQuery { units_from: from, units_limit: Some(MAX_UNITS_PER_PAGE) }
+    }
+
+    /// How many units the page holds at most.
+    pub fn limit(&self) -> u32 {
+        self.units_limit.unwrap_or(UNITS_PER_PAGE).clamp(1, MAX_UNITS_PER_PAGE)
+    }
+
+    /// The query string that asks for this page.
+    pub fn to_query(&self) -> String {
+        format!("units_from={}&units_limit={}", self.units_from, self.limit())
+    }
+}
+
+/// How many of a job's units are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UnitCounts {
+    pub total: u32,
+    pub queued: u32,
+    pub running: u32,
+    pub verifying: u32,
+    pub verified: u32,
+    pub failed: u32,
+}
+
+impl UnitCounts {
+    /// Units whose outcome is decided.
+    pub fn finished(&self) -> u32 {
+        self.verified + self.failed
+    }
+
+    /// `n` more units in `state`.
+    pub fn count(&mut self, state: UnitState, n: u32) {
+        self.total += n;
+        *match state {
+            UnitState::Queued => &mut self.queued,
+            UnitState::Running => &mut self.running,
+            UnitState::Verifying => &mut self.verifying,
+            UnitState::Verified => &mut self.verified,
+            UnitState::Failed => &mut self.failed,
+        } += n;
+    }
+}
+
 /// Where a job's credits went.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -651,7 +718,16 @@ pub struct JobInfo {
     pub state: JobState,
     pub replicas: u32,
     pub max_price: u64,
+    /// One page of the units, in index order: from `?units_from=` (0 by
+    /// default), at most `?units_limit=` ([`UNITS_PER_PAGE`] by default,
+    /// [`MAX_UNITS_PER_PAGE`] at most).
     pub units: Vec<UnitInfo>,
+    /// How many units the job has in each state, all pages together.
+    #[serde(default)]
+    pub unit_counts: UnitCounts,
+    /// Where the next page of units starts, when there is one.
+    #[serde(default)]
+    pub units_next: Option<u32>,
     pub cost: CostBreakdown,
     pub created_at_ms: i64,
     /// When the job's inputs, outputs and logs were deleted (by its buyer,

@@ -1,12 +1,13 @@
-//! A job as it runs: unit states and progress, log lines, the cost
-//! breakdown, and the outputs (images shown inline, everything
-//! downloadable). The job is the buyer's: the browser reads it with signed
-//! requests, once a second until it ends.
+//! A job as it runs: unit counts, one page of units with their states and
+//! progress, log lines, the cost breakdown, and the page's outputs (images
+//! shown inline, everything downloadable). The job is the buyer's: the
+//! browser reads it with signed requests, once a second until it ends, and
+//! again when the reader turns a page of units.
 
 use super::*;
 use crate::keys;
 use agora_wire::Keypair;
-use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState, UnitState};
+use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState, UNITS_PER_PAGE, UnitState, UnitsQuery};
 use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub fn JobPage() -> impl IntoView {
     let job = RwSignal::new(None::<Result<JobInfo, String>>);
     let logs = RwSignal::new(Vec::<JobLogLine>::new());
     let outputs = RwSignal::new(BTreeMap::<u32, Shown>::new());
+    let units_from = RwSignal::new(0u32);
     let ready = RwSignal::new(false);
     let has_key = RwSignal::new(false);
     let alive = Arc::new(AtomicBool::new(true));
@@ -40,7 +42,7 @@ pub fn JobPage() -> impl IntoView {
         let Some(key) = keys::load() else { return };
         has_key.set(true);
         let (id, alive) = (id.clone(), alive.clone());
-        leptos::task::spawn_local(follow(key, id, alive, job, logs, outputs));
+        leptos::task::spawn_local(follow(key, id, alive, Shows { job, logs, outputs, units_from }));
     });
     view! {
         <Title text="Job · Agora"/>
@@ -49,55 +51,69 @@ pub fn JobPage() -> impl IntoView {
                 {move || match job.get() {
                     None => view! { <p>"Reading the job…"</p> }.into_any(),
                     Some(Err(e)) => error_view(e),
-                    Some(Ok(j)) => view! { <JobView job=j logs outputs/> }.into_any(),
+                    Some(Ok(j)) => view! { <JobView job=j logs outputs units_from/> }.into_any(),
                 }}
             </Show>
         </Show>
     }
 }
 
-/// Poll the job, its new log lines and its new outputs until it ends.
-async fn follow(
-    key: Keypair,
-    id: String,
-    alive: Arc<AtomicBool>,
+/// What the page shows, as the follower fills it in.
+#[derive(Clone, Copy)]
+struct Shows {
     job: RwSignal<Option<Result<JobInfo, String>>>,
     logs: RwSignal<Vec<JobLogLine>>,
     outputs: RwSignal<BTreeMap<u32, Shown>>,
-) {
+    /// The first unit of the page shown (the reader turns pages).
+    units_from: RwSignal<u32>,
+}
+
+/// Poll the job, its new log lines and the shown page's new outputs until
+/// it ends; after that, read the job again only when the reader turns a page.
+async fn follow(key: Keypair, id: String, alive: Arc<AtomicBool>, shows: Shows) {
     let mut after = 0;
+    let mut read = None::<(u32, bool)>;
     while alive.load(Ordering::Relaxed) {
-        let info = api::get_signed::<JobInfo>(&key, format!("/api/v1/jobs/{id}")).await;
+        let from = shows.units_from.get_untracked();
+        if read == Some((from, true)) {
+            pause_a_second().await;
+            continue;
+        }
+        if read.is_some_and(|(was, _)| was != from) {
+            // Another page: only its own outputs are kept.
+            shows.outputs.update(|o| o.retain(|i, _| (from..from.saturating_add(UNITS_PER_PAGE)).contains(i)));
+        }
+        let info = api::get_signed::<JobInfo>(&key, format!("/api/v1/jobs/{id}?{}", UnitsQuery { units_from: from, units_limit: None }.to_query())).await;
         if let Ok(page) = api::get_signed::<JobLogs>(&key, format!("/api/v1/jobs/{id}/logs?after={after}")).await {
             after = page.next;
             if !page.lines.is_empty() {
-                logs.update(|l| l.extend(page.lines));
+                shows.logs.update(|l| l.extend(page.lines));
             }
         }
-        let finished = match &info {
-            Ok(j) => {
-                for u in j.units.iter().filter(|u| u.state == UnitState::Verified) {
-                    if outputs.with_untracked(|o| o.contains_key(&u.index)) {
-                        continue;
-                    }
-                    if let Ok(bytes) = api::get_signed_bytes(&key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await {
-                        let image = bytes.starts_with(b"\x89PNG");
-                        let mime = if image { "image/png" } else { "application/octet-stream" };
-                        let href = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
-                        outputs.update(|o| {
-                            o.insert(u.index, Shown { href, image, bytes: bytes.len() });
-                        });
-                    }
-                }
-                j.state != JobState::Running
-            }
-            Err(_) => false,
-        };
-        job.set(Some(info));
-        if finished {
-            return;
+        if let Ok(j) = &info {
+            fetch_outputs(&key, &id, j, shows.outputs).await;
         }
+        let ended = matches!(&info, Ok(j) if j.state != JobState::Running);
+        shows.job.set(Some(info));
+        read = Some((from, ended));
         pause_a_second().await;
+    }
+}
+
+/// The verified outputs of the page's units not fetched yet.
+async fn fetch_outputs(key: &Keypair, id: &str, job: &JobInfo, outputs: RwSignal<BTreeMap<u32, Shown>>) {
+    for u in job.units.iter().filter(|u| u.state == UnitState::Verified) {
+        if outputs.with_untracked(|o| o.contains_key(&u.index)) {
+            continue;
+        }
+        if let Ok(bytes) = api::get_signed_bytes(key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await {
+            let image = bytes.starts_with(b"\x89PNG");
+            let mime = if image { "image/png" } else { "application/octet-stream" };
+            let href = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
+            outputs.update(|o| {
+                o.insert(u.index, Shown { href, image, bytes: bytes.len() });
+            });
+        }
     }
 }
 
@@ -110,13 +126,25 @@ async fn pause_a_second() {
 async fn pause_a_second() {}
 
 #[component]
-fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTreeMap<u32, Shown>>) -> impl IntoView {
+fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTreeMap<u32, Shown>>, units_from: RwSignal<u32>) -> impl IntoView {
     let state = format!("{:?}", job.state).to_lowercase();
     let c = job.cost.clone();
+    let n = job.unit_counts;
+    let counts = format!(
+        "{} verified · {} failed · {} running · {} verifying · {} queued",
+        n.verified, n.failed, n.running, n.verifying, n.queued
+    );
+    let shown = match (job.units.first(), job.units.last()) {
+        (Some(first), Some(last)) => format!("Units {} to {} of {}", first.index, last.index, n.total),
+        _ => format!("No units here ({} in all)", n.total),
+    };
+    let from = job.units.first().map_or(0, |u| u.index);
+    let earlier = (from > 0).then(|| from.saturating_sub(UNITS_PER_PAGE));
+    let later = job.units_next;
     view! {
         <h1>{format!("Job {}", job.id)}</h1>
         <p class="lead">
-            {format!("{} {} · {} units · ", job.package, job.version, job.units.len())}
+            {format!("{} {} · {} units · ", job.package, job.version, n.total)}
             <span id="job-state" class=format!("state {state}")>{state.clone()}</span>
         </p>
         <section class="figures" aria-label="Credits">
@@ -127,6 +155,12 @@ fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTre
         </section>
         <JobData id=job.id.clone() kept_until=job.data_kept_until_ms deleted_at=job.data_deleted_at_ms/>
         <h2>"Units"</h2>
+        <p id="unit-counts">{counts}</p>
+        <nav class="pages" aria-label="Pages of units">
+            <span>{shown}</span>
+            {earlier.map(|to| view! { <button class="plain" on:click=move |_| units_from.set(to)>"Earlier units"</button> })}
+            {later.map(|to| view! { <button class="plain" on:click=move |_| units_from.set(to)>"Later units"</button> })}
+        </nav>
         <table>
             <thead><tr><th scope="col">"Unit"</th><th scope="col">"State"</th><th scope="col">"Progress"</th><th scope="col">"Attempts"</th><th scope="col">"Cost"</th><th scope="col">"Note"</th></tr></thead>
             <tbody>
@@ -153,7 +187,7 @@ fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTre
         {move || {
             let shown = outputs.get();
             if shown.is_empty() {
-                return view! { <p class="note">"Outputs appear here as units are verified."</p> }.into_any();
+                return view! { <p class="note">"The outputs of the units on this page appear here as they are verified."</p> }.into_any();
             }
             view! {
                 <div class="outputs">

@@ -191,7 +191,7 @@ impl Jobs {
             }
             if r.try_get::<i64, _>("paid")? == 1 {
                 let cost = r.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
-                out[at(created)].earned += cost - cost * self.config.fee_bps / 10_000;
+                out[at(created)].earned += cost - self.config.fee_of(cost);
             }
             // Spread the busy time over the buckets it covers.
             let mut t = created.max(start);

@@ -340,7 +340,7 @@ impl Jobs {
             .into_iter()
             .map(|l| {
                 let cost = l.cost.unwrap_or(0).max(0) as u64;
-                let fee = cost * self.config.fee_bps / 10_000;
+                let fee = self.config.fee_of(cost);
                 Payment { lease: l.id, provider: l.provider, to_provider: cost - fee, fee }
             })
             .collect())

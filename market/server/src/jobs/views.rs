@@ -2,121 +2,181 @@
 //! verified outputs.
 
 use super::*;
-use agora_wire::api::{JobSummary, Page};
+use agora_wire::api::{JobSummary, Page, UnitCounts, UnitsQuery};
 
 /// Most jobs in one page of a buyer's list.
 pub const MAX_JOBS_PER_PAGE: u32 = 100;
 
+/// How a reader sees a unit's state: a queued unit that a provider runs is
+/// running, one whose result waits for the market's verifiers is verifying.
+/// One expression for the counts and the pages, so they never disagree.
+const SHOWN_STATE: &str = "CASE
+    WHEN u.state = 'queued' AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state = 'active') THEN 'running'
+    WHEN u.state = 'queued' AND EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state = 'verifying') THEN 'verifying'
+    ELSE u.state END";
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    buyer: String,
+    package: String,
+    version: String,
+    digest: String,
+    state: String,
+    replicas: i64,
+    max_price: i64,
+    created_at_ms: i64,
+    finished_at_ms: Option<i64>,
+    data_deleted_at_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UnitRow {
+    idx: i64,
+    shown: String,
+    output_digest: Option<String>,
+    output_bytes: Option<i64>,
+    message: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    idx: i64,
+    state: String,
+    cost: Option<i64>,
+    paid: i64,
+    progress_done: Option<i64>,
+    progress_total: Option<i64>,
+}
+
 impl Jobs {
+    /// A job with the first page of its units.
     pub async fn info(&self, id: &str) -> Result<JobInfo, ApiError> {
-        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
-        let units = sqlx::query(
-            "SELECT u.*, CAST(LENGTH(b.bytes) AS BIGINT) AS output_bytes FROM units u LEFT JOIN blobs b ON b.digest = u.output_digest WHERE u.job_id = $1 ORDER BY u.idx",
+        self.info_page(id, UnitsQuery::default()).await
+    }
+
+    /// A job with one page of its units: the job, its unit counts and its
+    /// cost are read by aggregates, the page's units and their leases by
+    /// index range, so nothing here grows with the job past a page.
+    pub async fn info_page(&self, id: &str, page: UnitsQuery) -> Result<JobInfo, ApiError> {
+        let job = sqlx::query_as::<_, JobRow>(
+            "SELECT buyer, package, version, digest, state, replicas, max_price, created_at_ms, finished_at_ms, data_deleted_at_ms FROM jobs WHERE id = $1",
         )
         .bind(id)
-        .fetch_all(&self.db.pool)
-        .await?;
-        let leases = sqlx::query("SELECT idx, state, cost, paid, output_digest, progress_done, progress_total FROM leases WHERE job_id = $1")
-            .bind(id)
-            .fetch_all(&self.db.pool)
-            .await?;
-        let max_price = job.try_get::<i64, _>("max_price")? as u64;
-        let state = match job.try_get::<String, _>("state")?.as_str() {
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+        let state = match job.state.as_str() {
             "done" => JobState::Done,
             "failed" => JobState::Failed,
             "expired" => JobState::Expired,
             _ => JobState::Running,
         };
-        let deleted_at: Option<i64> = job.try_get("data_deleted_at_ms")?;
-        let deleted = deleted_at.is_some();
-        let fee_bps = self.config.fee_bps;
-        let mut cost = CostBreakdown::default();
-        let mut spent = 0u64;
-        for l in &leases {
-            if l.try_get::<i64, _>("paid")? == 1 {
-                let c = l.try_get::<Option<i64>, _>("cost")?.unwrap_or(0) as u64;
-                let fee = c * fee_bps / 10_000;
-                cost.fees += fee;
-                cost.paid_to_providers += c - fee;
-                spent += c;
-            }
-        }
-        if state == JobState::Running {
-            cost.held = max_price - spent;
-        } else {
-            cost.refunded = max_price - spent;
-        }
-        // Each unit's leases, found in one pass: O(units + leases).
-        let mut by_unit: std::collections::HashMap<i64, Vec<&AnyRow>> = std::collections::HashMap::new();
-        for l in &leases {
-            by_unit.entry(l.try_get("idx")?).or_default().push(l);
-        }
-        let mut unit_infos = Vec::new();
-        for u in &units {
-            let idx: i64 = u.try_get("idx")?;
-            let mine = by_unit.remove(&idx).unwrap_or_default();
-            let stored: String = u.try_get("state")?;
-            let in_state = |l: &&AnyRow, state: &str| l.try_get::<String, _>("state").ok().as_deref() == Some(state);
-            let running: Vec<&&AnyRow> = mine.iter().filter(|l| in_state(l, "active")).collect();
-            let unit_state = match stored.parse::<UnitState>().map_err(|e| ApiError::Internal(e.to_string()))? {
-                UnitState::Queued if !running.is_empty() => UnitState::Running,
-                UnitState::Queued if mine.iter().any(|l| in_state(l, "verifying")) => UnitState::Verifying,
-                other => other,
-            };
-            // The furthest running replica.
-            let progress = running
-                .iter()
-                .filter_map(|l| {
-                    let done = l.try_get::<Option<i64>, _>("progress_done").ok().flatten()?;
-                    let total = l.try_get::<Option<i64>, _>("progress_total").ok().flatten()?;
-                    Some(Progress { done: done as u64, total: total as u64 })
-                })
-                .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0));
-            let output_digest: Option<String> = u.try_get("output_digest")?;
-            // Once the data is deleted, whether someone else still holds
-            // the same bytes is nobody's business here.
-            let output_bytes = match deleted {
-                true => None,
-                false => u.try_get::<Option<i64>, _>("output_bytes")?.map(|n| n as u64),
-            };
-            let unit_cost: u64 = mine
-                .iter()
-                .filter(|l| l.try_get::<i64, _>("paid").ok() == Some(1))
-                .map(|l| l.try_get::<Option<i64>, _>("cost").ok().flatten().unwrap_or(0) as u64)
-                .sum();
-            unit_infos.push(UnitInfo {
-                index: idx as u32,
-                state: unit_state,
-                attempts: mine.len() as u32,
-                output_digest,
-                output_bytes,
-                cost: (unit_cost > 0).then_some(unit_cost),
-                message: u.try_get("message")?,
-                progress,
-            });
+        let counts = self.unit_counts(id).await?;
+        let (from, limit) = (page.units_from, page.limit());
+        let units = self.units_page(id, from, limit, job.data_deleted_at_ms.is_some()).await?;
+        let next = from.checked_add(limit).filter(|next| *next < counts.total);
+        let max_price = job.max_price as u64;
+        let (spent, fees) = self.spent_on(id).await?;
+        let mut cost = CostBreakdown { fees, paid_to_providers: spent - fees, ..CostBreakdown::default() };
+        match state {
+            JobState::Running => cost.held = max_price - spent,
+            _ => cost.refunded = max_price - spent,
         }
         Ok(JobInfo {
             id: id.into(),
-            buyer: job.try_get("buyer")?,
-            package: job.try_get("package")?,
-            version: job.try_get("version")?,
-            digest: job.try_get("digest")?,
+            buyer: job.buyer,
+            package: job.package,
+            version: job.version,
+            digest: job.digest,
             state,
-            replicas: job.try_get::<i64, _>("replicas")? as u32,
+            replicas: job.replicas as u32,
             max_price,
-            units: unit_infos,
+            units,
+            unit_counts: counts,
+            units_next: next,
             cost,
-            created_at_ms: job.try_get("created_at_ms")?,
-            data_deleted_at_ms: deleted_at,
-            data_kept_until_ms: match (state, deleted_at) {
+            created_at_ms: job.created_at_ms,
+            data_deleted_at_ms: job.data_deleted_at_ms,
+            data_kept_until_ms: match (state, job.data_deleted_at_ms) {
                 (JobState::Running, _) | (_, Some(_)) => None,
-                _ => job.try_get::<Option<i64>, _>("finished_at_ms")?.map(|at| at.saturating_add(self.config.data_retention_ms)),
+                _ => job.finished_at_ms.map(|at| at.saturating_add(self.config.data_retention_ms)),
             },
         })
+    }
+
+    /// How many of the job's units are in each state.
+    async fn unit_counts(&self, id: &str) -> Result<UnitCounts, ApiError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT shown, COUNT(*) AS n FROM (SELECT {SHOWN_STATE} AS shown FROM units u WHERE u.job_id = $1) AS s GROUP BY shown"
+        ))
+        .bind(id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut counts = UnitCounts::default();
+        for (shown, n) in rows {
+            counts.count(stored_unit_state(&shown)?, n as u32);
+        }
+        Ok(counts)
+    }
+
+    /// What the job's paid leases cost together, and the market's fees in
+    /// it (each lease's fee as [`JobsConfig::fee_of`] takes it).
+    async fn spent_on(&self, id: &str) -> Result<(u64, u64), ApiError> {
+        let (spent, fees): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT), CAST(COALESCE(SUM(cost * $2 / 10000), 0) AS BIGINT) FROM leases WHERE job_id = $1 AND paid = 1",
+        )
+        .bind(id)
+        .bind(self.config.fee_bps as i64)
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok((spent as u64, fees as u64))
+    }
+
+    /// Units `from..from + limit` with what their leases say: attempts, the
+    /// paid cost and the furthest running replica's progress.
+    async fn units_page(&self, id: &str, from: u32, limit: u32, deleted: bool) -> Result<Vec<UnitInfo>, ApiError> {
+        let end = from as i64 + limit as i64;
+        let units = sqlx::query_as::<_, UnitRow>(&format!(
+            "SELECT u.idx, {SHOWN_STATE} AS shown, u.output_digest, u.message, CAST(LENGTH(b.bytes) AS BIGINT) AS output_bytes
+             FROM units u LEFT JOIN blobs b ON b.digest = u.output_digest
+             WHERE u.job_id = $1 AND u.idx >= $2 AND u.idx < $3 ORDER BY u.idx"
+        ))
+        .bind(id)
+        .bind(from as i64)
+        .bind(end)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let leases = sqlx::query_as::<_, LeaseRow>(
+            "SELECT idx, state, cost, paid, progress_done, progress_total FROM leases WHERE job_id = $1 AND idx >= $2 AND idx < $3",
+        )
+        .bind(id)
+        .bind(from as i64)
+        .bind(end)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut by_unit: std::collections::HashMap<i64, Vec<LeaseRow>> = std::collections::HashMap::new();
+        for l in leases {
+            by_unit.entry(l.idx).or_default().push(l);
+        }
+        units
+            .into_iter()
+            .map(|u| {
+                let mine = by_unit.remove(&u.idx).unwrap_or_default();
+                let cost: i64 = mine.iter().filter(|l| l.paid == 1).filter_map(|l| l.cost).sum();
+                Ok(UnitInfo {
+                    index: u.idx as u32,
+                    state: stored_unit_state(&u.shown)?,
+                    attempts: mine.len() as u32,
+                    progress: furthest_running(&mine),
+                    output_digest: u.output_digest,
+                    // Once the data is deleted, whether someone else still
+                    // holds the same bytes is nobody's business here.
+                    output_bytes: u.output_bytes.filter(|_| !deleted).map(|n| n as u64),
+                    cost: (cost > 0).then_some(cost as u64),
+                    message: u.message,
+                })
+            })
+            .collect()
     }
 
     /// A buyer's jobs, newest first, a page of at most [`MAX_JOBS_PER_PAGE`].
@@ -213,4 +273,18 @@ impl Jobs {
         }
         Ok(row.try_get::<String, _>("output_digest")?)
     }
+}
+
+/// A unit state as the database stores (or [`SHOWN_STATE`] shows) it.
+fn stored_unit_state(text: &str) -> Result<UnitState, ApiError> {
+    text.parse::<UnitState>().map_err(|e| ApiError::Internal(format!("a stored unit's {e}")))
+}
+
+/// The progress of the furthest running replica among a unit's leases.
+fn furthest_running(leases: &[LeaseRow]) -> Option<Progress> {
+    leases
+        .iter()
+        .filter(|l| l.state == "active")
+        .filter_map(|l| Some(Progress { done: l.progress_done? as u64, total: l.progress_total? as u64 }))
+        .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0))
 }

@@ -98,6 +98,15 @@ pub fn reputation(providers: &Value, key: &Keypair) -> f64 {
     providers.as_array().unwrap().iter().find(|p| p["id"] == key.id().as_str()).unwrap()["reputation"].as_f64().unwrap()
 }
 
+/// Lease and answer every queued unit with `output(input)`.
+pub async fn run_all(m: &TestMarket, p: &Keypair, output: impl Fn(usize) -> Vec<u8>) {
+    let mut i = 0;
+    while let Some(grant) = lease(m, p).await {
+        assert_eq!(answer(m, p, &grant, Ok(&output(i))).await.0, StatusCode::OK);
+        i += 1;
+    }
+}
+
 pub async fn job(m: &TestMarket, buyer: &Keypair, id: &str) -> Value {
     let (status, job) = m.call("GET", &format!("/api/v1/jobs/{id}"), None, Some(buyer)).await;
     assert_eq!(status, StatusCode::OK, "{job}");

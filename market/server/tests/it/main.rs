@@ -14,6 +14,7 @@ mod service;
 mod settling;
 mod simulation;
 mod verifying;
+mod views;
 
 use agora_market::{AppState, Config, Db, app};
 use agora_wire::Keypair;

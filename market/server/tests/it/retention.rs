@@ -2,7 +2,7 @@
 //! it after the retention period; blobs that another record still needs
 //! stay.
 
-use crate::jobs::{answer, job, lease, provider, publish, submit};
+use crate::jobs::{answer, job, lease, provider, publish, run_all, submit};
 use crate::*;
 use std::time::Duration;
 
@@ -13,15 +13,6 @@ async fn blob_stored(m: &TestMarket, bytes: &[u8]) -> bool {
         .await
         .unwrap()
         .is_some()
-}
-
-/// Lease and answer every queued unit with `output(input)`.
-async fn run_all(m: &TestMarket, p: &Keypair, output: impl Fn(usize) -> Vec<u8>) {
-    let mut i = 0;
-    while let Some(grant) = lease(m, p).await {
-        assert_eq!(answer(m, p, &grant, Ok(&output(i))).await.0, StatusCode::OK);
-        i += 1;
-    }
 }
 
 // A buyer deletes a finished job's data. A stranger cannot (its probe
@@ -124,29 +115,4 @@ both_dbs!(a_deletion_racing_a_submit_of_the_same_bytes_never_loses_the_new_input
         answer(m, &p, &grant, Ok(b"raced output")).await;
         assert_eq!(job(m, &second, &resubmitted).await["state"], "done");
     }
-});
-
-// A buyer's list of jobs is paged and each line is read in one query (not
-// a whole job with all its units per line); nobody else's jobs appear.
-both_dbs!(a_buyers_job_list_is_paged, async |m: &TestMarket| {
-    publish(m, "saxpy").await;
-    let (buyer, other) = (Keypair::generate(), Keypair::generate());
-    m.fund(&buyer, 10_000).await;
-    m.fund(&other, 10_000).await;
-    let first = submit(m, &buyer, "saxpy", &[b"a", b"b"], 600, 1).await;
-    run_all(m, &provider(m, 1).await, |_| b"out".to_vec()).await;
-    m.state.advance_clock(Duration::from_millis(5));
-    submit(m, &buyer, "saxpy", &[b"c"], 600, 1).await;
-    m.state.advance_clock(Duration::from_millis(5));
-    let newest = submit(m, &buyer, "saxpy", &[b"d", b"e", b"f"], 600, 1).await;
-    submit(m, &other, "saxpy", &[b"g"], 600, 1).await;
-    let (status, page) = m.call("GET", "/api/v1/jobs?per_page=2", None, Some(&buyer)).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!((page["total"].as_u64(), page["items"].as_array().unwrap().len()), (Some(3), 2), "{page}");
-    assert_eq!((page["items"][0]["id"].as_str(), page["items"][0]["units"].as_u64()), (Some(newest.as_str()), Some(3)));
-    let (_, last) = m.call("GET", "/api/v1/jobs?per_page=2&page=1", None, Some(&buyer)).await;
-    let only = &last["items"][0];
-    assert_eq!((only["id"].as_str(), only["units"].as_u64(), only["units_verified"].as_u64(), only["state"].as_str()), (Some(first.as_str()), Some(2), Some(2), Some("done")), "{last}");
-    let (_, huge) = m.call("GET", "/api/v1/jobs?per_page=100000", None, Some(&buyer)).await;
-    assert_eq!(huge["per_page"], 100, "a page has at most MAX_JOBS_PER_PAGE");
 });
