@@ -275,7 +275,7 @@ fn a_browser_tab_earns_credits_for_real_units() {
     // output is right, and the browser provider was paid.
     let status = stdout(&market.agora(&["status", &job]));
     assert!(status.contains("(Done)"), "{status}");
-    assert_eq!(status.matches("verified").count(), 2, "{status}");
+    assert_eq!(units_in(&status, "verified"), 2, "{status}");
     let outputs = market.home.join("outputs");
     assert!(market.agora(&["result", &job, "--output", outputs.to_str().unwrap()]).status.success());
     for (unit, (want, bound)) in expected.iter().enumerate() {

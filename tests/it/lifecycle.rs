@@ -97,7 +97,7 @@ fn a_job_survives_a_market_restart() {
     loop {
         let status = stdout(&market.agora(&["status", &job]));
         if status.contains("(Done)") {
-            assert!(a_unit_is(&status, "verified"), "{status}");
+            assert!(units_in(&status, "verified") > 0, "{status}");
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the job did not finish: {status}");
@@ -127,11 +127,6 @@ fn submit(market: &Market, args: &[&str]) -> String {
     stdout(&out).lines().next().unwrap().trim().to_string()
 }
 
-/// Whether `agora status` lists a unit in `state` (`  unit 0    running   attempts 1`).
-fn a_unit_is(status: &str, state: &str) -> bool {
-    status.lines().any(|l| l.trim_start().starts_with("unit ") && l.split_whitespace().nth(2) == Some(state))
-}
-
 fn key_of(market: &Market, name: &str) -> String {
     market.home.join(format!("{name}.json")).to_str().unwrap().to_string()
 }
@@ -149,7 +144,7 @@ fn a_provider_killed_mid_lease_loses_it_and_the_unit_runs_elsewhere() {
     std::fs::write(&input, "paced-log 40").unwrap();
     let doomed = market.host("doomed", &[]);
     let job = submit(&market, &["paced", "--input", input.to_str().unwrap(), "--max-price", "3000"]);
-    wait_for(&market, &job, "the unit to start", |s| a_unit_is(s, "running"));
+    wait_for(&market, &job, "the unit to start", |s| units_in(s, "running") > 0);
     drop(doomed);
     let (_b, _c) = (market.host("provider-b", &[]), market.host("provider-c", &[]));
     let status = wait_for(&market, &job, "the job to finish", |s| s.contains("(Done)"));

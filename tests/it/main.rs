@@ -150,3 +150,9 @@ pub fn agora_in(home: &Path, args: &[&str]) -> Output {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// How many units `agora status` lists in `state` (its lines read
+/// `  unit 0    running   attempts 1`).
+pub fn units_in(status: &str, state: &str) -> usize {
+    status.lines().filter(|l| l.trim_start().starts_with("unit ") && l.split_whitespace().nth(2) == Some(state)).count()
+}
