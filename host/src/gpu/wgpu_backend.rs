@@ -24,7 +24,12 @@ use super::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest a readback waits, after its poll saw the queue empty, for its
+/// mapping's callback that another session's poll on the shared device is
+/// delivering (a bound, not a cost: it ends as the callback comes).
+const MAP_CALLBACK_GRACE: Duration = Duration::from_secs(1);
 
 type SourceDigest = [u8; 32];
 
@@ -489,7 +494,14 @@ impl GpuSession for WgpuSession {
         });
         self.charge(started);
         self.wait()?;
-        match rx.try_recv() {
+        // The device is shared by the worker's sessions: another session's
+        // poll may have taken this mapping's callback and be calling it
+        // right now, after this poll saw the queue empty.
+        let mapped = rx.try_recv().or_else(|_| {
+            let _ = self.shared.device.poll(wgpu::PollType::Poll);
+            rx.recv_timeout(MAP_CALLBACK_GRACE)
+        });
+        match mapped {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
             Err(_) => {
