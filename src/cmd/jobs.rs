@@ -315,6 +315,11 @@ fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
         bar.set_length(page.unit_counts.verified as u64);
         for u in page.units.iter().filter(|u| u.state == UnitState::Verified) {
             let bytes = client.get_signed_bytes(&format!("/api/v1/jobs/{id}/units/{}/output", u.index))?;
+            // The market streams what its store holds: the digest it
+            // verified is the check.
+            if u.output_digest.as_deref() != Some(agora_wire::digest_hex(&bytes).as_str()) {
+                bail!("the output of unit {} does not match its verified digest; nothing more was written", u.index);
+            }
             let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
             let path = dir.join(format!("unit-{}.{ext}", u.index));
             std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;

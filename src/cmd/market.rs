@@ -3,6 +3,7 @@
 use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
 use agora_host::{GpuChoice, Limits};
 use agora_market::verify::{ResultVerifier, VerifyFailure, VerifyLimits};
+use agora_market::store::BlobStore;
 use agora_market::{AppState, Config, Db};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,12 @@ pub struct ServeArgs {
     /// `sqlite://FILE` (created if missing) or `postgres://...`.
     #[arg(long, env = "AGORA_DB", default_value = "sqlite://agora-market.db")]
     db: String,
+    /// Where blob bytes live (inputs, outputs, components): a directory,
+    /// or `s3://BUCKET` (an S3-compatible store; endpoint, region and keys
+    /// from the AWS_* environment variables) that replicas share. Default:
+    /// `FILE.blobs` beside a SQLite database; required with PostgreSQL.
+    #[arg(long, env = "AGORA_BLOBS")]
+    blobs: Option<String>,
     #[arg(long, env = "AGORA_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
@@ -101,7 +108,14 @@ pub fn run(command: MarketCommand) -> Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let db = Db::connect(&url).await.with_context(|| format!("opening {}", args.db))?;
+        let blobs = match &args.blobs {
+            Some(location) => BlobStore::open(location)?,
+            None => BlobStore::beside(&url)?.context(
+                "--blobs (a directory or s3://BUCKET) is required with PostgreSQL: the market keeps blob bytes there, not in the database",
+            )?,
+        };
+        tracing::info!("blob bytes live in {}", blobs.location);
+        let db = Db::connect_with(&url, blobs).await.with_context(|| format!("opening {}", args.db))?;
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(agora_market::edge::tls_config(cert, key)?),
             _ => None,

@@ -275,9 +275,23 @@ fn ensure_postgres() -> Result<()> {
     )
 }
 
+/// A real S3-compatible server for the object-store tests: moto's
+/// `moto_server`, from PyPI (the tests start their own on a free port).
+fn ensure_s3_server() -> Result<()> {
+    if Command::new("moto_server").arg("--help").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    if Command::new("python3").args(["-m", "pip", "--version"]).output().is_err() {
+        bail!("no `moto_server` and no pip: install moto's S3 server (`python3 -m pip install 'moto[server]'`) for the object-store tests");
+    }
+    eprintln!("no S3-compatible server: installing moto's from PyPI");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "moto[server]"]))
+}
+
 fn test() -> Result<()> {
     ensure_vulkan()?;
     ensure_postgres()?;
+    ensure_s3_server()?;
     ensure_chromium()?;
     ensure_e2e_driver()?;
     examples()?;

@@ -79,7 +79,9 @@ struct Env {
 
 async fn env(url: &str) -> Env {
     let operator = Keypair::generate();
-    let db = Db::connect(url).await.unwrap();
+    // Benchmarks on PostgreSQL keep their blobs in a temporary store.
+    let blobs = agora_market::store::BlobStore::beside(url).unwrap().unwrap_or_else(|| agora_market::store::BlobStore::temporary().unwrap());
+    let db = Db::connect_with(url, blobs).await.unwrap();
     let state = AppState::new(db, Config { rate_per_second: 1_000_000, ..Config::new(operator.id().clone()) });
     let author = Keypair::generate();
     let bytes = component();
@@ -182,8 +184,8 @@ async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
             &[&job, &buyer, &now_s],
         )
         .await;
-        let mut q = sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING").bind(&input_digest).bind(input.as_bytes().to_vec());
-        q.execute(&mut *tx).await.unwrap();
+        let mut staged = agora_market::blobs::Staged::write(&db, [(input_digest.clone(), input.clone().into_bytes().into())]).await.unwrap();
+        staged.record(&mut tx, agora_market::blobs::Pin::Job).await.unwrap();
         exec(&mut tx, "INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, 0, $2, 'queued', 1, 1, CAST($3 AS BIGINT))", &[&job, &input_digest, &now_s]).await;
         exec(&mut tx, "INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, 'escrow', 0) ON CONFLICT (id) DO NOTHING", &[&escrow]).await;
         exec(&mut tx, "UPDATE accounts SET debits_pending = debits_pending + 1000 WHERE id = $1 AND credits_posted - debits_posted - debits_pending >= 1000", &[&buyer]).await;
@@ -199,8 +201,8 @@ async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
         // The result and its decision.
         let out_digest = agora_wire::digest_hex(b"out");
         let mut tx = db.write().await.unwrap();
-        q = sqlx::query("INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING").bind(&out_digest).bind(b"out".to_vec());
-        q.execute(&mut *tx).await.unwrap();
+        let mut staged = agora_market::blobs::Staged::write(&db, [(out_digest.clone(), axum::body::Bytes::from_static(b"out"))]).await.unwrap();
+        staged.record(&mut tx, agora_market::blobs::Pin::Job).await.unwrap();
         exec(&mut tx, "UPDATE leases SET state = 'accepted', outcome = 'ok', output_digest = $1, cost = 1 WHERE id = $2", &[&out_digest, &lease]).await;
         exec(&mut tx, "UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = 0", &[&out_digest, &job]).await;
         tx.commit().await.unwrap();

@@ -81,7 +81,9 @@ async fn ledger_pairs(ledger: &Ledger, buyer: &str, seller: &str, tag: &str) -> 
 }
 
 async fn ledger_ratio(url: &str) -> (Duration, Duration) {
-    let db = Db::connect(url).await.unwrap();
+    // Benchmarks on PostgreSQL keep their blobs in a temporary store.
+    let blobs = agora_market::store::BlobStore::beside(url).unwrap().unwrap_or_else(|| agora_market::store::BlobStore::temporary().unwrap());
+    let db = Db::connect_with(url, blobs).await.unwrap();
     let ledger = Ledger::new(db.clone());
     let (buyer, seller) = (Keypair::generate().id().to_string(), Keypair::generate().id().to_string());
     ledger.execute("fund", &Op::Mint { account: buyer.clone(), amount: 1 << 40 }, 0).await.unwrap();

@@ -1,29 +1,51 @@
-//! The blob store: content-addressed bytes in the `blobs` table —
-//! components, browser bundle files, canaries' inputs and answers, units'
-//! inputs and outputs — one row per digest, shared by every record that
-//! names it.
+//! The blob store's records: what a blob is (digest, size, pin) and which
+//! object holds its bytes, in the `blobs` table; the bytes in the object
+//! store ([`crate::store`]) — components, browser bundle files, canaries'
+//! inputs and answers, units' inputs and outputs — one record per digest,
+//! shared by every record that names it.
 //!
-//! It owns storing a blob ([`put`]), reading one ([`read`]), and collecting
-//! one that no record needs any more ([`collect`]). A blob the registry or a
-//! canary stores is [`Pin::Kept`]: public or operator data, never collected,
-//! whoever else stored the same bytes. A job's blob lives while a job whose
-//! data is kept names it (as a unit's input or output or a lease's output).
+//! It owns storing blobs ([`Staged`]), reading one ([`read`]), collecting
+//! one that no record needs any more ([`collect`]) and serving downloads
+//! ([`Downloads`]). A blob the registry or a canary stores is
+//! [`Pin::Kept`]: public or operator data, never collected, whoever else
+//! stored the same bytes. A job's blob lives while a job whose data is kept
+//! names it (as a unit's input or output or a lease's output).
 //!
-//! A store and a collection of one digest never interleave: [`put`] is an
-//! upsert that always writes the row, and [`collect`] writes the row before
+//! No store I/O holds a database lock, and no record ever names an object
+//! that is gone:
+//! - a blob's bytes are written first, under a key of their own, before
+//!   the transaction that records them ([`Staged::write`]); a blob the
+//!   market already holds is not written again;
+//! - the transaction upserts the record ([`Staged::record`]): a new record
+//!   names the staged object; an existing one keeps its own (and its pin
+//!   can only be raised). In the rare case where the record went between
+//!   the write and the transaction, the bytes are written then, under the
+//!   record's new key;
+//! - a collection deletes the record in its transaction and removes the
+//!   object after the commit ([`collect`] returns its key): a removal that
+//!   lands late can only hit the object of a record already gone, because
+//!   no key is ever named twice;
+//! - after the commit, or when the transaction never commits, each staged
+//!   object that no committed record names is removed ([`Staged::settle`],
+//!   or `Staged`'s drop): a refused submit, a late duplicate result or a
+//!   concurrent publish leaves nothing behind. Only a crash between a write
+//!   and its cleanup leaves an object no record names (disk, never a lost
+//!   blob).
+//!
+//! A store and a collection of one digest never interleave in the table:
+//! the upsert always writes the row, and [`collect`] writes the row before
 //! it looks for records naming it. On PostgreSQL the second waits for the
 //! first's row lock; a collection's reference check is a new statement, so
-//! under READ COMMITTED it sees a store committed meanwhile, and a store
-//! after a committed delete inserts the row again. On SQLite writers take
-//! turns.
+//! under READ COMMITTED it sees a store committed meanwhile. On SQLite
+//! writers take turns.
 
-use crate::db::Tx;
+use crate::db::{Db, Tx};
 use crate::error::ApiError;
+use crate::store::{ByteStream, StoreError};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sqlx::Row;
-use std::collections::VecDeque;
+use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,77 +58,220 @@ pub enum Pin {
     Kept,
 }
 
-/// Store `bytes` under `digest` (the caller has checked that it is their
-/// blake3), or mark the stored row kept when `pin` is [`Pin::Kept`].
-pub async fn put(tx: &mut Tx, digest: &str, bytes: &[u8], pin: Pin) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO blobs (digest, bytes, pinned) VALUES ($1, $2, $3)
-         ON CONFLICT (digest) DO UPDATE SET pinned = CASE WHEN excluded.pinned = 1 THEN 1 ELSE blobs.pinned END",
-    )
-    .bind(digest)
-    .bind(bytes.to_vec())
-    .bind(i64::from(pin == Pin::Kept))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Blobs written to the object store ahead of the transaction that
+/// records them (see the module's note). Keep it until that transaction
+/// has committed or been dropped, then [`Staged::settle`] it (or drop it):
+/// the objects no committed record names are removed.
+pub struct Staged {
+    db: Db,
+    items: Vec<Item>,
+    /// Whether the commit and its cleanup ran.
+    settled: bool,
 }
 
-/// The bytes of `digest`.
-pub async fn read(pool: &sqlx::AnyPool, digest: &str) -> Result<Vec<u8>, ApiError> {
-    let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = $1")
-        .bind(digest)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no blob {digest}")))?;
-    Ok(row.try_get("bytes")?)
+/// One staged blob.
+struct Item {
+    digest: String,
+    bytes: Bytes,
+    /// The object key a new record of it names.
+    key: String,
+    /// Whether the object under `key` was written.
+    written: bool,
 }
 
-/// Delete `digest` if nothing needs it any more: not kept, and named by no
-/// unit or lease of a job whose data is kept. Returns whether it went.
-pub async fn collect(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
+impl Staged {
+    /// Write each of `blobs` (digest and bytes; the caller checked the
+    /// digests) that the market does not hold yet, each under a key of its
+    /// own. Outside any transaction.
+    pub async fn write(db: &Db, blobs: impl IntoIterator<Item = (String, Bytes)>) -> Result<Staged, ApiError> {
+        let mut items: Vec<Item> =
+            blobs.into_iter().map(|(digest, bytes)| Item { key: crate::store::BlobStore::new_key(&digest), digest, bytes, written: false }).collect();
+        // In digest order, each once: transactions recording blobs in common
+        // take their rows in one order, never in a cycle.
+        items.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
+        items.dedup_by(|a, b| a.digest == b.digest);
+        let mut staged = Staged { db: db.clone(), items, settled: false };
+        for item in &mut staged.items {
+            let held: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND object IS NOT NULL")
+                .bind(&item.digest)
+                .fetch_optional(&db.pool)
+                .await?;
+            if held.is_none() {
+                db.blobs.write(&item.key, item.bytes.clone()).await?;
+                item.written = true;
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Whether blob `digest` is staged here.
+    pub fn has(&self, digest: &str) -> bool {
+        self.items.iter().any(|i| i.digest == digest)
+    }
+
+    /// Record the staged blobs in `tx`, pinned as `pin` (or kept pinned).
+    pub async fn record(&mut self, tx: &mut Tx, pin: Pin) -> Result<(), ApiError> {
+        for item in &mut self.items {
+            let named: Option<String> = sqlx::query_scalar(
+                "INSERT INTO blobs (digest, size, pinned, object) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (digest) DO UPDATE SET pinned = CASE WHEN excluded.pinned = 1 THEN 1 ELSE blobs.pinned END
+                 RETURNING object",
+            )
+            .bind(&item.digest)
+            .bind(item.bytes.len() as i64)
+            .bind(i64::from(pin == Pin::Kept))
+            .bind(&item.key)
+            .fetch_one(&mut **tx)
+            .await?;
+            // A new record whose bytes were held when staged: the record
+            // that held them went since. Written now, under its new key.
+            if named.as_deref() == Some(item.key.as_str()) && !item.written {
+                self.db.blobs.write(&item.key, item.bytes.clone()).await?;
+                item.written = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Once the transaction that recorded these blobs has committed (or
+    /// failed): remove each staged object no committed record names.
+    pub async fn settle(mut self) {
+        self.settled = true;
+        remove_unnamed(&self.db, self.written()).await;
+    }
+
+    /// The digests and keys of the objects written here.
+    fn written(&self) -> Vec<(String, String)> {
+        self.items.iter().filter(|i| i.written).map(|i| (i.digest.clone(), i.key.clone())).collect()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (db, written) = (self.db.clone(), self.written());
+        if !written.is_empty() {
+            tokio::spawn(async move { remove_unnamed(&db, written).await });
+        }
+    }
+}
+
+/// Remove each object of `written` (digest, key) that no committed record
+/// names: a new record names the key staged for it, and no other record
+/// ever will.
+async fn remove_unnamed(db: &Db, written: Vec<(String, String)>) {
+    for (digest, key) in written {
+        let named: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND object = $2").bind(&digest).bind(&key).fetch_optional(&db.pool).await;
+        match named {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Err(e) = db.blobs.remove(&key).await {
+                    tracing::warn!(key, "an unused staged object stays in the store: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(key, "an unused staged object stays in the store (its record could not be looked up): {e}"),
+        }
+    }
+}
+
+/// What a blob is, as its record says.
+struct Record {
+    size: u64,
+    object: String,
+}
+
+/// The record of blob `digest`, when there is one.
+async fn record_of(db: &Db, digest: &str) -> Result<Record, ApiError> {
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT size, object FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&db.pool).await?;
+    match row {
+        Some((size, Some(object))) => Ok(Record { size: size as u64, object }),
+        Some((_, None)) => Err(ApiError::Internal(format!("blob {digest}'s bytes were never moved into the object store"))),
+        None => Err(ApiError::NotFound(format!("no blob {digest}"))),
+    }
+}
+
+/// The object key blob `digest`'s record names, when there is one.
+pub async fn object_of(db: &Db, digest: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar::<_, Option<String>>("SELECT object FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&db.pool).await.map(Option::flatten)
+}
+
+/// The bytes of `digest`, whole (the market's own reads: a verifier's
+/// input and output, a component to run).
+pub async fn read(db: &Db, digest: &str) -> Result<Vec<u8>, ApiError> {
+    let record = record_of(db, digest).await?;
+    Ok(db.blobs.read(&record.object).await?.to_vec())
+}
+
+/// Delete the record of `digest` if nothing needs it any more: not kept,
+/// and named by no unit or lease of a job whose data is kept. Returns the
+/// key of its object, for the caller to remove once `tx` has committed.
+pub async fn collect(tx: &mut Tx, digest: &str) -> Result<Option<String>, sqlx::Error> {
     // The row lock first (see the module's note on races).
     sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(digest).execute(&mut **tx).await?;
-    let deleted = sqlx::query(
+    let object: Option<Option<String>> = sqlx::query_scalar(
         "DELETE FROM blobs WHERE digest = $1 AND pinned = 0
            AND NOT EXISTS (SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $1 AND j.data_deleted_at_ms IS NULL)
            AND NOT EXISTS (SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.output_digest = $1 AND j.data_deleted_at_ms IS NULL)
-           AND NOT EXISTS (SELECT 1 FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.output_digest = $1 AND j.data_deleted_at_ms IS NULL)",
+           AND NOT EXISTS (SELECT 1 FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.output_digest = $1 AND j.data_deleted_at_ms IS NULL)
+         RETURNING object",
     )
     .bind(digest)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(deleted.rows_affected() > 0)
+    Ok(object.flatten())
 }
 
-/// Blob bytes held in memory for downloads at once, all downloads
-/// together: a download waits for its blob's share
-/// ([`DOWNLOAD_QUEUE_WAIT`] at most, then 503 busy), so a flock of callers
-/// asking for the largest components cannot exhaust the market's memory.
-/// (Blobs live in the database, which hands them over whole; issue 14's
-/// object store is what lets a download stream in pieces.)
-pub const DOWNLOAD_BYTES_IN_FLIGHT: u64 = 1 << 30;
-/// Longest a download waits for its share of [`DOWNLOAD_BYTES_IN_FLIGHT`].
-pub const DOWNLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
-/// Longest a download may go without its reader taking a piece: past it,
-/// what it has not sent is freed and its share given back, so a reader
-/// taking a byte a minute cannot hold the budget (a slow but steady one,
-/// a piece every half minute, is served to the end).
-pub const DOWNLOAD_STALL: Duration = Duration::from_secs(30);
-/// Downloads one peer address may have in flight: with the largest
-/// components, a sixteenth of the budget each, one address holds at most a
-/// quarter of it.
-pub const DOWNLOADS_PER_PEER: usize = 4;
-/// The unit the in-flight budget is counted in (a semaphore's permits).
-pub const BUDGET_UNIT: u64 = 64 << 10;
-/// Pieces a held blob is handed to the connection in, each its own
-/// allocation, so the pieces not sent are freed when a download is cut.
-const PIECE_BYTES: usize = 256 << 10;
+/// Remove the objects of records collected in a committed transaction
+/// (a failure leaves an object no record names: logged, never retried).
+pub async fn remove_collected(db: &Db, keys: Vec<String>) {
+    for key in keys {
+        if let Err(e) = db.blobs.remove(&key).await {
+            tracing::warn!(key, "a collected blob's object stays in the store: {e}");
+        }
+    }
+}
 
-/// Blob downloads: the shared in-memory budget, ranges, and validators.
+/// Move the bytes of blob records written before the object store (the
+/// migration `object_store` kept them in the table) into the store, one
+/// record at a time in digest order. Run at start, before the market
+/// serves; returns how many moved.
+pub async fn move_into_store(db: &Db) -> Result<u64, crate::db::DbError> {
+    let mut moved = 0;
+    let mut after = String::new();
+    loop {
+        let next: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT digest, bytes FROM blobs WHERE digest > $1 AND bytes IS NOT NULL ORDER BY digest LIMIT 1").bind(&after).fetch_optional(&db.pool).await?;
+        let Some((digest, bytes)) = next else { return Ok(moved) };
+        let key = crate::store::BlobStore::new_key(&digest);
+        db.blobs.write(&key, Bytes::from(bytes)).await?;
+        let claimed = sqlx::query("UPDATE blobs SET object = $2, bytes = NULL WHERE digest = $1 AND object IS NULL").bind(&digest).bind(&key).execute(&db.pool).await?;
+        if claimed.rows_affected() == 0 {
+            // Another replica moved it first.
+            db.blobs.remove(&key).await?;
+        } else {
+            moved += 1;
+        }
+        after = digest;
+    }
+}
+
+/// Longest a download may go without its reader taking a piece: past it,
+/// it is cut and what it holds (its object's reader, its slot among its
+/// address's downloads) is given back, so a reader taking a byte a minute
+/// holds nothing for hours (a slow but steady one is served to the end).
+pub const DOWNLOAD_STALL: Duration = Duration::from_secs(30);
+/// Downloads one peer address may have in flight at once.
+pub const DOWNLOADS_PER_PEER: usize = 4;
+
+/// Blob downloads: streamed from the object store a piece at a time (the
+/// market holds one piece per download, whatever the blob's size), with
+/// ranges and validators.
 #[derive(Clone)]
 pub struct Downloads {
-    budget: Arc<tokio::sync::Semaphore>,
-    wait: Duration,
     stall: Duration,
     /// Downloads in flight per peer address ([`DOWNLOADS_PER_PEER`]).
     peers: Arc<crate::tally::Tally<std::net::IpAddr>>,
@@ -114,43 +279,33 @@ pub struct Downloads {
 
 impl Default for Downloads {
     fn default() -> Self {
-        Downloads::with_budget(DOWNLOAD_BYTES_IN_FLIGHT, DOWNLOAD_QUEUE_WAIT)
+        Downloads { stall: DOWNLOAD_STALL, peers: Arc::default() }
     }
 }
 
 /// What a download holds until it is sent, cut or dropped.
 struct Held {
-    /// Pieces not taken yet.
-    pieces: VecDeque<Bytes>,
-    /// Their share of the budget, given back piece by piece.
-    share: tokio::sync::OwnedSemaphorePermit,
+    /// The object's bytes not sent yet.
+    pieces: ByteStream,
     /// Its slot among its peer's downloads.
     _peer: Option<crate::tally::Slot<std::net::IpAddr>>,
     /// When its reader last took a piece.
     taken_at: tokio::time::Instant,
 }
 
-type Holding = Arc<Mutex<Option<Held>>>;
-
-impl Held {
-    /// The next piece for the reader, its share given back.
-    fn take_piece(&mut self) -> Option<Bytes> {
-        let piece = self.pieces.pop_front()?;
-        self.taken_at = tokio::time::Instant::now();
-        let units = budget_units(piece.len() as u64).min(self.share.num_permits());
-        drop(self.share.split(units));
-        Some(piece)
-    }
+/// Where a download is, as its body stream and its watchdog see it.
+enum Holding {
+    /// Waiting for its reader to ask for the next piece.
+    Idle(Held),
+    /// Its reader asked: the next piece is being read from the store.
+    Reading,
+    /// Sent, dropped, or cut for stalling: it holds nothing.
+    Done,
 }
 
-impl Downloads {
-    /// Downloads holding at most `bytes` at once, a download waiting `wait`
-    /// at most for its share (the market uses [`DOWNLOAD_BYTES_IN_FLIGHT`]
-    /// and [`DOWNLOAD_QUEUE_WAIT`]; tests use less).
-    pub fn with_budget(bytes: u64, wait: Duration) -> Self {
-        Downloads { budget: Arc::new(tokio::sync::Semaphore::new((bytes / BUDGET_UNIT) as usize)), wait, stall: DOWNLOAD_STALL, peers: Arc::default() }
-    }
+type Shared = Arc<Mutex<Holding>>;
 
+impl Downloads {
     /// These downloads, cut after `stall` instead of [`DOWNLOAD_STALL`]
     /// (tests).
     pub fn with_stall(self, stall: Duration) -> Self {
@@ -161,22 +316,18 @@ impl Downloads {
     /// `headers` of the request: `ETag` (the digest: a blob never changes)
     /// and 304 for a matching `If-None-Match`; one `Range` of bytes as 206,
     /// or 416 past the end (a malformed or multi-part range, or any range
-    /// of an empty blob, gets the whole blob, as HTTP allows).
+    /// of an empty blob, gets the whole blob, as HTTP allows). The bytes
+    /// are the store's: a receiver checks them against the digest.
     pub async fn serve(
         &self,
-        pool: &sqlx::AnyPool,
+        db: &Db,
         digest: &str,
         request: &HeaderMap,
         peer: Option<std::net::IpAddr>,
         content_type: &'static str,
     ) -> Result<Response, ApiError> {
-        let length: i64 = sqlx::query("SELECT CAST(LENGTH(bytes) AS BIGINT) AS n FROM blobs WHERE digest = $1")
-            .bind(digest)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no blob {digest}")))?
-            .try_get("n")?;
-        let length = length as u64;
+        let record = record_of(db, digest).await?;
+        let length = record.size;
         let etag = format!("\"{digest}\"");
         let validators = [(header::ETAG, etag.clone()), (header::ACCEPT_RANGES, "bytes".to_string())];
         let if_none_match = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
@@ -199,22 +350,16 @@ impl Downloads {
             ),
             None => None,
         };
-        // Twice the blob while its pieces are made from it, then what the
-        // pieces hold.
-        let share = (2 * budget_units(length)) as u32;
-        let mut held = tokio::time::timeout(self.wait, self.budget.clone().acquire_many_owned(share))
-            .await
-            .map_err(|_| ApiError::Busy)?
-            .expect("the download budget is never closed");
-        let bytes = read(pool, digest).await?;
-        let digest = digest.to_string();
-        let (status, pieces, content_range) = tokio::task::spawn_blocking(move || pieces_of(&bytes, &digest, range))
-            .await
-            .map_err(|e| ApiError::Internal(format!("preparing a download: {e}")))??;
-        let sent_length: usize = pieces.iter().map(Bytes::len).sum();
-        let kept = pieces.iter().map(|p| budget_units(p.len() as u64)).sum::<usize>();
-        drop(held.split(held.num_permits().saturating_sub(kept)));
-        let held = Held { pieces, share: held, _peer: peer_slot, taken_at: tokio::time::Instant::now() };
+        let (status, sent_length, content_range) = match &range {
+            Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start, Some(format!("bytes {}-{}/{length}", r.start, r.end - 1))),
+            None => (StatusCode::OK, length, None),
+        };
+        // An empty blob has no object bytes to stream.
+        let pieces = match sent_length {
+            0 => futures_util::stream::empty().boxed(),
+            _ => db.blobs.stream(&record.object, range).await?,
+        };
+        let held = Held { pieces, _peer: peer_slot, taken_at: tokio::time::Instant::now() };
         let mut response = (status, validators, Body::from_stream(cut_when_stalled(held, self.stall))).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -226,29 +371,10 @@ impl Downloads {
     }
 }
 
-/// Budget units for `bytes` (at least one).
-fn budget_units(bytes: u64) -> usize {
-    bytes.div_ceil(BUDGET_UNIT).max(1) as usize
-}
-
-/// `bytes` checked against `digest` (what is served is what was stored
-/// under it), and the part `range` asks for as pieces, each its own
-/// allocation; with the status and `Content-Range` to answer.
-fn pieces_of(bytes: &[u8], digest: &str, range: Option<std::ops::RangeInclusive<usize>>) -> Result<(StatusCode, VecDeque<Bytes>, Option<String>), ApiError> {
-    if agora_wire::digest_hex(bytes) != digest {
-        return Err(ApiError::Internal(format!("stored blob {digest} does not match its digest")));
-    }
-    let (status, body, content_range) = match range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, &bytes[r.clone()], Some(format!("bytes {}-{}/{}", r.start(), r.end(), bytes.len()))),
-        None => (StatusCode::OK, bytes, None),
-    };
-    Ok((status, body.chunks(PIECE_BYTES).map(Bytes::copy_from_slice).collect(), content_range))
-}
-
 /// The one byte range a request asks for, within `length`: None for the
 /// whole blob (no range, a malformed or multi-part one, a suffix longer than
 /// the blob, or an empty blob), Err for a range past the end.
-fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::RangeInclusive<usize>>, ()> {
+fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
     use http_range_header::RangeUnsatisfiableError;
     let Some(Ok(parsed)) = request.get(header::RANGE).and_then(|v| v.to_str().ok()).map(http_range_header::parse_range_header) else {
         return Ok(None);
@@ -257,49 +383,66 @@ fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::Ran
         return Ok(None);
     }
     match parsed.validate(length) {
-        Ok(ranges) => Ok(Some(*ranges[0].start() as usize..=*ranges[0].end() as usize)),
+        Ok(ranges) => Ok(Some(*ranges[0].start()..*ranges[0].end() + 1)),
         Err(RangeUnsatisfiableError::FileSuffixOutOfBounds) => Ok(None),
         Err(_) => Err(()),
     }
 }
 
-/// `held`'s pieces as a body stream that gives their share back as they
-/// are taken, and all of it when the stream ends or is dropped, or when its
-/// reader has taken nothing for `stall`: then what it has not sent is freed
-/// and the connection gets an error instead of the rest.
+/// `held`'s pieces as a body stream that gives back what it holds when
+/// the stream ends or is dropped, or when its reader has taken nothing for
+/// `stall`: then the connection gets an error instead of the rest.
 fn cut_when_stalled(held: Held, stall: Duration) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    let holding: Holding = Arc::new(Mutex::new(Some(held)));
-    let watchdog = Arc::downgrade(&holding);
+    let shared: Shared = Arc::new(Mutex::new(Holding::Idle(held)));
+    let watchdog = Arc::downgrade(&shared);
     tokio::spawn(async move {
         let mut due = tokio::time::Instant::now() + stall;
         loop {
             tokio::time::sleep_until(due).await;
-            let Some(holding) = watchdog.upgrade() else { return };
-            let mut held = holding.lock().expect("never poisoned");
-            match held.as_ref().map(|h| h.taken_at + stall) {
-                None => return,
-                Some(next) if next > tokio::time::Instant::now() => due = next,
-                Some(_) => {
-                    held.take();
+            let Some(shared) = watchdog.upgrade() else { return };
+            let mut holding = shared.lock().expect("never poisoned");
+            let now = tokio::time::Instant::now();
+            match &*holding {
+                Holding::Done => return,
+                Holding::Reading => due = now + stall,
+                Holding::Idle(held) if held.taken_at + stall > now => due = held.taken_at + stall,
+                Holding::Idle(_) => {
+                    *holding = Holding::Done;
                     return;
                 }
             }
         }
     });
-    struct Releasing(Holding);
+    struct Releasing(Shared);
     impl Drop for Releasing {
         fn drop(&mut self) {
-            self.0.lock().expect("never poisoned").take();
+            *self.0.lock().expect("never poisoned") = Holding::Done;
         }
     }
-    futures_util::stream::unfold(Some(Releasing(holding)), |state| async move {
+    futures_util::stream::unfold(Some(Releasing(shared)), |state| async move {
         let releasing = state?;
-        let next = releasing.0.lock().expect("never poisoned").as_mut().map(Held::take_piece);
-        match next {
-            Some(Some(piece)) => Some((Ok(piece), Some(releasing))),
+        let taken = std::mem::replace(&mut *releasing.0.lock().expect("never poisoned"), Holding::Reading);
+        let Holding::Idle(mut held) = taken else {
+            return Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download stalled")), None));
+        };
+        match held.pieces.next().await {
+            Some(Ok(piece)) => {
+                held.taken_at = tokio::time::Instant::now();
+                *releasing.0.lock().expect("never poisoned") = Holding::Idle(held);
+                Some((Ok(piece), Some(releasing)))
+            }
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
             // Sent in full: the rest goes back as `releasing` drops.
-            Some(None) => None,
-            None => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download stalled")), None)),
+            None => None,
         }
     })
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Missing(digest) => ApiError::Internal(format!("blob {digest} has a record but no object")),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! The database: SQLite (one file, the default) or PostgreSQL (shared by
 //! market replicas), behind sqlx's `Any` driver with runtime queries that
 //! both accept. Migrations are timestamped SQL files, one set per database,
-//! embedded at build time and applied at start.
+//! embedded at build time and applied at start. A blob's bytes are not in
+//! the database but in the object store the `Db` carries beside its pool
+//! ([`crate::store`]).
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Transaction};
+use crate::store::BlobStore;
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -13,6 +16,17 @@ use std::time::Duration;
 pub enum Kind {
     Sqlite,
     Postgres,
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    NoStore(String),
 }
 
 /// A write transaction (see [`Db::write`]).
@@ -25,6 +39,8 @@ pub struct Db {
     /// What it was opened with (a PostgreSQL listener opens its own
     /// connection: `feeds`).
     pub url: std::sync::Arc<str>,
+    /// Where blob bytes live (`blobs` rows say what they are).
+    pub blobs: crate::store::BlobStore,
 }
 
 /// The migrations of each database, in order: (version, description, SQL).
@@ -43,6 +59,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261207000000, "data_retention", include_str!("../migrations/sqlite/20261207000000_data_retention.sql")),
     (20261207010000, "publish_quotas", include_str!("../migrations/sqlite/20261207010000_publish_quotas.sql")),
     (20261207020000, "job_notices", include_str!("../migrations/sqlite/20261207020000_job_notices.sql")),
+    (20261207030000, "object_store", include_str!("../migrations/sqlite/20261207030000_object_store.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -59,6 +76,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261207000000, "data_retention", include_str!("../migrations/postgres/20261207000000_data_retention.sql")),
     (20261207010000, "publish_quotas", include_str!("../migrations/postgres/20261207010000_publish_quotas.sql")),
     (20261207020000, "job_notices", include_str!("../migrations/postgres/20261207020000_job_notices.sql")),
+    (20261207030000, "object_store", include_str!("../migrations/postgres/20261207030000_object_store.sql")),
 ];
 
 #[derive(Debug)]
@@ -80,8 +98,27 @@ impl MigrationSource<'static> for Embedded {
 
 impl Db {
     /// Connect to `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`,
-    /// `postgres://...`) and apply the migrations.
-    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+    /// `postgres://...`) and apply the migrations, with blob bytes in the
+    /// store [`BlobStore::beside`] the database (a SQLite database only: a
+    /// market on PostgreSQL names its store, [`Db::connect_with`]).
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        let blobs = BlobStore::beside(url)?.ok_or_else(|| DbError::NoStore(format!("{url} keeps no blob store beside it: name one")))?;
+        Db::connect_with(url, blobs).await
+    }
+
+    /// Connect to `url` with blob bytes in `blobs`, apply the migrations
+    /// and move into `blobs` the bytes of records written before blobs
+    /// lived in an object store.
+    pub async fn connect_with(url: &str, blobs: BlobStore) -> Result<Db, DbError> {
+        let db = Db::open(url, blobs).await?;
+        let moved = crate::blobs::move_into_store(&db).await?;
+        if moved > 0 {
+            tracing::info!(moved, store = %db.blobs.location, "moved blob bytes from the database into the object store");
+        }
+        Ok(db)
+    }
+
+    async fn open(url: &str, blobs: BlobStore) -> Result<Db, sqlx::Error> {
         install_default_drivers();
         let kind = if url.starts_with("postgres") { Kind::Postgres } else { Kind::Sqlite };
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
@@ -109,7 +146,7 @@ impl Db {
             Kind::Postgres => Embedded(POSTGRES),
         };
         Migrator::new(source).await?.run(&pool).await?;
-        Ok(Db { pool, kind, url: url.into() })
+        Ok(Db { pool, kind, url: url.into(), blobs })
     }
 
     /// A plain connection pool without migrations (administration: creating

@@ -104,8 +104,12 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
         return Err(cert_error("no PEM certificate in it".into()));
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError::Key { path: key.display().to_string(), reason: e.to_string() })?;
-    // The process's provider: ring, the one crate feature built in.
-    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, private)?;
+    // The provider named: rustls is built with ring (ureq's) and aws-lc-rs
+    // (the object store's S3 client's), so there is no process default.
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -23,6 +23,7 @@ pub mod ledger;
 mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod store;
 pub mod verify;
 
 use agora_wire::KeyId;

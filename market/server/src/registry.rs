@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use agora_wire::KeyId;
 use agora_wire::api::{BrowserBundle, PackageInfo, PackageSummary, Page, PublishRequest, VersionInfo};
 use agora_wire::log::{LogAction, LogEntry, verify_log};
+use axum::body::Bytes;
 use base64::Engine as _;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -203,12 +204,17 @@ impl Registry {
             Err(why) => tracing::info!(package = name, version = %version, "not browser-capable: {why}"),
         }
 
+        // The component's and the bundle's bytes first, outside the
+        // transaction.
+        let bundle_files = bundle.iter().flat_map(|b| b.manifest.files.iter().zip(&b.files).map(|(f, bytes)| (f.digest.clone(), Bytes::copy_from_slice(bytes))));
+        let blobs = std::iter::once((actual.clone(), Bytes::from_owner(bytes.clone()))).chain(bundle_files);
+        let mut staged = crate::blobs::Staged::write(&self.db, blobs.collect::<Vec<_>>()).await?;
         let mut tx = self.db.write().await?;
         self.may_publish(&mut tx, signer, &request.entry, bytes.len(), now_ms).await?;
 
         let tags_json = serde_json::to_string(&request.tags).expect("plain JSON");
         let search = format!("{} {} {}", name, request.description, request.tags.join(" ")).to_lowercase();
-        crate::blobs::put(&mut tx, &actual, &bytes, crate::blobs::Pin::Kept).await?;
+        staged.record(&mut tx, crate::blobs::Pin::Kept).await?;
         sqlx::query(
             "INSERT INTO packages (name, owner, description, category, tags, search, downloads, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)
@@ -250,6 +256,7 @@ impl Registry {
             return Err(conflict_or(e, || ApiError::VersionExists(format!("{name} {version} was published concurrently"))));
         }
         tx.commit().await.map_err(|e| conflict_or(e, || ApiError::VersionExists(format!("{name} {version} was published concurrently"))))?;
+        staged.settle().await;
         Ok(VersionInfo {
             version: version.clone(),
             digest: actual,
@@ -482,18 +489,14 @@ impl Registry {
     /// The component of `name` `version`, for the market's own use (its
     /// verifier): not a download.
     pub async fn component(&self, name: &str, version: &str) -> Result<(String, Vec<u8>), ApiError> {
-        let row = sqlx::query(
-            "SELECT b.digest AS digest, b.bytes AS bytes FROM versions v JOIN blobs b ON b.digest = v.digest
-             WHERE v.name = $1 AND v.version = $2",
-        )
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no package `{name}` version `{version}`")))?;
-        let digest: String = row.try_get("digest")?;
-        let bytes: Vec<u8> = row.try_get("bytes")?;
-        // Pair check: what is served is what was stored under its digest.
+        let digest: String = sqlx::query_scalar("SELECT digest FROM versions WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no package `{name}` version `{version}`")))?;
+        let bytes = crate::blobs::read(&self.db, &digest).await?;
+        // Pair check: what is run is what was stored under its digest.
         if agora_wire::digest_hex(&bytes) != digest {
             return Err(ApiError::Internal(format!("stored component {digest} does not match its digest")));
         }
@@ -539,11 +542,8 @@ fn conflict_or(e: sqlx::Error, conflict: impl FnOnce() -> ApiError) -> ApiError 
     }
 }
 
-/// Store a bundle's files (content-addressed) and its manifest.
+/// Store a bundle's manifest (its files are recorded with the component).
 async fn store_bundle(tx: &mut sqlx::Transaction<'static, sqlx::Any>, built: &crate::browser::Built, now_ms: i64) -> Result<(), ApiError> {
-    for (file, bytes) in built.manifest.files.iter().zip(&built.files) {
-        crate::blobs::put(tx, &file.digest, bytes, crate::blobs::Pin::Kept).await?;
-    }
     sqlx::query("INSERT INTO browser_bundles (component_digest, manifest, built_at_ms) VALUES ($1, $2, $3) ON CONFLICT (component_digest) DO NOTHING")
         .bind(&built.manifest.component_digest)
         .bind(serde_json::to_string(&built.manifest).expect("plain JSON"))

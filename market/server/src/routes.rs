@@ -331,7 +331,7 @@ pub async fn download(
     connection: Option<Connection>,
 ) -> Result<Response, ApiError> {
     let digest = state.registry.download(&name, &version).await?;
-    let mut response = state.downloads.serve(&state.db.pool, &digest, &headers, peer(connection), "application/wasm").await?;
+    let mut response = state.downloads.serve(&state.db, &digest, &headers, peer(connection), "application/wasm").await?;
     response.headers_mut().insert(header::HeaderName::from_static("agora-digest"), header::HeaderValue::from_str(&digest).expect("hex"));
     Ok(response)
 }
@@ -554,7 +554,7 @@ pub async fn unit_output(
 ) -> Result<Response, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     let digest = state.jobs.output_digest(&job, unit).await?;
-    private(state.downloads.serve(&state.db.pool, &digest, &headers, peer(connection), "application/octet-stream").await)
+    private(state.downloads.serve(&state.db, &digest, &headers, peer(connection), "application/octet-stream").await)
 }
 
 /// The connection a request came on (absent when the router is called in
@@ -591,7 +591,7 @@ pub async fn blob(
     if caller != state.config.operator {
         state.jobs.may_read_input(&caller, &digest, state.now_ms()).await?;
     }
-    private(state.downloads.serve(&state.db.pool, &digest, &headers, peer(connection), "application/octet-stream").await)
+    private(state.downloads.serve(&state.db, &digest, &headers, peer(connection), "application/octet-stream").await)
 }
 
 /// The browser bundle made from a component at publish time.
@@ -612,7 +612,7 @@ pub async fn browser_file(
     connection: Option<Connection>,
 ) -> Result<Response, ApiError> {
     let (content_type, file_digest) = state.registry.browser_file(&digest, &file).await?;
-    let mut response = state.downloads.serve(&state.db.pool, &file_digest, &headers, peer(connection), content_type).await?;
+    let mut response = state.downloads.serve(&state.db, &file_digest, &headers, peer(connection), content_type).await?;
     if response.status().is_success() {
         response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=31536000, immutable"));
     }

@@ -106,7 +106,10 @@ async fn fetch_outputs(key: &Keypair, id: &str, job: &JobInfo, outputs: RwSignal
         if outputs.with_untracked(|o| o.contains_key(&u.index)) {
             continue;
         }
-        if let Ok(bytes) = api::get_signed_bytes(key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await {
+        let fetched = api::get_signed_bytes(key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await;
+        // Shown only when it is the output the market verified.
+        let verified = fetched.ok().filter(|b| u.output_digest.as_deref() == Some(agora_wire::digest_hex(b).as_str()));
+        if let Some(bytes) = verified {
             let image = bytes.starts_with(b"\x89PNG");
             let mime = if image { "image/png" } else { "application/octet-stream" };
             let href = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));

@@ -49,6 +49,8 @@ impl Jobs {
         let UnitLimits { fuel, memory_bytes, timeout_ms, gpu } = request.limits;
         let needs_gpu = gpu || version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let (input_digest, output_digest) = (agora_wire::digest_hex(&input), agora_wire::digest_hex(&expected));
+        let blobs = [(input_digest.clone(), input.into()), (output_digest.clone(), expected.into())];
+        let mut staged = crate::blobs::Staged::write(&self.db, blobs).await?;
         let mut tx = self.db.write().await?;
         // The same canary twice is one canary.
         if let Some(row) = sqlx::query("SELECT id FROM canaries WHERE digest = $1 AND input_digest = $2 AND output_digest = $3")
@@ -62,9 +64,7 @@ impl Jobs {
             return Ok(CanaryInfo { id, package: request.package, version: version.version.clone(), input_digest, output_digest });
         }
         let id = random_id('c', 9);
-        for (digest, bytes) in [(&input_digest, input), (&output_digest, expected)] {
-            crate::blobs::put(&mut tx, digest, &bytes, crate::blobs::Pin::Kept).await?;
-        }
+        staged.record(&mut tx, crate::blobs::Pin::Kept).await?;
         sqlx::query(
             "INSERT INTO canaries (id, package, version, digest, input_digest, output_digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, created_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -83,6 +83,7 @@ impl Jobs {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        staged.settle().await;
         Ok(CanaryInfo { id, package: request.package, version: version.version.clone(), input_digest, output_digest })
     }
 

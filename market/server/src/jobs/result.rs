@@ -46,14 +46,36 @@ impl Jobs {
         if self.answer_canary(provider, lease_id, &report, output.as_ref().map(|(d, _)| d.as_str()), now).await?.is_some() {
             return Ok(());
         }
-        let output = output.as_ref().map(|(d, b)| (d.as_str(), b.as_slice()));
+        // The output's bytes go to the object store before the transaction,
+        // and only for the provider that runs the lease now: anyone else's
+        // result is refused by the transaction with nothing written.
+        let digest = output.as_ref().map(|(d, _)| d.clone());
+        let output = match output.is_some() && self.runs_lease(provider, lease_id, now).await? {
+            true => output.map(|(d, b)| (d, axum::body::Bytes::from(b))),
+            false => None,
+        };
+        let mut staged = crate::blobs::Staged::write(&self.db, output).await?;
         for scope in Settling::FALLBACKS {
-            match self.take_result(provider, lease_id, &report, output, now, scope).await? {
-                Ok(()) => return Ok(()),
+            match self.take_result(provider, lease_id, &report, digest.as_deref(), &mut staged, now, scope).await? {
+                Ok(()) => {
+                    staged.settle().await;
+                    return Ok(());
+                }
                 Err(e) => tracing::warn!(lease = lease_id, ?scope, "settling with this result failed; taking it with less: {e}"),
             }
         }
         unreachable!("a result taken with nothing to settle cannot fail to settle")
+    }
+
+    /// Whether `provider` runs lease `lease_id` now.
+    async fn runs_lease(&self, provider: &KeyId, lease_id: &str, now: i64) -> Result<bool, ApiError> {
+        let running: Option<i64> = sqlx::query_scalar("SELECT 1 FROM leases WHERE id = $1 AND provider = $2 AND state = 'active' AND expires_at_ms > $3")
+            .bind(lease_id)
+            .bind(provider.as_str())
+            .bind(now)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(running.is_some())
     }
 
     /// [`Jobs::submit_result`]'s transaction, settling `scope` of the job
@@ -65,7 +87,8 @@ impl Jobs {
         provider: &KeyId,
         lease_id: &str,
         report: &ResultReport,
-        output: Option<(&str, &[u8])>,
+        output: Option<&str>,
+        staged: &mut crate::blobs::Staged,
         now: i64,
         scope: Settling,
     ) -> Result<Result<(), ApiError>, ApiError> {
@@ -93,8 +116,12 @@ impl Jobs {
         // the market's verifiers (`verifying`), after this request.
         let (state, failure) = match output {
             None => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
-            Some((digest, bytes)) => {
-                crate::blobs::put(&mut tx, digest, bytes, crate::blobs::Pin::Job).await?;
+            Some(digest) => {
+                // Staged only while the lease ran; it still does here.
+                if !staged.has(digest) {
+                    return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+                }
+                staged.record(&mut tx, crate::blobs::Pin::Job).await?;
                 (if checked { "verifying" } else { "submitted" }, None)
             }
         };
@@ -105,7 +132,7 @@ impl Jobs {
         .bind(state)
         .bind(report.outcome.as_str())
         .bind(failure.clone().or(report.message.clone()).map(|m| m.chars().take(2000).collect::<String>()))
-        .bind(output.map(|(d, _)| d))
+        .bind(output)
         .bind(report.fuel_used.min(i64::MAX as u64) as i64)
         .bind(report.gpu_time_us.min(i64::MAX as u64) as i64)
         .bind(report.peak_memory_bytes.min(i64::MAX as u64) as i64)

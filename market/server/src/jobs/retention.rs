@@ -152,8 +152,9 @@ impl Jobs {
             .bind(COLLECT_BATCH)
             .fetch_all(&mut *tx)
             .await?;
+            let mut collected = Vec::new();
             for digest in &digests {
-                blobs::collect(&mut tx, digest).await?;
+                collected.extend(blobs::collect(&mut tx, digest).await?);
             }
             let done = (digests.len() as i64) < COLLECT_BATCH;
             let after = digests.last().cloned().unwrap_or(after);
@@ -170,6 +171,8 @@ impl Jobs {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            // Their objects once their records are gone for good.
+            blobs::remove_collected(&self.db, collected).await;
             if done {
                 return Ok(true);
             }

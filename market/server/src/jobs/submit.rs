@@ -42,7 +42,16 @@ impl Jobs {
         for (i, text) in request.inputs_base64.iter().enumerate() {
             let bytes = b64(text, &format!("input {i}"))?;
             check_unit_bytes("an input", bytes.len())?;
-            inputs.push(bytes);
+            inputs.push(axum::body::Bytes::from(bytes));
+        }
+        // Before any input is written to the object store: a buyer who
+        // cannot pay stores nothing (the hold in the transaction is the
+        // check that counts; this one keeps a rolled-back submit from
+        // leaving objects behind, save for concurrent submits racing one
+        // balance).
+        let available = self.ledger.balance(buyer.as_str()).await?.map_or(0, |b| b.available);
+        if available < request.max_price {
+            return Err(ApiError::InsufficientFunds { account: buyer.to_string(), available, requested: request.max_price });
         }
         let id = random_id('j', 9);
         let expires = now + self.config.job_ttl_ms;
@@ -58,7 +67,7 @@ impl Jobs {
         r: &SubmitJob,
         version: &agora_wire::api::VersionInfo,
         unit_cap: u64,
-        inputs: &[Vec<u8>],
+        inputs: &[axum::body::Bytes],
         now: i64,
         expires: i64,
     ) -> Result<(), ApiError> {
@@ -66,6 +75,9 @@ impl Jobs {
         // the buyer said.
         let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
+        let digests: Vec<String> = inputs.iter().map(|bytes| agora_wire::digest_hex(bytes)).collect();
+        // The inputs' bytes first, outside the transaction.
+        let mut staged = crate::blobs::Staged::write(&self.db, digests.iter().cloned().zip(inputs.iter().cloned())).await?;
         let mut tx = self.db.write().await?;
         sqlx::query(
             "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
@@ -91,15 +103,7 @@ impl Jobs {
         // Checked by `verify`, every replica must pass; compared by digest,
         // a majority must agree.
         let quorum = if checked || r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
-        // The inputs' blobs in digest order: submits sharing inputs wait
-        // for each other's inserts in one order, never in a cycle.
-        let digests: Vec<String> = inputs.iter().map(|bytes| agora_wire::digest_hex(bytes)).collect();
-        let mut blobs: Vec<(&String, &Vec<u8>)> = digests.iter().zip(inputs).collect();
-        blobs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        blobs.dedup_by(|a, b| a.0 == b.0);
-        for (digest, bytes) in blobs {
-            crate::blobs::put(&mut tx, digest, bytes, crate::blobs::Pin::Job).await?;
-        }
+        staged.record(&mut tx, crate::blobs::Pin::Job).await?;
         for (i, digest) in digests.iter().enumerate() {
             sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
                 .bind(id)
@@ -123,6 +127,7 @@ impl Jobs {
         };
         self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
         tx.commit().await?;
+        staged.settle().await;
         Ok(())
     }
 }

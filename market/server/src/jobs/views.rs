@@ -137,7 +137,7 @@ impl Jobs {
     async fn units_page(&self, id: &str, from: u32, limit: u32, deleted: bool) -> Result<Vec<UnitInfo>, ApiError> {
         let end = from as i64 + limit as i64;
         let units = sqlx::query_as::<_, UnitRow>(&format!(
-            "SELECT u.idx, {SHOWN_STATE} AS shown, u.output_digest, u.message, CAST(LENGTH(b.bytes) AS BIGINT) AS output_bytes
+            "SELECT u.idx, {SHOWN_STATE} AS shown, u.output_digest, u.message, b.size AS output_bytes
              FROM units u LEFT JOIN blobs b ON b.digest = u.output_digest
              WHERE u.job_id = $1 AND u.idx >= $2 AND u.idx < $3 ORDER BY u.idx"
         ))
@@ -253,7 +253,7 @@ impl Jobs {
     }
 
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
-        crate::blobs::read(&self.db.pool, digest).await
+        crate::blobs::read(&self.db, digest).await
     }
 
     /// The digest of the verified output of unit `idx`: gone once the

@@ -46,7 +46,8 @@ async fn a_slow_flood_from_one_address_is_cut_while_another_is_served() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone()).unwrap();
-    let client = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth());
     let connector = tokio_rustls::TlsConnector::from(client);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let honest_read = async |from: &str| {

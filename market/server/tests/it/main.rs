@@ -11,11 +11,13 @@ mod properties;
 mod registry;
 mod retention;
 mod service;
+mod store;
 mod settling;
 mod simulation;
 mod verifying;
 mod views;
 
+use agora_market::store::BlobStore;
 use agora_market::{AppState, Config, Db, app};
 use agora_wire::Keypair;
 use agora_wire::auth::{self, HEADER_IDEMPOTENCY_KEY};
@@ -63,6 +65,19 @@ impl TestMarket {
     }
 
     pub async fn postgres() -> TestMarket {
+        let (url, schema) = Self::postgres_schema().await;
+        Self::open(url, Some(schema)).await
+    }
+
+    /// A market on a fresh PostgreSQL schema with its blob bytes in `blobs`.
+    pub async fn postgres_with(blobs: BlobStore) -> TestMarket {
+        let (url, schema) = Self::postgres_schema().await;
+        let db = Db::connect_with(&url, blobs).await.expect("the database opens");
+        let operator = Keypair::generate();
+        TestMarket { state: AppState::new(db, test_config(&operator)), operator, url, schema: Some(schema) }
+    }
+
+    async fn postgres_schema() -> (String, String) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let schema = format!("agora_it_{}_{n}", std::process::id());
         let admin = Db::admin_pool(&postgres_url()).await.unwrap_or_else(|e| {
@@ -71,19 +86,22 @@ impl TestMarket {
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&admin).await.unwrap();
         sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
         let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
-        Self::open(url, Some(schema)).await
+        (url, schema)
     }
 
     async fn open(url: String, schema: Option<String>) -> TestMarket {
         let operator = Keypair::generate();
-        let db = Db::connect(&url).await.expect("the database opens");
+        // PostgreSQL's test markets keep their blobs in a temporary store.
+        let blobs = BlobStore::beside(&url).unwrap().unwrap_or_else(|| BlobStore::temporary().unwrap());
+        let db = Db::connect_with(&url, blobs).await.expect("the database opens");
         let state = AppState::new(db, test_config(&operator));
         TestMarket { state, operator, url, schema }
     }
 
     /// A second market instance on the same database (another replica).
     pub async fn replica(&self) -> AppState {
-        let db = Db::connect(&self.url).await.unwrap();
+        // Replicas share the database and the object store.
+        let db = Db::connect_with(&self.url, self.state.db.blobs.clone()).await.unwrap();
         AppState::new(db, test_config(&self.operator))
     }
 

@@ -321,57 +321,63 @@ both_dbs!(downloads_answer_ranges_and_validators, async |m: &TestMarket| {
     assert!(axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().is_empty());
 });
 
-// A flock of callers downloads the largest blobs at once: the bytes held
-// for downloads stay within the budget; past it a download waits, then is
-// told the market is busy, and one that fits goes through once the
-// budget is given back.
-both_dbs!(downloads_hold_no_more_than_their_memory_budget, async |m: &TestMarket| {
-    use agora_market::blobs::{BUDGET_UNIT, Downloads};
-    let author = Keypair::generate();
-    let saxpy = guest("saxpy");
-    assert!(saxpy.len() as u64 > BUDGET_UNIT, "the test component spans budget units");
-    assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
-    let digest = agora_wire::digest_hex(&saxpy);
-    // Room for one download while its pieces are made (twice the blob).
-    let budget = 2 * (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
-    let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(200));
-    let none = axum::http::HeaderMap::new();
-    let first = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the first fits");
-    let refused = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await;
-    assert!(matches!(refused, Err(agora_market::error::ApiError::Busy)), "{:?}", refused.map(|r| r.status()));
-    let bytes = axum::body::to_bytes(first.into_body(), 1 << 26).await.unwrap();
-    assert_eq!(bytes.as_ref(), saxpy.as_slice(), "the held download completes");
-    let again = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the budget came back");
-    assert_eq!(axum::body::to_bytes(again.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
+// A download streams from the object store: the market hands the
+// connection the blob in pieces read as the reader takes them, never the
+// whole blob at once, whatever its size, so a flock of callers asking for
+// the largest blobs holds a piece each. A range is read from the store as
+// a range.
+both_dbs!(a_download_streams_from_the_store_a_piece_at_a_time, async |m: &TestMarket| {
+    use futures_util::StreamExt;
+    let mut big = vec![0u8; 3 << 20];
+    big.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 % 251) as u8);
+    let digest = agora_wire::digest_hex(&big);
+    let mut staged = agora_market::blobs::Staged::write(&m.state.db, [(digest.clone(), big.clone().into())]).await.unwrap();
+    let mut tx = m.state.db.write().await.unwrap();
+    staged.record(&mut tx, agora_market::blobs::Pin::Kept).await.unwrap();
+    tx.commit().await.unwrap();
+    staged.settle().await;
+    let downloads = agora_market::blobs::Downloads::default();
+    let mut range = axum::http::HeaderMap::new();
+    for (headers, want) in [(axum::http::HeaderMap::new(), &big[..]), ({ range.insert("range", "bytes=1000-2999999".parse().unwrap()); range }, &big[1000..3_000_000])] {
+        let response = downloads.serve(&m.state.db, &digest, &headers, None, "application/octet-stream").await.unwrap();
+        let mut pieces = response.into_body().into_data_stream();
+        let (mut got, mut count) = (Vec::new(), 0);
+        while let Some(piece) = pieces.next().await {
+            let piece = piece.unwrap();
+            assert!(piece.len() <= 1 << 20, "a piece of {} bytes", piece.len());
+            got.extend_from_slice(&piece);
+            count += 1;
+        }
+        assert!(count >= 3, "{count} pieces");
+        assert!(got == want, "the bytes served are the blob's");
+    }
 });
 
-// A reader takes a byte a minute to hold its share of the download budget
-// for hours: once it has taken nothing for DOWNLOAD_STALL, the download is
-// cut, what it had not sent is freed and the share comes back for the next
-// caller. One address holds at most DOWNLOADS_PER_PEER downloads.
-both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_share_back, async |m: &TestMarket| {
-    use agora_market::blobs::{BUDGET_UNIT, Downloads};
+// A reader takes a byte a minute to hold its downloads open for hours:
+// once it has taken nothing for DOWNLOAD_STALL, the download is cut and
+// gives back what it holds, its address's slot included. One address
+// holds at most DOWNLOADS_PER_PEER downloads; another is served meanwhile.
+both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_slot_back, async |m: &TestMarket| {
+    use agora_market::blobs::{DOWNLOADS_PER_PEER, Downloads};
     let author = Keypair::generate();
     let saxpy = guest("saxpy");
     assert_eq!(m.call("POST", "/api/v1/packages/saxpy/versions", Some(&publish_body(&author, "saxpy", "1.0.0", &saxpy, None)), Some(&author)).await.0, StatusCode::OK);
     let digest = agora_wire::digest_hex(&saxpy);
-    let budget = 2 * (saxpy.len() as u64).div_ceil(BUDGET_UNIT) * BUDGET_UNIT;
-    let downloads = Downloads::with_budget(budget, std::time::Duration::from_millis(2_000)).with_stall(std::time::Duration::from_millis(100));
+    let downloads = Downloads::default().with_stall(std::time::Duration::from_millis(100));
     let none = axum::http::HeaderMap::new();
-    let stalled = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the first fits");
-    let next = downloads.serve(&m.state.db.pool, &digest, &none, None, "application/wasm").await.expect("the stalled one's share came back");
-    assert_eq!(axum::body::to_bytes(next.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
-    assert!(axum::body::to_bytes(stalled.into_body(), 1 << 26).await.is_err(), "the stalled download was cut");
-    let roomy = Downloads::with_budget(64 << 20, std::time::Duration::from_millis(200));
     let (flock, honest): (std::net::IpAddr, std::net::IpAddr) = ("203.0.113.7".parse().unwrap(), "198.51.100.2".parse().unwrap());
-    let mut held = Vec::new();
-    for _ in 0..agora_market::blobs::DOWNLOADS_PER_PEER {
-        held.push(roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await.expect("within its share"));
+    let mut stalled = Vec::new();
+    for _ in 0..DOWNLOADS_PER_PEER {
+        stalled.push(downloads.serve(&m.state.db, &digest, &none, Some(flock), "application/wasm").await.expect("within its share"));
     }
-    let past = roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await;
+    let past = downloads.serve(&m.state.db, &digest, &none, Some(flock), "application/wasm").await;
     assert!(matches!(past, Err(agora_market::error::ApiError::TooManyAtOnce { what: "downloads in flight", .. })), "{:?}", past.map(|r| r.status()));
-    let other = roomy.serve(&m.state.db.pool, &digest, &none, Some(honest), "application/wasm").await.expect("another address is served");
+    let other = downloads.serve(&m.state.db, &digest, &none, Some(honest), "application/wasm").await.expect("another address is served");
     assert_eq!(axum::body::to_bytes(other.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
-    drop(held.pop());
-    assert!(roomy.serve(&m.state.db.pool, &digest, &none, Some(flock), "application/wasm").await.is_ok(), "a finished download frees its slot");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let again = downloads.serve(&m.state.db, &digest, &none, Some(flock), "application/wasm").await.expect("the stalled downloads gave their slots back");
+    assert_eq!(axum::body::to_bytes(again.into_body(), 1 << 26).await.unwrap().as_ref(), saxpy.as_slice());
+    for cut in stalled {
+        assert!(axum::body::to_bytes(cut.into_body(), 1 << 26).await.is_err(), "a stalled download was cut");
+    }
 });

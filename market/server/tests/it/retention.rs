@@ -6,13 +6,35 @@ use crate::jobs::{answer, job, lease, provider, publish, run_all, submit};
 use crate::*;
 use std::time::Duration;
 
+/// Whether the market holds `bytes`: a record and exactly the one object
+/// it names, or neither (no object left behind, none missing). The record
+/// holds no bytes itself.
 async fn blob_stored(m: &TestMarket, bytes: &[u8]) -> bool {
-    sqlx::query("SELECT 1 FROM blobs WHERE digest = $1")
-        .bind(agora_wire::digest_hex(bytes))
-        .fetch_optional(&m.state.db.pool)
-        .await
-        .unwrap()
-        .is_some()
+    let digest = agora_wire::digest_hex(bytes);
+    let record: Option<(i64, Option<Vec<u8>>, Option<String>)> =
+        sqlx::query_as("SELECT size, bytes, object FROM blobs WHERE digest = $1").bind(&digest).fetch_optional(&m.state.db.pool).await.unwrap();
+    let objects = objects_of(m, &digest);
+    match record {
+        Some((size, in_table, object)) => {
+            assert_eq!((size, in_table), (bytes.len() as i64, None), "the table says what a blob is; the store holds it");
+            assert_eq!(objects, vec![object.unwrap()], "blob {digest}: its object and no other");
+            true
+        }
+        None => {
+            assert!(objects.is_empty(), "blob {digest} has no record but objects {objects:?}");
+            false
+        }
+    }
+}
+
+/// The keys of the objects in the market's store (a directory) for `digest`.
+pub fn objects_of(m: &TestMarket, digest: &str) -> Vec<String> {
+    let dir = std::path::Path::new(&*m.state.db.blobs.location).join("blobs").join(&digest[..2]);
+    let mut keys: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    keys.retain(|name| name.starts_with(&format!("{digest}.")));
+    keys.iter().map(|name| format!("blobs/{}/{name}", &digest[..2])).collect()
 }
 
 // A buyer deletes a finished job's data. A stranger cannot (its probe
@@ -115,4 +137,25 @@ both_dbs!(a_deletion_racing_a_submit_of_the_same_bytes_never_loses_the_new_input
         answer(m, &p, &grant, Ok(b"raced output")).await;
         assert_eq!(job(m, &second, &resubmitted).await["state"], "done");
     }
+});
+
+// A market whose database still holds blob bytes in the table (written
+// before blobs lived in the object store) moves them into the store when it
+// starts: the record keeps what the blob is, the store its bytes, and a
+// reader gets the same bytes as before.
+both_dbs!(blob_bytes_written_before_the_object_store_move_into_it_at_start, async |m: &TestMarket| {
+    let old = b"bytes from before the object store".to_vec();
+    let digest = agora_wire::digest_hex(&old);
+    sqlx::query("INSERT INTO blobs (digest, size, pinned, bytes, object) VALUES ($1, $2, 1, $3, NULL)")
+        .bind(&digest)
+        .bind(old.len() as i64)
+        .bind(old.clone())
+        .execute(&m.state.db.pool)
+        .await
+        .unwrap();
+    assert!(objects_of(m, &digest).is_empty());
+    let replica = m.replica().await;
+    assert!(blob_stored(m, &old).await, "moved at start");
+    assert_eq!(agora_market::blobs::read(&replica.db, &digest).await.unwrap(), old);
+    assert_eq!(agora_market::blobs::move_into_store(&m.state.db).await.unwrap(), 0, "nothing is moved twice");
 });
