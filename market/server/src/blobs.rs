@@ -266,6 +266,10 @@ pub async fn move_into_store(db: &Db) -> Result<u64, crate::db::DbError> {
 pub const DOWNLOAD_STALL: Duration = Duration::from_secs(30);
 /// Downloads one peer address may have in flight at once.
 pub const DOWNLOADS_PER_PEER: usize = 4;
+/// Downloads in flight at once, all addresses together (loopback too:
+/// behind a proxy on this machine every caller is loopback), each holding
+/// an open object (a file, or a connection to the store). Past it: 503.
+pub const DOWNLOADS_IN_FLIGHT: usize = 1_024;
 
 /// Blob downloads: streamed from the object store a piece at a time (the
 /// market holds one piece per download, whatever the blob's size), with
@@ -273,13 +277,15 @@ pub const DOWNLOADS_PER_PEER: usize = 4;
 #[derive(Clone)]
 pub struct Downloads {
     stall: Duration,
-    /// Downloads in flight per peer address ([`DOWNLOADS_PER_PEER`]).
+    /// Downloads in flight per peer address ([`DOWNLOADS_PER_PEER`]) and
+    /// in all (`in_all`).
     peers: Arc<crate::tally::Tally<std::net::IpAddr>>,
+    in_all: usize,
 }
 
 impl Default for Downloads {
     fn default() -> Self {
-        Downloads { stall: DOWNLOAD_STALL, peers: Arc::default() }
+        Downloads { stall: DOWNLOAD_STALL, peers: Arc::default(), in_all: DOWNLOADS_IN_FLIGHT }
     }
 }
 
@@ -287,8 +293,8 @@ impl Default for Downloads {
 struct Held {
     /// The object's bytes not sent yet.
     pieces: ByteStream,
-    /// Its slot among its peer's downloads.
-    _peer: Option<crate::tally::Slot<std::net::IpAddr>>,
+    /// Its slot among the downloads in flight.
+    _slot: crate::tally::Slot<std::net::IpAddr>,
     /// When its reader last took a piece.
     taken_at: tokio::time::Instant,
 }
@@ -310,6 +316,12 @@ impl Downloads {
     /// (tests).
     pub fn with_stall(self, stall: Duration) -> Self {
         Downloads { stall, ..self }
+    }
+
+    /// These downloads, at most `in_all` at once instead of
+    /// [`DOWNLOADS_IN_FLIGHT`] (tests).
+    pub fn with_cap(self, in_all: usize) -> Self {
+        Downloads { in_all, ..self }
     }
 
     /// The response for a GET of blob `digest` as `content_type`, with
@@ -341,15 +353,17 @@ impl Downloads {
                 return Ok((StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response());
             }
         };
-        // Loopback (the web pages' own reads) is one peer of many callers.
-        let peer_slot = match peer.filter(|p| !p.is_loopback()) {
-            Some(peer) => Some(
-                self.peers
-                    .enter(&peer, DOWNLOADS_PER_PEER, usize::MAX)
-                    .map_err(|_| ApiError::TooManyAtOnce { what: "downloads in flight", limit: DOWNLOADS_PER_PEER, per: "address" })?,
-            ),
-            None => None,
+        // Loopback (the web pages' own reads, a proxy's) is many callers:
+        // counted in all, not per address.
+        let local = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+        let (address, per_address) = match peer {
+            Some(peer) if !peer.is_loopback() => (peer, DOWNLOADS_PER_PEER),
+            _ => (local, usize::MAX),
         };
+        let slot = self.peers.enter(&address, per_address, self.in_all).map_err(|refused| match refused {
+            crate::tally::Refused::PerKey => ApiError::TooManyAtOnce { what: "downloads in flight", limit: DOWNLOADS_PER_PEER, per: "address" },
+            crate::tally::Refused::InAll => ApiError::Busy,
+        })?;
         let (status, sent_length, content_range) = match &range {
             Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start, Some(format!("bytes {}-{}/{length}", r.start, r.end - 1))),
             None => (StatusCode::OK, length, None),
@@ -359,7 +373,7 @@ impl Downloads {
             0 => futures_util::stream::empty().boxed(),
             _ => db.blobs.stream(&record.object, range).await?,
         };
-        let held = Held { pieces, _peer: peer_slot, taken_at: tokio::time::Instant::now() };
+        let held = Held { pieces, _slot: slot, taken_at: tokio::time::Instant::now() };
         let mut response = (status, validators, Body::from_stream(cut_when_stalled(held, self.stall))).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

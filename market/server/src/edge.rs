@@ -1,11 +1,14 @@
-//! The market's edge for HTTPS: the certificate it serves (rustls, on
-//! ring), and the accept loop that terminates TLS under a connection cap,
-//! a handshake deadline and a header-read deadline, then hands each
-//! connection to hyper with the market's router.
+//! The market's edge: the certificate it serves (rustls), and the accept
+//! loop that (for HTTPS) terminates TLS under a connection cap, a handshake
+//! deadline and a header-read deadline, then hands each connection to
+//! hyper with the market's router.
 //!
 //! Design choices:
-//! - Without a certificate the market serves plain HTTP (`axum::serve`),
-//!   for loopback or behind a TLS-terminating proxy (the README shows one).
+//! - Without a certificate the market serves plain HTTP through the same
+//!   loop (for loopback, or behind a TLS-terminating proxy: the README
+//!   shows one), with the same caps and deadlines, save that loopback
+//!   peers are not capped one by one: a proxy on this machine is every
+//!   caller at once.
 //! - A permit of [`connection_cap`] is taken before a connection is
 //!   accepted, so a flood of idle sockets waits in the kernel's backlog
 //!   instead of holding file descriptors and tasks here; the cap fits the
@@ -114,14 +117,15 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     Ok(Arc::new(config))
 }
 
-/// Serve `router` over HTTPS on `listener` until `shutdown` resolves.
-pub async fn serve_tls(
+/// Serve `router` on `listener` until `shutdown`: HTTPS with `tls`, plain
+/// HTTP without, under the edge's caps and deadlines (see the module).
+pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(connection_cap()));
     // Connections open per peer address ([`peer_of`]).
     let peers: Arc<Tally<std::net::IpAddr>> = Arc::default();
@@ -144,8 +148,10 @@ pub async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
-        // Over its share: closed at once, its permit back.
-        let Ok(slot) = peers.enter(&peer_of(peer.ip()), MAX_CONNECTIONS_PER_PEER, usize::MAX) else {
+        // Over its share: closed at once, its permit back. A proxy on this
+        // machine, in front of plain HTTP, is every caller.
+        let per_peer = if acceptor.is_none() && peer.ip().is_loopback() { usize::MAX } else { MAX_CONNECTIONS_PER_PEER };
+        let Ok(slot) = peers.enter(&peer_of(peer.ip()), per_peer, usize::MAX) else {
             continue;
         };
         // The peer's address on each request, for the per-peer request limit.
@@ -158,15 +164,18 @@ pub async fn serve_tls(
             let _held = (permit, slot);
             let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
             stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT));
-            let Ok(Ok(tls_stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(Box::pin(stream))).await else {
-                return;
+            let stream = Box::pin(stream);
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            let served = match acceptor {
+                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), service)).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => watcher.watch(http1.serve_connection(TokioIo::new(tls_stream), service)).await,
+                    _ => return,
+                },
             };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(tls_stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!("an HTTPS connection ended: {e}");
+            if let Err(e) = served {
+                tracing::debug!("a connection ended: {e}");
             }
         });
     }

@@ -318,32 +318,7 @@ pub async fn serve_with(
         None
     });
     let router = app(state.clone()).merge(with_peer_limit(with_security_headers(extra), state));
-    let result = match tls {
-        Some(tls) => edge::serve_tls(listener, router, tls, shutdown).await,
-        None => {
-            // Open event streams never end by themselves: past the grace,
-            // the server stops whatever is still open.
-            let (stopping, stopped) = tokio::sync::oneshot::channel();
-            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping.send(());
-            });
-            tokio::select! {
-                result = std::future::IntoFuture::into_future(server) => result,
-                () = async {
-                    if stopped.await.is_ok() {
-                        tokio::time::sleep(edge::SHUTDOWN_GRACE).await;
-                    } else {
-                        std::future::pending::<()>().await;
-                    }
-                } => {
-                    tracing::warn!("connections still open after the shutdown grace were dropped");
-                    Ok(())
-                }
-            }
-        }
-    };
+    let result = edge::serve(listener, router, tls, shutdown).await;
     sweep.abort();
     verifiers.iter().for_each(|v| v.abort());
     notices.iter().for_each(|n| n.abort());

@@ -91,3 +91,35 @@ async fn a_slow_flood_from_one_address_is_cut_while_another_is_served() {
     assert!(honest_read("127.0.0.2").await.starts_with("HTTP/1.1 200"), "once cut, the address is served again");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Plain HTTP (loopback, or behind a TLS-terminating proxy) goes through the
+// same edge: a client that sends half its headers is cut at the header
+// deadline while others are served, and a proxy on this machine, which is
+// every caller at once, is not held to one address's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_cuts_half_sent_headers_and_serves_a_local_proxy_in_full() {
+    let m = TestMarket::sqlite().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(agora_market::serve_with(listener, m.state.clone(), axum::Router::new(), None, std::future::pending()));
+    let get = b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut proxied = Vec::new();
+    for _ in 0..MAX_CONNECTIONS_PER_PEER + 4 {
+        proxied.push(connect_from("127.0.0.2", address).await);
+    }
+    let mut slow = connect_from("127.0.0.3", address).await;
+    let slow_since = Instant::now();
+    slow.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let mut last = proxied.pop().unwrap();
+    last.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    last.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "the proxy's connection past one address's share is served: {}", String::from_utf8_lossy(&answer));
+    assert!(closed_within(&mut slow, HEADER_READ_TIMEOUT + Duration::from_secs(5)).await, "half-sent headers are cut");
+    assert!(slow_since.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_secs(1), "cut by the header deadline, not at once");
+    let mut honest = connect_from("127.0.0.4", address).await;
+    honest.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    honest.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+}

@@ -356,7 +356,8 @@ both_dbs!(a_download_streams_from_the_store_a_piece_at_a_time, async |m: &TestMa
 // A reader takes a byte a minute to hold its downloads open for hours:
 // once it has taken nothing for DOWNLOAD_STALL, the download is cut and
 // gives back what it holds, its address's slot included. One address
-// holds at most DOWNLOADS_PER_PEER downloads; another is served meanwhile.
+// holds at most DOWNLOADS_PER_PEER downloads; another is served meanwhile;
+// all together hold at most DOWNLOADS_IN_FLIGHT.
 both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_slot_back, async |m: &TestMarket| {
     use agora_market::blobs::{DOWNLOADS_PER_PEER, Downloads};
     let author = Keypair::generate();
@@ -380,4 +381,12 @@ both_dbs!(a_download_read_too_slowly_is_cut_and_gives_its_slot_back, async |m: &
     for cut in stalled {
         assert!(axum::body::to_bytes(cut.into_body(), 1 << 26).await.is_err(), "a stalled download was cut");
     }
+    // All addresses together, loopback included (a proxy's callers), hold
+    // at most the market's cap; past it the market is busy.
+    let capped = Downloads::default().with_cap(2);
+    let held = [capped.serve(&m.state.db, &digest, &none, None, "application/wasm").await.unwrap(), capped.serve(&m.state.db, &digest, &none, Some(flock), "application/wasm").await.unwrap()];
+    let busy = capped.serve(&m.state.db, &digest, &none, Some(honest), "application/wasm").await;
+    assert!(matches!(busy, Err(agora_market::error::ApiError::Busy)), "{:?}", busy.map(|r| r.status()));
+    drop(held);
+    assert!(capped.serve(&m.state.db, &digest, &none, Some(honest), "application/wasm").await.is_ok(), "a finished download frees its place");
 });
