@@ -25,12 +25,15 @@
 //!   object after the commit ([`collect`] returns its key): a removal that
 //!   lands late can only hit the object of a record already gone, because
 //!   no key is ever named twice;
-//! - after the commit, or when the transaction never commits, each staged
-//!   object that no committed record names is removed ([`Staged::settle`],
-//!   or `Staged`'s drop): a refused submit, a late duplicate result or a
-//!   concurrent publish leaves nothing behind. Only a crash between a write
-//!   and its cleanup leaves an object no record names (disk, never a lost
-//!   blob).
+//! - after the commit, each staged object that no committed record names
+//!   is removed ([`Staged::settle`]); when the transaction never commits,
+//!   the same a minute later (`Staged`'s drop: a commit whose answer was
+//!   lost may still be landing): a refused submit, a late duplicate result
+//!   or a concurrent publish leaves nothing behind. Only a crash between a
+//!   write and its cleanup leaves an object no record names (disk, never a
+//!   lost blob);
+//! - a record whose object is gone (a crash of the disk, a restored backup)
+//!   is mended by the next store of its bytes.
 //!
 //! A store and a collection of one digest never interleave in the table:
 //! the upsert always writes the row, and [`collect`] writes the row before
@@ -92,11 +95,15 @@ impl Staged {
         items.dedup_by(|a, b| a.digest == b.digest);
         let mut staged = Staged { db: db.clone(), items, settled: false };
         for item in &mut staged.items {
-            let held: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND object IS NOT NULL")
-                .bind(&item.digest)
-                .fetch_optional(&db.pool)
-                .await?;
-            if held.is_none() {
+            // Held: a record names an object that is there (one gone, by a
+            // crash or a restored backup, is written again and named in
+            // `record`).
+            let named = object_of(db, &item.digest).await?;
+            let held = match named {
+                Some(key) => db.blobs.exists(&key).await?,
+                None => false,
+            };
+            if !held {
                 db.blobs.write(&item.key, item.bytes.clone()).await?;
                 item.written = true;
             }
@@ -123,11 +130,17 @@ impl Staged {
             .bind(&item.key)
             .fetch_one(&mut **tx)
             .await?;
-            // A new record whose bytes were held when staged: the record
-            // that held them went since. Written now, under its new key.
-            if named.as_deref() == Some(item.key.as_str()) && !item.written {
+            let named = named.unwrap_or_default();
+            if named == item.key && !item.written {
+                // A new record whose bytes were held when staged: the
+                // record that held them went since. Written now.
                 self.db.blobs.write(&item.key, item.bytes.clone()).await?;
                 item.written = true;
+            } else if named != item.key && item.written && !self.db.blobs.exists(&named).await? {
+                // The record names an object that is gone: it names the one
+                // written here instead (its row is this transaction's now).
+                sqlx::query("UPDATE blobs SET object = $2 WHERE digest = $1").bind(&item.digest).bind(&item.key).execute(&mut **tx).await?;
+                tracing::warn!(digest = item.digest, gone = named, "a blob's object was missing; stored again");
             }
         }
         Ok(())
@@ -146,14 +159,27 @@ impl Staged {
     }
 }
 
+/// How long a `Staged` dropped without [`Staged::settle`] waits before it
+/// removes its unnamed objects: its transaction may have ended in a commit
+/// whose answer was lost, still landing (a synchronous standby, say); past
+/// this its record is visible, or there is none.
+const UNSETTLED_CLEANUP_DELAY: Duration = Duration::from_secs(60);
+
 impl Drop for Staged {
     fn drop(&mut self) {
         if self.settled {
             return;
         }
         let (db, written) = (self.db.clone(), self.written());
-        if !written.is_empty() {
-            tokio::spawn(async move { remove_unnamed(&db, written).await });
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !written.is_empty() => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(UNSETTLED_CLEANUP_DELAY).await;
+                    remove_unnamed(&db, written).await;
+                });
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!(objects = written.len(), "staged objects left in the store (no runtime to remove them)"),
         }
     }
 }

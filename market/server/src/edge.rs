@@ -6,9 +6,10 @@
 //! Design choices:
 //! - Without a certificate the market serves plain HTTP through the same
 //!   loop (for loopback, or behind a TLS-terminating proxy: the README
-//!   shows one), with the same caps and deadlines, save that loopback
-//!   peers are not capped one by one: a proxy on this machine is every
-//!   caller at once.
+//!   shows one), with the same cap in all and the same deadlines, but no
+//!   cap per address: a proxy is every caller at once. A proxy that keeps
+//!   idle connections to the market open keeps them under
+//!   [`HEADER_READ_TIMEOUT`] (the market closes them then).
 //! - A permit of [`connection_cap`] is taken before a connection is
 //!   accepted, so a flood of idle sockets waits in the kernel's backlog
 //!   instead of holding file descriptors and tasks here; the cap fits the
@@ -148,9 +149,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        // Over its share: closed at once, its permit back. A proxy on this
-        // machine, in front of plain HTTP, is every caller.
-        let per_peer = if acceptor.is_none() && peer.ip().is_loopback() { usize::MAX } else { MAX_CONNECTIONS_PER_PEER };
+        // Over its share: closed at once, its permit back. Plain HTTP is
+        // served to a proxy (on this machine or a load balancer), which is
+        // every caller at once: only the cap in all holds there.
+        let per_peer = if acceptor.is_none() { usize::MAX } else { MAX_CONNECTIONS_PER_PEER };
         let Ok(slot) = peers.enter(&peer_of(peer.ip()), per_peer, usize::MAX) else {
             continue;
         };

@@ -561,9 +561,10 @@ pub async fn unit_output(
 /// process).
 type Connection = axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>;
 
-/// The peer a download counts against (an IPv6 /64 is one).
+/// The peer a download counts against (an IPv6 /64 is one; loopback,
+/// IPv4-mapped or not, is loopback).
 fn peer(connection: Option<Connection>) -> Option<std::net::IpAddr> {
-    connection.map(|c| crate::edge::peer_of(c.0.0.ip()))
+    connection.map(|c| c.0.0.ip().to_canonical()).map(|ip| if ip.is_loopback() { ip } else { crate::edge::peer_of(ip) })
 }
 
 /// A buyer's bytes: no shared cache in front of the market keeps them

@@ -86,7 +86,9 @@ impl BlobStore {
     pub fn in_dir(dir: &std::path::Path) -> Result<Self, StoreError> {
         let open = |message: String| StoreError::Open { location: dir.display().to_string(), message };
         std::fs::create_dir_all(dir).map_err(|e| open(e.to_string()))?;
-        let objects = LocalFileSystem::new_with_prefix(dir).map_err(|e| open(e.to_string()))?;
+        // Durable like the database's commit: an object is on disk, and
+        // named, before the record naming it commits.
+        let objects = LocalFileSystem::new_with_prefix(dir).map_err(|e| open(e.to_string()))?.with_fsync(true);
         Ok(BlobStore { objects: Arc::new(objects), location: dir.display().to_string().into(), _temporary: None })
     }
 

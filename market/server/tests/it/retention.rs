@@ -159,3 +159,23 @@ both_dbs!(blob_bytes_written_before_the_object_store_move_into_it_at_start, asyn
     assert_eq!(agora_market::blobs::read(&replica.db, &digest).await.unwrap(), old);
     assert_eq!(agora_market::blobs::move_into_store(&m.state.db).await.unwrap(), 0, "nothing is moved twice");
 });
+
+// A record whose object is gone (a crashed disk, a bucket restored from an
+// older backup) is mended by the next store of its bytes, instead of every
+// later job naming nothing: the next submit writes the bytes again, the
+// record names them, and its provider reads the input.
+both_dbs!(a_blob_whose_object_was_lost_is_stored_again_by_the_next_submit, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 10_000).await;
+    submit(m, &buyer, "saxpy", &[b"an input lost from disk"], 600, 1).await;
+    let digest = agora_wire::digest_hex(b"an input lost from disk");
+    let lost = agora_market::blobs::object_of(&m.state.db, &digest).await.unwrap().unwrap();
+    std::fs::remove_file(std::path::Path::new(&*m.state.db.blobs.location).join(&lost)).unwrap();
+    submit(m, &buyer, "saxpy", &[b"an input lost from disk"], 600, 1).await;
+    assert!(blob_stored(m, b"an input lost from disk").await, "stored again, under a new key");
+    let p = provider(m, 1).await;
+    let grant = lease(m, &p).await.expect("a unit");
+    let (status, input) = m.call("GET", &format!("/api/v1/blobs/{digest}"), None, Some(&p)).await;
+    assert_eq!((status, input), (StatusCode::OK, json!("an input lost from disk")), "{grant}");
+});
