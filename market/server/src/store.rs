@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ClientConfigKey, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -42,6 +42,39 @@ pub enum StoreError {
     Store { location: Arc<str>, source: object_store::Error },
     #[error("opening the blob store at {location}: {message}")]
     Open { location: String, message: String },
+    #[error("reading from the blob store at {location}: {source}")]
+    Read { location: Arc<str>, source: std::io::Error },
+}
+
+/// What one read of a file in a directory store takes: a download holds one
+/// piece at a time, so 1,024 downloads hold 256 MiB at most.
+const FILE_PIECE_BYTES: u64 = 256 << 10;
+
+/// The bytes `range` of `file`, read a piece at a time off the async threads.
+fn file_pieces(file: std::fs::File, range: Range<u64>, location: Arc<str>) -> ByteStream {
+    futures_util::stream::try_unfold((file, range), move |(mut file, range)| {
+        let location = location.clone();
+        async move {
+            if range.is_empty() {
+                return Ok(None);
+            }
+            let want = (range.end - range.start).min(FILE_PIECE_BYTES);
+            let start = range.start;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Seek};
+                let mut piece = vec![0; want as usize];
+                file.seek(std::io::SeekFrom::Start(start))?;
+                file.read_exact(&mut piece)?;
+                Ok::<_, std::io::Error>((file, piece))
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|read| read);
+            let (file, piece) = read.map_err(|source| StoreError::Read { location, source })?;
+            Ok(Some((Bytes::from(piece), (file, start + want..range.end))))
+        }
+    })
+    .boxed()
 }
 
 /// A stream of a blob's bytes, in the store's pieces.
@@ -159,7 +192,12 @@ impl BlobStore {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
         let found = self.objects.get_opts(&Path::from(key), options).await.map_err(self.failed(key))?;
         let failed = self.failed(key);
-        Ok(found.into_stream().map(move |piece| piece.map_err(&failed)).boxed())
+        Ok(match found.payload {
+            // A file is read here in FILE_PIECE_BYTES pieces (the store's own
+            // stream reads 8 KiB at a time, each a blocking task).
+            GetResultPayload::File(file, _) => file_pieces(file, found.range, self.location.clone()),
+            GetResultPayload::Stream(pieces) => pieces.map(move |piece| piece.map_err(&failed)).boxed(),
+        })
     }
 
     /// Remove the object `key` (nothing when it is not there).
