@@ -2,6 +2,7 @@
 //! verified outputs.
 
 use super::*;
+use crate::db::Text;
 use agora_wire::api::{JobSummary, Page, UnitCounts, UnitsQuery};
 
 /// Most jobs in one page of a buyer's list.
@@ -21,7 +22,7 @@ struct JobRow {
     package: String,
     version: String,
     digest: String,
-    state: String,
+    state: Text<JobState>,
     replicas: i64,
     max_price: i64,
     created_at_ms: i64,
@@ -32,7 +33,7 @@ struct JobRow {
 #[derive(sqlx::FromRow)]
 struct UnitRow {
     idx: i64,
-    shown: String,
+    shown: Text<UnitState>,
     output_digest: Option<String>,
     output_bytes: Option<i64>,
     message: Option<String>,
@@ -65,12 +66,7 @@ impl Jobs {
         .fetch_optional(&self.db.pool)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
-        let state = match job.state.as_str() {
-            "done" => JobState::Done,
-            "failed" => JobState::Failed,
-            "expired" => JobState::Expired,
-            _ => JobState::Running,
-        };
+        let state = job.state.0;
         let counts = self.unit_counts(id).await?;
         let (from, limit) = (page.units_from, page.limit());
         let units = self.units_page(id, from, limit, job.data_deleted_at_ms.is_some()).await?;
@@ -106,7 +102,7 @@ impl Jobs {
 
     /// How many of the job's units are in each state.
     async fn unit_counts(&self, id: &str) -> Result<UnitCounts, ApiError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+        let rows: Vec<(Text<UnitState>, i64)> = sqlx::query_as(&format!(
             "SELECT shown, COUNT(*) AS n FROM (SELECT {SHOWN_STATE} AS shown FROM units u WHERE u.job_id = $1) AS s GROUP BY shown"
         ))
         .bind(id)
@@ -114,7 +110,7 @@ impl Jobs {
         .await?;
         let mut counts = UnitCounts::default();
         for (shown, n) in rows {
-            counts.count(stored_unit_state(&shown)?, n as u32);
+            counts.count(shown.0, n as u32);
         }
         Ok(counts)
     }
@@ -165,7 +161,7 @@ impl Jobs {
                 let cost: i64 = mine.iter().filter(|l| l.paid == 1).filter_map(|l| l.cost).sum();
                 Ok(UnitInfo {
                     index: u.idx as u32,
-                    state: stored_unit_state(&u.shown)?,
+                    state: u.shown.0,
                     attempts: mine.len() as u32,
                     progress: furthest_running(&mine),
                     output_digest: u.output_digest,
@@ -273,11 +269,6 @@ impl Jobs {
         }
         Ok(row.try_get::<String, _>("output_digest")?)
     }
-}
-
-/// A unit state as the database stores (or [`SHOWN_STATE`] shows) it.
-fn stored_unit_state(text: &str) -> Result<UnitState, ApiError> {
-    text.parse::<UnitState>().map_err(|e| ApiError::Internal(format!("a stored unit's {e}")))
 }
 
 /// The progress of the furthest running replica among a unit's leases.
