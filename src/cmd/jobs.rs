@@ -197,7 +197,7 @@ fn show(bar: &indicatif::ProgressBar, job: &JobInfo) {
         .filter(|u| u.state == UnitState::Running)
         .take(RUNNING_NAMED)
         .map(|u| match u.progress {
-            Some(p) if p.total > 0 => format!("#{} {}%", u.index, p.done * 100 / p.total),
+            Some(p) if p.total > 0 => format!("#{} {}%", u.index, p.done as u128 * 100 / p.total as u128),
             _ => format!("#{}", u.index),
         })
         .collect();
@@ -256,7 +256,7 @@ fn print_job(job: &JobInfo) {
     print_head(job);
     job.units.iter().for_each(print_unit);
     if let Some(next) = job.units_next {
-        println!("  … units {next} to {} not shown (agora status {} --all lists them)", job.unit_counts.total - 1, job.id);
+        println!("  … units {next} to {} not shown (agora status {} --all lists them)", job.unit_counts.total.saturating_sub(1), job.id);
     }
     print_tail(job);
 }
@@ -300,7 +300,9 @@ fn each_page(client: &Client, id: &str, mut each: impl FnMut(&JobInfo) -> Result
         let page: JobInfo = client.get_signed(&format!("/api/v1/jobs/{id}?{}", UnitsQuery::from(from).to_query()))?;
         each(&page)?;
         match page.units_next {
-            Some(next) => from = next,
+            // A market that does not move on would be read forever.
+            Some(next) if next > from && !page.units.is_empty() => from = next,
+            Some(_) => bail!("the market's page of units from {from} does not lead further"),
             None => return Ok(page),
         }
     }

@@ -56,8 +56,9 @@ impl Jobs {
     }
 
     /// A job with one page of its units: the job, its unit counts and its
-    /// cost are read by aggregates, the page's units and their leases by
-    /// index range, so nothing here grows with the job past a page.
+    /// cost are read by aggregates (a scan of the job's units and leases in
+    /// the database, at most `MAX_UNITS` of them), the page's units and
+    /// their leases by index range, so no answer grows past a page.
     pub async fn info_page(&self, id: &str, page: UnitsQuery) -> Result<JobInfo, ApiError> {
         let job = sqlx::query_as::<_, JobRow>(
             "SELECT buyer, package, version, digest, state, replicas, max_price, created_at_ms, finished_at_ms, data_deleted_at_ms FROM jobs WHERE id = $1",
@@ -73,10 +74,12 @@ impl Jobs {
         let next = from.checked_add(limit).filter(|next| *next < counts.total);
         let max_price = job.max_price as u64;
         let (spent, fees) = self.spent_on(id).await?;
-        let mut cost = CostBreakdown { fees, paid_to_providers: spent - fees, ..CostBreakdown::default() };
+        let broken = || ApiError::Internal(format!("job {id} paid {spent} ({fees} in fees) of a cap of {max_price}"));
+        let left = max_price.checked_sub(spent).ok_or_else(broken)?;
+        let mut cost = CostBreakdown { fees, paid_to_providers: spent.checked_sub(fees).ok_or_else(broken)?, ..CostBreakdown::default() };
         match state {
-            JobState::Running => cost.held = max_price - spent,
-            _ => cost.refunded = max_price - spent,
+            JobState::Running => cost.held = left,
+            _ => cost.refunded = left,
         }
         Ok(JobInfo {
             id: id.into(),
