@@ -35,6 +35,11 @@ enum Command {
     Fetch(cmd::registry::FetchArgs),
     /// Submit a job: one work unit per input, its cap held in escrow.
     Submit(cmd::jobs::SubmitArgs),
+    /// Upload files as blobs a job can name (resumable, by content).
+    Upload(cmd::data::UploadArgs),
+    /// The blobs you hold on the market.
+    #[command(subcommand)]
+    Blobs(cmd::data::BlobsCommand),
     /// A job's units, states and costs.
     Status(cmd::jobs::StatusArgs),
     /// A job's log lines (`--follow` to stream them until it ends).
@@ -87,6 +92,8 @@ fn main() -> ExitCode {
         Command::Info(a) => cmd::registry::info(a, client),
         Command::Fetch(a) => cmd::registry::fetch(a, client),
         Command::Submit(a) => cmd::jobs::submit(a, client),
+        Command::Upload(a) => cmd::data::upload(a, client),
+        Command::Blobs(c) => cmd::data::blobs(c, client),
         Command::Status(a) => cmd::jobs::status(a, client),
         Command::Logs(a) => cmd::jobs::logs(a, client),
         Command::Result(a) => cmd::jobs::result(a, client),

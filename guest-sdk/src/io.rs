@@ -11,6 +11,15 @@ impl Input {
         Input(blob)
     }
 
+    /// The job's shared input `name` (a dataset, weights: what the buyer
+    /// named with `agora submit --shared NAME=FILE`), the same for every
+    /// unit; none when the job has no input of that name. Held by the host:
+    /// `Buffer::from_input` takes it into GPU memory without a copy in
+    /// guest memory.
+    pub fn shared(name: &str) -> Option<Input> {
+        crate::bindings::job::agora::compute::data::shared(name).map(Input)
+    }
+
     /// Size in bytes.
     pub fn len(&self) -> usize {
         self.0.len() as usize

@@ -16,6 +16,7 @@
 //! job runs ends up in its [`RunReport`]'s [`Outcome`], which names the limit
 //! that stopped it.
 
+pub mod blob_cache;
 mod bindings;
 mod clocks;
 pub mod gpu;
@@ -35,3 +36,4 @@ pub use pool::{PoolConfig, WorkerPool};
 pub use report::{LimitKind, Outcome, RunReport};
 pub use sandbox::{SandboxConfig, SandboxReport};
 pub use runtime::{Digest, LoadError, LoadedComponent, Runtime, RuntimeConfig, digest_of, hex};
+pub use state::SharedInputs;

@@ -13,6 +13,7 @@ use crate::gpu::{AdapterInfo, GpuChoice};
 use crate::limits::{self, Limits};
 use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame_within, write_frame};
 use crate::report::{LimitKind, LiveUpdate, Outcome, RunReport};
+use crate::state::SharedInputs;
 use crate::runtime::{digest_of, hex};
 use crate::sandbox::memory::WorkerCgroup;
 use crate::sandbox::{self, Attempt, Layer, LayerState, SandboxConfig, SandboxReport, WorkerSandbox};
@@ -164,28 +165,51 @@ impl WorkerPool {
 
     /// Run `run(input)` on a warm worker.
     pub fn run(&self, component: &ComponentBytes, input: &[u8], limits: &Limits) -> JobResult {
-        self.call(component, input, limits, Call::Run, None)
+        self.call(component, &[input], &SharedInputs::new(), limits, Call::Run, None)
     }
 
     /// [`WorkerPool::run`], calling `live` with progress and logs while the
     /// job runs (on this thread, between waits for the worker).
     pub fn run_observed(&self, component: &ComponentBytes, input: &[u8], limits: &Limits, live: &mut dyn FnMut(LiveUpdate)) -> JobResult {
-        self.call(component, input, limits, Call::Run, Some(live))
+        self.call(component, &[input], &SharedInputs::new(), limits, Call::Run, Some(live))
+    }
+
+    /// [`WorkerPool::run_observed`] for a job with shared inputs.
+    pub fn run_shared(
+        &self,
+        component: &ComponentBytes,
+        input: &[u8],
+        shared: &SharedInputs,
+        limits: &Limits,
+        live: &mut dyn FnMut(LiveUpdate),
+    ) -> JobResult {
+        self.call(component, &[input], shared, limits, Call::Run, Some(live))
     }
 
     /// Run `verify(input, output)` on a warm worker; the answer is
     /// `Some(true|false)`, or `None` when it did not complete.
     pub fn verify(&self, component: &ComponentBytes, input: &[u8], output: &[u8], limits: &Limits) -> (RunReport, Option<bool>) {
-        let mut body = input.to_vec();
-        body.extend_from_slice(output);
-        let result = self.call(component, &body, limits, Call::Verify { output_len: output.len() as u64 }, None);
+        self.verify_shared(component, input, output, &SharedInputs::new(), limits)
+    }
+
+    /// [`WorkerPool::verify`] for a job with shared inputs.
+    pub fn verify_shared(
+        &self,
+        component: &ComponentBytes,
+        input: &[u8],
+        output: &[u8],
+        shared: &SharedInputs,
+        limits: &Limits,
+    ) -> (RunReport, Option<bool>) {
+        let result = self.call(component, &[input, output], shared, limits, Call::Verify { output_len: output.len() as u64 }, None);
         (result.report, result.output.map(|o| o == [1]))
     }
 
     fn call(
         &self,
         component: &ComponentBytes,
-        input: &[u8],
+        input: &[&[u8]],
+        shared: &SharedInputs,
         limits: &Limits,
         call: Call,
         live: Option<&mut dyn FnMut(LiveUpdate)>,
@@ -207,7 +231,7 @@ impl WorkerPool {
         for _ in 0..2 {
             if !worker.known.contains(&component.digest) {
                 let mut ignore_load = |_: LiveUpdate| {};
-                match worker.ask(component, &component.bytes, limits, Call::Load, limits::COMPILE_TIMEOUT, false, &mut ignore_load) {
+                match worker.ask(component, &[&component.bytes], &SharedInputs::new(), limits, Call::Load, limits::COMPILE_TIMEOUT, false, &mut ignore_load) {
                     Waited::Answer(response, _) if response.report.outcome.is_ok() => {
                         compile_time = response.report.compile_time;
                         worker.known.insert(component.digest.clone());
@@ -233,7 +257,7 @@ impl WorkerPool {
                     }
                 }
             }
-            waited = worker.ask(component, input, limits, call, limits.timeout + limits::KILL_GRACE, wants_live, &mut *live);
+            waited = worker.ask(component, input, shared, limits, call, limits.timeout + limits::KILL_GRACE, wants_live, &mut *live);
             match &waited {
                 Waited::Answer(response, _) if response.needs_component => worker.known.remove(&component.digest),
                 _ => break,
@@ -333,10 +357,12 @@ impl Worker {
     /// Send one request and wait for its answer until `deadline`.
     /// Send one request and wait for its answer until `deadline`, passing
     /// live updates to `live` meanwhile.
+    #[allow(clippy::too_many_arguments)]
     fn ask(
         &mut self,
         component: &ComponentBytes,
-        body: &[u8],
+        body: &[&[u8]],
+        shared: &SharedInputs,
         limits: &Limits,
         call: Call,
         deadline: Duration,
@@ -354,8 +380,10 @@ impl Worker {
             Call::Verify { .. } => 1,
         };
         self.allowed_body.store(answer, Ordering::SeqCst);
-        let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live };
-        if let Err(e) = write_frame(&mut self.stdin, &request, &[body]) {
+        let names = shared.iter().map(|(name, bytes)| (name.clone(), bytes.len() as u64)).collect();
+        let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live, shared: names };
+        let parts: Vec<&[u8]> = body.iter().copied().chain(shared.values().map(|b| &b[..])).collect();
+        if let Err(e) = write_frame(&mut self.stdin, &request, &parts) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
         }
         let until = Instant::now() + deadline;

@@ -43,7 +43,8 @@ pub enum Call {
 }
 
 /// Supervisor -> worker. Body: the component's bytes (for `Load`), or the
-/// input (for `Run` and `Verify`).
+/// input (for `Run` and `Verify`), then each shared input's bytes in the
+/// order of `shared`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub digest: String,
@@ -51,6 +52,20 @@ pub struct Request {
     pub call: Call,
     /// Send [`WorkerMessage::Live`] frames while the job runs.
     pub live: bool,
+    /// The job's shared inputs: each one's name and length, its bytes at the
+    /// end of the body.
+    #[serde(default)]
+    pub shared: Vec<(String, u64)>,
+}
+
+/// Split the shared inputs named in `shared` off the end of `body`.
+pub fn split_shared(body: &mut Vec<u8>, shared: &[(String, u64)]) -> io::Result<crate::SharedInputs> {
+    let mut inputs = crate::SharedInputs::new();
+    for (name, len) in shared.iter().rev() {
+        let at = body.len().checked_sub(*len as usize).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "shared inputs longer than the body"))?;
+        inputs.insert(name.clone(), body.split_off(at).into());
+    }
+    Ok(inputs)
 }
 
 /// Worker -> supervisor, after the hello: any number of live updates (empty

@@ -4,6 +4,7 @@
 //! and returns signed results. It outlives market restarts: every call that
 //! fails is retried after a pause.
 
+use crate::blob_cache::{BlobCache, CacheError};
 use crate::pool::{ComponentBytes, WorkerPool};
 use crate::Limits;
 use agora_wire::api::{
@@ -22,6 +23,8 @@ use std::time::Duration;
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Components kept in memory by digest.
 const MAX_CACHED_COMPONENTS: usize = 32;
+/// Bytes of shared inputs a provider keeps on disk unless told otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 30;
 
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
@@ -32,6 +35,11 @@ pub struct ProviderConfig {
     pub heartbeat_interval: Duration,
     /// Test-only: return wrong outputs (to exercise the market's quorum).
     pub cheat: bool,
+    /// Where jobs' shared inputs are kept between units (a fresh
+    /// temporary folder when None).
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Most bytes the cache keeps on disk.
+    pub cache_bytes: u64,
 }
 
 impl Default for ProviderConfig {
@@ -42,6 +50,8 @@ impl Default for ProviderConfig {
             poll_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
             cheat: false,
+            cache_dir: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -49,6 +59,8 @@ impl Default for ProviderConfig {
 struct Shared {
     client: Client,
     pool: WorkerPool,
+    /// Jobs' shared inputs by digest.
+    blobs: BlobCache,
     config: ProviderConfig,
     running: AtomicU32,
     components: Mutex<HashMap<String, ComponentBytes>>,
@@ -72,8 +84,14 @@ fn wire_line(line: &crate::report::LogLine) -> LogLine {
 }
 
 /// Serve until `stop` is set.
-pub fn serve(client: Client, pool: WorkerPool, config: ProviderConfig, stop: Arc<AtomicBool>) {
-    let shared = Arc::new(Shared { client, pool, config, running: AtomicU32::new(0), components: Mutex::default(), live: Mutex::default(), stop });
+pub fn serve(client: Client, pool: WorkerPool, config: ProviderConfig, stop: Arc<AtomicBool>) -> Result<(), CacheError> {
+    let temporary = match &config.cache_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("agora-blobs-").tempdir().map_err(|source| CacheError::Io { dir: "a temporary folder".into(), source })?),
+    };
+    let dir = config.cache_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("made above").path().to_path_buf());
+    let blobs = BlobCache::new(&dir, config.cache_bytes)?;
+    let shared = Arc::new(Shared { client, pool, blobs, config, running: AtomicU32::new(0), components: Mutex::default(), live: Mutex::default(), stop });
     register(&shared);
     let mut threads = Vec::new();
     let hb = shared.clone();
@@ -85,6 +103,7 @@ pub fn serve(client: Client, pool: WorkerPool, config: ProviderConfig, stop: Arc
     for t in threads {
         let _ = t.join();
     }
+    Ok(())
 }
 
 fn capabilities(pool: &WorkerPool) -> Capabilities {
@@ -238,6 +257,20 @@ fn component(s: &Shared, grant: &LeaseGrant) -> Result<ComponentBytes, String> {
     Ok(component)
 }
 
+/// The lease's shared inputs, from the cache or fetched into it.
+fn shared_inputs(s: &Shared, grant: &LeaseGrant) -> Result<crate::SharedInputs, String> {
+    let mut inputs = crate::SharedInputs::new();
+    for blob in &grant.shared {
+        let path = format!("/api/v1/blobs/{}", blob.digest);
+        let bytes = s
+            .blobs
+            .get(&blob.digest, |file| s.client.download_signed(&path, file).map(|_| ()).map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())?;
+        inputs.insert(blob.name.clone(), bytes);
+    }
+    Ok(inputs)
+}
+
 fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
     let component = component(s, grant)?;
     let input = s.client.get_signed_bytes(&format!("/api/v1/blobs/{}", grant.input_digest)).map_err(|e| e.to_string())?;
@@ -265,7 +298,8 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         let room = (MAX_LEASE_LOG_LINES as usize).saturating_sub(l.unsent.len());
         l.unsent.extend(update.logs.iter().take(room).map(wire_line));
     };
-    let result = s.pool.run_observed(&component, &input, &limits, &mut on_live);
+    let shared = shared_inputs(s, grant)?;
+    let result = s.pool.run_shared(&component, &input, &shared, &limits, &mut on_live);
     let (unsent, received) = s.live.lock().expect("live lock").remove(&grant.lease_id).map(|l| (l.unsent, l.received)).unwrap_or_default();
     let report = result.report;
     // Lines not sent with a heartbeat go with the result.

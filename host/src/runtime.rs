@@ -8,7 +8,7 @@ use crate::bindings::{Job, JobPre};
 use crate::gpu::{self, GpuBackend, GpuChoice, GpuError};
 use crate::limits::{self, Limits};
 use crate::report::{LimitKind, LiveObserver, LogLine, Outcome, RunReport};
-use crate::state::{BlobData, JobState};
+use crate::state::{BlobData, JobState, SharedInputs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -183,7 +183,20 @@ impl Runtime {
         limits: &Limits,
         live: Option<LiveObserver>,
     ) -> (RunReport, Option<Vec<u8>>) {
-        self.execute(component, limits, live, |store, job| {
+        self.run_shared(component, input, &SharedInputs::new(), limits, live)
+    }
+
+    /// [`Runtime::run_observed`] for a job with shared inputs
+    /// (`data.shared`).
+    pub fn run_shared(
+        &self,
+        component: &LoadedComponent,
+        input: Vec<u8>,
+        shared: &SharedInputs,
+        limits: &Limits,
+        live: Option<LiveObserver>,
+    ) -> (RunReport, Option<Vec<u8>>) {
+        self.execute(component, limits, shared, live, |store, job| {
             let input = store.data_mut().push_blob(input);
             let result = job.call_run(&mut *store, input)?;
             Ok(match result {
@@ -202,11 +215,23 @@ impl Runtime {
         output: Vec<u8>,
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
+        self.verify_shared(component, input, output, &SharedInputs::new(), limits)
+    }
+
+    /// [`Runtime::verify`] for a job with shared inputs.
+    pub fn verify_shared(
+        &self,
+        component: &LoadedComponent,
+        input: Vec<u8>,
+        output: Vec<u8>,
+        shared: &SharedInputs,
+        limits: &Limits,
+    ) -> (RunReport, Option<bool>) {
         if !component.has_verify {
             let outcome = Outcome::Refused { message: "the component does not export `verify`".into() };
             return (RunReport::new(outcome, hex(&component.digest)), None);
         }
-        let (report, answer) = self.execute(component, limits, None, |store, _job| {
+        let (report, answer) = self.execute(component, limits, shared, None, |store, _job| {
             let instance = store.data().instance.clone().expect("instance recorded at instantiation");
             let verify = instance
                 .get_typed_func::<(Resource<BlobData>, Resource<BlobData>), (bool,)>(&mut *store, "verify")?;
@@ -224,6 +249,7 @@ impl Runtime {
         &self,
         component: &LoadedComponent,
         limits: &Limits,
+        shared: &SharedInputs,
         live: Option<LiveObserver>,
         body: impl FnOnce(&mut Store<JobState>, &Job) -> wasmtime::Result<Result<Vec<u8>, String>>,
     ) -> (RunReport, Option<Vec<u8>>) {
@@ -238,6 +264,7 @@ impl Runtime {
         report.adapter = session.adapter();
         let mut store = Store::new(&self.engine, JobState::new(session, report.adapter.clone(), *limits));
         store.data_mut().set_live(live);
+        store.data_mut().set_shared(shared.clone());
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled");
         let ticks = (limits.timeout.as_nanos() / limits::EPOCH_TICK.as_nanos()).max(1) as u64 + 1;

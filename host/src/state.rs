@@ -13,10 +13,30 @@ use crate::runtime::log_line;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, format_err};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use std::sync::Arc;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Host-side bytes behind a `blob` handle.
-pub struct BlobData(pub(crate) Vec<u8>);
+/// Host-side bytes behind a `blob` handle: the job's own, or one of its
+/// shared inputs, held once for every unit and never copied for a handle.
+pub enum BlobData {
+    Own(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for BlobData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlobData::Own(bytes) => bytes,
+            BlobData::Shared(bytes) => bytes,
+        }
+    }
+}
+
+/// A job's shared inputs by name (`data.shared`): the same bytes for every
+/// unit of the job.
+pub type SharedInputs = std::collections::BTreeMap<String, Arc<[u8]>>;
 /// A `buffer` handle: an id in the job's GPU session.
 pub struct BufferHandle(BufferId);
 /// A `shader` handle: an id in the job's GPU session.
@@ -33,6 +53,8 @@ pub struct JobState {
     pub(crate) instance: Option<wasmtime::component::Instance>,
     pub(crate) progress: Option<(u64, u64)>,
     limits: Limits,
+    /// The job's shared inputs.
+    shared: SharedInputs,
     blob_bytes: u64,
     logs: Vec<LogLine>,
     logs_dropped: u64,
@@ -69,6 +91,7 @@ impl JobState {
             instance: None,
             progress: None,
             limits,
+            shared: SharedInputs::new(),
             blob_bytes: 0,
             logs: Vec::new(),
             logs_dropped: 0,
@@ -81,6 +104,10 @@ impl JobState {
 
     pub(crate) fn set_live(&mut self, live: Option<LiveObserver>) {
         self.live = live;
+    }
+
+    pub(crate) fn set_shared(&mut self, shared: SharedInputs) {
+        self.shared = shared;
     }
 
     /// Send what is new to the live observer, unless one went out less than
@@ -98,11 +125,16 @@ impl JobState {
     }
 
     pub(crate) fn push_blob(&mut self, bytes: Vec<u8>) -> Resource<BlobData> {
-        self.table.push(BlobData(bytes)).expect("the resource table has room for the input")
+        self.table.push(BlobData::Own(bytes)).expect("the resource table has room for the input")
     }
 
     pub(crate) fn take_blob(&mut self, blob: Resource<BlobData>) -> Vec<u8> {
-        self.table.delete(blob).map(|b| b.0).unwrap_or_default()
+        match self.table.delete(blob) {
+            Ok(BlobData::Own(bytes)) => bytes,
+            // A shared input returned as the output is copied once, here.
+            Ok(BlobData::Shared(bytes)) => bytes.to_vec(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The job's log lines, then its stdout and stderr as lines.
@@ -121,7 +153,7 @@ impl JobState {
     }
 
     fn blob(&self, blob: &Resource<BlobData>) -> &[u8] {
-        &self.table.get(blob).expect("wasmtime checked the handle").0
+        self.table.get(blob).expect("wasmtime checked the handle")
     }
 
     fn buffer(&self, buffer: &Resource<BufferHandle>) -> BufferId {
@@ -256,7 +288,13 @@ fn checked_range(offset: u64, len: u64, size: u64) -> Option<std::ops::Range<usi
     (end <= size).then_some(offset as usize..end as usize)
 }
 
-impl data::Host for JobState {}
+impl data::Host for JobState {
+    fn shared(&mut self, name: String) -> Option<Resource<BlobData>> {
+        let bytes = self.shared.get(&name)?.clone();
+        // A handle per call, over the same bytes; the store caps handles.
+        Some(self.table.push(BlobData::Shared(bytes)).expect("the resource table has room"))
+    }
+}
 
 impl data::HostBlob for JobState {
     fn from_bytes(&mut self, bytes: Vec<u8>) -> Result<Resource<BlobData>, data::DataError> {
@@ -334,9 +372,10 @@ impl gpu::HostBuffer for JobState {
         })?;
         // Take the bytes out of the table for the write and put them back, so
         // the copy goes from host memory straight to the GPU queue.
-        let blob = std::mem::take(&mut self.table.get_mut(&src).expect("wasmtime checked the handle").0);
+        let slot = self.table.get_mut(&src).expect("wasmtime checked the handle");
+        let blob = std::mem::replace(slot, BlobData::Own(Vec::new()));
         let result = self.filled_buffer(Some(&blob[range]), len, usage);
-        self.table.get_mut(&src).expect("wasmtime checked the handle").0 = blob;
+        *self.table.get_mut(&src).expect("wasmtime checked the handle") = blob;
         Ok(result?)
     }
 

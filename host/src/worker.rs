@@ -55,7 +55,7 @@ pub fn main(gpu: GpuChoice) -> i32 {
     }
 }
 
-fn serve(runtime: &Runtime, request: Request, body: Vec<u8>, live: Option<crate::report::LiveObserver>) -> (RunReport, Option<Vec<u8>>) {
+fn serve(runtime: &Runtime, request: Request, mut body: Vec<u8>, live: Option<crate::report::LiveObserver>) -> (RunReport, Option<Vec<u8>>) {
     if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.
         if hex(&digest_of(&body)) != request.digest {
@@ -75,13 +75,17 @@ fn serve(runtime: &Runtime, request: Request, body: Vec<u8>, live: Option<crate:
         let message = format!("component {} is not loaded in this worker", request.digest);
         return (RunReport::new(crate::Outcome::Refused { message }, request.digest), None);
     };
+    let shared = match crate::protocol::split_shared(&mut body, &request.shared) {
+        Ok(shared) => shared,
+        Err(e) => return (RunReport::new(crate::Outcome::Refused { message: e.to_string() }, request.digest), None),
+    };
     match request.call {
-        Call::Run => runtime.run_observed(&component, body, &request.limits, live),
+        Call::Run => runtime.run_shared(&component, body, &shared, &request.limits, live),
         Call::Verify { output_len } => {
             let mut input = body;
             let split = input.len().saturating_sub(output_len as usize);
             let output = input.split_off(split);
-            let (report, ok) = runtime.verify(&component, input, output, &request.limits);
+            let (report, ok) = runtime.verify_shared(&component, input, output, &shared, &request.limits);
             (report, ok.map(|ok| vec![ok as u8]))
         }
         Call::Load => unreachable!("handled above"),

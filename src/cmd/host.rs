@@ -32,6 +32,13 @@ pub struct HostArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5.0)]
     heartbeat: f64,
+    /// Where jobs' shared inputs are kept between units (default:
+    /// $AGORA_HOME/cache/blobs).
+    #[arg(long)]
+    cache_dir: Option<std::path::PathBuf>,
+    /// Most bytes of shared inputs kept on disk (least recently used go first).
+    #[arg(long, default_value = "16GiB", value_parser = super::units::parse_bytes)]
+    cache_size: u64,
     /// Test-only: return wrong outputs, to exercise the market's quorum.
     #[arg(long, hide = true)]
     cheat_for_tests: bool,
@@ -71,8 +78,10 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         max_concurrent: args.max_concurrent.max(1),
         heartbeat_interval: Duration::from_secs_f64(args.heartbeat.max(0.2)),
         cheat: args.cheat_for_tests,
+        cache_dir: Some(args.cache_dir.unwrap_or_else(|| super::client::home().join("cache").join("blobs"))),
+        cache_bytes: args.cache_size,
         ..ProviderConfig::default()
     };
-    provider::serve(client, pool, config, stop);
+    provider::serve(client, pool, config, stop)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Args;
+use super::units::UnitSource;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,8 +17,26 @@ pub struct SubmitArgs {
     /// PACKAGE or PACKAGE@VERSION (default: the latest).
     package: String,
     /// One work unit per file (repeatable).
-    #[arg(long = "input", short, required = true)]
+    #[arg(long = "input", short)]
     inputs: Vec<PathBuf>,
+    /// One work unit per file of a folder, or per file a glob matches
+    /// ('data/*.png'), in name order (repeatable).
+    #[arg(long = "inputs", value_name = "FOLDER|GLOB")]
+    input_sets: Vec<String>,
+    /// One work unit per piece of FILE (--piece-size each).
+    #[arg(long, value_name = "FILE")]
+    split: Option<PathBuf>,
+    /// The size of each piece of --split (64MiB, 512KiB).
+    #[arg(long, default_value = "64MiB", value_parser = super::units::parse_bytes)]
+    piece_size: u64,
+    /// One work unit per combination of values, its input the JSON object of
+    /// them: `--sweep lr=0.1,0.01 --sweep hidden=64,128` makes four units.
+    #[arg(long, value_name = "KEY=V1,V2")]
+    sweep: Vec<String>,
+    /// A blob every unit reads by name (`data.shared(NAME)` in the job),
+    /// uploaded first; an interrupted upload resumes (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    shared: Vec<String>,
     /// The most the job may cost, in credits (held in escrow until it ends).
     #[arg(long, default_value_t = 1000)]
     max_price: u64,
@@ -112,19 +131,22 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         Some((p, v)) => (p.to_string(), Some(v.to_string())),
         None => (args.package.clone(), None),
     };
-    let mut inputs = Vec::new();
-    for path in &args.inputs {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        inputs.push(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    let request = SubmitJob {
+    let mut request = SubmitJob {
         package,
         version,
-        inputs_base64: inputs,
+        inputs_base64: Vec::new(),
+        input_digests: Vec::new(),
+        shared: Default::default(),
         limits: args.limits.limits(),
         max_price: args.max_price,
         replicas: args.replicas,
     };
+    for named in &args.shared {
+        let (name, file) = named.split_once('=').with_context(|| format!("--shared {named}: expected NAME=FILE"))?;
+        let blob = super::data::upload_one(&client, Path::new(file))?;
+        request.shared.insert(name.to_string(), blob.digest);
+    }
+    add_units(&client, &mut request, unit_sources(&args)?)?;
     let job: JobInfo = client.post("/api/v1/jobs", &request, None)?;
     eprintln!("job {} submitted: {} units of {} {}, {} credits held in escrow", job.id, job.unit_counts.total, job.package, job.version, job.max_price);
     println!("{}", job.id);
@@ -140,6 +162,72 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         bail!("job {} ended {:?}", job.id, job.state);
     }
     Ok(())
+}
+
+/// A unit's input sent inline (in the submit request) at most: larger ones
+/// are uploaded as blobs first.
+const INLINE_INPUT_BYTES: u64 = 1 << 20;
+/// Inline inputs of one submit together at most (its body is bounded).
+const INLINE_TOTAL_BYTES: u64 = 32 << 20;
+
+/// The units `args` name, in order: files, folders and globs, pieces, sweep.
+fn unit_sources(args: &SubmitArgs) -> Result<Vec<UnitSource>> {
+    let mut sources: Vec<UnitSource> = args.inputs.iter().cloned().map(UnitSource::File).collect();
+    for set in &args.input_sets {
+        sources.extend(super::units::files_of(set)?.into_iter().map(UnitSource::File));
+    }
+    if let Some(file) = &args.split {
+        sources.extend(super::units::pieces_of(file, args.piece_size)?);
+    }
+    sources.extend(super::units::sweep(&args.sweep)?.into_iter().map(UnitSource::Made));
+    if sources.is_empty() {
+        bail!("name the job's units: --input FILE, --inputs FOLDER|GLOB, --split FILE or --sweep KEY=V1,V2");
+    }
+    Ok(sources)
+}
+
+/// Add `sources` to `request` as its units, in order: all inline when each
+/// is small and all fit in one request, else all uploaded as blobs first
+/// (the market numbers inline units before uploaded ones, so one job never
+/// mixes them).
+fn add_units(client: &Client, request: &mut SubmitJob, sources: Vec<UnitSource>) -> Result<()> {
+    let sizes: Vec<u64> = sources.iter().map(source_len).collect::<Result<_>>()?;
+    let inline = sizes.iter().all(|&s| s <= INLINE_INPUT_BYTES) && sizes.iter().sum::<u64>() <= INLINE_TOTAL_BYTES;
+    let count = sources.len();
+    for (i, source) in sources.into_iter().enumerate() {
+        match (inline, source) {
+            (true, UnitSource::Made(bytes)) => request.inputs_base64.push(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            (true, UnitSource::File(path)) => {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                request.inputs_base64.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+            (_, source) => {
+                eprintln!("uploading unit {} of {count}", i + 1);
+                request.input_digests.push(upload_source(client, source)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn source_len(source: &UnitSource) -> Result<u64> {
+    Ok(match source {
+        UnitSource::File(path) => std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len(),
+        UnitSource::Piece(_, range) => range.end - range.start,
+        UnitSource::Made(bytes) => bytes.len() as u64,
+    })
+}
+
+/// Upload one unit's input; its digest.
+fn upload_source(client: &Client, source: UnitSource) -> Result<String> {
+    Ok(match source {
+        UnitSource::File(path) => super::data::upload_one(client, &path)?.digest,
+        UnitSource::Piece(path, range) => {
+            let what = format!("{} bytes {}..{}", path.display(), range.start, range.end);
+            client.upload_range(&path, range, &mut |_, _, _| {}).with_context(|| format!("uploading {what}"))?.digest
+        }
+        UnitSource::Made(bytes) => client.upload_bytes(&bytes)?.digest,
+    })
 }
 
 /// Follow the job's event stream to its end: a progress bar, with its log

@@ -84,13 +84,24 @@ struct PoolVerifier(WorkerPool);
 
 impl ResultVerifier for PoolVerifier {
     fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, VerifyFailure> {
+        self.verify_shared(component, input, output, &Default::default(), limits)
+    }
+
+    fn verify_shared(
+        &self,
+        component: &[u8],
+        input: &[u8],
+        output: &[u8],
+        shared: &agora_market::verify::SharedInputs,
+        limits: &VerifyLimits,
+    ) -> Result<bool, VerifyFailure> {
         let limits = Limits {
             fuel: limits.fuel,
             memory_bytes: limits.memory_bytes,
             timeout: Duration::from_millis(limits.timeout_ms),
             ..Limits::default()
         };
-        let (report, verdict) = self.0.verify(&ComponentBytes::new(component.to_vec()), input, output, &limits);
+        let (report, verdict) = self.0.verify_shared(&ComponentBytes::new(component.to_vec()), input, output, shared, &limits);
         verdict.ok_or_else(|| VerifyFailure { outcome: report.outcome.wire().0, message: report.outcome.to_string() })
     }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand (group).
 
 pub mod client;
+pub mod data;
 pub mod host;
 pub mod jobs;
 pub mod keys;
@@ -8,3 +9,4 @@ pub mod ledger;
 pub mod market;
 pub mod registry;
 pub mod run;
+pub mod units;

@@ -456,8 +456,10 @@ function wasi() {
 
 function agoraImports() {
   const imports = {};
-  const add = (name, value) => { imports[name] = value; imports[`${name}@0.1.0`] = value; };
-  add('agora:compute/data', { Blob });
+  // Every 0.1.x of the contract: 0.1.1 only added `data.shared`.
+  const add = (name, value) => { for (const v of ['', '@0.1.0', '@0.1.1']) imports[`${name}${v}`] = value; };
+  // The market leases a tab no job with shared inputs: none is ever here.
+  add('agora:compute/data', { Blob, shared: () => undefined });
   add('agora:compute/gpu', { Buffer, Shader, dispatch, info: () => (gpu ? gpu.info : undefined) });
   add('agora:compute/kernels', kernels);
   add('agora:compute/progress', progress);

@@ -128,3 +128,26 @@ fn a_job_logging_all_it_may_still_gets_its_answer_through() {
     assert!(result.report.logs.last().unwrap().message.contains("dropped"), "the drop is said");
     assert_eq!(pool.counters().killed, 0, "no worker lost");
 }
+
+/// A job's shared inputs reach the guest host-side (`data.shared`, into a
+/// GPU buffer and back) through the worker's frames; a name the job was not
+/// given is none, and the next job of the same worker, given none, sees
+/// none: nothing of one job's inputs stays for another.
+#[test]
+fn shared_inputs_reach_their_job_and_no_other() {
+    let pool = pool(1);
+    let component = hostile_component();
+    let table: std::sync::Arc<[u8]> = (0..(1usize << 20) + 3).map(|i| (i * 31 % 251) as u8).collect();
+    let shared = agora_host::SharedInputs::from([("table".to_string(), table.clone()), ("other".to_string(), std::sync::Arc::from(&b"x"[..]))]);
+    let result = pool.run_shared(&component, b"shared table", &shared, &Limits::default(), &mut |_| {});
+    assert_ok(&result.report);
+    assert_eq!(result.output.as_deref(), Some(&table[..]), "the bytes the provider gave, read through the GPU");
+    let result = pool.run_shared(&component, b"shared missing", &shared, &Limits::default(), &mut |_| {});
+    match &result.report.outcome {
+        Outcome::JobError { message } => assert!(message.contains("no shared input `missing`"), "{message}"),
+        other => panic!("a name the job was not given is none, got {other}"),
+    }
+    let next = pool.run(&component, b"shared table", &Limits::default());
+    assert!(matches!(next.report.outcome, Outcome::JobError { .. }), "the next job has no shared inputs: {}", next.report.outcome);
+    assert_eq!(pool.counters().started, 1, "one worker served all three");
+}

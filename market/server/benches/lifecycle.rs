@@ -105,6 +105,8 @@ fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
         package: "bench".into(),
         version: None,
         inputs_base64: (0..units).map(|u| b64(format!("{tag}-{i}-{u}").as_bytes())).collect(),
+        input_digests: Vec::new(),
+        shared: Default::default(),
         limits: unit_limits(),
         max_price: 1000 * units as u64,
         replicas: 1,

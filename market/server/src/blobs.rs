@@ -9,7 +9,8 @@
 //! ([`Downloads`]). A blob the registry or a canary stores is
 //! [`Pin::Kept`]: public or operator data, never collected, whoever else
 //! stored the same bytes. A job's blob lives while a job whose data is kept
-//! names it (as a unit's input or output or a lease's output).
+//! names it (as a unit's input or output, a lease's output or a shared
+//! input) or an account holds it (uploaded it: [`crate::uploads`]).
 //!
 //! No store I/O holds a database lock, and no record ever names an object
 //! that is gone:
@@ -75,7 +76,10 @@ pub struct Staged {
 /// One staged blob.
 struct Item {
     digest: String,
-    bytes: Bytes,
+    size: u64,
+    /// The bytes, to write; None for an object written already
+    /// ([`Staged::adopt`]).
+    bytes: Option<Bytes>,
     /// The object key a new record of it names.
     key: String,
     /// Whether the object under `key` was written.
@@ -88,7 +92,10 @@ impl Staged {
     /// own. Outside any transaction.
     pub async fn write(db: &Db, blobs: impl IntoIterator<Item = (String, Bytes)>) -> Result<Staged, ApiError> {
         let mut items: Vec<Item> =
-            blobs.into_iter().map(|(digest, bytes)| Item { key: crate::store::BlobStore::new_key(&digest), digest, bytes, written: false }).collect();
+            blobs
+            .into_iter()
+            .map(|(digest, bytes)| Item { key: crate::store::BlobStore::new_key(&digest), digest, size: bytes.len() as u64, bytes: Some(bytes), written: false })
+            .collect();
         // In digest order, each once: transactions recording blobs in common
         // take their rows in one order, never in a cycle.
         items.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
@@ -104,11 +111,18 @@ impl Staged {
                 None => false,
             };
             if !held {
-                db.blobs.write(&item.key, item.bytes.clone()).await?;
+                db.blobs.write(&item.key, item.bytes.clone().expect("bytes to write")).await?;
                 item.written = true;
             }
         }
         Ok(staged)
+    }
+
+    /// A blob whose object was written under `key` already (an upload's,
+    /// joined from its chunks): recorded like a written one, and removed
+    /// when no committed record names it.
+    pub fn adopt(db: &Db, digest: String, size: u64, key: String) -> Staged {
+        Staged { db: db.clone(), items: vec![Item { digest, size, bytes: None, key, written: true }], settled: false }
     }
 
     /// Whether blob `digest` is staged here.
@@ -118,30 +132,56 @@ impl Staged {
 
     /// Record the staged blobs in `tx`, pinned as `pin` (or kept pinned).
     pub async fn record(&mut self, tx: &mut Tx, pin: Pin) -> Result<(), ApiError> {
-        for item in &mut self.items {
-            let named: Option<String> = sqlx::query_scalar(
-                "INSERT INTO blobs (digest, size, pinned, object) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (digest) DO UPDATE SET pinned = CASE WHEN excluded.pinned = 1 THEN 1 ELSE blobs.pinned END
-                 RETURNING object",
-            )
-            .bind(&item.digest)
-            .bind(item.bytes.len() as i64)
-            .bind(i64::from(pin == Pin::Kept))
-            .bind(&item.key)
-            .fetch_one(&mut **tx)
-            .await?;
-            let named = named.unwrap_or_default();
-            if named == item.key && !item.written {
-                // A new record whose bytes were held when staged: the
-                // record that held them went since. Written now.
-                self.db.blobs.write(&item.key, item.bytes.clone()).await?;
-                item.written = true;
-            } else if named != item.key && item.written && !self.db.blobs.exists(&named).await? {
-                // The record names an object that is gone: it names the one
-                // written here instead (its row is this transaction's now).
-                sqlx::query("UPDATE blobs SET object = $2 WHERE digest = $1").bind(&item.digest).bind(&item.key).execute(&mut **tx).await?;
-                tracing::warn!(digest = item.digest, gone = named, "a blob's object was missing; stored again");
+        self.record_locking(tx, pin, &[]).await
+    }
+
+    /// [`Staged::record`], and lock the rows of the stored blobs
+    /// `referenced` too (a job naming uploaded blobs), all in digest order so
+    /// that no two transactions wait on each other's rows. A referenced blob
+    /// that is not there is refused as not found.
+    pub async fn record_locking(&mut self, tx: &mut Tx, pin: Pin, referenced: &[String]) -> Result<(), ApiError> {
+        let mut order: Vec<(String, Option<usize>)> = self.items.iter().enumerate().map(|(i, item)| (item.digest.clone(), Some(i))).collect();
+        order.extend(referenced.iter().filter(|d| !self.has(d)).map(|d| (d.clone(), None)));
+        order.sort_unstable();
+        order.dedup_by(|a, b| a.0 == b.0);
+        for (digest, staged) in order {
+            match staged {
+                Some(i) => self.record_item(tx, pin, i).await?,
+                None => {
+                    let locked = sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(&digest).execute(&mut **tx).await?;
+                    if locked.rows_affected() != 1 {
+                        return Err(ApiError::NotFound(format!("no blob {digest}")));
+                    }
+                }
             }
+        }
+        Ok(())
+    }
+
+    async fn record_item(&mut self, tx: &mut Tx, pin: Pin, i: usize) -> Result<(), ApiError> {
+        let item = &mut self.items[i];
+        let named: Option<String> = sqlx::query_scalar(
+            "INSERT INTO blobs (digest, size, pinned, object) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (digest) DO UPDATE SET pinned = CASE WHEN excluded.pinned = 1 THEN 1 ELSE blobs.pinned END
+             RETURNING object",
+        )
+        .bind(&item.digest)
+        .bind(item.size as i64)
+        .bind(i64::from(pin == Pin::Kept))
+        .bind(&item.key)
+        .fetch_one(&mut **tx)
+        .await?;
+        let named = named.unwrap_or_default();
+        if named == item.key && !item.written {
+            // A new record whose bytes were held when staged: the record
+            // that held them went since. Written now.
+            self.db.blobs.write(&item.key, item.bytes.clone().expect("an adopted object is written")).await?;
+            item.written = true;
+        } else if named != item.key && item.written && !self.db.blobs.exists(&named).await? {
+            // The record names an object that is gone: it names the one
+            // written here instead (its row is this transaction's now).
+            sqlx::query("UPDATE blobs SET object = $2 WHERE digest = $1").bind(&item.digest).bind(&item.key).execute(&mut **tx).await?;
+            tracing::warn!(digest = item.digest, gone = named, "a blob's object was missing; stored again");
         }
         Ok(())
     }
@@ -233,7 +273,8 @@ pub async fn read(db: &Db, digest: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Delete the record of `digest` if nothing needs it any more: not kept,
-/// and named by no unit or lease of a job whose data is kept. Returns the
+/// named by no unit, lease or shared input of a job whose data is kept, and
+/// held by no account that uploaded it. Returns the
 /// key of its object, for the caller to remove once `tx` has committed.
 pub async fn collect(tx: &mut Tx, digest: &str) -> Result<Option<String>, sqlx::Error> {
     // The row lock first (see the module's note on races).
@@ -243,6 +284,8 @@ pub async fn collect(tx: &mut Tx, digest: &str) -> Result<Option<String>, sqlx::
            AND NOT EXISTS (SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $1 AND j.data_deleted_at_ms IS NULL)
            AND NOT EXISTS (SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.output_digest = $1 AND j.data_deleted_at_ms IS NULL)
            AND NOT EXISTS (SELECT 1 FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.output_digest = $1 AND j.data_deleted_at_ms IS NULL)
+           AND NOT EXISTS (SELECT 1 FROM job_shared s JOIN jobs j ON j.id = s.job_id WHERE s.digest = $1 AND j.data_deleted_at_ms IS NULL)
+           AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = $1)
          RETURNING object",
     )
     .bind(digest)

@@ -60,6 +60,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (20261207010000, "publish_quotas", include_str!("../migrations/sqlite/20261207010000_publish_quotas.sql")),
     (20261207020000, "job_notices", include_str!("../migrations/sqlite/20261207020000_job_notices.sql")),
     (20261207030000, "object_store", include_str!("../migrations/sqlite/20261207030000_object_store.sql")),
+    (20261207040000, "uploads", include_str!("../migrations/sqlite/20261207040000_uploads.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
@@ -77,6 +78,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (20261207010000, "publish_quotas", include_str!("../migrations/postgres/20261207010000_publish_quotas.sql")),
     (20261207020000, "job_notices", include_str!("../migrations/postgres/20261207020000_job_notices.sql")),
     (20261207030000, "object_store", include_str!("../migrations/postgres/20261207030000_object_store.sql")),
+    (20261207040000, "uploads", include_str!("../migrations/postgres/20261207040000_uploads.sql")),
 ];
 
 #[derive(Debug)]

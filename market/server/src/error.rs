@@ -48,6 +48,15 @@ pub enum ApiError {
     Gone(String),
     #[error("the market is busy: retry shortly")]
     Busy,
+    /// An upload past the account's storage quota.
+    #[error("storage quota: {used} bytes held or being uploaded, {requested} more asked, {quota} allowed (the market's quota per account, or less for an account with few credits)")]
+    StorageQuota { used: u64, requested: u64, quota: u64 },
+    /// A chunk whose bytes are not its upload's.
+    #[error("{0}")]
+    ChunkMismatch(String),
+    /// An upload finished with chunks missing.
+    #[error("{missing} chunks of the upload are missing (the first is {first}): send them, then finish it")]
+    Incomplete { missing: u64, first: u64 },
     #[error("too many requests: at most {per_second} per second per {per}")]
     RateLimited { per_second: u32, per: &'static str },
     /// Past a cap on what one key or address holds at once (`what`: "event
@@ -85,6 +94,9 @@ impl ApiError {
             ApiError::NotYet(_) => (StatusCode::CONFLICT, codes::NOT_YET),
             ApiError::Gone(_) => (StatusCode::GONE, codes::GONE),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, codes::BUSY),
+            ApiError::StorageQuota { .. } => (StatusCode::FORBIDDEN, codes::STORAGE_QUOTA),
+            ApiError::ChunkMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::CHUNK_MISMATCH),
+            ApiError::Incomplete { .. } => (StatusCode::CONFLICT, codes::INCOMPLETE),
             ApiError::RateLimited { .. } | ApiError::TooManyAtOnce { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }

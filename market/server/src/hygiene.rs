@@ -80,6 +80,15 @@ pub const MAX_STREAMS_PER_KEY: usize = 8;
 /// 4,000 jobs a second even when every stream watches another job.
 pub const MAX_EVENT_STREAMS: usize = 1024;
 
+/// A refused mutation's status and body; an internal error's detail is
+/// logged here (the body never carries it).
+fn refusal(e: &ApiError) -> (StatusCode, String) {
+    if let ApiError::Internal(detail) = e {
+        tracing::error!("internal error: {detail}");
+    }
+    (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON"))
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -194,11 +203,11 @@ impl AppState {
         let (status, json) = match &idempotency {
             Some(idem) => match self.idempotent(&key, idem, &digest, op(key.clone(), body)).await {
                 Ok(stored) => stored,
-                Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+                Err(e) => refusal(&e),
             },
             None => match op(key.clone(), body).await {
                 Ok((status, value)) => (status, serde_json::to_string(&value).expect("plain JSON")),
-                Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+                Err(e) => refusal(&e),
             },
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

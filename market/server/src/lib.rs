@@ -24,6 +24,7 @@ mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod store;
+pub mod uploads;
 pub mod verify;
 
 use agora_wire::KeyId;
@@ -72,6 +73,7 @@ pub struct Config {
     /// twice that): [`hygiene::PEER_REQUESTS_PER_SECOND`].
     pub peer_rate_per_second: u32,
     pub jobs: jobs::JobsConfig,
+    pub storage: uploads::StorageConfig,
 }
 
 impl Config {
@@ -84,6 +86,7 @@ impl Config {
             rate_per_second: 50,
             peer_rate_per_second: hygiene::PEER_REQUESTS_PER_SECOND,
             jobs: jobs::JobsConfig::default(),
+            storage: uploads::StorageConfig::default(),
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct AppState {
     pub ledger: Ledger,
     pub registry: Registry,
     pub jobs: jobs::Jobs,
+    /// Uploads by content and what accounts hold.
+    pub uploads: uploads::Uploads,
     pub config: Arc<Config>,
     limiter: Arc<DefaultKeyedRateLimiter<KeyId>>,
     /// Requests per peer address ([`hygiene::limit_peers`]).
@@ -121,6 +126,7 @@ impl AppState {
         let registry = Registry::new(db.clone());
         AppState {
             jobs: jobs::Jobs::new(db.clone(), ledger.clone(), registry.clone(), config.jobs.clone()),
+            uploads: uploads::Uploads::new(db.clone(), ledger.clone(), config.storage.clone()),
             ledger,
             registry,
             db,
@@ -206,6 +212,10 @@ impl AppState {
                 failures += 1;
             }
         }
+        if let Err(e) = self.uploads.drop_idle(self.now_ms()).await {
+            tracing::warn!("dropping idle uploads failed: {e}");
+            failures += 1;
+        }
         if let Err(e) = self.forget_old_records().await {
             tracing::warn!("pruning old nonces, stored responses and audit records failed: {e}");
             failures += 1;
@@ -223,6 +233,11 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(registry::MAX_PUBLISH_BODY_BYTES))
         .route("/api/v1/leases/{lease}/result", post(routes::result))
         .layer(DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES));
+    // An upload's chunks are checked against their declared values, not
+    // signed (see `uploads`); each body is read once there is room for it.
+    let chunks = Router::new()
+        .route("/api/v1/uploads/{upload}/chunks/{index}", axum::routing::put(routes::upload_chunk))
+        .layer(DefaultBodyLimit::max(agora_wire::chunks::UPLOAD_CHUNK_BYTES as usize));
     // Streams live as long as their job: no request timeout.
     let streams = Router::new().route("/api/v1/jobs/{job}/events", get(routes::job_events));
     let api = Router::new()
@@ -249,13 +264,18 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))
         .route("/api/v1/jobs/{job}/data", axum::routing::delete(routes::delete_job_data))
         .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
-        .route("/api/v1/blobs/{digest}", get(routes::blob))
+        .route("/api/v1/blobs/{digest}", get(routes::blob).delete(routes::release_blob))
+        .route("/api/v1/uploads", post(routes::begin_upload))
+        .route("/api/v1/uploads/{upload}", axum::routing::delete(routes::cancel_upload))
+        .route("/api/v1/uploads/{upload}/complete", post(routes::complete_upload))
+        .route("/api/v1/storage", get(routes::storage))
         .route("/api/v1/browser/{digest}", get(routes::browser_manifest))
         .route("/api/v1/browser/{digest}/{file}", get(routes::browser_file))
         .route("/api/v1/stats", get(routes::stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(large)
         .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::signed_before_body))
+        .merge(chunks)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .merge(streams)

@@ -11,6 +11,7 @@ use agora_wire::api::{
     PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
     UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
     BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, UnitCounts, UnitsQuery,
+    NewUpload, UploadInfo, ChunkReceived, Storage, HeldBlob,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -28,7 +29,8 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, delete_job_data, unit_output,
-        blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch
+        blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch,
+        begin_upload, upload_chunk, complete_upload, cancel_upload, release_blob, storage
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
@@ -36,7 +38,8 @@ use utoipa::OpenApi;
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
         JobState, UnitInfo, UnitCounts, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
-        AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health
+        AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health,
+        NewUpload, UploadInfo, ChunkReceived, Storage, HeldBlob
     ))
 )]
 pub struct ApiDoc;
@@ -624,4 +627,80 @@ pub async fn browser_file(
 #[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = MarketStats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<MarketStats>, ApiError> {
     Ok(Json(state.jobs.stats(state.now_ms()).await?))
+}
+
+/// Begin uploading a blob, or resume its upload (signed): its digest,
+/// size and chunk values. A blob the caller holds already is not sent
+/// again (`stored`).
+#[utoipa::path(post, path = "/api/v1/uploads", request_body = NewUpload,
+    responses((status = 200, body = UploadInfo), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "`storage_quota`: past the account's quota")))]
+pub async fn begin_upload(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let request: NewUpload = parse(&body)?;
+            Ok((StatusCode::OK, s.uploads.begin(&caller, request, s.now_ms()).await?))
+        })
+        .await
+}
+
+/// One chunk of an upload (not signed: its bytes must be exactly the ones
+/// its upload declared, so only the uploader's blob can be sent).
+#[utoipa::path(put, path = "/api/v1/uploads/{upload}/chunks/{index}", params(("upload" = String, Path), ("index" = u64, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = ChunkReceived), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "`chunk_mismatch`: not the declared bytes; nothing was written"),
+        (status = 503, body = ErrorBody, description = "`busy`: too many chunks in flight; retry")))]
+pub async fn upload_chunk(State(state): State<AppState>, Path((upload, index)): Path<(String, u64)>, body: axum::body::Body) -> Result<Json<ChunkReceived>, ApiError> {
+    Ok(Json(state.uploads.put_chunk(&upload, index, body, state.now_ms()).await?))
+}
+
+/// Finish an upload once every chunk is in (signed by its uploader): the
+/// blob is stored and held by the caller.
+#[utoipa::path(post, path = "/api/v1/uploads/{upload}/complete", params(("upload" = String, Path)),
+    responses((status = 200, body = UploadInfo), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`incomplete`: chunks are missing")))]
+pub async fn complete_upload(State(state): State<AppState>, Path(upload): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, _| async move { Ok((StatusCode::OK, s.uploads.complete(&caller, &upload, s.now_ms()).await?)) })
+        .await
+}
+
+/// Cancel an upload (signed by its uploader): its chunks are dropped and
+/// its bytes given back to the quota.
+#[utoipa::path(delete, path = "/api/v1/uploads/{upload}", params(("upload" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody)))]
+pub async fn cancel_upload(State(state): State<AppState>, Path(upload): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, _| async move {
+            s.uploads.cancel(&caller, &upload).await?;
+            Ok((StatusCode::OK, serde_json::json!({ "cancelled": upload })))
+        })
+        .await
+}
+
+/// Let a held blob go (signed): it no longer counts against the caller's
+/// quota, and it is deleted once no kept job names it.
+#[utoipa::path(delete, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
+    responses((status = 200), (status = 404, body = ErrorBody)))]
+pub async fn release_blob(State(state): State<AppState>, Path(digest): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, _| async move {
+            s.uploads.release(&caller, &digest).await?;
+            Ok((StatusCode::OK, serde_json::json!({ "released": digest })))
+        })
+        .await
+}
+
+/// What the caller stores: bytes used, the quota, and a page of the blobs
+/// it holds, newest first (signed GET).
+#[utoipa::path(get, path = "/api/v1/storage", params(("page" = Option<u32>, Query)),
+    responses((status = 200, body = Storage), (status = 401, body = ErrorBody)))]
+pub async fn storage(State(state): State<AppState>, Query(q): Query<PageQuery>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Storage>, ApiError> {
+    let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
+    Ok(Json(state.uploads.storage(&caller, q.page).await?))
 }

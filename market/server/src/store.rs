@@ -15,8 +15,9 @@
 
 use axum::body::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ClientConfigKey, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
 use std::ops::Range;
@@ -26,11 +27,23 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     objects: Arc<dyn ObjectStore>,
+    /// Where an upload's chunks go before its object is whole.
+    parts: Parts,
     /// Where it is, as the operator named it (for logs).
     pub location: Arc<str>,
     /// A temporary directory the store lives in, removed with the last
     /// clone (tests and in-memory markets).
     _temporary: Option<Arc<tempfile::TempDir>>,
+}
+
+/// How a blob uploaded in chunks becomes an object: written into a file of
+/// the directory store at each chunk's offset and renamed into place when
+/// whole, or sent as the parts of an S3 multipart upload that S3 joins. No
+/// byte is read back or copied again.
+#[derive(Clone, Debug)]
+enum Parts {
+    Dir(std::path::PathBuf),
+    S3(Arc<AmazonS3>),
 }
 
 /// What went wrong with the store: typed, so callers decide on the kind.
@@ -42,8 +55,8 @@ pub enum StoreError {
     Store { location: Arc<str>, source: object_store::Error },
     #[error("opening the blob store at {location}: {message}")]
     Open { location: String, message: String },
-    #[error("reading from the blob store at {location}: {source}")]
-    Read { location: Arc<str>, source: std::io::Error },
+    #[error("the blob store at {location}: {source}")]
+    Io { location: Arc<str>, source: std::io::Error },
 }
 
 /// What one read of a file in a directory store takes: a download holds one
@@ -70,11 +83,24 @@ fn file_pieces(file: std::fs::File, range: Range<u64>, location: Arc<str>) -> By
             .await
             .map_err(std::io::Error::other)
             .and_then(|read| read);
-            let (file, piece) = read.map_err(|source| StoreError::Read { location, source })?;
+            let (file, piece) = read.map_err(|source| StoreError::Io { location, source })?;
             Ok(Some((Bytes::from(piece), (file, start + want..range.end))))
         }
     })
     .boxed()
+}
+
+/// 64 random bits, hex.
+fn random_hex() -> String {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the OS's random source");
+    hex::encode(random)
+}
+
+/// The file an upload's chunks are written into in a directory store
+/// (`handle` is one this store made: hex).
+fn parts_file(dir: &std::path::Path, handle: &str) -> std::path::PathBuf {
+    dir.join("uploads").join(handle)
 }
 
 /// A stream of a blob's bytes, in the store's pieces.
@@ -111,8 +137,8 @@ impl BlobStore {
         ];
         let builder =
             streaming.into_iter().chain(options).fold(AmazonS3Builder::from_env().with_url(url), |b, (key, value)| b.with_config(key, value));
-        let objects = builder.build().map_err(|e| StoreError::Open { location: url.into(), message: e.to_string() })?;
-        Ok(BlobStore { objects: Arc::new(objects), location: url.into(), _temporary: None })
+        let objects = Arc::new(builder.build().map_err(|e| StoreError::Open { location: url.into(), message: e.to_string() })?);
+        Ok(BlobStore { objects: objects.clone(), parts: Parts::S3(objects), location: url.into(), _temporary: None })
     }
 
     /// The store in directory `dir` (made if missing).
@@ -122,7 +148,8 @@ impl BlobStore {
         // Durable like the database's commit: an object is on disk, and
         // named, before the record naming it commits.
         let objects = LocalFileSystem::new_with_prefix(dir).map_err(|e| open(e.to_string()))?.with_fsync(true);
-        Ok(BlobStore { objects: Arc::new(objects), location: dir.display().to_string().into(), _temporary: None })
+        let dir = dir.canonicalize().map_err(|e| open(e.to_string()))?;
+        Ok(BlobStore { objects: Arc::new(objects), parts: Parts::Dir(dir.clone()), location: dir.display().to_string().into(), _temporary: None })
     }
 
     /// The store a SQLite database at `url` keeps beside it: the directory
@@ -152,9 +179,7 @@ impl BlobStore {
     /// A key no object has had: the digest (two of its characters first, so
     /// no directory holds millions of entries) and a random part.
     pub fn new_key(digest: &str) -> String {
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).expect("the OS's random source");
-        format!("blobs/{}/{digest}.{}", digest.get(..2).unwrap_or("__"), hex::encode(random))
+        format!("blobs/{}/{digest}.{}", digest.get(..2).unwrap_or("__"), random_hex())
     }
 
     fn failed(&self, key: &str) -> impl Fn(object_store::Error) -> StoreError + Send + Sync + use<> {
@@ -198,6 +223,107 @@ impl BlobStore {
             GetResultPayload::File(file, _) => file_pieces(file, found.range, self.location.clone()),
             GetResultPayload::Stream(pieces) => pieces.map(move |piece| piece.map_err(&failed)).boxed(),
         })
+    }
+
+    /// Begin the object `key` of `size` bytes, to arrive in chunks; the
+    /// handle its chunks and its end name (a file of the directory, or the
+    /// S3 upload's id). Nothing is visible under `key` until
+    /// [`BlobStore::finish_parts`].
+    pub async fn begin_parts(&self, key: &str, size: u64) -> Result<String, StoreError> {
+        match &self.parts {
+            Parts::Dir(dir) => {
+                let handle = random_hex();
+                let file = parts_file(dir, &handle);
+                self.blocking(move || {
+                    std::fs::create_dir_all(file.parent().expect("under the store"))?;
+                    std::fs::File::create_new(&file)?.set_len(size)
+                })
+                .await?;
+                Ok(handle)
+            }
+            Parts::S3(s3) => s3.create_multipart(&Path::from(key)).await.map_err(self.failed(key)),
+        }
+    }
+
+    /// Write chunk `index` (its bytes start at `offset`) of the object being
+    /// uploaded under `handle`; the part's id, kept for the end (empty for a
+    /// directory). Durable when it returns. Writing the same chunk again
+    /// writes the same place.
+    pub async fn put_part(&self, key: &str, handle: &str, index: u64, offset: u64, bytes: Bytes) -> Result<String, StoreError> {
+        match &self.parts {
+            Parts::Dir(dir) => {
+                let file = parts_file(dir, handle);
+                self.blocking(move || {
+                    use std::io::{Seek, Write};
+                    // Never made here: a finished or cancelled upload's file is gone.
+                    let mut file = std::fs::OpenOptions::new().write(true).open(file)?;
+                    file.seek(std::io::SeekFrom::Start(offset))?;
+                    file.write_all(&bytes)?;
+                    file.sync_data()
+                })
+                .await?;
+                Ok(String::new())
+            }
+            Parts::S3(s3) => {
+                let part = s3.put_part(&Path::from(key), &handle.to_string(), index as usize, PutPayload::from_bytes(bytes)).await;
+                Ok(part.map_err(self.failed(key))?.content_id)
+            }
+        }
+    }
+
+    /// Make the object `key` from its parts (in chunk order): renamed into
+    /// place, or joined by S3. Done again after it succeeded, it finds the
+    /// object there and succeeds.
+    pub async fn finish_parts(&self, key: &str, handle: &str, parts: Vec<String>) -> Result<(), StoreError> {
+        let finished = match &self.parts {
+            Parts::Dir(dir) => {
+                let (file, object) = (parts_file(dir, handle), dir.join(key));
+                self.blocking(move || {
+                    std::fs::File::open(&file)?.sync_all()?;
+                    let folder = object.parent().expect("under the store");
+                    std::fs::create_dir_all(folder)?;
+                    std::fs::rename(&file, &object)?;
+                    std::fs::File::open(folder)?.sync_all()
+                })
+                .await
+            }
+            Parts::S3(s3) => {
+                let parts = parts.into_iter().map(|content_id| PartId { content_id }).collect();
+                s3.complete_multipart(&Path::from(key), &handle.to_string(), parts).await.map(|_| ()).map_err(self.failed(key))
+            }
+        };
+        match finished {
+            Err(e) if self.exists(key).await? => {
+                tracing::debug!(key, "an upload was finished before: {e}");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Drop an unfinished upload's parts (nothing when they are gone).
+    pub async fn abort_parts(&self, key: &str, handle: &str) -> Result<(), StoreError> {
+        match &self.parts {
+            Parts::Dir(dir) => {
+                let file = parts_file(dir, handle);
+                self.blocking(move || match std::fs::remove_file(file) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+                .await
+            }
+            Parts::S3(s3) => match s3.abort_multipart(&Path::from(key), &handle.to_string()).await.map_err(self.failed(key)) {
+                Ok(()) | Err(StoreError::Missing(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Run file I/O off the async threads.
+    async fn blocking(&self, io: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), StoreError> {
+        let location = self.location.clone();
+        let done = tokio::task::spawn_blocking(io).await.map_err(std::io::Error::other).and_then(|r| r);
+        done.map_err(|source| StoreError::Io { location, source })
     }
 
     /// Remove the object `key` (nothing when it is not there).

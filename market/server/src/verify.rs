@@ -48,12 +48,25 @@ pub const MAX_VERIFY_MEMORY_BYTES: u64 = 1 << 30;
 /// count against the provider until this many tries.
 pub const VERIFY_ATTEMPTS: i64 = 3;
 
+/// A job's shared inputs by name (the host's `SharedInputs`).
+pub type SharedInputs = std::collections::BTreeMap<String, std::sync::Arc<[u8]>>;
+
 /// Runs a package's `verify` export. Blocking: the market calls it on a
 /// blocking thread.
 pub trait ResultVerifier: Send + Sync {
     /// `Ok(true)` when `output` is a correct answer to `input`; `Err` when
     /// verification did not complete.
     fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, VerifyFailure>;
+
+    /// [`ResultVerifier::verify`] for a job with shared inputs (by name):
+    /// `verify` reads them as `run` did. A verifier that cannot give them
+    /// reaches no verdict.
+    fn verify_shared(&self, component: &[u8], input: &[u8], output: &[u8], shared: &SharedInputs, limits: &VerifyLimits) -> Result<bool, VerifyFailure> {
+        if !shared.is_empty() {
+            return Err(VerifyFailure { outcome: RunOutcome::Refused, message: "this verifier cannot give a job its shared inputs".into() });
+        }
+        self.verify(component, input, output, limits)
+    }
 
     /// Verifications it can run at once (its workers).
     fn parallelism(&self) -> usize {

@@ -104,6 +104,12 @@ pub mod codes {
     pub const NOT_YET: &str = "not_yet";
     /// Deleted by its owner or at the end of its retention period.
     pub const GONE: &str = "gone";
+    /// An upload past the account's storage quota.
+    pub const STORAGE_QUOTA: &str = "storage_quota";
+    /// A chunk whose bytes are not the ones its upload declared.
+    pub const CHUNK_MISMATCH: &str = "chunk_mismatch";
+    /// An upload finished before all its chunks arrived.
+    pub const INCOMPLETE: &str = "incomplete";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -517,6 +523,64 @@ pub struct CanaryInfo {
     pub output_digest: String,
 }
 
+/// Begin uploading a blob, or resume its upload: its blake3 digest, its
+/// size, and the value of each of its chunks of [`UploadInfo::chunk_bytes`]
+/// (`agora_wire::chunks`; hex, in order), which must make the digest. Each
+/// chunk is then checked against its value as it arrives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NewUpload {
+    pub digest: String,
+    pub size: u64,
+    pub chunk_values: Vec<String>,
+}
+
+/// An upload under way, or a blob the caller holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UploadInfo {
+    pub digest: String,
+    pub size: u64,
+    /// The upload's id (`PUT /api/v1/uploads/{upload}/chunks/{index}`);
+    /// none once the blob is stored.
+    pub upload: Option<String>,
+    pub chunk_bytes: u64,
+    /// The chunks not received yet, in order.
+    pub missing: Vec<u64>,
+    /// The blob is stored and the caller holds it: a job may name it.
+    pub stored: bool,
+}
+
+/// A chunk received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ChunkReceived {
+    pub index: u64,
+    /// Chunks of the upload still missing.
+    pub missing: u64,
+}
+
+/// What an account stores: the blobs it holds (a page of them, newest
+/// first) and its quota.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Storage {
+    /// Bytes held and being uploaded.
+    pub used_bytes: u64,
+    /// What the account may hold now: the market's quota per account, or
+    /// less for an account with few credits.
+    pub quota_bytes: u64,
+    pub blobs: Vec<HeldBlob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HeldBlob {
+    pub digest: String,
+    pub size: u64,
+    pub created_at_ms: i64,
+}
+
 /// Submit a job: a package version run once per input.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -525,7 +589,16 @@ pub struct SubmitJob {
     /// The latest version when omitted.
     pub version: Option<String>,
     /// One work unit per input (standard base64).
+    #[serde(default)]
     pub inputs_base64: Vec<String>,
+    /// One work unit per blob the buyer uploaded (by digest; a unit's
+    /// input is at most `MAX_UNIT_BYTES`), after those of `inputs_base64`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_digests: Vec<String>,
+    /// Blobs every unit reads by name (`data.shared(name)`, contract
+    /// 0.1.1): name → digest of a blob the buyer uploaded.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub shared: std::collections::BTreeMap<String, String>,
     pub limits: UnitLimits,
     /// The most the whole job may cost, in credits (held in escrow).
     pub max_price: u64,
@@ -737,6 +810,9 @@ pub struct JobInfo {
     /// When the market deletes them, for a job that has ended.
     #[serde(default)]
     pub data_kept_until_ms: Option<i64>,
+    /// The blobs every unit reads by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedBlob>,
 }
 
 /// A job in a buyer's list (`GET /api/v1/jobs`): what a line of it shows,
@@ -775,6 +851,19 @@ pub struct LeaseGrant {
     pub input_digest: String,
     pub limits: UnitLimits,
     pub expires_at_ms: i64,
+    /// The job's shared inputs: blobs every unit reads by name, fetched by
+    /// digest (`GET /api/v1/blobs/{digest}`) while the lease runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedBlob>,
+}
+
+/// A blob every unit of a job reads by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SharedBlob {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
 }
 
 /// A provider's result for a lease. `signature` is the provider's over

@@ -53,6 +53,9 @@ pub enum ClientError {
     Decode(String),
     #[error("this command needs a key: pass --key FILE or set AGORA_KEY (make one with `agora keys new`)")]
     NoKey,
+    /// A local file the command reads or writes.
+    #[error("{path}: {source}")]
+    File { path: String, source: std::io::Error },
 }
 
 impl ClientError {
@@ -152,6 +155,23 @@ impl Client {
         Ok(())
     }
 
+    /// GET `path`, signed, streamed into `sink` (a blob of any size: no
+    /// response limit); the bytes written.
+    pub fn download_signed(&self, path: &str, sink: &mut dyn std::io::Write) -> Result<u64, ClientError> {
+        let headers = self.signature("GET", path, &[])?;
+        let url = format!("{}{path}", self.base);
+        let mut request = self.agent.get(&url);
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        let response = request.call().map_err(|source| transport_error(&url, source))?;
+        if !response.status().is_success() {
+            return read(response).map(|_| 0);
+        }
+        let mut body = response.into_body().into_with_config().limit(u64::MAX).reader();
+        std::io::copy(&mut body, sink).map_err(|e| ClientError::Decode(format!("downloading {url}: {e}")))
+    }
+
     /// GET `path`, signed, as raw bytes.
     pub fn get_signed_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         self.send("GET", path, &[], None, None)
@@ -167,6 +187,14 @@ impl Client {
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, idempotency_key: Option<&str>) -> Result<T, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
         decode(&self.send("POST", path, &bytes, idempotency_key, None)?)
+    }
+
+    /// An unsigned PUT of raw `body` to `path` (an upload's chunk: its
+    /// bytes are checked against the upload's declared values instead).
+    pub fn put_bytes<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.put(&url).header("content-type", "application/octet-stream").send(body).map_err(|source| transport_error(&url, source))?;
+        decode(&read(response)?)
     }
 
     /// A signed DELETE of `path`.

@@ -7,18 +7,23 @@
 //!   client checks to detect a swapped version or a rollback.
 //! - [`api`]: the JSON types of the HTTP API and its error codes.
 //! - [`limits`]: the limits of a work unit the market and providers share.
+//! - [`chunks`]: a blob in chunks, each checked on arrival against the
+//!   blob's blake3 digest (uploads).
 //! - [`client`] (feature `client`): the blocking HTTP client of the CLI and
-//!   the provider host.
+//!   the provider host; [`upload`], a file uploaded as a blob through it.
 //!
 //! Only types in this crate are serialized onto the wire.
 
 pub mod api;
 pub mod auth;
+pub mod chunks;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod keys;
 pub mod limits;
 pub mod log;
+#[cfg(feature = "client")]
+pub mod upload;
 #[cfg(test)]
 mod properties;
 

@@ -58,6 +58,8 @@ pub fn Submit() -> impl IntoView {
                     package: package.get_untracked(),
                     version: (!v.is_empty()).then_some(v),
                     inputs_base64,
+                    input_digests: Vec::new(),
+                    shared: Default::default(),
                     limits: UnitLimits { fuel: 5_000_000_000, memory_bytes: 512 << 20, timeout_ms: timeout_s.get_untracked() * 1000, gpu: false },
                     max_price: max_price.get_untracked(),
                     replicas: replicas.get_untracked(),

@@ -65,7 +65,8 @@ impl Job for Hostile {
         let text = String::from_utf8(input.bytes()?).map_err(|_| Error::msg("not UTF-8"))?;
         let mut words = text.split_whitespace();
         let command = words.next().unwrap_or("noop");
-        let arg: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        let word = words.next().unwrap_or_default();
+        let arg: u64 = word.parse().unwrap_or(0);
         match command {
             "noop" => Ok(Vec::new().into()),
             "echo" => Ok(text.into_bytes().into()),
@@ -186,6 +187,18 @@ impl Job for Hostile {
                 let chunk = vec![1u8; 16 << 20];
                 let blobs = (0..arg.div_ceil(16)).map(|_| Blob::from_bytes(&chunk)).collect::<core::result::Result<Vec<_>, _>>()?;
                 Ok(format!("held {} blobs", blobs.len()).into_bytes().into())
+            }
+            "shared" => {
+                // The job's shared input `word`, read through a GPU buffer
+                // (host-side all the way) and back.
+                let shared = Input::shared(word).ok_or_else(|| Error::msg(format!("no shared input `{word}`")))?;
+                let whole = shared.len() as u64 & !3;
+                let mut bytes: Vec<u8> = match whole {
+                    0 => Vec::new(),
+                    _ => Buffer::from_input(&shared, 0, whole, Usage::STORAGE)?.read::<u32>()?.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                };
+                bytes.extend(shared.read(whole, shared.len() as u64 - whole)?);
+                Ok(bytes.into())
             }
             "binding-mismatch" => {
                 let shader = Shader::wgsl(TRIVIAL_WGSL)?;

@@ -153,6 +153,7 @@ impl Jobs {
             input_digest: canary.try_get("input_digest")?,
             limits: super::unit_limits_of(&canary)?,
             expires_at_ms: expires,
+            shared: Vec::new(),
         }))
     }
 

@@ -8,7 +8,8 @@ use super::*;
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
 /// provider's fuel and GPU asks, its id, browser (0/1), its wall ask,
 /// untrusted (0/1) and vouched (0/1): the most the unit can cost at those asks fits the
-/// unit's cap, and an untrusted provider is only ever a unit's first
+/// unit's cap, a browser tab takes only jobs with a browser bundle and no
+/// shared inputs (tabs do not fetch them), and an untrusted provider is only ever a unit's first
 /// replica: it never joins a unit another provider holds or has answered,
 /// so every confirming, tie-breaking and spot-checking replica is a
 /// trusted provider's (two fresh keys cannot collect both replicas, nor
@@ -28,7 +29,8 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
            AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000 <= j.unit_cap
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
-           AND ($6 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest))
+           AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
+                           AND NOT EXISTS (SELECT 1 FROM job_shared s WHERE s.job_id = j.id)))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
            AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES})
@@ -149,6 +151,7 @@ impl Jobs {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        let shared = self.shared_of(&job_id).await?;
         Ok(Some(LeaseGrant {
             lease_id,
             job_id,
@@ -159,6 +162,7 @@ impl Jobs {
             input_digest: unit.try_get("input_digest")?,
             limits: unit_limits_of(&job)?,
             expires_at_ms: expires,
+            shared,
         }))
     }
 }

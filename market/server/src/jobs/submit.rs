@@ -1,13 +1,57 @@
 //! Submitting a job: checked against the market's limits, its inputs
 //! stored, its units queued and its cap held in escrow, all in one
-//! transaction.
+//! transaction. A unit's input is inline (base64 in the request) or a blob
+//! the buyer uploaded, named by digest; a job's shared inputs are uploaded
+//! blobs every unit reads by name. A job names only blobs its buyer holds:
+//! a digest someone else uploaded is refused like one nobody has.
 
 use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most shared inputs one job names (each a blob every unit may read).
+pub const MAX_SHARED_INPUTS: usize = 16;
+/// Longest name of a shared input.
+pub const MAX_SHARED_NAME_CHARS: usize = 64;
+
+/// A shared input's name: 1 to [`MAX_SHARED_NAME_CHARS`] of `a-z 0-9 _ - .`.
+fn check_shared_name(name: &str) -> Result<(), ApiError> {
+    let fine = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
+    if name.is_empty() || name.chars().count() > MAX_SHARED_NAME_CHARS || !name.chars().all(fine) {
+        return Err(ApiError::Invalid(format!("a shared input's name is 1 to {MAX_SHARED_NAME_CHARS} of a-z, 0-9, '_', '-', '.': `{name}`")));
+    }
+    Ok(())
+}
+
+/// The blobs a job names by digest: its units' and its shared inputs'.
+struct Named<'a> {
+    input_digests: &'a [String],
+    shared: &'a BTreeMap<String, String>,
+}
+
+impl Named<'_> {
+    fn digests(&self) -> BTreeSet<&str> {
+        self.input_digests.iter().chain(self.shared.values()).map(String::as_str).collect()
+    }
+
+    /// Each named blob held by `buyer`, with its size; a unit's input within
+    /// [`MAX_UNIT_BYTES`].
+    async fn check_held(&self, conn: &mut sqlx::AnyConnection, buyer: &str) -> Result<BTreeMap<String, u64>, ApiError> {
+        let digests: Vec<&str> = self.digests().into_iter().collect();
+        let sizes = crate::uploads::held_sizes(conn, buyer, &digests).await?;
+        if let Some(missing) = digests.iter().find(|d| !sizes.contains_key(**d)) {
+            return Err(ApiError::NotFound(format!("you hold no blob {missing}: upload it first (agora upload)")));
+        }
+        for digest in self.input_digests {
+            check_unit_bytes("an input", sizes[digest] as usize)?;
+        }
+        Ok(sizes.into_iter().collect())
+    }
+}
 
 impl Jobs {
     /// Submit a job: check it, store inputs, hold the cap in escrow.
     pub async fn submit(&self, buyer: &KeyId, request: SubmitJob, now: i64) -> Result<JobInfo, ApiError> {
-        let units = request.inputs_base64.len();
+        let units = request.inputs_base64.len() + request.input_digests.len();
         if units == 0 || units > MAX_UNITS {
             return Err(ApiError::Invalid(format!("a job has 1 to {MAX_UNITS} inputs")));
         }
@@ -16,6 +60,10 @@ impl Jobs {
         }
         check_unit_limits(&request.limits)?;
         ledger::check_amount("max_price", request.max_price)?;
+        if request.shared.len() > MAX_SHARED_INPUTS {
+            return Err(ApiError::Invalid(format!("a job names at most {MAX_SHARED_INPUTS} shared inputs")));
+        }
+        request.shared.keys().try_for_each(|name| check_shared_name(name))?;
         let info = self.registry.info(&request.package).await?;
         let version = match &request.version {
             Some(v) => info.versions.iter().find(|x| &x.version == v).ok_or_else(|| ApiError::NotFound(format!("no version {v} of {}", request.package)))?,
@@ -53,6 +101,10 @@ impl Jobs {
         if available < request.max_price {
             return Err(ApiError::InsufficientFunds { account: buyer.to_string(), available, requested: request.max_price });
         }
+        // A first look, for a clear answer before anything is written; the
+        // transaction checks again under the blobs' locks.
+        let named = Named { input_digests: &request.input_digests, shared: &request.shared };
+        named.check_held(&mut *self.db.pool.acquire().await?, buyer.as_str()).await?;
         let id = random_id('j', 9);
         let expires = now + self.config.job_ttl_ms;
         self.insert_job(&id, buyer, &request, version, unit_cap, &inputs, now, expires).await?;
@@ -75,7 +127,10 @@ impl Jobs {
         // the buyer said.
         let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
-        let digests: Vec<String> = inputs.iter().map(|bytes| agora_wire::digest_hex(bytes)).collect();
+        let mut digests: Vec<String> = inputs.iter().map(|bytes| agora_wire::digest_hex(bytes)).collect();
+        digests.extend(r.input_digests.iter().cloned());
+        let named = Named { input_digests: &r.input_digests, shared: &r.shared };
+        let referenced: Vec<String> = named.digests().into_iter().map(str::to_string).collect();
         // The inputs' bytes first, outside the transaction.
         let mut staged = crate::blobs::Staged::write(&self.db, digests.iter().cloned().zip(inputs.iter().cloned())).await?;
         let mut tx = self.db.write().await?;
@@ -103,7 +158,21 @@ impl Jobs {
         // Checked by `verify`, every replica must pass; compared by digest,
         // a majority must agree.
         let quorum = if checked || r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
-        staged.record(&mut tx, crate::blobs::Pin::Job).await?;
+        // The named blobs' rows are locked (in one order with the staged
+        // ones): a holder letting one go meanwhile either went first, and
+        // the check below refuses the job, or waits, and its collection
+        // sees this job naming the blob.
+        staged.record_locking(&mut tx, crate::blobs::Pin::Job, &referenced).await?;
+        let sizes = named.check_held(&mut *tx, buyer.as_str()).await?;
+        for (name, digest) in &r.shared {
+            sqlx::query("INSERT INTO job_shared (job_id, name, digest, size) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(name)
+                .bind(digest)
+                .bind(sizes[digest] as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
         for (i, digest) in digests.iter().enumerate() {
             sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
                 .bind(id)

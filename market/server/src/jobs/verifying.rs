@@ -26,7 +26,7 @@ use super::settle::{Settling, lock_job};
 use super::{Jobs, Mark, decide_unit, random_id};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::verify::{MAX_VERIFY_TIMEOUT_MS, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits};
+use crate::verify::{MAX_VERIFY_TIMEOUT_MS, SharedInputs, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits};
 use agora_wire::api::RunOutcome;
 use sqlx::Row;
 
@@ -97,7 +97,7 @@ impl Jobs {
             return self.apply_verdict(&claim, Err(lost), now()).await.map(Some);
         }
         let verdict = match self.verification_inputs(&claim.lease_id).await? {
-            Some((component, input, output, limits)) => tokio::task::spawn_blocking(move || verifier.verify(&component, &input, &output, &limits))
+            Some((component, input, output, shared, limits)) => tokio::task::spawn_blocking(move || verifier.verify_shared(&component, &input, &output, &shared, &limits))
                 .await
                 .unwrap_or_else(|e| Err(VerifyFailure { outcome: RunOutcome::WorkerLost, message: format!("the verifier task: {e}") })),
             // The lease is no longer waiting (its job ended): drop the row.
@@ -146,9 +146,9 @@ impl Jobs {
 
     /// The component, input, output and limits of a waiting lease's
     /// verification; `None` when the lease is not waiting any more.
-    async fn verification_inputs(&self, lease_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, VerifyLimits)>, ApiError> {
+    async fn verification_inputs(&self, lease_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, SharedInputs, VerifyLimits)>, ApiError> {
         let Some(row) = sqlx::query(
-            "SELECT j.package AS package, j.version AS version, j.fuel_limit AS fuel, j.memory_limit AS memory, j.timeout_ms AS timeout_ms,
+            "SELECT j.id AS job_id, j.package AS package, j.version AS version, j.fuel_limit AS fuel, j.memory_limit AS memory, j.timeout_ms AS timeout_ms,
                     u.input_digest AS input_digest, l.output_digest AS output_digest
              FROM leases l JOIN jobs j ON j.id = l.job_id JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx WHERE l.id = $1 AND l.state = 'verifying'",
         )
@@ -161,7 +161,11 @@ impl Jobs {
         let (_, component) = self.registry.component(&row.try_get::<String, _>("package")?, &row.try_get::<String, _>("version")?).await?;
         let input = self.blob(&row.try_get::<String, _>("input_digest")?).await?;
         let output = self.blob(&row.try_get::<String, _>("output_digest")?).await?;
-        Ok(Some((component, input, output, limits_of(&row)?)))
+        let mut shared = SharedInputs::new();
+        for blob in self.shared_of(&row.try_get::<String, _>("job_id")?).await? {
+            shared.insert(blob.name, self.blob(&blob.digest).await?.into());
+        }
+        Ok(Some((component, input, output, shared, limits_of(&row)?)))
     }
 
     /// Apply a verdict under this verifier's claim, in one transaction with

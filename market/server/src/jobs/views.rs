@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::db::Text;
-use agora_wire::api::{JobSummary, Page, UnitCounts, UnitsQuery};
+use agora_wire::api::{JobSummary, Page, SharedBlob, UnitCounts, UnitsQuery};
 
 /// Most jobs in one page of a buyer's list.
 pub const MAX_JOBS_PER_PAGE: u32 = 100;
@@ -100,6 +100,7 @@ impl Jobs {
                 (JobState::Running, _) | (_, Some(_)) => None,
                 _ => job.finished_at_ms.map(|at| at.saturating_add(self.config.data_retention_ms)),
             },
+            shared: self.shared_of(id).await?,
         })
     }
 
@@ -225,8 +226,9 @@ impl Jobs {
     }
 
     /// Whether `caller` may read unit input `digest`: the buyer of a
-    /// job with a unit of that input, or a provider holding a live lease (a
-    /// buyer's or a canary's) on such a unit. Anyone else meets the same "not
+    /// job with a unit or shared input of that digest, an account holding it
+    /// (it uploaded it), or a provider holding a live lease (a buyer's or a
+    /// canary's) on a unit with that input or of a job sharing it. Anyone else meets the same "not
     /// found" as for a digest nobody has, so a probe learns nothing; a
     /// canary's expected output is readable by no one here.
     pub async fn may_read_input(&self, caller: &KeyId, digest: &str, now: i64) -> Result<(), ApiError> {
@@ -235,6 +237,13 @@ impl Jobs {
              UNION ALL
              SELECT 1 FROM leases l JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx
               WHERE l.provider = $1 AND l.state = 'active' AND l.expires_at_ms > $3 AND u.input_digest = $2
+             UNION ALL
+             SELECT 1 FROM holdings h WHERE h.account = $1 AND h.digest = $2
+             UNION ALL
+             SELECT 1 FROM job_shared s JOIN jobs j ON j.id = s.job_id WHERE s.digest = $2 AND j.buyer = $1 AND j.data_deleted_at_ms IS NULL
+             UNION ALL
+             SELECT 1 FROM leases l JOIN job_shared s ON s.job_id = l.job_id
+              WHERE l.provider = $1 AND l.state = 'active' AND l.expires_at_ms > $3 AND s.digest = $2
              UNION ALL
              SELECT 1 FROM canary_runs r JOIN canaries c ON c.id = r.canary_id
               WHERE r.provider = $1 AND r.state = 'active' AND r.expires_at_ms > $3 AND c.input_digest = $2
@@ -249,6 +258,13 @@ impl Jobs {
             Some(_) => Ok(()),
             None => Err(ApiError::NotFound(format!("no blob {digest}"))),
         }
+    }
+
+    /// The shared inputs of job `job`, by name.
+    pub async fn shared_of(&self, job: &str) -> Result<Vec<SharedBlob>, ApiError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT name, digest, size FROM job_shared WHERE job_id = $1 ORDER BY name").bind(job).fetch_all(&self.db.pool).await?;
+        Ok(rows.into_iter().map(|(name, digest, size)| SharedBlob { name, digest, size: size as u64 }).collect())
     }
 
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {

@@ -12,6 +12,7 @@ mod registry;
 mod retention;
 mod service;
 mod store;
+mod uploads;
 mod settling;
 mod simulation;
 mod verifying;

@@ -1,0 +1,423 @@
+//! Uploads by content: a buyer's blob (a dataset, weights, a unit's input)
+//! arrives in chunks, is checked chunk by chunk as it arrives, survives an
+//! interruption, and is then held by its uploader, counted against a quota,
+//! until the uploader lets it go. Jobs name held blobs by digest
+//! ([`crate::jobs`]).
+//!
+//! The protocol:
+//! 1. `POST /api/v1/uploads` (signed): the digest, the size and every
+//!    chunk's value ([`agora_wire::chunks`]); the values must make the
+//!    digest. The blob's bytes are reserved against the account's quota and
+//!    the store begins the object ([`crate::store::BlobStore::begin_parts`]).
+//!    The same request again resumes: it says which chunks are missing. For a
+//!    blob the account already holds it says so, and nothing is sent again.
+//!    Whether another account holds the same bytes is never told (that would
+//!    tell anyone who can guess a file whether the market has it); the store
+//!    keeps one object per digest whoever uploads it.
+//! 2. `PUT /api/v1/uploads/{upload}/chunks/{index}`: the chunk's bytes,
+//!    checked against its declared value before anything is written. Not
+//!    signed: a chunk is accepted only when it is exactly the declared blob's,
+//!    so whoever sends it can only deliver the uploader's own bytes (and a
+//!    signature would hash every byte once more).
+//! 3. `POST /api/v1/uploads/{upload}/complete` (signed by the uploader):
+//!    once no chunk is missing, the object is made whole, the blob recorded
+//!    and held, in one transaction.
+//!
+//! Quotas: what an account holds and is uploading is at most
+//! [`StorageConfig::quota_bytes`], and at most its credits times
+//! [`StorageConfig::bytes_per_credit`]: a key is free, so a flock of fresh
+//! keys, holding no credits, stores nothing, and a funded one splitting its
+//! credits over many keys stores no more than it would with one. The usage
+//! counter changes only by conditional updates, so concurrent uploads cannot
+//! both pass one check. An upload untouched for [`UPLOAD_IDLE_MS`] is
+//! dropped by the sweep and its reservation given back.
+
+use crate::blobs::{Pin, Staged};
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::ledger::Ledger;
+use agora_wire::KeyId;
+use agora_wire::api::{ChunkReceived, HeldBlob, NewUpload, Storage, UploadInfo};
+use agora_wire::chunks::{self, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES};
+use axum::body::Body;
+use std::sync::Arc;
+
+/// An upload untouched this long is dropped (its parts removed, its bytes
+/// given back to the quota): a day, for a laptop that sleeps overnight.
+pub const UPLOAD_IDLE_MS: i64 = 24 * 3_600_000;
+/// Chunk bodies held in memory at once, all uploads together (8 MiB each:
+/// 256 MiB); past it a chunk is refused busy, and its sender retries.
+pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 32;
+/// Uploads dropped by one sweep.
+const EXPIRED_PER_SWEEP: i64 = 64;
+/// Blobs listed in one page of an account's storage.
+pub const HELD_BLOBS_PER_PAGE: u32 = 100;
+
+/// What an operator chooses about storage.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// Most bytes one account may hold and upload (`--storage-quota`).
+    pub quota_bytes: u64,
+    /// Bytes an account may store per credit it has (its posted balance):
+    /// storage is bounded by money, not by keys.
+    pub bytes_per_credit: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { quota_bytes: 64 << 30, bytes_per_credit: 1 << 20 }
+    }
+}
+
+/// Uploads and what accounts hold.
+#[derive(Clone)]
+pub struct Uploads {
+    db: Db,
+    ledger: Ledger,
+    config: StorageConfig,
+    chunks_in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// An upload's row.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    account: String,
+    digest: String,
+    size: i64,
+    chunk_bytes: i64,
+    object: String,
+    parts: String,
+}
+
+fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Uploads {
+    pub fn new(db: Db, ledger: Ledger, config: StorageConfig) -> Self {
+        Uploads { db, ledger, config, chunks_in_flight: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CHUNKS_IN_FLIGHT)) }
+    }
+
+    /// What `account` may hold now.
+    async fn quota_of(&self, account: &str) -> Result<u64, ApiError> {
+        let posted = self.ledger.balance(account).await?.map_or(0, |b| b.credits_posted.saturating_sub(b.debits_posted));
+        Ok(self.config.quota_bytes.min(posted.saturating_mul(self.config.bytes_per_credit)))
+    }
+
+    async fn used_by(&self, account: &str) -> Result<u64, ApiError> {
+        let used: Option<i64> = sqlx::query_scalar("SELECT bytes FROM storage_usage WHERE account = $1").bind(account).fetch_optional(&self.db.pool).await?;
+        Ok(used.unwrap_or(0) as u64)
+    }
+
+    /// Begin or resume the upload of `request.digest` for `account`.
+    pub async fn begin(&self, account: &KeyId, request: NewUpload, now: i64) -> Result<UploadInfo, ApiError> {
+        let digest = request.digest.to_ascii_lowercase();
+        if !is_digest(&digest) {
+            return Err(ApiError::Invalid("a digest is 64 lowercase hex digits (blake3)".into()));
+        }
+        if request.size > MAX_BLOB_BYTES {
+            return Err(ApiError::Limit(agora_wire::limits::LimitError {
+                name: "MAX_BLOB_BYTES",
+                what: "size",
+                value: request.size,
+                min: 0,
+                max: MAX_BLOB_BYTES,
+            }));
+        }
+        // The values make the digest: every chunk accepted later is the
+        // blob's, and the whole can never end up with other bytes.
+        chunks::check_values(&request.chunk_values, &digest, request.size, UPLOAD_CHUNK_BYTES).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        if let Some(held) = self.held(account.as_str(), &digest).await? {
+            return Ok(held);
+        }
+        if let Some(open) = self.open_upload(account.as_str(), &digest).await? {
+            return self.info(&open).await;
+        }
+        let quota = self.quota_of(account.as_str()).await?;
+        let object = crate::store::BlobStore::new_key(&digest);
+        let parts = self.db.blobs.begin_parts(&object, request.size).await?;
+        let row = Row {
+            id: format!("u{}", hex::encode(random_bytes())),
+            account: account.to_string(),
+            digest: digest.clone(),
+            size: request.size as i64,
+            chunk_bytes: UPLOAD_CHUNK_BYTES as i64,
+            object,
+            parts,
+        };
+        match self.insert(&row, &request.chunk_values, quota, now).await {
+            Ok(()) => self.info(&row).await,
+            Err(e) => {
+                if let Err(abort) = self.db.blobs.abort_parts(&row.object, &row.parts).await {
+                    tracing::warn!(upload = row.id, "an unused upload's parts stay in the store: {abort}");
+                }
+                // A concurrent begin of the same blob won: resume it.
+                match self.open_upload(account.as_str(), &digest).await? {
+                    Some(open) if matches!(e, ApiError::Internal(_)) => self.info(&open).await,
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Reserve the upload's bytes and record it, in one transaction.
+    async fn insert(&self, row: &Row, values: &[String], quota: u64, now: i64) -> Result<(), ApiError> {
+        let mut tx = self.db.write().await?;
+        sqlx::query("INSERT INTO storage_usage (account, bytes) VALUES ($1, 0) ON CONFLICT (account) DO NOTHING").bind(&row.account).execute(&mut *tx).await?;
+        let reserved = sqlx::query("UPDATE storage_usage SET bytes = bytes + $2 WHERE account = $1 AND bytes + $2 <= $3")
+            .bind(&row.account)
+            .bind(row.size)
+            .bind(quota.min(i64::MAX as u64) as i64)
+            .execute(&mut *tx)
+            .await?;
+        if reserved.rows_affected() != 1 {
+            let used: i64 = sqlx::query_scalar("SELECT bytes FROM storage_usage WHERE account = $1").bind(&row.account).fetch_one(&mut *tx).await?;
+            return Err(ApiError::StorageQuota { used: used as u64, requested: row.size as u64, quota });
+        }
+        sqlx::query(
+            "INSERT INTO uploads (id, account, digest, size, chunk_bytes, object, parts, created_at_ms, touched_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&row.id)
+        .bind(&row.account)
+        .bind(&row.digest)
+        .bind(row.size)
+        .bind(row.chunk_bytes)
+        .bind(&row.object)
+        .bind(&row.parts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (index, value) in values.iter().enumerate() {
+            sqlx::query("INSERT INTO upload_chunks (upload_id, idx, value) VALUES ($1, $2, $3)")
+                .bind(&row.id)
+                .bind(index as i64)
+                .bind(value.to_ascii_lowercase())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The blob `digest` as `account` holds it, if it does.
+    async fn held(&self, account: &str, digest: &str) -> Result<Option<UploadInfo>, ApiError> {
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size FROM holdings WHERE account = $1 AND digest = $2").bind(account).bind(digest).fetch_optional(&self.db.pool).await?;
+        Ok(size.map(|size| UploadInfo { digest: digest.into(), size: size as u64, upload: None, chunk_bytes: UPLOAD_CHUNK_BYTES, missing: vec![], stored: true }))
+    }
+
+    async fn open_upload(&self, account: &str, digest: &str) -> Result<Option<Row>, ApiError> {
+        Ok(sqlx::query_as("SELECT id, account, digest, size, chunk_bytes, object, parts FROM uploads WHERE account = $1 AND digest = $2")
+            .bind(account)
+            .bind(digest)
+            .fetch_optional(&self.db.pool)
+            .await?)
+    }
+
+    async fn upload(&self, id: &str) -> Result<Row, ApiError> {
+        sqlx::query_as("SELECT id, account, digest, size, chunk_bytes, object, parts FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way (finished, cancelled or dropped after {} hours idle)", UPLOAD_IDLE_MS / 3_600_000)))
+    }
+
+    async fn missing(&self, id: &str) -> Result<Vec<u64>, ApiError> {
+        let missing: Vec<i64> =
+            sqlx::query_scalar("SELECT idx FROM upload_chunks WHERE upload_id = $1 AND part IS NULL ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+        Ok(missing.into_iter().map(|i| i as u64).collect())
+    }
+
+    async fn info(&self, row: &Row) -> Result<UploadInfo, ApiError> {
+        Ok(UploadInfo {
+            digest: row.digest.clone(),
+            size: row.size as u64,
+            upload: Some(row.id.clone()),
+            chunk_bytes: row.chunk_bytes as u64,
+            missing: self.missing(&row.id).await?,
+            stored: false,
+        })
+    }
+
+    /// Store chunk `index` of upload `id`, read from `body` once there is
+    /// room for it, if its bytes are the declared ones.
+    pub async fn put_chunk(&self, id: &str, index: u64, body: Body, now: i64) -> Result<ChunkReceived, ApiError> {
+        let Ok(_room) = self.chunks_in_flight.clone().try_acquire_owned() else {
+            return Err(ApiError::Busy);
+        };
+        let row = self.upload(id).await?;
+        let (size, chunk_bytes) = (row.size as u64, row.chunk_bytes as u64);
+        let count = chunks::chunk_count(size, chunk_bytes);
+        if index >= count {
+            return Err(ApiError::Invalid(format!("upload {id} has chunks 0 to {}", count - 1)));
+        }
+        let range = chunks::chunk_range(index, size, chunk_bytes);
+        let want = (range.end - range.start) as usize;
+        let bytes = axum::body::to_bytes(body, want)
+            .await
+            .map_err(|_| ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes; more were sent, or the body broke off")))?;
+        if bytes.len() != want {
+            return Err(ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes, not {}", bytes.len())));
+        }
+        let value: String = sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2")
+            .bind(id)
+            .bind(index as i64)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way")))?;
+        let checked = bytes.clone();
+        let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, &checked))
+            .await
+            .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
+        if hex::encode(made) != value {
+            return Err(ApiError::ChunkMismatch(format!("chunk {index} of upload {id} is not the declared blob's: its bytes were changed or misplaced")));
+        }
+        let part = self.db.blobs.put_part(&row.object, &row.parts, index, range.start, bytes).await?;
+        sqlx::query("UPDATE upload_chunks SET part = $3 WHERE upload_id = $1 AND idx = $2").bind(id).bind(index as i64).bind(part).execute(&self.db.pool).await?;
+        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1 AND touched_at_ms < $2").bind(id).bind(now).execute(&self.db.pool).await?;
+        let missing: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = $1 AND part IS NULL").bind(id).fetch_one(&self.db.pool).await?;
+        Ok(ChunkReceived { index, missing: missing as u64 })
+    }
+
+    /// Finish upload `id` of `account`: the object made whole, the blob
+    /// recorded and held by `account`.
+    pub async fn complete(&self, account: &KeyId, id: &str, now: i64) -> Result<UploadInfo, ApiError> {
+        let row = self.upload(id).await?;
+        if row.account != account.as_str() {
+            return Err(ApiError::NotFound(format!("no upload {id} under way")));
+        }
+        let missing = self.missing(id).await?;
+        if !missing.is_empty() {
+            return Err(ApiError::Incomplete { missing: missing.len() as u64, first: missing[0] });
+        }
+        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1").bind(id).bind(now).execute(&self.db.pool).await?;
+        let parts: Vec<String> =
+            sqlx::query_scalar("SELECT part FROM upload_chunks WHERE upload_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+        self.db.blobs.finish_parts(&row.object, &row.parts, parts).await?;
+        let mut staged = Staged::adopt(&self.db, row.digest.clone(), row.size as u64, row.object.clone());
+        let mut tx = self.db.write().await?;
+        let claimed = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if claimed.rows_affected() == 1 {
+            sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO holdings (account, digest, size, created_at_ms) VALUES ($1, $2, $3, $4)")
+                .bind(&row.account)
+                .bind(&row.digest)
+                .bind(row.size)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            staged.record(&mut tx, Pin::Job).await?;
+            tx.commit().await?;
+        } else {
+            // Completed by a concurrent request (whose record names this
+            // same object, so settling leaves it).
+            drop(tx);
+        }
+        staged.settle().await;
+        self.held(&row.account, &row.digest).await?.ok_or_else(|| ApiError::NotFound(format!("upload {id} was cancelled")))
+    }
+
+    /// Cancel upload `id` of `account`: its parts removed, its bytes given
+    /// back to the quota.
+    pub async fn cancel(&self, account: &KeyId, id: &str) -> Result<(), ApiError> {
+        let row = self.upload(id).await?;
+        if row.account != account.as_str() {
+            return Err(ApiError::NotFound(format!("no upload {id} under way")));
+        }
+        self.drop_upload(row).await
+    }
+
+    /// Drop an upload: its row and reservation in one transaction, then its
+    /// parts. Nothing when it finished or was dropped meanwhile.
+    async fn drop_upload(&self, row: Row) -> Result<(), ApiError> {
+        let mut tx = self.db.write().await?;
+        let dropped = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(&row.id).execute(&mut *tx).await?;
+        if dropped.rows_affected() != 1 {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(&row.id).execute(&mut *tx).await?;
+        give_back(&mut tx, &row.account, row.size).await?;
+        tx.commit().await?;
+        self.db.blobs.abort_parts(&row.object, &row.parts).await?;
+        Ok(())
+    }
+
+    /// Drop uploads untouched for [`UPLOAD_IDLE_MS`]; how many.
+    pub async fn drop_idle(&self, now: i64) -> Result<u64, ApiError> {
+        let idle: Vec<Row> = sqlx::query_as("SELECT id, account, digest, size, chunk_bytes, object, parts FROM uploads WHERE touched_at_ms < $1 ORDER BY touched_at_ms LIMIT $2")
+            .bind(now - UPLOAD_IDLE_MS)
+            .bind(EXPIRED_PER_SWEEP)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let count = idle.len() as u64;
+        for row in idle {
+            self.drop_upload(row).await?;
+        }
+        Ok(count)
+    }
+
+    /// Let blob `digest` go: `account` no longer holds it, its bytes go back
+    /// to the quota, and the blob itself goes once nothing else needs it (a
+    /// job that names it keeps it).
+    pub async fn release(&self, account: &KeyId, digest: &str) -> Result<(), ApiError> {
+        let mut tx = self.db.write().await?;
+        let size: Option<i64> = sqlx::query_scalar("DELETE FROM holdings WHERE account = $1 AND digest = $2 RETURNING size")
+            .bind(account.as_str())
+            .bind(digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(size) = size else {
+            return Err(ApiError::NotFound(format!("you hold no blob {digest}")));
+        };
+        give_back(&mut tx, account.as_str(), size).await?;
+        let object = crate::blobs::collect(&mut tx, digest).await?;
+        tx.commit().await?;
+        crate::blobs::remove_collected(&self.db, object.into_iter().collect()).await;
+        Ok(())
+    }
+
+    /// What `account` stores: usage, quota and a page of its blobs.
+    pub async fn storage(&self, account: &KeyId, page: u32) -> Result<Storage, ApiError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT digest, size, created_at_ms FROM holdings WHERE account = $1 ORDER BY created_at_ms DESC, digest LIMIT $2 OFFSET $3")
+                .bind(account.as_str())
+                .bind(HELD_BLOBS_PER_PAGE as i64)
+                .bind(page as i64 * HELD_BLOBS_PER_PAGE as i64)
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(Storage {
+            used_bytes: self.used_by(account.as_str()).await?,
+            quota_bytes: self.quota_of(account.as_str()).await?,
+            blobs: rows.into_iter().map(|(digest, size, created_at_ms)| HeldBlob { digest, size: size as u64, created_at_ms }).collect(),
+        })
+    }
+}
+
+/// The sizes of the blobs `digests` that `account` holds (the others are
+/// absent): what a job of `account` may name.
+pub async fn held_sizes(conn: &mut sqlx::AnyConnection, account: &str, digests: &[&str]) -> Result<std::collections::HashMap<String, u64>, sqlx::Error> {
+    let mut sizes = std::collections::HashMap::new();
+    for digest in digests {
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size FROM holdings WHERE account = $1 AND digest = $2").bind(account).bind(*digest).fetch_optional(&mut *conn).await?;
+        if let Some(size) = size {
+            sizes.insert(digest.to_string(), size as u64);
+        }
+    }
+    Ok(sizes)
+}
+
+/// Give `bytes` of `account`'s usage back.
+async fn give_back(tx: &mut crate::db::Tx, account: &str, bytes: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE storage_usage SET bytes = bytes - $2 WHERE account = $1").bind(account).bind(bytes).execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn random_bytes() -> [u8; 16] {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("the OS's random source");
+    random
+}

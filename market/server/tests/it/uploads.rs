@@ -1,0 +1,232 @@
+//! Uploads by content and jobs that name what their buyer uploaded
+//! (issue 14): a blob in chunks, resumed, each chunk checked on arrival;
+//! quotas bounded by credits, not keys; a job naming blobs it holds, and
+//! only those; a provider reading a job's shared input only while it holds
+//! a lease of that job.
+
+use super::*;
+use crate::jobs::{lease, provider, publish};
+use agora_wire::chunks::{Chunker, UPLOAD_CHUNK_BYTES, chunk_range};
+
+/// Bytes no two calls with different seeds share.
+fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = agora_kernels::rng::Rng::new(seed);
+    (0..len).map(|_| (rng.next_u64() >> 56) as u8).collect()
+}
+
+/// What `POST /api/v1/uploads` is sent for `data`.
+fn new_upload(data: &[u8]) -> Value {
+    let mut chunker = Chunker::new(data.len() as u64, UPLOAD_CHUNK_BYTES);
+    chunker.update(data);
+    let (digest, values) = chunker.finish().unwrap();
+    json!({"digest": digest.to_hex().to_string(), "size": data.len(), "chunk_values": values.iter().map(hex::encode).collect::<Vec<_>>()})
+}
+
+async fn begin(m: &TestMarket, key: &Keypair, data: &[u8]) -> (StatusCode, Value) {
+    let _ = tracing_subscriber::fmt().with_env_filter("agora_market=warn").with_test_writer().try_init();
+    m.call("POST", "/api/v1/uploads", Some(&new_upload(data)), Some(key)).await
+}
+
+/// Send chunk `index` of `data` (unsigned, as any client may).
+async fn put_chunk(m: &TestMarket, upload: &str, index: u64, bytes: &[u8]) -> (StatusCode, Value) {
+    let request = Request::builder().method("PUT").uri(format!("/api/v1/uploads/{upload}/chunks/{index}")).body(Body::from(bytes.to_vec())).unwrap();
+    send(&m.state, request).await
+}
+
+fn chunk(data: &[u8], index: u64) -> &[u8] {
+    let r = chunk_range(index, data.len() as u64, UPLOAD_CHUNK_BYTES);
+    &data[r.start as usize..r.end as usize]
+}
+
+/// Upload `data` whole for `key`; its digest.
+pub async fn upload(m: &TestMarket, key: &Keypair, data: &[u8]) -> String {
+    let (status, info) = begin(m, key, data).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    if let Some(upload) = info["upload"].as_str() {
+        for index in info["missing"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()) {
+            let (status, body) = put_chunk(m, upload, index, chunk(data, index)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let (status, done) = m.call("POST", &format!("/api/v1/uploads/{upload}/complete"), Some(&json!({})), Some(key)).await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+    }
+    info["digest"].as_str().unwrap().to_string()
+}
+
+async fn used_bytes(m: &TestMarket, key: &Keypair) -> u64 {
+    let (status, storage) = m.call("GET", "/api/v1/storage", None, Some(key)).await;
+    assert_eq!(status, StatusCode::OK, "{storage}");
+    storage["used_bytes"].as_u64().unwrap()
+}
+
+/// Files of unfinished uploads in the market's directory store.
+fn parts_files(m: &TestMarket) -> usize {
+    std::fs::read_dir(std::path::Path::new(&*m.state.db.blobs.location).join("uploads")).map(|d| d.count()).unwrap_or(0)
+}
+
+// A 17 MiB blob goes up in three chunks: one is sent, the upload is begun
+// again and says the other two are missing; a chunk with changed bytes is
+// refused and stays missing; finishing early is refused; then the blob is
+// whole, held, counted against the quota, read back byte for byte, and not
+// sent again.
+both_dbs!(a_blob_goes_up_in_chunks_and_resumes_where_it_stopped, async |m: &TestMarket| {
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 100).await;
+    let data = bytes_of(2 * UPLOAD_CHUNK_BYTES as usize + (1 << 20), seed());
+    let (status, info) = begin(m, &buyer, &data).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["missing"], json!([0, 1, 2]));
+    assert_eq!(info["stored"], false);
+    let id = info["upload"].as_str().unwrap().to_string();
+    assert_eq!(put_chunk(m, &id, 1, chunk(&data, 1)).await.0, StatusCode::OK);
+    // Interrupted, begun again: the same upload, two chunks missing.
+    let (_, resumed) = begin(m, &buyer, &data).await;
+    assert_eq!((resumed["upload"].as_str(), &resumed["missing"]), (Some(id.as_str()), &json!([0, 2])));
+    // Chunk 0 with one byte changed, or at chunk 2's place, or cut short.
+    let mut changed = chunk(&data, 0).to_vec();
+    changed[12_345] ^= 1;
+    let (status, body) = put_chunk(m, &id, 0, &changed).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("chunk_mismatch")), "{body}");
+    assert_eq!(put_chunk(m, &id, 2, &chunk(&data, 0)[..1 << 20]).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(put_chunk(m, &id, 0, &chunk(&data, 0)[1..]).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(put_chunk(m, &id, 3, b"past the end").await.0, StatusCode::BAD_REQUEST);
+    let (status, body) = m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("incomplete")), "{body}");
+    assert_eq!(begin(m, &buyer, &data).await.1["missing"], json!([0, 2]), "refused chunks stay missing");
+    // Only the uploader finishes it.
+    let stranger = Keypair::generate();
+    assert_eq!(put_chunk(m, &id, 0, chunk(&data, 0)).await.0, StatusCode::OK);
+    assert_eq!(put_chunk(m, &id, 2, chunk(&data, 2)).await.0, StatusCode::OK);
+    assert_eq!(m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&stranger)).await.0, StatusCode::NOT_FOUND);
+    let (status, done) = m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await;
+    assert_eq!((status, done["stored"].as_bool()), (StatusCode::OK, Some(true)), "{done}");
+    let digest = done["digest"].as_str().unwrap();
+    assert_eq!(digest, agora_wire::digest_hex(&data));
+    // Held: not sent again, counted, readable by its holder alone.
+    let (_, again) = begin(m, &buyer, &data).await;
+    assert_eq!((again["stored"].as_bool(), again["upload"].as_str()), (Some(true), None));
+    assert_eq!(used_bytes(m, &buyer).await, data.len() as u64);
+    let read = send(&m.state, signed(TEST_ORIGIN, "GET", &format!("/api/v1/blobs/{digest}"), &[], &buyer, m.state.now_ms()).body(Body::empty()).unwrap()).await;
+    assert_eq!(read.0, StatusCode::OK);
+    let (status, _) = m.call("GET", &format!("/api/v1/blobs/{digest}"), None, Some(&stranger)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a stranger cannot read it");
+    assert_eq!(crate::retention::objects_of(m, digest).len(), 1, "one object, joined from the chunks");
+    assert_eq!(parts_files(m), 0, "no unfinished upload left");
+    // A second account uploading the same bytes sends them (it is never
+    // told another holds them) and the store still keeps one object.
+    let other = Keypair::generate();
+    m.fund(&other, 100).await;
+    let (_, theirs) = begin(m, &other, &data).await;
+    assert_eq!(theirs["missing"], json!([0, 1, 2]));
+    assert_eq!(upload(m, &other, &data).await, digest);
+    assert_eq!(crate::retention::objects_of(m, digest).len(), 1);
+});
+
+// Quotas rest on credits, not keys: a fresh key stores nothing, a key with
+// 10 credits at most 10 MiB, concurrent uploads cannot both pass one check;
+// a claimed digest its chunk values do not make, or a blob past
+// MAX_BLOB_BYTES, is refused; a cancelled, released or idle upload gives
+// its bytes back; nothing is left half-stored by a refusal.
+both_dbs!(uploads_past_a_quota_or_a_digest_are_refused_and_store_nothing, async |m: &TestMarket| {
+    let fresh = Keypair::generate();
+    let (status, body) = begin(m, &fresh, b"free keys store nothing").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("storage_quota")), "{body}");
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 10).await;
+    let six = bytes_of(6 << 20, seed());
+    let five = bytes_of(5 << 20, seed() + 1);
+    // Two uploads at once that together pass the quota: one is refused.
+    let (a, b) = tokio::join!(begin(m, &buyer, &six), begin(m, &buyer, &five));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::FORBIDDEN], "{a:?} {b:?}");
+    assert!(used_bytes(m, &buyer).await <= 10 << 20);
+    // Cancelled: its bytes come back, its parts go.
+    let open = if a.0 == StatusCode::OK { a.1 } else { b.1 };
+    let id = open["upload"].as_str().unwrap();
+    assert_eq!(m.call("DELETE", &format!("/api/v1/uploads/{id}"), None, Some(&Keypair::generate())).await.0, StatusCode::NOT_FOUND, "only its uploader cancels it");
+    assert_eq!(m.call("DELETE", &format!("/api/v1/uploads/{id}"), None, Some(&buyer)).await.0, StatusCode::OK);
+    assert_eq!(used_bytes(m, &buyer).await, 0);
+    assert_eq!(put_chunk(m, id, 0, b"late").await.0, StatusCode::NOT_FOUND);
+    if m.state.db.kind == agora_market::db::Kind::Sqlite {
+        assert_eq!(parts_files(m), 0, "a cancelled upload's parts are gone");
+    }
+    // Values that do not make the claimed digest, a size past the limit.
+    let mut lying = new_upload(&five);
+    lying["digest"] = json!(agora_wire::digest_hex(b"something else"));
+    assert_eq!(m.call("POST", "/api/v1/uploads", Some(&lying), Some(&buyer)).await.0, StatusCode::BAD_REQUEST);
+    let mut huge = new_upload(&five);
+    huge["size"] = json!(agora_wire::chunks::MAX_BLOB_BYTES + 1);
+    let (status, body) = m.call("POST", "/api/v1/uploads", Some(&huge), Some(&buyer)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("limit_exceeded")), "{body}");
+    assert_eq!(used_bytes(m, &buyer).await, 0, "refused uploads reserve nothing");
+    // Released: the bytes come back and, named by nothing, the blob goes.
+    let digest = upload(m, &buyer, &five).await;
+    assert_eq!(used_bytes(m, &buyer).await, 5 << 20);
+    assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{digest}"), None, Some(&buyer)).await.0, StatusCode::OK);
+    assert_eq!(used_bytes(m, &buyer).await, 0);
+    assert!(crate::retention::objects_of(m, &digest).is_empty(), "a blob nothing names is deleted");
+    assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{digest}"), None, Some(&buyer)).await.0, StatusCode::NOT_FOUND);
+    // Idle for a day: dropped by the sweep.
+    assert_eq!(begin(m, &buyer, &six).await.0, StatusCode::OK);
+    assert_eq!(used_bytes(m, &buyer).await, 6 << 20);
+    m.state.advance_clock(std::time::Duration::from_millis(agora_market::uploads::UPLOAD_IDLE_MS as u64 + 1_000));
+    m.state.sweep().await.unwrap();
+    assert_eq!(used_bytes(m, &buyer).await, 0);
+    assert_eq!(begin(m, &buyer, &six).await.1["missing"], json!([0]), "begun afresh");
+});
+
+// A job names what its buyer uploaded: units by digest and a shared input
+// by name. A digest nobody holds, or someone else's, is refused alike; a
+// provider reads the shared input while it holds a lease of that job, and
+// no other provider can; a blob a job names outlives its holder letting it
+// go, until the job's data goes.
+both_dbs!(a_job_names_blobs_its_buyer_holds_and_providers_read_them_while_leased, async |m: &TestMarket| {
+    publish(m, "saxpy").await;
+    let (buyer, other) = (Keypair::generate(), Keypair::generate());
+    m.fund(&buyer, 10_000).await;
+    m.fund(&other, 10_000).await;
+    let dataset = bytes_of(3 << 20, seed());
+    let unit = b"unit input by digest".to_vec();
+    let (dataset_digest, unit_digest) = (upload(m, &buyer, &dataset).await, upload(m, &buyer, &unit).await);
+    let theirs = upload(m, &other, b"the other buyer's secret").await;
+    let job = |units: Vec<&str>, shared: Value| {
+        json!({"package": "saxpy", "input_digests": units, "shared": shared,
+               "limits": {"fuel": 4_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
+               "max_price": 3000, "replicas": 1})
+    };
+    for (units, shared) in [
+        (vec![theirs.as_str()], json!({})),
+        (vec![unit_digest.as_str()], json!({"data": theirs})),
+        (vec![unit_digest.as_str()], json!({"data": agora_wire::digest_hex(b"nobody has this")})),
+    ] {
+        let (status, body) = m.call("POST", "/api/v1/jobs", Some(&job(units, shared)), Some(&buyer)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let (status, body) = m.call("POST", "/api/v1/jobs", Some(&job(vec![&unit_digest], json!({"Bad Name": dataset_digest}))), Some(&buyer)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(m.available(&buyer).await, 10_000, "refused jobs hold nothing");
+    let (status, info) = m.call("POST", "/api/v1/jobs", Some(&job(vec![&unit_digest, &unit_digest], json!({"data": dataset_digest}))), Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["shared"], json!([{"name": "data", "digest": dataset_digest, "size": dataset.len()}]));
+    assert_eq!(info["unit_counts"]["total"], 2);
+    // The holder lets the dataset go: the job still names it.
+    assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{dataset_digest}"), None, Some(&buyer)).await.0, StatusCode::OK);
+    assert_eq!(crate::retention::objects_of(m, &dataset_digest).len(), 1);
+    let (p, idle) = (provider(m, 10).await, provider(m, 10).await);
+    let grant = lease(m, &p).await.expect("a unit");
+    assert_eq!(grant["input_digest"], unit_digest.as_str());
+    assert_eq!(grant["shared"], json!([{"name": "data", "digest": dataset_digest, "size": dataset.len()}]));
+    let read = |key: &Keypair, digest: &str| {
+        let request = signed(TEST_ORIGIN, "GET", &format!("/api/v1/blobs/{digest}"), &[], key, m.state.now_ms()).body(Body::empty()).unwrap();
+        async move {
+            let response = app(m.state.clone()).oneshot(request).await.unwrap();
+            let status = response.status();
+            (status, axum::body::to_bytes(response.into_body(), 64 << 20).await.unwrap().to_vec())
+        }
+    };
+    assert_eq!(read(&p, &dataset_digest).await, (StatusCode::OK, dataset.clone()));
+    assert_eq!(read(&idle, &dataset_digest).await.0, StatusCode::NOT_FOUND, "no lease of the job, no read");
+    assert_eq!(read(&p, &theirs).await.0, StatusCode::NOT_FOUND);
+    m.assert_invariants().await;
+});
