@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Files in the cache folder are named by digest; a download in progress
-/// has this ending until it is checked.
+/// has a name of its own with this ending until it is checked (two hosts
+/// may share a folder).
 const PARTIAL: &str = "partial";
 
 pub struct BlobCache {
@@ -113,7 +114,9 @@ impl BlobCache {
     }
 
     fn fetch(&self, digest: &str, fetch: impl FnOnce(&mut std::fs::File) -> Result<(), String>) -> Result<Arc<[u8]>, CacheError> {
-        let partial = self.dir.join(format!("{digest}.{PARTIAL}"));
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).expect("the OS's random source");
+        let partial = self.dir.join(format!("{digest}.{}.{PARTIAL}", hex::encode(random)));
         let mut file = std::fs::File::create(&partial).map_err(self.io())?;
         let fetched = fetch(&mut file);
         drop(file);

@@ -357,6 +357,9 @@ fn print_head(job: &JobInfo) {
         "units      {}: {} verified, {} failed, {} running, {} verifying, {} queued",
         c.total, c.verified, c.failed, c.running, c.verifying, c.queued
     );
+    for blob in &job.shared {
+        println!("shared     {} {} ({})", blob.name, blob.digest, super::data::human_bytes(blob.size));
+    }
 }
 
 fn print_unit(u: &UnitInfo) {

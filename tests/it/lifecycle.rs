@@ -197,3 +197,48 @@ fn a_cheating_host_is_caught_by_the_packages_verify_and_not_paid() {
     assert_eq!(balance_of(&market, &["--key", &key_of(&market, "cheater")]), 0, "the cheater is not paid");
     assert!(balance_of(&market, &["--key", &key_of(&market, "honest")]) > 0);
 }
+
+// Bring your own data: a buyer uploads a 9 MiB table (two chunks) once,
+// uploading it again sends nothing, and a job of four units names it as a
+// shared input: two providers run the units, each reading the table
+// host-side through a GPU buffer, and every output is the table.
+#[test]
+fn a_shared_input_is_uploaded_once_and_every_unit_reads_it() {
+    let market = Market::start("shared-input");
+    let _ = std::fs::remove_file(market.home.join("key.json"));
+    let me = stdout(&market.agora(&["keys", "new"])).trim().to_string();
+    let hostile = guest("hostile");
+    let out = market.agora(&["publish", hostile.to_str().unwrap(), "--name", "hostile", "--version", "1.0.0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let operator = market.home.join("operator.json");
+    assert!(market.agora(&["--key", operator.to_str().unwrap(), "mint", &me, "5000"]).status.success());
+    let table_file = market.home.join("table.bin");
+    let table: Vec<u8> = (0..(9usize << 20) + 5).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&table_file, &table).unwrap();
+    let uploaded = market.agora(&["upload", table_file.to_str().unwrap()]);
+    assert!(uploaded.status.success(), "{}", stderr(&uploaded));
+    let digest = agora_wire::digest_hex(&table);
+    assert!(stdout(&uploaded).starts_with(&digest), "{}", stdout(&uploaded));
+    let listed = stdout(&market.agora(&["blobs", "list"]));
+    assert!(listed.contains(&digest), "{listed}");
+    let (_h1, _h2) = (market.host("provider-1", &[]), market.host("provider-2", &[]));
+    let units = market.home.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    for i in 0..4 {
+        std::fs::write(units.join(format!("unit-{i}.txt")), "shared table").unwrap();
+    }
+    let out_dir = market.home.join("outputs");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let shared = format!("table={}", table_file.display());
+    let out = market.agora(&[
+        "submit", "hostile", "--inputs", units.to_str().unwrap(), "--shared", &shared, "--max-price", "4000", "--wait", "-o", out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    for i in 0..4 {
+        let output = std::fs::read(out_dir.join(format!("unit-{i}.out"))).unwrap();
+        assert!(output == table, "unit {i}: {} bytes, not the table", output.len());
+    }
+    let job = stdout(&out).lines().next().unwrap().trim().to_string();
+    let status = stdout(&market.agora(&["status", &job]));
+    assert!(status.contains(&format!("shared     table {digest}")), "{status}");
+}

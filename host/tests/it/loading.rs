@@ -44,7 +44,8 @@ fn a_component_of_another_world_is_refused() {
 
 #[test]
 fn table_growth_past_the_limit_fails_cleanly() {
-    // A component whose `run` grows a table without bound.
+    // A component whose `run` grows a table without bound. It imports the
+    // contract at 0.1.0: a job built before 0.1.1 still links and runs.
     let wat = r#"(component
       (import "agora:compute/data@0.1.0" (instance $data (export "blob" (type (sub resource)))))
       (alias export $data "blob" (type $blob))
