@@ -77,6 +77,13 @@ pub struct ServeArgs {
     /// (0 to 1): how a trusted key that turns dishonest is caught.
     #[arg(long, default_value_t = agora_market::jobs::SPOT_CHECK_RATE)]
     spot_check_rate: f64,
+    /// Most bytes one account may hold and upload (64GiB, 512MiB).
+    #[arg(long, default_value = "64GiB", value_parser = super::units::parse_bytes)]
+    storage_quota: u64,
+    /// Bytes an account may store per credit it has: storage rests on
+    /// money, since keys are free.
+    #[arg(long, default_value = "1MiB", value_parser = super::units::parse_bytes)]
+    storage_per_credit: u64,
 }
 
 /// Runs `verify` in the host runtime's worker processes.
@@ -142,6 +149,7 @@ pub fn run(command: MarketCommand) -> Result<()> {
         }
         anyhow::ensure!((0.0..=1.0).contains(&args.spot_check_rate), "--spot-check-rate is between 0 and 1");
         config.jobs.spot_check_rate = args.spot_check_rate;
+        config.storage = agora_market::uploads::StorageConfig { quota_bytes: args.storage_quota, bytes_per_credit: args.storage_per_credit };
         let mut state = AppState::new(db, config);
         if args.verify_workers > 0 {
             let pool = WorkerPool::new(PoolConfig {

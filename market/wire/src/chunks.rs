@@ -219,7 +219,7 @@ mod tests {
         let mut swapped = hex.clone();
         swapped.swap(0, 1);
         assert!(matches!(check_values(&swapped, &digest.to_hex(), data.len() as u64, 1024), Err(ChunkError::Digest { .. })));
-        assert!(matches!(check_values(&["zz".into(); 4], &digest.to_hex(), data.len() as u64, 1024), Err(ChunkError::Malformed(_))));
+        assert!(matches!(check_values(&vec!["zz".to_string(); 4], &digest.to_hex(), data.len() as u64, 1024), Err(ChunkError::Malformed(_))));
         // A chunk at another offset has another value.
         assert_ne!(chunk_value(1, 4, 1024, &data[..1024]), chunk_value(0, 4, 1024, &data[..1024]));
         // Too few bytes for the size.

@@ -167,6 +167,12 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
         ("delete", "/api/v1/jobs/{job}/data"),
         ("get", "/api/v1/jobs/{job}/events"),
         ("get", "/api/v1/blobs/{digest}"),
+        ("delete", "/api/v1/blobs/{digest}"),
+        ("post", "/api/v1/uploads"),
+        ("put", "/api/v1/uploads/{upload}/chunks/{index}"),
+        ("post", "/api/v1/uploads/{upload}/complete"),
+        ("delete", "/api/v1/uploads/{upload}"),
+        ("get", "/api/v1/storage"),
         ("get", "/api/v1/browser/{digest}"),
         ("get", "/api/v1/browser/{digest}/{file}"),
         ("post", "/api/v1/operator/canaries"),
@@ -180,7 +186,7 @@ both_dbs!(the_openapi_document_describes_every_endpoint, async |m: &TestMarket| 
     assert_eq!(doc["paths"].as_object().unwrap().len(), distinct_paths.len(), "no undocumented extras or missing ones");
     // The router serves what the document lists.
     for (method, path) in expected {
-        let concrete = ["account", "name", "lease", "job", "unit", "digest", "file"]
+        let concrete = ["account", "name", "lease", "job", "unit", "digest", "file", "upload", "index"]
             .iter()
             .fold(path.replace("{version}", "1.0.0"), |p, param| p.replace(&format!("{{{param}}}"), "0"));
         let (status, body) = m.call(&method.to_uppercase(), &concrete, None, None).await;
