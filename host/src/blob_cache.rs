@@ -80,11 +80,16 @@ impl BlobCache {
         if let Some(bytes) = self.inner.lock().expect("cache lock").in_memory.get(digest).and_then(Weak::upgrade) {
             return Ok(bytes);
         }
-        let bytes = match self.from_disk(digest)? {
-            Some(bytes) => bytes,
-            None => self.fetch(digest, fetch)?,
+        let got = match self.from_disk(digest) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => self.fetch(digest, fetch),
+            Err(e) => Err(e),
         };
         let mut inner = self.inner.lock().expect("cache lock");
+        let Ok(bytes) = got else {
+            inner.fetching.remove(digest);
+            return got;
+        };
         inner.in_memory.retain(|_, weak| weak.strong_count() > 0);
         inner.in_memory.insert(digest.to_string(), Arc::downgrade(&bytes));
         inner.fetching.remove(digest);

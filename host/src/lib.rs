@@ -36,4 +36,4 @@ pub use pool::{PoolConfig, WorkerPool};
 pub use report::{LimitKind, Outcome, RunReport};
 pub use sandbox::{SandboxConfig, SandboxReport};
 pub use runtime::{Digest, LoadError, LoadedComponent, Runtime, RuntimeConfig, digest_of, hex};
-pub use state::SharedInputs;
+pub use state::{SharedBlob, SharedInputs};

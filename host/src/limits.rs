@@ -70,9 +70,11 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Bytes one worker process may hold in all (the sandbox's memory wall): the
 /// largest linear memory a unit may ask for, the default host-side blob and
-/// GPU buffer quotas (on a software adapter GPU buffers are host memory), and
-/// a gigabyte for the runtime, the driver and compiled code.
-pub const WORKER_MEMORY_BYTES: u64 = MAX_MEMORY_BYTES_CEILING + (1 << 30) + (2 << 30) + (1 << 30);
+/// GPU buffer quotas (on a software adapter GPU buffers are host memory),
+/// the shared inputs it holds (`agora_wire::limits::MAX_SHARED_INPUT_BYTES`),
+/// and a gigabyte for the runtime, the driver and compiled code.
+pub const WORKER_MEMORY_BYTES: u64 =
+    MAX_MEMORY_BYTES_CEILING + (1 << 30) + (2 << 30) + agora_wire::limits::MAX_SHARED_INPUT_BYTES + (1 << 30);
 
 /// The step of a guest's clocks (`clocks.rs`): coarse enough that a job
 /// cannot time another tenant's shader compiles or cache hits, fine enough

@@ -11,7 +11,7 @@
 
 use crate::gpu::{AdapterInfo, GpuChoice};
 use crate::limits::{self, Limits};
-use crate::protocol::{Call, Hello, Request, Response, WorkerMessage, read_frame_within, write_frame};
+use crate::protocol::{Call, Hello, Request, Response, SharedSpec, WorkerMessage, read_frame_within, write_frame};
 use crate::report::{LimitKind, LiveUpdate, Outcome, RunReport};
 use crate::state::SharedInputs;
 use crate::runtime::{digest_of, hex};
@@ -92,6 +92,9 @@ struct Worker {
     stdin: BufWriter<ChildStdin>,
     responses: Receiver<std::io::Result<(WorkerMessage, Vec<u8>)>>,
     known: HashSet<String>,
+    /// Shared inputs (by digest) it was sent and keeps, as far as the
+    /// supervisor knows (it may have let one go: it then says so).
+    shared: HashSet<String>,
     /// Its memory wall, when the supervisor could make one.
     cgroup: Option<WorkerCgroup>,
     /// Bytes of body the worker's next frame may carry: the output the
@@ -226,9 +229,10 @@ impl WorkerPool {
             Err(e) => return self.failed(component, started, Outcome::WorkerLost { message: e.to_string() }),
         };
         let mut compile_time = Duration::ZERO;
-        // At most twice: a worker may have evicted the component meanwhile.
+        // At most three times: a worker may have let the component or a
+        // shared input go meanwhile.
         let mut waited = Waited::Lost("no attempt".into());
-        for _ in 0..2 {
+        for _ in 0..3 {
             if !worker.known.contains(&component.digest) {
                 let mut ignore_load = |_: LiveUpdate| {};
                 match worker.ask(component, &[&component.bytes], &SharedInputs::new(), limits, Call::Load, limits::COMPILE_TIMEOUT, false, &mut ignore_load) {
@@ -260,6 +264,10 @@ impl WorkerPool {
             waited = worker.ask(component, input, shared, limits, call, limits.timeout + limits::KILL_GRACE, wants_live, &mut *live);
             match &waited {
                 Waited::Answer(response, _) if response.needs_component => worker.known.remove(&component.digest),
+                Waited::Answer(response, _) if response.needs_shared => {
+                    worker.shared.clear();
+                    true
+                }
                 _ => break,
             };
         }
@@ -380,9 +388,13 @@ impl Worker {
             Call::Verify { .. } => 1,
         };
         self.allowed_body.store(answer, Ordering::SeqCst);
-        let names = shared.iter().map(|(name, bytes)| (name.clone(), bytes.len() as u64)).collect();
-        let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live, shared: names };
-        let parts: Vec<&[u8]> = body.iter().copied().chain(shared.values().map(|b| &b[..])).collect();
+        let specs: Vec<SharedSpec> = shared
+            .iter()
+            .map(|(name, blob)| SharedSpec { name: name.clone(), digest: blob.digest.clone(), len: blob.bytes.len() as u64, sent: !self.shared.contains(&blob.digest) })
+            .collect();
+        let parts: Vec<&[u8]> = body.iter().copied().chain(shared.values().filter(|b| !self.shared.contains(&b.digest)).map(|b| &b.bytes[..])).collect();
+        self.shared.extend(shared.values().map(|b| b.digest.clone()));
+        let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live, shared: specs };
         if let Err(e) = write_frame(&mut self.stdin, &request, &parts) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
         }
@@ -556,7 +568,7 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         end(&mut child);
         return Err(breach);
     }
-    Ok((Worker { child, stdin, responses, known: HashSet::new(), cgroup: cgroup.ok(), allowed_body }, hello))
+    Ok((Worker { child, stdin, responses, known: HashSet::new(), shared: HashSet::new(), cgroup: cgroup.ok(), allowed_body }, hello))
 }
 
 /// Add the memory wall the supervisor raised to the worker's report, and

@@ -52,20 +52,31 @@ pub struct Request {
     pub call: Call,
     /// Send [`WorkerMessage::Live`] frames while the job runs.
     pub live: bool,
-    /// The job's shared inputs: each one's name and length, its bytes at the
-    /// end of the body.
+    /// The job's shared inputs, their bytes at the end of the body for those
+    /// `sent` (the worker keeps the rest from an earlier job).
     #[serde(default)]
-    pub shared: Vec<(String, u64)>,
+    pub shared: Vec<SharedSpec>,
 }
 
-/// Split the shared inputs named in `shared` off the end of `body`.
-pub fn split_shared(body: &mut Vec<u8>, shared: &[(String, u64)]) -> io::Result<crate::SharedInputs> {
-    let mut inputs = crate::SharedInputs::new();
-    for (name, len) in shared.iter().rev() {
-        let at = body.len().checked_sub(*len as usize).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "shared inputs longer than the body"))?;
-        inputs.insert(name.clone(), body.split_off(at).into());
+/// One shared input of a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedSpec {
+    pub name: String,
+    pub digest: String,
+    pub len: u64,
+    /// Its bytes are in this frame's body; else the worker holds them.
+    pub sent: bool,
+}
+
+/// Split the bytes of the `sent` shared inputs off the end of `body`, by
+/// digest.
+pub fn split_shared(body: &mut Vec<u8>, shared: &[SharedSpec]) -> io::Result<Vec<(String, std::sync::Arc<[u8]>)>> {
+    let mut sent = Vec::new();
+    for spec in shared.iter().rev().filter(|s| s.sent) {
+        let at = body.len().checked_sub(spec.len as usize).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "shared inputs longer than the body"))?;
+        sent.push((spec.digest.clone(), body.split_off(at).into()));
     }
-    Ok(inputs)
+    Ok(sent)
 }
 
 /// Worker -> supervisor, after the hello: any number of live updates (empty
@@ -85,6 +96,10 @@ pub struct Response {
     pub has_output: bool,
     /// The worker no longer has the component (evicted): send it again.
     pub needs_component: bool,
+    /// The worker no longer holds a shared input it was not sent: send
+    /// them all.
+    #[serde(default)]
+    pub needs_shared: bool,
 }
 
 pub fn write_frame<H: Serialize>(w: &mut impl Write, header: &H, body: &[&[u8]]) -> io::Result<()> {

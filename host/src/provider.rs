@@ -262,13 +262,39 @@ fn shared_inputs(s: &Shared, grant: &LeaseGrant) -> Result<crate::SharedInputs, 
     let mut inputs = crate::SharedInputs::new();
     for blob in &grant.shared {
         let path = format!("/api/v1/blobs/{}", blob.digest);
-        let bytes = s
-            .blobs
-            .get(&blob.digest, |file| s.client.download_signed(&path, file).map(|_| ()).map_err(|e| e.to_string()))
-            .map_err(|e| e.to_string())?;
-        inputs.insert(blob.name.clone(), bytes);
+        if blob.size > agora_wire::limits::MAX_SHARED_INPUT_BYTES {
+            return Err(format!("shared input {} is {} bytes, past MAX_SHARED_INPUT_BYTES", blob.name, blob.size));
+        }
+        // No more than the grant says: a market sending more is cut off.
+        let fetch = |file: &mut std::fs::File| {
+            let mut capped = Capped { inner: file, left: blob.size };
+            s.client.download_signed(&path, &mut capped).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let bytes = s.blobs.get(&blob.digest, fetch).map_err(|e| e.to_string())?;
+        inputs.insert(blob.name.clone(), crate::SharedBlob::checked(blob.digest.clone(), bytes));
     }
     Ok(inputs)
+}
+
+/// A writer that refuses bytes past `left`.
+struct Capped<'a> {
+    inner: &'a mut std::fs::File,
+    left: u64,
+}
+
+impl std::io::Write for Capped<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if bytes.len() as u64 > self.left {
+            return Err(std::io::Error::other("more bytes than the lease's shared input has"));
+        }
+        let n = self.inner.write(bytes)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {

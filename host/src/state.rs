@@ -34,9 +34,29 @@ impl std::ops::Deref for BlobData {
     }
 }
 
+/// One shared input: its digest (what workers keep it by) and its bytes.
+#[derive(Clone, Debug)]
+pub struct SharedBlob {
+    pub digest: String,
+    pub bytes: Arc<[u8]>,
+}
+
+impl SharedBlob {
+    /// `bytes`, hashed here.
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        let bytes = bytes.into();
+        SharedBlob { digest: blake3::hash(&bytes).to_hex().to_string(), bytes }
+    }
+
+    /// Bytes the caller checked against `digest` already (a provider's cache).
+    pub fn checked(digest: String, bytes: Arc<[u8]>) -> Self {
+        SharedBlob { digest, bytes }
+    }
+}
+
 /// A job's shared inputs by name (`data.shared`): the same bytes for every
 /// unit of the job.
-pub type SharedInputs = std::collections::BTreeMap<String, Arc<[u8]>>;
+pub type SharedInputs = std::collections::BTreeMap<String, SharedBlob>;
 /// A `buffer` handle: an id in the job's GPU session.
 pub struct BufferHandle(BufferId);
 /// A `shader` handle: an id in the job's GPU session.
@@ -290,7 +310,7 @@ fn checked_range(offset: u64, len: u64, size: u64) -> Option<std::ops::Range<usi
 
 impl data::Host for JobState {
     fn shared(&mut self, name: String) -> Option<Resource<BlobData>> {
-        let bytes = self.shared.get(&name)?.clone();
+        let bytes = self.shared.get(&name)?.bytes.clone();
         // A handle per call, over the same bytes; the store caps handles.
         Some(self.table.push(BlobData::Shared(bytes)).expect("the resource table has room"))
     }

@@ -108,7 +108,8 @@ impl ResultVerifier for PoolVerifier {
             timeout: Duration::from_millis(limits.timeout_ms),
             ..Limits::default()
         };
-        let (report, verdict) = self.0.verify_shared(&ComponentBytes::new(component.to_vec()), input, output, shared, &limits);
+        let shared: agora_host::SharedInputs = shared.iter().map(|(name, bytes)| (name.clone(), agora_host::SharedBlob::new(bytes.clone()))).collect();
+        let (report, verdict) = self.0.verify_shared(&ComponentBytes::new(component.to_vec()), input, output, &shared, &limits);
         verdict.ok_or_else(|| VerifyFailure { outcome: report.outcome.wire().0, message: report.outcome.to_string() })
     }
 

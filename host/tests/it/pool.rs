@@ -138,10 +138,16 @@ fn shared_inputs_reach_their_job_and_no_other() {
     let pool = pool(1);
     let component = hostile_component();
     let table: std::sync::Arc<[u8]> = (0..(1usize << 20) + 3).map(|i| (i * 31 % 251) as u8).collect();
-    let shared = agora_host::SharedInputs::from([("table".to_string(), table.clone()), ("other".to_string(), std::sync::Arc::from(&b"x"[..]))]);
+    let shared = agora_host::SharedInputs::from([
+        ("table".to_string(), agora_host::SharedBlob::new(table.clone())),
+        ("other".to_string(), agora_host::SharedBlob::new(&b"x"[..])),
+    ]);
     let result = pool.run_shared(&component, b"shared table", &shared, &Limits::default(), &mut |_| {});
     assert_ok(&result.report);
     assert_eq!(result.output.as_deref(), Some(&table[..]), "the bytes the provider gave, read through the GPU");
+    // Sent once: the worker keeps it for the job's next unit.
+    let again = pool.run_shared(&component, b"shared table", &shared, &Limits::default(), &mut |_| {});
+    assert_eq!(again.output.as_deref(), Some(&table[..]));
     let result = pool.run_shared(&component, b"shared missing", &shared, &Limits::default(), &mut |_| {});
     match &result.report.outcome {
         Outcome::JobError { message } => assert!(message.contains("no shared input `missing`"), "{message}"),

@@ -186,6 +186,13 @@ impl Staged {
         Ok(())
     }
 
+    /// Leave every staged object in the store, unsettled: for an object
+    /// that stays its owner's when the transaction recording it rolled back
+    /// (an upload's, joined from its chunks, which the upload still names).
+    pub fn keep_unsettled(mut self) {
+        self.settled = true;
+    }
+
     /// Once the transaction that recorded these blobs has committed (or
     /// failed): remove each staged object no committed record names.
     pub async fn settle(mut self) {

@@ -651,9 +651,17 @@ pub async fn begin_upload(State(state): State<AppState>, method: Method, uri: Ur
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = ChunkReceived), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "`chunk_mismatch`: not the declared bytes; nothing was written"),
+        (status = 429, body = ErrorBody, description = "too many chunks in flight from this address"),
         (status = 503, body = ErrorBody, description = "`busy`: too many chunks in flight; retry")))]
-pub async fn upload_chunk(State(state): State<AppState>, Path((upload, index)): Path<(String, u64)>, body: axum::body::Body) -> Result<Json<ChunkReceived>, ApiError> {
-    Ok(Json(state.uploads.put_chunk(&upload, index, body, state.now_ms()).await?))
+pub async fn upload_chunk(
+    State(state): State<AppState>,
+    Path((upload, index)): Path<(String, u64)>,
+    headers: HeaderMap,
+    connection: Option<Connection>,
+    body: axum::body::Body,
+) -> Result<Json<ChunkReceived>, ApiError> {
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    Ok(Json(state.uploads.put_chunk(&upload, index, peer(connection), length, body, state.now_ms()).await?))
 }
 
 /// Finish an upload once every chunk is in (signed by its uploader): the

@@ -23,19 +23,24 @@
 //!    once no chunk is missing, the object is made whole, the blob recorded
 //!    and held, in one transaction.
 //!
-//! Quotas: what an account holds and is uploading is at most
-//! [`StorageConfig::quota_bytes`], and at most its credits times
-//! [`StorageConfig::bytes_per_credit`]: a key is free, so a flock of fresh
-//! keys, holding no credits, stores nothing, and a funded one splitting its
-//! credits over many keys stores no more than it would with one. The usage
-//! counter changes only by conditional updates, so concurrent uploads cannot
-//! both pass one check. An upload untouched for [`UPLOAD_IDLE_MS`] is
-//! dropped by the sweep and its reservation given back.
+//! Storage rests on money, since keys are free: a finished upload costs
+//! its uploader a credit per [`StorageConfig::bytes_per_credit`] bytes
+//! (rounded up, at least one a blob), paid to the market's fees in the
+//! transaction that makes the blob theirs (transfer `market:storage:{id}`),
+//! so a flock of fresh keys stores nothing and credits moved from key to key
+//! pay for every byte each key stores. An upload is begun only by an account
+//! that can pay for it. What an account holds and is uploading is also at
+//! most [`StorageConfig::quota_bytes`]; the usage counter changes only by
+//! conditional updates, so concurrent uploads cannot both pass one check.
+//! An upload untouched for [`UPLOAD_IDLE_MS`] is dropped by the sweep and
+//! its reservation given back. A held blob that a kept job of its holder
+//! names cannot be let go (its bytes stay counted) until the job's data
+//! goes.
 
 use crate::blobs::{Pin, Staged};
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::ledger::Ledger;
+use crate::ledger::{FEES, Ledger, Op};
 use agora_wire::KeyId;
 use agora_wire::api::{ChunkReceived, HeldBlob, NewUpload, Storage, UploadInfo};
 use agora_wire::chunks::{self, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES};
@@ -48,6 +53,12 @@ pub const UPLOAD_IDLE_MS: i64 = 24 * 3_600_000;
 /// Chunk bodies held in memory at once, all uploads together (8 MiB each:
 /// 256 MiB); past it a chunk is refused busy, and its sender retries.
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 32;
+/// Chunks one address sends at once (loopback, a proxy, is counted in all
+/// only), so a few slow senders cannot hold every slot.
+pub const UPLOAD_CHUNKS_PER_PEER: usize = 4;
+/// Longest a chunk's body may take to arrive once its slot is taken
+/// (8 MiB in 30 s: 280 KB/s); past it the slot goes back.
+pub const CHUNK_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Uploads dropped by one sweep.
 const EXPIRED_PER_SWEEP: i64 = 64;
 /// Blobs listed in one page of an account's storage.
@@ -58,9 +69,16 @@ pub const HELD_BLOBS_PER_PAGE: u32 = 100;
 pub struct StorageConfig {
     /// Most bytes one account may hold and upload (`--storage-quota`).
     pub quota_bytes: u64,
-    /// Bytes an account may store per credit it has (its posted balance):
-    /// storage is bounded by money, not by keys.
+    /// Bytes a credit stores (`--storage-per-credit`): a blob costs its
+    /// size over this, rounded up, at least one credit.
     pub bytes_per_credit: u64,
+}
+
+impl StorageConfig {
+    /// What storing a blob of `size` bytes costs, in credits.
+    pub fn price_of(&self, size: u64) -> u64 {
+        size.div_ceil(self.bytes_per_credit.max(1)).max(1)
+    }
 }
 
 impl Default for StorageConfig {
@@ -75,7 +93,8 @@ pub struct Uploads {
     db: Db,
     ledger: Ledger,
     config: StorageConfig,
-    chunks_in_flight: Arc<tokio::sync::Semaphore>,
+    /// Chunk bodies in flight, per address.
+    chunks: Arc<crate::tally::Tally<std::net::IpAddr>>,
 }
 
 /// An upload's row.
@@ -96,13 +115,17 @@ fn is_digest(text: &str) -> bool {
 
 impl Uploads {
     pub fn new(db: Db, ledger: Ledger, config: StorageConfig) -> Self {
-        Uploads { db, ledger, config, chunks_in_flight: Arc::new(tokio::sync::Semaphore::new(UPLOAD_CHUNKS_IN_FLIGHT)) }
+        Uploads { db, ledger, config, chunks: Arc::default() }
     }
 
-    /// What `account` may hold now.
-    async fn quota_of(&self, account: &str) -> Result<u64, ApiError> {
-        let posted = self.ledger.balance(account).await?.map_or(0, |b| b.credits_posted.saturating_sub(b.debits_posted));
-        Ok(self.config.quota_bytes.min(posted.saturating_mul(self.config.bytes_per_credit)))
+    /// Refuse an upload of `size` bytes that `account` cannot pay for.
+    async fn check_funds(&self, account: &str, size: u64) -> Result<(), ApiError> {
+        let price = self.config.price_of(size);
+        let available = self.ledger.balance(account).await?.map_or(0, |b| b.available);
+        if available < price {
+            return Err(ApiError::InsufficientFunds { account: account.to_string(), available, requested: price });
+        }
+        Ok(())
     }
 
     async fn used_by(&self, account: &str) -> Result<u64, ApiError> {
@@ -134,7 +157,10 @@ impl Uploads {
         if let Some(open) = self.open_upload(account.as_str(), &digest).await? {
             return self.info(&open).await;
         }
-        let quota = self.quota_of(account.as_str()).await?;
+        // Before the store is asked for anything: a key that cannot pay
+        // costs the market a balance read.
+        self.check_funds(account.as_str(), request.size).await?;
+        let quota = self.config.quota_bytes;
         let object = crate::store::BlobStore::new_key(&digest);
         let parts = self.db.blobs.begin_parts(&object, request.size).await?;
         let row = Row {
@@ -241,12 +267,10 @@ impl Uploads {
         })
     }
 
-    /// Store chunk `index` of upload `id`, read from `body` once there is
-    /// room for it, if its bytes are the declared ones.
-    pub async fn put_chunk(&self, id: &str, index: u64, body: Body, now: i64) -> Result<ChunkReceived, ApiError> {
-        let Ok(_room) = self.chunks_in_flight.clone().try_acquire_owned() else {
-            return Err(ApiError::Busy);
-        };
+    /// Store chunk `index` of upload `id`, read from `body` (of
+    /// `content_length` bytes, from `peer`) once there is room for it, if
+    /// its bytes are the declared ones.
+    pub async fn put_chunk(&self, id: &str, index: u64, peer: Option<std::net::IpAddr>, content_length: Option<u64>, body: Body, now: i64) -> Result<ChunkReceived, ApiError> {
         let row = self.upload(id).await?;
         let (size, chunk_bytes) = (row.size as u64, row.chunk_bytes as u64);
         let count = chunks::chunk_count(size, chunk_bytes);
@@ -254,13 +278,18 @@ impl Uploads {
             return Err(ApiError::Invalid(format!("upload {id} has chunks 0 to {}", count - 1)));
         }
         let range = chunks::chunk_range(index, size, chunk_bytes);
-        let want = (range.end - range.start) as usize;
-        let bytes = axum::body::to_bytes(body, want)
-            .await
-            .map_err(|_| ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes; more were sent, or the body broke off")))?;
-        if bytes.len() != want {
-            return Err(ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes, not {}", bytes.len())));
+        let want = range.end - range.start;
+        // The length first, so no slot waits on a body that cannot fit.
+        if content_length != Some(want) {
+            return Err(ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes: send them with that Content-Length")));
         }
+        let _slot = self.chunk_slot(peer)?;
+        let read = tokio::time::timeout(CHUNK_BODY_TIMEOUT, axum::body::to_bytes(body, want as usize)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) if bytes.len() as u64 == want => bytes,
+            Ok(_) => return Err(ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes; others were sent, or the body broke off"))),
+            Err(_) => return Err(ApiError::Invalid(format!("chunk {index} of upload {id} did not arrive within {} s", CHUNK_BODY_TIMEOUT.as_secs()))),
+        };
         let value: String = sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2")
             .bind(id)
             .bind(index as i64)
@@ -282,6 +311,20 @@ impl Uploads {
         Ok(ChunkReceived { index, missing: missing as u64 })
     }
 
+    /// A slot for one chunk body: [`UPLOAD_CHUNKS_PER_PEER`] per address
+    /// (loopback counted in all only), [`UPLOAD_CHUNKS_IN_FLIGHT`] in all.
+    fn chunk_slot(&self, peer: Option<std::net::IpAddr>) -> Result<crate::tally::Slot<std::net::IpAddr>, ApiError> {
+        let local = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+        let (address, per_address) = match peer {
+            Some(peer) if !peer.is_loopback() => (peer, UPLOAD_CHUNKS_PER_PEER),
+            _ => (local, usize::MAX),
+        };
+        self.chunks.enter(&address, per_address, UPLOAD_CHUNKS_IN_FLIGHT).map_err(|refused| match refused {
+            crate::tally::Refused::PerKey => ApiError::TooManyAtOnce { what: "upload chunks in flight", limit: UPLOAD_CHUNKS_PER_PEER, per: "address" },
+            crate::tally::Refused::InAll => ApiError::Busy,
+        })
+    }
+
     /// Finish upload `id` of `account`: the object made whole, the blob
     /// recorded and held by `account`.
     pub async fn complete(&self, account: &KeyId, id: &str, now: i64) -> Result<UploadInfo, ApiError> {
@@ -293,6 +336,7 @@ impl Uploads {
         if !missing.is_empty() {
             return Err(ApiError::Incomplete { missing: missing.len() as u64, first: missing[0] });
         }
+        self.check_funds(&row.account, row.size as u64).await?;
         sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1").bind(id).bind(now).execute(&self.db.pool).await?;
         let parts: Vec<String> =
             sqlx::query_scalar("SELECT part FROM upload_chunks WHERE upload_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
@@ -301,15 +345,12 @@ impl Uploads {
         let mut tx = self.db.write().await?;
         let claimed = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if claimed.rows_affected() == 1 {
-            sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(id).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO holdings (account, digest, size, created_at_ms) VALUES ($1, $2, $3, $4)")
-                .bind(&row.account)
-                .bind(&row.digest)
-                .bind(row.size)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            staged.record(&mut tx, Pin::Job).await?;
+            if let Err(e) = self.make_held(&mut tx, &row, &mut staged, now).await {
+                // Rolled back: the joined object stays the upload's, for the
+                // next try or the idle drop (which removes it).
+                staged.keep_unsettled();
+                return Err(e);
+            }
             tx.commit().await?;
         } else {
             // Completed by a concurrent request (whose record names this
@@ -320,6 +361,29 @@ impl Uploads {
         self.held(&row.account, &row.digest).await?.ok_or_else(|| ApiError::NotFound(format!("upload {id} was cancelled")))
     }
 
+    /// In the completing transaction: the blob recorded, held by the
+    /// uploader, and paid for.
+    async fn make_held(&self, tx: &mut crate::db::Tx, row: &Row, staged: &mut Staged, now: i64) -> Result<(), ApiError> {
+        sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(&row.id).execute(&mut **tx).await?;
+        let held = sqlx::query("INSERT INTO holdings (account, digest, size, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (account, digest) DO NOTHING")
+            .bind(&row.account)
+            .bind(&row.digest)
+            .bind(row.size)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        if held.rows_affected() == 0 {
+            // Held already (an upload begun as another finished): counted once.
+            give_back(tx, &row.account, row.size).await?;
+        }
+        staged.record(tx, Pin::Job).await?;
+        if held.rows_affected() == 1 {
+            let price = Op::Single { debit: row.account.clone(), credit: FEES.into(), amount: self.config.price_of(row.size as u64) };
+            self.ledger.execute_in(tx, &format!("market:storage:{}", row.id), &price, now).await?;
+        }
+        Ok(())
+    }
+
     /// Cancel upload `id` of `account`: its parts removed, its bytes given
     /// back to the quota.
     pub async fn cancel(&self, account: &KeyId, id: &str) -> Result<(), ApiError> {
@@ -327,21 +391,28 @@ impl Uploads {
         if row.account != account.as_str() {
             return Err(ApiError::NotFound(format!("no upload {id} under way")));
         }
-        self.drop_upload(row).await
+        self.drop_upload(row, i64::MAX).await
     }
 
-    /// Drop an upload: its row and reservation in one transaction, then its
-    /// parts. Nothing when it finished or was dropped meanwhile.
-    async fn drop_upload(&self, row: Row) -> Result<(), ApiError> {
+    /// Drop an upload last touched before `idle_since`: its row and
+    /// reservation in one transaction, then its parts, and an object already
+    /// joined from them (no record names it: its record would have taken
+    /// the row). Nothing when it finished, was touched or was dropped
+    /// meanwhile. A crash between the two leaves parts no row names (disk,
+    /// never a blob).
+    async fn drop_upload(&self, row: Row, idle_since: i64) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
-        let dropped = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(&row.id).execute(&mut *tx).await?;
+        let dropped = sqlx::query("DELETE FROM uploads WHERE id = $1 AND touched_at_ms < $2").bind(&row.id).bind(idle_since).execute(&mut *tx).await?;
         if dropped.rows_affected() != 1 {
             return Ok(());
         }
         sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(&row.id).execute(&mut *tx).await?;
         give_back(&mut tx, &row.account, row.size).await?;
         tx.commit().await?;
-        self.db.blobs.abort_parts(&row.object, &row.parts).await?;
+        if let Err(e) = self.db.blobs.abort_parts(&row.object, &row.parts).await {
+            tracing::warn!(upload = row.id, "a dropped upload's parts stay in the store: {e}");
+        }
+        Staged::adopt(&self.db, row.digest, row.size as u64, row.object).settle().await;
         Ok(())
     }
 
@@ -354,7 +425,11 @@ impl Uploads {
             .await?;
         let count = idle.len() as u64;
         for row in idle {
-            self.drop_upload(row).await?;
+            let id = row.id.clone();
+            // One that fails stays for the next sweep; the rest go on.
+            if let Err(e) = self.drop_upload(row, now - UPLOAD_IDLE_MS).await {
+                tracing::warn!(upload = id, "dropping an idle upload failed: {e}");
+            }
         }
         Ok(count)
     }
@@ -372,6 +447,21 @@ impl Uploads {
         let Some(size) = size else {
             return Err(ApiError::NotFound(format!("you hold no blob {digest}")));
         };
+        // Named by a job of the holder whose data is kept: it stays, and so
+        // does its charge against the quota, until the job's data goes.
+        let named: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs j WHERE j.buyer = $1 AND j.data_deleted_at_ms IS NULL
+               AND (EXISTS (SELECT 1 FROM job_shared s WHERE s.job_id = j.id AND s.digest = $2)
+                    OR EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND u.input_digest = $2))
+             LIMIT 1",
+        )
+        .bind(account.as_str())
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if named.is_some() {
+            return Err(ApiError::NotYet(format!("a job of yours names blob {digest}: delete the job's data first (agora delete-data JOB), or wait for its retention")));
+        }
         give_back(&mut tx, account.as_str(), size).await?;
         let object = crate::blobs::collect(&mut tx, digest).await?;
         tx.commit().await?;
@@ -390,7 +480,7 @@ impl Uploads {
                 .await?;
         Ok(Storage {
             used_bytes: self.used_by(account.as_str()).await?,
-            quota_bytes: self.quota_of(account.as_str()).await?,
+            quota_bytes: self.config.quota_bytes,
             blobs: rows.into_iter().map(|(digest, size, created_at_ms)| HeldBlob { digest, size: size as u64, created_at_ms }).collect(),
         })
     }

@@ -17,6 +17,10 @@ pub const MAX_UNIT_TIMEOUT_MS: u64 = 3_600_000;
 /// Most linear memory of one unit: the wasm32 address space (the host's
 /// ceiling too).
 pub const MAX_UNIT_MEMORY_BYTES: u64 = 4 << 30;
+/// Most bytes of one job's shared inputs together: a provider's worker holds
+/// them in memory while it runs the job's units (its memory wall counts
+/// them), so they are far below a blob's own bound.
+pub const MAX_SHARED_INPUT_BYTES: u64 = 4 << 30;
 /// Highest price a provider may ask, per billion fuel, per GPU second or
 /// per wall second.
 pub const MAX_ASK: u64 = 1_000_000;
@@ -50,6 +54,11 @@ pub fn check_unit_limits(l: &UnitLimits) -> Result<(), LimitError> {
 /// Check a size in bytes against [`MAX_UNIT_BYTES`].
 pub fn check_unit_bytes(what: &'static str, len: usize) -> Result<(), LimitError> {
     within("MAX_UNIT_BYTES", what, len as u64, 0, MAX_UNIT_BYTES as u64)
+}
+
+/// Check a job's shared inputs together against [`MAX_SHARED_INPUT_BYTES`].
+pub fn check_shared_bytes(total: u64) -> Result<(), LimitError> {
+    within("MAX_SHARED_INPUT_BYTES", "shared inputs", total, 0, MAX_SHARED_INPUT_BYTES)
 }
 
 /// Check an ask against [`MAX_ASK`].

@@ -67,6 +67,10 @@ impl Client {
             return Ok(info);
         }
         let upload = info.upload.clone().ok_or_else(|| ClientError::Decode("an upload under way without an id".into()))?;
+        let count = crate::chunks::chunk_count(size, UPLOAD_CHUNK_BYTES);
+        if info.chunk_bytes != UPLOAD_CHUNK_BYTES || info.missing.iter().any(|&i| i >= count) {
+            return Err(ClientError::Decode(format!("the market's upload does not fit {count} chunks of {UPLOAD_CHUNK_BYTES} bytes")));
+        }
         let missing_bytes: u64 = info.missing.iter().map(|&i| chunk_range(i, size, info.chunk_bytes)).map(|r| r.end - r.start).sum();
         let mut sent = size - missing_bytes;
         progress(UploadStage::Sending, sent, size);

@@ -44,6 +44,8 @@ impl Named<'_> {
         for digest in self.input_digests {
             check_unit_bytes("an input", sizes[digest] as usize)?;
         }
+        let shared: u64 = self.shared.values().map(|d| sizes[d]).sum();
+        agora_wire::limits::check_shared_bytes(shared)?;
         Ok(sizes.into_iter().collect())
     }
 }

@@ -161,9 +161,16 @@ impl Jobs {
         let (_, component) = self.registry.component(&row.try_get::<String, _>("package")?, &row.try_get::<String, _>("version")?).await?;
         let input = self.blob(&row.try_get::<String, _>("input_digest")?).await?;
         let output = self.blob(&row.try_get::<String, _>("output_digest")?).await?;
+        // Each digest read once, however many names share it (a job's shared
+        // inputs are at most MAX_SHARED_INPUT_BYTES by name).
         let mut shared = SharedInputs::new();
+        let mut read: std::collections::HashMap<String, std::sync::Arc<[u8]>> = std::collections::HashMap::new();
         for blob in self.shared_of(&row.try_get::<String, _>("job_id")?).await? {
-            shared.insert(blob.name, self.blob(&blob.digest).await?.into());
+            let bytes = match read.get(&blob.digest) {
+                Some(bytes) => bytes.clone(),
+                None => read.entry(blob.digest.clone()).or_insert(self.blob(&blob.digest).await?.into()).clone(),
+            };
+            shared.insert(blob.name, bytes);
         }
         Ok(Some((component, input, output, shared, limits_of(&row)?)))
     }

@@ -5,7 +5,8 @@
 //! a lease of that job.
 
 use super::*;
-use crate::jobs::{lease, provider, publish};
+use crate::jobs::{answer, lease, provider, publish, trusted_provider};
+use agora_market::uploads::StorageConfig;
 use agora_wire::chunks::{Chunker, UPLOAD_CHUNK_BYTES, chunk_range};
 
 /// Bytes no two calls with different seeds share.
@@ -29,7 +30,12 @@ async fn begin(m: &TestMarket, key: &Keypair, data: &[u8]) -> (StatusCode, Value
 
 /// Send chunk `index` of `data` (unsigned, as any client may).
 async fn put_chunk(m: &TestMarket, upload: &str, index: u64, bytes: &[u8]) -> (StatusCode, Value) {
-    let request = Request::builder().method("PUT").uri(format!("/api/v1/uploads/{upload}/chunks/{index}")).body(Body::from(bytes.to_vec())).unwrap();
+    let request = Request::builder()
+        .method("PUT")
+        .uri(format!("/api/v1/uploads/{upload}/chunks/{index}"))
+        .header("content-length", bytes.len())
+        .body(Body::from(bytes.to_vec()))
+        .unwrap();
     send(&m.state, request).await
 }
 
@@ -122,24 +128,32 @@ both_dbs!(a_blob_goes_up_in_chunks_and_resumes_where_it_stopped, async |m: &Test
     assert_eq!(crate::retention::objects_of(m, digest).len(), 1);
 });
 
-// Quotas rest on credits, not keys: a fresh key stores nothing, a key with
-// 10 credits at most 10 MiB, concurrent uploads cannot both pass one check;
-// a claimed digest its chunk values do not make, or a blob past
-// MAX_BLOB_BYTES, is refused; a cancelled, released or idle upload gives
-// its bytes back; nothing is left half-stored by a refusal.
-both_dbs!(uploads_past_a_quota_or_a_digest_are_refused_and_store_nothing, async |m: &TestMarket| {
+// Storage rests on money: a fresh key cannot begin an upload, a finished
+// one costs a credit a MiB (at least one a blob) paid to the market's
+// fees, and credits moved away before the end leave it unfinished. The
+// quota per account holds under concurrent uploads; a claimed digest its
+// chunk values do not make, or a blob past MAX_BLOB_BYTES, is refused; a
+// cancelled, released or idle upload gives its bytes back; nothing is left
+// half-stored by a refusal.
+both_dbs!(uploads_are_paid_for_within_a_quota_and_refusals_store_nothing, async |m: &TestMarket| {
     let fresh = Keypair::generate();
     let (status, body) = begin(m, &fresh, b"free keys store nothing").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("storage_quota")), "{body}");
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_funds")), "{body}");
     let buyer = Keypair::generate();
-    m.fund(&buyer, 10).await;
+    m.fund(&buyer, 100).await;
+    // A market whose accounts may hold 10 MiB each.
+    let mut small = m.state.clone();
+    small.uploads = agora_market::uploads::Uploads::new(small.db.clone(), small.ledger.clone(), StorageConfig { quota_bytes: 10 << 20, bytes_per_credit: 1 << 20 });
     let six = bytes_of(6 << 20, seed());
     let five = bytes_of(5 << 20, seed() + 1);
+    let begin_on = |data: &[u8]| call_on(&small, "POST", "/api/v1/uploads", Some(serde_json::to_vec(&new_upload(data)).unwrap()), Some(&buyer), None);
     // Two uploads at once that together pass the quota: one is refused.
-    let (a, b) = tokio::join!(begin(m, &buyer, &six), begin(m, &buyer, &five));
+    let (a, b) = tokio::join!(begin_on(&six), begin_on(&five));
     let mut statuses = [a.0, b.0];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::FORBIDDEN], "{a:?} {b:?}");
+    let refused = if a.0 == StatusCode::OK { &b.1 } else { &a.1 };
+    assert_eq!(refused["error"]["code"], "storage_quota", "{refused}");
     assert!(used_bytes(m, &buyer).await <= 10 << 20);
     // Cancelled: its bytes come back, its parts go.
     let open = if a.0 == StatusCode::OK { a.1 } else { b.1 };
@@ -160,20 +174,38 @@ both_dbs!(uploads_past_a_quota_or_a_digest_are_refused_and_store_nothing, async 
     let (status, body) = m.call("POST", "/api/v1/uploads", Some(&huge), Some(&buyer)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("limit_exceeded")), "{body}");
     assert_eq!(used_bytes(m, &buyer).await, 0, "refused uploads reserve nothing");
-    // Released: the bytes come back and, named by nothing, the blob goes.
+    assert_eq!(m.available(&buyer).await, 100, "nor cost anything");
+    // Finished: paid, 5 credits for 5 MiB, 1 for an empty blob.
     let digest = upload(m, &buyer, &five).await;
+    upload(m, &buyer, b"").await;
+    assert_eq!(m.available(&buyer).await, 100 - 5 - 1);
     assert_eq!(used_bytes(m, &buyer).await, 5 << 20);
+    m.assert_invariants().await;
+    // Released: the bytes come back and, named by nothing, the blob goes.
     assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{digest}"), None, Some(&buyer)).await.0, StatusCode::OK);
     assert_eq!(used_bytes(m, &buyer).await, 0);
     assert!(crate::retention::objects_of(m, &digest).is_empty(), "a blob nothing names is deleted");
     assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{digest}"), None, Some(&buyer)).await.0, StatusCode::NOT_FOUND);
-    // Idle for a day: dropped by the sweep.
-    assert_eq!(begin(m, &buyer, &six).await.0, StatusCode::OK);
+    // Credits moved away before the end: the upload waits, unfinished.
+    let (_, begun) = begin(m, &buyer, &six).await;
+    let id = begun["upload"].as_str().unwrap().to_string();
+    assert_eq!(put_chunk(m, &id, 0, &six).await.0, StatusCode::OK);
+    let other = Keypair::generate();
+    let (status, body) = m.call("POST", "/api/v1/transfers", Some(&json!({"id": "away", "kind": "single", "debit": buyer.id(), "credit": other.id(), "amount": 90})), Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_funds")), "{body}");
+    assert_eq!(m.call("GET", "/api/v1/storage", None, Some(&buyer)).await.1["blobs"].as_array().unwrap().len(), 1, "only the empty blob is held");
+    // Idle for a day: dropped by the sweep, its joined object too.
     assert_eq!(used_bytes(m, &buyer).await, 6 << 20);
     m.state.advance_clock(std::time::Duration::from_millis(agora_market::uploads::UPLOAD_IDLE_MS as u64 + 1_000));
     m.state.sweep().await.unwrap();
     assert_eq!(used_bytes(m, &buyer).await, 0);
-    assert_eq!(begin(m, &buyer, &six).await.1["missing"], json!([0]), "begun afresh");
+    assert!(crate::retention::objects_of(m, &agora_wire::digest_hex(&six)).is_empty());
+    if m.state.db.kind == agora_market::db::Kind::Sqlite {
+        assert_eq!(parts_files(m), 0);
+    }
+    m.assert_invariants().await;
 });
 
 // A job names what its buyer uploaded: units by digest and a shared input
@@ -190,6 +222,7 @@ both_dbs!(a_job_names_blobs_its_buyer_holds_and_providers_read_them_while_leased
     let unit = b"unit input by digest".to_vec();
     let (dataset_digest, unit_digest) = (upload(m, &buyer, &dataset).await, upload(m, &buyer, &unit).await);
     let theirs = upload(m, &other, b"the other buyer's secret").await;
+    assert_eq!(m.available(&buyer).await, 10_000 - 3 - 1, "3 MiB and a small blob stored");
     let job = |units: Vec<&str>, shared: Value| {
         json!({"package": "saxpy", "input_digests": units, "shared": shared,
                "limits": {"fuel": 4_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
@@ -205,15 +238,15 @@ both_dbs!(a_job_names_blobs_its_buyer_holds_and_providers_read_them_while_leased
     }
     let (status, body) = m.call("POST", "/api/v1/jobs", Some(&job(vec![&unit_digest], json!({"Bad Name": dataset_digest}))), Some(&buyer)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(m.available(&buyer).await, 10_000, "refused jobs hold nothing");
+    assert_eq!(m.available(&buyer).await, 10_000 - 4, "refused jobs hold nothing");
     let (status, info) = m.call("POST", "/api/v1/jobs", Some(&job(vec![&unit_digest, &unit_digest], json!({"data": dataset_digest}))), Some(&buyer)).await;
     assert_eq!(status, StatusCode::OK, "{info}");
     assert_eq!(info["shared"], json!([{"name": "data", "digest": dataset_digest, "size": dataset.len()}]));
     assert_eq!(info["unit_counts"]["total"], 2);
-    // The holder lets the dataset go: the job still names it.
-    assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{dataset_digest}"), None, Some(&buyer)).await.0, StatusCode::OK);
-    assert_eq!(crate::retention::objects_of(m, &dataset_digest).len(), 1);
-    let (p, idle) = (provider(m, 10).await, provider(m, 10).await);
+    // The holder cannot let the dataset go while the job names it.
+    let (status, body) = m.call("DELETE", &format!("/api/v1/blobs/{dataset_digest}"), None, Some(&buyer)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_yet")), "{body}");
+    let (p, idle) = (trusted_provider(m, 10).await, provider(m, 10).await);
     let grant = lease(m, &p).await.expect("a unit");
     assert_eq!(grant["input_digest"], unit_digest.as_str());
     assert_eq!(grant["shared"], json!([{"name": "data", "digest": dataset_digest, "size": dataset.len()}]));
@@ -228,5 +261,14 @@ both_dbs!(a_job_names_blobs_its_buyer_holds_and_providers_read_them_while_leased
     assert_eq!(read(&p, &dataset_digest).await, (StatusCode::OK, dataset.clone()));
     assert_eq!(read(&idle, &dataset_digest).await.0, StatusCode::NOT_FOUND, "no lease of the job, no read");
     assert_eq!(read(&p, &theirs).await.0, StatusCode::NOT_FOUND);
+    // The job ends and its data goes: then the dataset can go, and does.
+    assert_eq!(answer(m, &p, &grant, Ok(b"done")).await.0, StatusCode::OK);
+    let second = lease(m, &p).await.expect("the second unit");
+    assert_eq!(answer(m, &p, &second, Ok(b"done")).await.0, StatusCode::OK);
+    let job = info["id"].as_str().unwrap();
+    let (status, body) = m.call("DELETE", &format!("/api/v1/jobs/{job}/data"), None, Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{dataset_digest}"), None, Some(&buyer)).await.0, StatusCode::OK);
+    assert!(crate::retention::objects_of(m, &dataset_digest).is_empty(), "named by nothing now, the dataset is deleted");
     m.assert_invariants().await;
 });
