@@ -74,7 +74,10 @@ pub fn split_shared(body: &mut Vec<u8>, shared: &[SharedSpec]) -> io::Result<Vec
     let mut sent = Vec::new();
     for spec in shared.iter().rev().filter(|s| s.sent) {
         let at = body.len().checked_sub(spec.len as usize).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "shared inputs longer than the body"))?;
-        sent.push((spec.digest.clone(), body.split_off(at).into()));
+        // One copy, into the shared allocation; the body's tail is freed.
+        sent.push((spec.digest.clone(), std::sync::Arc::from(&body[at..])));
+        body.truncate(at);
+        body.shrink_to_fit();
     }
     Ok(sent)
 }

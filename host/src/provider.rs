@@ -260,6 +260,10 @@ fn component(s: &Shared, grant: &LeaseGrant) -> Result<ComponentBytes, String> {
 /// The lease's shared inputs, from the cache or fetched into it.
 fn shared_inputs(s: &Shared, grant: &LeaseGrant) -> Result<crate::SharedInputs, String> {
     let mut inputs = crate::SharedInputs::new();
+    let total: u64 = grant.shared.iter().map(|b| b.size).sum();
+    if total > agora_wire::limits::MAX_SHARED_INPUT_BYTES {
+        return Err(format!("the lease's shared inputs are {total} bytes, past MAX_SHARED_INPUT_BYTES"));
+    }
     for blob in &grant.shared {
         let path = format!("/api/v1/blobs/{}", blob.digest);
         if blob.size > agora_wire::limits::MAX_SHARED_INPUT_BYTES {

@@ -34,11 +34,13 @@ impl std::ops::Deref for BlobData {
     }
 }
 
-/// One shared input: its digest (what workers keep it by) and its bytes.
+/// One shared input: its digest (what workers keep it by) and its bytes,
+/// which match it (made only by hashing, or from the provider's checked
+/// cache): a worker keeps bytes by this digest for later jobs.
 #[derive(Clone, Debug)]
 pub struct SharedBlob {
-    pub digest: String,
-    pub bytes: Arc<[u8]>,
+    pub(crate) digest: String,
+    pub(crate) bytes: Arc<[u8]>,
 }
 
 impl SharedBlob {
@@ -49,7 +51,7 @@ impl SharedBlob {
     }
 
     /// Bytes the caller checked against `digest` already (a provider's cache).
-    pub fn checked(digest: String, bytes: Arc<[u8]>) -> Self {
+    pub(crate) fn checked(digest: String, bytes: Arc<[u8]>) -> Self {
         SharedBlob { digest, bytes }
     }
 }

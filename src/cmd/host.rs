@@ -37,7 +37,7 @@ pub struct HostArgs {
     #[arg(long)]
     cache_dir: Option<std::path::PathBuf>,
     /// Most bytes of shared inputs kept on disk (least recently used go first).
-    #[arg(long, default_value = "16GiB", value_parser = super::units::parse_bytes)]
+    #[arg(long, default_value = "16GiB", value_parser = crate::units::parse_bytes)]
     cache_size: u64,
     /// Test-only: return wrong outputs, to exercise the market's quorum.
     #[arg(long, hide = true)]

@@ -8,7 +8,7 @@ use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Args;
-use super::units::UnitSource;
+use super::unit_inputs::UnitSource;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "FILE")]
     split: Option<PathBuf>,
     /// The size of each piece of --split (64MiB, 512KiB).
-    #[arg(long, default_value = "64MiB", value_parser = super::units::parse_bytes)]
+    #[arg(long, default_value = "64MiB", value_parser = crate::units::parse_bytes)]
     piece_size: u64,
     /// One work unit per combination of values, its input the JSON object of
     /// them: `--sweep lr=0.1,0.01 --sweep hidden=64,128` makes four units.
@@ -174,12 +174,12 @@ const INLINE_TOTAL_BYTES: u64 = 32 << 20;
 fn unit_sources(args: &SubmitArgs) -> Result<Vec<UnitSource>> {
     let mut sources: Vec<UnitSource> = args.inputs.iter().cloned().map(UnitSource::File).collect();
     for set in &args.input_sets {
-        sources.extend(super::units::files_of(set)?.into_iter().map(UnitSource::File));
+        sources.extend(super::unit_inputs::files_of(set)?.into_iter().map(UnitSource::File));
     }
     if let Some(file) = &args.split {
-        sources.extend(super::units::pieces_of(file, args.piece_size)?);
+        sources.extend(super::unit_inputs::pieces_of(file, args.piece_size)?);
     }
-    sources.extend(super::units::sweep(&args.sweep)?.into_iter().map(UnitSource::Made));
+    sources.extend(super::unit_inputs::sweep(&args.sweep)?.into_iter().map(UnitSource::Made));
     if sources.is_empty() {
         bail!("name the job's units: --input FILE, --inputs FOLDER|GLOB, --split FILE or --sweep KEY=V1,V2");
     }

@@ -78,11 +78,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = agora_market::jobs::SPOT_CHECK_RATE)]
     spot_check_rate: f64,
     /// Most bytes one account may hold and upload (64GiB, 512MiB).
-    #[arg(long, default_value = "64GiB", value_parser = super::units::parse_bytes)]
+    #[arg(long, default_value = "64GiB", value_parser = crate::units::parse_bytes)]
     storage_quota: u64,
     /// Bytes an account may store per credit it has: storage rests on
     /// money, since keys are free.
-    #[arg(long, default_value = "1MiB", value_parser = super::units::parse_bytes)]
+    #[arg(long, default_value = "1MiB", value_parser = crate::units::parse_bytes)]
     storage_per_credit: u64,
 }
 

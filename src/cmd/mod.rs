@@ -9,4 +9,4 @@ pub mod ledger;
 pub mod market;
 pub mod registry;
 pub mod run;
-pub mod units;
+pub mod unit_inputs;

@@ -4,11 +4,17 @@ use super::*;
 
 /// Publish mandelbrot, fund the buyer, return the buyer's id.
 fn setup(market: &Market) -> String {
+    setup_with(market, "mandelbrot")
+}
+
+/// Publish guest `name` as package `name` 1.0.0, fund the buyer with 5,000
+/// credits, return the buyer's id.
+fn setup_with(market: &Market, name: &str) -> String {
     let _ = std::fs::remove_file(market.home.join("key.json"));
     let _ = std::fs::remove_file(market.home.join("known-logs.json"));
     let me = stdout(&market.agora(&["keys", "new"])).trim().to_string();
-    let mandelbrot = guest("mandelbrot");
-    let out = market.agora(&["publish", mandelbrot.to_str().unwrap(), "--name", "mandelbrot", "--version", "1.0.0"]);
+    let component = guest(name);
+    let out = market.agora(&["publish", component.to_str().unwrap(), "--name", name, "--version", "1.0.0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let operator = market.home.join("operator.json");
     assert!(market.agora(&["--key", operator.to_str().unwrap(), "mint", &me, "5000"]).status.success());
@@ -205,13 +211,7 @@ fn a_cheating_host_is_caught_by_the_packages_verify_and_not_paid() {
 #[test]
 fn a_shared_input_is_uploaded_once_and_every_unit_reads_it() {
     let market = Market::start("shared-input");
-    let _ = std::fs::remove_file(market.home.join("key.json"));
-    let me = stdout(&market.agora(&["keys", "new"])).trim().to_string();
-    let hostile = guest("hostile");
-    let out = market.agora(&["publish", hostile.to_str().unwrap(), "--name", "hostile", "--version", "1.0.0"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let operator = market.home.join("operator.json");
-    assert!(market.agora(&["--key", operator.to_str().unwrap(), "mint", &me, "5000"]).status.success());
+    setup_with(&market, "hostile");
     let table_file = market.home.join("table.bin");
     let table: Vec<u8> = (0..(9usize << 20) + 5).map(|i| (i * 7 % 253) as u8).collect();
     std::fs::write(&table_file, &table).unwrap();

@@ -119,8 +119,9 @@ impl Staged {
     }
 
     /// A blob whose object was written under `key` already (an upload's,
-    /// joined from its chunks): recorded like a written one, and removed
-    /// when no committed record names it.
+    /// joined from its chunks): recorded like a written one, and removed by
+    /// [`Staged::settle`] when no committed record names it, never by a
+    /// drop (the upload names it still when its transaction did not commit).
     pub fn adopt(db: &Db, digest: String, size: u64, key: String) -> Staged {
         Staged { db: db.clone(), items: vec![Item { digest, size, bytes: None, key, written: true }], settled: false }
     }
@@ -186,13 +187,6 @@ impl Staged {
         Ok(())
     }
 
-    /// Leave every staged object in the store, unsettled: for an object
-    /// that stays its owner's when the transaction recording it rolled back
-    /// (an upload's, joined from its chunks, which the upload still names).
-    pub fn keep_unsettled(mut self) {
-        self.settled = true;
-    }
-
     /// Once the transaction that recorded these blobs has committed (or
     /// failed): remove each staged object no committed record names.
     pub async fn settle(mut self) {
@@ -217,7 +211,9 @@ impl Drop for Staged {
         if self.settled {
             return;
         }
-        let (db, written) = (self.db.clone(), self.written());
+        // Only objects written here: an adopted one is its upload's.
+        let written: Vec<(String, String)> = self.items.iter().filter(|i| i.written && i.bytes.is_some()).map(|i| (i.digest.clone(), i.key.clone())).collect();
+        let db = self.db.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) if !written.is_empty() => {
                 runtime.spawn(async move {

@@ -684,7 +684,7 @@ pub async fn cancel_upload(State(state): State<AppState>, Path(upload): Path<Str
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, _| async move {
-            s.uploads.cancel(&caller, &upload).await?;
+            s.uploads.cancel(&caller, &upload, s.now_ms()).await?;
             Ok((StatusCode::OK, serde_json::json!({ "cancelled": upload })))
         })
         .await

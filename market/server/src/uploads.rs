@@ -23,13 +23,15 @@
 //!    once no chunk is missing, the object is made whole, the blob recorded
 //!    and held, in one transaction.
 //!
-//! Storage rests on money, since keys are free: a finished upload costs
-//! its uploader a credit per [`StorageConfig::bytes_per_credit`] bytes
-//! (rounded up, at least one a blob), paid to the market's fees in the
-//! transaction that makes the blob theirs (transfer `market:storage:{id}`),
-//! so a flock of fresh keys stores nothing and credits moved from key to key
-//! pay for every byte each key stores. An upload is begun only by an account
-//! that can pay for it. What an account holds and is uploading is also at
+//! Storage rests on money, since keys are free: a blob costs its uploader
+//! a credit per [`StorageConfig::bytes_per_credit`] bytes (rounded up, at
+//! least one a blob). Beginning an upload holds its price (hold
+//! `market:storage:{id}`, in the transaction that reserves its bytes);
+//! finishing it posts the hold to the market's fees in the transaction that
+//! makes the blob the uploader's; dropping it voids the hold. So a flock of
+//! fresh keys begins nothing, credits moved from key to key pay for every
+//! upload each key has under way and every blob it holds, and an upload
+//! lives at most [`UPLOAD_MAX_AGE_MS`], well inside the hold's life. What an account holds and is uploading is also at
 //! most [`StorageConfig::quota_bytes`]; the usage counter changes only by
 //! conditional updates, so concurrent uploads cannot both pass one check.
 //! An upload untouched for [`UPLOAD_IDLE_MS`] is dropped by the sweep and
@@ -50,6 +52,11 @@ use std::sync::Arc;
 /// An upload untouched this long is dropped (its parts removed, its bytes
 /// given back to the quota): a day, for a laptop that sleeps overnight.
 pub const UPLOAD_IDLE_MS: i64 = 24 * 3_600_000;
+/// An upload older than this is dropped however busy: its price's hold
+/// must outlive it (`ledger::MAX_HOLD_MS` is 30 days).
+pub const UPLOAD_MAX_AGE_MS: i64 = 7 * 24 * 3_600_000;
+/// How long the hold of an upload's price lasts: past its oldest drop.
+const UPLOAD_HOLD_MS: u64 = (UPLOAD_MAX_AGE_MS + 24 * 3_600_000) as u64;
 /// Chunk bodies held in memory at once, all uploads together (8 MiB each:
 /// 256 MiB); past it a chunk is refused busy, and its sender retries.
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 32;
@@ -59,8 +66,9 @@ pub const UPLOAD_CHUNKS_PER_PEER: usize = 4;
 /// Longest a chunk's body may take to arrive once its slot is taken
 /// (8 MiB in 30 s: 280 KB/s); past it the slot goes back.
 pub const CHUNK_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Uploads dropped by one sweep.
-const EXPIRED_PER_SWEEP: i64 = 64;
+/// Uploads dropped by one batch of a sweep, and batches a sweep runs.
+const EXPIRED_PER_BATCH: i64 = 64;
+const EXPIRED_BATCHES_PER_SWEEP: u32 = 16;
 /// Blobs listed in one page of an account's storage.
 pub const HELD_BLOBS_PER_PAGE: u32 = 100;
 
@@ -189,6 +197,11 @@ impl Uploads {
 
     /// Reserve the upload's bytes and record it, in one transaction.
     async fn insert(&self, row: &Row, values: &[String], quota: u64, now: i64) -> Result<(), ApiError> {
+        if self.used_by(&row.account).await?.saturating_add(row.size as u64) > quota {
+            // A first look, before the store is asked for anything; the
+            // conditional update below is the check that counts.
+            return Err(ApiError::StorageQuota { used: self.used_by(&row.account).await?, requested: row.size as u64, quota });
+        }
         let mut tx = self.db.write().await?;
         sqlx::query("INSERT INTO storage_usage (account, bytes) VALUES ($1, 0) ON CONFLICT (account) DO NOTHING").bind(&row.account).execute(&mut *tx).await?;
         let reserved = sqlx::query("UPDATE storage_usage SET bytes = bytes + $2 WHERE account = $1 AND bytes + $2 <= $3")
@@ -223,6 +236,10 @@ impl Uploads {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Its price held for it, last (the account's row is locked only for
+        // the end of the transaction).
+        let price = Op::Hold { debit: row.account.clone(), credit: FEES.into(), amount: self.config.price_of(row.size as u64), timeout_ms: UPLOAD_HOLD_MS };
+        self.ledger.execute_in(&mut tx, &price_hold(&row.id), &price, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -345,12 +362,9 @@ impl Uploads {
         let mut tx = self.db.write().await?;
         let claimed = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if claimed.rows_affected() == 1 {
-            if let Err(e) = self.make_held(&mut tx, &row, &mut staged, now).await {
-                // Rolled back: the joined object stays the upload's, for the
-                // next try or the idle drop (which removes it).
-                staged.keep_unsettled();
-                return Err(e);
-            }
+            // On any failure the object stays the upload's (an adopted object
+            // is removed only by settling), for the next try or the drop.
+            self.make_held(&mut tx, &row, &mut staged, now).await?;
             tx.commit().await?;
         } else {
             // Completed by a concurrent request (whose record names this
@@ -377,21 +391,23 @@ impl Uploads {
             give_back(tx, &row.account, row.size).await?;
         }
         staged.record(tx, Pin::Job).await?;
-        if held.rows_affected() == 1 {
-            let price = Op::Single { debit: row.account.clone(), credit: FEES.into(), amount: self.config.price_of(row.size as u64) };
-            self.ledger.execute_in(tx, &format!("market:storage:{}", row.id), &price, now).await?;
-        }
+        // Paid for a new holding; given back for one held already.
+        let (id, op) = match held.rows_affected() {
+            1 => (format!("{}:paid", price_hold(&row.id)), Op::Post { pending_id: price_hold(&row.id), amount: None }),
+            _ => (format!("{}:void", price_hold(&row.id)), Op::Void { pending_id: price_hold(&row.id) }),
+        };
+        self.ledger.execute_in(tx, &id, &op, now).await?;
         Ok(())
     }
 
     /// Cancel upload `id` of `account`: its parts removed, its bytes given
     /// back to the quota.
-    pub async fn cancel(&self, account: &KeyId, id: &str) -> Result<(), ApiError> {
+    pub async fn cancel(&self, account: &KeyId, id: &str, now: i64) -> Result<(), ApiError> {
         let row = self.upload(id).await?;
         if row.account != account.as_str() {
             return Err(ApiError::NotFound(format!("no upload {id} under way")));
         }
-        self.drop_upload(row, i64::MAX).await
+        self.drop_upload(row, Due { idle_since: i64::MAX, made_before: i64::MAX }, now).await
     }
 
     /// Drop an upload last touched before `idle_since`: its row and
@@ -400,14 +416,24 @@ impl Uploads {
     /// the row). Nothing when it finished, was touched or was dropped
     /// meanwhile. A crash between the two leaves parts no row names (disk,
     /// never a blob).
-    async fn drop_upload(&self, row: Row, idle_since: i64) -> Result<(), ApiError> {
+    async fn drop_upload(&self, row: Row, due: Due, now: i64) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
-        let dropped = sqlx::query("DELETE FROM uploads WHERE id = $1 AND touched_at_ms < $2").bind(&row.id).bind(idle_since).execute(&mut *tx).await?;
+        let dropped = sqlx::query("DELETE FROM uploads WHERE id = $1 AND (touched_at_ms < $2 OR created_at_ms < $3)")
+            .bind(&row.id)
+            .bind(due.idle_since)
+            .bind(due.made_before)
+            .execute(&mut *tx)
+            .await?;
         if dropped.rows_affected() != 1 {
             return Ok(());
         }
         sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(&row.id).execute(&mut *tx).await?;
         give_back(&mut tx, &row.account, row.size).await?;
+        // Its price back (a hold the ledger's sweep expired is back already).
+        match self.ledger.execute_in(&mut tx, &format!("{}:void", price_hold(&row.id)), &Op::Void { pending_id: price_hold(&row.id) }, now).await {
+            Ok(_) | Err(ApiError::NotPending(_)) => {}
+            Err(e) => return Err(e),
+        }
         tx.commit().await?;
         if let Err(e) = self.db.blobs.abort_parts(&row.object, &row.parts).await {
             tracing::warn!(upload = row.id, "a dropped upload's parts stay in the store: {e}");
@@ -416,19 +442,35 @@ impl Uploads {
         Ok(())
     }
 
-    /// Drop uploads untouched for [`UPLOAD_IDLE_MS`]; how many.
+    /// Drop uploads untouched for [`UPLOAD_IDLE_MS`] or older than
+    /// [`UPLOAD_MAX_AGE_MS`]; how many.
     pub async fn drop_idle(&self, now: i64) -> Result<u64, ApiError> {
-        let idle: Vec<Row> = sqlx::query_as("SELECT id, account, digest, size, chunk_bytes, object, parts FROM uploads WHERE touched_at_ms < $1 ORDER BY touched_at_ms LIMIT $2")
-            .bind(now - UPLOAD_IDLE_MS)
-            .bind(EXPIRED_PER_SWEEP)
+        let due = Due { idle_since: now - UPLOAD_IDLE_MS, made_before: now - UPLOAD_MAX_AGE_MS };
+        let mut count = 0;
+        for _ in 0..EXPIRED_BATCHES_PER_SWEEP {
+            let batch: Vec<Row> = sqlx::query_as(
+                "SELECT id, account, digest, size, chunk_bytes, object, parts FROM uploads WHERE touched_at_ms < $1 OR created_at_ms < $2
+                 ORDER BY touched_at_ms LIMIT $3",
+            )
+            .bind(due.idle_since)
+            .bind(due.made_before)
+            .bind(EXPIRED_PER_BATCH)
             .fetch_all(&self.db.pool)
             .await?;
-        let count = idle.len() as u64;
-        for row in idle {
-            let id = row.id.clone();
-            // One that fails stays for the next sweep; the rest go on.
-            if let Err(e) = self.drop_upload(row, now - UPLOAD_IDLE_MS).await {
-                tracing::warn!(upload = id, "dropping an idle upload failed: {e}");
+            let full = batch.len() as i64 == EXPIRED_PER_BATCH;
+            for row in batch {
+                let id = row.id.clone();
+                // One that fails stays for the next sweep; the rest go on.
+                match self.drop_upload(row, due, now).await {
+                    Ok(()) => count += 1,
+                    Err(e) => {
+                        tracing::warn!(upload = id, "dropping an idle upload failed: {e}");
+                        return Ok(count);
+                    }
+                }
+            }
+            if !full {
+                break;
             }
         }
         Ok(count)
@@ -439,6 +481,9 @@ impl Uploads {
     /// job that names it keeps it).
     pub async fn release(&self, account: &KeyId, digest: &str) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
+        // The blob's row first, as a submit naming it takes it: a submit
+        // under way either committed (and its job is seen below) or waits.
+        sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(digest).execute(&mut *tx).await?;
         let size: Option<i64> = sqlx::query_scalar("DELETE FROM holdings WHERE account = $1 AND digest = $2 RETURNING size")
             .bind(account.as_str())
             .bind(digest)
@@ -498,6 +543,18 @@ pub async fn held_sizes(conn: &mut sqlx::AnyConnection, account: &str, digests: 
         }
     }
     Ok(sizes)
+}
+
+/// Which uploads a drop takes: untouched since, or made before.
+#[derive(Clone, Copy)]
+struct Due {
+    idle_since: i64,
+    made_before: i64,
+}
+
+/// The hold of upload `id`'s price.
+fn price_hold(id: &str) -> String {
+    format!("market:storage:{id}")
 }
 
 /// Give `bytes` of `account`'s usage back.

@@ -61,7 +61,11 @@ impl Client {
         }
         let (digest, values) = digest_of(file, size, progress).map_err(file_error)?;
         let request = NewUpload { digest, size, chunk_values: values.iter().map(hex::encode).collect() };
+        let digest = request.digest.clone();
         let mut info: UploadInfo = self.post("/api/v1/uploads", &request, None)?;
+        if info.digest != digest || info.size != size {
+            return Err(ClientError::Decode(format!("the market answered for blob {} of {} bytes", info.digest, info.size)));
+        }
         if info.stored {
             progress(UploadStage::Sending, size, size);
             return Ok(info);
@@ -83,7 +87,11 @@ impl Client {
             sent += chunk.len() as u64;
             progress(UploadStage::Sending, sent, size);
         }
-        self.post(&format!("/api/v1/uploads/{upload}/complete"), &serde_json::json!({}), None)
+        let done: UploadInfo = self.post(&format!("/api/v1/uploads/{upload}/complete"), &serde_json::json!({}), None)?;
+        if !done.stored || done.digest != digest {
+            return Err(ClientError::Decode(format!("the market finished upload {upload} as blob {} (stored: {})", done.digest, done.stored)));
+        }
+        Ok(done)
     }
 
     /// Send one chunk, retrying a busy market or a broken connection.

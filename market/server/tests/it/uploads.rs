@@ -128,9 +128,10 @@ both_dbs!(a_blob_goes_up_in_chunks_and_resumes_where_it_stopped, async |m: &Test
     assert_eq!(crate::retention::objects_of(m, digest).len(), 1);
 });
 
-// Storage rests on money: a fresh key cannot begin an upload, a finished
-// one costs a credit a MiB (at least one a blob) paid to the market's
-// fees, and credits moved away before the end leave it unfinished. The
+// Storage rests on money: a fresh key cannot begin an upload, one under
+// way holds its price (a credit a MiB, at least one a blob) so those
+// credits cannot move to another key, a finished one pays it to the
+// market's fees, a dropped one gets it back. The
 // quota per account holds under concurrent uploads; a claimed digest its
 // chunk values do not make, or a blob past MAX_BLOB_BYTES, is refused; a
 // cancelled, released or idle upload gives its bytes back; nothing is left
@@ -186,21 +187,21 @@ both_dbs!(uploads_are_paid_for_within_a_quota_and_refusals_store_nothing, async 
     assert_eq!(used_bytes(m, &buyer).await, 0);
     assert!(crate::retention::objects_of(m, &digest).is_empty(), "a blob nothing names is deleted");
     assert_eq!(m.call("DELETE", &format!("/api/v1/blobs/{digest}"), None, Some(&buyer)).await.0, StatusCode::NOT_FOUND);
-    // Credits moved away before the end: the upload waits, unfinished.
+    // An upload under way holds its price: those credits cannot move away.
     let (_, begun) = begin(m, &buyer, &six).await;
     let id = begun["upload"].as_str().unwrap().to_string();
     assert_eq!(put_chunk(m, &id, 0, &six).await.0, StatusCode::OK);
+    assert_eq!(m.available(&buyer).await, 100 - 5 - 1 - 6);
     let other = Keypair::generate();
     let (status, body) = m.call("POST", "/api/v1/transfers", Some(&json!({"id": "away", "kind": "single", "debit": buyer.id(), "credit": other.id(), "amount": 90})), Some(&buyer)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_funds")), "{body}");
-    assert_eq!(m.call("GET", "/api/v1/storage", None, Some(&buyer)).await.1["blobs"].as_array().unwrap().len(), 1, "only the empty blob is held");
-    // Idle for a day: dropped by the sweep, its joined object too.
+    // Idle for a day: dropped by the sweep, its price given back.
     assert_eq!(used_bytes(m, &buyer).await, 6 << 20);
     m.state.advance_clock(std::time::Duration::from_millis(agora_market::uploads::UPLOAD_IDLE_MS as u64 + 1_000));
     m.state.sweep().await.unwrap();
     assert_eq!(used_bytes(m, &buyer).await, 0);
+    assert_eq!(m.available(&buyer).await, 100 - 5 - 1);
+    assert_eq!(m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await.0, StatusCode::NOT_FOUND);
     assert!(crate::retention::objects_of(m, &agora_wire::digest_hex(&six)).is_empty());
     if m.state.db.kind == agora_market::db::Kind::Sqlite {
         assert_eq!(parts_files(m), 0);

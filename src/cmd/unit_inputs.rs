@@ -94,22 +94,6 @@ fn value_of(text: &str) -> serde_json::Value {
     }
 }
 
-/// `64MiB`, `1GiB`, `512KiB`, `100` (bytes).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}`: a size is a number and a unit (64MiB)"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        other => return Err(format!("`{other}`: a unit is B, KiB, MiB or GiB")),
-    };
-    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,15 +112,6 @@ mod tests {
         assert!(sweep(&["lr=1".into(), "lr=2".into()]).is_err());
         assert!(sweep(&["lr=1,,2".into()]).is_err());
         assert!(sweep(&[]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn sizes_read_with_their_units() {
-        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
-        assert_eq!(parse_bytes("100"), Ok(100));
-        assert!(parse_bytes("12 parsecs").is_err());
-        assert!(parse_bytes("MiB").is_err());
     }
 
     #[test]
