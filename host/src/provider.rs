@@ -157,6 +157,8 @@ fn cpu_times() -> Option<(u64, u64)> {
 fn heartbeats(s: &Shared) {
     let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
     let mut last = cpu_times();
+    // What the market last heard this host keeps (sent again on a change).
+    let mut told: Option<Vec<String>> = None;
     while !s.stop.load(Ordering::Relaxed) {
         std::thread::sleep(s.config.heartbeat_interval.min(Duration::from_millis(200)));
         let now = cpu_times();
@@ -165,15 +167,21 @@ fn heartbeats(s: &Shared) {
             _ => 0.0,
         };
         last = now;
+        let mut keeps = s.blobs.held(agora_wire::api::MAX_HEARTBEAT_KEPT);
+        keeps.sort();
         let beat = Heartbeat {
             running_units: s.running.load(Ordering::Relaxed),
             free_cpu_cores: free,
             gpu_memory_used_bytes: None,
             leases: take_live(s),
+            keeps: (told.as_ref() != Some(&keeps)).then(|| keeps.clone()),
         };
         match s.client.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None) {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(agora_wire::api::codes::NOT_FOUND) => register(s),
+            Ok(_) => told = Some(keeps),
+            Err(e) if e.code() == Some(agora_wire::api::codes::NOT_FOUND) => {
+                told = None;
+                register(s);
+            }
             Err(e) => tracing::warn!("heartbeat: {e}"),
         }
         sleep_unless_stopped(s, s.config.heartbeat_interval.saturating_sub(Duration::from_millis(200)));

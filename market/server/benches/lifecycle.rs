@@ -346,7 +346,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
                 }
                 for _ in 0..SCALE_ROUNDS {
                     for c in &clients {
-                        let beat = Heartbeat { running_units: 0, free_cpu_cores: 2.0, gpu_memory_used_bytes: None, leases: vec![] };
+                        let beat = Heartbeat { running_units: 0, free_cpu_cores: 2.0, gpu_memory_used_bytes: None, leases: vec![], keeps: None };
                         if let Err(e) = timed(&mut mine.heartbeat, || c.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)) {
                             mine.errors.push(format!("heartbeat: {e}"));
                         }

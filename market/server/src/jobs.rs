@@ -43,7 +43,7 @@ mod views;
 pub use canaries::CANARIES_PER_PROVIDER;
 pub use retention::DATA_RETENTION_MS;
 pub use views::MAX_JOBS_PER_PAGE;
-pub use lease::lease_candidate_sql;
+pub use lease::{lease_candidate_sql, local_candidate_sql};
 pub use reputation::{Mark, Record};
 pub use sweep::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};
 pub use verifying::{VERIFY_CLAIM_GRACE_MS, VERIFY_WAIT_MS, Verified};
@@ -59,7 +59,7 @@ use std::sync::Arc;
 use agora_wire::KeyId;
 use agora_wire::api::{
     ActivityBucket, Ask, Capabilities, LimitKind, RunOutcome, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
-    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo, UnitState,
+    MAX_HEARTBEAT_KEPT, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo, UnitState,
     UnitLimits,
 };
 use base64::Engine as _;

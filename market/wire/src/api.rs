@@ -368,7 +368,16 @@ pub struct Heartbeat {
     /// Progress and new log lines of the units running now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<LeaseProgress>,
+    /// The digests of the shared inputs this provider keeps, most recently
+    /// used first, at most [`MAX_HEARTBEAT_KEPT`]; sent when they changed
+    /// since its last heartbeat. Leasing prefers units whose job shares one
+    /// of them. Never shown to anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeps: Option<Vec<String>>,
 }
+
+/// Most digests a heartbeat says its provider keeps.
+pub const MAX_HEARTBEAT_KEPT: usize = 64;
 
 /// Log lines the market keeps per lease; more are counted, not stored.
 pub const MAX_LEASE_LOG_LINES: i64 = 1000;

@@ -233,7 +233,7 @@ mod browser {
                 sleep_ms(1000).await;
                 continue;
             }
-            let beat = Heartbeat { running_units: 0, free_cpu_cores: 1.0, gpu_memory_used_bytes: None, leases: Vec::new() };
+            let beat = Heartbeat { running_units: 0, free_cpu_cores: 1.0, gpu_memory_used_bytes: None, leases: Vec::new(), keeps: None };
             if let Err(e) = api::post_signed::<_, HeartbeatReply>(&key, "/api/v1/providers/heartbeat".into(), &beat).await {
                 board.status.set(format!("Market unreachable, retrying: {e}"));
                 sleep_ms(2000).await;
@@ -350,6 +350,7 @@ mod browser {
                             progress: progress.get().map(|(done, total)| Progress { done, total }),
                             logs: lines.clone(),
                         }],
+                        keeps: None,
                     };
                     if api::post_signed::<_, HeartbeatReply>(&key, "/api/v1/providers/heartbeat".into(), &beat).await.is_ok() {
                         sent += lines.len();

@@ -7,7 +7,9 @@
 -- (`holdings`) each blob it uploaded, until it lets it go; what it holds
 -- and is uploading counts against its quota (`storage_usage`, changed only
 -- by conditional updates). A job's shared inputs (`job_shared`) are blobs
--- its buyer held when it was submitted.
+-- its buyer held when it was submitted; a provider says in its heartbeats
+-- which shared inputs it keeps (`provider_blobs`), and leasing prefers
+-- units whose job shares one.
 CREATE TABLE uploads (
     id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -48,3 +50,8 @@ CREATE TABLE job_shared (
     PRIMARY KEY (job_id, name)
 );
 CREATE INDEX job_shared_by_digest ON job_shared (digest, job_id);
+CREATE TABLE provider_blobs (
+    provider TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (provider, digest)
+);

@@ -22,15 +22,30 @@ use super::*;
 /// bounded number of unpaid runs, not one per trusted provider. On
 /// PostgreSQL the row is locked, and rows other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
+    candidate_sql(kind, "FROM units u JOIN jobs j ON j.id = u.job_id WHERE")
+}
+
+/// [`lease_candidate_sql`] among the units of jobs whose shared inputs the
+/// provider keeps (it said so in its heartbeat: `provider_blobs`), driven
+/// from those few digests, not from the whole queue.
+pub fn local_candidate_sql(kind: Kind) -> String {
+    candidate_sql(
+        kind,
+        "FROM provider_blobs pb JOIN job_shared s ON s.digest = pb.digest JOIN units u ON u.job_id = s.job_id JOIN jobs j ON j.id = u.job_id
+         WHERE pb.provider = $5 AND",
+    )
+}
+
+fn candidate_sql(kind: Kind, from: &str) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
     format!(
-        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked FROM units u JOIN jobs j ON j.id = u.job_id
-         WHERE u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
+        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked {from}
+         u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
            AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000 <= j.unit_cap
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
-                           AND NOT EXISTS (SELECT 1 FROM job_shared s WHERE s.job_id = j.id)))
+                           AND NOT EXISTS (SELECT 1 FROM job_shared js WHERE js.job_id = j.id)))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
            AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES})
@@ -69,23 +84,36 @@ impl Jobs {
         if running >= cap {
             return Ok(None);
         }
-        let query = lease_candidate_sql(self.db.kind);
         let has_gpu = !info.capabilities.gpus.is_empty();
         // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
         let untrusted = !record.trusted();
-        let candidate = sqlx::query(&query)
-            .bind(now)
-            .bind(has_gpu as i64)
-            .bind(info.ask.per_billion_fuel as i64)
-            .bind(info.ask.per_gpu_second as i64)
-            .bind(provider.as_str())
-            .bind(browser as i64)
-            .bind(info.ask.per_wall_second as i64)
-            .bind(untrusted as i64)
-            .bind(record.vouched as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Data locality: a unit whose job's shared inputs this provider
+        // keeps comes first (none crosses the network again); else the
+        // queue's oldest.
+        let keeps: Option<i64> = sqlx::query_scalar("SELECT 1 FROM provider_blobs WHERE provider = $1 LIMIT 1").bind(provider.as_str()).fetch_optional(&mut *tx).await?;
+        let queries = match keeps {
+            Some(_) => vec![local_candidate_sql(self.db.kind), lease_candidate_sql(self.db.kind)],
+            None => vec![lease_candidate_sql(self.db.kind)],
+        };
+        let mut candidate = None;
+        for query in &queries {
+            candidate = sqlx::query(query)
+                .bind(now)
+                .bind(has_gpu as i64)
+                .bind(info.ask.per_billion_fuel as i64)
+                .bind(info.ask.per_gpu_second as i64)
+                .bind(provider.as_str())
+                .bind(browser as i64)
+                .bind(info.ask.per_wall_second as i64)
+                .bind(untrusted as i64)
+                .bind(record.vouched as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if candidate.is_some() {
+                break;
+            }
+        }
         // An untrusted provider's canaries come at random among its leases
         // (or when no buyer's unit fits it), not always first.
         if untrusted

@@ -45,6 +45,8 @@ impl Jobs {
         if live.len() > 1024 {
             return Err(ApiError::Invalid("at most 1024 leases per heartbeat".into()));
         }
+        // What it keeps is for leasing only, never in its public telemetry.
+        let keeps = beat.keeps.take();
         let done = sqlx::query("UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3")
             .bind(serde_json::to_string(&beat).expect("plain JSON"))
             .bind(now)
@@ -54,11 +56,28 @@ impl Jobs {
         if done.rows_affected() == 0 {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
+        if let Some(keeps) = keeps {
+            self.record_keeps(provider, &keeps).await?;
+        }
         for lease in &live {
             self.record_live(provider, &lease.lease_id, lease.progress, &lease.logs, now).await?;
         }
         let named: Vec<&str> = live.iter().map(|l| l.lease_id.as_str()).collect();
         self.renew(provider, &named, now).await
+    }
+
+    /// Replace what `provider` says it keeps (for data-local leasing).
+    async fn record_keeps(&self, provider: &KeyId, keeps: &[String]) -> Result<(), ApiError> {
+        if keeps.len() > MAX_HEARTBEAT_KEPT || !keeps.iter().all(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())) {
+            return Err(ApiError::Invalid(format!("keeps: at most {MAX_HEARTBEAT_KEPT} blake3 digests (64 lowercase hex digits)")));
+        }
+        let mut tx = self.db.write().await?;
+        sqlx::query("DELETE FROM provider_blobs WHERE provider = $1").bind(provider.as_str()).execute(&mut *tx).await?;
+        for digest in keeps.iter().collect::<std::collections::BTreeSet<_>>() {
+            sqlx::query("INSERT INTO provider_blobs (provider, digest) VALUES ($1, $2)").bind(provider.as_str()).bind(digest).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Renew `named` leases of `provider` that are still active: a lease

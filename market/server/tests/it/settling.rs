@@ -227,7 +227,7 @@ both_dbs!(settlements_heartbeats_and_transfers_on_shared_accounts_all_go_through
             .collect();
         let (state, p) = (replicas[(i + 1) % 2].clone(), Arc::clone(p));
         tasks.push(tokio::spawn(async move {
-            let beat = Heartbeat { running_units: 1, free_cpu_cores: 1.0, gpu_memory_used_bytes: None, leases: mine };
+            let beat = Heartbeat { running_units: 1, free_cpu_cores: 1.0, gpu_memory_used_bytes: None, leases: mine, keeps: None };
             state.jobs.heartbeat(p.id(), beat, state.now_ms()).await.map(|_| ()).map_err(|e| format!("heartbeat: {e}"))
         }));
     }
