@@ -199,9 +199,9 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, u64) 
         digest = info.digest.clone();
         let t = Instant::now();
         let target = dir.join("downloaded");
-        let mut sink = HashingFile { file: std::fs::File::create(&target).unwrap(), hasher: blake3::Hasher::new() };
+        let mut sink = HashingFile::create(&target);
         assert_eq!(client.download_signed(&format!("/api/v1/blobs/{digest}"), &mut sink).unwrap(), SIZE);
-        assert_eq!(sink.hasher.finalize().to_hex().as_str(), digest, "the receiver checks what it got");
+        assert_eq!(sink.digest(), digest, "the receiver checks what it got");
         down.push(t.elapsed());
         let t = Instant::now();
         std::fs::copy(&source, dir.join("copied")).unwrap();
@@ -244,16 +244,37 @@ fn new_upload(path: &std::path::Path) -> agora_wire::api::NewUpload {
     agora_wire::api::NewUpload { digest: digest.to_hex().to_string(), size: bytes.len() as u64, chunk_values: values.iter().map(hex::encode).collect() }
 }
 
-/// A file that hashes what is written to it (a receiver checking a download).
+/// A file that hashes what is written to it on a thread of its own (a
+/// receiver checking a download while it arrives).
 struct HashingFile {
     file: std::fs::File,
-    hasher: blake3::Hasher,
+    pieces: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    hasher: Option<std::thread::JoinHandle<blake3::Hash>>,
+}
+
+impl HashingFile {
+    fn create(path: &std::path::Path) -> HashingFile {
+        let (pieces, arriving) = std::sync::mpsc::channel::<Vec<u8>>();
+        let hasher = std::thread::spawn(move || {
+            let mut hasher = blake3::Hasher::new();
+            arriving.iter().for_each(|piece| {
+                hasher.update(&piece);
+            });
+            hasher.finalize()
+        });
+        HashingFile { file: std::fs::File::create(path).unwrap(), pieces: Some(pieces), hasher: Some(hasher) }
+    }
+
+    fn digest(mut self) -> String {
+        drop(self.pieces.take());
+        self.hasher.take().unwrap().join().unwrap().to_hex().to_string()
+    }
 }
 
 impl std::io::Write for HashingFile {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(bytes)?;
-        self.hasher.update(&bytes[..n]);
+        self.pieces.as_ref().unwrap().send(bytes[..n].to_vec()).unwrap();
         Ok(n)
     }
 

@@ -90,6 +90,18 @@ fn file_pieces(file: std::fs::File, range: Range<u64>, location: Arc<str>) -> By
     .boxed()
 }
 
+/// A directory store's part id: the chunk was written, unsynced, in the
+/// boot named after it; or it was synced.
+const BOOT_PART: &str = "boot:";
+const SYNCED_PART: &str = "synced";
+
+/// This machine's boot (Linux's boot id), read once; None elsewhere.
+fn boot_id() -> Option<String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|id| id.trim().to_string()).filter(|id| !id.is_empty()))
+        .clone()
+}
+
 /// 64 random bits, hex.
 fn random_hex() -> String {
     let mut random = [0u8; 8];
@@ -253,22 +265,58 @@ impl BlobStore {
         match &self.parts {
             Parts::Dir(dir) => {
                 let file = parts_file(dir, handle);
+                // Not synced chunk by chunk (the disk would bound an upload
+                // at its synced write rate): the part id names this boot,
+                // and a chunk written in an earlier boot is checked again
+                // before the object is finished (`parts_at_risk`). Where
+                // the boot cannot be named, each chunk is synced.
+                let boot = boot_id();
+                let sync = boot.is_none();
                 self.blocking(move || {
                     use std::io::{Seek, Write};
                     // Never made here: a finished or cancelled upload's file is gone.
                     let mut file = std::fs::OpenOptions::new().write(true).open(file)?;
                     file.seek(std::io::SeekFrom::Start(offset))?;
                     file.write_all(&bytes)?;
-                    file.sync_data()
+                    if sync { file.sync_data() } else { Ok(()) }
                 })
                 .await?;
-                Ok(String::new())
+                Ok(boot.map_or_else(|| SYNCED_PART.to_string(), |boot| format!("{BOOT_PART}{boot}")))
             }
             Parts::S3(s3) => {
                 let part = s3.put_part(&Path::from(key), &handle.to_string(), index as usize, PutPayload::from_bytes(bytes)).await;
                 Ok(part.map_err(self.failed(key))?.content_id)
             }
         }
+    }
+
+    /// The chunks (indexes into `parts`, the ids [`BlobStore::put_part`]
+    /// gave) whose bytes a crash of the machine may have lost since: a
+    /// directory store's chunks written in an earlier boot and never
+    /// synced. Check them ([`BlobStore::read_part`]) before finishing.
+    pub fn parts_at_risk(&self, parts: &[String]) -> Vec<usize> {
+        let boot = boot_id().map(|b| format!("{BOOT_PART}{b}"));
+        parts.iter().enumerate().filter(|(_, part)| part.starts_with(BOOT_PART) && Some(part.as_str()) != boot.as_deref()).map(|(i, _)| i).collect()
+    }
+
+    /// The bytes `range` of the unfinished upload `handle` (a directory
+    /// store's; S3 parts are never at risk).
+    pub async fn read_part(&self, handle: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        let Parts::Dir(dir) = &self.parts else { return Ok(Vec::new()) };
+        let file = parts_file(dir, handle);
+        let location = self.location.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(file)?;
+            file.seek(std::io::SeekFrom::Start(range.start))?;
+            let mut bytes = vec![0; (range.end - range.start) as usize];
+            file.read_exact(&mut bytes)?;
+            Ok::<_, std::io::Error>(bytes)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        read.map_err(|source| StoreError::Io { location, source })
     }
 
     /// Make the object `key` from its parts (in chunk order): renamed into

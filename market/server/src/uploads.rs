@@ -321,8 +321,11 @@ impl Uploads {
             return Err(ApiError::ChunkMismatch(format!("chunk {index} of upload {id} is not the declared blob's: its bytes were changed or misplaced")));
         }
         let part = self.db.blobs.put_part(&row.object, &row.parts, index, range.start, bytes).await?;
-        sqlx::query("UPDATE upload_chunks SET part = $3 WHERE upload_id = $1 AND idx = $2").bind(id).bind(index as i64).bind(part).execute(&self.db.pool).await?;
-        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1 AND touched_at_ms < $2").bind(id).bind(now).execute(&self.db.pool).await?;
+        // One commit for both.
+        let mut tx = self.db.write().await?;
+        sqlx::query("UPDATE upload_chunks SET part = $3 WHERE upload_id = $1 AND idx = $2").bind(id).bind(index as i64).bind(part).execute(&mut *tx).await?;
+        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1 AND touched_at_ms < $2").bind(id).bind(now).execute(&mut *tx).await?;
+        tx.commit().await?;
         let missing: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = $1 AND part IS NULL").bind(id).fetch_one(&self.db.pool).await?;
         Ok(ChunkReceived { index, missing: missing as u64 })
@@ -357,6 +360,7 @@ impl Uploads {
         sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1").bind(id).bind(now).execute(&self.db.pool).await?;
         let parts: Vec<String> =
             sqlx::query_scalar("SELECT part FROM upload_chunks WHERE upload_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+        self.check_parts_at_risk(&row, &parts).await?;
         self.db.blobs.finish_parts(&row.object, &row.parts, parts).await?;
         let mut staged = Staged::adopt(&self.db, row.digest.clone(), row.size as u64, row.object.clone());
         let mut tx = self.db.write().await?;
@@ -373,6 +377,35 @@ impl Uploads {
         }
         staged.settle().await;
         self.held(&row.account, &row.digest).await?.ok_or_else(|| ApiError::NotFound(format!("upload {id} was cancelled")))
+    }
+
+    /// Check again each chunk the machine may have lost since it arrived
+    /// (written in an earlier boot, never synced): one whose bytes are not
+    /// its value any more is missing again, and the upload is incomplete.
+    async fn check_parts_at_risk(&self, row: &Row, parts: &[String]) -> Result<(), ApiError> {
+        let (size, chunk_bytes) = (row.size as u64, row.chunk_bytes as u64);
+        let count = chunks::chunk_count(size, chunk_bytes);
+        let mut lost = Vec::new();
+        for index in self.db.blobs.parts_at_risk(parts) {
+            let index = index as u64;
+            let bytes = self.db.blobs.read_part(&row.parts, chunks::chunk_range(index, size, chunk_bytes)).await?;
+            let value: String =
+                sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).fetch_one(&self.db.pool).await?;
+            let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, &bytes))
+                .await
+                .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
+            if hex::encode(made) != value {
+                sqlx::query("UPDATE upload_chunks SET part = NULL WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).execute(&self.db.pool).await?;
+                lost.push(index);
+            }
+        }
+        match lost.first() {
+            Some(&first) => {
+                tracing::warn!(upload = row.id, chunks = lost.len(), "chunks lost in a crash of the machine: asked for again");
+                Err(ApiError::Incomplete { missing: lost.len() as u64, first })
+            }
+            None => Ok(()),
+        }
     }
 
     /// In the completing transaction: the blob recorded, held by the

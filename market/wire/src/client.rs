@@ -168,7 +168,9 @@ impl Client {
         if !response.status().is_success() {
             return read(response).map(|_| 0);
         }
-        let mut body = response.into_body().into_with_config().limit(u64::MAX).reader();
+        // Read in large pieces: a blob may be gigabytes.
+        let body = response.into_body().into_with_config().limit(u64::MAX).reader();
+        let mut body = std::io::BufReader::with_capacity(1 << 20, body);
         std::io::copy(&mut body, sink).map_err(|e| ClientError::Decode(format!("downloading {url}: {e}")))
     }
 

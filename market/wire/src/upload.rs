@@ -10,10 +10,15 @@ use crate::client::{Client, ClientError};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Tries of one chunk before the upload stops (run it again to resume).
 const CHUNK_TRIES: u32 = 5;
+/// Chunks sent at once: the market takes four per address
+/// (`UPLOAD_CHUNKS_PER_PEER`), and the two ends' reading, hashing and
+/// writing overlap.
+const UPLOAD_STREAMS: usize = 4;
 /// Reading the file for its digest, in pieces of this size.
 const HASH_READ_BYTES: usize = 1 << 20;
 
@@ -78,14 +83,49 @@ impl Client {
         let missing_bytes: u64 = info.missing.iter().map(|&i| chunk_range(i, size, info.chunk_bytes)).map(|r| r.end - r.start).sum();
         let mut sent = size - missing_bytes;
         progress(UploadStage::Sending, sent, size);
-        let mut chunk = Vec::new();
-        for index in std::mem::take(&mut info.missing) {
-            let range = chunk_range(index, size, info.chunk_bytes);
-            chunk.resize((range.end - range.start) as usize, 0);
-            file.read_at(range.start, &mut chunk).map_err(file_error)?;
-            self.put_chunk(&upload, index, &chunk)?;
-            sent += chunk.len() as u64;
-            progress(UploadStage::Sending, sent, size);
+        let queue = Mutex::new(std::mem::take(&mut info.missing).into_iter());
+        let source = Mutex::new(file);
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<u64, ClientError>>();
+        let mut failed = None;
+        std::thread::scope(|scope| {
+            for _ in 0..UPLOAD_STREAMS {
+                let (queue, source, sent_tx, upload) = (&queue, &source, sent_tx.clone(), &upload);
+                scope.spawn(move || {
+                    while let Some(index) = queue.lock().expect("no panic while taking").next() {
+                        let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
+                        let mut chunk = vec![0; (range.end - range.start) as usize];
+                        let sent = source
+                            .lock()
+                            .expect("no panic while reading")
+                            .read_at(range.start, &mut chunk)
+                            .map_err(file_error)
+                            .and_then(|()| self.put_chunk(upload, index, &chunk))
+                            .map(|()| chunk.len() as u64);
+                        let stop = sent.is_err();
+                        let _ = sent_tx.send(sent);
+                        if stop {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(sent_tx);
+            for chunk in sent_rx {
+                match chunk {
+                    Ok(bytes) => {
+                        sent += bytes;
+                        progress(UploadStage::Sending, sent, size);
+                    }
+                    Err(e) => {
+                        // The other streams stop after their chunk in flight.
+                        *queue.lock().expect("no panic while taking") = Vec::new().into_iter();
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         let done: UploadInfo = self.post(&format!("/api/v1/uploads/{upload}/complete"), &serde_json::json!({}), None)?;
         if !done.stored || done.digest != digest {
@@ -138,7 +178,7 @@ fn digest_of(file: &mut dyn Source, size: u64, progress: &mut dyn FnMut(UploadSt
 }
 
 /// What an upload reads.
-trait Source {
+trait Source: Send {
     fn len(&self) -> u64;
     /// Fill `buffer` from `offset`.
     fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()>;

@@ -303,3 +303,35 @@ both_dbs!(leasing_prefers_a_provider_that_keeps_the_jobs_shared_input, async |m:
     let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
     assert!(!providers.to_string().contains(&dataset), "what a provider keeps is never shown: {providers}");
 });
+
+// A directory store does not sync chunk by chunk: a chunk written before
+// the machine last booted may be gone. Finishing checks exactly those
+// chunks again: one whose bytes were lost is asked for again (incomplete),
+// one that survived is not, and the blob is whole once it is sent again.
+both_dbs!(chunks_a_crash_of_the_machine_may_have_lost_are_checked_before_finishing, async |m: &TestMarket| {
+    let buyer = Keypair::generate();
+    m.fund(&buyer, 100).await;
+    let data = bytes_of(2 * UPLOAD_CHUNK_BYTES as usize + 100, seed());
+    let (_, info) = begin(m, &buyer, &data).await;
+    let id = info["upload"].as_str().unwrap().to_string();
+    for index in 0..3 {
+        assert_eq!(put_chunk(m, &id, index, chunk(&data, index)).await.0, StatusCode::OK);
+    }
+    // Chunks 0 and 1 written "in an earlier boot"; chunk 1's bytes never
+    // reached the disk.
+    sqlx::query("UPDATE upload_chunks SET part = 'boot:an-earlier-boot' WHERE upload_id = $1 AND idx IN (0, 1)").bind(&id).execute(&m.state.db.pool).await.unwrap();
+    let handle: String = sqlx::query_scalar("SELECT parts FROM uploads WHERE id = $1").bind(&id).fetch_one(&m.state.db.pool).await.unwrap();
+    let file = std::path::Path::new(&*m.state.db.blobs.location).join("uploads").join(handle);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[UPLOAD_CHUNK_BYTES as usize..2 * UPLOAD_CHUNK_BYTES as usize].fill(0);
+    std::fs::write(&file, &bytes).unwrap();
+    let (status, body) = m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("incomplete")), "{body}");
+    assert_eq!(begin(m, &buyer, &data).await.1["missing"], json!([1]), "only the lost chunk is asked for again");
+    assert_eq!(put_chunk(m, &id, 1, chunk(&data, 1)).await.0, StatusCode::OK);
+    let (status, done) = m.call("POST", &format!("/api/v1/uploads/{id}/complete"), Some(&json!({})), Some(&buyer)).await;
+    assert_eq!((status, done["stored"].as_bool()), (StatusCode::OK, Some(true)), "{done}");
+    let object: String = sqlx::query_scalar("SELECT object FROM blobs WHERE digest = $1").bind(agora_wire::digest_hex(&data)).fetch_one(&m.state.db.pool).await.unwrap();
+    let stored = std::fs::read(std::path::Path::new(&*m.state.db.blobs.location).join(object)).unwrap();
+    assert!(stored == data, "the finished object is the blob");
+});
