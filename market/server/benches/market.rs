@@ -15,10 +15,11 @@
 //!   same object file in 1 MiB reads, on the same disk.
 //! - A 1 GiB file uploaded to a market serving on loopback
 //!   (`Client::upload_file`: its digest and chunk values, then every chunk
-//!   checked on arrival and written into the directory store) and
-//!   downloaded back into a file, its digest checked, each vs copying the
-//!   same file on the same disk (`std::fs::copy`); and an interrupted
-//!   upload resumed, counting the bytes it sends.
+//!   checked on arrival and written into the directory store, synced before
+//!   it is held) and downloaded back into a file, its digest checked, each
+//!   vs copying the same file on the same disk (`std::fs::copy`), and the
+//!   upload vs a copy synced too; and an interrupted upload resumed,
+//!   counting the bytes it sends.
 
 use agora_market::Db;
 use agora_market::ledger::{Ledger, Op};
@@ -167,7 +168,7 @@ async fn download_ratio(dir: &std::path::Path) -> (Duration, Duration) {
 /// The medians of three 1 GiB uploads through a market on loopback, three
 /// downloads back, and three copies of the file; and what a resumed upload
 /// sent of the whole.
-fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, u64) {
+fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Duration, u64) {
     use agora_wire::client::Client;
     const SIZE: u64 = 1 << 30;
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -190,7 +191,7 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, u64) 
         std::io::Write::write_all(&mut file, &piece).unwrap();
     }
     drop(file);
-    let (mut up, mut down, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut up, mut down, mut copy, mut synced) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut digest = String::new();
     for round in 0..3 {
         let t = Instant::now();
@@ -206,6 +207,10 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, u64) 
         let t = Instant::now();
         std::fs::copy(&source, dir.join("copied")).unwrap();
         copy.push(t.elapsed());
+        let t = Instant::now();
+        std::fs::copy(&source, dir.join("synced")).unwrap();
+        std::fs::File::open(dir.join("synced")).unwrap().sync_all().unwrap();
+        synced.push(t.elapsed());
         // Let the blob go, so the next round uploads it again.
         let _: serde_json::Value = client.delete(&format!("/api/v1/blobs/{digest}")).unwrap();
         let _ = round;
@@ -229,10 +234,10 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, u64) 
         .unwrap();
     let resumed_sent = SIZE - first_sent.unwrap();
     let _ = digest;
-    for v in [&mut up, &mut down, &mut copy] {
+    for v in [&mut up, &mut down, &mut copy, &mut synced] {
         v.sort();
     }
-    (up[1], down[1], copy[1], resumed_sent)
+    (up[1], down[1], copy[1], synced[1], resumed_sent)
 }
 
 /// What `POST /api/v1/uploads` is sent for the file at `path`.
@@ -313,8 +318,10 @@ fn main() {
 
     let (ours, bare) = runtime.block_on(download_ratio(&dir));
     throughput_row("download, 256 MiB from a directory store", ours, bare, 0.5, "MiB/s", 256.0);
-    let (up, down, copy, resumed) = transfer_ratio(&dir);
+    let (up, down, copy, synced, resumed) = transfer_ratio(&dir);
     throughput_row("upload 1 GiB on loopback vs copying it", up, copy, 0.5, "MiB/s", 1024.0);
+    // An upload is durable before it is held: against a copy that is too.
+    throughput_row("upload 1 GiB vs copying and syncing it", up, synced, 0.5, "MiB/s", 1024.0);
     throughput_row("download 1 GiB on loopback vs copying it", down, copy, 0.5, "MiB/s", 1024.0);
     println!("{:<46} {resumed} of {} bytes sent by the resumed upload", "resumed upload, a third sent before", 1u64 << 30);
     let _ = std::fs::remove_dir_all(&dir);
