@@ -102,6 +102,21 @@ fn boot_id() -> Option<String> {
         .clone()
 }
 
+/// An upload's parts file of `size` bytes (sparse), synced with its
+/// folder, so a crash of the machine does not lose the file itself. `new`:
+/// none may be there already.
+fn make_parts_file(file: &std::path::Path, size: u64, new: bool) -> std::io::Result<()> {
+    let folder = file.parent().expect("under the store");
+    std::fs::create_dir_all(folder)?;
+    let made = match new {
+        true => std::fs::File::create_new(file)?,
+        false => std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(file)?,
+    };
+    made.set_len(size)?;
+    made.sync_all()?;
+    std::fs::File::open(folder)?.sync_all()
+}
+
 /// 64 random bits, hex.
 fn random_hex() -> String {
     let mut random = [0u8; 8];
@@ -246,11 +261,7 @@ impl BlobStore {
             Parts::Dir(dir) => {
                 let handle = random_hex();
                 let file = parts_file(dir, &handle);
-                self.blocking(move || {
-                    std::fs::create_dir_all(file.parent().expect("under the store"))?;
-                    std::fs::File::create_new(&file)?.set_len(size)
-                })
-                .await?;
+                self.blocking(move || make_parts_file(&file, size, true)).await?;
                 Ok(handle)
             }
             Parts::S3(s3) => s3.create_multipart(&Path::from(key)).await.map_err(self.failed(key)),
@@ -258,9 +269,9 @@ impl BlobStore {
     }
 
     /// Write chunk `index` (its bytes start at `offset`) of the object being
-    /// uploaded under `handle`; the part's id, kept for the end (empty for a
-    /// directory). Durable when it returns. Writing the same chunk again
-    /// writes the same place.
+    /// uploaded under `handle`; the part's id, kept for the end (for a
+    /// directory: the boot it was written in, unsynced). Writing the same
+    /// chunk again writes the same place.
     pub async fn put_part(&self, key: &str, handle: &str, index: u64, offset: u64, bytes: Bytes) -> Result<String, StoreError> {
         match &self.parts {
             Parts::Dir(dir) => {
@@ -295,6 +306,9 @@ impl BlobStore {
     /// directory store's chunks written in an earlier boot and never
     /// synced. Check them ([`BlobStore::read_part`]) before finishing.
     pub fn parts_at_risk(&self, parts: &[String]) -> Vec<usize> {
+        if !matches!(self.parts, Parts::Dir(_)) {
+            return Vec::new();
+        }
         let boot = boot_id().map(|b| format!("{BOOT_PART}{b}"));
         parts.iter().enumerate().filter(|(_, part)| part.starts_with(BOOT_PART) && Some(part.as_str()) != boot.as_deref()).map(|(i, _)| i).collect()
     }
@@ -302,7 +316,9 @@ impl BlobStore {
     /// The bytes `range` of the unfinished upload `handle` (a directory
     /// store's; S3 parts are never at risk).
     pub async fn read_part(&self, handle: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
-        let Parts::Dir(dir) = &self.parts else { return Ok(Vec::new()) };
+        let Parts::Dir(dir) = &self.parts else {
+            return Err(StoreError::Open { location: self.location.to_string(), message: "an S3 upload's parts are not read back".into() });
+        };
         let file = parts_file(dir, handle);
         let location = self.location.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -317,6 +333,14 @@ impl BlobStore {
         .map_err(std::io::Error::other)
         .and_then(|r| r);
         read.map_err(|source| StoreError::Io { location, source })
+    }
+
+    /// Make a directory store's parts file `handle` again, empty, when a
+    /// crash of the machine lost it (every chunk is then sent again).
+    pub async fn remake_parts(&self, handle: &str, size: u64) -> Result<(), StoreError> {
+        let Parts::Dir(dir) = &self.parts else { return Ok(()) };
+        let file = parts_file(dir, handle);
+        self.blocking(move || make_parts_file(&file, size, false)).await
     }
 
     /// Make the object `key` from its parts (in chunk order): renamed into

@@ -361,7 +361,15 @@ impl Uploads {
         let parts: Vec<String> =
             sqlx::query_scalar("SELECT part FROM upload_chunks WHERE upload_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
         self.check_parts_at_risk(&row, &parts).await?;
-        self.db.blobs.finish_parts(&row.object, &row.parts, parts).await?;
+        if let Err(e) = self.db.blobs.finish_parts(&row.object, &row.parts, parts).await {
+            // A write that failed shows at this sync, and only once: the
+            // chunks are asked for again rather than trusted after it.
+            if !self.db.blobs.exists(&row.object).await? {
+                sqlx::query("UPDATE upload_chunks SET part = NULL WHERE upload_id = $1").bind(id).execute(&self.db.pool).await?;
+                tracing::warn!(upload = id, "finishing an upload failed; its chunks are asked for again: {e}");
+            }
+            return Err(e.into());
+        }
         let mut staged = Staged::adopt(&self.db, row.digest.clone(), row.size as u64, row.object.clone());
         let mut tx = self.db.write().await?;
         let claimed = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
@@ -386,9 +394,17 @@ impl Uploads {
         let (size, chunk_bytes) = (row.size as u64, row.chunk_bytes as u64);
         let count = chunks::chunk_count(size, chunk_bytes);
         let mut lost = Vec::new();
-        for index in self.db.blobs.parts_at_risk(parts) {
-            let index = index as u64;
-            let bytes = self.db.blobs.read_part(&row.parts, chunks::chunk_range(index, size, chunk_bytes)).await?;
+        let at_risk = self.db.blobs.parts_at_risk(parts);
+        for index in at_risk.iter().map(|&i| i as u64) {
+            let bytes = match self.db.blobs.read_part(&row.parts, chunks::chunk_range(index, size, chunk_bytes)).await {
+                Ok(bytes) => bytes,
+                // The file itself went (or shrank) with the crash: every
+                // chunk written then is lost; the file is made again.
+                Err(_) => {
+                    self.db.blobs.remake_parts(&row.parts, size).await?;
+                    Vec::new()
+                }
+            };
             let value: String =
                 sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).fetch_one(&self.db.pool).await?;
             let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, &bytes))

@@ -83,7 +83,9 @@ impl Client {
         let missing_bytes: u64 = info.missing.iter().map(|&i| chunk_range(i, size, info.chunk_bytes)).map(|r| r.end - r.start).sum();
         let mut sent = size - missing_bytes;
         progress(UploadStage::Sending, sent, size);
-        let queue = Mutex::new(std::mem::take(&mut info.missing).into_iter());
+        let mut missing = std::mem::take(&mut info.missing);
+        missing.dedup();
+        let queue = Mutex::new(missing.into_iter());
         let source = Mutex::new(file);
         let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<u64, ClientError>>();
         let mut failed = None;
@@ -94,13 +96,9 @@ impl Client {
                     while let Some(index) = queue.lock().expect("no panic while taking").next() {
                         let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
                         let mut chunk = vec![0; (range.end - range.start) as usize];
-                        let sent = source
-                            .lock()
-                            .expect("no panic while reading")
-                            .read_at(range.start, &mut chunk)
-                            .map_err(file_error)
-                            .and_then(|()| self.put_chunk(upload, index, &chunk))
-                            .map(|()| chunk.len() as u64);
+                        // The file's lock only for the read: the sends overlap.
+                        let read = source.lock().expect("no panic while reading").read_at(range.start, &mut chunk);
+                        let sent = read.map_err(file_error).and_then(|()| self.put_chunk(upload, index, &chunk)).map(|()| chunk.len() as u64);
                         let stop = sent.is_err();
                         let _ = sent_tx.send(sent);
                         if stop {

@@ -22,21 +22,25 @@ use super::*;
 /// bounded number of unpaid runs, not one per trusted provider. On
 /// PostgreSQL the row is locked, and rows other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
-    candidate_sql(kind, "FROM units u JOIN jobs j ON j.id = u.job_id WHERE")
+    candidate_sql(kind, "FROM units u JOIN jobs j ON j.id = u.job_id WHERE", "u.queued_at_ms, u.job_id, u.idx")
 }
 
-/// [`lease_candidate_sql`] among the units of jobs whose shared inputs the
-/// provider keeps (it said so in its heartbeat: `provider_blobs`), driven
-/// from those few digests, not from the whole queue.
+/// [`lease_candidate_sql`] within one job (binds the job's id last, `$10`),
+/// its units read in index order (the units' primary key): for a job
+/// sharing an input the provider keeps ([`LOCAL_JOBS_SQL`]).
 pub fn local_candidate_sql(kind: Kind) -> String {
-    candidate_sql(
-        kind,
-        "FROM provider_blobs pb JOIN job_shared s ON s.digest = pb.digest JOIN units u ON u.job_id = s.job_id JOIN jobs j ON j.id = u.job_id
-         WHERE pb.provider = $5 AND",
-    )
+    candidate_sql(kind, "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $10 AND", "u.idx")
 }
 
-fn candidate_sql(kind: Kind, from: &str) -> String {
+/// Running jobs sharing an input provider `$1` keeps (it said so in its
+/// heartbeat: `provider_blobs`), oldest first, at most [`LOCAL_JOBS_TRIED`]:
+/// found from those few digests, never by walking the queue.
+const LOCAL_JOBS_SQL: &str = "SELECT s.job_id FROM provider_blobs pb JOIN job_shared s ON s.digest = pb.digest JOIN jobs r ON r.id = s.job_id
+     WHERE pb.provider = $1 AND r.state = 'running' GROUP BY s.job_id, r.created_at_ms ORDER BY r.created_at_ms, s.job_id LIMIT $2";
+/// Jobs sharing a kept input a lease tries before the queue's oldest.
+const LOCAL_JOBS_TRIED: i64 = 4;
+
+fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
     format!(
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked {from}
@@ -49,7 +53,7 @@ fn candidate_sql(kind: Kind, from: &str) -> String {
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
            AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES})
-         ORDER BY u.queued_at_ms, u.job_id, u.idx LIMIT 1 {lock}"
+         ORDER BY {order} LIMIT 1 {lock}"
     )
 }
 
@@ -88,17 +92,16 @@ impl Jobs {
         // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
         let untrusted = !record.trusted();
-        // Data locality: a unit whose job's shared inputs this provider
-        // keeps comes first (none crosses the network again); else the
+        // Data locality: a unit of a job sharing an input this provider
+        // keeps comes first (it crosses the network no more); else the
         // queue's oldest.
-        let keeps: Option<i64> = sqlx::query_scalar("SELECT 1 FROM provider_blobs WHERE provider = $1 LIMIT 1").bind(provider.as_str()).fetch_optional(&mut *tx).await?;
-        let queries = match keeps {
-            Some(_) => vec![local_candidate_sql(self.db.kind), lease_candidate_sql(self.db.kind)],
-            None => vec![lease_candidate_sql(self.db.kind)],
-        };
+        let local_jobs: Vec<String> =
+            sqlx::query_scalar(LOCAL_JOBS_SQL).bind(provider.as_str()).bind(LOCAL_JOBS_TRIED).fetch_all(&mut *tx).await?;
+        let (local, general) = (local_candidate_sql(self.db.kind), lease_candidate_sql(self.db.kind));
+        let tries = local_jobs.iter().map(|job| (local.as_str(), Some(job.as_str()))).chain([(general.as_str(), None)]);
         let mut candidate = None;
-        for query in &queries {
-            candidate = sqlx::query(query)
+        for (query, job) in tries {
+            let query = sqlx::query(query)
                 .bind(now)
                 .bind(has_gpu as i64)
                 .bind(info.ask.per_billion_fuel as i64)
@@ -107,9 +110,11 @@ impl Jobs {
                 .bind(browser as i64)
                 .bind(info.ask.per_wall_second as i64)
                 .bind(untrusted as i64)
-                .bind(record.vouched as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .bind(record.vouched as i64);
+            candidate = match job {
+                Some(job) => query.bind(job).fetch_optional(&mut *tx).await?,
+                None => query.fetch_optional(&mut *tx).await?,
+            };
             if candidate.is_some() {
                 break;
             }

@@ -5,6 +5,15 @@
 use super::*;
 use super::reputation::reputation_mean;
 
+/// A heartbeat's `keeps`: at most [`MAX_HEARTBEAT_KEPT`] blake3 digests.
+fn check_keeps(keeps: &[String]) -> Result<(), ApiError> {
+    let digest = |d: &String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if keeps.len() > MAX_HEARTBEAT_KEPT || !keeps.iter().all(digest) {
+        return Err(ApiError::Invalid(format!("keeps: at most {MAX_HEARTBEAT_KEPT} blake3 digests (64 lowercase hex digits)")));
+    }
+    Ok(())
+}
+
 impl Jobs {
     pub async fn register(&self, provider: &KeyId, r: RegisterProvider, now: i64) -> Result<(), ApiError> {
         check_ask("ask.per_billion_fuel", r.ask.per_billion_fuel)?;
@@ -45,8 +54,12 @@ impl Jobs {
         if live.len() > 1024 {
             return Err(ApiError::Invalid("at most 1024 leases per heartbeat".into()));
         }
-        // What it keeps is for leasing only, never in its public telemetry.
+        // What it keeps is for leasing only, never in its public telemetry;
+        // checked before anything is written.
         let keeps = beat.keeps.take();
+        if let Some(keeps) = &keeps {
+            check_keeps(keeps)?;
+        }
         let done = sqlx::query("UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3")
             .bind(serde_json::to_string(&beat).expect("plain JSON"))
             .bind(now)
@@ -66,15 +79,22 @@ impl Jobs {
         self.renew(provider, &named, now).await
     }
 
-    /// Replace what `provider` says it keeps (for data-local leasing).
+    /// Replace what `provider` says it keeps (for data-local leasing): only
+    /// the shared inputs of jobs it held a lease of, which the market served
+    /// it; a claim of any other digest is ignored, so no key steers a
+    /// buyer's units to itself by naming the buyer's data.
     async fn record_keeps(&self, provider: &KeyId, keeps: &[String]) -> Result<(), ApiError> {
-        if keeps.len() > MAX_HEARTBEAT_KEPT || !keeps.iter().all(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())) {
-            return Err(ApiError::Invalid(format!("keeps: at most {MAX_HEARTBEAT_KEPT} blake3 digests (64 lowercase hex digits)")));
-        }
         let mut tx = self.db.write().await?;
         sqlx::query("DELETE FROM provider_blobs WHERE provider = $1").bind(provider.as_str()).execute(&mut *tx).await?;
         for digest in keeps.iter().collect::<std::collections::BTreeSet<_>>() {
-            sqlx::query("INSERT INTO provider_blobs (provider, digest) VALUES ($1, $2)").bind(provider.as_str()).bind(digest).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO provider_blobs (provider, digest) SELECT $1, $2
+                 WHERE EXISTS (SELECT 1 FROM job_shared s JOIN leases l ON l.job_id = s.job_id WHERE s.digest = $2 AND l.provider = $1)",
+            )
+            .bind(provider.as_str())
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -275,29 +275,39 @@ both_dbs!(a_job_names_blobs_its_buyer_holds_and_providers_read_them_while_leased
 });
 
 // Data locality: a provider whose heartbeat says it keeps a job's shared
-// input gets that job's units before an older job's; one keeping nothing
-// gets the queue's oldest. What a provider keeps is never shown in its
-// public telemetry, and a heartbeat claiming something that is no digest
-// is refused.
+// input (one the market served it under a lease) gets that job's units
+// before an older job's; a claim of a digest it was never served counts
+// for nothing, so no key steers a buyer's units to itself. What a provider
+// keeps is never shown in its public telemetry; a heartbeat claiming
+// something that is no digest is refused.
 both_dbs!(leasing_prefers_a_provider_that_keeps_the_jobs_shared_input, async |m: &TestMarket| {
     publish(m, "saxpy").await;
     let buyer = Keypair::generate();
     m.fund(&buyer, 10_000).await;
-    let older = crate::jobs::submit(m, &buyer, "saxpy", &[b"older unit"], 600, 1).await;
     let dataset = upload(m, &buyer, b"a dataset some providers keep").await;
-    let body = json!({"package": "saxpy", "inputs_base64": [crate::jobs::b64(b"newer unit")], "shared": {"data": dataset},
-                      "limits": {"fuel": 4_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
-                      "max_price": 600, "replicas": 1});
-    let (status, newer) = m.call("POST", "/api/v1/jobs", Some(&body), Some(&buyer)).await;
-    assert_eq!(status, StatusCode::OK, "{newer}");
-    let (keeper, other) = (provider(m, 10).await, provider(m, 10).await);
+    let shared_job = |input: &[u8]| {
+        json!({"package": "saxpy", "inputs_base64": [crate::jobs::b64(input)], "shared": {"data": dataset},
+               "limits": {"fuel": 4_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
+               "max_price": 600, "replicas": 1})
+    };
+    let (status, first) = m.call("POST", "/api/v1/jobs", Some(&shared_job(b"first")), Some(&buyer)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (keeper, other, claimer) = (provider(m, 10).await, provider(m, 10).await, provider(m, 10).await);
     let beat = |keeps: Value| json!({"running_units": 0, "free_cpu_cores": 2.0, "keeps": keeps});
+    let grant = lease(m, &keeper).await.expect("a unit");
+    assert_eq!(grant["job_id"], first["id"]);
+    let older = crate::jobs::submit(m, &buyer, "saxpy", &[b"older unit", b"another"], 600, 1).await;
+    let (_, newer) = m.call("POST", "/api/v1/jobs", Some(&shared_job(b"newer")), Some(&buyer)).await;
     let (status, body) = m.call("POST", "/api/v1/providers/heartbeat", Some(&beat(json!(["not a digest"]))), Some(&keeper)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, body) = m.call("POST", "/api/v1/providers/heartbeat", Some(&beat(json!([dataset]))), Some(&keeper)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    for key in [&keeper, &claimer] {
+        let (status, body) = m.call("POST", "/api/v1/providers/heartbeat", Some(&beat(json!([dataset]))), Some(key)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let grant = lease(m, &claimer).await.expect("a unit");
+    assert_eq!(grant["job_id"], older.as_str(), "a claim of data never served counts for nothing: the oldest");
     let grant = lease(m, &keeper).await.expect("a unit");
-    assert_eq!(grant["job_id"], newer["id"], "the keeper gets the job whose input it keeps");
+    assert_eq!(grant["job_id"], newer["id"], "the keeper gets the newer job whose input it keeps");
     let grant = lease(m, &other).await.expect("a unit");
     assert_eq!(grant["job_id"], older.as_str(), "the other gets the oldest");
     let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
