@@ -65,7 +65,7 @@ impl BlobCache {
     /// The bytes of blob `digest`, from memory, disk, or else `fetch` (which
     /// writes them into the file it is given).
     pub fn get(&self, digest: &str, fetch: impl FnOnce(&mut std::fs::File) -> Result<(), String>) -> Result<Arc<[u8]>, CacheError> {
-        if !is_digest(digest) {
+        if !agora_wire::is_digest_hex(digest) {
             return Err(CacheError::Digest { digest: digest.into(), got: "not a blake3 digest".into() });
         }
         let turn = {
@@ -168,15 +168,12 @@ impl BlobCache {
                 let e = e.ok()?;
                 let name = e.file_name().into_string().ok()?;
                 let meta = e.metadata().ok()?;
-                is_digest(&name).then(|| (name, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
+                agora_wire::is_digest_hex(&name).then(|| (name, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
             })
             .collect()
     }
 }
 
-fn is_digest(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
 
 #[cfg(test)]
 mod tests {

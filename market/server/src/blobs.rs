@@ -149,8 +149,7 @@ impl Staged {
             match staged {
                 Some(i) => self.record_item(tx, pin, i).await?,
                 None => {
-                    let locked = sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(&digest).execute(&mut **tx).await?;
-                    if locked.rows_affected() != 1 {
+                    if !lock(tx, &digest).await? {
                         return Err(ApiError::NotFound(format!("no blob {digest}")));
                     }
                 }
@@ -275,13 +274,20 @@ pub async fn read(db: &Db, digest: &str) -> Result<Vec<u8>, ApiError> {
     Ok(db.blobs.read(&record.object).await?.to_vec())
 }
 
+/// Take the row lock of blob `digest`'s record for the rest of `tx` (a
+/// write that changes nothing); whether there is a record.
+pub async fn lock(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
+    let locked = sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(digest).execute(&mut **tx).await?;
+    Ok(locked.rows_affected() == 1)
+}
+
 /// Delete the record of `digest` if nothing needs it any more: not kept,
 /// named by no unit, lease or shared input of a job whose data is kept, and
 /// held by no account that uploaded it. Returns the
 /// key of its object, for the caller to remove once `tx` has committed.
 pub async fn collect(tx: &mut Tx, digest: &str) -> Result<Option<String>, sqlx::Error> {
     // The row lock first (see the module's note on races).
-    sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(digest).execute(&mut **tx).await?;
+    lock(tx, digest).await?;
     let object: Option<Option<String>> = sqlx::query_scalar(
         "DELETE FROM blobs WHERE digest = $1 AND pinned = 0
            AND NOT EXISTS (SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $1 AND j.data_deleted_at_ms IS NULL)

@@ -217,8 +217,9 @@ fn rand_unit() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// `prefix` and `bytes` random bytes in hex: the ids of jobs, leases and canaries.
-fn random_id(prefix: char, bytes: usize) -> String {
+/// `prefix` and `bytes` random bytes in hex: the ids of jobs, leases,
+/// canaries and uploads.
+pub(crate) fn random_id(prefix: char, bytes: usize) -> String {
     let mut id_bytes = vec![0u8; bytes];
     getrandom::fill(&mut id_bytes).expect("the OS provides randomness");
     format!("{prefix}{}", hex::encode(id_bytes))

@@ -117,10 +117,6 @@ struct Row {
     parts: String,
 }
 
-fn is_digest(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 impl Uploads {
     pub fn new(db: Db, ledger: Ledger, config: StorageConfig) -> Self {
         Uploads { db, ledger, config, chunks: Arc::default() }
@@ -144,7 +140,7 @@ impl Uploads {
     /// Begin or resume the upload of `request.digest` for `account`.
     pub async fn begin(&self, account: &KeyId, request: NewUpload, now: i64) -> Result<UploadInfo, ApiError> {
         let digest = request.digest.to_ascii_lowercase();
-        if !is_digest(&digest) {
+        if !agora_wire::is_digest_hex(&digest) {
             return Err(ApiError::Invalid("a digest is 64 lowercase hex digits (blake3)".into()));
         }
         if request.size > MAX_BLOB_BYTES {
@@ -172,7 +168,7 @@ impl Uploads {
         let object = crate::store::BlobStore::new_key(&digest);
         let parts = self.db.blobs.begin_parts(&object, request.size).await?;
         let row = Row {
-            id: format!("u{}", hex::encode(random_bytes())),
+            id: crate::jobs::random_id('u', 16),
             account: account.to_string(),
             digest: digest.clone(),
             size: request.size as i64,
@@ -313,11 +309,7 @@ impl Uploads {
             .fetch_optional(&self.db.pool)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way")))?;
-        let checked = bytes.clone();
-        let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, &checked))
-            .await
-            .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
-        if hex::encode(made) != value {
+        if !is_chunk(index, count, chunk_bytes, bytes.clone(), value).await? {
             return Err(ApiError::ChunkMismatch(format!("chunk {index} of upload {id} is not the declared blob's: its bytes were changed or misplaced")));
         }
         let part = self.db.blobs.put_part(&row.object, &row.parts, index, range.start, bytes).await?;
@@ -407,10 +399,7 @@ impl Uploads {
             };
             let value: String =
                 sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).fetch_one(&self.db.pool).await?;
-            let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, &bytes))
-                .await
-                .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
-            if hex::encode(made) != value {
+            if !is_chunk(index, count, chunk_bytes, bytes, value).await? {
                 sqlx::query("UPDATE upload_chunks SET part = NULL WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).execute(&self.db.pool).await?;
                 lost.push(index);
             }
@@ -532,7 +521,7 @@ impl Uploads {
         let mut tx = self.db.write().await?;
         // The blob's row first, as a submit naming it takes it: a submit
         // under way either committed (and its job is seen below) or waits.
-        sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(digest).execute(&mut *tx).await?;
+        crate::blobs::lock(&mut tx, digest).await?;
         let size: Option<i64> = sqlx::query_scalar("DELETE FROM holdings WHERE account = $1 AND digest = $2 RETURNING size")
             .bind(account.as_str())
             .bind(digest)
@@ -606,14 +595,17 @@ fn price_hold(id: &str) -> String {
     format!("market:storage:{id}")
 }
 
+/// Whether `bytes` are chunk `index` (of `count`) with declared `value`,
+/// hashed off the async threads.
+async fn is_chunk(index: u64, count: u64, chunk_bytes: u64, bytes: impl AsRef<[u8]> + Send + 'static, value: String) -> Result<bool, ApiError> {
+    let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, bytes.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
+    Ok(hex::encode(made) == value)
+}
+
 /// Give `bytes` of `account`'s usage back.
 async fn give_back(tx: &mut crate::db::Tx, account: &str, bytes: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE storage_usage SET bytes = bytes - $2 WHERE account = $1").bind(account).bind(bytes).execute(&mut **tx).await?;
     Ok(())
-}
-
-fn random_bytes() -> [u8; 16] {
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).expect("the OS's random source");
-    random
 }

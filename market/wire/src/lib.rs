@@ -29,6 +29,12 @@ mod properties;
 
 pub use keys::{KeyId, Keypair};
 
+/// Whether `text` is a blob digest as the market writes them: 64 lowercase
+/// hex digits (blake3).
+pub fn is_digest_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// blake3 of `bytes`, hex.
 pub fn digest_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()

@@ -7,8 +7,7 @@ use super::reputation::reputation_mean;
 
 /// A heartbeat's `keeps`: at most [`MAX_HEARTBEAT_KEPT`] blake3 digests.
 fn check_keeps(keeps: &[String]) -> Result<(), ApiError> {
-    let digest = |d: &String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if keeps.len() > MAX_HEARTBEAT_KEPT || !keeps.iter().all(digest) {
+    if keeps.len() > MAX_HEARTBEAT_KEPT || !keeps.iter().all(|d| agora_wire::is_digest_hex(d)) {
         return Err(ApiError::Invalid(format!("keeps: at most {MAX_HEARTBEAT_KEPT} blake3 digests (64 lowercase hex digits)")));
     }
     Ok(())

@@ -166,11 +166,10 @@ impl Jobs {
         let mut shared = SharedInputs::new();
         let mut read: std::collections::HashMap<String, std::sync::Arc<[u8]>> = std::collections::HashMap::new();
         for blob in self.shared_of(&row.try_get::<String, _>("job_id")?).await? {
-            let bytes = match read.get(&blob.digest) {
-                Some(bytes) => bytes.clone(),
-                None => read.entry(blob.digest.clone()).or_insert(self.blob(&blob.digest).await?.into()).clone(),
-            };
-            shared.insert(blob.name, bytes);
+            if !read.contains_key(&blob.digest) {
+                read.insert(blob.digest.clone(), self.blob(&blob.digest).await?.into());
+            }
+            shared.insert(blob.name, read[&blob.digest].clone());
         }
         Ok(Some((component, input, output, shared, limits_of(&row)?)))
     }
