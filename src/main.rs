@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "agora", version, about = "Agora: a WebAssembly-first GPU compute marketplace")]
+#[command(
+    name = "agora",
+    version,
+    about = "Agora: a WebAssembly-first GPU compute marketplace"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,7 +81,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
         Command::Mint(a) => cmd::ledger::mint(a, client),
         Command::Canary(a) => cmd::jobs::canary(a, client),
         Command::Vouch(a) => cmd::jobs::vouch(a, client),
-        Command::Market(c) => cmd::market::run(c),
+        Command::Market(c) => cmd::market::run(c, client),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,9 +4,14 @@
 /// are powers of 1024, KB/MB/GB/TB powers of 1000, B or none is bytes.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits.replace('_', "").parse().map_err(|_| format!("`{text}` is not a size"))?;
+    let value: u64 = digits
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size"))?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "Ki" | "KiB" => 1 << 10,
@@ -19,7 +24,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "TB" => 1_000_000_000_000,
         other => return Err(format!("unknown size unit `{other}` in `{text}`")),
     };
-    value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]
@@ -28,7 +35,12 @@ mod tests {
 
     #[test]
     fn sizes() {
-        for (text, want) in [("4096", Ok(4096)), ("64MiB", Ok(64 << 20)), ("1G", Ok(1 << 30)), ("2MB", Ok(2_000_000))] {
+        for (text, want) in [
+            ("4096", Ok(4096)),
+            ("64MiB", Ok(64 << 20)),
+            ("1G", Ok(1 << 30)),
+            ("2MB", Ok(2_000_000)),
+        ] {
             assert_eq!(parse_bytes(text), want, "{text}");
         }
         assert!(parse_bytes("12 parsecs").is_err());

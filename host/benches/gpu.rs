@@ -53,8 +53,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list
     }
-    let n: u32 = std::env::var("AGORA_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
-    let runtime_cuda = match Runtime::new(RuntimeConfig { gpu: GpuChoice::Cuda }) {
+    let n: u32 = std::env::var("AGORA_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
+    let runtime_cuda = match Runtime::new(RuntimeConfig {
+        gpu: GpuChoice::Cuda,
+    }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("bench gpu needs an NVIDIA GPU with CUDA: {e}");
@@ -67,15 +72,22 @@ fn main() {
             device.name,
             device.backend,
             device.device_type,
-            device.memory_bytes.map(|b| (b >> 20).to_string()).unwrap_or("?".into()),
+            device
+                .memory_bytes
+                .map(|b| (b >> 20).to_string())
+                .unwrap_or("?".into()),
             device.compute_capability.as_deref().unwrap_or("-"),
             device.driver
         );
     }
     let ctx = CudaContext::new(0).expect("CUDA context");
     let (major, minor) = ctx.compute_capability().unwrap();
-    let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap() as f64;
-    let clock_khz = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).unwrap() as f64;
+    let sms = ctx
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .unwrap() as f64;
+    let clock_khz = ctx
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)
+        .unwrap() as f64;
     let peak = sms * fp32_lanes_per_sm(major, minor) * 2.0 * clock_khz * 1e3;
     let name = ctx.name().unwrap();
 
@@ -92,13 +104,22 @@ fn main() {
     let limits = Limits {
         timeout: Duration::from_secs(600),
         blob_bytes: 4 * bytes,
-        gpu: GpuQuota { buffer_bytes_max: 4 * bytes, dispatches_max: 10_000, gpu_time_max: Duration::from_secs(600) },
+        gpu: GpuQuota {
+            buffer_bytes_max: 4 * bytes,
+            dispatches_max: 10_000,
+            gpu_time_max: Duration::from_secs(600),
+        },
         ..Limits::default()
     };
     // C[0] against an f64 dot product, within the f32 bound of agora-kernels.
-    let terms: Vec<f64> = (0..n as usize).map(|p| a[p] as f64 * b[p * n as usize] as f64).collect();
+    let terms: Vec<f64> = (0..n as usize)
+        .map(|p| a[p] as f64 * b[p * n as usize] as f64)
+        .collect();
     let want = terms.iter().sum::<f64>();
-    let bound = 2.0 * n as f64 * agora_kernels::F32_UNIT_ROUNDOFF * terms.iter().map(|t| t.abs()).sum::<f64>();
+    let bound = 2.0
+        * n as f64
+        * agora_kernels::F32_UNIT_ROUNDOFF
+        * terms.iter().map(|t| t.abs()).sum::<f64>();
 
     // The baseline: a program that got the same input bytes and calls cuBLAS
     // itself: upload A and B, `reps` SGEMMs, read C[0], free the input.
@@ -124,7 +145,12 @@ fn main() {
         drop(input);
         let mut dc = stream.alloc_zeros::<f32>((n * n) as usize).unwrap();
         // SAFETY: A and B are n x n f32 in bytes; C is n x n.
-        let (da, db) = unsafe { (da.transmute::<f32>((n * n) as usize).unwrap(), db.transmute::<f32>((n * n) as usize).unwrap()) };
+        let (da, db) = unsafe {
+            (
+                da.transmute::<f32>((n * n) as usize).unwrap(),
+                db.transmute::<f32>((n * n) as usize).unwrap(),
+            )
+        };
         for _ in 0..reps {
             // Row-major C = A B as column-major C^T = B^T A^T.
             unsafe { blas.gemm(cfg, &db, &da, &mut dc) }.unwrap();
@@ -144,7 +170,10 @@ fn main() {
             f32::from_le_bytes(out.unwrap()[..4].try_into().unwrap())
         };
         for got in [guest(inputs[0].clone()), cublas(inputs[0].clone())] {
-            assert!(agora_kernels::within(got, want, bound), "{label}: C[0] {got} vs {want} (bound {bound})");
+            assert!(
+                agora_kernels::within(got, want, bound),
+                "{label}: C[0] {got} vs {want} (bound {bound})"
+            );
         }
         // The job's input arrives as an owned buffer (from the network, on a
         // provider): the copies are made before the clock starts.
@@ -162,41 +191,95 @@ fn main() {
         }
         drop(guest);
         let [[ours_short, ours_long], [base_short, base_long]] = t.map(|pair| pair.map(median));
-        let per = |short: Duration, long: Duration| (long.saturating_sub(short)) / (REPS_LONG - REPS_SHORT);
-        println!("{label}: GPU time inside the job (median of all runs): {:.1} ms", median(gpu_time).as_secs_f64() * 1e3);
-        rows.push(Row { name: format!("{label}, {REPS_SHORT} products end to end"), ours: ours_short, base: base_short, goal: goal_e2e, flop_reps: REPS_SHORT });
-        rows.push(Row { name: format!("{label}, one product (marginal)"), ours: per(ours_short, ours_long), base: per(base_short, base_long), goal: goal_product, flop_reps: 1 });
+        let per = |short: Duration, long: Duration| {
+            (long.saturating_sub(short)) / (REPS_LONG - REPS_SHORT)
+        };
+        println!(
+            "{label}: GPU time inside the job (median of all runs): {:.1} ms",
+            median(gpu_time).as_secs_f64() * 1e3
+        );
+        rows.push(Row {
+            name: format!("{label}, {REPS_SHORT} products end to end"),
+            ours: ours_short,
+            base: base_short,
+            goal: goal_e2e,
+            flop_reps: REPS_SHORT,
+        });
+        rows.push(Row {
+            name: format!("{label}, one product (marginal)"),
+            ours: per(ours_short, ours_long),
+            base: per(base_short, base_long),
+            goal: goal_product,
+            flop_reps: 1,
+        });
     };
-    measure(format!("CUDA path ({})", runtime_cuda.adapter().unwrap().backend), &runtime_cuda, f64::NAN, 0.95);
+    measure(
+        format!("CUDA path ({})", runtime_cuda.adapter().unwrap().backend),
+        &runtime_cuda,
+        f64::NAN,
+        0.95,
+    );
     drop(runtime_cuda);
-    match Runtime::new(RuntimeConfig { gpu: GpuChoice::Wgpu }) {
+    match Runtime::new(RuntimeConfig {
+        gpu: GpuChoice::Wgpu,
+    }) {
         Ok(runtime_wgpu) => {
             let adapter = runtime_wgpu.adapter().unwrap();
-            measure(format!("WGSL tiled on wgpu ({})", adapter.backend), &runtime_wgpu, f64::NAN, 0.6);
+            measure(
+                format!("WGSL tiled on wgpu ({})", adapter.backend),
+                &runtime_wgpu,
+                f64::NAN,
+                0.6,
+            );
         }
         Err(e) => eprintln!("no wgpu adapter, the WGSL rows are skipped: {e}"),
     }
 
-    let tflops = |d: Duration, reps: u32| 2.0 * (n as f64).powi(3) * reps as f64 / d.as_secs_f64() / 1e12;
-    println!("\nagora gpu benchmark: matmul fp32 {n}^3 through the guest `kernel-loop` vs cuBLAS SGEMM called directly");
-    println!("on {name} (sm_{major}{minor}, fp32 peak {:.1} TFLOP/s); medians of {ROUNDS} interleaved rounds; ratio = cuBLAS time / ours\n", peak / 1e12);
-    println!("{:<58} {:>10} {:>10} {:>7} {:>6} {:>9} {:>8} {:>9} {:>8}", "case", "ours", "cuBLAS", "ratio", "goal", "TFLOP/s", "of peak", "cuBLAS TF", "of peak");
+    let tflops =
+        |d: Duration, reps: u32| 2.0 * (n as f64).powi(3) * reps as f64 / d.as_secs_f64() / 1e12;
+    println!(
+        "\nagora gpu benchmark: matmul fp32 {n}^3 through the guest `kernel-loop` vs cuBLAS SGEMM called directly"
+    );
+    println!(
+        "on {name} (sm_{major}{minor}, fp32 peak {:.1} TFLOP/s); medians of {ROUNDS} interleaved rounds; ratio = cuBLAS time / ours\n",
+        peak / 1e12
+    );
+    println!(
+        "{:<58} {:>10} {:>10} {:>7} {:>6} {:>9} {:>8} {:>9} {:>8}",
+        "case", "ours", "cuBLAS", "ratio", "goal", "TFLOP/s", "of peak", "cuBLAS TF", "of peak"
+    );
     for row in &rows {
         let ratio = row.base.as_secs_f64() / row.ours.as_secs_f64();
-        let verdict = if row.goal.is_nan() { "" } else if ratio >= row.goal { "ok" } else { "MISS" };
-        let (ours, base) = (tflops(row.ours, row.flop_reps), tflops(row.base, row.flop_reps));
+        let verdict = if row.goal.is_nan() {
+            ""
+        } else if ratio >= row.goal {
+            "ok"
+        } else {
+            "MISS"
+        };
+        let (ours, base) = (
+            tflops(row.ours, row.flop_reps),
+            tflops(row.base, row.flop_reps),
+        );
         println!(
             "{:<58} {:>8.2}ms {:>8.2}ms {:>6.2}x {:>6} {:>9.1} {:>7.1}% {:>9.1} {:>7.1}% {verdict}",
             row.name,
             row.ours.as_secs_f64() * 1e3,
             row.base.as_secs_f64() * 1e3,
             ratio,
-            if row.goal.is_nan() { "-".to_string() } else { format!("{:.2}", row.goal) },
+            if row.goal.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.2}", row.goal)
+            },
             ours,
             100.0 * ours * 1e12 / peak,
             base,
             100.0 * base * 1e12 / peak,
         );
     }
-    println!("\n\"end to end\" includes uploading A and B (2 x {} MiB from the job's input) and reading C[0] on both sides.", bytes >> 20);
+    println!(
+        "\n\"end to end\" includes uploading A and B (2 x {} MiB from the job's input) and reading C[0] on both sides.",
+        bytes >> 20
+    );
 }

@@ -45,8 +45,15 @@ impl BlobCache {
     /// The cache in `dir` (made if missing), holding at most `max_bytes` on
     /// disk (a blob larger than that is used from memory and not kept).
     pub fn new(dir: &Path, max_bytes: u64) -> Result<BlobCache, CacheError> {
-        std::fs::create_dir_all(dir).map_err(|source| CacheError::Io { dir: dir.display().to_string(), source })?;
-        Ok(BlobCache { dir: dir.to_path_buf(), max_bytes, inner: Mutex::default() })
+        std::fs::create_dir_all(dir).map_err(|source| CacheError::Io {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        Ok(BlobCache {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            inner: Mutex::default(),
+        })
     }
 
     /// Bytes fetched from the market since this cache started.
@@ -59,25 +66,47 @@ impl BlobCache {
     pub fn held(&self, limit: usize) -> Vec<String> {
         let mut files = self.files();
         files.sort_by(|a, b| b.2.cmp(&a.2));
-        files.into_iter().take(limit).map(|(digest, _, _)| digest).collect()
+        files
+            .into_iter()
+            .take(limit)
+            .map(|(digest, _, _)| digest)
+            .collect()
     }
 
     /// The bytes of blob `digest`, from memory, disk, or else `fetch` (which
     /// writes them into the file it is given).
-    pub fn get(&self, digest: &str, fetch: impl FnOnce(&mut std::fs::File) -> Result<(), String>) -> Result<Arc<[u8]>, CacheError> {
+    pub fn get(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce(&mut std::fs::File) -> Result<(), String>,
+    ) -> Result<Arc<[u8]>, CacheError> {
         if !agora_wire::is_digest_hex(digest) {
-            return Err(CacheError::Digest { digest: digest.into(), got: "not a blake3 digest".into() });
+            return Err(CacheError::Digest {
+                digest: digest.into(),
+                got: "not a blake3 digest".into(),
+            });
         }
         let turn = {
             let mut inner = self.inner.lock().expect("cache lock");
             if let Some(bytes) = inner.in_memory.get(digest).and_then(Weak::upgrade) {
                 return Ok(bytes);
             }
-            inner.fetching.entry(digest.to_string()).or_default().clone()
+            inner
+                .fetching
+                .entry(digest.to_string())
+                .or_default()
+                .clone()
         };
         let _turn = turn.lock().expect("fetch lock");
         // Another asker may have fetched it while this one waited.
-        if let Some(bytes) = self.inner.lock().expect("cache lock").in_memory.get(digest).and_then(Weak::upgrade) {
+        if let Some(bytes) = self
+            .inner
+            .lock()
+            .expect("cache lock")
+            .in_memory
+            .get(digest)
+            .and_then(Weak::upgrade)
+        {
             return Ok(bytes);
         }
         let got = match self.from_disk(digest) {
@@ -91,13 +120,18 @@ impl BlobCache {
             return got;
         };
         inner.in_memory.retain(|_, weak| weak.strong_count() > 0);
-        inner.in_memory.insert(digest.to_string(), Arc::downgrade(&bytes));
+        inner
+            .in_memory
+            .insert(digest.to_string(), Arc::downgrade(&bytes));
         inner.fetching.remove(digest);
         Ok(bytes)
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> CacheError + '_ {
-        move |source| CacheError::Io { dir: self.dir.display().to_string(), source }
+        move |source| CacheError::Io {
+            dir: self.dir.display().to_string(),
+            source,
+        }
     }
 
     /// A kept file, checked again (a disk can rot): a bad one is removed.
@@ -109,32 +143,48 @@ impl BlobCache {
             Err(e) => return Err(self.io()(e)),
         };
         if blake3::hash(&bytes).to_hex().as_str() != digest {
-            tracing::warn!(digest, "a cached blob no longer matches its digest: fetching it again");
+            tracing::warn!(
+                digest,
+                "a cached blob no longer matches its digest: fetching it again"
+            );
             std::fs::remove_file(&path).map_err(self.io())?;
             return Ok(None);
         }
         // Used now: last out.
-        let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let _ =
+            std::fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         Ok(Some(bytes.into()))
     }
 
-    fn fetch(&self, digest: &str, fetch: impl FnOnce(&mut std::fs::File) -> Result<(), String>) -> Result<Arc<[u8]>, CacheError> {
+    fn fetch(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce(&mut std::fs::File) -> Result<(), String>,
+    ) -> Result<Arc<[u8]>, CacheError> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the OS's random source");
-        let partial = self.dir.join(format!("{digest}.{}.{PARTIAL}", hex::encode(random)));
+        let partial = self
+            .dir
+            .join(format!("{digest}.{}.{PARTIAL}", hex::encode(random)));
         let mut file = std::fs::File::create(&partial).map_err(self.io())?;
         let fetched = fetch(&mut file);
         drop(file);
         if let Err(message) = fetched {
             let _ = std::fs::remove_file(&partial);
-            return Err(CacheError::Fetch { digest: digest.into(), message });
+            return Err(CacheError::Fetch {
+                digest: digest.into(),
+                message,
+            });
         }
         let bytes = std::fs::read(&partial).map_err(self.io())?;
         self.inner.lock().expect("cache lock").fetched_bytes += bytes.len() as u64;
         let got = blake3::hash(&bytes).to_hex().to_string();
         if got != digest {
             let _ = std::fs::remove_file(&partial);
-            return Err(CacheError::Digest { digest: digest.into(), got });
+            return Err(CacheError::Digest {
+                digest: digest.into(),
+                got,
+            });
         }
         if bytes.len() as u64 <= self.max_bytes {
             self.make_room(bytes.len() as u64)?;
@@ -162,18 +212,25 @@ impl BlobCache {
 
     /// Kept files: digest, length, last use.
     fn files(&self) -> Vec<(String, u64, std::time::SystemTime)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         entries
             .filter_map(|e| {
                 let e = e.ok()?;
                 let name = e.file_name().into_string().ok()?;
                 let meta = e.metadata().ok()?;
-                agora_wire::is_digest_hex(&name).then(|| (name, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
+                agora_wire::is_digest_hex(&name).then(|| {
+                    (
+                        name,
+                        meta.len(),
+                        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    )
+                })
             })
             .collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -209,7 +266,10 @@ mod tests {
         assert_eq!(cache.fetched_bytes(), 100);
         // From disk in a new cache over the same folder.
         let again = BlobCache::new(dir.path(), 250).unwrap();
-        assert_eq!(&*again.get(&a, |_| Err("no fetch".into())).unwrap(), &a_bytes[..]);
+        assert_eq!(
+            &*again.get(&a, |_| Err("no fetch".into())).unwrap(),
+            &a_bytes[..]
+        );
         // Two more: the least recently used goes.
         let (b, b_bytes) = blob(2, 100);
         let (c, c_bytes) = blob(3, 100);
@@ -221,7 +281,10 @@ mod tests {
         assert_eq!(held, vec![c.clone(), b.clone()], "a, used first, went");
         // Bytes that are not the digest's are refused and not kept.
         let (d, _) = blob(4, 10);
-        assert!(matches!(again.get(&d, fetch(b"lies")), Err(CacheError::Digest { .. })));
+        assert!(matches!(
+            again.get(&d, fetch(b"lies")),
+            Err(CacheError::Digest { .. })
+        ));
         assert!(!dir.path().join(&d).exists());
         // A rotten file is fetched again.
         std::fs::write(dir.path().join(&c), b"rot").unwrap();

@@ -17,7 +17,9 @@ impl HostWallClock for CoarseWallClock {
     }
 
     fn now(&self) -> Duration {
-        let since_epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         Duration::from_nanos(floor(since_epoch.as_nanos() as u64))
     }
 }
@@ -30,7 +32,9 @@ pub(crate) struct CoarseMonotonicClock {
 
 impl CoarseMonotonicClock {
     pub(crate) fn new() -> Self {
-        CoarseMonotonicClock { started: Instant::now() }
+        CoarseMonotonicClock {
+            started: Instant::now(),
+        }
     }
 }
 

@@ -16,14 +16,14 @@
 //! job runs ends up in its [`RunReport`]'s [`Outcome`], which names the limit
 //! that stopped it.
 
-pub mod blob_cache;
 mod bindings;
+pub mod blob_cache;
 mod clocks;
 pub mod gpu;
 pub mod limits;
 pub mod pool;
-pub mod provider;
 mod protocol;
+pub mod provider;
 pub mod report;
 mod runtime;
 pub mod sandbox;
@@ -34,6 +34,6 @@ pub use gpu::{AdapterInfo, GpuChoice};
 pub use limits::Limits;
 pub use pool::{PoolConfig, WorkerPool};
 pub use report::{LimitKind, Outcome, RunReport};
-pub use sandbox::{SandboxConfig, SandboxReport};
 pub use runtime::{Digest, LoadError, LoadedComponent, Runtime, RuntimeConfig, digest_of, hex};
+pub use sandbox::{SandboxConfig, SandboxReport};
 pub use state::{SharedBlob, SharedInputs};

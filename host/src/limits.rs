@@ -73,8 +73,11 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// GPU buffer quotas (on a software adapter GPU buffers are host memory),
 /// the shared inputs it holds (`agora_wire::limits::MAX_SHARED_INPUT_BYTES`),
 /// and a gigabyte for the runtime, the driver and compiled code.
-pub const WORKER_MEMORY_BYTES: u64 =
-    MAX_MEMORY_BYTES_CEILING + (1 << 30) + (2 << 30) + agora_wire::limits::MAX_SHARED_INPUT_BYTES + (1 << 30);
+pub const WORKER_MEMORY_BYTES: u64 = MAX_MEMORY_BYTES_CEILING
+    + (1 << 30)
+    + (2 << 30)
+    + agora_wire::limits::MAX_SHARED_INPUT_BYTES
+    + (1 << 30);
 
 /// The step of a guest's clocks (`clocks.rs`): coarse enough that a job
 /// cannot time another tenant's shader compiles or cache hits, fine enough

@@ -11,12 +11,16 @@
 
 use crate::gpu::{AdapterInfo, GpuChoice};
 use crate::limits::{self, Limits};
-use crate::protocol::{Call, Hello, Request, Response, SharedSpec, WorkerMessage, read_frame_within, write_frame};
+use crate::protocol::{
+    Call, Hello, Request, Response, SharedSpec, WorkerMessage, read_frame_within, write_frame,
+};
 use crate::report::{LimitKind, LiveUpdate, Outcome, RunReport};
-use crate::state::SharedInputs;
 use crate::runtime::{digest_of, hex};
 use crate::sandbox::memory::WorkerCgroup;
-use crate::sandbox::{self, Attempt, Layer, LayerState, SandboxConfig, SandboxReport, WorkerSandbox};
+use crate::sandbox::{
+    self, Attempt, Layer, LayerState, SandboxConfig, SandboxReport, WorkerSandbox,
+};
+use crate::state::SharedInputs;
 use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
@@ -53,7 +57,10 @@ pub struct ComponentBytes {
 impl ComponentBytes {
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         let bytes = bytes.into();
-        ComponentBytes { digest: hex(&digest_of(&bytes)), bytes }
+        ComponentBytes {
+            digest: hex(&digest_of(&bytes)),
+            bytes,
+        }
     }
 }
 
@@ -62,12 +69,21 @@ impl ComponentBytes {
 #[non_exhaustive]
 pub enum PoolError {
     #[error("cannot start worker `{program}`: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("worker did not start: {0}")]
     Start(String),
     /// A wall the worker says stands let one of its probes through.
-    #[error("the worker sandbox failed its check: {attempt:?} got through although {layers:?} stand: {detail}")]
-    SandboxBreached { attempt: Attempt, layers: Vec<Layer>, detail: String },
+    #[error(
+        "the worker sandbox failed its check: {attempt:?} got through although {layers:?} stand: {detail}"
+    )]
+    SandboxBreached {
+        attempt: Attempt,
+        layers: Vec<Layer>,
+        detail: String,
+    },
 }
 
 pub struct WorkerPool {
@@ -120,7 +136,8 @@ impl WorkerPool {
         // A worker that got past its walls must not read or write this
         // process's memory through /proc (same user, Landlock missing).
         #[cfg(target_os = "linux")]
-        let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+        let _ =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
         let mut workers = Vec::new();
         let mut devices = Vec::new();
         let mut sandbox = SandboxReport::default();
@@ -131,7 +148,10 @@ impl WorkerPool {
             workers.push(worker);
         }
         sandbox.log();
-        let counters = PoolCounters { started: workers.len() as u64, ..Default::default() };
+        let counters = PoolCounters {
+            started: workers.len() as u64,
+            ..Default::default()
+        };
         Ok(WorkerPool {
             config,
             idle: Mutex::new(workers),
@@ -168,13 +188,33 @@ impl WorkerPool {
 
     /// Run `run(input)` on a warm worker.
     pub fn run(&self, component: &ComponentBytes, input: &[u8], limits: &Limits) -> JobResult {
-        self.call(component, &[input], &SharedInputs::new(), limits, Call::Run, None)
+        self.call(
+            component,
+            &[input],
+            &SharedInputs::new(),
+            limits,
+            Call::Run,
+            None,
+        )
     }
 
     /// [`WorkerPool::run`], calling `live` with progress and logs while the
     /// job runs (on this thread, between waits for the worker).
-    pub fn run_observed(&self, component: &ComponentBytes, input: &[u8], limits: &Limits, live: &mut dyn FnMut(LiveUpdate)) -> JobResult {
-        self.call(component, &[input], &SharedInputs::new(), limits, Call::Run, Some(live))
+    pub fn run_observed(
+        &self,
+        component: &ComponentBytes,
+        input: &[u8],
+        limits: &Limits,
+        live: &mut dyn FnMut(LiveUpdate),
+    ) -> JobResult {
+        self.call(
+            component,
+            &[input],
+            &SharedInputs::new(),
+            limits,
+            Call::Run,
+            Some(live),
+        )
     }
 
     /// [`WorkerPool::run_observed`] for a job with shared inputs.
@@ -191,7 +231,13 @@ impl WorkerPool {
 
     /// Run `verify(input, output)` on a warm worker; the answer is
     /// `Some(true|false)`, or `None` when it did not complete.
-    pub fn verify(&self, component: &ComponentBytes, input: &[u8], output: &[u8], limits: &Limits) -> (RunReport, Option<bool>) {
+    pub fn verify(
+        &self,
+        component: &ComponentBytes,
+        input: &[u8],
+        output: &[u8],
+        limits: &Limits,
+    ) -> (RunReport, Option<bool>) {
         self.verify_shared(component, input, output, &SharedInputs::new(), limits)
     }
 
@@ -204,7 +250,16 @@ impl WorkerPool {
         shared: &SharedInputs,
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
-        let result = self.call(component, &[input, output], shared, limits, Call::Verify { output_len: output.len() as u64 }, None);
+        let result = self.call(
+            component,
+            &[input, output],
+            shared,
+            limits,
+            Call::Verify {
+                output_len: output.len() as u64,
+            },
+            None,
+        );
         (result.report, result.output.map(|o| o == [1]))
     }
 
@@ -226,7 +281,15 @@ impl WorkerPool {
         let started = Instant::now();
         let mut worker = match self.checkout() {
             Ok(w) => w,
-            Err(e) => return self.failed(component, started, Outcome::WorkerLost { message: e.to_string() }),
+            Err(e) => {
+                return self.failed(
+                    component,
+                    started,
+                    Outcome::WorkerLost {
+                        message: e.to_string(),
+                    },
+                );
+            }
         };
         let mut compile_time = Duration::ZERO;
         // At most three times: a worker may have let the component or a
@@ -235,7 +298,16 @@ impl WorkerPool {
         for _ in 0..3 {
             if !worker.known.contains(&component.digest) {
                 let mut ignore_load = |_: LiveUpdate| {};
-                match worker.ask(component, &[&component.bytes], &SharedInputs::new(), limits, Call::Load, limits::COMPILE_TIMEOUT, false, &mut ignore_load) {
+                match worker.ask(
+                    component,
+                    &[&component.bytes],
+                    &SharedInputs::new(),
+                    limits,
+                    Call::Load,
+                    limits::COMPILE_TIMEOUT,
+                    false,
+                    &mut ignore_load,
+                ) {
                     Waited::Answer(response, _) if response.report.outcome.is_ok() => {
                         compile_time = response.report.compile_time;
                         worker.known.insert(component.digest.clone());
@@ -244,14 +316,23 @@ impl WorkerPool {
                         // Refused before it ran: the worker is fine.
                         self.checkin(worker);
                         self.counters.lock().expect("counters lock").jobs += 1;
-                        return JobResult { report: response.report, output: None };
+                        return JobResult {
+                            report: response.report,
+                            output: None,
+                        };
                     }
                     Waited::Deadline => {
                         let outcome = Outcome::LimitExceeded {
                             limit: LimitKind::CompileTime,
-                            message: format!("compiling took longer than {} s; its worker was killed", limits::COMPILE_TIMEOUT.as_secs()),
+                            message: format!(
+                                "compiling took longer than {} s; its worker was killed",
+                                limits::COMPILE_TIMEOUT.as_secs()
+                            ),
                         };
-                        tracing::warn!(pid = worker.child.id(), "compile ran past its deadline: killing the worker");
+                        tracing::warn!(
+                            pid = worker.child.id(),
+                            "compile ran past its deadline: killing the worker"
+                        );
                         self.replace(worker);
                         return self.failed(component, started, outcome);
                     }
@@ -261,9 +342,20 @@ impl WorkerPool {
                     }
                 }
             }
-            waited = worker.ask(component, input, shared, limits, call, limits.timeout + limits::KILL_GRACE, wants_live, &mut *live);
+            waited = worker.ask(
+                component,
+                input,
+                shared,
+                limits,
+                call,
+                limits.timeout + limits::KILL_GRACE,
+                wants_live,
+                &mut *live,
+            );
             match &waited {
-                Waited::Answer(response, _) if response.needs_component => worker.known.remove(&component.digest),
+                Waited::Answer(response, _) if response.needs_component => {
+                    worker.known.remove(&component.digest)
+                }
                 Waited::Answer(response, _) if response.needs_shared => {
                     worker.shared.clear();
                     true
@@ -275,17 +367,27 @@ impl WorkerPool {
             Waited::Answer(mut response, body) => {
                 response.report.compile_time = compile_time;
                 if response.report.worker_poisoned {
-                    tracing::warn!("worker {} reports a hung GPU device: replacing it", worker.child.id());
+                    tracing::warn!(
+                        "worker {} reports a hung GPU device: replacing it",
+                        worker.child.id()
+                    );
                     self.replace(worker);
                 } else {
                     self.checkin(worker);
                 }
                 self.counters.lock().expect("counters lock").jobs += 1;
                 let output = response.has_output.then_some(body);
-                return JobResult { report: response.report, output };
+                return JobResult {
+                    report: response.report,
+                    output,
+                };
             }
             Waited::Deadline => {
-                tracing::warn!(pid = worker.child.id(), "job ran past {} ms: killing its worker", limits.timeout.as_millis());
+                tracing::warn!(
+                    pid = worker.child.id(),
+                    "job ran past {} ms: killing its worker",
+                    limits.timeout.as_millis()
+                );
                 Outcome::LimitExceeded {
                     limit: LimitKind::Timeout,
                     message: format!(
@@ -305,7 +407,10 @@ impl WorkerPool {
         let mut report = RunReport::new(outcome, component.digest.clone());
         report.adapter = self.devices.first().cloned();
         report.wall_time = started.elapsed();
-        JobResult { report, output: None }
+        JobResult {
+            report,
+            output: None,
+        }
     }
 
     fn checkout(&self) -> Result<Worker, PoolError> {
@@ -354,7 +459,12 @@ impl WorkerPool {
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        for mut worker in self.idle.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+        for mut worker in self
+            .idle
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+        {
             // A worker whose GPU is busy cannot exit by itself: kill.
             end(&mut worker.child);
         }
@@ -390,11 +500,32 @@ impl Worker {
         self.allowed_body.store(answer, Ordering::SeqCst);
         let specs: Vec<SharedSpec> = shared
             .iter()
-            .map(|(name, blob)| SharedSpec { name: name.clone(), digest: blob.digest.clone(), len: blob.bytes.len() as u64, sent: !self.shared.contains(&blob.digest) })
+            .map(|(name, blob)| SharedSpec {
+                name: name.clone(),
+                digest: blob.digest.clone(),
+                len: blob.bytes.len() as u64,
+                sent: !self.shared.contains(&blob.digest),
+            })
             .collect();
-        let parts: Vec<&[u8]> = body.iter().copied().chain(shared.values().filter(|b| !self.shared.contains(&b.digest)).map(|b| &b.bytes[..])).collect();
-        self.shared.extend(shared.values().map(|b| b.digest.clone()));
-        let request = Request { digest: component.digest.clone(), limits: *limits, call, live: wants_live, shared: specs };
+        let parts: Vec<&[u8]> = body
+            .iter()
+            .copied()
+            .chain(
+                shared
+                    .values()
+                    .filter(|b| !self.shared.contains(&b.digest))
+                    .map(|b| &b.bytes[..]),
+            )
+            .collect();
+        self.shared
+            .extend(shared.values().map(|b| b.digest.clone()));
+        let request = Request {
+            digest: component.digest.clone(),
+            limits: *limits,
+            call,
+            live: wants_live,
+            shared: specs,
+        };
         if let Err(e) = write_frame(&mut self.stdin, &request, &parts) {
             return Waited::Lost(format!("could not send the job to the worker: {e}"));
         }
@@ -405,7 +536,10 @@ impl Worker {
             if Instant::now() >= until {
                 return Waited::Deadline;
             }
-            match self.responses.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            match self
+                .responses
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
                 Ok(Ok((WorkerMessage::Done(response), body))) => {
                     self.allowed_body.store(0, Ordering::SeqCst);
                     return Waited::Answer(response, body);
@@ -426,7 +560,10 @@ impl Worker {
 /// Kill `child` (it may be dead already) and reap it: how it ended.
 fn end(child: &mut Child) -> String {
     let _ = child.kill();
-    child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+    child
+        .wait()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// Why a worker died mid-job: its memory wall, when the cgroup's OOM counter
@@ -445,19 +582,31 @@ fn lost(worker: &Worker, message: String) -> Outcome {
 /// settings.
 fn command(config: &PoolConfig, settings: &WorkerSandbox) -> Command {
     let mut command = Command::new(&config.program);
-    command.args(&config.args).args(["--gpu", config.gpu.as_str()]).env_clear();
+    command
+        .args(&config.args)
+        .args(["--gpu", config.gpu.as_str()])
+        .env_clear();
     for (name, value) in std::env::vars_os() {
-        if sandbox::WORKER_ENVIRONMENT.iter().any(|allowed| name == *allowed) {
+        if sandbox::WORKER_ENVIRONMENT
+            .iter()
+            .any(|allowed| name == *allowed)
+        {
             command.env(name, value);
         }
     }
     command.envs(sandbox::WORKER_FIXED_ENVIRONMENT.iter().copied());
-    command.env(sandbox::SETTINGS_VAR, serde_json::to_string(settings).expect("settings serialize"));
+    command.env(
+        sandbox::SETTINGS_VAR,
+        serde_json::to_string(settings).expect("settings serialize"),
+    );
     // Its own process group (a Ctrl-C to the provider's terminal is the
     // supervisor's to handle) and no terminal: stderr comes through a pipe.
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     command
 }
 
@@ -470,7 +619,10 @@ fn relay_stderr(stderr: std::process::ChildStderr) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(limits::MAX_LOG_LINE_BYTES as u64).read_until(b'\n', &mut line) {
+        match (&mut reader)
+            .take(limits::MAX_LOG_LINE_BYTES as u64)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text: String = String::from_utf8_lossy(&line)
@@ -493,12 +645,18 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         memory_rlimit: cgroup.is_err().then_some(config.sandbox.memory_bytes),
         probe_file: config.sandbox.probe_file.clone(),
         probe_directory: std::env::current_dir().ok(),
-        probe_port: probe.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port()),
+        probe_port: probe
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port()),
         probe_socket: socket.as_ref().map(|s| s.path.clone()),
     };
     let mut child = command(config, &settings)
         .spawn()
-        .map_err(|source| PoolError::Spawn { program: config.program.display().to_string(), source })?;
+        .map_err(|source| PoolError::Spawn {
+            program: config.program.display().to_string(),
+            source,
+        })?;
     if let Some(stderr) = child.stderr.take() {
         std::thread::Builder::new()
             .name(format!("agora-worker-{}-stderr", child.id()))
@@ -513,7 +671,9 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
             Ok(()) => Ok(cgroup),
             Err(e) => {
                 end(&mut child);
-                return Err(PoolError::Start(format!("cannot move the worker into its cgroup: {e}")));
+                return Err(PoolError::Start(format!(
+                    "cannot move the worker into its cgroup: {e}"
+                )));
             }
         },
         Err(why) => Err(why),
@@ -532,7 +692,9 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
             let mut reader = BufReader::new(stdout);
             let _ = hello_tx.send(read_frame_within::<Hello>(&mut reader, || 0));
             loop {
-                match read_frame_within::<WorkerMessage>(&mut reader, || allowed.load(Ordering::SeqCst)) {
+                match read_frame_within::<WorkerMessage>(&mut reader, || {
+                    allowed.load(Ordering::SeqCst)
+                }) {
                     Ok(Some(frame)) => {
                         if tx.send(Ok(frame)).is_err() {
                             return;
@@ -551,7 +713,9 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         Ok(Ok(Some((hello, _)))) => hello,
         Ok(Ok(None)) | Err(_) => {
             let status = end(&mut child);
-            return Err(PoolError::Start(format!("the worker exited or hung before saying hello ({status})")));
+            return Err(PoolError::Start(format!(
+                "the worker exited or hung before saying hello ({status})"
+            )));
         }
         Ok(Err(e)) => {
             end(&mut child);
@@ -568,15 +732,33 @@ fn spawn(config: &PoolConfig) -> Result<(Worker, Hello), PoolError> {
         end(&mut child);
         return Err(breach);
     }
-    Ok((Worker { child, stdin, responses, known: HashSet::new(), shared: HashSet::new(), cgroup: cgroup.ok(), allowed_body }, hello))
+    Ok((
+        Worker {
+            child,
+            stdin,
+            responses,
+            known: HashSet::new(),
+            shared: HashSet::new(),
+            cgroup: cgroup.ok(),
+            allowed_body,
+        },
+        hello,
+    ))
 }
 
 /// Add the memory wall the supervisor raised to the worker's report, and
 /// refuse a worker whose walls, by its own account standing, let a probe
 /// through (a missing wall only lets the pool warn).
-fn checked(report: &mut SandboxReport, cgroup: &Result<WorkerCgroup, String>) -> Result<(), PoolError> {
+fn checked(
+    report: &mut SandboxReport,
+    cgroup: &Result<WorkerCgroup, String>,
+) -> Result<(), PoolError> {
     match cgroup {
-        Ok(cgroup) => report.layers.push(LayerState { layer: Layer::Memory, applied: true, detail: cgroup.describe() }),
+        Ok(cgroup) => report.layers.push(LayerState {
+            layer: Layer::Memory,
+            applied: true,
+            detail: cgroup.describe(),
+        }),
         Err(why) => {
             if let Some(rlimit) = report.layers.iter_mut().find(|l| l.layer == Layer::Memory) {
                 rlimit.detail = format!("{why}; {}", rlimit.detail);
@@ -587,11 +769,21 @@ fn checked(report: &mut SandboxReport, cgroup: &Result<WorkerCgroup, String>) ->
         let guards: &[Layer] = match probe.attempt {
             Attempt::ConnectLoopback => &[Layer::NetworkNamespace, Layer::Landlock, Layer::Seccomp],
             Attempt::ConnectUnixSocket => &[Layer::Seccomp],
-            Attempt::ReadFile | Attempt::ListWorkingDirectory | Attempt::ReadParentEnvironment => &[Layer::Landlock],
+            Attempt::ReadFile | Attempt::ListWorkingDirectory | Attempt::ReadParentEnvironment => {
+                &[Layer::Landlock]
+            }
         };
-        let standing: Vec<Layer> = guards.iter().copied().filter(|&l| report.applied(l)).collect();
+        let standing: Vec<Layer> = guards
+            .iter()
+            .copied()
+            .filter(|&l| report.applied(l))
+            .collect();
         if !standing.is_empty() {
-            return Err(PoolError::SandboxBreached { attempt: probe.attempt, layers: standing, detail: probe.detail.clone() });
+            return Err(PoolError::SandboxBreached {
+                attempt: probe.attempt,
+                layers: standing,
+                detail: probe.detail.clone(),
+            });
         }
     }
     Ok(())
@@ -609,11 +801,18 @@ impl ProbeSocket {
     #[cfg(unix)]
     fn open() -> Option<ProbeSocket> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!("agora-probe-{}-{}.sock", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "agora-probe-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let path = std::env::temp_dir().join(name);
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).ok()?;
-        Some(ProbeSocket { path, _listener: listener })
+        Some(ProbeSocket {
+            path,
+            _listener: listener,
+        })
     }
 
     #[cfg(not(unix))]

@@ -39,7 +39,9 @@ pub enum Call {
     Run,
     /// Call `verify`; the body holds the input then `output_len` bytes of
     /// output.
-    Verify { output_len: u64 },
+    Verify {
+        output_len: u64,
+    },
 }
 
 /// Supervisor -> worker. Body: the component's bytes (for `Load`), or the
@@ -70,10 +72,18 @@ pub struct SharedSpec {
 
 /// Split the bytes of the `sent` shared inputs off the end of `body`, by
 /// digest.
-pub fn split_shared(body: &mut Vec<u8>, shared: &[SharedSpec]) -> io::Result<Vec<(String, std::sync::Arc<[u8]>)>> {
+pub fn split_shared(
+    body: &mut Vec<u8>,
+    shared: &[SharedSpec],
+) -> io::Result<Vec<(String, std::sync::Arc<[u8]>)>> {
     let mut sent = Vec::new();
     for spec in shared.iter().rev().filter(|s| s.sent) {
-        let at = body.len().checked_sub(spec.len as usize).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "shared inputs longer than the body"))?;
+        let at = body.len().checked_sub(spec.len as usize).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "shared inputs longer than the body",
+            )
+        })?;
         // One copy, into the shared allocation; the body's tail is freed.
         sent.push((spec.digest.clone(), std::sync::Arc::from(&body[at..])));
         body.truncate(at);
@@ -126,7 +136,10 @@ pub fn read_frame<H: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<(
 /// it. The allowance is asked once the frame's length has arrived (the
 /// supervisor allows a worker's answer no more than the output the request
 /// in flight asked for, and a reader waits for a frame before it is sent).
-pub fn read_frame_within<H: DeserializeOwned>(r: &mut impl Read, max_body: impl FnOnce() -> u64) -> io::Result<Option<(H, Vec<u8>)>> {
+pub fn read_frame_within<H: DeserializeOwned>(
+    r: &mut impl Read,
+    max_body: impl FnOnce() -> u64,
+) -> io::Result<Option<(H, Vec<u8>)>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -135,7 +148,10 @@ pub fn read_frame_within<H: DeserializeOwned>(r: &mut impl Read, max_body: impl 
     }
     let header_len = u32::from_le_bytes(len);
     if header_len > MAX_HEADER_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame header of {header_len} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame header of {header_len} bytes"),
+        ));
     }
     let mut header = vec![0u8; header_len as usize];
     r.read_exact(&mut header)?;
@@ -143,16 +159,23 @@ pub fn read_frame_within<H: DeserializeOwned>(r: &mut impl Read, max_body: impl 
     r.read_exact(&mut body_len)?;
     let body_len = u64::from_le_bytes(body_len);
     if body_len > max_body().min(MAX_BODY_BYTES) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame body of {body_len} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame body of {body_len} bytes"),
+        ));
     }
     // Grown as bytes arrive: a length the sender does not back with bytes
     // costs the reader nothing.
     let mut body = Vec::with_capacity(body_len.min(1 << 20) as usize);
     r.by_ref().take(body_len).read_to_end(&mut body)?;
     if body.len() as u64 != body_len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "frame body cut short"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "frame body cut short",
+        ));
     }
-    let header = serde_json::from_slice(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let header = serde_json::from_slice(&header)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some((header, body)))
 }
 
@@ -166,8 +189,16 @@ mod tests {
     use proptest::test_runner::RngSeed;
 
     fn config() -> ProptestConfig {
-        let seed = std::env::var("AGORA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xa60a);
-        ProptestConfig { cases: 256, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..ProptestConfig::default() }
+        let seed = std::env::var("AGORA_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xa60a);
+        ProptestConfig {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(seed),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
     }
 
     proptest! {

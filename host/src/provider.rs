@@ -4,12 +4,13 @@
 //! and returns signed results. It outlives market restarts: every call that
 //! fails is retried after a pause.
 
+use crate::Limits;
 use crate::blob_cache::{BlobCache, CacheError};
 use crate::pool::{ComponentBytes, WorkerPool};
-use crate::Limits;
 use agora_wire::api::{
-    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine, MAX_HEARTBEAT_LOG_LINES,
-    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider, ResultReport,
+    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine,
+    MAX_HEARTBEAT_LOG_LINES, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider,
+    ResultReport,
 };
 use agora_wire::client::{Client, ClientError};
 use agora_wire::log::verify_log;
@@ -45,7 +46,11 @@ pub struct ProviderConfig {
 impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
-            ask: Ask { per_billion_fuel: 10, per_gpu_second: 1, per_wall_second: 0 },
+            ask: Ask {
+                per_billion_fuel: 10,
+                per_gpu_second: 1,
+                per_wall_second: 0,
+            },
             max_concurrent: 2,
             poll_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
@@ -80,18 +85,46 @@ struct LiveLease {
 }
 
 fn wire_line(line: &crate::report::LogLine) -> LogLine {
-    LogLine { level: line.level.clone(), message: line.message.chars().take(MAX_LOG_LINE_CHARS).collect() }
+    LogLine {
+        level: line.level.clone(),
+        message: line.message.chars().take(MAX_LOG_LINE_CHARS).collect(),
+    }
 }
 
 /// Serve until `stop` is set.
-pub fn serve(client: Client, pool: WorkerPool, config: ProviderConfig, stop: Arc<AtomicBool>) -> Result<(), CacheError> {
+pub fn serve(
+    client: Client,
+    pool: WorkerPool,
+    config: ProviderConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<(), CacheError> {
     let temporary = match &config.cache_dir {
         Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("agora-blobs-").tempdir().map_err(|source| CacheError::Io { dir: "a temporary folder".into(), source })?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("agora-blobs-")
+                .tempdir()
+                .map_err(|source| CacheError::Io {
+                    dir: "a temporary folder".into(),
+                    source,
+                })?,
+        ),
     };
-    let dir = config.cache_dir.clone().unwrap_or_else(|| temporary.as_ref().expect("made above").path().to_path_buf());
+    let dir = config
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| temporary.as_ref().expect("made above").path().to_path_buf());
     let blobs = BlobCache::new(&dir, config.cache_bytes)?;
-    let shared = Arc::new(Shared { client, pool, blobs, config, running: AtomicU32::new(0), components: Mutex::default(), live: Mutex::default(), stop });
+    let shared = Arc::new(Shared {
+        client,
+        pool,
+        blobs,
+        config,
+        running: AtomicU32::new(0),
+        components: Mutex::default(),
+        live: Mutex::default(),
+        stop,
+    });
     register(&shared);
     let mut threads = Vec::new();
     let hb = shared.clone();
@@ -107,10 +140,16 @@ pub fn serve(client: Client, pool: WorkerPool, config: ProviderConfig, stop: Arc
 }
 
 fn capabilities(pool: &WorkerPool) -> Capabilities {
-    let cpu_cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let cpu_cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map(|kib| kib * 1024)
         .unwrap_or(0);
     use agora_wire::limits::{MAX_PROVIDER_GPUS, gpu_text};
@@ -127,13 +166,26 @@ fn capabilities(pool: &WorkerPool) -> Capabilities {
         })
         .collect();
     let cuda = gpus.iter().any(|g| g.backend == "cuda");
-    Capabilities { cpu_cores, memory_bytes, gpus, cuda, kind: "native".into() }
+    Capabilities {
+        cpu_cores,
+        memory_bytes,
+        gpus,
+        cuda,
+        kind: "native".into(),
+    }
 }
 
 fn register(s: &Shared) {
-    let request = RegisterProvider { capabilities: capabilities(&s.pool), ask: s.config.ask, max_concurrent: s.config.max_concurrent };
+    let request = RegisterProvider {
+        capabilities: capabilities(&s.pool),
+        ask: s.config.ask,
+        max_concurrent: s.config.max_concurrent,
+    };
     while !s.stop.load(Ordering::Relaxed) {
-        match s.client.post::<_, serde_json::Value>("/api/v1/providers", &request, None) {
+        match s
+            .client
+            .post::<_, serde_json::Value>("/api/v1/providers", &request, None)
+        {
             Ok(_) => {
                 tracing::info!(provider = %s.client.key().expect("signed").id(), "registered with the market");
                 return;
@@ -149,13 +201,21 @@ fn register(s: &Shared) {
 /// Idle CPU over an interval, from /proc/stat (Linux); None elsewhere.
 fn cpu_times() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
     let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
     Some((idle, fields.iter().sum()))
 }
 
 fn heartbeats(s: &Shared) {
-    let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0);
     let mut last = cpu_times();
     // What the market last heard this host keeps (sent again on a change).
     let mut told: Option<Vec<String>> = None;
@@ -163,7 +223,9 @@ fn heartbeats(s: &Shared) {
         std::thread::sleep(s.config.heartbeat_interval.min(Duration::from_millis(200)));
         let now = cpu_times();
         let free = match (last, now) {
-            (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => cores * (i1 - i0) as f64 / (t1 - t0) as f64,
+            (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => {
+                cores * (i1 - i0) as f64 / (t1 - t0) as f64
+            }
             _ => 0.0,
         };
         last = now;
@@ -176,7 +238,10 @@ fn heartbeats(s: &Shared) {
             leases: take_live(s),
             keeps: (told.as_ref() != Some(&keeps)).then(|| keeps.clone()),
         };
-        match s.client.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None) {
+        match s
+            .client
+            .post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)
+        {
             Ok(_) => told = Some(keeps),
             Err(e) if e.code() == Some(agora_wire::api::codes::NOT_FOUND) => {
                 told = None;
@@ -184,7 +249,12 @@ fn heartbeats(s: &Shared) {
             }
             Err(e) => tracing::warn!("heartbeat: {e}"),
         }
-        sleep_unless_stopped(s, s.config.heartbeat_interval.saturating_sub(Duration::from_millis(200)));
+        sleep_unless_stopped(
+            s,
+            s.config
+                .heartbeat_interval
+                .saturating_sub(Duration::from_millis(200)),
+        );
     }
 }
 
@@ -200,7 +270,11 @@ fn take_live(s: &Shared) -> Vec<LeaseProgress> {
         budget -= n;
         let progress = if l.progress_sent { None } else { l.progress };
         l.progress_sent = true;
-        out.push(LeaseProgress { lease_id: lease_id.clone(), progress, logs: l.unsent.drain(..n).collect() });
+        out.push(LeaseProgress {
+            lease_id: lease_id.clone(),
+            progress,
+            logs: l.unsent.drain(..n).collect(),
+        });
     }
     out
 }
@@ -216,12 +290,18 @@ fn sleep_unless_stopped(s: &Shared, total: Duration) {
 
 fn work(s: &Shared) {
     while !s.stop.load(Ordering::Relaxed) {
-        match s.client.post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None) {
+        match s
+            .client
+            .post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None)
+        {
             Ok(Some(grant)) => {
                 s.running.fetch_add(1, Ordering::Relaxed);
                 // Named in every heartbeat from now on (the market renews
                 // only the leases a provider says it is running).
-                s.live.lock().expect("live lock").insert(grant.lease_id.clone(), LiveLease::default());
+                s.live
+                    .lock()
+                    .expect("live lock")
+                    .insert(grant.lease_id.clone(), LiveLease::default());
                 if let Err(e) = run_lease(s, &grant) {
                     tracing::warn!(lease = %grant.lease_id, "lease abandoned: {e}");
                 }
@@ -242,20 +322,37 @@ fn component(s: &Shared, grant: &LeaseGrant) -> Result<ComponentBytes, String> {
     if let Some(c) = s.components.lock().expect("cache lock").get(&grant.digest) {
         return Ok(c.clone());
     }
-    let log: Vec<agora_wire::log::LogEntry> =
-        s.client.get(&format!("/api/v1/packages/{}/log", grant.package)).map_err(|e: ClientError| e.to_string())?;
-    let state = verify_log(&log, None).map_err(|e| format!("the log of {} fails verification: {e}", grant.package))?;
-    let release = state.releases.get(&grant.version).ok_or_else(|| format!("{} {} is not in its signed log", grant.package, grant.version))?;
+    let log: Vec<agora_wire::log::LogEntry> = s
+        .client
+        .get(&format!("/api/v1/packages/{}/log", grant.package))
+        .map_err(|e: ClientError| e.to_string())?;
+    let state = verify_log(&log, None)
+        .map_err(|e| format!("the log of {} fails verification: {e}", grant.package))?;
+    let release = state.releases.get(&grant.version).ok_or_else(|| {
+        format!(
+            "{} {} is not in its signed log",
+            grant.package, grant.version
+        )
+    })?;
     if release.digest != grant.digest {
-        return Err(format!("the lease names digest {} but the signed log says {}", grant.digest, release.digest));
+        return Err(format!(
+            "the lease names digest {} but the signed log says {}",
+            grant.digest, release.digest
+        ));
     }
     let bytes = s
         .client
-        .get_bytes(&format!("/api/v1/packages/{}/versions/{}/component", grant.package, grant.version))
+        .get_bytes(&format!(
+            "/api/v1/packages/{}/versions/{}/component",
+            grant.package, grant.version
+        ))
         .map_err(|e| e.to_string())?;
     let component = ComponentBytes::new(bytes);
     if component.digest != release.digest {
-        return Err(format!("downloaded bytes have digest {}, the signed log says {}", component.digest, release.digest));
+        return Err(format!(
+            "downloaded bytes have digest {}, the signed log says {}",
+            component.digest, release.digest
+        ));
     }
     let mut cache = s.components.lock().expect("cache lock");
     if cache.len() >= MAX_CACHED_COMPONENTS {
@@ -270,20 +367,37 @@ fn shared_inputs(s: &Shared, grant: &LeaseGrant) -> Result<crate::SharedInputs, 
     let mut inputs = crate::SharedInputs::new();
     let total: u64 = grant.shared.iter().map(|b| b.size).sum();
     if total > agora_wire::limits::MAX_SHARED_INPUT_BYTES {
-        return Err(format!("the lease's shared inputs are {total} bytes, past MAX_SHARED_INPUT_BYTES"));
+        return Err(format!(
+            "the lease's shared inputs are {total} bytes, past MAX_SHARED_INPUT_BYTES"
+        ));
     }
     for blob in &grant.shared {
         let path = format!("/api/v1/blobs/{}", blob.digest);
         if blob.size > agora_wire::limits::MAX_SHARED_INPUT_BYTES {
-            return Err(format!("shared input {} is {} bytes, past MAX_SHARED_INPUT_BYTES", blob.name, blob.size));
+            return Err(format!(
+                "shared input {} is {} bytes, past MAX_SHARED_INPUT_BYTES",
+                blob.name, blob.size
+            ));
         }
         // No more than the grant says: a market sending more is cut off.
         let fetch = |file: &mut std::fs::File| {
-            let mut capped = Capped { inner: file, left: blob.size };
-            s.client.download_signed(&path, &mut capped).map(|_| ()).map_err(|e| e.to_string())
+            let mut capped = Capped {
+                inner: file,
+                left: blob.size,
+            };
+            s.client
+                .download_signed(&path, &mut capped)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
-        let bytes = s.blobs.get(&blob.digest, fetch).map_err(|e| e.to_string())?;
-        inputs.insert(blob.name.clone(), crate::SharedBlob::checked(blob.digest.clone(), bytes));
+        let bytes = s
+            .blobs
+            .get(&blob.digest, fetch)
+            .map_err(|e| e.to_string())?;
+        inputs.insert(
+            blob.name.clone(),
+            crate::SharedBlob::checked(blob.digest.clone(), bytes),
+        );
     }
     Ok(inputs)
 }
@@ -297,7 +411,9 @@ struct Capped<'a> {
 impl std::io::Write for Capped<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         if bytes.len() as u64 > self.left {
-            return Err(std::io::Error::other("more bytes than the lease's shared input has"));
+            return Err(std::io::Error::other(
+                "more bytes than the lease's shared input has",
+            ));
         }
         let n = self.inner.write(bytes)?;
         self.left -= n as u64;
@@ -311,7 +427,10 @@ impl std::io::Write for Capped<'_> {
 
 fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
     let component = component(s, grant)?;
-    let input = s.client.get_signed_bytes(&format!("/api/v1/blobs/{}", grant.input_digest)).map_err(|e| e.to_string())?;
+    let input = s
+        .client
+        .get_signed_bytes(&format!("/api/v1/blobs/{}", grant.input_digest))
+        .map_err(|e| e.to_string())?;
     if agora_wire::digest_hex(&input) != grant.input_digest {
         return Err("the input does not match its digest".into());
     }
@@ -326,7 +445,9 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
     tracing::info!(lease = %grant.lease_id, package = %grant.package, unit = grant.unit, "running");
     let mut on_live = |update: crate::report::LiveUpdate| {
         let mut live = s.live.lock().expect("live lock");
-        let Some(l) = live.get_mut(&grant.lease_id) else { return };
+        let Some(l) = live.get_mut(&grant.lease_id) else {
+            return;
+        };
         if let Some((done, total)) = update.progress {
             let progress = Some(Progress { done, total });
             l.progress_sent &= l.progress == progress;
@@ -334,11 +455,20 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         }
         l.received += update.logs.len();
         let room = (MAX_LEASE_LOG_LINES as usize).saturating_sub(l.unsent.len());
-        l.unsent.extend(update.logs.iter().take(room).map(wire_line));
+        l.unsent
+            .extend(update.logs.iter().take(room).map(wire_line));
     };
     let shared = shared_inputs(s, grant)?;
-    let result = s.pool.run_shared(&component, &input, &shared, &limits, &mut on_live);
-    let (unsent, received) = s.live.lock().expect("live lock").remove(&grant.lease_id).map(|l| (l.unsent, l.received)).unwrap_or_default();
+    let result = s
+        .pool
+        .run_shared(&component, &input, &shared, &limits, &mut on_live);
+    let (unsent, received) = s
+        .live
+        .lock()
+        .expect("live lock")
+        .remove(&grant.lease_id)
+        .map(|l| (l.unsent, l.received))
+        .unwrap_or_default();
     let report = result.report;
     // Lines not sent with a heartbeat go with the result.
     let mut logs = unsent;
@@ -359,12 +489,20 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
     let output_digest = output.as_deref().map(agora_wire::digest_hex);
     let gpu_time_us = report.gpu.gpu_time.as_micros() as u64;
     let key = s.client.key().expect("a signed client");
-    let signature = key.sign(&ResultReport::signed_bytes(&grant.lease_id, outcome, output_digest.as_deref(), report.fuel_used, gpu_time_us));
+    let signature = key.sign(&ResultReport::signed_bytes(
+        &grant.lease_id,
+        outcome,
+        output_digest.as_deref(),
+        report.fuel_used,
+        gpu_time_us,
+    ));
     let result = ResultReport {
         outcome,
         limit,
         message: (!report.outcome.is_ok()).then(|| report.outcome.to_string()),
-        output_base64: output.as_deref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        output_base64: output
+            .as_deref()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
         output_digest,
         fuel_used: report.fuel_used,
         gpu_time_us,
@@ -373,7 +511,11 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         logs,
     };
     s.client
-        .post::<_, serde_json::Value>(&format!("/api/v1/leases/{}/result", grant.lease_id), &result, None)
+        .post::<_, serde_json::Value>(
+            &format!("/api/v1/leases/{}/result", grant.lease_id),
+            &result,
+            None,
+        )
         .map_err(|e| e.to_string())?;
     tracing::info!(lease = %grant.lease_id, %outcome, fuel = report.fuel_used, "result returned");
     Ok(())

@@ -48,7 +48,9 @@ impl Outcome {
             Outcome::LimitExceeded { limit, .. } => (RunOutcome::LimitExceeded, Some(*limit)),
             Outcome::Trap { .. } => (RunOutcome::Trap, None),
             Outcome::Refused { .. } => (RunOutcome::Refused, None),
-            Outcome::WorkerLost { .. } | Outcome::WorkerOutOfMemory { .. } => (RunOutcome::WorkerLost, None),
+            Outcome::WorkerLost { .. } | Outcome::WorkerOutOfMemory { .. } => {
+                (RunOutcome::WorkerLost, None)
+            }
         }
     }
 }
@@ -58,12 +60,21 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Ok => f.write_str("ok"),
             Outcome::JobError { message } => write!(f, "job failed: {message}"),
-            Outcome::LimitExceeded { limit, message } => write!(f, "limit exceeded ({}): {message}", limit.name()),
+            Outcome::LimitExceeded { limit, message } => {
+                write!(f, "limit exceeded ({}): {message}", limit.name())
+            }
             Outcome::Trap { message } => write!(f, "trap: {message}"),
             Outcome::Refused { message } => write!(f, "component refused: {message}"),
             Outcome::WorkerLost { message } => write!(f, "worker lost: {message}"),
-            Outcome::WorkerOutOfMemory { limit_bytes, message } => {
-                write!(f, "worker memory ({} MiB) exceeded: {message}", limit_bytes >> 20)
+            Outcome::WorkerOutOfMemory {
+                limit_bytes,
+                message,
+            } => {
+                write!(
+                    f,
+                    "worker memory ({} MiB) exceeded: {message}",
+                    limit_bytes >> 20
+                )
             }
         }
     }
@@ -137,12 +148,25 @@ impl fmt::Display for RunReport {
     /// The human summary `agora run` prints.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "outcome     {}", self.outcome)?;
-        writeln!(f, "component   {}", &self.component_digest[..self.component_digest.len().min(16)])?;
-        writeln!(f, "wall time   {:.1} ms (compile {:.1} ms)", ms(self.wall_time), ms(self.compile_time))?;
+        writeln!(
+            f,
+            "component   {}",
+            &self.component_digest[..self.component_digest.len().min(16)]
+        )?;
+        writeln!(
+            f,
+            "wall time   {:.1} ms (compile {:.1} ms)",
+            ms(self.wall_time),
+            ms(self.compile_time)
+        )?;
         writeln!(f, "fuel        {}", self.fuel_used)?;
         writeln!(f, "memory      {} peak", bytes(self.peak_memory_bytes))?;
         match &self.adapter {
-            Some(a) => writeln!(f, "gpu         {} ({}, {})", a.name, a.backend, a.device_type)?,
+            Some(a) => writeln!(
+                f,
+                "gpu         {} ({}, {})",
+                a.name, a.backend, a.device_type
+            )?,
             None => writeln!(f, "gpu         none")?,
         }
         writeln!(
@@ -169,7 +193,11 @@ pub fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Durations as integer microseconds on the wire.

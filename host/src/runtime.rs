@@ -53,7 +53,9 @@ pub enum LoadError {
     TooLarge { size: usize, limit: usize },
     #[error("precompiled artifacts (.cwasm) are never loaded: send the component's .wasm")]
     Precompiled,
-    #[error("this is a core wasm module, not a component: build it with `cargo component build` or for wasm32-wasip2")]
+    #[error(
+        "this is a core wasm module, not a component: build it with `cargo component build` or for wasm32-wasip2"
+    )]
     CoreModule,
     #[error("not a WebAssembly component (bad magic or version)")]
     NotWasm,
@@ -70,10 +72,13 @@ pub enum LoadError {
 impl LoadError {
     pub fn outcome(&self) -> Outcome {
         match self {
-            LoadError::TooLarge { .. } => {
-                Outcome::LimitExceeded { limit: LimitKind::ComponentSize, message: self.to_string() }
-            }
-            _ => Outcome::Refused { message: self.to_string() },
+            LoadError::TooLarge { .. } => Outcome::LimitExceeded {
+                limit: LimitKind::ComponentSize,
+                message: self.to_string(),
+            },
+            _ => Outcome::Refused {
+                message: self.to_string(),
+            },
         }
     }
 }
@@ -107,9 +112,15 @@ impl Runtime {
         let engine = Engine::new(&engine_config()).expect("the engine configuration is valid");
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
-        Job::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s).expect("the job world links once");
+        Job::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s)
+            .expect("the job world links once");
         spawn_epoch_ticker(&engine);
-        Runtime { engine, linker, gpu, cache: Mutex::default() }
+        Runtime {
+            engine,
+            linker,
+            gpu,
+            cache: Mutex::default(),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -129,10 +140,19 @@ impl Runtime {
     /// Check, compile and link a component, or take it from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedComponent>, LoadError> {
         if bytes.len() > limits::MAX_COMPONENT_BYTES {
-            return Err(LoadError::TooLarge { size: bytes.len(), limit: limits::MAX_COMPONENT_BYTES });
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                limit: limits::MAX_COMPONENT_BYTES,
+            });
         }
         let digest = digest_of(bytes);
-        if let Some(hit) = self.cache.lock().expect("cache lock").by_digest.get(&digest) {
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .by_digest
+            .get(&digest)
+        {
             return Ok(hit.clone());
         }
         if Engine::detect_precompiled(bytes).is_some() {
@@ -140,19 +160,30 @@ impl Runtime {
         }
         match bytes.get(0..8) {
             Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => {}
-            Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => {
+                return Err(LoadError::CoreModule);
+            }
             _ => return Err(LoadError::NotWasm),
         }
         check_features(bytes)?;
         let started = Instant::now();
-        let component = Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let compile_time = started.elapsed();
         let has_verify = component.get_export_index(None, "verify").is_some();
-        let instance_pre =
-            self.linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = JobPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let gpu_needs = gpu_needs(&self.engine, &component);
-        let loaded = Arc::new(LoadedComponent { digest, pre, has_verify, compile_time, gpu_needs });
+        let loaded = Arc::new(LoadedComponent {
+            digest,
+            pre,
+            has_verify,
+            compile_time,
+            gpu_needs,
+        });
         tracing::debug!(digest = %hex(&digest), ms = compile_time.as_millis() as u64, "compiled component");
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.order.len() >= MAX_CACHED_COMPONENTS {
@@ -167,11 +198,21 @@ impl Runtime {
     /// The compiled component with this digest (hex), if cached.
     pub fn cached(&self, digest_hex: &str) -> Option<Arc<LoadedComponent>> {
         let digest = blake3::Hash::from_hex(digest_hex).ok()?;
-        self.cache.lock().expect("cache lock").by_digest.get(digest.as_bytes()).cloned()
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .by_digest
+            .get(digest.as_bytes())
+            .cloned()
     }
 
     /// Run `run(input)` in a fresh store under `limits`.
-    pub fn run(&self, component: &LoadedComponent, input: Vec<u8>, limits: &Limits) -> (RunReport, Option<Vec<u8>>) {
+    pub fn run(
+        &self,
+        component: &LoadedComponent,
+        input: Vec<u8>,
+        limits: &Limits,
+    ) -> (RunReport, Option<Vec<u8>>) {
         self.run_observed(component, input, limits, None)
     }
 
@@ -228,13 +269,22 @@ impl Runtime {
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
         if !component.has_verify {
-            let outcome = Outcome::Refused { message: "the component does not export `verify`".into() };
+            let outcome = Outcome::Refused {
+                message: "the component does not export `verify`".into(),
+            };
             return (RunReport::new(outcome, hex(&component.digest)), None);
         }
         let (report, answer) = self.execute(component, limits, shared, None, |store, _job| {
-            let instance = store.data().instance.clone().expect("instance recorded at instantiation");
+            let instance = store
+                .data()
+                .instance
+                .clone()
+                .expect("instance recorded at instantiation");
             let verify = instance
-                .get_typed_func::<(Resource<BlobData>, Resource<BlobData>), (bool,)>(&mut *store, "verify")?;
+                .get_typed_func::<(Resource<BlobData>, Resource<BlobData>), (bool,)>(
+                    &mut *store,
+                    "verify",
+                )?;
             let input = store.data_mut().push_blob(input);
             let output = store.data_mut().push_blob(output);
             let (ok,) = verify.call(&mut *store, (input, output))?;
@@ -262,7 +312,10 @@ impl Runtime {
         }
         let session = self.gpu.open_session(limits.gpu, component.gpu_needs);
         report.adapter = session.adapter();
-        let mut store = Store::new(&self.engine, JobState::new(session, report.adapter.clone(), *limits));
+        let mut store = Store::new(
+            &self.engine,
+            JobState::new(session, report.adapter.clone(), *limits),
+        );
         store.data_mut().set_live(live);
         store.data_mut().set_shared(shared.clone());
         store.limiter(|s| &mut s.limiter);
@@ -273,11 +326,15 @@ impl Runtime {
         store.set_hostcall_fuel(limits::MAX_HOSTCALL_BYTES);
         store.set_max_component_handles(limits::MAX_HANDLES);
 
-        let result = component.pre.instance_pre().instantiate(&mut store).and_then(|instance| {
-            store.data_mut().instance = Some(instance.clone());
-            let job = Job::new(&mut store, &instance)?;
-            body(&mut store, &job)
-        });
+        let result = component
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                store.data_mut().instance = Some(instance.clone());
+                let job = Job::new(&mut store, &instance)?;
+                body(&mut store, &job)
+            });
         let finish = store.data_mut().gpu.finish();
 
         report.fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
@@ -292,10 +349,16 @@ impl Runtime {
         report.outcome = match result {
             Ok(Ok(bytes)) => match finish {
                 Err(e) if late => ran_past_deadline(&format!("gpu: {e}"), limits),
-                Err(e) => Outcome::JobError { message: format!("gpu: {e}") },
+                Err(e) => Outcome::JobError {
+                    message: format!("gpu: {e}"),
+                },
                 Ok(()) if bytes.len() as u64 > limits.output_bytes => Outcome::LimitExceeded {
                     limit: LimitKind::Output,
-                    message: format!("output of {} bytes exceeds the limit of {}", bytes.len(), limits.output_bytes),
+                    message: format!(
+                        "output of {} bytes exceeds the limit of {}",
+                        bytes.len(),
+                        limits.output_bytes
+                    ),
                 },
                 Ok(()) => {
                     report.output_bytes = bytes.len() as u64;
@@ -325,7 +388,10 @@ fn ran_past_deadline(error: &str, limits: &Limits) -> Outcome {
     Outcome::LimitExceeded {
         limit: LimitKind::Timeout,
         message: truncated(
-            format!("the job ran past its {} ms deadline (it ended with: {error})", limits.timeout.as_millis()),
+            format!(
+                "the job ran past its {} ms deadline (it ended with: {error})",
+                limits.timeout.as_millis()
+            ),
             limits::MAX_ERROR_MESSAGE_BYTES,
         ),
     }
@@ -334,7 +400,10 @@ fn ran_past_deadline(error: &str, limits: &Limits) -> Outcome {
 /// Name the limit behind a trap, or keep it as a plain trap.
 fn classify(error: &wasmtime::Error, state: &JobState, limits: &Limits) -> Outcome {
     if let Some((limit, message)) = &state.limiter.hit {
-        return Outcome::LimitExceeded { limit: *limit, message: message.clone() };
+        return Outcome::LimitExceeded {
+            limit: *limit,
+            message: message.clone(),
+        };
     }
     let message = format!("{error:#}");
     match error.downcast_ref::<Trap>() {
@@ -344,16 +413,27 @@ fn classify(error: &wasmtime::Error, state: &JobState, limits: &Limits) -> Outco
         },
         Some(Trap::Interrupt) => Outcome::LimitExceeded {
             limit: LimitKind::Timeout,
-            message: format!("the job ran past its {} ms deadline", limits.timeout.as_millis()),
+            message: format!(
+                "the job ran past its {} ms deadline",
+                limits.timeout.as_millis()
+            ),
         },
         Some(Trap::StackOverflow) => Outcome::LimitExceeded {
             limit: LimitKind::Stack,
-            message: format!("wasm stack exhausted ({} bytes)", limits::MAX_WASM_STACK_BYTES),
+            message: format!(
+                "wasm stack exhausted ({} bytes)",
+                limits::MAX_WASM_STACK_BYTES
+            ),
         },
-        _ if message.contains("fuel allocated for hostcalls has been exhausted") => Outcome::LimitExceeded {
-            limit: LimitKind::HostcallData,
-            message: format!("one host call copied more than {} bytes", limits::MAX_HOSTCALL_BYTES),
-        },
+        _ if message.contains("fuel allocated for hostcalls has been exhausted") => {
+            Outcome::LimitExceeded {
+                limit: LimitKind::HostcallData,
+                message: format!(
+                    "one host call copied more than {} bytes",
+                    limits::MAX_HOSTCALL_BYTES
+                ),
+            }
+        }
         _ => Outcome::Trap { message },
     }
 }
@@ -377,9 +457,13 @@ pub(crate) fn truncated(mut message: String, max: usize) -> String {
 /// The engine's WebAssembly features: exactly the set market and hosts share.
 pub fn job_wasm_features() -> wasmtime::wasmparser::WasmFeatures {
     use wasmtime::wasmparser::WasmFeatures;
-    agora_wire::limits::JOB_WASM_FEATURES.iter().fold(WasmFeatures::empty(), |all, name| {
-        all | WasmFeatures::from_name(name).unwrap_or_else(|| panic!("JOB_WASM_FEATURES names `{name}`, unknown to wasmtime's wasmparser"))
-    })
+    agora_wire::limits::JOB_WASM_FEATURES
+        .iter()
+        .fold(WasmFeatures::empty(), |all, name| {
+            all | WasmFeatures::from_name(name).unwrap_or_else(|| {
+                panic!("JOB_WASM_FEATURES names `{name}`, unknown to wasmtime's wasmparser")
+            })
+        })
 }
 
 /// Validate against exactly the engine's features before compiling, so a
@@ -439,21 +523,27 @@ fn spawn_epoch_ticker(engine: &Engine) {
 
 /// A log line, cut to the host's limit.
 pub(crate) fn log_line(level: &str, message: String) -> LogLine {
-    LogLine { level: level.into(), message: truncated(message, limits::MAX_LOG_LINE_BYTES) }
+    LogLine {
+        level: level.into(),
+        message: truncated(message, limits::MAX_LOG_LINE_BYTES),
+    }
 }
 
 /// Whether a component compiles its own WGSL: wit-component keeps only the
 /// functions a module really imports, so the instance type names them.
 fn gpu_needs(engine: &Engine, component: &Component) -> gpu::GpuNeeds {
     use wasmtime::component::types::ComponentItem;
-    let wgsl = component.component_type().imports(engine).any(|(name, item)| {
-        name.starts_with("agora:compute/gpu")
-            && match item.ty {
-                ComponentItem::ComponentInstance(instance) => {
-                    instance.exports(engine).any(|(f, _)| f == "[static]shader.wgsl" || f == "dispatch")
+    let wgsl = component
+        .component_type()
+        .imports(engine)
+        .any(|(name, item)| {
+            name.starts_with("agora:compute/gpu")
+                && match item.ty {
+                    ComponentItem::ComponentInstance(instance) => instance
+                        .exports(engine)
+                        .any(|(f, _)| f == "[static]shader.wgsl" || f == "dispatch"),
+                    _ => false,
                 }
-                _ => false,
-            }
-    });
+        });
     gpu::GpuNeeds { wgsl }
 }

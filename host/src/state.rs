@@ -10,10 +10,10 @@ use crate::gpu::{AdapterInfo, BufferId, GpuError, GpuSession, KernelCall, Shader
 use crate::limits::{self, Limits};
 use crate::report::{LimitKind, LiveObserver, LiveUpdate, LogLine};
 use crate::runtime::log_line;
+use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, format_err};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use std::sync::Arc;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Host-side bytes behind a `blob` handle: the job's own, or one of its
@@ -47,7 +47,10 @@ impl SharedBlob {
     /// `bytes`, hashed here.
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         let bytes = bytes.into();
-        SharedBlob { digest: blake3::hash(&bytes).to_hex().to_string(), bytes }
+        SharedBlob {
+            digest: blake3::hash(&bytes).to_hex().to_string(),
+            bytes,
+        }
     }
 
     /// Bytes the caller checked against `digest` already (a provider's cache).
@@ -90,7 +93,11 @@ pub struct JobState {
 }
 
 impl JobState {
-    pub(crate) fn new(gpu: Box<dyn GpuSession>, adapter: Option<AdapterInfo>, limits: Limits) -> Self {
+    pub(crate) fn new(
+        gpu: Box<dyn GpuSession>,
+        adapter: Option<AdapterInfo>,
+        limits: Limits,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(limits::MAX_STDIO_BYTES);
         let stderr = MemoryOutputPipe::new(limits::MAX_STDIO_BYTES);
         let wasi = WasiCtx::builder()
@@ -136,18 +143,28 @@ impl JobState {
     /// [`limits::LIVE_UPDATE_INTERVAL`] ago. What is held back reaches the
     /// observer's owner in the final report.
     fn send_live(&mut self) {
-        let Some(live) = self.live.as_mut() else { return };
-        if self.live_at.is_some_and(|at| at.elapsed() < limits::LIVE_UPDATE_INTERVAL) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if self
+            .live_at
+            .is_some_and(|at| at.elapsed() < limits::LIVE_UPDATE_INTERVAL)
+        {
             return;
         }
         self.live_at = Some(std::time::Instant::now());
         let logs = self.logs[self.live_sent..].to_vec();
         self.live_sent = self.logs.len();
-        live(LiveUpdate { progress: self.progress, logs });
+        live(LiveUpdate {
+            progress: self.progress,
+            logs,
+        });
     }
 
     pub(crate) fn push_blob(&mut self, bytes: Vec<u8>) -> Resource<BlobData> {
-        self.table.push(BlobData::Own(bytes)).expect("the resource table has room for the input")
+        self.table
+            .push(BlobData::Own(bytes))
+            .expect("the resource table has room for the input")
     }
 
     pub(crate) fn take_blob(&mut self, blob: Resource<BlobData>) -> Vec<u8> {
@@ -169,7 +186,13 @@ impl JobState {
             }
         }
         if self.logs_dropped > 0 {
-            logs.push(log_line("warn", format!("{} log lines dropped (MAX_LOG_LINES, MAX_LOG_BYTES)", self.logs_dropped)));
+            logs.push(log_line(
+                "warn",
+                format!(
+                    "{} log lines dropped (MAX_LOG_LINES, MAX_LOG_BYTES)",
+                    self.logs_dropped
+                ),
+            ));
         }
         logs
     }
@@ -179,7 +202,10 @@ impl JobState {
     }
 
     fn buffer(&self, buffer: &Resource<BufferHandle>) -> BufferId {
-        self.table.get(buffer).expect("wasmtime checked the handle").0
+        self.table
+            .get(buffer)
+            .expect("wasmtime checked the handle")
+            .0
     }
 
     fn new_blob(&mut self, bytes: Vec<u8>) -> Result<Resource<BlobData>, data::Quota> {
@@ -195,13 +221,20 @@ impl JobState {
         Ok(self.push_blob(bytes))
     }
 
-    fn new_buffer(&mut self, size: u64, usage: gpu::BufferUsage) -> Result<Resource<BufferHandle>, GpuError> {
+    fn new_buffer(
+        &mut self,
+        size: u64,
+        usage: gpu::BufferUsage,
+    ) -> Result<Resource<BufferHandle>, GpuError> {
         let usage = Usage {
             storage: usage.contains(gpu::BufferUsage::STORAGE),
             uniform: usage.contains(gpu::BufferUsage::UNIFORM),
         };
         let id = self.gpu.create_buffer(size, usage)?;
-        Ok(self.table.push(BufferHandle(id)).expect("handle count is capped by the store"))
+        Ok(self
+            .table
+            .push(BufferHandle(id))
+            .expect("handle count is capped by the store"))
     }
 
     /// Create a buffer and fill it, freeing it again if the fill fails.
@@ -226,7 +259,10 @@ impl JobState {
 
 impl WasiView for JobState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -240,7 +276,12 @@ pub(crate) struct JobLimiter {
 
 impl JobLimiter {
     fn new(memory_max: u64) -> Self {
-        JobLimiter { memory_max, memory_bytes: 0, peak_memory_bytes: 0, hit: None }
+        JobLimiter {
+            memory_max,
+            memory_bytes: 0,
+            peak_memory_bytes: 0,
+            hit: None,
+        }
     }
 
     fn refuse(&mut self, limit: LimitKind, message: String) -> wasmtime::Result<bool> {
@@ -250,12 +291,20 @@ impl JobLimiter {
 }
 
 impl ResourceLimiter for JobLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let total = self.memory_bytes - current as u64 + desired as u64;
         if total > self.memory_max {
             return self.refuse(
                 LimitKind::Memory,
-                format!("linear memory would grow to {total} bytes, the limit is {} (max-memory-size)", self.memory_max),
+                format!(
+                    "linear memory would grow to {total} bytes, the limit is {} (max-memory-size)",
+                    self.memory_max
+                ),
             );
         }
         self.memory_bytes = total;
@@ -263,11 +312,19 @@ impl ResourceLimiter for JobLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > limits::MAX_TABLE_ELEMENTS {
             return self.refuse(
                 LimitKind::Table,
-                format!("a table would grow to {desired} elements, the limit is {}", limits::MAX_TABLE_ELEMENTS),
+                format!(
+                    "a table would grow to {desired} elements, the limit is {}",
+                    limits::MAX_TABLE_ELEMENTS
+                ),
             );
         }
         Ok(true)
@@ -290,9 +347,15 @@ impl From<GpuError> for gpu::GpuError {
     fn from(e: GpuError) -> Self {
         match e {
             GpuError::Unavailable(m) => gpu::GpuError::Unavailable(m),
-            GpuError::QuotaExceeded { resource, requested, limit } => {
-                gpu::GpuError::QuotaExceeded(data::Quota { resource: resource.into(), requested, limit })
-            }
+            GpuError::QuotaExceeded {
+                resource,
+                requested,
+                limit,
+            } => gpu::GpuError::QuotaExceeded(data::Quota {
+                resource: resource.into(),
+                requested,
+                limit,
+            }),
             GpuError::InvalidShader(m) => gpu::GpuError::InvalidShader(m),
             GpuError::InvalidArgument(m) => gpu::GpuError::InvalidArgument(m),
             GpuError::DeviceLost(m) => gpu::GpuError::DeviceLost(m),
@@ -314,7 +377,11 @@ impl data::Host for JobState {
     fn shared(&mut self, name: String) -> Option<Resource<BlobData>> {
         let bytes = self.shared.get(&name)?.bytes.clone();
         // A handle per call, over the same bytes; the store caps handles.
-        Some(self.table.push(BlobData::Shared(bytes)).expect("the resource table has room"))
+        Some(
+            self.table
+                .push(BlobData::Shared(bytes))
+                .expect("the resource table has room"),
+        )
     }
 }
 
@@ -327,7 +394,12 @@ impl data::HostBlob for JobState {
         self.blob(&blob).len() as u64
     }
 
-    fn read(&mut self, blob: Resource<BlobData>, offset: u64, len: u64) -> Result<Vec<u8>, data::DataError> {
+    fn read(
+        &mut self,
+        blob: Resource<BlobData>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, data::DataError> {
         let bytes = self.blob(&blob);
         let range = checked_range(offset, len, bytes.len() as u64)
             .ok_or_else(|| range_error(offset, len, bytes.len() as u64))?;
@@ -357,9 +429,15 @@ impl gpu::Host for JobState {
         bindings: Vec<Resource<BufferHandle>>,
         groups: (u32, u32, u32),
     ) -> Result<(), gpu::GpuError> {
-        let shader = self.table.get(&shader).expect("wasmtime checked the handle").0;
+        let shader = self
+            .table
+            .get(&shader)
+            .expect("wasmtime checked the handle")
+            .0;
         let ids: Vec<BufferId> = bindings.iter().map(|b| self.buffer(b)).collect();
-        Ok(self.gpu.dispatch(shader, &entry, &ids, [groups.0, groups.1, groups.2])?)
+        Ok(self
+            .gpu
+            .dispatch(shader, &entry, &ids, [groups.0, groups.1, groups.2])?)
     }
 
     fn info(&mut self) -> Option<gpu::AdapterInfo> {
@@ -373,11 +451,19 @@ impl gpu::Host for JobState {
 }
 
 impl gpu::HostBuffer for JobState {
-    fn create(&mut self, size: u64, usage: gpu::BufferUsage) -> Result<Resource<BufferHandle>, gpu::GpuError> {
+    fn create(
+        &mut self,
+        size: u64,
+        usage: gpu::BufferUsage,
+    ) -> Result<Resource<BufferHandle>, gpu::GpuError> {
         Ok(self.filled_buffer(None, size, usage)?)
     }
 
-    fn from_bytes(&mut self, bytes: Vec<u8>, usage: gpu::BufferUsage) -> Result<Resource<BufferHandle>, gpu::GpuError> {
+    fn from_bytes(
+        &mut self,
+        bytes: Vec<u8>,
+        usage: gpu::BufferUsage,
+    ) -> Result<Resource<BufferHandle>, gpu::GpuError> {
         Ok(self.filled_buffer(Some(&bytes), bytes.len() as u64, usage)?)
     }
 
@@ -390,14 +476,22 @@ impl gpu::HostBuffer for JobState {
     ) -> Result<Resource<BufferHandle>, gpu::GpuError> {
         let size = self.blob(&src).len() as u64;
         let range = checked_range(offset, len, size).ok_or_else(|| {
-            gpu::GpuError::InvalidArgument(format!("range {offset}+{len} is outside the blob of {size} bytes"))
+            gpu::GpuError::InvalidArgument(format!(
+                "range {offset}+{len} is outside the blob of {size} bytes"
+            ))
         })?;
         // Take the bytes out of the table for the write and put them back, so
         // the copy goes from host memory straight to the GPU queue.
-        let slot = self.table.get_mut(&src).expect("wasmtime checked the handle");
+        let slot = self
+            .table
+            .get_mut(&src)
+            .expect("wasmtime checked the handle");
         let blob = std::mem::replace(slot, BlobData::Own(Vec::new()));
         let result = self.filled_buffer(Some(&blob[range]), len, usage);
-        *self.table.get_mut(&src).expect("wasmtime checked the handle") = blob;
+        *self
+            .table
+            .get_mut(&src)
+            .expect("wasmtime checked the handle") = blob;
         Ok(result?)
     }
 
@@ -406,12 +500,22 @@ impl gpu::HostBuffer for JobState {
         self.gpu.size(id).unwrap_or(0)
     }
 
-    fn write(&mut self, buffer: Resource<BufferHandle>, offset: u64, bytes: Vec<u8>) -> Result<(), gpu::GpuError> {
+    fn write(
+        &mut self,
+        buffer: Resource<BufferHandle>,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), gpu::GpuError> {
         let id = self.buffer(&buffer);
         Ok(self.gpu.write(id, offset, &bytes)?)
     }
 
-    fn read(&mut self, buffer: Resource<BufferHandle>, offset: u64, len: u64) -> Result<Vec<u8>, gpu::GpuError> {
+    fn read(
+        &mut self,
+        buffer: Resource<BufferHandle>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, gpu::GpuError> {
         if len > self.limits.memory_bytes {
             return Err(gpu::GpuError::InvalidArgument(format!(
                 "a read of {len} bytes cannot fit the job's {} bytes of memory; use to-blob",
@@ -422,7 +526,10 @@ impl gpu::HostBuffer for JobState {
         Ok(self.gpu.read(id, offset, len)?)
     }
 
-    fn to_blob(&mut self, buffer: Resource<BufferHandle>) -> Result<Resource<BlobData>, gpu::GpuError> {
+    fn to_blob(
+        &mut self,
+        buffer: Resource<BufferHandle>,
+    ) -> Result<Resource<BlobData>, gpu::GpuError> {
         let id = self.buffer(&buffer);
         let size = self.gpu.size(id)?;
         let bytes = self.gpu.read(id, 0, size)?;
@@ -439,7 +546,10 @@ impl gpu::HostBuffer for JobState {
 impl gpu::HostShader for JobState {
     fn wgsl(&mut self, source: String) -> Result<Resource<ShaderHandle>, gpu::GpuError> {
         let id = self.gpu.compile_wgsl(&source)?;
-        Ok(self.table.push(ShaderHandle(id)).expect("handle count is capped by the store"))
+        Ok(self
+            .table
+            .push(ShaderHandle(id))
+            .expect("handle count is capped by the store"))
     }
 
     fn drop(&mut self, shader: Resource<ShaderHandle>) -> wasmtime::Result<()> {
@@ -450,8 +560,17 @@ impl gpu::HostShader for JobState {
 }
 
 impl kernels::Host for JobState {
-    fn saxpy(&mut self, a: f32, x: Resource<BufferHandle>, y: Resource<BufferHandle>) -> Result<(), gpu::GpuError> {
-        let call = KernelCall::Saxpy { a, x: self.buffer(&x), y: self.buffer(&y) };
+    fn saxpy(
+        &mut self,
+        a: f32,
+        x: Resource<BufferHandle>,
+        y: Resource<BufferHandle>,
+    ) -> Result<(), gpu::GpuError> {
+        let call = KernelCall::Saxpy {
+            a,
+            x: self.buffer(&x),
+            y: self.buffer(&y),
+        };
         Ok(self.gpu.kernel(call)?)
     }
 
@@ -464,12 +583,26 @@ impl kernels::Host for JobState {
         b: Resource<BufferHandle>,
         c: Resource<BufferHandle>,
     ) -> Result<(), gpu::GpuError> {
-        let call = KernelCall::Matmul { m, n, k, a: self.buffer(&a), b: self.buffer(&b), c: self.buffer(&c) };
+        let call = KernelCall::Matmul {
+            m,
+            n,
+            k,
+            a: self.buffer(&a),
+            b: self.buffer(&b),
+            c: self.buffer(&c),
+        };
         Ok(self.gpu.kernel(call)?)
     }
 
-    fn sum(&mut self, input: Resource<BufferHandle>, out: Resource<BufferHandle>) -> Result<(), gpu::GpuError> {
-        let call = KernelCall::Sum { input: self.buffer(&input), out: self.buffer(&out) };
+    fn sum(
+        &mut self,
+        input: Resource<BufferHandle>,
+        out: Resource<BufferHandle>,
+    ) -> Result<(), gpu::GpuError> {
+        let call = KernelCall::Sum {
+            input: self.buffer(&input),
+            out: self.buffer(&out),
+        };
         Ok(self.gpu.kernel(call)?)
     }
 }
@@ -477,7 +610,8 @@ impl kernels::Host for JobState {
 impl progress::Host for JobState {
     fn log(&mut self, level: progress::Level, message: String) {
         let kept = message.len().min(limits::MAX_LOG_LINE_BYTES);
-        if self.logs.len() >= limits::MAX_LOG_LINES || self.log_bytes + kept > limits::MAX_LOG_BYTES {
+        if self.logs.len() >= limits::MAX_LOG_LINES || self.log_bytes + kept > limits::MAX_LOG_BYTES
+        {
             self.logs_dropped += 1;
             return;
         }

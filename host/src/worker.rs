@@ -4,10 +4,12 @@
 //! Entry points: the `agora-worker` binary and the hidden `agora worker`
 //! subcommand both call [`main`]. Logs go to stderr (the supervisor's).
 
-use crate::protocol::{Call, Hello, Request, Response, SharedSpec, WorkerMessage, read_frame, write_frame};
+use crate::GpuChoice;
+use crate::protocol::{
+    Call, Hello, Request, Response, SharedSpec, WorkerMessage, read_frame, write_frame,
+};
 use crate::report::RunReport;
 use crate::runtime::{Runtime, RuntimeConfig, digest_of, hex};
-use crate::GpuChoice;
 use std::io::{BufReader, BufWriter, Stdout};
 use std::sync::{Arc, Mutex};
 
@@ -18,15 +20,34 @@ pub fn main(gpu: GpuChoice) -> i32 {
     let stdin = std::io::stdin().lock();
     let mut input = BufReader::new(stdin);
     // Shared with the live observer of the running job.
-    let output: Arc<Mutex<BufWriter<Stdout>>> = Arc::new(Mutex::new(BufWriter::new(std::io::stdout())));
+    let output: Arc<Mutex<BufWriter<Stdout>>> =
+        Arc::new(Mutex::new(BufWriter::new(std::io::stdout())));
     let runtime = match Runtime::new(RuntimeConfig { gpu }) {
         Ok(r) => r,
         Err(e) => {
-            let _ = write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: Vec::new(), error: Some(e.to_string()), sandbox }, &[]);
+            let _ = write_frame(
+                &mut *output.lock().expect("stdout lock"),
+                &Hello {
+                    devices: Vec::new(),
+                    error: Some(e.to_string()),
+                    sandbox,
+                },
+                &[],
+            );
             return 1;
         }
     };
-    if write_frame(&mut *output.lock().expect("stdout lock"), &Hello { devices: runtime.devices(), error: None, sandbox }, &[]).is_err() {
+    if write_frame(
+        &mut *output.lock().expect("stdout lock"),
+        &Hello {
+            devices: runtime.devices(),
+            error: None,
+            sandbox,
+        },
+        &[],
+    )
+    .is_err()
+    {
         return 1;
     }
     let mut held = HeldShared::default();
@@ -39,21 +60,36 @@ pub fn main(gpu: GpuChoice) -> i32 {
                 return 2;
             }
         };
-        let needs_component = !matches!(request.call, Call::Load) && runtime.cached(&request.digest).is_none();
+        let needs_component =
+            !matches!(request.call, Call::Load) && runtime.cached(&request.digest).is_none();
         let live = request.live.then(|| {
             let output = output.clone();
             Box::new(move |update| {
                 // A supervisor that stopped reading will notice the worker
                 // at the final frame; nothing to do here.
-                let _ = write_frame(&mut *output.lock().expect("stdout lock"), &WorkerMessage::Live(update), &[]);
+                let _ = write_frame(
+                    &mut *output.lock().expect("stdout lock"),
+                    &WorkerMessage::Live(update),
+                    &[],
+                );
             }) as crate::report::LiveObserver
         });
         let shared = match held.take(&mut body, &request.shared) {
             Ok(Some(shared)) => shared,
             Ok(None) => {
                 // Evicted since the supervisor sent it: it sends them all again.
-                let report = RunReport::new(crate::Outcome::Refused { message: "a shared input is not held".into() }, request.digest.clone());
-                let response = WorkerMessage::Done(Response { has_output: false, report, needs_component, needs_shared: true });
+                let report = RunReport::new(
+                    crate::Outcome::Refused {
+                        message: "a shared input is not held".into(),
+                    },
+                    request.digest.clone(),
+                );
+                let response = WorkerMessage::Done(Response {
+                    has_output: false,
+                    report,
+                    needs_component,
+                    needs_shared: true,
+                });
                 if write_frame(&mut *output.lock().expect("stdout lock"), &response, &[]).is_err() {
                     return 1;
                 }
@@ -65,8 +101,19 @@ pub fn main(gpu: GpuChoice) -> i32 {
             }
         };
         let (report, out) = serve(&runtime, request, body, &shared, live);
-        let response = WorkerMessage::Done(Response { has_output: out.is_some(), report, needs_component, needs_shared: false });
-        if write_frame(&mut *output.lock().expect("stdout lock"), &response, &[out.as_deref().unwrap_or(&[])]).is_err() {
+        let response = WorkerMessage::Done(Response {
+            has_output: out.is_some(),
+            report,
+            needs_component,
+            needs_shared: false,
+        });
+        if write_frame(
+            &mut *output.lock().expect("stdout lock"),
+            &response,
+            &[out.as_deref().unwrap_or(&[])],
+        )
+        .is_err()
+        {
             return 1;
         }
     }
@@ -82,7 +129,9 @@ fn serve(
     if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.
         if hex(&digest_of(&body)) != request.digest {
-            let outcome = crate::Outcome::Refused { message: "component bytes do not match their digest".into() };
+            let outcome = crate::Outcome::Refused {
+                message: "component bytes do not match their digest".into(),
+            };
             return (RunReport::new(outcome, request.digest), None);
         }
         return match runtime.load(&body) {
@@ -96,7 +145,10 @@ fn serve(
     }
     let Some(component) = runtime.cached(&request.digest) else {
         let message = format!("component {} is not loaded in this worker", request.digest);
-        return (RunReport::new(crate::Outcome::Refused { message }, request.digest), None);
+        return (
+            RunReport::new(crate::Outcome::Refused { message }, request.digest),
+            None,
+        );
     };
     match request.call {
         Call::Run => runtime.run_shared(&component, body, shared, &request.limits, live),
@@ -104,7 +156,8 @@ fn serve(
             let mut input = body;
             let split = input.len().saturating_sub(output_len as usize);
             let output = input.split_off(split);
-            let (report, ok) = runtime.verify_shared(&component, input, output, shared, &request.limits);
+            let (report, ok) =
+                runtime.verify_shared(&component, input, output, shared, &request.limits);
             (report, ok.map(|ok| vec![ok as u8]))
         }
         Call::Load => unreachable!("handled above"),
@@ -124,7 +177,11 @@ struct HeldShared {
 
 impl Default for HeldShared {
     fn default() -> Self {
-        HeldShared { by_digest: Default::default(), order: Vec::new(), limit: agora_wire::limits::MAX_SHARED_INPUT_BYTES }
+        HeldShared {
+            by_digest: Default::default(),
+            order: Vec::new(),
+            limit: agora_wire::limits::MAX_SHARED_INPUT_BYTES,
+        }
     }
 }
 
@@ -132,16 +189,25 @@ impl HeldShared {
     /// The request's shared inputs: those sent split off the end of
     /// `body` and kept, the rest from what is kept; None when one that was
     /// not sent is not kept.
-    fn take(&mut self, body: &mut Vec<u8>, specs: &[SharedSpec]) -> std::io::Result<Option<crate::SharedInputs>> {
+    fn take(
+        &mut self,
+        body: &mut Vec<u8>,
+        specs: &[SharedSpec],
+    ) -> std::io::Result<Option<crate::SharedInputs>> {
         for (digest, bytes) in crate::protocol::split_shared(body, specs)? {
             self.keep(digest, bytes, specs);
         }
         let mut inputs = crate::SharedInputs::new();
         for spec in specs {
-            let Some(bytes) = self.by_digest.get(&spec.digest) else { return Ok(None) };
+            let Some(bytes) = self.by_digest.get(&spec.digest) else {
+                return Ok(None);
+            };
             self.order.retain(|d| d != &spec.digest);
             self.order.push(spec.digest.clone());
-            inputs.insert(spec.name.clone(), crate::state::SharedBlob::checked(spec.digest.clone(), bytes.clone()));
+            inputs.insert(
+                spec.name.clone(),
+                crate::state::SharedBlob::checked(spec.digest.clone(), bytes.clone()),
+            );
         }
         Ok(Some(inputs))
     }
@@ -150,7 +216,8 @@ impl HeldShared {
     /// does not name until the total fits.
     fn keep(&mut self, digest: String, bytes: Arc<[u8]>, specs: &[SharedSpec]) {
         let limit = self.limit;
-        let mut total: u64 = self.by_digest.values().map(|b| b.len() as u64).sum::<u64>() + bytes.len() as u64;
+        let mut total: u64 =
+            self.by_digest.values().map(|b| b.len() as u64).sum::<u64>() + bytes.len() as u64;
         let mut i = 0;
         while total > limit && i < self.order.len() {
             if specs.iter().any(|s| s.digest == self.order[i]) {
@@ -171,7 +238,12 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, bytes: &[u8], sent: bool) -> SharedSpec {
-        SharedSpec { name: name.into(), digest: hex(&digest_of(bytes)), len: bytes.len() as u64, sent }
+        SharedSpec {
+            name: name.into(),
+            digest: hex(&digest_of(bytes)),
+            len: bytes.len() as u64,
+            sent,
+        }
     }
 
     /// Sent once, used by later requests unsent; the least recently used
@@ -179,20 +251,46 @@ mod tests {
     /// for again.
     #[test]
     fn a_worker_keeps_shared_inputs_within_its_bound() {
-        let mut held = HeldShared { limit: 10, ..HeldShared::default() };
+        let mut held = HeldShared {
+            limit: 10,
+            ..HeldShared::default()
+        };
         let (a, b, c) = (b"aaaa".as_slice(), b"bbbb".as_slice(), b"cccc".as_slice());
         let mut body = [b"input".as_slice(), a, b].concat();
-        let got = held.take(&mut body, &[spec("a", a, true), spec("b", b, true)]).unwrap().unwrap();
-        assert_eq!((&body[..], &*got["a"].bytes, &*got["b"].bytes), (&b"input"[..], a, b));
+        let got = held
+            .take(&mut body, &[spec("a", a, true), spec("b", b, true)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&body[..], &*got["a"].bytes, &*got["b"].bytes),
+            (&b"input"[..], a, b)
+        );
         let mut body = b"next".to_vec();
-        let got = held.take(&mut body, &[spec("a", a, false)]).unwrap().unwrap();
+        let got = held
+            .take(&mut body, &[spec("a", a, false)])
+            .unwrap()
+            .unwrap();
         assert_eq!(&*got["a"].bytes, a, "kept from the first request");
         // c pushes out b (a was used since).
         let mut body = [b"x".as_slice(), c].concat();
-        held.take(&mut body, &[spec("c", c, true)]).unwrap().unwrap();
-        assert!(held.take(&mut Vec::new(), &[spec("b", b, false)]).unwrap().is_none(), "b went");
-        assert!(held.take(&mut Vec::new(), &[spec("a", a, false), spec("c", c, false)]).unwrap().is_some());
+        held.take(&mut body, &[spec("c", c, true)])
+            .unwrap()
+            .unwrap();
+        assert!(
+            held.take(&mut Vec::new(), &[spec("b", b, false)])
+                .unwrap()
+                .is_none(),
+            "b went"
+        );
+        assert!(
+            held.take(&mut Vec::new(), &[spec("a", a, false), spec("c", c, false)])
+                .unwrap()
+                .is_some()
+        );
         // A body shorter than what it claims to carry is an error.
-        assert!(held.take(&mut b"ab".to_vec(), &[spec("c", c, true)]).is_err());
+        assert!(
+            held.take(&mut b"ab".to_vec(), &[spec("c", c, true)])
+                .is_err()
+        );
     }
 }

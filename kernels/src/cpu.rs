@@ -79,7 +79,11 @@ pub fn matmul_f32(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f
                     cc[j] += aip * bc[j];
                 }
             }
-            for (cij, bpj) in c_chunks.into_remainder().iter_mut().zip(b_chunks.remainder()) {
+            for (cij, bpj) in c_chunks
+                .into_remainder()
+                .iter_mut()
+                .zip(b_chunks.remainder())
+            {
                 *cij += aip * *bpj;
             }
         }
@@ -110,7 +114,12 @@ mod tests {
         matmul_f32(m, n, k, &a, &b, &mut c);
         let (want, bound) = matmul(m, n, k, &a, &b);
         for i in 0..m * n {
-            assert!(crate::within(c[i], want[i], bound[i]), "element {i}: {} vs {}", c[i], want[i]);
+            assert!(
+                crate::within(c[i], want[i], bound[i]),
+                "element {i}: {} vs {}",
+                c[i],
+                want[i]
+            );
         }
     }
 
@@ -130,7 +139,11 @@ mod tests {
         let y0 = y;
         saxpy(3.0, &x, &mut y);
         for i in 0..3 {
-            assert!(crate::within(y[i], saxpy_exact(3.0, x[i], y0[i]), saxpy_bound(3.0, x[i], y0[i])));
+            assert!(crate::within(
+                y[i],
+                saxpy_exact(3.0, x[i], y0[i]),
+                saxpy_bound(3.0, x[i], y0[i])
+            ));
         }
     }
 }

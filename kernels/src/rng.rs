@@ -6,7 +6,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from `seed` (0 is mapped to a fixed non-zero state).
     pub fn new(seed: u64) -> Self {
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// A seed from the clock, for "fresh random inputs" in tests; print it.
@@ -21,7 +25,10 @@ impl Rng {
     /// The seed of a randomized test: `AGORA_SEED` when set (to replay a
     /// failure), else a fresh one. Printed either way.
     pub fn test_seed() -> u64 {
-        let seed = std::env::var("AGORA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(Self::fresh_seed);
+        let seed = std::env::var("AGORA_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(Self::fresh_seed);
         println!("seed {seed} (replay with AGORA_SEED={seed})");
         seed
     }

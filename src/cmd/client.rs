@@ -10,7 +10,12 @@ use std::path::PathBuf;
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// The market's URL.
-    #[arg(long, env = "AGORA_MARKET", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "AGORA_MARKET",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub market: String,
     /// Your key file (default: $AGORA_HOME/key.json).
     #[arg(long, env = "AGORA_KEY", global = true)]
@@ -26,7 +31,9 @@ pub fn home() -> PathBuf {
     if let Some(home) = std::env::var_os("AGORA_HOME") {
         return PathBuf::from(home);
     }
-    let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let user_home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     user_home.join(".agora")
 }
 
@@ -39,7 +46,10 @@ impl ClientArgs {
     pub fn keypair(&self) -> Result<Keypair> {
         let path = self.key_path();
         if !path.exists() {
-            anyhow::bail!("no key at {}: make one with `agora keys new` (or pass --key FILE)", path.display());
+            anyhow::bail!(
+                "no key at {}: make one with `agora keys new` (or pass --key FILE)",
+                path.display()
+            );
         }
         Keypair::read(&path).map_err(anyhow::Error::msg)
     }
@@ -47,7 +57,11 @@ impl ClientArgs {
     /// A client that signs with the key.
     pub fn signed(&self) -> Result<Client> {
         self.check_transport()?;
-        Ok(Client::with_roots(&self.market, Some(self.keypair()?), &self.roots())?)
+        Ok(Client::with_roots(
+            &self.market,
+            Some(self.keypair()?),
+            &self.roots(),
+        )?)
     }
 
     /// A client for public reads.
@@ -59,16 +73,38 @@ impl ClientArgs {
     /// Plain HTTP only to this machine: over a network, signed requests,
     /// inputs and outputs would cross unencrypted and could be changed.
     fn check_transport(&self) -> Result<()> {
-        let uri: axum::http::Uri = self.market.parse().with_context(|| format!("--market {}: not a URL", self.market))?;
-        let authority = uri.authority().with_context(|| format!("--market {}: no host in it", self.market))?;
+        let uri: axum::http::Uri = self
+            .market
+            .parse()
+            .with_context(|| format!("--market {}: not a URL", self.market))?;
+        let authority = uri
+            .authority()
+            .with_context(|| format!("--market {}: no host in it", self.market))?;
         // Credentials in the URL would hide the real host after an `@`.
-        anyhow::ensure!(!authority.as_str().contains('@'), "{}: a market URL carries no user name or password", self.market);
-        if !uri.scheme_str().is_some_and(|scheme| scheme.eq_ignore_ascii_case("http")) {
+        anyhow::ensure!(
+            !authority.as_str().contains('@'),
+            "{}: a market URL carries no user name or password",
+            self.market
+        );
+        if !uri
+            .scheme_str()
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http"))
+        {
             return Ok(());
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
-        anyhow::ensure!(loopback, "{} is plain HTTP to another machine: use https:// (plain http is for this machine only)", self.market);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        anyhow::ensure!(
+            loopback,
+            "{} is plain HTTP to another machine: use https:// (plain http is for this machine only)",
+            self.market
+        );
         Ok(())
     }
 
@@ -91,12 +127,14 @@ pub fn load_known_logs() -> Result<std::collections::BTreeMap<String, (u64, Stri
     if !path.exists() {
         return Ok(Default::default());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
 }
 
 pub fn save_known_logs(heads: &std::collections::BTreeMap<String, (u64, String)>) -> Result<()> {
     let path = known_logs_path();
     std::fs::create_dir_all(path.parent().expect("a file in AGORA_HOME"))?;
-    std::fs::write(&path, serde_json::to_string_pretty(heads)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(heads)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

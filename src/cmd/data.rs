@@ -36,7 +36,12 @@ pub fn upload(args: UploadArgs, client: &ClientArgs) -> Result<()> {
     let market = client.signed()?;
     for file in &args.files {
         let info = upload_one(&market, file)?;
-        println!("{}  {}  {}", info.digest, human_bytes(info.size), file.display());
+        println!(
+            "{}  {}  {}",
+            info.digest,
+            human_bytes(info.size),
+            file.display()
+        );
     }
     Ok(())
 }
@@ -44,9 +49,15 @@ pub fn upload(args: UploadArgs, client: &ClientArgs) -> Result<()> {
 /// Upload `file` with a progress bar (hashing, then sending); its blob.
 pub fn upload_one(market: &Client, file: &Path) -> Result<UploadInfo> {
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{msg:>9} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}").expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>9} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("valid template"),
     );
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut stage = None;
     let info = market
         .upload_file(file, &mut |now, done, total| {
@@ -72,7 +83,11 @@ pub fn blobs(command: BlobsCommand, client: &ClientArgs) -> Result<()> {
     match command {
         BlobsCommand::List { page } => {
             let storage: Storage = market.get_signed(&format!("/api/v1/storage?page={page}"))?;
-            println!("{} of {} used", human_bytes(storage.used_bytes), human_bytes(storage.quota_bytes));
+            println!(
+                "{} of {} used",
+                human_bytes(storage.used_bytes),
+                human_bytes(storage.quota_bytes)
+            );
             for blob in &storage.blobs {
                 println!("{}  {:>10}", blob.digest, human_bytes(blob.size));
             }

@@ -1,9 +1,9 @@
 //! `agora host`: provide this machine's CPU and GPU to a market.
 
 use super::client::ClientArgs;
-use agora_host::{GpuChoice, SandboxConfig};
 use agora_host::pool::{PoolConfig, WorkerPool};
 use agora_host::provider::{self, ProviderConfig};
+use agora_host::{GpuChoice, SandboxConfig};
 use agora_wire::api::Ask;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -52,10 +52,21 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         workers: args.max_concurrent.max(1) as usize,
         gpu: args.gpu,
         // No worker may read the provider's key: each checks at start.
-        sandbox: SandboxConfig { probe_file: Some(client_args.key_path()), ..SandboxConfig::default() },
+        sandbox: SandboxConfig {
+            probe_file: Some(client_args.key_path()),
+            ..SandboxConfig::default()
+        },
     })?;
-    let devices: Vec<String> = pool.devices().iter().map(|a| format!("{} ({})", a.name, a.backend)).collect();
-    let adapter = if devices.is_empty() { "no GPU".to_string() } else { devices.join(" + ") };
+    let devices: Vec<String> = pool
+        .devices()
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.backend))
+        .collect();
+    let adapter = if devices.is_empty() {
+        "no GPU".to_string()
+    } else {
+        devices.join(" + ")
+    };
     eprintln!(
         "agora host {} on {}: {} workers, {adapter}",
         client.key().expect("signed").id(),
@@ -66,7 +77,10 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a signal runtime");
         runtime.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         });
@@ -74,11 +88,18 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         flag.store(true, Ordering::Relaxed);
     });
     let config = ProviderConfig {
-        ask: Ask { per_billion_fuel: args.ask_fuel, per_gpu_second: args.ask_gpu, per_wall_second: args.ask_wall },
+        ask: Ask {
+            per_billion_fuel: args.ask_fuel,
+            per_gpu_second: args.ask_gpu,
+            per_wall_second: args.ask_wall,
+        },
         max_concurrent: args.max_concurrent.max(1),
         heartbeat_interval: Duration::from_secs_f64(args.heartbeat.max(0.2)),
         cheat: args.cheat_for_tests,
-        cache_dir: Some(args.cache_dir.unwrap_or_else(|| super::client::home().join("cache").join("blobs"))),
+        cache_dir: Some(
+            args.cache_dir
+                .unwrap_or_else(|| super::client::home().join("cache").join("blobs")),
+        ),
         cache_bytes: args.cache_size,
         ..ProviderConfig::default()
     };

@@ -3,12 +3,16 @@
 //! known-answer units.
 
 use super::client::ClientArgs;
-use agora_wire::api::{AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitInfo, UnitLimits, UnitState, UnitsQuery};
+use super::unit_inputs::UnitSource;
+use agora_wire::api::{
+    AddCanary, CanaryInfo, JobInfo, JobLogLine, JobLogs, JobState, SubmitJob, UnitInfo, UnitLimits,
+    UnitState, UnitsQuery,
+};
 use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Args;
-use super::unit_inputs::UnitSource;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,7 +76,12 @@ pub struct UnitLimitArgs {
 
 impl UnitLimitArgs {
     fn limits(&self) -> UnitLimits {
-        UnitLimits { fuel: self.fuel, memory_bytes: self.memory, timeout_ms: self.timeout.as_millis() as u64, gpu: self.gpu }
+        UnitLimits {
+            fuel: self.fuel,
+            memory_bytes: self.memory,
+            timeout_ms: self.timeout.as_millis() as u64,
+            gpu: self.gpu,
+        }
     }
 }
 
@@ -118,11 +127,16 @@ pub struct LogsArgs {
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("into").required(true))]
 pub struct ResultArgs {
     job: String,
     /// The folder for the outputs (unit-N.out, or .png for PNG images).
-    #[arg(long, short)]
-    output: PathBuf,
+    #[arg(long, short, group = "into")]
+    output: Option<PathBuf>,
+    /// One file of every unit's output, joined in unit order (every unit
+    /// must have one: a job that split its input, or answers a line a unit).
+    #[arg(long, value_name = "FILE", group = "into")]
+    join: Option<PathBuf>,
 }
 
 pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
@@ -142,13 +156,18 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         replicas: args.replicas,
     };
     for named in &args.shared {
-        let (name, file) = named.split_once('=').with_context(|| format!("--shared {named}: expected NAME=FILE"))?;
+        let (name, file) = named
+            .split_once('=')
+            .with_context(|| format!("--shared {named}: expected NAME=FILE"))?;
         let blob = super::data::upload_one(&client, Path::new(file))?;
         request.shared.insert(name.to_string(), blob.digest);
     }
     add_units(&client, &mut request, unit_sources(&args)?)?;
     let job: JobInfo = client.post("/api/v1/jobs", &request, None)?;
-    eprintln!("job {} submitted: {} units of {} {}, {} credits held in escrow", job.id, job.unit_counts.total, job.package, job.version, job.max_price);
+    eprintln!(
+        "job {} submitted: {} units of {} {}, {} credits held in escrow",
+        job.id, job.unit_counts.total, job.package, job.version, job.max_price
+    );
     println!("{}", job.id);
     if !args.wait {
         return Ok(());
@@ -174,14 +193,24 @@ const INLINE_TOTAL_BYTES: u64 = 32 << 20;
 fn unit_sources(args: &SubmitArgs) -> Result<Vec<UnitSource>> {
     let mut sources: Vec<UnitSource> = args.inputs.iter().cloned().map(UnitSource::File).collect();
     for set in &args.input_sets {
-        sources.extend(super::unit_inputs::files_of(set)?.into_iter().map(UnitSource::File));
+        sources.extend(
+            super::unit_inputs::files_of(set)?
+                .into_iter()
+                .map(UnitSource::File),
+        );
     }
     if let Some(file) = &args.split {
         sources.extend(super::unit_inputs::pieces_of(file, args.piece_size)?);
     }
-    sources.extend(super::unit_inputs::sweep(&args.sweep)?.into_iter().map(UnitSource::Made));
+    sources.extend(
+        super::unit_inputs::sweep(&args.sweep)?
+            .into_iter()
+            .map(UnitSource::Made),
+    );
     if sources.is_empty() {
-        bail!("name the job's units: --input FILE, --inputs FOLDER|GLOB, --split FILE or --sweep KEY=V1,V2");
+        bail!(
+            "name the job's units: --input FILE, --inputs FOLDER|GLOB, --split FILE or --sweep KEY=V1,V2"
+        );
     }
     Ok(sources)
 }
@@ -192,14 +221,20 @@ fn unit_sources(args: &SubmitArgs) -> Result<Vec<UnitSource>> {
 /// mixes them).
 fn add_units(client: &Client, request: &mut SubmitJob, sources: Vec<UnitSource>) -> Result<()> {
     let sizes: Vec<u64> = sources.iter().map(source_len).collect::<Result<_>>()?;
-    let inline = sizes.iter().all(|&s| s <= INLINE_INPUT_BYTES) && sizes.iter().sum::<u64>() <= INLINE_TOTAL_BYTES;
+    let inline = sizes.iter().all(|&s| s <= INLINE_INPUT_BYTES)
+        && sizes.iter().sum::<u64>() <= INLINE_TOTAL_BYTES;
     let count = sources.len();
     for (i, source) in sources.into_iter().enumerate() {
         match (inline, source) {
-            (true, UnitSource::Made(bytes)) => request.inputs_base64.push(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            (true, UnitSource::Made(bytes)) => request
+                .inputs_base64
+                .push(base64::engine::general_purpose::STANDARD.encode(bytes)),
             (true, UnitSource::File(path)) => {
-                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                request.inputs_base64.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                request
+                    .inputs_base64
+                    .push(base64::engine::general_purpose::STANDARD.encode(bytes));
             }
             (_, source) => {
                 eprintln!("uploading unit {} of {count}", i + 1);
@@ -212,7 +247,9 @@ fn add_units(client: &Client, request: &mut SubmitJob, sources: Vec<UnitSource>)
 
 fn source_len(source: &UnitSource) -> Result<u64> {
     Ok(match source {
-        UnitSource::File(path) => std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len(),
+        UnitSource::File(path) => std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len(),
         UnitSource::Piece(_, range) => range.end - range.start,
         UnitSource::Made(bytes) => bytes.len() as u64,
     })
@@ -224,7 +261,10 @@ fn upload_source(client: &Client, source: UnitSource) -> Result<String> {
         UnitSource::File(path) => super::data::upload_one(client, &path)?.digest,
         UnitSource::Piece(path, range) => {
             let what = format!("{} bytes {}..{}", path.display(), range.start, range.end);
-            client.upload_range(&path, range, &mut |_, _, _| {}).with_context(|| format!("uploading {what}"))?.digest
+            client
+                .upload_range(&path, range, &mut |_, _, _| {})
+                .with_context(|| format!("uploading {what}"))?
+                .digest
         }
         UnitSource::Made(bytes) => client.upload_bytes(&bytes)?.digest,
     })
@@ -234,7 +274,8 @@ fn upload_source(client: &Client, source: UnitSource) -> Result<String> {
 /// lines printed above it.
 fn wait(client: &Client, id: &str) -> Result<JobInfo> {
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} units {msg}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} units {msg}")
+            .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut last: Option<JobInfo> = None;
@@ -242,36 +283,53 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
     let mut after = 0;
     // A dropped stream (market restart) is picked up again where it was.
     while last.as_ref().is_none_or(|j| j.state == JobState::Running) {
-        let followed = client.follow_events(&format!("/api/v1/jobs/{id}/events?after={after}"), &mut |event, data| {
-            match event {
-                "log" => match serde_json::from_str::<JobLogLine>(data) {
-                    Ok(line) => {
-                        after = line.seq;
-                        bar.println(format_line(&line));
-                    }
-                    Err(e) => bad = Some(e),
-                },
-                "job" => match serde_json::from_str::<JobInfo>(data) {
-                    Ok(job) => {
-                        show(&bar, &job);
-                        last = Some(job);
-                    }
-                    Err(e) => bad = Some(e),
-                },
-                _ => {}
-            }
-            bad.is_none()
-        });
+        let followed = client.follow_events(
+            &format!("/api/v1/jobs/{id}/events?after={after}"),
+            &mut |event, data| {
+                match event {
+                    "log" => match serde_json::from_str::<JobLogLine>(data) {
+                        Ok(line) => {
+                            after = line.seq;
+                            say(&bar, format_line(&line));
+                        }
+                        Err(e) => bad = Some(e),
+                    },
+                    "job" => match serde_json::from_str::<JobInfo>(data) {
+                        Ok(job) => {
+                            show(&bar, &job);
+                            last = Some(job);
+                        }
+                        Err(e) => bad = Some(e),
+                    },
+                    _ => {}
+                }
+                bad.is_none()
+            },
+        );
         if let Some(e) = bad.take() {
             bail!("unexpected event from the market: {e}");
         }
         if let Err(e) = followed {
-            bar.println(format!("lost the event stream ({e}); reconnecting"));
+            if !e.is_transient() {
+                bar.finish_and_clear();
+                return Err(e.into());
+            }
+            say(&bar, format!("lost the event stream ({e}); reconnecting"));
             std::thread::sleep(Duration::from_secs(1));
         }
     }
     bar.finish_and_clear();
     Ok(last.expect("the loop ends with a job"))
+}
+
+/// A line above the progress bar, or on stderr when there is no bar (not
+/// a terminal: indicatif's `println` would drop it).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// Running units the progress bar names, at most: the rest are counted.
@@ -285,29 +343,48 @@ fn show(bar: &indicatif::ProgressBar, job: &JobInfo) {
         .filter(|u| u.state == UnitState::Running)
         .take(RUNNING_NAMED)
         .map(|u| match u.progress {
-            Some(p) if p.total > 0 => format!("#{} {}%", u.index, p.done as u128 * 100 / p.total as u128),
+            Some(p) if p.total > 0 => {
+                format!("#{} {}%", u.index, p.done as u128 * 100 / p.total as u128)
+            }
             _ => format!("#{}", u.index),
         })
         .collect();
-    if let Some(more) = (counts.running as usize).checked_sub(running.len()).filter(|n| *n > 0) {
+    if let Some(more) = (counts.running as usize)
+        .checked_sub(running.len())
+        .filter(|n| *n > 0)
+    {
         running.push(format!("+{more}"));
     }
     bar.set_length(counts.total as u64);
     bar.set_position(counts.finished() as u64);
-    let running = if running.is_empty() { String::new() } else { format!("running {} · ", running.join(" ")) };
-    bar.set_message(format!("{running}{} credits spent", job.cost.paid_to_providers + job.cost.fees));
+    let running = if running.is_empty() {
+        String::new()
+    } else {
+        format!("running {} · ", running.join(" "))
+    };
+    bar.set_message(format!(
+        "{running}{} credits spent",
+        job.cost.paid_to_providers + job.cost.fees
+    ));
 }
 
 fn format_line(line: &JobLogLine) -> String {
     // The provider tells replicas of one unit apart.
-    format!("unit {:<4} {} {:<5} {}", line.unit, &line.provider[..line.provider.len().min(8)], line.level, line.message)
+    format!(
+        "unit {:<4} {} {:<5} {}",
+        line.unit,
+        &line.provider[..line.provider.len().min(8)],
+        line.level,
+        line.message
+    )
 }
 
 pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
     let mut after = 0;
     loop {
-        let page: JobLogs = client.get_signed(&format!("/api/v1/jobs/{}/logs?after={after}", args.job))?;
+        let page: JobLogs =
+            client.get_signed(&format!("/api/v1/jobs/{}/logs?after={after}", args.job))?;
         if page.lines.is_empty() {
             break;
         }
@@ -319,24 +396,42 @@ pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
     if !args.follow {
         return Ok(());
     }
+    // A dropped stream (a market restarting, a replica gone behind a
+    // balancer) is picked up again after the last line printed.
     let mut end = None;
-    client.follow_events(&format!("/api/v1/jobs/{}/events?after={after}", args.job), &mut |event, data| {
-        if event == "log"
-            && let Ok(line) = serde_json::from_str::<JobLogLine>(data)
-        {
-            println!("{}", format_line(&line));
+    while end.is_none() {
+        let followed = client.follow_events(
+            &format!("/api/v1/jobs/{}/events?after={after}", args.job),
+            &mut |event, data| {
+                if event == "log"
+                    && let Ok(line) = serde_json::from_str::<JobLogLine>(data)
+                {
+                    after = line.seq;
+                    println!("{}", format_line(&line));
+                }
+                if event == "job"
+                    && let Ok(job) = serde_json::from_str::<JobInfo>(data)
+                    && job.state != JobState::Running
+                {
+                    end = Some(job.state);
+                }
+                end.is_none()
+            },
+        );
+        if end.is_none() {
+            match followed {
+                Err(e) if !e.is_transient() => return Err(e.into()),
+                Err(e) => eprintln!("lost the event stream ({e}); reconnecting"),
+                Ok(()) => eprintln!("the event stream ended early; reconnecting"),
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        if event == "job"
-            && let Ok(job) = serde_json::from_str::<JobInfo>(data)
-            && job.state != JobState::Running
-        {
-            end = Some(job.state);
-        }
-        true
-    })?;
-    if let Some(state) = end {
-        eprintln!("job {} ended: {state:?}", args.job);
     }
+    eprintln!(
+        "job {} ended: {:?}",
+        args.job,
+        end.expect("the loop ends with a state")
+    );
     Ok(())
 }
 
@@ -344,7 +439,11 @@ fn print_job(job: &JobInfo) {
     print_head(job);
     job.units.iter().for_each(print_unit);
     if let Some(next) = job.units_next {
-        println!("  … units {next} to {} not shown (agora status {} --all lists them)", job.unit_counts.total.saturating_sub(1), job.id);
+        println!(
+            "  … units {next} to {} not shown (agora status {} --all lists them)",
+            job.unit_counts.total.saturating_sub(1),
+            job.id
+        );
     }
     print_tail(job);
 }
@@ -352,13 +451,23 @@ fn print_job(job: &JobInfo) {
 fn print_head(job: &JobInfo) {
     let c = &job.unit_counts;
     println!("job        {} ({:?})", job.id, job.state);
-    println!("package    {} {} ({})", job.package, job.version, &job.digest[..16]);
+    println!(
+        "package    {} {} ({})",
+        job.package,
+        job.version,
+        &job.digest[..16]
+    );
     println!(
         "units      {}: {} verified, {} failed, {} running, {} verifying, {} queued",
         c.total, c.verified, c.failed, c.running, c.verifying, c.queued
     );
     for blob in &job.shared {
-        println!("shared     {} {} ({})", blob.name, blob.digest, super::data::human_bytes(blob.size));
+        println!(
+            "shared     {} {} ({})",
+            blob.name,
+            blob.digest,
+            super::data::human_bytes(blob.size)
+        );
     }
 }
 
@@ -368,27 +477,46 @@ fn print_unit(u: &UnitInfo) {
         u.index,
         u.state.as_str(),
         u.attempts,
-        u.output_bytes.map(|b| format!("{b} bytes")).unwrap_or_default(),
-        u.message.as_deref().map(|m| format!("  ({m})")).unwrap_or_default()
+        u.output_bytes
+            .map(|b| format!("{b} bytes"))
+            .unwrap_or_default(),
+        u.message
+            .as_deref()
+            .map(|m| format!("  ({m})"))
+            .unwrap_or_default()
     );
 }
 
 fn print_tail(job: &JobInfo) {
     let c = &job.cost;
-    println!("credits    held {}  paid to providers {}  fee {}  refunded {}", c.held, c.paid_to_providers, c.fees, c.refunded);
+    println!(
+        "credits    held {}  paid to providers {}  fee {}  refunded {}",
+        c.held, c.paid_to_providers, c.fees, c.refunded
+    );
     match (job.data_deleted_at_ms, job.data_kept_until_ms) {
         (Some(at), _) => println!("data       deleted {}", when(at)),
-        (None, Some(until)) => println!("data       kept until {} (agora delete-data {} deletes it now)", when(until), job.id),
+        (None, Some(until)) => println!(
+            "data       kept until {} (agora delete-data {} deletes it now)",
+            when(until),
+            job.id
+        ),
         (None, None) => {}
     }
 }
 
 /// The job read page by page, each page as large as the market gives:
 /// `each` sees every page in unit order. The last page is returned.
-fn each_page(client: &Client, id: &str, mut each: impl FnMut(&JobInfo) -> Result<()>) -> Result<JobInfo> {
+fn each_page(
+    client: &Client,
+    id: &str,
+    mut each: impl FnMut(&JobInfo) -> Result<()>,
+) -> Result<JobInfo> {
     let mut from = 0;
     loop {
-        let page: JobInfo = client.get_signed(&format!("/api/v1/jobs/{id}?{}", UnitsQuery::from(from).to_query()))?;
+        let page: JobInfo = client.get_signed(&format!(
+            "/api/v1/jobs/{id}?{}",
+            UnitsQuery::from(from).to_query()
+        ))?;
         each(&page)?;
         match page.units_next {
             // A market that does not move on would be read forever.
@@ -402,18 +530,19 @@ fn each_page(client: &Client, id: &str, mut each: impl FnMut(&JobInfo) -> Result
 /// Write each verified output into `dir`, with a progress bar.
 fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bar = indicatif::ProgressBar::new(0)
-        .with_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} outputs {msg}").expect("valid template"));
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} outputs {msg}")
+            .expect("valid template"),
+    );
     each_page(client, id, |page| {
         bar.set_length(page.unit_counts.verified as u64);
         for u in page.units.iter().filter(|u| u.state == UnitState::Verified) {
-            let bytes = client.get_signed_bytes(&format!("/api/v1/jobs/{id}/units/{}/output", u.index))?;
-            // The market streams what its store holds: the digest it
-            // verified is the check.
-            if u.output_digest.as_deref() != Some(agora_wire::digest_hex(&bytes).as_str()) {
-                bail!("the output of unit {} does not match its verified digest; nothing more was written", u.index);
-            }
-            let ext = if bytes.starts_with(b"\x89PNG") { "png" } else { "out" };
+            let bytes = verified_output(client, id, u)?;
+            let ext = if bytes.starts_with(b"\x89PNG") {
+                "png"
+            } else {
+                "out"
+            };
             let path = dir.join(format!("unit-{}.{ext}", u.index));
             std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             bar.set_message(path.display().to_string());
@@ -447,13 +576,73 @@ pub fn status(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {
 
 pub fn result(args: ResultArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    download(&client, &args.job, &args.output)
+    match (&args.output, &args.join) {
+        (Some(dir), _) => download(&client, &args.job, dir),
+        (None, Some(file)) => join(&client, &args.job, file),
+        (None, None) => unreachable!("clap requires -o or --join"),
+    }
+}
+
+/// Every unit's output, in unit order, into one file: written beside it
+/// and renamed into place once whole, so a failed join leaves no partial
+/// file under the name.
+fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
+    let partial = file.with_extension("partial");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?,
+    );
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} outputs joined")
+            .expect("valid template"),
+    );
+    let joined = each_page(client, id, |page| {
+        bar.set_length(page.unit_counts.total as u64);
+        for u in &page.units {
+            if u.state != UnitState::Verified {
+                bail!("unit {} is {:?}: --join needs every unit's output (agora result -o DIR writes those there are)", u.index, u.state);
+            }
+            out.write_all(&verified_output(client, id, u)?)?;
+            bar.inc(1);
+        }
+        Ok(())
+    })
+    .and_then(|_| Ok(out.into_inner().map_err(|e| e.into_error())?.sync_all()?));
+    bar.finish_and_clear();
+    if let Err(e) = joined {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, file)
+        .with_context(|| format!("renaming {} to {}", partial.display(), file.display()))?;
+    eprintln!("joined {} outputs into {}", bar.position(), file.display());
+    Ok(())
+}
+
+/// A verified unit's output, checked against the digest the market verified.
+fn verified_output(client: &Client, id: &str, unit: &UnitInfo) -> Result<Vec<u8>> {
+    let bytes =
+        client.get_signed_bytes(&format!("/api/v1/jobs/{id}/units/{}/output", unit.index))?;
+    // The market streams what its store holds: the digest it verified is
+    // the check.
+    if unit.output_digest.as_deref() != Some(agora_wire::digest_hex(&bytes).as_str()) {
+        bail!(
+            "the output of unit {} does not match its verified digest; nothing more was written",
+            unit.index
+        );
+    }
+    Ok(bytes)
 }
 
 pub fn delete_data(args: DeleteDataArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    let deleted: agora_wire::api::DataDeleted = client.delete(&format!("/api/v1/jobs/{}/data", args.job))?;
-    println!("deleted the inputs, outputs and logs of {} ({})", deleted.job, when(deleted.deleted_at_ms));
+    let deleted: agora_wire::api::DataDeleted =
+        client.delete(&format!("/api/v1/jobs/{}/data", args.job))?;
+    println!(
+        "deleted the inputs, outputs and logs of {} ({})",
+        deleted.job,
+        when(deleted.deleted_at_ms)
+    );
     Ok(())
 }
 
@@ -465,12 +654,21 @@ fn when(ms: i64) -> String {
 
 pub fn list(client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    let jobs: agora_wire::api::Page<agora_wire::api::JobSummary> = client.get_signed("/api/v1/jobs?per_page=100")?;
+    let jobs: agora_wire::api::Page<agora_wire::api::JobSummary> =
+        client.get_signed("/api/v1/jobs?per_page=100")?;
     if jobs.items.is_empty() {
         println!("no jobs yet");
     }
     for j in &jobs.items {
-        println!("{}  {:<9} {}/{} units  {} {}", j.id, j.state.as_str(), j.units_verified, j.units, j.package, j.version);
+        println!(
+            "{}  {:<9} {}/{} units  {} {}",
+            j.id,
+            j.state.as_str(),
+            j.units_verified,
+            j.units,
+            j.package,
+            j.version
+        );
     }
     if jobs.total > jobs.items.len() as u64 {
         println!("(the newest {} of {} jobs)", jobs.items.len(), jobs.total);
@@ -481,7 +679,13 @@ pub fn list(client_args: &ClientArgs) -> Result<()> {
 /// Add a known-answer canary unit (operator key only).
 pub fn vouch(args: VouchArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
-    let _: serde_json::Value = client.post("/api/v1/operator/vouch", &agora_wire::api::Vouch { provider: args.provider.clone() }, None)?;
+    let _: serde_json::Value = client.post(
+        "/api/v1/operator/vouch",
+        &agora_wire::api::Vouch {
+            provider: args.provider.clone(),
+        },
+        None,
+    )?;
     println!("vouched for {}", args.provider);
     Ok(())
 }
@@ -491,7 +695,8 @@ pub fn canary(args: CanaryArgs, client_args: &ClientArgs) -> Result<()> {
     let Some((package, version)) = args.package.split_once('@') else {
         bail!("a canary names its exact version: PACKAGE@VERSION");
     };
-    let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
     let request = AddCanary {
         package: package.into(),
@@ -501,6 +706,13 @@ pub fn canary(args: CanaryArgs, client_args: &ClientArgs) -> Result<()> {
         limits: args.limits.limits(),
     };
     let added: CanaryInfo = client.post("/api/v1/operator/canaries", &request, None)?;
-    println!("canary {}: {} {} (input {}, answer {})", added.id, added.package, added.version, &added.input_digest[..16], &added.output_digest[..16]);
+    println!(
+        "canary {}: {} {} (input {}, answer {})",
+        added.id,
+        added.package,
+        added.version,
+        &added.input_digest[..16],
+        &added.output_digest[..16]
+    );
     Ok(())
 }

@@ -19,7 +19,10 @@ pub fn run(command: KeysCommand, client: &ClientArgs) -> Result<()> {
     match command {
         KeysCommand::New => {
             if path.exists() {
-                bail!("{} already exists; pass --key FILE for another key", path.display());
+                bail!(
+                    "{} already exists; pass --key FILE for another key",
+                    path.display()
+                );
             }
             let key = Keypair::generate();
             key.write_new(&path)?;

@@ -2,19 +2,24 @@
 
 use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
 use agora_host::{GpuChoice, Limits};
-use agora_market::verify::{ResultVerifier, VerifyFailure, VerifyLimits};
 use agora_market::store::BlobStore;
+use agora_market::verify::{ResultVerifier, VerifyFailure, VerifyLimits};
 use agora_market::{AppState, Config, Db};
-use std::sync::Arc;
-use std::time::Duration;
 use agora_wire::KeyId;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum MarketCommand {
     /// Serve the market API (migrations are applied at start).
     Serve(ServeArgs),
+    /// Check the ledger's invariants now (operator key): every transfer
+    /// balanced, every escrow within its job's cap, every verification
+    /// consistent. Exits 1 on a violation. Replicas share one ledger: run
+    /// it against any of them, or through the balancer.
+    Check,
 }
 
 #[derive(Args)]
@@ -90,7 +95,13 @@ pub struct ServeArgs {
 struct PoolVerifier(WorkerPool);
 
 impl ResultVerifier for PoolVerifier {
-    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, VerifyFailure> {
+    fn verify(
+        &self,
+        component: &[u8],
+        input: &[u8],
+        output: &[u8],
+        limits: &VerifyLimits,
+    ) -> Result<bool, VerifyFailure> {
         self.verify_shared(component, input, output, &Default::default(), limits)
     }
 
@@ -108,9 +119,21 @@ impl ResultVerifier for PoolVerifier {
             timeout: Duration::from_millis(limits.timeout_ms),
             ..Limits::default()
         };
-        let shared: agora_host::SharedInputs = shared.iter().map(|(name, bytes)| (name.clone(), agora_host::SharedBlob::new(bytes.clone()))).collect();
-        let (report, verdict) = self.0.verify_shared(&ComponentBytes::new(component.to_vec()), input, output, &shared, &limits);
-        verdict.ok_or_else(|| VerifyFailure { outcome: report.outcome.wire().0, message: report.outcome.to_string() })
+        let shared: agora_host::SharedInputs = shared
+            .iter()
+            .map(|(name, bytes)| (name.clone(), agora_host::SharedBlob::new(bytes.clone())))
+            .collect();
+        let (report, verdict) = self.0.verify_shared(
+            &ComponentBytes::new(component.to_vec()),
+            input,
+            output,
+            &shared,
+            &limits,
+        );
+        verdict.ok_or_else(|| VerifyFailure {
+            outcome: report.outcome.wire().0,
+            message: report.outcome.to_string(),
+        })
     }
 
     fn parallelism(&self) -> usize {
@@ -118,8 +141,32 @@ impl ResultVerifier for PoolVerifier {
     }
 }
 
-pub fn run(command: MarketCommand) -> Result<()> {
-    let MarketCommand::Serve(args) = command;
+pub fn run(command: MarketCommand, client: &super::client::ClientArgs) -> Result<()> {
+    match command {
+        MarketCommand::Serve(args) => serve(args),
+        MarketCommand::Check => check(client),
+    }
+}
+
+fn check(client_args: &super::client::ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let report: agora_wire::api::InvariantReport =
+        client.get_signed("/api/v1/operator/invariants")?;
+    println!(
+        "posted   {} debits, {} credits\npending  {} debits, {} credits",
+        report.debits_posted, report.credits_posted, report.debits_pending, report.credits_pending
+    );
+    for violation in &report.violations {
+        println!("VIOLATED {violation}");
+    }
+    if !report.ok {
+        anyhow::bail!("{} invariant(s) violated", report.violations.len());
+    }
+    println!("ok");
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
     let operator = KeyId::parse(&args.operator).context("--operator")?;
     let mut url = args.db.clone();
     if url.starts_with("sqlite://") && !url.contains('?') {
@@ -210,7 +257,11 @@ pub fn run(command: MarketCommand) -> Result<()> {
 /// The origins signed requests may name: each `--public-url`, or else, for
 /// a market on loopback, its address and the localhost names as clients on
 /// this machine dial them.
-fn public_origins(urls: &[String], scheme: &str, local: std::net::SocketAddr) -> Result<Vec<String>> {
+fn public_origins(
+    urls: &[String],
+    scheme: &str,
+    local: std::net::SocketAddr,
+) -> Result<Vec<String>> {
     use agora_wire::auth::origin_of;
     if !urls.is_empty() {
         return urls.iter().map(|u| public_origin(u)).collect();
@@ -226,7 +277,10 @@ fn public_origins(urls: &[String], scheme: &str, local: std::net::SocketAddr) ->
         v4 => v4.to_string(),
     }];
     hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
-    let mut origins: Vec<String> = hosts.iter().filter_map(|h| origin_of(&format!("{scheme}://{h}:{}", local.port()))).collect();
+    let mut origins: Vec<String> = hosts
+        .iter()
+        .filter_map(|h| origin_of(&format!("{scheme}://{h}:{}", local.port())))
+        .collect();
     origins.sort();
     origins.dedup();
     Ok(origins)
@@ -240,6 +294,9 @@ fn public_origin(url: &str) -> Result<String> {
         .with_context(|| format!("--public-url {url}: not an http:// or https:// URL (an international name in its punycode form)"))?;
     let (_, rest) = url.split_once("://").expect("origin_of found a scheme");
     let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
-    anyhow::ensure!(path.is_empty() || path == "/", "--public-url {url}: a market is a whole host, without a path");
+    anyhow::ensure!(
+        path.is_empty() || path == "/",
+        "--public-url {url}: a market is a whole host, without a path"
+    );
     Ok(origin)
 }

@@ -56,7 +56,8 @@ pub fn fetch_log(client: &Client, name: &str) -> Result<Option<(Vec<LogEntry>, L
     };
     let mut known = load_known_logs()?;
     let head = known.get(name).map(|(seq, hash)| (*seq, hash.as_str()));
-    let state = verify_log(&log, head).with_context(|| format!("the market's log of `{name}` fails verification"))?;
+    let state = verify_log(&log, head)
+        .with_context(|| format!("the market's log of `{name}` fails verification"))?;
     known.insert(name.to_string(), (state.head_seq, state.head_hash.clone()));
     save_known_logs(&known)?;
     Ok(Some((log, state)))
@@ -65,18 +66,34 @@ pub fn fetch_log(client: &Client, name: &str) -> Result<Option<(Vec<LogEntry>, L
 pub fn publish(args: PublishArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.signed()?;
     let key = client.key().expect("signed client");
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let prev = fetch_log(&client, &args.name)?;
     if let Some((_, state)) = &prev {
         if state.owner != *key.id() {
-            bail!("package `{}` belongs to {} (you are {})", args.name, state.owner, key.id());
+            bail!(
+                "package `{}` belongs to {} (you are {})",
+                args.name,
+                state.owner,
+                key.id()
+            );
         }
         if state.releases.contains_key(&args.version.to_string()) {
-            bail!("{} {} is already published; versions never change", args.name, args.version);
+            bail!(
+                "{} {} is already published; versions never change",
+                args.name,
+                args.version
+            );
         }
     }
-    let head = prev.as_ref().map(|(_, s)| (s.head_seq, s.head_hash.as_str()));
-    let action = LogAction::Release { version: args.version.to_string(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
+    let head = prev
+        .as_ref()
+        .map(|(_, s)| (s.head_seq, s.head_hash.as_str()));
+    let action = LogAction::Release {
+        version: args.version.to_string(),
+        digest: agora_wire::digest_hex(&bytes),
+        size: bytes.len() as u64,
+    };
     let entry = LogEntry::new_signed(key, &args.name, head, action);
     let request = PublishRequest {
         description: args.description,
@@ -86,17 +103,27 @@ pub fn publish(args: PublishArgs, client_args: &ClientArgs) -> Result<()> {
         entry: entry.clone(),
     };
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("valid template"),
     );
-    let version: VersionInfo = client.post_with_progress(&format!("/api/v1/packages/{}/versions", args.name), &request, &mut |sent, total| {
-        bar.set_length(total);
-        bar.set_position(sent);
-    })?;
+    let version: VersionInfo = client.post_with_progress(
+        &format!("/api/v1/packages/{}/versions", args.name),
+        &request,
+        &mut |sent, total| {
+            bar.set_length(total);
+            bar.set_position(sent);
+        },
+    )?;
     bar.finish_and_clear();
     let mut known = load_known_logs()?;
     known.insert(args.name.clone(), (entry.seq, entry.hash()));
     save_known_logs(&known)?;
-    println!("published {} {} ({} bytes, blake3 {})", args.name, version.version, version.size, version.digest);
+    println!(
+        "published {} {} ({} bytes, blake3 {})",
+        args.name, version.version, version.size, version.digest
+    );
     Ok(())
 }
 
@@ -114,7 +141,13 @@ pub fn search(args: SearchArgs, client_args: &ClientArgs) -> Result<()> {
         println!("no packages found");
     }
     for p in &page.items {
-        println!("{:<24} {:<10} {:>8} downloads  {}", p.name, p.latest.as_deref().unwrap_or("-"), p.downloads, p.description);
+        println!(
+            "{:<24} {:<10} {:>8} downloads  {}",
+            p.name,
+            p.latest.as_deref().unwrap_or("-"),
+            p.downloads,
+            p.description
+        );
     }
     Ok(())
 }
@@ -122,11 +155,18 @@ pub fn search(args: SearchArgs, client_args: &ClientArgs) -> Result<()> {
 pub fn info(args: InfoArgs, client_args: &ClientArgs) -> Result<()> {
     let client = client_args.anonymous()?;
     let info: PackageInfo = client.get(&format!("/api/v1/packages/{}", encode(&args.name)))?;
-    let (_, state) = fetch_log(&client, &args.name)?.with_context(|| format!("package `{}` has no log", args.name))?;
+    let (_, state) = fetch_log(&client, &args.name)?
+        .with_context(|| format!("package `{}` has no log", args.name))?;
     for v in &info.versions {
         let release = state.releases.get(&v.version);
         if release.map(|r| &r.digest) != Some(&v.digest) {
-            bail!("{} {}: the market lists digest {} but the signed log says {:?}", args.name, v.version, v.digest, release.map(|r| &r.digest));
+            bail!(
+                "{} {}: the market lists digest {} but the signed log says {:?}",
+                args.name,
+                v.version,
+                v.digest,
+                release.map(|r| &r.digest)
+            );
         }
     }
     let s = &info.summary;
@@ -146,7 +186,10 @@ pub fn info(args: InfoArgs, client_args: &ClientArgs) -> Result<()> {
         );
     }
     if let Some(latest) = &s.latest {
-        println!("\nget it:  agora fetch {}@{latest} -o {}.wasm && agora run {}.wasm --input FILE", s.name, s.name, s.name);
+        println!(
+            "\nget it:  agora fetch {}@{latest} -o {}.wasm && agora run {}.wasm --input FILE",
+            s.name, s.name, s.name
+        );
     }
     Ok(())
 }
@@ -172,17 +215,35 @@ pub fn fetch(args: FetchArgs, client_args: &ClientArgs) -> Result<()> {
         Some(v) => v,
         None => {
             let info: PackageInfo = client.get(&format!("/api/v1/packages/{}", encode(&name)))?;
-            info.summary.latest.with_context(|| format!("`{name}` has no version that is not yanked"))?
+            info.summary
+                .latest
+                .with_context(|| format!("`{name}` has no version that is not yanked"))?
         }
     };
-    let release = state.releases.get(&version).with_context(|| format!("the signed log of `{name}` has no version {version}"))?;
-    let bytes = client.get_bytes(&format!("/api/v1/packages/{}/versions/{}/component", encode(&name), encode(&version)))?;
+    let release = state
+        .releases
+        .get(&version)
+        .with_context(|| format!("the signed log of `{name}` has no version {version}"))?;
+    let bytes = client.get_bytes(&format!(
+        "/api/v1/packages/{}/versions/{}/component",
+        encode(&name),
+        encode(&version)
+    ))?;
     let digest = agora_wire::digest_hex(&bytes);
     if digest != release.digest {
-        bail!("{name} {version}: downloaded bytes have digest {digest} but the signed release says {}", release.digest);
+        bail!(
+            "{name} {version}: downloaded bytes have digest {digest} but the signed release says {}",
+            release.digest
+        );
     }
-    std::fs::write(&args.output, &bytes).with_context(|| format!("writing {}", args.output.display()))?;
-    println!("{name} {version} ({} bytes, blake3 {}) verified against its signed log -> {}", bytes.len(), &digest[..16], args.output.display());
+    std::fs::write(&args.output, &bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "{name} {version} ({} bytes, blake3 {}) verified against its signed log -> {}",
+        bytes.len(),
+        &digest[..16],
+        args.output.display()
+    );
     if release.yanked {
         eprintln!("warning: {name} {version} is yanked");
     }
@@ -192,6 +253,12 @@ pub fn fetch(args: FetchArgs, client_args: &ClientArgs) -> Result<()> {
 /// Percent-encode a query value.
 fn encode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }

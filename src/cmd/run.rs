@@ -3,7 +3,7 @@
 
 use crate::units::parse_bytes;
 use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
-use agora_host::{GpuChoice, Limits};
+use agora_host::{GpuChoice, Limits, SharedBlob, SharedInputs};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::io::{IsTerminal, Read, Write};
@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Where to write the output (stdout when omitted).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// A shared input, as `--shared NAME=FILE` (what `agora submit --shared`
+    /// gives every unit; the job reads it with `data.shared(NAME)`).
+    #[arg(long, value_name = "NAME=FILE")]
+    shared: Vec<String>,
     /// Instead of `run`, call the job's `verify` on the input and this
     /// output file; exits 0 when it accepts.
     #[arg(long, value_name = "OUTPUT_FILE", conflicts_with = "output")]
@@ -43,19 +47,29 @@ pub struct RunArgs {
 pub fn parse_limits(options: &[String]) -> Result<Limits> {
     let mut limits = Limits::default();
     for option in options {
-        let (name, value) = option.split_once('=').with_context(|| format!("-W {option}: expected NAME=VALUE"))?;
+        let (name, value) = option
+            .split_once('=')
+            .with_context(|| format!("-W {option}: expected NAME=VALUE"))?;
         let duration = || -> Result<Duration> {
-            humantime::parse_duration(value).with_context(|| format!("-W {name}: `{value}` is not a duration (10s, 500ms)"))
+            humantime::parse_duration(value)
+                .with_context(|| format!("-W {name}: `{value}` is not a duration (10s, 500ms)"))
         };
         let bytes = || parse_bytes(value).map_err(|e| anyhow::anyhow!("-W {name}: {e}"));
         match name {
-            "fuel" => limits.fuel = value.replace('_', "").parse().with_context(|| format!("-W fuel: `{value}`"))?,
+            "fuel" => {
+                limits.fuel = value
+                    .replace('_', "")
+                    .parse()
+                    .with_context(|| format!("-W fuel: `{value}`"))?
+            }
             "max-memory-size" => limits.memory_bytes = bytes()?,
             "timeout" => limits.timeout = duration()?,
             "max-output-size" => limits.output_bytes = bytes()?,
             "gpu-memory" => limits.gpu.buffer_bytes_max = bytes()?,
             "gpu-dispatches" => {
-                limits.gpu.dispatches_max = value.parse().with_context(|| format!("-W gpu-dispatches: `{value}`"))?
+                limits.gpu.dispatches_max = value
+                    .parse()
+                    .with_context(|| format!("-W gpu-dispatches: `{value}`"))?
             }
             "gpu-time" => limits.gpu.gpu_time_max = duration()?,
             other => bail!(
@@ -67,12 +81,33 @@ pub fn parse_limits(options: &[String]) -> Result<Limits> {
     Ok(limits)
 }
 
+/// `--shared NAME=FILE` options, each file read and hashed.
+fn read_shared(options: &[String]) -> Result<SharedInputs> {
+    let mut shared = SharedInputs::new();
+    for option in options {
+        let (name, path) = option
+            .split_once('=')
+            .with_context(|| format!("--shared {option}: expected NAME=FILE"))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading the shared input {path}"))?;
+        if shared
+            .insert(name.to_string(), SharedBlob::new(bytes))
+            .is_some()
+        {
+            bail!("--shared {name}: the name is given twice");
+        }
+    }
+    Ok(shared)
+}
+
 fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>> {
     match path {
         None => Ok(Vec::new()),
         Some(p) if p.as_os_str() == "-" => {
             let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).context("reading the input from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading the input from stdin")?;
             Ok(bytes)
         }
         Some(p) => std::fs::read(p).with_context(|| format!("reading the input {}", p.display())),
@@ -91,9 +126,16 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 fn try_run(args: RunArgs) -> Result<ExitCode> {
     let limits = parse_limits(&args.limits)?;
-    let bytes = std::fs::read(&args.job).with_context(|| format!("reading {}", args.job.display()))?;
+    let bytes =
+        std::fs::read(&args.job).with_context(|| format!("reading {}", args.job.display()))?;
     let input = read_input(args.input.as_ref())?;
-    let expected = args.verify.as_ref().map(std::fs::read).transpose().context("reading the output to verify")?;
+    let shared = read_shared(&args.shared)?;
+    let expected = args
+        .verify
+        .as_ref()
+        .map(std::fs::read)
+        .transpose()
+        .context("reading the output to verify")?;
 
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("starting a worker");
@@ -106,14 +148,31 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
         sandbox: agora_host::SandboxConfig::default(),
     })?;
     let component = ComponentBytes::new(bytes);
-    spinner.set_message(format!("running {}", args.job.display()));
+    let running = format!("running {}", args.job.display());
+    spinner.set_message(running.clone());
     let (report, output) = match &expected {
         Some(out) => {
-            let (report, answer) = pool.verify(&component, &input, out, &limits);
-            (report, answer.map(|ok| if ok { b"accepted\n".to_vec() } else { b"rejected\n".to_vec() }))
+            let (report, answer) = pool.verify_shared(&component, &input, out, &shared, &limits);
+            (
+                report,
+                answer.map(|ok| {
+                    if ok {
+                        b"accepted\n".to_vec()
+                    } else {
+                        b"rejected\n".to_vec()
+                    }
+                }),
+            )
         }
         None => {
-            let result = pool.run(&component, &input, &limits);
+            let result = pool.run_shared(&component, &input, &shared, &limits, &mut |update| {
+                if let Some((done, total)) = update.progress.filter(|&(_, total)| total > 0) {
+                    spinner.set_message(format!(
+                        "{running}: {}%",
+                        done.min(total).saturating_mul(100) / total
+                    ));
+                }
+            });
             (result.report, result.output)
         }
     };
@@ -135,12 +194,20 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
     if expected.is_some() {
         let accepted = output == b"accepted\n";
         eprintln!("verify: {}", if accepted { "accepted" } else { "rejected" });
-        return Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if accepted {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     match &args.output {
         Some(path) => {
             std::fs::write(path, &output).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {} to {}", agora_host::report::bytes(output.len() as u64), path.display());
+            eprintln!(
+                "wrote {} to {}",
+                agora_host::report::bytes(output.len() as u64),
+                path.display()
+            );
         }
         None => {
             let mut stdout = std::io::stdout().lock();

@@ -29,7 +29,10 @@ pub fn files_of(set: &str) -> Result<Vec<PathBuf>> {
             .collect::<std::io::Result<Vec<_>>>()
             .with_context(|| format!("reading the folder {set}"))?
     } else {
-        glob::glob(set).with_context(|| format!("the pattern {set}"))?.collect::<Result<Vec<_>, _>>().with_context(|| format!("matching {set}"))?
+        glob::glob(set)
+            .with_context(|| format!("the pattern {set}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("matching {set}"))?
     };
     files.retain(|f| f.is_file());
     files.sort();
@@ -44,8 +47,12 @@ pub fn pieces_of(file: &Path, size: u64) -> Result<Vec<UnitSource>> {
     if size == 0 {
         bail!("a piece size is at least one byte");
     }
-    let len = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
-    Ok((0..len.div_ceil(size)).map(|i| UnitSource::Piece(file.to_path_buf(), i * size..((i + 1) * size).min(len))).collect())
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    Ok((0..len.div_ceil(size))
+        .map(|i| UnitSource::Piece(file.to_path_buf(), i * size..((i + 1) * size).min(len)))
+        .collect())
 }
 
 /// The combinations of `--sweep KEY=V1,V2` arguments, the last key varying
@@ -54,12 +61,15 @@ pub fn pieces_of(file: &Path, size: u64) -> Result<Vec<UnitSource>> {
 pub fn sweep(axes: &[String]) -> Result<Vec<Vec<u8>>> {
     let mut parsed: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
     for axis in axes {
-        let (key, values) = axis.split_once('=').with_context(|| format!("--sweep {axis}: expected KEY=V1,V2,..."))?;
+        let (key, values) = axis
+            .split_once('=')
+            .with_context(|| format!("--sweep {axis}: expected KEY=V1,V2,..."))?;
         let key = key.trim();
         if key.is_empty() || parsed.iter().any(|(k, _)| k == key) {
             bail!("--sweep {axis}: each sweep names a key of its own");
         }
-        let values: Vec<serde_json::Value> = values.split(',').map(|v| value_of(v.trim())).collect();
+        let values: Vec<serde_json::Value> =
+            values.split(',').map(|v| value_of(v.trim())).collect();
         if values.iter().any(|v| v.as_str() == Some("")) {
             bail!("--sweep {axis}: an empty value");
         }
@@ -81,7 +91,10 @@ pub fn sweep(axes: &[String]) -> Result<Vec<Vec<u8>>> {
     if parsed.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(combinations.into_iter().map(|c| serde_json::to_vec(&serde_json::Value::Object(c)).expect("plain JSON")).collect())
+    Ok(combinations
+        .into_iter()
+        .map(|c| serde_json::to_vec(&serde_json::Value::Object(c)).expect("plain JSON"))
+        .collect())
 }
 
 fn value_of(text: &str) -> serde_json::Value {
@@ -89,7 +102,9 @@ fn value_of(text: &str) -> serde_json::Value {
         return n.into();
     }
     match text.parse::<f64>() {
-        Ok(x) if x.is_finite() => serde_json::Number::from_f64(x).map_or_else(|| text.into(), serde_json::Value::Number),
+        Ok(x) if x.is_finite() => {
+            serde_json::Number::from_f64(x).map_or_else(|| text.into(), serde_json::Value::Number)
+        }
         _ => text.into(),
     }
 }
@@ -100,14 +115,25 @@ mod tests {
 
     #[test]
     fn a_sweep_is_the_product_of_its_axes() {
-        let units = sweep(&["lr=0.1,0.01".into(), "hidden=64,128".into(), "act=relu".into()]).unwrap();
-        let texts: Vec<String> = units.iter().map(|u| String::from_utf8(u.clone()).unwrap()).collect();
-        assert_eq!(texts, [
-            r#"{"act":"relu","hidden":64,"lr":0.1}"#,
-            r#"{"act":"relu","hidden":128,"lr":0.1}"#,
-            r#"{"act":"relu","hidden":64,"lr":0.01}"#,
-            r#"{"act":"relu","hidden":128,"lr":0.01}"#,
-        ]);
+        let units = sweep(&[
+            "lr=0.1,0.01".into(),
+            "hidden=64,128".into(),
+            "act=relu".into(),
+        ])
+        .unwrap();
+        let texts: Vec<String> = units
+            .iter()
+            .map(|u| String::from_utf8(u.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"act":"relu","hidden":64,"lr":0.1}"#,
+                r#"{"act":"relu","hidden":128,"lr":0.1}"#,
+                r#"{"act":"relu","hidden":64,"lr":0.01}"#,
+                r#"{"act":"relu","hidden":128,"lr":0.01}"#,
+            ]
+        );
         assert!(sweep(&["lr".into()]).is_err());
         assert!(sweep(&["lr=1".into(), "lr=2".into()]).is_err());
         assert!(sweep(&["lr=1,,2".into()]).is_err());
@@ -122,12 +148,20 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let all = files_of(dir.path().to_str().unwrap()).unwrap();
-        assert_eq!(all.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(), ["a.txt", "b.txt", "c.bin"]);
+        assert_eq!(
+            all.iter()
+                .map(|f| f.file_name().unwrap().to_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["a.txt", "b.txt", "c.bin"]
+        );
         let txt = files_of(&format!("{}/*.txt", dir.path().display())).unwrap();
         assert_eq!(txt.len(), 2);
         assert!(files_of(&format!("{}/*.none", dir.path().display())).is_err());
         let pieces = pieces_of(&dir.path().join("c.bin"), 2).unwrap();
-        assert_eq!(pieces.last(), Some(&UnitSource::Piece(dir.path().join("c.bin"), 4..5)));
+        assert_eq!(
+            pieces.last(),
+            Some(&UnitSource::Piece(dir.path().join("c.bin"), 4..5))
+        );
         assert_eq!(pieces.len(), 3);
     }
 }

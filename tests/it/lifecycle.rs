@@ -9,15 +9,27 @@ fn setup(market: &Market) -> String {
 
 /// Publish guest `name` as package `name` 1.0.0, fund the buyer with 5,000
 /// credits, return the buyer's id.
-fn setup_with(market: &Market, name: &str) -> String {
+pub(super) fn setup_with(market: &Market, name: &str) -> String {
     let _ = std::fs::remove_file(market.home.join("key.json"));
     let _ = std::fs::remove_file(market.home.join("known-logs.json"));
     let me = stdout(&market.agora(&["keys", "new"])).trim().to_string();
     let component = guest(name);
-    let out = market.agora(&["publish", component.to_str().unwrap(), "--name", name, "--version", "1.0.0"]);
+    let out = market.agora(&[
+        "publish",
+        component.to_str().unwrap(),
+        "--name",
+        name,
+        "--version",
+        "1.0.0",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let operator = market.home.join("operator.json");
-    assert!(market.agora(&["--key", operator.to_str().unwrap(), "mint", &me, "5000"]).status.success());
+    assert!(
+        market
+            .agora(&["--key", operator.to_str().unwrap(), "mint", &me, "5000"])
+            .status
+            .success()
+    );
     me
 }
 
@@ -32,7 +44,10 @@ fn balance_of(market: &Market, key_args: &[&str]) -> u64 {
     args.push("balance");
     let out = market.agora(&args);
     let text = stdout(&out);
-    let line = text.lines().find(|l| l.starts_with("available")).unwrap_or_else(|| panic!("{text} {}", stderr(&out)));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("available"))
+        .unwrap_or_else(|| panic!("{text} {}", stderr(&out)));
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -40,13 +55,20 @@ fn balance_of(market: &Market, key_args: &[&str]) -> u64 {
 fn a_buyer_runs_mandelbrot_through_the_market_and_pays_for_it() {
     let market = Market::start("lifecycle");
     setup(&market);
-    let (_h1, _h2) = (market.host("provider-1", &[]), market.host("provider-2", &[]));
+    let (_h1, _h2) = (
+        market.host("provider-1", &[]),
+        market.host("provider-2", &[]),
+    );
     let dir = market.home.join("view");
     std::fs::create_dir_all(&dir).unwrap();
     let inputs: Vec<PathBuf> = (0..3)
         .map(|i| {
             let path = dir.join(format!("view-{i}.txt"));
-            std::fs::write(&path, format!("width={} height=120 iterations=80", 100 + 20 * i)).unwrap();
+            std::fs::write(
+                &path,
+                format!("width={} height=120 iterations=80", 100 + 20 * i),
+            )
+            .unwrap();
             path
         })
         .collect();
@@ -56,35 +78,71 @@ fn a_buyer_runs_mandelbrot_through_the_market_and_pays_for_it() {
     for p in &inputs {
         args.extend(["--input", p.to_str().unwrap()]);
     }
-    args.extend(["--max-price", "3000", "--wait", "-o", out_dir.to_str().unwrap()]);
+    args.extend([
+        "--max-price",
+        "3000",
+        "--wait",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
     let out = market.agora(&args);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     for i in 0..3 {
         let png = std::fs::read(out_dir.join(format!("unit-{i}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 100 + 20 * i);
+        assert_eq!(
+            u32::from_be_bytes(png[16..20].try_into().unwrap()),
+            100 + 20 * i
+        );
     }
     let spent = 5000 - available(&market);
-    assert!(spent > 0 && spent < 3000, "the job cost something and the rest came back: spent {spent}");
+    assert!(
+        spent > 0 && spent < 3000,
+        "the job cost something and the rest came back: spent {spent}"
+    );
     assert!(stdout(&out).contains("refunded"), "{}", stdout(&out));
     // Each unit's log line came through the market.
     let job = stdout(&out).lines().next().unwrap().trim().to_string();
     let logs = stdout(&market.agora(&["logs", &job]));
     for i in 0..3 {
-        assert!(logs.contains(&format!("{}x120 image", 100 + 20 * i)), "{logs}");
+        assert!(
+            logs.contains(&format!("{}x120 image", 100 + 20 * i)),
+            "{logs}"
+        );
     }
     let followed = market.agora(&["logs", &job, "--follow"]);
-    assert_eq!(stdout(&followed), logs, "a finished job's stream holds the same lines");
-    assert!(stderr(&followed).contains("ended: Done"), "{}", stderr(&followed));
+    assert_eq!(
+        stdout(&followed),
+        logs,
+        "a finished job's stream holds the same lines"
+    );
+    assert!(
+        stderr(&followed).contains("ended: Done"),
+        "{}",
+        stderr(&followed)
+    );
     // The buyer deletes the job's data: the outputs and logs are gone, the
     // money record stays.
     assert!(stdout(&market.agora(&["status", &job])).contains("kept until"));
     let deleted = market.agora(&["delete-data", &job]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
     assert!(stdout(&market.agora(&["status", &job])).contains("data       deleted"));
-    let fetched = market.agora(&["result", &job, "-o", market.home.join("after-delete").to_str().unwrap()]);
-    assert!(!fetched.status.success() && stderr(&fetched).contains("was deleted"), "{}", stderr(&fetched));
-    assert_eq!(stdout(&market.agora(&["logs", &job])), "", "its log lines went with it");
+    let fetched = market.agora(&[
+        "result",
+        &job,
+        "-o",
+        market.home.join("after-delete").to_str().unwrap(),
+    ]);
+    assert!(
+        !fetched.status.success() && stderr(&fetched).contains("was deleted"),
+        "{}",
+        stderr(&fetched)
+    );
+    assert_eq!(
+        stdout(&market.agora(&["logs", &job])),
+        "",
+        "its log lines went with it"
+    );
 }
 
 #[test]
@@ -93,12 +151,22 @@ fn a_job_survives_a_market_restart() {
     setup(&market);
     let input = market.home.join("view.txt");
     std::fs::write(&input, "width=64 height=64 iterations=50").unwrap();
-    let out = market.agora(&["submit", "mandelbrot", "--input", input.to_str().unwrap(), "--max-price", "2000"]);
+    let out = market.agora(&[
+        "submit",
+        "mandelbrot",
+        "--input",
+        input.to_str().unwrap(),
+        "--max-price",
+        "2000",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let job = stdout(&out).trim().to_string();
     // The market dies before any provider ran the unit, and comes back.
     market.restart();
-    let (_h1, _h2) = (market.host("provider-a", &[]), market.host("provider-b", &[]));
+    let (_h1, _h2) = (
+        market.host("provider-a", &[]),
+        market.host("provider-b", &[]),
+    );
     let started = Instant::now();
     loop {
         let status = stdout(&market.agora(&["status", &job]));
@@ -106,7 +174,10 @@ fn a_job_survives_a_market_restart() {
             assert!(units_in(&status, "verified") > 0, "{status}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the job did not finish: {status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job did not finish: {status}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(available(&market) < 5000);
@@ -120,7 +191,10 @@ fn wait_for(market: &Market, job: &str, what: &str, done: impl Fn(&str) -> bool)
         if done(&status) {
             return status;
         }
-        assert!(started.elapsed() < Duration::from_secs(240), "waited too long for {what}: {status}");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "waited too long for {what}: {status}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -134,7 +208,12 @@ fn submit(market: &Market, args: &[&str]) -> String {
 }
 
 fn key_of(market: &Market, name: &str) -> String {
-    market.home.join(format!("{name}.json")).to_str().unwrap().to_string()
+    market
+        .home
+        .join(format!("{name}.json"))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -144,28 +223,72 @@ fn a_provider_killed_mid_lease_loses_it_and_the_unit_runs_elsewhere() {
     // A unit that takes seconds of wall time but little CPU (it sleeps
     // between logged steps), so the kill lands mid-run and the replicas
     // finish however busy the machine is.
-    let out = market.agora(&["publish", guest("hostile").to_str().unwrap(), "--name", "paced", "--version", "1.0.0"]);
+    let out = market.agora(&[
+        "publish",
+        guest("hostile").to_str().unwrap(),
+        "--name",
+        "paced",
+        "--version",
+        "1.0.0",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let input = market.home.join("paced.txt");
     std::fs::write(&input, "paced-log 40").unwrap();
     let doomed = market.host("doomed", &[]);
-    let job = submit(&market, &["paced", "--input", input.to_str().unwrap(), "--max-price", "3000"]);
-    wait_for(&market, &job, "the unit to start", |s| units_in(s, "running") > 0);
+    let job = submit(
+        &market,
+        &[
+            "paced",
+            "--input",
+            input.to_str().unwrap(),
+            "--max-price",
+            "3000",
+        ],
+    );
+    wait_for(&market, &job, "the unit to start", |s| {
+        units_in(s, "running") > 0
+    });
     drop(doomed);
-    let (_b, _c) = (market.host("provider-b", &[]), market.host("provider-c", &[]));
+    let (_b, _c) = (
+        market.host("provider-b", &[]),
+        market.host("provider-c", &[]),
+    );
     let status = wait_for(&market, &job, "the job to finish", |s| s.contains("(Done)"));
     // The lost lease, then one replica elsewhere (two when a random spot check picked the unit).
-    assert!(status.contains("attempts 2") || status.contains("attempts 3"), "{status}");
-    assert_eq!(balance_of(&market, &["--key", &key_of(&market, "doomed")]), 0, "a lost lease is not paid");
-    let earned = balance_of(&market, &["--key", &key_of(&market, "provider-b")]) + balance_of(&market, &["--key", &key_of(&market, "provider-c")]);
-    let paid: u64 = status.lines().find(|l| l.starts_with("credits")).unwrap().split("paid to providers ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        status.contains("attempts 2") || status.contains("attempts 3"),
+        "{status}"
+    );
+    assert_eq!(
+        balance_of(&market, &["--key", &key_of(&market, "doomed")]),
+        0,
+        "a lost lease is not paid"
+    );
+    let earned = balance_of(&market, &["--key", &key_of(&market, "provider-b")])
+        + balance_of(&market, &["--key", &key_of(&market, "provider-c")]);
+    let paid: u64 = status
+        .lines()
+        .find(|l| l.starts_with("credits"))
+        .unwrap()
+        .split("paid to providers ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(earned, paid, "each replica paid once: {status}");
 }
 
 /// Row-major f32 bytes of an `m x k` times `k x n` problem.
 fn matmul_input(m: u32, n: u32, k: u32) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+        .collect();
     let mut bytes: Vec<u8> = [m, n, k].iter().flat_map(|d| d.to_le_bytes()).collect();
     bytes.extend(a.iter().chain(&b).flat_map(|v| v.to_le_bytes()));
     (bytes, a, b)
@@ -176,31 +299,71 @@ fn a_cheating_host_is_caught_by_the_packages_verify_and_not_paid() {
     let market = Market::start("lifecycle-verify");
     setup(&market);
     let matmul = guest("matmul");
-    let out = market.agora(&["publish", matmul.to_str().unwrap(), "--name", "matmul", "--version", "1.0.0"]);
+    let out = market.agora(&[
+        "publish",
+        matmul.to_str().unwrap(),
+        "--name",
+        "matmul",
+        "--version",
+        "1.0.0",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (m, n, k) = (24u32, 20u32, 16u32);
     let (bytes, a, b) = matmul_input(m, n, k);
     let input = market.home.join("matmul.bin");
     std::fs::write(&input, &bytes).unwrap();
     let cheater = market.host("cheater", &["--cheat-for-tests"]);
-    let job = submit(&market, &["matmul", "--input", input.to_str().unwrap(), "--max-price", "3000"]);
-    wait_for(&market, &job, "the cheater's answer", |s| s.contains("verify rejected"));
+    let job = submit(
+        &market,
+        &[
+            "matmul",
+            "--input",
+            input.to_str().unwrap(),
+            "--max-price",
+            "3000",
+        ],
+    );
+    wait_for(&market, &job, "the cheater's answer", |s| {
+        s.contains("verify rejected")
+    });
     drop(cheater);
     let _honest = market.host("honest", &[]);
     let status = wait_for(&market, &job, "the job to finish", |s| s.contains("(Done)"));
-    assert!(status.contains("attempts 2"), "one rejected, one accepted, no extra replica: {status}");
+    assert!(
+        status.contains("attempts 2"),
+        "one rejected, one accepted, no extra replica: {status}"
+    );
     let out_dir = market.home.join("matmul-out");
     let _ = std::fs::remove_dir_all(&out_dir);
-    assert!(market.agora(&["result", &job, "-o", out_dir.to_str().unwrap()]).status.success());
-    let c: Vec<f32> = std::fs::read(out_dir.join("unit-0.out")).unwrap().chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
+    assert!(
+        market
+            .agora(&["result", &job, "-o", out_dir.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let c: Vec<f32> = std::fs::read(out_dir.join("unit-0.out"))
+        .unwrap()
+        .chunks(4)
+        .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+        .collect();
     assert_eq!(c.len(), (m * n) as usize);
     for i in 0..m as usize {
         for j in 0..n as usize {
-            let want: f64 = (0..k as usize).map(|p| a[i * k as usize + p] as f64 * b[p * n as usize + j] as f64).sum();
-            assert!((c[i * n as usize + j] as f64 - want).abs() < 1e-3, "C[{i}][{j}] = {} want {want}", c[i * n as usize + j]);
+            let want: f64 = (0..k as usize)
+                .map(|p| a[i * k as usize + p] as f64 * b[p * n as usize + j] as f64)
+                .sum();
+            assert!(
+                (c[i * n as usize + j] as f64 - want).abs() < 1e-3,
+                "C[{i}][{j}] = {} want {want}",
+                c[i * n as usize + j]
+            );
         }
     }
-    assert_eq!(balance_of(&market, &["--key", &key_of(&market, "cheater")]), 0, "the cheater is not paid");
+    assert_eq!(
+        balance_of(&market, &["--key", &key_of(&market, "cheater")]),
+        0,
+        "the cheater is not paid"
+    );
     assert!(balance_of(&market, &["--key", &key_of(&market, "honest")]) > 0);
 }
 
@@ -213,15 +376,24 @@ fn a_shared_input_is_uploaded_once_and_every_unit_reads_it() {
     let market = Market::start("shared-input");
     setup_with(&market, "hostile");
     let table_file = market.home.join("table.bin");
-    let table: Vec<u8> = (0..(9usize << 20) + 5).map(|i| (i * 7 % 253) as u8).collect();
+    let table: Vec<u8> = (0..(9usize << 20) + 5)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
     std::fs::write(&table_file, &table).unwrap();
     let uploaded = market.agora(&["upload", table_file.to_str().unwrap()]);
     assert!(uploaded.status.success(), "{}", stderr(&uploaded));
     let digest = agora_wire::digest_hex(&table);
-    assert!(stdout(&uploaded).starts_with(&digest), "{}", stdout(&uploaded));
+    assert!(
+        stdout(&uploaded).starts_with(&digest),
+        "{}",
+        stdout(&uploaded)
+    );
     let listed = stdout(&market.agora(&["blobs", "list"]));
     assert!(listed.contains(&digest), "{listed}");
-    let (_h1, _h2) = (market.host("provider-1", &[]), market.host("provider-2", &[]));
+    let (_h1, _h2) = (
+        market.host("provider-1", &[]),
+        market.host("provider-2", &[]),
+    );
     let units = market.home.join("units");
     std::fs::create_dir_all(&units).unwrap();
     for i in 0..4 {
@@ -231,14 +403,31 @@ fn a_shared_input_is_uploaded_once_and_every_unit_reads_it() {
     let _ = std::fs::remove_dir_all(&out_dir);
     let shared = format!("table={}", table_file.display());
     let out = market.agora(&[
-        "submit", "hostile", "--inputs", units.to_str().unwrap(), "--shared", &shared, "--max-price", "4000", "--wait", "-o", out_dir.to_str().unwrap(),
+        "submit",
+        "hostile",
+        "--inputs",
+        units.to_str().unwrap(),
+        "--shared",
+        &shared,
+        "--max-price",
+        "4000",
+        "--wait",
+        "-o",
+        out_dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     for i in 0..4 {
         let output = std::fs::read(out_dir.join(format!("unit-{i}.out"))).unwrap();
-        assert!(output == table, "unit {i}: {} bytes, not the table", output.len());
+        assert!(
+            output == table,
+            "unit {i}: {} bytes, not the table",
+            output.len()
+        );
     }
     let job = stdout(&out).lines().next().unwrap().trim().to_string();
     let status = stdout(&market.agora(&["status", &job]));
-    assert!(status.contains(&format!("shared     table {digest}")), "{status}");
+    assert!(
+        status.contains(&format!("shared     table {digest}")),
+        "{status}"
+    );
 }

@@ -1,8 +1,10 @@
 //! End-to-end tests of the `agora` program, run as a user runs it.
 
 mod browser;
+mod digits;
 mod lifecycle;
 mod market;
+mod replicas;
 mod run;
 mod tls;
 mod web;
@@ -22,13 +24,20 @@ fn guests_dir() -> PathBuf {
 /// Path of a built guest component (`cargo xtask examples`).
 pub fn guest(name: &str) -> PathBuf {
     let path = guests_dir().join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(path.exists(), "{} is missing: run `cargo xtask examples`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask examples`",
+        path.display()
+    );
     path
 }
 
 /// Run `agora ARGS` and return its output.
 pub fn agora(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agora")).args(args).output().expect("agora starts")
+    Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(args)
+        .output()
+        .expect("agora starts")
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -74,24 +83,48 @@ impl Market {
         let out = agora_in(&home, &["--key", operator.to_str().unwrap(), "keys", "new"]);
         assert!(out.status.success(), "{}", stderr(&out));
         let operator_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let _ = std::fs::remove_file(home.join("market.db"));
         let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
         let child = Self::serve(&home, port, &operator_id, &serve_args);
-        Market { child, url: format!("http://127.0.0.1:{port}"), home, port, operator_id, serve_args, ca: None }
+        Market {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            home,
+            port,
+            operator_id,
+            serve_args,
+            ca: None,
+        }
     }
 
     fn serve(home: &Path, port: u16, operator_id: &str, extra: &[String]) -> Child {
         let db = home.join("market.db");
         let child = Command::new(env!("CARGO_BIN_EXE_agora"))
-            .args(["market", "serve", "--db", &format!("sqlite://{}", db.display()), "--listen", &format!("127.0.0.1:{port}"), "--operator", operator_id])
+            .args([
+                "market",
+                "serve",
+                "--db",
+                &format!("sqlite://{}", db.display()),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--operator",
+                operator_id,
+            ])
             .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the market did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the market did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         child
@@ -112,10 +145,17 @@ impl Market {
         let made = self.agora(&["--key", key.to_str().unwrap(), "keys", "new"]);
         assert!(made.status.success());
         let operator = self.home.join("operator.json");
-        let vouched = self.agora(&["--key", operator.to_str().unwrap(), "vouch", stdout(&made).trim()]);
+        let vouched = self.agora(&[
+            "--key",
+            operator.to_str().unwrap(),
+            "vouch",
+            stdout(&made).trim(),
+        ]);
         assert!(vouched.status.success(), "{}", stderr(&vouched));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-        cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(["--key", key.to_str().unwrap(), "host", "--heartbeat", "0.5"]);
+        cmd.env("AGORA_HOME", &self.home)
+            .env("AGORA_MARKET", &self.url)
+            .args(["--key", key.to_str().unwrap(), "host", "--heartbeat", "0.5"]);
         if let Some(ca) = &self.ca {
             cmd.env("AGORA_CA_CERT", ca);
         }
@@ -125,7 +165,9 @@ impl Market {
 
     pub fn agora(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-        cmd.env("AGORA_HOME", &self.home).env("AGORA_MARKET", &self.url).args(args);
+        cmd.env("AGORA_HOME", &self.home)
+            .env("AGORA_MARKET", &self.url)
+            .args(args);
         if let Some(ca) = &self.ca {
             cmd.env("AGORA_CA_CERT", ca);
         }
@@ -144,7 +186,11 @@ impl Drop for Process {
 }
 
 pub fn agora_in(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agora")).env("AGORA_HOME", home).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_HOME", home)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -154,5 +200,10 @@ pub fn stdout(out: &Output) -> String {
 /// How many units `agora status` lists in `state` (its lines read
 /// `  unit 0    running   attempts 1`).
 pub fn units_in(status: &str, state: &str) -> usize {
-    status.lines().filter(|l| l.trim_start().starts_with("unit ") && l.split_whitespace().nth(2) == Some(state)).count()
+    status
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with("unit ") && l.split_whitespace().nth(2) == Some(state)
+        })
+        .count()
 }

@@ -14,7 +14,10 @@ pub struct MarketUrl(pub String);
 
 /// GET `path` (with its query) from the market as JSON; the error is the
 /// market's message, ready to show.
-pub async fn get<T: DeserializeOwned + Send + 'static>(base: MarketUrl, path: String) -> Result<T, String> {
+pub async fn get<T: DeserializeOwned + Send + 'static>(
+    base: MarketUrl,
+    path: String,
+) -> Result<T, String> {
     #[cfg(feature = "ssr")]
     {
         let client = agora_wire::client::Client::new(&base.0, None);
@@ -37,16 +40,26 @@ pub async fn get<T: DeserializeOwned + Send + 'static>(base: MarketUrl, path: St
 
 /// `?k=v&...` with the values percent-encoded (empty values left out).
 pub fn query(pairs: &[(&str, &str)]) -> String {
-    let kept: Vec<(&str, &str)> = pairs.iter().copied().filter(|(_, v)| !v.is_empty()).collect();
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     if kept.is_empty() {
         return String::new();
     }
-    format!("?{}", serde_urlencoded::to_string(kept).expect("strings encode"))
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(kept).expect("strings encode")
+    )
 }
 
 /// GET `path` signed with `key`, as the CLI signs (browser only: a key
 /// never leaves the browser, so the server never signs for anyone).
-pub async fn get_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
+pub async fn get_signed<T: DeserializeOwned + Send + 'static>(
+    key: &agora_wire::Keypair,
+    path: String,
+) -> Result<T, String> {
     #[cfg(feature = "hydrate")]
     {
         fetch_json(signed_get(key, &path)?.build()).await
@@ -72,7 +85,11 @@ fn browser_get(path: &str) -> (gloo_net::http::RequestBuilder, String) {
         search.append(k, v);
     }
     let sent = format!("{base}?{}", String::from(search.to_string()));
-    (gloo_net::http::Request::get(base).query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))), sent)
+    (
+        gloo_net::http::Request::get(base)
+            .query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        sent,
+    )
 }
 
 /// `request` with the signature headers over this page's origin (the
@@ -85,8 +102,19 @@ fn signed(
     body: &[u8],
     mut request: gloo_net::http::RequestBuilder,
 ) -> Result<gloo_net::http::RequestBuilder, String> {
-    let origin = web_sys::window().ok_or("no window")?.location().origin().map_err(|_| "no origin".to_string())?;
-    for (name, value) in &agora_wire::auth::sign_request(key, &origin, method, path, body, js_sys::Date::now() as i64) {
+    let origin = web_sys::window()
+        .ok_or("no window")?
+        .location()
+        .origin()
+        .map_err(|_| "no origin".to_string())?;
+    for (name, value) in &agora_wire::auth::sign_request(
+        key,
+        &origin,
+        method,
+        path,
+        body,
+        js_sys::Date::now() as i64,
+    ) {
         request = request.header(name, value);
     }
     Ok(request)
@@ -94,7 +122,10 @@ fn signed(
 
 /// A signed browser GET of `path`.
 #[cfg(feature = "hydrate")]
-fn signed_get(key: &agora_wire::Keypair, path: &str) -> Result<gloo_net::http::RequestBuilder, String> {
+fn signed_get(
+    key: &agora_wire::Keypair,
+    path: &str,
+) -> Result<gloo_net::http::RequestBuilder, String> {
     let (request, sent_path) = browser_get(path);
     signed(key, "GET", &sent_path, &[], request)
 }
@@ -102,11 +133,19 @@ fn signed_get(key: &agora_wire::Keypair, path: &str) -> Result<gloo_net::http::R
 /// Send `request`; an answer other than 2xx becomes the market's error
 /// message.
 #[cfg(feature = "hydrate")]
-async fn fetch(request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<gloo_net::http::Response, String> {
-    let response = request.map_err(|e| e.to_string())?.send().await.map_err(|e| format!("cannot reach the market: {e}"))?;
+async fn fetch(
+    request: Result<gloo_net::http::Request, gloo_net::Error>,
+) -> Result<gloo_net::http::Response, String> {
+    let response = request
+        .map_err(|e| e.to_string())?
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the market: {e}"))?;
     if !response.ok() {
         let body: Result<agora_wire::api::ErrorBody, _> = response.json().await;
-        return Err(body.map(|b| b.error.message).unwrap_or_else(|_| format!("HTTP {}", response.status())));
+        return Err(body
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| format!("HTTP {}", response.status())));
     }
     Ok(response)
 }
@@ -114,8 +153,17 @@ async fn fetch(request: Result<gloo_net::http::Request, gloo_net::Error>) -> Res
 /// [`fetch`], then the answer as JSON (`Send` for Leptos resources: the
 /// browser has one thread).
 #[cfg(feature = "hydrate")]
-async fn fetch_json<T: DeserializeOwned>(request: Result<gloo_net::http::Request, gloo_net::Error>) -> Result<T, String> {
-    send_wrapper::SendWrapper::new(async move { fetch(request).await?.json::<T>().await.map_err(|e| format!("unexpected response: {e}")) }).await
+async fn fetch_json<T: DeserializeOwned>(
+    request: Result<gloo_net::http::Request, gloo_net::Error>,
+) -> Result<T, String> {
+    send_wrapper::SendWrapper::new(async move {
+        fetch(request)
+            .await?
+            .json::<T>()
+            .await
+            .map_err(|e| format!("unexpected response: {e}"))
+    })
+    .await
 }
 
 /// POST `body` as JSON to `path`, signed with `key` (browser only).
@@ -128,7 +176,8 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
     {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let post = gloo_net::http::Request::post(&path).header("content-type", "application/json");
-        let request = signed(key, "POST", &path, &bytes, post)?.body(js_sys::Uint8Array::from(&bytes[..]));
+        let request =
+            signed(key, "POST", &path, &bytes, post)?.body(js_sys::Uint8Array::from(&bytes[..]));
         fetch_json(request).await
     }
     #[cfg(not(feature = "hydrate"))]
@@ -139,10 +188,20 @@ pub async fn post_signed<B: serde::Serialize, T: DeserializeOwned + Send + 'stat
 }
 
 /// DELETE `path`, signed with `key` (browser only).
-pub async fn delete_signed<T: DeserializeOwned + Send + 'static>(key: &agora_wire::Keypair, path: String) -> Result<T, String> {
+pub async fn delete_signed<T: DeserializeOwned + Send + 'static>(
+    key: &agora_wire::Keypair,
+    path: String,
+) -> Result<T, String> {
     #[cfg(feature = "hydrate")]
     {
-        let request = signed(key, "DELETE", &path, &[], gloo_net::http::Request::delete(&path))?.build();
+        let request = signed(
+            key,
+            "DELETE",
+            &path,
+            &[],
+            gloo_net::http::Request::delete(&path),
+        )?
+        .build();
         fetch_json(request).await
     }
     #[cfg(not(feature = "hydrate"))]
@@ -157,7 +216,14 @@ pub async fn get_signed_bytes(key: &agora_wire::Keypair, path: String) -> Result
     #[cfg(feature = "hydrate")]
     {
         let request = signed_get(key, &path)?.build();
-        send_wrapper::SendWrapper::new(async move { fetch(request).await?.binary().await.map_err(|e| e.to_string()) }).await
+        send_wrapper::SendWrapper::new(async move {
+            fetch(request)
+                .await?
+                .binary()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
     #[cfg(not(feature = "hydrate"))]
     {

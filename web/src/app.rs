@@ -69,4 +69,3 @@ pub fn App() -> impl IntoView {
         </Router>
     }
 }
-

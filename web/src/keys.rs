@@ -29,7 +29,9 @@ pub fn store(key: &Keypair) -> Result<(), String> {
     #[cfg(feature = "hydrate")]
     {
         let storage = storage().ok_or("this browser has no local storage")?;
-        storage.set_item(STORAGE_KEY, &key.to_file_json()).map_err(|_| "the browser refused to store the key".to_string())
+        storage
+            .set_item(STORAGE_KEY, &key.to_file_json())
+            .map_err(|_| "the browser refused to store the key".to_string())
     }
     #[cfg(not(feature = "hydrate"))]
     {

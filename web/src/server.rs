@@ -21,14 +21,26 @@ const CONTRIBUTE_JS: &str = include_str!("../browser/contribute.js");
 /// `pkg` (the output of `cargo xtask web`), pages load it and hydrate;
 /// without, they are server-rendered only.
 pub fn router(market: MarketUrl, pkg: Option<PathBuf>) -> axum::Router {
-    let options = LeptosOptions::builder().output_name("agora-web").site_pkg_dir("pkg").build();
+    let options = LeptosOptions::builder()
+        .output_name("agora-web")
+        .site_pkg_dir("pkg")
+        .build();
     let routes = generate_route_list(App);
     let hydrate = pkg.is_some();
     let router = axum::Router::new()
         .route("/assets/agora.css", get(stylesheet))
-        .route("/assets/browser/agora-worker.js", get(|| script(WORKER_JS.to_string())))
-        .route("/assets/browser/contribute.js", get(|| script(CONTRIBUTE_JS.to_string())))
-        .route("/assets/browser/kernels.js", get(|| script(kernels_module())))
+        .route(
+            "/assets/browser/agora-worker.js",
+            get(|| script(WORKER_JS.to_string())),
+        )
+        .route(
+            "/assets/browser/contribute.js",
+            get(|| script(CONTRIBUTE_JS.to_string())),
+        )
+        .route(
+            "/assets/browser/kernels.js",
+            get(|| script(kernels_module())),
+        )
         .leptos_routes_with_context(&options, routes, move || provide_context(market.clone()), {
             let options = options.clone();
             move || shell(options.clone(), hydrate)
@@ -41,11 +53,23 @@ pub fn router(market: MarketUrl, pkg: Option<PathBuf>) -> axum::Router {
 }
 
 async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")], STYLESHEET)
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        STYLESHEET,
+    )
 }
 
 async fn script(source: String) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], source)
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        source,
+    )
 }
 
 /// The standard kernels for the browser runtime, from `agora-kernels` (the

@@ -19,7 +19,11 @@ pub(crate) struct SessionBook {
 
 impl SessionBook {
     pub fn new(quota: GpuQuota) -> Self {
-        SessionBook { quota, stats: GpuStats::default(), bytes_live: 0 }
+        SessionBook {
+            quota,
+            stats: GpuStats::default(),
+            bytes_live: 0,
+        }
     }
 
     /// Count `size` more live buffer bytes, or refuse past the quota.
@@ -68,7 +72,10 @@ impl SessionBook {
     /// quota leaves (zero once spent: a backend still looks once), at most
     /// [`SYNC_TIMEOUT_MAX`].
     pub fn wait_timeout(&self) -> Duration {
-        self.quota.gpu_time_max.saturating_sub(self.stats.gpu_time).min(SYNC_TIMEOUT_MAX)
+        self.quota
+            .gpu_time_max
+            .saturating_sub(self.stats.gpu_time)
+            .min(SYNC_TIMEOUT_MAX)
     }
 
     /// After a wait that finished: the quota error if it finished late
@@ -107,7 +114,9 @@ impl SessionBook {
 /// `value` must be a multiple of 4 (every size and offset is).
 pub(crate) fn aligned(what: &str, value: u64) -> Result<(), GpuError> {
     if value % 4 != 0 {
-        return Err(GpuError::InvalidArgument(format!("{what} {value} is not a multiple of 4")));
+        return Err(GpuError::InvalidArgument(format!(
+            "{what} {value} is not a multiple of 4"
+        )));
     }
     Ok(())
 }
@@ -119,7 +128,9 @@ pub(crate) fn check_new_buffer(size: u64, usage: super::Usage) -> Result<(), Gpu
     }
     aligned("buffer size", size)?;
     if !usage.storage && !usage.uniform {
-        return Err(GpuError::InvalidArgument("a buffer needs storage or uniform usage".into()));
+        return Err(GpuError::InvalidArgument(
+            "a buffer needs storage or uniform usage".into(),
+        ));
     }
     Ok(())
 }
@@ -142,7 +153,9 @@ pub(crate) fn check_range(size: u64, offset: u64, len: u64) -> Result<(), GpuErr
 pub(crate) fn f32_len(size: u64, what: &str) -> Result<u64, GpuError> {
     let n = size / 4;
     if n > u32::MAX as u64 {
-        return Err(GpuError::InvalidArgument(format!("{what} has {n} elements, more than 2^32-1")));
+        return Err(GpuError::InvalidArgument(format!(
+            "{what} has {n} elements, more than 2^32-1"
+        )));
     }
     Ok(n)
 }
@@ -161,7 +174,9 @@ pub(crate) fn need(size: u64, what: &str, elements: u64) -> Result<(), GpuError>
 /// saxpy's x and y must be the same size.
 pub(crate) fn same_size(x: u64, y: u64) -> Result<(), GpuError> {
     if x != y {
-        return Err(GpuError::InvalidArgument(format!("saxpy: x has {x} bytes but y has {y}")));
+        return Err(GpuError::InvalidArgument(format!(
+            "saxpy: x has {x} bytes but y has {y}"
+        )));
     }
     Ok(())
 }

@@ -25,7 +25,10 @@
 //!   worker runs, so no job reads another's memory.
 
 use super::book::{self, SessionBook};
-use super::{AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall, ShaderId, Usage};
+use super::{
+    AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall,
+    ShaderId, Usage,
+};
 use cudarc::cublas::{CudaBlas, sys::cublasOperation_t};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
@@ -84,10 +87,14 @@ fn missing_library() -> Option<&'static str> {
             return Some("the CUDA driver library (libcuda.so) is not installed");
         }
         if !cudarc::cublas::sys::is_culib_present() {
-            return Some("cuBLAS (libcublas.so) is not on the library path; add it to LD_LIBRARY_PATH");
+            return Some(
+                "cuBLAS (libcublas.so) is not on the library path; add it to LD_LIBRARY_PATH",
+            );
         }
         if !cudarc::nvrtc::sys::is_culib_present() {
-            return Some("NVRTC (libnvrtc.so) is not on the library path; add it to LD_LIBRARY_PATH");
+            return Some(
+                "NVRTC (libnvrtc.so) is not on the library path; add it to LD_LIBRARY_PATH",
+            );
         }
     }
     None
@@ -113,17 +120,21 @@ impl CudaBackend {
     }
 
     fn open(ordinal: usize) -> Result<Self, GpuError> {
-        let unavailable = |what: &str, e: DriverError| GpuError::Unavailable(format!("no CUDA: {what}: {e}"));
+        let unavailable =
+            |what: &str, e: DriverError| GpuError::Unavailable(format!("no CUDA: {what}: {e}"));
         let count = CudaContext::device_count().map_err(|e| unavailable("cuInit", e))?;
         if ordinal as i32 >= count {
-            return Err(GpuError::Unavailable(format!("no CUDA: device {ordinal} asked for, {count} present")));
+            return Err(GpuError::Unavailable(format!(
+                "no CUDA: device {ordinal} asked for, {count} present"
+            )));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| unavailable("context", e))?;
         // One stream, one job at a time: cudarc's per-buffer events are not needed.
         // SAFETY: called before any buffer exists, and every use goes through `stream`.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| unavailable("stream", e))?;
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| GpuError::Unavailable(format!("no CUDA: cuBLAS: {e:?}")))?;
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| GpuError::Unavailable(format!("no CUDA: cuBLAS: {e:?}")))?;
         let device = describe(&ctx).map_err(|e| unavailable("device query", e))?;
         let (major, minor) = device.compute_capability;
         let info = AdapterInfo {
@@ -171,9 +182,18 @@ fn describe(ctx: &Arc<CudaContext>) -> Result<CudaDeviceInfo, DriverError> {
         let mut version = 0;
         // SAFETY: writes one int.
         unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) };
-        format!("CUDA driver API {}.{}", version / 1000, (version % 1000) / 10)
+        format!(
+            "CUDA driver API {}.{}",
+            version / 1000,
+            (version % 1000) / 10
+        )
     });
-    Ok(CudaDeviceInfo { name, memory_bytes, compute_capability, driver })
+    Ok(CudaDeviceInfo {
+        name,
+        memory_bytes,
+        compute_capability,
+        driver,
+    })
 }
 
 fn nvml_driver(uuid: &[std::ffi::c_char; 16]) -> Option<String> {
@@ -210,15 +230,26 @@ impl Shared {
             name: Some(format!("{name}.cu")),
             ..Default::default()
         };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, options)
-            .map_err(|e| GpuError::Unavailable(format!("NVRTC could not compile the standard kernel {name}: {e:?}")))?;
-        let module = self.ctx.load_module(ptx).map_err(|e| driver_error("loading a kernel module", e))?;
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, options).map_err(|e| {
+            GpuError::Unavailable(format!(
+                "NVRTC could not compile the standard kernel {name}: {e:?}"
+            ))
+        })?;
+        let module = self
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| driver_error("loading a kernel module", e))?;
         for function in kernel_names(source) {
-            let f = module.load_function(function).map_err(|e| driver_error("loading a kernel", e))?;
+            let f = module
+                .load_function(function)
+                .map_err(|e| driver_error("loading a kernel", e))?;
             cache.insert(function, f);
         }
         tracing::debug!(kernel = name, ms = started.elapsed().as_millis() as u64, arch = %self.arch, "compiled CUDA kernel");
-        cache.get(name).cloned().ok_or_else(|| GpuError::Unavailable(format!("kernel {name} missing from its source")))
+        cache
+            .get(name)
+            .cloned()
+            .ok_or_else(|| GpuError::Unavailable(format!("kernel {name} missing from its source")))
     }
 }
 
@@ -262,13 +293,17 @@ struct CudaSession {
 impl CudaSession {
     fn check_usable(&self) -> Result<(), GpuError> {
         if self.poisoned {
-            return Err(GpuError::DeviceLost("the CUDA device is hung or in an error state".into()));
+            return Err(GpuError::DeviceLost(
+                "the CUDA device is hung or in an error state".into(),
+            ));
         }
         Ok(())
     }
 
     fn live(&self, id: BufferId) -> Result<&CudaSlice<u8>, GpuError> {
-        self.buffers.get(&id.0).ok_or_else(|| GpuError::InvalidArgument(format!("buffer {} does not exist", id.0)))
+        self.buffers
+            .get(&id.0)
+            .ok_or_else(|| GpuError::InvalidArgument(format!("buffer {} does not exist", id.0)))
     }
 
     fn size_of(&self, id: BufferId) -> Result<u64, GpuError> {
@@ -330,7 +365,13 @@ impl CudaSession {
 
     /// Launch `function` on `grid` blocks of `block` threads with `args`
     /// (device addresses and scalars, in the kernel's parameter order).
-    fn launch(&mut self, function: &CudaFunction, grid: u32, block: u32, args: &[KernelArg]) -> Result<(), GpuError> {
+    fn launch(
+        &mut self,
+        function: &CudaFunction,
+        grid: u32,
+        block: u32,
+        args: &[KernelArg],
+    ) -> Result<(), GpuError> {
         let started = Instant::now();
         let stream = self.shared.stream.clone();
         let mut launch = stream.launch_builder(function);
@@ -341,14 +382,20 @@ impl CudaSession {
                 KernelArg::U32(v) => launch.arg(v),
             };
         }
-        let config = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let config = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the arguments match the kernel's parameters (kernels/cuda/*.cu),
         // and every address is a live buffer of this session whose size was
         // checked against the element count passed with it.
         let result = unsafe { launch.launch(config) };
         self.book.charge(started);
         self.pending = true;
-        result.map(|_| ()).map_err(|e| self.fail("kernel launch", e))
+        result
+            .map(|_| ())
+            .map_err(|e| self.fail("kernel launch", e))
     }
 }
 
@@ -370,7 +417,10 @@ impl GpuSession for CudaSession {
     fn create_buffer(&mut self, size: u64, usage: Usage) -> Result<BufferId, GpuError> {
         self.check_usable()?;
         book::check_new_buffer(size, usage)?;
-        let device_max = self.shared.total_memory.saturating_sub(DEVICE_MEMORY_RESERVE);
+        let device_max = self
+            .shared
+            .total_memory
+            .saturating_sub(DEVICE_MEMORY_RESERVE);
         if size > device_max {
             return Err(GpuError::InvalidArgument(format!(
                 "buffer of {size} bytes exceeds this device's usable memory of {device_max} bytes"
@@ -419,8 +469,14 @@ impl GpuSession for CudaSession {
         self.wait()?;
         let started = Instant::now();
         let mut bytes = vec![0u8; len as usize];
-        let view = self.live(id)?.slice(offset as usize..(offset + len) as usize);
-        let result = self.shared.stream.memcpy_dtoh(&view, &mut bytes[..]).and_then(|()| self.shared.stream.synchronize());
+        let view = self
+            .live(id)?
+            .slice(offset as usize..(offset + len) as usize);
+        let result = self
+            .shared
+            .stream
+            .memcpy_dtoh(&view, &mut bytes[..])
+            .and_then(|()| self.shared.stream.synchronize());
         self.book.charge(started);
         result.map_err(|e| self.fail("copy from the device", e))?;
         Ok(bytes)
@@ -442,7 +498,13 @@ impl GpuSession for CudaSession {
 
     fn destroy_shader(&mut self, _shader: ShaderId) {}
 
-    fn dispatch(&mut self, _: ShaderId, _: &str, _: &[BufferId], _: [u32; 3]) -> Result<(), GpuError> {
+    fn dispatch(
+        &mut self,
+        _: ShaderId,
+        _: &str,
+        _: &[BufferId],
+        _: [u32; 3],
+    ) -> Result<(), GpuError> {
         Err(no_wgsl())
     }
 
@@ -456,7 +518,12 @@ impl GpuSession for CudaSession {
                 let function = self.shared.kernel(agora_kernels::SAXPY_CU, "saxpy")?;
                 let block = agora_kernels::SAXPY_CUDA_BLOCK;
                 let grid = n.div_ceil(block).clamp(1, 65_535);
-                let args = [KernelArg::F32(a), KernelArg::Address(self.address(x)?), KernelArg::Address(self.address(y)?), KernelArg::U32(n)];
+                let args = [
+                    KernelArg::F32(a),
+                    KernelArg::Address(self.address(x)?),
+                    KernelArg::Address(self.address(y)?),
+                    KernelArg::U32(n),
+                ];
                 self.launch(&function, grid, block, &args)
             }
             KernelCall::Matmul { m, n, k, a, b, c } => {
@@ -467,7 +534,9 @@ impl GpuSession for CudaSession {
                     return Ok(());
                 }
                 if [m, n, k].iter().any(|d| *d > i32::MAX as u32) {
-                    return Err(GpuError::InvalidArgument(format!("matmul {m}x{n}x{k}: a dimension exceeds 2^31-1")));
+                    return Err(GpuError::InvalidArgument(format!(
+                        "matmul {m}x{n}x{k}: a dimension exceeds 2^31-1"
+                    )));
                 }
                 self.book.count_dispatches(1)?;
                 let (pa, pb, pc) = (self.address(a)?, self.address(b)?, self.address(c)?);
@@ -508,12 +577,40 @@ impl GpuSession for CudaSession {
                 self.book.count_dispatches(2)?;
                 let partial = self.shared.kernel(agora_kernels::SUM_CU, "sum_partial")?;
                 let finish = self.shared.kernel(agora_kernels::SUM_CU, "sum_finish")?;
-                let partials = self.create_buffer(groups as u64 * 4, Usage { storage: true, uniform: false })?;
-                let (pin, ppart, pout) = (self.address(input)?, self.address(partials)?, self.address(out)?);
+                let partials = self.create_buffer(
+                    groups as u64 * 4,
+                    Usage {
+                        storage: true,
+                        uniform: false,
+                    },
+                )?;
+                let (pin, ppart, pout) = (
+                    self.address(input)?,
+                    self.address(partials)?,
+                    self.address(out)?,
+                );
                 let result = self
-                    .launch(&partial, groups, SUM_BLOCK, &[KernelArg::Address(pin), KernelArg::Address(ppart), KernelArg::U32(n)])
+                    .launch(
+                        &partial,
+                        groups,
+                        SUM_BLOCK,
+                        &[
+                            KernelArg::Address(pin),
+                            KernelArg::Address(ppart),
+                            KernelArg::U32(n),
+                        ],
+                    )
                     .and_then(|()| {
-                        self.launch(&finish, 1, SUM_BLOCK, &[KernelArg::Address(ppart), KernelArg::Address(pout), KernelArg::U32(groups)])
+                        self.launch(
+                            &finish,
+                            1,
+                            SUM_BLOCK,
+                            &[
+                                KernelArg::Address(ppart),
+                                KernelArg::Address(pout),
+                                KernelArg::U32(groups),
+                            ],
+                        )
                     });
                 // Freed on the stream after the launches that use it.
                 self.destroy(partials);
@@ -547,6 +644,9 @@ mod tests {
     #[test]
     fn kernel_names_come_from_the_sources() {
         assert_eq!(super::kernel_names(agora_kernels::SAXPY_CU), ["saxpy"]);
-        assert_eq!(super::kernel_names(agora_kernels::SUM_CU), ["sum_partial", "sum_finish"]);
+        assert_eq!(
+            super::kernel_names(agora_kernels::SUM_CU),
+            ["sum_partial", "sum_finish"]
+        );
     }
 }

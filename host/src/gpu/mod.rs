@@ -86,7 +86,11 @@ pub enum GpuError {
     #[error("no GPU: {0}")]
     Unavailable(String),
     #[error("GPU quota exceeded: {resource} would be {requested}, limit is {limit}")]
-    QuotaExceeded { resource: &'static str, requested: u64, limit: u64 },
+    QuotaExceeded {
+        resource: &'static str,
+        requested: u64,
+        limit: u64,
+    },
     #[error("invalid shader: {0}")]
     InvalidShader(String),
     #[error("invalid argument: {0}")]
@@ -99,9 +103,23 @@ pub enum GpuError {
 /// The standard kernels a session runs natively (see `agora-kernels`).
 #[derive(Debug, Clone, Copy)]
 pub enum KernelCall {
-    Saxpy { a: f32, x: BufferId, y: BufferId },
-    Matmul { m: u32, n: u32, k: u32, a: BufferId, b: BufferId, c: BufferId },
-    Sum { input: BufferId, out: BufferId },
+    Saxpy {
+        a: f32,
+        x: BufferId,
+        y: BufferId,
+    },
+    Matmul {
+        m: u32,
+        n: u32,
+        k: u32,
+        a: BufferId,
+        b: BufferId,
+        c: BufferId,
+    },
+    Sum {
+        input: BufferId,
+        out: BufferId,
+    },
 }
 
 /// A device that opens one session per job.
@@ -185,7 +203,13 @@ impl GpuSession for NoGpuSession {
         self.err()
     }
     fn destroy_shader(&mut self, _: ShaderId) {}
-    fn dispatch(&mut self, _: ShaderId, _: &str, _: &[BufferId], _: [u32; 3]) -> Result<(), GpuError> {
+    fn dispatch(
+        &mut self,
+        _: ShaderId,
+        _: &str,
+        _: &[BufferId],
+        _: [u32; 3],
+    ) -> Result<(), GpuError> {
         self.err()
     }
     fn kernel(&mut self, _: KernelCall) -> Result<(), GpuError> {
@@ -219,7 +243,11 @@ impl GpuBackend for Routed {
     }
 
     fn devices(&self) -> Vec<AdapterInfo> {
-        self.cuda.info().into_iter().chain(self.wgpu.as_ref().and_then(|w| w.info())).collect()
+        self.cuda
+            .info()
+            .into_iter()
+            .chain(self.wgpu.as_ref().and_then(|w| w.info()))
+            .collect()
     }
 
     fn open_session(&self, quota: GpuQuota, needs: GpuNeeds) -> Box<dyn GpuSession> {
@@ -269,7 +297,9 @@ impl std::str::FromStr for GpuChoice {
             "wgpu" => Ok(GpuChoice::Wgpu),
             "cuda" => Ok(GpuChoice::Cuda),
             "none" => Ok(GpuChoice::None),
-            other => Err(format!("unknown GPU backend `{other}` (expected auto, wgpu, cuda or none)")),
+            other => Err(format!(
+                "unknown GPU backend `{other}` (expected auto, wgpu, cuda or none)"
+            )),
         }
     }
 }
@@ -277,23 +307,33 @@ impl std::str::FromStr for GpuChoice {
 /// Open the backend `choice` asks for.
 pub fn open(choice: GpuChoice) -> Result<Box<dyn GpuBackend>, GpuError> {
     match choice {
-        GpuChoice::None => Ok(Box::new(NoGpu { reason: "the host runs with --gpu none".into() })),
+        GpuChoice::None => Ok(Box::new(NoGpu {
+            reason: "the host runs with --gpu none".into(),
+        })),
         GpuChoice::Wgpu => Ok(Box::new(wgpu_backend::WgpuBackend::new()?)),
         GpuChoice::Cuda => {
             let cuda = cuda_backend::CudaBackend::new(0)?;
-            Ok(Box::new(Routed { cuda, wgpu: wgpu_backend::WgpuBackend::new().ok() }))
+            Ok(Box::new(Routed {
+                cuda,
+                wgpu: wgpu_backend::WgpuBackend::new().ok(),
+            }))
         }
         GpuChoice::Auto => {
             let wgpu = wgpu_backend::WgpuBackend::new();
             match (cuda_backend::CudaBackend::new(0), wgpu) {
-                (Ok(cuda), wgpu) => Ok(Box::new(Routed { cuda, wgpu: wgpu.ok() })),
+                (Ok(cuda), wgpu) => Ok(Box::new(Routed {
+                    cuda,
+                    wgpu: wgpu.ok(),
+                })),
                 (Err(no_cuda), Ok(wgpu)) => {
                     tracing::debug!("{no_cuda}");
                     Ok(Box::new(wgpu))
                 }
                 (Err(no_cuda), Err(e)) => {
                     tracing::warn!("no usable GPU, running without one: {e}; {no_cuda}");
-                    Ok(Box::new(NoGpu { reason: format!("no GPU adapter on this host ({e})") }))
+                    Ok(Box::new(NoGpu {
+                        reason: format!("no GPU adapter on this host ({e})"),
+                    }))
                 }
             }
         }

@@ -19,7 +19,8 @@
 
 use super::book::{self, SessionBook};
 use super::{
-    AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall, ShaderId, Usage,
+    AdapterInfo, BufferId, GpuBackend, GpuError, GpuQuota, GpuSession, GpuStats, KernelCall,
+    ShaderId, Usage,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +103,9 @@ impl WgpuBackend {
                 wgpu::DeviceType::Other => "other",
             }
             .into(),
-            driver: format!("{} {}", raw.driver, raw.driver_info).trim().to_string(),
+            driver: format!("{} {}", raw.driver, raw.driver_info)
+                .trim()
+                .to_string(),
             memory_bytes: None,
             compute_capability: None,
         };
@@ -117,16 +120,20 @@ impl WgpuBackend {
             lost: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
-        shared.device.set_device_lost_callback(move |reason, message| {
-            tracing::error!(?reason, %message, "GPU device lost");
-            if let Some(shared) = weak.upgrade() {
-                shared.lost.store(true, Ordering::SeqCst);
-            }
-        });
+        shared
+            .device
+            .set_device_lost_callback(move |reason, message| {
+                tracing::error!(?reason, %message, "GPU device lost");
+                if let Some(shared) = weak.upgrade() {
+                    shared.lost.store(true, Ordering::SeqCst);
+                }
+            });
         // Errors outside a scope (there should be none) are logged, never a panic.
-        shared.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            tracing::error!("uncaptured wgpu error: {e}");
-        }));
+        shared
+            .device
+            .on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+                tracing::error!("uncaptured wgpu error: {e}");
+            }));
         tracing::info!(adapter = %shared.info.name, backend = %shared.info.backend, "wgpu device ready");
         Ok(WgpuBackend { shared })
     }
@@ -160,12 +167,19 @@ impl GpuBackend for WgpuBackend {
 impl Shared {
     /// A standard kernel's module, compiled once for the device.
     fn kernel(&self, source: &str) -> Result<Arc<CompiledShader>, GpuError> {
-        let digest = *blake3::Hasher::new().update(b"agora trusted standard kernel\0").update(source.as_bytes()).finalize().as_bytes();
+        let digest = *blake3::Hasher::new()
+            .update(b"agora trusted standard kernel\0")
+            .update(source.as_bytes())
+            .finalize()
+            .as_bytes();
         if let Some(s) = self.kernels.lock().expect("kernel cache lock").get(&digest) {
             return Ok(s.clone());
         }
         let compiled = Arc::new(self.compile(source, digest, true)?);
-        self.kernels.lock().expect("kernel cache lock").insert(digest, compiled.clone());
+        self.kernels
+            .lock()
+            .expect("kernel cache lock")
+            .insert(digest, compiled.clone());
         Ok(compiled)
     }
 
@@ -179,7 +193,12 @@ impl Shared {
     /// standard kernel's: the cache key tells the two apart.
     /// (`digest` names it in the caches: a trusted kernel's is domain
     /// separated from any guest's.)
-    fn compile(&self, source: &str, digest: SourceDigest, trusted: bool) -> Result<CompiledShader, GpuError> {
+    fn compile(
+        &self,
+        source: &str,
+        digest: SourceDigest,
+        trusted: bool,
+    ) -> Result<CompiledShader, GpuError> {
         let module = naga::front::wgsl::parse_str(source)
             .map_err(|e| GpuError::InvalidShader(e.emit_to_string(source)))?;
         let info = naga::valid::Validator::new(
@@ -196,7 +215,9 @@ impl Shared {
             let uses = info.get_entry_point(index);
             let mut slots = Vec::new();
             for (handle, var) in module.global_variables.iter() {
-                let Some(binding) = &var.binding else { continue };
+                let Some(binding) = &var.binding else {
+                    continue;
+                };
                 if uses[handle].is_empty() {
                     continue;
                 }
@@ -216,20 +237,33 @@ impl Shared {
                         )));
                     }
                 };
-                slots.push(Slot { binding: binding.binding, uniform });
+                slots.push(Slot {
+                    binding: binding.binding,
+                    uniform,
+                });
             }
             slots.sort_by_key(|s| s.binding);
             entries.insert(entry.name.clone(), slots);
         }
         if entries.is_empty() {
-            return Err(GpuError::InvalidShader("the shader has no @compute entry point".into()));
+            return Err(GpuError::InvalidShader(
+                "the shader has no @compute entry point".into(),
+            ));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let descriptor = wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(source.into()) };
+        let descriptor = wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
         let shader_module = if trusted {
             // SAFETY: only the standard kernels of `agora-kernels` come here,
             // and `kernel()` checks every buffer against the sizes they index.
-            unsafe { self.device.create_shader_module_trusted(descriptor, wgpu::ShaderRuntimeChecks::unchecked()) }
+            unsafe {
+                self.device.create_shader_module_trusted(
+                    descriptor,
+                    wgpu::ShaderRuntimeChecks::unchecked(),
+                )
+            }
         } else {
             self.device.create_shader_module(descriptor)
         };
@@ -237,28 +271,45 @@ impl Shared {
             return Err(GpuError::InvalidShader(e.to_string()));
         }
         self.modules_made.fetch_add(1, Ordering::Relaxed);
-        Ok(CompiledShader { digest, trusted, module: shader_module, entries })
+        Ok(CompiledShader {
+            digest,
+            trusted,
+            module: shader_module,
+            entries,
+        })
     }
 
     /// The pipeline of `entry` of `shader`, from `cache` or made into it.
-    fn pipeline(&self, cache: &Mutex<Pipelines>, shader: &CompiledShader, entry: &str) -> Result<wgpu::ComputePipeline, GpuError> {
+    fn pipeline(
+        &self,
+        cache: &Mutex<Pipelines>,
+        shader: &CompiledShader,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
         let key = (shader.digest, entry.to_string());
         if let Some(p) = cache.lock().expect("pipeline cache lock").get(&key) {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &shader.module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &shader.module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::InvalidShader(format!("pipeline for `{entry}`: {e}")));
+            return Err(GpuError::InvalidShader(format!(
+                "pipeline for `{entry}`: {e}"
+            )));
         }
-        cache.lock().expect("pipeline cache lock").insert(key, pipeline.clone());
+        cache
+            .lock()
+            .expect("pipeline cache lock")
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 }
@@ -284,7 +335,9 @@ struct LiveBuffer {
 impl WgpuSession {
     fn check_usable(&self) -> Result<(), GpuError> {
         if self.poisoned || self.shared.lost.load(Ordering::SeqCst) {
-            return Err(GpuError::DeviceLost("the GPU device is lost or hung".into()));
+            return Err(GpuError::DeviceLost(
+                "the GPU device is lost or hung".into(),
+            ));
         }
         Ok(())
     }
@@ -311,7 +364,10 @@ impl WgpuSession {
         // empty by then means work is running past the quota.
         let timeout = self.book.wait_timeout();
         let started = Instant::now();
-        let result = self.shared.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
+        let result = self.shared.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(timeout),
+        });
         self.charge(started);
         match result {
             // Some drivers (lavapipe) finish the wait late instead of timing out.
@@ -332,7 +388,13 @@ impl WgpuSession {
 
     /// A host-internal uniform buffer holding `bytes` (counted in the quota).
     fn params(&mut self, bytes: &[u8]) -> Result<BufferId, GpuError> {
-        let id = self.create_buffer(bytes.len().next_multiple_of(16) as u64, Usage { storage: false, uniform: true })?;
+        let id = self.create_buffer(
+            bytes.len().next_multiple_of(16) as u64,
+            Usage {
+                storage: false,
+                uniform: true,
+            },
+        )?;
         let mut padded = bytes.to_vec();
         padded.resize(bytes.len().next_multiple_of(16), 0);
         self.write(id, 0, &padded)?;
@@ -356,7 +418,10 @@ impl WgpuSession {
         let slots = shader.entries.get(entry).ok_or_else(|| {
             let mut names: Vec<_> = shader.entries.keys().cloned().collect();
             names.sort();
-            GpuError::InvalidArgument(format!("no @compute entry point `{entry}` (the shader has: {})", names.join(", ")))
+            GpuError::InvalidArgument(format!(
+                "no @compute entry point `{entry}` (the shader has: {})",
+                names.join(", ")
+            ))
         })?;
         let mut entries = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -368,7 +433,11 @@ impl WgpuSession {
                 ))
             })?;
             let live = self.live(id)?;
-            let ok = if slot.uniform { live.usage.uniform } else { live.usage.storage };
+            let ok = if slot.uniform {
+                live.usage.uniform
+            } else {
+                live.usage.storage
+            };
             if !ok {
                 return Err(GpuError::InvalidArgument(format!(
                     "@binding({}) is a {} buffer but buffer {} was not created with that usage",
@@ -382,15 +451,26 @@ impl WgpuSession {
         self.book.count_dispatches(1)?;
         let entries: Vec<_> = entries
             .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: buffer.as_entire_binding(),
+            })
             .collect();
         let started = Instant::now();
-        let cache = if shader.trusted { &self.shared.kernel_pipelines } else { &self.pipelines };
+        let cache = if shader.trusted {
+            &self.shared.kernel_pipelines
+        } else {
+            &self.pipelines
+        };
         let pipeline = self.shared.pipeline(cache, shader, entry)?;
         let device = &self.shared.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = pipeline.get_bind_group_layout(0);
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
         let mut encoder = device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -402,7 +482,9 @@ impl WgpuSession {
         let error = pollster::block_on(scope.pop());
         self.charge(started);
         match error {
-            Some(e) => Err(GpuError::InvalidArgument(format!("dispatch of `{entry}`: {e}"))),
+            Some(e) => Err(GpuError::InvalidArgument(format!(
+                "dispatch of `{entry}`: {e}"
+            ))),
             None => Ok(()),
         }
     }
@@ -445,7 +527,10 @@ impl GpuSession for WgpuSession {
         if usage.uniform {
             wgpu_usage |= wgpu::BufferUsages::UNIFORM;
         }
-        let scope = self.shared.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope = self
+            .shared
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
@@ -454,11 +539,20 @@ impl GpuSession for WgpuSession {
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             self.book.release(size);
-            return Err(GpuError::InvalidArgument(format!("the device refused a buffer of {size} bytes: {e}")));
+            return Err(GpuError::InvalidArgument(format!(
+                "the device refused a buffer of {size} bytes: {e}"
+            )));
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.buffers.insert(id, LiveBuffer { buffer, size, usage });
+        self.buffers.insert(
+            id,
+            LiveBuffer {
+                buffer,
+                size,
+                usage,
+            },
+        );
         Ok(BufferId(id))
     }
 
@@ -556,16 +650,23 @@ impl GpuSession for WgpuSession {
             && !self.shaders.values().any(|s| Arc::ptr_eq(s, &gone))
         {
             self.compiled.remove(&gone.digest);
-            self.pipelines.lock().expect("pipeline cache lock").retain(|(digest, _), _| *digest != gone.digest);
+            self.pipelines
+                .lock()
+                .expect("pipeline cache lock")
+                .retain(|(digest, _), _| *digest != gone.digest);
         }
     }
 
-    fn dispatch(&mut self, shader: ShaderId, entry: &str, bindings: &[BufferId], groups: [u32; 3]) -> Result<(), GpuError> {
-        let compiled = self
-            .shaders
-            .get(&shader.0)
-            .cloned()
-            .ok_or_else(|| GpuError::InvalidArgument(format!("shader {} does not exist", shader.0)))?;
+    fn dispatch(
+        &mut self,
+        shader: ShaderId,
+        entry: &str,
+        bindings: &[BufferId],
+        groups: [u32; 3],
+    ) -> Result<(), GpuError> {
+        let compiled = self.shaders.get(&shader.0).cloned().ok_or_else(|| {
+            GpuError::InvalidArgument(format!("shader {} does not exist", shader.0))
+        })?;
         self.encode_dispatch(&compiled, entry, bindings, groups)
     }
 
@@ -577,7 +678,11 @@ impl GpuSession for WgpuSession {
                 book::same_size(self.live(x)?.size, self.live(y)?.size)?;
                 let groups = (n as u32).div_ceil(k::SAXPY_WORKGROUP).max(1);
                 let max = self.shared.limits.max_compute_workgroups_per_dimension;
-                let (gx, gy) = if groups <= max { (groups, 1) } else { (max, groups.div_ceil(max)) };
+                let (gx, gy) = if groups <= max {
+                    (groups, 1)
+                } else {
+                    (max, groups.div_ceil(max))
+                };
                 let mut params = a.to_le_bytes().to_vec();
                 params.extend_from_slice(&(n as u32).to_le_bytes());
                 let p = self.params(&params)?;
@@ -586,7 +691,14 @@ impl GpuSession for WgpuSession {
                 self.destroy(p);
                 result
             }
-            KernelCall::Matmul { m, n, k: kk, a, b, c } => {
+            KernelCall::Matmul {
+                m,
+                n,
+                k: kk,
+                a,
+                b,
+                c,
+            } => {
                 self.need(a, "a", m as u64 * kk as u64)?;
                 self.need(b, "b", kk as u64 * n as u64)?;
                 self.need(c, "c", m as u64 * n as u64)?;
@@ -607,7 +719,13 @@ impl GpuSession for WgpuSession {
                 let groups = k::sum_groups(n);
                 let params: Vec<u8> = [n, groups].iter().flat_map(|v| v.to_le_bytes()).collect();
                 let p = self.params(&params)?;
-                let partials = match self.create_buffer(groups as u64 * 4, Usage { storage: true, uniform: false }) {
+                let partials = match self.create_buffer(
+                    groups as u64 * 4,
+                    Usage {
+                        storage: true,
+                        uniform: false,
+                    },
+                ) {
                     Ok(id) => id,
                     Err(e) => {
                         self.destroy(p);
@@ -616,8 +734,20 @@ impl GpuSession for WgpuSession {
                 };
                 let shader = self.internal(k::SUM_WGSL)?;
                 let result = self
-                    .encode_dispatch(&shader, "partial", &[p, input, partials, out], [groups, 1, 1])
-                    .and_then(|()| self.encode_dispatch(&shader, "finish", &[p, input, partials, out], [1, 1, 1]));
+                    .encode_dispatch(
+                        &shader,
+                        "partial",
+                        &[p, input, partials, out],
+                        [groups, 1, 1],
+                    )
+                    .and_then(|()| {
+                        self.encode_dispatch(
+                            &shader,
+                            "finish",
+                            &[p, input, partials, out],
+                            [1, 1, 1],
+                        )
+                    });
                 self.destroy(p);
                 self.destroy(partials);
                 result

@@ -34,7 +34,11 @@ impl WorkerCgroup {
         if !cfg!(target_os = "linux") {
             return Err("cgroups are Linux only".into());
         }
-        let name = format!("agora-worker-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "agora-worker-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut why = Vec::new();
         for version in [Version::V2, Version::V1] {
             match own_cgroup(version) {
@@ -45,13 +49,20 @@ impl WorkerCgroup {
                 None => why.push(format!("{version:?}: no memory hierarchy mounted")),
             }
         }
-        Err(format!("no cgroup with a memory limit could be made ({})", why.join("; ")))
+        Err(format!(
+            "no cgroup with a memory limit could be made ({})",
+            why.join("; ")
+        ))
     }
 
     fn make(dir: PathBuf, version: Version, bytes: u64) -> Result<WorkerCgroup, String> {
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // From here on, dropping it removes the directory.
-        let cgroup = WorkerCgroup { dir, version, bytes };
+        let cgroup = WorkerCgroup {
+            dir,
+            version,
+            bytes,
+        };
         let (limit, swap, group_kill) = match version {
             Version::V2 => ("memory.max", "memory.swap.max", Some("memory.oom.group")),
             Version::V1 => ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", None),
@@ -60,9 +71,14 @@ impl WorkerCgroup {
         if !path.exists() {
             return Err("the memory controller is not enabled there".into());
         }
-        std::fs::write(&path, bytes.to_string()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, bytes.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         // No swap beyond the limit (v2 counts swap apart; v1 counts both).
-        let swap_value = if version == Version::V2 { "0".to_string() } else { bytes.to_string() };
+        let swap_value = if version == Version::V2 {
+            "0".to_string()
+        } else {
+            bytes.to_string()
+        };
         let _ = std::fs::write(cgroup.dir.join(swap), swap_value);
         if let Some(group_kill) = group_kill {
             let _ = std::fs::write(cgroup.dir.join(group_kill), "1");
@@ -82,7 +98,10 @@ impl WorkerCgroup {
             Version::V1 => "memory.oom_control",
         };
         let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn limit_bytes(&self) -> u64 {
@@ -94,7 +113,10 @@ impl WorkerCgroup {
             Version::V2 => "v2 memory.max",
             Version::V1 => "v1 memory.limit_in_bytes",
         };
-        format!("a cgroup ({version}) of {} MiB per worker", self.bytes >> 20)
+        format!(
+            "a cgroup ({version}) of {} MiB per worker",
+            self.bytes >> 20
+        )
     }
 }
 
@@ -108,7 +130,10 @@ impl Drop for WorkerCgroup {
 
 /// The directory of this process's own cgroup in the hierarchy `version`.
 fn own_cgroup(version: Version) -> Option<PathBuf> {
-    let mount = mount_point(version, &std::fs::read_to_string("/proc/self/mountinfo").ok()?)?;
+    let mount = mount_point(
+        version,
+        &std::fs::read_to_string("/proc/self/mountinfo").ok()?,
+    )?;
     let path = cgroup_path(version, &std::fs::read_to_string("/proc/self/cgroup").ok()?)?;
     Some(mount.join(path.trim_start_matches('/')))
 }
@@ -156,10 +181,25 @@ mod tests {
 
     #[test]
     fn finds_both_hierarchies() {
-        assert_eq!(mount_point(Version::V1, MOUNTINFO), Some(PathBuf::from("/sys/fs/cgroup/memory")));
-        assert_eq!(mount_point(Version::V2, MOUNTINFO), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(cgroup_path(Version::V1, CGROUPS).as_deref(), Some("/process_api/abc"));
-        assert_eq!(cgroup_path(Version::V2, CGROUPS).as_deref(), Some("/user.slice/x.scope"));
-        assert_eq!(mount_point(Version::V1, "30 24 0:26 / /x rw - cgroup cgroup rw,cpu"), None);
+        assert_eq!(
+            mount_point(Version::V1, MOUNTINFO),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            mount_point(Version::V2, MOUNTINFO),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup_path(Version::V1, CGROUPS).as_deref(),
+            Some("/process_api/abc")
+        );
+        assert_eq!(
+            cgroup_path(Version::V2, CGROUPS).as_deref(),
+            Some("/user.slice/x.scope")
+        );
+        assert_eq!(
+            mount_point(Version::V1, "30 24 0:26 / /x rw - cgroup cgroup rw,cpu"),
+            None
+        );
     }
 }

@@ -60,8 +60,11 @@ pub const WORKER_ENVIRONMENT: &[&str] = &[
 /// between tenants (one job timing another's compiles) and the worker
 /// cannot write it anyway; so would CUDA's JIT cache in the home directory,
 /// and the NVIDIA driver's own shader disk cache.
-pub const WORKER_FIXED_ENVIRONMENT: &[(&str, &str)] =
-    &[("MESA_SHADER_CACHE_DISABLE", "true"), ("CUDA_CACHE_DISABLE", "1"), ("__GL_SHADER_DISK_CACHE", "0")];
+pub const WORKER_FIXED_ENVIRONMENT: &[(&str, &str)] = &[
+    ("MESA_SHADER_CACHE_DISABLE", "true"),
+    ("CUDA_CACHE_DISABLE", "1"),
+    ("__GL_SHADER_DISK_CACHE", "0"),
+];
 
 /// A wall of the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,7 +145,11 @@ impl SandboxReport {
 
     /// The names of the layers that stand (`applied`) or are missing.
     fn names(&self, applied: bool) -> Vec<String> {
-        self.layers.iter().filter(|l| l.applied == applied).map(|l| format!("{:?}", l.layer)).collect()
+        self.layers
+            .iter()
+            .filter(|l| l.applied == applied)
+            .map(|l| format!("{:?}", l.layer))
+            .collect()
     }
 
     /// The layers that stand, in one line, and those missing.
@@ -159,7 +166,11 @@ impl SandboxReport {
     pub fn log(&self) {
         tracing::info!("worker sandbox: {}", self.names(true).join(", "));
         for layer in self.layers.iter().filter(|l| !l.applied) {
-            tracing::warn!("worker sandbox: running without {:?}: {}", layer.layer, layer.detail);
+            tracing::warn!(
+                "worker sandbox: running without {:?}: {}",
+                layer.layer,
+                layer.detail
+            );
         }
     }
 }
@@ -175,7 +186,10 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { memory_bytes: crate::limits::WORKER_MEMORY_BYTES, probe_file: None }
+        SandboxConfig {
+            memory_bytes: crate::limits::WORKER_MEMORY_BYTES,
+            probe_file: None,
+        }
     }
 }
 
@@ -199,15 +213,27 @@ pub struct WorkerSandbox {
 /// Returns the report for the hello; without settings (a worker started by
 /// hand) the walls still go up.
 pub fn enter() -> SandboxReport {
-    let settings: WorkerSandbox =
-        std::env::var(SETTINGS_VAR).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    let settings: WorkerSandbox = std::env::var(SETTINGS_VAR)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
     let mut report = SandboxReport::default();
     report.layers.push(environment_state());
     #[cfg(target_os = "linux")]
     walls::raise(&settings, &mut report);
     #[cfg(not(target_os = "linux"))]
-    for layer in [Layer::NetworkNamespace, Layer::Capabilities, Layer::Landlock, Layer::Seccomp, Layer::NoNewPrivs] {
-        report.layers.push(LayerState { layer, applied: false, detail: "unsupported on this OS".into() });
+    for layer in [
+        Layer::NetworkNamespace,
+        Layer::Capabilities,
+        Layer::Landlock,
+        Layer::Seccomp,
+        Layer::NoNewPrivs,
+    ] {
+        report.layers.push(LayerState {
+            layer,
+            applied: false,
+            detail: "unsupported on this OS".into(),
+        });
     }
     report.probes = probes(&settings);
     report
@@ -240,7 +266,10 @@ pub fn inherited(name: &str) -> bool {
 /// are no walls).
 fn readable() -> Vec<PathBuf> {
     #[cfg(target_os = "linux")]
-    return walls::readable_paths().into_iter().map(|r| r.canonicalize().unwrap_or(r)).collect();
+    return walls::readable_paths()
+        .into_iter()
+        .map(|r| r.canonicalize().unwrap_or(r))
+        .collect();
     #[cfg(not(target_os = "linux"))]
     Vec::new()
 }
@@ -258,23 +287,38 @@ fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
     let mut record = |attempt, result: Result<String, String>| {
         let refused = result.is_err();
         let detail = result.unwrap_or_else(|e| e);
-        probes.push(Probe { attempt, refused, detail });
+        probes.push(Probe {
+            attempt,
+            refused,
+            detail,
+        });
     };
     if let Some(file) = &settings.probe_file {
         // A key inside what workers may read is readable, whatever happens
         // to be in it now.
         let read = match permitted(file, &readable) {
-            true => Ok(format!("{} lies inside what workers may read", file.display())),
-            false => std::fs::read(file).map(|b| format!("read {} bytes of {}", b.len(), file.display())).map_err(|e| e.to_string()),
+            true => Ok(format!(
+                "{} lies inside what workers may read",
+                file.display()
+            )),
+            false => std::fs::read(file)
+                .map(|b| format!("read {} bytes of {}", b.len(), file.display()))
+                .map_err(|e| e.to_string()),
         };
         record(Attempt::ReadFile, read);
     }
     // A working directory inside the readable set (a checkout under /usr)
     // holds nothing secret: no probe.
-    if let Some(dir) = settings.probe_directory.as_ref().filter(|d| !permitted(d, &readable)) {
+    if let Some(dir) = settings
+        .probe_directory
+        .as_ref()
+        .filter(|d| !permitted(d, &readable))
+    {
         record(
             Attempt::ListWorkingDirectory,
-            std::fs::read_dir(dir).map(|_| format!("listed {}", dir.display())).map_err(|e| e.to_string()),
+            std::fs::read_dir(dir)
+                .map(|_| format!("listed {}", dir.display()))
+                .map_err(|e| e.to_string()),
         );
     }
     if let Some(port) = settings.probe_port {
@@ -301,7 +345,9 @@ fn probes(settings: &WorkerSandbox) -> Vec<Probe> {
         let path = format!("/proc/{parent}/environ");
         record(
             Attempt::ReadParentEnvironment,
-            std::fs::read(&path).map(|b| format!("read {} bytes of {path}", b.len())).map_err(|e| e.to_string()),
+            std::fs::read(&path)
+                .map(|b| format!("read {} bytes of {path}", b.len()))
+                .map_err(|e| e.to_string()),
         );
     }
     probes

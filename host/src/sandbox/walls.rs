@@ -6,12 +6,12 @@
 
 use super::{Layer, LayerState, SandboxReport, WorkerSandbox};
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError,
-    RulesetStatus, Scope, path_beneath_rules,
+    ABI, Access, AccessFs, AccessNet, RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetError, RulesetStatus, Scope, path_beneath_rules,
 };
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,7 +93,11 @@ pub(super) fn raise(settings: &WorkerSandbox, report: &mut SandboxReport) {
 
 fn state(layer: Layer, result: Result<String, String>) -> LayerState {
     let applied = result.is_ok();
-    LayerState { layer, applied, detail: result.unwrap_or_else(|e| e) }
+    LayerState {
+        layer,
+        applied,
+        detail: result.unwrap_or_else(|e| e),
+    }
 }
 
 fn network_namespace() -> LayerState {
@@ -108,7 +112,9 @@ fn network_namespace() -> LayerState {
         // make the network one.
         Err(first) => unsafe { unshare_unsafe(UnshareFlags::NEWNET) }
             .map(|()| "a network namespace of its own".to_string())
-            .map_err(|second| format!("no network namespace (with a user namespace: {first}; without: {second})")),
+            .map_err(|second| {
+                format!("no network namespace (with a user namespace: {first}; without: {second})")
+            }),
     };
     state(Layer::NetworkNamespace, result)
 }
@@ -130,7 +136,13 @@ fn no_new_privs() -> LayerState {
     let result = rustix::thread::set_no_new_privs(true)
         .and_then(|()| rustix::thread::no_new_privs())
         .map_err(|e| e.to_string())
-        .and_then(|set| if set { Ok("set".to_string()) } else { Err("the kernel did not keep it".to_string()) });
+        .and_then(|set| {
+            if set {
+                Ok("set".to_string())
+            } else {
+                Err("the kernel did not keep it".to_string())
+            }
+        });
     state(Layer::NoNewPrivs, result)
 }
 
@@ -138,7 +150,10 @@ fn data_limit(bytes: u64) -> LayerState {
     // RLIMIT_DATA, not RLIMIT_AS: wasmtime reserves address space far beyond
     // what it maps writable (guard regions, pooled slots), and only what is
     // made writable counts against RLIMIT_DATA.
-    let limit = rustix::process::Rlimit { current: Some(bytes), maximum: Some(bytes) };
+    let limit = rustix::process::Rlimit {
+        current: Some(bytes),
+        maximum: Some(bytes),
+    };
     let result = rustix::process::setrlimit(rustix::process::Resource::Data, limit)
         .map(|()| format!("RLIMIT_DATA {} MiB (no cgroup could be made)", bytes >> 20))
         .map_err(|e| format!("neither a cgroup nor RLIMIT_DATA: {e}"));
@@ -154,7 +169,10 @@ fn landlock(threads: usize) -> LayerState {
             .handle_access(AccessNet::from_all(abi))?
             .scope(Scope::from_all(abi))?
             .create()?
-            .add_rules(path_beneath_rules(readable_paths(), AccessFs::from_read(abi)))?
+            .add_rules(path_beneath_rules(
+                readable_paths(),
+                AccessFs::from_read(abi),
+            ))?
             .add_rules(path_beneath_rules(device_paths(), device))?
             .restrict_self()
     };
@@ -163,9 +181,19 @@ fn landlock(threads: usize) -> LayerState {
         Ok(status) => match status.ruleset {
             RulesetStatus::NotEnforced => Err("Landlock is not enabled in this kernel".to_string()),
             enforced => {
-                let how = if enforced == RulesetStatus::FullyEnforced { "fully" } else { "partly (an older kernel)" };
-                let threads = if threads > 1 { format!("; {threads} threads were running, only one is bound") } else { String::new() };
-                Ok(format!("files, TCP, abstract sockets and signals, {how} enforced{threads}"))
+                let how = if enforced == RulesetStatus::FullyEnforced {
+                    "fully"
+                } else {
+                    "partly (an older kernel)"
+                };
+                let threads = if threads > 1 {
+                    format!("; {threads} threads were running, only one is bound")
+                } else {
+                    String::new()
+                };
+                Ok(format!(
+                    "files, TCP, abstract sockets and signals, {how} enforced{threads}"
+                ))
             }
         },
     };
@@ -177,20 +205,46 @@ fn landlock(threads: usize) -> LayerState {
 /// `/opt`, the working directory, or another process's `/proc` entry.
 pub(super) fn readable_paths() -> Vec<PathBuf> {
     let fixed = [
-        "/usr", "/lib", "/lib32", "/lib64", "/bin", "/sys", "/proc/self", "/proc/cpuinfo", "/proc/meminfo",
-        "/proc/stat", "/proc/driver/nvidia", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
-        "/etc/vulkan", "/etc/glvnd", "/etc/OpenCL", "/etc/alternatives", "/dev/urandom", "/dev/random", "/dev/zero",
+        "/usr",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/bin",
+        "/sys",
+        "/proc/self",
+        "/proc/cpuinfo",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/driver/nvidia",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/vulkan",
+        "/etc/glvnd",
+        "/etc/OpenCL",
+        "/etc/alternatives",
+        "/dev/urandom",
+        "/dev/random",
+        "/dev/zero",
     ];
     let mut paths: Vec<PathBuf> = fixed.iter().map(PathBuf::from).collect();
     // Where the provider pointed its loader (directories) and Vulkan (the
     // driver manifests themselves), unless that would open the home or the
     // working directory.
-    let guarded: Vec<PathBuf> = [std::env::var_os("HOME").map(PathBuf::from), std::env::current_dir().ok()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let guarded: Vec<PathBuf> = [
+        std::env::var_os("HOME").map(PathBuf::from),
+        std::env::current_dir().ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let opens_guarded = |p: &Path| guarded.iter().any(|g| g.starts_with(p));
-    for var in ["LD_LIBRARY_PATH", "VK_ICD_FILENAMES", "VK_DRIVER_FILES", "VK_ADD_DRIVER_FILES"] {
+    for var in [
+        "LD_LIBRARY_PATH",
+        "VK_ICD_FILENAMES",
+        "VK_DRIVER_FILES",
+        "VK_ADD_DRIVER_FILES",
+    ] {
         for entry in std::env::var_os(var).iter().flat_map(std::env::split_paths) {
             if entry.is_absolute() && !opens_guarded(&entry) {
                 paths.push(entry);
@@ -210,7 +264,10 @@ fn device_paths() -> Vec<PathBuf> {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(move |p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .filter(move |p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
     };
     let mut paths = vec![PathBuf::from("/dev/null"), PathBuf::from("/dev/kfd")];
     paths.extend(named("/dev/dri", "renderD"));
@@ -235,29 +292,61 @@ fn seccomp() -> LayerState {
 fn filters() -> Result<(BpfProgram, BpfProgram), String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
     let own = std::process::id() as u64;
-    let condition = |arg, op, value| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string());
+    let condition = |arg, op, value| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
+    };
     let rule = |conditions| SeccompRule::new(conditions).map_err(|e| e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED_SYSCALLS.iter().map(|&n| (n, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED_SYSCALLS.iter().map(|&n| (n, Vec::new())).collect();
     // A new process (clone without CLONE_THREAD) could outlive the worker's kill.
-    let fork = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64), 0)
-        .map_err(|e| e.to_string())?;
+    let fork = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+        0,
+    )
+    .map_err(|e| e.to_string())?;
     rules.insert(libc::SYS_clone, vec![rule(vec![fork])?]);
     // Signals and resource limits: this process only (0 or its own pid).
     let others = || -> Result<Vec<SeccompRule>, String> {
-        Ok(vec![rule(vec![condition(0, SeccompCmpOp::Ne, 0)?, condition(0, SeccompCmpOp::Ne, own)?])?])
+        Ok(vec![rule(vec![
+            condition(0, SeccompCmpOp::Ne, 0)?,
+            condition(0, SeccompCmpOp::Ne, own)?,
+        ])?])
     };
     rules.insert(libc::SYS_kill, others()?);
     rules.insert(libc::SYS_prlimit64, others()?);
-    rules.insert(libc::SYS_tgkill, vec![rule(vec![condition(0, SeccompCmpOp::Ne, own)?])?]);
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![condition(0, SeccompCmpOp::Ne, own)?])?],
+    );
     // Typing into, or reading through, a terminal the worker might still reach.
     let tty = [libc::TIOCSTI, libc::TIOCLINUX];
-    rules.insert(libc::SYS_ioctl, tty.iter().map(|&r| rule(vec![condition(1, SeccompCmpOp::Eq, r as u64)?])).collect::<Result<_, _>>()?);
-    let denied = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
-        .map_err(|e| e.to_string())?;
+    rules.insert(
+        libc::SYS_ioctl,
+        tty.iter()
+            .map(|&r| rule(vec![condition(1, SeccompCmpOp::Eq, r as u64)?]))
+            .collect::<Result<_, _>>()?,
+    );
+    let denied = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
     let clone3 = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
-    let no_clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
-        .map_err(|e| e.to_string())?;
-    let compile = |f: SeccompFilter| -> Result<BpfProgram, String> { f.try_into().map_err(|e: seccompiler::BackendError| e.to_string()) };
+    let no_clone3 = SeccompFilter::new(
+        clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
+    let compile = |f: SeccompFilter| -> Result<BpfProgram, String> {
+        f.try_into()
+            .map_err(|e: seccompiler::BackendError| e.to_string())
+    };
     Ok((compile(denied)?, compile(no_clone3)?))
 }
 

@@ -12,7 +12,10 @@ use agora_kernels::{cpu, rng::Rng, within};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const STORAGE: Usage = Usage { storage: true, uniform: false };
+const STORAGE: Usage = Usage {
+    storage: true,
+    uniform: false,
+};
 
 /// The backends to check, by name; CUDA only where it opens.
 fn backends() -> Vec<(&'static str, &'static dyn GpuBackend)> {
@@ -29,13 +32,19 @@ fn backends() -> Vec<(&'static str, &'static dyn GpuBackend)> {
 
 fn session(backend: &dyn GpuBackend) -> Box<dyn GpuSession> {
     backend.open_session(
-        GpuQuota { buffer_bytes_max: 1 << 30, dispatches_max: 1000, gpu_time_max: Duration::from_secs(120) },
+        GpuQuota {
+            buffer_bytes_max: 1 << 30,
+            dispatches_max: 1000,
+            gpu_time_max: Duration::from_secs(120),
+        },
         GpuNeeds::default(),
     )
 }
 
 fn upload(s: &mut dyn GpuSession, values: &[f32]) -> agora_host::gpu::BufferId {
-    let id = s.create_buffer((values.len().max(1) * 4) as u64, STORAGE).unwrap();
+    let id = s
+        .create_buffer((values.len().max(1) * 4) as u64, STORAGE)
+        .unwrap();
     s.write(id, 0, &super::f32_bytes(values)).unwrap();
     id
 }
@@ -58,7 +67,11 @@ fn saxpy_conforms() {
             let got = download(&mut *s, by);
             for i in 0..n {
                 assert!(
-                    within(got[i], cpu::saxpy_exact(a, x[i], y[i]), cpu::saxpy_bound(a, x[i], y[i])),
+                    within(
+                        got[i],
+                        cpu::saxpy_exact(a, x[i], y[i]),
+                        cpu::saxpy_bound(a, x[i], y[i])
+                    ),
                     "{name} n={n} i={i}: {} vs {}",
                     got[i],
                     cpu::saxpy_exact(a, x[i], y[i])
@@ -88,11 +101,25 @@ fn matmul_conforms_across_tile_edges() {
             let mut s = session(backend);
             let (ba, bb) = (upload(&mut *s, &a), upload(&mut *s, &b));
             let bc = s.create_buffer((m * n * 4) as u64, STORAGE).unwrap();
-            s.kernel(KernelCall::Matmul { m, n, k, a: ba, b: bb, c: bc }).unwrap();
+            s.kernel(KernelCall::Matmul {
+                m,
+                n,
+                k,
+                a: ba,
+                b: bb,
+                c: bc,
+            })
+            .unwrap();
             let got = download(&mut *s, bc);
             let (want, bound) = cpu::matmul(m as usize, n as usize, k as usize, &a, &b);
             for i in 0..got.len() {
-                assert!(within(got[i], want[i], bound[i]), "{name} {m}x{n}x{k} C[{i}]: {} vs {} (bound {})", got[i], want[i], bound[i]);
+                assert!(
+                    within(got[i], want[i], bound[i]),
+                    "{name} {m}x{n}x{k} C[{i}]: {} vs {} (bound {})",
+                    got[i],
+                    want[i],
+                    bound[i]
+                );
             }
         }
     }
@@ -111,7 +138,10 @@ fn sum_conforms() {
             s.kernel(KernelCall::Sum { input, out }).unwrap();
             let got = download(&mut *s, out)[0];
             let (want, bound) = cpu::sum(&x);
-            assert!(within(got, want, bound), "{name} n={n}: {got} vs {want} (bound {bound})");
+            assert!(
+                within(got, want, bound),
+                "{name} n={n}: {got} vs {want} (bound {bound})"
+            );
         }
     }
 }
@@ -123,9 +153,24 @@ fn kernel_arguments_are_checked() {
         let mut s = session(backend);
         let small = upload(&mut *s, &[1.0; 4]);
         let big = upload(&mut *s, &[1.0; 8]);
-        let err = s.kernel(KernelCall::Saxpy { a: 1.0, x: small, y: big }).unwrap_err();
+        let err = s
+            .kernel(KernelCall::Saxpy {
+                a: 1.0,
+                x: small,
+                y: big,
+            })
+            .unwrap_err();
         assert!(err.to_string().contains("saxpy"), "{err}");
-        let err = s.kernel(KernelCall::Matmul { m: 4, n: 4, k: 4, a: small, b: small, c: small }).unwrap_err();
+        let err = s
+            .kernel(KernelCall::Matmul {
+                m: 4,
+                n: 4,
+                k: 4,
+                a: small,
+                b: small,
+                c: small,
+            })
+            .unwrap_err();
         assert!(err.to_string().contains("needs"), "{err}");
     }
 }
@@ -154,24 +199,45 @@ fn limits_mean_the_same_on_every_backend() {
     use agora_host::gpu::GpuError;
     for (name, backend) in backends() {
         // wgpu counts its 16-byte parameter buffers too: leave room for them.
-        let quota = GpuQuota { buffer_bytes_max: 1088, dispatches_max: 2, gpu_time_max: Duration::from_secs(60) };
+        let quota = GpuQuota {
+            buffer_bytes_max: 1088,
+            dispatches_max: 2,
+            gpu_time_max: Duration::from_secs(60),
+        };
         let mut s = backend.open_session(quota, GpuNeeds::default());
         let x = s.create_buffer(512, STORAGE).unwrap();
         match s.create_buffer(1024, STORAGE) {
-            Err(GpuError::QuotaExceeded { resource, requested: 1536, limit: 1088 }) => assert!(resource.contains("bytes")),
+            Err(GpuError::QuotaExceeded {
+                resource,
+                requested: 1536,
+                limit: 1088,
+            }) => assert!(resource.contains("bytes")),
             other => panic!("{name}: {other:?}"),
         }
         let y = s.create_buffer(512, STORAGE).unwrap();
         s.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
         s.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
         match s.kernel(KernelCall::Saxpy { a: 2.0, x, y }) {
-            Err(GpuError::QuotaExceeded { resource: "dispatches", requested: 3, limit: 2 }) => {}
+            Err(GpuError::QuotaExceeded {
+                resource: "dispatches",
+                requested: 3,
+                limit: 2,
+            }) => {}
             other => panic!("{name}: {other:?}"),
         }
         s.destroy(x);
-        assert!(s.read(x, 0, 4).unwrap_err().to_string().contains("does not exist"), "{name}");
+        assert!(
+            s.read(x, 0, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist"),
+            "{name}"
+        );
         assert_eq!(s.read(y, 0, 8).unwrap(), vec![0; 8], "{name}: 2 * 0 + 0");
-        assert!(matches!(s.write(y, 2, &[0; 4]), Err(GpuError::InvalidArgument(_))), "{name}: unaligned write");
+        assert!(
+            matches!(s.write(y, 2, &[0; 4]), Err(GpuError::InvalidArgument(_))),
+            "{name}: unaligned write"
+        );
         s.finish().unwrap();
         assert_eq!(s.stats().dispatches, 2, "{name}");
         let peak = s.stats().buffer_bytes_peak;
@@ -190,15 +256,30 @@ fn cuda_work_past_the_gpu_time_quota_poisons_the_session() {
         println!("CUDA skipped: no CUDA device here (see above)");
         return;
     };
-    let quota = GpuQuota { buffer_bytes_max: 1 << 30, dispatches_max: 1000, gpu_time_max: Duration::from_millis(2) };
+    let quota = GpuQuota {
+        buffer_bytes_max: 1 << 30,
+        dispatches_max: 1000,
+        gpu_time_max: Duration::from_millis(2),
+    };
     let mut s = cuda.open_session(quota, GpuNeeds::default());
     let n = 4096u32;
     let bytes = 4 * n as u64 * n as u64;
-    let (a, b, c) = (s.create_buffer(bytes, STORAGE).unwrap(), s.create_buffer(bytes, STORAGE).unwrap(), s.create_buffer(bytes, STORAGE).unwrap());
+    let (a, b, c) = (
+        s.create_buffer(bytes, STORAGE).unwrap(),
+        s.create_buffer(bytes, STORAGE).unwrap(),
+        s.create_buffer(bytes, STORAGE).unwrap(),
+    );
     // Ten 4096^3 products: tens of milliseconds on any GPU.
     let mut queued = 0;
     for _ in 0..10 {
-        match s.kernel(KernelCall::Matmul { m: n, n, k: n, a, b, c }) {
+        match s.kernel(KernelCall::Matmul {
+            m: n,
+            n,
+            k: n,
+            a,
+            b,
+            c,
+        }) {
             Ok(()) => queued += 1,
             Err(GpuError::QuotaExceeded { .. }) => break,
             Err(e) => panic!("{e}"),
@@ -206,7 +287,9 @@ fn cuda_work_past_the_gpu_time_quota_poisons_the_session() {
     }
     assert!(queued > 0);
     match s.read(c, 0, 4) {
-        Err(GpuError::DeviceLost(message)) => assert!(message.contains("GPU time quota"), "{message}"),
+        Err(GpuError::DeviceLost(message)) => {
+            assert!(message.contains("GPU time quota"), "{message}")
+        }
         Err(GpuError::QuotaExceeded { resource, .. }) => assert!(resource.contains("GPU time")),
         other => panic!("expected the GPU time limit, got {other:?}"),
     }
@@ -231,19 +314,35 @@ fn a_guests_shaders_are_cached_for_its_own_job_only() {
     let mut first = session(&backend);
     first.compile_wgsl(secret).unwrap();
     first.compile_wgsl(secret).unwrap();
-    assert_eq!(backend.modules_made(), 1, "within a job, a source compiles once");
+    assert_eq!(
+        backend.modules_made(),
+        1,
+        "within a job, a source compiles once"
+    );
     let mut second = session(&backend);
     let id = second.compile_wgsl(secret).unwrap();
-    assert_eq!(backend.modules_made(), 2, "another job compiles it afresh: no timing tells it the first did");
+    assert_eq!(
+        backend.modules_made(),
+        2,
+        "another job compiles it afresh: no timing tells it the first did"
+    );
     // A job's cache holds only the modules it still names.
     second.destroy_shader(id);
     second.compile_wgsl(secret).unwrap();
-    assert_eq!(backend.modules_made(), 3, "a destroyed module left the job's cache");
+    assert_eq!(
+        backend.modules_made(),
+        3,
+        "a destroyed module left the job's cache"
+    );
     let (x, y) = (upload(&mut *first, &[1.0]), upload(&mut *first, &[2.0]));
     first.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
     let made = backend.modules_made();
     let (x, y) = (upload(&mut *second, &[1.0]), upload(&mut *second, &[2.0]));
     second.kernel(KernelCall::Saxpy { a: 2.0, x, y }).unwrap();
-    assert_eq!(backend.modules_made(), made, "the standard kernels are the device's, compiled once");
+    assert_eq!(
+        backend.modules_made(),
+        made,
+        "the standard kernels are the device's, compiled once"
+    );
     assert_eq!(download(&mut *second, y), vec![4.0]);
 }

@@ -26,10 +26,17 @@ fn saxpy_matches_the_cpu_reference() {
     assert_eq!(got.len(), n);
     for i in 0..n {
         let want = cpu::saxpy_exact(a, x[i], y[i]);
-        assert!(within(got[i], want, cpu::saxpy_bound(a, x[i], y[i])), "element {i}: {} vs {want}", got[i]);
+        assert!(
+            within(got[i], want, cpu::saxpy_bound(a, x[i], y[i])),
+            "element {i}: {} vs {want}",
+            got[i]
+        );
     }
     assert_eq!(report.gpu.dispatches, 1);
-    assert!(report.logs.iter().any(|l| l.message.contains("saxpy")), "the job's log line is kept");
+    assert!(
+        report.logs.iter().any(|l| l.message.contains("saxpy")),
+        "the job's log line is kept"
+    );
     assert_eq!(report.progress, Some((n as u64, n as u64)));
 }
 
@@ -44,12 +51,22 @@ fn matmul_matches_the_cpu_reference_and_verifies() {
     let got = f32s(&output);
     let (want, bound) = cpu::matmul(m as usize, n as usize, k as usize, &a, &b);
     for i in 0..got.len() {
-        assert!(within(got[i], want[i], bound[i]), "C[{i}] of {m}x{n}x{k}: {} vs {}", got[i], want[i]);
+        assert!(
+            within(got[i], want[i], bound[i]),
+            "C[{i}] of {m}x{n}x{k}: {} vs {}",
+            got[i],
+            want[i]
+        );
     }
 
     let component = runtime().load(&guest("matmul")).unwrap();
     assert!(component.has_verify);
-    let (report, accepted) = runtime().verify(&component, input.clone(), output.clone(), &Limits::default());
+    let (report, accepted) = runtime().verify(
+        &component,
+        input.clone(),
+        output.clone(),
+        &Limits::default(),
+    );
     assert_ok(&report);
     assert_eq!(accepted, Some(true), "verify accepts the right product");
 
@@ -62,7 +79,11 @@ fn matmul_matches_the_cpu_reference_and_verifies() {
     let wrong = f32::from_le_bytes(tampered[at..at + 4].try_into().unwrap()) + 100.0;
     tampered[at..at + 4].copy_from_slice(&wrong.to_le_bytes());
     let (_, accepted) = runtime().verify(&component, input, tampered, &Limits::default());
-    assert_eq!(accepted, Some(false), "verify rejects a product with one element off by 100");
+    assert_eq!(
+        accepted,
+        Some(false),
+        "verify rejects a product with one element off by 100"
+    );
 }
 
 #[test]
@@ -70,7 +91,10 @@ fn cpu_matmul_runs_without_a_gpu_and_matches() {
     let mut rng = Rng::new(seed());
     let (m, n, k) = (rng.range(1, 64), rng.range(1, 64), rng.range(1, 64));
     let (input, a, b) = matmul_input(m, n, k, &mut rng);
-    let no_gpu = Runtime::new(RuntimeConfig { gpu: GpuChoice::None }).unwrap();
+    let no_gpu = Runtime::new(RuntimeConfig {
+        gpu: GpuChoice::None,
+    })
+    .unwrap();
     let component = no_gpu.load(&guest("cpu-matmul")).unwrap();
     let (report, output) = no_gpu.run(&component, input, &Limits::default());
     assert_ok(&report);
@@ -78,14 +102,27 @@ fn cpu_matmul_runs_without_a_gpu_and_matches() {
     let got = f32s(&output.unwrap());
     let (want, bound) = cpu::matmul(m as usize, n as usize, k as usize, &a, &b);
     for i in 0..got.len() {
-        assert!(within(got[i], want[i], bound[i]), "C[{i}]: {} vs {}", got[i], want[i]);
+        assert!(
+            within(got[i], want[i], bound[i]),
+            "C[{i}]: {} vs {}",
+            got[i],
+            want[i]
+        );
     }
-    assert!(report.fuel_used > (m * n * k) as u64, "fuel is metered: {}", report.fuel_used);
+    assert!(
+        report.fuel_used > (m * n * k) as u64,
+        "fuel is metered: {}",
+        report.fuel_used
+    );
 }
 
 #[test]
 fn mandelbrot_returns_a_png_of_the_requested_size() {
-    let (report, output) = run("mandelbrot", b"width=320 height=200 iterations=64", &Limits::default());
+    let (report, output) = run(
+        "mandelbrot",
+        b"width=320 height=200 iterations=64",
+        &Limits::default(),
+    );
     assert_ok(&report);
     let png = output.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
@@ -97,7 +134,10 @@ fn mandelbrot_returns_a_png_of_the_requested_size() {
 
 #[test]
 fn a_job_without_a_gpu_gets_a_clear_error() {
-    let no_gpu = Runtime::new(RuntimeConfig { gpu: GpuChoice::None }).unwrap();
+    let no_gpu = Runtime::new(RuntimeConfig {
+        gpu: GpuChoice::None,
+    })
+    .unwrap();
     let component = no_gpu.load(&guest("mandelbrot")).unwrap();
     let (report, _) = no_gpu.run(&component, Vec::new(), &Limits::default());
     match &report.outcome {
@@ -109,7 +149,11 @@ fn a_job_without_a_gpu_gets_a_clear_error() {
 #[test]
 fn bad_input_is_a_job_error_not_a_trap() {
     let (report, _) = run("saxpy", &[1, 2, 3], &Limits::default());
-    assert!(matches!(&report.outcome, Outcome::JobError { message } if message.contains("not a (f32)")), "{}", report.outcome);
+    assert!(
+        matches!(&report.outcome, Outcome::JobError { message } if message.contains("not a (f32)")),
+        "{}",
+        report.outcome
+    );
 }
 
 #[test]
@@ -137,7 +181,9 @@ fn a_job_is_placed_by_what_its_component_imports() {
     if runtime().devices().iter().any(|d| d.backend == "cuda") {
         assert_eq!(saxpy, "cuda", "a kernel-only job on a CUDA host");
     } else {
-        println!("no CUDA here: saxpy ran on {saxpy}, the CUDA placement is checked where CUDA exists");
+        println!(
+            "no CUDA here: saxpy ran on {saxpy}, the CUDA placement is checked where CUDA exists"
+        );
         assert_eq!(saxpy, mandelbrot);
     }
 }

@@ -5,8 +5,14 @@ use agora_host::LoadError;
 
 #[test]
 fn a_precompiled_artifact_is_refused_before_compiling() {
-    let cwasm = runtime().engine().precompile_component(&guest("hostile")).unwrap();
-    assert!(matches!(runtime().load(&cwasm), Err(LoadError::Precompiled)));
+    let cwasm = runtime()
+        .engine()
+        .precompile_component(&guest("hostile"))
+        .unwrap();
+    assert!(matches!(
+        runtime().load(&cwasm),
+        Err(LoadError::Precompiled)
+    ));
 }
 
 #[test]
@@ -15,23 +21,32 @@ fn an_oversized_component_is_refused_before_compiling() {
     bytes.resize(agora_host::limits::MAX_COMPONENT_BYTES + 1, 0);
     let error = runtime().load(&bytes).err().expect("refused");
     assert!(matches!(error, LoadError::TooLarge { .. }));
-    assert_eq!(error.outcome(), Outcome::LimitExceeded {
-        limit: agora_host::LimitKind::ComponentSize,
-        message: error.to_string()
-    });
+    assert_eq!(
+        error.outcome(),
+        Outcome::LimitExceeded {
+            limit: agora_host::LimitKind::ComponentSize,
+            message: error.to_string()
+        }
+    );
 }
 
 #[test]
 fn malformed_and_tampered_bytes_are_refused() {
     assert!(matches!(runtime().load(b"hello"), Err(LoadError::NotWasm)));
     let core_module = b"\0asm\x01\0\0\0";
-    assert!(matches!(runtime().load(core_module), Err(LoadError::CoreModule)));
+    assert!(matches!(
+        runtime().load(core_module),
+        Err(LoadError::CoreModule)
+    ));
     let mut tampered = guest("saxpy");
     let middle = tampered.len() / 2;
     for b in &mut tampered[middle..middle + 64] {
         *b ^= 0x5a;
     }
-    assert!(matches!(runtime().load(&tampered), Err(LoadError::Invalid(_))));
+    assert!(matches!(
+        runtime().load(&tampered),
+        Err(LoadError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -59,7 +74,9 @@ fn table_growth_past_the_limit_fails_cleanly() {
       (core instance $i (instantiate $m))
       (func (export "run") (param "input" (own $blob)) (result (result (own $blob) (error string)))
         (canon lift (core func $i "run") (memory (core memory $i "memory")))))"#;
-    let component = runtime().load(&wasmtime_component_text(wat)).expect("the table component loads");
+    let component = runtime()
+        .load(&wasmtime_component_text(wat))
+        .expect("the table component loads");
     let (report, _) = runtime().run(&component, Vec::new(), &Limits::default());
     assert_limit(&report, agora_host::LimitKind::Table);
 }
@@ -74,7 +91,12 @@ fn unsupported_feature_components() -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wat");
     ["gc-types", "function-subtypes", "threads", "shared-memory"]
         .iter()
-        .map(|name| (name.to_string(), wat::parse_file(dir.join(format!("{name}.wat"))).expect("valid component text")))
+        .map(|name| {
+            (
+                name.to_string(),
+                wat::parse_file(dir.join(format!("{name}.wat"))).expect("valid component text"),
+            )
+        })
         .collect()
 }
 
@@ -83,7 +105,10 @@ fn a_component_using_a_feature_the_engine_lacks_is_refused_before_compiling() {
     for (name, bytes) in unsupported_feature_components() {
         match runtime().load(&bytes) {
             Err(LoadError::UnsupportedFeature(why)) => println!("{name}: {why}"),
-            other => panic!("{name}: expected an unsupported feature, got {:?}", other.map(|_| "loaded")),
+            other => panic!(
+                "{name}: expected an unsupported feature, got {:?}",
+                other.map(|_| "loaded")
+            ),
         }
     }
 }

@@ -17,15 +17,21 @@ use std::sync::OnceLock;
 fn guests_dir() -> PathBuf {
     match std::env::var_os("AGORA_GUESTS") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release"),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release")
+        }
     }
 }
 
 /// The bytes of a built guest component (`guest("saxpy")`).
 pub fn guest(name: &str) -> Vec<u8> {
     let path = guests_dir().join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; build the guests first with `cargo xtask examples`", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests first with `cargo xtask examples`",
+            path.display()
+        )
+    })
 }
 
 /// One in-process runtime on the real GPU (or lavapipe), shared by tests.
@@ -33,7 +39,10 @@ pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         // Auto: where CUDA exists, kernel-only jobs run on it (as on a provider).
-        let runtime = Runtime::new(RuntimeConfig { gpu: GpuChoice::Auto }).expect("the runtime starts");
+        let runtime = Runtime::new(RuntimeConfig {
+            gpu: GpuChoice::Auto,
+        })
+        .expect("the runtime starts");
         assert!(
             runtime.devices().iter().any(|d| d.backend != "cuda"),
             "a wgpu adapter (lavapipe: `cargo xtask test` installs it)"
@@ -58,7 +67,10 @@ pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 pub fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// A fresh seed, printed so a failure replays with AGORA_SEED.
@@ -68,7 +80,12 @@ pub fn seed() -> u64 {
 
 #[track_caller]
 pub fn assert_ok(report: &RunReport) {
-    assert!(report.outcome.is_ok(), "expected ok, got {} (logs {:?})", report.outcome, report.logs);
+    assert!(
+        report.outcome.is_ok(),
+        "expected ok, got {} (logs {:?})",
+        report.outcome,
+        report.logs
+    );
 }
 
 #[track_caller]

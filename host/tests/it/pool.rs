@@ -25,20 +25,36 @@ fn hostile_component() -> ComponentBytes {
 fn a_never_ending_shader_costs_one_worker_and_the_next_job_runs() {
     let pool = pool(1);
     let component = hostile_component();
-    let mut limits = Limits { timeout: Duration::from_secs(3), ..Limits::default() };
+    let mut limits = Limits {
+        timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
     limits.gpu.gpu_time_max = Duration::from_secs(1);
     let started = Instant::now();
     let result = pool.run(&component, b"gpu-hang", &limits);
     let outcome = &result.report.outcome;
     let stopped = match outcome {
         Outcome::JobError { message } => message.contains("device-lost"),
-        Outcome::LimitExceeded { limit: LimitKind::Timeout, .. } => true,
+        Outcome::LimitExceeded {
+            limit: LimitKind::Timeout,
+            ..
+        } => true,
         _ => false,
     };
-    assert!(stopped, "expected a lost device or a timeout, got {outcome}");
-    println!("outcome: {outcome} gpu {:?} poisoned {}", result.report.gpu, result.report.worker_poisoned);
+    assert!(
+        stopped,
+        "expected a lost device or a timeout, got {outcome}"
+    );
+    println!(
+        "outcome: {outcome} gpu {:?} poisoned {}",
+        result.report.gpu, result.report.worker_poisoned
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(pool.counters().killed >= 1, "the hung worker was killed: {:?}", pool.counters());
+    assert!(
+        pool.counters().killed >= 1,
+        "the hung worker was killed: {:?}",
+        pool.counters()
+    );
 
     let next = pool.run(&component, b"echo alive", &Limits::default());
     assert_ok(&next.report);
@@ -51,11 +67,17 @@ fn a_warm_worker_compiles_once_and_reuses_the_component() {
     let component = hostile_component();
     let first = pool.run(&component, b"noop", &Limits::default());
     assert_ok(&first.report);
-    assert!(!first.report.compile_time.is_zero(), "the first job compiles");
+    assert!(
+        !first.report.compile_time.is_zero(),
+        "the first job compiles"
+    );
     for _ in 0..5 {
         let again = pool.run(&component, b"echo again", &Limits::default());
         assert_ok(&again.report);
-        assert!(again.report.compile_time.is_zero(), "later jobs use the worker's cache");
+        assert!(
+            again.report.compile_time.is_zero(),
+            "later jobs use the worker's cache"
+        );
     }
     assert_eq!(pool.counters().started, 1);
     assert_eq!(pool.counters().killed, 0);
@@ -64,7 +86,10 @@ fn a_warm_worker_compiles_once_and_reuses_the_component() {
 #[test]
 fn limits_are_the_same_through_a_worker() {
     let pool = pool(1);
-    let limits = Limits { fuel: 10_000_000, ..Limits::default() };
+    let limits = Limits {
+        fuel: 10_000_000,
+        ..Limits::default()
+    };
     let result = pool.run(&hostile_component(), b"fuel", &limits);
     assert_limit(&result.report, LimitKind::Fuel);
     assert_eq!(pool.counters().killed, 0, "a fuel trap needs no kill");
@@ -73,8 +98,16 @@ fn limits_are_the_same_through_a_worker() {
 #[test]
 fn a_refused_component_through_a_worker_is_reported() {
     let pool = pool(1);
-    let result = pool.run(&ComponentBytes::new(b"not wasm".to_vec()), b"", &Limits::default());
-    assert!(matches!(result.report.outcome, Outcome::Refused { .. }), "{}", result.report.outcome);
+    let result = pool.run(
+        &ComponentBytes::new(b"not wasm".to_vec()),
+        b"",
+        &Limits::default(),
+    );
+    assert!(
+        matches!(result.report.outcome, Outcome::Refused { .. }),
+        "{}",
+        result.report.outcome
+    );
     let next = pool.run(&hostile_component(), b"noop", &Limits::default());
     assert_ok(&next.report);
 }
@@ -87,7 +120,13 @@ fn jobs_run_concurrently_on_several_workers() {
         let handles: Vec<_> = (0..4)
             .map(|i| {
                 let (pool, component) = (&pool, &component);
-                s.spawn(move || pool.run(component, format!("echo {i}").as_bytes(), &Limits::default()))
+                s.spawn(move || {
+                    pool.run(
+                        component,
+                        format!("echo {i}").as_bytes(),
+                        &Limits::default(),
+                    )
+                })
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
@@ -103,15 +142,33 @@ fn a_running_job_reports_progress_and_logs_while_it_runs() {
     let pool = pool(1);
     let started = Instant::now();
     let mut updates = Vec::new();
-    let result = pool.run_observed(&hostile_component(), b"paced-log 8", &Limits::default(), &mut |u| updates.push((started.elapsed(), u)));
+    let result = pool.run_observed(
+        &hostile_component(),
+        b"paced-log 8",
+        &Limits::default(),
+        &mut |u| updates.push((started.elapsed(), u)),
+    );
     let ended = started.elapsed();
     assert!(result.report.outcome.is_ok(), "{}", result.report.outcome);
     assert!(updates.len() >= 2, "{updates:?}");
-    assert!(updates[0].0 + Duration::from_millis(400) < ended, "the first update came while the job ran: {updates:?} ended {ended:?}");
+    assert!(
+        updates[0].0 + Duration::from_millis(400) < ended,
+        "the first update came while the job ran: {updates:?} ended {ended:?}"
+    );
     let live: Vec<_> = updates.iter().flat_map(|(_, u)| u.logs.clone()).collect();
-    assert_eq!(live[..], result.report.logs[..live.len()], "live lines are a prefix of the report's");
-    let progress: Vec<u64> = updates.iter().filter_map(|(_, u)| u.progress.map(|p| p.0)).collect();
-    assert!(progress.windows(2).all(|w| w[0] <= w[1]) && progress[0] >= 1, "{progress:?}");
+    assert_eq!(
+        live[..],
+        result.report.logs[..live.len()],
+        "live lines are a prefix of the report's"
+    );
+    let progress: Vec<u64> = updates
+        .iter()
+        .filter_map(|(_, u)| u.progress.map(|p| p.0))
+        .collect();
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]) && progress[0] >= 1,
+        "{progress:?}"
+    );
     assert_eq!(result.report.progress, Some((8, 8)));
 }
 
@@ -124,8 +181,20 @@ fn a_job_logging_all_it_may_still_gets_its_answer_through() {
     let result = pool.run(&hostile_component(), b"log-flood 10000", &Limits::default());
     assert_ok(&result.report);
     let kept: usize = result.report.logs.iter().map(|l| l.message.len()).sum();
-    assert!(kept <= agora_host::limits::MAX_LOG_BYTES + 4096, "{kept} bytes of log kept");
-    assert!(result.report.logs.last().unwrap().message.contains("dropped"), "the drop is said");
+    assert!(
+        kept <= agora_host::limits::MAX_LOG_BYTES + 4096,
+        "{kept} bytes of log kept"
+    );
+    assert!(
+        result
+            .report
+            .logs
+            .last()
+            .unwrap()
+            .message
+            .contains("dropped"),
+        "the drop is said"
+    );
     assert_eq!(pool.counters().killed, 0, "no worker lost");
 }
 
@@ -137,23 +206,56 @@ fn a_job_logging_all_it_may_still_gets_its_answer_through() {
 fn shared_inputs_reach_their_job_and_no_other() {
     let pool = pool(1);
     let component = hostile_component();
-    let table: std::sync::Arc<[u8]> = (0..(1usize << 20) + 3).map(|i| (i * 31 % 251) as u8).collect();
+    let table: std::sync::Arc<[u8]> = (0..(1usize << 20) + 3)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
     let shared = agora_host::SharedInputs::from([
-        ("table".to_string(), agora_host::SharedBlob::new(table.clone())),
+        (
+            "table".to_string(),
+            agora_host::SharedBlob::new(table.clone()),
+        ),
         ("other".to_string(), agora_host::SharedBlob::new(&b"x"[..])),
     ]);
-    let result = pool.run_shared(&component, b"shared table", &shared, &Limits::default(), &mut |_| {});
+    let result = pool.run_shared(
+        &component,
+        b"shared table",
+        &shared,
+        &Limits::default(),
+        &mut |_| {},
+    );
     assert_ok(&result.report);
-    assert_eq!(result.output.as_deref(), Some(&table[..]), "the bytes the provider gave, read through the GPU");
+    assert_eq!(
+        result.output.as_deref(),
+        Some(&table[..]),
+        "the bytes the provider gave, read through the GPU"
+    );
     // Sent once: the worker keeps it for the job's next unit.
-    let again = pool.run_shared(&component, b"shared table", &shared, &Limits::default(), &mut |_| {});
+    let again = pool.run_shared(
+        &component,
+        b"shared table",
+        &shared,
+        &Limits::default(),
+        &mut |_| {},
+    );
     assert_eq!(again.output.as_deref(), Some(&table[..]));
-    let result = pool.run_shared(&component, b"shared missing", &shared, &Limits::default(), &mut |_| {});
+    let result = pool.run_shared(
+        &component,
+        b"shared missing",
+        &shared,
+        &Limits::default(),
+        &mut |_| {},
+    );
     match &result.report.outcome {
-        Outcome::JobError { message } => assert!(message.contains("no shared input `missing`"), "{message}"),
+        Outcome::JobError { message } => {
+            assert!(message.contains("no shared input `missing`"), "{message}")
+        }
         other => panic!("a name the job was not given is none, got {other}"),
     }
     let next = pool.run(&component, b"shared table", &Limits::default());
-    assert!(matches!(next.report.outcome, Outcome::JobError { .. }), "the next job has no shared inputs: {}", next.report.outcome);
+    assert!(
+        matches!(next.report.outcome, Outcome::JobError { .. }),
+        "the next job has no shared inputs: {}",
+        next.report.outcome
+    );
     assert_eq!(pool.counters().started, 1, "one worker served all three");
 }

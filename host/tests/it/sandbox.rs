@@ -5,10 +5,10 @@
 //! worker's wall is stopped and named, and the pool replaces the worker.
 
 use super::*;
+use agora_host::SandboxConfig;
 use agora_host::pool::{ComponentBytes, PoolConfig, WorkerPool};
 use agora_host::sandbox::memory::WorkerCgroup;
 use agora_host::sandbox::{Attempt, Layer};
-use agora_host::SandboxConfig;
 
 fn pool_with(sandbox: SandboxConfig, gpu: GpuChoice) -> WorkerPool {
     WorkerPool::new(PoolConfig {
@@ -34,24 +34,59 @@ fn a_worker_cannot_read_files_connect_or_see_its_parents_environment() {
         println!("skipped: the worker sandbox is Linux only");
         return;
     }
-    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "the test's own environment has a variable no worker may see");
+    assert!(
+        std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+        "the test's own environment has a variable no worker may see"
+    );
     let secret = secret_file();
-    let pool = pool_with(SandboxConfig { probe_file: Some(secret.clone()), ..SandboxConfig::default() }, GpuChoice::Auto);
+    let pool = pool_with(
+        SandboxConfig {
+            probe_file: Some(secret.clone()),
+            ..SandboxConfig::default()
+        },
+        GpuChoice::Auto,
+    );
     let report = pool.sandbox();
     println!("{report:#?}");
-    let layers = [Layer::NetworkNamespace, Layer::Capabilities, Layer::Landlock, Layer::Seccomp, Layer::Environment, Layer::Memory, Layer::NoNewPrivs];
+    let layers = [
+        Layer::NetworkNamespace,
+        Layer::Capabilities,
+        Layer::Landlock,
+        Layer::Seccomp,
+        Layer::Environment,
+        Layer::Memory,
+        Layer::NoNewPrivs,
+    ];
     for layer in layers {
-        assert!(report.applied(layer), "{layer:?} stands on this machine: {:?}", report.layer(layer));
+        assert!(
+            report.applied(layer),
+            "{layer:?} stands on this machine: {:?}",
+            report.layer(layer)
+        );
     }
-    let attempts = [Attempt::ReadFile, Attempt::ListWorkingDirectory, Attempt::ConnectLoopback, Attempt::ConnectUnixSocket, Attempt::ReadParentEnvironment];
+    let attempts = [
+        Attempt::ReadFile,
+        Attempt::ListWorkingDirectory,
+        Attempt::ConnectLoopback,
+        Attempt::ConnectUnixSocket,
+        Attempt::ReadParentEnvironment,
+    ];
     for attempt in attempts {
         let probe = report.probes.iter().find(|p| p.attempt == attempt);
         let probe = probe.unwrap_or_else(|| panic!("{attempt:?} was tried: {:?}", report.probes));
-        assert!(probe.refused, "{attempt:?} must fail inside the sandbox: {}", probe.detail);
+        assert!(
+            probe.refused,
+            "{attempt:?} must fail inside the sandbox: {}",
+            probe.detail
+        );
     }
     // The walls do not stop honest work, on the GPU included.
     let input = f32_bytes(&[2.0, 1.0, 2.0, 3.0, 10.0, 20.0, 30.0]);
-    let result = pool.run(&ComponentBytes::new(guest("saxpy")), &input, &Limits::default());
+    let result = pool.run(
+        &ComponentBytes::new(guest("saxpy")),
+        &input,
+        &Limits::default(),
+    );
     assert_ok(&result.report);
     assert_eq!(f32s(&result.output.unwrap()), [12.0, 24.0, 36.0]);
     std::fs::remove_file(secret).unwrap();
@@ -64,9 +99,18 @@ fn host_side_blobs_past_the_workers_memory_wall_stop_the_job_and_the_worker_is_r
         return;
     }
     let wall = 384 << 20;
-    let pool = pool_with(SandboxConfig { memory_bytes: wall, probe_file: None }, GpuChoice::None);
+    let pool = pool_with(
+        SandboxConfig {
+            memory_bytes: wall,
+            probe_file: None,
+        },
+        GpuChoice::None,
+    );
     if !pool.sandbox().applied(Layer::Memory) {
-        println!("skipped: no memory wall on this machine: {:?}", pool.sandbox().layer(Layer::Memory));
+        println!(
+            "skipped: no memory wall on this machine: {:?}",
+            pool.sandbox().layer(Layer::Memory)
+        );
         return;
     }
     let component = ComponentBytes::new(guest("hostile"));
@@ -76,13 +120,23 @@ fn host_side_blobs_past_the_workers_memory_wall_stop_the_job_and_the_worker_is_r
         Outcome::WorkerOutOfMemory { limit_bytes, .. } => assert_eq!(*limit_bytes, wall),
         // Without a cgroup the worker's own RLIMIT_DATA stops it: it dies
         // (an allocation failure aborts), unnamed.
-        Outcome::WorkerLost { message } if WorkerCgroup::create(wall).is_err() => println!("stopped by RLIMIT_DATA: {message}"),
+        Outcome::WorkerLost { message } if WorkerCgroup::create(wall).is_err() => {
+            println!("stopped by RLIMIT_DATA: {message}")
+        }
         other => panic!("expected the worker's memory wall to stop it, got {other}"),
     }
-    assert_eq!(result.report.outcome.wire().0, agora_wire::api::RunOutcome::WorkerLost, "on the wire, the host's own limit");
+    assert_eq!(
+        result.report.outcome.wire().0,
+        agora_wire::api::RunOutcome::WorkerLost,
+        "on the wire, the host's own limit"
+    );
     assert_eq!(pool.counters().killed, 1, "{:?}", pool.counters());
     let next = pool.run(&component, b"host-blobs 64", &Limits::default());
     assert_ok(&next.report);
     assert_eq!(next.output.unwrap(), b"held 4 blobs");
-    assert_eq!(pool.counters().started, 2, "a fresh worker took the dead one's place");
+    assert_eq!(
+        pool.counters().started,
+        2,
+        "a fresh worker took the dead one's place"
+    );
 }

@@ -20,8 +20,8 @@ use agora_market::jobs::{Jobs, lease_candidate_sql};
 use agora_market::{AppState, Config, Db};
 use agora_wire::Keypair;
 use agora_wire::api::{
-    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, PublishRequest, RegisterProvider, ResultReport,
-    SubmitJob, UnitLimits,
+    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, PublishRequest,
+    RegisterProvider, ResultReport, SubmitJob, UnitLimits,
 };
 use agora_wire::client::Client;
 use agora_wire::log::{LogAction, LogEntry};
@@ -49,7 +49,14 @@ async fn xids(db: &Db) -> Option<i64> {
     if db.kind != agora_market::db::Kind::Postgres {
         return None;
     }
-    Some(sqlx::query("SELECT CAST(txid_current() AS BIGINT) AS x").fetch_one(&db.pool).await.unwrap().try_get("x").unwrap())
+    Some(
+        sqlx::query("SELECT CAST(txid_current() AS BIGINT) AS x")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get("x")
+            .unwrap(),
+    )
 }
 
 fn now() -> i64 {
@@ -57,17 +64,40 @@ fn now() -> i64 {
 }
 
 fn component() -> Vec<u8> {
-    let dir = std::env::var("AGORA_GUESTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wasm/wasm32-wasip2/release").into());
+    let dir = std::env::var("AGORA_GUESTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/wasm/wasm32-wasip2/release"
+        )
+        .into()
+    });
     std::fs::read(format!("{dir}/saxpy.wasm")).expect("saxpy.wasm: run `cargo xtask examples`")
 }
 
 fn capabilities() -> Capabilities {
-    let gpu = GpuDevice { name: "simulated".into(), backend: "vulkan".into(), device_type: "cpu".into(), memory_bytes: None, compute_capability: None };
-    Capabilities { cpu_cores: 2, memory_bytes: 1 << 30, gpus: vec![gpu], cuda: false, kind: "native".into() }
+    let gpu = GpuDevice {
+        name: "simulated".into(),
+        backend: "vulkan".into(),
+        device_type: "cpu".into(),
+        memory_bytes: None,
+        compute_capability: None,
+    };
+    Capabilities {
+        cpu_cores: 2,
+        memory_bytes: 1 << 30,
+        gpus: vec![gpu],
+        cuda: false,
+        kind: "native".into(),
+    }
 }
 
 fn unit_limits() -> UnitLimits {
-    UnitLimits { fuel: 1_000_000, memory_bytes: 16 << 20, timeout_ms: 1000, gpu: false }
+    UnitLimits {
+        fuel: 1_000_000,
+        memory_bytes: 16 << 20,
+        timeout_ms: 1000,
+        gpu: false,
+    }
 }
 
 /// A market with the `bench` package, a funded buyer and a trusted provider.
@@ -80,31 +110,77 @@ struct Env {
 async fn env(url: &str) -> Env {
     let operator = Keypair::generate();
     // Benchmarks on PostgreSQL keep their blobs in a temporary store.
-    let blobs = agora_market::store::BlobStore::beside(url).unwrap().unwrap_or_else(|| agora_market::store::BlobStore::temporary().unwrap());
+    let blobs = agora_market::store::BlobStore::beside(url)
+        .unwrap()
+        .unwrap_or_else(|| agora_market::store::BlobStore::temporary().unwrap());
     let db = Db::connect_with(url, blobs).await.unwrap();
-    let state = AppState::new(db, Config { rate_per_second: 1_000_000, ..Config::new(operator.id().clone()) });
+    let state = AppState::new(
+        db,
+        Config {
+            rate_per_second: 1_000_000,
+            ..Config::new(operator.id().clone())
+        },
+    );
     let author = Keypair::generate();
     let bytes = component();
-    let action = LogAction::Release { version: "1.0.0".into(), digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 };
+    let action = LogAction::Release {
+        version: "1.0.0".into(),
+        digest: agora_wire::digest_hex(&bytes),
+        size: bytes.len() as u64,
+    };
     let entry = LogEntry::new_signed(&author, "bench", None, action);
-    let request = PublishRequest { description: "bench".into(), category: "bench".into(), tags: vec![], component_base64: b64(&bytes), entry };
-    state.registry.publish(author.id(), "bench", request, now()).await.unwrap();
+    let request = PublishRequest {
+        description: "bench".into(),
+        category: "bench".into(),
+        tags: vec![],
+        component_base64: b64(&bytes),
+        entry,
+    };
+    state
+        .registry
+        .publish(author.id(), "bench", request, now())
+        .await
+        .unwrap();
     let buyer = Keypair::generate();
-    let mint = agora_market::ledger::Op::Mint { account: buyer.id().to_string(), amount: 1 << 40 };
+    let mint = agora_market::ledger::Op::Mint {
+        account: buyer.id().to_string(),
+        amount: 1 << 40,
+    };
     state.ledger.execute("fund", &mint, now()).await.unwrap();
     let provider = Keypair::generate();
-    let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1, per_wall_second: 0 }, max_concurrent: 4 };
-    state.jobs.register(provider.id(), register, now()).await.unwrap();
+    let register = RegisterProvider {
+        capabilities: capabilities(),
+        ask: Ask {
+            per_billion_fuel: 10,
+            per_gpu_second: 1,
+            per_wall_second: 0,
+        },
+        max_concurrent: 4,
+    };
+    state
+        .jobs
+        .register(provider.id(), register, now())
+        .await
+        .unwrap();
     // Trusted: one replica per unit, as for an established provider.
-    sqlx::query("UPDATE providers SET good = 100").execute(&state.db.pool).await.unwrap();
-    Env { state, buyer, provider }
+    sqlx::query("UPDATE providers SET good = 100")
+        .execute(&state.db.pool)
+        .await
+        .unwrap();
+    Env {
+        state,
+        buyer,
+        provider,
+    }
 }
 
 fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
     SubmitJob {
         package: "bench".into(),
         version: None,
-        inputs_base64: (0..units).map(|u| b64(format!("{tag}-{i}-{u}").as_bytes())).collect(),
+        inputs_base64: (0..units)
+            .map(|u| b64(format!("{tag}-{i}-{u}").as_bytes()))
+            .collect(),
         input_digests: Vec::new(),
         shared: Default::default(),
         limits: unit_limits(),
@@ -120,7 +196,13 @@ fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
         limit: None,
         message: None,
         output_base64: Some(b64(output)),
-        signature: key.sign(&ResultReport::signed_bytes(lease_id, agora_wire::api::RunOutcome::Ok, Some(&digest), 500_000, 0)),
+        signature: key.sign(&ResultReport::signed_bytes(
+            lease_id,
+            agora_wire::api::RunOutcome::Ok,
+            Some(&digest),
+            500_000,
+            0,
+        )),
         output_digest: Some(digest),
         fuel_used: 500_000,
         gpu_time_us: 0,
@@ -132,10 +214,27 @@ fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
 async fn ours(jobs: &Jobs, env: &Env, tag: &str) -> Duration {
     let started = Instant::now();
     for i in 0..UNITS {
-        let job = jobs.submit(env.buyer.id(), submit_request(tag, i, 1), now()).await.unwrap();
-        let grant = jobs.lease(env.provider.id(), now()).await.unwrap().expect("the unit just submitted");
-        jobs.submit_result(env.provider.id(), &grant.lease_id, signed_result(&env.provider, &grant.lease_id, b"out"), now()).await.unwrap();
-        debug_assert_eq!(jobs.info(&job.id).await.unwrap().state, agora_wire::api::JobState::Done);
+        let job = jobs
+            .submit(env.buyer.id(), submit_request(tag, i, 1), now())
+            .await
+            .unwrap();
+        let grant = jobs
+            .lease(env.provider.id(), now())
+            .await
+            .unwrap()
+            .expect("the unit just submitted");
+        jobs.submit_result(
+            env.provider.id(),
+            &grant.lease_id,
+            signed_result(&env.provider, &grant.lease_id, b"out"),
+            now(),
+        )
+        .await
+        .unwrap();
+        debug_assert_eq!(
+            jobs.info(&job.id).await.unwrap().state,
+            agora_wire::api::JobState::Done
+        );
     }
     started.elapsed()
 }
@@ -150,12 +249,28 @@ async fn exec(tx: &mut Transaction<'static, Any>, sql: &str, args: &[&str]) {
 
 /// One transfer's core statements: both accounts made if new, debit,
 /// credit, record.
-async fn bare_transfer(tx: &mut Transaction<'static, Any>, id: &str, debit: &str, credit: &str, amount: &str) {
+async fn bare_transfer(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    debit: &str,
+    credit: &str,
+    amount: &str,
+) {
     for account in [debit, credit] {
         exec(tx, "INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, 'user', 0) ON CONFLICT (id) DO NOTHING", &[account]).await;
     }
-    exec(tx, "UPDATE accounts SET debits_posted = debits_posted + CAST($1 AS BIGINT) WHERE id = $2", &[amount, debit]).await;
-    exec(tx, "UPDATE accounts SET credits_posted = credits_posted + CAST($1 AS BIGINT) WHERE id = $2", &[amount, credit]).await;
+    exec(
+        tx,
+        "UPDATE accounts SET debits_posted = debits_posted + CAST($1 AS BIGINT) WHERE id = $2",
+        &[amount, debit],
+    )
+    .await;
+    exec(
+        tx,
+        "UPDATE accounts SET credits_posted = credits_posted + CAST($1 AS BIGINT) WHERE id = $2",
+        &[amount, credit],
+    )
+    .await;
     exec(
         tx,
         "INSERT INTO transfers (id, request_digest, debit, credit, amount, kind, state, created_at_ms) VALUES ($1, 'x', $2, $3, CAST($4 AS BIGINT), 'single', 'posted', 0)",
@@ -186,27 +301,65 @@ async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
             &[&job, &buyer, &now_s],
         )
         .await;
-        let mut staged = agora_market::blobs::Staged::write(&db, [(input_digest.clone(), input.clone().into_bytes().into())]).await.unwrap();
-        staged.record(&mut tx, agora_market::blobs::Pin::Job).await.unwrap();
+        let mut staged = agora_market::blobs::Staged::write(
+            &db,
+            [(input_digest.clone(), input.clone().into_bytes().into())],
+        )
+        .await
+        .unwrap();
+        staged
+            .record(&mut tx, agora_market::blobs::Pin::Job)
+            .await
+            .unwrap();
         exec(&mut tx, "INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, 0, $2, 'queued', 1, 1, CAST($3 AS BIGINT))", &[&job, &input_digest, &now_s]).await;
         exec(&mut tx, "INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, 'escrow', 0) ON CONFLICT (id) DO NOTHING", &[&escrow]).await;
         exec(&mut tx, "UPDATE accounts SET debits_pending = debits_pending + 1000 WHERE id = $1 AND credits_posted - debits_posted - debits_pending >= 1000", &[&buyer]).await;
-        exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending + 1000 WHERE id = $1", &[&escrow]).await;
+        exec(
+            &mut tx,
+            "UPDATE accounts SET credits_pending = credits_pending + 1000 WHERE id = $1",
+            &[&escrow],
+        )
+        .await;
         exec(&mut tx, "INSERT INTO transfers (id, request_digest, debit, credit, amount, kind, state, created_at_ms) VALUES ($1, 'x', $2, $3, 1000, 'hold', 'pending', 0)", &[&format!("{job}:hold"), &buyer, &escrow]).await;
         tx.commit().await.unwrap();
         // Lease.
         let mut tx = db.write().await.unwrap();
-        let row = sqlx::query(&candidate).bind(now()).bind(1i64).bind(10i64).bind(1i64).bind(&provider).bind(0i64).bind(0i64).bind(0i64).bind(1i64).fetch_one(&mut *tx).await.unwrap();
+        let row = sqlx::query(&candidate)
+            .bind(now())
+            .bind(1i64)
+            .bind(10i64)
+            .bind(1i64)
+            .bind(&provider)
+            .bind(0i64)
+            .bind(0i64)
+            .bind(0i64)
+            .bind(1i64)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
         let leased_job: String = row.try_get("job_id").unwrap();
         exec(&mut tx, "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms) VALUES ($1, $2, 0, $3, 'active', CAST($4 AS BIGINT) + 30000, CAST($4 AS BIGINT))", &[&lease, &leased_job, &provider, &now_s]).await;
         tx.commit().await.unwrap();
         // The result and its decision.
         let out_digest = agora_wire::digest_hex(b"out");
         let mut tx = db.write().await.unwrap();
-        let mut staged = agora_market::blobs::Staged::write(&db, [(out_digest.clone(), axum::body::Bytes::from_static(b"out"))]).await.unwrap();
-        staged.record(&mut tx, agora_market::blobs::Pin::Job).await.unwrap();
+        let mut staged = agora_market::blobs::Staged::write(
+            &db,
+            [(out_digest.clone(), axum::body::Bytes::from_static(b"out"))],
+        )
+        .await
+        .unwrap();
+        staged
+            .record(&mut tx, agora_market::blobs::Pin::Job)
+            .await
+            .unwrap();
         exec(&mut tx, "UPDATE leases SET state = 'accepted', outcome = 'ok', output_digest = $1, cost = 1 WHERE id = $2", &[&out_digest, &lease]).await;
-        exec(&mut tx, "UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = 0", &[&out_digest, &job]).await;
+        exec(
+            &mut tx,
+            "UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = 0",
+            &[&out_digest, &job],
+        )
+        .await;
         tx.commit().await.unwrap();
         // Then, one commit each: the mark, the escrow post and its flag,
         // the payment and its mark, the refund, the job's end.
@@ -219,19 +372,34 @@ async fn bare(db: &Db, env: &Env, tag: &str) -> Duration {
         exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending - 1000, credits_posted = credits_posted + 1000 WHERE id = $1", &[&escrow]).await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
-        exec(&mut tx, "UPDATE jobs SET escrow_posted = 1 WHERE id = $1", &[&job]).await;
+        exec(
+            &mut tx,
+            "UPDATE jobs SET escrow_posted = 1 WHERE id = $1",
+            &[&job],
+        )
+        .await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
         bare_transfer(&mut tx, &format!("{lease}:pay"), &escrow, &provider, "1").await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
-        exec(&mut tx, "UPDATE leases SET paid = 1 WHERE id = $1", &[&lease]).await;
+        exec(
+            &mut tx,
+            "UPDATE leases SET paid = 1 WHERE id = $1",
+            &[&lease],
+        )
+        .await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
         bare_transfer(&mut tx, &format!("{job}:refund"), &escrow, &buyer, "999").await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
-        exec(&mut tx, "UPDATE jobs SET state = 'done', finished_at_ms = CAST($1 AS BIGINT) WHERE id = $2", &[&now_s, &job]).await;
+        exec(
+            &mut tx,
+            "UPDATE jobs SET state = 'done', finished_at_ms = CAST($1 AS BIGINT) WHERE id = $2",
+            &[&now_s, &job],
+        )
+        .await;
         tx.commit().await.unwrap();
     }
     started.elapsed()
@@ -271,18 +439,29 @@ async fn throughput(url: &str) -> Measured {
     }
     o.sort();
     b.sort();
-    Measured { ours: o[1], bare: b[1], commits }
+    Measured {
+        ours: o[1],
+        bare: b[1],
+        commits,
+    }
 }
 
 fn row(name: &str, m: &Measured) {
     let ratio = m.bare.as_secs_f64() / m.ours.as_secs_f64();
-    let commits = m.commits.map(|(o, b)| format!("{o:.2} / {b:.2}")).unwrap_or_else(|| "(as PostgreSQL)".into());
+    let commits = m
+        .commits
+        .map(|(o, b)| format!("{o:.2} / {b:.2}"))
+        .unwrap_or_else(|| "(as PostgreSQL)".into());
     let commits_ok = m.commits.is_none_or(|(o, _)| o <= MAX_COMMITS_PER_UNIT);
     println!(
         "{name:<32} {:>8.0} {:>8.0} units/s {ratio:>6.2}x  {GOAL_RATIO:.1}  {commits:>15}  {}",
         UNITS as f64 / m.ours.as_secs_f64(),
         UNITS as f64 / m.bare.as_secs_f64(),
-        if ratio >= GOAL_RATIO && commits_ok { "ok" } else { "MISS" }
+        if ratio >= GOAL_RATIO && commits_ok {
+            "ok"
+        } else {
+            "MISS"
+        }
     );
 }
 
@@ -319,16 +498,38 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
     let started = Instant::now();
     runtime.block_on(async {
         for i in 0..SCALE_UNITS / agora_market::jobs::MAX_UNITS {
-            env.state.jobs.submit(env.buyer.id(), submit_request("scale", i, agora_market::jobs::MAX_UNITS), now()).await.unwrap();
+            env.state
+                .jobs
+                .submit(
+                    env.buyer.id(),
+                    submit_request("scale", i, agora_market::jobs::MAX_UNITS),
+                    now(),
+                )
+                .await
+                .unwrap();
         }
     });
     let queued = runtime.block_on(async {
-        sqlx::query("SELECT COUNT(*) AS n FROM units WHERE state = 'queued'").fetch_one(&env.state.db.pool).await.unwrap().try_get::<i64, _>("n").unwrap()
+        sqlx::query("SELECT COUNT(*) AS n FROM units WHERE state = 'queued'")
+            .fetch_one(&env.state.db.pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>("n")
+            .unwrap()
     });
-    println!("\nscale: {queued} units queued in {:.1} s", started.elapsed().as_secs_f64());
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    println!(
+        "\nscale: {queued} units queued in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(agora_market::serve(listener, env.state.clone(), std::future::pending()));
+    runtime.spawn(agora_market::serve(
+        listener,
+        env.state.clone(),
+        std::future::pending(),
+    ));
     let providers: Vec<Keypair> = (0..SCALE_PROVIDERS).map(|_| Keypair::generate()).collect();
     let samples = Arc::new(Mutex::new(Samples::default()));
     let started = Instant::now();
@@ -336,29 +537,66 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
         for chunk in providers.chunks(SCALE_PROVIDERS / SCALE_THREADS + 1) {
             let (base, samples) = (base.clone(), samples.clone());
             scope.spawn(move || {
-                let clients: Vec<Client> = chunk.iter().map(|k| Client::new(&base, Some(Keypair::from_file_json(&k.to_file_json()).unwrap()))).collect();
+                let clients: Vec<Client> = chunk
+                    .iter()
+                    .map(|k| {
+                        Client::new(
+                            &base,
+                            Some(Keypair::from_file_json(&k.to_file_json()).unwrap()),
+                        )
+                    })
+                    .collect();
                 let mut mine = Samples::default();
-                let register = RegisterProvider { capabilities: capabilities(), ask: Ask { per_billion_fuel: 10, per_gpu_second: 1, per_wall_second: 0 }, max_concurrent: 4 };
+                let register = RegisterProvider {
+                    capabilities: capabilities(),
+                    ask: Ask {
+                        per_billion_fuel: 10,
+                        per_gpu_second: 1,
+                        per_wall_second: 0,
+                    },
+                    max_concurrent: 4,
+                };
                 for c in &clients {
-                    if let Err(e) = timed(&mut mine.register, || c.post::<_, serde_json::Value>("/api/v1/providers", &register, None)) {
+                    if let Err(e) = timed(&mut mine.register, || {
+                        c.post::<_, serde_json::Value>("/api/v1/providers", &register, None)
+                    }) {
                         mine.errors.push(format!("register: {e}"));
                     }
                 }
                 for _ in 0..SCALE_ROUNDS {
                     for c in &clients {
-                        let beat = Heartbeat { running_units: 0, free_cpu_cores: 2.0, gpu_memory_used_bytes: None, leases: vec![], keeps: None };
-                        if let Err(e) = timed(&mut mine.heartbeat, || c.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)) {
+                        let beat = Heartbeat {
+                            running_units: 0,
+                            free_cpu_cores: 2.0,
+                            gpu_memory_used_bytes: None,
+                            leases: vec![],
+                            keeps: None,
+                        };
+                        if let Err(e) = timed(&mut mine.heartbeat, || {
+                            c.post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)
+                        }) {
                             mine.errors.push(format!("heartbeat: {e}"));
                         }
-                        match timed(&mut mine.lease, || c.post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None)) {
+                        match timed(&mut mine.lease, || {
+                            c.post::<_, Option<LeaseGrant>>(
+                                "/api/v1/leases",
+                                &serde_json::json!({}),
+                                None,
+                            )
+                        }) {
                             Ok(Some(grant)) => {
-                                let report = signed_result(c.key().unwrap(), &grant.lease_id, b"out");
+                                let report =
+                                    signed_result(c.key().unwrap(), &grant.lease_id, b"out");
                                 let path = format!("/api/v1/leases/{}/result", grant.lease_id);
-                                if let Err(e) = timed(&mut mine.result, || c.post::<_, serde_json::Value>(&path, &report, None)) {
+                                if let Err(e) = timed(&mut mine.result, || {
+                                    c.post::<_, serde_json::Value>(&path, &report, None)
+                                }) {
                                     mine.errors.push(format!("result: {e}"));
                                 }
                             }
-                            Ok(None) => mine.errors.push("lease: no unit although 100,000 are queued".into()),
+                            Ok(None) => mine
+                                .errors
+                                .push("lease: no unit although 100,000 are queued".into()),
                             Err(e) => mine.errors.push(format!("lease: {e}")),
                         }
                     }
@@ -390,9 +628,15 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
     percentiles("result", &mut s.result);
     let (online, report) = runtime.block_on(async {
         let stats = env.state.jobs.stats(now()).await.unwrap();
-        (stats.providers_online, env.state.ledger.check_invariants().await.unwrap())
+        (
+            stats.providers_online,
+            env.state.ledger.check_invariants().await.unwrap(),
+        )
     });
-    println!("scale: {online} providers online at the end; ledger invariants {}", if report.ok { "hold" } else { "VIOLATED" });
+    println!(
+        "scale: {online} providers online at the end; ledger invariants {}",
+        if report.ok { "hold" } else { "VIOLATED" }
+    );
     assert!(report.ok, "{:?}", report.violations);
 }
 
@@ -405,17 +649,30 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("agora-bench-lifecycle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     if !only_scale {
-        println!("\nagora lifecycle benchmarks (throughput: ours, bare SQL; ratio = ours / bare)\n");
-        println!("{:<32} {:>8} {:>8} {:<7} {:>7} {:>4}  {:>15}", "case", "ours", "bare", "unit", "ratio", "goal", "commits/unit");
-        let m = runtime.block_on(throughput(&format!("sqlite://{}?mode=rwc", dir.join("throughput.db").display())));
+        println!(
+            "\nagora lifecycle benchmarks (throughput: ours, bare SQL; ratio = ours / bare)\n"
+        );
+        println!(
+            "{:<32} {:>8} {:>8} {:<7} {:>7} {:>4}  {:>15}",
+            "case", "ours", "bare", "unit", "ratio", "goal", "commits/unit"
+        );
+        let m = runtime.block_on(throughput(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("throughput.db").display()
+        )));
         row("unit lifecycle, SQLite file", &m);
-        let pg = std::env::var("AGORA_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let pg = std::env::var("AGORA_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let schema = format!("agora_bench_lc_{}", std::process::id());
         let measured = runtime.block_on(async {
             let admin = Db::admin_pool(&pg).await?;
-            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await?;
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&admin)
+                .await?;
             let measured = throughput(&format!("{pg}?options=-c%20search_path%3D{schema}")).await;
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await?;
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await?;
             Ok::<_, sqlx::Error>(measured)
         });
         match measured {
@@ -424,7 +681,10 @@ fn main() {
         }
     }
     if !std::env::args().any(|a| a == "throughput") {
-        scale(&runtime, &format!("sqlite://{}?mode=rwc", dir.join("scale.db").display()));
+        scale(
+            &runtime,
+            &format!("sqlite://{}?mode=rwc", dir.join("scale.db").display()),
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -42,10 +42,23 @@ async fn bare_debit(tx: &mut Transaction<'static, Any>, column: &str, account: &
 }
 
 async fn bare_exec(tx: &mut Transaction<'static, Any>, sql: &str, args: (&str, i64, &str)) {
-    sqlx::query(sql).bind(args.0).bind(args.1).bind(args.2).execute(&mut **tx).await.unwrap();
+    sqlx::query(sql)
+        .bind(args.0)
+        .bind(args.1)
+        .bind(args.2)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
 }
 
-async fn bare_insert(tx: &mut Transaction<'static, Any>, id: &str, debit: &str, credit: &str, kind: &str, state: &str) {
+async fn bare_insert(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    debit: &str,
+    credit: &str,
+    kind: &str,
+    state: &str,
+) {
     sqlx::query(
         "INSERT INTO transfers (id, request_digest, debit, credit, amount, kind, state, created_at_ms) VALUES ($1, 'x', $2, $3, 10, $4, $5, 0)",
     )
@@ -66,7 +79,12 @@ async fn bare_pairs(db: &Db, buyer: &str, seller: &str, tag: &str) -> Duration {
         let id = format!("bare-{tag}-{i}");
         let mut tx = db.write().await.unwrap();
         bare_debit(&mut tx, "debits_pending", buyer, 10).await;
-        bare_exec(&mut tx, "UPDATE accounts SET credits_pending = credits_pending + $2 WHERE id = $3 AND $1 <> ''", (&id, 10, seller)).await;
+        bare_exec(
+            &mut tx,
+            "UPDATE accounts SET credits_pending = credits_pending + $2 WHERE id = $3 AND $1 <> ''",
+            (&id, 10, seller),
+        )
+        .await;
         bare_insert(&mut tx, &id, buyer, seller, "hold", "pending").await;
         tx.commit().await.unwrap();
         let mut tx = db.write().await.unwrap();
@@ -83,21 +101,61 @@ async fn ledger_pairs(ledger: &Ledger, buyer: &str, seller: &str, tag: &str) -> 
     let started = Instant::now();
     for i in 0..PAIRS {
         let id = format!("ledger-{tag}-{i}");
-        let hold = Op::Hold { debit: buyer.into(), credit: seller.into(), amount: 10, timeout_ms: 600_000 };
+        let hold = Op::Hold {
+            debit: buyer.into(),
+            credit: seller.into(),
+            amount: 10,
+            timeout_ms: 600_000,
+        };
         ledger.execute(&id, &hold, 0).await.unwrap();
-        ledger.execute(&format!("{id}-p"), &Op::Post { pending_id: id.clone(), amount: None }, 0).await.unwrap();
+        ledger
+            .execute(
+                &format!("{id}-p"),
+                &Op::Post {
+                    pending_id: id.clone(),
+                    amount: None,
+                },
+                0,
+            )
+            .await
+            .unwrap();
     }
     started.elapsed()
 }
 
 async fn ledger_ratio(url: &str) -> (Duration, Duration) {
     // Benchmarks on PostgreSQL keep their blobs in a temporary store.
-    let blobs = agora_market::store::BlobStore::beside(url).unwrap().unwrap_or_else(|| agora_market::store::BlobStore::temporary().unwrap());
+    let blobs = agora_market::store::BlobStore::beside(url)
+        .unwrap()
+        .unwrap_or_else(|| agora_market::store::BlobStore::temporary().unwrap());
     let db = Db::connect_with(url, blobs).await.unwrap();
     let ledger = Ledger::new(db.clone());
-    let (buyer, seller) = (Keypair::generate().id().to_string(), Keypair::generate().id().to_string());
-    ledger.execute("fund", &Op::Mint { account: buyer.clone(), amount: 1 << 40 }, 0).await.unwrap();
-    ledger.execute("seller", &Op::Mint { account: seller.clone(), amount: 1 }, 0).await.unwrap();
+    let (buyer, seller) = (
+        Keypair::generate().id().to_string(),
+        Keypair::generate().id().to_string(),
+    );
+    ledger
+        .execute(
+            "fund",
+            &Op::Mint {
+                account: buyer.clone(),
+                amount: 1 << 40,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    ledger
+        .execute(
+            "seller",
+            &Op::Mint {
+                account: seller.clone(),
+                amount: 1,
+            },
+            0,
+        )
+        .await
+        .unwrap();
     // Interleave rounds so drift affects both alike; medians.
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for round in 0..3 {
@@ -105,7 +163,11 @@ async fn ledger_ratio(url: &str) -> (Duration, Duration) {
         bare.push(bare_pairs(&db, &buyer, &seller, &round.to_string()).await);
     }
     let report = ledger.check_invariants().await.unwrap();
-    assert!(report.ok, "the bare statements kept the books too: {:?}", report.violations);
+    assert!(
+        report.ok,
+        "the bare statements kept the books too: {:?}",
+        report.violations
+    );
     ours.sort();
     bare.sort();
     (ours[1], bare[1])
@@ -126,20 +188,46 @@ fn throughput_row(name: &str, ours: Duration, bare: Duration, goal: f64, unit: &
 /// download path, and of three plain reads of its object file.
 async fn download_ratio(dir: &std::path::Path) -> (Duration, Duration) {
     use futures_util::StreamExt;
-    let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("download.db").display())).await.unwrap();
-    let bytes: Vec<u8> = (0..256u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let db = Db::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("download.db").display()
+    ))
+    .await
+    .unwrap();
+    let bytes: Vec<u8> = (0..256u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let digest = agora_wire::digest_hex(&bytes);
-    let mut staged = agora_market::blobs::Staged::write(&db, [(digest.clone(), bytes.into())]).await.unwrap();
+    let mut staged = agora_market::blobs::Staged::write(&db, [(digest.clone(), bytes.into())])
+        .await
+        .unwrap();
     let mut tx = db.write().await.unwrap();
-    staged.record(&mut tx, agora_market::blobs::Pin::Kept).await.unwrap();
+    staged
+        .record(&mut tx, agora_market::blobs::Pin::Kept)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     staged.settle().await;
-    let file = std::path::Path::new(&*db.blobs.location).join(agora_market::blobs::object_of(&db, &digest).await.unwrap().unwrap());
+    let file = std::path::Path::new(&*db.blobs.location).join(
+        agora_market::blobs::object_of(&db, &digest)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
     let downloads = agora_market::blobs::Downloads::default();
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let t = Instant::now();
-        let response = downloads.serve(&db, &digest, &Default::default(), None, "application/octet-stream").await.unwrap();
+        let response = downloads
+            .serve(
+                &db,
+                &digest,
+                &Default::default(),
+                None,
+                "application/octet-stream",
+            )
+            .await
+            .unwrap();
         let mut pieces = response.into_body().into_data_stream();
         let mut total = 0;
         while let Some(piece) = pieces.next().await {
@@ -172,22 +260,33 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
     use agora_wire::client::Client;
     const SIZE: u64 = 1 << 30;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let operator = Keypair::generate();
     let mut config = agora_market::Config::new(operator.id().clone());
     config.public_origins = vec![base.clone()];
-    let db = runtime.block_on(Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("transfer.db").display()))).unwrap();
+    let db = runtime
+        .block_on(Db::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("transfer.db").display()
+        )))
+        .unwrap();
     let state = agora_market::AppState::new(db, config);
     runtime.spawn(agora_market::serve(listener, state, std::future::pending()));
     let buyer = Keypair::generate();
     let mint = serde_json::json!({"id": "bench-fund", "account": buyer.id(), "amount": 100_000});
-    let _: serde_json::Value = Client::new(&base, Some(operator)).post("/api/v1/mint", &mint, None).unwrap();
+    let _: serde_json::Value = Client::new(&base, Some(operator))
+        .post("/api/v1/mint", &mint, None)
+        .unwrap();
     let client = Client::new(&base, Some(buyer));
     let source = dir.join("one.gib");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&source).unwrap());
     for i in 0..(SIZE >> 20) as u32 {
-        let piece: Vec<u8> = (0..1u32 << 20).map(|j| ((i << 20 | j).wrapping_mul(2654435761) >> 24) as u8).collect();
+        let piece: Vec<u8> = (0..1u32 << 20)
+            .map(|j| ((i << 20 | j).wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
         std::io::Write::write_all(&mut file, &piece).unwrap();
     }
     drop(file);
@@ -201,7 +300,12 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
         let t = Instant::now();
         let target = dir.join("downloaded");
         let mut sink = HashingFile::create(&target);
-        assert_eq!(client.download_signed(&format!("/api/v1/blobs/{digest}"), &mut sink).unwrap(), SIZE);
+        assert_eq!(
+            client
+                .download_signed(&format!("/api/v1/blobs/{digest}"), &mut sink)
+                .unwrap(),
+            SIZE
+        );
         assert_eq!(sink.digest(), digest, "the receiver checks what it got");
         down.push(t.elapsed());
         let t = Instant::now();
@@ -209,20 +313,27 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
         copy.push(t.elapsed());
         let t = Instant::now();
         std::fs::copy(&source, dir.join("synced")).unwrap();
-        std::fs::File::open(dir.join("synced")).unwrap().sync_all().unwrap();
+        std::fs::File::open(dir.join("synced"))
+            .unwrap()
+            .sync_all()
+            .unwrap();
         synced.push(t.elapsed());
         // Let the blob go, so the next round uploads it again.
         let _: serde_json::Value = client.delete(&format!("/api/v1/blobs/{digest}")).unwrap();
         let _ = round;
     }
     // Interrupted after a third of its chunks: the rest is what goes.
-    let begun: agora_wire::api::UploadInfo = client.post("/api/v1/uploads", &new_upload(&source), None).unwrap();
+    let begun: agora_wire::api::UploadInfo = client
+        .post("/api/v1/uploads", &new_upload(&source), None)
+        .unwrap();
     let upload = begun.upload.unwrap();
     let mut chunk = vec![0u8; agora_wire::chunks::UPLOAD_CHUNK_BYTES as usize];
     let mut reader = std::fs::File::open(&source).unwrap();
     for index in 0..begun.missing.len() as u64 / 3 {
         std::io::Read::read_exact(&mut reader, &mut chunk).unwrap();
-        let _: agora_wire::api::ChunkReceived = client.put_bytes(&format!("/api/v1/uploads/{upload}/chunks/{index}"), &chunk).unwrap();
+        let _: agora_wire::api::ChunkReceived = client
+            .put_bytes(&format!("/api/v1/uploads/{upload}/chunks/{index}"), &chunk)
+            .unwrap();
     }
     let mut first_sent = None;
     client
@@ -243,10 +354,17 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
 /// What `POST /api/v1/uploads` is sent for the file at `path`.
 fn new_upload(path: &std::path::Path) -> agora_wire::api::NewUpload {
     let bytes = std::fs::read(path).unwrap();
-    let mut chunker = agora_wire::chunks::Chunker::new(bytes.len() as u64, agora_wire::chunks::UPLOAD_CHUNK_BYTES);
+    let mut chunker = agora_wire::chunks::Chunker::new(
+        bytes.len() as u64,
+        agora_wire::chunks::UPLOAD_CHUNK_BYTES,
+    );
     chunker.update(&bytes);
     let (digest, values) = chunker.finish().unwrap();
-    agora_wire::api::NewUpload { digest: digest.to_hex().to_string(), size: bytes.len() as u64, chunk_values: values.iter().map(hex::encode).collect() }
+    agora_wire::api::NewUpload {
+        digest: digest.to_hex().to_string(),
+        size: bytes.len() as u64,
+        chunk_values: values.iter().map(hex::encode).collect(),
+    }
 }
 
 /// A file that hashes what is written to it on a thread of its own (a
@@ -267,19 +385,33 @@ impl HashingFile {
             });
             hasher.finalize()
         });
-        HashingFile { file: std::fs::File::create(path).unwrap(), pieces: Some(pieces), hasher: Some(hasher) }
+        HashingFile {
+            file: std::fs::File::create(path).unwrap(),
+            pieces: Some(pieces),
+            hasher: Some(hasher),
+        }
     }
 
     fn digest(mut self) -> String {
         drop(self.pieces.take());
-        self.hasher.take().unwrap().join().unwrap().to_hex().to_string()
+        self.hasher
+            .take()
+            .unwrap()
+            .join()
+            .unwrap()
+            .to_hex()
+            .to_string()
     }
 }
 
 impl std::io::Write for HashingFile {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(bytes)?;
-        self.pieces.as_ref().unwrap().send(bytes[..n].to_vec()).unwrap();
+        self.pieces
+            .as_ref()
+            .unwrap()
+            .send(bytes[..n].to_vec())
+            .unwrap();
         Ok(n)
     }
 
@@ -294,40 +426,96 @@ fn main() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!("\nagora market benchmarks (throughput: ours, baseline; ratio = ours / baseline)\n");
-    println!("{:<46} {:>12} {:>12} {:<8} {:>7} {:>6}", "case", "ours", "baseline", "unit", "ratio", "goal");
+    println!(
+        "{:<46} {:>12} {:>12} {:<8} {:>7} {:>6}",
+        "case", "ours", "baseline", "unit", "ratio", "goal"
+    );
 
     let dir = std::env::temp_dir().join(format!("agora-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
     let (ours, bare) = runtime.block_on(ledger_ratio(&sqlite));
-    throughput_row("hold+post, SQLite file", ours, bare, 0.3, "pairs/s", PAIRS as f64);
+    throughput_row(
+        "hold+post, SQLite file",
+        ours,
+        bare,
+        0.3,
+        "pairs/s",
+        PAIRS as f64,
+    );
 
-    let pg = std::env::var("AGORA_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let pg = std::env::var("AGORA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("agora_bench_{}", std::process::id());
     let result = runtime.block_on(async {
         let admin = Db::admin_pool(&pg).await?;
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await?;
         let measured = ledger_ratio(&format!("{pg}?options=-c%20search_path%3D{schema}")).await;
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await?;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await?;
         Ok::<_, sqlx::Error>(measured)
     });
     match result {
-        Ok((ours, bare)) => throughput_row("hold+post, PostgreSQL", ours, bare, 0.3, "pairs/s", PAIRS as f64),
+        Ok((ours, bare)) => throughput_row(
+            "hold+post, PostgreSQL",
+            ours,
+            bare,
+            0.3,
+            "pairs/s",
+            PAIRS as f64,
+        ),
         Err(e) => println!("hold+post, PostgreSQL: skipped, no database at {pg}: {e}"),
     }
 
     let (ours, bare) = runtime.block_on(download_ratio(&dir));
-    throughput_row("download, 256 MiB from a directory store", ours, bare, 0.5, "MiB/s", 256.0);
+    throughput_row(
+        "download, 256 MiB from a directory store",
+        ours,
+        bare,
+        0.5,
+        "MiB/s",
+        256.0,
+    );
     let (up, down, copy, synced, resumed) = transfer_ratio(&dir);
-    throughput_row("upload 1 GiB on loopback vs copying it", up, copy, 0.5, "MiB/s", 1024.0);
+    throughput_row(
+        "upload 1 GiB on loopback vs copying it",
+        up,
+        copy,
+        0.5,
+        "MiB/s",
+        1024.0,
+    );
     // An upload is durable before it is held: against a copy that is too.
-    throughput_row("upload 1 GiB vs copying and syncing it", up, synced, 0.5, "MiB/s", 1024.0);
-    throughput_row("download 1 GiB on loopback vs copying it", down, copy, 0.5, "MiB/s", 1024.0);
-    println!("{:<46} {resumed} of {} bytes sent by the resumed upload", "resumed upload, a third sent before", 1u64 << 30);
+    throughput_row(
+        "upload 1 GiB vs copying and syncing it",
+        up,
+        synced,
+        0.5,
+        "MiB/s",
+        1024.0,
+    );
+    throughput_row(
+        "download 1 GiB on loopback vs copying it",
+        down,
+        copy,
+        0.5,
+        "MiB/s",
+        1024.0,
+    );
+    println!(
+        "{:<46} {resumed} of {} bytes sent by the resumed upload",
+        "resumed upload, a third sent before",
+        1u64 << 30
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     // Digests: 64 MiB, the largest component.
-    let bytes: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let bytes: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
@@ -341,11 +529,29 @@ fn main() {
     }
     ours.sort();
     bare.sort();
-    throughput_row("component digest (blake3, 64 MiB)", ours[2], bare[2], 0.95, "MiB/s", 64.0);
+    throughput_row(
+        "component digest (blake3, 64 MiB)",
+        ours[2],
+        bare[2],
+        0.95,
+        "MiB/s",
+        64.0,
+    );
 
     // Signatures: 2,000 checks.
     let key = Keypair::generate();
-    let messages: Vec<Vec<u8>> = (0..2000).map(|i| agora_wire::auth::signed_bytes("https://market.example.org", "POST", "/api/v1/transfers", i, "nonce", b"{}")).collect();
+    let messages: Vec<Vec<u8>> = (0..2000)
+        .map(|i| {
+            agora_wire::auth::signed_bytes(
+                "https://market.example.org",
+                "POST",
+                "/api/v1/transfers",
+                i,
+                "nonce",
+                b"{}",
+            )
+        })
+        .collect();
     let signatures: Vec<String> = messages.iter().map(|m| key.sign(m)).collect();
     let verifying = key.id().verifying_key();
     let parsed: Vec<ed25519_dalek::Signature> = signatures
@@ -362,5 +568,12 @@ fn main() {
         verifying.verify_strict(m, s).unwrap();
     }
     let bare = t.elapsed();
-    throughput_row("signature checks (ed25519 verify_strict)", ours, bare, 0.95, "per s", messages.len() as f64);
+    throughput_row(
+        "signature checks (ed25519 verify_strict)",
+        ours,
+        bare,
+        0.95,
+        "per s",
+        messages.len() as f64,
+    );
 }

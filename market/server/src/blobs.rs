@@ -90,17 +90,29 @@ impl Staged {
     /// Write each of `blobs` (digest and bytes; the caller checked the
     /// digests) that the market does not hold yet, each under a key of its
     /// own. Outside any transaction.
-    pub async fn write(db: &Db, blobs: impl IntoIterator<Item = (String, Bytes)>) -> Result<Staged, ApiError> {
-        let mut items: Vec<Item> =
-            blobs
+    pub async fn write(
+        db: &Db,
+        blobs: impl IntoIterator<Item = (String, Bytes)>,
+    ) -> Result<Staged, ApiError> {
+        let mut items: Vec<Item> = blobs
             .into_iter()
-            .map(|(digest, bytes)| Item { key: crate::store::BlobStore::new_key(&digest), digest, size: bytes.len() as u64, bytes: Some(bytes), written: false })
+            .map(|(digest, bytes)| Item {
+                key: crate::store::BlobStore::new_key(&digest),
+                digest,
+                size: bytes.len() as u64,
+                bytes: Some(bytes),
+                written: false,
+            })
             .collect();
         // In digest order, each once: transactions recording blobs in common
         // take their rows in one order, never in a cycle.
         items.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
         items.dedup_by(|a, b| a.digest == b.digest);
-        let mut staged = Staged { db: db.clone(), items, settled: false };
+        let mut staged = Staged {
+            db: db.clone(),
+            items,
+            settled: false,
+        };
         for item in &mut staged.items {
             // Held: a record names an object that is there (one gone, by a
             // crash or a restored backup, is written again and named in
@@ -111,7 +123,9 @@ impl Staged {
                 None => false,
             };
             if !held {
-                db.blobs.write(&item.key, item.bytes.clone().expect("bytes to write")).await?;
+                db.blobs
+                    .write(&item.key, item.bytes.clone().expect("bytes to write"))
+                    .await?;
                 item.written = true;
             }
         }
@@ -123,7 +137,17 @@ impl Staged {
     /// [`Staged::settle`] when no committed record names it, never by a
     /// drop (the upload names it still when its transaction did not commit).
     pub fn adopt(db: &Db, digest: String, size: u64, key: String) -> Staged {
-        Staged { db: db.clone(), items: vec![Item { digest, size, bytes: None, key, written: true }], settled: false }
+        Staged {
+            db: db.clone(),
+            items: vec![Item {
+                digest,
+                size,
+                bytes: None,
+                key,
+                written: true,
+            }],
+            settled: false,
+        }
     }
 
     /// Whether blob `digest` is staged here.
@@ -140,9 +164,24 @@ impl Staged {
     /// `referenced` too (a job naming uploaded blobs), all in digest order so
     /// that no two transactions wait on each other's rows. A referenced blob
     /// that is not there is refused as not found.
-    pub async fn record_locking(&mut self, tx: &mut Tx, pin: Pin, referenced: &[String]) -> Result<(), ApiError> {
-        let mut order: Vec<(String, Option<usize>)> = self.items.iter().enumerate().map(|(i, item)| (item.digest.clone(), Some(i))).collect();
-        order.extend(referenced.iter().filter(|d| !self.has(d)).map(|d| (d.clone(), None)));
+    pub async fn record_locking(
+        &mut self,
+        tx: &mut Tx,
+        pin: Pin,
+        referenced: &[String],
+    ) -> Result<(), ApiError> {
+        let mut order: Vec<(String, Option<usize>)> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (item.digest.clone(), Some(i)))
+            .collect();
+        order.extend(
+            referenced
+                .iter()
+                .filter(|d| !self.has(d))
+                .map(|d| (d.clone(), None)),
+        );
         order.sort_unstable();
         order.dedup_by(|a, b| a.0 == b.0);
         for (digest, staged) in order {
@@ -175,13 +214,27 @@ impl Staged {
         if named == item.key && !item.written {
             // A new record whose bytes were held when staged: the record
             // that held them went since. Written now.
-            self.db.blobs.write(&item.key, item.bytes.clone().expect("an adopted object is written")).await?;
+            self.db
+                .blobs
+                .write(
+                    &item.key,
+                    item.bytes.clone().expect("an adopted object is written"),
+                )
+                .await?;
             item.written = true;
         } else if named != item.key && item.written && !self.db.blobs.exists(&named).await? {
             // The record names an object that is gone: it names the one
             // written here instead (its row is this transaction's now).
-            sqlx::query("UPDATE blobs SET object = $2 WHERE digest = $1").bind(&item.digest).bind(&item.key).execute(&mut **tx).await?;
-            tracing::warn!(digest = item.digest, gone = named, "a blob's object was missing; stored again");
+            sqlx::query("UPDATE blobs SET object = $2 WHERE digest = $1")
+                .bind(&item.digest)
+                .bind(&item.key)
+                .execute(&mut **tx)
+                .await?;
+            tracing::warn!(
+                digest = item.digest,
+                gone = named,
+                "a blob's object was missing; stored again"
+            );
         }
         Ok(())
     }
@@ -195,7 +248,11 @@ impl Staged {
 
     /// The digests and keys of the objects written here.
     fn written(&self) -> Vec<(String, String)> {
-        self.items.iter().filter(|i| i.written).map(|i| (i.digest.clone(), i.key.clone())).collect()
+        self.items
+            .iter()
+            .filter(|i| i.written)
+            .map(|i| (i.digest.clone(), i.key.clone()))
+            .collect()
     }
 }
 
@@ -211,7 +268,12 @@ impl Drop for Staged {
             return;
         }
         // Only objects written here: an adopted one is its upload's.
-        let written: Vec<(String, String)> = self.items.iter().filter(|i| i.written && i.bytes.is_some()).map(|i| (i.digest.clone(), i.key.clone())).collect();
+        let written: Vec<(String, String)> = self
+            .items
+            .iter()
+            .filter(|i| i.written && i.bytes.is_some())
+            .map(|i| (i.digest.clone(), i.key.clone()))
+            .collect();
         let db = self.db.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) if !written.is_empty() => {
@@ -221,7 +283,10 @@ impl Drop for Staged {
                 });
             }
             Ok(_) => {}
-            Err(_) => tracing::warn!(objects = written.len(), "staged objects left in the store (no runtime to remove them)"),
+            Err(_) => tracing::warn!(
+                objects = written.len(),
+                "staged objects left in the store (no runtime to remove them)"
+            ),
         }
     }
 }
@@ -232,7 +297,11 @@ impl Drop for Staged {
 async fn remove_unnamed(db: &Db, written: Vec<(String, String)>) {
     for (digest, key) in written {
         let named: Result<Option<i64>, sqlx::Error> =
-            sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND object = $2").bind(&digest).bind(&key).fetch_optional(&db.pool).await;
+            sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 AND object = $2")
+                .bind(&digest)
+                .bind(&key)
+                .fetch_optional(&db.pool)
+                .await;
         match named {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -240,7 +309,10 @@ async fn remove_unnamed(db: &Db, written: Vec<(String, String)>) {
                     tracing::warn!(key, "an unused staged object stays in the store: {e}");
                 }
             }
-            Err(e) => tracing::warn!(key, "an unused staged object stays in the store (its record could not be looked up): {e}"),
+            Err(e) => tracing::warn!(
+                key,
+                "an unused staged object stays in the store (its record could not be looked up): {e}"
+            ),
         }
     }
 }
@@ -254,17 +326,29 @@ struct Record {
 /// The record of blob `digest`, when there is one.
 async fn record_of(db: &Db, digest: &str) -> Result<Record, ApiError> {
     let row: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT size, object FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&db.pool).await?;
+        sqlx::query_as("SELECT size, object FROM blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&db.pool)
+            .await?;
     match row {
-        Some((size, Some(object))) => Ok(Record { size: size as u64, object }),
-        Some((_, None)) => Err(ApiError::Internal(format!("blob {digest}'s bytes were never moved into the object store"))),
+        Some((size, Some(object))) => Ok(Record {
+            size: size as u64,
+            object,
+        }),
+        Some((_, None)) => Err(ApiError::Internal(format!(
+            "blob {digest}'s bytes were never moved into the object store"
+        ))),
         None => Err(ApiError::NotFound(format!("no blob {digest}"))),
     }
 }
 
 /// The object key blob `digest`'s record names, when there is one.
 pub async fn object_of(db: &Db, digest: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar::<_, Option<String>>("SELECT object FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&db.pool).await.map(Option::flatten)
+    sqlx::query_scalar::<_, Option<String>>("SELECT object FROM blobs WHERE digest = $1")
+        .bind(digest)
+        .fetch_optional(&db.pool)
+        .await
+        .map(Option::flatten)
 }
 
 /// The bytes of `digest`, whole (the market's own reads: a verifier's
@@ -277,7 +361,10 @@ pub async fn read(db: &Db, digest: &str) -> Result<Vec<u8>, ApiError> {
 /// Take the row lock of blob `digest`'s record for the rest of `tx` (a
 /// write that changes nothing); whether there is a record.
 pub async fn lock(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
-    let locked = sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1").bind(digest).execute(&mut **tx).await?;
+    let locked = sqlx::query("UPDATE blobs SET pinned = pinned WHERE digest = $1")
+        .bind(digest)
+        .execute(&mut **tx)
+        .await?;
     Ok(locked.rows_affected() == 1)
 }
 
@@ -323,10 +410,18 @@ pub async fn move_into_store(db: &Db) -> Result<u64, crate::db::DbError> {
     loop {
         let next: Option<(String, Vec<u8>)> =
             sqlx::query_as("SELECT digest, bytes FROM blobs WHERE digest > $1 AND bytes IS NOT NULL ORDER BY digest LIMIT 1").bind(&after).fetch_optional(&db.pool).await?;
-        let Some((digest, bytes)) = next else { return Ok(moved) };
+        let Some((digest, bytes)) = next else {
+            return Ok(moved);
+        };
         let key = crate::store::BlobStore::new_key(&digest);
         db.blobs.write(&key, Bytes::from(bytes)).await?;
-        let claimed = sqlx::query("UPDATE blobs SET object = $2, bytes = NULL WHERE digest = $1 AND object IS NULL").bind(&digest).bind(&key).execute(&db.pool).await?;
+        let claimed = sqlx::query(
+            "UPDATE blobs SET object = $2, bytes = NULL WHERE digest = $1 AND object IS NULL",
+        )
+        .bind(&digest)
+        .bind(&key)
+        .execute(&db.pool)
+        .await?;
         if claimed.rows_affected() == 0 {
             // Another replica moved it first.
             db.blobs.remove(&key).await?;
@@ -363,7 +458,11 @@ pub struct Downloads {
 
 impl Default for Downloads {
     fn default() -> Self {
-        Downloads { stall: DOWNLOAD_STALL, peers: Arc::default(), in_all: DOWNLOADS_IN_FLIGHT }
+        Downloads {
+            stall: DOWNLOAD_STALL,
+            peers: Arc::default(),
+            in_all: DOWNLOADS_IN_FLIGHT,
+        }
     }
 }
 
@@ -419,16 +518,25 @@ impl Downloads {
         let record = record_of(db, digest).await?;
         let length = record.size;
         let etag = format!("\"{digest}\"");
-        let validators = [(header::ETAG, etag.clone()), (header::ACCEPT_RANGES, "bytes".to_string())];
-        let if_none_match = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-        if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        let validators = [
+            (header::ETAG, etag.clone()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
+        ];
+        let if_none_match = request
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        if if_none_match
+            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        {
             return Ok((StatusCode::NOT_MODIFIED, validators).into_response());
         }
         let range = match wanted_range(request, length) {
             Ok(range) => range,
             Err(()) => {
                 let unsatisfiable = [(header::CONTENT_RANGE, format!("bytes */{length}"))];
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response());
+                return Ok(
+                    (StatusCode::RANGE_NOT_SATISFIABLE, validators, unsatisfiable).into_response(),
+                );
             }
         };
         // Loopback (the web pages' own reads, a proxy's) is many callers:
@@ -438,12 +546,23 @@ impl Downloads {
             Some(peer) if !peer.is_loopback() => (peer, DOWNLOADS_PER_PEER),
             _ => (local, usize::MAX),
         };
-        let slot = self.peers.enter(&address, per_address, self.in_all).map_err(|refused| match refused {
-            crate::tally::Refused::PerKey => ApiError::TooManyAtOnce { what: "downloads in flight", limit: DOWNLOADS_PER_PEER, per: "address" },
-            crate::tally::Refused::InAll => ApiError::Busy,
-        })?;
+        let slot = self
+            .peers
+            .enter(&address, per_address, self.in_all)
+            .map_err(|refused| match refused {
+                crate::tally::Refused::PerKey => ApiError::TooManyAtOnce {
+                    what: "downloads in flight",
+                    limit: DOWNLOADS_PER_PEER,
+                    per: "address",
+                },
+                crate::tally::Refused::InAll => ApiError::Busy,
+            })?;
         let (status, sent_length, content_range) = match &range {
-            Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start, Some(format!("bytes {}-{}/{length}", r.start, r.end - 1))),
+            Some(r) => (
+                StatusCode::PARTIAL_CONTENT,
+                r.end - r.start,
+                Some(format!("bytes {}-{}/{length}", r.start, r.end - 1)),
+            ),
             None => (StatusCode::OK, length, None),
         };
         // An empty blob has no object bytes to stream.
@@ -451,13 +570,25 @@ impl Downloads {
             0 => futures_util::stream::empty().boxed(),
             _ => db.blobs.stream(&record.object, range).await?,
         };
-        let held = Held { pieces, _slot: slot, taken_at: tokio::time::Instant::now() };
-        let mut response = (status, validators, Body::from_stream(cut_when_stalled(held, self.stall))).into_response();
+        let held = Held {
+            pieces,
+            _slot: slot,
+            taken_at: tokio::time::Instant::now(),
+        };
+        let mut response = (
+            status,
+            validators,
+            Body::from_stream(cut_when_stalled(held, self.stall)),
+        )
+            .into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(sent_length));
         if let Some(content_range) = content_range {
-            headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ASCII"));
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range).expect("ASCII"),
+            );
         }
         Ok(response)
     }
@@ -468,7 +599,11 @@ impl Downloads {
 /// the blob, or an empty blob), Err for a range past the end.
 fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
     use http_range_header::RangeUnsatisfiableError;
-    let Some(Ok(parsed)) = request.get(header::RANGE).and_then(|v| v.to_str().ok()).map(http_range_header::parse_range_header) else {
+    let Some(Ok(parsed)) = request
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(http_range_header::parse_range_header)
+    else {
         return Ok(None);
     };
     if parsed.ranges.len() != 1 || length == 0 {
@@ -484,14 +619,19 @@ fn wanted_range(request: &HeaderMap, length: u64) -> Result<Option<std::ops::Ran
 /// `held`'s pieces as a body stream that gives back what it holds when
 /// the stream ends or is dropped, or when its reader has taken nothing for
 /// `stall`: then the connection gets an error instead of the rest.
-fn cut_when_stalled(held: Held, stall: Duration) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+fn cut_when_stalled(
+    held: Held,
+    stall: Duration,
+) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let shared: Shared = Arc::new(Mutex::new(Holding::Idle(held)));
     let watchdog = Arc::downgrade(&shared);
     tokio::spawn(async move {
         let mut due = tokio::time::Instant::now() + stall;
         loop {
             tokio::time::sleep_until(due).await;
-            let Some(shared) = watchdog.upgrade() else { return };
+            let Some(shared) = watchdog.upgrade() else {
+                return;
+            };
             let mut holding = shared.lock().expect("never poisoned");
             let now = tokio::time::Instant::now();
             match &*holding {
@@ -513,9 +653,18 @@ fn cut_when_stalled(held: Held, stall: Duration) -> impl futures_core::Stream<It
     }
     futures_util::stream::unfold(Some(Releasing(shared)), |state| async move {
         let releasing = state?;
-        let taken = std::mem::replace(&mut *releasing.0.lock().expect("never poisoned"), Holding::Reading);
+        let taken = std::mem::replace(
+            &mut *releasing.0.lock().expect("never poisoned"),
+            Holding::Reading,
+        );
         let Holding::Idle(mut held) = taken else {
-            return Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the download stalled")), None));
+            return Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the download stalled",
+                )),
+                None,
+            ));
         };
         match held.pieces.next().await {
             Some(Ok(piece)) => {
@@ -533,7 +682,9 @@ fn cut_when_stalled(held: Held, stall: Duration) -> impl futures_core::Stream<It
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Missing(digest) => ApiError::Internal(format!("blob {digest} has a record but no object")),
+            StoreError::Missing(digest) => {
+                ApiError::Internal(format!("blob {digest} has a record but no object"))
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -71,7 +71,8 @@ pub fn not_browser_capable(imports: &[String]) -> Option<String> {
             !(unversioned.starts_with("agora:compute/") || BROWSER_WASI.contains(&unversioned))
         })
         .collect();
-    (!refused.is_empty()).then(|| format!("imports a browser cannot provide: {}", refused.join(", ")))
+    (!refused.is_empty())
+        .then(|| format!("imports a browser cannot provide: {}", refused.join(", ")))
 }
 
 /// A bundle and its files' bytes.
@@ -81,7 +82,11 @@ pub struct Built {
 }
 
 /// Make the browser bundle of a component whose imports allow it.
-pub fn build(component: &[u8], component_digest: &str, imports: &[String]) -> Result<Built, String> {
+pub fn build(
+    component: &[u8],
+    component_digest: &str,
+    imports: &[String],
+) -> Result<Built, String> {
     if let Some(why) = not_browser_capable(imports) {
         return Err(why);
     }
@@ -105,17 +110,24 @@ pub fn build(component: &[u8], component_digest: &str, imports: &[String]) -> Re
         instantiation_mode: Some(js_component_bindgen::InstantiationMode::Async),
         nodejs_compat_disabled: true,
         base64_cutoff: 0,
-        async_mode: Some(js_component_bindgen::AsyncMode::JavaScriptPromiseIntegration {
-            imports: suspending.clone(),
-            exports: vec!["run".into(), "verify".into()],
-        }),
+        async_mode: Some(
+            js_component_bindgen::AsyncMode::JavaScriptPromiseIntegration {
+                imports: suspending.clone(),
+                exports: vec!["run".into(), "verify".into()],
+            },
+        ),
         ..Default::default()
     };
-    let transpiled = js_component_bindgen::transpile(component, opts).map_err(|e| format!("transpiling: {e:#}"))?;
+    let transpiled = js_component_bindgen::transpile(component, opts)
+        .map_err(|e| format!("transpiling: {e:#}"))?;
     let mut files = Vec::new();
     let mut manifest_files = Vec::new();
     for (name, bytes) in transpiled.files {
-        manifest_files.push(BundleFile { name, digest: agora_wire::digest_hex(&bytes), size: bytes.len() as u64 });
+        manifest_files.push(BundleFile {
+            name,
+            digest: agora_wire::digest_hex(&bytes),
+            size: bytes.len() as u64,
+        });
         files.push(bytes);
     }
     if !manifest_files.iter().any(|f| f.name == ENTRY) {
@@ -148,9 +160,18 @@ mod tests {
 
     #[test]
     fn only_the_contract_and_browser_wasi_are_browser_capable() {
-        let ok = ["agora:compute/gpu@0.1.0", "wasi:cli/environment@0.2.6", "wasi:io/streams@0.2.6"].map(String::from);
+        let ok = [
+            "agora:compute/gpu@0.1.0",
+            "wasi:cli/environment@0.2.6",
+            "wasi:io/streams@0.2.6",
+        ]
+        .map(String::from);
         assert_eq!(not_browser_capable(&ok), None);
         let sockets = ["agora:compute/gpu@0.1.0", "wasi:sockets/tcp@0.2.6"].map(String::from);
-        assert!(not_browser_capable(&sockets).unwrap().contains("wasi:sockets/tcp"));
+        assert!(
+            not_browser_capable(&sockets)
+                .unwrap()
+                .contains("wasi:sockets/tcp")
+        );
     }
 }

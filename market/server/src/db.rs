@@ -5,10 +5,10 @@
 //! the database but in the object store the `Db` carries beside its pool
 //! ([`crate::store`]).
 
+use crate::store::BlobStore;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Transaction};
-use crate::store::BlobStore;
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -45,53 +45,190 @@ pub struct Db {
 
 /// The migrations of each database, in order: (version, description, SQL).
 const SQLITE: &[(i64, &str, &str)] = &[
-    (20261124000000, "core", include_str!("../migrations/sqlite/20261124000000_core.sql")),
-    (20261124010000, "jobs", include_str!("../migrations/sqlite/20261124010000_jobs.sql")),
-    (20261124020000, "live", include_str!("../migrations/sqlite/20261124020000_live.sql")),
-    (20261124030000, "activity", include_str!("../migrations/sqlite/20261124030000_activity.sql")),
-    (20261124040000, "browser", include_str!("../migrations/sqlite/20261124040000_browser.sql")),
-    (20261124050000, "canaries", include_str!("../migrations/sqlite/20261124050000_canaries.sql")),
-    (20261202000000, "promises", include_str!("../migrations/sqlite/20261202000000_promises.sql")),
-    (20261202100000, "verifications", include_str!("../migrations/sqlite/20261202100000_verifications.sql")),
-    (20261206000000, "confirming", include_str!("../migrations/sqlite/20261206000000_confirming.sql")),
-    (20261206010000, "retention", include_str!("../migrations/sqlite/20261206010000_retention.sql")),
-    (20261206020000, "private_inputs", include_str!("../migrations/sqlite/20261206020000_private_inputs.sql")),
-    (20261207000000, "data_retention", include_str!("../migrations/sqlite/20261207000000_data_retention.sql")),
-    (20261207010000, "publish_quotas", include_str!("../migrations/sqlite/20261207010000_publish_quotas.sql")),
-    (20261207020000, "job_notices", include_str!("../migrations/sqlite/20261207020000_job_notices.sql")),
-    (20261207030000, "object_store", include_str!("../migrations/sqlite/20261207030000_object_store.sql")),
-    (20261207040000, "uploads", include_str!("../migrations/sqlite/20261207040000_uploads.sql")),
+    (
+        20261124000000,
+        "core",
+        include_str!("../migrations/sqlite/20261124000000_core.sql"),
+    ),
+    (
+        20261124010000,
+        "jobs",
+        include_str!("../migrations/sqlite/20261124010000_jobs.sql"),
+    ),
+    (
+        20261124020000,
+        "live",
+        include_str!("../migrations/sqlite/20261124020000_live.sql"),
+    ),
+    (
+        20261124030000,
+        "activity",
+        include_str!("../migrations/sqlite/20261124030000_activity.sql"),
+    ),
+    (
+        20261124040000,
+        "browser",
+        include_str!("../migrations/sqlite/20261124040000_browser.sql"),
+    ),
+    (
+        20261124050000,
+        "canaries",
+        include_str!("../migrations/sqlite/20261124050000_canaries.sql"),
+    ),
+    (
+        20261202000000,
+        "promises",
+        include_str!("../migrations/sqlite/20261202000000_promises.sql"),
+    ),
+    (
+        20261202100000,
+        "verifications",
+        include_str!("../migrations/sqlite/20261202100000_verifications.sql"),
+    ),
+    (
+        20261206000000,
+        "confirming",
+        include_str!("../migrations/sqlite/20261206000000_confirming.sql"),
+    ),
+    (
+        20261206010000,
+        "retention",
+        include_str!("../migrations/sqlite/20261206010000_retention.sql"),
+    ),
+    (
+        20261206020000,
+        "private_inputs",
+        include_str!("../migrations/sqlite/20261206020000_private_inputs.sql"),
+    ),
+    (
+        20261207000000,
+        "data_retention",
+        include_str!("../migrations/sqlite/20261207000000_data_retention.sql"),
+    ),
+    (
+        20261207010000,
+        "publish_quotas",
+        include_str!("../migrations/sqlite/20261207010000_publish_quotas.sql"),
+    ),
+    (
+        20261207020000,
+        "job_notices",
+        include_str!("../migrations/sqlite/20261207020000_job_notices.sql"),
+    ),
+    (
+        20261207030000,
+        "object_store",
+        include_str!("../migrations/sqlite/20261207030000_object_store.sql"),
+    ),
+    (
+        20261207040000,
+        "uploads",
+        include_str!("../migrations/sqlite/20261207040000_uploads.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
-    (20261124000000, "core", include_str!("../migrations/postgres/20261124000000_core.sql")),
-    (20261124010000, "jobs", include_str!("../migrations/postgres/20261124010000_jobs.sql")),
-    (20261124020000, "live", include_str!("../migrations/postgres/20261124020000_live.sql")),
-    (20261124030000, "activity", include_str!("../migrations/postgres/20261124030000_activity.sql")),
-    (20261124040000, "browser", include_str!("../migrations/postgres/20261124040000_browser.sql")),
-    (20261124050000, "canaries", include_str!("../migrations/postgres/20261124050000_canaries.sql")),
-    (20261202000000, "promises", include_str!("../migrations/postgres/20261202000000_promises.sql")),
-    (20261202100000, "verifications", include_str!("../migrations/postgres/20261202100000_verifications.sql")),
-    (20261206000000, "confirming", include_str!("../migrations/postgres/20261206000000_confirming.sql")),
-    (20261206010000, "retention", include_str!("../migrations/postgres/20261206010000_retention.sql")),
-    (20261206020000, "private_inputs", include_str!("../migrations/postgres/20261206020000_private_inputs.sql")),
-    (20261207000000, "data_retention", include_str!("../migrations/postgres/20261207000000_data_retention.sql")),
-    (20261207010000, "publish_quotas", include_str!("../migrations/postgres/20261207010000_publish_quotas.sql")),
-    (20261207020000, "job_notices", include_str!("../migrations/postgres/20261207020000_job_notices.sql")),
-    (20261207030000, "object_store", include_str!("../migrations/postgres/20261207030000_object_store.sql")),
-    (20261207040000, "uploads", include_str!("../migrations/postgres/20261207040000_uploads.sql")),
+    (
+        20261124000000,
+        "core",
+        include_str!("../migrations/postgres/20261124000000_core.sql"),
+    ),
+    (
+        20261124010000,
+        "jobs",
+        include_str!("../migrations/postgres/20261124010000_jobs.sql"),
+    ),
+    (
+        20261124020000,
+        "live",
+        include_str!("../migrations/postgres/20261124020000_live.sql"),
+    ),
+    (
+        20261124030000,
+        "activity",
+        include_str!("../migrations/postgres/20261124030000_activity.sql"),
+    ),
+    (
+        20261124040000,
+        "browser",
+        include_str!("../migrations/postgres/20261124040000_browser.sql"),
+    ),
+    (
+        20261124050000,
+        "canaries",
+        include_str!("../migrations/postgres/20261124050000_canaries.sql"),
+    ),
+    (
+        20261202000000,
+        "promises",
+        include_str!("../migrations/postgres/20261202000000_promises.sql"),
+    ),
+    (
+        20261202100000,
+        "verifications",
+        include_str!("../migrations/postgres/20261202100000_verifications.sql"),
+    ),
+    (
+        20261206000000,
+        "confirming",
+        include_str!("../migrations/postgres/20261206000000_confirming.sql"),
+    ),
+    (
+        20261206010000,
+        "retention",
+        include_str!("../migrations/postgres/20261206010000_retention.sql"),
+    ),
+    (
+        20261206020000,
+        "private_inputs",
+        include_str!("../migrations/postgres/20261206020000_private_inputs.sql"),
+    ),
+    (
+        20261207000000,
+        "data_retention",
+        include_str!("../migrations/postgres/20261207000000_data_retention.sql"),
+    ),
+    (
+        20261207010000,
+        "publish_quotas",
+        include_str!("../migrations/postgres/20261207010000_publish_quotas.sql"),
+    ),
+    (
+        20261207020000,
+        "job_notices",
+        include_str!("../migrations/postgres/20261207020000_job_notices.sql"),
+    ),
+    (
+        20261207030000,
+        "object_store",
+        include_str!("../migrations/postgres/20261207030000_object_store.sql"),
+    ),
+    (
+        20261207040000,
+        "uploads",
+        include_str!("../migrations/postgres/20261207040000_uploads.sql"),
+    ),
 ];
 
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
 impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> futures_core::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+    fn resolve(
+        self,
+    ) -> futures_core::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>>
+    {
         Box::pin(async move {
             Ok(self
                 .0
                 .iter()
                 .map(|(version, description, sql)| {
-                    Migration::new(*version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
                 })
                 .collect())
         })
@@ -104,7 +241,9 @@ impl Db {
     /// store [`BlobStore::beside`] the database (a SQLite database only: a
     /// market on PostgreSQL names its store, [`Db::connect_with`]).
     pub async fn connect(url: &str) -> Result<Db, DbError> {
-        let blobs = BlobStore::beside(url)?.ok_or_else(|| DbError::NoStore(format!("{url} keeps no blob store beside it: name one")))?;
+        let blobs = BlobStore::beside(url)?.ok_or_else(|| {
+            DbError::NoStore(format!("{url} keeps no blob store beside it: name one"))
+        })?;
         Db::connect_with(url, blobs).await
     }
 
@@ -122,7 +261,11 @@ impl Db {
 
     async fn open(url: &str, blobs: BlobStore) -> Result<Db, sqlx::Error> {
         install_default_drivers();
-        let kind = if url.starts_with("postgres") { Kind::Postgres } else { Kind::Sqlite };
+        let kind = if url.starts_with("postgres") {
+            Kind::Postgres
+        } else {
+            Kind::Sqlite
+        };
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         options = match kind {
             // One writer at a time is SQLite's model; the pool is small and
@@ -148,7 +291,12 @@ impl Db {
             Kind::Postgres => Embedded(POSTGRES),
         };
         Migrator::new(source).await?.run(&pool).await?;
-        Ok(Db { pool, kind, url: url.into(), blobs })
+        Ok(Db {
+            pool,
+            kind,
+            url: url.into(),
+            blobs,
+        })
     }
 
     /// A plain connection pool without migrations (administration: creating
@@ -202,12 +350,22 @@ mod tests {
     #[test]
     fn every_migration_file_is_listed() {
         for (folder, listed) in [("sqlite", super::SQLITE), ("postgres", super::POSTGRES)] {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(folder);
-            let mut files: Vec<String> =
-                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(folder);
+            let mut files: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
             files.sort();
-            let names: Vec<String> = listed.iter().map(|(version, name, _)| format!("{version}_{name}.sql")).collect();
-            assert_eq!(files, names, "{folder}: the files and the embedded list differ");
+            let names: Vec<String> = listed
+                .iter()
+                .map(|(version, name, _)| format!("{version}_{name}.sql"))
+                .collect();
+            assert_eq!(
+                files, names,
+                "{folder}: the files and the embedded list differ"
+            );
         }
     }
 }

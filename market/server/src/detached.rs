@@ -25,7 +25,10 @@ impl Drop for Counted {
 impl Detached {
     /// Run `work` on its own task and wait for it; the task goes on if this
     /// future is dropped. `Err` when the task panicked.
-    pub async fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> Result<T, tokio::task::JoinError> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         let counted = Counted(self.0.clone());
         tokio::spawn(async move {

@@ -24,13 +24,13 @@
 //! - On shutdown the loop stops accepting, and connections get
 //!   [`SHUTDOWN_GRACE`] to finish what they serve.
 
+use crate::tally::Tally;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use crate::tally::Tally;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,13 +65,17 @@ pub fn connection_cap() -> usize {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
-            tracing::warn!("reading the open-file limit failed ({e}); serving at most 256 connections");
+            tracing::warn!(
+                "reading the open-file limit failed ({e}); serving at most 256 connections"
+            );
             return 256;
         }
     };
     let cap = (limit / FILES_PER_CONNECTION).min(MAX_CONNECTIONS as u64) as usize;
     if cap < MAX_CONNECTIONS {
-        tracing::warn!("the open-file limit is {limit}: serving at most {cap} connections (raise LimitNOFILE or `ulimit -Hn` for {MAX_CONNECTIONS})");
+        tracing::warn!(
+            "the open-file limit is {limit}: serving at most {cap} connections (raise LimitNOFILE or `ulimit -Hn` for {MAX_CONNECTIONS})"
+        );
     }
     cap
 }
@@ -81,7 +85,9 @@ pub fn connection_cap() -> usize {
 /// a /64 gets one share, not one per address).
 pub(crate) fn peer_of(address: std::net::IpAddr) -> std::net::IpAddr {
     match address.to_canonical() {
-        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        std::net::IpAddr::V6(v6) => {
+            std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())
+        }
         v4 => v4,
     }
 }
@@ -99,7 +105,10 @@ pub enum TlsSetupError {
 
 /// The server configuration for a PEM certificate chain and private key.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
-    let cert_error = |reason: String| TlsSetupError::Certificate { path: cert.display().to_string(), reason };
+    let cert_error = |reason: String| TlsSetupError::Certificate {
+        path: cert.display().to_string(),
+        reason,
+    };
     let chain = CertificateDer::pem_file_iter(cert)
         .map_err(|e| cert_error(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -107,13 +116,18 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     if chain.is_empty() {
         return Err(cert_error("no PEM certificate in it".into()));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError::Key { path: key.display().to_string(), reason: e.to_string() })?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError::Key {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
     // The provider named: rustls is built with ring (ureq's) and aws-lc-rs
     // (the object store's S3 client's), so there is no process default.
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, private)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -152,29 +166,55 @@ pub async fn serve(
         // Over its share: closed at once, its permit back. Plain HTTP is
         // served to a proxy (on this machine or a load balancer), which is
         // every caller at once: only the cap in all holds there.
-        let per_peer = if acceptor.is_none() { usize::MAX } else { MAX_CONNECTIONS_PER_PEER };
+        let per_peer = if acceptor.is_none() {
+            usize::MAX
+        } else {
+            MAX_CONNECTIONS_PER_PEER
+        };
         let Ok(slot) = peers.enter(&peer_of(peer.ip()), per_peer, usize::MAX) else {
             continue;
         };
         // The peer's address on each request, for the per-peer request limit.
-        let routed = tower::ServiceExt::map_request(router.clone(), move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            request
-        });
-        let (acceptor, service, watcher) = (acceptor.clone(), TowerToHyperService::new(routed), graceful.watcher());
+        let routed = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let (acceptor, service, watcher) = (
+            acceptor.clone(),
+            TowerToHyperService::new(routed),
+            graceful.watcher(),
+        );
         tokio::spawn(async move {
             let _held = (permit, slot);
             let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
             stream.set_write_timeout(Some(WRITE_STALL_TIMEOUT));
             let stream = Box::pin(stream);
             let mut http1 = hyper::server::conn::http1::Builder::new();
-            http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            http1
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             let served = match acceptor {
-                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), service)).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => watcher.watch(http1.serve_connection(TokioIo::new(tls_stream), service)).await,
-                    _ => return,
-                },
+                None => {
+                    watcher
+                        .watch(http1.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            watcher
+                                .watch(http1.serve_connection(TokioIo::new(tls_stream), service))
+                                .await
+                        }
+                        _ => return,
+                    }
+                }
             };
             if let Err(e) = served {
                 tracing::debug!("a connection ended: {e}");
@@ -196,19 +236,36 @@ mod tests {
     #[test]
     fn one_peer_holds_at_most_its_share_and_gets_it_back() {
         let peers: Arc<Tally<std::net::IpAddr>> = Arc::default();
-        let enter = |address: std::net::IpAddr| peers.enter(&peer_of(address), MAX_CONNECTIONS_PER_PEER, usize::MAX).ok();
-        let (greedy, other): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
-        let mut held: Vec<Slot<std::net::IpAddr>> = (0..MAX_CONNECTIONS_PER_PEER).map(|_| enter(greedy).expect("within its share")).collect();
+        let enter = |address: std::net::IpAddr| {
+            peers
+                .enter(&peer_of(address), MAX_CONNECTIONS_PER_PEER, usize::MAX)
+                .ok()
+        };
+        let (greedy, other): (std::net::IpAddr, std::net::IpAddr) =
+            ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let mut held: Vec<Slot<std::net::IpAddr>> = (0..MAX_CONNECTIONS_PER_PEER)
+            .map(|_| enter(greedy).expect("within its share"))
+            .collect();
         assert!(enter(greedy).is_none(), "past its share");
         assert!(enter(other).is_some(), "another peer is served meanwhile");
         held.pop();
         let again = enter(greedy);
         assert!(again.is_some(), "a closed connection gives its slot back");
         drop((held, again));
-        assert_eq!(peers.held_by(&greedy), 0, "counts are forgotten, not leaked");
+        assert_eq!(
+            peers.held_by(&greedy),
+            0,
+            "counts are forgotten, not leaked"
+        );
         // One /64 is one peer, whatever address in it connects.
-        let addresses: Vec<std::net::IpAddr> = (0..=MAX_CONNECTIONS_PER_PEER as u16).map(|i| format!("2001:db8::{i:x}").parse().unwrap()).collect();
-        let slots: Vec<Option<Slot<std::net::IpAddr>>> = addresses.iter().map(|a| enter(*a)).collect();
-        assert!(slots.last().unwrap().is_none(), "a /64 shares one peer's share");
+        let addresses: Vec<std::net::IpAddr> = (0..=MAX_CONNECTIONS_PER_PEER as u16)
+            .map(|i| format!("2001:db8::{i:x}").parse().unwrap())
+            .collect();
+        let slots: Vec<Option<Slot<std::net::IpAddr>>> =
+            addresses.iter().map(|a| enter(*a)).collect();
+        assert!(
+            slots.last().unwrap().is_none(),
+            "a /64 shares one peer's share"
+        );
     }
 }

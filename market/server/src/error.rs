@@ -16,8 +16,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("insufficient funds: account {account} has {available} available, {requested} requested")]
-    InsufficientFunds { account: String, available: u64, requested: u64 },
+    #[error(
+        "insufficient funds: account {account} has {available} available, {requested} requested"
+    )]
+    InsufficientFunds {
+        account: String,
+        available: u64,
+        requested: u64,
+    },
     #[error("transfer id `{0}` was already used for a different transfer")]
     TransferConflict(String),
     #[error("idempotency key `{0}` was already used with a different request")]
@@ -49,20 +55,32 @@ pub enum ApiError {
     #[error("the market is busy: retry shortly")]
     Busy,
     /// An upload past the account's storage quota.
-    #[error("storage quota: {used} bytes held or being uploaded, {requested} more asked, {quota} allowed (the market's quota per account, or less for an account with few credits)")]
-    StorageQuota { used: u64, requested: u64, quota: u64 },
+    #[error(
+        "storage quota: {used} bytes held or being uploaded, {requested} more asked, {quota} allowed (the market's quota per account, or less for an account with few credits)"
+    )]
+    StorageQuota {
+        used: u64,
+        requested: u64,
+        quota: u64,
+    },
     /// A chunk whose bytes are not its upload's.
     #[error("{0}")]
     ChunkMismatch(String),
     /// An upload finished with chunks missing.
-    #[error("{missing} chunks of the upload are missing (the first is {first}): send them, then finish it")]
+    #[error(
+        "{missing} chunks of the upload are missing (the first is {first}): send them, then finish it"
+    )]
     Incomplete { missing: u64, first: u64 },
     #[error("too many requests: at most {per_second} per second per {per}")]
     RateLimited { per_second: u32, per: &'static str },
     /// Past a cap on what one key or address holds at once (`what`: "event
     /// streams open", "downloads in flight").
     #[error("too many {what}: at most {limit} per {per}")]
-    TooManyAtOnce { what: &'static str, limit: usize, per: &'static str },
+    TooManyAtOnce {
+        what: &'static str,
+        limit: usize,
+        per: &'static str,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -81,9 +99,16 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, codes::INVALID),
             ApiError::InsufficientFunds { .. } => (StatusCode::CONFLICT, codes::INSUFFICIENT_FUNDS),
-            ApiError::TransferConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::TRANSFER_CONFLICT),
-            ApiError::IdempotencyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::IDEMPOTENCY_MISMATCH),
-            ApiError::IdempotencyInProgress(_) => (StatusCode::CONFLICT, codes::IDEMPOTENCY_IN_PROGRESS),
+            ApiError::TransferConflict(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, codes::TRANSFER_CONFLICT)
+            }
+            ApiError::IdempotencyMismatch(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                codes::IDEMPOTENCY_MISMATCH,
+            ),
+            ApiError::IdempotencyInProgress(_) => {
+                (StatusCode::CONFLICT, codes::IDEMPOTENCY_IN_PROGRESS)
+            }
             ApiError::NotPending(_) => (StatusCode::CONFLICT, codes::NOT_PENDING),
             ApiError::Reserved(_) => (StatusCode::FORBIDDEN, codes::RESERVED),
             ApiError::Limit(_) => (StatusCode::BAD_REQUEST, codes::LIMIT),
@@ -97,14 +122,21 @@ impl ApiError {
             ApiError::StorageQuota { .. } => (StatusCode::FORBIDDEN, codes::STORAGE_QUOTA),
             ApiError::ChunkMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::CHUNK_MISMATCH),
             ApiError::Incomplete { .. } => (StatusCode::CONFLICT, codes::INCOMPLETE),
-            ApiError::RateLimited { .. } | ApiError::TooManyAtOnce { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
+            ApiError::RateLimited { .. } | ApiError::TooManyAtOnce { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }
     }
 
     pub fn body(&self) -> ErrorBody {
         let (_, code) = self.status_and_code();
-        ErrorBody { error: ErrorDetail { code: code.into(), message: self.to_string() } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: self.to_string(),
+            },
+        }
     }
 }
 
@@ -120,5 +152,14 @@ impl IntoResponse for ApiError {
 
 /// A JSON error body for errors raised outside handlers (body limits).
 pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message,
+            },
+        }),
+    )
+        .into_response()
 }

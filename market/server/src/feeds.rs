@@ -82,13 +82,20 @@ impl Feeds {
     /// Feeds whose pollers, while notices arrive, read a job with no news
     /// every `fallback` (the market: [`NOTICED_POLL_INTERVAL`]).
     pub fn with_fallback(fallback: Duration) -> Self {
-        Feeds { jobs: Arc::default(), noticed: Arc::default(), fallback }
+        Feeds {
+            jobs: Arc::default(),
+            noticed: Arc::default(),
+            fallback,
+        }
     }
 
     /// On PostgreSQL, start taking the job notices: the returned task wakes
     /// the pollers until it is aborted, reconnecting when its connection
     /// drops. None on SQLite.
-    pub async fn listen(&self, db: &Db) -> Result<Option<tokio::task::JoinHandle<()>>, sqlx::Error> {
+    pub async fn listen(
+        &self,
+        db: &Db,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, sqlx::Error> {
         if db.kind != Kind::Postgres {
             return Ok(None);
         }
@@ -142,15 +149,29 @@ impl Feeds {
         feeds.retain(|_, feed| feed.strong_count() > 0);
         let (publish, snapshots) = watch::channel(Snapshot::default());
         let news = Arc::new(Notify::new());
-        let poller = tokio::spawn(poll(jobs.clone(), job.to_string(), publish, self.clone(), news.clone())).abort_handle();
-        let feed = Arc::new(Feed { snapshots, poller, news });
+        let poller = tokio::spawn(poll(
+            jobs.clone(),
+            job.to_string(),
+            publish,
+            self.clone(),
+            news.clone(),
+        ))
+        .abort_handle();
+        let feed = Arc::new(Feed {
+            snapshots,
+            poller,
+            news,
+        });
         feeds.insert(job.to_string(), Arc::downgrade(&feed));
         feed
     }
 
     /// Jobs with a live poller.
     pub fn watched(&self) -> usize {
-        self.feeds().values().filter(|f| f.strong_count() > 0).count()
+        self.feeds()
+            .values()
+            .filter(|f| f.strong_count() > 0)
+            .count()
     }
 }
 
@@ -162,12 +183,21 @@ async fn notices(url: &str) -> Result<PgListener, sqlx::Error> {
 }
 
 /// Read `job` until it ends, publishing each change.
-async fn poll(jobs: Jobs, job: String, publish: watch::Sender<Snapshot>, feeds: Feeds, news: Arc<Notify>) {
+async fn poll(
+    jobs: Jobs,
+    job: String,
+    publish: watch::Sender<Snapshot>,
+    feeds: Feeds,
+    news: Arc<Notify>,
+) {
     loop {
         match (jobs.info(&job).await, jobs.last_log_seq(&job).await) {
             (Ok(info), Ok(last_seq)) => {
                 let ended = info.state != JobState::Running;
-                let now = Snapshot { info: Some(Arc::new(info)), last_seq };
+                let now = Snapshot {
+                    info: Some(Arc::new(info)),
+                    last_seq,
+                };
                 publish.send_if_modified(|last| {
                     let changed = *last != now;
                     *last = now;
@@ -183,7 +213,11 @@ async fn poll(jobs: Jobs, job: String, publish: watch::Sender<Snapshot>, feeds: 
         tokio::time::sleep(EVENT_POLL_INTERVAL).await;
         if feeds.noticed.load(Ordering::Relaxed) {
             // A notice that came during the sleep is kept by `news`.
-            let _ = tokio::time::timeout(feeds.fallback.saturating_sub(EVENT_POLL_INTERVAL), news.notified()).await;
+            let _ = tokio::time::timeout(
+                feeds.fallback.saturating_sub(EVENT_POLL_INTERVAL),
+                news.notified(),
+            )
+            .await;
         }
     }
 }
@@ -213,7 +247,17 @@ pub fn events<H: Send + 'static>(
         finished: bool,
     }
     let snapshots = feed.subscribe();
-    let watch = Watch { _feed: feed, _held: held, snapshots, jobs, job, after, sent: None, pending: VecDeque::new(), finished: false };
+    let watch = Watch {
+        _feed: feed,
+        _held: held,
+        snapshots,
+        jobs,
+        job,
+        after,
+        sent: None,
+        pending: VecDeque::new(),
+        finished: false,
+    };
     futures_util::stream::unfold(watch, |mut w| async move {
         loop {
             if let Some(event) = w.pending.pop_front() {
@@ -236,7 +280,13 @@ pub fn events<H: Send + 'static>(
                     Ok(logs) if !logs.lines.is_empty() => {
                         w.after = logs.next;
                         for line in logs.lines {
-                            w.pending.push_back(Event::default().event("log").id(line.seq.to_string()).json_data(&line).expect("plain JSON"));
+                            w.pending.push_back(
+                                Event::default()
+                                    .event("log")
+                                    .id(line.seq.to_string())
+                                    .json_data(&line)
+                                    .expect("plain JSON"),
+                            );
                         }
                         continue;
                     }
@@ -250,7 +300,12 @@ pub fn events<H: Send + 'static>(
             }
             if w.sent.as_ref() != Some(&info) {
                 w.finished = info.state != JobState::Running;
-                w.pending.push_back(Event::default().event("job").json_data(&*info).expect("plain JSON"));
+                w.pending.push_back(
+                    Event::default()
+                        .event("job")
+                        .json_data(&*info)
+                        .expect("plain JSON"),
+                );
                 w.sent = Some(info);
                 continue;
             }

@@ -50,7 +50,8 @@ pub const PEER_REQUESTS_PER_SECOND: u32 = 100;
 /// that: the shape of both the per-key and the per-address limits.
 pub(crate) fn quota(per_second: u32) -> governor::Quota {
     let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("positive");
-    governor::Quota::per_second(rate).allow_burst(rate.saturating_mul(std::num::NonZeroU32::new(2).expect("two")))
+    governor::Quota::per_second(rate)
+        .allow_burst(rate.saturating_mul(std::num::NonZeroU32::new(2).expect("two")))
 }
 
 /// Refuse a request past its peer's rate (429), before anything else runs.
@@ -61,12 +62,23 @@ pub async fn limit_peers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    if let Some(peer) = peer.filter(|p| !p.to_canonical().is_loopback() && state.config.peer_rate_per_second > 0)
-        && state.peer_limiter.check_key(&crate::edge::peer_of(peer)).is_err()
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) =
+        peer.filter(|p| !p.to_canonical().is_loopback() && state.config.peer_rate_per_second > 0)
+        && state
+            .peer_limiter
+            .check_key(&crate::edge::peer_of(peer))
+            .is_err()
     {
         state.metrics.peer_limited.inc();
-        return ApiError::RateLimited { per_second: state.config.peer_rate_per_second, per: "address" }.into_response();
+        return ApiError::RateLimited {
+            per_second: state.config.peer_rate_per_second,
+            per: "address",
+        }
+        .into_response();
     }
     next.run(request).await
 }
@@ -86,7 +98,10 @@ fn refusal(e: &ApiError) -> (StatusCode, String) {
     if let ApiError::Internal(detail) = e {
         tracing::error!("internal error: {detail}");
     }
-    (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON"))
+    (
+        e.status_and_code().0,
+        serde_json::to_string(&e.body()).expect("plain JSON"),
+    )
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
@@ -102,7 +117,10 @@ pub async fn signed_before_body(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return next.run(request).await;
     }
     if let Err(e) = auth::check_headers(|name| header(request.headers(), name), state.now_ms()) {
@@ -117,41 +135,81 @@ impl AppState {
     /// [`MAX_STREAMS_PER_KEY`] or [`MAX_EVENT_STREAMS`]; the operator's are
     /// not counted, so no flock of keys shuts it out. The slot gives the
     /// stream's share back when dropped (it ended or its client went away).
-    pub(crate) fn open_stream(&self, key: &KeyId) -> Result<Option<crate::tally::Slot<KeyId>>, ApiError> {
+    pub(crate) fn open_stream(
+        &self,
+        key: &KeyId,
+    ) -> Result<Option<crate::tally::Slot<KeyId>>, ApiError> {
         if *key == self.config.operator {
             return Ok(None);
         }
-        let slot = self.streams.enter(key, MAX_STREAMS_PER_KEY, MAX_EVENT_STREAMS).map_err(|refused| match refused {
-            crate::tally::Refused::PerKey => ApiError::TooManyAtOnce { what: "event streams open", limit: MAX_STREAMS_PER_KEY, per: "key" },
-            crate::tally::Refused::InAll => ApiError::TooManyAtOnce { what: "event streams open", limit: MAX_EVENT_STREAMS, per: "market process" },
-        })?;
+        let slot = self
+            .streams
+            .enter(key, MAX_STREAMS_PER_KEY, MAX_EVENT_STREAMS)
+            .map_err(|refused| match refused {
+                crate::tally::Refused::PerKey => ApiError::TooManyAtOnce {
+                    what: "event streams open",
+                    limit: MAX_STREAMS_PER_KEY,
+                    per: "key",
+                },
+                crate::tally::Refused::InAll => ApiError::TooManyAtOnce {
+                    what: "event streams open",
+                    limit: MAX_EVENT_STREAMS,
+                    per: "market process",
+                },
+            })?;
         Ok(Some(slot))
     }
 
     /// Check a request's signature, rate and nonce; the signer's key.
     /// A refusal is counted, and nothing is written for it.
-    pub async fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<KeyId, ApiError> {
         let checked = self.check_signer(method, uri, headers, body).await;
-        if matches!(checked, Err(ApiError::Unauthenticated(_) | ApiError::RateLimited { .. })) {
+        if matches!(
+            checked,
+            Err(ApiError::Unauthenticated(_) | ApiError::RateLimited { .. })
+        ) {
             self.metrics.unauthenticated.inc();
         }
         checked
     }
 
-    async fn check_signer(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, ApiError> {
+    async fn check_signer(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<KeyId, ApiError> {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = self.now_ms();
-        let signer = auth::verify_request(&self.config.public_origins, method.as_str(), path, |name| header(headers, name), body, now)
-            .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+        let signer = auth::verify_request(
+            &self.config.public_origins,
+            method.as_str(),
+            path,
+            |name| header(headers, name),
+            body,
+            now,
+        )
+        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
         if self.limiter.check_key(&signer.key).is_err() {
-            return Err(ApiError::RateLimited { per_second: self.config.rate_per_second, per: "key" });
+            return Err(ApiError::RateLimited {
+                per_second: self.config.rate_per_second,
+                per: "key",
+            });
         }
-        let inserted = sqlx::query("INSERT INTO nonces (key_id, nonce, seen_at_ms) VALUES ($1, $2, $3)")
-            .bind(signer.key.as_str())
-            .bind(&signer.nonce)
-            .bind(now)
-            .execute(&self.db.pool)
-            .await;
+        let inserted =
+            sqlx::query("INSERT INTO nonces (key_id, nonce, seen_at_ms) VALUES ($1, $2, $3)")
+                .bind(signer.key.as_str())
+                .bind(&signer.nonce)
+                .bind(now)
+                .execute(&self.db.pool)
+                .await;
         match inserted {
             Ok(_) => Ok(signer.key),
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
@@ -167,7 +225,14 @@ impl AppState {
     /// away mid-request (a dropped connection, a timeout) never leaves a
     /// transaction half-driven; it finishes or fails whole. At most
     /// [`crate::MAX_MUTATIONS_IN_FLIGHT`] run at once.
-    pub async fn mutate<T, F, Fut>(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes, op: F) -> Response
+    pub async fn mutate<T, F, Fut>(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+        op: F,
+    ) -> Response
     where
         T: Serialize + Send + 'static,
         F: FnOnce(KeyId, Bytes) -> Fut + Send + 'static,
@@ -187,7 +252,14 @@ impl AppState {
         }
     }
 
-    async fn mutate_here<T, F, Fut>(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes, op: F) -> Response
+    async fn mutate_here<T, F, Fut>(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+        op: F,
+    ) -> Response
     where
         T: Serialize,
         F: FnOnce(KeyId, Bytes) -> Fut,
@@ -201,7 +273,10 @@ impl AppState {
         };
         let idempotency = header(&headers, auth::HEADER_IDEMPOTENCY_KEY).map(str::to_string);
         let (status, json) = match &idempotency {
-            Some(idem) => match self.idempotent(&key, idem, &digest, op(key.clone(), body)).await {
+            Some(idem) => match self
+                .idempotent(&key, idem, &digest, op(key.clone(), body))
+                .await
+            {
                 Ok(stored) => stored,
                 Err(e) => refusal(&e),
             },
@@ -213,8 +288,14 @@ impl AppState {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(%path, "mutation failed: {json}");
         }
-        self.audit(key.as_str(), &method, &path, status, &digest).await;
-        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response()
+        self.audit(key.as_str(), &method, &path, status, &digest)
+            .await;
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response()
     }
 
     /// The stored response for (key, idempotency key), or run `op` and store
@@ -228,7 +309,9 @@ impl AppState {
         op: impl Future<Output = Result<(StatusCode, T), ApiError>>,
     ) -> Result<(StatusCode, String), ApiError> {
         if idem.is_empty() || idem.len() > MAX_IDEMPOTENCY_KEY_LEN {
-            return Err(ApiError::Invalid(format!("an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes")));
+            return Err(ApiError::Invalid(format!(
+                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
+            )));
         }
         // Claim the key first (status 0: running), so two concurrent
         // requests with one key never both run: the second gets the first's
@@ -261,26 +344,38 @@ impl AppState {
             Ok((status, value)) => (status, serde_json::to_string(&value).expect("plain JSON")),
             Err(e @ ApiError::Internal(_)) => {
                 // A retry after a server fault runs again.
-                let _ = sqlx::query("DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2 AND status = 0")
-                    .bind(key.as_str())
-                    .bind(idem)
-                    .execute(&self.db.pool)
-                    .await;
+                let _ = sqlx::query(
+                    "DELETE FROM idempotency WHERE key_id = $1 AND idem_key = $2 AND status = 0",
+                )
+                .bind(key.as_str())
+                .bind(idem)
+                .execute(&self.db.pool)
+                .await;
                 return Err(e);
             }
-            Err(e) => (e.status_and_code().0, serde_json::to_string(&e.body()).expect("plain JSON")),
+            Err(e) => (
+                e.status_and_code().0,
+                serde_json::to_string(&e.body()).expect("plain JSON"),
+            ),
         };
-        sqlx::query("UPDATE idempotency SET status = $1, response = $2 WHERE key_id = $3 AND idem_key = $4")
-            .bind(status.as_u16() as i64)
-            .bind(&json)
-            .bind(key.as_str())
-            .bind(idem)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE idempotency SET status = $1, response = $2 WHERE key_id = $3 AND idem_key = $4",
+        )
+        .bind(status.as_u16() as i64)
+        .bind(&json)
+        .bind(key.as_str())
+        .bind(idem)
+        .execute(&self.db.pool)
+        .await?;
         Ok((status, json))
     }
 
-    async fn stored_response(&self, key: &KeyId, idem: &str, digest: &str) -> Result<Option<(StatusCode, String)>, ApiError> {
+    async fn stored_response(
+        &self,
+        key: &KeyId,
+        idem: &str,
+        digest: &str,
+    ) -> Result<Option<(StatusCode, String)>, ApiError> {
         let row = sqlx::query("SELECT request_digest, status, response FROM idempotency WHERE key_id = $1 AND idem_key = $2")
             .bind(key.as_str())
             .bind(idem)
@@ -293,11 +388,19 @@ impl AppState {
         if row.try_get::<i64, _>("status")? == 0 {
             return Ok(None); // still running
         }
-        let status = StatusCode::from_u16(row.try_get::<i64, _>("status")? as u16).unwrap_or(StatusCode::OK);
+        let status =
+            StatusCode::from_u16(row.try_get::<i64, _>("status")? as u16).unwrap_or(StatusCode::OK);
         Ok(Some((status, row.try_get("response")?)))
     }
 
-    async fn audit(&self, key: &str, method: &Method, path: &str, status: StatusCode, digest: &str) {
+    async fn audit(
+        &self,
+        key: &str,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        digest: &str,
+    ) {
         let result = sqlx::query(
             "INSERT INTO audit (at_ms, key_id, method, path, status, request_digest) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -322,17 +425,32 @@ impl AppState {
         let now = self.now_ms();
         let mut deleted = 0;
         for (sql, cutoff) in [
-            ("DELETE FROM nonces WHERE seen_at_ms < $1", now - 2 * auth::MAX_CLOCK_SKEW_MS),
-            ("DELETE FROM idempotency WHERE created_at_ms < $1", now - IDEMPOTENCY_RETENTION_MS),
-            ("DELETE FROM audit WHERE at_ms < $1", now - AUDIT_RETENTION_MS),
+            (
+                "DELETE FROM nonces WHERE seen_at_ms < $1",
+                now - 2 * auth::MAX_CLOCK_SKEW_MS,
+            ),
+            (
+                "DELETE FROM idempotency WHERE created_at_ms < $1",
+                now - IDEMPOTENCY_RETENTION_MS,
+            ),
+            (
+                "DELETE FROM audit WHERE at_ms < $1",
+                now - AUDIT_RETENTION_MS,
+            ),
         ] {
-            deleted += sqlx::query(sql).bind(cutoff).execute(&self.db.pool).await?.rows_affected();
+            deleted += sqlx::query(sql)
+                .bind(cutoff)
+                .execute(&self.db.pool)
+                .await?
+                .rows_affected();
         }
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
         self.peer_limiter.retain_recent();
         self.peer_limiter.shrink_to_fit();
-        self.metrics.limiter_keys.set((self.limiter.len() + self.peer_limiter.len()) as i64);
+        self.metrics
+            .limiter_keys
+            .set((self.limiter.len() + self.peer_limiter.len()) as i64);
         Ok(deleted)
     }
 }

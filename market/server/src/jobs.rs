@@ -41,30 +41,31 @@ mod sweep;
 mod verifying;
 mod views;
 pub use canaries::CANARIES_PER_PROVIDER;
-pub use retention::DATA_RETENTION_MS;
-pub use views::MAX_JOBS_PER_PAGE;
+use decide::decide_unit;
 pub use lease::{lease_candidate_sql, local_candidate_sql};
 pub use reputation::{Mark, Record};
+pub use retention::DATA_RETENTION_MS;
+use settle::hold_id;
 pub use sweep::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};
 pub use verifying::{VERIFY_CLAIM_GRACE_MS, VERIFY_WAIT_MS, Verified};
-use decide::decide_unit;
-use settle::hold_id;
+pub use views::MAX_JOBS_PER_PAGE;
 
 use crate::db::{Db, Kind, Tx};
 use crate::error::ApiError;
 use crate::ledger::{self, Ledger, Op, job_escrow};
 use crate::registry::Registry;
 use crate::verify::ResultVerifier;
-use std::sync::Arc;
 use agora_wire::KeyId;
 use agora_wire::api::{
-    ActivityBucket, Ask, Capabilities, LimitKind, RunOutcome, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs, JobState, LeaseGrant, LogLine,
-    MAX_HEARTBEAT_KEPT, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport, SubmitJob, UnitInfo, UnitState,
-    UnitLimits,
+    ActivityBucket, Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs,
+    JobState, LeaseGrant, LimitKind, LogLine, MAX_HEARTBEAT_KEPT, MAX_LEASE_LOG_LINES,
+    MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport,
+    RunOutcome, SubmitJob, UnitInfo, UnitLimits, UnitState,
 };
 use base64::Engine as _;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::sync::Arc;
 
 /// Most work units per job.
 pub const MAX_UNITS: usize = 10_000;
@@ -138,7 +139,15 @@ pub struct JobsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { lease_ttl_ms: 30_000, heartbeat_fresh_ms: 30_000, job_ttl_ms: 24 * 3600 * 1000, fee_bps: 500, spot_check_rate: SPOT_CHECK_RATE, canary_chance: 0.5, data_retention_ms: DATA_RETENTION_MS }
+        JobsConfig {
+            lease_ttl_ms: 30_000,
+            heartbeat_fresh_ms: 30_000,
+            job_ttl_ms: 24 * 3600 * 1000,
+            fee_bps: 500,
+            spot_check_rate: SPOT_CHECK_RATE,
+            canary_chance: 0.5,
+            data_retention_ms: DATA_RETENTION_MS,
+        }
     }
 }
 
@@ -196,7 +205,10 @@ const LEASE_TABLES: [(&str, &str); 2] = [("leases", "id"), ("canary_runs", "leas
 
 /// A limit kind's wire form (`timeout`, `fuel`, ...), as stored.
 fn limit_text(limit: LimitKind) -> String {
-    serde_json::to_value(limit).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(limit)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A stored limit kind, read back.
@@ -207,7 +219,8 @@ fn limit_of(text: Option<String>) -> Option<LimitKind> {
 /// A stored run outcome, read back: an unknown one is an error, never a
 /// guess.
 fn outcome_of(text: String) -> Result<RunOutcome, ApiError> {
-    text.parse().map_err(|e| ApiError::Internal(format!("a stored lease's {e}")))
+    text.parse()
+        .map_err(|e| ApiError::Internal(format!("a stored lease's {e}")))
 }
 
 /// A uniform draw in [0, 1) from the OS.
@@ -226,7 +239,9 @@ pub(crate) fn random_id(prefix: char, bytes: usize) -> String {
 }
 
 fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
-    base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
 }
 
 impl Jobs {
@@ -235,7 +250,14 @@ impl Jobs {
             config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS <= crate::ledger::MAX_HOLD_MS as i64,
             "a job's lifetime plus HOLD_OUTLIVES_JOB_MS must fit the ledger's longest hold"
         );
-        Jobs { db, ledger, registry, verifier: None, verify_wake: Default::default(), config }
+        Jobs {
+            db,
+            ledger,
+            registry,
+            verifier: None,
+            verify_wake: Default::default(),
+            config,
+        }
     }
 
     pub fn set_verifier(&mut self, verifier: Arc<dyn ResultVerifier>) {
@@ -250,8 +272,14 @@ mod tests {
     #[test]
     fn a_jobs_hold_outlives_every_wait_before_its_settlement() {
         let waits = VERIFY_WAIT_MS + MAX_SETTLE_BACKOFF_MS * 8;
-        assert!(waits < HOLD_OUTLIVES_JOB_MS, "{waits} ms of waits past the job, a hold {HOLD_OUTLIVES_JOB_MS} ms past it");
+        assert!(
+            waits < HOLD_OUTLIVES_JOB_MS,
+            "{waits} ms of waits past the job, a hold {HOLD_OUTLIVES_JOB_MS} ms past it"
+        );
         let ttl = JobsConfig::default().job_ttl_ms;
-        assert!(ttl + HOLD_OUTLIVES_JOB_MS <= crate::ledger::MAX_HOLD_MS as i64, "the ledger takes the default job's hold");
+        assert!(
+            ttl + HOLD_OUTLIVES_JOB_MS <= crate::ledger::MAX_HOLD_MS as i64,
+            "the ledger takes the default job's hold"
+        );
     }
 }

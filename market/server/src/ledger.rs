@@ -68,19 +68,45 @@ pub const EXPIRE_BATCH: i64 = 256;
 /// A ledger operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Single { debit: String, credit: String, amount: u64 },
-    Hold { debit: String, credit: String, amount: u64, timeout_ms: u64 },
-    Post { pending_id: String, amount: Option<u64> },
-    Void { pending_id: String },
-    Mint { account: String, amount: u64 },
+    Single {
+        debit: String,
+        credit: String,
+        amount: u64,
+    },
+    Hold {
+        debit: String,
+        credit: String,
+        amount: u64,
+        timeout_ms: u64,
+    },
+    Post {
+        pending_id: String,
+        amount: Option<u64>,
+    },
+    Void {
+        pending_id: String,
+    },
+    Mint {
+        account: String,
+        amount: u64,
+    },
 }
 
 impl Op {
     /// A canonical description, hashed to recognise a retry.
     fn canonical(&self) -> String {
         match self {
-            Op::Single { debit, credit, amount } => format!("single|{debit}|{credit}|{amount}"),
-            Op::Hold { debit, credit, amount, timeout_ms } => format!("hold|{debit}|{credit}|{amount}|{timeout_ms}"),
+            Op::Single {
+                debit,
+                credit,
+                amount,
+            } => format!("single|{debit}|{credit}|{amount}"),
+            Op::Hold {
+                debit,
+                credit,
+                amount,
+                timeout_ms,
+            } => format!("hold|{debit}|{credit}|{amount}|{timeout_ms}"),
             Op::Post { pending_id, amount } => format!("post|{pending_id}|{amount:?}"),
             Op::Void { pending_id } => format!("void|{pending_id}"),
             Op::Mint { account, amount } => format!("mint|{account}|{amount}"),
@@ -88,7 +114,9 @@ impl Op {
     }
 
     fn digest(&self) -> String {
-        blake3::hash(self.canonical().as_bytes()).to_hex().to_string()
+        blake3::hash(self.canonical().as_bytes())
+            .to_hex()
+            .to_string()
     }
 }
 
@@ -99,8 +127,7 @@ pub struct Ledger {
     in_flight: crate::detached::Detached,
 }
 
-const TRANSFER_COLUMNS: &str =
-    "id, request_digest, debit, credit, amount, kind, state, pending_id, amount_posted, created_at_ms, expires_at_ms";
+const TRANSFER_COLUMNS: &str = "id, request_digest, debit, credit, amount, kind, state, pending_id, amount_posted, created_at_ms, expires_at_ms";
 
 fn amount(value: u64) -> Result<i64, ApiError> {
     check_amount("amount", value)?;
@@ -110,7 +137,14 @@ fn amount(value: u64) -> Result<i64, ApiError> {
 /// Refuse an amount of credits outside 1 to [`MAX_AMOUNT`].
 pub fn check_amount(what: &'static str, value: u64) -> Result<(), ApiError> {
     if value == 0 || value > MAX_AMOUNT {
-        return Err(agora_wire::limits::LimitError { name: "MAX_AMOUNT", what, value, min: 1, max: MAX_AMOUNT }.into());
+        return Err(agora_wire::limits::LimitError {
+            name: "MAX_AMOUNT",
+            what,
+            value,
+            min: 1,
+            max: MAX_AMOUNT,
+        }
+        .into());
     }
     Ok(())
 }
@@ -151,8 +185,16 @@ impl TransferRow {
 }
 
 /// The `transfers` row `id`, read through `db` (the pool or a transaction).
-async fn transfer_row<'e>(db: impl sqlx::Executor<'e, Database = Any>, id: &str) -> Result<Option<TransferRow>, sqlx::Error> {
-    sqlx::query_as::<_, TransferRow>(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1")).bind(id).fetch_optional(db).await
+async fn transfer_row<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<TransferRow>, sqlx::Error> {
+    sqlx::query_as::<_, TransferRow>(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 /// An `accounts` row's counters.
@@ -167,7 +209,9 @@ struct AccountRow {
 
 fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::Invalid(format!("a transfer id is 1 to {MAX_ID_LEN} printable ASCII characters")));
+        return Err(ApiError::Invalid(format!(
+            "a transfer id is 1 to {MAX_ID_LEN} printable ASCII characters"
+        )));
     }
     Ok(())
 }
@@ -177,12 +221,18 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// Transfer `id`, read through `db` (the pool or a transaction).
-async fn transfer<'e>(db: impl sqlx::Executor<'e, Database = Any>, id: &str) -> Result<Option<Transfer>, ApiError> {
+async fn transfer<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<Transfer>, ApiError> {
     Ok(transfer_row(db, id).await?.map(|r| r.into_parts().0))
 }
 
 /// `account`'s balance, read through `db` (the pool or a transaction).
-async fn balance<'e>(db: impl sqlx::Executor<'e, Database = Any>, account: &str) -> Result<Option<Balance>, ApiError> {
+async fn balance<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    account: &str,
+) -> Result<Option<Balance>, ApiError> {
     let row = sqlx::query_as::<_, AccountRow>("SELECT id, debits_pending, debits_posted, credits_pending, credits_posted FROM accounts WHERE id = $1")
         .bind(account)
         .fetch_optional(db)
@@ -191,7 +241,9 @@ async fn balance<'e>(db: impl sqlx::Executor<'e, Database = Any>, account: &str)
         let (credits_posted, debits_posted) = (a.credits_posted as u64, a.debits_posted as u64);
         let (credits_pending, debits_pending) = (a.credits_pending as u64, a.debits_pending as u64);
         Balance {
-            available: credits_posted.saturating_sub(debits_posted).saturating_sub(debits_pending),
+            available: credits_posted
+                .saturating_sub(debits_posted)
+                .saturating_sub(debits_pending),
             account: a.id,
             credits_posted,
             debits_posted,
@@ -203,7 +255,10 @@ async fn balance<'e>(db: impl sqlx::Executor<'e, Database = Any>, account: &str)
 
 impl Ledger {
     pub fn new(db: Db) -> Self {
-        Ledger { db, in_flight: Default::default() }
+        Ledger {
+            db,
+            in_flight: Default::default(),
+        }
     }
 
     /// Apply `op` as transfer `id`, once.
@@ -221,7 +276,13 @@ impl Ledger {
     /// Apply `op` as transfer `id` inside the caller's transaction, with
     /// the caller's other writes: all commit or none. A retry of the same
     /// id and request returns the first outcome; a conflict is refused.
-    pub async fn execute_in(&self, tx: &mut Transaction<'static, Any>, id: &str, op: &Op, now_ms: i64) -> Result<Transfer, ApiError> {
+    pub async fn execute_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        op: &Op,
+        now_ms: i64,
+    ) -> Result<Transfer, ApiError> {
         check_id(id)?;
         let digest = op.digest();
         if let Some(existing) = self.replay(tx, id, &digest).await? {
@@ -229,7 +290,9 @@ impl Ledger {
         }
         match apply(tx, self.db.kind, id, op, &digest, now_ms).await {
             Ok(transfer) => Ok(transfer),
-            Err(Failure::Sql(e)) if is_unique_violation(&e) => Err(ApiError::TransferConflict(id.into())),
+            Err(Failure::Sql(e)) if is_unique_violation(&e) => {
+                Err(ApiError::TransferConflict(id.into()))
+            }
             Err(Failure::Sql(e)) => Err(e.into()),
             Err(Failure::Api(e)) => Err(e),
         }
@@ -274,7 +337,11 @@ impl Ledger {
             None => None,
             Some(row) => {
                 let (transfer, first_digest) = row.into_parts();
-                Some(if first_digest == digest { Ok(transfer) } else { Err(ApiError::TransferConflict(id.into())) })
+                Some(if first_digest == digest {
+                    Ok(transfer)
+                } else {
+                    Err(ApiError::TransferConflict(id.into()))
+                })
             }
         })
     }
@@ -284,7 +351,9 @@ impl Ledger {
         let mut tx = self.db.write().await?;
         match self.replay(&mut tx, id, digest).await? {
             Some(outcome) => outcome,
-            None => Err(ApiError::Internal(format!("transfer {id} vanished after a unique violation"))),
+            None => Err(ApiError::Internal(format!(
+                "transfer {id} vanished after a unique violation"
+            ))),
         }
     }
 
@@ -293,7 +362,11 @@ impl Ledger {
     }
 
     /// Transfer `id` as the caller's transaction sees it.
-    pub async fn get_in(&self, tx: &mut Transaction<'static, Any>, id: &str) -> Result<Option<Transfer>, ApiError> {
+    pub async fn get_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+    ) -> Result<Option<Transfer>, ApiError> {
         transfer(&mut **tx, id).await
     }
 
@@ -302,18 +375,32 @@ impl Ledger {
     }
 
     /// `account`'s balance as the caller's transaction sees it.
-    pub async fn balance_in(&self, tx: &mut Transaction<'static, Any>, account: &str) -> Result<Option<Balance>, ApiError> {
+    pub async fn balance_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        account: &str,
+    ) -> Result<Option<Balance>, ApiError> {
         balance(&mut **tx, account).await
     }
 
     /// Lock `accounts` for the rest of the caller's transaction: see
     /// [`lock_accounts`].
-    pub async fn lock_accounts(&self, tx: &mut Transaction<'static, Any>, accounts: &[&str], now_ms: i64) -> Result<(), ApiError> {
+    pub async fn lock_accounts(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        accounts: &[&str],
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
         Ok(lock_accounts(tx, self.db.kind, accounts, now_ms).await?)
     }
 
     /// Transfers touching `account`, newest first.
-    pub async fn history(&self, account: &str, page: u32, per_page: u32) -> Result<Page<Transfer>, ApiError> {
+    pub async fn history(
+        &self,
+        account: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Page<Transfer>, ApiError> {
         let per_page = per_page.clamp(1, 200);
         let rows = sqlx::query_as::<_, TransferRow>(&format!(
             "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE debit = $1 OR credit = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3"
@@ -323,13 +410,19 @@ impl Ledger {
         .bind(page as i64 * per_page as i64)
         .fetch_all(&self.db.pool)
         .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM transfers WHERE debit = $1 OR credit = $1")
-            .bind(account)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM transfers WHERE debit = $1 OR credit = $1")
+                .bind(account)
+                .fetch_one(&self.db.pool)
+                .await?
+                .try_get("n")?;
         let items = rows.into_iter().map(|r| r.into_parts().0).collect();
-        Ok(Page { items, page, per_page, total: total as u64 })
+        Ok(Page {
+            items,
+            page,
+            per_page,
+            total: total as u64,
+        })
     }
 
     /// Expire holds whose time has passed; returns how many, and how many
@@ -361,9 +454,17 @@ impl Ledger {
 
     async fn expire(&self, id: &str, now_ms: i64) -> Result<bool, ApiError> {
         let mut tx = self.db.write().await?;
-        let Some(row) = transfer_row(&mut *tx, id).await? else { return Ok(false) };
+        let Some(row) = transfer_row(&mut *tx, id).await? else {
+            return Ok(false);
+        };
         let (hold, _) = row.into_parts();
-        lock_accounts(&mut tx, self.db.kind, &[hold.debit.as_str(), hold.credit.as_str()], now_ms).await?;
+        lock_accounts(
+            &mut tx,
+            self.db.kind,
+            &[hold.debit.as_str(), hold.credit.as_str()],
+            now_ms,
+        )
+        .await?;
         match resolve(&mut tx, id, TransferState::Expired, 0).await {
             Ok(_) => {
                 tx.commit().await?;
@@ -404,10 +505,26 @@ impl Ledger {
         }
         // Each counter equals the sum of the transfers behind it.
         let derived = [
-            ("debits_posted", "debit", "kind IN ('single', 'mint', 'post')"),
-            ("credits_posted", "credit", "kind IN ('single', 'mint', 'post')"),
-            ("debits_pending", "debit", "kind = 'hold' AND state = 'pending'"),
-            ("credits_pending", "credit", "kind = 'hold' AND state = 'pending'"),
+            (
+                "debits_posted",
+                "debit",
+                "kind IN ('single', 'mint', 'post')",
+            ),
+            (
+                "credits_posted",
+                "credit",
+                "kind IN ('single', 'mint', 'post')",
+            ),
+            (
+                "debits_pending",
+                "debit",
+                "kind = 'hold' AND state = 'pending'",
+            ),
+            (
+                "credits_pending",
+                "credit",
+                "kind = 'hold' AND state = 'pending'",
+            ),
         ];
         for (counter, side, filter) in derived {
             let query = format!(
@@ -460,7 +577,12 @@ impl From<ApiError> for Failure {
 /// credits between the same accounts wait for each other instead of
 /// deadlocking. A no-op on SQLite, whose write transactions hold the whole
 /// database.
-async fn lock_accounts(tx: &mut Transaction<'static, Any>, kind: Kind, accounts: &[&str], now_ms: i64) -> Result<(), sqlx::Error> {
+async fn lock_accounts(
+    tx: &mut Transaction<'static, Any>,
+    kind: Kind,
+    accounts: &[&str],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
     if kind != Kind::Postgres {
         return Ok(());
     }
@@ -470,10 +592,15 @@ async fn lock_accounts(tx: &mut Transaction<'static, Any>, kind: Kind, accounts:
     for account in &sorted {
         ensure_account(tx, account, now_ms).await?;
     }
-    let placeholders = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let placeholders = (1..=sorted.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     // NO KEY UPDATE: the strength an UPDATE of the counters takes anyway,
     // which leaves foreign-key checks of new transfers unblocked.
-    let sql = format!("SELECT id FROM accounts WHERE id IN ({placeholders}) ORDER BY id FOR NO KEY UPDATE");
+    let sql = format!(
+        "SELECT id FROM accounts WHERE id IN ({placeholders}) ORDER BY id FOR NO KEY UPDATE"
+    );
     let mut lock = sqlx::query_scalar::<_, String>(&sql);
     for account in &sorted {
         lock = lock.bind(*account);
@@ -482,7 +609,11 @@ async fn lock_accounts(tx: &mut Transaction<'static, Any>, kind: Kind, accounts:
     Ok(())
 }
 
-async fn ensure_account(tx: &mut Transaction<'static, Any>, id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+async fn ensure_account(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
     let kind = if is_market_id(id) { "escrow" } else { "user" };
     sqlx::query("INSERT INTO accounts (id, kind, created_at_ms) VALUES ($1, $3, $2) ON CONFLICT (id) DO NOTHING")
         .bind(id)
@@ -495,7 +626,12 @@ async fn ensure_account(tx: &mut Transaction<'static, Any>, id: &str, now_ms: i6
 
 /// Take `amount` from `account`'s available balance into `column`, or
 /// refuse with the numbers.
-async fn debit(tx: &mut Transaction<'static, Any>, account: &str, column: &str, amount: i64) -> Result<(), Failure> {
+async fn debit(
+    tx: &mut Transaction<'static, Any>,
+    account: &str,
+    column: &str,
+    amount: i64,
+) -> Result<(), Failure> {
     let done = sqlx::query(&format!(
         "UPDATE accounts SET {column} = {column} + $1 WHERE id = $2
          AND (kind = 'issuance' OR credits_posted - debits_posted - debits_pending >= $1)"
@@ -513,17 +649,28 @@ async fn debit(tx: &mut Transaction<'static, Any>, account: &str, column: &str, 
         .await?;
     Err(Failure::Api(ApiError::InsufficientFunds {
         account: account.into(),
-        available: row.map(|r| r.try_get::<i64, _>("available")).transpose()?.unwrap_or(0).max(0) as u64,
+        available: row
+            .map(|r| r.try_get::<i64, _>("available"))
+            .transpose()?
+            .unwrap_or(0)
+            .max(0) as u64,
         requested: amount as u64,
     }))
 }
 
-async fn credit(tx: &mut Transaction<'static, Any>, account: &str, column: &str, amount: i64) -> Result<(), Failure> {
-    sqlx::query(&format!("UPDATE accounts SET {column} = {column} + $1 WHERE id = $2"))
-        .bind(amount)
-        .bind(account)
-        .execute(&mut **tx)
-        .await?;
+async fn credit(
+    tx: &mut Transaction<'static, Any>,
+    account: &str,
+    column: &str,
+    amount: i64,
+) -> Result<(), Failure> {
+    sqlx::query(&format!(
+        "UPDATE accounts SET {column} = {column} + $1 WHERE id = $2"
+    ))
+    .bind(amount)
+    .bind(account)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -551,7 +698,14 @@ async fn insert(
     Ok(())
 }
 
-async fn apply(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, op: &Op, digest: &str, now_ms: i64) -> Result<Transfer, Failure> {
+async fn apply(
+    tx: &mut Transaction<'static, Any>,
+    kind: Kind,
+    id: &str,
+    op: &Op,
+    digest: &str,
+    now_ms: i64,
+) -> Result<Transfer, Failure> {
     let record = |debit: &str, credit: &str, amount: u64, kind: &str, state| Transfer {
         id: id.into(),
         debit: debit.into(),
@@ -565,22 +719,39 @@ async fn apply(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, op: &Op
         expires_at_ms: None,
     };
     let transfer = match op {
-        Op::Single { debit: from, credit: to, amount: value } => {
+        Op::Single {
+            debit: from,
+            credit: to,
+            amount: value,
+        } => {
             lock_accounts(tx, kind, &[from.as_str(), to.as_str()], now_ms).await?;
             move_posted(tx, from, to, *value, now_ms).await?;
             record(from, to, *value, "single", TransferState::Posted)
         }
-        Op::Mint { account: to, amount: value } => {
+        Op::Mint {
+            account: to,
+            amount: value,
+        } => {
             lock_accounts(tx, kind, &[MINT, to.as_str()], now_ms).await?;
             move_posted(tx, MINT, to, *value, now_ms).await?;
             record(MINT, to, *value, "mint", TransferState::Posted)
         }
-        Op::Hold { debit: from, credit: to, amount: value, timeout_ms } => {
+        Op::Hold {
+            debit: from,
+            credit: to,
+            amount: value,
+            timeout_ms,
+        } => {
             if from == to {
-                return Err(ApiError::Invalid("debit and credit are the same account".into()).into());
+                return Err(
+                    ApiError::Invalid("debit and credit are the same account".into()).into(),
+                );
             }
             if *timeout_ms == 0 || *timeout_ms > MAX_HOLD_MS {
-                return Err(ApiError::Invalid(format!("a hold's timeout is 1 to {MAX_HOLD_MS} ms")).into());
+                return Err(ApiError::Invalid(format!(
+                    "a hold's timeout is 1 to {MAX_HOLD_MS} ms"
+                ))
+                .into());
             }
             let value_i = amount(*value)?;
             ensure_account(tx, from, now_ms).await?;
@@ -592,21 +763,40 @@ async fn apply(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, op: &Op
             t.expires_at_ms = Some(now_ms + *timeout_ms as i64);
             t
         }
-        Op::Post { pending_id, amount: requested } => {
+        Op::Post {
+            pending_id,
+            amount: requested,
+        } => {
             let hold = pending_hold(tx, kind, pending_id, now_ms).await?;
             let value = requested.unwrap_or(hold.amount);
             if value > hold.amount {
-                return Err(ApiError::Invalid(format!("post of {value} exceeds the hold of {}", hold.amount)).into());
+                return Err(ApiError::Invalid(format!(
+                    "post of {value} exceeds the hold of {}",
+                    hold.amount
+                ))
+                .into());
             }
             resolve(tx, pending_id, TransferState::Settled, value).await?;
-            let mut t = record(&hold.debit, &hold.credit, value, "post", TransferState::Posted);
+            let mut t = record(
+                &hold.debit,
+                &hold.credit,
+                value,
+                "post",
+                TransferState::Posted,
+            );
             t.pending_id = Some(pending_id.clone());
             t
         }
         Op::Void { pending_id } => {
             let hold = pending_hold(tx, kind, pending_id, now_ms).await?;
             resolve(tx, pending_id, TransferState::Voided, 0).await?;
-            let mut t = record(&hold.debit, &hold.credit, hold.amount, "void", TransferState::Voided);
+            let mut t = record(
+                &hold.debit,
+                &hold.credit,
+                hold.amount,
+                "void",
+                TransferState::Voided,
+            );
             t.pending_id = Some(pending_id.clone());
             t
         }
@@ -616,7 +806,13 @@ async fn apply(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, op: &Op
 }
 
 /// Move `value` from `from` to `to` now.
-async fn move_posted(tx: &mut Transaction<'static, Any>, from: &str, to: &str, value: u64, now_ms: i64) -> Result<(), Failure> {
+async fn move_posted(
+    tx: &mut Transaction<'static, Any>,
+    from: &str,
+    to: &str,
+    value: u64,
+    now_ms: i64,
+) -> Result<(), Failure> {
     if from == to {
         return Err(ApiError::Invalid("debit and credit are the same account".into()).into());
     }
@@ -630,10 +826,23 @@ async fn move_posted(tx: &mut Transaction<'static, Any>, from: &str, to: &str, v
 /// The pending hold `id`, its accounts locked (before the hold's row, as
 /// every resolver locks them), or NotPending (also when it has just
 /// expired).
-async fn pending_hold(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, now_ms: i64) -> Result<Transfer, Failure> {
-    let Some(row) = transfer_row(&mut **tx, id).await? else { return Err(ApiError::NotFound(format!("no transfer `{id}`")).into()) };
+async fn pending_hold(
+    tx: &mut Transaction<'static, Any>,
+    kind: Kind,
+    id: &str,
+    now_ms: i64,
+) -> Result<Transfer, Failure> {
+    let Some(row) = transfer_row(&mut **tx, id).await? else {
+        return Err(ApiError::NotFound(format!("no transfer `{id}`")).into());
+    };
     let (hold, _) = row.into_parts();
-    lock_accounts(tx, kind, &[hold.debit.as_str(), hold.credit.as_str()], now_ms).await?;
+    lock_accounts(
+        tx,
+        kind,
+        &[hold.debit.as_str(), hold.credit.as_str()],
+        now_ms,
+    )
+    .await?;
     if hold.kind != "hold" || hold.state != TransferState::Pending {
         return Err(ApiError::NotPending(id.into()).into());
     }
@@ -646,17 +855,27 @@ async fn pending_hold(tx: &mut Transaction<'static, Any>, kind: Kind, id: &str, 
 /// Resolve hold `id` once: `state` is settled (moving `posted`), voided or
 /// expired. The conditional update is the lock: a second resolver changes
 /// no row and gets NotPending.
-async fn resolve(tx: &mut Transaction<'static, Any>, id: &str, state: TransferState, posted: u64) -> Result<Transfer, Failure> {
-    let done = sqlx::query("UPDATE transfers SET state = $1, amount_posted = $2 WHERE id = $3 AND state = 'pending'")
-        .bind(state.as_str())
-        .bind(posted as i64)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+async fn resolve(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    state: TransferState,
+    posted: u64,
+) -> Result<Transfer, Failure> {
+    let done = sqlx::query(
+        "UPDATE transfers SET state = $1, amount_posted = $2 WHERE id = $3 AND state = 'pending'",
+    )
+    .bind(state.as_str())
+    .bind(posted as i64)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
     if done.rows_affected() != 1 {
         return Err(ApiError::NotPending(id.into()).into());
     }
-    let (hold, _) = transfer_row(&mut **tx, id).await?.ok_or(sqlx::Error::RowNotFound)?.into_parts();
+    let (hold, _) = transfer_row(&mut **tx, id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?
+        .into_parts();
     let held = hold.amount as i64;
     sqlx::query("UPDATE accounts SET debits_pending = debits_pending - $1, debits_posted = debits_posted + $2 WHERE id = $3")
         .bind(held)

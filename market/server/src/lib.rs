@@ -13,10 +13,9 @@ pub mod blobs;
 pub mod browser;
 pub mod db;
 mod detached;
+pub mod edge;
 pub mod error;
 pub mod feeds;
-mod tally;
-pub mod edge;
 pub mod hygiene;
 pub mod jobs;
 pub mod ledger;
@@ -24,6 +23,7 @@ mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod store;
+mod tally;
 pub mod uploads;
 pub mod verify;
 
@@ -121,11 +121,18 @@ pub struct AppState {
 impl AppState {
     pub fn new(db: Db, config: Config) -> Self {
         let limiter = Arc::new(RateLimiter::keyed(hygiene::quota(config.rate_per_second)));
-        let peer_limiter = Arc::new(RateLimiter::keyed(hygiene::quota(config.peer_rate_per_second)));
+        let peer_limiter = Arc::new(RateLimiter::keyed(hygiene::quota(
+            config.peer_rate_per_second,
+        )));
         let ledger = Ledger::new(db.clone());
         let registry = Registry::new(db.clone());
         AppState {
-            jobs: jobs::Jobs::new(db.clone(), ledger.clone(), registry.clone(), config.jobs.clone()),
+            jobs: jobs::Jobs::new(
+                db.clone(),
+                ledger.clone(),
+                registry.clone(),
+                config.jobs.clone(),
+            ),
             uploads: uploads::Uploads::new(db.clone(), ledger.clone(), config.storage.clone()),
             ledger,
             registry,
@@ -184,7 +191,8 @@ impl AppState {
 
     /// Move the market's clock forward (tests of expiry).
     pub fn advance_clock(&self, by: Duration) {
-        self.clock_offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+        self.clock_offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
 
     /// One sweep: expire due holds and lost leases, settle due jobs,
@@ -193,10 +201,14 @@ impl AppState {
     /// sweep goes on. Returns the holds expired.
     pub async fn sweep(&self) -> Result<u64, error::ApiError> {
         let mut failures = 0;
-        let (expired, failed) = self.ledger.expire_due(self.now_ms()).await.unwrap_or_else(|e| {
-            tracing::warn!("expiring holds failed: {e}");
-            (0, 1)
-        });
+        let (expired, failed) = self
+            .ledger
+            .expire_due(self.now_ms())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("expiring holds failed: {e}");
+                (0, 1)
+            });
         failures += failed;
         match self.jobs.sweep(self.now_ms()).await {
             Ok(report) => failures += report.failures,
@@ -236,8 +248,13 @@ pub fn app(state: AppState) -> Router {
     // An upload's chunks are checked against their declared values, not
     // signed (see `uploads`); each body is read once there is room for it.
     let chunks = Router::new()
-        .route("/api/v1/uploads/{upload}/chunks/{index}", axum::routing::put(routes::upload_chunk))
-        .layer(DefaultBodyLimit::max(agora_wire::chunks::UPLOAD_CHUNK_BYTES as usize));
+        .route(
+            "/api/v1/uploads/{upload}/chunks/{index}",
+            axum::routing::put(routes::upload_chunk),
+        )
+        .layer(DefaultBodyLimit::max(
+            agora_wire::chunks::UPLOAD_CHUNK_BYTES as usize,
+        ));
     // Streams live as long as their job: no request timeout.
     let streams = Router::new().route("/api/v1/jobs/{job}/events", get(routes::job_events));
     let api = Router::new()
@@ -254,30 +271,66 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/packages", get(routes::search))
         .route("/api/v1/categories", get(routes::categories))
         .route("/api/v1/packages/{name}", get(routes::info))
-        .route("/api/v1/packages/{name}/log", get(routes::log).post(routes::append_log))
-        .route("/api/v1/packages/{name}/versions/{version}/component", get(routes::download))
-        .route("/api/v1/providers", get(routes::providers).post(routes::register_provider))
+        .route(
+            "/api/v1/packages/{name}/log",
+            get(routes::log).post(routes::append_log),
+        )
+        .route(
+            "/api/v1/packages/{name}/versions/{version}/component",
+            get(routes::download),
+        )
+        .route(
+            "/api/v1/providers",
+            get(routes::providers).post(routes::register_provider),
+        )
         .route("/api/v1/providers/heartbeat", post(routes::heartbeat))
-        .route("/api/v1/providers/{provider}/activity", get(routes::provider_activity))
+        .route(
+            "/api/v1/providers/{provider}/activity",
+            get(routes::provider_activity),
+        )
         .route("/api/v1/leases", post(routes::lease))
         .route("/api/v1/jobs/{job}", get(routes::job))
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))
-        .route("/api/v1/jobs/{job}/data", axum::routing::delete(routes::delete_job_data))
-        .route("/api/v1/jobs/{job}/units/{unit}/output", get(routes::unit_output))
-        .route("/api/v1/blobs/{digest}", get(routes::blob).delete(routes::release_blob))
+        .route(
+            "/api/v1/jobs/{job}/data",
+            axum::routing::delete(routes::delete_job_data),
+        )
+        .route(
+            "/api/v1/jobs/{job}/units/{unit}/output",
+            get(routes::unit_output),
+        )
+        .route(
+            "/api/v1/blobs/{digest}",
+            get(routes::blob).delete(routes::release_blob),
+        )
         .route("/api/v1/uploads", post(routes::begin_upload))
-        .route("/api/v1/uploads/{upload}", axum::routing::delete(routes::cancel_upload))
-        .route("/api/v1/uploads/{upload}/complete", post(routes::complete_upload))
+        .route(
+            "/api/v1/uploads/{upload}",
+            axum::routing::delete(routes::cancel_upload),
+        )
+        .route(
+            "/api/v1/uploads/{upload}/complete",
+            post(routes::complete_upload),
+        )
         .route("/api/v1/storage", get(routes::storage))
         .route("/api/v1/browser/{digest}", get(routes::browser_manifest))
         .route("/api/v1/browser/{digest}/{file}", get(routes::browser_file))
         .route("/api/v1/stats", get(routes::stats))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(large)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::signed_before_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            hygiene::signed_before_body,
+        ))
         .merge(chunks)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .merge(streams)
         .layer(TraceLayer::new_for_http())
         .with_state(state.clone());
@@ -287,7 +340,10 @@ pub fn app(state: AppState) -> Router {
 /// Every request, the API's and the web pages' alike, counted against its
 /// peer's rate ([`hygiene::limit_peers`]).
 pub fn with_peer_limit(router: Router, state: AppState) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(state, hygiene::limit_peers))
+    router.layer(axum::middleware::from_fn_with_state(
+        state,
+        hygiene::limit_peers,
+    ))
 }
 
 /// The headers every response of the market carries, its API and its web
@@ -298,8 +354,14 @@ pub fn with_security_headers(router: Router) -> Router {
     use axum::http::{HeaderValue, header};
     use tower_http::set_header::SetResponseHeaderLayer;
     router
-        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
 }
 
 /// Serve on `listener` until `shutdown` resolves, sweeping in the background.
@@ -332,9 +394,14 @@ pub async fn serve_with(
             }
         }
     });
-    let verifiers: Vec<_> = (0..state.jobs.verify_parallelism()).map(|_| tokio::spawn(state.clone().verifier_loop())).collect();
+    let verifiers: Vec<_> = (0..state.jobs.verify_parallelism())
+        .map(|_| tokio::spawn(state.clone().verifier_loop()))
+        .collect();
     let notices = state.feeds.listen(&state.db).await.unwrap_or_else(|e| {
-        tracing::warn!("job notices are unavailable ({e}): event streams poll every {:?}", feeds::EVENT_POLL_INTERVAL);
+        tracing::warn!(
+            "job notices are unavailable ({e}): event streams poll every {:?}",
+            feeds::EVENT_POLL_INTERVAL
+        );
         None
     });
     let router = app(state.clone()).merge(with_peer_limit(with_security_headers(extra), state));

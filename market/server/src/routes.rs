@@ -6,12 +6,13 @@ use crate::error::ApiError;
 use crate::ledger::{self, Op};
 use agora_wire::KeyId;
 use agora_wire::api::{
-    AppendLogRequest, Ask, Balance, Capabilities, CostBreakdown, ErrorBody, GpuDevice, Heartbeat, HeartbeatReply,
-    InvariantReport, JobInfo, JobState, LeaseGrant, MintRequest, PackageInfo, PackageSummary, Page, ProviderInfo,
-    PublishRequest, RegisterProvider, ResultReport, SubmitJob, Transfer, TransferKind, TransferRequest, UnitInfo,
-    UnitLimits, VersionInfo, MarketStats, JobLogs, JobLogLine, LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category,
-    BrowserBundle, BundleFile, AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, UnitCounts, UnitsQuery,
-    NewUpload, UploadInfo, ChunkReceived, Storage, HeldBlob,
+    ActivityBucket, AddCanary, AppendLogRequest, Ask, Balance, BrowserBundle, BundleFile,
+    CanaryInfo, Capabilities, Category, ChunkReceived, CostBreakdown, DataDeleted, ErrorBody,
+    GpuDevice, Heartbeat, HeartbeatReply, HeldBlob, InvariantReport, JobInfo, JobLogLine, JobLogs,
+    JobState, JobSummary, LeaseGrant, LeaseProgress, LogLine, MarketStats, MintRequest, NewUpload,
+    PackageInfo, PackageSummary, Page, Progress, ProviderActivity, ProviderInfo, PublishRequest,
+    RegisterProvider, ResultReport, Storage, SubmitJob, Transfer, TransferKind, TransferRequest,
+    UnitCounts, UnitInfo, UnitLimits, UnitsQuery, UploadInfo, VersionInfo, Vouch,
 };
 use agora_wire::log::LogEntry;
 use axum::Json;
@@ -50,23 +51,38 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 /// A user-facing account id: a key id.
 fn user_account(text: &str, what: &str) -> Result<String, ApiError> {
-    KeyId::parse(text).map(|k| k.to_string()).map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
+    KeyId::parse(text)
+        .map(|k| k.to_string())
+        .map_err(|e| ApiError::Invalid(format!("{what}: {e}")))
 }
 
 /// The market is up, and the origins a signed request to it may name.
 #[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = agora_wire::api::Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<agora_wire::api::Health> {
-    Json(agora_wire::api::Health { ok: true, origins: state.config.public_origins.clone() })
+    Json(agora_wire::api::Health {
+        ok: true,
+        origins: state.config.public_origins.clone(),
+    })
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "This document")))]
 pub async fn openapi_json() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_json().expect("the document serializes")).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the document serializes"),
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.encode()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// Move, hold, post or void credits. The caller must own the debited
@@ -76,7 +92,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, body = Transfer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "insufficient funds or not pending"),
         (status = 422, body = ErrorBody, description = "id or idempotency key reused with another request")))]
-pub async fn transfer(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn transfer(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
@@ -85,31 +107,60 @@ pub async fn transfer(State(state): State<AppState>, method: Method, uri: Uri, h
             let operator = caller == s.config.operator;
             let op = match &request.kind {
                 TransferKind::Single | TransferKind::Hold { .. } => {
-                    let debit = request.debit.clone().ok_or_else(|| ApiError::Invalid("`debit` is required".into()))?;
-                    let credit = request.credit.clone().ok_or_else(|| ApiError::Invalid("`credit` is required".into()))?;
-                    let amount = request.amount.ok_or_else(|| ApiError::Invalid("`amount` is required".into()))?;
+                    let debit = request
+                        .debit
+                        .clone()
+                        .ok_or_else(|| ApiError::Invalid("`debit` is required".into()))?;
+                    let credit = request
+                        .credit
+                        .clone()
+                        .ok_or_else(|| ApiError::Invalid("`credit` is required".into()))?;
+                    let amount = request
+                        .amount
+                        .ok_or_else(|| ApiError::Invalid("`amount` is required".into()))?;
                     ledger::client_id(&debit, "account")?;
                     ledger::client_id(&credit, "account")?;
                     if !operator {
                         if debit != caller.as_str() {
-                            return Err(ApiError::Forbidden("you can only debit your own account".into()));
+                            return Err(ApiError::Forbidden(
+                                "you can only debit your own account".into(),
+                            ));
                         }
                         user_account(&credit, "credit")?;
                     }
                     match request.kind {
-                        TransferKind::Hold { timeout_ms } => Op::Hold { debit, credit, amount, timeout_ms },
-                        _ => Op::Single { debit, credit, amount },
+                        TransferKind::Hold { timeout_ms } => Op::Hold {
+                            debit,
+                            credit,
+                            amount,
+                            timeout_ms,
+                        },
+                        _ => Op::Single {
+                            debit,
+                            credit,
+                            amount,
+                        },
                     }
                 }
                 TransferKind::Post { pending_id } | TransferKind::Void { pending_id } => {
                     ledger::client_id(pending_id, "hold")?;
-                    let hold = s.ledger.get(pending_id).await?.ok_or_else(|| ApiError::NotFound(format!("no transfer `{pending_id}`")))?;
+                    let hold =
+                        s.ledger.get(pending_id).await?.ok_or_else(|| {
+                            ApiError::NotFound(format!("no transfer `{pending_id}`"))
+                        })?;
                     if !operator && hold.debit != caller.as_str() {
-                        return Err(ApiError::Forbidden("only the hold's debit account or the operator resolves it".into()));
+                        return Err(ApiError::Forbidden(
+                            "only the hold's debit account or the operator resolves it".into(),
+                        ));
                     }
                     match &request.kind {
-                        TransferKind::Post { .. } => Op::Post { pending_id: pending_id.clone(), amount: request.amount },
-                        _ => Op::Void { pending_id: pending_id.clone() },
+                        TransferKind::Post { .. } => Op::Post {
+                            pending_id: pending_id.clone(),
+                            amount: request.amount,
+                        },
+                        _ => Op::Void {
+                            pending_id: pending_id.clone(),
+                        },
                     }
                 }
             };
@@ -123,7 +174,13 @@ pub async fn transfer(State(state): State<AppState>, method: Method, uri: Uri, h
 /// Create credits (operator only), recorded as a transfer from `mint`.
 #[utoipa::path(post, path = "/api/v1/mint", request_body = MintRequest,
     responses((status = 200, body = Transfer), (status = 403, body = ErrorBody)))]
-pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn mint(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
@@ -131,7 +188,17 @@ pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, heade
             let request: MintRequest = parse(&body)?;
             ledger::client_id(&request.id, "transfer id")?;
             let account = user_account(&request.account, "account")?;
-            let transfer = s.ledger.execute(&request.id, &Op::Mint { account, amount: request.amount }, s.now_ms()).await?;
+            let transfer = s
+                .ledger
+                .execute(
+                    &request.id,
+                    &Op::Mint {
+                        account,
+                        amount: request.amount,
+                    },
+                    s.now_ms(),
+                )
+                .await?;
             Ok((StatusCode::OK, transfer))
         })
         .await
@@ -140,13 +207,22 @@ pub async fn mint(State(state): State<AppState>, method: Method, uri: Uri, heade
 /// Add a canary unit: known-answer work for new providers (operator only).
 #[utoipa::path(post, path = "/api/v1/operator/canaries", request_body = AddCanary,
     responses((status = 200, body = CanaryInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn add_canary(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn add_canary(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             operator_only(&s, &caller, "canaries are for the operator key only")?;
             let request: AddCanary = parse(&body)?;
-            Ok((StatusCode::OK, s.jobs.add_canary(request, s.now_ms()).await?))
+            Ok((
+                StatusCode::OK,
+                s.jobs.add_canary(request, s.now_ms()).await?,
+            ))
         })
         .await
 }
@@ -155,7 +231,13 @@ pub async fn add_canary(State(state): State<AppState>, method: Method, uri: Uri,
 /// start (operator only).
 #[utoipa::path(post, path = "/api/v1/operator/vouch", request_body = Vouch,
     responses((status = 200, description = "Vouched"), (status = 403, body = ErrorBody)))]
-pub async fn vouch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn vouch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
@@ -177,10 +259,18 @@ fn operator_only(state: &AppState, caller: &KeyId, refusal: &str) -> Result<(), 
 }
 
 /// A signed read: the caller, who must be `account`'s owner or the operator.
-async fn owner_read(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, account: &str) -> Result<(), ApiError> {
+async fn owner_read(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<(), ApiError> {
     let caller = state.authenticate(method, uri, headers, &[]).await?;
     if caller.as_str() != account && caller != state.config.operator {
-        return Err(ApiError::Forbidden("only the account's owner or the operator can read it".into()));
+        return Err(ApiError::Forbidden(
+            "only the account's owner or the operator can read it".into(),
+        ));
     }
     Ok(())
 }
@@ -190,10 +280,22 @@ async fn owner_read(state: &AppState, method: &Method, uri: &Uri, headers: &Head
 /// The caller is authenticated before the job is looked up, and a job that
 /// is not the caller's answers exactly like one that does not exist, so no
 /// probe tells a buyer's job from a canary's made-up id (or from nothing).
-async fn job_read(state: &AppState, job: &str, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<KeyId, ApiError> {
+async fn job_read(
+    state: &AppState,
+    job: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<KeyId, ApiError> {
     let caller = state.authenticate(method, uri, headers, &[]).await?;
     let hidden = || ApiError::NotFound(format!("no job `{job}`"));
-    let buyer = state.jobs.buyer_of(job).await.map_err(|e| if matches!(e, ApiError::NotFound(_)) { hidden() } else { e })?;
+    let buyer = state.jobs.buyer_of(job).await.map_err(|e| {
+        if matches!(e, ApiError::NotFound(_)) {
+            hidden()
+        } else {
+            e
+        }
+    })?;
     if caller.as_str() != buyer && caller != state.config.operator {
         return Err(hidden());
     }
@@ -203,7 +305,13 @@ async fn job_read(state: &AppState, job: &str, method: &Method, uri: &Uri, heade
 /// An account's balances (signed GET by the owner or the operator).
 #[utoipa::path(get, path = "/api/v1/accounts/{account}", params(("account" = String, Path)),
     responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn balance(State(state): State<AppState>, Path(account): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Balance>, ApiError> {
+pub async fn balance(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Balance>, ApiError> {
     owner_read(&state, &method, &uri, &headers, &account).await?;
     let balance = state.ledger.balance(&account).await?.unwrap_or(Balance {
         account: account.clone(),
@@ -241,17 +349,26 @@ pub async fn history(
     headers: HeaderMap,
 ) -> Result<Json<Page<Transfer>>, ApiError> {
     owner_read(&state, &method, &uri, &headers, &account).await?;
-    Ok(Json(state.ledger.history(&account, q.page, q.per_page).await?))
+    Ok(Json(
+        state.ledger.history(&account, q.page, q.per_page).await?,
+    ))
 }
 
 /// The ledger invariants, recomputed now (operator only).
 #[utoipa::path(get, path = "/api/v1/operator/invariants", responses((status = 200, body = InvariantReport), (status = 403, body = ErrorBody)))]
-pub async fn invariants(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<InvariantReport>, ApiError> {
+pub async fn invariants(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<InvariantReport>, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
     operator_only(&state, &caller, "operator only")?;
     let mut report = state.ledger.check_invariants().await?;
     report.violations.extend(state.jobs.check_escrows().await?);
-    report.violations.extend(state.jobs.check_verifications().await?);
+    report
+        .violations
+        .extend(state.jobs.check_verifications().await?);
     report.ok = report.violations.is_empty();
     Ok(Json(report))
 }
@@ -273,14 +390,31 @@ pub struct SearchQuery {
     params(("q" = Option<String>, Query), ("category" = Option<String>, Query),
         ("sort" = Option<String>, Query, description = "downloads, recent or name"), ("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query)),
     responses((status = 200, body = Page<PackageSummary>)))]
-pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Page<PackageSummary>>, ApiError> {
-    Ok(Json(state.registry.search(q.q.as_deref(), q.category.as_deref(), &q.sort, q.page, q.per_page).await?))
+pub async fn search(
+    State(state): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Page<PackageSummary>>, ApiError> {
+    Ok(Json(
+        state
+            .registry
+            .search(
+                q.q.as_deref(),
+                q.category.as_deref(),
+                &q.sort,
+                q.page,
+                q.per_page,
+            )
+            .await?,
+    ))
 }
 
 /// A package: versions, digests, publisher key, WIT world summary.
 #[utoipa::path(get, path = "/api/v1/packages/{name}", params(("name" = String, Path)),
     responses((status = 200, body = PackageInfo), (status = 404, body = ErrorBody)))]
-pub async fn info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<PackageInfo>, ApiError> {
+pub async fn info(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PackageInfo>, ApiError> {
     Ok(Json(state.registry.info(&name).await?))
 }
 
@@ -289,12 +423,24 @@ pub async fn info(State(state): State<AppState>, Path(name): Path<String>) -> Re
     responses((status = 200, body = VersionInfo), (status = 403, body = ErrorBody, description = "name owned by another key"),
         (status = 409, body = ErrorBody, description = "version exists"), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "bad component, digest or log entry")))]
-pub async fn publish(State(state): State<AppState>, Path(name): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let request: PublishRequest = parse(&body)?;
-            Ok((StatusCode::OK, s.registry.publish(&caller, &name, request, s.now_ms()).await?))
+            Ok((
+                StatusCode::OK,
+                s.registry
+                    .publish(&caller, &name, request, s.now_ms())
+                    .await?,
+            ))
         })
         .await
 }
@@ -302,7 +448,10 @@ pub async fn publish(State(state): State<AppState>, Path(name): Path<String>, me
 /// The package's signed, hash-chained log.
 #[utoipa::path(get, path = "/api/v1/packages/{name}/log", params(("name" = String, Path)),
     responses((status = 200, body = Vec<LogEntry>), (status = 404, body = ErrorBody)))]
-pub async fn log(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Vec<LogEntry>>, ApiError> {
+pub async fn log(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<LogEntry>>, ApiError> {
     let log = state.registry.log(&name).await?;
     if log.is_empty() {
         return Err(ApiError::NotFound(format!("no package `{name}`")));
@@ -313,12 +462,22 @@ pub async fn log(State(state): State<AppState>, Path(name): Path<String>) -> Res
 /// Append a yank or a key rotation, signed by the package's key.
 #[utoipa::path(post, path = "/api/v1/packages/{name}/log", params(("name" = String, Path)), request_body = AppendLogRequest,
     responses((status = 200, body = LogEntry), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn append_log(State(state): State<AppState>, Path(name): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn append_log(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let request: AppendLogRequest = parse(&body)?;
-            Ok((StatusCode::OK, s.registry.append(&caller, &name, request.entry).await?))
+            Ok((
+                StatusCode::OK,
+                s.registry.append(&caller, &name, request.entry).await?,
+            ))
         })
         .await
 }
@@ -334,8 +493,20 @@ pub async fn download(
     connection: Option<Connection>,
 ) -> Result<Response, ApiError> {
     let digest = state.registry.download(&name, &version).await?;
-    let mut response = state.downloads.serve(&state.db, &digest, &headers, peer(connection), "application/wasm").await?;
-    response.headers_mut().insert(header::HeaderName::from_static("agora-digest"), header::HeaderValue::from_str(&digest).expect("hex"));
+    let mut response = state
+        .downloads
+        .serve(
+            &state.db,
+            &digest,
+            &headers,
+            peer(connection),
+            "application/wasm",
+        )
+        .await?;
+    response.headers_mut().insert(
+        header::HeaderName::from_static("agora-digest"),
+        header::HeaderValue::from_str(&digest).expect("hex"),
+    );
     Ok(response)
 }
 
@@ -344,7 +515,13 @@ pub async fn download(
 /// Register (or update) this provider: capabilities, asks, concurrency.
 #[utoipa::path(post, path = "/api/v1/providers", request_body = RegisterProvider,
     responses((status = 200, description = "Registered"), (status = 401, body = ErrorBody)))]
-pub async fn register_provider(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn register_provider(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
@@ -364,7 +541,13 @@ pub async fn providers(State(state): State<AppState>) -> Result<Json<Vec<Provide
 /// A provider's heartbeat: telemetry in, its leases extended.
 #[utoipa::path(post, path = "/api/v1/providers/heartbeat", request_body = Heartbeat,
     responses((status = 200, body = HeartbeatReply), (status = 404, body = ErrorBody)))]
-pub async fn heartbeat(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
@@ -377,10 +560,18 @@ pub async fn heartbeat(State(state): State<AppState>, method: Method, uri: Uri, 
 
 /// Lease a unit this provider can run; `null` when there is none.
 #[utoipa::path(post, path = "/api/v1/leases", responses((status = 200, body = Option<LeaseGrant>), (status = 400, body = ErrorBody)))]
-pub async fn lease(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn lease(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
-        .mutate(method, uri, headers, body, |caller, _| async move { Ok((StatusCode::OK, s.jobs.lease(&caller, s.now_ms()).await?)) })
+        .mutate(method, uri, headers, body, |caller, _| async move {
+            Ok((StatusCode::OK, s.jobs.lease(&caller, s.now_ms()).await?))
+        })
         .await
 }
 
@@ -388,12 +579,21 @@ pub async fn lease(State(state): State<AppState>, method: Method, uri: Uri, head
 #[utoipa::path(post, path = "/api/v1/leases/{lease}/result", params(("lease" = String, Path)), request_body = ResultReport,
     responses((status = 200, description = "Recorded"), (status = 403, body = ErrorBody, description = "not this provider's lease"),
         (status = 409, body = ErrorBody, description = "lease expired or answered")))]
-pub async fn result(State(state): State<AppState>, Path(lease): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn result(
+    State(state): State<AppState>,
+    Path(lease): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let report: ResultReport = parse(&body)?;
-            s.jobs.submit_result(&caller, &lease, report, s.now_ms()).await?;
+            s.jobs
+                .submit_result(&caller, &lease, report, s.now_ms())
+                .await?;
             Ok((StatusCode::OK, serde_json::json!({ "lease": lease })))
         })
         .await
@@ -402,12 +602,21 @@ pub async fn result(State(state): State<AppState>, Path(lease): Path<String>, me
 /// Submit a job: its cap is held in escrow until it settles.
 #[utoipa::path(post, path = "/api/v1/jobs", request_body = SubmitJob,
     responses((status = 200, body = JobInfo), (status = 409, body = ErrorBody, description = "insufficient funds")))]
-pub async fn submit(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let request: SubmitJob = parse(&body)?;
-            Ok((StatusCode::OK, s.jobs.submit(&caller, request, s.now_ms()).await?))
+            Ok((
+                StatusCode::OK,
+                s.jobs.submit(&caller, request, s.now_ms()).await?,
+            ))
         })
         .await
 }
@@ -415,9 +624,20 @@ pub async fn submit(State(state): State<AppState>, method: Method, uri: Uri, hea
 /// The caller's jobs, newest first, paged (signed GET).
 #[utoipa::path(get, path = "/api/v1/jobs", params(("page" = Option<u32>, Query), ("per_page" = Option<u32>, Query, description = "at most 100")),
     responses((status = 200, body = Page<JobSummary>), (status = 401, body = ErrorBody)))]
-pub async fn my_jobs(State(state): State<AppState>, Query(q): Query<PageQuery>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Page<JobSummary>>, ApiError> {
+pub async fn my_jobs(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Page<JobSummary>>, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
-    Ok(Json(state.jobs.jobs_of(caller.as_str(), q.page, q.per_page).await?))
+    Ok(Json(
+        state
+            .jobs
+            .jobs_of(caller.as_str(), q.page, q.per_page)
+            .await?,
+    ))
 }
 
 /// A job: units, states, cost breakdown (signed GET by its buyer or the operator).
@@ -443,13 +663,26 @@ pub async fn job(
 #[utoipa::path(delete, path = "/api/v1/jobs/{job}/data", params(("job" = String, Path)),
     responses((status = 200, body = DataDeleted), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`not_yet`: the job is running or its results are still checked or paid")))]
-pub async fn delete_job_data(State(state): State<AppState>, Path(job): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn delete_job_data(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, _| async move {
             // Another buyer's job answers like one that does not exist.
             let hidden = || ApiError::NotFound(format!("no job `{job}`"));
-            let buyer = s.jobs.buyer_of(&job).await.map_err(|e| if matches!(e, ApiError::NotFound(_)) { hidden() } else { e })?;
+            let buyer = s.jobs.buyer_of(&job).await.map_err(|e| {
+                if matches!(e, ApiError::NotFound(_)) {
+                    hidden()
+                } else {
+                    e
+                }
+            })?;
             if caller.as_str() != buyer && caller != s.config.operator {
                 return Err(hidden());
             }
@@ -491,7 +724,17 @@ pub async fn provider_activity(
     Path(provider): Path<String>,
     Query(q): Query<ActivityQuery>,
 ) -> Result<Json<ProviderActivity>, ApiError> {
-    Ok(Json(state.jobs.activity(&provider, q.bucket_s.saturating_mul(1000), q.buckets, state.now_ms()).await?))
+    Ok(Json(
+        state
+            .jobs
+            .activity(
+                &provider,
+                q.bucket_s.saturating_mul(1000),
+                q.buckets,
+                state.now_ms(),
+            )
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -541,7 +784,9 @@ pub async fn job_events(
     let slot = state.open_stream(&caller)?;
     let feed = state.feeds.watch(&state.jobs, &job);
     let stream = crate::feeds::events(feed, state.jobs.clone(), job, q.after, slot);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// A unit's verified output (signed GET by the job's buyer or the operator).
@@ -557,7 +802,18 @@ pub async fn unit_output(
 ) -> Result<Response, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     let digest = state.jobs.output_digest(&job, unit).await?;
-    private(state.downloads.serve(&state.db, &digest, &headers, peer(connection), "application/octet-stream").await)
+    private(
+        state
+            .downloads
+            .serve(
+                &state.db,
+                &digest,
+                &headers,
+                peer(connection),
+                "application/octet-stream",
+            )
+            .await,
+    )
 }
 
 /// The connection a request came on (absent when the router is called in
@@ -567,14 +823,23 @@ type Connection = axum::Extension<axum::extract::ConnectInfo<std::net::SocketAdd
 /// The peer a download counts against (an IPv6 /64 is one; loopback,
 /// IPv4-mapped or not, is loopback).
 fn peer(connection: Option<Connection>) -> Option<std::net::IpAddr> {
-    connection.map(|c| c.0.0.ip().to_canonical()).map(|ip| if ip.is_loopback() { ip } else { crate::edge::peer_of(ip) })
+    connection.map(|c| c.0.0.ip().to_canonical()).map(|ip| {
+        if ip.is_loopback() {
+            ip
+        } else {
+            crate::edge::peer_of(ip)
+        }
+    })
 }
 
 /// A buyer's bytes: no shared cache in front of the market keeps them
 /// (signatures travel in headers of our own, which caches do not know).
 fn private(response: Result<Response, ApiError>) -> Result<Response, ApiError> {
     let mut response = response?;
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("private, no-store"),
+    );
     Ok(response)
 }
 
@@ -593,15 +858,32 @@ pub async fn blob(
 ) -> Result<Response, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
     if caller != state.config.operator {
-        state.jobs.may_read_input(&caller, &digest, state.now_ms()).await?;
+        state
+            .jobs
+            .may_read_input(&caller, &digest, state.now_ms())
+            .await?;
     }
-    private(state.downloads.serve(&state.db, &digest, &headers, peer(connection), "application/octet-stream").await)
+    private(
+        state
+            .downloads
+            .serve(
+                &state.db,
+                &digest,
+                &headers,
+                peer(connection),
+                "application/octet-stream",
+            )
+            .await,
+    )
 }
 
 /// The browser bundle made from a component at publish time.
 #[utoipa::path(get, path = "/api/v1/browser/{digest}", params(("digest" = String, Path, description = "the component's blake3")),
     responses((status = 200, body = BrowserBundle), (status = 404, body = ErrorBody)))]
-pub async fn browser_manifest(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Json<BrowserBundle>, ApiError> {
+pub async fn browser_manifest(
+    State(state): State<AppState>,
+    Path(digest): Path<String>,
+) -> Result<Json<BrowserBundle>, ApiError> {
     Ok(Json(state.registry.browser_bundle(&digest).await?))
 }
 
@@ -616,9 +898,21 @@ pub async fn browser_file(
     connection: Option<Connection>,
 ) -> Result<Response, ApiError> {
     let (content_type, file_digest) = state.registry.browser_file(&digest, &file).await?;
-    let mut response = state.downloads.serve(&state.db, &file_digest, &headers, peer(connection), content_type).await?;
+    let mut response = state
+        .downloads
+        .serve(
+            &state.db,
+            &file_digest,
+            &headers,
+            peer(connection),
+            content_type,
+        )
+        .await?;
     if response.status().is_success() {
-        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=31536000, immutable"));
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
     }
     Ok(response)
 }
@@ -635,12 +929,21 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<MarketStats>, A
 #[utoipa::path(post, path = "/api/v1/uploads", request_body = NewUpload,
     responses((status = 200, body = UploadInfo), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "`storage_quota`: past the account's quota")))]
-pub async fn begin_upload(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn begin_upload(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let request: NewUpload = parse(&body)?;
-            Ok((StatusCode::OK, s.uploads.begin(&caller, request, s.now_ms()).await?))
+            Ok((
+                StatusCode::OK,
+                s.uploads.begin(&caller, request, s.now_ms()).await?,
+            ))
         })
         .await
 }
@@ -660,8 +963,23 @@ pub async fn upload_chunk(
     connection: Option<Connection>,
     body: axum::body::Body,
 ) -> Result<Json<ChunkReceived>, ApiError> {
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    Ok(Json(state.uploads.put_chunk(&upload, index, peer(connection), length, body, state.now_ms()).await?))
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Ok(Json(
+        state
+            .uploads
+            .put_chunk(
+                &upload,
+                index,
+                peer(connection),
+                length,
+                body,
+                state.now_ms(),
+            )
+            .await?,
+    ))
 }
 
 /// Finish an upload once every chunk is in (signed by its uploader): the
@@ -669,10 +987,22 @@ pub async fn upload_chunk(
 #[utoipa::path(post, path = "/api/v1/uploads/{upload}/complete", params(("upload" = String, Path)),
     responses((status = 200, body = UploadInfo), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`incomplete`: chunks are missing")))]
-pub async fn complete_upload(State(state): State<AppState>, Path(upload): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn complete_upload(
+    State(state): State<AppState>,
+    Path(upload): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
-        .mutate(method, uri, headers, body, |caller, _| async move { Ok((StatusCode::OK, s.uploads.complete(&caller, &upload, s.now_ms()).await?)) })
+        .mutate(method, uri, headers, body, |caller, _| async move {
+            Ok((
+                StatusCode::OK,
+                s.uploads.complete(&caller, &upload, s.now_ms()).await?,
+            ))
+        })
         .await
 }
 
@@ -680,7 +1010,14 @@ pub async fn complete_upload(State(state): State<AppState>, Path(upload): Path<S
 /// its bytes given back to the quota.
 #[utoipa::path(delete, path = "/api/v1/uploads/{upload}", params(("upload" = String, Path)),
     responses((status = 200), (status = 404, body = ErrorBody)))]
-pub async fn cancel_upload(State(state): State<AppState>, Path(upload): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn cancel_upload(
+    State(state): State<AppState>,
+    Path(upload): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, _| async move {
@@ -694,7 +1031,14 @@ pub async fn cancel_upload(State(state): State<AppState>, Path(upload): Path<Str
 /// quota, and it is deleted once no kept job names it.
 #[utoipa::path(delete, path = "/api/v1/blobs/{digest}", params(("digest" = String, Path)),
     responses((status = 200), (status = 404, body = ErrorBody)))]
-pub async fn release_blob(State(state): State<AppState>, Path(digest): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn release_blob(
+    State(state): State<AppState>,
+    Path(digest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = state.clone();
     state
         .mutate(method, uri, headers, body, |caller, _| async move {
@@ -708,7 +1052,13 @@ pub async fn release_blob(State(state): State<AppState>, Path(digest): Path<Stri
 /// it holds, newest first (signed GET).
 #[utoipa::path(get, path = "/api/v1/storage", params(("page" = Option<u32>, Query)),
     responses((status = 200, body = Storage), (status = 401, body = ErrorBody)))]
-pub async fn storage(State(state): State<AppState>, Query(q): Query<PageQuery>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Storage>, ApiError> {
+pub async fn storage(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Storage>, ApiError> {
     let caller = state.authenticate(&method, &uri, &headers, &[]).await?;
     Ok(Json(state.uploads.storage(&caller, q.page).await?))
 }

@@ -19,7 +19,10 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{ClientConfigKey, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    ClientConfigKey, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt,
+    PutPayload,
+};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -52,11 +55,17 @@ pub enum StoreError {
     #[error("no object {0}")]
     Missing(String),
     #[error("the blob store at {location}: {source}")]
-    Store { location: Arc<str>, source: object_store::Error },
+    Store {
+        location: Arc<str>,
+        source: object_store::Error,
+    },
     #[error("opening the blob store at {location}: {message}")]
     Open { location: String, message: String },
     #[error("the blob store at {location}: {source}")]
-    Io { location: Arc<str>, source: std::io::Error },
+    Io {
+        location: Arc<str>,
+        source: std::io::Error,
+    },
 }
 
 /// What one read of a file in a directory store takes: a download holds one
@@ -98,8 +107,13 @@ const SYNCED_PART: &str = "synced";
 /// This machine's boot (Linux's boot id), read once; None elsewhere.
 fn boot_id() -> Option<String> {
     static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    BOOT.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|id| id.trim().to_string()).filter(|id| !id.is_empty()))
-        .clone()
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+    })
+    .clone()
 }
 
 /// An upload's parts file of `size` bytes (sparse), synced with its
@@ -110,7 +124,11 @@ fn make_parts_file(file: &std::path::Path, size: u64, new: bool) -> std::io::Res
     std::fs::create_dir_all(folder)?;
     let made = match new {
         true => std::fs::File::create_new(file)?,
-        false => std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(file)?,
+        false => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(file)?,
     };
     made.set_len(size)?;
     made.sync_all()?;
@@ -142,7 +160,10 @@ impl BlobStore {
     pub fn open(location: &str) -> Result<Self, StoreError> {
         match location.split_once("://") {
             Some(("s3", _)) => BlobStore::s3(location, []),
-            Some(_) => Err(StoreError::Open { location: location.into(), message: "a blob store is a directory or s3://BUCKET".into() }),
+            Some(_) => Err(StoreError::Open {
+                location: location.into(),
+                message: "a blob store is a directory or s3://BUCKET".into(),
+            }),
             None => BlobStore::in_dir(std::path::Path::new(location)),
         }
     }
@@ -150,33 +171,68 @@ impl BlobStore {
     /// The bucket `url` (`s3://BUCKET`), configured from the environment
     /// and then from `options` (a test names its server's endpoint and
     /// keys here).
-    pub fn s3(url: &str, options: impl IntoIterator<Item = (AmazonS3ConfigKey, String)>) -> Result<Self, StoreError> {
+    pub fn s3(
+        url: &str,
+        options: impl IntoIterator<Item = (AmazonS3ConfigKey, String)>,
+    ) -> Result<Self, StoreError> {
         let bucket = url.strip_prefix("s3://").unwrap_or_default();
         if bucket.is_empty() || bucket.contains('/') {
-            return Err(StoreError::Open { location: url.into(), message: "name a bucket alone, s3://BUCKET (a bucket is one market's)".into() });
+            return Err(StoreError::Open {
+                location: url.into(),
+                message: "name a bucket alone, s3://BUCKET (a bucket is one market's)".into(),
+            });
         }
         // A download streams for as long as its reader takes: no limit on
         // a whole request, only on each read.
         let streaming = [
-            (AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "24h".to_string()),
-            (AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout), "30s".to_string()),
-            (AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "10s".to_string()),
+            (
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                "24h".to_string(),
+            ),
+            (
+                AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
+                "30s".to_string(),
+            ),
+            (
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "10s".to_string(),
+            ),
         ];
-        let builder =
-            streaming.into_iter().chain(options).fold(AmazonS3Builder::from_env().with_url(url), |b, (key, value)| b.with_config(key, value));
-        let objects = Arc::new(builder.build().map_err(|e| StoreError::Open { location: url.into(), message: e.to_string() })?);
-        Ok(BlobStore { objects: objects.clone(), parts: Parts::S3(objects), location: url.into(), _temporary: None })
+        let builder = streaming.into_iter().chain(options).fold(
+            AmazonS3Builder::from_env().with_url(url),
+            |b, (key, value)| b.with_config(key, value),
+        );
+        let objects = Arc::new(builder.build().map_err(|e| StoreError::Open {
+            location: url.into(),
+            message: e.to_string(),
+        })?);
+        Ok(BlobStore {
+            objects: objects.clone(),
+            parts: Parts::S3(objects),
+            location: url.into(),
+            _temporary: None,
+        })
     }
 
     /// The store in directory `dir` (made if missing).
     pub fn in_dir(dir: &std::path::Path) -> Result<Self, StoreError> {
-        let open = |message: String| StoreError::Open { location: dir.display().to_string(), message };
+        let open = |message: String| StoreError::Open {
+            location: dir.display().to_string(),
+            message,
+        };
         std::fs::create_dir_all(dir).map_err(|e| open(e.to_string()))?;
         // Durable like the database's commit: an object is on disk, and
         // named, before the record naming it commits.
-        let objects = LocalFileSystem::new_with_prefix(dir).map_err(|e| open(e.to_string()))?.with_fsync(true);
+        let objects = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| open(e.to_string()))?
+            .with_fsync(true);
         let dir = dir.canonicalize().map_err(|e| open(e.to_string()))?;
-        Ok(BlobStore { objects: Arc::new(objects), parts: Parts::Dir(dir.clone()), location: dir.display().to_string().into(), _temporary: None })
+        Ok(BlobStore {
+            objects: Arc::new(objects),
+            parts: Parts::Dir(dir.clone()),
+            location: dir.display().to_string().into(),
+            _temporary: None,
+        })
     }
 
     /// The store a SQLite database at `url` keeps beside it: the directory
@@ -184,7 +240,12 @@ impl BlobStore {
     /// an in-memory database. None for any other database (PostgreSQL):
     /// replicas name the store they share.
     pub fn beside(url: &str) -> Result<Option<Self>, StoreError> {
-        let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else { return Ok(None) };
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return Ok(None);
+        };
         let file = rest.split('?').next().unwrap_or_default();
         match file.is_empty() || file.contains(":memory:") {
             true => BlobStore::temporary().map(Some),
@@ -198,28 +259,49 @@ impl BlobStore {
         let dir = tempfile::Builder::new()
             .prefix("agora-blobs-")
             .tempdir()
-            .map_err(|e| StoreError::Open { location: "a temporary directory".into(), message: e.to_string() })?;
+            .map_err(|e| StoreError::Open {
+                location: "a temporary directory".into(),
+                message: e.to_string(),
+            })?;
         let store = BlobStore::in_dir(dir.path())?;
-        Ok(BlobStore { _temporary: Some(Arc::new(dir)), ..store })
+        Ok(BlobStore {
+            _temporary: Some(Arc::new(dir)),
+            ..store
+        })
     }
 
     /// A key no object has had: the digest (two of its characters first, so
     /// no directory holds millions of entries) and a random part.
     pub fn new_key(digest: &str) -> String {
-        format!("blobs/{}/{digest}.{}", digest.get(..2).unwrap_or("__"), random_hex())
+        format!(
+            "blobs/{}/{digest}.{}",
+            digest.get(..2).unwrap_or("__"),
+            random_hex()
+        )
     }
 
-    fn failed(&self, key: &str) -> impl Fn(object_store::Error) -> StoreError + Send + Sync + use<> {
+    fn failed(
+        &self,
+        key: &str,
+    ) -> impl Fn(object_store::Error) -> StoreError + Send + Sync + use<> {
         let (location, key) = (self.location.clone(), key.to_string());
         move |source| match source {
             object_store::Error::NotFound { .. } => StoreError::Missing(key.clone()),
-            source => StoreError::Store { location: location.clone(), source },
+            source => StoreError::Store {
+                location: location.clone(),
+                source,
+            },
         }
     }
 
     /// Whether the object `key` is there.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self.objects.head(&Path::from(key)).await.map_err(self.failed(key)) {
+        match self
+            .objects
+            .head(&Path::from(key))
+            .await
+            .map_err(self.failed(key))
+        {
             Ok(_) => Ok(true),
             Err(StoreError::Missing(_)) => Ok(false),
             Err(e) => Err(e),
@@ -228,27 +310,49 @@ impl BlobStore {
 
     /// Write the object `key` (a [`BlobStore::new_key`]).
     pub async fn write(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        self.objects.put(&Path::from(key), PutPayload::from_bytes(bytes)).await.map_err(self.failed(key))?;
+        self.objects
+            .put(&Path::from(key), PutPayload::from_bytes(bytes))
+            .await
+            .map_err(self.failed(key))?;
         Ok(())
     }
 
     /// The whole object `key`.
     pub async fn read(&self, key: &str) -> Result<Bytes, StoreError> {
-        let found = self.objects.get(&Path::from(key)).await.map_err(self.failed(key))?;
+        let found = self
+            .objects
+            .get(&Path::from(key))
+            .await
+            .map_err(self.failed(key))?;
         found.bytes().await.map_err(self.failed(key))
     }
 
     /// The bytes `range` of the object `key` (all of it for None), as a
     /// stream that holds one piece at a time.
-    pub async fn stream(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
-        let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
-        let found = self.objects.get_opts(&Path::from(key), options).await.map_err(self.failed(key))?;
+    pub async fn stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let found = self
+            .objects
+            .get_opts(&Path::from(key), options)
+            .await
+            .map_err(self.failed(key))?;
         let failed = self.failed(key);
         Ok(match found.payload {
             // A file is read here in FILE_PIECE_BYTES pieces (the store's own
             // stream reads 8 KiB at a time, each a blocking task).
-            GetResultPayload::File(file, _) => file_pieces(file, found.range, self.location.clone()),
-            GetResultPayload::Stream(pieces) => pieces.map(move |piece| piece.map_err(&failed)).boxed(),
+            GetResultPayload::File(file, _) => {
+                file_pieces(file, found.range, self.location.clone())
+            }
+            GetResultPayload::Stream(pieces) => {
+                pieces.map(move |piece| piece.map_err(&failed)).boxed()
+            }
         })
     }
 
@@ -261,10 +365,14 @@ impl BlobStore {
             Parts::Dir(dir) => {
                 let handle = random_hex();
                 let file = parts_file(dir, &handle);
-                self.blocking(move || make_parts_file(&file, size, true)).await?;
+                self.blocking(move || make_parts_file(&file, size, true))
+                    .await?;
                 Ok(handle)
             }
-            Parts::S3(s3) => s3.create_multipart(&Path::from(key)).await.map_err(self.failed(key)),
+            Parts::S3(s3) => s3
+                .create_multipart(&Path::from(key))
+                .await
+                .map_err(self.failed(key)),
         }
     }
 
@@ -272,7 +380,14 @@ impl BlobStore {
     /// uploaded under `handle`; the part's id, kept for the end (for a
     /// directory: the boot it was written in, unsynced). Writing the same
     /// chunk again writes the same place.
-    pub async fn put_part(&self, key: &str, handle: &str, index: u64, offset: u64, bytes: Bytes) -> Result<String, StoreError> {
+    pub async fn put_part(
+        &self,
+        key: &str,
+        handle: &str,
+        index: u64,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<String, StoreError> {
         match &self.parts {
             Parts::Dir(dir) => {
                 let file = parts_file(dir, handle);
@@ -292,10 +407,20 @@ impl BlobStore {
                     if sync { file.sync_data() } else { Ok(()) }
                 })
                 .await?;
-                Ok(boot.map_or_else(|| SYNCED_PART.to_string(), |boot| format!("{BOOT_PART}{boot}")))
+                Ok(boot.map_or_else(
+                    || SYNCED_PART.to_string(),
+                    |boot| format!("{BOOT_PART}{boot}"),
+                ))
             }
             Parts::S3(s3) => {
-                let part = s3.put_part(&Path::from(key), &handle.to_string(), index as usize, PutPayload::from_bytes(bytes)).await;
+                let part = s3
+                    .put_part(
+                        &Path::from(key),
+                        &handle.to_string(),
+                        index as usize,
+                        PutPayload::from_bytes(bytes),
+                    )
+                    .await;
                 Ok(part.map_err(self.failed(key))?.content_id)
             }
         }
@@ -310,14 +435,24 @@ impl BlobStore {
             return Vec::new();
         }
         let boot = boot_id().map(|b| format!("{BOOT_PART}{b}"));
-        parts.iter().enumerate().filter(|(_, part)| part.starts_with(BOOT_PART) && Some(part.as_str()) != boot.as_deref()).map(|(i, _)| i).collect()
+        parts
+            .iter()
+            .enumerate()
+            .filter(|(_, part)| {
+                part.starts_with(BOOT_PART) && Some(part.as_str()) != boot.as_deref()
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// The bytes `range` of the unfinished upload `handle` (a directory
     /// store's; S3 parts are never at risk).
     pub async fn read_part(&self, handle: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
         let Parts::Dir(dir) = &self.parts else {
-            return Err(StoreError::Open { location: self.location.to_string(), message: "an S3 upload's parts are not read back".into() });
+            return Err(StoreError::Open {
+                location: self.location.to_string(),
+                message: "an S3 upload's parts are not read back".into(),
+            });
         };
         let file = parts_file(dir, handle);
         let location = self.location.clone();
@@ -338,15 +473,23 @@ impl BlobStore {
     /// Make a directory store's parts file `handle` again, empty, when a
     /// crash of the machine lost it (every chunk is then sent again).
     pub async fn remake_parts(&self, handle: &str, size: u64) -> Result<(), StoreError> {
-        let Parts::Dir(dir) = &self.parts else { return Ok(()) };
+        let Parts::Dir(dir) = &self.parts else {
+            return Ok(());
+        };
         let file = parts_file(dir, handle);
-        self.blocking(move || make_parts_file(&file, size, false)).await
+        self.blocking(move || make_parts_file(&file, size, false))
+            .await
     }
 
     /// Make the object `key` from its parts (in chunk order): renamed into
     /// place, or joined by S3. Done again after it succeeded, it finds the
     /// object there and succeeds.
-    pub async fn finish_parts(&self, key: &str, handle: &str, parts: Vec<String>) -> Result<(), StoreError> {
+    pub async fn finish_parts(
+        &self,
+        key: &str,
+        handle: &str,
+        parts: Vec<String>,
+    ) -> Result<(), StoreError> {
         let finished = match &self.parts {
             Parts::Dir(dir) => {
                 let (file, object) = (parts_file(dir, handle), dir.join(key));
@@ -360,8 +503,14 @@ impl BlobStore {
                 .await
             }
             Parts::S3(s3) => {
-                let parts = parts.into_iter().map(|content_id| PartId { content_id }).collect();
-                s3.complete_multipart(&Path::from(key), &handle.to_string(), parts).await.map(|_| ()).map_err(self.failed(key))
+                let parts = parts
+                    .into_iter()
+                    .map(|content_id| PartId { content_id })
+                    .collect();
+                s3.complete_multipart(&Path::from(key), &handle.to_string(), parts)
+                    .await
+                    .map(|_| ())
+                    .map_err(self.failed(key))
             }
         };
         match finished {
@@ -384,7 +533,11 @@ impl BlobStore {
                 })
                 .await
             }
-            Parts::S3(s3) => match s3.abort_multipart(&Path::from(key), &handle.to_string()).await.map_err(self.failed(key)) {
+            Parts::S3(s3) => match s3
+                .abort_multipart(&Path::from(key), &handle.to_string())
+                .await
+                .map_err(self.failed(key))
+            {
                 Ok(()) | Err(StoreError::Missing(_)) => Ok(()),
                 Err(e) => Err(e),
             },
@@ -392,15 +545,26 @@ impl BlobStore {
     }
 
     /// Run file I/O off the async threads.
-    async fn blocking(&self, io: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), StoreError> {
+    async fn blocking(
+        &self,
+        io: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), StoreError> {
         let location = self.location.clone();
-        let done = tokio::task::spawn_blocking(io).await.map_err(std::io::Error::other).and_then(|r| r);
+        let done = tokio::task::spawn_blocking(io)
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
         done.map_err(|source| StoreError::Io { location, source })
     }
 
     /// Remove the object `key` (nothing when it is not there).
     pub async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        match self.objects.delete(&Path::from(key)).await.map_err(self.failed(key)) {
+        match self
+            .objects
+            .delete(&Path::from(key))
+            .await
+            .map_err(self.failed(key))
+        {
             Ok(()) | Err(StoreError::Missing(_)) => Ok(()),
             Err(e) => Err(e),
         }

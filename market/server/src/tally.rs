@@ -16,14 +16,22 @@ struct Held<K> {
 
 impl<K> Default for Tally<K> {
     fn default() -> Self {
-        Tally(Mutex::new(Held { by_key: HashMap::new(), total: 0 }))
+        Tally(Mutex::new(Held {
+            by_key: HashMap::new(),
+            total: 0,
+        }))
     }
 }
 
 impl<K: Eq + Hash + Clone> Tally<K> {
     /// Count one more for `key`, unless it holds `per_key` already or all
     /// keys together hold `in_all`: which of the two refused, as `Err`.
-    pub fn enter(self: &Arc<Self>, key: &K, per_key: usize, in_all: usize) -> Result<Slot<K>, Refused> {
+    pub fn enter(
+        self: &Arc<Self>,
+        key: &K,
+        per_key: usize,
+        in_all: usize,
+    ) -> Result<Slot<K>, Refused> {
         let mut held = self.0.lock().expect("no panic while counting");
         if held.total >= in_all {
             return Err(Refused::InAll);
@@ -34,13 +42,22 @@ impl<K: Eq + Hash + Clone> Tally<K> {
         }
         *count += 1;
         held.total += 1;
-        Ok(Slot { tally: self.clone(), key: key.clone() })
+        Ok(Slot {
+            tally: self.clone(),
+            key: key.clone(),
+        })
     }
 
     /// What `key` holds now.
     #[cfg(test)]
     pub fn held_by(&self, key: &K) -> usize {
-        self.0.lock().expect("no panic while counting").by_key.get(key).copied().unwrap_or(0)
+        self.0
+            .lock()
+            .expect("no panic while counting")
+            .by_key
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 }
 

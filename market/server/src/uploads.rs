@@ -91,7 +91,10 @@ impl StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { quota_bytes: 64 << 30, bytes_per_credit: 1 << 20 }
+        StorageConfig {
+            quota_bytes: 64 << 30,
+            bytes_per_credit: 1 << 20,
+        }
     }
 }
 
@@ -119,29 +122,53 @@ struct Row {
 
 impl Uploads {
     pub fn new(db: Db, ledger: Ledger, config: StorageConfig) -> Self {
-        Uploads { db, ledger, config, chunks: Arc::default() }
+        Uploads {
+            db,
+            ledger,
+            config,
+            chunks: Arc::default(),
+        }
     }
 
     /// Refuse an upload of `size` bytes that `account` cannot pay for.
     async fn check_funds(&self, account: &str, size: u64) -> Result<(), ApiError> {
         let price = self.config.price_of(size);
-        let available = self.ledger.balance(account).await?.map_or(0, |b| b.available);
+        let available = self
+            .ledger
+            .balance(account)
+            .await?
+            .map_or(0, |b| b.available);
         if available < price {
-            return Err(ApiError::InsufficientFunds { account: account.to_string(), available, requested: price });
+            return Err(ApiError::InsufficientFunds {
+                account: account.to_string(),
+                available,
+                requested: price,
+            });
         }
         Ok(())
     }
 
     async fn used_by(&self, account: &str) -> Result<u64, ApiError> {
-        let used: Option<i64> = sqlx::query_scalar("SELECT bytes FROM storage_usage WHERE account = $1").bind(account).fetch_optional(&self.db.pool).await?;
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT bytes FROM storage_usage WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&self.db.pool)
+                .await?;
         Ok(used.unwrap_or(0) as u64)
     }
 
     /// Begin or resume the upload of `request.digest` for `account`.
-    pub async fn begin(&self, account: &KeyId, request: NewUpload, now: i64) -> Result<UploadInfo, ApiError> {
+    pub async fn begin(
+        &self,
+        account: &KeyId,
+        request: NewUpload,
+        now: i64,
+    ) -> Result<UploadInfo, ApiError> {
         let digest = request.digest.to_ascii_lowercase();
         if !agora_wire::is_digest_hex(&digest) {
-            return Err(ApiError::Invalid("a digest is 64 lowercase hex digits (blake3)".into()));
+            return Err(ApiError::Invalid(
+                "a digest is 64 lowercase hex digits (blake3)".into(),
+            ));
         }
         if request.size > MAX_BLOB_BYTES {
             return Err(ApiError::Limit(agora_wire::limits::LimitError {
@@ -154,7 +181,13 @@ impl Uploads {
         }
         // The values make the digest: every chunk accepted later is the
         // blob's, and the whole can never end up with other bytes.
-        chunks::check_values(&request.chunk_values, &digest, request.size, UPLOAD_CHUNK_BYTES).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        chunks::check_values(
+            &request.chunk_values,
+            &digest,
+            request.size,
+            UPLOAD_CHUNK_BYTES,
+        )
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
         if let Some(held) = self.held(account.as_str(), &digest).await? {
             return Ok(held);
         }
@@ -180,7 +213,10 @@ impl Uploads {
             Ok(()) => self.info(&row).await,
             Err(e) => {
                 if let Err(abort) = self.db.blobs.abort_parts(&row.object, &row.parts).await {
-                    tracing::warn!(upload = row.id, "an unused upload's parts stay in the store: {abort}");
+                    tracing::warn!(
+                        upload = row.id,
+                        "an unused upload's parts stay in the store: {abort}"
+                    );
                 }
                 // A concurrent begin of the same blob won: resume it.
                 match self.open_upload(account.as_str(), &digest).await? {
@@ -192,23 +228,48 @@ impl Uploads {
     }
 
     /// Reserve the upload's bytes and record it, in one transaction.
-    async fn insert(&self, row: &Row, values: &[String], quota: u64, now: i64) -> Result<(), ApiError> {
-        if self.used_by(&row.account).await?.saturating_add(row.size as u64) > quota {
+    async fn insert(
+        &self,
+        row: &Row,
+        values: &[String],
+        quota: u64,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        if self
+            .used_by(&row.account)
+            .await?
+            .saturating_add(row.size as u64)
+            > quota
+        {
             // A first look, before the store is asked for anything; the
             // conditional update below is the check that counts.
-            return Err(ApiError::StorageQuota { used: self.used_by(&row.account).await?, requested: row.size as u64, quota });
+            return Err(ApiError::StorageQuota {
+                used: self.used_by(&row.account).await?,
+                requested: row.size as u64,
+                quota,
+            });
         }
         let mut tx = self.db.write().await?;
         sqlx::query("INSERT INTO storage_usage (account, bytes) VALUES ($1, 0) ON CONFLICT (account) DO NOTHING").bind(&row.account).execute(&mut *tx).await?;
-        let reserved = sqlx::query("UPDATE storage_usage SET bytes = bytes + $2 WHERE account = $1 AND bytes + $2 <= $3")
-            .bind(&row.account)
-            .bind(row.size)
-            .bind(quota.min(i64::MAX as u64) as i64)
-            .execute(&mut *tx)
-            .await?;
+        let reserved = sqlx::query(
+            "UPDATE storage_usage SET bytes = bytes + $2 WHERE account = $1 AND bytes + $2 <= $3",
+        )
+        .bind(&row.account)
+        .bind(row.size)
+        .bind(quota.min(i64::MAX as u64) as i64)
+        .execute(&mut *tx)
+        .await?;
         if reserved.rows_affected() != 1 {
-            let used: i64 = sqlx::query_scalar("SELECT bytes FROM storage_usage WHERE account = $1").bind(&row.account).fetch_one(&mut *tx).await?;
-            return Err(ApiError::StorageQuota { used: used as u64, requested: row.size as u64, quota });
+            let used: i64 =
+                sqlx::query_scalar("SELECT bytes FROM storage_usage WHERE account = $1")
+                    .bind(&row.account)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Err(ApiError::StorageQuota {
+                used: used as u64,
+                requested: row.size as u64,
+                quota,
+            });
         }
         sqlx::query(
             "INSERT INTO uploads (id, account, digest, size, chunk_bytes, object, parts, created_at_ms, touched_at_ms)
@@ -234,8 +295,15 @@ impl Uploads {
         }
         // Its price held for it, last (the account's row is locked only for
         // the end of the transaction).
-        let price = Op::Hold { debit: row.account.clone(), credit: FEES.into(), amount: self.config.price_of(row.size as u64), timeout_ms: UPLOAD_HOLD_MS };
-        self.ledger.execute_in(&mut tx, &price_hold(&row.id), &price, now).await?;
+        let price = Op::Hold {
+            debit: row.account.clone(),
+            credit: FEES.into(),
+            amount: self.config.price_of(row.size as u64),
+            timeout_ms: UPLOAD_HOLD_MS,
+        };
+        self.ledger
+            .execute_in(&mut tx, &price_hold(&row.id), &price, now)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -243,8 +311,19 @@ impl Uploads {
     /// The blob `digest` as `account` holds it, if it does.
     async fn held(&self, account: &str, digest: &str) -> Result<Option<UploadInfo>, ApiError> {
         let size: Option<i64> =
-            sqlx::query_scalar("SELECT size FROM holdings WHERE account = $1 AND digest = $2").bind(account).bind(digest).fetch_optional(&self.db.pool).await?;
-        Ok(size.map(|size| UploadInfo { digest: digest.into(), size: size as u64, upload: None, chunk_bytes: UPLOAD_CHUNK_BYTES, missing: vec![], stored: true }))
+            sqlx::query_scalar("SELECT size FROM holdings WHERE account = $1 AND digest = $2")
+                .bind(account)
+                .bind(digest)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(size.map(|size| UploadInfo {
+            digest: digest.into(),
+            size: size as u64,
+            upload: None,
+            chunk_bytes: UPLOAD_CHUNK_BYTES,
+            missing: vec![],
+            stored: true,
+        }))
     }
 
     async fn open_upload(&self, account: &str, digest: &str) -> Result<Option<Row>, ApiError> {
@@ -264,8 +343,12 @@ impl Uploads {
     }
 
     async fn missing(&self, id: &str) -> Result<Vec<u64>, ApiError> {
-        let missing: Vec<i64> =
-            sqlx::query_scalar("SELECT idx FROM upload_chunks WHERE upload_id = $1 AND part IS NULL ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+        let missing: Vec<i64> = sqlx::query_scalar(
+            "SELECT idx FROM upload_chunks WHERE upload_id = $1 AND part IS NULL ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.db.pool)
+        .await?;
         Ok(missing.into_iter().map(|i| i as u64).collect())
     }
 
@@ -283,88 +366,180 @@ impl Uploads {
     /// Store chunk `index` of upload `id`, read from `body` (of
     /// `content_length` bytes, from `peer`) once there is room for it, if
     /// its bytes are the declared ones.
-    pub async fn put_chunk(&self, id: &str, index: u64, peer: Option<std::net::IpAddr>, content_length: Option<u64>, body: Body, now: i64) -> Result<ChunkReceived, ApiError> {
+    pub async fn put_chunk(
+        &self,
+        id: &str,
+        index: u64,
+        peer: Option<std::net::IpAddr>,
+        content_length: Option<u64>,
+        body: Body,
+        now: i64,
+    ) -> Result<ChunkReceived, ApiError> {
         let row = self.upload(id).await?;
         let (size, chunk_bytes) = (row.size as u64, row.chunk_bytes as u64);
         let count = chunks::chunk_count(size, chunk_bytes);
         if index >= count {
-            return Err(ApiError::Invalid(format!("upload {id} has chunks 0 to {}", count - 1)));
+            return Err(ApiError::Invalid(format!(
+                "upload {id} has chunks 0 to {}",
+                count - 1
+            )));
         }
         let range = chunks::chunk_range(index, size, chunk_bytes);
         let want = range.end - range.start;
         // The length first, so no slot waits on a body that cannot fit.
         if content_length != Some(want) {
-            return Err(ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes: send them with that Content-Length")));
+            return Err(ApiError::Invalid(format!(
+                "chunk {index} of upload {id} is {want} bytes: send them with that Content-Length"
+            )));
         }
         let _slot = self.chunk_slot(peer)?;
-        let read = tokio::time::timeout(CHUNK_BODY_TIMEOUT, axum::body::to_bytes(body, want as usize)).await;
+        let read = tokio::time::timeout(
+            CHUNK_BODY_TIMEOUT,
+            axum::body::to_bytes(body, want as usize),
+        )
+        .await;
         let bytes = match read {
             Ok(Ok(bytes)) if bytes.len() as u64 == want => bytes,
-            Ok(_) => return Err(ApiError::Invalid(format!("chunk {index} of upload {id} is {want} bytes; others were sent, or the body broke off"))),
-            Err(_) => return Err(ApiError::Invalid(format!("chunk {index} of upload {id} did not arrive within {} s", CHUNK_BODY_TIMEOUT.as_secs()))),
+            Ok(_) => {
+                return Err(ApiError::Invalid(format!(
+                    "chunk {index} of upload {id} is {want} bytes; others were sent, or the body broke off"
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Invalid(format!(
+                    "chunk {index} of upload {id} did not arrive within {} s",
+                    CHUNK_BODY_TIMEOUT.as_secs()
+                )));
+            }
         };
-        let value: String = sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2")
-            .bind(id)
-            .bind(index as i64)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way")))?;
+        let value: String =
+            sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2")
+                .bind(id)
+                .bind(index as i64)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way")))?;
         if !is_chunk(index, count, chunk_bytes, bytes.clone(), value).await? {
-            return Err(ApiError::ChunkMismatch(format!("chunk {index} of upload {id} is not the declared blob's: its bytes were changed or misplaced")));
+            return Err(ApiError::ChunkMismatch(format!(
+                "chunk {index} of upload {id} is not the declared blob's: its bytes were changed or misplaced"
+            )));
         }
-        let part = self.db.blobs.put_part(&row.object, &row.parts, index, range.start, bytes).await?;
+        let part = self
+            .db
+            .blobs
+            .put_part(&row.object, &row.parts, index, range.start, bytes)
+            .await?;
         // One commit for both.
         let mut tx = self.db.write().await?;
-        sqlx::query("UPDATE upload_chunks SET part = $3 WHERE upload_id = $1 AND idx = $2").bind(id).bind(index as i64).bind(part).execute(&mut *tx).await?;
-        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1 AND touched_at_ms < $2").bind(id).bind(now).execute(&mut *tx).await?;
+        sqlx::query("UPDATE upload_chunks SET part = $3 WHERE upload_id = $1 AND idx = $2")
+            .bind(id)
+            .bind(index as i64)
+            .bind(part)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1 AND touched_at_ms < $2")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        let missing: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM upload_chunks WHERE upload_id = $1 AND part IS NULL").bind(id).fetch_one(&self.db.pool).await?;
-        Ok(ChunkReceived { index, missing: missing as u64 })
+        let missing: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM upload_chunks WHERE upload_id = $1 AND part IS NULL",
+        )
+        .bind(id)
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok(ChunkReceived {
+            index,
+            missing: missing as u64,
+        })
     }
 
     /// A slot for one chunk body: [`UPLOAD_CHUNKS_PER_PEER`] per address
     /// (loopback counted in all only), [`UPLOAD_CHUNKS_IN_FLIGHT`] in all.
-    fn chunk_slot(&self, peer: Option<std::net::IpAddr>) -> Result<crate::tally::Slot<std::net::IpAddr>, ApiError> {
+    fn chunk_slot(
+        &self,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<crate::tally::Slot<std::net::IpAddr>, ApiError> {
         let local = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
         let (address, per_address) = match peer {
             Some(peer) if !peer.is_loopback() => (peer, UPLOAD_CHUNKS_PER_PEER),
             _ => (local, usize::MAX),
         };
-        self.chunks.enter(&address, per_address, UPLOAD_CHUNKS_IN_FLIGHT).map_err(|refused| match refused {
-            crate::tally::Refused::PerKey => ApiError::TooManyAtOnce { what: "upload chunks in flight", limit: UPLOAD_CHUNKS_PER_PEER, per: "address" },
-            crate::tally::Refused::InAll => ApiError::Busy,
-        })
+        self.chunks
+            .enter(&address, per_address, UPLOAD_CHUNKS_IN_FLIGHT)
+            .map_err(|refused| match refused {
+                crate::tally::Refused::PerKey => ApiError::TooManyAtOnce {
+                    what: "upload chunks in flight",
+                    limit: UPLOAD_CHUNKS_PER_PEER,
+                    per: "address",
+                },
+                crate::tally::Refused::InAll => ApiError::Busy,
+            })
     }
 
     /// Finish upload `id` of `account`: the object made whole, the blob
     /// recorded and held by `account`.
-    pub async fn complete(&self, account: &KeyId, id: &str, now: i64) -> Result<UploadInfo, ApiError> {
+    pub async fn complete(
+        &self,
+        account: &KeyId,
+        id: &str,
+        now: i64,
+    ) -> Result<UploadInfo, ApiError> {
         let row = self.upload(id).await?;
         if row.account != account.as_str() {
             return Err(ApiError::NotFound(format!("no upload {id} under way")));
         }
         let missing = self.missing(id).await?;
         if !missing.is_empty() {
-            return Err(ApiError::Incomplete { missing: missing.len() as u64, first: missing[0] });
+            return Err(ApiError::Incomplete {
+                missing: missing.len() as u64,
+                first: missing[0],
+            });
         }
         self.check_funds(&row.account, row.size as u64).await?;
-        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1").bind(id).bind(now).execute(&self.db.pool).await?;
+        sqlx::query("UPDATE uploads SET touched_at_ms = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
         let parts: Vec<String> =
-            sqlx::query_scalar("SELECT part FROM upload_chunks WHERE upload_id = $1 ORDER BY idx").bind(id).fetch_all(&self.db.pool).await?;
+            sqlx::query_scalar("SELECT part FROM upload_chunks WHERE upload_id = $1 ORDER BY idx")
+                .bind(id)
+                .fetch_all(&self.db.pool)
+                .await?;
         self.check_parts_at_risk(&row, &parts).await?;
-        if let Err(e) = self.db.blobs.finish_parts(&row.object, &row.parts, parts).await {
+        if let Err(e) = self
+            .db
+            .blobs
+            .finish_parts(&row.object, &row.parts, parts)
+            .await
+        {
             // A write that failed shows at this sync, and only once: the
             // chunks are asked for again rather than trusted after it.
             if !self.db.blobs.exists(&row.object).await? {
-                sqlx::query("UPDATE upload_chunks SET part = NULL WHERE upload_id = $1").bind(id).execute(&self.db.pool).await?;
-                tracing::warn!(upload = id, "finishing an upload failed; its chunks are asked for again: {e}");
+                sqlx::query("UPDATE upload_chunks SET part = NULL WHERE upload_id = $1")
+                    .bind(id)
+                    .execute(&self.db.pool)
+                    .await?;
+                tracing::warn!(
+                    upload = id,
+                    "finishing an upload failed; its chunks are asked for again: {e}"
+                );
             }
             return Err(e.into());
         }
-        let mut staged = Staged::adopt(&self.db, row.digest.clone(), row.size as u64, row.object.clone());
+        let mut staged = Staged::adopt(
+            &self.db,
+            row.digest.clone(),
+            row.size as u64,
+            row.object.clone(),
+        );
         let mut tx = self.db.write().await?;
-        let claimed = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let claimed = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if claimed.rows_affected() == 1 {
             // On any failure the object stays the upload's (an adopted object
             // is removed only by settling), for the next try or the drop.
@@ -376,7 +551,9 @@ impl Uploads {
             drop(tx);
         }
         staged.settle().await;
-        self.held(&row.account, &row.digest).await?.ok_or_else(|| ApiError::NotFound(format!("upload {id} was cancelled")))
+        self.held(&row.account, &row.digest)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("upload {id} was cancelled")))
     }
 
     /// Check again each chunk the machine may have lost since it arrived
@@ -388,7 +565,12 @@ impl Uploads {
         let mut lost = Vec::new();
         let at_risk = self.db.blobs.parts_at_risk(parts);
         for index in at_risk.iter().map(|&i| i as u64) {
-            let bytes = match self.db.blobs.read_part(&row.parts, chunks::chunk_range(index, size, chunk_bytes)).await {
+            let bytes = match self
+                .db
+                .blobs
+                .read_part(&row.parts, chunks::chunk_range(index, size, chunk_bytes))
+                .await
+            {
                 Ok(bytes) => bytes,
                 // The file itself went (or shrank) with the crash: every
                 // chunk written then is lost; the file is made again.
@@ -397,17 +579,35 @@ impl Uploads {
                     Vec::new()
                 }
             };
-            let value: String =
-                sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).fetch_one(&self.db.pool).await?;
+            let value: String = sqlx::query_scalar(
+                "SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2",
+            )
+            .bind(&row.id)
+            .bind(index as i64)
+            .fetch_one(&self.db.pool)
+            .await?;
             if !is_chunk(index, count, chunk_bytes, bytes, value).await? {
-                sqlx::query("UPDATE upload_chunks SET part = NULL WHERE upload_id = $1 AND idx = $2").bind(&row.id).bind(index as i64).execute(&self.db.pool).await?;
+                sqlx::query(
+                    "UPDATE upload_chunks SET part = NULL WHERE upload_id = $1 AND idx = $2",
+                )
+                .bind(&row.id)
+                .bind(index as i64)
+                .execute(&self.db.pool)
+                .await?;
                 lost.push(index);
             }
         }
         match lost.first() {
             Some(&first) => {
-                tracing::warn!(upload = row.id, chunks = lost.len(), "chunks lost in a crash of the machine: asked for again");
-                Err(ApiError::Incomplete { missing: lost.len() as u64, first })
+                tracing::warn!(
+                    upload = row.id,
+                    chunks = lost.len(),
+                    "chunks lost in a crash of the machine: asked for again"
+                );
+                Err(ApiError::Incomplete {
+                    missing: lost.len() as u64,
+                    first,
+                })
             }
             None => Ok(()),
         }
@@ -415,8 +615,17 @@ impl Uploads {
 
     /// In the completing transaction: the blob recorded, held by the
     /// uploader, and paid for.
-    async fn make_held(&self, tx: &mut crate::db::Tx, row: &Row, staged: &mut Staged, now: i64) -> Result<(), ApiError> {
-        sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(&row.id).execute(&mut **tx).await?;
+    async fn make_held(
+        &self,
+        tx: &mut crate::db::Tx,
+        row: &Row,
+        staged: &mut Staged,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1")
+            .bind(&row.id)
+            .execute(&mut **tx)
+            .await?;
         let held = sqlx::query("INSERT INTO holdings (account, digest, size, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (account, digest) DO NOTHING")
             .bind(&row.account)
             .bind(&row.digest)
@@ -431,8 +640,19 @@ impl Uploads {
         staged.record(tx, Pin::Job).await?;
         // Paid for a new holding; given back for one held already.
         let (id, op) = match held.rows_affected() {
-            1 => (format!("{}:paid", price_hold(&row.id)), Op::Post { pending_id: price_hold(&row.id), amount: None }),
-            _ => (format!("{}:void", price_hold(&row.id)), Op::Void { pending_id: price_hold(&row.id) }),
+            1 => (
+                format!("{}:paid", price_hold(&row.id)),
+                Op::Post {
+                    pending_id: price_hold(&row.id),
+                    amount: None,
+                },
+            ),
+            _ => (
+                format!("{}:void", price_hold(&row.id)),
+                Op::Void {
+                    pending_id: price_hold(&row.id),
+                },
+            ),
         };
         self.ledger.execute_in(tx, &id, &op, now).await?;
         Ok(())
@@ -445,7 +665,15 @@ impl Uploads {
         if row.account != account.as_str() {
             return Err(ApiError::NotFound(format!("no upload {id} under way")));
         }
-        self.drop_upload(row, Due { idle_since: i64::MAX, made_before: i64::MAX }, now).await
+        self.drop_upload(
+            row,
+            Due {
+                idle_since: i64::MAX,
+                made_before: i64::MAX,
+            },
+            now,
+        )
+        .await
     }
 
     /// Drop an upload last touched before `idle_since`: its row and
@@ -456,34 +684,58 @@ impl Uploads {
     /// never a blob).
     async fn drop_upload(&self, row: Row, due: Due, now: i64) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
-        let dropped = sqlx::query("DELETE FROM uploads WHERE id = $1 AND (touched_at_ms < $2 OR created_at_ms < $3)")
-            .bind(&row.id)
-            .bind(due.idle_since)
-            .bind(due.made_before)
-            .execute(&mut *tx)
-            .await?;
+        let dropped = sqlx::query(
+            "DELETE FROM uploads WHERE id = $1 AND (touched_at_ms < $2 OR created_at_ms < $3)",
+        )
+        .bind(&row.id)
+        .bind(due.idle_since)
+        .bind(due.made_before)
+        .execute(&mut *tx)
+        .await?;
         if dropped.rows_affected() != 1 {
             return Ok(());
         }
-        sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1").bind(&row.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM upload_chunks WHERE upload_id = $1")
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
         give_back(&mut tx, &row.account, row.size).await?;
         // Its price back (a hold the ledger's sweep expired is back already).
-        match self.ledger.execute_in(&mut tx, &format!("{}:void", price_hold(&row.id)), &Op::Void { pending_id: price_hold(&row.id) }, now).await {
+        match self
+            .ledger
+            .execute_in(
+                &mut tx,
+                &format!("{}:void", price_hold(&row.id)),
+                &Op::Void {
+                    pending_id: price_hold(&row.id),
+                },
+                now,
+            )
+            .await
+        {
             Ok(_) | Err(ApiError::NotPending(_)) => {}
             Err(e) => return Err(e),
         }
         tx.commit().await?;
         if let Err(e) = self.db.blobs.abort_parts(&row.object, &row.parts).await {
-            tracing::warn!(upload = row.id, "a dropped upload's parts stay in the store: {e}");
+            tracing::warn!(
+                upload = row.id,
+                "a dropped upload's parts stay in the store: {e}"
+            );
         }
-        Staged::adopt(&self.db, row.digest, row.size as u64, row.object).settle().await;
+        Staged::adopt(&self.db, row.digest, row.size as u64, row.object)
+            .settle()
+            .await;
         Ok(())
     }
 
     /// Drop uploads untouched for [`UPLOAD_IDLE_MS`] or older than
     /// [`UPLOAD_MAX_AGE_MS`]; how many.
     pub async fn drop_idle(&self, now: i64) -> Result<u64, ApiError> {
-        let due = Due { idle_since: now - UPLOAD_IDLE_MS, made_before: now - UPLOAD_MAX_AGE_MS };
+        let due = Due {
+            idle_since: now - UPLOAD_IDLE_MS,
+            made_before: now - UPLOAD_MAX_AGE_MS,
+        };
         let mut count = 0;
         for _ in 0..EXPIRED_BATCHES_PER_SWEEP {
             let batch: Vec<Row> = sqlx::query_as(
@@ -522,11 +774,13 @@ impl Uploads {
         // The blob's row first, as a submit naming it takes it: a submit
         // under way either committed (and its job is seen below) or waits.
         crate::blobs::lock(&mut tx, digest).await?;
-        let size: Option<i64> = sqlx::query_scalar("DELETE FROM holdings WHERE account = $1 AND digest = $2 RETURNING size")
-            .bind(account.as_str())
-            .bind(digest)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let size: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM holdings WHERE account = $1 AND digest = $2 RETURNING size",
+        )
+        .bind(account.as_str())
+        .bind(digest)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(size) = size else {
             return Err(ApiError::NotFound(format!("you hold no blob {digest}")));
         };
@@ -543,7 +797,9 @@ impl Uploads {
         .fetch_optional(&mut *tx)
         .await?;
         if named.is_some() {
-            return Err(ApiError::NotYet(format!("a job of yours names blob {digest}: delete the job's data first (agora delete-data JOB), or wait for its retention")));
+            return Err(ApiError::NotYet(format!(
+                "a job of yours names blob {digest}: delete the job's data first (agora delete-data JOB), or wait for its retention"
+            )));
         }
         give_back(&mut tx, account.as_str(), size).await?;
         let object = crate::blobs::collect(&mut tx, digest).await?;
@@ -564,18 +820,33 @@ impl Uploads {
         Ok(Storage {
             used_bytes: self.used_by(account.as_str()).await?,
             quota_bytes: self.config.quota_bytes,
-            blobs: rows.into_iter().map(|(digest, size, created_at_ms)| HeldBlob { digest, size: size as u64, created_at_ms }).collect(),
+            blobs: rows
+                .into_iter()
+                .map(|(digest, size, created_at_ms)| HeldBlob {
+                    digest,
+                    size: size as u64,
+                    created_at_ms,
+                })
+                .collect(),
         })
     }
 }
 
 /// The sizes of the blobs `digests` that `account` holds (the others are
 /// absent): what a job of `account` may name.
-pub async fn held_sizes(conn: &mut sqlx::AnyConnection, account: &str, digests: &[&str]) -> Result<std::collections::HashMap<String, u64>, sqlx::Error> {
+pub async fn held_sizes(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    digests: &[&str],
+) -> Result<std::collections::HashMap<String, u64>, sqlx::Error> {
     let mut sizes = std::collections::HashMap::new();
     for digest in digests {
         let size: Option<i64> =
-            sqlx::query_scalar("SELECT size FROM holdings WHERE account = $1 AND digest = $2").bind(account).bind(*digest).fetch_optional(&mut *conn).await?;
+            sqlx::query_scalar("SELECT size FROM holdings WHERE account = $1 AND digest = $2")
+                .bind(account)
+                .bind(*digest)
+                .fetch_optional(&mut *conn)
+                .await?;
         if let Some(size) = size {
             sizes.insert(digest.to_string(), size as u64);
         }
@@ -597,15 +868,27 @@ fn price_hold(id: &str) -> String {
 
 /// Whether `bytes` are chunk `index` (of `count`) with declared `value`,
 /// hashed off the async threads.
-async fn is_chunk(index: u64, count: u64, chunk_bytes: u64, bytes: impl AsRef<[u8]> + Send + 'static, value: String) -> Result<bool, ApiError> {
-    let made = tokio::task::spawn_blocking(move || chunks::chunk_value(index, count, chunk_bytes, bytes.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
+async fn is_chunk(
+    index: u64,
+    count: u64,
+    chunk_bytes: u64,
+    bytes: impl AsRef<[u8]> + Send + 'static,
+    value: String,
+) -> Result<bool, ApiError> {
+    let made = tokio::task::spawn_blocking(move || {
+        chunks::chunk_value(index, count, chunk_bytes, bytes.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("hashing a chunk: {e}")))?;
     Ok(hex::encode(made) == value)
 }
 
 /// Give `bytes` of `account`'s usage back.
 async fn give_back(tx: &mut crate::db::Tx, account: &str, bytes: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE storage_usage SET bytes = bytes - $2 WHERE account = $1").bind(account).bind(bytes).execute(&mut **tx).await?;
+    sqlx::query("UPDATE storage_usage SET bytes = bytes - $2 WHERE account = $1")
+        .bind(account)
+        .bind(bytes)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

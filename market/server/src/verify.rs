@@ -56,14 +56,30 @@ pub type SharedInputs = std::collections::BTreeMap<String, std::sync::Arc<[u8]>>
 pub trait ResultVerifier: Send + Sync {
     /// `Ok(true)` when `output` is a correct answer to `input`; `Err` when
     /// verification did not complete.
-    fn verify(&self, component: &[u8], input: &[u8], output: &[u8], limits: &VerifyLimits) -> Result<bool, VerifyFailure>;
+    fn verify(
+        &self,
+        component: &[u8],
+        input: &[u8],
+        output: &[u8],
+        limits: &VerifyLimits,
+    ) -> Result<bool, VerifyFailure>;
 
     /// [`ResultVerifier::verify`] for a job with shared inputs (by name):
     /// `verify` reads them as `run` did. A verifier that cannot give them
     /// reaches no verdict.
-    fn verify_shared(&self, component: &[u8], input: &[u8], output: &[u8], shared: &SharedInputs, limits: &VerifyLimits) -> Result<bool, VerifyFailure> {
+    fn verify_shared(
+        &self,
+        component: &[u8],
+        input: &[u8],
+        output: &[u8],
+        shared: &SharedInputs,
+        limits: &VerifyLimits,
+    ) -> Result<bool, VerifyFailure> {
         if !shared.is_empty() {
-            return Err(VerifyFailure { outcome: RunOutcome::Refused, message: "this verifier cannot give a job its shared inputs".into() });
+            return Err(VerifyFailure {
+                outcome: RunOutcome::Refused,
+                message: "this verifier cannot give a job its shared inputs".into(),
+            });
         }
         self.verify(component, input, output, limits)
     }
@@ -115,7 +131,8 @@ impl VerifyLimits {
         VerifyLimits {
             fuel: (fuel / VERIFY_SHARE).max(MIN_VERIFY_FUEL),
             memory_bytes: memory_bytes.min(MAX_VERIFY_MEMORY_BYTES),
-            timeout_ms: (timeout_ms / VERIFY_SHARE).clamp(MIN_VERIFY_TIMEOUT_MS, MAX_VERIFY_TIMEOUT_MS),
+            timeout_ms: (timeout_ms / VERIFY_SHARE)
+                .clamp(MIN_VERIFY_TIMEOUT_MS, MAX_VERIFY_TIMEOUT_MS),
         }
     }
 }
@@ -129,12 +146,23 @@ mod tests {
         let hour = 3_600_000;
         assert_eq!(
             VerifyLimits::for_run(4_000_000_000, 4 << 30, hour),
-            VerifyLimits { fuel: 1_000_000_000, memory_bytes: MAX_VERIFY_MEMORY_BYTES, timeout_ms: MAX_VERIFY_TIMEOUT_MS }
+            VerifyLimits {
+                fuel: 1_000_000_000,
+                memory_bytes: MAX_VERIFY_MEMORY_BYTES,
+                timeout_ms: MAX_VERIFY_TIMEOUT_MS
+            }
         );
         assert_eq!(
             VerifyLimits::for_run(1_000, 64 << 20, 1_000),
-            VerifyLimits { fuel: MIN_VERIFY_FUEL, memory_bytes: 64 << 20, timeout_ms: MIN_VERIFY_TIMEOUT_MS }
+            VerifyLimits {
+                fuel: MIN_VERIFY_FUEL,
+                memory_bytes: 64 << 20,
+                timeout_ms: MIN_VERIFY_TIMEOUT_MS
+            }
         );
-        assert_eq!(VerifyLimits::for_run(u64::MAX, u64::MAX, u64::MAX).timeout_ms, MAX_VERIFY_TIMEOUT_MS);
+        assert_eq!(
+            VerifyLimits::for_run(u64::MAX, u64::MAX, u64::MAX).timeout_ms,
+            MAX_VERIFY_TIMEOUT_MS
+        );
     }
 }

@@ -734,17 +734,26 @@ pub struct UnitsQuery {
 impl UnitsQuery {
     /// The page starting at unit `from`, as long as the market allows.
     pub fn from(from: u32) -> Self {
-        UnitsQuery { units_from: from, units_limit: Some(MAX_UNITS_PER_PAGE) }
+        UnitsQuery {
+            units_from: from,
+            units_limit: Some(MAX_UNITS_PER_PAGE),
+        }
     }
 
     /// How many units the page holds at most.
     pub fn limit(&self) -> u32 {
-        self.units_limit.unwrap_or(UNITS_PER_PAGE).clamp(1, MAX_UNITS_PER_PAGE)
+        self.units_limit
+            .unwrap_or(UNITS_PER_PAGE)
+            .clamp(1, MAX_UNITS_PER_PAGE)
     }
 
     /// The query string that asks for this page.
     pub fn to_query(&self) -> String {
-        format!("units_from={}&units_limit={}", self.units_from, self.limit())
+        format!(
+            "units_from={}&units_limit={}",
+            self.units_from,
+            self.limit()
+        )
     }
 }
 
@@ -963,8 +972,18 @@ pub struct ResultReport {
 impl ResultReport {
     /// What the provider signs: the lease, the output digest and the usage
     /// it is paid for.
-    pub fn signed_bytes(lease_id: &str, outcome: RunOutcome, output_digest: Option<&str>, fuel_used: u64, gpu_time_us: u64) -> Vec<u8> {
-        format!("agora-result-v1\n{lease_id}\n{outcome}\n{}\n{fuel_used}\n{gpu_time_us}", output_digest.unwrap_or("-")).into_bytes()
+    pub fn signed_bytes(
+        lease_id: &str,
+        outcome: RunOutcome,
+        output_digest: Option<&str>,
+        fuel_used: u64,
+        gpu_time_us: u64,
+    ) -> Vec<u8> {
+        format!(
+            "agora-result-v1\n{lease_id}\n{outcome}\n{}\n{fuel_used}\n{gpu_time_us}",
+            output_digest.unwrap_or("-")
+        )
+        .into_bytes()
     }
 }
 
@@ -990,9 +1009,21 @@ mod text_form_tests {
 
     /// The one table of text forms agrees with serde's, which the wire and
     /// result signatures use.
-    fn agrees<T: Serialize + Copy + std::fmt::Display + std::str::FromStr<Err = UnknownState> + PartialEq + std::fmt::Debug>(all: &[T]) {
+    fn agrees<
+        T: Serialize
+            + Copy
+            + std::fmt::Display
+            + std::str::FromStr<Err = UnknownState>
+            + PartialEq
+            + std::fmt::Debug,
+    >(
+        all: &[T],
+    ) {
         for v in all {
-            assert_eq!(serde_json::to_value(v).unwrap(), serde_json::Value::String(v.to_string()));
+            assert_eq!(
+                serde_json::to_value(v).unwrap(),
+                serde_json::Value::String(v.to_string())
+            );
             assert_eq!(v.to_string().parse::<T>().unwrap(), *v);
         }
     }
@@ -1004,7 +1035,13 @@ mod text_form_tests {
         agrees(UnitState::ALL);
         agrees(LeaseState::ALL);
         agrees(RunOutcome::ALL);
-        assert_eq!("paid".parse::<LeaseState>(), Err(UnknownState { what: "LeaseState", text: "paid".into() }));
+        assert_eq!(
+            "paid".parse::<LeaseState>(),
+            Err(UnknownState {
+                what: "LeaseState",
+                text: "paid".into()
+            })
+        );
     }
 }
 

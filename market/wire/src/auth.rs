@@ -41,7 +41,11 @@ pub fn origin_of(url: &str) -> Option<String> {
         _ => return None,
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit('@').next().unwrap_or("").to_ascii_lowercase();
+    let host_port = authority
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let host_port = host_port.strip_suffix(default_port).unwrap_or(&host_port);
     let valid = |c: char| c.is_ascii_alphanumeric() || "-._:[]".contains(c);
     if host_port.is_empty() || host_port.starts_with(':') || !host_port.chars().all(valid) {
@@ -51,7 +55,14 @@ pub fn origin_of(url: &str) -> Option<String> {
 }
 
 /// The bytes a request signature covers.
-pub fn signed_bytes(origin: &str, method: &str, path_and_query: &str, timestamp_ms: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
+pub fn signed_bytes(
+    origin: &str,
+    method: &str,
+    path_and_query: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
     format!(
         "agora-request-v2\n{}\n{}\n{}\n{}\n{}\n{}",
         origin,
@@ -66,11 +77,25 @@ pub fn signed_bytes(origin: &str, method: &str, path_and_query: &str, timestamp_
 
 /// The auth headers for a request to the market at `origin` ([`origin_of`]),
 /// as (name, value).
-pub fn sign_request(key: &Keypair, origin: &str, method: &str, path_and_query: &str, body: &[u8], now_ms: i64) -> Vec<(&'static str, String)> {
+pub fn sign_request(
+    key: &Keypair,
+    origin: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Vec<(&'static str, String)> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).expect("the OS provides randomness");
     let nonce = hex::encode(nonce);
-    let signature = key.sign(&signed_bytes(origin, method, path_and_query, now_ms, &nonce, body));
+    let signature = key.sign(&signed_bytes(
+        origin,
+        method,
+        path_and_query,
+        now_ms,
+        &nonce,
+        body,
+    ));
     vec![
         (HEADER_KEY, key.id().to_string()),
         (HEADER_ORIGIN, origin.to_string()),
@@ -94,7 +119,9 @@ pub enum AuthError {
     Missing(&'static str),
     #[error("header `{0}` is malformed")]
     Malformed(&'static str),
-    #[error("the request's timestamp is {skew_ms} ms from the server's clock (at most {MAX_CLOCK_SKEW_MS} allowed)")]
+    #[error(
+        "the request's timestamp is {skew_ms} ms from the server's clock (at most {MAX_CLOCK_SKEW_MS} allowed)"
+    )]
     Stale { skew_ms: i64 },
     #[error("the request was signed for the market at {signed_for}, not this one ({this})")]
     OtherMarket { signed_for: String, this: String },
@@ -132,16 +159,24 @@ pub struct SignedHeaders<'a> {
 /// without its body (a server refuses an unsigned or stale upload before
 /// reading it). A well-formed signature that does not verify is found only
 /// with the body: it signs the body.
-pub fn check_headers<'a>(header: impl Fn(&'static str) -> Option<&'a str>, now_ms: i64) -> Result<SignedHeaders<'a>, AuthError> {
+pub fn check_headers<'a>(
+    header: impl Fn(&'static str) -> Option<&'a str>,
+    now_ms: i64,
+) -> Result<SignedHeaders<'a>, AuthError> {
     let get = |name| header(name).ok_or(AuthError::Missing(name));
     let key = KeyId::parse(get(HEADER_KEY)?).map_err(|_| AuthError::Malformed(HEADER_KEY))?;
     let origin = get(HEADER_ORIGIN)?;
     if origin.len() > MAX_ORIGIN_LEN || origin_of(origin).as_deref() != Some(origin) {
         return Err(AuthError::Malformed(HEADER_ORIGIN));
     }
-    let timestamp_ms: i64 = get(HEADER_TIMESTAMP)?.parse().map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
+    let timestamp_ms: i64 = get(HEADER_TIMESTAMP)?
+        .parse()
+        .map_err(|_| AuthError::Malformed(HEADER_TIMESTAMP))?;
     let nonce = get(HEADER_NONCE)?;
-    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if nonce.is_empty()
+        || nonce.len() > MAX_NONCE_LEN
+        || !nonce.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(AuthError::Malformed(HEADER_NONCE));
     }
     let skew_ms = now_ms - timestamp_ms;
@@ -153,26 +188,58 @@ pub fn check_headers<'a>(header: impl Fn(&'static str) -> Option<&'a str>, now_m
     if signature.len() != 128 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AuthError::Malformed(HEADER_SIGNATURE));
     }
-    Ok(SignedHeaders { key, origin, timestamp_ms, nonce, signature })
+    Ok(SignedHeaders {
+        key,
+        origin,
+        timestamp_ms,
+        nonce,
+        signature,
+    })
 }
 
 impl SignedHeaders<'_> {
     /// Verify the signature over the method, path and body.
     /// Verify the signature for a market whose public origins are `origins`.
-    pub fn verify(self, origins: &[String], method: &str, path_and_query: &str, body: &[u8]) -> Result<Signer, AuthError> {
+    pub fn verify(
+        self,
+        origins: &[String],
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<Signer, AuthError> {
         if !origins.iter().any(|o| o == self.origin) {
-            return Err(AuthError::OtherMarket { signed_for: self.origin.to_string(), this: origins.join(", ") });
+            return Err(AuthError::OtherMarket {
+                signed_for: self.origin.to_string(),
+                this: origins.join(", "),
+            });
         }
         self.key
-            .verify(&signed_bytes(self.origin, method, path_and_query, self.timestamp_ms, self.nonce, body), self.signature)
+            .verify(
+                &signed_bytes(
+                    self.origin,
+                    method,
+                    path_and_query,
+                    self.timestamp_ms,
+                    self.nonce,
+                    body,
+                ),
+                self.signature,
+            )
             .map_err(|_| AuthError::BadSignature)?;
-        Ok(Signer { key: self.key, nonce: self.nonce.to_string(), timestamp_ms: self.timestamp_ms })
+        Ok(Signer {
+            key: self.key,
+            nonce: self.nonce.to_string(),
+            timestamp_ms: self.timestamp_ms,
+        })
     }
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -181,18 +248,55 @@ mod tests {
 
     const MARKET: &str = "https://market.example.org";
 
-    fn check(headers: &[(&'static str, String)], method: &str, path: &str, body: &[u8], now: i64) -> Result<Signer, AuthError> {
+    fn check(
+        headers: &[(&'static str, String)],
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Signer, AuthError> {
         let origins = [MARKET.to_string(), "http://127.0.0.1:8080".to_string()];
-        verify_request(&origins, method, path, |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()), body, now)
+        verify_request(
+            &origins,
+            method,
+            path,
+            |name| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_str())
+            },
+            body,
+            now,
+        )
     }
 
     #[test]
     fn origins_are_normalized_and_only_web_urls_have_one() {
-        assert_eq!(origin_of("HTTPS://Market.Example.org:443/api?x").as_deref(), Some("https://market.example.org"));
-        assert_eq!(origin_of("http://user:pw@127.0.0.1:8080").as_deref(), Some("http://127.0.0.1:8080"));
-        assert_eq!(origin_of("http://[::1]:80/").as_deref(), Some("http://[::1]"));
-        assert_eq!(origin_of("https://m.example:8443").as_deref(), Some("https://m.example:8443"));
-        for bad in ["ftp://x", "https://", "https://:443", "market.example.org", "https://a b", "https://a\nb"] {
+        assert_eq!(
+            origin_of("HTTPS://Market.Example.org:443/api?x").as_deref(),
+            Some("https://market.example.org")
+        );
+        assert_eq!(
+            origin_of("http://user:pw@127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            origin_of("http://[::1]:80/").as_deref(),
+            Some("http://[::1]")
+        );
+        assert_eq!(
+            origin_of("https://m.example:8443").as_deref(),
+            Some("https://m.example:8443")
+        );
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://:443",
+            "market.example.org",
+            "https://a b",
+            "https://a\nb",
+        ] {
             assert_eq!(origin_of(bad), None, "{bad}");
         }
     }
@@ -202,22 +306,70 @@ mod tests {
         let key = Keypair::generate();
         let now = 1_700_000_000_000;
         let headers = sign_request(&key, MARKET, "POST", "/api/v1/transfers", b"{}", now);
-        assert_eq!(check(&headers, "POST", "/api/v1/transfers", b"{}", now).unwrap().key, *key.id());
-        assert_eq!(check(&headers, "POST", "/api/v1/transfers", b"{ }", now), Err(AuthError::BadSignature));
-        assert_eq!(check(&headers, "PUT", "/api/v1/transfers", b"{}", now), Err(AuthError::BadSignature));
-        assert_eq!(check(&headers, "POST", "/api/v1/holds", b"{}", now), Err(AuthError::BadSignature));
+        assert_eq!(
+            check(&headers, "POST", "/api/v1/transfers", b"{}", now)
+                .unwrap()
+                .key,
+            *key.id()
+        );
+        assert_eq!(
+            check(&headers, "POST", "/api/v1/transfers", b"{ }", now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&headers, "PUT", "/api/v1/transfers", b"{}", now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&headers, "POST", "/api/v1/holds", b"{}", now),
+            Err(AuthError::BadSignature)
+        );
         // Made for another market and replayed here within the skew window:
         // as sent, or with the origin header rewritten to this market's.
-        let elsewhere = sign_request(&key, "https://other.example", "POST", "/api/v1/transfers", b"{}", now);
-        assert!(matches!(check(&elsewhere, "POST", "/api/v1/transfers", b"{}", now), Err(AuthError::OtherMarket { .. })));
+        let elsewhere = sign_request(
+            &key,
+            "https://other.example",
+            "POST",
+            "/api/v1/transfers",
+            b"{}",
+            now,
+        );
+        assert!(matches!(
+            check(&elsewhere, "POST", "/api/v1/transfers", b"{}", now),
+            Err(AuthError::OtherMarket { .. })
+        ));
         let mut rewritten = elsewhere.clone();
         rewritten[1].1 = MARKET.into();
-        assert_eq!(check(&rewritten, "POST", "/api/v1/transfers", b"{}", now), Err(AuthError::BadSignature));
-        assert!(matches!(check(&headers, "POST", "/api/v1/transfers", b"{}", now + MAX_CLOCK_SKEW_MS + 1), Err(AuthError::Stale { .. })));
-        assert_eq!(check(&headers[1..], "POST", "/api/v1/transfers", b"{}", now), Err(AuthError::Missing(HEADER_KEY)));
+        assert_eq!(
+            check(&rewritten, "POST", "/api/v1/transfers", b"{}", now),
+            Err(AuthError::BadSignature)
+        );
+        assert!(matches!(
+            check(
+                &headers,
+                "POST",
+                "/api/v1/transfers",
+                b"{}",
+                now + MAX_CLOCK_SKEW_MS + 1
+            ),
+            Err(AuthError::Stale { .. })
+        ));
+        assert_eq!(
+            check(&headers[1..], "POST", "/api/v1/transfers", b"{}", now),
+            Err(AuthError::Missing(HEADER_KEY))
+        );
         // A signature that is no ed25519 signature in hex is refused without the body.
         let mut garbled = headers.clone();
         garbled[4].1 = "zz".repeat(64);
-        assert_eq!(check_headers(|name| garbled.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()), now), Err(AuthError::Malformed(HEADER_SIGNATURE)));
+        assert_eq!(
+            check_headers(
+                |name| garbled
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_str()),
+                now
+            ),
+            Err(AuthError::Malformed(HEADER_SIGNATURE))
+        );
     }
 }

@@ -15,7 +15,9 @@
 //!
 //! A blob of one chunk has no tree: its one value is its digest.
 
-use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
 
 /// The bytes of every chunk of an upload but the last: a power of two (the
 /// tree needs it), and at least S3's 5 MiB smallest multipart part.
@@ -55,8 +57,15 @@ pub fn chunk_value(index: u64, chunks: u64, chunk_bytes: u64, bytes: &[u8]) -> [
 /// Why declared chunk values do not make a digest.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
-    #[error("a blob of {size} bytes has {expected} chunks of {chunk_bytes} bytes; {given} chunk values were given")]
-    Count { size: u64, chunk_bytes: u64, expected: u64, given: usize },
+    #[error(
+        "a blob of {size} bytes has {expected} chunks of {chunk_bytes} bytes; {given} chunk values were given"
+    )]
+    Count {
+        size: u64,
+        chunk_bytes: u64,
+        expected: u64,
+        given: usize,
+    },
     #[error("the chunk values make the digest {made}, not the claimed {claimed}")]
     Digest { made: String, claimed: String },
     #[error("a chunk value is 64 hex digits: {0}")]
@@ -65,10 +74,19 @@ pub enum ChunkError {
 
 /// The digest the chunk values `values` (in order) of a blob of `size`
 /// bytes make.
-pub fn root_of(values: &[[u8; 32]], size: u64, chunk_bytes: u64) -> Result<blake3::Hash, ChunkError> {
+pub fn root_of(
+    values: &[[u8; 32]],
+    size: u64,
+    chunk_bytes: u64,
+) -> Result<blake3::Hash, ChunkError> {
     let expected = chunk_count(size, chunk_bytes);
     if values.len() as u64 != expected {
-        return Err(ChunkError::Count { size, chunk_bytes, expected, given: values.len() });
+        return Err(ChunkError::Count {
+            size,
+            chunk_bytes,
+            expected,
+            given: values.len(),
+        });
     }
     if let [only] = values {
         return Ok(blake3::Hash::from_bytes(*only));
@@ -85,7 +103,10 @@ fn split(values: &[[u8; 32]], len: u64, chunk_bytes: u64) -> (ChainingValue, Cha
     // power of two of pieces and there is more than one.
     let left_len = left_subtree_len(len);
     let at = (left_len / chunk_bytes) as usize;
-    (subtree(&values[..at], left_len, chunk_bytes), subtree(&values[at..], len - left_len, chunk_bytes))
+    (
+        subtree(&values[..at], left_len, chunk_bytes),
+        subtree(&values[at..], len - left_len, chunk_bytes),
+    )
 }
 
 fn subtree(values: &[[u8; 32]], len: u64, chunk_bytes: u64) -> ChainingValue {
@@ -100,18 +121,27 @@ fn subtree(values: &[[u8; 32]], len: u64, chunk_bytes: u64) -> ChainingValue {
 
 /// Check that `values` (hex, in order) make `digest` (hex) for a blob of
 /// `size` bytes; the values as bytes.
-pub fn check_values(values: &[String], digest: &str, size: u64, chunk_bytes: u64) -> Result<Vec<[u8; 32]>, ChunkError> {
+pub fn check_values(
+    values: &[String],
+    digest: &str,
+    size: u64,
+    chunk_bytes: u64,
+) -> Result<Vec<[u8; 32]>, ChunkError> {
     let values: Vec<[u8; 32]> = values
         .iter()
         .map(|v| {
             let mut value = [0u8; 32];
-            hex::decode_to_slice(v, &mut value).map_err(|_| ChunkError::Malformed(v.chars().take(80).collect()))?;
+            hex::decode_to_slice(v, &mut value)
+                .map_err(|_| ChunkError::Malformed(v.chars().take(80).collect()))?;
             Ok(value)
         })
         .collect::<Result<_, ChunkError>>()?;
     let made = root_of(&values, size, chunk_bytes)?.to_hex().to_string();
     if !made.eq_ignore_ascii_case(digest) {
-        return Err(ChunkError::Digest { made, claimed: digest.to_string() });
+        return Err(ChunkError::Digest {
+            made,
+            claimed: digest.to_string(),
+        });
     }
     Ok(values)
 }
@@ -134,7 +164,15 @@ impl Chunker {
     /// For a blob of `size` bytes cut into `chunk_bytes` chunks.
     pub fn new(size: u64, chunk_bytes: u64) -> Chunker {
         let chunks = chunk_count(size, chunk_bytes);
-        Chunker { size, chunk_bytes, chunks, current: blake3::Hasher::new(), at: 0, values: Vec::with_capacity(chunks as usize), over: false }
+        Chunker {
+            size,
+            chunk_bytes,
+            chunks,
+            current: blake3::Hasher::new(),
+            at: 0,
+            values: Vec::with_capacity(chunks as usize),
+            over: false,
+        }
     }
 
     /// The next bytes of the blob.
@@ -188,16 +226,39 @@ mod tests {
     #[test]
     fn chunk_values_make_the_plain_digest() {
         for chunk_bytes in [1024u64, 4096] {
-            for size in [0usize, 1, 1023, 1024, 1025, 2048, 3000, 4096, 4097, 5 * 4096 + 3, 7 * 4096, 9 * 4096 + 1, 16 * 4096] {
+            for size in [
+                0usize,
+                1,
+                1023,
+                1024,
+                1025,
+                2048,
+                3000,
+                4096,
+                4097,
+                5 * 4096 + 3,
+                7 * 4096,
+                9 * 4096 + 1,
+                16 * 4096,
+            ] {
                 let data = bytes(size);
                 let chunks = chunk_count(size as u64, chunk_bytes);
                 let values: Vec<[u8; 32]> = (0..chunks)
                     .map(|i| {
                         let r = chunk_range(i, size as u64, chunk_bytes);
-                        chunk_value(i, chunks, chunk_bytes, &data[r.start as usize..r.end as usize])
+                        chunk_value(
+                            i,
+                            chunks,
+                            chunk_bytes,
+                            &data[r.start as usize..r.end as usize],
+                        )
                     })
                     .collect();
-                assert_eq!(root_of(&values, size as u64, chunk_bytes).unwrap(), blake3::hash(&data), "size {size} chunk {chunk_bytes}");
+                assert_eq!(
+                    root_of(&values, size as u64, chunk_bytes).unwrap(),
+                    blake3::hash(&data),
+                    "size {size} chunk {chunk_bytes}"
+                );
                 // The one-pass chunker, fed in odd pieces, agrees.
                 let mut chunker = Chunker::new(size as u64, chunk_bytes);
                 data.chunks(777).for_each(|piece| chunker.update(piece));
@@ -215,13 +276,34 @@ mod tests {
         let (digest, values) = chunker.finish().unwrap();
         let hex: Vec<String> = values.iter().map(hex::encode).collect();
         assert!(check_values(&hex, &digest.to_hex(), data.len() as u64, 1024).is_ok());
-        assert!(matches!(check_values(&hex[..3], &digest.to_hex(), data.len() as u64, 1024), Err(ChunkError::Count { expected: 4, given: 3, .. })));
+        assert!(matches!(
+            check_values(&hex[..3], &digest.to_hex(), data.len() as u64, 1024),
+            Err(ChunkError::Count {
+                expected: 4,
+                given: 3,
+                ..
+            })
+        ));
         let mut swapped = hex.clone();
         swapped.swap(0, 1);
-        assert!(matches!(check_values(&swapped, &digest.to_hex(), data.len() as u64, 1024), Err(ChunkError::Digest { .. })));
-        assert!(matches!(check_values(&vec!["zz".to_string(); 4], &digest.to_hex(), data.len() as u64, 1024), Err(ChunkError::Malformed(_))));
+        assert!(matches!(
+            check_values(&swapped, &digest.to_hex(), data.len() as u64, 1024),
+            Err(ChunkError::Digest { .. })
+        ));
+        assert!(matches!(
+            check_values(
+                &vec!["zz".to_string(); 4],
+                &digest.to_hex(),
+                data.len() as u64,
+                1024
+            ),
+            Err(ChunkError::Malformed(_))
+        ));
         // A chunk at another offset has another value.
-        assert_ne!(chunk_value(1, 4, 1024, &data[..1024]), chunk_value(0, 4, 1024, &data[..1024]));
+        assert_ne!(
+            chunk_value(1, 4, 1024, &data[..1024]),
+            chunk_value(0, 4, 1024, &data[..1024])
+        );
         // Too few bytes for the size.
         let mut short = Chunker::new(10, 1024);
         short.update(&[1; 9]);

@@ -41,21 +41,36 @@ pub struct Client {
 pub enum ClientError {
     /// The market answered with an error.
     #[error("{message} ({code}, HTTP {status})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("cannot reach the market at {url}: {source}")]
     Transport { url: String, source: ureq::Error },
     /// The market's certificate does not verify against this client's roots.
-    #[error("the market at {url} presented a certificate this client does not trust: {}", explain(reason))]
-    Certificate { url: String, reason: rustls::CertificateError },
+    #[error(
+        "the market at {url} presented a certificate this client does not trust: {}",
+        explain(reason)
+    )]
+    Certificate {
+        url: String,
+        reason: rustls::CertificateError,
+    },
     #[error("the CA certificate file {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("unexpected response from the market: {0}")]
     Decode(String),
-    #[error("this command needs a key: pass --key FILE or set AGORA_KEY (make one with `agora keys new`)")]
+    #[error(
+        "this command needs a key: pass --key FILE or set AGORA_KEY (make one with `agora keys new`)"
+    )]
     NoKey,
     /// A local file the command reads or writes.
     #[error("{path}: {source}")]
-    File { path: String, source: std::io::Error },
+    File {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -64,6 +79,18 @@ impl ClientError {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
+        }
+    }
+
+    /// Whether asking again may succeed: the market could not be reached
+    /// or cut the answer off, or answered that it (or the balancer in
+    /// front of it) is busy or failing for now (429, 5xx). A refusal of
+    /// the request itself (4xx) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } | ClientError::Decode(_) => true,
+            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
         }
     }
 }
@@ -76,13 +103,20 @@ impl Client {
     }
 
     /// [`Client::new`], trusting `roots` for an `https://` market.
-    pub fn with_roots(base: &str, key: Option<Keypair>, roots: &Roots) -> Result<Self, ClientError> {
+    pub fn with_roots(
+        base: &str,
+        key: Option<Keypair>,
+        roots: &Roots,
+    ) -> Result<Self, ClientError> {
         use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
         let root_certs = match roots {
             Roots::Platform => RootCerts::PlatformVerifier,
             Roots::CaFile(path) => RootCerts::new_with_certs(&ca_certificates(path)?),
         };
-        let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(root_certs).build();
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(root_certs)
+            .build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls)
@@ -93,14 +127,31 @@ impl Client {
         // The CLI checks the URL first; an unparsable one fails at the
         // first request anyway.
         let origin = auth::origin_of(&base).unwrap_or_else(|| base.clone());
-        Ok(Client { base, agent: ureq::Agent::new_with_config(config), key, origin })
+        Ok(Client {
+            base,
+            agent: ureq::Agent::new_with_config(config),
+            key,
+            origin,
+        })
     }
 
     /// The signature headers for a request by this client's key, for the
     /// market at the origin this client dials.
-    fn signature(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<(&'static str, String)>, ClientError> {
+    fn signature(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Vec<(&'static str, String)>, ClientError> {
         let key = self.key.as_ref().ok_or(ClientError::NoKey)?;
-        Ok(auth::sign_request(key, &self.origin, method, path, body, auth::now_ms()))
+        Ok(auth::sign_request(
+            key,
+            &self.origin,
+            method,
+            path,
+            body,
+            auth::now_ms(),
+        ))
     }
 
     pub fn key(&self) -> Option<&Keypair> {
@@ -120,14 +171,20 @@ impl Client {
     /// Follow the server-sent events at `path` (signed GET), calling
     /// `on_event(event, data)` for each until it returns false or the
     /// stream ends.
-    pub fn follow_events(&self, path: &str, on_event: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), ClientError> {
+    pub fn follow_events(
+        &self,
+        path: &str,
+        on_event: &mut dyn FnMut(&str, &str) -> bool,
+    ) -> Result<(), ClientError> {
         let headers = self.signature("GET", path, &[])?;
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.get(&url).header("accept", "text/event-stream");
         for (name, value) in &headers {
             request = request.header(*name, value);
         }
-        let response = request.call().map_err(|source| transport_error(&url, source))?;
+        let response = request
+            .call()
+            .map_err(|source| transport_error(&url, source))?;
         if !response.status().is_success() {
             return read(response).map(|_| ());
         }
@@ -138,7 +195,9 @@ impl Client {
             if line.is_empty() {
                 // A blank line ends an event (comments and keep-alives have
                 // no data).
-                if !data.is_empty() && !on_event(if event.is_empty() { "message" } else { &event }, &data) {
+                if !data.is_empty()
+                    && !on_event(if event.is_empty() { "message" } else { &event }, &data)
+                {
                     return Ok(());
                 }
                 event.clear();
@@ -157,21 +216,32 @@ impl Client {
 
     /// GET `path`, signed, streamed into `sink` (a blob of any size: no
     /// response limit); the bytes written.
-    pub fn download_signed(&self, path: &str, sink: &mut dyn std::io::Write) -> Result<u64, ClientError> {
+    pub fn download_signed(
+        &self,
+        path: &str,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64, ClientError> {
         let headers = self.signature("GET", path, &[])?;
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.get(&url);
         for (name, value) in &headers {
             request = request.header(*name, value);
         }
-        let response = request.call().map_err(|source| transport_error(&url, source))?;
+        let response = request
+            .call()
+            .map_err(|source| transport_error(&url, source))?;
         if !response.status().is_success() {
             return read(response).map(|_| 0);
         }
         // Read in large pieces: a blob may be gigabytes.
-        let body = response.into_body().into_with_config().limit(u64::MAX).reader();
+        let body = response
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader();
         let mut body = std::io::BufReader::with_capacity(1 << 20, body);
-        std::io::copy(&mut body, sink).map_err(|e| ClientError::Decode(format!("downloading {url}: {e}")))
+        std::io::copy(&mut body, sink)
+            .map_err(|e| ClientError::Decode(format!("downloading {url}: {e}")))
     }
 
     /// GET `path`, signed, as raw bytes.
@@ -181,21 +251,39 @@ impl Client {
 
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self.agent.get(&url).call().map_err(|source| transport_error(&url, source))?;
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|source| transport_error(&url, source))?;
         read(response)
     }
 
     /// A signed POST of `body` as JSON, with an idempotency key.
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, idempotency_key: Option<&str>) -> Result<T, ClientError> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
         decode(&self.send("POST", path, &bytes, idempotency_key, None)?)
     }
 
     /// An unsigned PUT of raw `body` to `path` (an upload's chunk: its
     /// bytes are checked against the upload's declared values instead).
-    pub fn put_bytes<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, ClientError> {
+    pub fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let response = self.agent.put(&url).header("content-type", "application/octet-stream").send(body).map_err(|source| transport_error(&url, source))?;
+        let response = self
+            .agent
+            .put(&url)
+            .header("content-type", "application/octet-stream")
+            .send(body)
+            .map_err(|source| transport_error(&url, source))?;
         decode(&read(response)?)
     }
 
@@ -232,7 +320,11 @@ impl Client {
         let transport = |source| transport_error(&url, source);
         let response = match builder {
             None => {
-                let mut request = if method == "DELETE" { self.agent.delete(&url) } else { self.agent.get(&url) };
+                let mut request = if method == "DELETE" {
+                    self.agent.delete(&url)
+                } else {
+                    self.agent.get(&url)
+                };
                 for (name, value) in &headers {
                     request = request.header(*name, value);
                 }
@@ -249,9 +341,16 @@ impl Client {
                 match progress {
                     None => request.send(body).map_err(transport)?,
                     Some(progress) => {
-                        let mut reader = Progress { inner: body, sent: 0, total: body.len() as u64, report: progress };
+                        let mut reader = Progress {
+                            inner: body,
+                            sent: 0,
+                            total: body.len() as u64,
+                            report: progress,
+                        };
                         request = request.header("content-length", body.len().to_string());
-                        request.send(ureq::SendBody::from_reader(&mut reader)).map_err(transport)?
+                        request
+                            .send(ureq::SendBody::from_reader(&mut reader))
+                            .map_err(transport)?
                     }
                 }
             }
@@ -289,7 +388,11 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, Clien
         return Ok(bytes);
     }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
+        Ok(body) => Err(ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        }),
         Err(_) => Err(ClientError::Api {
             status,
             code: api::codes::INTERNAL.into(),
@@ -305,18 +408,31 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
 /// A transport error, or the certificate error it is.
 fn transport_error(url: &str, source: ureq::Error) -> ClientError {
     match certificate_error(&source) {
-        Some(reason) => ClientError::Certificate { url: url.to_string(), reason },
-        None => ClientError::Transport { url: url.to_string(), source },
+        Some(reason) => ClientError::Certificate {
+            url: url.to_string(),
+            reason,
+        },
+        None => ClientError::Transport {
+            url: url.to_string(),
+            source,
+        },
     }
 }
 
 /// The CA certificates of a PEM file (at least one).
-fn ca_certificates(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
-    let error = |reason: String| ClientError::CaFile { path: path.display().to_string(), reason };
+fn ca_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
+    let error = |reason: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
     let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
-        if let ureq::tls::PemItem::Certificate(certificate) = item.map_err(|e| error(e.to_string()))? {
+        if let ureq::tls::PemItem::Certificate(certificate) =
+            item.map_err(|e| error(e.to_string()))?
+        {
             certificates.push(certificate);
         }
     }
@@ -332,7 +448,9 @@ fn ca_certificates(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<
 fn certificate_error(error: &ureq::Error) -> Option<rustls::CertificateError> {
     let rustls_error = match error {
         ureq::Error::Rustls(e) => Some(e),
-        ureq::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
         _ => None,
     };
     match rustls_error? {

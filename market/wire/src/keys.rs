@@ -64,7 +64,10 @@ pub enum KeyError {
 
 impl KeyId {
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let bytes: [u8; 32] = hex::decode(text).ok().and_then(|b| b.try_into().ok()).ok_or(KeyError::BadKeyId)?;
+        let bytes: [u8; 32] = hex::decode(text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(KeyError::BadKeyId)?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPoint)?;
         if key.is_weak() {
             return Err(KeyError::WeakKey);
@@ -85,7 +88,9 @@ impl KeyId {
     pub fn verify(&self, message: &[u8], signature: &str) -> Result<(), KeyError> {
         let mut bytes = [0u8; 64];
         hex::decode_to_slice(signature, &mut bytes).map_err(|_| KeyError::BadSignatureEncoding)?;
-        self.1.verify_strict(message, &Signature::from_bytes(&bytes)).map_err(|_| KeyError::BadSignature)
+        self.1
+            .verify_strict(message, &Signature::from_bytes(&bytes))
+            .map_err(|_| KeyError::BadSignature)
     }
 }
 
@@ -133,7 +138,10 @@ impl Keypair {
 
     pub fn from_secret(secret: [u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(&secret);
-        let id = KeyId(hex::encode(signing.verifying_key().as_bytes()), signing.verifying_key());
+        let id = KeyId(
+            hex::encode(signing.verifying_key().as_bytes()),
+            signing.verifying_key(),
+        );
         Keypair { signing, id }
     }
 
@@ -156,7 +164,8 @@ impl Keypair {
     }
 
     pub fn from_file_json(text: &str) -> Result<Self, String> {
-        let file: KeyFile = serde_json::from_str(text).map_err(|e| format!("not an Agora key file: {e}"))?;
+        let file: KeyFile =
+            serde_json::from_str(text).map_err(|e| format!("not an Agora key file: {e}"))?;
         let secret: [u8; 32] = hex::decode(&file.secret)
             .ok()
             .and_then(|b| b.try_into().ok())
@@ -183,7 +192,8 @@ impl Keypair {
     }
 
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading key file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading key file {}: {e}", path.display()))?;
         Self::from_file_json(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -199,7 +209,10 @@ mod tests {
         assert_eq!(key.id().verify(b"hello", &sig), Ok(()));
         assert_eq!(key.id().verify(b"hellO", &sig), Err(KeyError::BadSignature));
         let other = Keypair::generate();
-        assert_eq!(other.id().verify(b"hello", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            other.id().verify(b"hello", &sig),
+            Err(KeyError::BadSignature)
+        );
     }
 
     #[test]
@@ -217,8 +230,8 @@ mod tests {
         let key = Keypair::generate();
         let mut sig = hex::decode(key.sign(b"m")).unwrap();
         const L: [u8; 32] = [
-            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
         ];
         let mut carry = 0u16;
         for i in 0..32 {

@@ -22,17 +22,20 @@ pub mod client;
 pub mod keys;
 pub mod limits;
 pub mod log;
-#[cfg(feature = "client")]
-pub mod upload;
 #[cfg(test)]
 mod properties;
+#[cfg(feature = "client")]
+pub mod upload;
 
 pub use keys::{KeyId, Keypair};
 
 /// Whether `text` is a blob digest as the market writes them: 64 lowercase
 /// hex digits (blake3).
 pub fn is_digest_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// blake3 of `bytes`, hex.

@@ -37,9 +37,21 @@ pub struct LimitError {
     pub max: u64,
 }
 
-fn within(name: &'static str, what: &'static str, value: u64, min: u64, max: u64) -> Result<(), LimitError> {
+fn within(
+    name: &'static str,
+    what: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<(), LimitError> {
     if value < min || value > max {
-        return Err(LimitError { name, what, value, min, max });
+        return Err(LimitError {
+            name,
+            what,
+            value,
+            min,
+            max,
+        });
     }
     Ok(())
 }
@@ -47,8 +59,20 @@ fn within(name: &'static str, what: &'static str, value: u64, min: u64, max: u64
 /// Check a unit's limits against the shared bounds.
 pub fn check_unit_limits(l: &UnitLimits) -> Result<(), LimitError> {
     within("MAX_UNIT_FUEL", "limits.fuel", l.fuel, 1, MAX_UNIT_FUEL)?;
-    within("MAX_UNIT_MEMORY_BYTES", "limits.memory_bytes", l.memory_bytes, 1, MAX_UNIT_MEMORY_BYTES)?;
-    within("MAX_UNIT_TIMEOUT_MS", "limits.timeout_ms", l.timeout_ms, 1, MAX_UNIT_TIMEOUT_MS)
+    within(
+        "MAX_UNIT_MEMORY_BYTES",
+        "limits.memory_bytes",
+        l.memory_bytes,
+        1,
+        MAX_UNIT_MEMORY_BYTES,
+    )?;
+    within(
+        "MAX_UNIT_TIMEOUT_MS",
+        "limits.timeout_ms",
+        l.timeout_ms,
+        1,
+        MAX_UNIT_TIMEOUT_MS,
+    )
 }
 
 /// Check a size in bytes against [`MAX_UNIT_BYTES`].
@@ -58,7 +82,13 @@ pub fn check_unit_bytes(what: &'static str, len: usize) -> Result<(), LimitError
 
 /// Check a job's shared inputs together against [`MAX_SHARED_INPUT_BYTES`].
 pub fn check_shared_bytes(total: u64) -> Result<(), LimitError> {
-    within("MAX_SHARED_INPUT_BYTES", "shared inputs", total, 0, MAX_SHARED_INPUT_BYTES)
+    within(
+        "MAX_SHARED_INPUT_BYTES",
+        "shared inputs",
+        total,
+        0,
+        MAX_SHARED_INPUT_BYTES,
+    )
 }
 
 /// Check an ask against [`MAX_ASK`].
@@ -77,20 +107,41 @@ pub const MAX_GPU_TEXT_BYTES: usize = 128;
 /// [`MAX_GPU_TEXT_BYTES`]: what a provider registers is stored and listed to
 /// everyone.
 pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
-    within("MAX_PROVIDER_GPUS", "capabilities.gpus", c.gpus.len() as u64, 0, MAX_PROVIDER_GPUS as u64)?;
+    within(
+        "MAX_PROVIDER_GPUS",
+        "capabilities.gpus",
+        c.gpus.len() as u64,
+        0,
+        MAX_PROVIDER_GPUS as u64,
+    )?;
     for gpu in &c.gpus {
         let texts = [
             ("capabilities.gpus[].name", gpu.name.as_str()),
             ("capabilities.gpus[].backend", gpu.backend.as_str()),
             ("capabilities.gpus[].device_type", gpu.device_type.as_str()),
-            ("capabilities.gpus[].compute_capability", gpu.compute_capability.as_deref().unwrap_or("")),
+            (
+                "capabilities.gpus[].compute_capability",
+                gpu.compute_capability.as_deref().unwrap_or(""),
+            ),
         ];
         for (what, text) in texts {
-            within("MAX_GPU_TEXT_BYTES", what, text.len() as u64, 0, MAX_GPU_TEXT_BYTES as u64)?;
+            within(
+                "MAX_GPU_TEXT_BYTES",
+                what,
+                text.len() as u64,
+                0,
+                MAX_GPU_TEXT_BYTES as u64,
+            )?;
             // Control characters (bidi overrides among them) would let a
             // name pass as another in every listing.
             let controls = text.chars().filter(|&c| is_control(c)).count();
-            within("MAX_GPU_TEXT_BYTES (control characters)", what, controls as u64, 0, 0)?;
+            within(
+                "MAX_GPU_TEXT_BYTES (control characters)",
+                what,
+                controls as u64,
+                0,
+                0,
+            )?;
         }
     }
     Ok(())
@@ -100,7 +151,10 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
 /// host sends for a driver's adapter name, however long.
 /// Control characters become spaces.
 pub fn gpu_text(text: &str) -> String {
-    let printable: String = text.chars().map(|c| if is_control(c) { ' ' } else { c }).collect();
+    let printable: String = text
+        .chars()
+        .map(|c| if is_control(c) { ' ' } else { c })
+        .collect();
     let mut end = printable.len().min(MAX_GPU_TEXT_BYTES);
     while !printable.is_char_boundary(end) {
         end -= 1;
@@ -110,7 +164,9 @@ pub fn gpu_text(text: &str) -> String {
 
 /// A control character, or a bidirectional override or isolate.
 fn is_control(c: char) -> bool {
-    c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
+    c.is_control()
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 /// The WebAssembly features a job may use, as wasmparser names its

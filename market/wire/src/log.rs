@@ -19,7 +19,11 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum LogAction {
     /// A new version with the blake3 digest (hex) and size of its component.
-    Release { version: String, digest: String, size: u64 },
+    Release {
+        version: String,
+        digest: String,
+        size: u64,
+    },
     /// A version users should no longer pick (its bytes stay downloadable).
     Yank { version: String },
     /// From the next entry on, `new_key` signs for the package.
@@ -42,13 +46,24 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// Build and sign the entry that follows `prev` (`None` for the first).
-    pub fn new_signed(key: &Keypair, package: &str, prev: Option<(u64, &str)>, action: LogAction) -> LogEntry {
+    pub fn new_signed(
+        key: &Keypair,
+        package: &str,
+        prev: Option<(u64, &str)>,
+        action: LogAction,
+    ) -> LogEntry {
         let (seq, prev) = match prev {
             Some((seq, hash)) => (seq + 1, hash.to_string()),
             None => (0, GENESIS.to_string()),
         };
-        let mut entry =
-            LogEntry { package: package.into(), seq, prev, action, signer: key.id().clone(), signature: String::new() };
+        let mut entry = LogEntry {
+            package: package.into(),
+            seq,
+            prev,
+            action,
+            signer: key.id().clone(),
+            signature: String::new(),
+        };
         entry.signature = key.sign(&entry.signed_bytes());
         entry
     }
@@ -56,8 +71,11 @@ impl LogEntry {
     /// The bytes the signature covers.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let action = serde_json::to_string(&self.action).expect("plain JSON");
-        format!("agora-package-log-v1\n{}\n{}\n{}\n{}\n{}", self.package, self.seq, self.prev, self.signer, action)
-            .into_bytes()
+        format!(
+            "agora-package-log-v1\n{}\n{}\n{}\n{}\n{}",
+            self.package, self.seq, self.prev, self.signer, action
+        )
+        .into_bytes()
     }
 
     /// This entry's hash: what the next entry's `prev` holds.
@@ -111,7 +129,10 @@ pub fn verify_log(entries: &[LogEntry], known: Option<(u64, &str)>) -> Result<Lo
         head_hash: GENESIS.into(),
     };
     for (i, entry) in entries.iter().enumerate() {
-        let bad = |reason: String| LogError::Invalid { seq: i as u64, reason };
+        let bad = |reason: String| LogError::Invalid {
+            seq: i as u64,
+            reason,
+        };
         if entry.seq != i as u64 {
             return Err(bad(format!("sequence number {} out of order", entry.seq)));
         }
@@ -122,15 +143,32 @@ pub fn verify_log(entries: &[LogEntry], known: Option<(u64, &str)>) -> Result<Lo
             return Err(bad("does not chain to the entry before it".into()));
         }
         if entry.signer != state.owner {
-            return Err(bad(format!("signed by {} but the package key is {}", entry.signer, state.owner)));
+            return Err(bad(format!(
+                "signed by {} but the package key is {}",
+                entry.signer, state.owner
+            )));
         }
-        entry.signer.verify(&entry.signed_bytes(), &entry.signature).map_err(|e| bad(e.to_string()))?;
+        entry
+            .signer
+            .verify(&entry.signed_bytes(), &entry.signature)
+            .map_err(|e| bad(e.to_string()))?;
         match &entry.action {
-            LogAction::Release { version, digest, size } => {
+            LogAction::Release {
+                version,
+                digest,
+                size,
+            } => {
                 if state.releases.contains_key(version) {
                     return Err(bad(format!("version {version} released twice")));
                 }
-                state.releases.insert(version.clone(), Release { digest: digest.clone(), size: *size, yanked: false });
+                state.releases.insert(
+                    version.clone(),
+                    Release {
+                        digest: digest.clone(),
+                        size: *size,
+                        yanked: false,
+                    },
+                );
             }
             LogAction::Yank { version } => match state.releases.get_mut(version) {
                 Some(r) => r.yanked = true,
@@ -150,7 +188,10 @@ pub fn verify_log(entries: &[LogEntry], known: Option<(u64, &str)>) -> Result<Lo
     if let Some((known_seq, _)) = known
         && state.head_seq < known_seq
     {
-        return Err(LogError::Rollback { known: known_seq, got: state.head_seq });
+        return Err(LogError::Rollback {
+            known: known_seq,
+            got: state.head_seq,
+        });
     }
     Ok(state)
 }
@@ -160,14 +201,23 @@ mod tests {
     use super::*;
 
     fn release(v: &str, d: &str) -> LogAction {
-        LogAction::Release { version: v.into(), digest: d.into(), size: 1 }
+        LogAction::Release {
+            version: v.into(),
+            digest: d.into(),
+            size: 1,
+        }
     }
 
     fn chain(key: &Keypair, actions: Vec<LogAction>) -> Vec<LogEntry> {
         let mut log: Vec<LogEntry> = Vec::new();
         for action in actions {
             let prev = log.last().map(|e| (e.seq, e.hash()));
-            log.push(LogEntry::new_signed(key, "pkg", prev.as_ref().map(|(s, h)| (*s, h.as_str())), action));
+            log.push(LogEntry::new_signed(
+                key,
+                "pkg",
+                prev.as_ref().map(|(s, h)| (*s, h.as_str())),
+                action,
+            ));
         }
         log
     }
@@ -175,11 +225,25 @@ mod tests {
     #[test]
     fn a_good_log_verifies() {
         let key = Keypair::generate();
-        let log = chain(&key, vec![release("1.0.0", "aa"), release("1.1.0", "bb"), LogAction::Yank { version: "1.0.0".into() }]);
+        let log = chain(
+            &key,
+            vec![
+                release("1.0.0", "aa"),
+                release("1.1.0", "bb"),
+                LogAction::Yank {
+                    version: "1.0.0".into(),
+                },
+            ],
+        );
         let state = verify_log(&log, None).unwrap();
         assert!(state.releases["1.0.0"].yanked);
         assert_eq!(state.releases["1.1.0"].digest, "bb");
-        assert_eq!(verify_log(&log, Some((1, &log[1].hash()))).unwrap().head_seq, 2);
+        assert_eq!(
+            verify_log(&log, Some((1, &log[1].hash())))
+                .unwrap()
+                .head_seq,
+            2
+        );
     }
 
     #[test]
@@ -188,25 +252,55 @@ mod tests {
         let log = chain(&key, vec![release("1.0.0", "aa"), release("1.1.0", "bb")]);
         let mut swapped = log.clone();
         swapped[1].action = release("1.1.0", "evil");
-        assert!(matches!(verify_log(&swapped, None), Err(LogError::Invalid { seq: 1, .. })));
+        assert!(matches!(
+            verify_log(&swapped, None),
+            Err(LogError::Invalid { seq: 1, .. })
+        ));
 
         let known = (1, log[1].hash());
-        assert_eq!(verify_log(&log[..1], Some((known.0, &known.1))), Err(LogError::Rollback { known: 1, got: 0 }));
+        assert_eq!(
+            verify_log(&log[..1], Some((known.0, &known.1))),
+            Err(LogError::Rollback { known: 1, got: 0 })
+        );
 
         // A validly signed but different history (the key holder rewrote it).
         let other = chain(&key, vec![release("1.0.0", "aa"), release("1.1.0", "cc")]);
-        assert_eq!(verify_log(&other, Some((known.0, &known.1))), Err(LogError::Diverged { seq: 1 }));
+        assert_eq!(
+            verify_log(&other, Some((known.0, &known.1))),
+            Err(LogError::Diverged { seq: 1 })
+        );
     }
 
     #[test]
     fn only_the_current_key_signs() {
         let (old, new) = (Keypair::generate(), Keypair::generate());
-        let mut log = chain(&old, vec![release("1.0.0", "aa"), LogAction::RotateKey { new_key: new.id().clone() }]);
+        let mut log = chain(
+            &old,
+            vec![
+                release("1.0.0", "aa"),
+                LogAction::RotateKey {
+                    new_key: new.id().clone(),
+                },
+            ],
+        );
         let prev = (log[1].seq, log[1].hash());
-        log.push(LogEntry::new_signed(&old, "pkg", Some((prev.0, &prev.1)), release("2.0.0", "dd")));
-        assert!(matches!(verify_log(&log, None), Err(LogError::Invalid { seq: 2, .. })));
+        log.push(LogEntry::new_signed(
+            &old,
+            "pkg",
+            Some((prev.0, &prev.1)),
+            release("2.0.0", "dd"),
+        ));
+        assert!(matches!(
+            verify_log(&log, None),
+            Err(LogError::Invalid { seq: 2, .. })
+        ));
         log.pop();
-        log.push(LogEntry::new_signed(&new, "pkg", Some((prev.0, &prev.1)), release("2.0.0", "dd")));
+        log.push(LogEntry::new_signed(
+            &new,
+            "pkg",
+            Some((prev.0, &prev.1)),
+            release("2.0.0", "dd"),
+        ));
         assert_eq!(verify_log(&log, None).unwrap().owner, *new.id());
     }
 }

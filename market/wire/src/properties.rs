@@ -10,14 +10,26 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
 fn config() -> ProptestConfig {
-    let seed = std::env::var("AGORA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xa60a);
-    ProptestConfig { cases: 256, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..ProptestConfig::default() }
+    let seed = std::env::var("AGORA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xa60a);
+    ProptestConfig {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 const MARKET: &str = "https://market.example.org";
 
 fn headers_of<'a>(list: &'a [(&'static str, String)]) -> impl Fn(&'static str) -> Option<&'a str> {
-    move |name| list.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    move |name| {
+        list.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A valid log of `versions.len()` releases by one key.
@@ -25,8 +37,17 @@ fn chain(key: &Keypair, versions: &[String]) -> Vec<LogEntry> {
     let mut log: Vec<LogEntry> = Vec::new();
     for (i, version) in versions.iter().enumerate() {
         let prev = log.last().map(|e| (e.seq, e.hash()));
-        let action = LogAction::Release { version: version.clone(), digest: format!("{i:064x}"), size: i as u64 };
-        log.push(LogEntry::new_signed(key, "pkg", prev.as_ref().map(|(s, h)| (*s, h.as_str())), action));
+        let action = LogAction::Release {
+            version: version.clone(),
+            digest: format!("{i:064x}"),
+            size: i as u64,
+        };
+        log.push(LogEntry::new_signed(
+            key,
+            "pkg",
+            prev.as_ref().map(|(s, h)| (*s, h.as_str())),
+            action,
+        ));
     }
     log
 }

@@ -35,16 +35,31 @@ pub enum UploadStage {
 impl Client {
     /// Upload the file at `path` as a blob this client's key holds;
     /// `progress(stage, done, total)` as it goes.
-    pub fn upload_file(&self, path: &Path, progress: &mut dyn FnMut(UploadStage, u64, u64)) -> Result<UploadInfo, ClientError> {
-        let file_error = |source| ClientError::File { path: path.display().to_string(), source };
+    pub fn upload_file(
+        &self,
+        path: &Path,
+        progress: &mut dyn FnMut(UploadStage, u64, u64),
+    ) -> Result<UploadInfo, ClientError> {
+        let file_error = |source| ClientError::File {
+            path: path.display().to_string(),
+            source,
+        };
         let size = std::fs::metadata(path).map_err(file_error)?.len();
         self.upload_range(path, 0..size, progress)
     }
 
     /// Upload the bytes `range` of the file at `path` as a blob (one piece
     /// of a large file).
-    pub fn upload_range(&self, path: &Path, range: Range<u64>, progress: &mut dyn FnMut(UploadStage, u64, u64)) -> Result<UploadInfo, ClientError> {
-        let file_error = |source| ClientError::File { path: path.display().to_string(), source };
+    pub fn upload_range(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+        progress: &mut dyn FnMut(UploadStage, u64, u64),
+    ) -> Result<UploadInfo, ClientError> {
+        let file_error = |source| ClientError::File {
+            path: path.display().to_string(),
+            source,
+        };
         let mut file = Piece::open(path, range).map_err(file_error)?;
         self.upload_from(&mut file, progress).map_err(|e| match e {
             ClientError::File { source, .. } => file_error(source),
@@ -57,30 +72,56 @@ impl Client {
         self.upload_from(&mut Bytes(bytes), &mut |_, _, _| {})
     }
 
-    fn upload_from(&self, file: &mut dyn Source, progress: &mut dyn FnMut(UploadStage, u64, u64)) -> Result<UploadInfo, ClientError> {
-        let file_error = |source| ClientError::File { path: "the upload".into(), source };
+    fn upload_from(
+        &self,
+        file: &mut dyn Source,
+        progress: &mut dyn FnMut(UploadStage, u64, u64),
+    ) -> Result<UploadInfo, ClientError> {
+        let file_error = |source| ClientError::File {
+            path: "the upload".into(),
+            source,
+        };
         let size = file.len();
         if size > MAX_BLOB_BYTES {
-            let source = std::io::Error::other(format!("{size} bytes: a blob is at most {MAX_BLOB_BYTES} bytes (MAX_BLOB_BYTES)"));
+            let source = std::io::Error::other(format!(
+                "{size} bytes: a blob is at most {MAX_BLOB_BYTES} bytes (MAX_BLOB_BYTES)"
+            ));
             return Err(file_error(source));
         }
         let (digest, values) = digest_of(file, size, progress).map_err(file_error)?;
-        let request = NewUpload { digest, size, chunk_values: values.iter().map(hex::encode).collect() };
+        let request = NewUpload {
+            digest,
+            size,
+            chunk_values: values.iter().map(hex::encode).collect(),
+        };
         let digest = request.digest.clone();
         let mut info: UploadInfo = self.post("/api/v1/uploads", &request, None)?;
         if info.digest != digest || info.size != size {
-            return Err(ClientError::Decode(format!("the market answered for blob {} of {} bytes", info.digest, info.size)));
+            return Err(ClientError::Decode(format!(
+                "the market answered for blob {} of {} bytes",
+                info.digest, info.size
+            )));
         }
         if info.stored {
             progress(UploadStage::Sending, size, size);
             return Ok(info);
         }
-        let upload = info.upload.clone().ok_or_else(|| ClientError::Decode("an upload under way without an id".into()))?;
+        let upload = info
+            .upload
+            .clone()
+            .ok_or_else(|| ClientError::Decode("an upload under way without an id".into()))?;
         let count = crate::chunks::chunk_count(size, UPLOAD_CHUNK_BYTES);
         if info.chunk_bytes != UPLOAD_CHUNK_BYTES || info.missing.iter().any(|&i| i >= count) {
-            return Err(ClientError::Decode(format!("the market's upload does not fit {count} chunks of {UPLOAD_CHUNK_BYTES} bytes")));
+            return Err(ClientError::Decode(format!(
+                "the market's upload does not fit {count} chunks of {UPLOAD_CHUNK_BYTES} bytes"
+            )));
         }
-        let missing_bytes: u64 = info.missing.iter().map(|&i| chunk_range(i, size, info.chunk_bytes)).map(|r| r.end - r.start).sum();
+        let missing_bytes: u64 = info
+            .missing
+            .iter()
+            .map(|&i| chunk_range(i, size, info.chunk_bytes))
+            .map(|r| r.end - r.start)
+            .sum();
         let mut sent = size - missing_bytes;
         progress(UploadStage::Sending, sent, size);
         let mut missing = std::mem::take(&mut info.missing);
@@ -97,8 +138,14 @@ impl Client {
                         let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
                         let mut chunk = vec![0; (range.end - range.start) as usize];
                         // The file's lock only for the read: the sends overlap.
-                        let read = source.lock().expect("no panic while reading").read_at(range.start, &mut chunk);
-                        let sent = read.map_err(file_error).and_then(|()| self.put_chunk(upload, index, &chunk)).map(|()| chunk.len() as u64);
+                        let read = source
+                            .lock()
+                            .expect("no panic while reading")
+                            .read_at(range.start, &mut chunk);
+                        let sent = read
+                            .map_err(file_error)
+                            .and_then(|()| self.put_chunk(upload, index, &chunk))
+                            .map(|()| chunk.len() as u64);
                         let stop = sent.is_err();
                         let _ = sent_tx.send(sent);
                         if stop {
@@ -125,9 +172,16 @@ impl Client {
         if let Some(e) = failed {
             return Err(e);
         }
-        let done: UploadInfo = self.post(&format!("/api/v1/uploads/{upload}/complete"), &serde_json::json!({}), None)?;
+        let done: UploadInfo = self.post(
+            &format!("/api/v1/uploads/{upload}/complete"),
+            &serde_json::json!({}),
+            None,
+        )?;
         if !done.stored || done.digest != digest {
-            return Err(ClientError::Decode(format!("the market finished upload {upload} as blob {} (stored: {})", done.digest, done.stored)));
+            return Err(ClientError::Decode(format!(
+                "the market finished upload {upload} as blob {} (stored: {})",
+                done.digest, done.stored
+            )));
         }
         Ok(done)
     }
@@ -136,7 +190,10 @@ impl Client {
     fn put_chunk(&self, upload: &str, index: u64, bytes: &[u8]) -> Result<(), ClientError> {
         let mut wait = Duration::from_millis(200);
         for attempt in 1..=CHUNK_TRIES {
-            match self.put_bytes::<ChunkReceived>(&format!("/api/v1/uploads/{upload}/chunks/{index}"), bytes) {
+            match self.put_bytes::<ChunkReceived>(
+                &format!("/api/v1/uploads/{upload}/chunks/{index}"),
+                bytes,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < CHUNK_TRIES && retryable(&e) => {
                     std::thread::sleep(wait);
@@ -159,7 +216,11 @@ fn retryable(error: &ClientError) -> bool {
 }
 
 /// The digest and chunk values of the `size` bytes of `file`, read once.
-fn digest_of(file: &mut dyn Source, size: u64, progress: &mut dyn FnMut(UploadStage, u64, u64)) -> std::io::Result<(String, Vec<[u8; 32]>)> {
+fn digest_of(
+    file: &mut dyn Source,
+    size: u64,
+    progress: &mut dyn FnMut(UploadStage, u64, u64),
+) -> std::io::Result<(String, Vec<[u8; 32]>)> {
     let mut chunker = Chunker::new(size, UPLOAD_CHUNK_BYTES);
     let mut buffer = vec![0u8; HASH_READ_BYTES];
     let mut read = 0u64;
@@ -171,7 +232,9 @@ fn digest_of(file: &mut dyn Source, size: u64, progress: &mut dyn FnMut(UploadSt
         read += n as u64;
         progress(UploadStage::Hashing, read, size);
     }
-    let (digest, values) = chunker.finish().ok_or_else(|| std::io::Error::other("the file changed size while it was read"))?;
+    let (digest, values) = chunker
+        .finish()
+        .ok_or_else(|| std::io::Error::other("the file changed size while it was read"))?;
     Ok((digest.to_hex().to_string(), values))
 }
 
@@ -207,9 +270,16 @@ impl Piece {
     fn open(path: &Path, range: Range<u64>) -> std::io::Result<Piece> {
         let file = std::fs::File::open(path)?;
         if file.metadata()?.len() < range.end {
-            return Err(std::io::Error::other(format!("the file is shorter than {} bytes", range.end)));
+            return Err(std::io::Error::other(format!(
+                "the file is shorter than {} bytes",
+                range.end
+            )));
         }
-        Ok(Piece { file, start: range.start, len: range.end - range.start })
+        Ok(Piece {
+            file,
+            start: range.start,
+            len: range.end - range.start,
+        })
     }
 }
 
@@ -221,7 +291,9 @@ impl Source for Piece {
     fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(self.start + offset))?;
         self.file.read_exact(buffer).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => std::io::Error::other("the file changed size while it was read"),
+            std::io::ErrorKind::UnexpectedEof => {
+                std::io::Error::other("the file changed size while it was read")
+            }
             _ => e,
         })
     }

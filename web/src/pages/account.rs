@@ -75,8 +75,13 @@ fn Wallet(key: Keypair, key_file: RwSignal<Option<String>>) -> impl IntoView {
         let id = key.id().to_string();
         let page = page.get_untracked();
         spawn_local(async move {
-            balance.set(Some(api::get_signed::<Balance>(&key, format!("/api/v1/accounts/{id}")).await));
-            let path = format!("/api/v1/accounts/{id}/transfers{}", api::query(&[("page", &page.to_string()), ("per_page", "20")]));
+            balance.set(Some(
+                api::get_signed::<Balance>(&key, format!("/api/v1/accounts/{id}")).await,
+            ));
+            let path = format!(
+                "/api/v1/accounts/{id}/transfers{}",
+                api::query(&[("page", &page.to_string()), ("per_page", "20")])
+            );
             history.set(Some(api::get_signed::<Page<Transfer>>(&key, path).await));
         });
     };
@@ -156,4 +161,3 @@ fn Wallet(key: Keypair, key_file: RwSignal<Option<String>>) -> impl IntoView {
         }}
     }
 }
-

@@ -58,7 +58,13 @@ pub fn Contribute() -> impl IntoView {
     };
     let pause = move |_| {
         board.active.set(false);
-        board.status.set(if board.current.get_untracked().is_some() { "Pausing after this unit".into() } else { "Paused".into() });
+        board
+            .status
+            .set(if board.current.get_untracked().is_some() {
+                "Pausing after this unit".into()
+            } else {
+                "Paused".into()
+            });
     };
     view! {
         <Title text="Contribute your GPU · Agora"/>
@@ -111,8 +117,8 @@ mod browser {
     use super::Board;
     use crate::{api, keys};
     use agora_wire::api::{
-        Ask, Balance, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LimitKind, LogLine, Progress,
-        RegisterProvider, ResultReport, RunOutcome,
+        Ask, Balance, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant,
+        LeaseProgress, LimitKind, LogLine, Progress, RegisterProvider, ResultReport, RunOutcome,
     };
     use base64::Engine as _;
     use leptos::prelude::*;
@@ -125,7 +131,13 @@ mod browser {
         #[wasm_bindgen(js_name = adapterInfo)]
         fn adapter_info() -> js_sys::Promise;
         #[wasm_bindgen(js_name = runUnit)]
-        fn run_unit(bundle: &str, entry: &str, input: &[u8], limits: &JsValue, on_event: &js_sys::Function) -> js_sys::Promise;
+        fn run_unit(
+            bundle: &str,
+            entry: &str,
+            input: &[u8],
+            limits: &JsValue,
+            on_event: &js_sys::Function,
+        ) -> js_sys::Promise;
         fn benchmark() -> js_sys::Promise;
     }
 
@@ -155,7 +167,11 @@ mod browser {
 
     fn hidden() -> bool {
         let document = leptos::prelude::document();
-        js_sys::Reflect::get(&document, &"visibilityState".into()).ok().and_then(|v| v.as_string()).as_deref() == Some("hidden")
+        js_sys::Reflect::get(&document, &"visibilityState".into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .as_deref()
+            == Some("hidden")
     }
 
     /// Find the adapter and run the short benchmark.
@@ -163,36 +179,57 @@ mod browser {
         let info = match JsFuture::from(adapter_info()).await {
             Ok(info) => info,
             Err(e) => {
-                board.problem.set(Some(format!("WebGPU check failed: {e:?}")));
+                board
+                    .problem
+                    .set(Some(format!("WebGPU check failed: {e:?}")));
                 return;
             }
         };
         let adapter = field(&info, "adapter");
         if adapter.is_null() || adapter.is_undefined() {
-            board.problem.set(Some(text(&info, "reason").unwrap_or_else(|| "no WebGPU adapter".into())));
+            board.problem.set(Some(
+                text(&info, "reason").unwrap_or_else(|| "no WebGPU adapter".into()),
+            ));
             return;
         }
         if field(&info, "jspi").as_bool() != Some(true) {
             board.problem.set(Some("this browser lacks WebAssembly JSPI (JavaScript Promise Integration), which jobs need".into()));
             return;
         }
-        board.adapter.set(Some(format!("{} ({})", text(&adapter, "name").unwrap_or_default(), text(&adapter, "driver").unwrap_or_default())));
+        board.adapter.set(Some(format!(
+            "{} ({})",
+            text(&adapter, "name").unwrap_or_default(),
+            text(&adapter, "driver").unwrap_or_default()
+        )));
         match JsFuture::from(benchmark()).await {
-            Ok(b) if field(&b, "ok").as_bool() == Some(true) => board
-                .bench
-                .set(Some(format!("Benchmark: matmul 256³ in {:.1} ms, {:.1} GFLOP/s", number(&b, "ms"), number(&b, "gflops")))),
-            Ok(b) => board.bench.set(Some(format!("Benchmark failed: {}", text(&b, "error").unwrap_or_default()))),
+            Ok(b) if field(&b, "ok").as_bool() == Some(true) => board.bench.set(Some(format!(
+                "Benchmark: matmul 256³ in {:.1} ms, {:.1} GFLOP/s",
+                number(&b, "ms"),
+                number(&b, "gflops")
+            ))),
+            Ok(b) => board.bench.set(Some(format!(
+                "Benchmark failed: {}",
+                text(&b, "error").unwrap_or_default()
+            ))),
             Err(e) => board.bench.set(Some(format!("Benchmark failed: {e:?}"))),
         }
     }
 
     fn capabilities(board: Board) -> Capabilities {
-        let cores = web_sys::window().map(|w| w.navigator().hardware_concurrency() as u32).unwrap_or(1);
+        let cores = web_sys::window()
+            .map(|w| w.navigator().hardware_concurrency() as u32)
+            .unwrap_or(1);
         let name = board.adapter.get_untracked().unwrap_or_default();
         Capabilities {
             cpu_cores: cores,
             memory_bytes: 0,
-            gpus: vec![GpuDevice { name: agora_wire::limits::gpu_text(&name), backend: "webgpu".into(), device_type: "other".into(), memory_bytes: None, compute_capability: None }],
+            gpus: vec![GpuDevice {
+                name: agora_wire::limits::gpu_text(&name),
+                backend: "webgpu".into(),
+                device_type: "other".into(),
+                memory_bytes: None,
+                compute_capability: None,
+            }],
             cuda: false,
             kind: "browser".into(),
         }
@@ -206,26 +243,45 @@ mod browser {
             None => {
                 let key = agora_wire::Keypair::generate();
                 if let Err(e) = keys::store(&key) {
-                    board.status.set(format!("Cannot keep a key in this browser: {e}"));
+                    board
+                        .status
+                        .set(format!("Cannot keep a key in this browser: {e}"));
                     board.looping.set(false);
                     board.active.set(false);
                     return;
                 }
-                note(board, "Made a new key for this browser (export it from your account page)".into());
+                note(
+                    board,
+                    "Made a new key for this browser (export it from your account page)".into(),
+                );
                 key
             }
         };
         let key = std::rc::Rc::new(key);
         let id = key.id().to_string();
         board.provider.set(Some(id.clone()));
-        let register = RegisterProvider { capabilities: capabilities(board), ask: Ask { per_billion_fuel: 0, per_gpu_second: 1, per_wall_second: 0 }, max_concurrent: 1 };
-        if let Err(e) = api::post_signed::<_, serde_json::Value>(&key, "/api/v1/providers".into(), &register).await {
+        let register = RegisterProvider {
+            capabilities: capabilities(board),
+            ask: Ask {
+                per_billion_fuel: 0,
+                per_gpu_second: 1,
+                per_wall_second: 0,
+            },
+            max_concurrent: 1,
+        };
+        if let Err(e) =
+            api::post_signed::<_, serde_json::Value>(&key, "/api/v1/providers".into(), &register)
+                .await
+        {
             board.status.set(format!("Could not register: {e}"));
             board.looping.set(false);
             board.active.set(false);
             return;
         }
-        note(board, format!("Registered as browser provider {}", &id[..12.min(id.len())]));
+        note(
+            board,
+            format!("Registered as browser provider {}", &id[..12.min(id.len())]),
+        );
         let start_balance = balance(&key).await.unwrap_or(0);
         while board.active.get_untracked() {
             if hidden() && !board.run_hidden.get_untracked() {
@@ -233,13 +289,33 @@ mod browser {
                 sleep_ms(1000).await;
                 continue;
             }
-            let beat = Heartbeat { running_units: 0, free_cpu_cores: 1.0, gpu_memory_used_bytes: None, leases: Vec::new(), keeps: None };
-            if let Err(e) = api::post_signed::<_, HeartbeatReply>(&key, "/api/v1/providers/heartbeat".into(), &beat).await {
-                board.status.set(format!("Market unreachable, retrying: {e}"));
+            let beat = Heartbeat {
+                running_units: 0,
+                free_cpu_cores: 1.0,
+                gpu_memory_used_bytes: None,
+                leases: Vec::new(),
+                keeps: None,
+            };
+            if let Err(e) = api::post_signed::<_, HeartbeatReply>(
+                &key,
+                "/api/v1/providers/heartbeat".into(),
+                &beat,
+            )
+            .await
+            {
+                board
+                    .status
+                    .set(format!("Market unreachable, retrying: {e}"));
                 sleep_ms(2000).await;
                 continue;
             }
-            let grant = match api::post_signed::<_, Option<LeaseGrant>>(&key, "/api/v1/leases".into(), &serde_json::json!({})).await {
+            let grant = match api::post_signed::<_, Option<LeaseGrant>>(
+                &key,
+                "/api/v1/leases".into(),
+                &serde_json::json!({}),
+            )
+            .await
+            {
                 Ok(Some(grant)) => grant,
                 Ok(None) => {
                     board.status.set("Waiting for work".into());
@@ -292,12 +368,20 @@ mod browser {
     const EARNED_REFRESHES_AFTER_PAUSE: u32 = 30;
 
     async fn balance(key: &agora_wire::Keypair) -> Option<u64> {
-        api::get_signed::<Balance>(key, format!("/api/v1/accounts/{}", key.id())).await.ok().map(|b| b.credits_posted)
+        api::get_signed::<Balance>(key, format!("/api/v1/accounts/{}", key.id()))
+            .await
+            .ok()
+            .map(|b| b.credits_posted)
     }
 
     /// Run one leased unit in the worker and return its signed result.
-    async fn run(board: Board, key: &std::rc::Rc<agora_wire::Keypair>, grant: &LeaseGrant) -> Result<RunOutcome, String> {
-        let input = api::get_signed_bytes(key, format!("/api/v1/blobs/{}", grant.input_digest)).await?;
+    async fn run(
+        board: Board,
+        key: &std::rc::Rc<agora_wire::Keypair>,
+        grant: &LeaseGrant,
+    ) -> Result<RunOutcome, String> {
+        let input =
+            api::get_signed_bytes(key, format!("/api/v1/blobs/{}", grant.input_digest)).await?;
         let limits = js_sys::Object::new();
         let set = |k: &str, v: f64| {
             let _ = js_sys::Reflect::set(&limits, &k.into(), &v.into());
@@ -313,26 +397,47 @@ mod browser {
         let progress = std::rc::Rc::new(std::cell::Cell::new(None::<(u64, u64)>));
         let on_event = {
             let (logs, progress) = (logs.clone(), progress.clone());
-            let name = board.current.get_untracked().map(|c| c.0).unwrap_or_default();
-            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| match text(&event, "type").as_deref() {
-                Some("progress") => {
-                    let (done, total) = (number(&event, "done") as u64, number(&event, "total") as u64);
-                    progress.set(Some((done, total)));
-                    board.current.set(Some((name.clone(), done, total)));
+            let name = board
+                .current
+                .get_untracked()
+                .map(|c| c.0)
+                .unwrap_or_default();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                match text(&event, "type").as_deref() {
+                    Some("progress") => {
+                        let (done, total) = (
+                            number(&event, "done") as u64,
+                            number(&event, "total") as u64,
+                        );
+                        progress.set(Some((done, total)));
+                        board.current.set(Some((name.clone(), done, total)));
+                    }
+                    Some("log") => logs.borrow_mut().push(LogLine {
+                        level: text(&event, "level").unwrap_or_else(|| "info".into()),
+                        message: text(&event, "message").unwrap_or_default(),
+                    }),
+                    _ => {}
                 }
-                Some("log") => logs.borrow_mut().push(LogLine {
-                    level: text(&event, "level").unwrap_or_else(|| "info".into()),
-                    message: text(&event, "message").unwrap_or_default(),
-                }),
-                _ => {}
             })
         };
         let bundle = format!("{}/api/v1/browser/{}/", origin(), grant.digest);
-        let running = JsFuture::from(run_unit(&bundle, "job.js", &input, &limits, on_event.as_ref().unchecked_ref()));
+        let running = JsFuture::from(run_unit(
+            &bundle,
+            "job.js",
+            &input,
+            &limits,
+            on_event.as_ref().unchecked_ref(),
+        ));
         // Heartbeats while the unit runs keep the lease and carry progress.
         let beating = std::rc::Rc::new(std::cell::Cell::new(true));
         {
-            let (key, beating, lease, logs, progress) = (key.clone(), beating.clone(), grant.lease_id.clone(), logs.clone(), progress.clone());
+            let (key, beating, lease, logs, progress) = (
+                key.clone(),
+                beating.clone(),
+                grant.lease_id.clone(),
+                logs.clone(),
+                progress.clone(),
+            );
             leptos::task::spawn_local(async move {
                 let mut sent = 0;
                 loop {
@@ -352,34 +457,54 @@ mod browser {
                         }],
                         keeps: None,
                     };
-                    if api::post_signed::<_, HeartbeatReply>(&key, "/api/v1/providers/heartbeat".into(), &beat).await.is_ok() {
+                    if api::post_signed::<_, HeartbeatReply>(
+                        &key,
+                        "/api/v1/providers/heartbeat".into(),
+                        &beat,
+                    )
+                    .await
+                    .is_ok()
+                    {
                         sent += lines.len();
                     }
                 }
             });
         }
-        let answer = running.await.map_err(|e| format!("the worker failed: {e:?}"));
+        let answer = running
+            .await
+            .map_err(|e| format!("the worker failed: {e:?}"));
         beating.set(false);
         drop(on_event);
         let answer = answer?;
         let report = field(&answer, "report");
         // The worker's words, read as the typed values they stand for.
         let word = |name: &str| text(&report, name).map(serde_json::Value::String);
-        let outcome: RunOutcome = word("outcome").and_then(|w| serde_json::from_value(w).ok()).unwrap_or(RunOutcome::Trap);
+        let outcome: RunOutcome = word("outcome")
+            .and_then(|w| serde_json::from_value(w).ok())
+            .unwrap_or(RunOutcome::Trap);
         let limit: Option<LimitKind> = word("limit").and_then(|w| serde_json::from_value(w).ok());
-        let output: Option<Vec<u8>> = (outcome == RunOutcome::Ok).then(|| js_sys::Uint8Array::new(&field(&answer, "output")).to_vec());
+        let output: Option<Vec<u8>> = (outcome == RunOutcome::Ok)
+            .then(|| js_sys::Uint8Array::new(&field(&answer, "output")).to_vec());
         let output_digest = output.as_deref().map(agora_wire::digest_hex);
         let gpu_time_us = number(&report, "gpuTimeUs") as u64;
         // A browser cannot meter wasm fuel: it reports none and is paid for GPU time.
         let fuel_used = 0;
-        let signature = key.sign(&ResultReport::signed_bytes(&grant.lease_id, outcome, output_digest.as_deref(), fuel_used, gpu_time_us));
+        let signature = key.sign(&ResultReport::signed_bytes(
+            &grant.lease_id,
+            outcome,
+            output_digest.as_deref(),
+            fuel_used,
+            gpu_time_us,
+        ));
         let mut lines = logs.borrow().clone();
         lines.truncate(agora_wire::api::MAX_LEASE_LOG_LINES as usize);
         let result = ResultReport {
             outcome,
             limit,
             message: text(&answer, "error"),
-            output_base64: output.as_deref().map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+            output_base64: output
+                .as_deref()
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
             output_digest,
             fuel_used,
             gpu_time_us,
@@ -387,11 +512,18 @@ mod browser {
             signature,
             logs: lines,
         };
-        api::post_signed::<_, serde_json::Value>(key, format!("/api/v1/leases/{}/result", grant.lease_id), &result).await?;
+        api::post_signed::<_, serde_json::Value>(
+            key,
+            format!("/api/v1/leases/{}/result", grant.lease_id),
+            &result,
+        )
+        .await?;
         Ok(outcome)
     }
 
     fn origin() -> String {
-        web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default()
+        web_sys::window()
+            .and_then(|w| w.location().origin().ok())
+            .unwrap_or_default()
     }
 }

@@ -6,7 +6,10 @@ use agora_wire::api::MarketStats;
 #[component]
 pub fn Home() -> impl IntoView {
     let base = market();
-    let stats = Resource::new(|| (), move |_| api::get::<MarketStats>(base.clone(), "/api/v1/stats".into()));
+    let stats = Resource::new(
+        || (),
+        move |_| api::get::<MarketStats>(base.clone(), "/api/v1/stats".into()),
+    );
     view! {
         <Title text="Agora · GPU compute, paid per verified result"/>
         <section class="hero">
@@ -44,4 +47,3 @@ pub fn Home() -> impl IntoView {
         </section>
     }
 }
-

@@ -7,7 +7,9 @@
 use super::*;
 use crate::keys;
 use agora_wire::Keypair;
-use agora_wire::api::{JobInfo, JobLogLine, JobLogs, JobState, UNITS_PER_PAGE, UnitState, UnitsQuery};
+use agora_wire::api::{
+    JobInfo, JobLogLine, JobLogs, JobState, UNITS_PER_PAGE, UnitState, UnitsQuery,
+};
 use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,7 +44,17 @@ pub fn JobPage() -> impl IntoView {
         let Some(key) = keys::load() else { return };
         has_key.set(true);
         let (id, alive) = (id.clone(), alive.clone());
-        leptos::task::spawn_local(follow(key, id, alive, Shows { job, logs, outputs, units_from }));
+        leptos::task::spawn_local(follow(
+            key,
+            id,
+            alive,
+            Shows {
+                job,
+                logs,
+                outputs,
+                units_from,
+            },
+        ));
     });
     view! {
         <Title text="Job · Agora"/>
@@ -81,10 +93,25 @@ async fn follow(key: Keypair, id: String, alive: Arc<AtomicBool>, shows: Shows) 
         }
         if read.is_some_and(|(was, _)| was != from) {
             // Another page: only its own outputs are kept.
-            shows.outputs.update(|o| o.retain(|i, _| (from..from.saturating_add(UNITS_PER_PAGE)).contains(i)));
+            shows.outputs.update(|o| {
+                o.retain(|i, _| (from..from.saturating_add(UNITS_PER_PAGE)).contains(i))
+            });
         }
-        let info = api::get_signed::<JobInfo>(&key, format!("/api/v1/jobs/{id}?{}", UnitsQuery { units_from: from, units_limit: None }.to_query())).await;
-        if let Ok(page) = api::get_signed::<JobLogs>(&key, format!("/api/v1/jobs/{id}/logs?after={after}")).await {
+        let info = api::get_signed::<JobInfo>(
+            &key,
+            format!(
+                "/api/v1/jobs/{id}?{}",
+                UnitsQuery {
+                    units_from: from,
+                    units_limit: None
+                }
+                .to_query()
+            ),
+        )
+        .await;
+        if let Ok(page) =
+            api::get_signed::<JobLogs>(&key, format!("/api/v1/jobs/{id}/logs?after={after}")).await
+        {
             after = page.next;
             if !page.lines.is_empty() {
                 shows.logs.update(|l| l.extend(page.lines));
@@ -101,20 +128,42 @@ async fn follow(key: Keypair, id: String, alive: Arc<AtomicBool>, shows: Shows) 
 }
 
 /// The verified outputs of the page's units not fetched yet.
-async fn fetch_outputs(key: &Keypair, id: &str, job: &JobInfo, outputs: RwSignal<BTreeMap<u32, Shown>>) {
+async fn fetch_outputs(
+    key: &Keypair,
+    id: &str,
+    job: &JobInfo,
+    outputs: RwSignal<BTreeMap<u32, Shown>>,
+) {
     for u in job.units.iter().filter(|u| u.state == UnitState::Verified) {
         if outputs.with_untracked(|o| o.contains_key(&u.index)) {
             continue;
         }
-        let fetched = api::get_signed_bytes(key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await;
+        let fetched =
+            api::get_signed_bytes(key, format!("/api/v1/jobs/{id}/units/{}/output", u.index)).await;
         // Shown only when it is the output the market verified.
-        let verified = fetched.ok().filter(|b| u.output_digest.as_deref() == Some(agora_wire::digest_hex(b).as_str()));
+        let verified = fetched
+            .ok()
+            .filter(|b| u.output_digest.as_deref() == Some(agora_wire::digest_hex(b).as_str()));
         if let Some(bytes) = verified {
             let image = bytes.starts_with(b"\x89PNG");
-            let mime = if image { "image/png" } else { "application/octet-stream" };
-            let href = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
+            let mime = if image {
+                "image/png"
+            } else {
+                "application/octet-stream"
+            };
+            let href = format!(
+                "data:{mime};base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            );
             outputs.update(|o| {
-                o.insert(u.index, Shown { href, image, bytes: bytes.len() });
+                o.insert(
+                    u.index,
+                    Shown {
+                        href,
+                        image,
+                        bytes: bytes.len(),
+                    },
+                );
             });
         }
     }
@@ -129,7 +178,12 @@ async fn pause_a_second() {
 async fn pause_a_second() {}
 
 #[component]
-fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTreeMap<u32, Shown>>, units_from: RwSignal<u32>) -> impl IntoView {
+fn JobView(
+    job: JobInfo,
+    logs: RwSignal<Vec<JobLogLine>>,
+    outputs: RwSignal<BTreeMap<u32, Shown>>,
+    units_from: RwSignal<u32>,
+) -> impl IntoView {
     let state = format!("{:?}", job.state).to_lowercase();
     let c = job.cost.clone();
     let n = job.unit_counts;
@@ -138,7 +192,9 @@ fn JobView(job: JobInfo, logs: RwSignal<Vec<JobLogLine>>, outputs: RwSignal<BTre
         n.verified, n.failed, n.running, n.verifying, n.queued
     );
     let shown = match (job.units.first(), job.units.last()) {
-        (Some(first), Some(last)) => format!("Units {} to {} of {}", first.index, last.index, n.total),
+        (Some(first), Some(last)) => {
+            format!("Units {} to {} of {}", first.index, last.index, n.total)
+        }
         _ => format!("No units here ({} in all)", n.total),
     };
     let from = job.units.first().map_or(0, |u| u.index);
@@ -221,17 +277,22 @@ fn JobData(id: String, kept_until: Option<i64>, deleted_at: Option<i64>) -> impl
     let deleted = RwSignal::new(deleted_at.map(|_| Ok(())));
     let delete = move |_| {
         let question = "Delete this job's inputs, outputs and logs from the market now? Nothing brings them back; what the job cost stays on record.";
-        if !web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false) {
+        if !web_sys::window()
+            .and_then(|w| w.confirm_with_message(question).ok())
+            .unwrap_or(false)
+        {
             return;
         }
         let Some(key) = keys::load() else { return };
         let path = format!("/api/v1/jobs/{id}/data");
         leptos::task::spawn_local(async move {
-            let answer: Result<agora_wire::api::DataDeleted, String> = crate::api::delete_signed(&key, path).await;
+            let answer: Result<agora_wire::api::DataDeleted, String> =
+                crate::api::delete_signed(&key, path).await;
             deleted.set(Some(answer.map(|_| ())));
         });
     };
-    move || match (deleted.get(), kept_until) {
+    move || {
+        match (deleted.get(), kept_until) {
         (Some(Ok(())), _) => view! { <p id="job-data" class="note">"This job's inputs, outputs and logs were deleted."</p> }.into_any(),
         (failed, Some(until)) => {
             let day = 24 * 3600 * 1000;
@@ -247,6 +308,7 @@ fn JobData(id: String, kept_until: Option<i64>, deleted_at: Option<i64>) -> impl
         }
         (_, None) => ().into_any(),
     }
+    }
 }
 
 /// Now, in milliseconds since the epoch.
@@ -254,5 +316,8 @@ fn now_ms() -> i64 {
     #[cfg(feature = "hydrate")]
     return js_sys::Date::now() as i64;
     #[cfg(not(feature = "hydrate"))]
-    return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    return std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
 }

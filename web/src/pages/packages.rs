@@ -11,8 +11,15 @@ pub fn Packages() -> impl IntoView {
     // (text, sort, category): sorted by downloads unless asked otherwise.
     let search = move || {
         let q = query.read();
-        let sort = q.get("sort").filter(|s| !s.is_empty()).unwrap_or_else(|| "downloads".into());
-        (q.get("q").unwrap_or_default(), sort, q.get("category").unwrap_or_default())
+        let sort = q
+            .get("sort")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "downloads".into());
+        (
+            q.get("q").unwrap_or_default(),
+            sort,
+            q.get("category").unwrap_or_default(),
+        )
     };
     let categories = Resource::new(|| (), {
         let base = base.clone();
@@ -20,10 +27,22 @@ pub fn Packages() -> impl IntoView {
     });
     let packages = Resource::new(search, move |(q, sort, category)| {
         let base = base.clone();
-        let path = format!("/api/v1/packages{}", api::query(&[("q", &q), ("sort", &sort), ("category", &category)]));
+        let path = format!(
+            "/api/v1/packages{}",
+            api::query(&[("q", &q), ("sort", &sort), ("category", &category)])
+        );
         async move { api::get::<Page<PackageSummary>>(base, path).await }
     });
-    let category_link = move |name: &str| format!("/packages{}", api::query(&[("q", &search().0), ("sort", &search().1), ("category", name)]));
+    let category_link = move |name: &str| {
+        format!(
+            "/packages{}",
+            api::query(&[
+                ("q", &search().0),
+                ("sort", &search().1),
+                ("category", name)
+            ])
+        )
+    };
     view! {
         <Title text="Packages · Agora"/>
         <h1>"Packages"</h1>
@@ -114,9 +133,21 @@ pub fn PackagePage() -> impl IntoView {
 #[component]
 fn PackageDetails(info: PackageInfo) -> impl IntoView {
     let s = info.summary;
-    let latest = info.versions.iter().find(|v| Some(&v.version) == s.latest.as_ref()).cloned();
-    let run = format!("agora submit {} --input unit.bin --max-price 500 --wait -o out/", s.name);
-    let fetch = format!("agora fetch {}@{} -o {}.wasm", s.name, s.latest.clone().unwrap_or_default(), s.name);
+    let latest = info
+        .versions
+        .iter()
+        .find(|v| Some(&v.version) == s.latest.as_ref())
+        .cloned();
+    let run = format!(
+        "agora submit {} --input unit.bin --max-price 500 --wait -o out/",
+        s.name
+    );
+    let fetch = format!(
+        "agora fetch {}@{} -o {}.wasm",
+        s.name,
+        s.latest.clone().unwrap_or_default(),
+        s.name
+    );
     view! {
         <Title text=format!("{} · Agora", s.name)/>
         <h1>{s.name.clone()}</h1>
@@ -163,4 +194,3 @@ fn PackageDetails(info: PackageInfo) -> impl IntoView {
         </table>
     }
 }
-

@@ -13,9 +13,17 @@ pub fn ProviderPage() -> impl IntoView {
     let data = Resource::new(id, move |id| {
         let base = base.clone();
         async move {
-            let all = api::get::<Vec<ProviderInfo>>(base.clone(), "/api/v1/providers".into()).await?;
-            let info = all.into_iter().find(|p| p.id == id).ok_or_else(|| format!("no provider `{id}` is registered"))?;
-            let activity = api::get::<ProviderActivity>(base, format!("/api/v1/providers/{id}/activity?bucket_s=3600&buckets=24")).await?;
+            let all =
+                api::get::<Vec<ProviderInfo>>(base.clone(), "/api/v1/providers".into()).await?;
+            let info = all
+                .into_iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| format!("no provider `{id}` is registered"))?;
+            let activity = api::get::<ProviderActivity>(
+                base,
+                format!("/api/v1/providers/{id}/activity?bucket_s=3600&buckets=24"),
+            )
+            .await?;
             Ok::<_, String>((info, activity))
         }
     });
@@ -35,9 +43,17 @@ pub fn ProviderPage() -> impl IntoView {
 fn Dashboard(info: ProviderInfo, activity: ProviderActivity) -> impl IntoView {
     let units: Vec<f64> = activity.buckets.iter().map(|b| b.units as f64).collect();
     let earned: Vec<f64> = activity.buckets.iter().map(|b| b.earned as f64).collect();
-    let busy: Vec<f64> = activity.buckets.iter().map(|b| b.utilization * 100.0).collect();
+    let busy: Vec<f64> = activity
+        .buckets
+        .iter()
+        .map(|b| b.utilization * 100.0)
+        .collect();
     let start = activity.buckets.first().map(|b| b.start_ms).unwrap_or(0);
-    let end = activity.buckets.last().map(|b| b.start_ms + activity.bucket_ms).unwrap_or(0);
+    let end = activity
+        .buckets
+        .last()
+        .map(|b| b.start_ms + activity.bucket_ms)
+        .unwrap_or(0);
     let total_units: f64 = units.iter().sum();
     let total_earned: f64 = earned.iter().sum();
     view! {
@@ -60,19 +76,31 @@ fn Dashboard(info: ProviderInfo, activity: ProviderActivity) -> impl IntoView {
     }
 }
 
-
 /// A bar per value, scaled to `max` (or the largest value), with the
 /// scale, the time span and each bar's value in its tooltip.
 #[component]
-fn BarChart(title: &'static str, values: Vec<f64>, start: i64, end: i64, unit: &'static str, max: Option<f64>) -> impl IntoView {
+fn BarChart(
+    title: &'static str,
+    values: Vec<f64>,
+    start: i64,
+    end: i64,
+    unit: &'static str,
+    max: Option<f64>,
+) -> impl IntoView {
     const W: f64 = 600.0;
     const H: f64 = 150.0;
     const LEFT: f64 = 40.0;
     const BOTTOM: f64 = 20.0;
-    let top = max.unwrap_or_else(|| values.iter().cloned().fold(0.0, f64::max)).max(1.0);
+    let top = max
+        .unwrap_or_else(|| values.iter().cloned().fold(0.0, f64::max))
+        .max(1.0);
     let n = values.len().max(1) as f64;
     let slot = (W - LEFT) / n;
-    let summary = format!("{title}: {} bars, highest {:.0}{unit}", values.len(), values.iter().cloned().fold(0.0, f64::max));
+    let summary = format!(
+        "{title}: {} bars, highest {:.0}{unit}",
+        values.len(),
+        values.iter().cloned().fold(0.0, f64::max)
+    );
     let bars = values
         .into_iter()
         .enumerate()

@@ -6,7 +6,10 @@ use agora_wire::api::ProviderInfo;
 #[component]
 pub fn Providers() -> impl IntoView {
     let base = market();
-    let providers = Resource::new(|| (), move |_| api::get::<Vec<ProviderInfo>>(base.clone(), "/api/v1/providers".into()));
+    let providers = Resource::new(
+        || (),
+        move |_| api::get::<Vec<ProviderInfo>>(base.clone(), "/api/v1/providers".into()),
+    );
     view! {
         <Title text="Providers · Agora"/>
         <h1>"Providers"</h1>
@@ -41,12 +44,21 @@ pub fn Providers() -> impl IntoView {
 
 #[component]
 fn ProviderRow(p: ProviderInfo) -> impl IntoView {
-    let gpus: Vec<String> = p.capabilities.gpus.iter().map(|g| format!("{} ({})", g.name, g.backend)).collect();
+    let gpus: Vec<String> = p
+        .capabilities
+        .gpus
+        .iter()
+        .map(|g| format!("{} ({})", g.name, g.backend))
+        .collect();
     let hardware = format!(
         "{} cores, {:.0} GiB{}",
         p.capabilities.cpu_cores,
         p.capabilities.memory_bytes as f64 / (1u64 << 30) as f64,
-        if gpus.is_empty() { String::new() } else { format!(", {}", gpus.join(", ")) }
+        if gpus.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", gpus.join(", "))
+        }
     );
     view! {
         <tr>
@@ -62,4 +74,3 @@ fn ProviderRow(p: ProviderInfo) -> impl IntoView {
         </tr>
     }
 }
-

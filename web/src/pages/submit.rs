@@ -12,8 +12,16 @@ use leptos::html::Input;
 pub fn Submit() -> impl IntoView {
     let base = market();
     let query = use_query_map();
-    let stats = Resource::new(|| (), move |_| api::get::<MarketStats>(base.clone(), "/api/v1/stats".into()));
-    let package = RwSignal::new(query.read_untracked().get("package").unwrap_or_else(|| "mandelbrot".into()));
+    let stats = Resource::new(
+        || (),
+        move |_| api::get::<MarketStats>(base.clone(), "/api/v1/stats".into()),
+    );
+    let package = RwSignal::new(
+        query
+            .read_untracked()
+            .get("package")
+            .unwrap_or_else(|| "mandelbrot".into()),
+    );
     let version = RwSignal::new(String::new());
     let max_price = RwSignal::new(500u64);
     let replicas = RwSignal::new(1u32);
@@ -33,11 +41,18 @@ pub fn Submit() -> impl IntoView {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(key) = keys::load() else {
-            error.set(Some("create or import a key on your account page first".into()));
+            error.set(Some(
+                "create or import a key on your account page first".into(),
+            ));
             return;
         };
         // The chosen files, or else every file of the chosen folder.
-        let chosen = |input: NodeRef<Input>| input.get().and_then(|i| i.files()).filter(|l| l.length() > 0);
+        let chosen = |input: NodeRef<Input>| {
+            input
+                .get()
+                .and_then(|i| i.files())
+                .filter(|l| l.length() > 0)
+        };
         let inputs = chosen(files).or_else(|| chosen(folder));
         let navigate = navigate.clone();
         busy.set(true);
@@ -48,7 +63,9 @@ pub fn Submit() -> impl IntoView {
                 let mut inputs_base64 = Vec::new();
                 for i in 0..list.length() {
                     let file = list.get(i).expect("in range");
-                    inputs_base64.push(base64::engine::general_purpose::STANDARD.encode(read_file(file).await?));
+                    inputs_base64.push(
+                        base64::engine::general_purpose::STANDARD.encode(read_file(file).await?),
+                    );
                 }
                 if inputs_base64.is_empty() {
                     return Err("choose at least one input file".to_string());
@@ -60,7 +77,12 @@ pub fn Submit() -> impl IntoView {
                     inputs_base64,
                     input_digests: Vec::new(),
                     shared: Default::default(),
-                    limits: UnitLimits { fuel: 5_000_000_000, memory_bytes: 512 << 20, timeout_ms: timeout_s.get_untracked() * 1000, gpu: false },
+                    limits: UnitLimits {
+                        fuel: 5_000_000_000,
+                        memory_bytes: 512 << 20,
+                        timeout_ms: timeout_s.get_untracked() * 1000,
+                        gpu: false,
+                    },
                     max_price: max_price.get_untracked(),
                     replicas: replicas.get_untracked(),
                 };
@@ -123,7 +145,9 @@ pub fn Submit() -> impl IntoView {
 #[cfg(feature = "hydrate")]
 async fn read_file(file: web_sys::File) -> Result<Vec<u8>, String> {
     let name = file.name();
-    gloo_file::futures::read_as_bytes(&gloo_file::Blob::from(file)).await.map_err(|e| format!("reading {name}: {e}"))
+    gloo_file::futures::read_as_bytes(&gloo_file::Blob::from(file))
+        .await
+        .map_err(|e| format!("reading {name}: {e}"))
 }
 
 #[cfg(not(feature = "hydrate"))]

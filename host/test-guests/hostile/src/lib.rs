@@ -200,6 +200,11 @@ impl Job for Hostile {
                 bytes.extend(shared.read(whole, shared.len() as u64 - whole)?);
                 Ok(bytes.into())
             }
+            "shared-size" => {
+                // The size of the shared input `word` (it stays host-side).
+                let shared = Input::shared(word).ok_or_else(|| Error::msg(format!("no shared input `{word}`")))?;
+                Ok(shared.len().to_string().into_bytes().into())
+            }
             "binding-mismatch" => {
                 let shader = Shader::wgsl(TRIVIAL_WGSL)?;
                 shader.dispatch("main", &[], [1, 1, 1])?;

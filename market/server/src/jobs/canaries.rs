@@ -40,16 +40,35 @@ impl Jobs {
             .versions
             .iter()
             .find(|v| v.version == request.version)
-            .ok_or_else(|| ApiError::NotFound(format!("no version {} of {}", request.version, request.package)))?;
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no version {} of {}",
+                    request.version, request.package
+                ))
+            })?;
         let input = super::b64(&request.input_base64, "input")?;
         let expected = super::b64(&request.expected_output_base64, "expected output")?;
         agora_wire::limits::check_unit_bytes("the input", input.len())?;
         agora_wire::limits::check_unit_bytes("the expected output", expected.len())?;
         agora_wire::limits::check_unit_limits(&request.limits)?;
-        let UnitLimits { fuel, memory_bytes, timeout_ms, gpu } = request.limits;
-        let needs_gpu = gpu || version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
-        let (input_digest, output_digest) = (agora_wire::digest_hex(&input), agora_wire::digest_hex(&expected));
-        let blobs = [(input_digest.clone(), input.into()), (output_digest.clone(), expected.into())];
+        let UnitLimits {
+            fuel,
+            memory_bytes,
+            timeout_ms,
+            gpu,
+        } = request.limits;
+        let needs_gpu = gpu
+            || version.imports.iter().any(|i| {
+                i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels")
+            });
+        let (input_digest, output_digest) = (
+            agora_wire::digest_hex(&input),
+            agora_wire::digest_hex(&expected),
+        );
+        let blobs = [
+            (input_digest.clone(), input.into()),
+            (output_digest.clone(), expected.into()),
+        ];
         let mut staged = crate::blobs::Staged::write(&self.db, blobs).await?;
         let mut tx = self.db.write().await?;
         // The same canary twice is one canary.
@@ -84,7 +103,13 @@ impl Jobs {
         .await?;
         tx.commit().await?;
         staged.settle().await;
-        Ok(CanaryInfo { id, package: request.package, version: version.version.clone(), input_digest, output_digest })
+        Ok(CanaryInfo {
+            id,
+            package: request.package,
+            version: version.version.clone(),
+            input_digest,
+            output_digest,
+        })
     }
 
     /// Vouch for `provider` (the caller is the operator).
@@ -182,10 +207,16 @@ impl Jobs {
             return Ok(None);
         };
         if run.try_get::<String, _>("provider")? != provider.as_str() {
-            return Err(ApiError::Forbidden("this lease belongs to another provider".into()));
+            return Err(ApiError::Forbidden(
+                "this lease belongs to another provider".into(),
+            ));
         }
-        if run.try_get::<String, _>("state")? != "active" || run.try_get::<i64, _>("expires_at_ms")? <= now {
-            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+        if run.try_get::<String, _>("state")? != "active"
+            || run.try_get::<i64, _>("expires_at_ms")? <= now
+        {
+            return Err(ApiError::NotPending(format!(
+                "lease {lease_id} (expired or already answered)"
+            )));
         }
         let expected: String = run.try_get("expected")?;
         // The canary is known to succeed: any other answer is a wrong one,
@@ -195,18 +226,31 @@ impl Jobs {
             (RunOutcome::Ok, _) => Mark::Mismatch,
             (outcome, _) => {
                 let ran_ms = now - run.try_get::<i64, _>("created_at_ms")?;
-                Mark::of_contradicted_failure(outcome, report.limit, ran_ms, run.try_get("timeout_ms")?)
+                Mark::of_contradicted_failure(
+                    outcome,
+                    report.limit,
+                    ran_ms,
+                    run.try_get("timeout_ms")?,
+                )
             }
         };
-        let state = if matches!(mark, Mark::Confirmed) { "passed" } else { "failed" };
+        let state = if matches!(mark, Mark::Confirmed) {
+            "passed"
+        } else {
+            "failed"
+        };
         // One statement decides who answered first.
-        let updated = sqlx::query("UPDATE canary_runs SET state = $1 WHERE lease_id = $2 AND state = 'active'")
-            .bind(state)
-            .bind(lease_id)
-            .execute(&self.db.pool)
-            .await?;
+        let updated = sqlx::query(
+            "UPDATE canary_runs SET state = $1 WHERE lease_id = $2 AND state = 'active'",
+        )
+        .bind(state)
+        .bind(lease_id)
+        .execute(&self.db.pool)
+        .await?;
         if updated.rows_affected() != 1 {
-            return Err(ApiError::NotPending(format!("lease {lease_id} (already answered)")));
+            return Err(ApiError::NotPending(format!(
+                "lease {lease_id} (already answered)"
+            )));
         }
         tracing::info!(provider = %provider, lease = lease_id, state, "canary answered");
         self.mark(provider.as_str(), mark).await?;

@@ -49,13 +49,29 @@ pub struct Reported {
 pub fn agreed_usage(accepted: &[Reported], fuel_limit: u64, timeout_ms: u64) -> (Usage, Vec<bool>) {
     let metered = metered_fuel(accepted.iter());
     let majority = majority(&metered);
-    let contradicts =
-        accepted.iter().map(|r| r.metered && metered.len() >= 2 && majority.is_some_and(|m| m != r.usage.fuel)).collect::<Vec<_>>();
-    let agreeing = || accepted.iter().zip(&contradicts).filter(|(_, c)| !**c).map(|(r, _)| r);
-    let fuel = agreeing().filter(|r| r.metered).map(|r| r.usage.fuel).min().unwrap_or(0);
+    let contradicts = accepted
+        .iter()
+        .map(|r| r.metered && metered.len() >= 2 && majority.is_some_and(|m| m != r.usage.fuel))
+        .collect::<Vec<_>>();
+    let agreeing = || {
+        accepted
+            .iter()
+            .zip(&contradicts)
+            .filter(|(_, c)| !**c)
+            .map(|(r, _)| r)
+    };
+    let fuel = agreeing()
+        .filter(|r| r.metered)
+        .map(|r| r.usage.fuel)
+        .min()
+        .unwrap_or(0);
     let gpu = agreeing().map(|r| r.usage.gpu_time_us).min().unwrap_or(0);
     let wall = agreeing().map(|r| r.usage.wall_ms).min().unwrap_or(0);
-    let usage = Usage { fuel: fuel.min(fuel_limit), gpu_time_us: gpu.min(timeout_ms.saturating_mul(1000)), wall_ms: wall.min(timeout_ms) };
+    let usage = Usage {
+        fuel: fuel.min(fuel_limit),
+        gpu_time_us: gpu.min(timeout_ms.saturating_mul(1000)),
+        wall_ms: wall.min(timeout_ms),
+    };
     (usage, contradicts)
 }
 
@@ -68,12 +84,18 @@ pub fn fuel_disputed<'a>(agreeing: impl Iterator<Item = &'a Reported>) -> bool {
 
 /// The fuel the metered results report (a browser tab's 0 is no report).
 fn metered_fuel<'a>(results: impl Iterator<Item = &'a Reported>) -> Vec<u64> {
-    results.filter(|r| r.metered).map(|r| r.usage.fuel).collect()
+    results
+        .filter(|r| r.metered)
+        .map(|r| r.usage.fuel)
+        .collect()
 }
 
 /// The value a strict majority of `values` holds, if one does.
 fn majority(values: &[u64]) -> Option<u64> {
-    values.iter().copied().find(|v| values.iter().filter(|w| *w == v).count() * 2 > values.len())
+    values
+        .iter()
+        .copied()
+        .find(|v| values.iter().filter(|w| *w == v).count() * 2 > values.len())
 }
 
 /// The lease columns [`reported`] reads.
@@ -84,7 +106,11 @@ const REPORTED_COLUMNS: &str = "id, provider, output_digest, metered, trusted, f
 /// (in a job checked by `verify`) rejected: vouched hosts' first, then
 /// other trusted providers', then in the order they answered (the order
 /// billing fills the paid slots in).
-pub(super) async fn missed_runs(tx: &mut Tx, job: &str, idx: i64) -> Result<Vec<MissedRun>, ApiError> {
+pub(super) async fn missed_runs(
+    tx: &mut Tx,
+    job: &str,
+    idx: i64,
+) -> Result<Vec<MissedRun>, ApiError> {
     let rows = sqlx::query(&format!(
         "SELECT {REPORTED_COLUMNS}, state, outcome, limit_kind FROM leases WHERE job_id = $1 AND idx = $2 AND state IN ('failed', 'rejected')
          ORDER BY vouched DESC, trusted DESC, answered_at_ms, id",
@@ -100,16 +126,26 @@ pub(super) async fn missed_runs(tx: &mut Tx, job: &str, idx: i64) -> Result<Vec<
             ("rejected", _) => Miss::Rejected,
             // An output the market's verifiers could not check.
             (_, RunOutcome::Ok) => Miss::Unverified,
-            (_, outcome) => Miss::Failed { outcome, limit: limit_of(row.try_get("limit_kind")?) },
+            (_, outcome) => Miss::Failed {
+                outcome,
+                limit: limit_of(row.try_get("limit_kind")?),
+            },
         };
-        runs.push(MissedRun { run: reported(row)?, miss });
+        runs.push(MissedRun {
+            run: reported(row)?,
+            miss,
+        });
     }
     Ok(runs)
 }
 
 /// Unit terms of job `job` that the failure rules read.
 pub(super) async fn unit_terms(tx: &mut Tx, job: &str) -> Result<UnitTerms, ApiError> {
-    let row = sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap FROM jobs WHERE id = $1").bind(job).fetch_one(&mut **tx).await?;
+    let row =
+        sqlx::query("SELECT replicas, fuel_limit, timeout_ms, unit_cap FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&mut **tx)
+            .await?;
     let get = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
     Ok(UnitTerms {
         paid_slots: (get("replicas")?.max(2) as i64 + MAX_EXTRA_REPLICAS) as usize,
@@ -122,7 +158,11 @@ pub(super) async fn unit_terms(tx: &mut Tx, job: &str) -> Result<UnitTerms, ApiE
 /// Bill `runs` of a unit that failed as the job's own doing (see
 /// [`failures::billed`]): the job cannot compute its answer, log it, fail
 /// (or have its own `verify` reject it) and have the work for free.
-pub(super) async fn bill_missed_runs(tx: &mut Tx, runs: &[MissedRun], terms: UnitTerms) -> Result<(), ApiError> {
+pub(super) async fn bill_missed_runs(
+    tx: &mut Tx,
+    runs: &[MissedRun],
+    terms: UnitTerms,
+) -> Result<(), ApiError> {
     for (lease, cost) in failures::billed(runs, terms) {
         sqlx::query("UPDATE leases SET state = 'billed', cost = $1 WHERE id = $2 AND state IN ('failed', 'rejected')")
             .bind(cost.min(i64::MAX as u64) as i64)
@@ -134,16 +174,25 @@ pub(super) async fn bill_missed_runs(tx: &mut Tx, runs: &[MissedRun], terms: Uni
 }
 
 fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
-    let get = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.unwrap_or(0).max(0) as u64);
+    let get = |c: &str| {
+        row.try_get::<Option<i64>, _>(c)
+            .map(|v| v.unwrap_or(0).max(0) as u64)
+    };
     Ok(Reported {
         lease: row.try_get("id")?,
         provider: row.try_get("provider")?,
         // A failed run has none.
-        output_digest: row.try_get::<Option<String>, _>("output_digest")?.unwrap_or_default(),
+        output_digest: row
+            .try_get::<Option<String>, _>("output_digest")?
+            .unwrap_or_default(),
         metered: row.try_get::<i64, _>("metered")? == 1,
         trusted: row.try_get::<i64, _>("trusted")? == 1,
         vouched: row.try_get::<i64, _>("vouched")? > 0,
-        usage: Usage { fuel: get("fuel_used")?, gpu_time_us: get("gpu_time_us")?, wall_ms: get("wall_ms")? },
+        usage: Usage {
+            fuel: get("fuel_used")?,
+            gpu_time_us: get("gpu_time_us")?,
+            wall_ms: get("wall_ms")?,
+        },
         ask: Ask {
             per_billion_fuel: get("ask_per_billion_fuel")?,
             per_gpu_second: get("ask_per_gpu_second")?,
@@ -165,7 +214,11 @@ pub(super) async fn decide_unit(
 ) -> Result<Vec<(String, Mark)>, ApiError> {
     // On PostgreSQL the unit's row is locked: replicas answering at once
     // decide one after the other, each seeing the other's result.
-    let lock = if kind == crate::db::Kind::Postgres { "FOR UPDATE OF u" } else { "" };
+    let lock = if kind == crate::db::Kind::Postgres {
+        "FOR UPDATE OF u"
+    } else {
+        ""
+    };
     let unit = sqlx::query(&format!(
         "SELECT u.wanted AS wanted, u.quorum AS quorum, u.state AS state, j.replicas AS replicas, j.fuel_limit AS fuel_limit,
                 j.timeout_ms AS timeout_ms, j.unit_cap AS unit_cap
@@ -195,7 +248,9 @@ pub(super) async fn decide_unit(
     let best = if checked {
         // Every submitted result passed `verify`: they all count, and the
         // first one's output is the unit's.
-        results.first().map(|first| (first.output_digest.clone(), results.len() as i64, true))
+        results
+            .first()
+            .map(|first| (first.output_digest.clone(), results.len() as i64, true))
     } else {
         let mut counts: std::collections::BTreeMap<&str, (i64, bool)> = Default::default();
         for r in &results {
@@ -204,7 +259,10 @@ pub(super) async fn decide_unit(
         }
         // A group with a trusted result leads whatever its size: more
         // untrusted keys agreeing on another output prove nothing.
-        counts.iter().max_by_key(|(_, (n, trusted))| (*trusted, *n)).map(|(d, (n, trusted))| (d.to_string(), *n, *trusted))
+        counts
+            .iter()
+            .max_by_key(|(_, (n, trusted))| (*trusted, *n))
+            .map(|(d, (n, trusted))| (d.to_string(), *n, *trusted))
     };
     let slots = unit.try_get::<i64, _>("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
     let mut marks = Vec::new();
@@ -213,19 +271,41 @@ pub(super) async fn decide_unit(
             // Agreement without independent evidence: wait for a trusted
             // provider's replica (the lease query keeps it for one).
             if wanted < slots {
-                sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
+                sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2")
+                    .bind(job)
+                    .bind(idx)
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
         // A trusted result standing alone is checked at random, after it
         // came in (so its provider cannot know in advance, nor tell from
         // the queue): one more trusted replica, then the usual quorum.
-        Some((_, 1, true)) if !checked && results.len() == 1 && wanted < 2 && super::rand_unit() < spot_check_rate => {
-            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
+        Some((_, 1, true))
+            if !checked
+                && results.len() == 1
+                && wanted < 2
+                && super::rand_unit() < spot_check_rate =>
+        {
+            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2")
+                .bind(job)
+                .bind(idx)
+                .execute(&mut **tx)
+                .await?;
         }
-        Some((digest, n, true)) if n >= quorum && !checked && wanted < slots && fuel_disputed(results.iter().filter(|r| r.output_digest == digest)) => {
+        Some((digest, n, true))
+            if n >= quorum
+                && !checked
+                && wanted < slots
+                && fuel_disputed(results.iter().filter(|r| r.output_digest == digest)) =>
+        {
             // The same output, different fuel and no majority: one side
             // misreports; another replica decides which.
-            sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2").bind(job).bind(idx).execute(&mut **tx).await?;
+            sqlx::query("UPDATE units SET wanted = wanted + 1 WHERE job_id = $1 AND idx = $2")
+                .bind(job)
+                .bind(idx)
+                .execute(&mut **tx)
+                .await?;
         }
         Some((digest, n, true)) if n >= quorum => {
             // The unit is decided once: a settle that failed it at the job's
@@ -254,25 +334,37 @@ pub(super) async fn decide_unit(
                     marks.push((r.try_get("provider")?, Mark::Mismatch));
                 }
             }
-            let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results.into_iter().partition(|r| checked || r.output_digest == digest);
+            let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results
+                .into_iter()
+                .partition(|r| checked || r.output_digest == digest);
             let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);
-            let (usage, mut contradicts) = agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
+            let (usage, mut contradicts) =
+                agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
             if checked {
                 contradicts.fill(false);
             }
             let unit_cap = limit("unit_cap")?;
             for (r, contradicts) in accepted.iter().zip(contradicts) {
-                let (state, cost) = if contradicts { ("rejected", None) } else { ("accepted", Some(price(r.ask, usage).min(unit_cap) as i64)) };
-                sqlx::query("UPDATE leases SET state = $1, cost = $2 WHERE id = $3 AND state = 'submitted'")
-                    .bind(state)
-                    .bind(cost)
-                    .bind(&r.lease)
-                    .execute(&mut **tx)
-                    .await?;
+                let (state, cost) = if contradicts {
+                    ("rejected", None)
+                } else {
+                    ("accepted", Some(price(r.ask, usage).min(unit_cap) as i64))
+                };
+                sqlx::query(
+                    "UPDATE leases SET state = $1, cost = $2 WHERE id = $3 AND state = 'submitted'",
+                )
+                .bind(state)
+                .bind(cost)
+                .bind(&r.lease)
+                .execute(&mut **tx)
+                .await?;
                 // Trust grows only from the operator's own hosts' agreement
                 // (or canaries): a trusted key an attacker earned confers
                 // none, and a package's own `verify` never does.
-                let independent = !checked && accepted.iter().any(|other| other.provider != r.provider && other.trusted && other.vouched);
+                let independent = !checked
+                    && accepted.iter().any(|other| {
+                        other.provider != r.provider && other.trusted && other.vouched
+                    });
                 let mark = match (contradicts, independent) {
                     (true, _) => Mark::Mismatch,
                     (false, true) => Mark::Confirmed,
@@ -281,7 +373,12 @@ pub(super) async fn decide_unit(
                 marks.push((r.provider.clone(), mark));
             }
             for r in &rejected {
-                sqlx::query("UPDATE leases SET state = 'rejected' WHERE id = $1 AND state = 'submitted'").bind(&r.lease).execute(&mut **tx).await?;
+                sqlx::query(
+                    "UPDATE leases SET state = 'rejected' WHERE id = $1 AND state = 'submitted'",
+                )
+                .bind(&r.lease)
+                .execute(&mut **tx)
+                .await?;
                 marks.push((r.provider.clone(), Mark::Mismatch));
             }
             // Failed runs of a unit that succeeded elsewhere were not the
@@ -337,8 +434,16 @@ mod tests {
             provider: "p".into(),
             output_digest: "d".into(),
             metered,
-            usage: Usage { fuel, gpu_time_us: gpu, wall_ms: wall },
-            ask: Ask { per_billion_fuel: 1, per_gpu_second: 1, per_wall_second: 1 },
+            usage: Usage {
+                fuel,
+                gpu_time_us: gpu,
+                wall_ms: wall,
+            },
+            ask: Ask {
+                per_billion_fuel: 1,
+                per_gpu_second: 1,
+                per_wall_second: 1,
+            },
             trusted: false,
             vouched: false,
         }
@@ -349,23 +454,54 @@ mod tests {
         let honest = result(2_000, 50, 900, true);
         let inflated = result(1 << 60, u64::MAX, u64::MAX, true);
         let (usage, contradicts) = agreed_usage(&[honest.clone(), inflated.clone()], 10_000, 1_000);
-        assert_eq!(usage, Usage { fuel: 2_000, gpu_time_us: 50, wall_ms: 900 }, "two replicas, no majority: the least");
+        assert_eq!(
+            usage,
+            Usage {
+                fuel: 2_000,
+                gpu_time_us: 50,
+                wall_ms: 900
+            },
+            "two replicas, no majority: the least"
+        );
         assert_eq!(contradicts, [false, false]);
-        let (usage, contradicts) = agreed_usage(&[honest.clone(), inflated, honest.clone()], 10_000, 1_000);
+        let (usage, contradicts) =
+            agreed_usage(&[honest.clone(), inflated, honest.clone()], 10_000, 1_000);
         assert_eq!(usage.fuel, 2_000);
-        assert_eq!(contradicts, [false, true, false], "the odd fuel out of three");
+        assert_eq!(
+            contradicts,
+            [false, true, false],
+            "the odd fuel out of three"
+        );
     }
 
     #[test]
     fn one_result_is_capped_by_the_units_limits() {
         let (usage, _) = agreed_usage(&[result(u64::MAX, u64::MAX, u64::MAX, true)], 10_000, 1_000);
-        assert_eq!(usage, Usage { fuel: 10_000, gpu_time_us: 1_000_000, wall_ms: 1_000 });
+        assert_eq!(
+            usage,
+            Usage {
+                fuel: 10_000,
+                gpu_time_us: 1_000_000,
+                wall_ms: 1_000
+            }
+        );
     }
 
     #[test]
     fn an_unmetered_tab_neither_sets_nor_contradicts_the_fuel() {
-        let (usage, contradicts) = agreed_usage(&[result(0, 70, 500, false), result(3_000, 90, 800, true)], 10_000, 1_000);
-        assert_eq!(usage, Usage { fuel: 3_000, gpu_time_us: 70, wall_ms: 500 });
+        let (usage, contradicts) = agreed_usage(
+            &[result(0, 70, 500, false), result(3_000, 90, 800, true)],
+            10_000,
+            1_000,
+        );
+        assert_eq!(
+            usage,
+            Usage {
+                fuel: 3_000,
+                gpu_time_us: 70,
+                wall_ms: 500
+            }
+        );
         assert_eq!(contradicts, [false, false]);
     }
 }

@@ -42,7 +42,10 @@ use agora_wire::api::{LimitKind, RunOutcome};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Miss {
     /// The run failed: its outcome and, for `limit-exceeded`, which limit.
-    Failed { outcome: RunOutcome, limit: Option<LimitKind> },
+    Failed {
+        outcome: RunOutcome,
+        limit: Option<LimitKind>,
+    },
     /// The package's `verify` rejected its output (or trapped on it).
     Rejected,
     /// The market could not verify its output: nobody's doing.
@@ -71,8 +74,13 @@ pub struct UnitTerms {
 /// stopped it, nor when its worker died (a kill comes at any instruction).
 fn fuel_is_deterministic(miss: Miss) -> bool {
     match miss {
-        Miss::Failed { outcome: RunOutcome::WorkerLost, .. } => false,
-        Miss::Failed { limit, .. } => !matches!(limit, Some(LimitKind::Timeout | LimitKind::CompileTime)),
+        Miss::Failed {
+            outcome: RunOutcome::WorkerLost,
+            ..
+        } => false,
+        Miss::Failed { limit, .. } => {
+            !matches!(limit, Some(LimitKind::Timeout | LimitKind::CompileTime))
+        }
         Miss::Rejected | Miss::Unverified => true,
     }
 }
@@ -84,9 +92,18 @@ pub fn credible(r: &MissedRun, timeout_ms: u64) -> bool {
     let ran_ms = r.run.usage.wall_ms;
     match r.miss {
         Miss::Unverified => false,
-        Miss::Failed { outcome: RunOutcome::WorkerLost, .. } => r.run.vouched,
-        Miss::Failed { limit: Some(LimitKind::Timeout), .. } => ran_ms >= timeout_ms,
-        Miss::Failed { limit: Some(LimitKind::CompileTime), .. } => ran_ms >= COMPILE_TIME_MS as u64,
+        Miss::Failed {
+            outcome: RunOutcome::WorkerLost,
+            ..
+        } => r.run.vouched,
+        Miss::Failed {
+            limit: Some(LimitKind::Timeout),
+            ..
+        } => ran_ms >= timeout_ms,
+        Miss::Failed {
+            limit: Some(LimitKind::CompileTime),
+            ..
+        } => ran_ms >= COMPILE_TIME_MS as u64,
         Miss::Failed { .. } | Miss::Rejected => true,
     }
 }
@@ -106,10 +123,19 @@ pub fn same_failure(a: &MissedRun, b: &MissedRun, timeout_ms: u64) -> bool {
         return false;
     }
     match (a.miss, b.miss) {
-        (Miss::Failed { outcome, limit }, Miss::Failed { outcome: other_outcome, limit: other_limit }) => {
+        (
+            Miss::Failed { outcome, limit },
+            Miss::Failed {
+                outcome: other_outcome,
+                limit: other_limit,
+            },
+        ) => {
             outcome == other_outcome
                 && limit == other_limit
-                && (!fuel_is_deterministic(a.miss) || !a.run.metered || !b.run.metered || a.run.usage.fuel == b.run.usage.fuel)
+                && (!fuel_is_deterministic(a.miss)
+                    || !a.run.metered
+                    || !b.run.metered
+                    || a.run.usage.fuel == b.run.usage.fuel)
         }
         (Miss::Rejected, Miss::Rejected) => a.run.output_digest == b.run.output_digest,
         _ => false,
@@ -145,7 +171,9 @@ pub fn fails_for_good(runs: &[MissedRun], timeout_ms: u64) -> bool {
     if counted_runs.len() as i64 >= MAX_UNIT_FAILURES && anchored(&counted_runs) {
         return true;
     }
-    runs.iter().enumerate().any(|(i, a)| runs[i + 1..].iter().any(|b| corroborate(a, b, timeout_ms)))
+    runs.iter()
+        .enumerate()
+        .any(|(i, a)| runs[i + 1..].iter().any(|b| corroborate(a, b, timeout_ms)))
 }
 
 /// Whether a unit still open when its job expires has runs to bill: a
@@ -159,14 +187,20 @@ pub fn billable_at_expiry(runs: &[MissedRun], timeout_ms: u64) -> bool {
 /// trusted providers, then by answer, as the caller reads them), and what
 /// each is paid.
 pub fn billed(runs: &[MissedRun], terms: UnitTerms) -> Vec<(String, u64)> {
-    let counted_runs: Vec<&MissedRun> = runs.iter().filter(|t| counted(t, terms.timeout_ms)).collect();
+    let counted_runs: Vec<&MissedRun> = runs
+        .iter()
+        .filter(|t| counted(t, terms.timeout_ms))
+        .collect();
     let mut bills = Vec::new();
     for r in runs {
         if bills.len() >= terms.paid_slots {
             break;
         }
         if let Some(usage) = billed_usage(r, &counted_runs, terms) {
-            bills.push((r.run.lease.clone(), price(r.run.ask, usage).min(terms.unit_cap)));
+            bills.push((
+                r.run.lease.clone(),
+                price(r.run.ask, usage).min(terms.unit_cap),
+            ));
         }
     }
     bills
@@ -180,14 +214,25 @@ fn billed_usage(r: &MissedRun, counted_runs: &[&MissedRun], terms: UnitTerms) ->
     if r.run.vouched && counted(r, timeout_ms) {
         return own;
     }
-    let peers: Vec<&MissedRun> = counted_runs.iter().copied().filter(|t| same_failure(t, r, timeout_ms)).collect();
+    let peers: Vec<&MissedRun> = counted_runs
+        .iter()
+        .copied()
+        .filter(|t| same_failure(t, r, timeout_ms))
+        .collect();
     if anchored(&peers) {
         // A tab meters no fuel: it is paid the hosts' measure.
         let hosts = measured(&vouched(&peers), terms);
-        return if r.run.metered { least(own, hosts) } else { hosts };
+        return if r.run.metered {
+            least(own, hosts)
+        } else {
+            hosts
+        };
     }
     if r.miss == Miss::Rejected && !r.run.trusted {
-        return least(measured(&peers, terms), measured(&vouched(counted_runs), terms));
+        return least(
+            measured(&peers, terms),
+            measured(&vouched(counted_runs), terms),
+        );
     }
     if !counted(r, timeout_ms) || contradicts_an_anchored_failure(r, counted_runs, timeout_ms) {
         return None;
@@ -204,11 +249,23 @@ fn vouched<'a>(runs: &[&'a MissedRun]) -> Vec<&'a MissedRun> {
 /// limits and GPU time within the wall time the market measured; `None`
 /// without runs.
 fn measured(runs: &[&MissedRun], terms: UnitTerms) -> Option<Usage> {
-    let metered_fuel = runs.iter().filter(|t| t.run.metered).map(|t| t.run.usage.fuel).min();
+    let metered_fuel = runs
+        .iter()
+        .filter(|t| t.run.metered)
+        .map(|t| t.run.usage.fuel)
+        .min();
     let usage = Usage {
         fuel: metered_fuel.unwrap_or(0).min(terms.fuel_limit),
-        gpu_time_us: runs.iter().map(|t| t.run.usage.gpu_time_us).min()?.min(terms.timeout_ms.saturating_mul(1000)),
-        wall_ms: runs.iter().map(|t| t.run.usage.wall_ms).min()?.min(terms.timeout_ms),
+        gpu_time_us: runs
+            .iter()
+            .map(|t| t.run.usage.gpu_time_us)
+            .min()?
+            .min(terms.timeout_ms.saturating_mul(1000)),
+        wall_ms: runs
+            .iter()
+            .map(|t| t.run.usage.wall_ms)
+            .min()?
+            .min(terms.timeout_ms),
     };
     Some(within_wall_time(usage))
 }
@@ -216,19 +273,31 @@ fn measured(runs: &[&MissedRun], terms: UnitTerms) -> Option<Usage> {
 /// Each part the least of `a` and `b`; `None` when either is.
 fn least(a: Option<Usage>, b: Option<Usage>) -> Option<Usage> {
     let (a, b) = (a?, b?);
-    Some(Usage { fuel: a.fuel.min(b.fuel), gpu_time_us: a.gpu_time_us.min(b.gpu_time_us), wall_ms: a.wall_ms.min(b.wall_ms) })
+    Some(Usage {
+        fuel: a.fuel.min(b.fuel),
+        gpu_time_us: a.gpu_time_us.min(b.gpu_time_us),
+        wall_ms: a.wall_ms.min(b.wall_ms),
+    })
 }
 
 /// Whether `r` failed as an anchored group did (the same outcome and
 /// limit, its fuel deterministic, both metered) at other fuel: one of them
 /// misreports, and the group is the one a vouched host stands in.
-fn contradicts_an_anchored_failure(r: &MissedRun, counted_runs: &[&MissedRun], timeout_ms: u64) -> bool {
+fn contradicts_an_anchored_failure(
+    r: &MissedRun,
+    counted_runs: &[&MissedRun],
+    timeout_ms: u64,
+) -> bool {
     if !fuel_is_deterministic(r.miss) || !r.run.metered {
         return false;
     }
     counted_runs.iter().any(|t| {
         t.miss == r.miss && t.run.metered && t.run.usage.fuel != r.run.usage.fuel && {
-            let group: Vec<&MissedRun> = counted_runs.iter().copied().filter(|o| same_failure(o, t, timeout_ms)).collect();
+            let group: Vec<&MissedRun> = counted_runs
+                .iter()
+                .copied()
+                .filter(|o| same_failure(o, t, timeout_ms))
+                .collect();
             anchored(&group)
         }
     })
@@ -236,7 +305,10 @@ fn contradicts_an_anchored_failure(r: &MissedRun, counted_runs: &[&MissedRun], t
 
 /// GPU time within the wall time the market measured.
 fn within_wall_time(usage: Usage) -> Usage {
-    Usage { gpu_time_us: usage.gpu_time_us.min(usage.wall_ms.saturating_mul(1000)), ..usage }
+    Usage {
+        gpu_time_us: usage.gpu_time_us.min(usage.wall_ms.saturating_mul(1000)),
+        ..usage
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +317,12 @@ mod tests {
     use agora_wire::api::Ask;
 
     const TIMEOUT: u64 = 10_000;
-    const TERMS: UnitTerms = UnitTerms { paid_slots: 3, fuel_limit: 10_000_000_000, timeout_ms: TIMEOUT, unit_cap: 1_000 };
+    const TERMS: UnitTerms = UnitTerms {
+        paid_slots: 3,
+        fuel_limit: 10_000_000_000,
+        timeout_ms: TIMEOUT,
+        unit_cap: 1_000,
+    };
 
     /// Who ran a unit: the operator's own host, a key that earned (or
     /// farmed) its trust, or a fresh key.
@@ -264,8 +341,16 @@ mod tests {
                 provider: provider.into(),
                 output_digest: String::new(),
                 metered: true,
-                usage: Usage { fuel, gpu_time_us: 0, wall_ms },
-                ask: Ask { per_billion_fuel: 10, per_gpu_second: 0, per_wall_second: 0 },
+                usage: Usage {
+                    fuel,
+                    gpu_time_us: 0,
+                    wall_ms,
+                },
+                ask: Ask {
+                    per_billion_fuel: 10,
+                    per_gpu_second: 0,
+                    per_wall_second: 0,
+                },
                 trusted: who != Fresh,
                 vouched: who == Vouched,
             },
@@ -274,15 +359,24 @@ mod tests {
     }
 
     fn failed(outcome: RunOutcome) -> Miss {
-        Miss::Failed { outcome, limit: None }
+        Miss::Failed {
+            outcome,
+            limit: None,
+        }
     }
 
     fn costs(bills: &[(String, u64)]) -> Vec<(&str, u64)> {
         bills.iter().map(|(l, c)| (l.as_str(), *c)).collect()
     }
 
-    const TIMED_OUT: Miss = Miss::Failed { outcome: RunOutcome::LimitExceeded, limit: Some(LimitKind::Timeout) };
-    const TRAP: Miss = Miss::Failed { outcome: RunOutcome::Trap, limit: None };
+    const TIMED_OUT: Miss = Miss::Failed {
+        outcome: RunOutcome::LimitExceeded,
+        limit: Some(LimitKind::Timeout),
+    };
+    const TRAP: Miss = Miss::Failed {
+        outcome: RunOutcome::Trap,
+        limit: None,
+    };
 
     #[test]
     fn one_trusted_key_and_any_number_of_fresh_ones_fail_nothing() {
@@ -292,12 +386,17 @@ mod tests {
         }
         assert!(!fails_for_good(&runs, TIMEOUT));
         runs.push(run("host", Vouched, TRAP, 5, 100));
-        assert!(fails_for_good(&runs, TIMEOUT), "a vouched host and another trusted provider, the same way");
+        assert!(
+            fails_for_good(&runs, TIMEOUT),
+            "a vouched host and another trusted provider, the same way"
+        );
     }
 
     #[test]
     fn a_ring_of_farmed_keys_fails_nothing_without_a_vouched_host() {
-        let runs: Vec<MissedRun> = (0..5).map(|i| run(&format!("farmed-{i}"), Farmed, TRAP, 3_000_000_000, 100)).collect();
+        let runs: Vec<MissedRun> = (0..5)
+            .map(|i| run(&format!("farmed-{i}"), Farmed, TRAP, 3_000_000_000, 100))
+            .collect();
         assert!(!fails_for_good(&runs, TIMEOUT));
         assert!(!billable_at_expiry(&runs, TIMEOUT));
     }
@@ -305,41 +404,99 @@ mod tests {
     #[test]
     fn a_vouched_hosts_work_is_priced_on_its_own_measure_whatever_a_ring_claims() {
         // A ring answers at once with a trap at no fuel, to cut the host's pay.
-        let cutters = [run("host", Vouched, TRAP, 3_000_000_000, 900), run("f1", Farmed, TRAP, 0, 1), run("f2", Farmed, TRAP, 0, 1)];
-        assert!(fails_for_good(&cutters, TIMEOUT), "three counted, a vouched host among them");
-        assert_eq!(costs(&billed(&cutters, TERMS)), [("lease-host", 30), ("lease-f1", 0), ("lease-f2", 0)]);
+        let cutters = [
+            run("host", Vouched, TRAP, 3_000_000_000, 900),
+            run("f1", Farmed, TRAP, 0, 1),
+            run("f2", Farmed, TRAP, 0, 1),
+        ];
+        assert!(
+            fails_for_good(&cutters, TIMEOUT),
+            "three counted, a vouched host among them"
+        );
+        assert_eq!(
+            costs(&billed(&cutters, TERMS)),
+            [("lease-host", 30), ("lease-f1", 0), ("lease-f2", 0)]
+        );
         // Or claims the unit's whole fuel, to be overpaid.
         let job_error = failed(RunOutcome::JobError);
-        let padders = [run("host", Vouched, TRAP, 3_000_000_000, 900), run("f1", Farmed, job_error, u64::MAX, 900), run("f2", Farmed, job_error, u64::MAX, 900)];
-        assert_eq!(costs(&billed(&padders, TERMS)), [("lease-host", 30), ("lease-f1", 30), ("lease-f2", 30)], "no more than the host measured");
+        let padders = [
+            run("host", Vouched, TRAP, 3_000_000_000, 900),
+            run("f1", Farmed, job_error, u64::MAX, 900),
+            run("f2", Farmed, job_error, u64::MAX, 900),
+        ];
+        assert_eq!(
+            costs(&billed(&padders, TERMS)),
+            [("lease-host", 30), ("lease-f1", 30), ("lease-f2", 30)],
+            "no more than the host measured"
+        );
     }
 
     #[test]
     fn trusted_failures_that_differ_need_three() {
-        let mut runs = vec![run("a", Vouched, TRAP, 5, 100), run("b", Farmed, TRAP, 6, 100)];
-        assert!(!fails_for_good(&runs, TIMEOUT), "a deterministic failure repeats to the instruction");
+        let mut runs = vec![
+            run("a", Vouched, TRAP, 5, 100),
+            run("b", Farmed, TRAP, 6, 100),
+        ];
+        assert!(
+            !fails_for_good(&runs, TIMEOUT),
+            "a deterministic failure repeats to the instruction"
+        );
         runs.push(run("c", Farmed, failed(RunOutcome::JobError), 7, 100));
-        assert!(fails_for_good(&runs, TIMEOUT), "three counted failures, a vouched host among them");
+        assert!(
+            fails_for_good(&runs, TIMEOUT),
+            "three counted failures, a vouched host among them"
+        );
     }
 
     #[test]
     fn lost_workers_count_only_on_vouched_hosts_and_early_timeouts_never() {
         let lost = failed(RunOutcome::WorkerLost);
-        let runs = [run("a", Farmed, lost, 0, 100), run("b", Farmed, lost, 0, 100), run("c", Vouched, TIMED_OUT, 0, 10), run("d", Vouched, TIMED_OUT, 0, 20)];
+        let runs = [
+            run("a", Farmed, lost, 0, 100),
+            run("b", Farmed, lost, 0, 100),
+            run("c", Vouched, TIMED_OUT, 0, 10),
+            run("d", Vouched, TIMED_OUT, 0, 20),
+        ];
         assert!(!fails_for_good(&runs, TIMEOUT));
-        assert!(billed(&runs, TERMS).is_empty(), "nothing believable to bill");
-        let hosts = [run("a", Vouched, lost, 1_000_000_000, 100), run("b", Vouched, lost, 3_000_000_000, 100)];
-        assert!(fails_for_good(&hosts, TIMEOUT), "the operator's hosts do not invent lost workers, killed at any instruction");
-        let real = [run("a", Vouched, TIMED_OUT, 3, TIMEOUT), run("b", Farmed, TIMED_OUT, 9, TIMEOUT + 5)];
-        assert!(fails_for_good(&real, TIMEOUT), "timeouts after the clock ran out match whatever their fuel");
+        assert!(
+            billed(&runs, TERMS).is_empty(),
+            "nothing believable to bill"
+        );
+        let hosts = [
+            run("a", Vouched, lost, 1_000_000_000, 100),
+            run("b", Vouched, lost, 3_000_000_000, 100),
+        ];
+        assert!(
+            fails_for_good(&hosts, TIMEOUT),
+            "the operator's hosts do not invent lost workers, killed at any instruction"
+        );
+        let real = [
+            run("a", Vouched, TIMED_OUT, 3, TIMEOUT),
+            run("b", Farmed, TIMED_OUT, 9, TIMEOUT + 5),
+        ];
+        assert!(
+            fails_for_good(&real, TIMEOUT),
+            "timeouts after the clock ran out match whatever their fuel"
+        );
     }
 
     #[test]
     fn a_fresh_key_or_a_tab_matching_trusted_runs_is_paid_their_usage_and_cannot_cut_it() {
         let mut tab = run("tab", Fresh, TRAP, 0, 1);
         tab.run.metered = false;
-        let runs = [run("a", Vouched, TRAP, 3_000_000_000, 500), run("b", Farmed, TRAP, 3_000_000_000, 700), tab, run("fresh", Fresh, TRAP, 3_000_000_000, 1)];
-        let bills = billed(&runs, UnitTerms { paid_slots: 4, ..TERMS });
+        let runs = [
+            run("a", Vouched, TRAP, 3_000_000_000, 500),
+            run("b", Farmed, TRAP, 3_000_000_000, 700),
+            tab,
+            run("fresh", Fresh, TRAP, 3_000_000_000, 1),
+        ];
+        let bills = billed(
+            &runs,
+            UnitTerms {
+                paid_slots: 4,
+                ..TERMS
+            },
+        );
         assert_eq!(bills.len(), 4);
         assert!(bills.iter().all(|(_, cost)| *cost == 30), "{bills:?}");
     }
@@ -349,15 +506,32 @@ mod tests {
         let runs = [
             run("a", Vouched, TRAP, 2_000_000_000, 500),
             run("b", Farmed, failed(RunOutcome::JobError), u64::MAX, 500),
-            run("fresh", Fresh, failed(RunOutcome::Refused), 1_000_000_000, 500),
+            run(
+                "fresh",
+                Fresh,
+                failed(RunOutcome::Refused),
+                1_000_000_000,
+                500,
+            ),
         ];
-        assert_eq!(costs(&billed(&runs, TERMS)), [("lease-a", 20), ("lease-b", 20)], "a claim is never its own price; fresh keys' are not paid");
+        assert_eq!(
+            costs(&billed(&runs, TERMS)),
+            [("lease-a", 20), ("lease-b", 20)],
+            "a claim is never its own price; fresh keys' are not paid"
+        );
     }
 
     #[test]
     fn a_claim_contradicting_an_anchored_failure_is_not_paid() {
-        let runs = [run("a", Vouched, TRAP, 2_000_000_000, 500), run("b", Vouched, TRAP, 2_000_000_000, 500), run("liar", Farmed, TRAP, 9_000_000_000, 1)];
-        assert_eq!(costs(&billed(&runs, TERMS)), [("lease-a", 20), ("lease-b", 20)]);
+        let runs = [
+            run("a", Vouched, TRAP, 2_000_000_000, 500),
+            run("b", Vouched, TRAP, 2_000_000_000, 500),
+            run("liar", Farmed, TRAP, 9_000_000_000, 1),
+        ];
+        assert_eq!(
+            costs(&billed(&runs, TERMS)),
+            [("lease-a", 20), ("lease-b", 20)]
+        );
     }
 
     #[test]
@@ -366,21 +540,54 @@ mod tests {
             r.run.output_digest = d.into();
             r
         };
-        let rejected = |p: &str, who: Who, d: &str| digest(run(p, who, Miss::Rejected, 2_000_000_000, 500), d);
-        let mut runs = vec![rejected("a", Vouched, "x"), digest(run("fresh", Fresh, Miss::Rejected, 1, 1), "x")];
-        assert!(!fails_for_good(&runs, TIMEOUT), "one trusted provider cannot fail a checked unit");
+        let rejected =
+            |p: &str, who: Who, d: &str| digest(run(p, who, Miss::Rejected, 2_000_000_000, 500), d);
+        let mut runs = vec![
+            rejected("a", Vouched, "x"),
+            digest(run("fresh", Fresh, Miss::Rejected, 1, 1), "x"),
+        ];
+        assert!(
+            !fails_for_good(&runs, TIMEOUT),
+            "one trusted provider cannot fail a checked unit"
+        );
         runs.push(rejected("b", Farmed, "y"));
         runs.push(digest(run("garbage", Fresh, Miss::Rejected, 1, 1), "z"));
-        assert!(!fails_for_good(&runs, TIMEOUT), "two different outputs rejected: a cheat may be among them");
+        assert!(
+            !fails_for_good(&runs, TIMEOUT),
+            "two different outputs rejected: a cheat may be among them"
+        );
         let mut same = runs.clone();
         same.push(rejected("c", Farmed, "x"));
-        assert!(fails_for_good(&same, TIMEOUT), "the same output rejected on a vouched host and another trusted provider");
+        assert!(
+            fails_for_good(&same, TIMEOUT),
+            "the same output rejected on a vouched host and another trusted provider"
+        );
         runs.push(rejected("d", Farmed, "w"));
-        assert!(fails_for_good(&runs, TIMEOUT), "three trusted outputs rejected: honest outputs need not be equal");
-        let bills = billed(&runs, UnitTerms { paid_slots: 4, ..TERMS });
-        assert_eq!(costs(&bills), [("lease-a", 20), ("lease-fresh", 20), ("lease-b", 20), ("lease-d", 20)]);
+        assert!(
+            fails_for_good(&runs, TIMEOUT),
+            "three trusted outputs rejected: honest outputs need not be equal"
+        );
+        let bills = billed(
+            &runs,
+            UnitTerms {
+                paid_slots: 4,
+                ..TERMS
+            },
+        );
+        assert_eq!(
+            costs(&bills),
+            [
+                ("lease-a", 20),
+                ("lease-fresh", 20),
+                ("lease-b", 20),
+                ("lease-d", 20)
+            ]
+        );
         let unverified = |p: &str| digest(run(p, Vouched, Miss::Unverified, 1, 1), "x");
-        assert!(!fails_for_good(&[unverified("a"), unverified("b")], TIMEOUT), "a lost verifier is nobody's doing");
+        assert!(
+            !fails_for_good(&[unverified("a"), unverified("b")], TIMEOUT),
+            "a lost verifier is nobody's doing"
+        );
     }
 
     #[test]
@@ -390,16 +597,31 @@ mod tests {
             r
         };
         let runs = [
-            digest(run("host", Vouched, Miss::Rejected, 2_000_000_000, 500), "x"),
-            digest(run("farmed", Farmed, Miss::Rejected, 9_000_000_000, 500), "q"),
+            digest(
+                run("host", Vouched, Miss::Rejected, 2_000_000_000, 500),
+                "x",
+            ),
+            digest(
+                run("farmed", Farmed, Miss::Rejected, 9_000_000_000, 500),
+                "q",
+            ),
             digest(run("sybil", Fresh, Miss::Rejected, 9_000_000_000, 500), "q"),
         ];
-        assert_eq!(costs(&billed(&runs, TERMS)), [("lease-host", 20), ("lease-farmed", 20), ("lease-sybil", 20)]);
+        assert_eq!(
+            costs(&billed(&runs, TERMS)),
+            [
+                ("lease-host", 20),
+                ("lease-farmed", 20),
+                ("lease-sybil", 20)
+            ]
+        );
     }
 
     #[test]
     fn at_most_the_paid_slots_are_billed() {
-        let runs: Vec<MissedRun> = (0..6).map(|i| run(&format!("p{i}"), Vouched, TRAP, 1_000_000_000, 100)).collect();
+        let runs: Vec<MissedRun> = (0..6)
+            .map(|i| run(&format!("p{i}"), Vouched, TRAP, 1_000_000_000, 100))
+            .collect();
         assert_eq!(billed(&runs, TERMS).len(), 3);
     }
 }

@@ -22,14 +22,22 @@ use super::*;
 /// bounded number of unpaid runs, not one per trusted provider. On
 /// PostgreSQL the row is locked, and rows other replicas hold are skipped.
 pub fn lease_candidate_sql(kind: Kind) -> String {
-    candidate_sql(kind, "FROM units u JOIN jobs j ON j.id = u.job_id WHERE", "u.queued_at_ms, u.job_id, u.idx")
+    candidate_sql(
+        kind,
+        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE",
+        "u.queued_at_ms, u.job_id, u.idx",
+    )
 }
 
 /// [`lease_candidate_sql`] within one job (binds the job's id last, `$10`),
 /// its units read in index order (the units' primary key): for a job
 /// sharing an input the provider keeps ([`LOCAL_JOBS_SQL`]).
 pub fn local_candidate_sql(kind: Kind) -> String {
-    candidate_sql(kind, "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $10 AND", "u.idx")
+    candidate_sql(
+        kind,
+        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $10 AND",
+        "u.idx",
+    )
 }
 
 /// Running jobs sharing an input provider `$1` keeps (it said so in its
@@ -41,7 +49,11 @@ const LOCAL_JOBS_SQL: &str = "SELECT s.job_id FROM provider_blobs pb JOIN job_sh
 const LOCAL_JOBS_TRIED: i64 = 4;
 
 fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
-    let lock = if kind == Kind::Postgres { "FOR UPDATE OF u SKIP LOCKED" } else { "" };
+    let lock = if kind == Kind::Postgres {
+        "FOR UPDATE OF u SKIP LOCKED"
+    } else {
+        ""
+    };
     format!(
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked {from}
          u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
@@ -67,7 +79,9 @@ impl Jobs {
             .ok_or_else(|| ApiError::NotFound("register this provider first".into()))?;
         let info = self.provider_from(&p, now)?;
         if !info.online {
-            return Err(ApiError::Invalid("this provider's heartbeat is stale: send one first".into()));
+            return Err(ApiError::Invalid(
+                "this provider's heartbeat is stale: send one first".into(),
+            ));
         }
         let mut tx = self.db.write().await?;
         let running: i64 = sqlx::query(
@@ -84,7 +98,11 @@ impl Jobs {
         // earned trust cheaply cannot cash it in on a burst of lone results
         // before a spot check catches it.
         let record = Record::of(&p)?;
-        let cap = if record.trusted() && !record.vouched { (record.confirmed as i64).clamp(1, info.max_concurrent as i64) } else { info.max_concurrent as i64 };
+        let cap = if record.trusted() && !record.vouched {
+            (record.confirmed as i64).clamp(1, info.max_concurrent as i64)
+        } else {
+            info.max_concurrent as i64
+        };
         if running >= cap {
             return Ok(None);
         }
@@ -95,10 +113,19 @@ impl Jobs {
         // Data locality: a unit of a job sharing an input this provider
         // keeps comes first (it crosses the network no more); else the
         // queue's oldest.
-        let local_jobs: Vec<String> =
-            sqlx::query_scalar(LOCAL_JOBS_SQL).bind(provider.as_str()).bind(LOCAL_JOBS_TRIED).fetch_all(&mut *tx).await?;
-        let (local, general) = (local_candidate_sql(self.db.kind), lease_candidate_sql(self.db.kind));
-        let tries = local_jobs.iter().map(|job| (local.as_str(), Some(job.as_str()))).chain([(general.as_str(), None)]);
+        let local_jobs: Vec<String> = sqlx::query_scalar(LOCAL_JOBS_SQL)
+            .bind(provider.as_str())
+            .bind(LOCAL_JOBS_TRIED)
+            .fetch_all(&mut *tx)
+            .await?;
+        let (local, general) = (
+            local_candidate_sql(self.db.kind),
+            lease_candidate_sql(self.db.kind),
+        );
+        let tries = local_jobs
+            .iter()
+            .map(|job| (local.as_str(), Some(job.as_str())))
+            .chain([(general.as_str(), None)]);
         let mut candidate = None;
         for (query, job) in tries {
             let query = sqlx::query(query)
@@ -123,7 +150,9 @@ impl Jobs {
         // (or when no buyer's unit fits it), not always first.
         if untrusted
             && (candidate.is_none() || rand_unit() < self.config.canary_chance)
-            && let Some(grant) = self.lease_canary(&mut tx, provider, has_gpu, browser, now).await?
+            && let Some(grant) = self
+                .lease_canary(&mut tx, provider, has_gpu, browser, now)
+                .await?
         {
             tx.commit().await?;
             return Ok(Some(grant));
@@ -149,7 +178,10 @@ impl Jobs {
         .await?;
         let checked = unit.try_get::<i64, _>("checked")? == 1;
         let first_only = untrusted && !checked && fresh.try_get::<i64, _>("in_flight")? > 0;
-        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")? || fresh.try_get::<i64, _>("mine")? > 0 || first_only {
+        if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")?
+            || fresh.try_get::<i64, _>("mine")? > 0
+            || first_only
+        {
             return Ok(None);
         }
         // A provider not yet trusted is confirmed by another replica (unless
@@ -158,9 +190,16 @@ impl Jobs {
         // replica back (`release_confirming_replica`).
         let raises_quorum = untrusted && !checked && fresh.try_get::<i64, _>("wanted")? < 2;
         if raises_quorum {
-            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2").bind(&job_id).bind(idx).execute(&mut *tx).await?;
+            sqlx::query("UPDATE units SET wanted = 2, quorum = 2 WHERE job_id = $1 AND idx = $2")
+                .bind(&job_id)
+                .bind(idx)
+                .execute(&mut *tx)
+                .await?;
         }
-        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&job_id).fetch_one(&mut *tx).await?;
+        let job = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(&job_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let lease_id = random_id('l', 12);
         let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
         let expires = (now + self.config.lease_ttl_ms).min(deadline);

@@ -6,7 +6,14 @@ use super::*;
 impl Jobs {
     /// Keep a lease's latest progress and its new log lines (up to
     /// [`MAX_LEASE_LOG_LINES`]). Leases of other providers are ignored.
-    pub(super) async fn record_live(&self, provider: &KeyId, lease_id: &str, progress: Option<Progress>, logs: &[LogLine], now: i64) -> Result<(), ApiError> {
+    pub(super) async fn record_live(
+        &self,
+        provider: &KeyId,
+        lease_id: &str,
+        progress: Option<Progress>,
+        logs: &[LogLine],
+        now: i64,
+    ) -> Result<(), ApiError> {
         if progress.is_none() && logs.is_empty() {
             return Ok(());
         }
@@ -17,22 +24,43 @@ impl Jobs {
     }
 
     /// [`Jobs::record_live`] in the caller's transaction.
-    pub(super) async fn record_live_in(tx: &mut Tx, provider: &KeyId, lease_id: &str, progress: Option<Progress>, logs: &[LogLine], now: i64) -> Result<(), ApiError> {
+    pub(super) async fn record_live_in(
+        tx: &mut Tx,
+        provider: &KeyId,
+        lease_id: &str,
+        progress: Option<Progress>,
+        logs: &[LogLine],
+        now: i64,
+    ) -> Result<(), ApiError> {
         if progress.is_none() && logs.is_empty() {
             return Ok(());
         }
-        let Some(lease) = sqlx::query("SELECT job_id, idx, log_lines FROM leases WHERE id = $1 AND provider = $2")
-            .bind(lease_id)
-            .bind(provider.as_str())
-            .fetch_optional(&mut **tx)
-            .await?
+        let Some(lease) = sqlx::query(
+            "SELECT job_id, idx, log_lines FROM leases WHERE id = $1 AND provider = $2",
+        )
+        .bind(lease_id)
+        .bind(provider.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
         else {
             return Ok(());
         };
-        let (job_id, idx, kept): (String, i64, i64) = (lease.try_get("job_id")?, lease.try_get("idx")?, lease.try_get("log_lines")?);
+        let (job_id, idx, kept): (String, i64, i64) = (
+            lease.try_get("job_id")?,
+            lease.try_get("idx")?,
+            lease.try_get("log_lines")?,
+        );
         let room = (MAX_LEASE_LOG_LINES - kept).max(0) as usize;
-        let mut lines: Vec<(String, String)> =
-            logs.iter().take(room).map(|l| (l.level.chars().take(16).collect(), l.message.chars().take(MAX_LOG_LINE_CHARS).collect())).collect();
+        let mut lines: Vec<(String, String)> = logs
+            .iter()
+            .take(room)
+            .map(|l| {
+                (
+                    l.level.chars().take(16).collect(),
+                    l.message.chars().take(MAX_LOG_LINE_CHARS).collect(),
+                )
+            })
+            .collect();
         if logs.len() > room && room > 0 {
             lines.pop();
             lines.push(("warn".into(), format!("the market keeps {MAX_LEASE_LOG_LINES} log lines per lease; later lines are dropped")));
@@ -49,7 +77,14 @@ impl Jobs {
                 .execute(&mut **tx)
                 .await?;
         }
-        let (done, total) = progress.map(|p| (Some(p.done.min(i64::MAX as u64) as i64), Some(p.total.min(i64::MAX as u64) as i64))).unwrap_or((None, None));
+        let (done, total) = progress
+            .map(|p| {
+                (
+                    Some(p.done.min(i64::MAX as u64) as i64),
+                    Some(p.total.min(i64::MAX as u64) as i64),
+                )
+            })
+            .unwrap_or((None, None));
         sqlx::query(
             "UPDATE leases SET log_lines = log_lines + $1, progress_done = COALESCE($2, progress_done), progress_total = COALESCE($3, progress_total) WHERE id = $4",
         )
@@ -65,7 +100,12 @@ impl Jobs {
     /// A job's log lines after `after`, oldest first.
     /// The number of the job's newest log line (0: none).
     pub async fn last_log_seq(&self, job: &str) -> Result<i64, ApiError> {
-        let row = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM unit_logs WHERE job_id = $1").bind(job).fetch_one(&self.db.pool).await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM unit_logs WHERE job_id = $1",
+        )
+        .bind(job)
+        .fetch_one(&self.db.pool)
+        .await?;
         Ok(row.try_get("seq")?)
     }
 

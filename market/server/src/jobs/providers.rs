@@ -2,31 +2,47 @@
 //! that renew only the leases they name, the public listing, the market's
 //! live figures and suggested price, and a provider's activity.
 
-use super::*;
 use super::reputation::reputation_mean;
+use super::*;
 
 /// A heartbeat's `keeps`: at most [`MAX_HEARTBEAT_KEPT`] blake3 digests.
 fn check_keeps(keeps: &[String]) -> Result<(), ApiError> {
     if keeps.len() > MAX_HEARTBEAT_KEPT || !keeps.iter().all(|d| agora_wire::is_digest_hex(d)) {
-        return Err(ApiError::Invalid(format!("keeps: at most {MAX_HEARTBEAT_KEPT} blake3 digests (64 lowercase hex digits)")));
+        return Err(ApiError::Invalid(format!(
+            "keeps: at most {MAX_HEARTBEAT_KEPT} blake3 digests (64 lowercase hex digits)"
+        )));
     }
     Ok(())
 }
 
 impl Jobs {
-    pub async fn register(&self, provider: &KeyId, r: RegisterProvider, now: i64) -> Result<(), ApiError> {
+    pub async fn register(
+        &self,
+        provider: &KeyId,
+        r: RegisterProvider,
+        now: i64,
+    ) -> Result<(), ApiError> {
         check_ask("ask.per_billion_fuel", r.ask.per_billion_fuel)?;
         check_ask("ask.per_gpu_second", r.ask.per_gpu_second)?;
         check_ask("ask.per_wall_second", r.ask.per_wall_second)?;
         if r.max_concurrent == 0 || r.max_concurrent > MAX_CONCURRENT {
-            return Err(ApiError::Invalid(format!("max_concurrent is 1 to {MAX_CONCURRENT}")));
+            return Err(ApiError::Invalid(format!(
+                "max_concurrent is 1 to {MAX_CONCURRENT}"
+            )));
         }
         agora_wire::limits::check_capabilities(&r.capabilities)?;
         if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
-            return Err(ApiError::Invalid(format!("capabilities.kind is `native` or `browser`, not `{}`", r.capabilities.kind)));
+            return Err(ApiError::Invalid(format!(
+                "capabilities.kind is `native` or `browser`, not `{}`",
+                r.capabilities.kind
+            )));
         }
         let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
-        let prior_bad = if r.capabilities.kind == "browser" { BROWSER_PRIOR_BAD } else { 0.0 };
+        let prior_bad = if r.capabilities.kind == "browser" {
+            BROWSER_PRIOR_BAD
+        } else {
+            0.0
+        };
         sqlx::query(
             "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad, ask_per_wall_second)
              VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9)
@@ -48,10 +64,17 @@ impl Jobs {
 
     /// Record telemetry and running units' progress and logs, and renew the
     /// leases the provider names as running (never past their deadline).
-    pub async fn heartbeat(&self, provider: &KeyId, mut beat: Heartbeat, now: i64) -> Result<u64, ApiError> {
+    pub async fn heartbeat(
+        &self,
+        provider: &KeyId,
+        mut beat: Heartbeat,
+        now: i64,
+    ) -> Result<u64, ApiError> {
         let live = std::mem::take(&mut beat.leases);
         if live.len() > 1024 {
-            return Err(ApiError::Invalid("at most 1024 leases per heartbeat".into()));
+            return Err(ApiError::Invalid(
+                "at most 1024 leases per heartbeat".into(),
+            ));
         }
         // What it keeps is for leasing only, never in its public telemetry;
         // checked before anything is written.
@@ -59,12 +82,14 @@ impl Jobs {
         if let Some(keeps) = &keeps {
             check_keeps(keeps)?;
         }
-        let done = sqlx::query("UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3")
-            .bind(serde_json::to_string(&beat).expect("plain JSON"))
-            .bind(now)
-            .bind(provider.as_str())
-            .execute(&self.db.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE providers SET telemetry = $1, last_heartbeat_ms = $2 WHERE id = $3",
+        )
+        .bind(serde_json::to_string(&beat).expect("plain JSON"))
+        .bind(now)
+        .bind(provider.as_str())
+        .execute(&self.db.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
@@ -72,7 +97,8 @@ impl Jobs {
             self.record_keeps(provider, &keeps).await?;
         }
         for lease in &live {
-            self.record_live(provider, &lease.lease_id, lease.progress, &lease.logs, now).await?;
+            self.record_live(provider, &lease.lease_id, lease.progress, &lease.logs, now)
+                .await?;
         }
         let named: Vec<&str> = live.iter().map(|l| l.lease_id.as_str()).collect();
         self.renew(provider, &named, now).await
@@ -84,7 +110,10 @@ impl Jobs {
     /// buyer's units to itself by naming the buyer's data.
     async fn record_keeps(&self, provider: &KeyId, keeps: &[String]) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
-        sqlx::query("DELETE FROM provider_blobs WHERE provider = $1").bind(provider.as_str()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM provider_blobs WHERE provider = $1")
+            .bind(provider.as_str())
+            .execute(&mut *tx)
+            .await?;
         for digest in keeps.iter().collect::<std::collections::BTreeSet<_>>() {
             sqlx::query(
                 "INSERT INTO provider_blobs (provider, digest) SELECT $1, $2
@@ -102,7 +131,12 @@ impl Jobs {
     /// Renew `named` leases of `provider` that are still active: a lease
     /// lives [`JobsConfig::lease_ttl_ms`] past the last heartbeat naming it,
     /// never past its deadline. Canary leases are renewed the same way.
-    pub(super) async fn renew(&self, provider: &KeyId, named: &[&str], now: i64) -> Result<u64, ApiError> {
+    pub(super) async fn renew(
+        &self,
+        provider: &KeyId,
+        named: &[&str],
+        now: i64,
+    ) -> Result<u64, ApiError> {
         if named.is_empty() {
             return Ok(0);
         }
@@ -116,7 +150,8 @@ impl Jobs {
         if self.db.kind == Kind::Postgres {
             for lease in named {
                 for (table, key) in LEASE_TABLES {
-                    renewed += renew_row(&self.db.pool, (table, key), provider, lease, until, now).await?;
+                    renewed +=
+                        renew_row(&self.db.pool, (table, key), provider, lease, until, now).await?;
                 }
             }
             return Ok(renewed);
@@ -132,7 +167,9 @@ impl Jobs {
     }
 
     pub async fn providers(&self, now: i64) -> Result<Vec<ProviderInfo>, ApiError> {
-        let rows = sqlx::query("SELECT * FROM providers ORDER BY last_heartbeat_ms DESC LIMIT 500").fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query("SELECT * FROM providers ORDER BY last_heartbeat_ms DESC LIMIT 500")
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter().map(|r| self.provider_from(r, now)).collect()
     }
 
@@ -141,7 +178,10 @@ impl Jobs {
         let last: i64 = r.try_get("last_heartbeat_ms")?;
         Ok(ProviderInfo {
             id: r.try_get("id")?,
-            capabilities: serde_json::from_str::<Capabilities>(&r.try_get::<String, _>("capabilities")?).unwrap_or_default(),
+            capabilities: serde_json::from_str::<Capabilities>(
+                &r.try_get::<String, _>("capabilities")?,
+            )
+            .unwrap_or_default(),
             ask: Ask {
                 per_billion_fuel: r.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
                 per_gpu_second: r.try_get::<i64, _>("ask_per_gpu_second")? as u64,
@@ -150,7 +190,8 @@ impl Jobs {
             max_concurrent: r.try_get::<i64, _>("max_concurrent")? as u32,
             online: now - last <= self.config.heartbeat_fresh_ms,
             last_heartbeat_ms: last,
-            telemetry: serde_json::from_str(&r.try_get::<String, _>("telemetry")?).unwrap_or_default(),
+            telemetry: serde_json::from_str(&r.try_get::<String, _>("telemetry")?)
+                .unwrap_or_default(),
             reputation: reputation_mean(good, bad),
             units_done: r.try_get::<i64, _>("units_done")? as u64,
         })
@@ -159,9 +200,19 @@ impl Jobs {
     /// Live figures, and a suggested price: the median online ask, raised by
     /// up to 2x as the queue grows past the online capacity.
     pub async fn stats(&self, now: i64) -> Result<agora_wire::api::MarketStats, ApiError> {
-        let online: Vec<ProviderInfo> = self.providers(now).await?.into_iter().filter(|p| p.online).collect();
+        let online: Vec<ProviderInfo> = self
+            .providers(now)
+            .await?
+            .into_iter()
+            .filter(|p| p.online)
+            .collect();
         let count = |sql: &'static str| async move {
-            Ok::<u64, ApiError>(sqlx::query(sql).fetch_one(&self.db.pool).await?.try_get::<i64, _>("n")? as u64)
+            Ok::<u64, ApiError>(
+                sqlx::query(sql)
+                    .fetch_one(&self.db.pool)
+                    .await?
+                    .try_get::<i64, _>("n")? as u64,
+            )
         };
         // Canaries count as running like any lease: no figure tells them apart.
         let running = count(
@@ -178,18 +229,31 @@ impl Jobs {
             v.sort();
             v.get(v.len() / 2).copied().unwrap_or(0)
         };
-        let pressure = if capacity == 0 { 2.0 } else { (1.0 + queued as f64 / capacity as f64).min(2.0) };
+        let pressure = if capacity == 0 {
+            2.0
+        } else {
+            (1.0 + queued as f64 / capacity as f64).min(2.0)
+        };
         let scale = |v: u64| (v as f64 * pressure).ceil() as u64;
         Ok(agora_wire::api::MarketStats {
             providers_online: online.len() as u64,
-            gpus_online: online.iter().map(|p| p.capabilities.gpus.len() as u64).sum(),
+            gpus_online: online
+                .iter()
+                .map(|p| p.capabilities.gpus.len() as u64)
+                .sum(),
             queued_units: queued,
             running_units: running,
             capacity,
             suggested_ask: Ask {
-                per_billion_fuel: scale(median(online.iter().map(|p| p.ask.per_billion_fuel).collect())),
-                per_gpu_second: scale(median(online.iter().map(|p| p.ask.per_gpu_second).collect())),
-                per_wall_second: scale(median(online.iter().map(|p| p.ask.per_wall_second).collect())),
+                per_billion_fuel: scale(median(
+                    online.iter().map(|p| p.ask.per_billion_fuel).collect(),
+                )),
+                per_gpu_second: scale(median(
+                    online.iter().map(|p| p.ask.per_gpu_second).collect(),
+                )),
+                per_wall_second: scale(median(
+                    online.iter().map(|p| p.ask.per_wall_second).collect(),
+                )),
             },
         })
     }
@@ -197,7 +261,13 @@ impl Jobs {
     /// What `provider` did over the last `buckets` buckets of `bucket_ms`
     /// up to `now`: results returned, credits earned, slots busy. Public,
     /// like the rest of a provider's record.
-    pub async fn activity(&self, provider: &str, bucket_ms: i64, buckets: usize, now: i64) -> Result<ProviderActivity, ApiError> {
+    pub async fn activity(
+        &self,
+        provider: &str,
+        bucket_ms: i64,
+        buckets: usize,
+        now: i64,
+    ) -> Result<ProviderActivity, ApiError> {
         let bucket_ms = bucket_ms.clamp(60_000, 7 * 24 * 3600 * 1000);
         let buckets = buckets.clamp(1, 200);
         let p = sqlx::query("SELECT max_concurrent FROM providers WHERE id = $1")
@@ -214,15 +284,25 @@ impl Jobs {
         .bind(start)
         .fetch_all(&self.db.pool)
         .await?;
-        let mut out: Vec<ActivityBucket> =
-            (0..buckets).map(|i| ActivityBucket { start_ms: start + i as i64 * bucket_ms, units: 0, earned: 0, utilization: 0.0 }).collect();
+        let mut out: Vec<ActivityBucket> = (0..buckets)
+            .map(|i| ActivityBucket {
+                start_ms: start + i as i64 * bucket_ms,
+                units: 0,
+                earned: 0,
+                utilization: 0.0,
+            })
+            .collect();
         let mut busy = vec![0i64; buckets];
         for r in &rows {
             let created: i64 = r.try_get("created_at_ms")?;
             let answered: Option<i64> = r.try_get("answered_at_ms")?;
             let state: String = r.try_get("state")?;
             // A running lease is busy until now; a lost one until it expired.
-            let end = answered.unwrap_or(if state == "active" { now } else { r.try_get::<i64, _>("expires_at_ms")?.min(now) });
+            let end = answered.unwrap_or(if state == "active" {
+                now
+            } else {
+                r.try_get::<i64, _>("expires_at_ms")?.min(now)
+            });
             let at = |t: i64| ((t - start) / bucket_ms).clamp(0, buckets as i64 - 1) as usize;
             if let Some(t) = answered {
                 out[at(t)].units += 1;
@@ -244,7 +324,12 @@ impl Jobs {
         for (b, ms) in out.iter_mut().zip(busy) {
             b.utilization = (ms as f64 / (bucket_ms * max_concurrent) as f64).min(1.0);
         }
-        Ok(ProviderActivity { provider: provider.to_string(), bucket_ms, max_concurrent: max_concurrent as u32, buckets: out })
+        Ok(ProviderActivity {
+            provider: provider.to_string(),
+            bucket_ms,
+            max_concurrent: max_concurrent as u32,
+            buckets: out,
+        })
     }
 }
 

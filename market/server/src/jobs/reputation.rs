@@ -40,11 +40,24 @@ impl Mark {
     /// it is a false report. The limit kind is the provider's own word: a
     /// timeout claimed sooner than the unit's timeout by the market's clock
     /// (grant to result) is a false report too.
-    pub fn of_contradicted_failure(outcome: RunOutcome, limit: Option<LimitKind>, ran_ms: i64, timeout_ms: i64) -> Mark {
+    pub fn of_contradicted_failure(
+        outcome: RunOutcome,
+        limit: Option<LimitKind>,
+        ran_ms: i64,
+        timeout_ms: i64,
+    ) -> Mark {
         match (outcome, limit) {
-            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout)) if ran_ms < timeout_ms => Mark::Mismatch,
-            (RunOutcome::LimitExceeded, Some(LimitKind::CompileTime)) if ran_ms < COMPILE_TIME_MS => Mark::Mismatch,
-            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout | LimitKind::CompileTime)) => Mark::Timeout,
+            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout)) if ran_ms < timeout_ms => {
+                Mark::Mismatch
+            }
+            (RunOutcome::LimitExceeded, Some(LimitKind::CompileTime))
+                if ran_ms < COMPILE_TIME_MS =>
+            {
+                Mark::Mismatch
+            }
+            (RunOutcome::LimitExceeded, Some(LimitKind::Timeout | LimitKind::CompileTime)) => {
+                Mark::Timeout
+            }
             (RunOutcome::WorkerLost, _) => Mark::Crash,
             _ => Mark::Mismatch,
         }
@@ -88,7 +101,11 @@ impl Record {
 
 /// Move `provider`'s reputation by `mark`, through `db` (the pool or a
 /// transaction).
-pub(super) async fn mark_provider<'e>(db: impl sqlx::Executor<'e, Database = sqlx::Any>, provider: &str, mark: Mark) -> Result<(), ApiError> {
+pub(super) async fn mark_provider<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    provider: &str,
+    mark: Mark,
+) -> Result<(), ApiError> {
     let (good, bad) = mark.weights();
     let confirmed = matches!(mark, Mark::Confirmed) as i64 as f64;
     sqlx::query(
@@ -112,7 +129,10 @@ impl Jobs {
 
     /// Apply `marks` in the caller's transaction, in provider order (the
     /// order every transaction locks provider rows in).
-    pub(super) async fn mark_all(tx: &mut Tx, mut marks: Vec<(String, Mark)>) -> Result<(), ApiError> {
+    pub(super) async fn mark_all(
+        tx: &mut Tx,
+        mut marks: Vec<(String, Mark)>,
+    ) -> Result<(), ApiError> {
         marks.sort_by(|a, b| a.0.cmp(&b.0));
         for (provider, mark) in marks {
             mark_provider(&mut **tx, &provider, mark).await?;

@@ -2,9 +2,9 @@
 //! queued for `verify` or decided with the unit, failures counted, marks,
 //! log lines and the job's settlement applied, all in one transaction.
 
-use super::*;
-use super::settle::Settling;
 use super::failures;
+use super::settle::Settling;
+use super::*;
 use crate::db::Text;
 use agora_wire::api::LeaseState;
 
@@ -26,24 +26,52 @@ impl Jobs {
     /// settlement fail, the result is taken with less of it ([`Settling`]:
     /// the payments alone, or nothing; the sweeper settles the rest,
     /// setting the job aside while it keeps failing).
-    pub async fn submit_result(&self, provider: &KeyId, lease_id: &str, report: ResultReport, now: i64) -> Result<(), ApiError> {
-        let signed = ResultReport::signed_bytes(lease_id, report.outcome, report.output_digest.as_deref(), report.fuel_used, report.gpu_time_us);
-        provider.verify(&signed, &report.signature).map_err(|e| ApiError::Unauthenticated(format!("result signature: {e}")))?;
+    pub async fn submit_result(
+        &self,
+        provider: &KeyId,
+        lease_id: &str,
+        report: ResultReport,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let signed = ResultReport::signed_bytes(
+            lease_id,
+            report.outcome,
+            report.output_digest.as_deref(),
+            report.fuel_used,
+            report.gpu_time_us,
+        );
+        provider
+            .verify(&signed, &report.signature)
+            .map_err(|e| ApiError::Unauthenticated(format!("result signature: {e}")))?;
         let output = match (report.outcome, &report.output_base64) {
             (RunOutcome::Ok, Some(text)) => {
                 let bytes = b64(text, "output")?;
                 check_unit_bytes("the output", bytes.len())?;
                 let digest = agora_wire::digest_hex(&bytes);
                 if report.output_digest.as_deref() != Some(&digest) {
-                    return Err(ApiError::Invalid("the output does not match its signed digest".into()));
+                    return Err(ApiError::Invalid(
+                        "the output does not match its signed digest".into(),
+                    ));
                 }
                 Some((digest, bytes))
             }
-            (RunOutcome::Ok, None) => return Err(ApiError::Invalid("an ok result carries its output".into())),
+            (RunOutcome::Ok, None) => {
+                return Err(ApiError::Invalid("an ok result carries its output".into()));
+            }
             _ => None,
         };
         // A canary's lease is judged against its known answer, and that is all.
-        if self.answer_canary(provider, lease_id, &report, output.as_ref().map(|(d, _)| d.as_str()), now).await?.is_some() {
+        if self
+            .answer_canary(
+                provider,
+                lease_id,
+                &report,
+                output.as_ref().map(|(d, _)| d.as_str()),
+                now,
+            )
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         // The output's bytes go to the object store before the transaction,
@@ -56,19 +84,39 @@ impl Jobs {
         };
         let mut staged = crate::blobs::Staged::write(&self.db, output).await?;
         for scope in Settling::FALLBACKS {
-            match self.take_result(provider, lease_id, &report, digest.as_deref(), &mut staged, now, scope).await? {
+            match self
+                .take_result(
+                    provider,
+                    lease_id,
+                    &report,
+                    digest.as_deref(),
+                    &mut staged,
+                    now,
+                    scope,
+                )
+                .await?
+            {
                 Ok(()) => {
                     staged.settle().await;
                     return Ok(());
                 }
-                Err(e) => tracing::warn!(lease = lease_id, ?scope, "settling with this result failed; taking it with less: {e}"),
+                Err(e) => tracing::warn!(
+                    lease = lease_id,
+                    ?scope,
+                    "settling with this result failed; taking it with less: {e}"
+                ),
             }
         }
         unreachable!("a result taken with nothing to settle cannot fail to settle")
     }
 
     /// Whether `provider` runs lease `lease_id` now.
-    async fn runs_lease(&self, provider: &KeyId, lease_id: &str, now: i64) -> Result<bool, ApiError> {
+    async fn runs_lease(
+        &self,
+        provider: &KeyId,
+        lease_id: &str,
+        now: i64,
+    ) -> Result<bool, ApiError> {
         let running: Option<i64> = sqlx::query_scalar("SELECT 1 FROM leases WHERE id = $1 AND provider = $2 AND state = 'active' AND expires_at_ms > $3")
             .bind(lease_id)
             .bind(provider.as_str())
@@ -102,10 +150,14 @@ impl Jobs {
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no lease `{lease_id}`")))?;
         if lease.provider != provider.as_str() {
-            return Err(ApiError::Forbidden("this lease belongs to another provider".into()));
+            return Err(ApiError::Forbidden(
+                "this lease belongs to another provider".into(),
+            ));
         }
         if lease.state.0 != LeaseState::Active || lease.expires_at_ms <= now {
-            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+            return Err(ApiError::NotPending(format!(
+                "lease {lease_id} (expired or already answered)"
+            )));
         }
         let (job_id, idx, checked) = (lease.job_id, lease.idx, lease.checked == 1);
         settle::lock_job(&mut tx, self.db.kind, &job_id).await?;
@@ -115,11 +167,20 @@ impl Jobs {
         // attempt failed. An output of a job checked by `verify` waits for
         // the market's verifiers (`verifying`), after this request.
         let (state, failure) = match output {
-            None => ("failed", Some(format!("{}: {}", report.outcome, report.message.clone().unwrap_or_default()))),
+            None => (
+                "failed",
+                Some(format!(
+                    "{}: {}",
+                    report.outcome,
+                    report.message.clone().unwrap_or_default()
+                )),
+            ),
             Some(digest) => {
                 // Staged only while the lease ran; it still does here.
                 if !staged.has(digest) {
-                    return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+                    return Err(ApiError::NotPending(format!(
+                        "lease {lease_id} (expired or already answered)"
+                    )));
                 }
                 staged.record(&mut tx, crate::blobs::Pin::Job).await?;
                 (if checked { "verifying" } else { "submitted" }, None)
@@ -144,19 +205,37 @@ impl Jobs {
         .await?;
         // Swept, cancelled or answered by a concurrent duplicate since it was read.
         if answered.rows_affected() != 1 {
-            return Err(ApiError::NotPending(format!("lease {lease_id} (expired or already answered)")));
+            return Err(ApiError::NotPending(format!(
+                "lease {lease_id} (expired or already answered)"
+            )));
         }
         let mut marks = Vec::new();
         match failure {
             Some(message) => {
                 self.count_failure(&mut tx, &job_id, idx, &message).await?;
-                marks.extend(self.release_confirming_replica(&mut tx, lease_id, &job_id, idx).await?);
+                marks.extend(
+                    self.release_confirming_replica(&mut tx, lease_id, &job_id, idx)
+                        .await?,
+                );
             }
             None if checked => Self::queue_verification(&mut tx, lease_id, &job_id, now).await?,
-            None => marks.extend(decide_unit(&mut tx, &job_id, idx, checked, self.db.kind, self.config.spot_check_rate).await?),
+            None => marks.extend(
+                decide_unit(
+                    &mut tx,
+                    &job_id,
+                    idx,
+                    checked,
+                    self.db.kind,
+                    self.config.spot_check_rate,
+                )
+                .await?,
+            ),
         }
         Self::record_live_in(&mut tx, provider, lease_id, None, &report.logs, now).await?;
-        if let Err(e) = self.settle_and_commit(tx, &job_id, now, scope, marks).await? {
+        if let Err(e) = self
+            .settle_and_commit(tx, &job_id, now, scope, marks)
+            .await?
+        {
             return Ok(Err(e));
         }
         if checked && output.is_some() {
@@ -173,13 +252,21 @@ impl Jobs {
     /// success elsewhere decides whether the failure was a provider's (see
     /// `decide_unit`). When the unit fails for good, its replicas still
     /// running are cancelled and its failed runs billed like any work.
-    pub(super) async fn count_failure(&self, tx: &mut Tx, job: &str, idx: i64, message: &str) -> Result<(), ApiError> {
-        sqlx::query("UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3")
-            .bind(message.chars().take(2000).collect::<String>())
-            .bind(job)
-            .bind(idx)
-            .execute(&mut **tx)
-            .await?;
+    pub(super) async fn count_failure(
+        &self,
+        tx: &mut Tx,
+        job: &str,
+        idx: i64,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        sqlx::query(
+            "UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3",
+        )
+        .bind(message.chars().take(2000).collect::<String>())
+        .bind(job)
+        .bind(idx)
+        .execute(&mut **tx)
+        .await?;
         // A result waiting for its verdict, one `verify` passed, or a vouched
         // host's output waiting for its quorum: the unit may yet succeed.
         // (A farmed key's unconfirmed output shields nothing: it could
@@ -202,7 +289,13 @@ impl Jobs {
         if !failures::fails_for_good(&runs, terms.timeout_ms) {
             return Ok(());
         }
-        let failed = sqlx::query("UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued'").bind(job).bind(idx).execute(&mut **tx).await?;
+        let failed = sqlx::query(
+            "UPDATE units SET state = 'failed' WHERE job_id = $1 AND idx = $2 AND state = 'queued'",
+        )
+        .bind(job)
+        .bind(idx)
+        .execute(&mut **tx)
+        .await?;
         if failed.rows_affected() == 1 {
             // Replicas still running are not needed any more.
             sqlx::query("UPDATE leases SET state = 'cancelled' WHERE job_id = $1 AND idx = $2 AND state = 'active'").bind(job).bind(idx).execute(&mut **tx).await?;
@@ -217,7 +310,13 @@ impl Jobs {
     /// the unit wants one result again, and a trusted result already in is
     /// decided: a market with one trusted provider still finishes it.
     /// Returns the decision's marks.
-    pub(super) async fn release_confirming_replica(&self, tx: &mut Tx, lease_id: &str, job: &str, idx: i64) -> Result<Vec<(String, Mark)>, ApiError> {
+    pub(super) async fn release_confirming_replica(
+        &self,
+        tx: &mut Tx,
+        lease_id: &str,
+        job: &str,
+        idx: i64,
+    ) -> Result<Vec<(String, Mark)>, ApiError> {
         let released = sqlx::query(
             "UPDATE units SET wanted = 1, quorum = 1 WHERE job_id = $1 AND idx = $2 AND state = 'queued' AND wanted = 2 AND quorum = 2
                AND EXISTS (SELECT 1 FROM leases l WHERE l.id = $3 AND l.raised_quorum = 1 AND l.state IN ('failed', 'expired'))",
@@ -230,6 +329,14 @@ impl Jobs {
         if released.rows_affected() != 1 {
             return Ok(Vec::new());
         }
-        decide_unit(tx, job, idx, false, self.db.kind, self.config.spot_check_rate).await
+        decide_unit(
+            tx,
+            job,
+            idx,
+            false,
+            self.db.kind,
+            self.config.spot_check_rate,
+        )
+        .await
     }
 }

@@ -50,13 +50,22 @@ impl Jobs {
         }
         if !self.mark_deleted(&mut tx, id, now).await? {
             let state: String = job.try_get("state")?;
-            let why = if state == "running" { "it is still running" } else { "results of it are still being checked or paid" };
-            return Err(ApiError::NotYet(format!("the data of job `{id}` cannot be deleted yet: {why}")));
+            let why = if state == "running" {
+                "it is still running"
+            } else {
+                "results of it are still being checked or paid"
+            };
+            return Err(ApiError::NotYet(format!(
+                "the data of job `{id}` cannot be deleted yet: {why}"
+            )));
         }
         tx.commit().await?;
         // Nobody reads it any more; the sweep finishes what is left.
         if let Err(e) = self.collect_job(id, COLLECT_BATCHES_PER_SWEEP).await {
-            tracing::warn!(job = id, "collecting a deleted job's data failed (the sweep will): {e}");
+            tracing::warn!(
+                job = id,
+                "collecting a deleted job's data failed (the sweep will): {e}"
+            );
         }
         Ok(now)
     }
@@ -140,7 +149,11 @@ impl Jobs {
             }
             // No lines left: the blobs, in digest order like submits, so two
             // collections never wait on each other's rows in a cycle.
-            let after: String = sqlx::query_scalar("SELECT data_collect_after FROM jobs WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+            let after: String =
+                sqlx::query_scalar("SELECT data_collect_after FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             let digests: Vec<String> = sqlx::query_scalar(
                 "SELECT digest FROM (SELECT input_digest AS digest FROM units WHERE job_id = $1
                                      UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL

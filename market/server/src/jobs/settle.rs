@@ -28,9 +28,9 @@
 
 use super::{Jobs, decide, failures};
 use crate::db::{Kind, Text, Tx};
-use agora_wire::api::{JobState, TransferState};
 use crate::error::ApiError;
 use crate::ledger::{FEES, Op, job_escrow};
+use agora_wire::api::{JobState, TransferState};
 use sqlx::Row;
 
 pub(super) fn hold_id(job: &str) -> String {
@@ -64,7 +64,8 @@ pub(super) enum Settling {
 }
 
 impl Settling {
-    pub(super) const FALLBACKS: [Settling; 3] = [Settling::Everything, Settling::Payments, Settling::Nothing];
+    pub(super) const FALLBACKS: [Settling; 3] =
+        [Settling::Everything, Settling::Payments, Settling::Nothing];
 }
 
 /// Lock job `job_id`'s row for the rest of `tx` and read it. Every
@@ -72,7 +73,11 @@ impl Settling {
 /// first (on SQLite the write transaction holds the whole database), so
 /// they run one after another and lock the rest in one order.
 pub(super) async fn lock_job(tx: &mut Tx, kind: Kind, job_id: &str) -> Result<JobRow, ApiError> {
-    let lock = if kind == Kind::Postgres { " FOR UPDATE" } else { "" };
+    let lock = if kind == Kind::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
     sqlx::query_as::<_, JobRow>(&format!("SELECT buyer, max_price, state, expires_at_ms, escrow_posted, settle_after_ms FROM jobs WHERE id = $1{lock}"))
         .bind(job_id)
         .fetch_optional(&mut **tx)
@@ -122,7 +127,9 @@ impl EscrowLine {
             && self.h_credit.as_deref() == Some(job_escrow(id).as_str())
             && self.h_amount == Some(max_price);
         if !hold_ok {
-            return vec![format!("job {id}: its hold is not the buyer's cap of {max_price} into its escrow")];
+            return vec![format!(
+                "job {id}: its hold is not the buyer's cap of {max_price} into its escrow"
+            )];
         }
         let hold_state = match self.h_state.as_deref().map(str::parse::<TransferState>) {
             Some(Ok(state)) => Some(state),
@@ -137,7 +144,10 @@ impl EscrowLine {
         let mut violations = Vec::new();
         let still_held = self.a_in - self.a_out + self.a_pending;
         if self.a_in - self.a_out < 0 {
-            violations.push(format!("job {id}: its escrow is negative ({})", self.a_in - self.a_out));
+            violations.push(format!(
+                "job {id}: its escrow is negative ({})",
+                self.a_in - self.a_out
+            ));
         }
         if max_price != self.ledger_paid + self.refunded + released + still_held {
             violations.push(format!(
@@ -148,13 +158,21 @@ impl EscrowLine {
         // Paired: a lease is marked paid in the transaction that pays it,
         // so the leases and the ledger agree to the credit.
         if self.leases_paid != self.ledger_paid {
-            violations.push(format!("job {id}: its leases record {} paid, the ledger {}", self.leases_paid, self.ledger_paid));
+            violations.push(format!(
+                "job {id}: its leases record {} paid, the ledger {}",
+                self.leases_paid, self.ledger_paid
+            ));
         }
         let Ok(state) = self.state.parse::<JobState>() else {
-            violations.push(format!("job {id}: its state `{}` is no job state", self.state));
+            violations.push(format!(
+                "job {id}: its state `{}` is no job state",
+                self.state
+            ));
             return violations;
         };
-        if state != JobState::Running && (still_held != 0 || hold_state == Some(TransferState::Pending)) {
+        if state != JobState::Running
+            && (still_held != 0 || hold_state == Some(TransferState::Pending))
+        {
             violations.push(format!("job {id}: finished with {still_held} still held"));
         }
         violations
@@ -179,9 +197,15 @@ impl Jobs {
     pub async fn settle(&self, job_id: &str, now: i64) -> Result<(), ApiError> {
         let ended = self.settle_once(job_id, now, Settling::Everything).await;
         if let Err(e) = &ended {
-            tracing::warn!(job = job_id, "ending the job failed; paying its accepted leases alone: {e}");
+            tracing::warn!(
+                job = job_id,
+                "ending the job failed; paying its accepted leases alone: {e}"
+            );
             if let Err(paying) = self.settle_once(job_id, now, Settling::Payments).await {
-                tracing::warn!(job = job_id, "paying the job's accepted leases failed too: {paying}");
+                tracing::warn!(
+                    job = job_id,
+                    "paying the job's accepted leases failed too: {paying}"
+                );
             }
         }
         ended
@@ -224,13 +248,27 @@ impl Jobs {
     /// runs, so what it pays and refunds is final. `scope` says whether it
     /// may end the job; a job set aside after failed settlements ends only
     /// when the sweeper's back-off is over.
-    pub(super) async fn settle_in(&self, tx: &mut Tx, job_id: &str, now: i64, scope: Settling) -> Result<(), ApiError> {
+    pub(super) async fn settle_in(
+        &self,
+        tx: &mut Tx,
+        job_id: &str,
+        now: i64,
+        scope: Settling,
+    ) -> Result<(), ApiError> {
         if scope == Settling::Nothing {
             return Ok(());
         }
-        let JobRow { buyer, max_price, state: Text(state), expires_at_ms, escrow_posted, settle_after_ms } = lock_job(tx, self.db.kind, job_id).await?;
+        let JobRow {
+            buyer,
+            max_price,
+            state: Text(state),
+            expires_at_ms,
+            escrow_posted,
+            settle_after_ms,
+        } = lock_job(tx, self.db.kind, job_id).await?;
         let max_price = max_price as u64;
-        let may_end = scope == Settling::Everything && state == JobState::Running && settle_after_ms <= now;
+        let may_end =
+            scope == Settling::Everything && state == JobState::Running && settle_after_ms <= now;
         let ending = may_end && self.ends_now(tx, job_id, expires_at_ms, now).await?;
         let payments = self.payments_due(tx, job_id).await?;
         if payments.is_empty() && !ending {
@@ -238,7 +276,12 @@ impl Jobs {
         }
         let escrow = self.escrow_of(tx, job_id).await?;
         let mut accounts = vec![escrow.as_str(), buyer.as_str()];
-        accounts.extend(payments.iter().filter(|p| p.to_provider > 0).map(|p| p.provider.as_str()));
+        accounts.extend(
+            payments
+                .iter()
+                .filter(|p| p.to_provider > 0)
+                .map(|p| p.provider.as_str()),
+        );
         if payments.iter().any(|p| p.fee > 0) {
             accounts.push(FEES);
         }
@@ -258,9 +301,21 @@ impl Jobs {
             .await?
             .try_get("s")?;
         if escrow_posted {
-            self.refund(tx, job_id, &escrow, &buyer, max_price, spent as u64, now).await?;
+            self.refund(tx, job_id, &escrow, &buyer, max_price, spent as u64, now)
+                .await?;
         } else {
-            match self.ledger.execute_in(tx, &format!("job:{job_id}:void"), &Op::Void { pending_id: hold_id(job_id) }, now).await {
+            match self
+                .ledger
+                .execute_in(
+                    tx,
+                    &format!("job:{job_id}:void"),
+                    &Op::Void {
+                        pending_id: hold_id(job_id),
+                    },
+                    now,
+                )
+                .await
+            {
                 Ok(_) | Err(ApiError::NotPending(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -271,12 +326,19 @@ impl Jobs {
     /// Whether running job `job_id` ends in this settlement: every unit is
     /// final, or the job expired (and waits for no verdict), in which case
     /// its open units fail and its active leases expire here.
-    async fn ends_now(&self, tx: &mut Tx, job_id: &str, expires_at_ms: i64, now: i64) -> Result<bool, ApiError> {
-        let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'queued'")
-            .bind(job_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("n")?;
+    async fn ends_now(
+        &self,
+        tx: &mut Tx,
+        job_id: &str,
+        expires_at_ms: i64,
+        now: i64,
+    ) -> Result<bool, ApiError> {
+        let open: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM units WHERE job_id = $1 AND state = 'queued'")
+                .bind(job_id)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?;
         if open == 0 {
             return Ok(true);
         }
@@ -290,7 +352,10 @@ impl Jobs {
             .bind(job_id)
             .execute(&mut **tx)
             .await?;
-        sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'").bind(job_id).execute(&mut **tx).await?;
+        sqlx::query("UPDATE leases SET state = 'expired' WHERE job_id = $1 AND state = 'active'")
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
         Ok(true)
     }
 
@@ -341,43 +406,83 @@ impl Jobs {
             .map(|l| {
                 let cost = l.cost.unwrap_or(0).max(0) as u64;
                 let fee = self.config.fee_of(cost);
-                Payment { lease: l.id, provider: l.provider, to_provider: cost - fee, fee }
+                Payment {
+                    lease: l.id,
+                    provider: l.provider,
+                    to_provider: cost - fee,
+                    fee,
+                }
             })
             .collect())
     }
 
     /// Pay `payments` from `escrow` and mark their leases paid.
-    async fn pay(&self, tx: &mut Tx, escrow: &str, payments: &[Payment], now: i64) -> Result<(), ApiError> {
+    async fn pay(
+        &self,
+        tx: &mut Tx,
+        escrow: &str,
+        payments: &[Payment],
+        now: i64,
+    ) -> Result<(), ApiError> {
         for p in payments {
             if p.to_provider > 0 {
-                let op = Op::Single { debit: escrow.into(), credit: p.provider.clone(), amount: p.to_provider };
-                self.ledger.execute_in(tx, &format!("lease:{}:pay", p.lease), &op, now).await?;
+                let op = Op::Single {
+                    debit: escrow.into(),
+                    credit: p.provider.clone(),
+                    amount: p.to_provider,
+                };
+                self.ledger
+                    .execute_in(tx, &format!("lease:{}:pay", p.lease), &op, now)
+                    .await?;
             }
         }
         for p in payments.iter().filter(|p| p.fee > 0) {
-            let op = Op::Single { debit: escrow.into(), credit: FEES.into(), amount: p.fee };
-            self.ledger.execute_in(tx, &format!("lease:{}:fee", p.lease), &op, now).await?;
+            let op = Op::Single {
+                debit: escrow.into(),
+                credit: FEES.into(),
+                amount: p.fee,
+            };
+            self.ledger
+                .execute_in(tx, &format!("lease:{}:fee", p.lease), &op, now)
+                .await?;
         }
         for p in payments {
-            sqlx::query("UPDATE leases SET paid = 1 WHERE id = $1").bind(&p.lease).execute(&mut **tx).await?;
+            sqlx::query("UPDATE leases SET paid = 1 WHERE id = $1")
+                .bind(&p.lease)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
 
     /// Record how the job ended: done when every unit is verified.
-    async fn finish(&self, tx: &mut Tx, job_id: &str, expired: bool, now: i64) -> Result<(), ApiError> {
+    async fn finish(
+        &self,
+        tx: &mut Tx,
+        job_id: &str,
+        expired: bool,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let counts = sqlx::query("SELECT COUNT(*) AS total, CAST(COALESCE(SUM(CASE WHEN state = 'verified' THEN 1 ELSE 0 END), 0) AS BIGINT) AS verified FROM units WHERE job_id = $1")
             .bind(job_id)
             .fetch_one(&mut **tx)
             .await?;
         let (total, verified): (i64, i64) = (counts.try_get("total")?, counts.try_get("verified")?);
-        let state = if verified == total { "done" } else if expired { "expired" } else { "failed" };
-        sqlx::query("UPDATE jobs SET state = $1, finished_at_ms = $2 WHERE id = $3 AND state = 'running'")
-            .bind(state)
-            .bind(now)
-            .bind(job_id)
-            .execute(&mut **tx)
-            .await?;
+        let state = if verified == total {
+            "done"
+        } else if expired {
+            "expired"
+        } else {
+            "failed"
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = $1, finished_at_ms = $2 WHERE id = $3 AND state = 'running'",
+        )
+        .bind(state)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
@@ -385,19 +490,41 @@ impl Jobs {
     /// agrees: the escrow holds exactly the cap less the paid leases (or
     /// exactly nothing, when a replay finds the refund already made).
     #[allow(clippy::too_many_arguments)]
-    async fn refund(&self, tx: &mut Tx, job_id: &str, escrow: &str, buyer: &str, max_price: u64, spent: u64, now: i64) -> Result<(), ApiError> {
-        let refund = max_price.checked_sub(spent).ok_or_else(|| ApiError::Internal(format!("{job_id} spent {spent} of a {max_price} cap")))?;
+    async fn refund(
+        &self,
+        tx: &mut Tx,
+        job_id: &str,
+        escrow: &str,
+        buyer: &str,
+        max_price: u64,
+        spent: u64,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let refund = max_price.checked_sub(spent).ok_or_else(|| {
+            ApiError::Internal(format!("{job_id} spent {spent} of a {max_price} cap"))
+        })?;
         let id = format!("job:{job_id}:refund");
-        let held = self.ledger.balance_in(tx, escrow).await?.map(|b| b.credits_posted - b.debits_posted).unwrap_or(0);
+        let held = self
+            .ledger
+            .balance_in(tx, escrow)
+            .await?
+            .map(|b| b.credits_posted - b.debits_posted)
+            .unwrap_or(0);
         let done = self.ledger.get_in(tx, &id).await?.is_some();
         // (A job of the shared escrow of earlier versions cannot be checked
         // this way: other jobs' funds sit beside its own.)
         let shared = escrow == crate::ledger::ESCROW;
         if !shared && held != if done { 0 } else { refund } {
-            return Err(ApiError::Internal(format!("the escrow of {job_id} holds {held}, its leases leave {refund}")));
+            return Err(ApiError::Internal(format!(
+                "the escrow of {job_id} holds {held}, its leases leave {refund}"
+            )));
         }
         if refund > 0 {
-            let op = Op::Single { debit: escrow.to_string(), credit: buyer.to_string(), amount: refund };
+            let op = Op::Single {
+                debit: escrow.to_string(),
+                credit: buyer.to_string(),
+                amount: refund,
+            };
             self.ledger.execute_in(tx, &id, &op, now).await?;
         }
         Ok(())
@@ -412,17 +539,34 @@ impl Jobs {
 
     /// Move the held cap into the job's escrow (once; a re-run finds it settled).
     async fn post_escrow(&self, tx: &mut Tx, job_id: &str, now: i64) -> Result<(), ApiError> {
-        match self.ledger.execute_in(tx, &format!("job:{job_id}:escrow"), &Op::Post { pending_id: hold_id(job_id), amount: None }, now).await {
+        match self
+            .ledger
+            .execute_in(
+                tx,
+                &format!("job:{job_id}:escrow"),
+                &Op::Post {
+                    pending_id: hold_id(job_id),
+                    amount: None,
+                },
+                now,
+            )
+            .await
+        {
             Ok(_) => {}
             Err(ApiError::NotPending(_)) => {
                 let hold = self.ledger.get_in(tx, &hold_id(job_id)).await?;
                 if hold.map(|h| h.state) != Some(agora_wire::api::TransferState::Settled) {
-                    return Err(ApiError::Internal(format!("the escrow hold of {job_id} is gone")));
+                    return Err(ApiError::Internal(format!(
+                        "the escrow hold of {job_id} is gone"
+                    )));
                 }
             }
             Err(e) => return Err(e),
         }
-        sqlx::query("UPDATE jobs SET escrow_posted = 1 WHERE id = $1").bind(job_id).execute(&mut **tx).await?;
+        sqlx::query("UPDATE jobs SET escrow_posted = 1 WHERE id = $1")
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 

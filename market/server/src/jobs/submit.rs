@@ -15,9 +15,12 @@ pub const MAX_SHARED_NAME_CHARS: usize = 64;
 
 /// A shared input's name: 1 to [`MAX_SHARED_NAME_CHARS`] of `a-z 0-9 _ - .`.
 fn check_shared_name(name: &str) -> Result<(), ApiError> {
-    let fine = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
+    let fine =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
     if name.is_empty() || name.chars().count() > MAX_SHARED_NAME_CHARS || !name.chars().all(fine) {
-        return Err(ApiError::Invalid(format!("a shared input's name is 1 to {MAX_SHARED_NAME_CHARS} of a-z, 0-9, '_', '-', '.': `{name}`")));
+        return Err(ApiError::Invalid(format!(
+            "a shared input's name is 1 to {MAX_SHARED_NAME_CHARS} of a-z, 0-9, '_', '-', '.': `{name}`"
+        )));
     }
     Ok(())
 }
@@ -30,16 +33,26 @@ struct Named<'a> {
 
 impl Named<'_> {
     fn digests(&self) -> BTreeSet<&str> {
-        self.input_digests.iter().chain(self.shared.values()).map(String::as_str).collect()
+        self.input_digests
+            .iter()
+            .chain(self.shared.values())
+            .map(String::as_str)
+            .collect()
     }
 
     /// Each named blob held by `buyer`, with its size; a unit's input within
     /// [`MAX_UNIT_BYTES`].
-    async fn check_held(&self, conn: &mut sqlx::AnyConnection, buyer: &str) -> Result<BTreeMap<String, u64>, ApiError> {
+    async fn check_held(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        buyer: &str,
+    ) -> Result<BTreeMap<String, u64>, ApiError> {
         let digests: Vec<&str> = self.digests().into_iter().collect();
         let sizes = crate::uploads::held_sizes(conn, buyer, &digests).await?;
         if let Some(missing) = digests.iter().find(|d| !sizes.contains_key(**d)) {
-            return Err(ApiError::NotFound(format!("you hold no blob {missing}: upload it first (agora upload)")));
+            return Err(ApiError::NotFound(format!(
+                "you hold no blob {missing}: upload it first (agora upload)"
+            )));
         }
         for digest in self.input_digests {
             check_unit_bytes("an input", sizes[digest] as usize)?;
@@ -52,30 +65,58 @@ impl Named<'_> {
 
 impl Jobs {
     /// Submit a job: check it, store inputs, hold the cap in escrow.
-    pub async fn submit(&self, buyer: &KeyId, request: SubmitJob, now: i64) -> Result<JobInfo, ApiError> {
+    pub async fn submit(
+        &self,
+        buyer: &KeyId,
+        request: SubmitJob,
+        now: i64,
+    ) -> Result<JobInfo, ApiError> {
         let units = request.inputs_base64.len() + request.input_digests.len();
         if units == 0 || units > MAX_UNITS {
-            return Err(ApiError::Invalid(format!("a job has 1 to {MAX_UNITS} inputs")));
+            return Err(ApiError::Invalid(format!(
+                "a job has 1 to {MAX_UNITS} inputs"
+            )));
         }
         if request.replicas == 0 || request.replicas > MAX_REPLICAS {
-            return Err(ApiError::Invalid(format!("replicas is 1 to {MAX_REPLICAS}")));
+            return Err(ApiError::Invalid(format!(
+                "replicas is 1 to {MAX_REPLICAS}"
+            )));
         }
         check_unit_limits(&request.limits)?;
         ledger::check_amount("max_price", request.max_price)?;
         if request.shared.len() > MAX_SHARED_INPUTS {
-            return Err(ApiError::Invalid(format!("a job names at most {MAX_SHARED_INPUTS} shared inputs")));
+            return Err(ApiError::Invalid(format!(
+                "a job names at most {MAX_SHARED_INPUTS} shared inputs"
+            )));
         }
-        request.shared.keys().try_for_each(|name| check_shared_name(name))?;
+        request
+            .shared
+            .keys()
+            .try_for_each(|name| check_shared_name(name))?;
         let info = self.registry.info(&request.package).await?;
         let version = match &request.version {
-            Some(v) => info.versions.iter().find(|x| &x.version == v).ok_or_else(|| ApiError::NotFound(format!("no version {v} of {}", request.package)))?,
+            Some(v) => info
+                .versions
+                .iter()
+                .find(|x| &x.version == v)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("no version {v} of {}", request.package))
+                })?,
             None => {
-                let latest = info.summary.latest.clone().ok_or_else(|| ApiError::NotFound(format!("{} has no published version", request.package)))?;
-                info.versions.iter().find(|x| x.version == latest).expect("latest is listed")
+                let latest = info.summary.latest.clone().ok_or_else(|| {
+                    ApiError::NotFound(format!("{} has no published version", request.package))
+                })?;
+                info.versions
+                    .iter()
+                    .find(|x| x.version == latest)
+                    .expect("latest is listed")
             }
         };
         if version.yanked {
-            return Err(ApiError::Invalid(format!("{} {} is yanked", request.package, version.version)));
+            return Err(ApiError::Invalid(format!(
+                "{} {} is yanked",
+                request.package, version.version
+            )));
         }
         // The most results of one unit that can be paid: the buyer's
         // replicas (at least 2 once an untrusted provider is confirmed) plus
@@ -99,17 +140,33 @@ impl Jobs {
         // check that counts; this one keeps a rolled-back submit from
         // leaving objects behind, save for concurrent submits racing one
         // balance).
-        let available = self.ledger.balance(buyer.as_str()).await?.map_or(0, |b| b.available);
+        let available = self
+            .ledger
+            .balance(buyer.as_str())
+            .await?
+            .map_or(0, |b| b.available);
         if available < request.max_price {
-            return Err(ApiError::InsufficientFunds { account: buyer.to_string(), available, requested: request.max_price });
+            return Err(ApiError::InsufficientFunds {
+                account: buyer.to_string(),
+                available,
+                requested: request.max_price,
+            });
         }
         // A first look, for a clear answer before anything is written; the
         // transaction checks again under the blobs' locks.
-        let named = Named { input_digests: &request.input_digests, shared: &request.shared };
-        named.check_held(&mut *self.db.pool.acquire().await?, buyer.as_str()).await?;
+        let named = Named {
+            input_digests: &request.input_digests,
+            shared: &request.shared,
+        };
+        named
+            .check_held(&mut *self.db.pool.acquire().await?, buyer.as_str())
+            .await?;
         let id = random_id('j', 9);
         let expires = now + self.config.job_ttl_ms;
-        self.insert_job(&id, buyer, &request, version, unit_cap, &inputs, now, expires).await?;
+        self.insert_job(
+            &id, buyer, &request, version, unit_cap, &inputs, now, expires,
+        )
+        .await?;
         self.info(&id).await
     }
 
@@ -127,14 +184,27 @@ impl Jobs {
     ) -> Result<(), ApiError> {
         // A component that imports the GPU interfaces needs a GPU, whatever
         // the buyer said.
-        let uses_gpu = version.imports.iter().any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
+        let uses_gpu = version
+            .imports
+            .iter()
+            .any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
-        let mut digests: Vec<String> = inputs.iter().map(|bytes| agora_wire::digest_hex(bytes)).collect();
+        let mut digests: Vec<String> = inputs
+            .iter()
+            .map(|bytes| agora_wire::digest_hex(bytes))
+            .collect();
         digests.extend(r.input_digests.iter().cloned());
-        let named = Named { input_digests: &r.input_digests, shared: &r.shared };
+        let named = Named {
+            input_digests: &r.input_digests,
+            shared: &r.shared,
+        };
         let referenced: Vec<String> = named.digests().into_iter().map(str::to_string).collect();
         // The inputs' bytes first, outside the transaction.
-        let mut staged = crate::blobs::Staged::write(&self.db, digests.iter().cloned().zip(inputs.iter().cloned())).await?;
+        let mut staged = crate::blobs::Staged::write(
+            &self.db,
+            digests.iter().cloned().zip(inputs.iter().cloned()),
+        )
+        .await?;
         let mut tx = self.db.write().await?;
         sqlx::query(
             "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
@@ -159,21 +229,29 @@ impl Jobs {
         .await?;
         // Checked by `verify`, every replica must pass; compared by digest,
         // a majority must agree.
-        let quorum = if checked || r.replicas <= 2 { r.replicas } else { r.replicas / 2 + 1 } as i64;
+        let quorum = if checked || r.replicas <= 2 {
+            r.replicas
+        } else {
+            r.replicas / 2 + 1
+        } as i64;
         // The named blobs' rows are locked (in one order with the staged
         // ones): a holder letting one go meanwhile either went first, and
         // the check below refuses the job, or waits, and its collection
         // sees this job naming the blob.
-        staged.record_locking(&mut tx, crate::blobs::Pin::Job, &referenced).await?;
+        staged
+            .record_locking(&mut tx, crate::blobs::Pin::Job, &referenced)
+            .await?;
         let sizes = named.check_held(&mut *tx, buyer.as_str()).await?;
         for (name, digest) in &r.shared {
-            sqlx::query("INSERT INTO job_shared (job_id, name, digest, size) VALUES ($1, $2, $3, $4)")
-                .bind(id)
-                .bind(name)
-                .bind(digest)
-                .bind(sizes[digest] as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO job_shared (job_id, name, digest, size) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(digest)
+            .bind(sizes[digest] as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         for (i, digest) in digests.iter().enumerate() {
             sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
@@ -196,7 +274,9 @@ impl Jobs {
             amount: r.max_price,
             timeout_ms: (self.config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS) as u64,
         };
-        self.ledger.execute_in(&mut tx, &hold_id(id), &hold, now).await?;
+        self.ledger
+            .execute_in(&mut tx, &hold_id(id), &hold, now)
+            .await?;
         tx.commit().await?;
         staged.settle().await;
         Ok(())

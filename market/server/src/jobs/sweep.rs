@@ -41,7 +41,8 @@ impl Jobs {
                 .fetch_all(&self.db.pool)
                 .await?;
             for lease in lost {
-                let (id, provider): (String, String) = (lease.try_get("id")?, lease.try_get("provider")?);
+                let (id, provider): (String, String) =
+                    (lease.try_get("id")?, lease.try_get("provider")?);
                 let expired = match table {
                     "leases" => self.expire_buyers_lease(&id, now).await,
                     _ => self.expire_lease(table, key, &id, &provider, now).await,
@@ -85,7 +86,14 @@ impl Jobs {
 
     /// Expire one lost lease of `table` (a canary's) and mark its provider.
     /// A heartbeat that renewed it since it was read keeps it.
-    pub(super) async fn expire_lease(&self, table: &str, key: &str, id: &str, provider: &str, now: i64) -> Result<bool, ApiError> {
+    pub(super) async fn expire_lease(
+        &self,
+        table: &str,
+        key: &str,
+        id: &str,
+        provider: &str,
+        now: i64,
+    ) -> Result<bool, ApiError> {
         let done = sqlx::query(&format!("UPDATE {table} SET state = 'expired' WHERE {key} = $1 AND state = 'active' AND expires_at_ms <= $2"))
             .bind(id)
             .bind(now)
@@ -112,7 +120,11 @@ impl Jobs {
         else {
             return Ok(false);
         };
-        let (job, idx, provider): (String, i64, String) = (lease.try_get("job_id")?, lease.try_get("idx")?, lease.try_get("provider")?);
+        let (job, idx, provider): (String, i64, String) = (
+            lease.try_get("job_id")?,
+            lease.try_get("idx")?,
+            lease.try_get("provider")?,
+        );
         super::settle::lock_job(&mut tx, self.db.kind, &job).await?;
         let done = sqlx::query("UPDATE leases SET state = 'expired' WHERE id = $1 AND state = 'active' AND expires_at_ms <= $2")
             .bind(id)
@@ -122,7 +134,9 @@ impl Jobs {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        let mut marks = self.release_confirming_replica(&mut tx, id, &job, idx).await?;
+        let mut marks = self
+            .release_confirming_replica(&mut tx, id, &job, idx)
+            .await?;
         marks.push((provider, super::Mark::LostLease));
         Self::mark_all(&mut tx, marks).await?;
         tx.commit().await?;
@@ -145,7 +159,9 @@ impl Jobs {
             .flatten()
             .and_then(|r| r.try_get("settle_failures").ok())
             .unwrap_or(0);
-        let backoff = SETTLE_BACKOFF_MS.saturating_mul(1 << failures.clamp(0, 16)).min(MAX_SETTLE_BACKOFF_MS);
+        let backoff = SETTLE_BACKOFF_MS
+            .saturating_mul(1 << failures.clamp(0, 16))
+            .min(MAX_SETTLE_BACKOFF_MS);
         let recorded = sqlx::query("UPDATE jobs SET settle_failures = settle_failures + 1, settle_error = $1, settle_after_ms = $2 WHERE id = $3")
             .bind(detail.chars().take(2000).collect::<String>())
             .bind(now + backoff)

@@ -26,7 +26,9 @@ use super::settle::{Settling, lock_job};
 use super::{Jobs, Mark, decide_unit, random_id};
 use crate::db::Tx;
 use crate::error::ApiError;
-use crate::verify::{MAX_VERIFY_TIMEOUT_MS, SharedInputs, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits};
+use crate::verify::{
+    MAX_VERIFY_TIMEOUT_MS, SharedInputs, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits,
+};
 use agora_wire::api::RunOutcome;
 use sqlx::Row;
 
@@ -35,7 +37,8 @@ use sqlx::Row;
 pub const VERIFY_CLAIM_GRACE_MS: i64 = 60_000;
 /// How long an expired job waits for its results' verifications before it
 /// settles without them: every attempt, each to its deadline.
-pub const VERIFY_WAIT_MS: i64 = VERIFY_ATTEMPTS * (MAX_VERIFY_TIMEOUT_MS as i64 + VERIFY_CLAIM_GRACE_MS);
+pub const VERIFY_WAIT_MS: i64 =
+    VERIFY_ATTEMPTS * (MAX_VERIFY_TIMEOUT_MS as i64 + VERIFY_CLAIM_GRACE_MS);
 
 /// A verification this verifier holds.
 struct Claim {
@@ -50,7 +53,10 @@ struct Claim {
 pub enum Verified {
     /// The lease's verdict was applied: `Some(passed)`, or `None` when the
     /// verification did not complete.
-    Verdict { lease_id: String, passed: Option<bool> },
+    Verdict {
+        lease_id: String,
+        passed: Option<bool>,
+    },
     /// The verifier was lost; the lease waits for another try.
     Retry { lease_id: String },
     /// Another verifier applied its verdict first (this claim had lapsed).
@@ -60,7 +66,12 @@ pub enum Verified {
 impl Jobs {
     /// Queue the verification of `lease_id`, answered with an output, in
     /// the result's own transaction.
-    pub(super) async fn queue_verification(tx: &mut sqlx::Transaction<'static, sqlx::Any>, lease_id: &str, job_id: &str, now: i64) -> Result<(), ApiError> {
+    pub(super) async fn queue_verification(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        lease_id: &str,
+        job_id: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
         sqlx::query("INSERT INTO verifications (lease_id, job_id, buyer, queued_at_ms) SELECT $1, $2, buyer, $3 FROM jobs WHERE id = $2")
             .bind(lease_id)
             .bind(job_id)
@@ -72,7 +83,10 @@ impl Jobs {
 
     /// Results waiting for (or in) verification.
     pub async fn verifications_pending(&self) -> Result<i64, ApiError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM verifications").fetch_one(&self.db.pool).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM verifications")
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?)
     }
 
     /// Wait until a result may be waiting for verification (one arrived on
@@ -90,20 +104,40 @@ impl Jobs {
     /// Claim the next due verification and run it: `None` when nothing is
     /// due, or this market has no verifier. `now` reads the market's clock.
     pub async fn verify_next(&self, now: impl Fn() -> i64) -> Result<Option<Verified>, ApiError> {
-        let Some(verifier) = self.verifier.clone() else { return Ok(None) };
-        let Some(claim) = self.claim_verification(now()).await? else { return Ok(None) };
+        let Some(verifier) = self.verifier.clone() else {
+            return Ok(None);
+        };
+        let Some(claim) = self.claim_verification(now()).await? else {
+            return Ok(None);
+        };
         if claim.attempts > VERIFY_ATTEMPTS {
-            let lost = VerifyFailure { outcome: RunOutcome::WorkerLost, message: format!("the verifier was lost {VERIFY_ATTEMPTS} times") };
+            let lost = VerifyFailure {
+                outcome: RunOutcome::WorkerLost,
+                message: format!("the verifier was lost {VERIFY_ATTEMPTS} times"),
+            };
             return self.apply_verdict(&claim, Err(lost), now()).await.map(Some);
         }
         let verdict = match self.verification_inputs(&claim.lease_id).await? {
-            Some((component, input, output, shared, limits)) => tokio::task::spawn_blocking(move || verifier.verify_shared(&component, &input, &output, &shared, &limits))
+            Some((component, input, output, shared, limits)) => {
+                tokio::task::spawn_blocking(move || {
+                    verifier.verify_shared(&component, &input, &output, &shared, &limits)
+                })
                 .await
-                .unwrap_or_else(|e| Err(VerifyFailure { outcome: RunOutcome::WorkerLost, message: format!("the verifier task: {e}") })),
+                .unwrap_or_else(|e| {
+                    Err(VerifyFailure {
+                        outcome: RunOutcome::WorkerLost,
+                        message: format!("the verifier task: {e}"),
+                    })
+                })
+            }
             // The lease is no longer waiting (its job ended): drop the row.
             None => Ok(false),
         };
-        tracing::info!(lease = claim.lease_id, ?verdict, "checked a result with the package's verify");
+        tracing::info!(
+            lease = claim.lease_id,
+            ?verdict,
+            "checked a result with the package's verify"
+        );
         self.apply_verdict(&claim, verdict, now()).await.map(Some)
     }
 
@@ -141,12 +175,20 @@ impl Jobs {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(Claim { lease_id, job_id: row.try_get("job_id")?, token, attempts: row.try_get::<i64, _>("attempts")? + 1 }))
+        Ok(Some(Claim {
+            lease_id,
+            job_id: row.try_get("job_id")?,
+            token,
+            attempts: row.try_get::<i64, _>("attempts")? + 1,
+        }))
     }
 
     /// The component, input, output and limits of a waiting lease's
     /// verification; `None` when the lease is not waiting any more.
-    async fn verification_inputs(&self, lease_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, SharedInputs, VerifyLimits)>, ApiError> {
+    async fn verification_inputs(
+        &self,
+        lease_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, SharedInputs, VerifyLimits)>, ApiError> {
         let Some(row) = sqlx::query(
             "SELECT j.id AS job_id, j.package AS package, j.version AS version, j.fuel_limit AS fuel, j.memory_limit AS memory, j.timeout_ms AS timeout_ms,
                     u.input_digest AS input_digest, l.output_digest AS output_digest
@@ -158,13 +200,24 @@ impl Jobs {
         else {
             return Ok(None);
         };
-        let (_, component) = self.registry.component(&row.try_get::<String, _>("package")?, &row.try_get::<String, _>("version")?).await?;
-        let input = self.blob(&row.try_get::<String, _>("input_digest")?).await?;
-        let output = self.blob(&row.try_get::<String, _>("output_digest")?).await?;
+        let (_, component) = self
+            .registry
+            .component(
+                &row.try_get::<String, _>("package")?,
+                &row.try_get::<String, _>("version")?,
+            )
+            .await?;
+        let input = self
+            .blob(&row.try_get::<String, _>("input_digest")?)
+            .await?;
+        let output = self
+            .blob(&row.try_get::<String, _>("output_digest")?)
+            .await?;
         // Each digest read once, however many names share it (a job's shared
         // inputs are at most MAX_SHARED_INPUT_BYTES by name).
         let mut shared = SharedInputs::new();
-        let mut read: std::collections::HashMap<String, std::sync::Arc<[u8]>> = std::collections::HashMap::new();
+        let mut read: std::collections::HashMap<String, std::sync::Arc<[u8]>> =
+            std::collections::HashMap::new();
         for blob in self.shared_of(&row.try_get::<String, _>("job_id")?).await? {
             if !read.contains_key(&blob.digest) {
                 read.insert(blob.digest.clone(), self.blob(&blob.digest).await?.into());
@@ -178,11 +231,20 @@ impl Jobs {
     /// the unit's decision, the marks and the job's settlement. Should the
     /// settlement fail, the verdict is applied with less of it
     /// ([`Settling`]; the sweeper settles the rest).
-    async fn apply_verdict(&self, claim: &Claim, verdict: Result<bool, VerifyFailure>, now: i64) -> Result<Verified, ApiError> {
+    async fn apply_verdict(
+        &self,
+        claim: &Claim,
+        verdict: Result<bool, VerifyFailure>,
+        now: i64,
+    ) -> Result<Verified, ApiError> {
         for scope in Settling::FALLBACKS {
             match self.apply_verdict_once(claim, &verdict, now, scope).await? {
                 Ok(verified) => return Ok(verified),
-                Err(e) => tracing::warn!(lease = claim.lease_id, ?scope, "settling with this verdict failed; applying it with less: {e}"),
+                Err(e) => tracing::warn!(
+                    lease = claim.lease_id,
+                    ?scope,
+                    "settling with this verdict failed; applying it with less: {e}"
+                ),
             }
         }
         unreachable!("a verdict applied with nothing to settle cannot fail to settle")
@@ -207,30 +269,51 @@ impl Jobs {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            return Ok(Ok(if released.rows_affected() == 1 { Verified::Retry { lease_id } } else { Verified::Superseded { lease_id } }));
+            return Ok(Ok(if released.rows_affected() == 1 {
+                Verified::Retry { lease_id }
+            } else {
+                Verified::Superseded { lease_id }
+            }));
         }
         lock_job(&mut tx, self.db.kind, &claim.job_id).await?;
-        let ours = sqlx::query("DELETE FROM verifications WHERE lease_id = $1 AND claim = $2").bind(&lease_id).bind(&claim.token).execute(&mut *tx).await?;
+        let ours = sqlx::query("DELETE FROM verifications WHERE lease_id = $1 AND claim = $2")
+            .bind(&lease_id)
+            .bind(&claim.token)
+            .execute(&mut *tx)
+            .await?;
         if ours.rows_affected() != 1 {
             return Ok(Ok(Verified::Superseded { lease_id }));
         }
-        let Some(lease) = sqlx::query("SELECT l.idx AS idx FROM leases l WHERE l.id = $1 AND l.state = 'verifying'")
-            .bind(&lease_id)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(lease) = sqlx::query(
+            "SELECT l.idx AS idx FROM leases l WHERE l.id = $1 AND l.state = 'verifying'",
+        )
+        .bind(&lease_id)
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             tx.commit().await?;
-            return Ok(Ok(Verified::Verdict { lease_id, passed: None }));
+            return Ok(Ok(Verified::Verdict {
+                lease_id,
+                passed: None,
+            }));
         };
         let (job_id, idx): (&str, i64) = (&claim.job_id, lease.try_get("idx")?);
         let (state, message) = match verdict {
             Ok(true) => ("submitted", None),
-            Ok(false) => ("rejected", Some("the package's verify rejected the output".to_string())),
+            Ok(false) => (
+                "rejected",
+                Some("the package's verify rejected the output".to_string()),
+            ),
             // The market could not verify (its worker was lost each try).
-            Err(f) if f.is_verifier_lost() => ("failed", Some(format!("verify did not complete: {f}"))),
+            Err(f) if f.is_verifier_lost() => {
+                ("failed", Some(format!("verify did not complete: {f}")))
+            }
             // `verify` itself trapped or ran past the market's limits on this
             // output: the output is not accepted, as if rejected.
-            Err(f) => ("rejected", Some(format!("the package's verify failed on the output: {f}"))),
+            Err(f) => (
+                "rejected",
+                Some(format!("the package's verify failed on the output: {f}")),
+            ),
         };
         sqlx::query("UPDATE leases SET state = $1, message = COALESCE($2, message) WHERE id = $3 AND state = 'verifying'")
             .bind(state)
@@ -240,7 +323,17 @@ impl Jobs {
             .await?;
         let mut marks: Vec<(String, Mark)> = Vec::new();
         match (verdict, message) {
-            (Ok(true), _) => marks.extend(decide_unit(&mut tx, job_id, idx, true, self.db.kind, self.config.spot_check_rate).await?),
+            (Ok(true), _) => marks.extend(
+                decide_unit(
+                    &mut tx,
+                    job_id,
+                    idx,
+                    true,
+                    self.db.kind,
+                    self.config.spot_check_rate,
+                )
+                .await?,
+            ),
             // Rejected: the provider is marked once another output passes
             // (`decide_unit`), since a verify that rejects everything
             // proves nothing about providers. It counts as a failed attempt:
@@ -248,31 +341,57 @@ impl Jobs {
             // among them, the unit fails as the job's own doing and its runs
             // are billed (a buyer cannot have honest work done for free by a
             // verify that refuses it, nor hold a unit open for ever).
-            (_, message) => self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default()).await?,
+            (_, message) => {
+                self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default())
+                    .await?
+            }
         }
-        if let Err(e) = self.settle_and_commit(tx, job_id, now, scope, marks).await? {
+        if let Err(e) = self
+            .settle_and_commit(tx, job_id, now, scope, marks)
+            .await?
+        {
             return Ok(Err(e));
         }
-        Ok(Ok(Verified::Verdict { lease_id, passed: verdict.as_ref().ok().copied() }))
+        Ok(Ok(Verified::Verdict {
+            lease_id,
+            passed: verdict.as_ref().ok().copied(),
+        }))
     }
 
     /// Whether an expired job still waits for its results' verdicts; once
     /// it stops waiting, results the market never verified are failed
     /// (unpaid, nobody marked).
-    pub(super) async fn awaits_verdicts(&self, tx: &mut Tx, job_id: &str, expired_at_ms: i64, now: i64) -> Result<bool, ApiError> {
-        let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM verifications WHERE job_id = $1").bind(job_id).fetch_one(&mut **tx).await?.try_get("n")?;
+    pub(super) async fn awaits_verdicts(
+        &self,
+        tx: &mut Tx,
+        job_id: &str,
+        expired_at_ms: i64,
+        now: i64,
+    ) -> Result<bool, ApiError> {
+        let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM verifications WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?;
         if waiting == 0 {
             return Ok(false);
         }
         if now < expired_at_ms + VERIFY_WAIT_MS {
             return Ok(true);
         }
-        tracing::warn!(job = job_id, waiting, "settling an expired job without the verdicts of results the market could not verify");
+        tracing::warn!(
+            job = job_id,
+            waiting,
+            "settling an expired job without the verdicts of results the market could not verify"
+        );
         sqlx::query("UPDATE leases SET state = 'failed', message = 'the market could not verify this result' WHERE job_id = $1 AND state = 'verifying'")
             .bind(job_id)
             .execute(&mut **tx)
             .await?;
-        sqlx::query("DELETE FROM verifications WHERE job_id = $1").bind(job_id).execute(&mut **tx).await?;
+        sqlx::query("DELETE FROM verifications WHERE job_id = $1")
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
         Ok(false)
     }
 
@@ -302,5 +421,9 @@ impl Jobs {
 
 fn limits_of(row: &sqlx::any::AnyRow) -> Result<VerifyLimits, ApiError> {
     let get = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
-    Ok(VerifyLimits::for_run(get("fuel")?, get("memory")?, get("timeout_ms")?))
+    Ok(VerifyLimits::for_run(
+        get("fuel")?,
+        get("memory")?,
+        get("timeout_ms")?,
+    ))
 }

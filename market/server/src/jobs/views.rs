@@ -70,13 +70,23 @@ impl Jobs {
         let state = job.state.0;
         let counts = self.unit_counts(id).await?;
         let (from, limit) = (page.units_from, page.limit());
-        let units = self.units_page(id, from, limit, job.data_deleted_at_ms.is_some()).await?;
+        let units = self
+            .units_page(id, from, limit, job.data_deleted_at_ms.is_some())
+            .await?;
         let next = from.checked_add(limit).filter(|next| *next < counts.total);
         let max_price = job.max_price as u64;
         let (spent, fees) = self.spent_on(id).await?;
-        let broken = || ApiError::Internal(format!("job {id} paid {spent} ({fees} in fees) of a cap of {max_price}"));
+        let broken = || {
+            ApiError::Internal(format!(
+                "job {id} paid {spent} ({fees} in fees) of a cap of {max_price}"
+            ))
+        };
         let left = max_price.checked_sub(spent).ok_or_else(broken)?;
-        let mut cost = CostBreakdown { fees, paid_to_providers: spent.checked_sub(fees).ok_or_else(broken)?, ..CostBreakdown::default() };
+        let mut cost = CostBreakdown {
+            fees,
+            paid_to_providers: spent.checked_sub(fees).ok_or_else(broken)?,
+            ..CostBreakdown::default()
+        };
         match state {
             JobState::Running => cost.held = left,
             _ => cost.refunded = left,
@@ -98,7 +108,9 @@ impl Jobs {
             data_deleted_at_ms: job.data_deleted_at_ms,
             data_kept_until_ms: match (state, job.data_deleted_at_ms) {
                 (JobState::Running, _) | (_, Some(_)) => None,
-                _ => job.finished_at_ms.map(|at| at.saturating_add(self.config.data_retention_ms)),
+                _ => job
+                    .finished_at_ms
+                    .map(|at| at.saturating_add(self.config.data_retention_ms)),
             },
             shared: self.shared_of(id).await?,
         })
@@ -134,7 +146,13 @@ impl Jobs {
 
     /// Units `from..from + limit` with what their leases say: attempts, the
     /// paid cost and the furthest running replica's progress.
-    async fn units_page(&self, id: &str, from: u32, limit: u32, deleted: bool) -> Result<Vec<UnitInfo>, ApiError> {
+    async fn units_page(
+        &self,
+        id: &str,
+        from: u32,
+        limit: u32,
+        deleted: bool,
+    ) -> Result<Vec<UnitInfo>, ApiError> {
         let end = from as i64 + limit as i64;
         let units = sqlx::query_as::<_, UnitRow>(&format!(
             "SELECT u.idx, {SHOWN_STATE} AS shown, u.output_digest, u.message, b.size AS output_bytes
@@ -154,7 +172,8 @@ impl Jobs {
         .bind(end)
         .fetch_all(&self.db.pool)
         .await?;
-        let mut by_unit: std::collections::HashMap<i64, Vec<LeaseRow>> = std::collections::HashMap::new();
+        let mut by_unit: std::collections::HashMap<i64, Vec<LeaseRow>> =
+            std::collections::HashMap::new();
         for l in leases {
             by_unit.entry(l.idx).or_default().push(l);
         }
@@ -162,7 +181,11 @@ impl Jobs {
             .into_iter()
             .map(|u| {
                 let mine = by_unit.remove(&u.idx).unwrap_or_default();
-                let cost: i64 = mine.iter().filter(|l| l.paid == 1).filter_map(|l| l.cost).sum();
+                let cost: i64 = mine
+                    .iter()
+                    .filter(|l| l.paid == 1)
+                    .filter_map(|l| l.cost)
+                    .sum();
                 Ok(UnitInfo {
                     index: u.idx as u32,
                     state: u.shown.0,
@@ -180,7 +203,12 @@ impl Jobs {
     }
 
     /// A buyer's jobs, newest first, a page of at most [`MAX_JOBS_PER_PAGE`].
-    pub async fn jobs_of(&self, buyer: &str, page: u32, per_page: u32) -> Result<Page<JobSummary>, ApiError> {
+    pub async fn jobs_of(
+        &self,
+        buyer: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Page<JobSummary>, ApiError> {
         let per_page = per_page.clamp(1, MAX_JOBS_PER_PAGE);
         let rows = sqlx::query(
             // The page's jobs first (on the buyer's index), then their units
@@ -203,7 +231,10 @@ impl Jobs {
                     id: r.try_get("id")?,
                     package: r.try_get("package")?,
                     version: r.try_get("version")?,
-                    state: r.try_get::<String, _>("state")?.parse().map_err(|e| ApiError::Internal(format!("a stored job's {e}")))?,
+                    state: r
+                        .try_get::<String, _>("state")?
+                        .parse()
+                        .map_err(|e| ApiError::Internal(format!("a stored job's {e}")))?,
                     units: r.try_get::<i64, _>("units")? as u32,
                     units_verified: r.try_get::<i64, _>("verified")? as u32,
                     max_price: r.try_get::<i64, _>("max_price")? as u64,
@@ -211,8 +242,17 @@ impl Jobs {
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE buyer = $1").bind(buyer).fetch_one(&self.db.pool).await?.try_get("n")?;
-        Ok(Page { items, page, per_page, total: total as u64 })
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE buyer = $1")
+            .bind(buyer)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        Ok(Page {
+            items,
+            page,
+            per_page,
+            total: total as u64,
+        })
     }
 
     pub async fn buyer_of(&self, job: &str) -> Result<String, ApiError> {
@@ -231,7 +271,12 @@ impl Jobs {
     /// canary's) on a unit with that input or of a job sharing it. Anyone else meets the same "not
     /// found" as for a digest nobody has, so a probe learns nothing; a
     /// canary's expected output is readable by no one here.
-    pub async fn may_read_input(&self, caller: &KeyId, digest: &str, now: i64) -> Result<(), ApiError> {
+    pub async fn may_read_input(
+        &self,
+        caller: &KeyId,
+        digest: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let readable = sqlx::query(
             "SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.input_digest = $2 AND j.buyer = $1 AND j.data_deleted_at_ms IS NULL
              UNION ALL
@@ -262,9 +307,20 @@ impl Jobs {
 
     /// The shared inputs of job `job`, by name.
     pub async fn shared_of(&self, job: &str) -> Result<Vec<SharedBlob>, ApiError> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT name, digest, size FROM job_shared WHERE job_id = $1 ORDER BY name").bind(job).fetch_all(&self.db.pool).await?;
-        Ok(rows.into_iter().map(|(name, digest, size)| SharedBlob { name, digest, size: size as u64 }).collect())
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT name, digest, size FROM job_shared WHERE job_id = $1 ORDER BY name",
+        )
+        .bind(job)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, digest, size)| SharedBlob {
+                name,
+                digest,
+                size: size as u64,
+            })
+            .collect())
     }
 
     pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
@@ -295,6 +351,15 @@ fn furthest_running(leases: &[LeaseRow]) -> Option<Progress> {
     leases
         .iter()
         .filter(|l| l.state == "active")
-        .filter_map(|l| Some(Progress { done: l.progress_done? as u64, total: l.progress_total? as u64 }))
-        .max_by_key(|p| (p.done as u128 * 1_000_000).checked_div(p.total as u128).unwrap_or(0))
+        .filter_map(|l| {
+            Some(Progress {
+                done: l.progress_done? as u64,
+                total: l.progress_total? as u64,
+            })
+        })
+        .max_by_key(|p| {
+            (p.done as u128 * 1_000_000)
+                .checked_div(p.total as u128)
+                .unwrap_or(0)
+        })
 }

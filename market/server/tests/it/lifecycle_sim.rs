@@ -44,7 +44,12 @@ fn right(input_digest: &str) -> Vec<u8> {
     format!("out:{input_digest}").into_bytes()
 }
 
-async fn report(state: &AppState, actor: &Actor, grant: &Value, cut: Option<Duration>) -> Option<(StatusCode, Value)> {
+async fn report(
+    state: &AppState,
+    actor: &Actor,
+    grant: &Value,
+    cut: Option<Duration>,
+) -> Option<(StatusCode, Value)> {
     let lease_id = grant["lease_id"].as_str().unwrap();
     let input = grant["input_digest"].as_str().unwrap();
     let (outcome, output) = match actor.behaviour {
@@ -52,13 +57,30 @@ async fn report(state: &AppState, actor: &Actor, grant: &Value, cut: Option<Dura
         Behaviour::Failer => (RunOutcome::JobError, None),
         _ => (RunOutcome::Ok, Some(right(input))),
     };
-    let (fuel, gpu) = if actor.behaviour == Behaviour::Inflater { (u64::MAX, u64::MAX) } else { (1_000_000_000, 1_000) };
+    let (fuel, gpu) = if actor.behaviour == Behaviour::Inflater {
+        (u64::MAX, u64::MAX)
+    } else {
+        (1_000_000_000, 1_000)
+    };
     let digest = output.as_deref().map(agora_wire::digest_hex);
-    let signature = actor.key.sign(&ResultReport::signed_bytes(lease_id, outcome, digest.as_deref(), fuel, gpu));
+    let signature = actor.key.sign(&ResultReport::signed_bytes(
+        lease_id,
+        outcome,
+        digest.as_deref(),
+        fuel,
+        gpu,
+    ));
     let body = json!({"outcome": outcome, "message": null, "output_base64": output.as_deref().map(b64), "output_digest": digest,
                       "fuel_used": fuel, "gpu_time_us": gpu, "peak_memory_bytes": 1, "signature": signature});
     let path = format!("/api/v1/leases/{lease_id}/result");
-    let call = call_on(state, "POST", &path, Some(serde_json::to_vec(&body).unwrap()), Some(&actor.key), None);
+    let call = call_on(
+        state,
+        "POST",
+        &path,
+        Some(serde_json::to_vec(&body).unwrap()),
+        Some(&actor.key),
+        None,
+    );
     match cut {
         Some(cut) => tokio::time::timeout(cut, call).await.ok(),
         None => Some(call.await),
@@ -72,35 +94,85 @@ async fn check(state: &AppState, m: &TestMarket, seed: u64, step: usize) {
     if let Err(e) = state.ledger.check_invariants().await {
         panic!("seed {seed} step {step}: the ledger check failed: {e:?}");
     }
-    let (status, report) = call_on(state, "GET", "/api/v1/operator/invariants", None, Some(&m.operator), None).await;
+    let (status, report) = call_on(
+        state,
+        "GET",
+        "/api/v1/operator/invariants",
+        None,
+        Some(&m.operator),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "seed {seed} step {step}: {report}");
     assert_eq!(report["ok"], true, "seed {seed} step {step}: {report}");
     // Garbage is never the verified output of a unit.
     let garbage = agora_wire::digest_hex(b"garbage");
-    let verified: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM units WHERE output_digest = $1").bind(&garbage).fetch_one(&state.db.pool).await.unwrap();
-    assert_eq!(verified, 0, "seed {seed} step {step}: a sybil pair had garbage verified");
+    let verified: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM units WHERE output_digest = $1")
+        .bind(&garbage)
+        .fetch_one(&state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        verified, 0,
+        "seed {seed} step {step}: a sybil pair had garbage verified"
+    );
 }
 
 /// A hostile buyer's move against its own job: every one is refused.
 async fn hostile_buyer(state: &AppState, buyer: &Keypair, job: &str, rng: &mut Rng, seed: u64) {
     let body = match rng.range(0, 3) {
-        0 => json!({"id": format!("x-{}", rng.next_u64()), "kind": "post", "pending_id": format!("job:{job}:hold"), "amount": 0}),
-        1 => json!({"id": format!("x-{}", rng.next_u64()), "kind": "void", "pending_id": format!("job:{job}:hold")}),
-        2 => json!({"id": format!("job:{job}:refund"), "debit": buyer.id(), "credit": buyer.id(), "amount": 1, "kind": "single"}),
-        _ => json!({"id": format!("x-{}", rng.next_u64()), "debit": format!("job:{job}"), "credit": buyer.id(), "amount": 1, "kind": "single"}),
+        0 => {
+            json!({"id": format!("x-{}", rng.next_u64()), "kind": "post", "pending_id": format!("job:{job}:hold"), "amount": 0})
+        }
+        1 => {
+            json!({"id": format!("x-{}", rng.next_u64()), "kind": "void", "pending_id": format!("job:{job}:hold")})
+        }
+        2 => {
+            json!({"id": format!("job:{job}:refund"), "debit": buyer.id(), "credit": buyer.id(), "amount": 1, "kind": "single"})
+        }
+        _ => {
+            json!({"id": format!("x-{}", rng.next_u64()), "debit": format!("job:{job}"), "credit": buyer.id(), "amount": 1, "kind": "single"})
+        }
     };
-    let (status, reply) = call_on(state, "POST", "/api/v1/transfers", Some(serde_json::to_vec(&body).unwrap()), Some(buyer), None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "seed {seed}: {body} -> {reply}");
+    let (status, reply) = call_on(
+        state,
+        "POST",
+        "/api/v1/transfers",
+        Some(serde_json::to_vec(&body).unwrap()),
+        Some(buyer),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "seed {seed}: {body} -> {reply}"
+    );
 }
 
-async fn submit_job(state: &AppState, buyer: &Keypair, rng: &mut Rng, absurd: bool) -> Option<String> {
+async fn submit_job(
+    state: &AppState,
+    buyer: &Keypair,
+    rng: &mut Rng,
+    absurd: bool,
+) -> Option<String> {
     let units = rng.range(1, 3) as usize;
-    let inputs: Vec<String> = (0..units).map(|_| b64(&rng.next_u64().to_le_bytes())).collect();
+    let inputs: Vec<String> = (0..units)
+        .map(|_| b64(&rng.next_u64().to_le_bytes()))
+        .collect();
     let fuel = if absurd { u64::MAX } else { 4_000_000_000 };
     let replicas = rng.range(1, 2);
     let body = json!({"package": "saxpy", "inputs_base64": inputs, "replicas": replicas, "max_price": 400 * units as u64 * 3,
                       "limits": {"fuel": fuel, "memory_bytes": 1 << 20, "timeout_ms": 10_000, "gpu": false}});
-    let (status, job) = call_on(state, "POST", "/api/v1/jobs", Some(serde_json::to_vec(&body).unwrap()), Some(buyer), None).await;
+    let (status, job) = call_on(
+        state,
+        "POST",
+        "/api/v1/jobs",
+        Some(serde_json::to_vec(&body).unwrap()),
+        Some(buyer),
+        None,
+    )
+    .await;
     if absurd {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{job}");
         return None;
@@ -110,14 +182,29 @@ async fn submit_job(state: &AppState, buyer: &Keypair, rng: &mut Rng, absurd: bo
 }
 
 async fn beat(state: &AppState, actor: &Actor) {
-    let named: Vec<Value> = actor.held.iter().map(|g| json!({"lease_id": g["lease_id"]})).collect();
+    let named: Vec<Value> = actor
+        .held
+        .iter()
+        .map(|g| json!({"lease_id": g["lease_id"]}))
+        .collect();
     let body = json!({"running_units": named.len(), "free_cpu_cores": 1.0, "leases": named});
-    let (status, reply) = call_on(state, "POST", "/api/v1/providers/heartbeat", Some(serde_json::to_vec(&body).unwrap()), Some(&actor.key), None).await;
+    let (status, reply) = call_on(
+        state,
+        "POST",
+        "/api/v1/providers/heartbeat",
+        Some(serde_json::to_vec(&body).unwrap()),
+        Some(&actor.key),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{reply}");
 }
 
 async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
-    let _ = tracing_subscriber::fmt().with_env_filter("agora_market=warn").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("agora_market=warn")
+        .with_test_writer()
+        .try_init();
     println!("seed {seed} (replay with AGORA_SEED={seed})");
     let mut rng = Rng::new(seed);
     publish(m, "saxpy").await;
@@ -126,12 +213,25 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
         m.fund(b, 1_000_000).await;
     }
     let mut actors = Vec::new();
-    for behaviour in [Behaviour::Honest, Behaviour::Honest, Behaviour::Newcomer, Behaviour::Sybil, Behaviour::Sybil, Behaviour::Inflater, Behaviour::Failer, Behaviour::Hoarder] {
+    for behaviour in [
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Newcomer,
+        Behaviour::Sybil,
+        Behaviour::Sybil,
+        Behaviour::Inflater,
+        Behaviour::Failer,
+        Behaviour::Hoarder,
+    ] {
         let key = match behaviour {
             Behaviour::Honest | Behaviour::Inflater => provider(m, 10).await,
             _ => untrusted_provider(m, 10).await,
         };
-        actors.push(Actor { key, behaviour, held: Vec::new() });
+        actors.push(Actor {
+            key,
+            behaviour,
+            held: Vec::new(),
+        });
     }
     let mut state = m.state.clone();
     let mut jobs: Vec<(usize, String)> = Vec::new();
@@ -152,7 +252,10 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
             // the hoarder), everyone heartbeats every few seconds, the
             // sweeper runs.
             3 => {
-                for a in actors.iter_mut().filter(|a| a.behaviour != Behaviour::Hoarder) {
+                for a in actors
+                    .iter_mut()
+                    .filter(|a| a.behaviour != Behaviour::Hoarder)
+                {
                     for grant in std::mem::take(&mut a.held) {
                         report(&state, a, &grant, None).await;
                     }
@@ -178,14 +281,19 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
                     continue;
                 }
                 let grant = actors[a].held.remove(0);
-                let cut = (rng.range(0, 7) == 0).then(|| Duration::from_micros(rng.range(0, 3000) as u64));
+                let cut = (rng.range(0, 7) == 0)
+                    .then(|| Duration::from_micros(rng.range(0, 3000) as u64));
                 let first = report(&state, &actors[a], &grant, cut).await;
                 quiesce(&state).await;
                 if rng.range(0, 3) == 0 || first.is_none() {
                     // A retry (or a duplicate racing the first): never two effects.
                     let again = report(&state, &actors[a], &grant, None).await.unwrap();
                     if first.as_ref().is_some_and(|(s, _)| *s == StatusCode::OK) {
-                        assert_ne!(again.0, StatusCode::OK, "seed {seed}: a result accepted twice");
+                        assert_ne!(
+                            again.0,
+                            StatusCode::OK,
+                            "seed {seed}: a result accepted twice"
+                        );
                     }
                 }
             }
@@ -193,7 +301,15 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
             _ => {
                 let a = rng.range(0, actors.len() as u32 - 1) as usize;
                 beat(&state, &actors[a]).await;
-                let (status, grant) = call_on(&state, "POST", "/api/v1/leases", Some(b"{}".to_vec()), Some(&actors[a].key), None).await;
+                let (status, grant) = call_on(
+                    &state,
+                    "POST",
+                    "/api/v1/leases",
+                    Some(b"{}".to_vec()),
+                    Some(&actors[a].key),
+                    None,
+                )
+                .await;
                 assert_eq!(status, StatusCode::OK, "seed {seed}: {grant}");
                 if !grant.is_null() {
                     actors[a].held.push(grant);
@@ -208,10 +324,21 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
     let mut empty_rounds = 0;
     for _ in 0..1000 {
         let mut leased = false;
-        for a in actors.iter_mut().filter(|a| a.behaviour == Behaviour::Honest) {
+        for a in actors
+            .iter_mut()
+            .filter(|a| a.behaviour == Behaviour::Honest)
+        {
             beat(&state, a).await;
             for _ in 0..4 {
-                let (_, grant) = call_on(&state, "POST", "/api/v1/leases", Some(b"{}".to_vec()), Some(&a.key), None).await;
+                let (_, grant) = call_on(
+                    &state,
+                    "POST",
+                    "/api/v1/leases",
+                    Some(b"{}".to_vec()),
+                    Some(&a.key),
+                    None,
+                )
+                .await;
                 if grant.is_null() {
                     break;
                 }
@@ -219,7 +346,10 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
                 leased = true;
             }
         }
-        for a in actors.iter_mut().filter(|a| a.behaviour == Behaviour::Honest) {
+        for a in actors
+            .iter_mut()
+            .filter(|a| a.behaviour == Behaviour::Honest)
+        {
             for grant in std::mem::take(&mut a.held) {
                 report(&state, a, &grant, None).await;
             }
@@ -236,19 +366,37 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
         state.sweep().await.unwrap();
     }
     check(&state, m, seed, steps).await;
-    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetch_one(&state.db.pool).await.unwrap();
-    assert_eq!(running, 0, "seed {seed}: every job finished once its time ran out");
+    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+        .fetch_one(&state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        running, 0,
+        "seed {seed}: every job finished once its time ran out"
+    );
     // Honest work that could finish did: with two trusted honest providers
     // leasing until nothing was left, every unit is verified.
-    let unverified: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM units WHERE state <> 'verified'").fetch_one(&state.db.pool).await.unwrap();
+    let unverified: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM units WHERE state <> 'verified'")
+            .fetch_one(&state.db.pool)
+            .await
+            .unwrap();
     if unverified > 0 {
         let rows: Vec<(String, i64, String, i64, i64, Option<String>)> =
             sqlx::query_as("SELECT job_id, idx, state, wanted, quorum, message FROM units WHERE state <> 'verified' LIMIT 5").fetch_all(&state.db.pool).await.unwrap();
         for (job, idx, st, wanted, quorum, message) in rows {
             let leases: Vec<(String, String, i64, Option<String>)> = sqlx::query_as("SELECT provider, state, trusted, output_digest FROM leases WHERE job_id = $1 AND idx = $2")
                 .bind(&job).bind(idx).fetch_all(&state.db.pool).await.unwrap();
-            let who = |p: &str| actors.iter().find(|a| a.key.id().as_str() == p).map(|a| a.behaviour);
-            let leases: Vec<_> = leases.iter().map(|(p, s, t, d)| (who(p), s, t, d.as_deref().map(|d| &d[..8]))).collect();
+            let who = |p: &str| {
+                actors
+                    .iter()
+                    .find(|a| a.key.id().as_str() == p)
+                    .map(|a| a.behaviour)
+            };
+            let leases: Vec<_> = leases
+                .iter()
+                .map(|(p, s, t, d)| (who(p), s, t, d.as_deref().map(|d| &d[..8])))
+                .collect();
             eprintln!("{job}/{idx} {st} wanted {wanted} quorum {quorum} {message:?}: {leases:?}");
         }
         for a in &actors {
@@ -257,14 +405,20 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
             eprintln!("{:?}: {row:?}", a.behaviour);
         }
     }
-    assert_eq!(unverified, 0, "seed {seed}: honest providers could finish every unit");
+    assert_eq!(
+        unverified, 0,
+        "seed {seed}: honest providers could finish every unit"
+    );
     println!("seed {seed}: {steps} steps, {} jobs", jobs.len());
 }
 
 /// The seeds to run: `AGORA_SEED` when set (a replay), a fixed set in CI,
 /// else one fresh seed.
 fn seeds() -> Vec<u64> {
-    match std::env::var("AGORA_SEED").ok().and_then(|s| s.parse().ok()) {
+    match std::env::var("AGORA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(seed) => vec![seed],
         None if std::env::var("CI").is_ok_and(|v| v == "true") => CI_SEEDS.to_vec(),
         None => vec![agora_kernels::rng::Rng::fresh_seed()],
@@ -275,7 +429,10 @@ fn seeds() -> Vec<u64> {
 const CI_SEEDS: [u64; 2] = [20261202, 1796150243445951158];
 
 fn steps(default: usize) -> usize {
-    std::env::var("AGORA_SIM_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var("AGORA_SIM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

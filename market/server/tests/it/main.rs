@@ -5,16 +5,16 @@
 mod edge;
 mod hostile;
 mod jobs;
-mod lifecycle_sim;
 mod ledger;
+mod lifecycle_sim;
 mod properties;
 mod registry;
 mod retention;
 mod service;
-mod store;
-mod uploads;
 mod settling;
 mod simulation;
+mod store;
+mod uploads;
 mod verifying;
 mod views;
 
@@ -30,7 +30,8 @@ use tower::ServiceExt;
 
 /// The PostgreSQL the tests use (trust auth, database `test`).
 pub fn postgres_url() -> String {
-    std::env::var("AGORA_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("AGORA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// One market on one fresh database, with an operator key.
@@ -49,7 +50,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub const TEST_ORIGIN: &str = "http://market.test";
 
 fn test_config(operator: &Keypair) -> Config {
-    let mut config = Config { rate_per_second: 10_000, public_origins: vec![TEST_ORIGIN.into()], ..Config::new(operator.id().clone()) };
+    let mut config = Config {
+        rate_per_second: 10_000,
+        public_origins: vec![TEST_ORIGIN.into()],
+        ..Config::new(operator.id().clone())
+    };
     config.jobs.spot_check_rate = 0.0;
     config.jobs.canary_chance = 1.0;
     config
@@ -73,19 +78,35 @@ impl TestMarket {
     /// A market on a fresh PostgreSQL schema with its blob bytes in `blobs`.
     pub async fn postgres_with(blobs: BlobStore) -> TestMarket {
         let (url, schema) = Self::postgres_schema().await;
-        let db = Db::connect_with(&url, blobs).await.expect("the database opens");
+        let db = Db::connect_with(&url, blobs)
+            .await
+            .expect("the database opens");
         let operator = Keypair::generate();
-        TestMarket { state: AppState::new(db, test_config(&operator)), operator, url, schema: Some(schema) }
+        TestMarket {
+            state: AppState::new(db, test_config(&operator)),
+            operator,
+            url,
+            schema: Some(schema),
+        }
     }
 
     async fn postgres_schema() -> (String, String) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let schema = format!("agora_it_{}_{n}", std::process::id());
         let admin = Db::admin_pool(&postgres_url()).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {} is required for the market tests: {e}", postgres_url())
+            panic!(
+                "PostgreSQL at {} is required for the market tests: {e}",
+                postgres_url()
+            )
         });
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&admin).await.unwrap();
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
         let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
         (url, schema)
     }
@@ -93,41 +114,91 @@ impl TestMarket {
     async fn open(url: String, schema: Option<String>) -> TestMarket {
         let operator = Keypair::generate();
         // PostgreSQL's test markets keep their blobs in a temporary store.
-        let blobs = BlobStore::beside(&url).unwrap().unwrap_or_else(|| BlobStore::temporary().unwrap());
-        let db = Db::connect_with(&url, blobs).await.expect("the database opens");
+        let blobs = BlobStore::beside(&url)
+            .unwrap()
+            .unwrap_or_else(|| BlobStore::temporary().unwrap());
+        let db = Db::connect_with(&url, blobs)
+            .await
+            .expect("the database opens");
         let state = AppState::new(db, test_config(&operator));
-        TestMarket { state, operator, url, schema }
+        TestMarket {
+            state,
+            operator,
+            url,
+            schema,
+        }
     }
 
     /// A second market instance on the same database (another replica).
     pub async fn replica(&self) -> AppState {
         // Replicas share the database and the object store.
-        let db = Db::connect_with(&self.url, self.state.db.blobs.clone()).await.unwrap();
+        let db = Db::connect_with(&self.url, self.state.db.blobs.clone())
+            .await
+            .unwrap();
         AppState::new(db, test_config(&self.operator))
     }
 
     /// This market (same database, same operator) checking results with
     /// `verifier`.
-    pub fn with_verifier(&self, verifier: std::sync::Arc<dyn agora_market::verify::ResultVerifier>) -> TestMarket {
+    pub fn with_verifier(
+        &self,
+        verifier: std::sync::Arc<dyn agora_market::verify::ResultVerifier>,
+    ) -> TestMarket {
         let operator = Keypair::from_file_json(&self.operator.to_file_json()).unwrap();
-        TestMarket { state: self.state.clone().with_verifier(verifier), operator, url: self.url.clone(), schema: None }
+        TestMarket {
+            state: self.state.clone().with_verifier(verifier),
+            operator,
+            url: self.url.clone(),
+            schema: None,
+        }
     }
 
     pub async fn cleanup(self) {
         if let Some(schema) = self.schema {
             self.state.db.pool.close().await;
             let admin = Db::admin_pool(&postgres_url()).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&admin).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
         }
     }
 
     /// A request through the router: signed by `key` when given.
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>, key: Option<&Keypair>) -> (StatusCode, Value) {
-        call_on(&self.state, method, path, body.map(|b| serde_json::to_vec(b).unwrap()), key, None).await
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&Keypair>,
+    ) -> (StatusCode, Value) {
+        call_on(
+            &self.state,
+            method,
+            path,
+            body.map(|b| serde_json::to_vec(b).unwrap()),
+            key,
+            None,
+        )
+        .await
     }
 
-    pub async fn call_idem(&self, path: &str, body: &Value, key: &Keypair, idem: &str) -> (StatusCode, Value) {
-        call_on(&self.state, "POST", path, Some(serde_json::to_vec(body).unwrap()), Some(key), Some(idem)).await
+    pub async fn call_idem(
+        &self,
+        path: &str,
+        body: &Value,
+        key: &Keypair,
+        idem: &str,
+    ) -> (StatusCode, Value) {
+        call_on(
+            &self.state,
+            "POST",
+            path,
+            Some(serde_json::to_vec(body).unwrap()),
+            Some(key),
+            Some(idem),
+        )
+        .await
     }
 
     /// Mint `amount` into `key`'s account.
@@ -139,14 +210,28 @@ impl TestMarket {
     }
 
     pub async fn available(&self, key: &Keypair) -> u64 {
-        let (status, body) = self.call("GET", &format!("/api/v1/accounts/{}", key.id()), None, Some(key)).await;
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/api/v1/accounts/{}", key.id()),
+                None,
+                Some(key),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["available"].as_u64().unwrap()
     }
 
     /// Assert the books balance (checked through the operator endpoint).
     pub async fn assert_invariants(&self) {
-        let (status, report) = self.call("GET", "/api/v1/operator/invariants", None, Some(&self.operator)).await;
+        let (status, report) = self
+            .call(
+                "GET",
+                "/api/v1/operator/invariants",
+                None,
+                Some(&self.operator),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{report}");
         assert_eq!(report["ok"], true, "ledger invariants violated: {report}");
     }
@@ -161,9 +246,14 @@ pub async fn call_on(
     idem: Option<&str>,
 ) -> (StatusCode, Value) {
     let body = body.unwrap_or_default();
-    let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
     if let Some(key) = key {
-        for (name, value) in auth::sign_request(key, TEST_ORIGIN, method, path, &body, state.now_ms()) {
+        for (name, value) in
+            auth::sign_request(key, TEST_ORIGIN, method, path, &body, state.now_ms())
+        {
             request = request.header(name, value);
         }
     }
@@ -174,7 +264,14 @@ pub async fn call_on(
 }
 
 /// A request to `path` signed by `key` for `market` at `at_ms`.
-pub fn signed(market: &str, method: &str, path: &str, body: &[u8], key: &Keypair, at_ms: i64) -> axum::http::request::Builder {
+pub fn signed(
+    market: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    key: &Keypair,
+    at_ms: i64,
+) -> axum::http::request::Builder {
     let mut request = Request::builder().method(method).uri(path);
     for (name, value) in auth::sign_request(key, market, method, path, body, at_ms) {
         request = request.header(name, value);
@@ -185,8 +282,11 @@ pub fn signed(market: &str, method: &str, path: &str, body: &[u8], key: &Keypair
 pub async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 256 << 20).await.unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let bytes = axum::body::to_bytes(response.into_body(), 256 << 20)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, value)
 }
 
@@ -225,8 +325,13 @@ pub fn seed() -> u64 {
 }
 
 pub fn guest(name: &str) -> Vec<u8> {
-    let dir = std::env::var("AGORA_GUESTS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wasm/wasm32-wasip2/release").into());
+    let dir = std::env::var("AGORA_GUESTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/wasm/wasm32-wasip2/release"
+        )
+        .into()
+    });
     let path = format!("{dir}/{}.wasm", name.replace('-', "_"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}; run `cargo xtask examples`"))
 }

@@ -10,8 +10,16 @@ use proptest::test_runner::RngSeed;
 use std::sync::OnceLock;
 
 fn config(cases: u32) -> ProptestConfig {
-    let seed = std::env::var("AGORA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xa60a);
-    ProptestConfig { cases, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..ProptestConfig::default() }
+    let seed = std::env::var("AGORA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xa60a);
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn saxpy() -> &'static [u8] {
@@ -48,7 +56,10 @@ proptest! {
 /// 5xx, and the books still balance afterwards.
 #[test]
 fn any_result_a_provider_sends_leaves_the_books_whole() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let m = runtime.block_on(TestMarket::sqlite());
     let (p, lease_id) = runtime.block_on(async {
         publish(&m, "props").await;
@@ -61,9 +72,18 @@ fn any_result_a_provider_sends_leaves_the_books_whole() {
     });
     let path = format!("/api/v1/leases/{lease_id}/result");
     let signed_report = {
-        let (p, lease_id) = (Keypair::from_file_json(&p.to_file_json()).unwrap(), lease_id.clone());
+        let (p, lease_id) = (
+            Keypair::from_file_json(&p.to_file_json()).unwrap(),
+            lease_id.clone(),
+        );
         let outcomes = agora_wire::api::RunOutcome::ALL;
-        let fields = (0..outcomes.len(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)), any::<bool>(), any::<u64>(), any::<u64>());
+        let fields = (
+            0..outcomes.len(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+        );
         fields.prop_map(move |(outcome, output, true_digest, fuel, gpu)| {
             let digest = output.as_ref().map(|o| if true_digest { agora_wire::digest_hex(o) } else { "ab".repeat(32) });
             let outcome = outcomes[outcome];
@@ -81,7 +101,8 @@ fn any_result_a_provider_sends_leaves_the_books_whole() {
     let mut runner = proptest::test_runner::TestRunner::new(config(64));
     runner
         .run(&bodies, |body| {
-            let (status, reply) = runtime.block_on(call_on(&m.state, "POST", &path, Some(body), Some(&p), None));
+            let (status, reply) =
+                runtime.block_on(call_on(&m.state, "POST", &path, Some(body), Some(&p), None));
             prop_assert!(!status.is_server_error(), "{status}: {reply}");
             Ok(())
         })

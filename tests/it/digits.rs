@@ -1,0 +1,388 @@
+//! Real work through the product: the digits examples (`examples/mlp`,
+//! `examples/digits-train`, `examples/digits-classify`) on the data set
+//! scikit-learn's wheel ships (`cargo xtask digits`).
+
+use super::lifecycle::setup_with;
+use super::*;
+use serde_json::Value;
+
+/// The prepared data (`cargo xtask digits`).
+fn digits() -> PathBuf {
+    let dir = std::env::var_os("AGORA_DIGITS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/digits"));
+    assert!(
+        dir.join("labels.txt").exists(),
+        "{} has no digits data: run `cargo xtask digits`",
+        dir.display()
+    );
+    dir
+}
+
+/// The trained network of a `digits-train` output.
+struct Model {
+    features: usize,
+    hidden: usize,
+    classes: usize,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+impl Model {
+    fn of(trained: &Value) -> Model {
+        let m = &trained["model"];
+        let floats = |k: &str| {
+            m[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let size = |k: &str| m[k].as_u64().unwrap() as usize;
+        Model {
+            features: size("features"),
+            hidden: size("hidden"),
+            classes: size("classes"),
+            w1: floats("w1"),
+            b1: floats("b1"),
+            w2: floats("w2"),
+            b2: floats("b2"),
+        }
+    }
+
+    /// The CPU reference: the class of one image.
+    fn classify(&self, x: &[f32]) -> usize {
+        let hidden: Vec<f64> = (0..self.hidden)
+            .map(|j| {
+                (x.iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f64 * self.w1[i * self.hidden + j] as f64)
+                    .sum::<f64>()
+                    + self.b1[j] as f64)
+                    .max(0.0)
+            })
+            .collect();
+        let scores: Vec<f64> = (0..self.classes)
+            .map(|k| {
+                hidden
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &a)| a * self.w2[j * self.classes + k] as f64)
+                    .sum::<f64>()
+                    + self.b2[k] as f64
+            })
+            .collect();
+        (0..self.classes).fold(0, |best, k| if scores[k] > scores[best] { k } else { best })
+    }
+}
+
+/// The held-out images of the prepared batches, in order.
+fn held_out_images(dir: &Path) -> Vec<Vec<f32>> {
+    let mut batches: Vec<PathBuf> = std::fs::read_dir(dir.join("batches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    batches.sort();
+    let mut images = Vec::new();
+    for batch in batches {
+        let bytes = std::fs::read(batch).unwrap();
+        let features = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let values: Vec<f32> = bytes[8..]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        images.extend(values.chunks(features).map(<[f32]>::to_vec));
+    }
+    images
+}
+
+fn labels(dir: &Path) -> Vec<usize> {
+    std::fs::read_to_string(dir.join("labels.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// `agora run` of the component `job` with the shared input `name=file`.
+fn run_local(job: &Path, shared: &str, input: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        job.to_str().unwrap(),
+        "--shared",
+        shared,
+        "-i",
+        input.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    agora(&args)
+}
+
+// A provider that claims an accuracy its weights do not reach, that returns
+// weights for another configuration, or that answers a class the network
+// does not give is refused by the job's own verify, which re-runs the
+// network on the CPU; the honest answer is accepted.
+#[test]
+fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
+    let data = digits();
+    let (train, classify) = (guest("digits-train"), guest("digits-classify"));
+    let dir = temp_dir("digits-verify");
+    let shared = format!("digits={}", data.join("digits.bin").display());
+    let config = dir.join("config.json");
+    std::fs::write(&config, r#"{"lr":0.3,"hidden":16,"epochs":2,"seed":7}"#).unwrap();
+    let honest = dir.join("trained.json");
+    let out = run_local(&train, &shared, &config, &["-o", honest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trained: Value = serde_json::from_slice(&std::fs::read(&honest).unwrap()).unwrap();
+    let verify = |output: &Path| {
+        run_local(
+            &train,
+            &shared,
+            &config,
+            &["--verify", output.to_str().unwrap()],
+        )
+        .status
+        .success()
+    };
+    assert!(verify(&honest), "the honest answer is accepted");
+
+    let doctored = |name: &str, change: &dyn Fn(&mut Value)| {
+        let mut value = trained.clone();
+        change(&mut value);
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
+        path
+    };
+    let held_out = trained["held_out"].as_u64().unwrap();
+    let boasted = doctored("boast.json", &|v| {
+        let correct = (v["correct"].as_u64().unwrap() + 20).min(held_out);
+        v["correct"] = correct.into();
+        v["accuracy"] = (correct as f64 / held_out as f64).into();
+    });
+    assert!(
+        !verify(&boasted),
+        "an accuracy the weights do not reach is refused"
+    );
+    let inconsistent = doctored("inconsistent.json", &|v| v["accuracy"] = 1.0.into());
+    assert!(
+        !verify(&inconsistent),
+        "an accuracy that is not correct / held_out is refused"
+    );
+    let other_config = doctored("other.json", &|v| v["config"]["lr"] = 0.5.into());
+    assert!(
+        !verify(&other_config),
+        "weights for another configuration are refused"
+    );
+    let zeroed = doctored("zeroed.json", &|v| {
+        let n = v["model"]["w2"].as_array().unwrap().len();
+        v["model"]["w2"] = vec![0.0; n].into();
+    });
+    assert!(
+        !verify(&zeroed),
+        "weights that do not classify as claimed are refused"
+    );
+
+    // Classify one batch with these weights; a changed answer is refused.
+    let model_shared = format!("model={}", honest.display());
+    let batch = data.join("batches/batch-000.bin");
+    let answers = dir.join("answers.txt");
+    let out = run_local(
+        &classify,
+        &model_shared,
+        &batch,
+        &["-o", answers.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&answers).unwrap();
+    let model = Model::of(&trained);
+    let reference: Vec<usize> = held_out_images(&data)
+        .iter()
+        .take(text.lines().count())
+        .map(|x| model.classify(x))
+        .collect();
+    let given: Vec<usize> = text.lines().map(|l| l.parse().unwrap()).collect();
+    let differ = given.iter().zip(&reference).filter(|(g, r)| g != r).count();
+    assert!(
+        given.len() == reference.len() && differ <= 1,
+        "the GPU's classes are the CPU reference's (a float tie at most): {given:?} {reference:?}"
+    );
+    let verify_answers = |path: &Path| {
+        run_local(
+            &classify,
+            &model_shared,
+            &batch,
+            &["--verify", path.to_str().unwrap()],
+        )
+        .status
+        .success()
+    };
+    assert!(verify_answers(&answers));
+    let mut wrong = given.clone();
+    wrong[0] = (wrong[0] + 1) % 10;
+    let wrong_file = dir.join("wrong.txt");
+    std::fs::write(
+        &wrong_file,
+        wrong.iter().map(|c| format!("{c}\n")).collect::<String>(),
+    )
+    .unwrap();
+    assert!(
+        !verify_answers(&wrong_file),
+        "a class the network does not give is refused"
+    );
+    let short_file = dir.join("short.txt");
+    std::fs::write(
+        &short_file,
+        given[1..]
+            .iter()
+            .map(|c| format!("{c}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    assert!(!verify_answers(&short_file), "a missing answer is refused");
+}
+
+// The worked example of the README: the data set goes up once as a shared
+// input, a sweep of eight configurations trains on two providers' GPUs
+// (each result checked by the job's verify), the best reaches 0.9 on the
+// held-out digits, and a second job classifies the held-out folder with it,
+// one unit a batch, joined by `agora result --join` into one file that
+// matches the CPU reference.
+#[test]
+fn a_training_sweep_on_two_providers_then_batch_inference_with_the_best() {
+    let data = digits();
+    let market = Market::start("digits-sweep");
+    let buyer = setup_with(&market, "digits-train");
+    let classify = guest("digits-classify");
+    let out = market.agora(&[
+        "publish",
+        classify.to_str().unwrap(),
+        "--name",
+        "digits-classify",
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let operator = market.home.join("operator.json");
+    assert!(
+        market
+            .agora(&["--key", operator.to_str().unwrap(), "mint", &buyer, "30000"])
+            .status
+            .success()
+    );
+    let (_h1, _h2) = (
+        market.host("provider-1", &[]),
+        market.host("provider-2", &[]),
+    );
+
+    let sweep_dir = market.home.join("sweep");
+    let shared = format!("digits={}", data.join("digits.bin").display());
+    let out = market.agora(&[
+        "submit",
+        "digits-train",
+        "--shared",
+        &shared,
+        "--sweep",
+        "lr=0.1,0.4",
+        "--sweep",
+        "hidden=32,64",
+        "--sweep",
+        "epochs=3,6",
+        "--max-price",
+        "16000",
+        "--wait",
+        "-o",
+        sweep_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let mut results: Vec<Value> = (0..8)
+        .map(|i| {
+            serde_json::from_slice(&std::fs::read(sweep_dir.join(format!("unit-{i}.out"))).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let configs: std::collections::BTreeSet<String> =
+        results.iter().map(|r| r["config"].to_string()).collect();
+    assert_eq!(
+        configs.len(),
+        8,
+        "every configuration trained once: {configs:?}"
+    );
+    let images = held_out_images(&data);
+    let truth = labels(&data);
+    for r in &results {
+        let model = Model::of(r);
+        assert_eq!(model.features, 64);
+        let cpu_correct = images
+            .iter()
+            .zip(&truth)
+            .filter(|&(x, &label)| model.classify(x) == label)
+            .count() as i64;
+        let claimed = r["correct"].as_i64().unwrap();
+        assert!(
+            (cpu_correct - claimed).abs() <= 2,
+            "{}: claims {claimed}, the CPU finds {cpu_correct}",
+            r["config"]
+        );
+    }
+    results.sort_by(|a, b| {
+        b["accuracy"]
+            .as_f64()
+            .partial_cmp(&a["accuracy"].as_f64())
+            .unwrap()
+    });
+    let best = &results[0];
+    let accuracy = best["accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy >= 0.9,
+        "the best configuration {} reaches {accuracy}",
+        best["config"]
+    );
+
+    let best_file = market.home.join("best.json");
+    std::fs::write(&best_file, serde_json::to_vec(best).unwrap()).unwrap();
+    let model_shared = format!("model={}", best_file.display());
+    let out = market.agora(&[
+        "submit",
+        "digits-classify",
+        "--shared",
+        &model_shared,
+        "--inputs",
+        data.join("batches").to_str().unwrap(),
+        "--max-price",
+        "18000",
+        "--wait",
+    ]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let job = stdout(&out).lines().next().unwrap().trim().to_string();
+    let joined = market.home.join("answers.txt");
+    let out = market.agora(&["result", &job, "--join", joined.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answers: Vec<usize> = std::fs::read_to_string(&joined)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(
+        answers.len(),
+        truth.len(),
+        "one answer per held-out digit, in order"
+    );
+    let model = Model::of(best);
+    let differ = images
+        .iter()
+        .zip(&answers)
+        .filter(|&(x, &a)| model.classify(x) != a)
+        .count();
+    assert!(
+        differ <= 2,
+        "{differ} answers differ from the CPU reference (only float ties may)"
+    );
+    let right = answers.iter().zip(&truth).filter(|(a, t)| a == t).count();
+    assert!(
+        right as f64 / truth.len() as f64 >= 0.9,
+        "{right} of {} right",
+        truth.len()
+    );
+}
