@@ -315,6 +315,9 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
                 return Err(e.into());
             }
             say(&bar, format!("lost the event stream ({e}); reconnecting"));
+        }
+        // A stream that ended early (or broke) is asked for again, not at once.
+        if last.as_ref().is_none_or(|j| j.state == JobState::Running) {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
@@ -587,27 +590,48 @@ pub fn result(args: ResultArgs, client_args: &ClientArgs) -> Result<()> {
 /// and renamed into place once whole, so a failed join leaves no partial
 /// file under the name.
 fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
-    let partial = file.with_extension("partial");
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} names no file", file.display()))?;
+    let partial = file.with_file_name(format!(
+        ".{}.{}.partial",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // A file of our own: never one planted at that name, never another join's.
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial);
     let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?,
+        created.with_context(|| format!("creating {}", partial.display()))?,
     );
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} outputs joined")
             .expect("valid template"),
     );
+    let mut next = 0u64;
     let joined = each_page(client, id, |page| {
         bar.set_length(page.unit_counts.total as u64);
         for u in &page.units {
+            // Every unit once, in order: a listing that skips one is not the job's output.
+            if u.index as u64 != next {
+                bail!("the market listed unit {} where unit {next} was due; nothing was joined", u.index);
+            }
             if u.state != UnitState::Verified {
                 bail!("unit {} is {:?}: --join needs every unit's output (agora result -o DIR writes those there are)", u.index, u.state);
             }
             out.write_all(&verified_output(client, id, u)?)?;
+            next += 1;
             bar.inc(1);
         }
         Ok(())
     })
-    .and_then(|_| Ok(out.into_inner().map_err(|e| e.into_error())?.sync_all()?));
+    .and_then(|last| match next == last.unit_counts.total as u64 {
+        true => Ok(()),
+        false => bail!("the market listed {next} of the job's {} units; nothing was joined", last.unit_counts.total),
+    })
+    .and_then(|()| Ok(out.into_inner().map_err(|e| e.into_error())?.sync_all()?));
     bar.finish_and_clear();
     if let Err(e) = joined {
         let _ = std::fs::remove_file(&partial);
@@ -615,7 +639,7 @@ fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
     }
     std::fs::rename(&partial, file)
         .with_context(|| format!("renaming {} to {}", partial.display(), file.display()))?;
-    eprintln!("joined {} outputs into {}", bar.position(), file.display());
+    eprintln!("joined {next} outputs into {}", file.display());
     Ok(())
 }
 

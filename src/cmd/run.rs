@@ -26,7 +26,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME=FILE")]
     shared: Vec<String>,
     /// Instead of `run`, call the job's `verify` on the input and this
-    /// output file; exits 0 when it accepts.
+    /// output file, under the limits the market would give it (a quarter of
+    /// the run's fuel and time); exits 0 when it accepts.
     #[arg(long, value_name = "OUTPUT_FILE", conflicts_with = "output")]
     verify: Option<PathBuf>,
     /// A limit, as `-W NAME=VALUE`: fuel=N, max-memory-size=BYTES,
@@ -79,6 +80,20 @@ pub fn parse_limits(options: &[String]) -> Result<Limits> {
     }
     limits.check().map_err(|e| anyhow::anyhow!(e))?;
     Ok(limits)
+}
+
+/// The limits the market verifies a result of a run under `limits` with
+/// (a share of its fuel and time): a verify that passes here passes there.
+fn verify_limits(limits: &Limits) -> Limits {
+    let timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
+    let share =
+        agora_market::verify::VerifyLimits::for_run(limits.fuel, limits.memory_bytes, timeout_ms);
+    Limits {
+        fuel: share.fuel,
+        memory_bytes: share.memory_bytes,
+        timeout: Duration::from_millis(share.timeout_ms),
+        ..limits.clone()
+    }
 }
 
 /// `--shared NAME=FILE` options, each file read and hashed.
@@ -152,7 +167,8 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
     spinner.set_message(running.clone());
     let (report, output) = match &expected {
         Some(out) => {
-            let (report, answer) = pool.verify_shared(&component, &input, out, &shared, &limits);
+            let (report, answer) =
+                pool.verify_shared(&component, &input, out, &shared, &verify_limits(&limits));
             (
                 report,
                 answer.map(|ok| {

@@ -6,7 +6,8 @@
 //! - contribution: a tab on /contribute leases units of a job submitted
 //!   from the CLI, returns signed results the market verifies (the
 //!   package's `verify`) and settles, and its balance rises; an operator's
-//!   canary among its first leases is answered right.
+//!   canary among its first leases is answered right; a job's shared input
+//!   (a trained network) reaches the tab's worker through `data.shared`.
 
 use super::*;
 use agora_host::{GpuChoice, Limits, Runtime, RuntimeConfig, gpu::GpuQuota};
@@ -500,4 +501,101 @@ fn a_browser_tab_earns_credits_for_real_units() {
         .find(|p| p["id"] == provider.as_str())
         .expect("the tab is listed");
     assert!(tab["reputation"].as_f64().unwrap() > 0.5, "{tab}");
+}
+
+// A tab takes units of a job with a shared input: digits-classify with a
+// network trained by `agora run` as the shared input `model`. The page
+// fetches the model once (checked against its digest) and hands it to the
+// worker, whose `data.shared` serves it; the market verifies each answer
+// (the package's `verify` re-runs the network) and the joined answers are
+// the CPU reference's.
+#[test]
+fn a_browser_tab_runs_units_that_read_a_shared_input() {
+    use super::digits::{Model, digits, held_out_images, run_local};
+    let data = digits();
+    let market = web_market("browser-shared");
+    publish(&market, "digits-classify");
+    let model = market.home.join("model.json");
+    let config = market.home.join("config.json");
+    std::fs::write(&config, r#"{"lr":0.4,"hidden":32,"epochs":3}"#).unwrap();
+    let shared = format!("digits={}", data.join("digits.bin").display());
+    let trained = run_local(
+        &guest("digits-train"),
+        &shared,
+        &config,
+        &["-o", model.to_str().unwrap()],
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let operator = market.home.join("operator.json");
+    let buyer = stdout(&market.agora(&["keys", "show"])).trim().to_string();
+    assert!(
+        market
+            .agora(&["--key", operator.to_str().unwrap(), "mint", &buyer, "5000"])
+            .status
+            .success()
+    );
+    let batches = data.join("batches");
+    let (first, second) = (batches.join("batch-000.bin"), batches.join("batch-001.bin"));
+    let model_shared = format!("model={}", model.display());
+    let out = market.agora(&[
+        "submit",
+        "digits-classify",
+        "--shared",
+        &model_shared,
+        "--input",
+        first.to_str().unwrap(),
+        "--input",
+        second.to_str().unwrap(),
+        "--max-price",
+        "400",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = stdout(&out).lines().last().unwrap().trim().to_string();
+
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web/screenshots/shared");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = Command::new("node")
+        .arg(e2e_dir().join("contribute.mjs"))
+        .args([&market.url, shots.to_str().unwrap(), "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let lines: Vec<String> = std::io::BufReader::new(node.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        node.wait().unwrap().success(),
+        "the contribution failed: {lines:?}"
+    );
+
+    let status = stdout(&market.agora(&["status", &job]));
+    assert!(
+        status.contains("(Done)") && units_in(&status, "verified") == 2,
+        "{status}"
+    );
+    let joined = market.home.join("answers.txt");
+    let out = market.agora(&["result", &job, "--join", joined.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answers: Vec<usize> = std::fs::read_to_string(&joined)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let model = Model::of(&serde_json::from_slice(&std::fs::read(&model).unwrap()).unwrap());
+    let images = held_out_images(&data);
+    assert!(
+        answers.len() > 40 && answers.len() <= images.len(),
+        "two batches' answers: {}",
+        answers.len()
+    );
+    let differ = images
+        .iter()
+        .zip(&answers)
+        .filter(|&(x, &a)| model.classify(x) != a)
+        .count();
+    assert!(
+        differ <= 1,
+        "{differ} of the tab's answers differ from the CPU reference (a float tie at most)"
+    );
 }

@@ -4,10 +4,11 @@
 
 use super::lifecycle::setup_with;
 use super::*;
+use base64::Engine as _;
 use serde_json::Value;
 
 /// The prepared data (`cargo xtask digits`).
-fn digits() -> PathBuf {
+pub(super) fn digits() -> PathBuf {
     let dir = std::env::var_os("AGORA_DIGITS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/digits"));
@@ -20,7 +21,7 @@ fn digits() -> PathBuf {
 }
 
 /// The trained network of a `digits-train` output.
-struct Model {
+pub(super) struct Model {
     features: usize,
     hidden: usize,
     classes: usize,
@@ -31,7 +32,7 @@ struct Model {
 }
 
 impl Model {
-    fn of(trained: &Value) -> Model {
+    pub(super) fn of(trained: &Value) -> Model {
         let m = &trained["model"];
         let floats = |k: &str| {
             m[k].as_array()
@@ -53,7 +54,7 @@ impl Model {
     }
 
     /// The CPU reference: the class of one image.
-    fn classify(&self, x: &[f32]) -> usize {
+    pub(super) fn classify(&self, x: &[f32]) -> usize {
         let hidden: Vec<f64> = (0..self.hidden)
             .map(|j| {
                 (x.iter()
@@ -79,7 +80,7 @@ impl Model {
 }
 
 /// The held-out images of the prepared batches, in order.
-fn held_out_images(dir: &Path) -> Vec<Vec<f32>> {
+pub(super) fn held_out_images(dir: &Path) -> Vec<Vec<f32>> {
     let mut batches: Vec<PathBuf> = std::fs::read_dir(dir.join("batches"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -107,7 +108,7 @@ fn labels(dir: &Path) -> Vec<usize> {
 }
 
 /// `agora run` of the component `job` with the shared input `name=file`.
-fn run_local(job: &Path, shared: &str, input: &Path, extra: &[&str]) -> Output {
+pub(super) fn run_local(job: &Path, shared: &str, input: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "run",
         job.to_str().unwrap(),
@@ -120,10 +121,14 @@ fn run_local(job: &Path, shared: &str, input: &Path, extra: &[&str]) -> Output {
     agora(&args)
 }
 
-// A provider that claims an accuracy its weights do not reach, that returns
-// weights for another configuration, or that answers a class the network
-// does not give is refused by the job's own verify, which re-runs the
-// network on the CPU; the honest answer is accepted.
+// A provider is paid only for training it did and accuracy its weights
+// reach. The job's verify replays epochs on the CPU and re-classifies the
+// held-out digits: a boasted or inconsistent accuracy, the weights of
+// another configuration, weights changed after training (with their own
+// accuracy reported honestly), a skipped last epoch, a doctored checkpoint
+// are each refused; the honest answer is accepted. For classify, a class
+// the network does not give, a missing answer, an answer not written as
+// the job writes it are refused.
 #[test]
 fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
     let data = digits();
@@ -155,34 +160,90 @@ fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
         std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
         path
     };
+    let (images, truth) = (held_out_images(&data), labels(&data));
+    // Report a model's own accuracy, as an honest provider would.
+    let report_honestly = |v: &mut Value| {
+        let model = Model::of(v);
+        let correct = images
+            .iter()
+            .zip(&truth)
+            .filter(|&(x, &label)| model.classify(x) == label)
+            .count();
+        v["correct"] = correct.into();
+        v["accuracy"] = (correct as f64 / truth.len() as f64).into();
+    };
+    let checkpoint = |v: &Value| -> Vec<f32> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["checkpoints"][0].as_str().unwrap())
+            .unwrap();
+        bytes
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
     let held_out = trained["held_out"].as_u64().unwrap();
-    let boasted = doctored("boast.json", &|v| {
+    let boast = |v: &mut Value| {
         let correct = (v["correct"].as_u64().unwrap() + 20).min(held_out);
         v["correct"] = correct.into();
         v["accuracy"] = (correct as f64 / held_out as f64).into();
-    });
-    assert!(
-        !verify(&boasted),
-        "an accuracy the weights do not reach is refused"
-    );
-    let inconsistent = doctored("inconsistent.json", &|v| v["accuracy"] = 1.0.into());
-    assert!(
-        !verify(&inconsistent),
-        "an accuracy that is not correct / held_out is refused"
-    );
-    let other_config = doctored("other.json", &|v| v["config"]["lr"] = 0.5.into());
-    assert!(
-        !verify(&other_config),
-        "weights for another configuration are refused"
-    );
-    let zeroed = doctored("zeroed.json", &|v| {
-        let n = v["model"]["w2"].as_array().unwrap().len();
-        v["model"]["w2"] = vec![0.0; n].into();
-    });
-    assert!(
-        !verify(&zeroed),
-        "weights that do not classify as claimed are refused"
-    );
+    };
+    let beyond = |v: &mut Value| {
+        v["correct"] = (held_out + 1).into();
+        v["accuracy"] = ((held_out + 1) as f64 / held_out as f64).into();
+    };
+    let changed = |v: &mut Value| {
+        let w2: Vec<f64> = v["model"]["w2"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_f64().unwrap() * 1.5)
+            .collect();
+        v["model"]["w2"] = w2.into();
+        report_honestly(v);
+    };
+    let skipped = |v: &mut Value| {
+        // The weights after the first epoch, returned as the last.
+        let w = checkpoint(v);
+        let (f, h, c) = (64, 16, 10);
+        v["model"]["w1"] = w[..f * h].into();
+        v["model"]["b1"] = w[f * h..f * h + h].into();
+        v["model"]["w2"] = w[f * h + h..f * h + h + h * c].into();
+        v["model"]["b2"] = w[f * h + h + h * c..].into();
+        report_honestly(v);
+    };
+    let halved_checkpoint = |v: &mut Value| {
+        let halved: Vec<u8> = checkpoint(v)
+            .iter()
+            .flat_map(|w| (w * 0.5).to_le_bytes())
+            .collect();
+        v["checkpoints"][0] = base64::engine::general_purpose::STANDARD
+            .encode(halved)
+            .into();
+    };
+    let cases: [(&str, &dyn Fn(&mut Value), &str); 7] = [
+        ("boast.json", &boast, "an accuracy the weights do not reach"),
+        (
+            "inconsistent.json",
+            &|v| v["accuracy"] = 1.0.into(),
+            "an accuracy that is not correct / held_out",
+        ),
+        ("beyond.json", &beyond, "more right than there are rows"),
+        (
+            "other.json",
+            &|v| v["config"]["lr"] = 0.5.into(),
+            "another configuration",
+        ),
+        ("changed.json", &changed, "weights changed after training"),
+        ("skipped.json", &skipped, "a skipped last epoch"),
+        (
+            "checkpoint.json",
+            &halved_checkpoint,
+            "a doctored checkpoint",
+        ),
+    ];
+    for (name, change, what) in cases {
+        assert!(!verify(&doctored(name, change)), "{what} is refused");
+    }
 
     // Classify one batch with these weights; a changed answer is refused.
     let model_shared = format!("model={}", honest.display());
@@ -241,6 +302,16 @@ fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
     )
     .unwrap();
     assert!(!verify_answers(&short_file), "a missing answer is refused");
+    let padded_file = dir.join("padded.txt");
+    std::fs::write(
+        &padded_file,
+        given.iter().map(|c| format!("0{c}\n")).collect::<String>(),
+    )
+    .unwrap();
+    assert!(
+        !verify_answers(&padded_file),
+        "an answer not written as the job writes it is refused"
+    );
 }
 
 // The worked example of the README: the data set goes up once as a shared

@@ -454,12 +454,14 @@ function wasi() {
 
 // ------------------------------------------------------------ running a unit
 
-function agoraImports() {
+function agoraImports(shared) {
   const imports = {};
   // Every 0.1.x of the contract: 0.1.1 only added `data.shared`.
   const add = (name, value) => { for (const v of ['', '@0.1.0', '@0.1.1']) imports[`${name}${v}`] = value; };
-  // The market leases a tab no job with shared inputs: none is ever here.
-  add('agora:compute/data', { Blob, shared: () => undefined });
+  // A shared input is outside the job's blob quota, like on a native host;
+  // every handle reads the same bytes (blobs are immutable).
+  const sharedInput = (name) => (Object.prototype.hasOwnProperty.call(shared, name) ? new Blob(shared[name]) : undefined);
+  add('agora:compute/data', { Blob, shared: sharedInput });
   add('agora:compute/gpu', { Buffer, Shader, dispatch, info: () => (gpu ? gpu.info : undefined) });
   add('agora:compute/kernels', kernels);
   add('agora:compute/progress', progress);
@@ -496,7 +498,7 @@ async function runUnit(msg) {
     const bundle = await loadBundle(msg.bundle, msg.entry);
     const instance = await bundle.instantiate(
       (path) => WebAssembly.compileStreaming(fetch(new URL(path, msg.bundle))),
-      { ...w.imports, ...agoraImports() },
+      { ...w.imports, ...agoraImports(msg.shared || {}) },
     );
     const input = new Blob(new Uint8Array(msg.input));
     let output;

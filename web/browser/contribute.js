@@ -61,13 +61,16 @@ export async function adapterInfo() {
 }
 
 /**
- * Run one unit. `limits`: {timeoutMs, outputBytes, blobBytes, gpuBufferBytes,
+ * Run one unit, with its job's shared inputs (an object of name to
+ * Uint8Array). `limits`: {timeoutMs, outputBytes, blobBytes, gpuBufferBytes,
  * gpuDispatches, gpuTimeMs}. `onEvent` gets progress and log messages.
  * Answers {ok, output: Uint8Array | null, error, report}.
  */
-export async function runUnit(bundle, entry, input, limits, onEvent) {
+export async function runUnit(bundle, entry, input, shared, limits, onEvent) {
   const copy = input.slice().buffer;
-  const answer = await ask({ type: 'run', bundle, entry, input: copy, limits }, onEvent, limits.timeoutMs);
+  // The job's shared inputs (name -> Uint8Array) are copied into the
+  // worker: the page keeps its own for the job's next unit.
+  const answer = await ask({ type: 'run', bundle, entry, input: copy, shared, limits }, onEvent, limits.timeoutMs);
   return {
     ok: !!answer.ok,
     output: answer.output ? new Uint8Array(answer.output) : null,

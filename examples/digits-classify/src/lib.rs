@@ -78,10 +78,11 @@ impl Verify for DigitsClassify {
         let Ok(rows) = batch_rows(&input, &model) else { return false };
         let (Ok(x), Ok(answers)) = (input.read_slice::<f32>(8, (rows * model.features) as usize), output.bytes()) else { return false };
         let Ok(text) = String::from_utf8(answers) else { return false };
-        let classes: Vec<Option<usize>> = text.lines().map(|l| l.parse().ok()).collect();
+        let Some(body) = text.strip_suffix('\n') else { return false };
+        // Exactly as `run` writes them: a class in decimal a line, nothing else.
+        let classes: Vec<Option<usize>> = body.split('\n').map(|l| l.parse::<usize>().ok().filter(|c| c.to_string() == l)).collect();
         classes.len() == rows as usize
-            && text.ends_with('\n')
-            && x.chunks_exact(model.features as usize).zip(&classes).all(|(row, class)| class.is_some_and(|c| is_plausible_class(&model.logits(row), c)))
+            && x.chunks_exact(model.features as usize).zip(&classes).all(|(row, class)| class.is_some_and(|c| is_plausible_class(&model.scores(row), c)))
     }
 }
 

@@ -4,24 +4,40 @@
 //! Shared input `digits`: the data set (`examples/mlp/prepare_digits.py`).
 //! Input: the configuration as JSON, as `agora submit --sweep` makes it:
 //! `{"lr":0.1,"hidden":64,"epochs":8,"seed":1,"batch":32}` (seed and
-//! batch optional). Output: the configuration, the trained weights and the
-//! accuracy measured on the held-out rows, as JSON ([`Trained`]).
+//! batch optional). Output: the configuration, the trained weights, the
+//! weights after each earlier epoch, and the accuracy measured on the
+//! held-out rows, as JSON ([`Trained`]).
 //!
-//! `verify` re-evaluates the returned weights on the held-out rows on the
-//! CPU and checks the claimed accuracy: float rounding between GPUs moves
-//! it by a row or two at most, a claim the weights do not reach is refused.
+//! `verify` takes nothing on trust. The training procedure is fixed
+//! (`mlp::train`): the first weights follow from the seed, each epoch's
+//! order of rows too. So `verify` replays on the CPU the last epoch and one
+//! other chosen at random, each from the weights the provider says it
+//! started that epoch with, and compares: weights that no honest training
+//! of this configuration gives are refused outright, and a provider that
+//! skips epochs is caught with a chance of one in the number of epochs for
+//! each it skipped. It then checks the claimed held-out accuracy against
+//! the CPU's classification of the returned weights (a near-tie may go
+//! either way on a GPU; nothing else may).
 
 use agora_guest::prelude::*;
+use base64::Engine as _;
 use mlp::dataset::Dataset;
 use mlp::model::{Model, argmax};
 use mlp::net::{Net, Shaders, Trainer};
+use mlp::train::{Orders, cpu_epoch, initial_weights};
 use serde::{Deserialize, Serialize};
+use std::hash::{BuildHasher, Hasher, RandomState};
 
-/// Held-out rows whose class may flip between a GPU and the CPU check (two
-/// near-equal scores summed in another order).
-const ROUNDING_FLIPS: u32 = 2;
-const MAX_EPOCHS: u32 = 200;
+/// Most epochs a configuration asks for: bounds the output (the weights
+/// after every epoch).
+const MAX_EPOCHS: u32 = 50;
 const MAX_BATCH: u32 = 1024;
+/// How far an epoch replayed on the CPU may land from the provider's, as a
+/// share of how far that epoch moved the weights. An honest GPU epoch lands
+/// within about 3e-6 of the replay (lavapipe, `agora run --verify`), float
+/// rounding and the ReLUs it flips included; skipping one batch in forty
+/// moves it by about 2e-2.
+const EPOCH_TOLERANCE: f64 = 1e-3;
 
 /// One configuration of the sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,7 +88,11 @@ pub struct Trained {
     pub accuracy: f64,
     pub correct: u32,
     pub held_out: u32,
+    /// The weights after the last epoch.
     pub model: Model,
+    /// The weights after each earlier epoch (1 .. epochs - 1), as base64 of
+    /// [`Model::to_le_bytes`]: what `verify` replays epochs from.
+    pub checkpoints: Vec<String>,
 }
 
 struct DigitsTrain;
@@ -86,35 +106,38 @@ impl Job for DigitsTrain {
             return Err(Error::msg(format!("batch {} is larger than the {} training rows", config.batch, data.train_count)));
         }
         let shaders = Shaders::new()?;
-        let net = Net::init(data.features, config.hidden, data.classes, config.seed)?;
-        train(&net, &shaders, &data, &config)?;
+        let net = Net::from_model(&initial_weights(data.features, config.hidden, data.classes, config.seed))?;
+        let checkpoints = train(&net, &shaders, &data, &config)?;
+        let model = net.to_model()?;
+        // Training that diverged fails here, once, rather than in every verify.
+        model.check().map_err(|e| Error::msg(format!("training diverged: {e}")))?;
         let (correct, held_out) = evaluate(&net, &shaders, &data)?;
         let accuracy = correct as f64 / held_out as f64;
         info!("lr {} hidden {} epochs {}: {correct} of {held_out} held-out digits right ({:.3})", config.lr, config.hidden, config.epochs, accuracy);
-        let trained = Trained { config, accuracy, correct, held_out, model: net.to_model()? };
+        let trained = Trained { config, accuracy, correct, held_out, model, checkpoints };
         Ok(serde_json::to_vec(&trained).map_err(|e| Error::msg(e.to_string()))?.into())
     }
 }
 
-/// Minibatch SGD: each epoch visits the training rows in an order shuffled
-/// from the seed, in whole batches.
-fn train(net: &Net, shaders: &Shaders, data: &Dataset, config: &Config) -> Result<()> {
+/// Minibatch SGD on the GPU, epoch by epoch in the orders of
+/// [`Orders`]; the weights after each epoch but the last, in base64.
+fn train(net: &Net, shaders: &Shaders, data: &Dataset, config: &Config) -> Result<Vec<String>> {
     let x = Buffer::from_input(&data.input, data.train_x_offset(), 4 * (data.train_count * data.features) as u64, Usage::STORAGE)?;
     let y = Buffer::from_input(&data.input, data.train_y_offset(), 4 * data.train_count as u64, Usage::STORAGE)?;
     let trainer = Trainer::new(net, shaders, x, y, config.batch)?;
-    let mut rng = agora_kernels::rng::Rng::new(config.seed ^ 0x5eed_0f_5eed);
-    let mut order: Vec<u32> = (0..data.train_count).collect();
-    let batches = data.train_count / config.batch;
+    let mut orders = Orders::new(config.seed, data.train_count);
+    let batches = (data.train_count / config.batch) as u64;
+    let mut checkpoints = Vec::new();
     for epoch in 0..config.epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.range(0, i as u32) as usize);
-        }
-        for rows in order.chunks_exact(config.batch as usize) {
+        for rows in orders.next_epoch().chunks_exact(config.batch as usize) {
             trainer.step(rows, config.lr)?;
         }
-        agora_guest::log::report_progress((epoch + 1) as u64 * batches as u64, config.epochs as u64 * batches as u64);
+        if epoch + 1 < config.epochs {
+            checkpoints.push(base64::engine::general_purpose::STANDARD.encode(net.to_model()?.to_le_bytes()));
+        }
+        agora_guest::log::report_progress((epoch + 1) as u64 * batches, config.epochs as u64 * batches);
     }
-    Ok(())
+    Ok(checkpoints)
 }
 
 /// Held-out rows the GPU classifies right, and how many there are.
@@ -135,18 +158,63 @@ impl Verify for DigitsTrain {
     fn verify(input: Input, output: Input) -> bool {
         let (Ok(config), Ok(bytes), Ok(data)) = (Config::parse(&input), output.bytes(), Dataset::open()) else { return false };
         let Ok(trained) = serde_json::from_slice::<Trained>(&bytes) else { return false };
-        let model = &trained.model;
-        let shaped = model.check().is_ok()
-            && (model.features, model.hidden, model.classes) == (data.features, config.hidden, data.classes)
-            && trained.config == config
-            && trained.held_out == data.test_count
-            && (trained.accuracy - trained.correct as f64 / trained.held_out as f64).abs() < 1e-9;
-        if !shaped {
-            return false;
+        let Some(states) = states(&trained, &config, &data) else { return false };
+        let (Ok((x, y)), Ok((test_x, test_y))) = (data.train_set(), data.test_set()) else { return false };
+        // The last epoch always (the weights returned are its), one other at random.
+        let last = config.epochs - 1;
+        let epochs = [last, random_below(config.epochs)];
+        let mut orders = Orders::new(config.seed, data.train_count);
+        for epoch in 0..=last {
+            let order = orders.next_epoch();
+            if epochs.contains(&epoch) && !epoch_replays(&states[epoch as usize], &states[epoch as usize + 1], &x, &y, order, &config) {
+                return false;
+            }
         }
-        let Ok((x, labels)) = data.test_set() else { return false };
-        model.correct(&x, &labels).abs_diff(trained.correct) <= ROUNDING_FLIPS
+        let (surely, maybe) = trained.model.correct_range(&test_x, &test_y);
+        (surely..=maybe).contains(&trained.correct)
     }
+}
+
+/// The weights before each epoch and after the last (epochs + 1 of them),
+/// when the output is shaped as this configuration's on this data set and
+/// its numbers agree with each other.
+fn states(trained: &Trained, config: &Config, data: &Dataset) -> Option<Vec<Model>> {
+    let model = &trained.model;
+    let consistent = model.check().is_ok()
+        && (model.features, model.hidden, model.classes) == (data.features, config.hidden, data.classes)
+        && trained.config == *config
+        && trained.held_out == data.test_count
+        && trained.correct <= trained.held_out
+        && (trained.accuracy - trained.correct as f64 / trained.held_out as f64).abs() < 1e-9
+        && trained.checkpoints.len() == config.epochs as usize - 1;
+    if !consistent {
+        return None;
+    }
+    let mut states = vec![initial_weights(data.features, config.hidden, data.classes, config.seed)];
+    for checkpoint in &trained.checkpoints {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(checkpoint).ok()?;
+        states.push(model.with_le_bytes(&bytes).ok()?);
+    }
+    states.push(model.clone());
+    Some(states)
+}
+
+/// Whether one epoch from `before`, replayed on the CPU, lands where the
+/// provider says it did (`after`), within [`EPOCH_TOLERANCE`] of the
+/// epoch's own step.
+fn epoch_replays(before: &Model, after: &Model, x: &[f32], y: &[u32], order: &[u32], config: &Config) -> bool {
+    let mut replayed = before.clone();
+    cpu_epoch(&mut replayed, x, y, order, config.batch, config.lr);
+    let step = before.distance(&replayed);
+    replayed.distance(after) <= EPOCH_TOLERANCE * step + 1e-6
+}
+
+/// A number in 0..n from the host's randomness (a provider cannot guess
+/// which epoch is replayed).
+fn random_below(n: u32) -> u32 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(n);
+    (hasher.finish() % n as u64) as u32
 }
 
 agora_guest::export_job!(DigitsTrain, verify);

@@ -41,9 +41,12 @@ impl Dataset {
         let (train_count, test_count, features, classes) = (h[0], h[1], h[2], h[3]);
         let rows = train_count as u64 + test_count as u64;
         let want = HEADER_BYTES + 4 * rows * (features as u64 + 1);
-        if input.len() as u64 != want || train_count == 0 || test_count == 0 || features == 0 || !(2..=1024).contains(&classes) {
+        let shaped = train_count > 0 && test_count > 0 && (1..=crate::MAX_FEATURES).contains(&features) && (2..=crate::MAX_CLASSES).contains(&classes);
+        if input.len() as u64 != want || !shaped {
             return Err(Error::msg(format!(
-                "a data set of {train_count}+{test_count} rows of {features} features, {classes} classes is {want} bytes, not {}",
+                "a data set of {train_count}+{test_count} rows of {features} features (1..={}), {classes} classes (2..={}) is {want} bytes, not {}",
+                crate::MAX_FEATURES,
+                crate::MAX_CLASSES,
                 input.len()
             )));
         }
@@ -64,6 +67,13 @@ impl Dataset {
 
     pub fn test_y_offset(&self) -> u64 {
         self.train_y_offset() + 4 * self.train_count as u64
+    }
+
+    /// The training images and labels, in guest memory (for the CPU replay).
+    pub fn train_set(&self) -> Result<(Vec<f32>, Vec<u32>)> {
+        let x = self.input.read_slice::<f32>(self.train_x_offset(), (self.train_count * self.features) as usize)?;
+        let y = self.input.read_slice::<u32>(self.train_y_offset(), self.train_count as usize)?;
+        Ok((x, y))
     }
 
     /// The held-out images and labels, in guest memory (for the CPU check).

@@ -176,25 +176,6 @@ pub struct Net {
 }
 
 impl Net {
-    /// Weights drawn uniformly within the Glorot bound from `seed`; biases zero.
-    pub fn init(features: u32, hidden: u32, classes: u32, seed: u64) -> Result<Net> {
-        let mut rng = agora_kernels::rng::Rng::new(seed);
-        let mut glorot = |fan_in: u32, fan_out: u32| {
-            let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
-            let values: Vec<f32> = (0..fan_in * fan_out).map(|_| rng.f32() * bound).collect();
-            Buffer::from_slice(&values)
-        };
-        Ok(Net {
-            features,
-            hidden,
-            classes,
-            w1: glorot(features, hidden)?,
-            b1: floats(hidden)?,
-            w2: glorot(hidden, classes)?,
-            b2: floats(classes)?,
-        })
-    }
-
     /// A checked model's weights, on the GPU.
     pub fn from_model(model: &Model) -> Result<Net> {
         Ok(Net {

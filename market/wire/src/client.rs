@@ -84,12 +84,13 @@ impl ClientError {
 
     /// Whether asking again may succeed: the market could not be reached
     /// or cut the answer off, or answered that it (or the balancer in
-    /// front of it) is busy or failing for now (429, 5xx). A refusal of
-    /// the request itself (4xx) is not.
+    /// front of it) is busy or unreachable for now (429, 502, 503, 504). A
+    /// refusal of the request itself (4xx) or a failure of the market's
+    /// own (500) is not.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport { .. } | ClientError::Decode(_) => true,
-            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            ClientError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             _ => false,
         }
     }

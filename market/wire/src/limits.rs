@@ -21,6 +21,10 @@ pub const MAX_UNIT_MEMORY_BYTES: u64 = 4 << 30;
 /// them in memory while it runs the job's units (its memory wall counts
 /// them), so they are far below a blob's own bound.
 pub const MAX_SHARED_INPUT_BYTES: u64 = 4 << 30;
+/// Most bytes of shared inputs a job may have for a browser tab to take its
+/// units: a tab holds them in its memory and copies them into its worker
+/// for each unit, far below what a native host's worker can hold.
+pub const MAX_BROWSER_SHARED_BYTES: u64 = 256 << 20;
 /// Highest price a provider may ask, per billion fuel, per GPU second or
 /// per wall second.
 pub const MAX_ASK: u64 = 1_000_000;

@@ -135,6 +135,7 @@ mod browser {
             bundle: &str,
             entry: &str,
             input: &[u8],
+            shared: &JsValue,
             limits: &JsValue,
             on_event: &js_sys::Function,
         ) -> js_sys::Promise;
@@ -382,6 +383,7 @@ mod browser {
     ) -> Result<RunOutcome, String> {
         let input =
             api::get_signed_bytes(key, format!("/api/v1/blobs/{}", grant.input_digest)).await?;
+        let shared = shared_inputs(key, grant).await?;
         let limits = js_sys::Object::new();
         let set = |k: &str, v: f64| {
             let _ = js_sys::Reflect::set(&limits, &k.into(), &v.into());
@@ -425,6 +427,7 @@ mod browser {
             &bundle,
             "job.js",
             &input,
+            &shared,
             &limits,
             on_event.as_ref().unchecked_ref(),
         ));
@@ -519,6 +522,56 @@ mod browser {
         )
         .await?;
         Ok(outcome)
+    }
+
+    thread_local! {
+        /// The shared inputs of the job this tab ran a unit of last, with
+        /// their digests: one job's worth, fetched once for all its units.
+        static SHARED: std::cell::RefCell<Vec<(String, js_sys::Uint8Array)>> = Default::default();
+    }
+
+    /// The grant's shared inputs as an object of name to bytes, each
+    /// fetched once for all the units of its job and checked against its
+    /// digest (the market leases a tab no more than it can hold).
+    async fn shared_inputs(
+        key: &agora_wire::Keypair,
+        grant: &LeaseGrant,
+    ) -> Result<JsValue, String> {
+        let total: u64 = grant.shared.iter().map(|s| s.size).sum();
+        if total > agora_wire::limits::MAX_BROWSER_SHARED_BYTES {
+            return Err(format!(
+                "the job's shared inputs ({total} bytes) are more than a tab holds"
+            ));
+        }
+        let object = js_sys::Object::new();
+        let mut kept = Vec::new();
+        for s in &grant.shared {
+            let cached = SHARED.with(|c| {
+                c.borrow()
+                    .iter()
+                    .find(|(digest, _)| *digest == s.digest)
+                    .map(|(_, b)| b.clone())
+            });
+            let bytes = match cached {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes =
+                        api::get_signed_bytes(key, format!("/api/v1/blobs/{}", s.digest)).await?;
+                    if agora_wire::digest_hex(&bytes) != s.digest {
+                        return Err(format!(
+                            "the shared input `{}` does not match its digest",
+                            s.name
+                        ));
+                    }
+                    js_sys::Uint8Array::from(bytes.as_slice())
+                }
+            };
+            js_sys::Reflect::set(&object, &JsValue::from_str(&s.name), &bytes)
+                .map_err(|e| format!("{e:?}"))?;
+            kept.push((s.digest.clone(), bytes));
+        }
+        SHARED.with(|c| *c.borrow_mut() = kept);
+        Ok(object.into())
     }
 
     fn origin() -> String {

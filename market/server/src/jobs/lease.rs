@@ -4,12 +4,14 @@
 //! with the ask in force and the provider's trust recorded on the lease.
 
 use super::*;
+use agora_wire::limits::MAX_BROWSER_SHARED_BYTES;
 
 /// The next unit a provider may lease: binds `now`, has-GPU (0/1), the
 /// provider's fuel and GPU asks, its id, browser (0/1), its wall ask,
 /// untrusted (0/1) and vouched (0/1): the most the unit can cost at those asks fits the
-/// unit's cap, a browser tab takes only jobs with a browser bundle and no
-/// shared inputs (tabs do not fetch them), and an untrusted provider is only ever a unit's first
+/// unit's cap, a browser tab takes only jobs with a browser bundle and at
+/// most [`MAX_BROWSER_SHARED_BYTES`] of shared inputs (it holds them in
+/// memory), and an untrusted provider is only ever a unit's first
 /// replica: it never joins a unit another provider holds or has answered,
 /// so every confirming, tie-breaking and spot-checking replica is a
 /// trusted provider's (two fresh keys cannot collect both replicas, nor
@@ -61,7 +63,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
-                           AND NOT EXISTS (SELECT 1 FROM job_shared js WHERE js.job_id = j.id)))
+                           AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES}))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
            AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES})

@@ -2,10 +2,11 @@
 //! (issue 14): a blob in chunks, resumed, each chunk checked on arrival;
 //! quotas bounded by credits, not keys; a job naming blobs it holds, and
 //! only those; a provider reading a job's shared input only while it holds
-//! a lease of that job.
+//! a lease of that job; a browser tab taking jobs whose shared inputs it
+//! can hold.
 
 use super::*;
-use crate::jobs::{answer, lease, provider, publish, trusted_provider};
+use crate::jobs::{answer, heartbeat, lease, provider, publish, trusted_provider};
 use agora_market::uploads::StorageConfig;
 use agora_wire::chunks::{Chunker, UPLOAD_CHUNK_BYTES, chunk_range};
 
@@ -755,5 +756,59 @@ both_dbs!(
         let stored =
             std::fs::read(std::path::Path::new(&*m.state.db.blobs.location).join(object)).unwrap();
         assert!(stored == data, "the finished object is the blob");
+    }
+);
+
+// A browser tab leases units of a job with shared inputs it can hold (at
+// most MAX_BROWSER_SHARED_BYTES together, what a tab keeps in memory), the
+// grant naming them; a job with more is never leased to a tab, and a native
+// provider still takes it.
+both_dbs!(
+    a_browser_tab_takes_jobs_whose_shared_inputs_it_can_hold,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 10_000).await;
+        let dataset = upload(m, &buyer, b"a small table every unit reads").await;
+        let job = json!({"package": "saxpy", "inputs_base64": [crate::jobs::b64(b"one"), crate::jobs::b64(b"two")],
+            "shared": {"table": dataset},
+            "limits": {"fuel": 4_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
+            "max_price": 1000, "replicas": 1});
+        let (status, body) = m
+            .call("POST", "/api/v1/jobs", Some(&job), Some(&buyer))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let tab = || async {
+            let key = Keypair::generate();
+            let register = json!({"capabilities": {"cpu_cores": 4, "memory_bytes": 0, "cuda": false, "kind": "browser",
+                    "gpus": [{"name": "swiftshader", "backend": "webgpu", "device_type": "cpu"}]},
+                "ask": {"per_billion_fuel": 0, "per_gpu_second": 1}, "max_concurrent": 1});
+            let (status, body) = m
+                .call("POST", "/api/v1/providers", Some(&register), Some(&key))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            heartbeat(m, &key).await;
+            key
+        };
+        let grant = lease(m, &tab().await)
+            .await
+            .expect("a tab takes a job with a small shared input");
+        assert_eq!(grant["job_id"], body["id"]);
+        assert_eq!(grant["shared"][0]["digest"], dataset.as_str(), "{grant}");
+        // The same job with shared inputs past what a tab holds.
+        sqlx::query("UPDATE job_shared SET size = $1")
+            .bind(agora_wire::limits::MAX_BROWSER_SHARED_BYTES as i64 + 1)
+            .execute(&m.state.db.pool)
+            .await
+            .unwrap();
+        assert!(
+            lease(m, &tab().await).await.is_none(),
+            "no tab takes more shared bytes than it holds"
+        );
+        let native = provider(m, 10).await;
+        assert_eq!(
+            lease(m, &native).await.expect("a native provider does")["job_id"],
+            body["id"]
+        );
     }
 );
