@@ -281,6 +281,7 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
     let mut last: Option<JobInfo> = None;
     let mut bad = None;
     let mut after = 0;
+    let mut broken = 0;
     // A dropped stream (market restart) is picked up again where it was.
     while last.as_ref().is_none_or(|j| j.state == JobState::Running) {
         let followed = client.follow_events(
@@ -310,11 +311,14 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
             bail!("unexpected event from the market: {e}");
         }
         if let Err(e) = followed {
-            if !e.is_transient() {
+            broken += 1;
+            if !e.is_transient() || broken > MAX_RECONNECTS {
                 bar.finish_and_clear();
                 return Err(e.into());
             }
             say(&bar, format!("lost the event stream ({e}); reconnecting"));
+        } else {
+            broken = 0;
         }
         // A stream that ended early (or broke) is asked for again, not at once.
         if last.as_ref().is_none_or(|j| j.state == JobState::Running) {
@@ -324,6 +328,10 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
     bar.finish_and_clear();
     Ok(last.expect("the loop ends with a job"))
 }
+
+/// Failed reconnections of an event stream in a row before a command
+/// gives up (a second apart: a market down for two minutes).
+const MAX_RECONNECTS: u32 = 120;
 
 /// A line above the progress bar, or on stderr when there is no bar (not
 /// a terminal: indicatif's `println` would drop it).
@@ -402,6 +410,7 @@ pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
     // A dropped stream (a market restarting, a replica gone behind a
     // balancer) is picked up again after the last line printed.
     let mut end = None;
+    let mut broken = 0;
     while end.is_none() {
         let followed = client.follow_events(
             &format!("/api/v1/jobs/{}/events?after={after}", args.job),
@@ -423,9 +432,15 @@ pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
         );
         if end.is_none() {
             match followed {
-                Err(e) if !e.is_transient() => return Err(e.into()),
-                Err(e) => eprintln!("lost the event stream ({e}); reconnecting"),
-                Ok(()) => eprintln!("the event stream ended early; reconnecting"),
+                Err(e) if !e.is_transient() || broken >= MAX_RECONNECTS => return Err(e.into()),
+                Err(e) => {
+                    broken += 1;
+                    eprintln!("lost the event stream ({e}); reconnecting");
+                }
+                Ok(()) => {
+                    broken = 0;
+                    eprintln!("the event stream ended early; reconnecting");
+                }
             }
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -593,8 +608,12 @@ fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
     let name = file
         .file_name()
         .with_context(|| format!("{} names no file", file.display()))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let partial = file.with_file_name(format!(
-        ".{}.{}.partial",
+        ".{}.{}-{nanos}.partial",
         name.to_string_lossy(),
         std::process::id()
     ));
@@ -637,8 +656,10 @@ fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    std::fs::rename(&partial, file)
-        .with_context(|| format!("renaming {} to {}", partial.display(), file.display()))?;
+    if let Err(e) = std::fs::rename(&partial, file) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e).with_context(|| format!("writing {}", file.display()));
+    }
     eprintln!("joined {next} outputs into {}", file.display());
     Ok(())
 }

@@ -125,8 +125,8 @@ pub(super) fn run_local(job: &Path, shared: &str, input: &Path, extra: &[&str]) 
 // reach. The job's verify replays epochs on the CPU and re-classifies the
 // held-out digits: a boasted or inconsistent accuracy, the weights of
 // another configuration, weights changed after training (with their own
-// accuracy reported honestly), a skipped last epoch, a doctored checkpoint
-// are each refused; the honest answer is accepted. For classify, a class
+// accuracy reported honestly), a skipped last epoch, a doctored checkpoint,
+// a made-up jump to a fixed point where every class ties are each refused; the honest answer is accepted. For classify, a class
 // the network does not give, a missing answer, an answer not written as
 // the job writes it are refused.
 #[test]
@@ -220,7 +220,34 @@ fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
             .encode(halved)
             .into();
     };
-    let cases: [(&str, &dyn Fn(&mut Value), &str); 7] = [
+    let degenerate = |v: &mut Value| {
+        // No unit ever fires and every class scores the same: a fixed
+        // point of training, where any accuracy could be claimed.
+        let (f, h, c) = (64, 16, 10);
+        let weights: Vec<f32> = [
+            vec![0.0; f * h],
+            vec![-1e6; h],
+            vec![0.0; h * c],
+            vec![1e9; c],
+        ]
+        .concat();
+        v["model"]["w1"] = weights[..f * h].into();
+        v["model"]["b1"] = weights[f * h..f * h + h].into();
+        v["model"]["w2"] = weights[f * h + h..f * h + h + h * c].into();
+        v["model"]["b2"] = weights[f * h + h + h * c..].into();
+        let bytes: Vec<u8> = weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+        v["checkpoints"][0] = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+        v["correct"] = held_out.into();
+        v["accuracy"] = 1.0.into();
+    };
+    let cases: [(&str, &dyn Fn(&mut Value), &str); 8] = [
+        (
+            "degenerate.json",
+            &degenerate,
+            "a made-up jump to weights where every class ties, claiming every row",
+        ),
         ("boast.json", &boast, "an accuracy the weights do not reach"),
         (
             "inconsistent.json",

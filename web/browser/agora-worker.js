@@ -460,7 +460,8 @@ function agoraImports(shared) {
   const add = (name, value) => { for (const v of ['', '@0.1.0', '@0.1.1']) imports[`${name}${v}`] = value; };
   // A shared input is outside the job's blob quota, like on a native host;
   // every handle reads the same bytes (blobs are immutable).
-  const sharedInput = (name) => (Object.prototype.hasOwnProperty.call(shared, name) ? new Blob(shared[name]) : undefined);
+  const byName = new Map(shared);
+  const sharedInput = (name) => (byName.has(name) ? new Blob(byName.get(name)) : undefined);
   add('agora:compute/data', { Blob, shared: sharedInput });
   add('agora:compute/gpu', { Buffer, Shader, dispatch, info: () => (gpu ? gpu.info : undefined) });
   add('agora:compute/kernels', kernels);
@@ -498,7 +499,7 @@ async function runUnit(msg) {
     const bundle = await loadBundle(msg.bundle, msg.entry);
     const instance = await bundle.instantiate(
       (path) => WebAssembly.compileStreaming(fetch(new URL(path, msg.bundle))),
-      { ...w.imports, ...agoraImports(msg.shared || {}) },
+      { ...w.imports, ...agoraImports(msg.shared || []) },
     );
     const input = new Blob(new Uint8Array(msg.input));
     let output;

@@ -61,14 +61,14 @@ export async function adapterInfo() {
 }
 
 /**
- * Run one unit, with its job's shared inputs (an object of name to
- * Uint8Array). `limits`: {timeoutMs, outputBytes, blobBytes, gpuBufferBytes,
+ * Run one unit, with its job's shared inputs (an array of [name,
+ * Uint8Array] pairs). `limits`: {timeoutMs, outputBytes, blobBytes, gpuBufferBytes,
  * gpuDispatches, gpuTimeMs}. `onEvent` gets progress and log messages.
  * Answers {ok, output: Uint8Array | null, error, report}.
  */
 export async function runUnit(bundle, entry, input, shared, limits, onEvent) {
   const copy = input.slice().buffer;
-  // The job's shared inputs (name -> Uint8Array) are copied into the
+  // The job's shared inputs ([name, Uint8Array] pairs) are copied into the
   // worker: the page keeps its own for the job's next unit.
   const answer = await ask({ type: 'run', bundle, entry, input: copy, shared, limits }, onEvent, limits.timeoutMs);
   return {

@@ -26,7 +26,7 @@ try {
     for (const c of cases.kernels) out.kernels.push(await rt.runKernel(c.call, c.args));
     for (const u of cases.units) {
       const input = Uint8Array.from(atob(u.input_base64), (ch) => ch.charCodeAt(0));
-      const r = await rt.runUnit(u.bundle, 'job.js', input, {}, u.limits, () => {});
+      const r = await rt.runUnit(u.bundle, 'job.js', input, [], u.limits, () => {});
       let output_base64 = null;
       if (r.output) {
         let s = '';

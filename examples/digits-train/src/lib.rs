@@ -10,27 +10,46 @@
 //!
 //! `verify` takes nothing on trust. The training procedure is fixed
 //! (`mlp::train`): the first weights follow from the seed, each epoch's
-//! order of rows too. So `verify` replays on the CPU the last epoch and one
-//! other chosen at random, each from the weights the provider says it
-//! started that epoch with, and compares: weights that no honest training
-//! of this configuration gives are refused outright, and a provider that
-//! skips epochs is caught with a chance of one in the number of epochs for
-//! each it skipped. It then checks the claimed held-out accuracy against
-//! the CPU's classification of the returned weights (a near-tie may go
-//! either way on a GPU; nothing else may).
+//! order of rows too. So `verify` checks that every epoch moved the weights
+//! no further than an epoch can (the gradient's bound at the epoch's
+//! start), replays on the CPU the last epoch and [`RANDOM_REPLAYS`] others
+//! chosen at random, each from the weights the provider says it began that
+//! epoch with, and compares: a final model no honest last epoch gives is
+//! refused outright, and a made-up epoch is caught with a chance of at
+//! least two in the number of epochs (certainly up to three epochs). It
+//! then checks the claimed held-out accuracy against the CPU's
+//! classification of the returned weights: a near-tie may go either way on
+//! a GPU, but a claim may not pass the CPU's own count by more than
+//! [`MAX_UNDECIDED`] rows.
 
 use agora_guest::prelude::*;
 use base64::Engine as _;
 use mlp::dataset::Dataset;
 use mlp::model::{Model, argmax};
 use mlp::net::{Net, Shaders, Trainer};
-use mlp::train::{Orders, cpu_epoch, initial_weights};
+use mlp::train::{Orders, cpu_epoch, initial_weights, is_possible_epoch};
 use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasher, Hasher, RandomState};
 
 /// Most epochs a configuration asks for: bounds the output (the weights
 /// after every epoch).
 const MAX_EPOCHS: u32 = 50;
+/// Largest learning rate: beyond it SGD on this network is chaos, where no
+/// replay can tell rounding from cheating.
+const MAX_LR: f32 = 2.0;
+/// Most bytes of output a configuration may make (the weights after every
+/// epoch as base64, the last as JSON): well within `MAX_UNIT_BYTES` (64 MiB),
+/// checked before any work.
+const MAX_OUTPUT_BYTES: u64 = 32 << 20;
+/// Held-out rows whose class is a near-tie a claim may count beyond the
+/// CPU's own count. Near-ties are rare in a trained network; weights that
+/// leave many rows undecided (all scores equal, say) would otherwise let
+/// any accuracy be claimed.
+const MAX_UNDECIDED: u32 = 2;
+/// Epochs besides the last that `verify` replays, chosen at random: a
+/// made-up epoch is caught with a chance of at least this many in the
+/// number of epochs (certainly when there are no more than this many).
+const RANDOM_REPLAYS: u32 = 2;
 const MAX_BATCH: u32 = 1024;
 /// How far an epoch replayed on the CPU may land from the provider's, as a
 /// share of how far that epoch moved the weights. An honest GPU epoch lands
@@ -63,8 +82,8 @@ fn default_batch() -> u32 {
 impl Config {
     fn parse(input: &Input) -> Result<Config> {
         let config: Config = serde_json::from_slice(&input.bytes()?).map_err(|e| Error::msg(format!("the configuration: {e}")))?;
-        if !(config.lr > 0.0 && config.lr <= 10.0) {
-            return Err(Error::msg(format!("lr {} is not in (0, 10]", config.lr)));
+        if !(config.lr > 0.0 && config.lr <= MAX_LR) {
+            return Err(Error::msg(format!("lr {} is not in (0, {MAX_LR}]", config.lr)));
         }
         if !(1..=mlp::MAX_HIDDEN).contains(&config.hidden) || !(1..=MAX_EPOCHS).contains(&config.epochs) || !(1..=MAX_BATCH).contains(&config.batch) {
             return Err(Error::msg(format!(
@@ -104,6 +123,14 @@ impl Job for DigitsTrain {
         data.check_labels()?;
         if config.batch > data.train_count {
             return Err(Error::msg(format!("batch {} is larger than the {} training rows", config.batch, data.train_count)));
+        }
+        let weights = (data.features as u64 + 1 + data.classes as u64) * config.hidden as u64 + data.classes as u64;
+        let output_bytes = config.epochs as u64 * weights * 16;
+        if output_bytes > MAX_OUTPUT_BYTES {
+            return Err(Error::msg(format!(
+                "{} epochs of {weights} weights make an output of about {output_bytes} bytes, more than {MAX_OUTPUT_BYTES}: ask for fewer epochs or hidden units",
+                config.epochs
+            )));
         }
         let shaders = Shaders::new()?;
         let net = Net::from_model(&initial_weights(data.features, config.hidden, data.classes, config.seed))?;
@@ -160,9 +187,15 @@ impl Verify for DigitsTrain {
         let Ok(trained) = serde_json::from_slice::<Trained>(&bytes) else { return false };
         let Some(states) = states(&trained, &config, &data) else { return false };
         let (Ok((x, y)), Ok((test_x, test_y))) = (data.train_set(), data.test_set()) else { return false };
-        // The last epoch always (the weights returned are its), one other at random.
+        // Every epoch within what an epoch can move; the last replayed
+        // always (the weights returned are its), one other at random.
+        let row_norm = x.chunks_exact(data.features as usize).map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max);
+        let batches = data.train_count / config.batch;
+        if !states.windows(2).all(|w| is_possible_epoch(&w[0], &w[1], row_norm, batches, config.lr)) {
+            return false;
+        }
         let last = config.epochs - 1;
-        let epochs = [last, random_below(config.epochs)];
+        let epochs = replayed_epochs(config.epochs);
         let mut orders = Orders::new(config.seed, data.train_count);
         for epoch in 0..=last {
             let order = orders.next_epoch();
@@ -170,8 +203,8 @@ impl Verify for DigitsTrain {
                 return false;
             }
         }
-        let (surely, maybe) = trained.model.correct_range(&test_x, &test_y);
-        (surely..=maybe).contains(&trained.correct)
+        let count = trained.model.correct_range(&test_x, &test_y);
+        (count.surely..=count.maybe).contains(&trained.correct) && trained.correct <= count.cpu + MAX_UNDECIDED
     }
 }
 
@@ -209,12 +242,19 @@ fn epoch_replays(before: &Model, after: &Model, x: &[f32], y: &[u32], order: &[u
     replayed.distance(after) <= EPOCH_TOLERANCE * step + 1e-6
 }
 
-/// A number in 0..n from the host's randomness (a provider cannot guess
-/// which epoch is replayed).
-fn random_below(n: u32) -> u32 {
+/// The epochs `verify` replays: the last, and [`RANDOM_REPLAYS`] others
+/// drawn without replacement from the host's randomness (a provider cannot
+/// guess them), all of them when there are no more.
+fn replayed_epochs(epochs: u32) -> Vec<u32> {
+    let mut others: Vec<u32> = (0..epochs - 1).collect();
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u32(n);
-    (hasher.finish() % n as u64) as u32
+    for i in (1..others.len()).rev() {
+        hasher.write_usize(i);
+        others.swap(i, (hasher.finish() % (i as u64 + 1)) as usize);
+    }
+    others.truncate(RANDOM_REPLAYS as usize);
+    others.push(epochs - 1);
+    others
 }
 
 agora_guest::export_job!(DigitsTrain, verify);

@@ -18,9 +18,9 @@ pub mod net;
 pub mod train;
 
 /// Most hidden units a job accepts: bounds every buffer and the verifier's
-/// CPU work (`verify` replays two epochs of training on the CPU: at 64
-/// hidden units on the digits about 340 million fuel, at 128 twice that,
-/// within the quarter of a unit's default 5 billion the market gives it).
+/// CPU work (`digits-train`'s `verify` replays three epochs on the CPU: at
+/// 128 hidden units on the digits about 0.9 billion fuel, within the
+/// quarter of a unit's default 5 billion the market gives a verify).
 pub const MAX_HIDDEN: u32 = 128;
 
 /// Most features (inputs) a network takes.

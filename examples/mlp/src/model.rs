@@ -64,20 +64,23 @@ impl Model {
     }
 
     /// How many rows of `x` (row-major, `features` wide) are classified as
-    /// their label: at least (the label the only plausible class) and at
-    /// most (the label among the plausible classes), whichever way float
-    /// rounding on a GPU breaks the near-ties.
-    pub fn correct_range(&self, x: &[f32], labels: &[u32]) -> (u32, u32) {
-        let (mut surely, mut maybe) = (0, 0);
+    /// their label: at least (the label the only plausible class), at most
+    /// (the label among the plausible classes), whichever way float
+    /// rounding on a GPU breaks the near-ties, and by the CPU's own best
+    /// class.
+    pub fn correct_range(&self, x: &[f32], labels: &[u32]) -> Correct {
+        let mut count = Correct { surely: 0, maybe: 0, cpu: 0 };
         for (row, &label) in x.chunks_exact(self.features as usize).zip(labels) {
             let scores = self.scores(row);
             let plausible = (0..scores.len()).filter(|&c| is_plausible_class(&scores, c)).count();
             if is_plausible_class(&scores, label as usize) {
-                maybe += 1;
-                surely += u32::from(plausible == 1);
+                count.maybe += 1;
+                count.surely += u32::from(plausible == 1);
             }
+            let values: Vec<f64> = scores.iter().map(|s| s.value).collect();
+            count.cpu += u32::from(argmax(&values) == label as usize);
         }
-        (surely, maybe)
+        count
     }
 
     /// Every weight, in the order w1, b1, w2, b2, as little-endian f32.
@@ -112,10 +115,18 @@ pub fn argmax(scores: &[f64]) -> usize {
     scores.iter().enumerate().fold(0, |best, (i, &s)| if s > scores[best] { i } else { best })
 }
 
-/// Relative error an f32 sum's rounding may reach, with margin: f32's unit
-/// roundoff (6e-8) times the terms of a layer (up to a few thousand) is
-/// below it.
-pub const ROUNDING: f64 = 1e-4;
+/// Relative error (of the magnitudes summed) an f32 sum's rounding may
+/// reach: f32's unit roundoff (6e-8) times the terms of one sum, at most
+/// MAX_FEATURES + 1 (4,097), is 2.4e-4 at worst.
+pub const ROUNDING: f64 = 2.5e-4;
+
+/// Rows classified right, counted three ways ([`Model::correct_range`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Correct {
+    pub surely: u32,
+    pub maybe: u32,
+    pub cpu: u32,
+}
 
 /// A class score computed on the CPU, and how far a GPU's may differ.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,8 @@
 //! The training procedure a provider runs on the GPU and `verify` replays
 //! on the CPU: the initial weights from the seed, each epoch's order of the
-//! training rows, and one epoch of minibatch SGD (softmax cross-entropy,
-//! whole batches in that order, `w -= lr * dw`).
+//! training rows, one epoch of minibatch SGD (softmax cross-entropy, whole
+//! batches in that order, `w -= lr * dw`), and how far one epoch can move
+//! the weights at most.
 
 use crate::model::Model;
 use agora_kernels::rng::Rng;
@@ -92,3 +93,25 @@ pub fn cpu_epoch(model: &mut Model, x: &[f32], y: &[u32], order: &[u32], batch: 
         step(&mut model.b2, &db2);
     }
 }
+
+/// Most one batch's gradient can weigh (Euclidean norm) at weights `m`,
+/// for rows no longer than `row_norm`: the softmax gradient of a row is at
+/// most sqrt(2) over the batch size, and each layer's gradient is that
+/// times what multiplies it (activations, the layer above's weights).
+pub fn batch_gradient_bound(m: &Model, row_norm: f64) -> f64 {
+    let norm = |v: &[f32]| v.iter().map(|w| (*w as f64).powi(2)).sum::<f64>().sqrt();
+    let activations = row_norm * norm(&m.w1) + norm(&m.b1);
+    std::f64::consts::SQRT_2 * (1.0 + activations + norm(&m.w2) * (1.0 + row_norm))
+}
+
+/// Whether the step from `before` to `after` is one epoch of `batches`
+/// batches at `lr` could take: within [`STEP_SLACK`] times every batch's
+/// gradient at its bound, measured at the weights the epoch began with.
+pub fn is_possible_epoch(before: &Model, after: &Model, row_norm: f64, batches: u32, lr: f32) -> bool {
+    before.distance(after) <= STEP_SLACK * lr as f64 * batches as f64 * batch_gradient_bound(before, row_norm)
+}
+
+/// How much the weights may grow within an epoch beyond the bound at its
+/// start: honest epochs at the largest allowed `lr` stay far inside it (a
+/// bound that holds for every batch would need the weights of every batch).
+pub const STEP_SLACK: f64 = 4.0;

@@ -84,13 +84,13 @@ impl ClientError {
 
     /// Whether asking again may succeed: the market could not be reached
     /// or cut the answer off, or answered that it (or the balancer in
-    /// front of it) is busy or unreachable for now (429, 502, 503, 504). A
-    /// refusal of the request itself (4xx) or a failure of the market's
-    /// own (500) is not.
+    /// front of it) is busy, failing (a database failing over answers 500)
+    /// or unreachable for now (429, 500, 502, 503, 504). A refusal of the
+    /// request itself (any other 4xx) is not. Callers bound their retries.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport { .. } | ClientError::Decode(_) => true,
-            ClientError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            ClientError::Api { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
             _ => false,
         }
     }

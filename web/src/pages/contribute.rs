@@ -381,57 +381,11 @@ mod browser {
         key: &std::rc::Rc<agora_wire::Keypair>,
         grant: &LeaseGrant,
     ) -> Result<RunOutcome, String> {
-        let input =
-            api::get_signed_bytes(key, format!("/api/v1/blobs/{}", grant.input_digest)).await?;
-        let shared = shared_inputs(key, grant).await?;
-        let limits = js_sys::Object::new();
-        let set = |k: &str, v: f64| {
-            let _ = js_sys::Reflect::set(&limits, &k.into(), &v.into());
-        };
-        set("timeoutMs", grant.limits.timeout_ms as f64);
-        set("outputBytes", (256u64 << 20) as f64);
-        set("blobBytes", (1u64 << 30) as f64);
-        set("gpuBufferBytes", (2u64 << 30) as f64);
-        set("gpuDispatches", 1_000_000.0);
-        set("gpuTimeMs", grant.limits.timeout_ms as f64);
         // Progress and logs from the worker, sent with heartbeats.
         let logs = std::rc::Rc::new(std::cell::RefCell::new(Vec::<LogLine>::new()));
         let progress = std::rc::Rc::new(std::cell::Cell::new(None::<(u64, u64)>));
-        let on_event = {
-            let (logs, progress) = (logs.clone(), progress.clone());
-            let name = board
-                .current
-                .get_untracked()
-                .map(|c| c.0)
-                .unwrap_or_default();
-            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                match text(&event, "type").as_deref() {
-                    Some("progress") => {
-                        let (done, total) = (
-                            number(&event, "done") as u64,
-                            number(&event, "total") as u64,
-                        );
-                        progress.set(Some((done, total)));
-                        board.current.set(Some((name.clone(), done, total)));
-                    }
-                    Some("log") => logs.borrow_mut().push(LogLine {
-                        level: text(&event, "level").unwrap_or_else(|| "info".into()),
-                        message: text(&event, "message").unwrap_or_default(),
-                    }),
-                    _ => {}
-                }
-            })
-        };
-        let bundle = format!("{}/api/v1/browser/{}/", origin(), grant.digest);
-        let running = JsFuture::from(run_unit(
-            &bundle,
-            "job.js",
-            &input,
-            &shared,
-            &limits,
-            on_event.as_ref().unchecked_ref(),
-        ));
-        // Heartbeats while the unit runs keep the lease and carry progress.
+        // Heartbeats from the lease on (its inputs may take a while to
+        // fetch) keep it and carry the unit's progress.
         let beating = std::rc::Rc::new(std::cell::Cell::new(true));
         {
             let (key, beating, lease, logs, progress) = (
@@ -473,6 +427,62 @@ mod browser {
                 }
             });
         }
+        let fetched = async {
+            let input =
+                api::get_signed_bytes(key, format!("/api/v1/blobs/{}", grant.input_digest)).await?;
+            Ok::<_, String>((input, shared_inputs(key, grant).await?))
+        };
+        let (input, shared) = match fetched.await {
+            Ok(both) => both,
+            Err(e) => {
+                beating.set(false);
+                return Err(e);
+            }
+        };
+        let limits = js_sys::Object::new();
+        let set = |k: &str, v: f64| {
+            let _ = js_sys::Reflect::set(&limits, &k.into(), &v.into());
+        };
+        set("timeoutMs", grant.limits.timeout_ms as f64);
+        set("outputBytes", (256u64 << 20) as f64);
+        set("blobBytes", (1u64 << 30) as f64);
+        set("gpuBufferBytes", (2u64 << 30) as f64);
+        set("gpuDispatches", 1_000_000.0);
+        set("gpuTimeMs", grant.limits.timeout_ms as f64);
+        let on_event = {
+            let (logs, progress) = (logs.clone(), progress.clone());
+            let name = board
+                .current
+                .get_untracked()
+                .map(|c| c.0)
+                .unwrap_or_default();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                match text(&event, "type").as_deref() {
+                    Some("progress") => {
+                        let (done, total) = (
+                            number(&event, "done") as u64,
+                            number(&event, "total") as u64,
+                        );
+                        progress.set(Some((done, total)));
+                        board.current.set(Some((name.clone(), done, total)));
+                    }
+                    Some("log") => logs.borrow_mut().push(LogLine {
+                        level: text(&event, "level").unwrap_or_else(|| "info".into()),
+                        message: text(&event, "message").unwrap_or_default(),
+                    }),
+                    _ => {}
+                }
+            })
+        };
+        let bundle = format!("{}/api/v1/browser/{}/", origin(), grant.digest);
+        let running = JsFuture::from(run_unit(
+            &bundle,
+            "job.js",
+            &input,
+            &shared,
+            &limits,
+            on_event.as_ref().unchecked_ref(),
+        ));
         let answer = running
             .await
             .map_err(|e| format!("the worker failed: {e:?}"));
@@ -530,9 +540,11 @@ mod browser {
         static SHARED: std::cell::RefCell<Vec<(String, js_sys::Uint8Array)>> = Default::default();
     }
 
-    /// The grant's shared inputs as an object of name to bytes, each
-    /// fetched once for all the units of its job and checked against its
-    /// digest (the market leases a tab no more than it can hold).
+    /// The grant's shared inputs as an array of `[name, bytes]` pairs (no
+    /// name can reach an object's prototype), each fetched once for all
+    /// the units of its job and checked against its size and digest (the
+    /// market leases a tab no more than it can hold). Another job's inputs
+    /// are let go before this one's are fetched.
     async fn shared_inputs(
         key: &agora_wire::Keypair,
         grant: &LeaseGrant,
@@ -543,35 +555,35 @@ mod browser {
                 "the job's shared inputs ({total} bytes) are more than a tab holds"
             ));
         }
-        let object = js_sys::Object::new();
+        let held: Vec<(String, js_sys::Uint8Array)> =
+            SHARED.with(|c| std::mem::take(&mut *c.borrow_mut()));
         let mut kept = Vec::new();
+        let pairs = js_sys::Array::new();
         for s in &grant.shared {
-            let cached = SHARED.with(|c| {
-                c.borrow()
-                    .iter()
-                    .find(|(digest, _)| *digest == s.digest)
-                    .map(|(_, b)| b.clone())
-            });
-            let bytes = match cached {
-                Some(bytes) => bytes,
+            let bytes = match held
+                .iter()
+                .chain(&kept)
+                .find(|(digest, _)| *digest == s.digest)
+            {
+                Some((_, bytes)) => bytes.clone(),
                 None => {
                     let bytes =
                         api::get_signed_bytes(key, format!("/api/v1/blobs/{}", s.digest)).await?;
-                    if agora_wire::digest_hex(&bytes) != s.digest {
+                    if bytes.len() as u64 != s.size || agora_wire::digest_hex(&bytes) != s.digest {
                         return Err(format!(
-                            "the shared input `{}` does not match its digest",
+                            "the shared input `{}` is not the blob its lease names",
                             s.name
                         ));
                     }
                     js_sys::Uint8Array::from(bytes.as_slice())
                 }
             };
-            js_sys::Reflect::set(&object, &JsValue::from_str(&s.name), &bytes)
-                .map_err(|e| format!("{e:?}"))?;
+            pairs.push(&js_sys::Array::of2(&JsValue::from_str(&s.name), &bytes));
             kept.push((s.digest.clone(), bytes));
         }
+        drop(held);
         SHARED.with(|c| *c.borrow_mut() = kept);
-        Ok(object.into())
+        Ok(pairs.into())
     }
 
     fn origin() -> String {
