@@ -385,8 +385,8 @@ fn format_line(line: &JobLogLine) -> String {
         "unit {:<4} {} {:<5} {}",
         line.unit,
         &line.provider[..line.provider.len().min(8)],
-        line.level,
-        line.message
+        super::printable(&line.level),
+        super::printable(&line.message)
     )
 }
 
@@ -500,7 +500,7 @@ fn print_unit(u: &UnitInfo) {
             .unwrap_or_default(),
         u.message
             .as_deref()
-            .map(|m| format!("  ({m})"))
+            .map(|m| format!("  ({})", super::printable(m)))
             .unwrap_or_default()
     );
 }

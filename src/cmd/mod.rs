@@ -10,3 +10,31 @@ pub mod market;
 pub mod registry;
 pub mod run;
 pub mod unit_inputs;
+
+/// Text from others (providers' log lines and messages, publishers'
+/// descriptions) as this program prints it: control characters (escape
+/// sequences, carriage returns, new lines) become `?`, so nobody moves the
+/// cursor, recolours the terminal or forges a line of this program's own.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    match text.chars().any(unsafe_char) {
+        true => text
+            .chars()
+            .map(|c| if unsafe_char(c) { '?' } else { c })
+            .collect::<String>()
+            .into(),
+        false => text.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn text_from_others_cannot_drive_the_terminal() {
+        assert_eq!(super::printable("step 3\tok"), "step 3\tok");
+        assert_eq!(
+            super::printable("\x1b[2J\rjob j1 ended: Done\n\u{9b}31m"),
+            "?[2J?job j1 ended: Done??31m"
+        );
+    }
+}

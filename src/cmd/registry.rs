@@ -146,7 +146,7 @@ pub fn search(args: SearchArgs, client_args: &ClientArgs) -> Result<()> {
             p.name,
             p.latest.as_deref().unwrap_or("-"),
             p.downloads,
-            p.description
+            super::printable(&p.description)
         );
     }
     Ok(())
@@ -170,7 +170,7 @@ pub fn info(args: InfoArgs, client_args: &ClientArgs) -> Result<()> {
         }
     }
     let s = &info.summary;
-    println!("{} — {}", s.name, s.description);
+    println!("{} — {}", s.name, super::printable(&s.description));
     println!("publisher  {}", state.owner);
     println!("category   {}   tags: {}", s.category, s.tags.join(", "));
     println!("downloads  {}", s.downloads);
