@@ -555,14 +555,31 @@ fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
     each_page(client, id, |page| {
         bar.set_length(page.unit_counts.verified as u64);
         for u in page.units.iter().filter(|u| u.state == UnitState::Verified) {
-            let bytes = verified_output(client, id, u)?;
-            let ext = if bytes.starts_with(b"\x89PNG") {
+            // Streamed into a file of its own, named once it is checked.
+            let partial = dir.join(format!(".unit-{}.partial", u.index));
+            let streamed = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))
+                .and_then(|file| {
+                    let mut out = std::io::BufWriter::new(file);
+                    let head = stream_output(client, id, u, &mut out)?;
+                    out.flush()?;
+                    Ok(head)
+                });
+            let head = match streamed {
+                Ok(head) => head,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            };
+            let ext = if head.starts_with(b"\x89PNG") {
                 "png"
             } else {
                 "out"
             };
             let path = dir.join(format!("unit-{}.{ext}", u.index));
-            std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::rename(&partial, &path)
+                .with_context(|| format!("writing {}", path.display()))?;
             bar.set_message(path.display().to_string());
             bar.inc(1);
         }
@@ -640,7 +657,7 @@ fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
             if u.state != UnitState::Verified {
                 bail!("unit {} is {:?}: --join needs every unit's output (agora result -o DIR writes those there are)", u.index, u.state);
             }
-            out.write_all(&verified_output(client, id, u)?)?;
+            stream_output(client, id, u, &mut out)?;
             next += 1;
             bar.inc(1);
         }
@@ -664,19 +681,70 @@ fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A verified unit's output, checked against the digest the market verified.
-fn verified_output(client: &Client, id: &str, unit: &UnitInfo) -> Result<Vec<u8>> {
-    let bytes =
-        client.get_signed_bytes(&format!("/api/v1/jobs/{id}/units/{}/output", unit.index))?;
+/// Stream a verified unit's output into `sink`, checked against the digest
+/// the market verified (an output of any size never sits in memory); its
+/// first bytes.
+fn stream_output(
+    client: &Client,
+    id: &str,
+    unit: &UnitInfo,
+    sink: &mut dyn std::io::Write,
+) -> Result<Vec<u8>> {
+    // The size the market lists bounds what it may send (a market that
+    // lists none is held to the digest alone).
+    let room = unit.output_bytes.unwrap_or(u64::MAX);
+    let mut checked = Checked {
+        inner: sink,
+        hasher: blake3::Hasher::new(),
+        head: Vec::new(),
+        room,
+    };
+    client.download_signed(
+        &format!("/api/v1/jobs/{id}/units/{}/output", unit.index),
+        &mut checked,
+    )?;
     // The market streams what its store holds: the digest it verified is
     // the check.
-    if unit.output_digest.as_deref() != Some(agora_wire::digest_hex(&bytes).as_str()) {
+    if unit.output_digest.as_deref() != Some(checked.hasher.finalize().to_hex().as_str()) {
         bail!(
             "the output of unit {} does not match its verified digest; nothing more was written",
             unit.index
         );
     }
-    Ok(bytes)
+    Ok(checked.head)
+}
+
+/// A writer that hashes what passes through it, keeps its first bytes and
+/// takes no more than it expects.
+struct Checked<'a> {
+    inner: &'a mut dyn std::io::Write,
+    hasher: blake3::Hasher,
+    head: Vec<u8>,
+    /// Bytes still expected: a market that sends more is cut off.
+    room: u64,
+}
+
+/// How many first bytes of an output tell its kind (a PNG's signature).
+const HEAD_BYTES: usize = 8;
+
+impl std::io::Write for Checked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.room {
+            return Err(std::io::Error::other(
+                "the market sent more than the output's size",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.room -= n as u64;
+        self.hasher.update(&buf[..n]);
+        let room = HEAD_BYTES.saturating_sub(self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..room]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 pub fn delete_data(args: DeleteDataArgs, client_args: &ClientArgs) -> Result<()> {
