@@ -12,7 +12,6 @@ use agora_wire::client::Client;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Args;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -384,7 +383,7 @@ fn format_line(line: &JobLogLine) -> String {
     format!(
         "unit {:<4} {} {:<5} {}",
         line.unit,
-        &line.provider[..line.provider.len().min(8)],
+        super::printable(&line.provider.chars().take(8).collect::<String>()),
         super::printable(&line.level),
         super::printable(&line.message)
     )
@@ -555,31 +554,15 @@ fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
     each_page(client, id, |page| {
         bar.set_length(page.unit_counts.verified as u64);
         for u in page.units.iter().filter(|u| u.state == UnitState::Verified) {
-            // Streamed into a file of its own, named once it is checked.
-            let partial = dir.join(format!(".unit-{}.partial", u.index));
-            let streamed = std::fs::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))
-                .and_then(|file| {
-                    let mut out = std::io::BufWriter::new(file);
-                    let head = stream_output(client, id, u, &mut out)?;
-                    out.flush()?;
-                    Ok(head)
-                });
-            let head = match streamed {
-                Ok(head) => head,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(e);
-                }
-            };
+            let mut partial = Partial::beside(&dir.join(format!("unit-{}", u.index)))?;
+            let head = stream_output(client, id, u, &mut partial)?;
             let ext = if head.starts_with(b"\x89PNG") {
                 "png"
             } else {
                 "out"
             };
             let path = dir.join(format!("unit-{}.{ext}", u.index));
-            std::fs::rename(&partial, &path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            partial.finish(&path)?;
             bar.set_message(path.display().to_string());
             bar.inc(1);
         }
@@ -588,6 +571,72 @@ fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
     bar.finish_and_clear();
     eprintln!("wrote {} outputs into {}", bar.position(), dir.display());
     Ok(())
+}
+
+/// A file written beside its final name under a name of its own
+/// (`create_new`: never a file planted there, never another command's),
+/// synced and renamed into place by [`Partial::finish`], removed when
+/// dropped unfinished: a name holds a whole, checked file or nothing new.
+struct Partial {
+    path: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Partial {
+    fn beside(target: &Path) -> Result<Partial> {
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} names no file", target.display()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = target.with_file_name(format!(
+            ".{}.{}-{nanos}.partial",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        let file = file.with_context(|| format!("creating {}", path.display()))?;
+        Ok(Partial {
+            path,
+            out: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    fn finish(mut self, target: &Path) -> Result<()> {
+        let out = self.out.take().expect("a partial file is finished once");
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&self.path, target).with_context(|| format!("writing {}", target.display()))
+    }
+}
+
+impl std::io::Write for Partial {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out
+            .as_mut()
+            .expect("an unfinished partial file")
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out
+            .as_mut()
+            .expect("an unfinished partial file")
+            .flush()
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // Unfinished, or finished but not renamed: not ours to leave.
+        if self.out.is_some() || self.path.exists() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 pub fn status(args: StatusArgs, client_args: &ClientArgs) -> Result<()> {
@@ -622,61 +671,41 @@ pub fn result(args: ResultArgs, client_args: &ClientArgs) -> Result<()> {
 /// and renamed into place once whole, so a failed join leaves no partial
 /// file under the name.
 fn join(client: &Client, id: &str, file: &Path) -> Result<()> {
-    let name = file
-        .file_name()
-        .with_context(|| format!("{} names no file", file.display()))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let partial = file.with_file_name(format!(
-        ".{}.{}-{nanos}.partial",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    // A file of our own: never one planted at that name, never another join's.
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial);
-    let mut out = std::io::BufWriter::new(
-        created.with_context(|| format!("creating {}", partial.display()))?,
-    );
+    let mut out = Partial::beside(file)?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} outputs joined")
             .expect("valid template"),
     );
     let mut next = 0u64;
-    let joined = each_page(client, id, |page| {
+    let last = each_page(client, id, |page| {
         bar.set_length(page.unit_counts.total as u64);
         for u in &page.units {
             // Every unit once, in order: a listing that skips one is not the job's output.
             if u.index as u64 != next {
-                bail!("the market listed unit {} where unit {next} was due; nothing was joined", u.index);
+                bail!(
+                    "the market listed unit {} where unit {next} was due; nothing was joined",
+                    u.index
+                );
             }
             if u.state != UnitState::Verified {
-                bail!("unit {} is {:?}: --join needs every unit's output (agora result -o DIR writes those there are)", u.index, u.state);
+                bail!(
+                    "unit {} is {:?}: --join needs every unit's output (agora result -o DIR writes those there are)",
+                    u.index,
+                    u.state
+                );
             }
             stream_output(client, id, u, &mut out)?;
             next += 1;
             bar.inc(1);
         }
         Ok(())
-    })
-    .and_then(|last| match next == last.unit_counts.total as u64 {
-        true => Ok(()),
-        false => bail!("the market listed {next} of the job's {} units; nothing was joined", last.unit_counts.total),
-    })
-    .and_then(|()| Ok(out.into_inner().map_err(|e| e.into_error())?.sync_all()?));
+    });
     bar.finish_and_clear();
-    if let Err(e) = joined {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
+    let total = last?.unit_counts.total as u64;
+    if next != total {
+        bail!("the market listed {next} of the job's {total} units; nothing was joined");
     }
-    if let Err(e) = std::fs::rename(&partial, file) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e).with_context(|| format!("writing {}", file.display()));
-    }
+    out.finish(file)?;
     eprintln!("joined {next} outputs into {}", file.display());
     Ok(())
 }

@@ -13,10 +13,15 @@ pub mod unit_inputs;
 
 /// Text from others (providers' log lines and messages, publishers'
 /// descriptions) as this program prints it: control characters (escape
-/// sequences, carriage returns, new lines) become `?`, so nobody moves the
-/// cursor, recolours the terminal or forges a line of this program's own.
+/// sequences, carriage returns, new lines) and the invisible format
+/// characters that reorder or hide text (bidirectional overrides, zero
+/// widths, line separators) become `?`, so nobody moves the cursor,
+/// recolours the terminal or forges a line of this program's own.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
     match text.chars().any(unsafe_char) {
         true => text
             .chars()
@@ -35,6 +40,10 @@ mod tests {
         assert_eq!(
             super::printable("\x1b[2J\rjob j1 ended: Done\n\u{9b}31m"),
             "?[2J?job j1 ended: Done??31m"
+        );
+        assert_eq!(
+            super::printable("paid \u{202E}001\u{202C} \u{200B}ok"),
+            "paid ?001? ?ok"
         );
     }
 }

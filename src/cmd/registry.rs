@@ -172,7 +172,11 @@ pub fn info(args: InfoArgs, client_args: &ClientArgs) -> Result<()> {
     let s = &info.summary;
     println!("{} — {}", s.name, super::printable(&s.description));
     println!("publisher  {}", state.owner);
-    println!("category   {}   tags: {}", s.category, s.tags.join(", "));
+    println!(
+        "category   {}   tags: {}",
+        super::printable(&s.category),
+        super::printable(&s.tags.join(", "))
+    );
     println!("downloads  {}", s.downloads);
     for v in &info.versions {
         println!(

@@ -386,23 +386,29 @@ mod browser {
         let progress = std::rc::Rc::new(std::cell::Cell::new(None::<(u64, u64)>));
         // Heartbeats from the lease on (its inputs may take a while to
         // fetch) keep it and carry the unit's progress.
+        // Lines a heartbeat delivered are not sent again with the result;
+        // one in flight when the unit ends is waited for.
         let beating = std::rc::Rc::new(std::cell::Cell::new(true));
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let in_flight = std::rc::Rc::new(std::cell::Cell::new(false));
         {
-            let (key, beating, lease, logs, progress) = (
+            let (key, beating, lease, logs, progress, sent, in_flight) = (
                 key.clone(),
                 beating.clone(),
                 grant.lease_id.clone(),
                 logs.clone(),
                 progress.clone(),
+                sent.clone(),
+                in_flight.clone(),
             );
             leptos::task::spawn_local(async move {
-                let mut sent = 0;
                 loop {
                     sleep_ms(3000).await;
                     if !beating.get() {
                         break;
                     }
-                    let lines: Vec<LogLine> = logs.borrow()[sent..].to_vec();
+                    in_flight.set(true);
+                    let lines: Vec<LogLine> = logs.borrow()[sent.get()..].to_vec();
                     let beat = Heartbeat {
                         running_units: 1,
                         free_cpu_cores: 0.0,
@@ -422,8 +428,9 @@ mod browser {
                     .await
                     .is_ok()
                     {
-                        sent += lines.len();
+                        sent.set(sent.get() + lines.len());
                     }
+                    in_flight.set(false);
                 }
             });
         }
@@ -509,7 +516,10 @@ mod browser {
             fuel_used,
             gpu_time_us,
         ));
-        let mut lines = logs.borrow().clone();
+        while in_flight.get() {
+            sleep_ms(20).await;
+        }
+        let mut lines = logs.borrow()[sent.get()..].to_vec();
         lines.truncate(agora_wire::api::MAX_LEASE_LOG_LINES as usize);
         let result = ResultReport {
             outcome,
@@ -555,8 +565,10 @@ mod browser {
                 "the job's shared inputs ({total} bytes) are more than a tab holds"
             ));
         }
-        let held: Vec<(String, js_sys::Uint8Array)> =
+        // Only what this grant names stays held while the rest is fetched.
+        let mut held: Vec<(String, js_sys::Uint8Array)> =
             SHARED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        held.retain(|(digest, _)| grant.shared.iter().any(|s| s.digest == *digest));
         let mut kept = Vec::new();
         let pairs = js_sys::Array::new();
         for s in &grant.shared {
