@@ -57,6 +57,28 @@ fn publish(market: &Market, guest_name: &str) -> String {
     agora_wire::digest_hex(&std::fs::read(path).unwrap())
 }
 
+/// A tab on /contribute (`web/e2e/contribute.mjs`) until it has done
+/// `units` units, its screenshots under `shots`; what it printed.
+fn contribute(market: &Market, shots: &str, units: u32) -> Vec<String> {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = Command::new("node")
+        .arg(e2e_dir().join("contribute.mjs"))
+        .args([&market.url, shots.to_str().unwrap(), &units.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let lines: Vec<String> = std::io::BufReader::new(node.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        node.wait().unwrap().success(),
+        "the contribution failed: {lines:?}"
+    );
+    lines
+}
+
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -421,22 +443,7 @@ fn a_browser_tab_earns_credits_for_real_units() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("canary c"), "{}", stdout(&out));
 
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut node = Command::new("node")
-        .arg(e2e_dir().join("contribute.mjs"))
-        .args([&market.url, shots.to_str().unwrap(), "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    let lines: Vec<String> = std::io::BufReader::new(node.stdout.take().unwrap())
-        .lines()
-        .map(Result::unwrap)
-        .collect();
-    assert!(
-        node.wait().unwrap().success(),
-        "the contribution failed: {lines:?}"
-    );
+    let lines = contribute(&market, "target/web/screenshots", 3);
     let provider = lines
         .iter()
         .find_map(|l| l.strip_prefix("PROVIDER "))
@@ -552,22 +559,7 @@ fn a_browser_tab_runs_units_that_read_a_shared_input() {
     assert!(out.status.success(), "{}", stderr(&out));
     let job = stdout(&out).lines().last().unwrap().trim().to_string();
 
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web/screenshots/shared");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut node = Command::new("node")
-        .arg(e2e_dir().join("contribute.mjs"))
-        .args([&market.url, shots.to_str().unwrap(), "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    let lines: Vec<String> = std::io::BufReader::new(node.stdout.take().unwrap())
-        .lines()
-        .map(Result::unwrap)
-        .collect();
-    assert!(
-        node.wait().unwrap().success(),
-        "the contribution failed: {lines:?}"
-    );
+    contribute(&market, "target/web/screenshots/shared", 2);
 
     let status = stdout(&market.agora(&["status", &job]));
     assert!(

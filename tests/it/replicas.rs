@@ -4,7 +4,7 @@
 //! talking to the balancer only. `docs/deploy.md` is the deployment this
 //! tests.
 
-use super::lifecycle::setup_with;
+use super::lifecycle::{balance_of, paid_to_providers, setup_with};
 use super::*;
 
 /// A child process killed when dropped.
@@ -298,30 +298,16 @@ fn a_replica_killed_mid_job_loses_nothing() {
     let earned: u64 = ["provider-1", "provider-2"]
         .iter()
         .map(|name| {
-            let key = market.home.join(format!("{name}.json"));
-            let text = stdout(&market.agora(&["--key", key.to_str().unwrap(), "balance"]));
-            text.lines()
-                .find(|l| l.starts_with("available"))
-                .unwrap()
-                .split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
+            balance_of(
+                &market,
+                &[
+                    "--key",
+                    market.home.join(format!("{name}.json")).to_str().unwrap(),
+                ],
+            )
         })
         .sum();
-    let paid: u64 = status
-        .lines()
-        .find(|l| l.starts_with("credits"))
-        .unwrap()
-        .split("paid to providers ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let paid = paid_to_providers(&status);
     assert!(
         paid > 0 && earned == paid,
         "each accepted result paid once: earned {earned}, paid {paid}\n{status}"
