@@ -37,6 +37,9 @@ const MAX_EPOCHS: u32 = 50;
 /// Largest learning rate: beyond it SGD on this network is chaos, where no
 /// replay can tell rounding from cheating.
 const MAX_LR: f32 = 2.0;
+/// Smallest learning rate: below it an epoch barely moves the weights, and
+/// a replay could not tell an epoch done from one skipped.
+const MIN_LR: f32 = 1e-4;
 /// Most bytes of output a configuration may make (the weights after every
 /// epoch as base64, the last as JSON): well within `MAX_UNIT_BYTES` (64 MiB),
 /// checked before any work.
@@ -83,8 +86,8 @@ fn default_batch() -> u32 {
 impl Config {
     fn parse(input: &Input) -> Result<Config> {
         let config: Config = serde_json::from_slice(&input.bytes()?).map_err(|e| Error::msg(format!("the configuration: {e}")))?;
-        if !(config.lr > 0.0 && config.lr <= MAX_LR) {
-            return Err(Error::msg(format!("lr {} is not in (0, {MAX_LR}]", config.lr)));
+        if !(MIN_LR..=MAX_LR).contains(&config.lr) {
+            return Err(Error::msg(format!("lr {} is not in [{MIN_LR}, {MAX_LR}]", config.lr)));
         }
         if !(1..=mlp::MAX_HIDDEN).contains(&config.hidden) || !(1..=MAX_EPOCHS).contains(&config.epochs) || !(1..=MAX_BATCH).contains(&config.batch) {
             return Err(Error::msg(format!(
@@ -189,7 +192,7 @@ impl Verify for DigitsTrain {
         let Some(states) = states(&trained, &config, &data) else { return false };
         let (Ok((x, y)), Ok((test_x, test_y))) = (data.train_set(), data.test_set()) else { return false };
         // Every epoch within what an epoch can move; the last replayed
-        // always (the weights returned are its), one other at random.
+        // always (the weights returned are its), two others at random.
         let row_norm = x.chunks_exact(data.features as usize).map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()).fold(0.0, f64::max);
         let batches = data.train_count / config.batch;
         if !states.windows(2).all(|w| is_possible_epoch(&w[0], &w[1], row_norm, batches, config.lr)) {
