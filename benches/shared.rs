@@ -56,7 +56,10 @@ impl Market {
 
     /// Bytes the market's blob route has sent so far.
     fn blob_bytes_sent(&self) -> u64 {
-        let metrics = ureq_get(&format!("{}/metrics", self.url));
+        let metrics = agora_wire::client::Client::new(&self.url, None)
+            .get_bytes("/metrics")
+            .unwrap();
+        let metrics = String::from_utf8(metrics).unwrap();
         metrics
             .lines()
             .filter(|l| {
@@ -66,27 +69,6 @@ impl Market {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
             .sum()
     }
-}
-
-/// A plain HTTP GET over loopback, the body as text.
-fn ureq_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
 }
 
 fn guests() -> PathBuf {

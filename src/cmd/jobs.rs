@@ -309,15 +309,13 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
         if let Some(e) = bad.take() {
             bail!("unexpected event from the market: {e}");
         }
-        if let Err(e) = followed {
-            broken += 1;
-            if !e.is_transient() || broken > MAX_RECONNECTS {
+        match broken_stream(followed, &mut broken) {
+            Err(e) => {
                 bar.finish_and_clear();
-                return Err(e.into());
+                return Err(e);
             }
-            say(&bar, format!("lost the event stream ({e}); reconnecting"));
-        } else {
-            broken = 0;
+            Ok(Some(line)) => say(&bar, line),
+            Ok(None) => {}
         }
         // A stream that ended early (or broke) is asked for again, not at once.
         if last.as_ref().is_none_or(|j| j.state == JobState::Running) {
@@ -331,6 +329,27 @@ fn wait(client: &Client, id: &str) -> Result<JobInfo> {
 /// Failed reconnections of an event stream in a row before a command
 /// gives up (a second apart: a market down for two minutes).
 const MAX_RECONNECTS: u32 = 120;
+
+/// An event stream's end, counted in `broken`: the line to print before
+/// reconnecting after a failure, none after a clean end (which resets the
+/// count), or the error to stop with (a refusal, or a failure past
+/// [`MAX_RECONNECTS`] in a row).
+fn broken_stream(
+    followed: Result<(), agora_wire::client::ClientError>,
+    broken: &mut u32,
+) -> Result<Option<String>> {
+    match followed {
+        Ok(()) => {
+            *broken = 0;
+            Ok(None)
+        }
+        Err(e) if !e.is_transient() || *broken >= MAX_RECONNECTS => Err(e.into()),
+        Err(e) => {
+            *broken += 1;
+            Ok(Some(format!("lost the event stream ({e}); reconnecting")))
+        }
+    }
+}
 
 /// A line above the progress bar, or on stderr when there is no bar (not
 /// a terminal: indicatif's `println` would drop it).
@@ -430,17 +449,12 @@ pub fn logs(args: LogsArgs, client_args: &ClientArgs) -> Result<()> {
             },
         );
         if end.is_none() {
-            match followed {
-                Err(e) if !e.is_transient() || broken >= MAX_RECONNECTS => return Err(e.into()),
-                Err(e) => {
-                    broken += 1;
-                    eprintln!("lost the event stream ({e}); reconnecting");
-                }
-                Ok(()) => {
-                    broken = 0;
-                    eprintln!("the event stream ended early; reconnecting");
-                }
-            }
+            let line = broken_stream(followed, &mut broken)?;
+            eprintln!(
+                "{}",
+                line.as_deref()
+                    .unwrap_or("the event stream ended early; reconnecting")
+            );
             std::thread::sleep(Duration::from_secs(1));
         }
     }

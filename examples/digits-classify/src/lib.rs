@@ -11,7 +11,7 @@
 //! the best class or within float rounding of it.
 
 use agora_guest::prelude::*;
-use mlp::model::{Model, argmax, is_plausible_class};
+use mlp::model::{Model, is_plausible_class};
 use mlp::net::{Net, Shaders};
 
 /// The shared input's name (`agora submit --shared model=best.json`).
@@ -62,11 +62,7 @@ impl Job for DigitsClassify {
         let rows = batch_rows(&input, &model)?;
         let net = Net::from_model(&model)?;
         let x = Buffer::from_input(&input, 8, 4 * rows as u64 * model.features as u64, Usage::STORAGE)?;
-        let scores = net.logits(&Shaders::new()?, &x, rows)?;
-        let answers: String = scores
-            .chunks_exact(model.classes as usize)
-            .map(|row| format!("{}\n", argmax(&row.iter().map(|&s| s as f64).collect::<Vec<_>>())))
-            .collect();
+        let answers: String = net.classify(&Shaders::new()?, &x, rows)?.iter().map(|class| format!("{class}\n")).collect();
         info!("classified {rows} images");
         Ok(answers.into())
     }

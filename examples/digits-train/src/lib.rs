@@ -25,7 +25,7 @@
 use agora_guest::prelude::*;
 use base64::Engine as _;
 use mlp::dataset::Dataset;
-use mlp::model::{Model, argmax};
+use mlp::model::Model;
 use mlp::net::{Net, Shaders, Trainer};
 use mlp::train::{Orders, cpu_epoch, initial_weights, is_possible_epoch};
 use serde::{Deserialize, Serialize};
@@ -174,14 +174,9 @@ fn train(net: &Net, shaders: &Shaders, data: &Dataset, config: &Config) -> Resul
 /// Held-out rows the GPU classifies right, and how many there are.
 fn evaluate(net: &Net, shaders: &Shaders, data: &Dataset) -> Result<(u32, u32)> {
     let x = Buffer::from_input(&data.input, data.test_x_offset(), 4 * (data.test_count * data.features) as u64, Usage::STORAGE)?;
-    let scores = net.logits(shaders, &x, data.test_count)?;
+    let classes = net.classify(shaders, &x, data.test_count)?;
     let (_, labels) = data.test_set()?;
-    let c = data.classes as usize;
-    let correct = scores
-        .chunks_exact(c)
-        .zip(&labels)
-        .filter(|&(row, &label)| argmax(&row.iter().map(|&s| s as f64).collect::<Vec<_>>()) == label as usize)
-        .count();
+    let correct = classes.iter().zip(&labels).filter(|&(&class, &label)| class == label as usize).count();
     Ok((correct as u32, data.test_count))
 }
 

@@ -4,7 +4,7 @@
 //! update). Nothing but the held-out scores and the final weights is read
 //! back into the guest.
 
-use crate::model::Model;
+use crate::model::{Model, argmax};
 use agora_guest::prelude::*;
 
 const WORKGROUP: u32 = 64;
@@ -215,6 +215,13 @@ impl Net {
         let rc = Dims::new(rows, c)?;
         shaders.bias.dispatch("bias", &[&rc.buffer, &scores, &self.b2], rc.elements())?;
         scores.read()
+    }
+
+    /// The class of each of `rows` rows of `x` (the first of equal best
+    /// scores, as [`crate::model::argmax`] breaks ties on the CPU).
+    pub fn classify(&self, shaders: &Shaders, x: &Buffer, rows: u32) -> Result<Vec<usize>> {
+        let scores = self.logits(shaders, x, rows)?;
+        Ok(scores.chunks_exact(self.classes as usize).map(|row| argmax(&row.iter().map(|&s| s as f64).collect::<Vec<_>>())).collect())
     }
 }
 
