@@ -23,10 +23,10 @@ pub mod verified_job {
         export_macro_name: "export_verified_job_world",
         default_bindings_module: "agora_guest::bindings::verified_job",
         with: {
-            "agora:compute/data@0.1.1": crate::bindings::job::agora::compute::data,
-            "agora:compute/gpu@0.1.1": crate::bindings::job::agora::compute::gpu,
-            "agora:compute/kernels@0.1.1": crate::bindings::job::agora::compute::kernels,
-            "agora:compute/progress@0.1.1": crate::bindings::job::agora::compute::progress,
+            "agora:compute/data@0.1.2": crate::bindings::job::agora::compute::data,
+            "agora:compute/gpu@0.1.2": crate::bindings::job::agora::compute::gpu,
+            "agora:compute/kernels@0.1.2": crate::bindings::job::agora::compute::kernels,
+            "agora:compute/progress@0.1.2": crate::bindings::job::agora::compute::progress,
         },
     });
 }

@@ -1,7 +1,10 @@
 //! The one error type of the SDK: the host's `gpu-error` and `data-error`
 //! kept as they are, plus the job's own messages.
 
-use crate::bindings::job::agora::compute::{data::DataError, gpu::GpuError};
+use crate::bindings::job::agora::compute::{
+    data::{DataError, OutputError},
+    gpu::GpuError,
+};
 use std::fmt;
 
 #[derive(Debug)]
@@ -10,6 +13,8 @@ pub enum Error {
     Gpu(GpuError),
     /// The host refused a data (input/output) call.
     Data(DataError),
+    /// The host refused a named output.
+    Output(OutputError),
     /// The job's own failure (bad input and so on).
     Job(String),
 }
@@ -40,6 +45,9 @@ impl fmt::Display for Error {
                 write!(f, "data out-of-range: {}+{} is outside {} bytes", r.offset, r.len, r.size)
             }
             Error::Data(DataError::QuotaExceeded(q)) => quota(f, "data quota-exceeded", q),
+            Error::Output(OutputError::InvalidName(n)) => write!(f, "output invalid-name: `{n}`"),
+            Error::Output(OutputError::Duplicate(n)) => write!(f, "output duplicate: `{n}`"),
+            Error::Output(OutputError::QuotaExceeded(q)) => quota(f, "output quota-exceeded", q),
             Error::Job(m) => f.write_str(m),
         }
     }
@@ -56,6 +64,12 @@ impl From<GpuError> for Error {
 impl From<DataError> for Error {
     fn from(e: DataError) -> Self {
         Error::Data(e)
+    }
+}
+
+impl From<OutputError> for Error {
+    fn from(e: OutputError) -> Self {
+        Error::Output(e)
     }
 }
 

@@ -20,6 +20,13 @@ impl Input {
         crate::bindings::job::agora::compute::data::shared(name).map(Input)
     }
 
+    /// Under `verify`: the checked result's named output `name` (what its
+    /// `run` added with [`Output::named`]); under `run`, one this unit
+    /// added. None when there is no output of that name.
+    pub fn named_output(name: &str) -> Option<Input> {
+        crate::bindings::job::agora::compute::data::named_output(name).map(Input)
+    }
+
     /// Size in bytes.
     pub fn len(&self) -> usize {
         self.0.len() as usize
@@ -67,6 +74,16 @@ impl Output {
     /// Elements as little-endian bytes.
     pub fn from_slice<T: Element>(values: &[T]) -> Self {
         Output(Inner::Bytes(T::to_le_bytes(values)))
+    }
+
+    /// Add this as the named output `name` of the unit's result, beside
+    /// the one `run` returns: its provider uploads it and its buyer gets it
+    /// by name (`agora result -o DIR` writes `unit-N.NAME`). A name is 1 to
+    /// 64 of `a-z 0-9 _ - .`, not beginning with `.`, and not `out`; at
+    /// most 16 named outputs, within the unit's output bytes together.
+    pub fn named(self, name: &str) -> Result<()> {
+        let blob = self.into_blob()?;
+        Ok(crate::bindings::job::agora::compute::data::output(name, &blob)?)
     }
 
     pub(crate) fn into_blob(self) -> Result<Blob> {

@@ -87,7 +87,21 @@ impl WasiView for BareState {
 
 use bare::agora::compute::{data, gpu, kernels, progress};
 
-impl data::Host for BareState {}
+impl data::Host for BareState {
+    fn shared(&mut self, _name: String) -> Option<Resource<BareBlob>> {
+        None
+    }
+    fn output(
+        &mut self,
+        name: String,
+        _value: Resource<BareBlob>,
+    ) -> Result<(), data::OutputError> {
+        Err(data::OutputError::InvalidName(name))
+    }
+    fn named_output(&mut self, _name: String) -> Option<Resource<BareBlob>> {
+        None
+    }
+}
 impl data::HostBlob for BareState {
     fn from_bytes(&mut self, bytes: Vec<u8>) -> Result<Resource<BareBlob>, data::DataError> {
         Ok(self.table.push(BareBlob(bytes)).unwrap())

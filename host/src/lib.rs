@@ -36,4 +36,4 @@ pub use pool::{PoolConfig, WorkerPool};
 pub use report::{LimitKind, Outcome, RunReport};
 pub use runtime::{Digest, LoadError, LoadedComponent, Runtime, RuntimeConfig, digest_of, hex};
 pub use sandbox::{SandboxConfig, SandboxReport};
-pub use state::{SharedBlob, SharedInputs};
+pub use state::{NamedOutputs, SharedBlob, SharedInputs};

@@ -20,7 +20,7 @@ use crate::sandbox::memory::WorkerCgroup;
 use crate::sandbox::{
     self, Attempt, Layer, LayerState, SandboxConfig, SandboxReport, WorkerSandbox,
 };
-use crate::state::SharedInputs;
+use crate::state::{NamedOutputs, SharedInputs};
 use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
@@ -122,6 +122,8 @@ struct Worker {
 pub struct JobResult {
     pub report: RunReport,
     pub output: Option<Vec<u8>>,
+    /// A run's named outputs (`data.output`), with its output.
+    pub named: NamedOutputs,
 }
 
 enum Waited {
@@ -238,25 +240,40 @@ impl WorkerPool {
         output: &[u8],
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
-        self.verify_shared(component, input, output, &SharedInputs::new(), limits)
+        self.verify_shared(
+            component,
+            input,
+            output,
+            &SharedInputs::new(),
+            &NamedOutputs::new(),
+            limits,
+        )
     }
 
-    /// [`WorkerPool::verify`] for a job with shared inputs.
+    /// [`WorkerPool::verify`] for a job with shared inputs, of a result
+    /// with named outputs.
     pub fn verify_shared(
         &self,
         component: &ComponentBytes,
         input: &[u8],
         output: &[u8],
         shared: &SharedInputs,
+        outputs: &NamedOutputs,
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
+        let mut body = vec![input, output];
+        body.extend(outputs.values().map(|b| &b[..]));
         let result = self.call(
             component,
-            &[input, output],
+            &body,
             shared,
             limits,
             Call::Verify {
                 output_len: output.len() as u64,
+                outputs: outputs
+                    .iter()
+                    .map(|(n, b)| (n.clone(), b.len() as u64))
+                    .collect(),
             },
             None,
         );
@@ -319,6 +336,7 @@ impl WorkerPool {
                         return JobResult {
                             report: response.report,
                             output: None,
+                            named: NamedOutputs::new(),
                         };
                     }
                     Waited::Deadline => {
@@ -347,7 +365,7 @@ impl WorkerPool {
                 input,
                 shared,
                 limits,
-                call,
+                call.clone(),
                 limits.timeout + limits::KILL_GRACE,
                 wants_live,
                 &mut *live,
@@ -364,8 +382,17 @@ impl WorkerPool {
             };
         }
         let outcome = match waited {
-            Waited::Answer(mut response, body) => {
+            Waited::Answer(mut response, mut body) => {
                 response.report.compile_time = compile_time;
+                // Lengths past the body: the worker is not ours any more.
+                let named = match crate::protocol::split_named(&mut body, &response.outputs) {
+                    Ok(named) => named,
+                    Err(e) => {
+                        let outcome = lost(&worker, e.to_string());
+                        self.replace(worker);
+                        return self.failed(component, started, outcome);
+                    }
+                };
                 if response.report.worker_poisoned {
                     tracing::warn!(
                         "worker {} reports a hung GPU device: replacing it",
@@ -380,6 +407,7 @@ impl WorkerPool {
                 return JobResult {
                     report: response.report,
                     output,
+                    named,
                 };
             }
             Waited::Deadline => {
@@ -410,6 +438,7 @@ impl WorkerPool {
         JobResult {
             report,
             output: None,
+            named: NamedOutputs::new(),
         }
     }
 
@@ -492,7 +521,7 @@ impl Worker {
         if self.responses.try_recv().is_ok() {
             return Waited::Lost("the worker sent a frame nobody asked for".into());
         }
-        let answer = match call {
+        let answer = match &call {
             Call::Load => 0,
             Call::Run => limits.output_bytes,
             Call::Verify { .. } => 1,

@@ -30,17 +30,20 @@ pub struct Hello {
 }
 
 /// What a run request asks the worker to do with the loaded component.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Call {
     /// Check and compile the component in the body (and keep it); nothing
     /// runs. Its own deadline is the compile timeout.
     Load,
     Run,
-    /// Call `verify`; the body holds the input then `output_len` bytes of
-    /// output.
+    /// Call `verify`; the body holds the input, then `output_len` bytes
+    /// of output, then the request's `outputs` (before any shared input).
     Verify {
         output_len: u64,
+        /// The checked result's named outputs, by name and length.
+        #[serde(default)]
+        outputs: Vec<(String, u64)>,
     },
 }
 
@@ -102,7 +105,7 @@ pub enum WorkerMessage {
 }
 
 /// The answer to a request. Body: the output (empty on failure; `[0|1]` for
-/// verify).
+/// verify), then each of `outputs`' bytes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Response {
     pub report: RunReport,
@@ -113,6 +116,27 @@ pub struct Response {
     /// them all.
     #[serde(default)]
     pub needs_shared: bool,
+    /// A run's named outputs, by name and length, their bytes after the
+    /// output's.
+    #[serde(default)]
+    pub outputs: Vec<(String, u64)>,
+}
+
+/// Split the named outputs `specs` (name and length, in order) off the end
+/// of `body`.
+pub fn split_named(body: &mut Vec<u8>, specs: &[(String, u64)]) -> io::Result<crate::NamedOutputs> {
+    let mut named = crate::NamedOutputs::new();
+    for (name, len) in specs.iter().rev() {
+        let at = body.len().checked_sub(*len as usize).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "named outputs longer than the body",
+            )
+        })?;
+        named.insert(name.clone(), std::sync::Arc::from(&body[at..]));
+        body.truncate(at);
+    }
+    Ok(named)
 }
 
 pub fn write_frame<H: Serialize>(w: &mut impl Write, header: &H, body: &[&[u8]]) -> io::Result<()> {

@@ -9,12 +9,11 @@ use crate::blob_cache::{BlobCache, CacheError};
 use crate::pool::{ComponentBytes, WorkerPool};
 use agora_wire::api::{
     Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine,
-    MAX_HEARTBEAT_LOG_LINES, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, RegisterProvider,
-    ResultReport,
+    MAX_HEARTBEAT_LOG_LINES, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, NamedOutput, Progress,
+    RegisterProvider, ResultReport,
 };
 use agora_wire::client::{Client, ClientError};
 use agora_wire::log::verify_log;
-use base64::Engine as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -486,13 +485,17 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         }
     }
     let (outcome, limit) = report.outcome.wire();
-    let output_digest = output.as_deref().map(agora_wire::digest_hex);
+    let (output_digest, outputs) = match &output {
+        Some(main) => upload_outputs(s, &grant.lease_id, main, &result.named)?,
+        None => (None, Vec::new()),
+    };
     let gpu_time_us = report.gpu.gpu_time.as_micros() as u64;
     let key = s.client.key().expect("a signed client");
     let signature = key.sign(&ResultReport::signed_bytes(
         &grant.lease_id,
         outcome,
         output_digest.as_deref(),
+        &outputs,
         report.fuel_used,
         gpu_time_us,
     ));
@@ -500,15 +503,14 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         outcome,
         limit,
         message: (!report.outcome.is_ok()).then(|| report.outcome.to_string()),
-        output_base64: output
-            .as_deref()
-            .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+        output_base64: None,
         output_digest,
         fuel_used: report.fuel_used,
         gpu_time_us,
         peak_memory_bytes: report.peak_memory_bytes,
         signature,
         logs,
+        outputs,
     };
     s.client
         .post::<_, serde_json::Value>(
@@ -519,4 +521,37 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(lease = %grant.lease_id, %outcome, fuel = report.fuel_used, "result returned");
     Ok(())
+}
+
+/// Upload a run's outputs under its lease, each blob once: the main
+/// output's digest and the named outputs' manifest, for the result.
+fn upload_outputs(
+    s: &Shared,
+    lease_id: &str,
+    main: &[u8],
+    named: &crate::NamedOutputs,
+) -> Result<(Option<String>, Vec<NamedOutput>), String> {
+    let mut sent = std::collections::HashSet::new();
+    let mut upload = |bytes: &[u8]| -> Result<String, String> {
+        let digest = agora_wire::digest_hex(bytes);
+        if sent.insert(digest.clone()) {
+            s.client
+                .put_signed_bytes::<serde_json::Value>(
+                    &format!("/api/v1/leases/{lease_id}/outputs/{digest}"),
+                    bytes,
+                )
+                .map_err(|e| format!("uploading an output: {e}"))?;
+        }
+        Ok(digest)
+    };
+    let main = upload(main)?;
+    let mut outputs = Vec::new();
+    for (name, bytes) in named {
+        outputs.push(NamedOutput {
+            name: name.clone(),
+            digest: upload(bytes)?,
+            bytes: bytes.len() as u64,
+        });
+    }
+    Ok((Some(main), outputs))
 }

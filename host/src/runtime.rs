@@ -8,7 +8,7 @@ use crate::bindings::{Job, JobPre};
 use crate::gpu::{self, GpuBackend, GpuChoice, GpuError};
 use crate::limits::{self, Limits};
 use crate::report::{LimitKind, LiveObserver, LogLine, Outcome, RunReport};
-use crate::state::{BlobData, JobState, SharedInputs};
+use crate::state::{BlobData, JobState, NamedOutputs, SharedInputs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -224,11 +224,14 @@ impl Runtime {
         limits: &Limits,
         live: Option<LiveObserver>,
     ) -> (RunReport, Option<Vec<u8>>) {
-        self.run_shared(component, input, &SharedInputs::new(), limits, live)
+        let (report, output) =
+            self.run_shared(component, input, &SharedInputs::new(), limits, live);
+        (report, output.map(|(main, _)| main))
     }
 
     /// [`Runtime::run_observed`] for a job with shared inputs
-    /// (`data.shared`).
+    /// (`data.shared`); the output comes with the run's named outputs
+    /// (`data.output`).
     pub fn run_shared(
         &self,
         component: &LoadedComponent,
@@ -236,8 +239,8 @@ impl Runtime {
         shared: &SharedInputs,
         limits: &Limits,
         live: Option<LiveObserver>,
-    ) -> (RunReport, Option<Vec<u8>>) {
-        self.execute(component, limits, shared, live, |store, job| {
+    ) -> (RunReport, Option<(Vec<u8>, NamedOutputs)>) {
+        self.execute(component, limits, shared, None, live, |store, job| {
             let input = store.data_mut().push_blob(input);
             let result = job.call_run(&mut *store, input)?;
             Ok(match result {
@@ -256,16 +259,25 @@ impl Runtime {
         output: Vec<u8>,
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
-        self.verify_shared(component, input, output, &SharedInputs::new(), limits)
+        self.verify_shared(
+            component,
+            input,
+            output,
+            &SharedInputs::new(),
+            &NamedOutputs::new(),
+            limits,
+        )
     }
 
-    /// [`Runtime::verify`] for a job with shared inputs.
+    /// [`Runtime::verify`] for a job with shared inputs, of a result with
+    /// named outputs (`data.named-output` reads them).
     pub fn verify_shared(
         &self,
         component: &LoadedComponent,
         input: Vec<u8>,
         output: Vec<u8>,
         shared: &SharedInputs,
+        outputs: &NamedOutputs,
         limits: &Limits,
     ) -> (RunReport, Option<bool>) {
         if !component.has_verify {
@@ -274,35 +286,44 @@ impl Runtime {
             };
             return (RunReport::new(outcome, hex(&component.digest)), None);
         }
-        let (report, answer) = self.execute(component, limits, shared, None, |store, _job| {
-            let instance = store
-                .data()
-                .instance
-                .clone()
-                .expect("instance recorded at instantiation");
-            let verify = instance
-                .get_typed_func::<(Resource<BlobData>, Resource<BlobData>), (bool,)>(
-                    &mut *store,
-                    "verify",
-                )?;
-            let input = store.data_mut().push_blob(input);
-            let output = store.data_mut().push_blob(output);
-            let (ok,) = verify.call(&mut *store, (input, output))?;
-            Ok(Ok(vec![ok as u8]))
-        });
-        (report, answer.map(|v| v == [1]))
+        let (report, answer) = self.execute(
+            component,
+            limits,
+            shared,
+            Some(outputs),
+            None,
+            |store, _job| {
+                let instance = store
+                    .data()
+                    .instance
+                    .clone()
+                    .expect("instance recorded at instantiation");
+                let verify = instance
+                    .get_typed_func::<(Resource<BlobData>, Resource<BlobData>), (bool,)>(
+                        &mut *store,
+                        "verify",
+                    )?;
+                let input = store.data_mut().push_blob(input);
+                let output = store.data_mut().push_blob(output);
+                let (ok,) = verify.call(&mut *store, (input, output))?;
+                Ok(Ok(vec![ok as u8]))
+            },
+        );
+        (report, answer.map(|(v, _)| v == [1]))
     }
 
     /// Instantiate into a fresh store, call `body`, and turn what happened
-    /// into a report.
+    /// into a report. `checked`: a checked result's named outputs, for
+    /// `verify` (a run keeps the ones it adds).
     fn execute(
         &self,
         component: &LoadedComponent,
         limits: &Limits,
         shared: &SharedInputs,
+        checked: Option<&NamedOutputs>,
         live: Option<LiveObserver>,
         body: impl FnOnce(&mut Store<JobState>, &Job) -> wasmtime::Result<Result<Vec<u8>, String>>,
-    ) -> (RunReport, Option<Vec<u8>>) {
+    ) -> (RunReport, Option<(Vec<u8>, NamedOutputs)>) {
         let started = Instant::now();
         let mut report = RunReport::new(Outcome::Ok, hex(&component.digest));
         report.adapter = self.gpu.info();
@@ -318,6 +339,9 @@ impl Runtime {
         );
         store.data_mut().set_live(live);
         store.data_mut().set_shared(shared.clone());
+        if let Some(checked) = checked {
+            store.data_mut().set_checked_outputs(checked.clone());
+        }
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled");
         let ticks = (limits.timeout.as_nanos() / limits::EPOCH_TICK.as_nanos()).max(1) as u64 + 1;
@@ -344,6 +368,8 @@ impl Runtime {
         report.worker_poisoned = state.gpu.poisoned();
         report.progress = state.progress;
         report.logs = state.take_logs();
+        let named = state.take_outputs();
+        let named_bytes: u64 = named.values().map(|b| b.len() as u64).sum();
         let mut output = None;
         let late = started.elapsed() >= limits.timeout;
         report.outcome = match result {
@@ -352,17 +378,19 @@ impl Runtime {
                 Err(e) => Outcome::JobError {
                     message: format!("gpu: {e}"),
                 },
-                Ok(()) if bytes.len() as u64 > limits.output_bytes => Outcome::LimitExceeded {
-                    limit: LimitKind::Output,
-                    message: format!(
-                        "output of {} bytes exceeds the limit of {}",
-                        bytes.len(),
-                        limits.output_bytes
-                    ),
-                },
+                Ok(()) if bytes.len() as u64 + named_bytes > limits.output_bytes => {
+                    Outcome::LimitExceeded {
+                        limit: LimitKind::Output,
+                        message: format!(
+                            "outputs of {} bytes together exceed the limit of {}",
+                            bytes.len() as u64 + named_bytes,
+                            limits.output_bytes
+                        ),
+                    }
+                }
                 Ok(()) => {
-                    report.output_bytes = bytes.len() as u64;
-                    output = Some(bytes);
+                    report.output_bytes = bytes.len() as u64 + named_bytes;
+                    output = Some((bytes, named));
                     Outcome::Ok
                 }
             },

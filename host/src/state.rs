@@ -62,6 +62,10 @@ impl SharedBlob {
 /// A job's shared inputs by name (`data.shared`): the same bytes for every
 /// unit of the job.
 pub type SharedInputs = std::collections::BTreeMap<String, SharedBlob>;
+/// A unit's named outputs (`data.output`) by name: those a run added, or
+/// those a checked result carries when `verify` runs.
+pub type NamedOutputs = std::collections::BTreeMap<String, Arc<[u8]>>;
+
 /// A `buffer` handle: an id in the job's GPU session.
 pub struct BufferHandle(BufferId);
 /// A `shader` handle: an id in the job's GPU session.
@@ -80,6 +84,10 @@ pub struct JobState {
     limits: Limits,
     /// The job's shared inputs.
     shared: SharedInputs,
+    /// The named outputs: added by a run, or a checked result's.
+    outputs: NamedOutputs,
+    /// Whether `data.output` keeps what it is given (a run; not `verify`).
+    keeps_outputs: bool,
     blob_bytes: u64,
     logs: Vec<LogLine>,
     logs_dropped: u64,
@@ -121,6 +129,8 @@ impl JobState {
             progress: None,
             limits,
             shared: SharedInputs::new(),
+            outputs: NamedOutputs::new(),
+            keeps_outputs: true,
             blob_bytes: 0,
             logs: Vec::new(),
             logs_dropped: 0,
@@ -137,6 +147,62 @@ impl JobState {
 
     pub(crate) fn set_shared(&mut self, shared: SharedInputs) {
         self.shared = shared;
+    }
+
+    /// For `verify`: the checked result's named outputs, and nothing the
+    /// guest adds is kept.
+    pub(crate) fn set_checked_outputs(&mut self, outputs: NamedOutputs) {
+        self.outputs = outputs;
+        self.keeps_outputs = false;
+    }
+
+    /// The named outputs a run added.
+    pub(crate) fn take_outputs(&mut self) -> NamedOutputs {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// `data.output`: keep `blob`'s bytes as output `name`, within
+    /// [`agora_wire::limits::MAX_NAMED_OUTPUTS`] and the unit's output bytes.
+    fn add_output(
+        &mut self,
+        name: String,
+        blob: &Resource<BlobData>,
+    ) -> Result<(), data::OutputError> {
+        use agora_wire::limits::{MAX_NAMED_OUTPUTS, is_output_name};
+        if !is_output_name(&name) {
+            let shown = crate::runtime::truncated(name, limits::MAX_ERROR_MESSAGE_BYTES);
+            return Err(data::OutputError::InvalidName(shown));
+        }
+        if self.outputs.contains_key(&name) {
+            return Err(data::OutputError::Duplicate(name));
+        }
+        if self.outputs.len() >= MAX_NAMED_OUTPUTS {
+            return Err(data::OutputError::QuotaExceeded(data::Quota {
+                resource: "named outputs".into(),
+                requested: self.outputs.len() as u64 + 1,
+                limit: MAX_NAMED_OUTPUTS as u64,
+            }));
+        }
+        let held: u64 = self.outputs.values().map(|b| b.len() as u64).sum();
+        let requested = held + self.blob(blob).len() as u64;
+        if requested > self.limits.output_bytes {
+            return Err(data::OutputError::QuotaExceeded(data::Quota {
+                resource: "output bytes".into(),
+                requested,
+                limit: self.limits.output_bytes,
+            }));
+        }
+        if !self.keeps_outputs {
+            return Ok(());
+        }
+        // A shared input's bytes are shared again; the job's own are copied.
+        let bytes: Arc<[u8]> = match self.table.get(blob) {
+            Ok(BlobData::Shared(bytes)) => bytes.clone(),
+            Ok(BlobData::Own(bytes)) => Arc::from(bytes.as_slice()),
+            Err(_) => Arc::from(&[][..]),
+        };
+        self.outputs.insert(name, bytes);
+        Ok(())
     }
 
     /// Send what is new to the live observer, unless one went out less than
@@ -377,6 +443,19 @@ impl data::Host for JobState {
     fn shared(&mut self, name: String) -> Option<Resource<BlobData>> {
         let bytes = self.shared.get(&name)?.bytes.clone();
         // A handle per call, over the same bytes; the store caps handles.
+        Some(
+            self.table
+                .push(BlobData::Shared(bytes))
+                .expect("the resource table has room"),
+        )
+    }
+
+    fn output(&mut self, name: String, value: Resource<BlobData>) -> Result<(), data::OutputError> {
+        self.add_output(name, &value)
+    }
+
+    fn named_output(&mut self, name: String) -> Option<Resource<BlobData>> {
+        let bytes = self.outputs.get(&name)?.clone();
         Some(
             self.table
                 .push(BlobData::Shared(bytes))

@@ -89,6 +89,7 @@ pub fn main(gpu: GpuChoice) -> i32 {
                     report,
                     needs_component,
                     needs_shared: true,
+                    outputs: Vec::new(),
                 });
                 if write_frame(&mut *output.lock().expect("stdout lock"), &response, &[]).is_err() {
                     return 1;
@@ -100,20 +101,31 @@ pub fn main(gpu: GpuChoice) -> i32 {
                 return 2;
             }
         };
-        let (report, out) = serve(&runtime, request, body, &shared, live);
+        let (report, out) = match serve(&runtime, request, body, &shared, live) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::error!("worker: bad named outputs: {e}");
+                return 2;
+            }
+        };
+        let has_output = out.is_some();
+        let (main, named) = match out {
+            Some((main, named)) => (main, named),
+            None => (Vec::new(), crate::NamedOutputs::new()),
+        };
         let response = WorkerMessage::Done(Response {
-            has_output: out.is_some(),
+            has_output,
             report,
             needs_component,
             needs_shared: false,
+            outputs: named
+                .iter()
+                .map(|(n, b)| (n.clone(), b.len() as u64))
+                .collect(),
         });
-        if write_frame(
-            &mut *output.lock().expect("stdout lock"),
-            &response,
-            &[out.as_deref().unwrap_or(&[])],
-        )
-        .is_err()
-        {
+        let mut body: Vec<&[u8]> = vec![&main];
+        body.extend(named.values().map(|b| &b[..]));
+        if write_frame(&mut *output.lock().expect("stdout lock"), &response, &body).is_err() {
             return 1;
         }
     }
@@ -125,43 +137,50 @@ fn serve(
     body: Vec<u8>,
     shared: &crate::SharedInputs,
     live: Option<crate::report::LiveObserver>,
-) -> (RunReport, Option<Vec<u8>>) {
+) -> std::io::Result<(RunReport, Option<(Vec<u8>, crate::NamedOutputs)>)> {
     if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.
         if hex(&digest_of(&body)) != request.digest {
             let outcome = crate::Outcome::Refused {
                 message: "component bytes do not match their digest".into(),
             };
-            return (RunReport::new(outcome, request.digest), None);
+            return Ok((RunReport::new(outcome, request.digest), None));
         }
-        return match runtime.load(&body) {
+        return Ok(match runtime.load(&body) {
             Ok(component) => {
                 let mut report = RunReport::new(crate::Outcome::Ok, request.digest);
                 report.compile_time = component.compile_time;
                 (report, None)
             }
             Err(e) => (RunReport::new(e.outcome(), request.digest), None),
-        };
+        });
     }
     let Some(component) = runtime.cached(&request.digest) else {
         let message = format!("component {} is not loaded in this worker", request.digest);
-        return (
+        return Ok((
             RunReport::new(crate::Outcome::Refused { message }, request.digest),
             None,
-        );
+        ));
     };
-    match request.call {
+    Ok(match request.call {
         Call::Run => runtime.run_shared(&component, body, shared, &request.limits, live),
-        Call::Verify { output_len } => {
+        Call::Verify {
+            output_len,
+            outputs,
+        } => {
             let mut input = body;
+            let outputs = crate::protocol::split_named(&mut input, &outputs)?;
             let split = input.len().saturating_sub(output_len as usize);
             let output = input.split_off(split);
             let (report, ok) =
-                runtime.verify_shared(&component, input, output, shared, &request.limits);
-            (report, ok.map(|ok| vec![ok as u8]))
+                runtime.verify_shared(&component, input, output, shared, &outputs, &request.limits);
+            (
+                report,
+                ok.map(|ok| (vec![ok as u8], crate::NamedOutputs::new())),
+            )
         }
         Call::Load => unreachable!("handled above"),
-    }
+    })
 }
 
 /// The shared inputs a worker keeps between jobs, by digest, at most

@@ -129,7 +129,8 @@ pub struct LogsArgs {
 #[command(group = clap::ArgGroup::new("into").required(true))]
 pub struct ResultArgs {
     job: String,
-    /// The folder for the outputs (unit-N.out, or .png for PNG images).
+    /// The folder for the outputs (unit-N.out, or .png for PNG images; a
+    /// named output beside it as unit-N.NAME).
     #[arg(long, short, group = "into")]
     output: Option<PathBuf>,
     /// One file of every unit's output, joined in unit order (every unit
@@ -577,6 +578,19 @@ fn download(client: &Client, id: &str, dir: &Path) -> Result<()> {
             };
             let path = dir.join(format!("unit-{}.{ext}", u.index));
             partial.finish(&path)?;
+            for named in &u.outputs {
+                let beside = super::named_output_path(&path, &named.name)?;
+                let mut partial = Partial::beside(&beside)?;
+                stream_checked(
+                    client,
+                    &format!("/api/v1/jobs/{id}/units/{}/outputs/{}", u.index, named.name),
+                    Some(&named.digest),
+                    Some(named.bytes),
+                    &format!("the output `{}` of unit {}", named.name, u.index),
+                    &mut partial,
+                )?;
+                partial.finish(&beside)?;
+            }
             bar.set_message(path.display().to_string());
             bar.inc(1);
         }
@@ -733,26 +747,38 @@ fn stream_output(
     unit: &UnitInfo,
     sink: &mut dyn std::io::Write,
 ) -> Result<Vec<u8>> {
-    // The size the market lists bounds what it may send (a market that
-    // lists none is held to the digest alone).
-    let room = unit.output_bytes.unwrap_or(u64::MAX);
+    stream_checked(
+        client,
+        &format!("/api/v1/jobs/{id}/units/{}/output", unit.index),
+        unit.output_digest.as_deref(),
+        unit.output_bytes,
+        &format!("the output of unit {}", unit.index),
+        sink,
+    )
+}
+
+/// Stream the bytes at `path` into `sink`, checked against `digest` (the
+/// one the market verified) and no more than `size` (when the market
+/// lists one; else the digest alone holds it); their first bytes.
+fn stream_checked(
+    client: &Client,
+    path: &str,
+    digest: Option<&str>,
+    size: Option<u64>,
+    what: &str,
+    sink: &mut dyn std::io::Write,
+) -> Result<Vec<u8>> {
     let mut checked = Checked {
         inner: sink,
         hasher: blake3::Hasher::new(),
         head: Vec::new(),
-        room,
+        room: size.unwrap_or(u64::MAX),
     };
-    client.download_signed(
-        &format!("/api/v1/jobs/{id}/units/{}/output", unit.index),
-        &mut checked,
-    )?;
+    client.download_signed(path, &mut checked)?;
     // The market streams what its store holds: the digest it verified is
     // the check.
-    if unit.output_digest.as_deref() != Some(checked.hasher.finalize().to_hex().as_str()) {
-        bail!(
-            "the output of unit {} does not match its verified digest; nothing more was written",
-            unit.index
-        );
+    if digest != Some(checked.hasher.finalize().to_hex().as_str()) {
+        bail!("{what} does not match its verified digest; nothing more was written");
     }
     Ok(checked.head)
 }

@@ -110,7 +110,7 @@ impl ResultVerifier for PoolVerifier {
         component: &[u8],
         input: &[u8],
         output: &[u8],
-        shared: &agora_market::verify::SharedInputs,
+        by_name: &agora_market::verify::ByName,
         limits: &VerifyLimits,
     ) -> Result<bool, VerifyFailure> {
         let limits = Limits {
@@ -119,7 +119,8 @@ impl ResultVerifier for PoolVerifier {
             timeout: Duration::from_millis(limits.timeout_ms),
             ..Limits::default()
         };
-        let shared: agora_host::SharedInputs = shared
+        let shared: agora_host::SharedInputs = by_name
+            .shared
             .iter()
             .map(|(name, bytes)| (name.clone(), agora_host::SharedBlob::new(bytes.clone())))
             .collect();
@@ -128,6 +129,7 @@ impl ResultVerifier for PoolVerifier {
             input,
             output,
             &shared,
+            &by_name.outputs,
             &limits,
         );
         verdict.ok_or_else(|| VerifyFailure {

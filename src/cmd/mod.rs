@@ -32,6 +32,26 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Where named output `name` goes beside a unit's main output at `main`:
+/// its extension becomes the name (`unit-3.out` → `unit-3.model`). The
+/// market refused names that are not plain (`is_output_name`); one that
+/// would land on the main output itself is refused here.
+pub fn named_output_path(main: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    anyhow::ensure!(
+        agora_wire::limits::is_output_name(name),
+        "a named output `{}` is not {}",
+        printable(name),
+        agora_wire::limits::OUTPUT_NAME_RULE
+    );
+    let path = main.with_extension(name);
+    anyhow::ensure!(
+        path != main,
+        "the named output `{name}` would overwrite {}: name the output file otherwise",
+        main.display()
+    );
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

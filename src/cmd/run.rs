@@ -18,7 +18,9 @@ pub struct RunArgs {
     /// The work unit's input: a file, or `-` for stdin. Empty when omitted.
     #[arg(long, short)]
     input: Option<PathBuf>,
-    /// Where to write the output (stdout when omitted).
+    /// Where to write the output (stdout when omitted); a named output
+    /// (`data.output`) goes beside it, its extension the name
+    /// (`-o trained.json` and `model` write `trained.model`).
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// A shared input, as `--shared NAME=FILE` (what `agora submit --shared`
@@ -30,6 +32,11 @@ pub struct RunArgs {
     /// the run's fuel and time); exits 0 when it accepts.
     #[arg(long, value_name = "OUTPUT_FILE", conflicts_with = "output")]
     verify: Option<PathBuf>,
+    /// With --verify: a named output of the checked result, as
+    /// `--named-output NAME=FILE` (`verify` reads it with
+    /// `data.named-output(NAME)`).
+    #[arg(long, value_name = "NAME=FILE", requires = "verify")]
+    named_output: Vec<String>,
     /// A limit, as `-W NAME=VALUE`: fuel=N, max-memory-size=BYTES,
     /// timeout=DURATION, max-output-size=BYTES, gpu-memory=BYTES,
     /// gpu-dispatches=N, gpu-time=DURATION.
@@ -98,21 +105,29 @@ fn verify_limits(limits: &Limits) -> Limits {
 
 /// `--shared NAME=FILE` options, each file read and hashed.
 fn read_shared(options: &[String]) -> Result<SharedInputs> {
-    let mut shared = SharedInputs::new();
+    Ok(read_named(options, "--shared")?
+        .into_iter()
+        .map(|(name, bytes)| (name, SharedBlob::new(bytes)))
+        .collect())
+}
+
+/// `FLAG NAME=FILE` options, each file read, each name once.
+fn read_named(
+    options: &[String],
+    flag: &str,
+) -> Result<std::collections::BTreeMap<String, std::sync::Arc<[u8]>>> {
+    let mut named = std::collections::BTreeMap::new();
     for option in options {
         let (name, path) = option
             .split_once('=')
-            .with_context(|| format!("--shared {option}: expected NAME=FILE"))?;
+            .with_context(|| format!("{flag} {option}: expected NAME=FILE"))?;
         let bytes =
-            std::fs::read(path).with_context(|| format!("reading the shared input {path}"))?;
-        if shared
-            .insert(name.to_string(), SharedBlob::new(bytes))
-            .is_some()
-        {
-            bail!("--shared {name}: the name is given twice");
+            std::fs::read(path).with_context(|| format!("{flag} {name}: reading {path}"))?;
+        if named.insert(name.to_string(), bytes.into()).is_some() {
+            bail!("{flag} {name}: the name is given twice");
         }
     }
-    Ok(shared)
+    Ok(named)
 }
 
 fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>> {
@@ -145,6 +160,7 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
         std::fs::read(&args.job).with_context(|| format!("reading {}", args.job.display()))?;
     let input = read_input(args.input.as_ref())?;
     let shared = read_shared(&args.shared)?;
+    let checked_outputs = read_named(&args.named_output, "--named-output")?;
     let expected = args
         .verify
         .as_ref()
@@ -165,10 +181,17 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
     let component = ComponentBytes::new(bytes);
     let running = format!("running {}", args.job.display());
     spinner.set_message(running.clone());
+    let mut named = agora_host::NamedOutputs::new();
     let (report, output) = match &expected {
         Some(out) => {
-            let (report, answer) =
-                pool.verify_shared(&component, &input, out, &shared, &verify_limits(&limits));
+            let (report, answer) = pool.verify_shared(
+                &component,
+                &input,
+                out,
+                &shared,
+                &checked_outputs,
+                &verify_limits(&limits),
+            );
             (
                 report,
                 answer.map(|ok| {
@@ -189,6 +212,7 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
                     ));
                 }
             });
+            named = result.named;
             (result.report, result.output)
         }
     };
@@ -218,11 +242,24 @@ fn try_run(args: RunArgs) -> Result<ExitCode> {
     }
     match &args.output {
         Some(path) => {
-            std::fs::write(path, &output).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "wrote {} to {}",
-                agora_host::report::bytes(output.len() as u64),
-                path.display()
+            let mut files = vec![(path.clone(), &output[..])];
+            for (name, bytes) in &named {
+                files.push((super::named_output_path(path, name)?, &bytes[..]));
+            }
+            for (path, bytes) in files {
+                std::fs::write(&path, bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "wrote {} to {}",
+                    agora_host::report::bytes(bytes.len() as u64),
+                    path.display()
+                );
+            }
+        }
+        None if !named.is_empty() => {
+            bail!(
+                "the job gave named outputs ({}): pass --output FILE to write them beside it",
+                named.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         }
         None => {

@@ -141,23 +141,45 @@ fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
     let out = run_local(&train, &shared, &config, &["-o", honest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let trained: Value = serde_json::from_slice(&std::fs::read(&honest).unwrap()).unwrap();
-    let verify = |output: &Path| {
-        run_local(
-            &train,
-            &shared,
-            &config,
-            &["--verify", output.to_str().unwrap()],
-        )
-        .status
-        .success()
+    // The named output `model`, beside it: the returned weights alone.
+    let honest_model = honest.with_extension("model");
+    let named: Value = serde_json::from_slice(&std::fs::read(&honest_model).unwrap()).unwrap();
+    assert_eq!(
+        named, trained["model"],
+        "the named output is the returned weights"
+    );
+    let verify_with = |output: &Path, model: Option<&Path>| {
+        let named = model.map(|m| format!("model={}", m.display()));
+        let mut extra = vec!["--verify", output.to_str().unwrap()];
+        if let Some(named) = &named {
+            extra.extend(["--named-output", named]);
+        }
+        run_local(&train, &shared, &config, &extra).status.success()
     };
+    // A doctored answer comes with its own weights as the named output, so
+    // each case below meets the check it is about.
+    let verify = |output: &Path| verify_with(output, Some(&output.with_extension("model")));
     assert!(verify(&honest), "the honest answer is accepted");
+    assert!(
+        !verify_with(&honest, None),
+        "an answer without its named output `model` is refused"
+    );
+    let other_model = dir.join("other-weights.model");
+    let mut shifted = trained["model"].clone();
+    shifted["b2"][0] = (shifted["b2"][0].as_f64().unwrap() + 0.5).into();
+    std::fs::write(&other_model, serde_json::to_vec(&shifted).unwrap()).unwrap();
+    assert!(
+        !verify_with(&honest, Some(&other_model)),
+        "a named output `model` that is not the returned weights is refused"
+    );
 
     let doctored = |name: &str, change: &dyn Fn(&mut Value)| {
         let mut value = trained.clone();
         change(&mut value);
         let path = dir.join(name);
         std::fs::write(&path, serde_json::to_vec(&value).unwrap()).unwrap();
+        let model = serde_json::to_vec(&value["model"]).unwrap();
+        std::fs::write(path.with_extension("model"), model).unwrap();
         path
     };
     let (images, truth) = (held_out_images(&data), labels(&data));
@@ -438,8 +460,22 @@ fn a_training_sweep_on_two_providers_then_batch_inference_with_the_best() {
         best["config"]
     );
 
-    let best_file = market.home.join("best.json");
-    std::fs::write(&best_file, serde_json::to_vec(best).unwrap()).unwrap();
+    // The best unit's named output `model` is what classify takes.
+    let best_unit = (0..8)
+        .find(|i| {
+            let r: Value = serde_json::from_slice(
+                &std::fs::read(sweep_dir.join(format!("unit-{i}.out"))).unwrap(),
+            )
+            .unwrap();
+            r["config"] == best["config"]
+        })
+        .unwrap();
+    let best_file = sweep_dir.join(format!("unit-{best_unit}.model"));
+    let named: Value = serde_json::from_slice(&std::fs::read(&best_file).unwrap()).unwrap();
+    assert_eq!(
+        named, best["model"],
+        "agora result wrote the unit's named output `model` beside its output"
+    );
     let model_shared = format!("model={}", best_file.display());
     let out = market.agora(&[
         "submit",

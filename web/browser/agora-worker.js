@@ -456,8 +456,10 @@ function wasi() {
 
 function agoraImports(shared) {
   const imports = {};
-  // Every 0.1.x of the contract: 0.1.1 only added `data.shared`.
-  const add = (name, value) => { for (const v of ['', '@0.1.0', '@0.1.1']) imports[`${name}${v}`] = value; };
+  // Every 0.1.x of the contract: 0.1.1 only added `data.shared`, 0.1.2
+  // `data.output` and `data.named-output`, which a tab does not provide
+  // (the market gives tabs no job whose component imports them).
+  const add = (name, value) => { for (const v of ['', '@0.1.0', '@0.1.1', '@0.1.2']) imports[`${name}${v}`] = value; };
   // A shared input is outside the job's blob quota, like on a native host;
   // every handle reads the same bytes (blobs are immutable).
   const byName = new Map(shared);

@@ -6,7 +6,9 @@
 //! `{"lr":0.1,"hidden":64,"epochs":8,"seed":1,"batch":32}` (seed and
 //! batch optional). Output: the configuration, the trained weights, the
 //! weights after each earlier epoch, and the accuracy measured on the
-//! held-out rows, as JSON ([`Trained`]).
+//! held-out rows, as JSON ([`Trained`]); and the named output `model`, the
+//! trained weights alone (what `digits-classify` takes as its shared input
+//! `model`: `agora result -o DIR` writes it as `unit-N.model`).
 //!
 //! `verify` takes nothing on trust. The training procedure is fixed
 //! (`mlp::train`): the first weights follow from the seed, each epoch's
@@ -145,9 +147,18 @@ impl Job for DigitsTrain {
         let (correct, held_out) = evaluate(&net, &shaders, &data)?;
         let accuracy = correct as f64 / held_out as f64;
         info!("lr {} hidden {} epochs {}: {correct} of {held_out} held-out digits right ({:.3})", config.lr, config.hidden, config.epochs, accuracy);
+        Output::from(model_json(&model)?).named(MODEL_OUTPUT)?;
         let trained = Trained { config, accuracy, correct, held_out, model, checkpoints };
         Ok(serde_json::to_vec(&trained).map_err(|e| Error::msg(e.to_string()))?.into())
     }
+}
+
+/// The named output with the trained weights alone.
+const MODEL_OUTPUT: &str = "model";
+
+/// The weights as the named output `model` holds them.
+fn model_json(model: &Model) -> Result<Vec<u8>> {
+    serde_json::to_vec(model).map_err(|e| Error::msg(e.to_string()))
 }
 
 /// Minibatch SGD on the GPU, epoch by epoch in the orders of
@@ -184,6 +195,11 @@ impl Verify for DigitsTrain {
     fn verify(input: Input, output: Input) -> bool {
         let (Ok(config), Ok(bytes), Ok(data)) = (Config::parse(&input), output.bytes(), Dataset::open()) else { return false };
         let Ok(trained) = serde_json::from_slice::<Trained>(&bytes) else { return false };
+        // The named output `model` is the returned weights.
+        let named = Input::named_output(MODEL_OUTPUT).and_then(|m| m.bytes().ok());
+        if named.and_then(|b| serde_json::from_slice::<Model>(&b).ok()).as_ref() != Some(&trained.model) {
+            return false;
+        }
         let Some(states) = states(&trained, &config, &data) else { return false };
         let (Ok((x, y)), Ok((test_x, test_y))) = (data.train_set(), data.test_set()) else { return false };
         // Every epoch within what an epoch can move; the last replayed

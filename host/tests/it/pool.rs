@@ -259,3 +259,62 @@ fn shared_inputs_reach_their_job_and_no_other() {
     );
     assert_eq!(pool.counters().started, 1, "one worker served all three");
 }
+
+/// Named outputs (`data.output`) come back from the worker by name beside
+/// the output, at most `MAX_NAMED_OUTPUTS`; a name that breaks the rule
+/// (the main output's own, a path, a hidden file, none) or comes twice is
+/// refused by name; and outputs that together pass the unit's output bytes
+/// end the run at the output limit, the named ones counted.
+#[test]
+fn named_outputs_come_back_by_name_within_the_units_bounds() {
+    use agora_wire::limits::MAX_NAMED_OUTPUTS;
+    let pool = pool(1);
+    let component = hostile_component();
+    let shared = agora_host::SharedInputs::new();
+    let result = pool.run_shared(
+        &component,
+        format!("named {}", MAX_NAMED_OUTPUTS + 1).as_bytes(),
+        &shared,
+        &Limits::default(),
+        &mut |_| {},
+    );
+    assert_ok(&result.report);
+    let names: Vec<&str> = result.named.keys().map(String::as_str).collect();
+    let mut expected: Vec<String> = (0..MAX_NAMED_OUTPUTS).map(|i| format!("o{i}")).collect();
+    expected.sort();
+    assert_eq!(names, expected, "every output the quota allows, by name");
+    assert_eq!(
+        &result.named["o3"][..],
+        &[3u8; 1024][..],
+        "each one's bytes"
+    );
+    let refused = String::from_utf8(result.output.unwrap()).unwrap();
+    let lines: Vec<&str> = refused.lines().collect();
+    assert_eq!(lines.len(), 6, "{refused}");
+    assert!(
+        lines[0].starts_with("output quota-exceeded: named outputs would be 17"),
+        "{refused}"
+    );
+    for (line, name) in lines[1..5].iter().zip(["out", "../x", ".x", ""]) {
+        assert_eq!(*line, format!("output invalid-name: `{name}`"));
+    }
+    assert_eq!(lines[5], "output duplicate: `o0`");
+
+    // Eight KiB for everything: eight named outputs fit, the ninth is
+    // refused, and the refusals the run returns as its output pass it.
+    let limits = Limits {
+        output_bytes: 8 << 10,
+        ..Limits::default()
+    };
+    let result = pool.run_shared(&component, b"named 9", &shared, &limits, &mut |_| {});
+    match &result.report.outcome {
+        Outcome::LimitExceeded { limit, message } => {
+            assert_eq!(*limit, agora_host::LimitKind::Output, "{message}")
+        }
+        other => panic!("outputs past the unit's bytes end the run, got {other}"),
+    }
+    assert!(
+        result.output.is_none() && result.named.is_empty(),
+        "nothing of it comes back"
+    );
+}

@@ -200,6 +200,7 @@ fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
             lease_id,
             agora_wire::api::RunOutcome::Ok,
             Some(&digest),
+            &[],
             500_000,
             0,
         )),
@@ -208,6 +209,7 @@ fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
         gpu_time_us: 0,
         peak_memory_bytes: 1 << 20,
         logs: vec![],
+        outputs: vec![],
     }
 }
 

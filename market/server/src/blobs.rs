@@ -369,7 +369,7 @@ pub async fn lock(tx: &mut Tx, digest: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Delete the record of `digest` if nothing needs it any more: not kept,
-/// named by no unit, lease or shared input of a job whose data is kept, and
+/// named by no unit, lease, lease upload or shared input of a job whose data is kept, and
 /// held by no account that uploaded it. Returns the
 /// key of its object, for the caller to remove once `tx` has committed.
 pub async fn collect(tx: &mut Tx, digest: &str) -> Result<Option<String>, sqlx::Error> {
@@ -381,6 +381,7 @@ pub async fn collect(tx: &mut Tx, digest: &str) -> Result<Option<String>, sqlx::
            AND NOT EXISTS (SELECT 1 FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.output_digest = $1 AND j.data_deleted_at_ms IS NULL)
            AND NOT EXISTS (SELECT 1 FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.output_digest = $1 AND j.data_deleted_at_ms IS NULL)
            AND NOT EXISTS (SELECT 1 FROM job_shared s JOIN jobs j ON j.id = s.job_id WHERE s.digest = $1 AND j.data_deleted_at_ms IS NULL)
+           AND NOT EXISTS (SELECT 1 FROM lease_uploads lu JOIN leases l ON l.id = lu.lease_id JOIN jobs j ON j.id = l.job_id WHERE lu.digest = $1 AND j.data_deleted_at_ms IS NULL)
            AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.digest = $1)
          RETURNING object",
     )

@@ -50,6 +50,13 @@ const BROWSER_WASI: &[&str] = &[
     "wasi:filesystem/preopens",
 ];
 
+/// Functions of the contract a browser tab does not provide: a tab keeps
+/// no named outputs (its result carries the main output alone).
+pub const NOT_IN_TABS: &[&str] = &[
+    "agora:compute/data#output",
+    "agora:compute/data#named-output",
+];
+
 /// Imports that are asynchronous in the browser runtime.
 const SUSPENDING: &[&str] = &[
     "agora:compute/gpu#[method]buffer.read",
@@ -85,10 +92,17 @@ pub struct Built {
 pub fn build(
     component: &[u8],
     component_digest: &str,
-    imports: &[String],
+    inspection: &crate::registry::Inspection,
 ) -> Result<Built, String> {
+    let imports = &inspection.imports;
     if let Some(why) = not_browser_capable(imports) {
         return Err(why);
+    }
+    if !inspection.not_in_tabs.is_empty() {
+        return Err(format!(
+            "imports what a browser tab does not provide: {}",
+            inspection.not_in_tabs.join(", ")
+        ));
     }
     // The versioned spellings too: the generator matches either.
     let suspending: Vec<String> = imports

@@ -125,6 +125,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "uploads",
         include_str!("../migrations/sqlite/20261207040000_uploads.sql"),
     ),
+    (
+        20261207050000,
+        "lease_outputs",
+        include_str!("../migrations/sqlite/20261207050000_lease_outputs.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -206,6 +211,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261207040000,
         "uploads",
         include_str!("../migrations/postgres/20261207040000_uploads.sql"),
+    ),
+    (
+        20261207050000,
+        "lease_outputs",
+        include_str!("../migrations/postgres/20261207050000_lease_outputs.sql"),
     ),
 ];
 

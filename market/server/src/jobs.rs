@@ -31,6 +31,7 @@ mod decide;
 mod failures;
 mod lease;
 mod live;
+mod outputs;
 mod providers;
 mod reputation;
 mod result;

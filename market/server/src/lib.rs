@@ -244,7 +244,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/jobs", get(routes::my_jobs).post(routes::submit))
         .layer(DefaultBodyLimit::max(registry::MAX_PUBLISH_BODY_BYTES))
         .route("/api/v1/leases/{lease}/result", post(routes::result))
-        .layer(DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_RESULT_BODY_BYTES))
+        .route(
+            "/api/v1/leases/{lease}/outputs/{digest}",
+            axum::routing::put(routes::lease_output),
+        )
+        .layer(DefaultBodyLimit::max(jobs::MAX_UNIT_BYTES));
     // An upload's chunks are checked against their declared values, not
     // signed (see `uploads`); each body is read once there is room for it.
     let chunks = Router::new()
@@ -298,6 +303,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/jobs/{job}/units/{unit}/output",
             get(routes::unit_output),
+        )
+        .route(
+            "/api/v1/jobs/{job}/units/{unit}/outputs/{name}",
+            get(routes::unit_named_output),
         )
         .route(
             "/api/v1/blobs/{digest}",

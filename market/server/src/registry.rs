@@ -65,6 +65,9 @@ pub struct Registry {
 pub struct Inspection {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// The contract's functions it imports that a browser tab does not
+    /// provide (`browser::NOT_IN_TABS`), as `interface#function`.
+    pub not_in_tabs: Vec<String>,
 }
 
 /// The WebAssembly features hosts enable (`JOB_WASM_FEATURES`): a component
@@ -85,23 +88,26 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, ApiError> {
     if !wasmparser::Parser::is_component(bytes) {
         return Err(ApiError::BadPackage("not a WebAssembly component".into()));
     }
-    if let Err(e) =
-        wasmparser::Validator::new_with_features(job_wasm_features()).validate_all(bytes)
-    {
-        return Err(
-            match wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
-                .validate_all(bytes)
-            {
-                Ok(_) => ApiError::BadPackage(format!(
-                    "the component uses a WebAssembly feature hosts do not enable: {e}"
-                )),
-                Err(_) => ApiError::BadPackage(format!("invalid component: {e}")),
-            },
-        );
-    }
+    let types =
+        match wasmparser::Validator::new_with_features(job_wasm_features()).validate_all(bytes) {
+            Ok(types) => types,
+            Err(e) => {
+                return Err(
+                    match wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+                        .validate_all(bytes)
+                    {
+                        Ok(_) => ApiError::BadPackage(format!(
+                            "the component uses a WebAssembly feature hosts do not enable: {e}"
+                        )),
+                        Err(_) => ApiError::BadPackage(format!("invalid component: {e}")),
+                    },
+                );
+            }
+        };
     let mut found = Inspection {
         imports: Vec::new(),
         exports: Vec::new(),
+        not_in_tabs: Vec::new(),
     };
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
@@ -128,6 +134,22 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, ApiError> {
                 }
             }
             _ => {}
+        }
+    }
+    for import in &found.imports {
+        let unversioned = import.split('@').next().unwrap_or(import);
+        if let Some(wasmparser::component_types::ComponentItem {
+            ty: wasmparser::component_types::ComponentEntityType::Instance(id),
+            ..
+        }) = types.component_item_for_import(import)
+        {
+            found.not_in_tabs.extend(
+                types[*id]
+                    .exports
+                    .keys()
+                    .map(|function| format!("{unversioned}#{function}"))
+                    .filter(|f| crate::browser::NOT_IN_TABS.contains(&f.as_str())),
+            );
         }
     }
     if !found.exports.iter().any(|e| e == "run") {
@@ -454,7 +476,7 @@ impl Registry {
             // Held until the checks end, even when the request gave up.
             let (_turn, _mine) = (turn, mine);
             let inspection = inspect(&bytes)?;
-            let bundle = crate::browser::build(&bytes, &digest, &inspection.imports);
+            let bundle = crate::browser::build(&bytes, &digest, &inspection);
             Ok::<_, ApiError>((inspection, bundle))
         });
         match tokio::time::timeout_at(started + PUBLISH_CHECK_DEADLINE, checks).await {

@@ -29,7 +29,7 @@ use utoipa::OpenApi;
     info(title = "Agora market API", description = "Identities, credits ledger with escrow, and the signed package registry."),
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
-        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, submit, my_jobs, job, delete_job_data, unit_output,
+        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, lease_output, submit, my_jobs, job, delete_job_data, unit_output, unit_named_output,
         blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch,
         begin_upload, upload_chunk, complete_upload, cancel_upload, release_blob, storage
     ),
@@ -37,7 +37,7 @@ use utoipa::OpenApi;
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
-        JobState, UnitInfo, UnitCounts, CostBreakdown, JobInfo, LeaseGrant, ResultReport, MarketStats, JobLogs, JobLogLine,
+        JobState, UnitInfo, UnitCounts, CostBreakdown, JobInfo, LeaseGrant, ResultReport, agora_wire::api::NamedOutput, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
         AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health,
         NewUpload, UploadInfo, ChunkReceived, Storage, HeldBlob
@@ -801,19 +801,74 @@ pub async fn unit_output(
     connection: Option<Connection>,
 ) -> Result<Response, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
-    let digest = state.jobs.output_digest(&job, unit).await?;
+    let digest = state.jobs.output_digest(&job, unit, None).await?;
+    serve_output(&state, &digest, &headers, connection).await
+}
+
+/// A unit's verified named output (signed GET by the job's buyer or the
+/// operator), streamed like the main one.
+#[utoipa::path(get, path = "/api/v1/jobs/{job}/units/{unit}/outputs/{name}", params(("job" = String, Path), ("unit" = u32, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The output bytes"), (status = 404, body = ErrorBody)))]
+pub async fn unit_named_output(
+    State(state): State<AppState>,
+    Path((job, unit, name)): Path<(String, u32, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<Connection>,
+) -> Result<Response, ApiError> {
+    job_read(&state, &job, &method, &uri, &headers).await?;
+    let digest = state.jobs.output_digest(&job, unit, Some(&name)).await?;
+    serve_output(&state, &digest, &headers, connection).await
+}
+
+async fn serve_output(
+    state: &AppState,
+    digest: &str,
+    headers: &HeaderMap,
+    connection: Option<Connection>,
+) -> Result<Response, ApiError> {
     private(
         state
             .downloads
             .serve(
                 &state.db,
-                &digest,
-                &headers,
+                digest,
+                headers,
                 peer(connection),
                 "application/octet-stream",
             )
             .await,
     )
+}
+
+/// An output of a lease its provider runs, uploaded before the result that
+/// names it (signed by the provider; the body is the raw bytes, whose
+/// blake3 is `digest`).
+#[utoipa::path(put, path = "/api/v1/leases/{lease}/outputs/{digest}", params(("lease" = String, Path), ("digest" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "Stored"),
+        (status = 400, body = ErrorBody, description = "`limit_exceeded`: past MAX_UNIT_BYTES or MAX_LEASE_UPLOADS; `invalid_request`: the bytes are not the digest's"),
+        (status = 403, body = ErrorBody, description = "not this provider's lease"),
+        (status = 409, body = ErrorBody, description = "lease expired or answered")))]
+pub async fn lease_output(
+    State(state): State<AppState>,
+    Path((lease, digest)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, body| async move {
+            let stored = s
+                .jobs
+                .put_lease_output(&caller, &lease, &digest, body, s.now_ms())
+                .await?;
+            Ok((StatusCode::OK, stored))
+        })
+        .await
 }
 
 /// The connection a request came on (absent when the router is called in

@@ -48,8 +48,18 @@ pub const MAX_VERIFY_MEMORY_BYTES: u64 = 1 << 30;
 /// count against the provider until this many tries.
 pub const VERIFY_ATTEMPTS: i64 = 3;
 
-/// A job's shared inputs by name (the host's `SharedInputs`).
+/// Blobs by name: a job's shared inputs (the host's `SharedInputs`), or a
+/// result's named outputs (the host's `NamedOutputs`).
 pub type SharedInputs = std::collections::BTreeMap<String, std::sync::Arc<[u8]>>;
+
+/// What `verify` reads by name beside the input and the output.
+#[derive(Clone, Debug, Default)]
+pub struct ByName {
+    /// The job's shared inputs (`data.shared`).
+    pub shared: SharedInputs,
+    /// The checked result's named outputs (`data.named-output`).
+    pub outputs: SharedInputs,
+}
 
 /// Runs a package's `verify` export. Blocking: the market calls it on a
 /// blocking thread.
@@ -64,21 +74,22 @@ pub trait ResultVerifier: Send + Sync {
         limits: &VerifyLimits,
     ) -> Result<bool, VerifyFailure>;
 
-    /// [`ResultVerifier::verify`] for a job with shared inputs (by name):
-    /// `verify` reads them as `run` did. A verifier that cannot give them
-    /// reaches no verdict.
+    /// [`ResultVerifier::verify`] for a job with shared inputs or a result
+    /// with named outputs: `verify` reads them by name as `run` did. A
+    /// verifier that cannot give them reaches no verdict.
     fn verify_shared(
         &self,
         component: &[u8],
         input: &[u8],
         output: &[u8],
-        shared: &SharedInputs,
+        by_name: &ByName,
         limits: &VerifyLimits,
     ) -> Result<bool, VerifyFailure> {
-        if !shared.is_empty() {
+        if !by_name.shared.is_empty() || !by_name.outputs.is_empty() {
             return Err(VerifyFailure {
                 outcome: RunOutcome::Refused,
-                message: "this verifier cannot give a job its shared inputs".into(),
+                message: "this verifier cannot give a job its shared inputs or named outputs"
+                    .into(),
             });
         }
         self.verify(component, input, output, limits)

@@ -705,6 +705,10 @@ pub struct UnitInfo {
     pub attempts: u32,
     pub output_digest: Option<String>,
     pub output_bytes: Option<u64>,
+    /// The decided result's named outputs (`GET
+    /// /api/v1/jobs/{job}/units/{unit}/outputs/{name}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<NamedOutput>,
     pub cost: Option<u64>,
     pub message: Option<String>,
     /// The latest progress a running replica reported.
@@ -967,23 +971,42 @@ pub struct ResultReport {
     /// Log lines not yet sent with a heartbeat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
+    /// The unit's named outputs (`data.output`), in name order, each
+    /// uploaded under the lease like the main output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<NamedOutput>,
+}
+
+/// One named output of a result: a blob uploaded under its lease
+/// (`PUT /api/v1/leases/{lease}/outputs/{digest}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NamedOutput {
+    pub name: String,
+    pub digest: String,
+    pub bytes: u64,
 }
 
 impl ResultReport {
-    /// What the provider signs: the lease, the output digest and the usage
-    /// it is paid for.
+    /// What the provider signs: the lease, the output digest, its named
+    /// outputs (name order) and the usage it is paid for.
     pub fn signed_bytes(
         lease_id: &str,
         outcome: RunOutcome,
         output_digest: Option<&str>,
+        outputs: &[NamedOutput],
         fuel_used: u64,
         gpu_time_us: u64,
     ) -> Vec<u8> {
-        format!(
+        let mut signed = format!(
             "agora-result-v1\n{lease_id}\n{outcome}\n{}\n{fuel_used}\n{gpu_time_us}",
             output_digest.unwrap_or("-")
-        )
-        .into_bytes()
+        );
+        // A result without named outputs signs what it always did.
+        for o in outputs {
+            signed.push_str(&format!("\noutput {} {} {}", o.name, o.digest, o.bytes));
+        }
+        signed.into_bytes()
     }
 }
 

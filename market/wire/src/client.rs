@@ -288,6 +288,16 @@ impl Client {
         decode(&read(response)?)
     }
 
+    /// A signed PUT of raw `body` to `path` (an output uploaded under a
+    /// lease: the signature covers its bytes, whose blake3 is its digest).
+    pub fn put_signed_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
+        decode(&self.send("PUT", path, body, None, None)?)
+    }
+
     /// A signed DELETE of `path`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         decode(&self.send("DELETE", path, &[], None, None)?)
@@ -316,6 +326,7 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let builder = match method {
             "GET" | "DELETE" => None,
+            "PUT" => Some(self.agent.put(&url)),
             _ => Some(self.agent.post(&url)),
         };
         let transport = |source| transport_error(&url, source);
@@ -338,7 +349,11 @@ impl Client {
                 if let Some(k) = idempotency_key {
                     request = request.header(auth::HEADER_IDEMPOTENCY_KEY, k);
                 }
-                request = request.header("content-type", "application/json");
+                let content_type = match method {
+                    "PUT" => "application/octet-stream",
+                    _ => "application/json",
+                };
+                request = request.header("content-type", content_type);
                 match progress {
                     None => request.send(body).map_err(transport)?,
                     Some(progress) => {

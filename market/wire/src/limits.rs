@@ -5,9 +5,38 @@
 
 use crate::api::{Capabilities, UnitLimits};
 
-/// Largest input or output of one unit: both travel inside one JSON
-/// request as base64 today, which is what bounds them.
+/// Largest input of one unit, and most bytes of one unit's outputs
+/// together (the one `run` returns and its named outputs): a provider's
+/// worker holds them in memory and an inline submit carries an input as
+/// base64 in one JSON request.
 pub const MAX_UNIT_BYTES: usize = 64 << 20;
+/// Most named outputs one unit may add beside the one `run` returns
+/// (`data.output`): each is a blob its provider uploads and its buyer
+/// downloads by name, and a result's manifest names them all.
+pub const MAX_NAMED_OUTPUTS: usize = 16;
+/// Longest name of a named output: it becomes part of a file name.
+pub const MAX_OUTPUT_NAME_CHARS: usize = 64;
+/// The name the output `run` returns goes by where outputs are files
+/// (`unit-N.out`): no named output may take it.
+pub const MAIN_OUTPUT_NAME: &str = "out";
+
+/// Whether `name` may name a named output: 1 to [`MAX_OUTPUT_NAME_CHARS`]
+/// of `a-z 0-9 _ - .`, not beginning with `.`, and not
+/// [`MAIN_OUTPUT_NAME`]; what every side (the guest's host, the market, the
+/// CLI writing files) checks.
+pub fn is_output_name(name: &str) -> bool {
+    let fine =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
+    !name.is_empty()
+        && name.chars().count() <= MAX_OUTPUT_NAME_CHARS
+        && name.chars().all(fine)
+        && !name.starts_with('.')
+        && name != MAIN_OUTPUT_NAME
+}
+
+/// What an output's name must be, for the refusal of one that is not.
+pub const OUTPUT_NAME_RULE: &str =
+    "1 to 64 of a-z, 0-9, '_', '-', '.', not beginning with '.', and not `out`";
 /// Most fuel one unit may ask for: about an hour of guest instructions, and
 /// small enough that fuel times the highest ask ([`MAX_ASK`]) stays inside
 /// `i64` in the market's SQL.
@@ -77,6 +106,16 @@ pub fn check_unit_limits(l: &UnitLimits) -> Result<(), LimitError> {
         1,
         MAX_UNIT_TIMEOUT_MS,
     )
+}
+
+/// Check `value` against the limit `name` whose value is `max`.
+pub fn at_most(
+    name: &'static str,
+    what: &'static str,
+    value: u64,
+    max: u64,
+) -> Result<(), LimitError> {
+    within(name, what, value, 0, max)
 }
 
 /// Check a size in bytes against [`MAX_UNIT_BYTES`].

@@ -115,7 +115,7 @@ proptest! {
     fn result_signatures_read_back_as_their_fields(
         lease in "l[a-z0-9]{12}", outcome in 0..RunOutcome::ALL.len(), digest in proptest::option::of("[0-9a-f]{64}"), fuel in any::<u64>(), gpu in any::<u64>(),
     ) {
-        let bytes = ResultReport::signed_bytes(&lease, RunOutcome::ALL[outcome], digest.as_deref(), fuel, gpu);
+        let bytes = ResultReport::signed_bytes(&lease, RunOutcome::ALL[outcome], digest.as_deref(), &[], fuel, gpu);
         let text = String::from_utf8(bytes).unwrap();
         let fields: Vec<&str> = text.split('\n').collect();
         let read = (fields[1], fields[2], fields[3], fields[4].parse::<u64>().ok(), fields[5].parse::<u64>().ok());

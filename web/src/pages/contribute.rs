@@ -513,6 +513,7 @@ mod browser {
             &grant.lease_id,
             outcome,
             output_digest.as_deref(),
+            &[],
             fuel_used,
             gpu_time_us,
         ));
@@ -534,6 +535,7 @@ mod browser {
             peak_memory_bytes: 0,
             signature,
             logs: lines,
+            outputs: vec![],
         };
         api::post_signed::<_, serde_json::Value>(
             key,

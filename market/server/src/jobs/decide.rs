@@ -32,6 +32,9 @@ pub struct Reported {
     pub lease: String,
     pub provider: String,
     pub output_digest: String,
+    /// Its named outputs' manifest (`outputs::manifest`), if it has any:
+    /// replicas agree only when this agrees too.
+    pub outputs: Option<String>,
     /// False for a browser tab, which cannot meter fuel (it reports 0).
     pub metered: bool,
     pub usage: Usage,
@@ -41,6 +44,16 @@ pub struct Reported {
     pub trusted: bool,
     /// Whether the operator vouches for its provider.
     pub vouched: bool,
+}
+
+/// What replicas must agree on: the main output's digest and the named
+/// outputs' manifest.
+pub type Answer = (String, Option<String>);
+
+impl Reported {
+    pub fn answer(&self) -> Answer {
+        (self.output_digest.clone(), self.outputs.clone())
+    }
 }
 
 /// The usage the `accepted` results of a unit agree on, capped by the
@@ -99,7 +112,7 @@ fn majority(values: &[u64]) -> Option<u64> {
 }
 
 /// The lease columns [`reported`] reads.
-const REPORTED_COLUMNS: &str = "id, provider, output_digest, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second,
+const REPORTED_COLUMNS: &str = "id, provider, output_digest, outputs, metered, trusted, fuel_used, gpu_time_us, wall_ms, ask_per_billion_fuel, ask_per_gpu_second,
     ask_per_wall_second, (SELECT COUNT(*) FROM vouched v WHERE v.id = leases.provider) AS vouched";
 
 /// The runs of unit (`job`, `idx`) that gave it no output: failed, or
@@ -185,6 +198,7 @@ fn reported(row: &sqlx::any::AnyRow) -> Result<Reported, sqlx::Error> {
         output_digest: row
             .try_get::<Option<String>, _>("output_digest")?
             .unwrap_or_default(),
+        outputs: row.try_get("outputs")?,
         metered: row.try_get::<i64, _>("metered")? == 1,
         trusted: row.try_get::<i64, _>("trusted")? == 1,
         vouched: row.try_get::<i64, _>("vouched")? > 0,
@@ -250,11 +264,11 @@ pub(super) async fn decide_unit(
         // first one's output is the unit's.
         results
             .first()
-            .map(|first| (first.output_digest.clone(), results.len() as i64, true))
+            .map(|first| (first.answer(), results.len() as i64, true))
     } else {
-        let mut counts: std::collections::BTreeMap<&str, (i64, bool)> = Default::default();
+        let mut counts: std::collections::BTreeMap<Answer, (i64, bool)> = Default::default();
         for r in &results {
-            let entry = counts.entry(&r.output_digest).or_default();
+            let entry = counts.entry(r.answer()).or_default();
             *entry = (entry.0 + 1, entry.1 || r.trusted);
         }
         // A group with a trusted result leads whatever its size: more
@@ -262,7 +276,7 @@ pub(super) async fn decide_unit(
         counts
             .iter()
             .max_by_key(|(_, (n, trusted))| (*trusted, *n))
-            .map(|(d, (n, trusted))| (d.to_string(), *n, *trusted))
+            .map(|(d, (n, trusted))| (d.clone(), *n, *trusted))
     };
     let slots = unit.try_get::<i64, _>("replicas")?.max(2) + MAX_EXTRA_REPLICAS;
     let mut marks = Vec::new();
@@ -297,7 +311,7 @@ pub(super) async fn decide_unit(
             if n >= quorum
                 && !checked
                 && wanted < slots
-                && fuel_disputed(results.iter().filter(|r| r.output_digest == digest)) =>
+                && fuel_disputed(results.iter().filter(|r| r.answer() == digest)) =>
         {
             // The same output, different fuel and no majority: one side
             // misreports; another replica decides which.
@@ -310,10 +324,11 @@ pub(super) async fn decide_unit(
         Some((digest, n, true)) if n >= quorum => {
             // The unit is decided once: a settle that failed it at the job's
             // expiry, or another replica's decision, came first.
-            let decided = sqlx::query("UPDATE units SET state = 'verified', output_digest = $1 WHERE job_id = $2 AND idx = $3 AND state = 'queued'")
-                .bind(&digest)
+            let decided = sqlx::query("UPDATE units SET state = 'verified', output_digest = $1, outputs = $4 WHERE job_id = $2 AND idx = $3 AND state = 'queued'")
+                .bind(&digest.0)
                 .bind(job)
                 .bind(idx)
+                .bind(&digest.1)
                 .execute(&mut **tx)
                 .await?;
             if decided.rows_affected() != 1 {
@@ -336,7 +351,7 @@ pub(super) async fn decide_unit(
             }
             let (accepted, rejected): (Vec<Reported>, Vec<Reported>) = results
                 .into_iter()
-                .partition(|r| checked || r.output_digest == digest);
+                .partition(|r| checked || r.answer() == digest);
             let limit = |c: &str| unit.try_get::<i64, _>(c).map(|v| v as u64);
             let (usage, mut contradicts) =
                 agreed_usage(&accepted, limit("fuel_limit")?, limit("timeout_ms")?);
@@ -433,6 +448,7 @@ mod tests {
             lease: "l".into(),
             provider: "p".into(),
             output_digest: "d".into(),
+            outputs: None,
             metered,
             usage: Usage {
                 fuel,

@@ -137,7 +137,7 @@ pub fn same_failure(a: &MissedRun, b: &MissedRun, timeout_ms: u64) -> bool {
                     || !b.run.metered
                     || a.run.usage.fuel == b.run.usage.fuel)
         }
-        (Miss::Rejected, Miss::Rejected) => a.run.output_digest == b.run.output_digest,
+        (Miss::Rejected, Miss::Rejected) => a.run.answer() == b.run.answer(),
         _ => false,
     }
 }
@@ -340,6 +340,7 @@ mod tests {
                 lease: format!("lease-{provider}"),
                 provider: provider.into(),
                 output_digest: String::new(),
+                outputs: None,
                 metered: true,
                 usage: Usage {
                     fuel,

@@ -3,6 +3,7 @@
 //! log lines and the job's settlement applied, all in one transaction.
 
 use super::failures;
+use super::outputs;
 use super::settle::Settling;
 use super::*;
 use crate::db::Text;
@@ -37,6 +38,7 @@ impl Jobs {
             lease_id,
             report.outcome,
             report.output_digest.as_deref(),
+            &report.outputs,
             report.fuel_used,
             report.gpu_time_us,
         );
@@ -55,20 +57,35 @@ impl Jobs {
                 }
                 Some((digest, bytes))
             }
+            // Uploaded under the lease, named by its digest (checked below).
+            (RunOutcome::Ok, None) if report.output_digest.is_some() => None,
             (RunOutcome::Ok, None) => {
-                return Err(ApiError::Invalid("an ok result carries its output".into()));
+                return Err(ApiError::Invalid(
+                    "an ok result names its output's digest".into(),
+                ));
             }
             _ => None,
         };
+        let manifest = outputs::manifest(&report.outputs)?;
+        if report.outcome != RunOutcome::Ok && manifest.is_some() {
+            return Err(ApiError::Invalid("only an ok result has outputs".into()));
+        }
+        if report.outcome == RunOutcome::Ok {
+            let uploaded = output
+                .is_none()
+                .then_some(report.output_digest.as_deref())
+                .flatten();
+            let inline = output.as_ref().map_or(0, |(_, b)| b.len() as u64);
+            self.check_uploaded(lease_id, uploaded, inline, &report.outputs)
+                .await?;
+        }
         // A canary's lease is judged against its known answer, and that is all.
+        let digest = match report.outcome {
+            RunOutcome::Ok => report.output_digest.clone(),
+            _ => None,
+        };
         if self
-            .answer_canary(
-                provider,
-                lease_id,
-                &report,
-                output.as_ref().map(|(d, _)| d.as_str()),
-                now,
-            )
+            .answer_canary(provider, lease_id, &report, digest.as_deref(), now)
             .await?
             .is_some()
         {
@@ -77,7 +94,6 @@ impl Jobs {
         // The output's bytes go to the object store before the transaction,
         // and only for the provider that runs the lease now: anyone else's
         // result is refused by the transaction with nothing written.
-        let digest = output.as_ref().map(|(d, _)| d.clone());
         let output = match output.is_some() && self.runs_lease(provider, lease_id, now).await? {
             true => output.map(|(d, b)| (d, axum::body::Bytes::from(b))),
             false => None,
@@ -90,6 +106,7 @@ impl Jobs {
                     lease_id,
                     &report,
                     digest.as_deref(),
+                    manifest.as_deref(),
                     &mut staged,
                     now,
                     scope,
@@ -136,6 +153,7 @@ impl Jobs {
         lease_id: &str,
         report: &ResultReport,
         output: Option<&str>,
+        manifest: Option<&str>,
         staged: &mut crate::blobs::Staged,
         now: i64,
         scope: Settling,
@@ -176,19 +194,22 @@ impl Jobs {
                 )),
             ),
             Some(digest) => {
-                // Staged only while the lease ran; it still does here.
-                if !staged.has(digest) {
-                    return Err(ApiError::NotPending(format!(
-                        "lease {lease_id} (expired or already answered)"
-                    )));
+                // An inline output is staged only while the lease ran; it
+                // still does here. An uploaded one is recorded already.
+                if report.output_base64.is_some() {
+                    if !staged.has(digest) {
+                        return Err(ApiError::NotPending(format!(
+                            "lease {lease_id} (expired or already answered)"
+                        )));
+                    }
+                    staged.record(&mut tx, crate::blobs::Pin::Job).await?;
                 }
-                staged.record(&mut tx, crate::blobs::Pin::Job).await?;
                 (if checked { "verifying" } else { "submitted" }, None)
             }
         };
         let answered = sqlx::query(
             "UPDATE leases SET state = $1, outcome = $2, message = $3, output_digest = $4, fuel_used = $5, gpu_time_us = $6, peak_memory_bytes = $7, signature = $8,
-                answered_at_ms = $10, wall_ms = $10 - created_at_ms, limit_kind = $11 WHERE id = $9 AND state = 'active' AND expires_at_ms > $10",
+                answered_at_ms = $10, wall_ms = $10 - created_at_ms, limit_kind = $11, outputs = $12 WHERE id = $9 AND state = 'active' AND expires_at_ms > $10",
         )
         .bind(state)
         .bind(report.outcome.as_str())
@@ -201,6 +222,7 @@ impl Jobs {
         .bind(lease_id)
         .bind(now)
         .bind(report.limit.map(limit_text))
+        .bind(manifest)
         .execute(&mut *tx)
         .await?;
         // Swept, cancelled or answered by a concurrent duplicate since it was read.

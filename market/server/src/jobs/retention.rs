@@ -158,7 +158,8 @@ impl Jobs {
                 "SELECT digest FROM (SELECT input_digest AS digest FROM units WHERE job_id = $1
                                      UNION SELECT output_digest AS digest FROM units WHERE job_id = $1 AND output_digest IS NOT NULL
                                      UNION SELECT output_digest AS digest FROM leases WHERE job_id = $1 AND output_digest IS NOT NULL
-                                     UNION SELECT digest FROM job_shared WHERE job_id = $1) AS named
+                                     UNION SELECT digest FROM job_shared WHERE job_id = $1
+                                     UNION SELECT lu.digest AS digest FROM lease_uploads lu JOIN leases l ON l.id = lu.lease_id WHERE l.job_id = $1) AS named
                  WHERE digest > $2 ORDER BY digest LIMIT $3",
             )
             .bind(id)

@@ -27,7 +27,7 @@ use super::{Jobs, Mark, decide_unit, random_id};
 use crate::db::Tx;
 use crate::error::ApiError;
 use crate::verify::{
-    MAX_VERIFY_TIMEOUT_MS, SharedInputs, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits,
+    ByName, MAX_VERIFY_TIMEOUT_MS, SharedInputs, VERIFY_ATTEMPTS, VerifyFailure, VerifyLimits,
 };
 use agora_wire::api::RunOutcome;
 use sqlx::Row;
@@ -118,9 +118,9 @@ impl Jobs {
             return self.apply_verdict(&claim, Err(lost), now()).await.map(Some);
         }
         let verdict = match self.verification_inputs(&claim.lease_id).await? {
-            Some((component, input, output, shared, limits)) => {
+            Some((component, input, output, by_name, limits)) => {
                 tokio::task::spawn_blocking(move || {
-                    verifier.verify_shared(&component, &input, &output, &shared, &limits)
+                    verifier.verify_shared(&component, &input, &output, &by_name, &limits)
                 })
                 .await
                 .unwrap_or_else(|e| {
@@ -188,10 +188,10 @@ impl Jobs {
     async fn verification_inputs(
         &self,
         lease_id: &str,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, SharedInputs, VerifyLimits)>, ApiError> {
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, ByName, VerifyLimits)>, ApiError> {
         let Some(row) = sqlx::query(
             "SELECT j.id AS job_id, j.package AS package, j.version AS version, j.fuel_limit AS fuel, j.memory_limit AS memory, j.timeout_ms AS timeout_ms,
-                    u.input_digest AS input_digest, l.output_digest AS output_digest
+                    u.input_digest AS input_digest, l.output_digest AS output_digest, l.outputs AS outputs
              FROM leases l JOIN jobs j ON j.id = l.job_id JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx WHERE l.id = $1 AND l.state = 'verifying'",
         )
         .bind(lease_id)
@@ -224,7 +224,16 @@ impl Jobs {
             }
             shared.insert(blob.name, read[&blob.digest].clone());
         }
-        Ok(Some((component, input, output, shared, limits_of(&row)?)))
+        let mut outputs = SharedInputs::new();
+        let manifest: Option<String> = row.try_get("outputs")?;
+        for named in super::outputs::read_manifest(manifest.as_deref()) {
+            if !read.contains_key(&named.digest) {
+                read.insert(named.digest.clone(), self.blob(&named.digest).await?.into());
+            }
+            outputs.insert(named.name, read[&named.digest].clone());
+        }
+        let by_name = ByName { shared, outputs };
+        Ok(Some((component, input, output, by_name, limits_of(&row)?)))
     }
 
     /// Apply a verdict under this verifier's claim, in one transaction with

@@ -36,6 +36,7 @@ struct UnitRow {
     shown: Text<UnitState>,
     output_digest: Option<String>,
     output_bytes: Option<i64>,
+    outputs: Option<String>,
     message: Option<String>,
 }
 
@@ -155,7 +156,7 @@ impl Jobs {
     ) -> Result<Vec<UnitInfo>, ApiError> {
         let end = from as i64 + limit as i64;
         let units = sqlx::query_as::<_, UnitRow>(&format!(
-            "SELECT u.idx, {SHOWN_STATE} AS shown, u.output_digest, u.message, b.size AS output_bytes
+            "SELECT u.idx, {SHOWN_STATE} AS shown, u.output_digest, u.outputs, u.message, b.size AS output_bytes
              FROM units u LEFT JOIN blobs b ON b.digest = u.output_digest
              WHERE u.job_id = $1 AND u.idx >= $2 AND u.idx < $3 ORDER BY u.idx"
         ))
@@ -195,6 +196,7 @@ impl Jobs {
                     // Once the data is deleted, whether someone else still
                     // holds the same bytes is nobody's business here.
                     output_bytes: u.output_bytes.filter(|_| !deleted).map(|n| n as u64),
+                    outputs: super::outputs::read_manifest(u.outputs.as_deref()),
                     cost: (cost > 0).then_some(cost as u64),
                     message: u.message,
                 })
@@ -327,11 +329,17 @@ impl Jobs {
         crate::blobs::read(&self.db, digest).await
     }
 
-    /// The digest of the verified output of unit `idx`: gone once the
-    /// job's data is deleted.
-    pub async fn output_digest(&self, job: &str, idx: u32) -> Result<String, ApiError> {
+    /// The digest of the verified output of unit `idx`, the one `run`
+    /// returned or the one named `name`: gone once the job's data is
+    /// deleted.
+    pub async fn output_digest(
+        &self,
+        job: &str,
+        idx: u32,
+        name: Option<&str>,
+    ) -> Result<String, ApiError> {
         let row = sqlx::query(
-            "SELECT u.output_digest AS output_digest, j.data_deleted_at_ms AS deleted FROM units u JOIN jobs j ON j.id = u.job_id
+            "SELECT u.output_digest AS output_digest, u.outputs AS outputs, j.data_deleted_at_ms AS deleted FROM units u JOIN jobs j ON j.id = u.job_id
              WHERE u.job_id = $1 AND u.idx = $2 AND u.state = 'verified'",
         )
         .bind(job)
@@ -342,7 +350,16 @@ impl Jobs {
         if row.try_get::<Option<i64>, _>("deleted")?.is_some() {
             return Err(ApiError::Gone(format!("the data of job {job} was deleted")));
         }
-        Ok(row.try_get::<String, _>("output_digest")?)
+        let Some(name) = name else {
+            return Ok(row.try_get::<String, _>("output_digest")?);
+        };
+        super::outputs::read_manifest(row.try_get::<Option<String>, _>("outputs")?.as_deref())
+            .into_iter()
+            .find(|o| o.name == name)
+            .map(|o| o.digest)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("unit {idx} of {job} has no output named `{name}`"))
+            })
     }
 }
 

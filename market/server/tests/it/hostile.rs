@@ -379,6 +379,7 @@ both_dbs!(
                 &lease_id,
                 agora_wire::api::RunOutcome::LimitExceeded,
                 None,
+                &[],
                 0,
                 0,
             ));
@@ -1035,7 +1036,12 @@ both_dbs!(
             let lease_id = g["lease_id"].as_str().unwrap();
             let outcome = agora_wire::api::RunOutcome::LimitExceeded;
             let signature = p.sign(&agora_wire::api::ResultReport::signed_bytes(
-                lease_id, outcome, None, 0, 0,
+                lease_id,
+                outcome,
+                None,
+                &[],
+                0,
+                0,
             ));
             let report = json!({"outcome": "limit-exceeded", "limit": "timeout", "message": "the words do not matter", "fuel_used": 0,
                             "gpu_time_us": 0, "peak_memory_bytes": 0, "signature": signature});

@@ -148,6 +148,7 @@ pub async fn answer_using(
         lease_id,
         typed,
         digest.as_deref(),
+        &[],
         fuel,
         gpu_us,
     ));
@@ -580,6 +581,7 @@ both_dbs!(
             lease_id,
             RunOutcome::Ok,
             Some(&agora_wire::digest_hex(b"out")),
+            &[],
             10,
             0,
         ));

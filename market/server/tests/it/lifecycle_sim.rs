@@ -67,6 +67,7 @@ async fn report(
         lease_id,
         outcome,
         digest.as_deref(),
+        &[],
         fuel,
         gpu,
     ));

@@ -7,6 +7,7 @@ mod hostile;
 mod jobs;
 mod ledger;
 mod lifecycle_sim;
+mod outputs;
 mod properties;
 mod registry;
 mod retention;

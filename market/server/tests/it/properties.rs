@@ -87,7 +87,7 @@ fn any_result_a_provider_sends_leaves_the_books_whole() {
         fields.prop_map(move |(outcome, output, true_digest, fuel, gpu)| {
             let digest = output.as_ref().map(|o| if true_digest { agora_wire::digest_hex(o) } else { "ab".repeat(32) });
             let outcome = outcomes[outcome];
-            let signed = agora_wire::api::ResultReport::signed_bytes(&lease_id, outcome, digest.as_deref(), fuel, gpu);
+            let signed = agora_wire::api::ResultReport::signed_bytes(&lease_id, outcome, digest.as_deref(), &[], fuel, gpu);
             let output = output.map(|o| crate::jobs::b64(&o));
             serde_json::to_vec(&json!({"outcome": outcome.as_str(), "message": "m", "output_base64": output, "output_digest": digest,
                 "fuel_used": fuel, "gpu_time_us": gpu, "peak_memory_bytes": 1, "signature": p.sign(&signed)})).unwrap()

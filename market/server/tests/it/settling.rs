@@ -64,6 +64,7 @@ fn report(p: &Keypair, grant: &Value, output: &[u8]) -> ResultReport {
             lease_id,
             RunOutcome::Ok,
             Some(&digest),
+            &[],
             1_000_000_000,
             0,
         )),
@@ -72,6 +73,7 @@ fn report(p: &Keypair, grant: &Value, output: &[u8]) -> ResultReport {
         gpu_time_us: 0,
         peak_memory_bytes: 1024,
         logs: vec![],
+        outputs: vec![],
     }
 }
 
