@@ -79,8 +79,10 @@ impl Output {
     /// Add this as the named output `name` of the unit's result, beside
     /// the one `run` returns: its provider uploads it and its buyer gets it
     /// by name (`agora result -o DIR` writes `unit-N.NAME`). A name is 1 to
-    /// 64 of `a-z 0-9 _ - .`, not beginning with `.`, and not `out`; at
-    /// most 16 named outputs, within the unit's output bytes together.
+    /// 64 of `a-z 0-9 _ - .`, not beginning with `.`, neither `out` nor
+    /// `png`; at most 16 named outputs, within the unit's output bytes
+    /// together. A `verify` must read each one ([`Input::named_output`]),
+    /// or the result fails it.
     pub fn named(self, name: &str) -> Result<()> {
         let blob = self.into_blob()?;
         Ok(crate::bindings::job::agora::compute::data::output(name, &blob)?)

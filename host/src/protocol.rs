@@ -125,8 +125,16 @@ pub struct Response {
 /// Split the named outputs `specs` (name and length, in order) off the end
 /// of `body`.
 pub fn split_named(body: &mut Vec<u8>, specs: &[(String, u64)]) -> io::Result<crate::NamedOutputs> {
+    use agora_wire::limits::{MAX_NAMED_OUTPUTS, is_output_name};
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    if specs.len() > MAX_NAMED_OUTPUTS {
+        return Err(bad("more named outputs than MAX_NAMED_OUTPUTS"));
+    }
     let mut named = crate::NamedOutputs::new();
     for (name, len) in specs.iter().rev() {
+        if !is_output_name(name) || named.contains_key(name) {
+            return Err(bad("a named output's name is malformed or given twice"));
+        }
         let at = body.len().checked_sub(*len as usize).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -88,6 +88,8 @@ pub struct JobState {
     outputs: NamedOutputs,
     /// Whether `data.output` keeps what it is given (a run; not `verify`).
     keeps_outputs: bool,
+    /// The named outputs `verify` read (`data.named-output`).
+    outputs_read: std::collections::BTreeSet<String>,
     blob_bytes: u64,
     logs: Vec<LogLine>,
     logs_dropped: u64,
@@ -131,6 +133,7 @@ impl JobState {
             shared: SharedInputs::new(),
             outputs: NamedOutputs::new(),
             keeps_outputs: true,
+            outputs_read: Default::default(),
             blob_bytes: 0,
             logs: Vec::new(),
             logs_dropped: 0,
@@ -154,6 +157,14 @@ impl JobState {
     pub(crate) fn set_checked_outputs(&mut self, outputs: NamedOutputs) {
         self.outputs = outputs;
         self.keeps_outputs = false;
+    }
+
+    /// Whether a checked result has a named output `verify` never read:
+    /// a verdict on it would pass bytes nobody checked.
+    pub(crate) fn left_outputs_unread(&self) -> bool {
+        self.outputs
+            .keys()
+            .any(|name| !self.outputs_read.contains(name))
     }
 
     /// The named outputs a run added.
@@ -456,6 +467,7 @@ impl data::Host for JobState {
 
     fn named_output(&mut self, name: String) -> Option<Resource<BlobData>> {
         let bytes = self.outputs.get(&name)?.clone();
+        self.outputs_read.insert(name);
         Some(
             self.table
                 .push(BlobData::Shared(bytes))

@@ -164,6 +164,30 @@ fn the_digits_jobs_verify_refuses_claims_the_weights_do_not_back() {
         !verify_with(&honest, None),
         "an answer without its named output `model` is refused"
     );
+    // Bytes verify never read are not passed: an extra named output fails
+    // the result however right the rest is.
+    let (model_arg, extra_arg) = (
+        format!("model={}", honest_model.display()),
+        format!("extra={}", honest_model.display()),
+    );
+    let out = run_local(
+        &train,
+        &shared,
+        &config,
+        &[
+            "--verify",
+            honest.to_str().unwrap(),
+            "--named-output",
+            &model_arg,
+            "--named-output",
+            &extra_arg,
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "a named output verify did not read is refused: {}",
+        stderr(&out)
+    );
     let other_model = dir.join("other-weights.model");
     let mut shifted = trained["model"].clone();
     shifted["b2"][0] = (shifted["b2"][0].as_f64().unwrap() + 0.5).into();

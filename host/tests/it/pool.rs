@@ -290,15 +290,15 @@ fn named_outputs_come_back_by_name_within_the_units_bounds() {
     );
     let refused = String::from_utf8(result.output.unwrap()).unwrap();
     let lines: Vec<&str> = refused.lines().collect();
-    assert_eq!(lines.len(), 6, "{refused}");
+    assert_eq!(lines.len(), 7, "{refused}");
     assert!(
         lines[0].starts_with("output quota-exceeded: named outputs would be 17"),
         "{refused}"
     );
-    for (line, name) in lines[1..5].iter().zip(["out", "../x", ".x", ""]) {
+    for (line, name) in lines[1..6].iter().zip(["out", "png", "../x", ".x", ""]) {
         assert_eq!(*line, format!("output invalid-name: `{name}`"));
     }
-    assert_eq!(lines[5], "output duplicate: `o0`");
+    assert_eq!(lines[6], "output duplicate: `o0`");
 
     // Eight KiB for everything: eight named outputs fit, the ninth is
     // refused, and the refusals the run returns as its output pass it.

@@ -52,10 +52,10 @@ const BROWSER_WASI: &[&str] = &[
 
 /// Functions of the contract a browser tab does not provide: a tab keeps
 /// no named outputs (its result carries the main output alone).
-pub const NOT_IN_TABS: &[&str] = &[
-    "agora:compute/data#output",
-    "agora:compute/data#named-output",
-];
+pub const NOT_IN_TABS: &[&str] = &[ADDS_OUTPUTS, "agora:compute/data#named-output"];
+/// The import through which a component adds named outputs: only its
+/// results may carry them.
+pub const ADDS_OUTPUTS: &str = "agora:compute/data#output";
 
 /// Imports that are asynchronous in the browser runtime.
 const SUSPENDING: &[&str] = &[

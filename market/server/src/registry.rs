@@ -339,8 +339,8 @@ impl Registry {
         let imports = serde_json::to_string(&inspection.imports).expect("plain JSON");
         let exports = serde_json::to_string(&inspection.exports).expect("plain JSON");
         let inserted = sqlx::query(
-            "INSERT INTO versions (name, version, digest, size, yanked, published_at_ms, imports, exports, publisher)
-             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
+            "INSERT INTO versions (name, version, digest, size, yanked, published_at_ms, imports, exports, publisher, adds_outputs)
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9)",
         )
         .bind(name)
         .bind(version)
@@ -350,6 +350,12 @@ impl Registry {
         .bind(&imports)
         .bind(&exports)
         .bind(signer.as_str())
+        .bind(
+            inspection
+                .not_in_tabs
+                .iter()
+                .any(|f| f == crate::browser::ADDS_OUTPUTS) as i64,
+        )
         .execute(&mut *tx)
         .await;
         let logged = match inserted {

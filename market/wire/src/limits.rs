@@ -16,14 +16,15 @@ pub const MAX_UNIT_BYTES: usize = 64 << 20;
 pub const MAX_NAMED_OUTPUTS: usize = 16;
 /// Longest name of a named output: it becomes part of a file name.
 pub const MAX_OUTPUT_NAME_CHARS: usize = 64;
-/// The name the output `run` returns goes by where outputs are files
-/// (`unit-N.out`): no named output may take it.
-pub const MAIN_OUTPUT_NAME: &str = "out";
+/// The names the output `run` returns goes by where outputs are files
+/// (`unit-N.out`, or `unit-N.png` for an image): no named output may take
+/// them.
+pub const MAIN_OUTPUT_NAMES: &[&str] = &["out", "png"];
 
 /// Whether `name` may name a named output: 1 to [`MAX_OUTPUT_NAME_CHARS`]
-/// of `a-z 0-9 _ - .`, not beginning with `.`, and not
-/// [`MAIN_OUTPUT_NAME`]; what every side (the guest's host, the market, the
-/// CLI writing files) checks.
+/// of `a-z 0-9 _ - .`, not beginning with `.`, and none of
+/// [`MAIN_OUTPUT_NAMES`]; what every side (the guest's host, the market,
+/// the CLI writing files) checks.
 pub fn is_output_name(name: &str) -> bool {
     let fine =
         |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
@@ -31,12 +32,12 @@ pub fn is_output_name(name: &str) -> bool {
         && name.chars().count() <= MAX_OUTPUT_NAME_CHARS
         && name.chars().all(fine)
         && !name.starts_with('.')
-        && name != MAIN_OUTPUT_NAME
+        && !MAIN_OUTPUT_NAMES.contains(&name)
 }
 
 /// What an output's name must be, for the refusal of one that is not.
 pub const OUTPUT_NAME_RULE: &str =
-    "1 to 64 of a-z, 0-9, '_', '-', '.', not beginning with '.', and not `out`";
+    "1 to 64 of a-z, 0-9, '_', '-', '.', not beginning with '.', and neither `out` nor `png`";
 /// Most fuel one unit may ask for: about an hour of guest instructions, and
 /// small enough that fuel times the highest ask ([`MAX_ASK`]) stays inside
 /// `i64` in the market's SQL.

@@ -214,7 +214,7 @@ impl Job for Hostile {
                         refused.push(e.to_string());
                     }
                 }
-                for bad in ["out", "../x", ".x", "", "o0"] {
+                for bad in ["out", "png", "../x", ".x", "", "o0"] {
                     if let Err(e) = Output::from(b"x".to_vec()).named(bad) {
                         refused.push(e.to_string());
                     }

@@ -11,8 +11,11 @@
 //! bytes here: a lease takes uploads only while its provider runs it, at
 //! most [`MAX_LEASE_UPLOADS`] blobs and [`MAX_UNIT_BYTES`] bytes together,
 //! counted under the job's row lock so concurrent uploads cannot both
-//! pass; the blobs belong to the job and go with its data
-//! (`retention`), answered or not.
+//! pass (and checked before anything is written); the blobs belong to the
+//! job and go with its data (`retention`), answered or not. A canary's
+//! lease takes uploads like any other (its provider cannot tell them
+//! apart); they are counted, not stored. A result may name outputs only
+//! if its package's component imports `data.output`.
 
 use super::*;
 use agora_wire::api::NamedOutput;
@@ -30,9 +33,18 @@ pub struct LeaseUpload {
     pub bytes: u64,
 }
 
+/// Whose lease a lease id is: a buyer's unit's (of this job), or a
+/// canary's, which its provider cannot tell from a buyer's and so uploads
+/// to alike.
+enum LeaseOf {
+    Job(String),
+    Canary,
+}
+
 impl Jobs {
     /// Store `bytes` (whose blake3 is `digest`) as an output of lease
-    /// `lease_id`, which `provider` runs now.
+    /// `lease_id`, which `provider` runs now. A canary's outputs are only
+    /// counted: its answer is judged by digest.
     pub async fn put_lease_output(
         &self,
         provider: &KeyId,
@@ -48,71 +60,100 @@ impl Jobs {
         }
         check_unit_bytes("an output", bytes.len())?;
         let size = bytes.len() as u64;
-        // Nothing goes to the store for a lease its sender does not run.
-        self.running_lease_job(&self.db.pool, provider, lease_id, now)
+        // Nothing goes to the store for a lease its sender does not run,
+        // nor past the lease's room.
+        let of = self
+            .running_lease(&self.db.pool, provider, lease_id, now)
             .await?;
-        let mut staged =
-            crate::blobs::Staged::write(&self.db, [(digest.to_string(), bytes)]).await?;
-        let mut tx = self.db.write().await?;
-        let job = self
-            .running_lease_job(&mut *tx, provider, lease_id, now)
-            .await?;
-        settle::lock_job(&mut tx, self.db.kind, &job).await?;
-        // Read again under the job's lock: a result or a sweep may have
-        // ended the lease, and concurrent uploads are counted one at a time.
-        self.running_lease_job(&mut *tx, provider, lease_id, now)
-            .await?;
-        let (count, total): (i64, i64) = {
-            let row = sqlx::query(
-                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM lease_uploads WHERE lease_id = $1 AND digest <> $2",
-            )
-            .bind(lease_id)
-            .bind(digest)
-            .fetch_one(&mut *tx)
-            .await?;
-            (row.try_get("n")?, row.try_get("total")?)
-        };
-        agora_wire::limits::at_most(
-            "MAX_LEASE_UPLOADS",
-            "outputs uploaded under one lease",
-            count as u64 + 1,
-            MAX_LEASE_UPLOADS as u64,
-        )?;
-        check_unit_bytes(
-            "outputs uploaded under one lease",
-            total as usize + size as usize,
-        )?;
-        sqlx::query("INSERT INTO lease_uploads (lease_id, digest, size) VALUES ($1, $2, $3) ON CONFLICT (lease_id, digest) DO NOTHING")
-            .bind(lease_id)
-            .bind(digest)
-            .bind(size as i64)
-            .execute(&mut *tx)
-            .await?;
-        staged.record(&mut tx, crate::blobs::Pin::Job).await?;
-        tx.commit().await?;
-        staged.settle().await;
-        Ok(LeaseUpload {
+        check_room(&self.db.pool, lease_id, digest, size).await?;
+        let uploaded = LeaseUpload {
             lease: lease_id.into(),
             digest: digest.into(),
             bytes: size,
-        })
+        };
+        let job = match of {
+            LeaseOf::Job(job) => job,
+            LeaseOf::Canary => {
+                record_upload(&self.db.pool, lease_id, digest, size).await?;
+                return Ok(uploaded);
+            }
+        };
+        let mut staged =
+            crate::blobs::Staged::write(&self.db, [(digest.to_string(), bytes)]).await?;
+        let stored = self
+            .record_lease_output(provider, lease_id, &job, digest, size, &mut staged, now)
+            .await;
+        // Recorded or not, the store keeps only what a record names.
+        staged.settle().await;
+        stored.map(|()| uploaded)
     }
 
-    /// The job of lease `lease_id` when `provider` runs it now; refused
-    /// as a result for it would be.
-    async fn running_lease_job<'e>(
+    /// [`Jobs::put_lease_output`]'s transaction for a buyer's lease: the
+    /// lease and its room read again under the job's lock (a result or a
+    /// sweep may have ended it; concurrent uploads count one at a time).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_lease_output(
         &self,
-        db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+        provider: &KeyId,
+        lease_id: &str,
+        job: &str,
+        digest: &str,
+        size: u64,
+        staged: &mut crate::blobs::Staged,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let mut tx = self.db.write().await?;
+        settle::lock_job(&mut tx, self.db.kind, job).await?;
+        let running: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM leases WHERE id = $1 AND provider = $2 AND state = 'active' AND expires_at_ms > $3",
+        )
+        .bind(lease_id)
+        .bind(provider.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if running.is_none() {
+            return Err(ApiError::NotPending(format!(
+                "lease {lease_id} (expired or already answered)"
+            )));
+        }
+        check_room(&mut *tx, lease_id, digest, size).await?;
+        record_upload(&mut *tx, lease_id, digest, size).await?;
+        staged.record(&mut tx, crate::blobs::Pin::Job).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whose lease `lease_id` is, when `provider` runs it now; refused as
+    /// a result for it would be.
+    async fn running_lease(
+        &self,
+        db: &sqlx::AnyPool,
         provider: &KeyId,
         lease_id: &str,
         now: i64,
-    ) -> Result<String, ApiError> {
-        let row =
+    ) -> Result<LeaseOf, ApiError> {
+        let buyers =
             sqlx::query("SELECT provider, state, expires_at_ms, job_id FROM leases WHERE id = $1")
+                .bind(lease_id)
+                .fetch_optional(db)
+                .await?;
+        let (row, of) = match buyers {
+            Some(row) => {
+                let job = row.try_get("job_id")?;
+                (row, LeaseOf::Job(job))
+            }
+            None => {
+                let canary = sqlx::query(
+                    "SELECT provider, state, expires_at_ms FROM canary_runs WHERE lease_id = $1",
+                )
                 .bind(lease_id)
                 .fetch_optional(db)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("no lease `{lease_id}`")))?;
+                (canary, LeaseOf::Canary)
+            }
+        };
         if row.try_get::<String, _>("provider")? != provider.as_str() {
             return Err(ApiError::Forbidden(
                 "this lease belongs to another provider".into(),
@@ -125,20 +166,32 @@ impl Jobs {
                 "lease {lease_id} (expired or already answered)"
             )));
         }
-        Ok(row.try_get("job_id")?)
+        Ok(of)
     }
 
-    /// Refuse an ok result whose outputs were not all uploaded under its
-    /// lease with the sizes it says, or that together pass
-    /// [`MAX_UNIT_BYTES`]. `main` is the main output's digest when it was
-    /// uploaded (not sent inline), and `inline` the inline one's size.
+    /// Refuse an ok result for lease `lease_id` unless `provider` runs it
+    /// now, its outputs were all uploaded under it with the sizes it says
+    /// and together stay within [`MAX_UNIT_BYTES`], and it names outputs
+    /// only if its package adds them (imports `data.output`). `main` is
+    /// the main output's digest when it was uploaded (not sent inline), and
+    /// `inline` the inline one's size.
     pub(super) async fn check_uploaded(
         &self,
+        provider: &KeyId,
         lease_id: &str,
         main: Option<&str>,
         inline: u64,
         outputs: &[NamedOutput],
+        now: i64,
     ) -> Result<(), ApiError> {
+        self.running_lease(&self.db.pool, provider, lease_id, now)
+            .await?;
+        if !outputs.is_empty() && !self.adds_outputs(lease_id).await? {
+            return Err(ApiError::Invalid(
+                "this package adds no named outputs (its component does not import data.output)"
+                    .into(),
+            ));
+        }
         let uploaded: std::collections::HashMap<String, i64> =
             sqlx::query("SELECT digest, size FROM lease_uploads WHERE lease_id = $1")
                 .bind(lease_id)
@@ -175,6 +228,67 @@ impl Jobs {
         )?;
         Ok(())
     }
+
+    /// Whether the package version lease `lease_id` runs (a buyer's or a
+    /// canary's) imports `data.output`.
+    async fn adds_outputs(&self, lease_id: &str) -> Result<bool, ApiError> {
+        let adds: Option<i64> = sqlx::query_scalar(
+            "SELECT v.adds_outputs FROM leases l JOIN jobs j ON j.id = l.job_id
+               JOIN versions v ON v.name = j.package AND v.version = j.version WHERE l.id = $1
+             UNION ALL
+             SELECT v.adds_outputs FROM canary_runs r JOIN canaries c ON c.id = r.canary_id
+               JOIN versions v ON v.name = c.package AND v.version = c.version WHERE r.lease_id = $1",
+        )
+        .bind(lease_id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(adds == Some(1))
+    }
+}
+
+/// Refuse an upload of `size` bytes under lease `lease_id` past
+/// [`MAX_LEASE_UPLOADS`] blobs or [`MAX_UNIT_BYTES`] bytes together (the
+/// same blob again is no new upload).
+async fn check_room<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    lease_id: &str,
+    digest: &str,
+    size: u64,
+) -> Result<(), ApiError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM lease_uploads WHERE lease_id = $1 AND digest <> $2",
+    )
+    .bind(lease_id)
+    .bind(digest)
+    .fetch_one(db)
+    .await?;
+    let (count, total): (i64, i64) = (row.try_get("n")?, row.try_get("total")?);
+    agora_wire::limits::at_most(
+        "MAX_LEASE_UPLOADS",
+        "outputs uploaded under one lease",
+        count as u64 + 1,
+        MAX_LEASE_UPLOADS as u64,
+    )?;
+    check_unit_bytes(
+        "outputs uploaded under one lease",
+        total as usize + size as usize,
+    )?;
+    Ok(())
+}
+
+async fn record_upload<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    lease_id: &str,
+    digest: &str,
+    size: u64,
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO lease_uploads (lease_id, digest, size) VALUES ($1, $2, $3) ON CONFLICT (lease_id, digest) DO NOTHING")
+        .bind(lease_id)
+        .bind(digest)
+        .bind(size as i64)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// A result's named outputs as stored: canonical JSON in name order, or

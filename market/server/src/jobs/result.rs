@@ -76,7 +76,7 @@ impl Jobs {
                 .then_some(report.output_digest.as_deref())
                 .flatten();
             let inline = output.as_ref().map_or(0, |(_, b)| b.len() as u64);
-            self.check_uploaded(lease_id, uploaded, inline, &report.outputs)
+            self.check_uploaded(provider, lease_id, uploaded, inline, &report.outputs, now)
                 .await?;
         }
         // A canary's lease is judged against its known answer, and that is all.

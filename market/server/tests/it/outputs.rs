@@ -109,7 +109,8 @@ fn code(body: &Value) -> Option<&str> {
 both_dbs!(
     outputs_go_up_under_their_lease_and_come_back_by_name,
     async |m: &TestMarket| {
-        let author = publish(m, "outputs").await;
+        // A package whose component adds named outputs (imports data.output).
+        let author = crate::jobs::publish_guest(m, "outputs", "digits-train").await;
         let buyer = Keypair::generate();
         m.fund(&buyer, 1_000_000).await;
         let id = submit(m, &buyer, "outputs", &[b"unit 0"], 100_000, 1).await;
@@ -145,6 +146,7 @@ both_dbs!(
         assert_eq!(status, StatusCode::BAD_REQUEST, "a forged size: {body}");
         let bad_manifests = [
             vec![named("out", model)],
+            vec![named("png", model)],
             vec![named("../model", model)],
             vec![named(".hidden", model)],
             vec![named("b", model), named("a", model)],
@@ -276,7 +278,7 @@ both_dbs!(
 both_dbs!(
     replicas_agree_only_when_their_named_outputs_agree,
     async |m: &TestMarket| {
-        publish(m, "replicated").await;
+        crate::jobs::publish_guest(m, "replicated", "digits-train").await;
         let buyer = Keypair::generate();
         m.fund(&buyer, 1_000_000).await;
         let id = submit(m, &buyer, "replicated", &[b"unit"], 100_000, 2).await;
@@ -346,5 +348,65 @@ both_dbs!(
             assert_eq!(status, StatusCode::OK, "{info}");
             assert_eq!(info["versions"][0]["browser"], browser, "{name}: {info}");
         }
+    }
+);
+
+// A canary's lease takes uploads like a buyer's (a provider probing with an
+// upload learns nothing) and its digest-only answer is judged; a package
+// whose component does not import data.output returns no named outputs.
+both_dbs!(
+    canaries_take_uploads_alike_and_only_packages_that_add_outputs_name_them,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (input, expected) = (
+            floats(&[2.0, 1.0, 2.0, 3.0, 10.0, 20.0, 30.0]),
+            floats(&[12.0, 24.0, 36.0]),
+        );
+        let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": crate::jobs::b64(&input),
+                            "expected_output_base64": crate::jobs::b64(&expected),
+                            "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+        let (status, body) = m
+            .call(
+                "POST",
+                "/api/v1/operator/canaries",
+                Some(&canary),
+                Some(&m.operator),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 1_000_000).await;
+        let job_id = submit(m, &buyer, "saxpy", &[b"a buyer's unit"], 100_000, 1).await;
+        let p = crate::jobs::untrusted_provider(m, 1).await;
+        let grant = lease(m, &p).await.expect("a canary first");
+        assert_ne!(grant["job_id"], job_id.as_str());
+        // Probing with an upload answers as a buyer's lease would.
+        let (status, probe) =
+            put_output(m, Some(&p), &grant, &agora_wire::digest_hex(b""), b"").await;
+        assert_eq!(status, StatusCode::OK, "{probe}");
+        assert_eq!(probe["lease"], grant["lease_id"]);
+        let (status, body) = answer_with(m, &p, &grant, &expected, &[]).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a digest-only canary answer: {body}"
+        );
+        let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+        assert!(
+            crate::jobs::reputation(&providers, &p) > 0.5,
+            "judged right: {providers}"
+        );
+
+        let grant = lease(m, &p).await.expect("the buyer's unit");
+        assert_eq!(grant["job_id"], job_id.as_str());
+        let (status, body) = answer_with(m, &p, &grant, b"out", &[("extra", b"junk")]).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "saxpy adds no named outputs: {body}"
+        );
+        let (status, body) = result(m, &p, &grant, b"out", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 );
