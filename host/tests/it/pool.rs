@@ -269,11 +269,11 @@ fn shared_inputs_reach_their_job_and_no_other() {
 fn named_outputs_come_back_by_name_within_the_units_bounds() {
     use agora_wire::limits::MAX_NAMED_OUTPUTS;
     let pool = pool(1);
-    let component = hostile_component();
+    let component = ComponentBytes::new(guest("named-outputs"));
     let shared = agora_host::SharedInputs::new();
     let result = pool.run_shared(
         &component,
-        format!("named {}", MAX_NAMED_OUTPUTS + 1).as_bytes(),
+        (MAX_NAMED_OUTPUTS + 1).to_string().as_bytes(),
         &shared,
         &Limits::default(),
         &mut |_| {},
@@ -306,7 +306,7 @@ fn named_outputs_come_back_by_name_within_the_units_bounds() {
         output_bytes: 8 << 10,
         ..Limits::default()
     };
-    let result = pool.run_shared(&component, b"named 9", &shared, &limits, &mut |_| {});
+    let result = pool.run_shared(&component, b"9", &shared, &limits, &mut |_| {});
     match &result.report.outcome {
         Outcome::LimitExceeded { limit, message } => {
             assert_eq!(*limit, agora_host::LimitKind::Output, "{message}")

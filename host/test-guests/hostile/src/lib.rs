@@ -205,22 +205,6 @@ impl Job for Hostile {
                 let shared = Input::shared(word).ok_or_else(|| Error::msg(format!("no shared input `{word}`")))?;
                 Ok(shared.len().to_string().into_bytes().into())
             }
-            "named" => {
-                // `arg` named outputs of 1 KiB each, then names the host
-                // must refuse; the refusals are the output.
-                let mut refused = Vec::new();
-                for i in 0..arg {
-                    if let Err(e) = Output::from(vec![i as u8; 1024]).named(&format!("o{i}")) {
-                        refused.push(e.to_string());
-                    }
-                }
-                for bad in ["out", "png", "../x", ".x", "", "o0"] {
-                    if let Err(e) = Output::from(b"x".to_vec()).named(bad) {
-                        refused.push(e.to_string());
-                    }
-                }
-                Ok(refused.join("\n").into_bytes().into())
-            }
             "binding-mismatch" => {
                 let shader = Shader::wgsl(TRIVIAL_WGSL)?;
                 shader.dispatch("main", &[], [1, 1, 1])?;
