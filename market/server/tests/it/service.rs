@@ -325,6 +325,8 @@ both_dbs!(
             ("post", "/api/v1/jobs"),
             ("get", "/api/v1/jobs/{job}"),
             ("get", "/api/v1/jobs/{job}/units/{unit}/output"),
+            ("get", "/api/v1/jobs/{job}/units/{unit}/outputs/{name}"),
+            ("put", "/api/v1/leases/{lease}/outputs/{digest}"),
             ("get", "/api/v1/jobs/{job}/logs"),
             ("delete", "/api/v1/jobs/{job}/data"),
             ("get", "/api/v1/jobs/{job}/events"),
