@@ -68,6 +68,25 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use std::sync::Arc;
 
+/// Refuse an answer or an upload for lease `lease_id`, read as `row` (its
+/// `provider`, `state` and `expires_at_ms`; a buyer's or a canary's),
+/// unless `provider` runs it now.
+fn check_runs(row: &AnyRow, provider: &KeyId, lease_id: &str, now: i64) -> Result<(), ApiError> {
+    if row.try_get::<String, _>("provider")? != provider.as_str() {
+        return Err(ApiError::Forbidden(
+            "this lease belongs to another provider".into(),
+        ));
+    }
+    if row.try_get::<String, _>("state")? != "active"
+        || row.try_get::<i64, _>("expires_at_ms")? <= now
+    {
+        return Err(ApiError::NotPending(format!(
+            "lease {lease_id} (expired or already answered)"
+        )));
+    }
+    Ok(())
+}
+
 /// Most work units per job.
 pub const MAX_UNITS: usize = 10_000;
 pub use agora_wire::limits::{MAX_ASK, MAX_UNIT_BYTES};

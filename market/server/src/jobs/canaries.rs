@@ -21,7 +21,7 @@
 //! - Vouching: the operator's own hosts are trusted from the start
 //!   (`vouch`), which is how a new market gets its first trusted providers.
 
-use super::{Jobs, Mark, random_id};
+use super::{Jobs, Mark, check_runs, random_id};
 use crate::error::ApiError;
 use agora_wire::KeyId;
 use agora_wire::api::{AddCanary, CanaryInfo, LeaseGrant, ResultReport, RunOutcome, UnitLimits};
@@ -206,18 +206,7 @@ impl Jobs {
         else {
             return Ok(None);
         };
-        if run.try_get::<String, _>("provider")? != provider.as_str() {
-            return Err(ApiError::Forbidden(
-                "this lease belongs to another provider".into(),
-            ));
-        }
-        if run.try_get::<String, _>("state")? != "active"
-            || run.try_get::<i64, _>("expires_at_ms")? <= now
-        {
-            return Err(ApiError::NotPending(format!(
-                "lease {lease_id} (expired or already answered)"
-            )));
-        }
+        check_runs(&run, provider, lease_id, now)?;
         let expected: String = run.try_get("expected")?;
         // The canary is known to succeed: any other answer is a wrong one,
         // a job error included (it cannot be the job's own fault here).

@@ -154,18 +154,7 @@ impl Jobs {
                 (canary, LeaseOf::Canary)
             }
         };
-        if row.try_get::<String, _>("provider")? != provider.as_str() {
-            return Err(ApiError::Forbidden(
-                "this lease belongs to another provider".into(),
-            ));
-        }
-        if row.try_get::<String, _>("state")? != "active"
-            || row.try_get::<i64, _>("expires_at_ms")? <= now
-        {
-            return Err(ApiError::NotPending(format!(
-                "lease {lease_id} (expired or already answered)"
-            )));
-        }
+        check_runs(&row, provider, lease_id, now)?;
         Ok(of)
     }
 

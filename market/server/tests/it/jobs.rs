@@ -38,6 +38,19 @@ pub async fn publish_guest(m: &TestMarket, name: &str, guest_name: &str) -> Keyp
     author
 }
 
+/// A canary of the package `saxpy` (published as such) and its answer:
+/// saxpy of small integers is exact everywhere, so it has one answer.
+pub fn saxpy_canary() -> (Value, Vec<u8>) {
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (input, expected) = (
+        floats(&[2.0, 1.0, 2.0, 3.0, 10.0, 20.0, 30.0]),
+        floats(&[12.0, 24.0, 36.0]),
+    );
+    let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": b64(&input), "expected_output_base64": b64(&expected),
+                        "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+    (canary, expected)
+}
+
 /// A provider the operator vouches for (trusted from the start, as the
 /// operator's own hosts are).
 pub async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
@@ -852,14 +865,7 @@ both_dbs!(
     canaries_measure_a_new_providers_honesty_before_buyers_units,
     async |m: &TestMarket| {
         publish(m, "saxpy").await;
-        // saxpy of small integers is exact everywhere: a canary's one answer.
-        let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let (input, expected) = (
-            floats(&[2.0, 1.0, 2.0, 3.0, 10.0, 20.0, 30.0]),
-            floats(&[12.0, 24.0, 36.0]),
-        );
-        let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": b64(&input), "expected_output_base64": b64(&expected),
-                        "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+        let (canary, expected) = saxpy_canary();
         let (status, body) = m
             .call(
                 "POST",

@@ -358,14 +358,7 @@ both_dbs!(
     canaries_take_uploads_alike_and_only_packages_that_add_outputs_name_them,
     async |m: &TestMarket| {
         publish(m, "saxpy").await;
-        let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let (input, expected) = (
-            floats(&[2.0, 1.0, 2.0, 3.0, 10.0, 20.0, 30.0]),
-            floats(&[12.0, 24.0, 36.0]),
-        );
-        let canary = json!({"package": "saxpy", "version": "1.0.0", "input_base64": crate::jobs::b64(&input),
-                            "expected_output_base64": crate::jobs::b64(&expected),
-                            "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false}});
+        let (canary, expected) = crate::jobs::saxpy_canary();
         let (status, body) = m
             .call(
                 "POST",
