@@ -21,30 +21,6 @@ use std::time::Duration;
 
 /// Pause after a failed call to the market.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// Tries of each call that returns a unit's work (an output's upload, the
-/// result): a market replica restarting, or a balancer moving the
-/// connection, costs a retry, not the lease and the work done under it.
-const ANSWER_TRIES: u32 = 3;
-
-/// `call` until it succeeds, fails for good, or [`ANSWER_TRIES`] tries
-/// failed for now (`ClientError::is_transient`).
-fn retrying<T>(
-    what: &str,
-    mut call: impl FnMut() -> Result<T, agora_wire::client::ClientError>,
-) -> Result<T, String> {
-    let mut tries = 1;
-    loop {
-        match call() {
-            Ok(value) => return Ok(value),
-            Err(e) if e.is_transient() && tries < ANSWER_TRIES => {
-                tracing::debug!("{what} failed for now, trying again: {e}");
-                std::thread::sleep(RETRY_PAUSE);
-                tries += 1;
-            }
-            Err(e) => return Err(format!("{what}: {e}")),
-        }
-    }
-}
 /// Components kept in memory by digest.
 const MAX_CACHED_COMPONENTS: usize = 32;
 /// Bytes of shared inputs a provider keeps on disk unless told otherwise.
@@ -560,16 +536,13 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         logs,
         outputs,
     };
-    // One idempotency key for every try: a retry after a lost answer gets
-    // the stored one, not a refusal of an answered lease.
-    let idempotency = format!("result-{}", grant.lease_id);
-    retrying("returning the result", || {
-        s.client.post::<_, serde_json::Value>(
+    s.client
+        .post::<_, serde_json::Value>(
             &format!("/api/v1/leases/{}/result", grant.lease_id),
             &result,
-            Some(&idempotency),
+            None,
         )
-    })?;
+        .map_err(|e| e.to_string())?;
     tracing::info!(lease = %grant.lease_id, %outcome, fuel = report.fuel_used, "result returned");
     Ok(())
 }
@@ -586,13 +559,12 @@ fn upload_outputs(
     let mut upload = |bytes: &[u8]| -> Result<String, String> {
         let digest = agora_wire::digest_hex(bytes);
         if sent.insert(digest.clone()) {
-            // The same blob again is no new upload: a retry is safe.
-            retrying("uploading an output", || {
-                s.client.put_signed_bytes::<serde_json::Value>(
+            s.client
+                .put_signed_bytes::<serde_json::Value>(
                     &format!("/api/v1/leases/{lease_id}/outputs/{digest}"),
                     bytes,
                 )
-            })?;
+                .map_err(|e| format!("uploading an output: {e}"))?;
         }
         Ok(digest)
     };
