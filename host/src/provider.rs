@@ -242,17 +242,11 @@ fn heartbeats(s: &Shared) {
             .post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)
         {
             Ok(_) => told = Some(keeps),
-            Err(e) => {
-                // Its news goes with the next one (a market that took it
-                // before failing to answer hears some lines twice).
-                give_back_live(s, beat.leases);
-                if e.code() == Some(agora_wire::api::codes::NOT_FOUND) {
-                    told = None;
-                    register(s);
-                } else {
-                    tracing::warn!("heartbeat: {e}");
-                }
+            Err(e) if e.code() == Some(agora_wire::api::codes::NOT_FOUND) => {
+                told = None;
+                register(s);
             }
+            Err(e) => tracing::warn!("heartbeat: {e}"),
         }
         sleep_unless_stopped(
             s,
@@ -282,24 +276,6 @@ fn take_live(s: &Shared) -> Vec<LeaseProgress> {
         });
     }
     out
-}
-
-/// Put the news of a heartbeat that failed back in front of what came
-/// since, for leases still running, within [`MAX_LEASE_LOG_LINES`].
-fn give_back_live(s: &Shared, leases: Vec<LeaseProgress>) {
-    let mut live = s.live.lock().expect("live lock");
-    for sent in leases {
-        let Some(l) = live.get_mut(&sent.lease_id) else {
-            continue;
-        };
-        if sent.progress.is_some() {
-            l.progress_sent = false;
-        }
-        let mut lines = sent.logs;
-        lines.append(&mut l.unsent);
-        lines.truncate(MAX_LEASE_LOG_LINES as usize);
-        l.unsent = lines;
-    }
 }
 
 fn sleep_unless_stopped(s: &Shared, total: Duration) {
