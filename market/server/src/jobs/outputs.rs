@@ -104,15 +104,7 @@ impl Jobs {
     ) -> Result<(), ApiError> {
         let mut tx = self.db.write().await?;
         settle::lock_job(&mut tx, self.db.kind, job).await?;
-        let running: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM leases WHERE id = $1 AND provider = $2 AND state = 'active' AND expires_at_ms > $3",
-        )
-        .bind(lease_id)
-        .bind(provider.as_str())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if running.is_none() {
+        if !Self::runs_lease(&mut *tx, provider, lease_id, now).await? {
             return Err(ApiError::NotPending(format!(
                 "lease {lease_id} (expired or already answered)"
             )));

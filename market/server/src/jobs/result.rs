@@ -94,7 +94,9 @@ impl Jobs {
         // The output's bytes go to the object store before the transaction,
         // and only for the provider that runs the lease now: anyone else's
         // result is refused by the transaction with nothing written.
-        let output = match output.is_some() && self.runs_lease(provider, lease_id, now).await? {
+        let output = match output.is_some()
+            && Self::runs_lease(&self.db.pool, provider, lease_id, now).await?
+        {
             true => output.map(|(d, b)| (d, axum::body::Bytes::from(b))),
             false => None,
         };
@@ -128,8 +130,8 @@ impl Jobs {
     }
 
     /// Whether `provider` runs lease `lease_id` now.
-    async fn runs_lease(
-        &self,
+    pub(super) async fn runs_lease<'e>(
+        db: impl sqlx::Executor<'e, Database = sqlx::Any>,
         provider: &KeyId,
         lease_id: &str,
         now: i64,
@@ -138,7 +140,7 @@ impl Jobs {
             .bind(lease_id)
             .bind(provider.as_str())
             .bind(now)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(db)
             .await?;
         Ok(running.is_some())
     }

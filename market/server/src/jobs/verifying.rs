@@ -215,25 +215,38 @@ impl Jobs {
             .await?;
         // Each digest read once, however many names share it (a job's shared
         // inputs are at most MAX_SHARED_INPUT_BYTES by name).
-        let mut shared = SharedInputs::new();
-        let mut read: std::collections::HashMap<String, std::sync::Arc<[u8]>> =
-            std::collections::HashMap::new();
-        for blob in self.shared_of(&row.try_get::<String, _>("job_id")?).await? {
-            if !read.contains_key(&blob.digest) {
-                read.insert(blob.digest.clone(), self.blob(&blob.digest).await?.into());
-            }
-            shared.insert(blob.name, read[&blob.digest].clone());
-        }
-        let mut outputs = SharedInputs::new();
+        let mut read = std::collections::HashMap::new();
+        let shared_inputs = self.shared_of(&row.try_get::<String, _>("job_id")?).await?;
+        let shared = self
+            .read_by_name(
+                shared_inputs.into_iter().map(|b| (b.name, b.digest)),
+                &mut read,
+            )
+            .await?;
         let manifest: Option<String> = row.try_get("outputs")?;
-        for named in super::outputs::read_manifest(manifest.as_deref()) {
-            if !read.contains_key(&named.digest) {
-                read.insert(named.digest.clone(), self.blob(&named.digest).await?.into());
-            }
-            outputs.insert(named.name, read[&named.digest].clone());
-        }
+        let named = super::outputs::read_manifest(manifest.as_deref());
+        let outputs = self
+            .read_by_name(named.into_iter().map(|o| (o.name, o.digest)), &mut read)
+            .await?;
         let by_name = ByName { shared, outputs };
         Ok(Some((component, input, output, by_name, limits_of(&row)?)))
+    }
+
+    /// The blobs of `named` (name and digest) by name, each digest read
+    /// once through `read`.
+    async fn read_by_name(
+        &self,
+        named: impl Iterator<Item = (String, String)>,
+        read: &mut std::collections::HashMap<String, std::sync::Arc<[u8]>>,
+    ) -> Result<SharedInputs, ApiError> {
+        let mut by_name = SharedInputs::new();
+        for (name, digest) in named {
+            if !read.contains_key(&digest) {
+                read.insert(digest.clone(), self.blob(&digest).await?.into());
+            }
+            by_name.insert(name, read[&digest].clone());
+        }
+        Ok(by_name)
     }
 
     /// Apply a verdict under this verifier's claim, in one transaction with
