@@ -253,10 +253,29 @@ async fn download_ratio(dir: &std::path::Path) -> (Duration, Duration) {
     (ours[1], bare[1])
 }
 
-/// The medians of three 1 GiB uploads through a market on loopback, three
-/// downloads back, and three copies of the file; and what a resumed upload
-/// sent of the whole.
-fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Duration, u64) {
+/// Rounds of the 1 GiB transfers: each round times an upload, a download
+/// and the copies in turn, so each ratio compares times taken side by side
+/// (this machine's disk and memory speeds drift by several times over a
+/// minute).
+const TRANSFER_ROUNDS: usize = 5;
+
+/// Of rounds timing ours and a baseline side by side, the round whose
+/// ratio is the median: its times.
+fn median_round(ours: &[Duration], bare: &[Duration]) -> (Duration, Duration) {
+    let mut rounds: Vec<(Duration, Duration)> =
+        ours.iter().copied().zip(bare.iter().copied()).collect();
+    rounds.sort_by(|a, b| {
+        let ratio = |(o, b): &(Duration, Duration)| b.as_secs_f64() / o.as_secs_f64();
+        ratio(a).total_cmp(&ratio(b))
+    });
+    rounds[rounds.len() / 2]
+}
+
+/// Per round: a 1 GiB upload through a market on loopback, the download
+/// back, and copies of the file (plain, and synced); and what a resumed
+/// upload sent of the whole.
+#[allow(clippy::type_complexity)]
+fn transfer_ratio(dir: &std::path::Path) -> ([Vec<Duration>; 4], u64) {
     use agora_wire::client::Client;
     const SIZE: u64 = 1 << 30;
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -292,7 +311,7 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
     drop(file);
     let (mut up, mut down, mut copy, mut synced) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut digest = String::new();
-    for round in 0..3 {
+    for _ in 0..TRANSFER_ROUNDS {
         let t = Instant::now();
         let info = client.upload_file(&source, &mut |_, _, _| {}).unwrap();
         up.push(t.elapsed());
@@ -320,7 +339,6 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
         synced.push(t.elapsed());
         // Let the blob go, so the next round uploads it again.
         let _: serde_json::Value = client.delete(&format!("/api/v1/blobs/{digest}")).unwrap();
-        let _ = round;
     }
     // Interrupted after a third of its chunks: the rest is what goes.
     let begun: agora_wire::api::UploadInfo = client
@@ -345,10 +363,7 @@ fn transfer_ratio(dir: &std::path::Path) -> (Duration, Duration, Duration, Durat
         .unwrap();
     let resumed_sent = SIZE - first_sent.unwrap();
     let _ = digest;
-    for v in [&mut up, &mut down, &mut copy, &mut synced] {
-        v.sort();
-    }
-    (up[1], down[1], copy[1], synced[1], resumed_sent)
+    ([up, down, copy, synced], resumed_sent)
 }
 
 /// What `POST /api/v1/uploads` is sent for the file at `path`.
@@ -479,28 +494,31 @@ fn main() {
         "MiB/s",
         256.0,
     );
-    let (up, down, copy, synced, resumed) = transfer_ratio(&dir);
+    let ([up, down, copy, synced], resumed) = transfer_ratio(&dir);
+    let (ours, bare) = median_round(&up, &copy);
     throughput_row(
         "upload 1 GiB on loopback vs copying it",
-        up,
-        copy,
+        ours,
+        bare,
         0.5,
         "MiB/s",
         1024.0,
     );
     // An upload is durable before it is held: against a copy that is too.
+    let (ours, bare) = median_round(&up, &synced);
     throughput_row(
         "upload 1 GiB vs copying and syncing it",
-        up,
-        synced,
+        ours,
+        bare,
         0.5,
         "MiB/s",
         1024.0,
     );
+    let (ours, bare) = median_round(&down, &copy);
     throughput_row(
         "download 1 GiB on loopback vs copying it",
-        down,
-        copy,
+        ours,
+        bare,
         0.5,
         "MiB/s",
         1024.0,

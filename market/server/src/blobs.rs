@@ -446,7 +446,7 @@ pub const DOWNLOADS_PER_PEER: usize = 4;
 pub const DOWNLOADS_IN_FLIGHT: usize = 1_024;
 
 /// Blob downloads: streamed from the object store a piece at a time (the
-/// market holds one piece per download, whatever the blob's size), with
+/// market holds two pieces per download at most, whatever the blob's size), with
 /// ranges and validators.
 #[derive(Clone)]
 pub struct Downloads {

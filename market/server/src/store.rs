@@ -68,41 +68,78 @@ pub enum StoreError {
     },
 }
 
-/// What one read of a file in a directory store takes: a download holds one
-/// piece at a time, so 1,024 downloads hold 256 MiB at most.
+/// What one read of a file in a directory store takes: a download holds
+/// two pieces at a time (one being sent, the next being read), so 1,024
+/// downloads hold 512 MiB at most.
 const FILE_PIECE_BYTES: u64 = 256 << 10;
 
-/// The bytes `range` of `file`, read a piece at a time off the async threads.
+/// The bytes `range` of `file`, read a piece at a time off the async
+/// threads: the first when the stream is first polled (a download dropped
+/// unread, a HEAD, reads nothing), each next one begun while the one before
+/// is sent. One read at a time, so the file's position is never shared.
 fn file_pieces(file: std::fs::File, range: Range<u64>, location: Arc<str>) -> ByteStream {
-    futures_util::stream::try_unfold((file, range), move |(mut file, range)| {
-        let location = location.clone();
+    let file = Arc::new(file);
+    let read_from = move |range: &Range<u64>| {
+        let (file, start) = (file.clone(), range.start);
+        let want = (range.end - range.start).min(FILE_PIECE_BYTES);
+        (want > 0).then(|| tokio::task::spawn_blocking(move || read_piece(&file, start, want)))
+    };
+    futures_util::stream::try_unfold((range, None), move |(range, reading)| {
+        let (location, read_from) = (location.clone(), read_from.clone());
         async move {
-            if range.is_empty() {
+            let Some(reading) = reading.or_else(|| read_from(&range)) else {
                 return Ok(None);
-            }
-            let want = (range.end - range.start).min(FILE_PIECE_BYTES);
-            let start = range.start;
-            let read = tokio::task::spawn_blocking(move || {
-                use std::io::{Read, Seek};
-                let mut piece = vec![0; want as usize];
-                file.seek(std::io::SeekFrom::Start(start))?;
-                file.read_exact(&mut piece)?;
-                Ok::<_, std::io::Error>((file, piece))
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|read| read);
-            let (file, piece) = read.map_err(|source| StoreError::Io { location, source })?;
-            Ok(Some((Bytes::from(piece), (file, start + want..range.end))))
+            };
+            let read = reading
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|read| read);
+            let piece = read.map_err(|source| StoreError::Io { location, source })?;
+            let rest = range.start + piece.len() as u64..range.end;
+            let next = read_from(&rest);
+            Ok(Some((Bytes::from(piece), (rest, next))))
         }
     })
     .boxed()
+}
+
+/// The `want` bytes of `file` from `start`.
+fn read_piece(mut file: &std::fs::File, start: u64, want: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    file.seek(std::io::SeekFrom::Start(start))?;
+    let mut piece = vec![0; want as usize];
+    file.read_exact(&mut piece)?;
+    Ok(piece)
 }
 
 /// A directory store's part id: the chunk was written, unsynced, in the
 /// boot named after it; or it was synced.
 const BOOT_PART: &str = "boot:";
 const SYNCED_PART: &str = "synced";
+
+/// Start writing the bytes `offset..offset + len` of `file` to the disk
+/// and return at once (Linux's `sync_file_range` with `WRITE`): the disk
+/// works while the rest of an upload arrives, so the sync that finishes it
+/// has little left to wait for. Elsewhere, and on any error, nothing: that
+/// sync writes whatever is left.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor belongs to `file`, open for the whole call;
+        // the call reads no memory of ours.
+        let _ = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
 
 /// This machine's boot (Linux's boot id), read once; None elsewhere.
 fn boot_id() -> Option<String> {
@@ -328,7 +365,7 @@ impl BlobStore {
     }
 
     /// The bytes `range` of the object `key` (all of it for None), as a
-    /// stream that holds one piece at a time.
+    /// stream that holds a piece or two at a time.
     pub async fn stream(
         &self,
         key: &str,
@@ -376,17 +413,17 @@ impl BlobStore {
         }
     }
 
-    /// Write chunk `index` (its bytes start at `offset`) of the object being
-    /// uploaded under `handle`; the part's id, kept for the end (for a
-    /// directory: the boot it was written in, unsynced). Writing the same
-    /// chunk again writes the same place.
+    /// Write chunk `index` (its bytes, in the `pieces` they arrived in,
+    /// start at `offset`) of the object being uploaded under `handle`; the
+    /// part's id, kept for the end (for a directory: the boot it was written
+    /// in, unsynced). Writing the same chunk again writes the same place.
     pub async fn put_part(
         &self,
         key: &str,
         handle: &str,
         index: u64,
         offset: u64,
-        bytes: Bytes,
+        pieces: Vec<Bytes>,
     ) -> Result<String, StoreError> {
         match &self.parts {
             Parts::Dir(dir) => {
@@ -394,8 +431,10 @@ impl BlobStore {
                 // Not synced chunk by chunk (the disk would bound an upload
                 // at its synced write rate): the part id names this boot,
                 // and a chunk written in an earlier boot is checked again
-                // before the object is finished (`parts_at_risk`). Where
-                // the boot cannot be named, each chunk is synced.
+                // before the object is finished (`parts_at_risk`). Its
+                // writeback starts at once, so the sync that finishes the
+                // object has little left. Where the boot cannot be named,
+                // each chunk is synced.
                 let boot = boot_id();
                 let sync = boot.is_none();
                 self.blocking(move || {
@@ -403,8 +442,15 @@ impl BlobStore {
                     // Never made here: a finished or cancelled upload's file is gone.
                     let mut file = std::fs::OpenOptions::new().write(true).open(file)?;
                     file.seek(std::io::SeekFrom::Start(offset))?;
-                    file.write_all(&bytes)?;
-                    if sync { file.sync_data() } else { Ok(()) }
+                    for piece in &pieces {
+                        file.write_all(piece)?;
+                    }
+                    if sync {
+                        return file.sync_data();
+                    }
+                    let written = pieces.iter().map(|p| p.len() as u64).sum();
+                    start_writeback(&file, offset, written);
+                    Ok(())
                 })
                 .await?;
                 Ok(boot.map_or_else(
@@ -418,7 +464,7 @@ impl BlobStore {
                         &Path::from(key),
                         &handle.to_string(),
                         index as usize,
-                        PutPayload::from_bytes(bytes),
+                        PutPayload::from_iter(pieces),
                     )
                     .await;
                 Ok(part.map_err(self.failed(key))?.content_id)

@@ -15,10 +15,11 @@
 //!    tell anyone who can guess a file whether the market has it); the store
 //!    keeps one object per digest whoever uploads it.
 //! 2. `PUT /api/v1/uploads/{upload}/chunks/{index}`: the chunk's bytes,
-//!    checked against its declared value before anything is written. Not
-//!    signed: a chunk is accepted only when it is exactly the declared blob's,
-//!    so whoever sends it can only deliver the uploader's own bytes (and a
-//!    signature would hash every byte once more).
+//!    hashed piece by piece as they arrive and checked against its declared
+//!    value before anything is written. Not signed: a chunk is accepted only
+//!    when it is exactly the declared blob's, so whoever sends it can only
+//!    deliver the uploader's own bytes (and a signature would hash every byte
+//!    once more).
 //! 3. `POST /api/v1/uploads/{upload}/complete` (signed by the uploader):
 //!    once no chunk is missing, the object is made whole, the blob recorded
 //!    and held, in one transaction.
@@ -45,8 +46,10 @@ use crate::error::ApiError;
 use crate::ledger::{FEES, Ledger, Op};
 use agora_wire::KeyId;
 use agora_wire::api::{ChunkReceived, HeldBlob, NewUpload, Storage, UploadInfo};
-use agora_wire::chunks::{self, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES};
-use axum::body::Body;
+use agora_wire::chunks::{self, ChunkHasher, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES};
+use axum::body::{Body, Bytes};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use std::sync::Arc;
 
 /// An upload untouched this long is dropped (its parts removed, its bytes
@@ -57,8 +60,9 @@ pub const UPLOAD_IDLE_MS: i64 = 24 * 3_600_000;
 pub const UPLOAD_MAX_AGE_MS: i64 = 7 * 24 * 3_600_000;
 /// How long the hold of an upload's price lasts: past its oldest drop.
 const UPLOAD_HOLD_MS: u64 = (UPLOAD_MAX_AGE_MS + 24 * 3_600_000) as u64;
-/// Chunk bodies held in memory at once, all uploads together (8 MiB each:
-/// 256 MiB); past it a chunk is refused busy, and its sender retries.
+/// Chunk bodies held in memory at once, all uploads together (8 MiB each,
+/// at most about twice that held: 512 MiB); past it a chunk is refused
+/// busy, and its sender retries.
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 32;
 /// Chunks one address sends at once (loopback, a proxy, is counted in all
 /// only), so a few slow senders cannot hold every slot.
@@ -393,14 +397,18 @@ impl Uploads {
             )));
         }
         let _slot = self.chunk_slot(peer)?;
-        let read = tokio::time::timeout(
-            CHUNK_BODY_TIMEOUT,
-            axum::body::to_bytes(body, want as usize),
-        )
-        .await;
-        let bytes = match read {
-            Ok(Ok(bytes)) if bytes.len() as u64 == want => bytes,
-            Ok(_) => {
+        let value: String =
+            sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2")
+                .bind(id)
+                .bind(index as i64)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way")))?;
+        let hasher = ChunkHasher::new(index, count, chunk_bytes);
+        let received = tokio::time::timeout(CHUNK_BODY_TIMEOUT, receive_chunk(body, want, hasher));
+        let (bytes, made) = match received.await {
+            Ok(Some(received)) => received,
+            Ok(None) => {
                 return Err(ApiError::Invalid(format!(
                     "chunk {index} of upload {id} is {want} bytes; others were sent, or the body broke off"
                 )));
@@ -412,14 +420,7 @@ impl Uploads {
                 )));
             }
         };
-        let value: String =
-            sqlx::query_scalar("SELECT value FROM upload_chunks WHERE upload_id = $1 AND idx = $2")
-                .bind(id)
-                .bind(index as i64)
-                .fetch_optional(&self.db.pool)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("no upload {id} under way")))?;
-        if !is_chunk(index, count, chunk_bytes, bytes.clone(), value).await? {
+        if hex::encode(made) != value {
             return Err(ApiError::ChunkMismatch(format!(
                 "chunk {index} of upload {id} is not the declared blob's: its bytes were changed or misplaced"
             )));
@@ -864,6 +865,46 @@ struct Due {
 /// The hold of upload `id`'s price.
 fn price_hold(id: &str) -> String {
     format!("market:storage:{id}")
+}
+
+/// Pieces of a chunk's body smaller than this are copied together rather
+/// than kept: a kept piece pins the server's whole read buffer (several KiB
+/// for a piece of one byte), so a body sent a byte at a time would hold
+/// thousands of times its size. Larger pieces are kept as they came (no
+/// copy), holding at most about twice their bytes.
+const SMALLEST_KEPT_PIECE: usize = 64 << 10;
+
+/// A chunk's body of exactly `want` bytes, in pieces, and its value, hashed
+/// piece by piece as they arrive (a piece is at most the server's read
+/// buffer, a few hundred KiB: well under a millisecond of hashing). None
+/// when the body is not `want` bytes or broke off.
+async fn receive_chunk(
+    body: Body,
+    want: u64,
+    mut hasher: ChunkHasher,
+) -> Option<(Vec<Bytes>, [u8; 32])> {
+    let mut stream = body.into_data_stream();
+    let (mut pieces, mut small, mut got) = (Vec::new(), BytesMut::new(), 0u64);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.ok()?;
+        got += piece.len() as u64;
+        if got > want {
+            return None;
+        }
+        hasher.update(&piece);
+        if piece.len() < SMALLEST_KEPT_PIECE {
+            small.extend_from_slice(&piece);
+            continue;
+        }
+        if !small.is_empty() {
+            pieces.push(small.split().freeze());
+        }
+        pieces.push(piece);
+    }
+    if !small.is_empty() {
+        pieces.push(small.freeze());
+    }
+    (got == want).then(|| (pieces, hasher.finish()))
 }
 
 /// Whether `bytes` are chunk `index` (of `count`) with declared `value`,

@@ -44,14 +44,45 @@ pub fn chunk_range(index: u64, size: u64, chunk_bytes: u64) -> std::ops::Range<u
 /// against: its chaining value at its offset, or, for a blob of one chunk,
 /// its digest. `chunk_bytes` must be a power of two of at least 1 KiB.
 pub fn chunk_value(index: u64, chunks: u64, chunk_bytes: u64, bytes: &[u8]) -> [u8; 32] {
-    debug_assert!(chunk_bytes.is_power_of_two() && chunk_bytes >= blake3::CHUNK_LEN as u64);
-    let mut hasher = blake3::Hasher::new();
-    if chunks == 1 {
-        return *hasher.update(bytes).finalize().as_bytes();
-    }
-    hasher.set_input_offset(index * chunk_bytes);
+    let mut hasher = ChunkHasher::new(index, chunks, chunk_bytes);
     hasher.update(bytes);
-    hasher.finalize_non_root()
+    hasher.finish()
+}
+
+/// [`chunk_value`] of bytes that come in pieces (a chunk hashed as it
+/// arrives, or read a piece at a time).
+pub struct ChunkHasher {
+    hasher: blake3::Hasher,
+    /// The blob is this one chunk: its value is the root digest.
+    whole: bool,
+}
+
+impl ChunkHasher {
+    /// For chunk `index` of a blob of `chunks` chunks of `chunk_bytes`.
+    pub fn new(index: u64, chunks: u64, chunk_bytes: u64) -> ChunkHasher {
+        debug_assert!(chunk_bytes.is_power_of_two() && chunk_bytes >= blake3::CHUNK_LEN as u64);
+        let mut hasher = blake3::Hasher::new();
+        if chunks > 1 {
+            hasher.set_input_offset(index * chunk_bytes);
+        }
+        ChunkHasher {
+            hasher,
+            whole: chunks == 1,
+        }
+    }
+
+    /// The chunk's next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+    }
+
+    /// The chunk's value.
+    pub fn finish(&self) -> [u8; 32] {
+        match self.whole {
+            true => *self.hasher.finalize().as_bytes(),
+            false => self.hasher.finalize_non_root(),
+        }
+    }
 }
 
 /// Why declared chunk values do not make a digest.
@@ -263,7 +294,16 @@ mod tests {
                 let mut chunker = Chunker::new(size as u64, chunk_bytes);
                 data.chunks(777).for_each(|piece| chunker.update(piece));
                 let (digest, made) = chunker.finish().unwrap();
-                assert_eq!((digest, made), (blake3::hash(&data), values));
+                assert_eq!((digest, made), (blake3::hash(&data), values.clone()));
+                // So does each chunk hashed in odd pieces as it arrives.
+                for (i, value) in values.iter().enumerate() {
+                    let r = chunk_range(i as u64, size as u64, chunk_bytes);
+                    let mut hasher = ChunkHasher::new(i as u64, chunks, chunk_bytes);
+                    data[r.start as usize..r.end as usize]
+                        .chunks(333)
+                        .for_each(|piece| hasher.update(piece));
+                    assert_eq!(&hasher.finish(), value, "chunk {i} in pieces");
+                }
             }
         }
     }

@@ -234,15 +234,12 @@ impl Client {
         if !response.status().is_success() {
             return read(response).map(|_| 0);
         }
-        // Read in large pieces: a blob may be gigabytes.
         let body = response
             .into_body()
             .into_with_config()
             .limit(u64::MAX)
             .reader();
-        let mut body = std::io::BufReader::with_capacity(1 << 20, body);
-        std::io::copy(&mut body, sink)
-            .map_err(|e| ClientError::Decode(format!("downloading {url}: {e}")))
+        receive_into(body, sink).map_err(|e| ClientError::Decode(format!("downloading {url}: {e}")))
     }
 
     /// GET `path`, signed, as raw bytes.
@@ -392,6 +389,84 @@ impl Read for Progress<'_> {
     }
 }
 
+/// Pieces a download holds between the connection and its sink.
+const DOWNLOAD_PIECES: usize = 4;
+/// Bytes of one such piece: a blob may be gigabytes.
+const DOWNLOAD_PIECE_BYTES: usize = 1 << 20;
+
+/// Copy `body` into `sink`, the connection read on a thread of its own so
+/// that receiving overlaps what the sink does (hashing, writing a file);
+/// the bytes written. On the sink's error the reader stops after the read
+/// it is in (its thread owns the connection, and ends with it). The body
+/// ends only at a piece short of full: a reader that stops otherwise is an
+/// error, never a short success.
+fn receive_into(
+    body: impl Read + Send + 'static,
+    sink: &mut dyn std::io::Write,
+) -> std::io::Result<u64> {
+    let (pieces, arriving) =
+        std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(DOWNLOAD_PIECES);
+    let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name("agora-download".into())
+        .spawn(move || read_pieces(body, &stopped, &pieces, &returned))?;
+    let received = (|| {
+        let mut written = 0;
+        for piece in &arriving {
+            let piece = piece?;
+            sink.write_all(&piece)?;
+            written += piece.len() as u64;
+            if piece.len() < DOWNLOAD_PIECE_BYTES {
+                return Ok(written);
+            }
+            let _ = give_back.send(piece);
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the download's reader stopped before the end",
+        ))
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    received
+}
+
+/// Read `body` into pieces of [`DOWNLOAD_PIECE_BYTES`] (the last one short,
+/// maybe empty) sent on `pieces`, reusing those `returned`, until the end,
+/// an error, or `stop`.
+fn read_pieces(
+    mut body: impl Read,
+    stop: &std::sync::atomic::AtomicBool,
+    pieces: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    returned: &std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut piece = returned
+            .try_recv()
+            .unwrap_or_else(|_| vec![0; DOWNLOAD_PIECE_BYTES]);
+        let mut filled = 0;
+        while filled < DOWNLOAD_PIECE_BYTES {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            match body.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = pieces.send(Err(e));
+                    return;
+                }
+            }
+        }
+        piece.truncate(filled);
+        if pieces.send(Ok(piece)).is_err() || filled < DOWNLOAD_PIECE_BYTES {
+            return;
+        }
+    }
+}
+
 fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, ClientError> {
     let status = response.status().as_u16();
     let bytes = response
@@ -485,5 +560,98 @@ fn explain(reason: &rustls::CertificateError) -> String {
         E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet (check this machine's clock)".into(),
         E::Revoked => "it was revoked".into(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of `len` bytes that fails with `error` at its end instead of
+    /// ending, when given.
+    struct Body {
+        at: usize,
+        len: usize,
+        error: Option<std::io::ErrorKind>,
+    }
+
+    impl Read for Body {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.len {
+                return match self.error {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            // Odd read sizes, as a socket gives them.
+            let n = buf.len().min(self.len - self.at).min(70_001);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = ((self.at + i) % 251) as u8;
+            }
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn body(len: usize, error: Option<std::io::ErrorKind>) -> Body {
+        Body { at: 0, len, error }
+    }
+
+    #[test]
+    fn a_download_arrives_whole_and_in_order_or_fails() {
+        let piece = DOWNLOAD_PIECE_BYTES;
+        for len in [
+            0,
+            1,
+            piece - 1,
+            piece,
+            piece + 1,
+            3 * piece,
+            7 * piece + 12_345,
+        ] {
+            let mut sink = Vec::new();
+            assert_eq!(
+                receive_into(body(len, None), &mut sink).unwrap(),
+                len as u64
+            );
+            assert_eq!(sink.len(), len);
+            assert!(
+                sink.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
+                "{len} bytes in order"
+            );
+        }
+        // A connection that breaks, at a piece's end or inside one, is an
+        // error, never a short success.
+        for len in [0, piece, 2 * piece + 5] {
+            let broken = body(len, Some(std::io::ErrorKind::ConnectionReset));
+            let error = receive_into(broken, &mut Vec::new()).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "broken after {len}"
+            );
+        }
+    }
+
+    /// A sink that refuses (a market sending more than it listed) ends the
+    /// download with its error, and the reader stops.
+    #[test]
+    fn a_sink_that_refuses_ends_the_download() {
+        struct Full(usize);
+        impl std::io::Write for Full {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.0 + buf.len() > DOWNLOAD_PIECE_BYTES {
+                    return Err(std::io::Error::other("more than listed"));
+                }
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let endless = body(usize::MAX, None);
+        let error = receive_into(endless, &mut Full(0)).unwrap_err();
+        assert_eq!(error.to_string(), "more than listed");
     }
 }

@@ -1,16 +1,16 @@
 //! Uploading a file as a blob (`agora upload`, and hosts' outputs): its
-//! digest and chunk values in one pass over the file, then only the chunks
-//! the market is missing, each retried on a busy market or a broken
+//! digest and chunk values in one pass over the file (its chunks hashed on
+//! every core, up to [`HASH_THREADS`]), then only the chunks the market is missing, each retried on a busy market or a broken
 //! connection. Run again after an interruption, it sends only what is
 //! missing; a blob the uploader holds already is not sent at all.
 
 use crate::api::{ChunkReceived, NewUpload, UploadInfo, codes};
-use crate::chunks::{Chunker, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES, chunk_range};
+use crate::chunks::{ChunkHasher, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES, chunk_count, chunk_range};
 use crate::client::{Client, ClientError};
-use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Tries of one chunk before the upload stops (run it again to resume).
@@ -21,6 +21,9 @@ const CHUNK_TRIES: u32 = 5;
 const UPLOAD_STREAMS: usize = 4;
 /// Reading the file for its digest, in pieces of this size.
 const HASH_READ_BYTES: usize = 1 << 20;
+/// Threads hashing the file's chunks at most: past the cores a machine
+/// has, the disk is the bound.
+const HASH_THREADS: usize = 8;
 
 /// Where an upload is, for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +63,8 @@ impl Client {
             path: path.display().to_string(),
             source,
         };
-        let mut file = Piece::open(path, range).map_err(file_error)?;
-        self.upload_from(&mut file, progress).map_err(|e| match e {
+        let file = Piece::open(path, range).map_err(file_error)?;
+        self.upload_from(&file, progress).map_err(|e| match e {
             ClientError::File { source, .. } => file_error(source),
             e => e,
         })
@@ -69,12 +72,12 @@ impl Client {
 
     /// Upload `bytes` (made in memory) as a blob.
     pub fn upload_bytes(&self, bytes: &[u8]) -> Result<UploadInfo, ClientError> {
-        self.upload_from(&mut Bytes(bytes), &mut |_, _, _| {})
+        self.upload_from(&Bytes(bytes), &mut |_, _, _| {})
     }
 
     fn upload_from(
         &self,
-        file: &mut dyn Source,
+        file: &dyn Source,
         progress: &mut dyn FnMut(UploadStage, u64, u64),
     ) -> Result<UploadInfo, ClientError> {
         let file_error = |source| ClientError::File {
@@ -116,35 +119,38 @@ impl Client {
                 "the market's upload does not fit {count} chunks of {UPLOAD_CHUNK_BYTES} bytes"
             )));
         }
-        let missing_bytes: u64 = info
-            .missing
+        let mut missing = std::mem::take(&mut info.missing);
+        missing.sort_unstable();
+        missing.dedup();
+        let missing_bytes: u64 = missing
             .iter()
             .map(|&i| chunk_range(i, size, info.chunk_bytes))
             .map(|r| r.end - r.start)
             .sum();
-        let mut sent = size - missing_bytes;
+        let mut sent = size.saturating_sub(missing_bytes);
         progress(UploadStage::Sending, sent, size);
-        let mut missing = std::mem::take(&mut info.missing);
-        missing.dedup();
         let queue = Mutex::new(missing.into_iter());
-        let source = Mutex::new(file);
         let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<u64, ClientError>>();
         let mut failed = None;
         std::thread::scope(|scope| {
             for _ in 0..UPLOAD_STREAMS {
-                let (queue, source, sent_tx, upload) = (&queue, &source, sent_tx.clone(), &upload);
+                let (queue, sent_tx, upload) = (&queue, sent_tx.clone(), &upload);
                 scope.spawn(move || {
-                    while let Some(index) = queue.lock().expect("no panic while taking").next() {
+                    // One buffer a stream, filled again for each chunk.
+                    let mut buffer = Vec::new();
+                    loop {
+                        // Its own statement: the lock is let go before the
+                        // send (a `while let` would hold it for the body,
+                        // and the streams would take turns).
+                        let next = queue.lock().expect("no panic while taking").next();
+                        let Some(index) = next else { break };
                         let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
-                        let mut chunk = vec![0; (range.end - range.start) as usize];
-                        // The file's lock only for the read: the sends overlap.
-                        let read = source
-                            .lock()
-                            .expect("no panic while reading")
-                            .read_at(range.start, &mut chunk);
-                        let sent = read
+                        buffer.resize((range.end - range.start) as usize, 0);
+                        let chunk = &mut buffer[..];
+                        let sent = file
+                            .read_at(range.start, chunk)
                             .map_err(file_error)
-                            .and_then(|()| self.put_chunk(upload, index, &chunk))
+                            .and_then(|()| self.put_chunk(upload, index, chunk))
                             .map(|()| chunk.len() as u64);
                         let stop = sent.is_err();
                         let _ = sent_tx.send(sent);
@@ -215,34 +221,84 @@ fn retryable(error: &ClientError) -> bool {
     }
 }
 
-/// The digest and chunk values of the `size` bytes of `file`, read once.
+/// The digest and chunk values of the `size` bytes of `file`, read once:
+/// its chunks hashed apart on as many threads as the machine has cores, up
+/// to [`HASH_THREADS`] (a chunk's value needs no other chunk), then merged
+/// into the digest.
 fn digest_of(
-    file: &mut dyn Source,
+    file: &dyn Source,
     size: u64,
     progress: &mut dyn FnMut(UploadStage, u64, u64),
 ) -> std::io::Result<(String, Vec<[u8; 32]>)> {
-    let mut chunker = Chunker::new(size, UPLOAD_CHUNK_BYTES);
-    let mut buffer = vec![0u8; HASH_READ_BYTES];
-    let mut read = 0u64;
+    let chunks = chunk_count(size, UPLOAD_CHUNK_BYTES);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(HASH_THREADS)
+        .min(chunks as usize);
+    let next = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let values = Mutex::new(vec![[0u8; 32]; chunks as usize]);
+    let (read_tx, read_rx) = std::sync::mpsc::channel::<std::io::Result<u64>>();
     progress(UploadStage::Hashing, 0, size);
-    while read < size {
-        let n = (size - read).min(HASH_READ_BYTES as u64) as usize;
-        file.read_at(read, &mut buffer[..n])?;
-        chunker.update(&buffer[..n]);
-        read += n as u64;
-        progress(UploadStage::Hashing, read, size);
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (next, failed, values, read_tx) = (&next, &failed, &values, read_tx.clone());
+            scope.spawn(move || {
+                let mut buffer = vec![0u8; HASH_READ_BYTES];
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= chunks || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
+                    let mut hasher = ChunkHasher::new(index, chunks, UPLOAD_CHUNK_BYTES);
+                    let mut at = range.start;
+                    while at < range.end {
+                        let piece =
+                            &mut buffer[..(range.end - at).min(HASH_READ_BYTES as u64) as usize];
+                        if let Err(e) = file.read_at(at, piece) {
+                            failed.store(true, Ordering::Relaxed);
+                            let _ = read_tx.send(Err(e));
+                            return;
+                        }
+                        hasher.update(piece);
+                        at += piece.len() as u64;
+                        let _ = read_tx.send(Ok(piece.len() as u64));
+                    }
+                    values.lock().expect("no panic while hashing")[index as usize] =
+                        hasher.finish();
+                }
+            });
+        }
+        drop(read_tx);
+        let mut read = 0;
+        for piece in read_rx {
+            match piece {
+                Ok(bytes) => {
+                    read += bytes;
+                    progress(UploadStage::Hashing, read, size);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
     }
-    let (digest, values) = chunker
-        .finish()
-        .ok_or_else(|| std::io::Error::other("the file changed size while it was read"))?;
+    let values = values.into_inner().expect("no panic while hashing");
+    let digest = crate::chunks::root_of(&values, size, UPLOAD_CHUNK_BYTES)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok((digest.to_hex().to_string(), values))
 }
 
-/// What an upload reads.
-trait Source: Send {
+/// What an upload reads, from any thread.
+trait Source: Sync {
     fn len(&self) -> u64;
     /// Fill `buffer` from `offset`.
-    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()>;
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()>;
 }
 
 struct Bytes<'a>(&'a [u8]);
@@ -252,7 +308,7 @@ impl Source for Bytes<'_> {
         self.0.len() as u64
     }
 
-    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
         let start = offset as usize;
         buffer.copy_from_slice(&self.0[start..start + buffer.len()]);
         Ok(())
@@ -288,13 +344,37 @@ impl Source for Piece {
         self.len
     }
 
-    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
-        self.file.seek(SeekFrom::Start(self.start + offset))?;
-        self.file.read_exact(buffer).map_err(|e| match e.kind() {
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+        read_exact_at(&self.file, buffer, self.start + offset).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => {
                 std::io::Error::other("the file changed size while it was read")
             }
             _ => e,
         })
     }
+}
+
+/// Fill `buffer` from `offset` of `file`, with no seek shared between
+/// threads.
+#[cfg(unix)]
+fn read_exact_at(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(
+    file: &std::fs::File,
+    mut buffer: &mut [u8],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    while !buffer.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buffer, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buffer = &mut buffer[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
