@@ -60,9 +60,10 @@ pub const UPLOAD_IDLE_MS: i64 = 24 * 3_600_000;
 pub const UPLOAD_MAX_AGE_MS: i64 = 7 * 24 * 3_600_000;
 /// How long the hold of an upload's price lasts: past its oldest drop.
 const UPLOAD_HOLD_MS: u64 = (UPLOAD_MAX_AGE_MS + 24 * 3_600_000) as u64;
-/// Chunk bodies held in memory at once, all uploads together (8 MiB each,
-/// at most about twice that held: 512 MiB); past it a chunk is refused
-/// busy, and its sender retries.
+/// Chunk bodies held in memory at once, all uploads together (8 MiB each:
+/// 256 MiB, and up to a few times that while pieces kept as they arrived pin
+/// the read buffers they came in, see `SMALLEST_KEPT_PIECE`); past it a
+/// chunk is refused busy, and its sender retries.
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 32;
 /// Chunks one address sends at once (loopback, a proxy, is counted in all
 /// only), so a few slow senders cannot hold every slot.
@@ -868,10 +869,12 @@ fn price_hold(id: &str) -> String {
 }
 
 /// Pieces of a chunk's body smaller than this are copied together rather
-/// than kept: a kept piece pins the server's whole read buffer (several KiB
-/// for a piece of one byte), so a body sent a byte at a time would hold
+/// than kept: a kept piece pins the read buffer it came in (several KiB for
+/// a piece of one byte), so a body sent a byte at a time would hold
 /// thousands of times its size. Larger pieces are kept as they came (no
-/// copy), holding at most about twice their bytes.
+/// copy: copying each chunk into a fresh 8 MiB buffer cost uploads 4x their
+/// speed); one pins at most the server's largest read buffer, about 400
+/// KiB, so at worst about 6x its bytes.
 const SMALLEST_KEPT_PIECE: usize = 64 << 10;
 
 /// A chunk's body of exactly `want` bytes, in pieces, and its value, hashed

@@ -1,6 +1,6 @@
 //! Uploading a file as a blob (`agora upload`, and hosts' outputs): its
 //! digest and chunk values in one pass over the file (its chunks hashed on
-//! every core, up to [`HASH_THREADS`]), then only the chunks the market is missing, each retried on a busy market or a broken
+//! every core, up to `HASH_THREADS`), then only the chunks the market is missing, each retried on a busy market or a broken
 //! connection. Run again after an interruption, it sends only what is
 //! missing; a blob the uploader holds already is not sent at all.
 
