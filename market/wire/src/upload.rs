@@ -1,8 +1,10 @@
 //! Uploading a file as a blob (`agora upload`, and hosts' outputs): its
 //! digest and chunk values in one pass over the file (its chunks hashed on
-//! every core, up to `HASH_THREADS`), then only the chunks the market is missing, each retried on a busy market or a broken
-//! connection. Run again after an interruption, it sends only what is
-//! missing; a blob the uploader holds already is not sent at all.
+//! every core, up to `HASH_THREADS`), then only the chunks the market is
+//! missing, on `UPLOAD_STREAMS` streams at once, each retried on a busy
+//! market or a broken connection. Run again after an interruption, it sends
+//! only what is missing; a blob the uploader holds already is not sent at
+//! all.
 
 use crate::api::{ChunkReceived, NewUpload, UploadInfo, codes};
 use crate::chunks::{ChunkHasher, MAX_BLOB_BYTES, UPLOAD_CHUNK_BYTES, chunk_count, chunk_range};
@@ -223,7 +225,7 @@ fn retryable(error: &ClientError) -> bool {
 
 /// The digest and chunk values of the `size` bytes of `file`, read once:
 /// its chunks hashed apart on as many threads as the machine has cores, up
-/// to [`HASH_THREADS`] (a chunk's value needs no other chunk), then merged
+/// to `HASH_THREADS` (a chunk's value needs no other chunk), then merged
 /// into the digest.
 fn digest_of(
     file: &dyn Source,
