@@ -21,6 +21,7 @@ pub mod blob_cache;
 mod clocks;
 pub mod gpu;
 pub mod limits;
+pub mod policy;
 pub mod pool;
 mod protocol;
 pub mod provider;

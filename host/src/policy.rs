@@ -1,0 +1,332 @@
+//! What the machine says about taking more work: on battery power, a GPU
+//! running hot, its CPU busy with other work. Read from Linux's sysfs and
+//! procfs under a root (`/` on a real machine, a directory a test writes),
+//! so each rule is tested against the very files it reads; where a file is
+//! missing (another OS, a desktop without a battery) the reading is
+//! `None`/`Unknown` and no rule pauses on it.
+//!
+//! Not yet wired into `agora host` (issue 15): the readings and the
+//! verdict come first, the host's loop and its config next.
+
+use std::path::{Path, PathBuf};
+
+/// Where the machine's readings come from.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    root: PathBuf,
+}
+
+/// What powers the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    /// A mains supply is online.
+    Mains,
+    /// A battery discharges and no mains supply is online.
+    Battery,
+    /// No power supply is described (a desktop, a VM, another OS).
+    Unknown,
+}
+
+/// GPU drivers whose hwmon sensors are GPU temperatures.
+const GPU_HWMON_DRIVERS: [&str; 5] = ["amdgpu", "radeon", "nouveau", "i915", "xe"];
+
+impl Machine {
+    /// This machine.
+    pub fn system() -> Machine {
+        Machine::under("/")
+    }
+
+    /// A machine whose `sys` and `proc` are under `root`.
+    pub fn under(root: impl Into<PathBuf>) -> Machine {
+        Machine { root: root.into() }
+    }
+
+    fn read(&self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(self.root.join(path))
+            .ok()
+            .map(|text| text.trim().to_string())
+    }
+
+    /// The entries of the directory `path` under the root, sorted.
+    fn entries(&self, path: &str) -> Vec<PathBuf> {
+        let Ok(dir) = std::fs::read_dir(self.root.join(path)) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<PathBuf> = dir
+            .filter_map(|entry| entry.ok())
+            .map(|entry| Path::new(path).join(entry.file_name()))
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// What powers the machine (`/sys/class/power_supply`).
+    pub fn power(&self) -> Power {
+        let (mut mains_online, mut discharging) = (false, false);
+        for supply in self.entries("sys/class/power_supply") {
+            match self.read(&supply.join("type")).as_deref() {
+                Some("Mains") | Some("USB") => {
+                    mains_online |= self.read(&supply.join("online")).as_deref() == Some("1");
+                }
+                Some("Battery") => {
+                    discharging |=
+                        self.read(&supply.join("status")).as_deref() == Some("Discharging");
+                }
+                _ => {}
+            }
+        }
+        match (mains_online, discharging) {
+            (true, _) => Power::Mains,
+            (false, true) => Power::Battery,
+            (false, false) => Power::Unknown,
+        }
+    }
+
+    /// The hottest GPU sensor in degrees Celsius (`/sys/class/hwmon`, the
+    /// sensors of GPU drivers only); None when no GPU reports one.
+    pub fn gpu_celsius(&self) -> Option<f64> {
+        let mut hottest: Option<f64> = None;
+        for sensor in self.entries("sys/class/hwmon") {
+            let driver = self.read(&sensor.join("name"));
+            if !driver.is_some_and(|d| GPU_HWMON_DRIVERS.contains(&d.as_str())) {
+                continue;
+            }
+            for input in self.entries(&sensor.to_string_lossy()) {
+                let name = input.file_name().map(|n| n.to_string_lossy().into_owned());
+                if !name.is_some_and(|n| n.starts_with("temp") && n.ends_with("_input")) {
+                    continue;
+                }
+                // Millidegrees.
+                if let Some(milli) = self.read(&input).and_then(|t| t.parse::<i64>().ok()) {
+                    let celsius = milli as f64 / 1000.0;
+                    hottest = Some(hottest.map_or(celsius, |h| h.max(celsius)));
+                }
+            }
+        }
+        hottest
+    }
+
+    /// The CPU time counters now (`/proc/stat`); None where there are none.
+    pub fn cpu_times(&self) -> Option<CpuTimes> {
+        let stat = self.read(Path::new("proc/stat"))?;
+        let mut lines = stat.lines();
+        let total: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        let cpus = lines
+            .filter(|line| {
+                line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+            })
+            .count();
+        // user nice system idle iowait irq softirq steal [guest guest_nice],
+        // the guests already counted in user and nice.
+        let (idle, iowait) = (*total.get(3)?, total.get(4).copied().unwrap_or(0));
+        let all: u64 = total.iter().take(8).sum();
+        Some(CpuTimes {
+            idle: idle + iowait,
+            all,
+            cpus,
+        })
+    }
+}
+
+/// CPU time counters at one moment, in the kernel's ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    idle: u64,
+    all: u64,
+    cpus: usize,
+}
+
+impl CpuTimes {
+    /// Cores left idle between `earlier` and this reading (the idle share
+    /// of the time passed, times the cores); None when no time passed.
+    pub fn free_cores_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let passed = self.all.checked_sub(earlier.all).filter(|&t| t > 0)?;
+        let idle = self.idle.saturating_sub(earlier.idle).min(passed);
+        Some(idle as f64 / passed as f64 * self.cpus as f64)
+    }
+}
+
+/// When a provider takes no new work.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// Not while on battery power.
+    pub pause_on_battery: bool,
+    /// Not while a GPU is at or above this many degrees Celsius.
+    pub max_gpu_celsius: Option<f64>,
+    /// Only while at least this many cores are otherwise idle.
+    pub min_free_cores: Option<f64>,
+}
+
+/// What the machine reads now, for [`Policy::verdict`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Readings {
+    pub power: Power,
+    pub gpu_celsius: Option<f64>,
+    pub free_cores: Option<f64>,
+}
+
+/// Whether to take more work.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Take,
+    /// Not now, and why (for the host's log and status).
+    Pause(String),
+}
+
+impl Policy {
+    /// Take work, or pause and why. A reading the machine does not give
+    /// never pauses.
+    pub fn verdict(&self, now: &Readings) -> Verdict {
+        if self.pause_on_battery && now.power == Power::Battery {
+            return Verdict::Pause("on battery power".into());
+        }
+        if let (Some(max), Some(celsius)) = (self.max_gpu_celsius, now.gpu_celsius)
+            && celsius >= max
+        {
+            return Verdict::Pause(format!(
+                "a GPU is at {celsius:.0} °C (the limit is {max:.0} °C)"
+            ));
+        }
+        if let (Some(min), Some(free)) = (self.min_free_cores, now.free_cores)
+            && free < min
+        {
+            return Verdict::Pause(format!(
+                "the machine is busy: {free:.1} cores idle (at least {min:.1} asked)"
+            ));
+        }
+        Verdict::Take
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, path: &str, text: &str) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("{text}\n")).unwrap();
+    }
+
+    #[test]
+    fn power_comes_from_the_supplies_sysfs_describes() {
+        let root = tempfile::tempdir().unwrap();
+        let machine = Machine::under(root.path());
+        assert_eq!(machine.power(), Power::Unknown, "nothing described");
+        write(root.path(), "sys/class/power_supply/BAT0/type", "Battery");
+        write(
+            root.path(),
+            "sys/class/power_supply/BAT0/status",
+            "Discharging",
+        );
+        assert_eq!(machine.power(), Power::Battery);
+        write(root.path(), "sys/class/power_supply/AC/type", "Mains");
+        write(root.path(), "sys/class/power_supply/AC/online", "0");
+        assert_eq!(machine.power(), Power::Battery, "the charger is unplugged");
+        write(root.path(), "sys/class/power_supply/AC/online", "1");
+        assert_eq!(machine.power(), Power::Mains);
+        write(root.path(), "sys/class/power_supply/AC/online", "0");
+        write(root.path(), "sys/class/power_supply/BAT0/status", "Full");
+        assert_eq!(
+            machine.power(),
+            Power::Unknown,
+            "a full battery, no charger online"
+        );
+    }
+
+    #[test]
+    fn the_hottest_gpu_sensor_counts_and_no_other() {
+        let root = tempfile::tempdir().unwrap();
+        let machine = Machine::under(root.path());
+        assert_eq!(machine.gpu_celsius(), None);
+        write(root.path(), "sys/class/hwmon/hwmon0/name", "coretemp");
+        write(root.path(), "sys/class/hwmon/hwmon0/temp1_input", "99000");
+        assert_eq!(machine.gpu_celsius(), None, "a CPU sensor is not a GPU's");
+        write(root.path(), "sys/class/hwmon/hwmon1/name", "amdgpu");
+        write(root.path(), "sys/class/hwmon/hwmon1/temp1_input", "61000");
+        write(root.path(), "sys/class/hwmon/hwmon1/temp2_input", "74500");
+        write(
+            root.path(),
+            "sys/class/hwmon/hwmon1/temp2_label",
+            "junction",
+        );
+        write(root.path(), "sys/class/hwmon/hwmon2/name", "nouveau");
+        write(
+            root.path(),
+            "sys/class/hwmon/hwmon2/temp1_input",
+            "not a number",
+        );
+        assert_eq!(machine.gpu_celsius(), Some(74.5));
+    }
+
+    #[test]
+    fn free_cores_are_the_idle_share_of_the_time_passed() {
+        let root = tempfile::tempdir().unwrap();
+        let machine = Machine::under(root.path());
+        assert_eq!(machine.cpu_times(), None);
+        let stat = |user: u64, idle: u64, iowait: u64| {
+            format!(
+                "cpu  {user} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n\
+                 cpu1 0 0 0 0 0 0 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0 0 0\n\
+                 cpu3 0 0 0 0 0 0 0 0 0 0\nintr 1 2 3\nctxt 5\n"
+            )
+        };
+        write(root.path(), "proc/stat", &stat(100, 300, 0));
+        let before = machine.cpu_times().unwrap();
+        // 400 ticks pass: 100 busy, 250 idle, 50 waiting on I/O (idle too).
+        write(root.path(), "proc/stat", &stat(200, 550, 50));
+        let after = machine.cpu_times().unwrap();
+        assert_eq!(after.free_cores_since(&before), Some(3.0));
+        assert_eq!(after.free_cores_since(&after), None, "no time passed");
+    }
+
+    #[test]
+    fn the_verdict_pauses_for_each_rule_and_only_on_what_is_read() {
+        let policy = Policy {
+            pause_on_battery: true,
+            max_gpu_celsius: Some(80.0),
+            min_free_cores: Some(1.0),
+        };
+        let calm = Readings {
+            power: Power::Mains,
+            gpu_celsius: Some(60.0),
+            free_cores: Some(3.0),
+        };
+        assert_eq!(policy.verdict(&calm), Verdict::Take);
+        let pauses = |now: Readings| matches!(policy.verdict(&now), Verdict::Pause(_));
+        assert!(pauses(Readings {
+            power: Power::Battery,
+            ..calm
+        }));
+        assert!(pauses(Readings {
+            gpu_celsius: Some(80.0),
+            ..calm
+        }));
+        assert!(pauses(Readings {
+            free_cores: Some(0.5),
+            ..calm
+        }));
+        let unread = Readings {
+            power: Power::Unknown,
+            gpu_celsius: None,
+            free_cores: None,
+        };
+        assert_eq!(
+            policy.verdict(&unread),
+            Verdict::Take,
+            "nothing read, nothing paused"
+        );
+        assert_eq!(
+            Policy::default().verdict(&Readings {
+                power: Power::Battery,
+                ..calm
+            }),
+            Verdict::Take
+        );
+    }
+}
