@@ -40,6 +40,25 @@ pub fn agora(args: &[&str]) -> Output {
         .expect("agora starts")
 }
 
+/// Whether a market on `port` answers `GET /api/v1/health` with 200.
+fn answers_health(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let asked = stream.write_all(b"GET /api/v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut head = [0u8; 12];
+    asked.is_ok() && stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+/// The end of the market's log in `home`, for a failure's message.
+fn market_log(home: &Path) -> String {
+    let log = std::fs::read_to_string(home.join("market.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -83,14 +102,20 @@ impl Market {
         let out = agora_in(&home, &["--key", operator.to_str().unwrap(), "keys", "new"]);
         assert!(out.status.success(), "{}", stderr(&out));
         let operator_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let _ = std::fs::remove_file(home.join("market.db"));
         let serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
-        let child = Self::serve(&home, port, &operator_id, &serve_args);
+        // A port free a moment ago may be taken before the market binds it
+        // (tests run side by side): then it exits, and another port is tried.
+        let (child, port) = (0..5)
+            .find_map(|_| {
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let _ = std::fs::remove_file(home.join("market.db"));
+                Self::serve(&home, port, &operator_id, &serve_args).map(|child| (child, port))
+            })
+            .unwrap_or_else(|| panic!("the market did not start: {}", market_log(&home)));
         Market {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -102,9 +127,12 @@ impl Market {
         }
     }
 
-    fn serve(home: &Path, port: u16, operator_id: &str, extra: &[String]) -> Child {
+    /// `agora market serve` on `port`, once it answers; None when it
+    /// exited first (its log is `market.log` in `home`).
+    fn serve(home: &Path, port: u16, operator_id: &str, extra: &[String]) -> Option<Child> {
         let db = home.join("market.db");
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        let log = std::fs::File::create(home.join("market.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
             .args([
                 "market",
                 "serve",
@@ -116,25 +144,40 @@ impl Market {
                 operator_id,
             ])
             .args(extra)
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Its health answered over HTTP: a bare connect can reach another
+        // process on the port, or the client's own socket. (Over HTTPS, the
+        // connect is what is checked.)
+        let tls = extra.iter().any(|a| a == "--tls-cert");
+        let ready = || match tls {
+            true => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            false => answers_health(port),
+        };
+        while !ready() {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "the market did not start"
+                "the market did not start: {}",
+                market_log(home)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        child
+        Some(child)
     }
 
     /// Kill the market (no clean shutdown) and start it again on its database.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::serve(&self.home, self.port, &self.operator_id, &self.serve_args);
+        self.child = Self::serve(&self.home, self.port, &self.operator_id, &self.serve_args)
+            .unwrap_or_else(|| {
+                panic!("the market did not start again: {}", market_log(&self.home))
+            });
     }
 
     /// A provider host with its own key, which the operator vouches for
