@@ -12,7 +12,7 @@ use crate::client::{Client, ClientError};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Tries of one chunk before the upload stops (run it again to resume).
@@ -131,55 +131,22 @@ impl Client {
             .sum();
         let mut sent = size.saturating_sub(missing_bytes);
         progress(UploadStage::Sending, sent, size);
-        let queue = Mutex::new(missing.into_iter());
-        let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<u64, ClientError>>();
-        let mut failed = None;
-        std::thread::scope(|scope| {
-            for _ in 0..UPLOAD_STREAMS {
-                let (queue, sent_tx, upload) = (&queue, sent_tx.clone(), &upload);
-                scope.spawn(move || {
-                    // One buffer a stream, filled again for each chunk.
-                    let mut buffer = Vec::new();
-                    loop {
-                        // Its own statement: the lock is let go before the
-                        // send (a `while let` would hold it for the body,
-                        // and the streams would take turns).
-                        let next = queue.lock().expect("no panic while taking").next();
-                        let Some(index) = next else { break };
-                        let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
-                        buffer.resize((range.end - range.start) as usize, 0);
-                        let chunk = &mut buffer[..];
-                        let sent = file
-                            .read_at(range.start, chunk)
-                            .map_err(file_error)
-                            .and_then(|()| self.put_chunk(upload, index, chunk))
-                            .map(|()| chunk.len() as u64);
-                        let stop = sent.is_err();
-                        let _ = sent_tx.send(sent);
-                        if stop {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(sent_tx);
-            for chunk in sent_rx {
-                match chunk {
-                    Ok(bytes) => {
-                        sent += bytes;
-                        progress(UploadStage::Sending, sent, size);
-                    }
-                    Err(e) => {
-                        // The other streams stop after their chunk in flight.
-                        *queue.lock().expect("no panic while taking") = Vec::new().into_iter();
-                        failed.get_or_insert(e);
-                    }
-                }
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        on_threads(
+            UPLOAD_STREAMS,
+            missing.into_iter(),
+            |index, buffer, report| {
+                let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
+                buffer.resize((range.end - range.start) as usize, 0);
+                file.read_at(range.start, buffer).map_err(file_error)?;
+                self.put_chunk(&upload, index, buffer)?;
+                report(buffer.len() as u64);
+                Ok(())
+            },
+            &mut |bytes| {
+                sent += bytes;
+                progress(UploadStage::Sending, sent, size);
+            },
+        )?;
         let done: UploadInfo = self.post(
             &format!("/api/v1/uploads/{upload}/complete"),
             &serde_json::json!({}),
@@ -237,63 +204,87 @@ fn digest_of(
         .map_or(1, |n| n.get())
         .min(HASH_THREADS)
         .min(chunks as usize);
-    let next = AtomicU64::new(0);
-    let failed = AtomicBool::new(false);
     let values = Mutex::new(vec![[0u8; 32]; chunks as usize]);
-    let (read_tx, read_rx) = std::sync::mpsc::channel::<std::io::Result<u64>>();
     progress(UploadStage::Hashing, 0, size);
+    let mut read = 0;
+    on_threads(
+        threads,
+        0..chunks,
+        |index, buffer, report| {
+            buffer.resize(HASH_READ_BYTES, 0);
+            let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
+            let mut hasher = ChunkHasher::new(index, chunks, UPLOAD_CHUNK_BYTES);
+            let mut at = range.start;
+            while at < range.end {
+                let piece = &mut buffer[..(range.end - at).min(HASH_READ_BYTES as u64) as usize];
+                file.read_at(at, piece)?;
+                hasher.update(piece);
+                at += piece.len() as u64;
+                report(piece.len() as u64);
+            }
+            values.lock().expect("no panic while hashing")[index as usize] = hasher.finish();
+            Ok::<_, std::io::Error>(())
+        },
+        &mut |bytes| {
+            read += bytes;
+            progress(UploadStage::Hashing, read, size);
+        },
+    )?;
+    let values = values.into_inner().expect("no panic while hashing");
+    let digest = crate::chunks::root_of(&values, size, UPLOAD_CHUNK_BYTES)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((digest.to_hex().to_string(), values))
+}
+
+/// Run `work(index, buffer, report)` for each of `indexes` on `threads`
+/// threads at once, each thread with a buffer of its own; the bytes each
+/// `report`s done go to `done` on this thread as they come. The first
+/// error stops the rest after the work they have in hand, and is returned.
+fn on_threads<E: Send>(
+    threads: usize,
+    indexes: impl Iterator<Item = u64> + Send,
+    work: impl Fn(u64, &mut Vec<u8>, &dyn Fn(u64)) -> Result<(), E> + Sync,
+    done: &mut dyn FnMut(u64),
+) -> Result<(), E> {
+    let queue = Mutex::new(indexes);
+    let stopped = AtomicBool::new(false);
+    let (reports, reported) = std::sync::mpsc::channel::<Result<u64, E>>();
     let mut first_error = None;
     std::thread::scope(|scope| {
         for _ in 0..threads {
-            let (next, failed, values, read_tx) = (&next, &failed, &values, read_tx.clone());
+            let (queue, stopped, work, reports) = (&queue, &stopped, &work, reports.clone());
             scope.spawn(move || {
-                let mut buffer = vec![0u8; HASH_READ_BYTES];
+                let mut buffer = Vec::new();
+                let report = |bytes| {
+                    let _ = reports.send(Ok(bytes));
+                };
                 loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= chunks || failed.load(Ordering::Relaxed) {
+                    // Its own statement: the lock is let go before the work
+                    // (a `while let` would hold it for the body, and the
+                    // threads would take turns).
+                    let next = queue.lock().expect("no panic while taking").next();
+                    let Some(index) = next.filter(|_| !stopped.load(Ordering::Relaxed)) else {
+                        break;
+                    };
+                    if let Err(e) = work(index, &mut buffer, &report) {
+                        stopped.store(true, Ordering::Relaxed);
+                        let _ = reports.send(Err(e));
                         break;
                     }
-                    let range = chunk_range(index, size, UPLOAD_CHUNK_BYTES);
-                    let mut hasher = ChunkHasher::new(index, chunks, UPLOAD_CHUNK_BYTES);
-                    let mut at = range.start;
-                    while at < range.end {
-                        let piece =
-                            &mut buffer[..(range.end - at).min(HASH_READ_BYTES as u64) as usize];
-                        if let Err(e) = file.read_at(at, piece) {
-                            failed.store(true, Ordering::Relaxed);
-                            let _ = read_tx.send(Err(e));
-                            return;
-                        }
-                        hasher.update(piece);
-                        at += piece.len() as u64;
-                        let _ = read_tx.send(Ok(piece.len() as u64));
-                    }
-                    values.lock().expect("no panic while hashing")[index as usize] =
-                        hasher.finish();
                 }
             });
         }
-        drop(read_tx);
-        let mut read = 0;
-        for piece in read_rx {
-            match piece {
-                Ok(bytes) => {
-                    read += bytes;
-                    progress(UploadStage::Hashing, read, size);
-                }
+        drop(reports);
+        for report in reported {
+            match report {
+                Ok(bytes) => done(bytes),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
     });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    let values = values.into_inner().expect("no panic while hashing");
-    let digest = crate::chunks::root_of(&values, size, UPLOAD_CHUNK_BYTES)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok((digest.to_hex().to_string(), values))
+    first_error.map_or(Ok(()), Err)
 }
 
 /// What an upload reads, from any thread.
