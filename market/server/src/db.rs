@@ -130,6 +130,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "lease_outputs",
         include_str!("../migrations/sqlite/20261207050000_lease_outputs.sql"),
     ),
+    (
+        20261208000000,
+        "cancel",
+        include_str!("../migrations/sqlite/20261208000000_cancel.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -216,6 +221,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261207050000,
         "lease_outputs",
         include_str!("../migrations/postgres/20261207050000_lease_outputs.sql"),
+    ),
+    (
+        20261208000000,
+        "cancel",
+        include_str!("../migrations/postgres/20261208000000_cancel.sql"),
     ),
 ];
 

@@ -81,6 +81,12 @@ pub enum ApiError {
         limit: usize,
         per: &'static str,
     },
+    /// A job that ended before the request could act on it.
+    #[error("job {job} already ended: it is {state}")]
+    JobEnded {
+        job: String,
+        state: agora_wire::api::JobState,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -125,6 +131,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManyAtOnce { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED)
             }
+            ApiError::JobEnded { .. } => (StatusCode::CONFLICT, codes::JOB_ENDED),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }
     }

@@ -18,7 +18,9 @@
 //! so all payments together never exceed the hold.
 //!
 //! Each transition is a module that owns it, and each runs as one
-//! transaction: [`submit`] (the job, its units and its hold), [`lease`] (a
+//! transaction: [`submit`] (the job, its units and its hold), [`cancel`]
+//! (its buyer stops it: units withdrawn, runs paid their time, the rest
+//! refunded), [`lease`] (a
 //! unit to a provider), [`result`] (a signed result with the unit's
 //! decision in [`decide`] and the job's settlement in [`settle`]),
 //! [`verifying`] (a `verify` verdict, likewise), [`sweep`] (lost leases,
@@ -27,6 +29,7 @@
 //! listings), [`live`] (progress and logs) and [`views`] (what buyers read).
 
 mod canaries;
+mod cancel;
 mod decide;
 mod failures;
 mod lease;
@@ -58,10 +61,10 @@ use crate::registry::Registry;
 use crate::verify::ResultVerifier;
 use agora_wire::KeyId;
 use agora_wire::api::{
-    ActivityBucket, Ask, Capabilities, CostBreakdown, Heartbeat, JobInfo, JobLogLine, JobLogs,
-    JobState, LeaseGrant, LimitKind, LogLine, MAX_HEARTBEAT_KEPT, MAX_LEASE_LOG_LINES,
-    MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo, RegisterProvider, ResultReport,
-    RunOutcome, SubmitJob, UnitInfo, UnitLimits, UnitState,
+    ActivityBucket, Ask, Capabilities, CostBreakdown, Heartbeat, HeartbeatReply, JobInfo,
+    JobLogLine, JobLogs, JobState, LeaseGrant, LimitKind, LogLine, MAX_HEARTBEAT_KEPT,
+    MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, Progress, ProviderActivity, ProviderInfo,
+    RegisterProvider, ResultReport, RunOutcome, SubmitJob, UnitInfo, UnitLimits, UnitState,
 };
 use base64::Engine as _;
 use sqlx::Row;

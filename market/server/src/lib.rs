@@ -296,6 +296,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/leases", post(routes::lease))
         .route("/api/v1/jobs/{job}", get(routes::job))
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))
+        .route("/api/v1/jobs/{job}/cancel", post(routes::cancel_job))
         .route(
             "/api/v1/jobs/{job}/data",
             axum::routing::delete(routes::delete_job_data),

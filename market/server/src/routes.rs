@@ -29,7 +29,7 @@ use utoipa::OpenApi;
     info(title = "Agora market API", description = "Identities, credits ledger with escrow, and the signed package registry."),
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
-        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, lease_output, submit, my_jobs, job, delete_job_data, unit_output, unit_named_output,
+        append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, lease_output, submit, my_jobs, job, cancel_job, delete_job_data, unit_output, unit_named_output,
         blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch,
         begin_upload, upload_chunk, complete_upload, cancel_upload, release_blob, storage
     ),
@@ -552,8 +552,8 @@ pub async fn heartbeat(
     state
         .mutate(method, uri, headers, body, |caller, body| async move {
             let beat: Heartbeat = parse(&body)?;
-            let leases_extended = s.jobs.heartbeat(&caller, beat, s.now_ms()).await?;
-            Ok((StatusCode::OK, HeartbeatReply { leases_extended }))
+            let reply = s.jobs.heartbeat(&caller, beat, s.now_ms()).await?;
+            Ok((StatusCode::OK, reply))
         })
         .await
 }
@@ -655,6 +655,30 @@ pub async fn job(
 ) -> Result<Json<JobInfo>, ApiError> {
     job_read(&state, &job, &method, &uri, &headers).await?;
     Ok(Json(state.jobs.info_page(&job, page).await?))
+}
+
+/// Cancel a job (signed by its buyer): its queued units are withdrawn, its
+/// runs stopped (their providers hear it in their next heartbeat and are
+/// paid the time each ran), and what it did not spend is refunded at once.
+/// Cancelling a cancelled job answers the same.
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/cancel", params(("job" = String, Path)),
+    responses((status = 200, body = JobInfo), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`job_ended`: the job is done, failed or expired")))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = state.clone();
+    state
+        .mutate(method, uri, headers, body, |caller, _| async move {
+            s.jobs.cancel(&caller, &job, s.now_ms()).await?;
+            Ok((StatusCode::OK, s.jobs.info(&job).await?))
+        })
+        .await
 }
 
 /// Delete a job's inputs, outputs and logs now (signed by its buyer or the

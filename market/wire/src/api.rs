@@ -110,6 +110,9 @@ pub mod codes {
     pub const CHUNK_MISMATCH: &str = "chunk_mismatch";
     /// An upload finished before all its chunks arrived.
     pub const INCOMPLETE: &str = "incomplete";
+    /// The job ended (done, failed, expired) before the request: it cannot
+    /// be cancelled any more.
+    pub const JOB_ENDED: &str = "job_ended";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -441,6 +444,11 @@ pub struct JobLogs {
 pub struct HeartbeatReply {
     /// Leases this provider holds that the market extended.
     pub leases_extended: u64,
+    /// Leases the heartbeat named that the market no longer runs (their
+    /// job was cancelled, or they lapsed or were decided without them):
+    /// stop them, their results will not be taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -623,9 +631,13 @@ pub enum JobState {
     Done,
     Failed,
     Expired,
+    /// Its buyer stopped it (`POST /api/v1/jobs/{id}/cancel`): what was
+    /// accepted before stays paid, runs stopped are paid their time, and
+    /// the rest of the escrow went back to the buyer.
+    Cancelled,
 }
 
-text_forms!(JobState { Running => "running", Done => "done", Failed => "failed", Expired => "expired" });
+text_forms!(JobState { Running => "running", Done => "done", Failed => "failed", Expired => "expired", Cancelled => "cancelled" });
 
 /// Where a unit is, as buyers see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -659,7 +671,8 @@ pub enum LeaseState {
     Verifying,
     /// Its result is the unit's (or agrees with it): paid.
     Accepted,
-    /// A failed run billed as the job's own failure: paid.
+    /// A failed run billed as the job's own failure, or a run its buyer
+    /// stopped by cancelling the job (paid the time it ran): paid.
     Billed,
     /// Its run failed, or the market could not verify its result.
     Failed,

@@ -62,14 +62,15 @@ impl Jobs {
         Ok(())
     }
 
-    /// Record telemetry and running units' progress and logs, and renew the
-    /// leases the provider names as running (never past their deadline).
+    /// Record telemetry and running units' progress and logs, renew the
+    /// leases the provider names as running (never past their deadline),
+    /// and tell it which of them to stop: those the market no longer runs.
     pub async fn heartbeat(
         &self,
         provider: &KeyId,
         mut beat: Heartbeat,
         now: i64,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<HeartbeatReply, ApiError> {
         let live = std::mem::take(&mut beat.leases);
         if live.len() > 1024 {
             return Err(ApiError::Invalid(
@@ -101,7 +102,37 @@ impl Jobs {
                 .await?;
         }
         let named: Vec<&str> = live.iter().map(|l| l.lease_id.as_str()).collect();
-        self.renew(provider, &named, now).await
+        let leases_extended = self.renew(provider, &named, now).await?;
+        let stop = self.not_running(provider, &named).await?;
+        Ok(HeartbeatReply {
+            leases_extended,
+            stop,
+        })
+    }
+
+    /// Which of `named` are not active leases of `provider` (a buyer's or
+    /// a canary's): their job was cancelled or ended, they lapsed, or their
+    /// unit was decided without them. A result for one would be refused,
+    /// so the provider stops it and frees the slot.
+    async fn not_running(&self, provider: &KeyId, named: &[&str]) -> Result<Vec<String>, ApiError> {
+        let mut stop = Vec::new();
+        for lease in named {
+            let mut active = false;
+            for (table, key) in LEASE_TABLES {
+                active |= sqlx::query(&format!(
+                    "SELECT 1 AS one FROM {table} WHERE {key} = $1 AND provider = $2 AND state = 'active'"
+                ))
+                .bind(*lease)
+                .bind(provider.as_str())
+                .fetch_optional(&self.db.pool)
+                .await?
+                .is_some();
+            }
+            if !active {
+                stop.push(lease.to_string());
+            }
+        }
+        Ok(stop)
     }
 
     /// Replace what `provider` says it keeps (for data-local leasing): only

@@ -455,7 +455,8 @@ impl Jobs {
         Ok(())
     }
 
-    /// Record how the job ended: done when every unit is verified.
+    /// Record how the job ended: done when every unit is verified, else
+    /// cancelled when its buyer cancelled it.
     async fn finish(
         &self,
         tx: &mut Tx,
@@ -468,8 +469,15 @@ impl Jobs {
             .fetch_one(&mut **tx)
             .await?;
         let (total, verified): (i64, i64) = (counts.try_get("total")?, counts.try_get("verified")?);
+        let cancelled: Option<i64> = sqlx::query("SELECT cancelled_at_ms FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("cancelled_at_ms")?;
         let state = if verified == total {
             "done"
+        } else if cancelled.is_some() {
+            "cancelled"
         } else if expired {
             "expired"
         } else {

@@ -151,6 +151,46 @@ async fn hostile_buyer(state: &AppState, buyer: &Keypair, job: &str, rng: &mut R
     );
 }
 
+/// Another buyer tries to cancel job `job` of buyer `b` (refused as if
+/// the job did not exist), then its buyer cancels it, the request maybe
+/// cut off and sent again: a cancelled job answers the same, one that
+/// ended otherwise is refused.
+async fn cancel(
+    state: &AppState,
+    buyers: &[Keypair],
+    b: usize,
+    job: &str,
+    rng: &mut Rng,
+    seed: u64,
+) {
+    let path = format!("/api/v1/jobs/{job}/cancel");
+    let stranger = &buyers[(b + 1) % buyers.len()];
+    let (status, reply) = call_on(state, "POST", &path, None, Some(stranger), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "seed {seed}: {reply}");
+    let send = call_on(state, "POST", &path, None, Some(&buyers[b]), None);
+    let first = match rng.range(0, 3) {
+        0 => tokio::time::timeout(Duration::from_micros(rng.range(0, 3000) as u64), send)
+            .await
+            .ok(),
+        _ => Some(send.await),
+    };
+    quiesce(state).await;
+    for (status, reply) in
+        first
+            .into_iter()
+            .chain([call_on(state, "POST", &path, None, Some(&buyers[b]), None).await])
+    {
+        match status {
+            StatusCode::OK => assert!(
+                ["cancelled", "running", "done"].contains(&reply["state"].as_str().unwrap()),
+                "seed {seed}: {reply}"
+            ),
+            StatusCode::CONFLICT => assert_eq!(reply["error"]["code"], "job_ended", "seed {seed}"),
+            other => panic!("seed {seed}: cancelling answered {other}: {reply}"),
+        }
+    }
+}
+
 async fn submit_job(
     state: &AppState,
     buyer: &Keypair,
@@ -247,7 +287,11 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
             }
             2 if !jobs.is_empty() => {
                 let (b, id) = jobs[rng.range(0, jobs.len() as u32 - 1) as usize].clone();
-                hostile_buyer(&state, &buyers[b], &id, &mut rng, seed).await;
+                if rng.range(0, 2) == 0 {
+                    cancel(&state, &buyers, b, &id, &mut rng, seed).await;
+                } else {
+                    hostile_buyer(&state, &buyers[b], &id, &mut rng, seed).await;
+                }
             }
             // Time passes: providers answer what they hold first (all but
             // the hoarder), everyone heartbeats every few seconds, the
@@ -375,16 +419,30 @@ async fn simulate(m: &TestMarket, seed: u64, steps: usize) {
         running, 0,
         "seed {seed}: every job finished once its time ran out"
     );
+    // A cancelled job's units were withdrawn, and nothing else.
+    let withdrawn: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM units u JOIN jobs j ON j.id = u.job_id
+         WHERE (j.state = 'cancelled') <> (u.message IS NOT NULL AND u.message = 'the buyer cancelled the job')
+           AND u.state <> 'verified'",
+    )
+    .fetch_one(&state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        withdrawn, 0,
+        "seed {seed}: units withdrawn are a cancelled job's"
+    );
     // Honest work that could finish did: with two trusted honest providers
-    // leasing until nothing was left, every unit is verified.
+    // leasing until nothing was left, every unit of a job its buyer did not
+    // cancel is verified.
     let unverified: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM units WHERE state <> 'verified'")
+        sqlx::query_scalar("SELECT COUNT(*) FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.state <> 'verified' AND j.state <> 'cancelled'")
             .fetch_one(&state.db.pool)
             .await
             .unwrap();
     if unverified > 0 {
         let rows: Vec<(String, i64, String, i64, i64, Option<String>)> =
-            sqlx::query_as("SELECT job_id, idx, state, wanted, quorum, message FROM units WHERE state <> 'verified' LIMIT 5").fetch_all(&state.db.pool).await.unwrap();
+            sqlx::query_as("SELECT u.job_id, u.idx, u.state, u.wanted, u.quorum, u.message FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.state <> 'verified' AND j.state <> 'cancelled' LIMIT 5").fetch_all(&state.db.pool).await.unwrap();
         for (job, idx, st, wanted, quorum, message) in rows {
             let leases: Vec<(String, String, i64, Option<String>)> = sqlx::query_as("SELECT provider, state, trusted, output_digest FROM leases WHERE job_id = $1 AND idx = $2")
                 .bind(&job).bind(idx).fetch_all(&state.db.pool).await.unwrap();

@@ -2,6 +2,7 @@
 //! real SQLite file and a real PostgreSQL schema. Every suite runs on both
 //! (`both_dbs!`).
 
+mod cancel;
 mod edge;
 mod hostile;
 mod jobs;

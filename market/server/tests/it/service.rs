@@ -329,6 +329,7 @@ both_dbs!(
             ("put", "/api/v1/leases/{lease}/outputs/{digest}"),
             ("get", "/api/v1/jobs/{job}/logs"),
             ("delete", "/api/v1/jobs/{job}/data"),
+            ("post", "/api/v1/jobs/{job}/cancel"),
             ("get", "/api/v1/jobs/{job}/events"),
             ("get", "/api/v1/blobs/{digest}"),
             ("delete", "/api/v1/blobs/{digest}"),
