@@ -52,6 +52,9 @@ enum Command {
     Result(cmd::jobs::ResultArgs),
     /// Your jobs.
     Jobs,
+    /// Stop a job: queued units are withdrawn, running ones stopped (paid
+    /// the time they ran), and what it did not spend is refunded now.
+    Cancel(cmd::jobs::CancelArgs),
     /// Delete a finished job's inputs, outputs and logs from the market now
     /// (the market deletes them anyway some days after the job ends).
     DeleteData(cmd::jobs::DeleteDataArgs),
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd::jobs::logs(a, client),
         Command::Result(a) => cmd::jobs::result(a, client),
         Command::Jobs => cmd::jobs::list(client),
+        Command::Cancel(a) => cmd::jobs::cancel(a, client),
         Command::DeleteData(a) => cmd::jobs::delete_data(a, client),
         Command::Host(a) => cmd::host::run(a, client),
         Command::Balance(a) => cmd::ledger::balance(a, client),

@@ -25,10 +25,13 @@ use std::collections::HashSet;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// How often a stoppable run checks whether it was stopped.
+pub const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a new worker may take to open its GPU and say hello.
 pub const WORKER_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -130,6 +133,8 @@ enum Waited {
     Answer(Response, Vec<u8>),
     Deadline,
     Lost(String),
+    /// The caller stopped the run.
+    Stopped,
 }
 
 impl WorkerPool {
@@ -197,6 +202,7 @@ impl WorkerPool {
             limits,
             Call::Run,
             None,
+            None,
         )
     }
 
@@ -216,6 +222,7 @@ impl WorkerPool {
             limits,
             Call::Run,
             Some(live),
+            None,
         )
     }
 
@@ -228,7 +235,38 @@ impl WorkerPool {
         limits: &Limits,
         live: &mut dyn FnMut(LiveUpdate),
     ) -> JobResult {
-        self.call(component, &[input], shared, limits, Call::Run, Some(live))
+        self.call(
+            component,
+            &[input],
+            shared,
+            limits,
+            Call::Run,
+            Some(live),
+            None,
+        )
+    }
+
+    /// [`WorkerPool::run_shared`] that another thread can stop: once
+    /// `stop` is set (seen within [`STOP_CHECK_INTERVAL`]) the worker is
+    /// killed and replaced, and the run ends as a lost worker.
+    pub fn run_stoppable(
+        &self,
+        component: &ComponentBytes,
+        input: &[u8],
+        shared: &SharedInputs,
+        limits: &Limits,
+        live: &mut dyn FnMut(LiveUpdate),
+        stop: &AtomicBool,
+    ) -> JobResult {
+        self.call(
+            component,
+            &[input],
+            shared,
+            limits,
+            Call::Run,
+            Some(live),
+            Some(stop),
+        )
     }
 
     /// Run `verify(input, output)` on a warm worker; the answer is
@@ -276,6 +314,7 @@ impl WorkerPool {
                     .collect(),
             },
             None,
+            None,
         );
         (result.report, result.output.map(|o| o == [1]))
     }
@@ -288,6 +327,7 @@ impl WorkerPool {
         limits: &Limits,
         call: Call,
         live: Option<&mut dyn FnMut(LiveUpdate)>,
+        stop: Option<&AtomicBool>,
     ) -> JobResult {
         let wants_live = live.is_some();
         let mut ignore = |_: LiveUpdate| {};
@@ -324,6 +364,7 @@ impl WorkerPool {
                     limits::COMPILE_TIMEOUT,
                     false,
                     &mut ignore_load,
+                    stop,
                 ) {
                     Waited::Answer(response, _) if response.report.outcome.is_ok() => {
                         compile_time = response.report.compile_time;
@@ -354,7 +395,7 @@ impl WorkerPool {
                         self.replace(worker);
                         return self.failed(component, started, outcome);
                     }
-                    lost @ Waited::Lost(_) => {
+                    lost @ (Waited::Lost(_) | Waited::Stopped) => {
                         waited = lost;
                         break;
                     }
@@ -369,6 +410,7 @@ impl WorkerPool {
                 limits.timeout + limits::KILL_GRACE,
                 wants_live,
                 &mut *live,
+                stop,
             );
             match &waited {
                 Waited::Answer(response, _) if response.needs_component => {
@@ -425,6 +467,15 @@ impl WorkerPool {
                 }
             }
             Waited::Lost(message) => lost(&worker, message),
+            Waited::Stopped => {
+                tracing::info!(
+                    pid = worker.child.id(),
+                    "the job was stopped: killing its worker"
+                );
+                Outcome::WorkerLost {
+                    message: "stopped on request; its worker was killed".into(),
+                }
+            }
         };
         self.replace(worker);
         self.failed(component, started, outcome)
@@ -515,6 +566,7 @@ impl Worker {
         deadline: Duration,
         wants_live: bool,
         live: &mut dyn FnMut(LiveUpdate),
+        stop: Option<&AtomicBool>,
     ) -> Waited {
         // An idle worker has nothing to say: a frame waiting now was sent
         // out of turn (a forged answer queued for the next job).
@@ -565,17 +617,23 @@ impl Worker {
             if Instant::now() >= until {
                 return Waited::Deadline;
             }
-            match self
-                .responses
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
+            if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                return Waited::Stopped;
+            }
+            let wait = until.saturating_duration_since(Instant::now());
+            let wait = match stop {
+                Some(_) => wait.min(STOP_CHECK_INTERVAL),
+                None => wait,
+            };
+            match self.responses.recv_timeout(wait) {
                 Ok(Ok((WorkerMessage::Done(response), body))) => {
                     self.allowed_body.store(0, Ordering::SeqCst);
                     return Waited::Answer(response, body);
                 }
                 Ok(Ok((WorkerMessage::Live(update), _))) => live(update),
                 Ok(Err(e)) => return Waited::Lost(format!("bad reply from the worker: {e}")),
-                Err(RecvTimeoutError::Timeout) => return Waited::Deadline,
+                // The loop's checks say whether it was the deadline.
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // Its stdout closed; it may still run: end it first.
                     let status = end(&mut self.child);

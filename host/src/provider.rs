@@ -81,6 +81,8 @@ struct LiveLease {
     unsent: Vec<LogLine>,
     /// Log lines received live so far (a prefix of the final report's).
     received: usize,
+    /// Set when a heartbeat's reply says the market no longer runs it.
+    stop: Arc<AtomicBool>,
 }
 
 fn wire_line(line: &crate::report::LogLine) -> LogLine {
@@ -241,7 +243,10 @@ fn heartbeats(s: &Shared) {
             .client
             .post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)
         {
-            Ok(_) => told = Some(keeps),
+            Ok(reply) => {
+                told = Some(keeps);
+                stop_leases(s, &reply.stop);
+            }
             Err(e) if e.code() == Some(agora_wire::api::codes::NOT_FOUND) => {
                 told = None;
                 register(s);
@@ -254,6 +259,18 @@ fn heartbeats(s: &Shared) {
                 .heartbeat_interval
                 .saturating_sub(Duration::from_millis(200)),
         );
+    }
+}
+
+/// Stop the running leases the market says it no longer runs (their job
+/// was cancelled, or they lapsed): their workers are killed.
+fn stop_leases(s: &Shared, leases: &[String]) {
+    let live = s.live.lock().expect("live lock");
+    for lease_id in leases {
+        if let Some(l) = live.get(lease_id) {
+            tracing::info!(lease = %lease_id, "the market ended this lease: stopping it");
+            l.stop.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -301,8 +318,12 @@ fn work(s: &Shared) {
                     .lock()
                     .expect("live lock")
                     .insert(grant.lease_id.clone(), LiveLease::default());
-                if let Err(e) = run_lease(s, &grant) {
-                    tracing::warn!(lease = %grant.lease_id, "lease abandoned: {e}");
+                match run_lease(s, &grant) {
+                    Ok(LeaseEnd::Answered) => {}
+                    Ok(LeaseEnd::Stopped) => {
+                        tracing::info!(lease = %grant.lease_id, "stopped: the market ended this lease (its job was cancelled, or it lapsed)")
+                    }
+                    Err(e) => tracing::warn!(lease = %grant.lease_id, "lease abandoned: {e}"),
                 }
                 s.live.lock().expect("live lock").remove(&grant.lease_id);
                 s.running.fetch_sub(1, Ordering::Relaxed);
@@ -424,7 +445,15 @@ impl std::io::Write for Capped<'_> {
     }
 }
 
-fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
+/// How a lease this host ran ended.
+enum LeaseEnd {
+    /// Its result went back to the market.
+    Answered,
+    /// The market ended it while it ran; nothing was sent.
+    Stopped,
+}
+
+fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<LeaseEnd, String> {
     let component = component(s, grant)?;
     let input = s
         .client
@@ -458,9 +487,19 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
             .extend(update.logs.iter().take(room).map(wire_line));
     };
     let shared = shared_inputs(s, grant)?;
+    let stop = s
+        .live
+        .lock()
+        .expect("live lock")
+        .get(&grant.lease_id)
+        .map(|l| l.stop.clone())
+        .unwrap_or_default();
     let result = s
         .pool
-        .run_shared(&component, &input, &shared, &limits, &mut on_live);
+        .run_stoppable(&component, &input, &shared, &limits, &mut on_live, &stop);
+    if stop.load(Ordering::SeqCst) {
+        return Ok(LeaseEnd::Stopped);
+    }
     let (unsent, received) = s
         .live
         .lock()
@@ -520,7 +559,7 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
     tracing::info!(lease = %grant.lease_id, %outcome, fuel = report.fuel_used, "result returned");
-    Ok(())
+    Ok(LeaseEnd::Answered)
 }
 
 /// Upload a run's outputs under its lease, each blob once: the main

@@ -118,6 +118,11 @@ pub struct DeleteDataArgs {
 }
 
 #[derive(Args)]
+pub struct CancelArgs {
+    job: String,
+}
+
+#[derive(Args)]
 pub struct LogsArgs {
     job: String,
     /// Keep printing lines as they come, until the job ends.
@@ -814,6 +819,25 @@ impl std::io::Write for Checked<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+pub fn cancel(args: CancelArgs, client_args: &ClientArgs) -> Result<()> {
+    let client = client_args.signed()?;
+    let job: JobInfo = client.post(
+        &format!("/api/v1/jobs/{}/cancel", args.job),
+        &serde_json::json!({}),
+        None,
+    )?;
+    match job.state {
+        JobState::Cancelled => println!("cancelled {}", job.id),
+        JobState::Running => println!(
+            "cancelled {}: its units are stopped; it ends, and its refund comes, when the market settles it",
+            job.id
+        ),
+        state => println!("{} was already {state}", job.id),
+    }
+    print_tail(&job);
+    Ok(())
 }
 
 pub fn delete_data(args: DeleteDataArgs, client_args: &ClientArgs) -> Result<()> {

@@ -438,3 +438,96 @@ fn a_shared_input_is_uploaded_once_and_every_unit_reads_it() {
         "{status}"
     );
 }
+
+/// The number after `label` on the `credits` line of `agora status`.
+fn credits(status: &str, label: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("credits"))
+        .unwrap_or_else(|| panic!("no credits line: {status}"));
+    line.split(label)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `{label}` in {line}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_cancelled_job_stops_its_running_unit_and_refunds_the_rest_at_once() {
+    let market = Market::start("lifecycle-cancel");
+    setup(&market);
+    let out = market.agora(&[
+        "publish",
+        guest("hostile").to_str().unwrap(),
+        "--name",
+        "paced",
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Five minutes of sleeping steps on a host with one slot, paid per
+    // second of wall time.
+    let input = market.home.join("long.txt");
+    std::fs::write(&input, "paced-log 3000").unwrap();
+    let _host = market.host("provider", &["--max-concurrent", "1", "--ask-wall", "2"]);
+    let job = submit(
+        &market,
+        &[
+            "paced",
+            "--input",
+            input.to_str().unwrap(),
+            "--timeout",
+            "300s",
+            // A unit's cap (4,500 / 3) covers the host's asks for the
+            // whole timeout, or it would never lease it.
+            "--max-price",
+            "4500",
+        ],
+    );
+    wait_for(&market, &job, "the unit to start", |s| {
+        units_in(s, "running") > 0
+    });
+    let out = market.agora(&["cancel", &job]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("cancelled {job}")),
+        "{}",
+        stdout(&out)
+    );
+    let status = stdout(&market.agora(&["status", &job]));
+    assert!(status.contains("(Cancelled)"), "{status}");
+    // The run is paid its time; everything else came back already.
+    let (paid, fee) = (
+        credits(&status, "paid to providers "),
+        credits(&status, "fee "),
+    );
+    assert!(
+        paid > 0,
+        "the stopped run is paid the time it ran: {status}"
+    );
+    assert_eq!(credits(&status, "held "), 0, "{status}");
+    assert_eq!(paid + fee + credits(&status, "refunded "), 4500, "{status}");
+    assert_eq!(available(&market), 5000 - paid - fee, "{status}");
+    assert_eq!(
+        balance_of(&market, &["--key", &key_of(&market, "provider")]),
+        paid
+    );
+    // The host heard it and killed the run: its one slot takes the next
+    // job long before the five minutes are over.
+    let view = market.home.join("view.txt");
+    std::fs::write(&view, "width=64 height=48 iterations=40").unwrap();
+    let next = submit(
+        &market,
+        &[
+            "mandelbrot",
+            "--input",
+            view.to_str().unwrap(),
+            "--max-price",
+            "1000",
+        ],
+    );
+    wait_for(&market, &next, "the next job on the freed slot", |s| {
+        s.contains("(Done)")
+    });
+}

@@ -1,6 +1,7 @@
 //! A job as it runs: unit counts, one page of units with their states and
 //! progress, log lines, the cost breakdown, and the page's outputs (images
-//! shown inline, everything downloadable). The job is the buyer's: the
+//! shown inline, everything downloadable), and a button to cancel it while
+//! it runs. The job is the buyer's: the
 //! browser reads it with signed requests, once a second until it ends, and
 //! again when the reader turns a page of units.
 
@@ -212,6 +213,7 @@ fn JobView(
             <Figure label="market fee" value=c.fees.to_string()/>
             <Figure label="refunded" value=c.refunded.to_string()/>
         </section>
+        {(job.state == JobState::Running).then(|| view! { <CancelJob id=job.id.clone()/> })}
         <JobData id=job.id.clone() kept_until=job.data_kept_until_ms deleted_at=job.data_deleted_at_ms/>
         <h2>"Units"</h2>
         <p id="unit-counts">{counts}</p>
@@ -267,6 +269,36 @@ fn JobView(
         <pre class="log" aria-live="polite">
             {move || logs.get().into_iter().map(|l| format!("unit {} {} {:<5} {}\n", l.unit, short(&l.provider), l.level, l.message)).collect::<String>()}
         </pre>
+    }
+}
+
+/// A running job's cancel button (after a confirmation): queued units are
+/// withdrawn, running ones stopped and paid their time, the rest refunded;
+/// the page shows the cancelled job at its next read.
+#[component]
+fn CancelJob(id: String) -> impl IntoView {
+    let failed = RwSignal::new(None::<String>);
+    let cancel = move |_| {
+        let question = "Cancel this job? Its queued units are withdrawn and its running ones stopped (their providers are paid the time they ran); results already verified stay paid, and the rest of the escrow comes back to you now.";
+        if !web_sys::window()
+            .and_then(|w| w.confirm_with_message(question).ok())
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let Some(key) = keys::load() else { return };
+        let path = format!("/api/v1/jobs/{id}/cancel");
+        leptos::task::spawn_local(async move {
+            let answer: Result<JobInfo, String> =
+                crate::api::post_signed(&key, path, &serde_json::json!({})).await;
+            failed.set(answer.err());
+        });
+    };
+    view! {
+        <p>
+            <button id="cancel-job" on:click=cancel>"Cancel job"</button>
+            {move || failed.get().map(|e| view! { <span class="error">{format!(" Not cancelled: {e}")}</span> })}
+        </p>
     }
 }
 
