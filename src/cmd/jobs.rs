@@ -48,12 +48,66 @@ pub struct SubmitArgs {
     replicas: u32,
     #[command(flatten)]
     limits: UnitLimitArgs,
+    #[command(flatten)]
+    needs: NeedsArgs,
+    /// How long the job may run before it expires (2h, 3days; at most a
+    /// week): its unfinished units fail and the rest is refunded. A day
+    /// when not given.
+    #[arg(long)]
+    deadline: Option<humantime::Duration>,
     /// Wait for the job to end, with a progress bar.
     #[arg(long)]
     wait: bool,
     /// With --wait: write the outputs here.
     #[arg(long, short)]
     output: Option<PathBuf>,
+}
+
+/// What the providers that run a job must have or be.
+#[derive(Args)]
+struct NeedsArgs {
+    /// A GPU with at least this much memory (8GiB); only CUDA devices
+    /// report theirs.
+    #[arg(long, value_parser = crate::units::parse_bytes)]
+    gpu_memory: Option<u64>,
+    /// A GPU on this backend: vulkan, metal, dx12, gl or cuda.
+    #[arg(long)]
+    gpu_backend: Option<String>,
+    /// A GPU of this type: discrete-gpu, integrated-gpu, virtual-gpu, or
+    /// cpu (a software adapter such as llvmpipe).
+    #[arg(long)]
+    gpu_type: Option<String>,
+    /// A CUDA GPU of at least this compute capability (8.0).
+    #[arg(long)]
+    compute_capability: Option<String>,
+    /// Only providers whose reputation (0 to 1) is at least this.
+    #[arg(long)]
+    min_reputation: Option<f64>,
+    /// Only this provider (its key; repeatable).
+    #[arg(long = "allow-provider", value_name = "KEY")]
+    allow: Vec<String>,
+    /// Never this provider (its key; repeatable).
+    #[arg(long = "deny-provider", value_name = "KEY")]
+    deny: Vec<String>,
+}
+
+impl NeedsArgs {
+    fn requirements(&self) -> agora_wire::api::GpuRequirements {
+        agora_wire::api::GpuRequirements {
+            memory_bytes: self.gpu_memory,
+            backend: self.gpu_backend.clone(),
+            device_type: self.gpu_type.clone(),
+            compute_capability: self.compute_capability.clone(),
+        }
+    }
+
+    fn filter(&self) -> agora_wire::api::ProviderFilter {
+        agora_wire::api::ProviderFilter {
+            min_reputation: self.min_reputation,
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+        }
+    }
 }
 
 /// The limits of each unit (of a job or a canary).
@@ -159,6 +213,11 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         limits: args.limits.limits(),
         max_price: args.max_price,
         replicas: args.replicas,
+        requirements: args.needs.requirements(),
+        providers: args.needs.filter(),
+        deadline_ms: args
+            .deadline
+            .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
     };
     for named in &args.shared {
         let (name, file) = named

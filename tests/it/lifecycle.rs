@@ -531,3 +531,38 @@ fn a_cancelled_job_stops_its_running_unit_and_refunds_the_rest_at_once() {
         s.contains("(Done)")
     });
 }
+
+#[test]
+fn a_job_needing_more_gpu_memory_than_any_online_card_is_refused_at_submit() {
+    let market = Market::start("lifecycle-needs");
+    setup(&market);
+    let _host = market.host("provider", &[]);
+    let view = market.home.join("view.txt");
+    std::fs::write(&view, "width=64 height=48 iterations=40").unwrap();
+    let started = Instant::now();
+    // Until the host is online the answer is that no GPU is; then it names
+    // what the online one lacks.
+    let refusal = loop {
+        let out = market.agora(&[
+            "submit",
+            "mandelbrot",
+            "--input",
+            view.to_str().unwrap(),
+            "--gpu-memory",
+            "8GiB",
+        ]);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        let why = stderr(&out);
+        if why.contains("llvmpipe") {
+            break why;
+        }
+        assert!(why.contains("no provider with a GPU is online"), "{why}");
+        assert!(started.elapsed() < Duration::from_secs(120), "{why}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        refusal.contains("at least 8.0 GiB of GPU memory"),
+        "{refusal}"
+    );
+    assert_eq!(available(&market), 5000, "nothing held: {refusal}");
+}

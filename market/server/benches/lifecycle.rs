@@ -186,6 +186,9 @@ fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
         limits: unit_limits(),
         max_price: 1000 * units as u64,
         replicas: 1,
+        requirements: Default::default(),
+        providers: Default::default(),
+        deadline_ms: None,
     }
 }
 

@@ -135,6 +135,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "cancel",
         include_str!("../migrations/sqlite/20261208000000_cancel.sql"),
     ),
+    (
+        20261208010000,
+        "requirements",
+        include_str!("../migrations/sqlite/20261208010000_requirements.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -226,6 +231,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208000000,
         "cancel",
         include_str!("../migrations/postgres/20261208000000_cancel.sql"),
+    ),
+    (
+        20261208010000,
+        "requirements",
+        include_str!("../migrations/postgres/20261208010000_requirements.sql"),
     ),
 ];
 

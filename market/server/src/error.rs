@@ -81,6 +81,10 @@ pub enum ApiError {
         limit: usize,
         per: &'static str,
     },
+    /// A job no online provider can run (the message says which of its
+    /// requirements nobody meets).
+    #[error("{0}")]
+    Unsatisfiable(String),
     /// A job that ended before the request could act on it.
     #[error("job {job} already ended: it is {state}")]
     JobEnded {
@@ -132,6 +136,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED)
             }
             ApiError::JobEnded { .. } => (StatusCode::CONFLICT, codes::JOB_ENDED),
+            ApiError::Unsatisfiable(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::UNSATISFIABLE),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         }
     }

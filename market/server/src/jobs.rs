@@ -25,7 +25,8 @@
 //! decision in [`decide`] and the job's settlement in [`settle`]),
 //! [`verifying`] (a `verify` verdict, likewise), [`sweep`] (lost leases,
 //! due jobs), [`retention`] (a job's data after it ends), with [`reputation`] (marks and trust), [`canaries`]
-//! (known-answer units), [`providers`] (registration, heartbeats,
+//! (known-answer units), [`requirements`] (what a job asks of providers'
+//! GPUs and which providers it accepts), [`providers`] (registration, heartbeats,
 //! listings), [`live`] (progress and logs) and [`views`] (what buyers read).
 
 mod canaries;
@@ -37,6 +38,7 @@ mod live;
 mod outputs;
 mod providers;
 mod reputation;
+mod requirements;
 mod result;
 mod retention;
 mod settle;
@@ -146,7 +148,8 @@ pub struct JobsConfig {
     pub lease_ttl_ms: i64,
     /// A provider is online when its last heartbeat is this recent.
     pub heartbeat_fresh_ms: i64,
-    /// A job unfinished after this long expires (its escrow is settled).
+    /// A job whose buyer named no deadline expires after this long
+    /// unfinished (its escrow is settled); at most `MAX_JOB_DEADLINE_MS`.
     pub job_ttl_ms: i64,
     /// The market's fee, in basis points of each payment.
     pub fee_bps: u64,
@@ -270,8 +273,13 @@ fn b64(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
 impl Jobs {
     pub fn new(db: Db, ledger: Ledger, registry: Registry, config: JobsConfig) -> Self {
         assert!(
-            config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS <= crate::ledger::MAX_HOLD_MS as i64,
-            "a job's lifetime plus HOLD_OUTLIVES_JOB_MS must fit the ledger's longest hold"
+            agora_wire::limits::MAX_JOB_DEADLINE_MS as i64 + HOLD_OUTLIVES_JOB_MS
+                <= crate::ledger::MAX_HOLD_MS as i64,
+            "a job's longest deadline plus HOLD_OUTLIVES_JOB_MS must fit the ledger's longest hold"
+        );
+        assert!(
+            (1..=agora_wire::limits::MAX_JOB_DEADLINE_MS as i64).contains(&config.job_ttl_ms),
+            "a job's default deadline is within MAX_JOB_DEADLINE_MS"
         );
         Jobs {
             db,

@@ -113,6 +113,8 @@ pub mod codes {
     /// The job ended (done, failed, expired) before the request: it cannot
     /// be cancelled any more.
     pub const JOB_ENDED: &str = "job_ended";
+    /// A job whose GPU requirements no online provider meets.
+    pub const UNSATISFIABLE: &str = "unsatisfiable";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -599,7 +601,7 @@ pub struct HeldBlob {
 }
 
 /// Submit a job: a package version run once per input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SubmitJob {
     pub package: String,
@@ -621,6 +623,65 @@ pub struct SubmitJob {
     pub max_price: u64,
     /// Providers that must agree on each unit's output (at least 1).
     pub replicas: u32,
+    /// What a provider's GPU must be to lease the units (implies
+    /// `limits.gpu`); a job no online provider meets is refused at submit.
+    #[serde(default, skip_serializing_if = "GpuRequirements::is_empty")]
+    pub requirements: GpuRequirements,
+    /// Which providers may run the units.
+    #[serde(default, skip_serializing_if = "ProviderFilter::is_empty")]
+    pub providers: ProviderFilter,
+    /// How long the job may run before it expires (ms; its unfinished
+    /// units fail and the rest of its escrow is refunded): at most
+    /// [`crate::limits::MAX_JOB_DEADLINE_MS`], a day when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+/// What one GPU of a provider must be for a job's units: every field a
+/// minimum or an exact match, all met by the same device.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GpuRequirements {
+    /// Device memory at least this (only CUDA devices report theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// `vulkan`, `metal`, `dx12`, `gl` or `cuda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// `discrete-gpu`, `integrated-gpu`, `virtual-gpu` or `cpu` (a software
+    /// adapter such as llvmpipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// CUDA compute capability at least this (`major.minor`, `8.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<String>,
+}
+
+impl GpuRequirements {
+    pub fn is_empty(&self) -> bool {
+        *self == GpuRequirements::default()
+    }
+}
+
+/// The providers a buyer accepts for a job.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProviderFilter {
+    /// Only providers whose reputation (0..1) is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_reputation: Option<f64>,
+    /// Only these providers (none: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Never these providers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl ProviderFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == ProviderFilter::default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -838,6 +899,9 @@ pub struct JobInfo {
     pub units_next: Option<u32>,
     pub cost: CostBreakdown,
     pub created_at_ms: i64,
+    /// When the job expires if unfinished (its deadline).
+    #[serde(default)]
+    pub expires_at_ms: i64,
     /// When the job's inputs, outputs and logs were deleted (by its buyer,
     /// or at the end of the market's retention period).
     #[serde(default)]

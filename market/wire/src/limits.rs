@@ -58,6 +58,28 @@ pub const MAX_BROWSER_SHARED_BYTES: u64 = 256 << 20;
 /// Highest price a provider may ask, per billion fuel, per GPU second or
 /// per wall second.
 pub const MAX_ASK: u64 = 1_000_000;
+/// Longest a buyer may let a job run before it expires: its escrow hold
+/// must outlive it by the market's settling margin within the ledger's
+/// longest hold, and a week bounds how long a buyer's credits sit held by
+/// a job nobody runs.
+pub const MAX_JOB_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Most providers one job names in its allow list, or in its deny list.
+pub const MAX_JOB_PROVIDER_LIST: usize = 64;
+/// Most GPU memory a provider may say one device has (a claim past it is
+/// not a card anyone sells).
+pub const MAX_GPU_MEMORY_BYTES: u64 = 4 << 40;
+/// The backends a job may require, as providers name them.
+pub const GPU_BACKENDS: &[&str] = &["vulkan", "metal", "dx12", "gl", "cuda"];
+/// The device types a job may require, as providers name them.
+pub const GPU_DEVICE_TYPES: &[&str] = &["discrete-gpu", "integrated-gpu", "virtual-gpu", "cpu"];
+
+/// A CUDA compute capability (`8.6`) as a number that orders like it
+/// (`806`); none for text that is not `major.minor` with both below 100.
+pub fn compute_capability_value(text: &str) -> Option<u64> {
+    let (major, minor) = text.split_once('.')?;
+    let (major, minor): (u64, u64) = (major.parse().ok()?, minor.parse().ok()?);
+    (major < 100 && minor < 100).then_some(major * 100 + minor)
+}
 
 /// A value past one of the limits above.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +181,13 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
         MAX_PROVIDER_GPUS as u64,
     )?;
     for gpu in &c.gpus {
+        within(
+            "MAX_GPU_MEMORY_BYTES",
+            "capabilities.gpus[].memory_bytes",
+            gpu.memory_bytes.unwrap_or(0),
+            0,
+            MAX_GPU_MEMORY_BYTES,
+        )?;
         let texts = [
             ("capabilities.gpus[].name", gpu.name.as_str()),
             ("capabilities.gpus[].backend", gpu.backend.as_str()),

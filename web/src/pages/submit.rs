@@ -85,6 +85,9 @@ pub fn Submit() -> impl IntoView {
                     },
                     max_price: max_price.get_untracked(),
                     replicas: replicas.get_untracked(),
+                    requirements: Default::default(),
+                    providers: Default::default(),
+                    deadline_ms: None,
                 };
                 api::post_signed::<_, JobInfo>(&key, "/api/v1/jobs".into(), &request).await
             }

@@ -3,6 +3,7 @@
 //! key only as a unit's first replica), re-counted under the unit's lock,
 //! with the ask in force and the provider's trust recorded on the lease.
 
+use super::requirements::LEASE_FILTER_SQL;
 use super::*;
 use agora_wire::limits::MAX_BROWSER_SHARED_BYTES;
 
@@ -66,7 +67,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
                            AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES}))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES})
+           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES}){LEASE_FILTER_SQL}
          ORDER BY {order} LIMIT 1 {lock}"
     )
 }

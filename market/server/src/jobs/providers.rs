@@ -43,6 +43,7 @@ impl Jobs {
         } else {
             0.0
         };
+        let mut tx = self.db.write().await?;
         sqlx::query(
             "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad, ask_per_wall_second)
              VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9)
@@ -57,8 +58,11 @@ impl Jobs {
         .bind(now)
         .bind(prior_bad)
         .bind(r.ask.per_wall_second as i64)
-        .execute(&self.db.pool)
+        .execute(&mut *tx)
         .await?;
+        self.record_gpus(&mut tx, provider, &r.capabilities.gpus)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

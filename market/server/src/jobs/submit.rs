@@ -3,9 +3,13 @@
 //! transaction. A unit's input is inline (base64 in the request) or a blob
 //! the buyer uploaded, named by digest; a job's shared inputs are uploaded
 //! blobs every unit reads by name. A job names only blobs its buyer holds:
-//! a digest someone else uploaded is refused like one nobody has.
+//! a digest someone else uploaded is refused like one nobody has. A job's
+//! deadline is its buyer's (at most `MAX_JOB_DEADLINE_MS`), and a job whose
+//! GPU requirements no online provider meets is refused, saying why.
 
+use super::requirements::{Needs, check_filter, unmet};
 use super::*;
+use agora_wire::limits::MAX_JOB_DEADLINE_MS;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most shared inputs one job names (each a blob every unit may read).
@@ -23,6 +27,14 @@ fn check_shared_name(name: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// What a job's submit decided beside the request: the most one run of a
+/// unit is paid, and whom its units may go to.
+pub(super) struct JobTerms {
+    unit_cap: u64,
+    needs: Option<Needs>,
+    filter: agora_wire::api::ProviderFilter,
 }
 
 /// The blobs a job names by digest: its units' and its shared inputs'.
@@ -93,6 +105,21 @@ impl Jobs {
             .shared
             .keys()
             .try_for_each(|name| check_shared_name(name))?;
+        let needs = (!request.requirements.is_empty())
+            .then(|| Needs::of(&request.requirements))
+            .transpose()?;
+        let filter = check_filter(&request.providers)?;
+        let deadline_ms = request.deadline_ms.unwrap_or(self.config.job_ttl_ms as u64);
+        if deadline_ms == 0 || deadline_ms > MAX_JOB_DEADLINE_MS {
+            return Err(ApiError::Invalid(format!(
+                "deadline_ms is 1 to {MAX_JOB_DEADLINE_MS} (MAX_JOB_DEADLINE_MS, a week)"
+            )));
+        }
+        if let Some(needs) = &needs
+            && let Some(why) = unmet(needs, &self.online_gpus(now).await?)
+        {
+            return Err(ApiError::Unsatisfiable(why));
+        }
         let info = self.registry.info(&request.package).await?;
         let version = match &request.version {
             Some(v) => info
@@ -162,11 +189,14 @@ impl Jobs {
             .check_held(&mut *self.db.pool.acquire().await?, buyer.as_str())
             .await?;
         let id = random_id('j', 9);
-        let expires = now + self.config.job_ttl_ms;
-        self.insert_job(
-            &id, buyer, &request, version, unit_cap, &inputs, now, expires,
-        )
-        .await?;
+        let expires = now + deadline_ms as i64;
+        let terms = JobTerms {
+            unit_cap,
+            needs,
+            filter,
+        };
+        self.insert_job(&id, buyer, &request, version, &terms, &inputs, now, expires)
+            .await?;
         self.info(&id).await
     }
 
@@ -177,7 +207,7 @@ impl Jobs {
         buyer: &KeyId,
         r: &SubmitJob,
         version: &agora_wire::api::VersionInfo,
-        unit_cap: u64,
+        terms: &JobTerms,
         inputs: &[axum::body::Bytes],
         now: i64,
         expires: i64,
@@ -218,15 +248,17 @@ impl Jobs {
         .bind(r.limits.fuel as i64)
         .bind(r.limits.memory_bytes as i64)
         .bind(r.limits.timeout_ms as i64)
-        .bind((r.limits.gpu || uses_gpu) as i64)
+        .bind((r.limits.gpu || uses_gpu || terms.needs.is_some()) as i64)
         .bind(r.max_price as i64)
-        .bind(unit_cap as i64)
+        .bind(terms.unit_cap as i64)
         .bind(r.replicas as i64)
         .bind(now)
         .bind(expires)
         .bind(checked as i64)
         .execute(&mut *tx)
         .await?;
+        self.record_terms(&mut tx, id, terms.needs.as_ref(), &terms.filter)
+            .await?;
         // Checked by `verify`, every replica must pass; compared by digest,
         // a majority must agree.
         let quorum = if checked || r.replicas <= 2 {
@@ -272,7 +304,7 @@ impl Jobs {
             debit: buyer.to_string(),
             credit: job_escrow(id),
             amount: r.max_price,
-            timeout_ms: (self.config.job_ttl_ms + HOLD_OUTLIVES_JOB_MS) as u64,
+            timeout_ms: (expires - now + HOLD_OUTLIVES_JOB_MS) as u64,
         };
         self.ledger
             .execute_in(&mut tx, &hold_id(id), &hold, now)

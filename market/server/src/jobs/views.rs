@@ -26,6 +26,7 @@ struct JobRow {
     replicas: i64,
     max_price: i64,
     created_at_ms: i64,
+    expires_at_ms: i64,
     finished_at_ms: Option<i64>,
     data_deleted_at_ms: Option<i64>,
 }
@@ -62,7 +63,7 @@ impl Jobs {
     /// their leases by index range, so no answer grows past a page.
     pub async fn info_page(&self, id: &str, page: UnitsQuery) -> Result<JobInfo, ApiError> {
         let job = sqlx::query_as::<_, JobRow>(
-            "SELECT buyer, package, version, digest, state, replicas, max_price, created_at_ms, finished_at_ms, data_deleted_at_ms FROM jobs WHERE id = $1",
+            "SELECT buyer, package, version, digest, state, replicas, max_price, created_at_ms, expires_at_ms, finished_at_ms, data_deleted_at_ms FROM jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.db.pool)
@@ -106,6 +107,7 @@ impl Jobs {
             units_next: next,
             cost,
             created_at_ms: job.created_at_ms,
+            expires_at_ms: job.expires_at_ms,
             data_deleted_at_ms: job.data_deleted_at_ms,
             data_kept_until_ms: match (state, job.data_deleted_at_ms) {
                 (JobState::Running, _) | (_, Some(_)) => None,

@@ -11,6 +11,7 @@ mod lifecycle_sim;
 mod outputs;
 mod properties;
 mod registry;
+mod requirements;
 mod retention;
 mod service;
 mod settling;

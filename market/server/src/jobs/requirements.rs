@@ -1,0 +1,374 @@
+//! What a job asks of the providers that run it, and what providers offer:
+//! GPU requirements (memory, backend, device type, CUDA compute
+//! capability, all met by one device), a buyer's provider filter (minimum
+//! reputation, allow and deny lists), the devices each provider registered
+//! (`provider_gpus`), and the lease query's part that honours them.
+//!
+//! Design choices:
+//! - Leasing decides in SQL ([`LEASE_FILTER_SQL`]), on columns of the job
+//!   and rows of the provider's devices, so a unit a provider cannot run is
+//!   skipped where the queue is read, never leased and handed back.
+//! - A job with GPU requirements that no online provider meets is refused
+//!   at submit, saying which requirement nobody meets ([`unmet`]); a job
+//!   asking only for "a GPU" waits for one as before (a market's providers
+//!   come and go, and a queue is where work waits for them).
+//! - Providers' devices are their claims, checked for plausibility at
+//!   registration (`agora_wire::limits::check_capabilities`); a provider
+//!   that claims a card it lacks fails the units it leases and is marked.
+
+use super::*;
+use agora_wire::api::{GpuDevice, GpuRequirements, ProviderFilter};
+use agora_wire::limits::{
+    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_JOB_PROVIDER_LIST, compute_capability_value,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The lease query's conditions for job `j` and provider `$5`: one of the
+/// provider's devices meets the job's requirements, its reputation is at
+/// least the job's minimum, the job does not deny it and, when the job has
+/// an allow list, names it.
+pub(super) const LEASE_FILTER_SQL: &str = "
+           AND (j.has_requirements = 0 OR EXISTS (SELECT 1 FROM provider_gpus g WHERE g.provider = $5
+                AND g.memory_bytes >= j.req_gpu_memory AND g.compute >= j.req_compute
+                AND (j.req_backend IS NULL OR g.backend = j.req_backend)
+                AND (j.req_device_type IS NULL OR g.device_type = j.req_device_type)))
+           AND (j.min_reputation <= 0 OR j.min_reputation <= (SELECT (p.good + 1.0) / (p.good + p.bad + 2.0) FROM providers p WHERE p.id = $5))
+           AND NOT EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 0)
+           AND (j.allow_listed = 0 OR EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 1))";
+
+/// A job's GPU requirements as leasing compares them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Needs {
+    pub memory_bytes: u64,
+    pub backend: Option<String>,
+    pub device_type: Option<String>,
+    /// [`compute_capability_value`] of the minimum; 0 for none.
+    pub compute: u64,
+}
+
+impl Needs {
+    /// Check `r` and read it; an unknown backend or device type, or a
+    /// compute capability that is not `major.minor`, is refused.
+    pub fn of(r: &GpuRequirements) -> Result<Needs, ApiError> {
+        let one_of = |what: &str, value: &Option<String>, known: &[&str]| match value {
+            Some(v) if !known.contains(&v.as_str()) => Err(ApiError::Invalid(format!(
+                "requirements.{what} is one of {}, not `{v}`",
+                known.join(", ")
+            ))),
+            _ => Ok(value.clone()),
+        };
+        let compute = match &r.compute_capability {
+            None => 0,
+            Some(text) => compute_capability_value(text).ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "requirements.compute_capability is major.minor (8.6), not `{text}`"
+                ))
+            })?,
+        };
+        Ok(Needs {
+            memory_bytes: r.memory_bytes.unwrap_or(0),
+            backend: one_of("backend", &r.backend, GPU_BACKENDS)?,
+            device_type: one_of("device_type", &r.device_type, GPU_DEVICE_TYPES)?,
+            compute,
+        })
+    }
+
+    /// Whether `gpu` meets every requirement.
+    fn met_by(&self, gpu: &GpuDevice) -> bool {
+        self.unmet_by(gpu).is_empty()
+    }
+
+    /// The requirements `gpu` does not meet, as a buyer reads them.
+    fn unmet_by(&self, gpu: &GpuDevice) -> Vec<String> {
+        let mut unmet = Vec::new();
+        if gpu.memory_bytes.unwrap_or(0) < self.memory_bytes {
+            unmet.push(format!(
+                "at least {} of GPU memory",
+                human_bytes(self.memory_bytes)
+            ));
+        }
+        if let Some(b) = &self.backend
+            && *b != gpu.backend
+        {
+            unmet.push(format!("the {b} backend"));
+        }
+        if let Some(t) = &self.device_type
+            && *t != gpu.device_type
+        {
+            unmet.push(format!("a {t} device"));
+        }
+        let compute = gpu
+            .compute_capability
+            .as_deref()
+            .and_then(compute_capability_value)
+            .unwrap_or(0);
+        if compute < self.compute {
+            unmet.push(format!(
+                "CUDA compute capability {}.{} or above",
+                self.compute / 100,
+                self.compute % 100
+            ));
+        }
+        unmet
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Why no device of `online` meets `needs`, or none when one does: each
+/// requirement with how many of the online devices meet it, and what the
+/// best of them offers.
+pub(super) fn unmet(needs: &Needs, online: &[GpuDevice]) -> Option<String> {
+    if online.iter().any(|g| needs.met_by(g)) {
+        return None;
+    }
+    if online.is_empty() {
+        return Some("no provider with a GPU is online".into());
+    }
+    let mut missing: BTreeMap<String, usize> = BTreeMap::new();
+    for gpu in online {
+        for need in needs.unmet_by(gpu) {
+            *missing.entry(need).or_default() += 1;
+        }
+    }
+    let most_memory = online.iter().filter_map(|g| g.memory_bytes).max();
+    let seen: BTreeSet<String> = online
+        .iter()
+        .map(|g| format!("{} ({}, {})", g.name, g.backend, g.device_type))
+        .collect();
+    let needs_text: Vec<String> = missing
+        .iter()
+        .map(|(need, lacking)| format!("{need} ({lacking} of {} lack it)", online.len()))
+        .collect();
+    Some(format!(
+        "no online provider has a GPU with {}; online: {}; the most GPU memory any reports: {}",
+        needs_text.join(" and "),
+        seen.into_iter().collect::<Vec<_>>().join(", "),
+        most_memory.map_or("none".into(), human_bytes),
+    ))
+}
+
+/// Check a job's provider filter, its keys in the form providers are
+/// stored under.
+pub(super) fn check_filter(f: &ProviderFilter) -> Result<ProviderFilter, ApiError> {
+    if let Some(min) = f.min_reputation
+        && !(0.0..=1.0).contains(&min)
+    {
+        return Err(ApiError::Invalid(format!(
+            "providers.min_reputation is 0 to 1, not {min}"
+        )));
+    }
+    let keys = |what: &str, list: &[String]| -> Result<Vec<String>, ApiError> {
+        if list.len() > MAX_JOB_PROVIDER_LIST {
+            return Err(ApiError::Invalid(format!(
+                "providers.{what} names at most {MAX_JOB_PROVIDER_LIST} providers (MAX_JOB_PROVIDER_LIST)"
+            )));
+        }
+        list.iter()
+            .map(|k| {
+                KeyId::parse(k)
+                    .map(|id| id.as_str().to_string())
+                    .map_err(|_| {
+                        ApiError::Invalid(format!(
+                            "providers.{what}: `{k}` is not a provider's key"
+                        ))
+                    })
+            })
+            .collect()
+    };
+    let (allow, deny) = (keys("allow", &f.allow)?, keys("deny", &f.deny)?);
+    if let Some(both) = allow.iter().find(|k| deny.contains(k)) {
+        return Err(ApiError::Invalid(format!(
+            "providers: {both} is both allowed and denied"
+        )));
+    }
+    Ok(ProviderFilter {
+        min_reputation: f.min_reputation,
+        allow,
+        deny,
+    })
+}
+
+impl Jobs {
+    /// The devices of the providers online now.
+    pub(super) async fn online_gpus(&self, now: i64) -> Result<Vec<GpuDevice>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT capabilities FROM providers WHERE last_heartbeat_ms >= $1 AND has_gpu = 1",
+        )
+        .bind(now - self.config.heartbeat_fresh_ms)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut gpus = Vec::new();
+        for r in rows {
+            let caps: Capabilities =
+                serde_json::from_str(&r.try_get::<String, _>("capabilities")?).unwrap_or_default();
+            gpus.extend(caps.gpus);
+        }
+        Ok(gpus)
+    }
+
+    /// Replace the devices `provider` offers with those it registered.
+    pub(super) async fn record_gpus(
+        &self,
+        tx: &mut Tx,
+        provider: &KeyId,
+        gpus: &[GpuDevice],
+    ) -> Result<(), ApiError> {
+        sqlx::query("DELETE FROM provider_gpus WHERE provider = $1")
+            .bind(provider.as_str())
+            .execute(&mut **tx)
+            .await?;
+        for (i, gpu) in gpus.iter().enumerate() {
+            let compute = gpu
+                .compute_capability
+                .as_deref()
+                .and_then(compute_capability_value)
+                .unwrap_or(0);
+            sqlx::query("INSERT INTO provider_gpus (provider, idx, backend, device_type, memory_bytes, compute) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(provider.as_str())
+                .bind(i as i64)
+                .bind(&gpu.backend)
+                .bind(&gpu.device_type)
+                .bind(gpu.memory_bytes.unwrap_or(0) as i64)
+                .bind(compute as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Record job `id`'s requirements and provider filter, in its submit's
+    /// transaction.
+    pub(super) async fn record_terms(
+        &self,
+        tx: &mut Tx,
+        id: &str,
+        needs: Option<&Needs>,
+        filter: &ProviderFilter,
+    ) -> Result<(), ApiError> {
+        if let Some(n) = needs {
+            sqlx::query("UPDATE jobs SET has_requirements = 1, req_gpu_memory = $1, req_backend = $2, req_device_type = $3, req_compute = $4 WHERE id = $5")
+                .bind(n.memory_bytes.min(i64::MAX as u64) as i64)
+                .bind(&n.backend)
+                .bind(&n.device_type)
+                .bind(n.compute as i64)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if filter.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE jobs SET min_reputation = $1, allow_listed = $2 WHERE id = $3")
+            .bind(filter.min_reputation.unwrap_or(0.0))
+            .bind(!filter.allow.is_empty() as i64)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        let listed: BTreeMap<&String, bool> = filter
+            .allow
+            .iter()
+            .map(|k| (k, true))
+            .chain(filter.deny.iter().map(|k| (k, false)))
+            .collect();
+        for (provider, allow) in listed {
+            sqlx::query("INSERT INTO job_providers (job_id, provider, allow) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(provider)
+                .bind(allow as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(backend: &str, device_type: &str, memory: Option<u64>, cc: Option<&str>) -> GpuDevice {
+        GpuDevice {
+            name: format!("{backend} card"),
+            backend: backend.into(),
+            device_type: device_type.into(),
+            memory_bytes: memory,
+            compute_capability: cc.map(str::to_string),
+        }
+    }
+
+    fn needs(r: GpuRequirements) -> Needs {
+        Needs::of(&r).unwrap()
+    }
+
+    #[test]
+    fn one_device_must_meet_every_requirement() {
+        let n = needs(GpuRequirements {
+            memory_bytes: Some(8 << 30),
+            backend: Some("cuda".into()),
+            compute_capability: Some("8.0".into()),
+            ..Default::default()
+        });
+        let a100 = gpu("cuda", "discrete-gpu", Some(40 << 30), Some("8.0"));
+        let t4 = gpu("cuda", "discrete-gpu", Some(16 << 30), Some("7.5"));
+        let llvmpipe = gpu("vulkan", "cpu", None, None);
+        assert_eq!(unmet(&n, &[a100.clone(), llvmpipe.clone()]), None);
+        let why = unmet(&n, &[t4, llvmpipe.clone()]).expect("nobody meets it");
+        assert!(why.contains("compute capability 8.0"), "{why}");
+        assert!(why.contains("the cuda backend (1 of 2 lack it)"), "{why}");
+        assert!(why.contains("16.0 GiB"), "the best on offer: {why}");
+        let only_software = unmet(
+            &needs(GpuRequirements {
+                memory_bytes: Some(8 << 30),
+                ..Default::default()
+            }),
+            &[llvmpipe],
+        )
+        .unwrap();
+        assert!(
+            only_software.contains("at least 8.0 GiB of GPU memory (1 of 1 lack it)")
+                && only_software.contains("vulkan card (vulkan, cpu)"),
+            "{only_software}"
+        );
+        assert_eq!(
+            unmet(&n, &[]).as_deref(),
+            Some("no provider with a GPU is online")
+        );
+    }
+
+    #[test]
+    fn requirements_and_filters_are_checked() {
+        let bad = |r: GpuRequirements| Needs::of(&r).unwrap_err().to_string();
+        assert!(
+            bad(GpuRequirements {
+                backend: Some("opencl".into()),
+                ..Default::default()
+            })
+            .contains("vulkan, metal, dx12, gl, cuda")
+        );
+        assert!(
+            bad(GpuRequirements {
+                compute_capability: Some("eight".into()),
+                ..Default::default()
+            })
+            .contains("major.minor")
+        );
+        let key = agora_wire::Keypair::generate().id().to_string();
+        let filter = |allow: Vec<String>, deny: Vec<String>, min: Option<f64>| ProviderFilter {
+            min_reputation: min,
+            allow,
+            deny,
+        };
+        assert!(check_filter(&filter(vec![key.clone()], vec![], Some(0.9))).is_ok());
+        assert!(check_filter(&filter(vec![], vec![], Some(1.5))).is_err());
+        assert!(check_filter(&filter(vec!["nobody".into()], vec![], None)).is_err());
+        assert!(check_filter(&filter(vec![key.clone()], vec![key.clone()], None)).is_err());
+        assert!(check_filter(&filter(vec![key; MAX_JOB_PROVIDER_LIST + 1], vec![], None)).is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! What a job asks of its providers: GPU requirements met by one device,
+//! refused at submit when no online provider meets them (saying why), a
+//! minimum reputation, allow and deny lists; and a job's own deadline.
+
+use crate::jobs::{b64, heartbeat, lease, publish, trusted_provider, untrusted_provider};
+use crate::*;
+
+/// A provider with one device, registered and online.
+async fn provider_with(m: &TestMarket, gpu: Value) -> Keypair {
+    let key = Keypair::generate();
+    let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [gpu], "cuda": true, "kind": "native"},
+                          "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4});
+    let (status, reply) = m
+        .call("POST", "/api/v1/providers", Some(&register), Some(&key))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    heartbeat(m, &key).await;
+    key
+}
+
+fn cuda(memory_gib: u64, cc: &str) -> Value {
+    json!({"name": format!("cuda {memory_gib} GiB"), "backend": "cuda", "device_type": "discrete-gpu",
+           "memory_bytes": memory_gib << 30, "compute_capability": cc})
+}
+
+/// Submit a one-unit job with `extra` fields; the status and reply.
+async fn submit_with(m: &TestMarket, buyer: &Keypair, extra: Value) -> (StatusCode, Value) {
+    let mut body = json!({"package": "saxpy", "inputs_base64": [b64(b"u")],
+                          "limits": {"fuel": 1_000_000_000u64, "memory_bytes": 64u64 << 20, "timeout_ms": 10_000, "gpu": false},
+                          "max_price": 600, "replicas": 1});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    m.call("POST", "/api/v1/jobs", Some(&body), Some(buyer))
+        .await
+}
+
+both_dbs!(
+    a_job_no_online_gpu_can_run_is_refused_at_submit_saying_why,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 1_000).await;
+        // The only provider online runs llvmpipe, which reports no memory.
+        untrusted_provider(m, 10).await;
+        let (status, reply) = submit_with(
+            m,
+            &buyer,
+            json!({"requirements": {"memory_bytes": 8u64 << 30}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+        assert_eq!(reply["error"]["code"], "unsatisfiable");
+        let why = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            why.contains("at least 8.0 GiB of GPU memory")
+                && why.contains("llvmpipe (vulkan, cpu)"),
+            "{why}"
+        );
+        assert_eq!(m.available(&buyer).await, 1_000, "nothing held");
+        // A card that meets it comes online: the same job is taken.
+        provider_with(m, cuda(16, "8.6")).await;
+        let (status, job) = submit_with(
+            m,
+            &buyer,
+            json!({"requirements": {"memory_bytes": 8u64 << 30}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        // Requirements the market cannot read are refused as such.
+        for bad in [
+            json!({"backend": "opencl"}),
+            json!({"device_type": "quantum"}),
+            json!({"compute_capability": "eight"}),
+        ] {
+            let (status, reply) = submit_with(m, &buyer, json!({"requirements": bad})).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {reply}");
+        }
+        // A provider claiming an implausible card is refused.
+        let (status, _) = m
+            .call(
+                "POST",
+                "/api/v1/providers",
+                Some(&json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [cuda(1 << 20, "9.0")], "cuda": true, "kind": "native"},
+                             "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4})),
+                Some(&Keypair::generate()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        m.assert_invariants().await;
+    }
+);
+
+both_dbs!(
+    leasing_honours_requirements_reputation_and_the_lists,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 10_000).await;
+        let software = untrusted_provider(m, 10).await;
+        let small = provider_with(m, cuda(16, "8.6")).await;
+        let big = provider_with(m, cuda(40, "8.0")).await;
+        // 20 GiB on CUDA 8.0 or above: only the big card.
+        let (status, _) = submit_with(
+            m,
+            &buyer,
+            json!({"requirements": {"memory_bytes": 20u64 << 30, "backend": "cuda", "compute_capability": "8.0"}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(lease(m, &software).await.is_none());
+        assert!(lease(m, &small).await.is_none(), "16 GiB is not 20");
+        assert!(lease(m, &big).await.is_some());
+        // An allow list: only the small card, although the big one is free.
+        let (status, _) =
+            submit_with(m, &buyer, json!({"providers": {"allow": [small.id()]}})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(lease(m, &big).await.is_none());
+        assert!(lease(m, &software).await.is_none());
+        assert!(lease(m, &small).await.is_some());
+        // A deny list: anyone but the small card.
+        let (status, _) =
+            submit_with(m, &buyer, json!({"providers": {"deny": [small.id()]}})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(lease(m, &small).await.is_none());
+        assert!(lease(m, &software).await.is_some());
+        // A minimum reputation: a fresh key (0.5) is below it, a provider
+        // with a record is not.
+        let (status, _) =
+            submit_with(m, &buyer, json!({"providers": {"min_reputation": 0.9}})).await;
+        assert_eq!(status, StatusCode::OK);
+        let fresh = untrusted_provider(m, 10).await;
+        assert!(lease(m, &fresh).await.is_none());
+        let proven = trusted_provider(m, 10).await;
+        assert!(lease(m, &proven).await.is_some());
+        // Filters the market cannot read are refused.
+        for bad in [
+            json!({"min_reputation": 2.0}),
+            json!({"allow": ["not a key"]}),
+            json!({"allow": [small.id()], "deny": [small.id()]}),
+        ] {
+            let (status, reply) = submit_with(m, &buyer, json!({"providers": bad})).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {reply}");
+        }
+        m.assert_invariants().await;
+    }
+);
+
+both_dbs!(
+    a_job_expires_at_its_own_deadline_within_the_markets_maximum,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 1_000).await;
+        let (status, job) = submit_with(m, &buyer, json!({"deadline_ms": 3_600_000})).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        let lasts = job["expires_at_ms"].as_i64().unwrap() - job["created_at_ms"].as_i64().unwrap();
+        assert_eq!(lasts, 3_600_000);
+        let too_long = agora_wire::limits::MAX_JOB_DEADLINE_MS + 1;
+        for bad in [0, too_long] {
+            let (status, reply) = submit_with(m, &buyer, json!({"deadline_ms": bad})).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        }
+        // Past its deadline the job expires and its cap comes back.
+        m.state
+            .advance_clock(std::time::Duration::from_millis(3_600_001));
+        m.state.sweep().await.unwrap();
+        let id = job["id"].as_str().unwrap();
+        assert_eq!(crate::jobs::job(m, &buyer, id).await["state"], "expired");
+        assert_eq!(m.available(&buyer).await, 1_000);
+        m.assert_invariants().await;
+    }
+);
