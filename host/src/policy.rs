@@ -5,8 +5,8 @@
 //! missing (another OS, a desktop without a battery) the reading is
 //! `None`/`Unknown` and no rule pauses on it.
 //!
-//! Not yet wired into `agora host` (issue 15): the readings and the
-//! verdict come first, the host's loop and its config next.
+//! The provider's loop asks [`Policy::verdict`] before each lease and its
+//! heartbeats report [`CpuTimes::free_cores_since`].
 
 use std::path::{Path, PathBuf};
 
@@ -151,14 +151,18 @@ impl CpuTimes {
     }
 }
 
-/// When a provider takes no new work.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// When a provider takes no new work (the `[policy]` of `agora host`'s
+/// config file).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Not while on battery power.
     pub pause_on_battery: bool,
     /// Not while a GPU is at or above this many degrees Celsius.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_gpu_celsius: Option<f64>,
     /// Only while at least this many cores are otherwise idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_cores: Option<f64>,
 }
 

@@ -1,11 +1,14 @@
 //! The provider daemon (`agora host`): registers this machine with a market,
 //! heartbeats, leases work units, checks each package against its signed log
 //! before running it, runs units in the worker pool under the job's limits,
-//! and returns signed results. It outlives market restarts: every call that
-//! fails is retried after a pause.
+//! and returns signed results. Before each lease it asks its [`Policy`]
+//! (battery, GPU temperature, idle cores); a paused host lets its running
+//! units finish and takes no new ones. It outlives market restarts: every
+//! call that fails is retried after a pause.
 
 use crate::Limits;
 use crate::blob_cache::{BlobCache, CacheError};
+use crate::policy::{Machine, Policy, Readings, Verdict};
 use crate::pool::{ComponentBytes, WorkerPool};
 use agora_wire::api::{
     Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine,
@@ -40,6 +43,11 @@ pub struct ProviderConfig {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Most bytes the cache keeps on disk.
     pub cache_bytes: u64,
+    /// When to take no new work.
+    pub policy: Policy,
+    /// Where the policy's readings come from (this machine, or a root a
+    /// test writes).
+    pub machine: Machine,
 }
 
 impl Default for ProviderConfig {
@@ -56,6 +64,8 @@ impl Default for ProviderConfig {
             cheat: false,
             cache_dir: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            policy: Policy::default(),
+            machine: Machine::system(),
         }
     }
 }
@@ -71,6 +81,10 @@ struct Shared {
     /// What running units said that the market has not heard yet.
     live: Mutex<HashMap<String, LiveLease>>,
     stop: Arc<AtomicBool>,
+    /// Cores idle over the last heartbeat's interval, as it measured them.
+    free_cores: Mutex<Option<f64>>,
+    /// Why the host takes no new work now (None: it takes work).
+    paused: Mutex<Option<String>>,
 }
 
 /// One running unit's news, waiting for the next heartbeat.
@@ -125,6 +139,8 @@ pub fn serve(
         components: Mutex::default(),
         live: Mutex::default(),
         stop,
+        free_cores: Mutex::default(),
+        paused: Mutex::default(),
     });
     register(&shared);
     let mut threads = Vec::new();
@@ -199,42 +215,24 @@ fn register(s: &Shared) {
     }
 }
 
-/// Idle CPU over an interval, from /proc/stat (Linux); None elsewhere.
-fn cpu_times() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = text
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
-    Some((idle, fields.iter().sum()))
-}
-
 fn heartbeats(s: &Shared) {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as f64)
-        .unwrap_or(1.0);
-    let mut last = cpu_times();
+    let mut last = s.config.machine.cpu_times();
     // What the market last heard this host keeps (sent again on a change).
     let mut told: Option<Vec<String>> = None;
     while !s.stop.load(Ordering::Relaxed) {
         std::thread::sleep(s.config.heartbeat_interval.min(Duration::from_millis(200)));
-        let now = cpu_times();
-        let free = match (last, now) {
-            (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => {
-                cores * (i1 - i0) as f64 / (t1 - t0) as f64
-            }
-            _ => 0.0,
+        let now = s.config.machine.cpu_times();
+        let free = match (&last, &now) {
+            (Some(earlier), Some(now)) => now.free_cores_since(earlier),
+            _ => None,
         };
+        *s.free_cores.lock().expect("free cores lock") = free;
         last = now;
         let mut keeps = s.blobs.held(agora_wire::api::MAX_HEARTBEAT_KEPT);
         keeps.sort();
         let beat = Heartbeat {
             running_units: s.running.load(Ordering::Relaxed),
-            free_cpu_cores: free,
+            free_cpu_cores: free.unwrap_or(0.0),
             gpu_memory_used_bytes: None,
             leases: take_live(s),
             keeps: (told.as_ref() != Some(&keeps)).then(|| keeps.clone()),
@@ -304,8 +302,35 @@ fn sleep_unless_stopped(s: &Shared, total: Duration) {
     }
 }
 
+/// Whether the policy lets this host take another unit now; a change is
+/// logged once (pausing, and why; resuming).
+fn may_take_work(s: &Shared) -> bool {
+    let readings = Readings {
+        power: s.config.machine.power(),
+        gpu_celsius: s.config.machine.gpu_celsius(),
+        free_cores: *s.free_cores.lock().expect("free cores lock"),
+    };
+    let why = match s.config.policy.verdict(&readings) {
+        Verdict::Take => None,
+        Verdict::Pause(why) => Some(why),
+    };
+    let mut paused = s.paused.lock().expect("paused lock");
+    if *paused != why {
+        match &why {
+            Some(why) => tracing::info!("taking no new work: {why} (running units finish)"),
+            None => tracing::info!("taking work again"),
+        }
+        *paused = why.clone();
+    }
+    why.is_none()
+}
+
 fn work(s: &Shared) {
     while !s.stop.load(Ordering::Relaxed) {
+        if !may_take_work(s) {
+            sleep_unless_stopped(s, s.config.poll_interval.max(Duration::from_secs(1)));
+            continue;
+        }
         match s
             .client
             .post::<_, Option<LeaseGrant>>("/api/v1/leases", &serde_json::json!({}), None)

@@ -9,14 +9,9 @@ use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
-    /// The market's URL.
-    #[arg(
-        long,
-        env = "AGORA_MARKET",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub market: String,
+    /// The market's URL [default: http://127.0.0.1:8080].
+    #[arg(long, env = "AGORA_MARKET", global = true)]
+    pub market: Option<String>,
     /// Your key file (default: $AGORA_HOME/key.json).
     #[arg(long, env = "AGORA_KEY", global = true)]
     pub key: Option<PathBuf>,
@@ -25,6 +20,9 @@ pub struct ClientArgs {
     #[arg(long, env = "AGORA_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
 }
+
+/// The market a client talks to when told none.
+pub const DEFAULT_MARKET: &str = "http://127.0.0.1:8080";
 
 /// `$AGORA_HOME`, or `~/.agora`.
 pub fn home() -> PathBuf {
@@ -38,6 +36,11 @@ pub fn home() -> PathBuf {
 }
 
 impl ClientArgs {
+    /// The market's URL: `--market`, `AGORA_MARKET`, or [`DEFAULT_MARKET`].
+    pub fn market_url(&self) -> &str {
+        self.market.as_deref().unwrap_or(DEFAULT_MARKET)
+    }
+
     pub fn key_path(&self) -> PathBuf {
         self.key.clone().unwrap_or_else(|| home().join("key.json"))
     }
@@ -58,7 +61,7 @@ impl ClientArgs {
     pub fn signed(&self) -> Result<Client> {
         self.check_transport()?;
         Ok(Client::with_roots(
-            &self.market,
+            self.market_url(),
             Some(self.keypair()?),
             &self.roots(),
         )?)
@@ -67,24 +70,24 @@ impl ClientArgs {
     /// A client for public reads.
     pub fn anonymous(&self) -> Result<Client> {
         self.check_transport()?;
-        Ok(Client::with_roots(&self.market, None, &self.roots())?)
+        Ok(Client::with_roots(self.market_url(), None, &self.roots())?)
     }
 
     /// Plain HTTP only to this machine: over a network, signed requests,
     /// inputs and outputs would cross unencrypted and could be changed.
     fn check_transport(&self) -> Result<()> {
         let uri: axum::http::Uri = self
-            .market
+            .market_url()
             .parse()
-            .with_context(|| format!("--market {}: not a URL", self.market))?;
+            .with_context(|| format!("--market {}: not a URL", self.market_url()))?;
         let authority = uri
             .authority()
-            .with_context(|| format!("--market {}: no host in it", self.market))?;
+            .with_context(|| format!("--market {}: no host in it", self.market_url()))?;
         // Credentials in the URL would hide the real host after an `@`.
         anyhow::ensure!(
             !authority.as_str().contains('@'),
             "{}: a market URL carries no user name or password",
-            self.market
+            self.market_url()
         );
         if !uri
             .scheme_str()
@@ -103,7 +106,7 @@ impl ClientArgs {
         anyhow::ensure!(
             loopback,
             "{} is plain HTTP to another machine: use https:// (plain http is for this machine only)",
-            self.market
+            self.market_url()
         );
         Ok(())
     }

@@ -566,3 +566,120 @@ fn a_job_needing_more_gpu_memory_than_any_online_card_is_refused_at_submit() {
     );
     assert_eq!(available(&market), 5000, "nothing held: {refusal}");
 }
+
+/// Write `text` to `path` under `root`, making its folders.
+fn write_under(root: &Path, path: &str, text: &str) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("{text}\n")).unwrap();
+}
+
+#[test]
+fn a_host_on_battery_takes_no_work_until_mains_power_returns() {
+    let market = Market::start("lifecycle-battery");
+    setup(&market);
+    // The host's machine, as a fake sysfs: a laptop unplugged.
+    let root = temp_dir("battery-root");
+    write_under(&root, "sys/class/power_supply/AC/type", "Mains");
+    write_under(&root, "sys/class/power_supply/AC/online", "0");
+    write_under(&root, "sys/class/power_supply/BAT0/type", "Battery");
+    write_under(&root, "sys/class/power_supply/BAT0/status", "Discharging");
+    let config = market.home.join("host.toml");
+    std::fs::write(&config, "[policy]\npause_on_battery = true\n").unwrap();
+    let _host = market.host(
+        "laptop",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--machine-root",
+            root.to_str().unwrap(),
+        ],
+    );
+    let view = market.home.join("view.txt");
+    std::fs::write(&view, "width=64 height=48 iterations=40").unwrap();
+    let job = submit(&market, &["mandelbrot", "--input", view.to_str().unwrap()]);
+    // Heartbeats go on (the host is online), leases do not.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = stdout(&market.agora(&["status", &job]));
+    assert!(status.contains("attempts 0"), "leased on battery: {status}");
+    write_under(&root, "sys/class/power_supply/AC/online", "1");
+    write_under(&root, "sys/class/power_supply/BAT0/status", "Charging");
+    wait_for(&market, &job, "the job once plugged in", |s| {
+        s.contains("(Done)")
+    });
+}
+
+#[test]
+fn a_host_config_file_sets_the_host_and_its_flags_override_it() {
+    let home = temp_dir("host-config");
+    let config = home.join("host.toml");
+    std::fs::write(
+        &config,
+        "market = \"https://market.example:8443\"\nmax_concurrent = 3\ncache_size = \"1GiB\"\n\
+         [ask]\nper_wall_second = 4\n[policy]\npause_on_battery = true\nmax_gpu_celsius = 80.0\n",
+    )
+    .unwrap();
+    let out = agora_in(
+        &home,
+        &[
+            "host",
+            "--config",
+            config.to_str().unwrap(),
+            "--max-concurrent",
+            "5",
+            "--print-config",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let effective: toml::Table = stdout(&out).parse().unwrap();
+    assert_eq!(
+        effective["market"].as_str(),
+        Some("https://market.example:8443")
+    );
+    assert_eq!(
+        effective["max_concurrent"].as_integer(),
+        Some(5),
+        "the flag wins"
+    );
+    assert_eq!(effective["cache_size"].as_str(), Some("1073741824"));
+    assert_eq!(effective["ask"]["per_wall_second"].as_integer(), Some(4));
+    assert_eq!(
+        effective["ask"]["per_billion_fuel"].as_integer(),
+        Some(10),
+        "a default"
+    );
+    assert_eq!(
+        effective["policy"]["pause_on_battery"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        effective["policy"]["max_gpu_celsius"].as_float(),
+        Some(80.0)
+    );
+    // What it printed reads back as the same settings.
+    let again = home.join("again.toml");
+    std::fs::write(&again, stdout(&out)).unwrap();
+    let out2 = agora_in(
+        &home,
+        &[
+            "host",
+            "--config",
+            again.to_str().unwrap(),
+            "--print-config",
+        ],
+    );
+    assert_eq!(stdout(&out2), stdout(&out));
+    // A setting the host does not know is an error that names it.
+    std::fs::write(&config, "max_concurency = 3\n").unwrap();
+    let out = agora_in(
+        &home,
+        &[
+            "host",
+            "--config",
+            config.to_str().unwrap(),
+            "--print-config",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max_concurency"), "{}", stderr(&out));
+}
