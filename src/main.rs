@@ -59,7 +59,7 @@ enum Command {
     /// (the market deletes them anyway some days after the job ends).
     DeleteData(cmd::jobs::DeleteDataArgs),
     /// Provide this machine to a market: lease, run and return work units.
-    Host(cmd::host::HostArgs),
+    Host(cmd::host::HostCommand),
     /// Your credits: available, held in escrow, history.
     Balance(cmd::ledger::BalanceArgs),
     /// Create credits in an account (operator key only).
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         Command::Jobs => cmd::jobs::list(client),
         Command::Cancel(a) => cmd::jobs::cancel(a, client),
         Command::DeleteData(a) => cmd::jobs::delete_data(a, client),
-        Command::Host(a) => cmd::host::run(a, client),
+        Command::Host(a) => cmd::host::main(a, client),
         Command::Balance(a) => cmd::ledger::balance(a, client),
         Command::Mint(a) => cmd::ledger::mint(a, client),
         Command::Canary(a) => cmd::jobs::canary(a, client),

@@ -29,6 +29,7 @@ pub mod report;
 mod runtime;
 pub mod sandbox;
 mod state;
+pub mod status;
 pub mod worker;
 
 pub use gpu::{AdapterInfo, GpuChoice};

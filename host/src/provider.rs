@@ -10,6 +10,7 @@ use crate::Limits;
 use crate::blob_cache::{BlobCache, CacheError};
 use crate::policy::{Machine, Policy, Readings, Verdict};
 use crate::pool::{ComponentBytes, WorkerPool};
+use crate::status::{HostStatus, RunningUnit};
 use agora_wire::api::{
     Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine,
     MAX_HEARTBEAT_LOG_LINES, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, NamedOutput, Progress,
@@ -18,7 +19,7 @@ use agora_wire::api::{
 use agora_wire::client::{Client, ClientError};
 use agora_wire::log::verify_log;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct ProviderConfig {
     /// Where the policy's readings come from (this machine, or a root a
     /// test writes).
     pub machine: Machine,
+    /// Where to write what the host is doing after each heartbeat
+    /// (`agora host status` reads it); nowhere when None.
+    pub status_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ProviderConfig {
@@ -66,6 +70,7 @@ impl Default for ProviderConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             policy: Policy::default(),
             machine: Machine::system(),
+            status_file: None,
         }
     }
 }
@@ -85,6 +90,10 @@ struct Shared {
     free_cores: Mutex<Option<f64>>,
     /// Why the host takes no new work now (None: it takes work).
     paused: Mutex<Option<String>>,
+    /// Results returned, and runs the market stopped, since the start.
+    answered: AtomicU64,
+    stopped: AtomicU64,
+    started_at_ms: i64,
 }
 
 /// One running unit's news, waiting for the next heartbeat.
@@ -97,6 +106,18 @@ struct LiveLease {
     received: usize,
     /// Set when a heartbeat's reply says the market no longer runs it.
     stop: Arc<AtomicBool>,
+    package: String,
+    unit: u32,
+}
+
+impl LiveLease {
+    fn of(grant: &LeaseGrant) -> LiveLease {
+        LiveLease {
+            package: grant.package.clone(),
+            unit: grant.unit,
+            ..LiveLease::default()
+        }
+    }
 }
 
 fn wire_line(line: &crate::report::LogLine) -> LogLine {
@@ -141,6 +162,9 @@ pub fn serve(
         stop,
         free_cores: Mutex::default(),
         paused: Mutex::default(),
+        answered: AtomicU64::new(0),
+        stopped: AtomicU64::new(0),
+        started_at_ms: agora_wire::auth::now_ms(),
     });
     register(&shared);
     let mut threads = Vec::new();
@@ -237,6 +261,7 @@ fn heartbeats(s: &Shared) {
             leases: take_live(s),
             keeps: (told.as_ref() != Some(&keeps)).then(|| keeps.clone()),
         };
+        let mut failed = None;
         match s
             .client
             .post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)
@@ -249,14 +274,59 @@ fn heartbeats(s: &Shared) {
                 told = None;
                 register(s);
             }
-            Err(e) => tracing::warn!("heartbeat: {e}"),
+            Err(e) => {
+                tracing::warn!("heartbeat: {e}");
+                failed = Some(e.to_string());
+            }
         }
+        write_status(s, failed, free);
         sleep_unless_stopped(
             s,
             s.config
                 .heartbeat_interval
                 .saturating_sub(Duration::from_millis(200)),
         );
+    }
+}
+
+/// Write what the host is doing for `agora host status`, if asked to.
+fn write_status(s: &Shared, heartbeat_error: Option<String>, free_cpu_cores: Option<f64>) {
+    let Some(path) = &s.config.status_file else {
+        return;
+    };
+    let running = s
+        .live
+        .lock()
+        .expect("live lock")
+        .iter()
+        .map(|(lease_id, l)| RunningUnit {
+            lease_id: lease_id.clone(),
+            package: l.package.clone(),
+            unit: l.unit,
+            progress: l.progress,
+        })
+        .collect();
+    let status = HostStatus {
+        provider: s
+            .client
+            .key()
+            .map(|k| k.id().to_string())
+            .unwrap_or_default(),
+        market: s.client.market().to_string(),
+        pid: std::process::id(),
+        started_at_ms: s.started_at_ms,
+        updated_at_ms: agora_wire::auth::now_ms(),
+        heartbeat_interval_ms: s.config.heartbeat_interval.as_millis() as u64,
+        heartbeat_error,
+        paused: s.paused.lock().expect("paused lock").clone(),
+        free_cpu_cores,
+        max_concurrent: s.config.max_concurrent,
+        running,
+        answered: s.answered.load(Ordering::Relaxed),
+        stopped: s.stopped.load(Ordering::Relaxed),
+    };
+    if let Err(e) = status.write(path) {
+        tracing::warn!("writing the host's status to {}: {e}", path.display());
     }
 }
 
@@ -342,10 +412,13 @@ fn work(s: &Shared) {
                 s.live
                     .lock()
                     .expect("live lock")
-                    .insert(grant.lease_id.clone(), LiveLease::default());
+                    .insert(grant.lease_id.clone(), LiveLease::of(&grant));
                 match run_lease(s, &grant) {
-                    Ok(LeaseEnd::Answered) => {}
+                    Ok(LeaseEnd::Answered) => {
+                        s.answered.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(LeaseEnd::Stopped) => {
+                        s.stopped.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(lease = %grant.lease_id, "stopped: the market ended this lease (its job was cancelled, or it lapsed)")
                     }
                     Err(e) => tracing::warn!(lease = %grant.lease_id, "lease abandoned: {e}"),
@@ -519,6 +592,9 @@ fn run_lease(s: &Shared, grant: &LeaseGrant) -> Result<LeaseEnd, String> {
         .get(&grant.lease_id)
         .map(|l| l.stop.clone())
         .unwrap_or_default();
+    if stop.load(Ordering::SeqCst) {
+        return Ok(LeaseEnd::Stopped);
+    }
     let result = s
         .pool
         .run_stoppable(&component, &input, &shared, &limits, &mut on_live, &stop);

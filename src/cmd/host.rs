@@ -6,15 +6,207 @@ use super::client::ClientArgs;
 use agora_host::policy::{Machine, Policy};
 use agora_host::pool::{PoolConfig, WorkerPool};
 use agora_host::provider::{self, ProviderConfig};
+use agora_host::status::HostStatus;
 use agora_host::{GpuChoice, SandboxConfig};
 use agora_wire::api::Ask;
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// `agora host [FLAGS]` serves; `agora host install-service` and `agora
+/// host status` manage a host that runs as a service.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HostCommand {
+    #[command(subcommand)]
+    action: Option<HostAction>,
+    #[command(flatten)]
+    args: HostArgs,
+}
+
+#[derive(Subcommand)]
+enum HostAction {
+    /// Write a systemd unit that runs `agora host --config FILE` (a user
+    /// service by default), and say how to enable it.
+    InstallService(InstallArgs),
+    /// What the host running with this key is doing: its units, its
+    /// policy's verdict, its last heartbeat.
+    Status,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The host's config file (`agora host --print-config` writes one).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// A system service (/etc/systemd/system, run as you) instead of a
+    /// user service (~/.config/systemd/user).
+    #[arg(long)]
+    system: bool,
+    /// Test-only: write the unit into this folder.
+    #[arg(long, hide = true)]
+    unit_dir: Option<PathBuf>,
+}
+
+pub fn main(command: HostCommand, client_args: &ClientArgs) -> Result<()> {
+    match command.action {
+        None => run(command.args, client_args),
+        Some(HostAction::InstallService(install)) => install_service(&install),
+        Some(HostAction::Status) => status(client_args),
+    }
+}
+
+/// Where a host keeps its status for `agora host status`: one file per key.
+fn status_path(provider: &str) -> PathBuf {
+    super::client::home()
+        .join("hosts")
+        .join(format!("{provider}.json"))
+}
+
+fn status(client_args: &ClientArgs) -> Result<()> {
+    let id = client_args.keypair()?.id().to_string();
+    let path = status_path(&id);
+    let s = match HostStatus::read(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "no host has run with key {id} here (AGORA_HOME {})",
+                super::client::home().display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let now = agora_wire::auth::now_ms();
+    let ago = |ms: i64| {
+        humantime::format_duration(Duration::from_secs(((now - ms).max(0) / 1000) as u64))
+    };
+    if !s.is_current(now) {
+        println!(
+            "host {} is not running (its last heartbeat was {} ago, pid {})",
+            s.provider,
+            ago(s.updated_at_ms),
+            s.pid
+        );
+        return Ok(());
+    }
+    println!(
+        "host       {} on {} (pid {}, up {})",
+        s.provider,
+        s.market,
+        s.pid,
+        ago(s.started_at_ms)
+    );
+    match (&s.heartbeat_error, &s.paused) {
+        (Some(e), _) => println!("state      cannot reach the market: {e}"),
+        (None, Some(why)) => println!("state      paused: {why} (running units finish)"),
+        (None, None) => println!("state      taking work"),
+    }
+    println!(
+        "units      {} of {} slots busy; {} answered, {} stopped by the market",
+        s.running.len(),
+        s.max_concurrent,
+        s.answered,
+        s.stopped
+    );
+    for u in &s.running {
+        let progress = u
+            .progress
+            .map(|p| format!(" {}/{}", p.done, p.total))
+            .unwrap_or_default();
+        println!(
+            "  {} unit {}{progress}  (lease {})",
+            u.package, u.unit, u.lease_id
+        );
+    }
+    if let Some(free) = s.free_cpu_cores {
+        println!("cpu        {free:.1} cores idle");
+    }
+    Ok(())
+}
+
+/// The systemd unit that runs this `agora` as a host with `config`.
+fn unit_text(agora: &Path, config: &Path, home: &Path, system: bool) -> String {
+    let user = std::env::var("USER").unwrap_or_default();
+    let run_as = if system && !user.is_empty() {
+        format!("User={user}\n")
+    } else {
+        String::new()
+    };
+    let wanted_by = if system {
+        "multi-user.target"
+    } else {
+        "default.target"
+    };
+    format!(
+        "[Unit]\n\
+         Description=Agora provider host (agora host)\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         \n\
+         [Service]\n\
+         {run_as}\
+         Environment=AGORA_HOME={home}\n\
+         ExecStart={agora} host --config {config}\n\
+         # A stop lets running units finish (the host stops on SIGINT).\n\
+         KillSignal=SIGINT\n\
+         TimeoutStopSec=15min\n\
+         Restart=on-failure\n\
+         RestartSec=10\n\
+         \n\
+         [Install]\n\
+         WantedBy={wanted_by}\n",
+        home = home.display(),
+        agora = agora.display(),
+        config = config.display(),
+    )
+}
+
+fn install_service(install: &InstallArgs) -> Result<()> {
+    let config = std::fs::canonicalize(&install.config).with_context(|| {
+        format!(
+            "{}: write the host's config first (agora host --print-config > {0})",
+            install.config.display()
+        )
+    })?;
+    HostConfig::read(&config)?;
+    let agora = std::env::current_exe().context("finding the agora executable")?;
+    let home = std::path::absolute(super::client::home())?;
+    let dir = match (&install.unit_dir, install.system) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => PathBuf::from("/etc/systemd/system"),
+        (None, false) => std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
+            })
+            .join("systemd")
+            .join("user"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+    let unit = dir.join("agora-host.service");
+    std::fs::write(&unit, unit_text(&agora, &config, &home, install.system))
+        .with_context(|| format!("writing {}", unit.display()))?;
+    println!("wrote {}", unit.display());
+    if install.system {
+        println!(
+            "enable and start it:\n  sudo systemctl daemon-reload && sudo systemctl enable --now agora-host"
+        );
+        println!("its log: journalctl -u agora-host -f");
+    } else {
+        println!(
+            "enable and start it:\n  systemctl --user daemon-reload && systemctl --user enable --now agora-host"
+        );
+        println!("keep it running while you are logged out: loginctl enable-linger $USER");
+        println!("its log: journalctl --user -u agora-host -f");
+    }
+    println!("what it is doing: agora host status");
+    Ok(())
+}
 
 #[derive(Args)]
 pub struct HostArgs {
@@ -167,7 +359,7 @@ impl HostConfig {
     }
 }
 
-pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
+fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
     let file = match &args.config {
         Some(path) => HostConfig::read(path)?,
         None => HostConfig::default(),
@@ -219,6 +411,12 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         max_concurrent
     );
     eprintln!("worker sandbox: {}", pool.sandbox().summary());
+    let policy = settings.policy.clone().unwrap_or_default();
+    if !cfg!(target_os = "linux") && policy != Policy::default() {
+        eprintln!(
+            "policies: unsupported on this system (they read Linux's sysfs and procfs); they will never pause this host"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -252,6 +450,7 @@ pub fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
             Some(root) => Machine::under(root),
             None => Machine::system(),
         },
+        status_file: Some(status_path(client.key().expect("signed").id().as_str())),
         ..ProviderConfig::default()
     };
     provider::serve(client, pool, config, stop)?;

@@ -602,6 +602,10 @@ fn a_host_on_battery_takes_no_work_until_mains_power_returns() {
     std::thread::sleep(Duration::from_secs(3));
     let status = stdout(&market.agora(&["status", &job]));
     assert!(status.contains("attempts 0"), "leased on battery: {status}");
+    let key = key_of(&market, "laptop");
+    let host = stdout(&market.agora(&["--key", &key, "host", "status"]));
+    assert!(host.contains("paused: on battery power"), "{host}");
+    assert!(host.contains("0 of 2 slots busy"), "{host}");
     write_under(&root, "sys/class/power_supply/AC/online", "1");
     write_under(&root, "sys/class/power_supply/BAT0/status", "Charging");
     wait_for(&market, &job, "the job once plugged in", |s| {
@@ -682,4 +686,62 @@ fn a_host_config_file_sets_the_host_and_its_flags_override_it() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("max_concurency"), "{}", stderr(&out));
+}
+
+#[test]
+fn install_service_writes_a_systemd_unit_that_runs_the_host_with_its_config() {
+    let home = temp_dir("install-service");
+    let units = home.join("units");
+    let config = home.join("host.toml");
+    // Without a config there is nothing to run: it says how to write one.
+    let out = agora_in(
+        &home,
+        &[
+            "host",
+            "install-service",
+            "--config",
+            config.to_str().unwrap(),
+            "--unit-dir",
+            units.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--print-config"), "{}", stderr(&out));
+    std::fs::write(&config, "max_concurrent = 1\n").unwrap();
+    let out = agora_in(
+        &home,
+        &[
+            "host",
+            "install-service",
+            "--config",
+            config.to_str().unwrap(),
+            "--unit-dir",
+            units.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("systemctl --user daemon-reload && systemctl --user enable --now agora-host"),
+        "{}",
+        stdout(&out)
+    );
+    let unit = std::fs::read_to_string(units.join("agora-host.service")).unwrap();
+    let config = std::fs::canonicalize(&config).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} host --config {}",
+            env!("CARGO_BIN_EXE_agora"),
+            config.display()
+        )),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("KillSignal=SIGINT") && unit.contains("WantedBy=default.target"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("Environment=AGORA_HOME={}", home.display())),
+        "{unit}"
+    );
 }

@@ -155,6 +155,11 @@ impl Client {
         ))
     }
 
+    /// The market's URL this client talks to.
+    pub fn market(&self) -> &str {
+        &self.base
+    }
+
     pub fn key(&self) -> Option<&Keypair> {
         self.key.as_ref()
     }

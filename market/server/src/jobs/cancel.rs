@@ -4,15 +4,20 @@
 //! stay paid, and the rest of the escrow goes back to the buyer at once.
 //!
 //! Design choices:
-//! - A stopped run is paid its wall-clock time, from its grant to the
-//!   cancel (or to its answer, for a result the cancel leaves undecided),
-//!   at its lease's per-wall-second ask, capped at the unit's cap
-//!   ([`stopped_run_cost`]). Time is the one part of a run the market
-//!   measures itself; fuel and GPU time are the provider's claim, believed
-//!   for a finished result of a provider trusted at its grant (as a
-//!   trusted result alone is paid), and otherwise only with a result the
-//!   market decides. A provider that wants stopped runs paid asks per wall
-//!   second.
+//! - A stopped run of a provider trusted at its grant is paid its
+//!   wall-clock time, from its grant to the cancel (or to its answer, for a
+//!   result the cancel leaves undecided), at its lease's per-wall-second
+//!   ask, capped at the unit's cap ([`stopped_run_cost`]). Time is the one
+//!   part of a run the market measures itself; fuel and GPU time are the
+//!   provider's claim, believed for a trusted, metered result waiting for
+//!   its unit's decision (as a trusted result alone is paid). A fresh key's
+//!   stopped run is paid nothing: its work counts only when a trusted
+//!   provider confirms it, so stalling a lease until the buyer gives up
+//!   earns a key it could farm nothing. A provider that wants stopped runs
+//!   paid asks per wall second.
+//! - A cancel never bills less than the job's expiry would: the runs a
+//!   vouched host failed are billed as they would be then, and each unit's
+//!   payments stay within its paid slots.
 //! - The provider hears it in its next heartbeat's reply (`stop`) and
 //!   kills the worker; a result it sends anyway is refused (its lease is
 //!   not active any more), so nothing is paid twice.
@@ -30,10 +35,12 @@ use super::*;
 #[derive(sqlx::FromRow)]
 struct StoppedRow {
     id: String,
+    idx: i64,
     state: String,
     created_at_ms: i64,
     answered_at_ms: Option<i64>,
     trusted: i64,
+    metered: i64,
     fuel_used: Option<i64>,
     gpu_time_us: Option<i64>,
     ask_per_billion_fuel: i64,
@@ -48,9 +55,14 @@ pub struct StoppedRun {
     pub ask: Ask,
     /// From its grant to its answer, or to the cancel.
     pub ran_ms: i64,
-    /// The fuel and GPU time a finished run of a provider trusted at its
-    /// grant claims (as a trusted result alone is paid); none for a run
-    /// still going or an untrusted provider's.
+    /// Whether its provider was trusted at its grant: an untrusted key's
+    /// run is paid nothing (its work counts only when a trusted provider
+    /// confirms it, and a stopped run is confirmed by nobody).
+    pub trusted: bool,
+    /// The fuel and GPU time a finished, metered run claims, believed for
+    /// a trusted provider's result waiting for its unit's decision (as a
+    /// trusted result alone is paid); none for a run still going or a
+    /// result waiting for `verify`.
     pub claimed: Option<(u64, u64)>,
 }
 
@@ -59,6 +71,9 @@ pub struct StoppedRun {
 /// the lease's other asks; each capped by the unit's limits, and the whole
 /// by the unit's cap.
 pub(super) fn stopped_run_cost(run: StoppedRun, terms: &UnitTerms) -> u64 {
+    if !run.trusted {
+        return 0;
+    }
     let (fuel, gpu_time_us) = run.claimed.unwrap_or((0, 0));
     let usage = Usage {
         fuel: fuel.min(terms.fuel_limit),
@@ -78,7 +93,8 @@ impl StoppedRow {
                 per_wall_second: get(self.ask_per_wall_second),
             },
             ran_ms: self.answered_at_ms.unwrap_or(now) - self.created_at_ms,
-            claimed: (self.trusted == 1 && self.answered_at_ms.is_some()).then(|| {
+            trusted: self.trusted == 1,
+            claimed: (self.state == "submitted" && self.metered == 1).then(|| {
                 (
                     get(self.fuel_used.unwrap_or(0)),
                     get(self.gpu_time_us.unwrap_or(0)),
@@ -133,10 +149,33 @@ impl Jobs {
     /// Withdraw the job's queued units, stop its runs (each paid its time),
     /// and record the cancel, in `tx` (which holds the job's lock).
     async fn stop_units(&self, tx: &mut Tx, job_id: &str, now: i64) -> Result<(), ApiError> {
+        // The open units locked first (PostgreSQL): a lease being granted
+        // on one now commits before its leases are read below, and none is
+        // granted after.
+        let lock = if self.db.kind == Kind::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        sqlx::query(&format!(
+            "SELECT idx FROM units WHERE job_id = $1 AND state = 'queued' ORDER BY idx{lock}"
+        ))
+        .bind(job_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        // What an expiry would bill (runs a vouched host failed, counted
+        // as the job's doing), a cancel bills too: a job cannot log its
+        // answer, fail, and be cancelled for free.
+        self.bill_open_units_at_expiry(tx, job_id).await?;
         let terms = decide::unit_terms(tx, job_id).await?;
         let runs = sqlx::query_as::<_, StoppedRow>(
-            "SELECT id, state, created_at_ms, answered_at_ms, trusted, fuel_used, gpu_time_us, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second
-             FROM leases WHERE job_id = $1 AND (state IN ('submitted', 'verifying') OR (state = 'active' AND expires_at_ms > $2))",
+            "SELECT l.id AS id, l.idx AS idx, l.state AS state, l.created_at_ms AS created_at_ms, l.answered_at_ms AS answered_at_ms,
+                    l.trusted AS trusted, l.metered AS metered, l.fuel_used AS fuel_used, l.gpu_time_us AS gpu_time_us,
+                    l.ask_per_billion_fuel AS ask_per_billion_fuel, l.ask_per_gpu_second AS ask_per_gpu_second, l.ask_per_wall_second AS ask_per_wall_second
+             FROM leases l JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx
+             WHERE l.job_id = $1 AND u.state = 'queued'
+               AND (l.state IN ('submitted', 'verifying') OR (l.state = 'active' AND l.expires_at_ms > $2))
+             ORDER BY l.idx, l.trusted DESC, l.created_at_ms, l.id",
         )
         .bind(job_id)
         .bind(now)
@@ -144,10 +183,24 @@ impl Jobs {
         .await?;
         for row in runs {
             let run = row.run(now);
-            let cost = stopped_run_cost(run, &terms);
+            // A unit's payments stay within its paid slots (what the
+            // escrow holds for it), billed failures and accepted results
+            // counted first.
+            let paid: i64 = sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE job_id = $1 AND idx = $2 AND state IN ('accepted', 'billed')")
+                .bind(job_id)
+                .bind(row.idx)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?;
+            let cost = if paid as usize >= terms.paid_slots {
+                0
+            } else {
+                stopped_run_cost(run, &terms)
+            };
             let state = if cost > 0 { "billed" } else { "cancelled" };
             sqlx::query(
-                "UPDATE leases SET state = $1, cost = $2, wall_ms = $3, message = 'stopped: the buyer cancelled the job'
+                "UPDATE leases SET state = $1, cost = $2, wall_ms = $3, answered_at_ms = COALESCE(answered_at_ms, $6),
+                        message = 'stopped: the buyer cancelled the job'
                  WHERE id = $4 AND state = $5",
             )
             .bind(state)
@@ -155,6 +208,7 @@ impl Jobs {
             .bind(run.ran_ms.max(0))
             .bind(&row.id)
             .bind(&row.state)
+            .bind(now)
             .execute(&mut **tx)
             .await?;
         }
@@ -208,12 +262,13 @@ mod tests {
                 per_wall_second,
             },
             ran_ms,
+            trusted: true,
             claimed,
         }
     }
 
     #[test]
-    fn a_stopped_run_is_paid_its_time_and_a_trusted_finished_one_its_claim_up_to_the_cap() {
+    fn a_trusted_stopped_run_is_paid_its_time_and_a_finished_one_its_claim_up_to_the_cap() {
         assert_eq!(stopped_run_cost(run(10, 1_500, None), &TERMS), 15);
         assert_eq!(stopped_run_cost(run(10, 1, None), &TERMS), 1, "rounded up");
         assert_eq!(
@@ -240,6 +295,13 @@ mod tests {
             stopped_run_cost(run(10, 1_000, Some((u64::MAX, 0))), &TERMS),
             110,
             "fuel past the unit's limit is not paid"
+        );
+        let mut untrusted = run(10, 1_000, Some((500_000_000, 0)));
+        untrusted.trusted = false;
+        assert_eq!(
+            stopped_run_cost(untrusted, &TERMS),
+            0,
+            "a fresh key's stopped run"
         );
         let mut pricey = run(10, 1_000, None);
         pricey.ask.per_wall_second = 1_000_000;

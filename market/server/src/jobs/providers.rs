@@ -98,6 +98,7 @@ impl Jobs {
         if done.rows_affected() == 0 {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
+        self.backfill_gpus(provider).await?;
         if let Some(keeps) = keeps {
             self.record_keeps(provider, &keeps).await?;
         }
@@ -107,7 +108,7 @@ impl Jobs {
         }
         let named: Vec<&str> = live.iter().map(|l| l.lease_id.as_str()).collect();
         let leases_extended = self.renew(provider, &named, now).await?;
-        let stop = self.not_running(provider, &named).await?;
+        let stop = self.not_running(provider, &named, now).await?;
         Ok(HeartbeatReply {
             leases_extended,
             stop,
@@ -115,28 +116,42 @@ impl Jobs {
     }
 
     /// Which of `named` are not active leases of `provider` (a buyer's or
-    /// a canary's): their job was cancelled or ended, they lapsed, or their
-    /// unit was decided without them. A result for one would be refused,
-    /// so the provider stops it and frees the slot.
-    async fn not_running(&self, provider: &KeyId, named: &[&str]) -> Result<Vec<String>, ApiError> {
-        let mut stop = Vec::new();
-        for lease in named {
-            let mut active = false;
-            for (table, key) in LEASE_TABLES {
-                active |= sqlx::query(&format!(
-                    "SELECT 1 AS one FROM {table} WHERE {key} = $1 AND provider = $2 AND state = 'active'"
-                ))
-                .bind(*lease)
-                .bind(provider.as_str())
-                .fetch_optional(&self.db.pool)
-                .await?
-                .is_some();
+    /// a canary's) that it may still answer: their job was cancelled or
+    /// ended, they lapsed, or their unit was decided without them. A
+    /// result for one would be refused, so the provider stops it and frees
+    /// the slot. Ids of other providers' leases are answered the same as
+    /// unknown ones.
+    async fn not_running(
+        &self,
+        provider: &KeyId,
+        named: &[&str],
+        now: i64,
+    ) -> Result<Vec<String>, ApiError> {
+        if named.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (0..named.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut running = std::collections::HashSet::new();
+        for (table, key) in LEASE_TABLES {
+            let sql = format!(
+                "SELECT {key} AS id FROM {table} WHERE provider = $1 AND state = 'active' AND expires_at_ms > $2 AND {key} IN ({list})"
+            );
+            let mut query = sqlx::query(&sql).bind(provider.as_str()).bind(now);
+            for lease in named {
+                query = query.bind(*lease);
             }
-            if !active {
-                stop.push(lease.to_string());
+            for row in query.fetch_all(&self.db.pool).await? {
+                running.insert(row.try_get::<String, _>("id")?);
             }
         }
-        Ok(stop)
+        Ok(named
+            .iter()
+            .filter(|l| !running.contains(**l))
+            .map(|l| l.to_string())
+            .collect())
     }
 
     /// Replace what `provider` says it keeps (for data-local leasing): only

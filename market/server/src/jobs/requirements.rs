@@ -12,6 +12,12 @@
 //!   at submit, saying which requirement nobody meets ([`unmet`]); a job
 //!   asking only for "a GPU" waits for one as before (a market's providers
 //!   come and go, and a queue is where work waits for them).
+//! - A buyer's filter never shuts out the hosts the operator vouches for:
+//!   they are the market's referee (a unit fails for good, and failed runs
+//!   are billed, only on a vouched host's word; a unit failed three times
+//!   goes to them alone), so a filter that excluded them would leave a
+//!   job's failures unbilled and its fresh providers unconfirmable. A deny
+//!   list is no wall against anyone else either: keys are free.
 //! - Providers' devices are their claims, checked for plausibility at
 //!   registration (`agora_wire::limits::check_capabilities`); a provider
 //!   that claims a card it lacks fails the units it leases and is marked.
@@ -24,17 +30,19 @@ use agora_wire::limits::{
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The lease query's conditions for job `j` and provider `$5`: one of the
-/// provider's devices meets the job's requirements, its reputation is at
-/// least the job's minimum, the job does not deny it and, when the job has
-/// an allow list, names it.
+/// provider's devices meets the job's requirements; and the provider is a
+/// host the operator vouches for, or its reputation is at least the job's
+/// minimum, the job does not deny it and, when the job has an allow list,
+/// names it.
 pub(super) const LEASE_FILTER_SQL: &str = "
            AND (j.has_requirements = 0 OR EXISTS (SELECT 1 FROM provider_gpus g WHERE g.provider = $5
                 AND g.memory_bytes >= j.req_gpu_memory AND g.compute >= j.req_compute
                 AND (j.req_backend IS NULL OR g.backend = j.req_backend)
                 AND (j.req_device_type IS NULL OR g.device_type = j.req_device_type)))
-           AND (j.min_reputation <= 0 OR j.min_reputation <= (SELECT (p.good + 1.0) / (p.good + p.bad + 2.0) FROM providers p WHERE p.id = $5))
-           AND NOT EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 0)
-           AND (j.allow_listed = 0 OR EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 1))";
+           AND (EXISTS (SELECT 1 FROM vouched v WHERE v.id = $5) OR (
+                (j.min_reputation <= 0 OR j.min_reputation <= (SELECT (p.good + 1.0) / (p.good + p.bad + 2.0) FROM providers p WHERE p.id = $5))
+                AND NOT EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 0)
+                AND (j.allow_listed = 0 OR EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 1))))";
 
 /// A job's GPU requirements as leasing compares them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -196,21 +204,59 @@ pub(super) fn check_filter(f: &ProviderFilter) -> Result<ProviderFilter, ApiErro
 }
 
 impl Jobs {
-    /// The devices of the providers online now.
-    pub(super) async fn online_gpus(&self, now: i64) -> Result<Vec<GpuDevice>, ApiError> {
+    /// The devices of the providers online now that `filter` lets run the
+    /// job (as the lease query reads them: `provider_gpus`).
+    pub(super) async fn online_gpus(
+        &self,
+        filter: &ProviderFilter,
+        now: i64,
+    ) -> Result<Vec<GpuDevice>, ApiError> {
         let rows = sqlx::query(
-            "SELECT capabilities FROM providers WHERE last_heartbeat_ms >= $1 AND has_gpu = 1",
+            "SELECT p.id AS id, p.capabilities AS capabilities, p.good AS good, p.bad AS bad,
+                    (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched
+             FROM providers p WHERE p.last_heartbeat_ms >= $1 AND EXISTS (SELECT 1 FROM provider_gpus g WHERE g.provider = p.id)",
         )
         .bind(now - self.config.heartbeat_fresh_ms)
         .fetch_all(&self.db.pool)
         .await?;
         let mut gpus = Vec::new();
         for r in rows {
+            let id: String = r.try_get("id")?;
+            let vouched = r.try_get::<i64, _>("vouched")? > 0;
+            let reputation =
+                super::reputation::reputation_mean(r.try_get("good")?, r.try_get("bad")?);
+            let admitted = filter.min_reputation.is_none_or(|min| reputation >= min)
+                && !filter.deny.contains(&id)
+                && (filter.allow.is_empty() || filter.allow.contains(&id));
+            if !(vouched || admitted) {
+                continue;
+            }
             let caps: Capabilities =
                 serde_json::from_str(&r.try_get::<String, _>("capabilities")?).unwrap_or_default();
             gpus.extend(caps.gpus);
         }
         Ok(gpus)
+    }
+
+    /// Record the devices of a provider registered before the market kept
+    /// them (`provider_gpus`), from its stored capabilities, once.
+    pub(super) async fn backfill_gpus(&self, provider: &KeyId) -> Result<(), ApiError> {
+        let missing = sqlx::query(
+            "SELECT capabilities FROM providers p WHERE p.id = $1 AND p.has_gpu = 1
+               AND NOT EXISTS (SELECT 1 FROM provider_gpus g WHERE g.provider = p.id)",
+        )
+        .bind(provider.as_str())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let Some(row) = missing else {
+            return Ok(());
+        };
+        let caps: Capabilities =
+            serde_json::from_str(&row.try_get::<String, _>("capabilities")?).unwrap_or_default();
+        let mut tx = self.db.write().await?;
+        self.record_gpus(&mut tx, provider, &caps.gpus).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Replace the devices `provider` offers with those it registered.

@@ -366,7 +366,11 @@ impl Jobs {
     /// quorum does not stop it: the operator's own host failed the unit,
     /// and an unconfirmed output (a farmed key's, say) must not hold that
     /// work unpaid.
-    async fn bill_open_units_at_expiry(&self, tx: &mut Tx, job_id: &str) -> Result<(), ApiError> {
+    pub(super) async fn bill_open_units_at_expiry(
+        &self,
+        tx: &mut Tx,
+        job_id: &str,
+    ) -> Result<(), ApiError> {
         let open: Vec<i64> = sqlx::query(
             "SELECT u.idx AS idx FROM units u WHERE u.job_id = $1 AND u.state = 'queued'
                AND EXISTS (SELECT 1 FROM leases l JOIN vouched v ON v.id = l.provider WHERE l.job_id = u.job_id AND l.idx = u.idx

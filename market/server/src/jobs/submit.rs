@@ -116,7 +116,7 @@ impl Jobs {
             )));
         }
         if let Some(needs) = &needs
-            && let Some(why) = unmet(needs, &self.online_gpus(now).await?)
+            && let Some(why) = unmet(needs, &self.online_gpus(&filter, now).await?)
         {
             return Err(ApiError::Unsatisfiable(why));
         }

@@ -102,6 +102,7 @@ both_dbs!(
             .await
             .unwrap();
         assert_eq!(stopped.len(), 2);
+        let mut billed = 0;
         for row in &stopped {
             use sqlx::Row;
             let (state, cost, wall_ms, ask): (String, i64, i64, i64) = (
@@ -110,9 +111,16 @@ both_dbs!(
                 row.get("wall_ms"),
                 row.get("ask_per_wall_second"),
             );
+            if row.get::<String, _>("id") == waiting["lease_id"].as_str().unwrap() {
+                // A fresh key's stopped run is paid nothing: nobody
+                // trusted confirmed it.
+                assert_eq!((state.as_str(), cost), ("cancelled", 0));
+                continue;
+            }
+            billed += 1;
             assert_eq!(state, "billed");
-            // Neither finished a trusted run: time only, at most the
-            // unit's 10 s timeout.
+            // The trusted run still going: time only, at most the unit's
+            // 10 s timeout.
             assert_eq!(
                 cost as u64,
                 (wall_ms.min(10_000) as u64 * ask as u64).div_ceil(1000),
@@ -126,6 +134,7 @@ both_dbs!(
                 );
             }
         }
+        assert_eq!(billed, 1);
         let info = job(m, &buyer, &id).await;
         assert_eq!(info["cost"]["held"], 0, "{info}");
         crate::jobs::assert_conserved(m, &buyer, 10_000, &info, &[&p, &newcomer]).await;
@@ -187,5 +196,36 @@ both_dbs!(
         let p = trusted_provider(m, 10).await;
         assert!(lease(m, &p).await.is_none());
         m.assert_invariants().await;
+    }
+);
+
+both_dbs!(
+    a_cancel_bills_the_failed_runs_an_expiry_would,
+    async |m: &TestMarket| {
+        use crate::jobs::{answer_using, provider};
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 1000).await;
+        let id = submit(m, &buyer, "saxpy", &[b"u"], 600, 1).await;
+        // The job fails a different way on each of the market's own hosts
+        // (it could have logged its answer first): cancelling it then must
+        // not make that work free.
+        let (a, b) = (provider(m, 10).await, provider(m, 10).await);
+        let g = lease(m, &a).await.unwrap();
+        answer_using(m, &a, &g, Err("trap"), 1_000_000_000, 0).await;
+        let g = lease(m, &b).await.unwrap();
+        answer_using(m, &b, &g, Err("job-error"), 3_000_000_000, 0).await;
+        let (status, info) = cancel(m, &buyer, &id).await;
+        assert_eq!(
+            (status, info["state"].clone()),
+            (StatusCode::OK, json!("cancelled")),
+            "{info}"
+        );
+        assert_eq!(
+            (m.available(&a).await, m.available(&b).await),
+            (10, 29),
+            "paid as at the job's expiry"
+        );
+        crate::jobs::assert_conserved(m, &buyer, 1000, &info, &[&a, &b]).await;
     }
 );

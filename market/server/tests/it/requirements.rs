@@ -2,7 +2,7 @@
 //! refused at submit when no online provider meets them (saying why), a
 //! minimum reputation, allow and deny lists; and a job's own deadline.
 
-use crate::jobs::{b64, heartbeat, lease, publish, trusted_provider, untrusted_provider};
+use crate::jobs::{b64, heartbeat, lease, publish, untrusted_provider};
 use crate::*;
 
 /// A provider with one device, registered and online.
@@ -131,7 +131,13 @@ both_dbs!(
         assert_eq!(status, StatusCode::OK);
         let fresh = untrusted_provider(m, 10).await;
         assert!(lease(m, &fresh).await.is_none());
-        let proven = trusted_provider(m, 10).await;
+        // (Not a vouched host: those pass every filter.)
+        let proven = untrusted_provider(m, 10).await;
+        sqlx::query("UPDATE providers SET good = 20, bad = 0 WHERE id = $1")
+            .bind(proven.id().as_str())
+            .execute(&m.state.db.pool)
+            .await
+            .unwrap();
         assert!(lease(m, &proven).await.is_some());
         // Filters the market cannot read are refused.
         for bad in [
@@ -169,5 +175,26 @@ both_dbs!(
         assert_eq!(crate::jobs::job(m, &buyer, id).await["state"], "expired");
         assert_eq!(m.available(&buyer).await, 1_000);
         m.assert_invariants().await;
+    }
+);
+
+both_dbs!(
+    a_buyers_filter_never_shuts_out_the_operators_own_hosts,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 1_000).await;
+        // The market's referee (a unit fails for good, and failed runs are
+        // billed, on a vouched host's word) runs any job, denied or not.
+        let vouched = crate::jobs::provider(m, 10).await;
+        let other = untrusted_provider(m, 10).await;
+        let (status, _) = submit_with(
+            m,
+            &buyer,
+            json!({"providers": {"deny": [vouched.id()], "allow": [other.id()], "min_reputation": 0.99}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(lease(m, &vouched).await.is_some());
     }
 );
