@@ -243,6 +243,7 @@ fn heartbeats(s: &Shared) {
     let mut last = s.config.machine.cpu_times();
     // What the market last heard this host keeps (sent again on a change).
     let mut told: Option<Vec<String>> = None;
+    let mut failed: Option<String> = None;
     while !s.stop.load(Ordering::Relaxed) {
         std::thread::sleep(s.config.heartbeat_interval.min(Duration::from_millis(200)));
         let now = s.config.machine.cpu_times();
@@ -261,7 +262,10 @@ fn heartbeats(s: &Shared) {
             leases: take_live(s),
             keeps: (told.as_ref() != Some(&keeps)).then(|| keeps.clone()),
         };
-        let mut failed = None;
+        // Written before the heartbeat too: one can wait a long time for
+        // a market that does not answer, and the host is alive meanwhile.
+        write_status(s, failed.clone(), free);
+        failed = None;
         match s
             .client
             .post::<_, HeartbeatReply>("/api/v1/providers/heartbeat", &beat, None)
@@ -279,7 +283,7 @@ fn heartbeats(s: &Shared) {
                 failed = Some(e.to_string());
             }
         }
-        write_status(s, failed, free);
+        write_status(s, failed.clone(), free);
         sleep_unless_stopped(
             s,
             s.config

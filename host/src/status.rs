@@ -46,7 +46,9 @@ impl HostStatus {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let partial = path.with_extension("json.partial");
+        // Each writer its own partial file: two hosts started with one key
+        // by mistake never rename each other's half-written one.
+        let partial = path.with_extension(format!("json.{}.partial", std::process::id()));
         std::fs::write(
             &partial,
             serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
@@ -89,7 +91,8 @@ mod tests {
         };
         status.write(&path).unwrap();
         assert_eq!(HostStatus::read(&path).unwrap(), status);
-        assert!(!path.with_extension("json.partial").exists());
+        let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(files, 1, "no partial file left");
         assert!(status.is_current(25_000));
         assert!(!status.is_current(25_001));
     }

@@ -33,9 +33,16 @@ enum HostAction {
     /// Write a systemd unit that runs `agora host --config FILE` (a user
     /// service by default), and say how to enable it.
     InstallService(InstallArgs),
-    /// What the host running with this key is doing: its units, its
-    /// policy's verdict, its last heartbeat.
-    Status,
+    /// What the host running with this key (or its config file's) is
+    /// doing: its units, its policy's verdict, its last heartbeat.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The host's config file, for its key (`--key` comes first).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -56,7 +63,7 @@ pub fn main(command: HostCommand, client_args: &ClientArgs) -> Result<()> {
     match command.action {
         None => run(command.args, client_args),
         Some(HostAction::InstallService(install)) => install_service(&install),
-        Some(HostAction::Status) => status(client_args),
+        Some(HostAction::Status(args)) => status(&args, client_args),
     }
 }
 
@@ -67,7 +74,21 @@ fn status_path(provider: &str) -> PathBuf {
         .join(format!("{provider}.json"))
 }
 
-fn status(client_args: &ClientArgs) -> Result<()> {
+/// Whether process `pid` runs, where the system says (Linux's /proc).
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    proc.is_dir().then(|| proc.join(pid.to_string()).exists())
+}
+
+fn status(args: &StatusArgs, client_args: &ClientArgs) -> Result<()> {
+    let file_key = match &args.config {
+        Some(path) => HostConfig::read(path)?.key,
+        None => None,
+    };
+    let client_args = ClientArgs {
+        key: client_args.key.clone().or(file_key),
+        ..client_args.clone()
+    };
     let id = client_args.keypair()?.id().to_string();
     let path = status_path(&id);
     let s = match HostStatus::read(&path) {
@@ -85,7 +106,7 @@ fn status(client_args: &ClientArgs) -> Result<()> {
     let ago = |ms: i64| {
         humantime::format_duration(Duration::from_secs(((now - ms).max(0) / 1000) as u64))
     };
-    if !s.is_current(now) {
+    if !s.is_current(now) || process_alive(s.pid) == Some(false) {
         println!(
             "host {} is not running (its last heartbeat was {} ago, pid {})",
             s.provider,
@@ -129,20 +150,65 @@ fn status(client_args: &ClientArgs) -> Result<()> {
     Ok(())
 }
 
+/// `text`, which must fit on one line of a systemd unit.
+fn one_line(text: &str) -> Result<&str> {
+    anyhow::ensure!(
+        !text.contains(['\n', '\r']),
+        "a path with a line break cannot go into a systemd unit: {text:?}"
+    );
+    Ok(text)
+}
+
+/// `text` as one quoted word of a systemd unit's command line or
+/// assignment: backslashes and quotes escaped, `%` specifiers and `$`
+/// variables doubled, so systemd takes it as it is.
+fn systemd_word(text: &str) -> Result<String> {
+    let escaped = one_line(text)?
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%")
+        .replace('$', "$$");
+    Ok(format!("\"{escaped}\""))
+}
+
+/// The user a system service runs as: the one who ran `sudo`, never root
+/// (the host runs other people's code).
+fn service_user() -> Result<String> {
+    let user = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !user.is_empty() && user != "root",
+        "a system service runs as the user who installs it (through sudo), never as root: run it as that user with sudo"
+    );
+    anyhow::ensure!(
+        user.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "`{user}` is not a user name systemd takes"
+    );
+    Ok(user)
+}
+
+/// How long a stopping service waits for its running units: the longest a
+/// unit may run, and five minutes to return its result.
+const STOP_WAIT_MINUTES: u64 = agora_wire::limits::MAX_UNIT_TIMEOUT_MS / 60_000 + 5;
+
 /// The systemd unit that runs this `agora` as a host with `config`.
-fn unit_text(agora: &Path, config: &Path, home: &Path, system: bool) -> String {
-    let user = std::env::var("USER").unwrap_or_default();
-    let run_as = if system && !user.is_empty() {
-        format!("User={user}\n")
-    } else {
-        String::new()
+fn unit_text(agora: &Path, config: &Path, home: &Path, user: Option<&str>) -> Result<String> {
+    let run_as = match user {
+        Some(user) => format!("User={user}\n"),
+        None => String::new(),
     };
-    let wanted_by = if system {
+    let wanted_by = if user.is_some() {
         "multi-user.target"
     } else {
         "default.target"
     };
-    format!(
+    // A path setting, one value: only its specifiers are escaped.
+    let home_dir = one_line(&home.display().to_string())?.replace('%', "%%");
+    Ok(format!(
         "[Unit]\n\
          Description=Agora provider host (agora host)\n\
          Wants=network-online.target\n\
@@ -150,20 +216,23 @@ fn unit_text(agora: &Path, config: &Path, home: &Path, system: bool) -> String {
          \n\
          [Service]\n\
          {run_as}\
-         Environment=AGORA_HOME={home}\n\
+         Environment={env}\n\
+         WorkingDirectory={home_dir}\n\
          ExecStart={agora} host --config {config}\n\
-         # A stop lets running units finish (the host stops on SIGINT).\n\
+         # A stop lets running units finish: SIGINT to the host alone (its\n\
+         # workers are its own to end), for as long as a unit may run.\n\
          KillSignal=SIGINT\n\
-         TimeoutStopSec=15min\n\
+         KillMode=mixed\n\
+         TimeoutStopSec={STOP_WAIT_MINUTES}min\n\
          Restart=on-failure\n\
          RestartSec=10\n\
          \n\
          [Install]\n\
          WantedBy={wanted_by}\n",
-        home = home.display(),
-        agora = agora.display(),
-        config = config.display(),
-    )
+        env = systemd_word(&format!("AGORA_HOME={}", home.display()))?,
+        agora = systemd_word(&agora.display().to_string())?,
+        config = systemd_word(&config.display().to_string())?,
+    ))
 }
 
 fn install_service(install: &InstallArgs) -> Result<()> {
@@ -189,7 +258,8 @@ fn install_service(install: &InstallArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
     let unit = dir.join("agora-host.service");
-    std::fs::write(&unit, unit_text(&agora, &config, &home, install.system))
+    let user = install.system.then(service_user).transpose()?;
+    std::fs::write(&unit, unit_text(&agora, &config, &home, user.as_deref())?)
         .with_context(|| format!("writing {}", unit.display()))?;
     println!("wrote {}", unit.display());
     if install.system {
@@ -455,4 +525,39 @@ fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
     };
     provider::serve(client, pool, config, stop)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_goes_into_a_unit_as_one_word_taken_as_it_is() {
+        assert_eq!(
+            systemd_word(r#"/home/a b/100%$HOME"q\x"#).unwrap(),
+            r#""/home/a b/100%%$$HOME\"q\\x""#
+        );
+        assert!(systemd_word("/a\nExecStartPre=/bin/evil").is_err());
+        let unit = unit_text(
+            Path::new("/opt/my agora/agora"),
+            Path::new("/etc/agora/host.toml"),
+            Path::new("/home/me/.agora"),
+            Some("me"),
+        )
+        .unwrap();
+        assert!(
+            unit.contains(
+                r#"ExecStart="/opt/my agora/agora" host --config "/etc/agora/host.toml""#
+            ),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("User=me\n") && unit.contains("WantedBy=multi-user.target"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("KillMode=mixed") && unit.contains("TimeoutStopSec=65min"),
+            "{unit}"
+        );
+    }
 }

@@ -730,18 +730,22 @@ fn install_service_writes_a_systemd_unit_that_runs_the_host_with_its_config() {
     let config = std::fs::canonicalize(&config).unwrap();
     assert!(
         unit.contains(&format!(
-            "ExecStart={} host --config {}",
+            "ExecStart=\"{}\" host --config \"{}\"",
             env!("CARGO_BIN_EXE_agora"),
             config.display()
         )),
         "{unit}"
     );
     assert!(
-        unit.contains("KillSignal=SIGINT") && unit.contains("WantedBy=default.target"),
+        unit.contains("KillSignal=SIGINT") && unit.contains("KillMode=mixed"),
         "{unit}"
     );
     assert!(
-        unit.contains(&format!("Environment=AGORA_HOME={}", home.display())),
+        unit.contains("WantedBy=default.target") && !unit.contains("User="),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("Environment=\"AGORA_HOME={}\"", home.display())),
         "{unit}"
     );
 }

@@ -9,12 +9,13 @@
 //!   result the cancel leaves undecided), at its lease's per-wall-second
 //!   ask, capped at the unit's cap ([`stopped_run_cost`]). Time is the one
 //!   part of a run the market measures itself; fuel and GPU time are the
-//!   provider's claim, believed for a trusted, metered result waiting for
-//!   its unit's decision (as a trusted result alone is paid). A fresh key's
-//!   stopped run is paid nothing: its work counts only when a trusted
-//!   provider confirms it, so stalling a lease until the buyer gives up
-//!   earns a key it could farm nothing. A provider that wants stopped runs
-//!   paid asks per wall second.
+//!   provider's claim, believed only with a result the market decides (a
+//!   farmed trusted key's wrong output claiming all the fuel would be
+//!   outvoted, and a cancel must not pay it instead). A fresh key's stopped
+//!   run is paid nothing: its work counts only when a trusted provider
+//!   confirms it, so stalling a lease until the buyer gives up earns it
+//!   nothing. A provider that wants stopped runs paid asks per wall
+//!   second.
 //! - A cancel never bills less than the job's expiry would: the runs a
 //!   vouched host failed are billed as they would be then, and each unit's
 //!   payments stay within its paid slots.
@@ -40,66 +41,47 @@ struct StoppedRow {
     created_at_ms: i64,
     answered_at_ms: Option<i64>,
     trusted: i64,
-    metered: i64,
-    fuel_used: Option<i64>,
-    gpu_time_us: Option<i64>,
-    ask_per_billion_fuel: i64,
-    ask_per_gpu_second: i64,
     ask_per_wall_second: i64,
 }
 
 /// What a stopped run is paid for, as [`stopped_run_cost`] reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoppedRun {
-    /// The ask in force when its lease was granted.
-    pub ask: Ask,
+    /// The wall ask in force when its lease was granted.
+    pub per_wall_second: u64,
     /// From its grant to its answer, or to the cancel.
     pub ran_ms: i64,
     /// Whether its provider was trusted at its grant: an untrusted key's
     /// run is paid nothing (its work counts only when a trusted provider
     /// confirms it, and a stopped run is confirmed by nobody).
     pub trusted: bool,
-    /// The fuel and GPU time a finished, metered run claims, believed for
-    /// a trusted provider's result waiting for its unit's decision (as a
-    /// trusted result alone is paid); none for a run still going or a
-    /// result waiting for `verify`.
-    pub claimed: Option<(u64, u64)>,
 }
 
-/// What the buyer pays for a stopped run: its time at the lease's wall
-/// ask, plus, for a trusted finished run, its claimed fuel and GPU time at
-/// the lease's other asks; each capped by the unit's limits, and the whole
-/// by the unit's cap.
+/// What the buyer pays for a stopped run: for a trusted provider's, its
+/// time (at most the unit's timeout) at the lease's wall ask, never past
+/// the unit's cap; for an untrusted one's, nothing.
 pub(super) fn stopped_run_cost(run: StoppedRun, terms: &UnitTerms) -> u64 {
     if !run.trusted {
         return 0;
     }
-    let (fuel, gpu_time_us) = run.claimed.unwrap_or((0, 0));
-    let usage = Usage {
-        fuel: fuel.min(terms.fuel_limit),
-        gpu_time_us: gpu_time_us.min(terms.timeout_ms.saturating_mul(1000)),
-        wall_ms: (run.ran_ms.max(0) as u64).min(terms.timeout_ms),
+    let ask = Ask {
+        per_billion_fuel: 0,
+        per_gpu_second: 0,
+        per_wall_second: run.per_wall_second,
     };
-    price(run.ask, usage).min(terms.unit_cap)
+    let usage = Usage {
+        wall_ms: (run.ran_ms.max(0) as u64).min(terms.timeout_ms),
+        ..Usage::default()
+    };
+    price(ask, usage).min(terms.unit_cap)
 }
 
 impl StoppedRow {
     fn run(&self, now: i64) -> StoppedRun {
-        let get = |v: i64| v.max(0) as u64;
         StoppedRun {
-            ask: Ask {
-                per_billion_fuel: get(self.ask_per_billion_fuel),
-                per_gpu_second: get(self.ask_per_gpu_second),
-                per_wall_second: get(self.ask_per_wall_second),
-            },
+            per_wall_second: self.ask_per_wall_second.max(0) as u64,
             ran_ms: self.answered_at_ms.unwrap_or(now) - self.created_at_ms,
             trusted: self.trusted == 1,
-            claimed: (self.state == "submitted" && self.metered == 1).then(|| {
-                (
-                    get(self.fuel_used.unwrap_or(0)),
-                    get(self.gpu_time_us.unwrap_or(0)),
-                )
-            }),
         }
     }
 }
@@ -170,8 +152,7 @@ impl Jobs {
         let terms = decide::unit_terms(tx, job_id).await?;
         let runs = sqlx::query_as::<_, StoppedRow>(
             "SELECT l.id AS id, l.idx AS idx, l.state AS state, l.created_at_ms AS created_at_ms, l.answered_at_ms AS answered_at_ms,
-                    l.trusted AS trusted, l.metered AS metered, l.fuel_used AS fuel_used, l.gpu_time_us AS gpu_time_us,
-                    l.ask_per_billion_fuel AS ask_per_billion_fuel, l.ask_per_gpu_second AS ask_per_gpu_second, l.ask_per_wall_second AS ask_per_wall_second
+                    l.trusted AS trusted, l.ask_per_wall_second AS ask_per_wall_second
              FROM leases l JOIN units u ON u.job_id = l.job_id AND u.idx = l.idx
              WHERE l.job_id = $1 AND u.state = 'queued'
                AND (l.state IN ('submitted', 'verifying') OR (l.state = 'active' AND l.expires_at_ms > $2))
@@ -254,61 +235,42 @@ mod tests {
         unit_cap: 1_000,
     };
 
-    fn run(per_wall_second: u64, ran_ms: i64, claimed: Option<(u64, u64)>) -> StoppedRun {
+    fn run(per_wall_second: u64, ran_ms: i64) -> StoppedRun {
         StoppedRun {
-            ask: Ask {
-                per_billion_fuel: 100,
-                per_gpu_second: 10,
-                per_wall_second,
-            },
+            per_wall_second,
             ran_ms,
             trusted: true,
-            claimed,
         }
     }
 
     #[test]
-    fn a_trusted_stopped_run_is_paid_its_time_and_a_finished_one_its_claim_up_to_the_cap() {
-        assert_eq!(stopped_run_cost(run(10, 1_500, None), &TERMS), 15);
-        assert_eq!(stopped_run_cost(run(10, 1, None), &TERMS), 1, "rounded up");
+    fn a_trusted_stopped_run_is_paid_its_time_up_to_the_cap() {
+        assert_eq!(stopped_run_cost(run(10, 1_500), &TERMS), 15);
+        assert_eq!(stopped_run_cost(run(10, 1), &TERMS), 1, "rounded up");
         assert_eq!(
-            stopped_run_cost(run(10, -5, None), &TERMS),
+            stopped_run_cost(run(10, -5), &TERMS),
             0,
             "a clock step back"
         );
+        assert_eq!(stopped_run_cost(run(0, 60_000), &TERMS), 0, "no wall ask");
         assert_eq!(
-            stopped_run_cost(run(0, 60_000, None), &TERMS),
-            0,
-            "no wall ask"
-        );
-        assert_eq!(
-            stopped_run_cost(run(1, 90_000, None), &TERMS),
+            stopped_run_cost(run(1, 90_000), &TERMS),
             60,
             "time past the unit's timeout is not paid"
         );
-        // 0.5 billion fuel at 100, 2 GPU seconds at 10, 1 s at 10.
         assert_eq!(
-            stopped_run_cost(run(10, 1_000, Some((500_000_000, 2_000_000))), &TERMS),
-            50 + 20 + 10
+            stopped_run_cost(run(1_000_000, 1_000), &TERMS),
+            1_000,
+            "never past the cap"
         );
-        assert_eq!(
-            stopped_run_cost(run(10, 1_000, Some((u64::MAX, 0))), &TERMS),
-            110,
-            "fuel past the unit's limit is not paid"
-        );
-        let mut untrusted = run(10, 1_000, Some((500_000_000, 0)));
-        untrusted.trusted = false;
+        let untrusted = StoppedRun {
+            trusted: false,
+            ..run(10, 1_000)
+        };
         assert_eq!(
             stopped_run_cost(untrusted, &TERMS),
             0,
             "a fresh key's stopped run"
-        );
-        let mut pricey = run(10, 1_000, None);
-        pricey.ask.per_wall_second = 1_000_000;
-        assert_eq!(
-            stopped_run_cost(pricey, &TERMS),
-            1_000,
-            "never past the cap"
         );
     }
 }
