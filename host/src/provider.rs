@@ -14,7 +14,7 @@ use crate::status::{HostStatus, RunningUnit};
 use agora_wire::api::{
     Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, LeaseProgress, LogLine,
     MAX_HEARTBEAT_LOG_LINES, MAX_LEASE_LOG_LINES, MAX_LOG_LINE_CHARS, NamedOutput, Progress,
-    RegisterProvider, ResultReport,
+    RegisterProvider, ResultReport, WorkFilter,
 };
 use agora_wire::client::{Client, ClientError};
 use agora_wire::log::verify_log;
@@ -52,6 +52,8 @@ pub struct ProviderConfig {
     /// Where to write what the host is doing after each heartbeat
     /// (`agora host status` reads it); nowhere when None.
     pub status_file: Option<std::path::PathBuf>,
+    /// The work this host takes (the market leases it nothing else).
+    pub accepts: WorkFilter,
 }
 
 impl Default for ProviderConfig {
@@ -71,6 +73,7 @@ impl Default for ProviderConfig {
             policy: Policy::default(),
             machine: Machine::system(),
             status_file: None,
+            accepts: WorkFilter::default(),
         }
     }
 }
@@ -221,6 +224,7 @@ fn register(s: &Shared) {
         capabilities: capabilities(&s.pool),
         ask: s.config.ask,
         max_concurrent: s.config.max_concurrent,
+        accepts: s.config.accepts.clone(),
     };
     while !s.stop.load(Ordering::Relaxed) {
         match s

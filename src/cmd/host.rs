@@ -8,7 +8,7 @@ use agora_host::pool::{PoolConfig, WorkerPool};
 use agora_host::provider::{self, ProviderConfig};
 use agora_host::status::HostStatus;
 use agora_host::{GpuChoice, SandboxConfig};
-use agora_wire::api::Ask;
+use agora_wire::api::{Ask, UnitKinds, WorkFilter};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -325,6 +325,12 @@ pub struct HostArgs {
     /// Take new work only while at least this many CPU cores are idle.
     #[arg(long, value_name = "CORES")]
     min_free_cores: Option<f64>,
+    /// Take only units that need no GPU (cpu-only), or only units that
+    /// need one (gpu-only); the config's `[accepts]` table also names
+    /// packages and publishers to take or refuse, and the longest and
+    /// largest units.
+    #[arg(long)]
+    units: Option<UnitKinds>,
     /// Test-only: read power, temperatures and CPU times under this root
     /// instead of `/` (a fake sysfs and procfs).
     #[arg(long, hide = true)]
@@ -360,6 +366,11 @@ pub struct HostConfig {
     pub ask: Option<AskConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// The work this host takes: `packages`/`deny_packages`,
+    /// `publishers`/`deny_publishers` (keys), `max_timeout_ms`,
+    /// `max_memory_bytes`, `units` (any, cpu-only, gpu-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepts: Option<WorkFilter>,
 }
 
 /// The `[ask]` table: prices in credits.
@@ -383,6 +394,7 @@ impl HostConfig {
     fn effective(self, args: &HostArgs, client_args: &ClientArgs) -> Result<HostConfig> {
         let file_ask = self.ask.unwrap_or_default();
         let file_policy = self.policy.unwrap_or_default();
+        let file_accepts = self.accepts.unwrap_or_default();
         let cache_size = match (args.cache_size, &self.cache_size) {
             (Some(bytes), _) => bytes,
             (None, Some(text)) => crate::units::parse_bytes(text)
@@ -424,6 +436,10 @@ impl HostConfig {
                 pause_on_battery: args.pause_on_battery || file_policy.pause_on_battery,
                 max_gpu_celsius: args.max_gpu_celsius.or(file_policy.max_gpu_celsius),
                 min_free_cores: args.min_free_cores.or(file_policy.min_free_cores),
+            }),
+            accepts: Some(WorkFilter {
+                units: args.units.unwrap_or(file_accepts.units),
+                ..file_accepts
             }),
         })
     }
@@ -521,6 +537,7 @@ fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
             None => Machine::system(),
         },
         status_file: Some(status_path(client.key().expect("signed").id().as_str())),
+        accepts: settings.accepts.clone().unwrap_or_default(),
         ..ProviderConfig::default()
     };
     provider::serve(client, pool, config, stop)?;

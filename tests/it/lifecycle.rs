@@ -620,7 +620,8 @@ fn a_host_config_file_sets_the_host_and_its_flags_override_it() {
     std::fs::write(
         &config,
         "market = \"https://market.example:8443\"\nmax_concurrent = 3\ncache_size = \"1GiB\"\n\
-         [ask]\nper_wall_second = 4\n[policy]\npause_on_battery = true\nmax_gpu_celsius = 80.0\n",
+         [ask]\nper_wall_second = 4\n[policy]\npause_on_battery = true\nmax_gpu_celsius = 80.0\n\
+         [accepts]\ndeny_packages = [\"miner\"]\nunits = \"cpu-only\"\n",
     )
     .unwrap();
     let out = agora_in(
@@ -631,6 +632,8 @@ fn a_host_config_file_sets_the_host_and_its_flags_override_it() {
             config.to_str().unwrap(),
             "--max-concurrent",
             "5",
+            "--units",
+            "gpu-only",
             "--print-config",
         ],
     );
@@ -660,6 +663,11 @@ fn a_host_config_file_sets_the_host_and_its_flags_override_it() {
         effective["policy"]["max_gpu_celsius"].as_float(),
         Some(80.0)
     );
+    assert_eq!(
+        effective["accepts"]["deny_packages"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(effective["accepts"]["units"].as_str(), Some("gpu-only"));
     // What it printed reads back as the same settings.
     let again = home.join("again.toml");
     std::fs::write(&again, stdout(&out)).unwrap();

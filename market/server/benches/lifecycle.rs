@@ -156,6 +156,7 @@ async fn env(url: &str) -> Env {
             per_wall_second: 0,
         },
         max_concurrent: 4,
+        accepts: Default::default(),
     };
     state
         .jobs
@@ -560,6 +561,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
                         per_wall_second: 0,
                     },
                     max_concurrent: 4,
+                    accepts: Default::default(),
                 };
                 for c in &clients {
                     if let Err(e) = timed(&mut mine.register, || {

@@ -140,6 +140,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "requirements",
         include_str!("../migrations/sqlite/20261208010000_requirements.sql"),
     ),
+    (
+        20261208020000,
+        "work_filters",
+        include_str!("../migrations/sqlite/20261208020000_work_filters.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -236,6 +241,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208010000,
         "requirements",
         include_str!("../migrations/postgres/20261208010000_requirements.sql"),
+    ),
+    (
+        20261208020000,
+        "work_filters",
+        include_str!("../migrations/postgres/20261208020000_work_filters.sql"),
     ),
 ];
 

@@ -360,6 +360,61 @@ pub struct RegisterProvider {
     pub capabilities: Capabilities,
     pub ask: Ask,
     pub max_concurrent: u32,
+    /// Whose work, and what work, this provider takes (empty: any).
+    #[serde(default, skip_serializing_if = "WorkFilter::is_empty")]
+    pub accepts: WorkFilter,
+}
+
+/// The work a provider takes: packages and publishers (their owners' keys)
+/// it allows (when any are named, a unit must be of one of them) or
+/// denies, the longest and largest units, and CPU or GPU units only. The
+/// market leases it nothing else, canaries included.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkFilter {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_packages: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publishers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_publishers: Vec<String>,
+    /// Units whose timeout is at most this (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_timeout_ms: Option<u64>,
+    /// Units whose memory limit is at most this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    /// `any`, `cpu-only` (units that need no GPU) or `gpu-only`.
+    #[serde(skip_serializing_if = "UnitKinds::is_any")]
+    pub units: UnitKinds,
+}
+
+impl WorkFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == WorkFilter::default()
+    }
+}
+
+/// Which units a provider takes by their need of a GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitKinds {
+    #[default]
+    Any,
+    CpuOnly,
+    GpuOnly,
+}
+
+text_forms!(UnitKinds { Any => "any", CpuOnly => "cpu-only", GpuOnly => "gpu-only" });
+
+impl UnitKinds {
+    pub fn is_any(&self) -> bool {
+        *self == UnitKinds::Any
+    }
 }
 
 /// Telemetry sent with each heartbeat.
@@ -1134,6 +1189,7 @@ mod text_form_tests {
         agrees(JobState::ALL);
         agrees(UnitState::ALL);
         agrees(LeaseState::ALL);
+        agrees(UnitKinds::ALL);
         agrees(RunOutcome::ALL);
         assert_eq!(
             "paid".parse::<LeaseState>(),

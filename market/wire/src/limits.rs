@@ -65,6 +65,9 @@ pub const MAX_ASK: u64 = 1_000_000;
 pub const MAX_JOB_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Most providers one job names in its allow list, or in its deny list.
 pub const MAX_JOB_PROVIDER_LIST: usize = 64;
+/// Most packages, or publishers, a provider names in each list of the work
+/// it takes (`WorkFilter`): each is a row the lease query looks up.
+pub const MAX_PROVIDER_FILTER_LIST: usize = 64;
 /// Most GPU memory a provider may say one device has (a claim past it is
 /// not a card anyone sells).
 pub const MAX_GPU_MEMORY_BYTES: u64 = 4 << 40;

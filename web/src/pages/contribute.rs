@@ -269,6 +269,7 @@ mod browser {
                 per_wall_second: 0,
             },
             max_concurrent: 1,
+            accepts: Default::default(),
         };
         if let Err(e) =
             api::post_signed::<_, serde_json::Value>(&key, "/api/v1/providers".into(), &register)

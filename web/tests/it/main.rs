@@ -93,6 +93,7 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
             per_wall_second: 0,
         },
         max_concurrent: 2,
+        accepts: Default::default(),
     };
     state
         .jobs

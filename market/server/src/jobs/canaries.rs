@@ -132,14 +132,17 @@ impl Jobs {
         browser: bool,
         now: i64,
     ) -> Result<Option<LeaseGrant>, ApiError> {
-        let Some(canary) = sqlx::query(
+        // The provider's own filter applies as to a buyer's unit: a
+        // canary it would never be leased otherwise would give it away.
+        let accepted = super::requirements::accepted_by_sql("c", "$3");
+        let Some(canary) = sqlx::query(&format!(
             "SELECT c.* FROM canaries c
              WHERE (c.needs_gpu = 0 OR $1 = 1)
                AND ($2 = 0 OR EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = c.digest))
                AND NOT EXISTS (SELECT 1 FROM canary_runs r WHERE r.canary_id = c.id AND r.provider = $3)
-               AND (SELECT COUNT(*) FROM canary_runs r WHERE r.provider = $3) < $4
-             ORDER BY RANDOM() LIMIT 1",
-        )
+               AND (SELECT COUNT(*) FROM canary_runs r WHERE r.provider = $3) < $4{accepted}
+             ORDER BY RANDOM() LIMIT 1"
+        ))
         .bind(has_gpu as i64)
         .bind(browser as i64)
         .bind(provider.as_str())

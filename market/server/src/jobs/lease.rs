@@ -3,7 +3,7 @@
 //! key only as a unit's first replica), re-counted under the unit's lock,
 //! with the ask in force and the provider's trust recorded on the lease.
 
-use super::requirements::LEASE_FILTER_SQL;
+use super::requirements::{LEASE_FILTER_SQL, accepted_by_sql};
 use super::*;
 use agora_wire::limits::MAX_BROWSER_SHARED_BYTES;
 
@@ -57,6 +57,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     } else {
         ""
     };
+    let accepted = accepted_by_sql("j", "$5");
     format!(
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked {from}
          u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
@@ -67,7 +68,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
                            AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES}))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES}){LEASE_FILTER_SQL}
+           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES}){LEASE_FILTER_SQL}{accepted}
          ORDER BY {order} LIMIT 1 {lock}"
     )
 }

@@ -31,6 +31,7 @@ impl Jobs {
             )));
         }
         agora_wire::limits::check_capabilities(&r.capabilities)?;
+        super::requirements::check_work_filter(&r.accepts)?;
         if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
             return Err(ApiError::Invalid(format!(
                 "capabilities.kind is `native` or `browser`, not `{}`",
@@ -61,6 +62,8 @@ impl Jobs {
         .execute(&mut *tx)
         .await?;
         self.record_gpus(&mut tx, provider, &r.capabilities.gpus)
+            .await?;
+        self.record_work_filter(&mut tx, provider, &r.accepts)
             .await?;
         tx.commit().await?;
         Ok(())

@@ -1,8 +1,10 @@
-//! What a job asks of the providers that run it, and what providers offer:
-//! GPU requirements (memory, backend, device type, CUDA compute
+//! What a job asks of the providers that run it, and what providers offer
+//! and take: GPU requirements (memory, backend, device type, CUDA compute
 //! capability, all met by one device), a buyer's provider filter (minimum
 //! reputation, allow and deny lists), the devices each provider registered
-//! (`provider_gpus`), and the lease query's part that honours them.
+//! (`provider_gpus`), the work each provider takes (its `WorkFilter`:
+//! packages, publishers, unit size, CPU or GPU units), and the lease
+//! query's parts that honour them.
 //!
 //! Design choices:
 //! - Leasing decides in SQL ([`LEASE_FILTER_SQL`]), on columns of the job
@@ -18,14 +20,18 @@
 //!   goes to them alone), so a filter that excluded them would leave a
 //!   job's failures unbilled and its fresh providers unconfirmable. A deny
 //!   list is no wall against anyone else either: keys are free.
+//! - A provider's filter applies to canaries as to buyers' units
+//!   ([`accepted_by_sql`] on either): a unit it would never be leased
+//!   otherwise would give a canary away.
 //! - Providers' devices are their claims, checked for plausibility at
 //!   registration (`agora_wire::limits::check_capabilities`); a provider
 //!   that claims a card it lacks fails the units it leases and is marked.
 
 use super::*;
-use agora_wire::api::{GpuDevice, GpuRequirements, ProviderFilter};
+use agora_wire::api::{GpuDevice, GpuRequirements, ProviderFilter, WorkFilter};
 use agora_wire::limits::{
-    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_JOB_PROVIDER_LIST, compute_capability_value,
+    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_JOB_PROVIDER_LIST, MAX_PROVIDER_FILTER_LIST,
+    compute_capability_value,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +49,65 @@ pub(super) const LEASE_FILTER_SQL: &str = "
                 (j.min_reputation <= 0 OR j.min_reputation <= (SELECT (p.good + 1.0) / (p.good + p.bad + 2.0) FROM providers p WHERE p.id = $5))
                 AND NOT EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 0)
                 AND (j.allow_listed = 0 OR EXISTS (SELECT 1 FROM job_providers f WHERE f.job_id = j.id AND f.provider = $5 AND f.allow = 1))))";
+
+/// The lease query's conditions that provider `provider` (a bind, `$5`)
+/// takes the work of `t` (the alias of a `jobs` or `canaries` row: both
+/// have `package`, `timeout_ms`, `memory_limit`, `needs_gpu`): its unit
+/// size and kind, its deny lists, and its allow lists when it has any (a
+/// unit must then be of an allowed package or publisher).
+pub(super) fn accepted_by_sql(t: &str, provider: &str) -> String {
+    let matches = format!(
+        "((a.kind = 'package' AND a.name = {t}.package)
+           OR (a.kind = 'publisher' AND a.name = (SELECT pk.owner FROM packages pk WHERE pk.name = {t}.package)))"
+    );
+    format!(
+        "
+           AND NOT EXISTS (SELECT 1 FROM providers pa WHERE pa.id = {provider} AND (
+                (pa.accept_max_timeout_ms > 0 AND {t}.timeout_ms > pa.accept_max_timeout_ms)
+                OR (pa.accept_max_memory_bytes > 0 AND {t}.memory_limit > pa.accept_max_memory_bytes)
+                OR (pa.accept_units = 'cpu-only' AND {t}.needs_gpu = 1)
+                OR (pa.accept_units = 'gpu-only' AND {t}.needs_gpu = 0)))
+           AND NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 0 AND {matches})
+           AND (NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 1)
+                OR EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 1 AND {matches}))"
+    )
+}
+
+/// Check a provider's work filter.
+pub(super) fn check_work_filter(f: &WorkFilter) -> Result<(), ApiError> {
+    let lists = [
+        ("packages", &f.packages),
+        ("deny_packages", &f.deny_packages),
+        ("publishers", &f.publishers),
+        ("deny_publishers", &f.deny_publishers),
+    ];
+    for (what, list) in lists {
+        if list.len() > MAX_PROVIDER_FILTER_LIST {
+            return Err(ApiError::Invalid(format!(
+                "accepts.{what} names at most {MAX_PROVIDER_FILTER_LIST} (MAX_PROVIDER_FILTER_LIST)"
+            )));
+        }
+        if let Some(bad) = list
+            .iter()
+            .find(|n| n.is_empty() || n.len() > 128 || n.chars().any(char::is_control))
+        {
+            return Err(ApiError::Invalid(format!(
+                "accepts.{what}: `{bad}` is no package name or key"
+            )));
+        }
+    }
+    for (what, keys) in [
+        ("publishers", &f.publishers),
+        ("deny_publishers", &f.deny_publishers),
+    ] {
+        if let Some(bad) = keys.iter().find(|k| KeyId::parse(k).is_err()) {
+            return Err(ApiError::Invalid(format!(
+                "accepts.{what}: `{bad}` is not a publisher's key"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A job's GPU requirements as leasing compares them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -256,6 +321,58 @@ impl Jobs {
         let mut tx = self.db.write().await?;
         self.record_gpus(&mut tx, provider, &caps.gpus).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replace the work `provider` takes with its registration's filter.
+    pub(super) async fn record_work_filter(
+        &self,
+        tx: &mut Tx,
+        provider: &KeyId,
+        f: &WorkFilter,
+    ) -> Result<(), ApiError> {
+        sqlx::query("UPDATE providers SET accept_max_timeout_ms = $1, accept_max_memory_bytes = $2, accept_units = $3 WHERE id = $4")
+            .bind(f.max_timeout_ms.unwrap_or(0).min(i64::MAX as u64) as i64)
+            .bind(f.max_memory_bytes.unwrap_or(0).min(i64::MAX as u64) as i64)
+            .bind(f.units.as_str())
+            .bind(provider.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM provider_accepts WHERE provider = $1")
+            .bind(provider.as_str())
+            .execute(&mut **tx)
+            .await?;
+        let key = |k: &String| {
+            KeyId::parse(k)
+                .map(|id| id.as_str().to_string())
+                .unwrap_or_default()
+        };
+        let rows: BTreeMap<(&str, String), bool> = f
+            .packages
+            .iter()
+            .map(|n| (("package", n.clone()), true))
+            .chain(f.publishers.iter().map(|k| (("publisher", key(k)), true)))
+            // A name both allowed and denied is denied.
+            .chain(
+                f.deny_packages
+                    .iter()
+                    .map(|n| (("package", n.clone()), false)),
+            )
+            .chain(
+                f.deny_publishers
+                    .iter()
+                    .map(|k| (("publisher", key(k)), false)),
+            )
+            .collect();
+        for ((kind, name), allow) in rows {
+            sqlx::query("INSERT INTO provider_accepts (provider, kind, name, allow) VALUES ($1, $2, $3, $4)")
+                .bind(provider.as_str())
+                .bind(kind)
+                .bind(&name)
+                .bind(allow as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 

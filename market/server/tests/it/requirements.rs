@@ -198,3 +198,87 @@ both_dbs!(
         assert!(lease(m, &vouched).await.is_some());
     }
 );
+
+/// Register `key` (a llvmpipe provider, online) taking only `accepts`.
+async fn register_accepting(m: &TestMarket, key: &Keypair, accepts: Value) -> (StatusCode, Value) {
+    let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30,
+                          "gpus": [{"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu"}], "cuda": false, "kind": "native"},
+                          "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4, "accepts": accepts});
+    let reply = m
+        .call("POST", "/api/v1/providers", Some(&register), Some(key))
+        .await;
+    heartbeat(m, key).await;
+    reply
+}
+
+both_dbs!(
+    a_provider_is_leased_only_the_work_it_takes_canaries_included,
+    async |m: &TestMarket| {
+        let author = publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 10_000).await;
+        // A 10 s, 64 MiB unit of saxpy, which calls the GPU kernels.
+        let (status, _) = submit_with(m, &buyer, json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        let p = Keypair::generate();
+        for refusing in [
+            json!({"deny_packages": ["saxpy"]}),
+            json!({"packages": ["mandelbrot"]}),
+            json!({"deny_publishers": [author.id()]}),
+            json!({"publishers": [Keypair::generate().id()]}),
+            json!({"max_timeout_ms": 5_000}),
+            json!({"max_memory_bytes": 32u64 << 20}),
+            json!({"units": "cpu-only"}),
+        ] {
+            let (status, reply) = register_accepting(m, &p, refusing.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+            assert!(
+                lease(m, &p).await.is_none(),
+                "leased although it takes {refusing}"
+            );
+        }
+        let (status, _) = register_accepting(
+            m,
+            &p,
+            json!({"publishers": [author.id()], "units": "gpu-only"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(lease(m, &p).await.is_some(), "its publisher, a GPU unit");
+        // A canary is leased like a buyer's unit: a filter refusing it
+        // does not get it (it would give the canary away).
+        let (canary, _) = crate::jobs::saxpy_canary();
+        let (status, reply) = m
+            .call(
+                "POST",
+                "/api/v1/operator/canaries",
+                Some(&canary),
+                Some(&m.operator),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let fresh = Keypair::generate();
+        register_accepting(m, &fresh, json!({"deny_packages": ["saxpy"]})).await;
+        assert!(
+            lease(m, &fresh).await.is_none(),
+            "no canary of a package it refuses"
+        );
+        register_accepting(m, &fresh, json!({})).await;
+        assert!(
+            lease(m, &fresh).await.is_some(),
+            "the canary, once it takes saxpy"
+        );
+        // Filters the market cannot read are refused.
+        for bad in [
+            json!({"publishers": ["not a key"]}),
+            json!({"units": "tpu-only"}),
+            json!({"packages": [""]}),
+        ] {
+            let (status, reply) = register_accepting(m, &fresh, bad.clone()).await;
+            assert!(
+                status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{bad} -> {status} {reply}"
+            );
+        }
+    }
+);
