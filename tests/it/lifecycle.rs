@@ -183,6 +183,21 @@ fn a_job_survives_a_market_restart() {
     assert!(available(&market) < 5000);
 }
 
+/// Publish the test guest `hostile` as package `paced`: its input
+/// `paced-log N` sleeps through N logged steps of 100 ms, so a unit takes
+/// wall time but little CPU.
+fn publish_paced(market: &Market) {
+    let out = market.agora(&[
+        "publish",
+        guest("hostile").to_str().unwrap(),
+        "--name",
+        "paced",
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// Poll `agora status JOB` until `done(status)`.
 fn wait_for(market: &Market, job: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     let started = Instant::now();
@@ -223,15 +238,7 @@ fn a_provider_killed_mid_lease_loses_it_and_the_unit_runs_elsewhere() {
     // A unit that takes seconds of wall time but little CPU (it sleeps
     // between logged steps), so the kill lands mid-run and the replicas
     // finish however busy the machine is.
-    let out = market.agora(&[
-        "publish",
-        guest("hostile").to_str().unwrap(),
-        "--name",
-        "paced",
-        "--version",
-        "1.0.0",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    publish_paced(&market);
     let input = market.home.join("paced.txt");
     std::fs::write(&input, "paced-log 40").unwrap();
     let doomed = market.host("doomed", &[]);
@@ -457,15 +464,7 @@ fn credits(status: &str, label: &str) -> u64 {
 fn a_cancelled_job_stops_its_running_unit_and_refunds_the_rest_at_once() {
     let market = Market::start("lifecycle-cancel");
     setup(&market);
-    let out = market.agora(&[
-        "publish",
-        guest("hostile").to_str().unwrap(),
-        "--name",
-        "paced",
-        "--version",
-        "1.0.0",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    publish_paced(&market);
     // Five minutes of sleeping steps on a host with one slot, paid per
     // second of wall time.
     let input = market.home.join("long.txt");
@@ -664,7 +663,9 @@ fn a_host_config_file_sets_the_host_and_its_flags_override_it() {
         Some(80.0)
     );
     assert_eq!(
-        effective["accepts"]["deny_packages"].as_array().map(Vec::len),
+        effective["accepts"]["deny_packages"]
+            .as_array()
+            .map(Vec::len),
         Some(1)
     );
     assert_eq!(effective["accepts"]["units"].as_str(), Some("gpu-only"));

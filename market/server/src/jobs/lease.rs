@@ -3,7 +3,7 @@
 //! key only as a unit's first replica), re-counted under the unit's lock,
 //! with the ask in force and the provider's trust recorded on the lease.
 
-use super::requirements::{LEASE_FILTER_SQL, accepted_by_sql};
+use super::requirements::{ALLOW_LISTED_FIRST_ONLY_SQL, LEASE_FILTER_SQL, accepted_by_sql};
 use super::*;
 use agora_wire::limits::MAX_BROWSER_SHARED_BYTES;
 
@@ -68,7 +68,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
                            AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES}))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES}){LEASE_FILTER_SQL}{accepted}
+           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES}){LEASE_FILTER_SQL}{accepted}{ALLOW_LISTED_FIRST_ONLY_SQL}
          ORDER BY {order} LIMIT 1 {lock}"
     )
 }
@@ -181,7 +181,17 @@ impl Jobs {
         .fetch_one(&mut *tx)
         .await?;
         let checked = unit.try_get::<i64, _>("checked")? == 1;
-        let first_only = untrusted && !checked && fresh.try_get::<i64, _>("in_flight")? > 0;
+        // (An allow-listed provider's, as the query says: `ALLOW_LISTED_FIRST_ONLY_SQL`.)
+        let allow_listed = !record.vouched
+            && sqlx::query(
+                "SELECT 1 AS one FROM provider_accepts WHERE provider = $1 AND allow = 1",
+            )
+            .bind(provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        let first_only =
+            ((untrusted && !checked) || allow_listed) && fresh.try_get::<i64, _>("in_flight")? > 0;
         if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")?
             || fresh.try_get::<i64, _>("mine")? > 0
             || first_only

@@ -22,7 +22,9 @@
 //!   list is no wall against anyone else either: keys are free.
 //! - A provider's filter applies to canaries as to buyers' units
 //!   ([`accepted_by_sql`] on either): a unit it would never be leased
-//!   otherwise would give a canary away.
+//!   otherwise would give a canary away. A vouched host's filter limits
+//!   only the size of its units (it is the referee for every package); a
+//!   provider with an allow list is only ever a unit's first replica.
 //! - Providers' devices are their claims, checked for plausibility at
 //!   registration (`agora_wire::limits::check_capabilities`); a provider
 //!   that claims a card it lacks fails the units it leases and is marked.
@@ -52,26 +54,46 @@ pub(super) const LEASE_FILTER_SQL: &str = "
 
 /// The lease query's conditions that provider `provider` (a bind, `$5`)
 /// takes the work of `t` (the alias of a `jobs` or `canaries` row: both
-/// have `package`, `timeout_ms`, `memory_limit`, `needs_gpu`): its unit
-/// size and kind, its deny lists, and its allow lists when it has any (a
-/// unit must then be of an allowed package or publisher).
+/// have `package`, `version`, `timeout_ms`, `memory_limit`, `needs_gpu`):
+/// its unit size always; and, unless the operator vouches for the provider
+/// (the market's referee takes any work it can run), its deny lists, its
+/// kind of units, and its allow lists when it has any (a unit must then be
+/// of an allowed package or publisher). A version's publisher is the key
+/// that released it (its package's owner for versions of earlier markets).
 pub(super) fn accepted_by_sql(t: &str, provider: &str) -> String {
-    let matches = format!(
-        "((a.kind = 'package' AND a.name = {t}.package)
-           OR (a.kind = 'publisher' AND a.name = (SELECT pk.owner FROM packages pk WHERE pk.name = {t}.package)))"
+    let publisher = format!(
+        "COALESCE((SELECT v.publisher FROM versions v WHERE v.name = {t}.package AND v.version = {t}.version),
+                  (SELECT pk.owner FROM packages pk WHERE pk.name = {t}.package))"
     );
+    let listed = |allow: u8| {
+        format!(
+            "(EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.kind = 'package' AND a.name = {t}.package AND a.allow = {allow})
+              OR EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.kind = 'publisher' AND a.name = {publisher} AND a.allow = {allow}))"
+        )
+    };
+    let (denied, allowed) = (listed(0), listed(1));
     format!(
         "
            AND NOT EXISTS (SELECT 1 FROM providers pa WHERE pa.id = {provider} AND (
                 (pa.accept_max_timeout_ms > 0 AND {t}.timeout_ms > pa.accept_max_timeout_ms)
-                OR (pa.accept_max_memory_bytes > 0 AND {t}.memory_limit > pa.accept_max_memory_bytes)
-                OR (pa.accept_units = 'cpu-only' AND {t}.needs_gpu = 1)
-                OR (pa.accept_units = 'gpu-only' AND {t}.needs_gpu = 0)))
-           AND NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 0 AND {matches})
-           AND (NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 1)
-                OR EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 1 AND {matches}))"
+                OR (pa.accept_max_memory_bytes > 0 AND {t}.memory_limit > pa.accept_max_memory_bytes)))
+           AND (EXISTS (SELECT 1 FROM vouched vv WHERE vv.id = {provider}) OR (
+                NOT EXISTS (SELECT 1 FROM providers pa WHERE pa.id = {provider} AND (
+                    (pa.accept_units = 'cpu-only' AND {t}.needs_gpu = 1)
+                    OR (pa.accept_units = 'gpu-only' AND {t}.needs_gpu = 0)))
+                AND NOT {denied}
+                AND (NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = {provider} AND a.allow = 1) OR {allowed})))"
     )
 }
+
+/// The lease query's condition that a provider with an allow list (not a
+/// vouched host) is only ever a unit's first replica: an allow list
+/// reaches straight for one package's units past the queue, so a ring
+/// could aim it at the replicas that check its partners' results.
+pub(super) const ALLOW_LISTED_FIRST_ONLY_SQL: &str = "
+           AND (EXISTS (SELECT 1 FROM vouched vv WHERE vv.id = $5)
+                OR NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = $5 AND a.allow = 1)
+                OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))";
 
 /// Check a provider's work filter.
 pub(super) fn check_work_filter(f: &WorkFilter) -> Result<(), ApiError> {
@@ -95,6 +117,30 @@ pub(super) fn check_work_filter(f: &WorkFilter) -> Result<(), ApiError> {
                 "accepts.{what}: `{bad}` is no package name or key"
             )));
         }
+    }
+    for (what, names) in [
+        ("packages", &f.packages),
+        ("deny_packages", &f.deny_packages),
+    ] {
+        for name in names {
+            crate::registry::check_name(name).map_err(|_| {
+                ApiError::Invalid(format!("accepts.{what}: `{name}` is no package name"))
+            })?;
+        }
+    }
+    let both = |allow: &[String], deny: &[String]| allow.iter().find(|n| deny.contains(n)).cloned();
+    if let Some(name) =
+        both(&f.packages, &f.deny_packages).or(both(&f.publishers, &f.deny_publishers))
+    {
+        return Err(ApiError::Invalid(format!(
+            "accepts: `{name}` is both allowed and denied"
+        )));
+    }
+    if f.max_timeout_ms == Some(0) || f.max_memory_bytes == Some(0) {
+        return Err(ApiError::Invalid(
+            "accepts.max_timeout_ms and max_memory_bytes are at least 1 (leave them out for any)"
+                .into(),
+        ));
     }
     for (what, keys) in [
         ("publishers", &f.publishers),
@@ -352,7 +398,6 @@ impl Jobs {
             .iter()
             .map(|n| (("package", n.clone()), true))
             .chain(f.publishers.iter().map(|k| (("publisher", key(k)), true)))
-            // A name both allowed and denied is denied.
             .chain(
                 f.deny_packages
                     .iter()

@@ -268,11 +268,29 @@ both_dbs!(
             lease(m, &fresh).await.is_some(),
             "the canary, once it takes saxpy"
         );
+        // The operator's own host is the referee for every package: its
+        // filter limits only the size of its units.
+        let referee = crate::jobs::provider(m, 10).await;
+        register_accepting(
+            m,
+            &referee,
+            json!({"deny_packages": ["saxpy"], "units": "cpu-only"}),
+        )
+        .await;
+        let (status, _) = submit_with(m, &buyer, json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            lease(m, &referee).await.is_some(),
+            "a vouched host runs any package"
+        );
         // Filters the market cannot read are refused.
         for bad in [
             json!({"publishers": ["not a key"]}),
             json!({"units": "tpu-only"}),
             json!({"packages": [""]}),
+            json!({"packages": ["Not A Name!"]}),
+            json!({"packages": ["saxpy"], "deny_packages": ["saxpy"]}),
+            json!({"max_timeout_ms": 0}),
         ] {
             let (status, reply) = register_accepting(m, &fresh, bad.clone()).await;
             assert!(
@@ -280,5 +298,40 @@ both_dbs!(
                 "{bad} -> {status} {reply}"
             );
         }
+    }
+);
+
+both_dbs!(
+    a_provider_with_an_allow_list_is_only_ever_a_units_first_replica,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 10_000).await;
+        // Two replicas: the second checks the first.
+        let (status, _) = submit_with(m, &buyer, json!({"replicas": 2})).await;
+        assert_eq!(status, StatusCode::OK);
+        let first = crate::jobs::trusted_provider(m, 10).await;
+        assert!(lease(m, &first).await.is_some());
+        // A trusted key aiming an allow list at the package (a ring's way
+        // to the replicas that check its partners) gets no check replica.
+        let aimed = untrusted_provider(m, 10).await;
+        sqlx::query("UPDATE providers SET good = 20, bad = 0, confirmed = 10 WHERE id = $1")
+            .bind(aimed.id().as_str())
+            .execute(&m.state.db.pool)
+            .await
+            .unwrap();
+        register_accepting(m, &aimed, json!({"packages": ["saxpy"]})).await;
+        assert!(
+            lease(m, &aimed).await.is_none(),
+            "no second replica for an allow list"
+        );
+        // Without it, the same key is a checker like any trusted one.
+        register_accepting(m, &aimed, json!({})).await;
+        assert!(lease(m, &aimed).await.is_some());
+        // And a first replica is the allow list's to take.
+        let (status, _) = submit_with(m, &buyer, json!({})).await;
+        assert_eq!(status, StatusCode::OK);
+        register_accepting(m, &aimed, json!({"packages": ["saxpy"]})).await;
+        assert!(lease(m, &aimed).await.is_some());
     }
 );
