@@ -1,5 +1,6 @@
 //! What the machine says about taking more work: on battery power, a GPU
-//! running hot, its CPU busy with other work. Read from Linux's sysfs and
+//! running hot, its CPU busy with other work; and what each GPU reads, for
+//! the provider's heartbeats. Read from Linux's sysfs and
 //! procfs under a root (`/` on a real machine, a directory a test writes),
 //! so each rule is tested against the very files it reads; where a file is
 //! missing (another OS, a desktop without a battery) the reading is
@@ -8,6 +9,7 @@
 //! The provider's loop asks [`Policy::verdict`] before each lease and its
 //! heartbeats report [`CpuTimes::free_cores_since`].
 
+use agora_wire::api::DeviceTelemetry;
 use std::path::{Path, PathBuf};
 
 /// Where the machine's readings come from.
@@ -104,6 +106,49 @@ impl Machine {
             }
         }
         hottest
+    }
+
+    /// Each GPU's readings (`/sys/class/drm/cardN/device`: the busy share
+    /// and VRAM used that amdgpu gives, and the temperature and power of
+    /// its hwmon sensors), for GPU drivers only; none on other systems.
+    /// NVIDIA's proprietary driver gives none of these through sysfs.
+    pub fn gpu_devices(&self) -> Vec<DeviceTelemetry> {
+        let mut devices = Vec::new();
+        for card in self.entries("sys/class/drm") {
+            let Some(name) = card.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            // `card0`, not its connectors (`card0-DP-1`).
+            if !name
+                .strip_prefix("card")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                continue;
+            }
+            let device = card.join("device");
+            let driver = self.read(&device.join("uevent")).and_then(|uevent| {
+                uevent
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DRIVER=").map(str::to_string))
+            });
+            let Some(driver) = driver.filter(|d| GPU_HWMON_DRIVERS.contains(&d.as_str())) else {
+                continue;
+            };
+            let number = |path: &Path| self.read(path).and_then(|t| t.parse::<f64>().ok());
+            let hwmon = self
+                .entries(&device.join("hwmon").to_string_lossy())
+                .into_iter()
+                .next();
+            let sensor = |file: &str| hwmon.as_ref().and_then(|h| number(&h.join(file)));
+            devices.push(DeviceTelemetry {
+                name: format!("{name} {driver}"),
+                utilization_percent: number(&device.join("gpu_busy_percent")),
+                memory_used_bytes: number(&device.join("mem_info_vram_used")).map(|b| b as u64),
+                celsius: sensor("temp1_input").map(|milli| milli / 1000.0),
+                watts: sensor("power1_average").map(|micro| micro / 1_000_000.0),
+            });
+        }
+        devices
     }
 
     /// The CPU time counters now (`/proc/stat`); None where there are none.
@@ -215,6 +260,52 @@ mod tests {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, format!("{text}\n")).unwrap();
+    }
+
+    #[test]
+    fn each_gpu_card_reports_what_its_driver_gives() {
+        let root = tempfile::tempdir().unwrap();
+        let machine = Machine::under(root.path());
+        assert!(machine.gpu_devices().is_empty(), "nothing described");
+        let card = "sys/class/drm/card1/device";
+        write(
+            root.path(),
+            &format!("{card}/uevent"),
+            "DRIVER=amdgpu\nPCI_ID=1002:744C",
+        );
+        write(root.path(), &format!("{card}/gpu_busy_percent"), "37");
+        write(
+            root.path(),
+            &format!("{card}/mem_info_vram_used"),
+            "2147483648",
+        );
+        write(
+            root.path(),
+            &format!("{card}/hwmon/hwmon4/temp1_input"),
+            "61000",
+        );
+        write(
+            root.path(),
+            &format!("{card}/hwmon/hwmon4/power1_average"),
+            "152000000",
+        );
+        // A connector and a card of no GPU driver are not devices.
+        write(root.path(), "sys/class/drm/card1-DP-1/status", "connected");
+        write(
+            root.path(),
+            "sys/class/drm/card0/device/uevent",
+            "DRIVER=simple-framebuffer",
+        );
+        assert_eq!(
+            machine.gpu_devices(),
+            vec![DeviceTelemetry {
+                name: "card1 amdgpu".into(),
+                utilization_percent: Some(37.0),
+                memory_used_bytes: Some(2 << 30),
+                celsius: Some(61.0),
+                watts: Some(152.0),
+            }]
+        );
     }
 
     #[test]

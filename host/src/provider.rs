@@ -263,6 +263,13 @@ fn heartbeats(s: &Shared) {
             running_units: s.running.load(Ordering::Relaxed),
             free_cpu_cores: free.unwrap_or(0.0),
             gpu_memory_used_bytes: None,
+            devices: s
+                .config
+                .machine
+                .gpu_devices()
+                .into_iter()
+                .take(agora_wire::limits::MAX_PROVIDER_GPUS)
+                .collect(),
             leases: take_live(s),
             keeps: (told.as_ref() != Some(&keeps)).then(|| keeps.clone()),
         };

@@ -583,6 +583,11 @@ fn a_host_on_battery_takes_no_work_until_mains_power_returns() {
     write_under(&root, "sys/class/power_supply/AC/online", "0");
     write_under(&root, "sys/class/power_supply/BAT0/type", "Battery");
     write_under(&root, "sys/class/power_supply/BAT0/status", "Discharging");
+    // And its GPU, as amdgpu describes one.
+    let card = "sys/class/drm/card0/device";
+    write_under(&root, &format!("{card}/uevent"), "DRIVER=amdgpu");
+    write_under(&root, &format!("{card}/gpu_busy_percent"), "12");
+    write_under(&root, &format!("{card}/hwmon/hwmon1/temp1_input"), "48000");
     let config = market.home.join("host.toml");
     std::fs::write(&config, "[policy]\npause_on_battery = true\n").unwrap();
     let _host = market.host(
@@ -604,6 +609,14 @@ fn a_host_on_battery_takes_no_work_until_mains_power_returns() {
     let key = key_of(&market, "laptop");
     let host = stdout(&market.agora(&["--key", &key, "host", "status"]));
     assert!(host.contains("paused: on battery power"), "{host}");
+    // Its heartbeats carry the GPU's readings to the public listing.
+    let providers: serde_json::Value = agora_wire::client::Client::new(&market.url, None)
+        .get("/api/v1/providers")
+        .unwrap();
+    let devices = &providers[0]["telemetry"]["devices"];
+    assert_eq!(devices[0]["name"], "card0 amdgpu", "{providers}");
+    assert_eq!(devices[0]["utilization_percent"], 12.0, "{providers}");
+    assert_eq!(devices[0]["celsius"], 48.0, "{providers}");
     assert!(host.contains("0 of 2 slots busy"), "{host}");
     write_under(&root, "sys/class/power_supply/AC/online", "1");
     write_under(&root, "sys/class/power_supply/BAT0/status", "Charging");

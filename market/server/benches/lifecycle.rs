@@ -576,6 +576,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
                             running_units: 0,
                             free_cpu_cores: 2.0,
                             gpu_memory_used_bytes: None,
+                            devices: Vec::new(),
                             leases: vec![],
                             keeps: None,
                         };

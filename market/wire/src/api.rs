@@ -425,6 +425,10 @@ pub struct Heartbeat {
     /// Cores idle over the last interval, measured.
     pub free_cpu_cores: f64,
     pub gpu_memory_used_bytes: Option<u64>,
+    /// Each GPU's readings, where the platform gives them (at most
+    /// `MAX_PROVIDER_GPUS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceTelemetry>,
     /// Progress and new log lines of the units running now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<LeaseProgress>,
@@ -434,6 +438,23 @@ pub struct Heartbeat {
     /// of them. Never shown to anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keeps: Option<Vec<String>>,
+}
+
+/// One GPU's readings in a heartbeat; each where the platform gives it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceTelemetry {
+    /// The device as the host names it (`card0 amdgpu`).
+    pub name: String,
+    /// Busy share, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub celsius: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watts: Option<f64>,
 }
 
 /// Most digests a heartbeat says its provider keeps.

@@ -239,7 +239,7 @@ pub fn gpu_text(text: &str) -> String {
 }
 
 /// A control character, or a bidirectional override or isolate.
-fn is_control(c: char) -> bool {
+pub fn is_control(c: char) -> bool {
     c.is_control()
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)

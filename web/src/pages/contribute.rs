@@ -295,6 +295,7 @@ mod browser {
                 running_units: 0,
                 free_cpu_cores: 1.0,
                 gpu_memory_used_bytes: None,
+                devices: Vec::new(),
                 leases: Vec::new(),
                 keeps: None,
             };
@@ -414,6 +415,7 @@ mod browser {
                         running_units: 1,
                         free_cpu_cores: 0.0,
                         gpu_memory_used_bytes: None,
+                        devices: Vec::new(),
                         leases: vec![LeaseProgress {
                             lease_id: lease.clone(),
                             progress: progress.get().map(|(done, total)| Progress { done, total }),

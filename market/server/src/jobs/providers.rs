@@ -15,6 +15,34 @@ fn check_keeps(keeps: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A heartbeat's device readings: at most `MAX_PROVIDER_GPUS`, names as
+/// registered devices' are (short, no control characters), and readings a
+/// device can have (shown to everyone in the provider listing).
+fn check_devices(devices: &[agora_wire::api::DeviceTelemetry]) -> Result<(), ApiError> {
+    use agora_wire::limits::{MAX_GPU_TEXT_BYTES, MAX_PROVIDER_GPUS};
+    let bad = |why: &str| Err(ApiError::Invalid(format!("devices: {why}")));
+    if devices.len() > MAX_PROVIDER_GPUS {
+        return bad(&format!("at most {MAX_PROVIDER_GPUS} (MAX_PROVIDER_GPUS)"));
+    }
+    for d in devices {
+        if d.name.len() > MAX_GPU_TEXT_BYTES || d.name.chars().any(agora_wire::limits::is_control) {
+            return bad(&format!(
+                "a name is at most {MAX_GPU_TEXT_BYTES} bytes, no control characters"
+            ));
+        }
+        let within = |v: Option<f64>, max: f64| v.is_none_or(|v| (0.0..=max).contains(&v));
+        if !within(d.utilization_percent, 100.0)
+            || !within(d.celsius, 200.0)
+            || !within(d.watts, 10_000.0)
+            || d.memory_used_bytes
+                .is_some_and(|b| b > agora_wire::limits::MAX_GPU_MEMORY_BYTES)
+        {
+            return bad(&format!("`{}` reads what no device can", d.name));
+        }
+    }
+    Ok(())
+}
+
 impl Jobs {
     pub async fn register(
         &self,
@@ -84,6 +112,7 @@ impl Jobs {
                 "at most 1024 leases per heartbeat".into(),
             ));
         }
+        check_devices(&beat.devices)?;
         // What it keeps is for leasing only, never in its public telemetry;
         // checked before anything is written.
         let keeps = beat.keeps.take();

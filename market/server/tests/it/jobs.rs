@@ -945,3 +945,49 @@ both_dbs!(
         m.assert_invariants().await;
     }
 );
+
+both_dbs!(
+    a_heartbeat_carries_each_gpus_readings_within_what_a_device_can_read,
+    async |m: &TestMarket| {
+        let p = untrusted_provider(m, 10).await;
+        let beat =
+            |devices: Value| json!({"running_units": 0, "free_cpu_cores": 2.0, "devices": devices});
+        let card = json!({"name": "card0 amdgpu", "utilization_percent": 37.0, "memory_used_bytes": 1u64 << 30, "celsius": 61.5, "watts": 150.0});
+        let (status, reply) = m
+            .call(
+                "POST",
+                "/api/v1/providers/heartbeat",
+                Some(&beat(json!([card]))),
+                Some(&p),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+        let listed = providers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == p.id().as_str())
+            .unwrap();
+        assert_eq!(listed["telemetry"]["devices"], json!([card]), "{listed}");
+        let many: Vec<Value> = (0..17)
+            .map(|i| json!({"name": format!("card{i}")}))
+            .collect();
+        for bad in [
+            json!([{"name": "card0", "utilization_percent": 150.0}]),
+            json!([{"name": "card0", "celsius": -5.0}]),
+            json!([{"name": "card0\u{202e}evil"}]),
+            json!(many),
+        ] {
+            let (status, reply) = m
+                .call(
+                    "POST",
+                    "/api/v1/providers/heartbeat",
+                    Some(&beat(bad.clone())),
+                    Some(&p),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {reply}");
+        }
+    }
+);

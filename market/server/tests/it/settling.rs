@@ -349,6 +349,7 @@ both_dbs!(
                     running_units: 1,
                     free_cpu_cores: 1.0,
                     gpu_memory_used_bytes: None,
+                    devices: Vec::new(),
                     leases: mine,
                     keeps: None,
                 };
