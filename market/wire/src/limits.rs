@@ -201,27 +201,39 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
             ),
         ];
         for (what, text) in texts {
-            within(
-                "MAX_GPU_TEXT_BYTES",
-                what,
-                text.len() as u64,
-                0,
-                MAX_GPU_TEXT_BYTES as u64,
-            )?;
-            // Control characters (bidi overrides among them) would let a
-            // name pass as another in every listing.
-            let controls = text.chars().filter(|&c| is_control(c)).count();
-            within(
-                "MAX_GPU_TEXT_BYTES (control characters)",
-                what,
-                controls as u64,
-                0,
-                0,
-            )?;
+            check_gpu_text(what, text)?;
         }
     }
     Ok(())
 }
+
+/// Refuse a text describing a GPU (in a registration or a heartbeat) past
+/// [`MAX_GPU_TEXT_BYTES`] or with a control character: control characters
+/// (bidi overrides among them) would let a name pass as another in every
+/// listing.
+pub fn check_gpu_text(what: &'static str, text: &str) -> Result<(), LimitError> {
+    within(
+        "MAX_GPU_TEXT_BYTES",
+        what,
+        text.len() as u64,
+        0,
+        MAX_GPU_TEXT_BYTES as u64,
+    )?;
+    let controls = text.chars().filter(|&c| is_control(c)).count();
+    within(
+        "MAX_GPU_TEXT_BYTES (control characters)",
+        what,
+        controls as u64,
+        0,
+        0,
+    )
+}
+
+/// The highest temperature (°C) and power (W) a heartbeat may say a GPU
+/// reads: past what any card survives or draws, so a reading beyond is a
+/// lie, and the listing shows readings to everyone.
+pub const MAX_GPU_CELSIUS_READING: f64 = 200.0;
+pub const MAX_GPU_WATTS_READING: f64 = 10_000.0;
 
 /// `text` cut to [`MAX_GPU_TEXT_BYTES`] on a character boundary: what a
 /// host sends for a driver's adapter name, however long.
@@ -239,7 +251,7 @@ pub fn gpu_text(text: &str) -> String {
 }
 
 /// A control character, or a bidirectional override or isolate.
-pub fn is_control(c: char) -> bool {
+fn is_control(c: char) -> bool {
     c.is_control()
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)

@@ -102,8 +102,7 @@ fn Wallet(key: Keypair, key_file: RwSignal<Option<String>>) -> impl IntoView {
             <button class="plain" on:click=move |_| {
                 // Nothing can bring a forgotten key back: ask first.
                 let question = "Forget this key in this browser? Without an exported key.json, its credits and jobs are out of reach for good.";
-                let sure = web_sys::window().and_then(|w| w.confirm_with_message(question).ok()).unwrap_or(false);
-                if sure {
+                if confirmed(question) {
                     keys::forget();
                     key_file.set(None);
                 }

@@ -280,10 +280,7 @@ fn CancelJob(id: String) -> impl IntoView {
     let failed = RwSignal::new(None::<String>);
     let cancel = move |_| {
         let question = "Cancel this job? Its queued units are withdrawn and its running ones stopped (their providers are paid the time they ran); results already verified stay paid, and the rest of the escrow comes back to you now.";
-        if !web_sys::window()
-            .and_then(|w| w.confirm_with_message(question).ok())
-            .unwrap_or(false)
-        {
+        if !confirmed(question) {
             return;
         }
         let Some(key) = keys::load() else { return };
@@ -309,10 +306,7 @@ fn JobData(id: String, kept_until: Option<i64>, deleted_at: Option<i64>) -> impl
     let deleted = RwSignal::new(deleted_at.map(|_| Ok(())));
     let delete = move |_| {
         let question = "Delete this job's inputs, outputs and logs from the market now? Nothing brings them back; what the job cost stays on record.";
-        if !web_sys::window()
-            .and_then(|w| w.confirm_with_message(question).ok())
-            .unwrap_or(false)
-        {
+        if !confirmed(question) {
             return;
         }
         let Some(key) = keys::load() else { return };

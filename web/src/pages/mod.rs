@@ -32,6 +32,14 @@ pub(crate) fn error_view(message: String) -> AnyView {
     view! { <p class="error" role="alert">{message}</p> }.into_any()
 }
 
+/// Whether the reader says yes to `question` (the browser's confirm
+/// dialog); no where there is no window.
+pub(crate) fn confirmed(question: &str) -> bool {
+    web_sys::window()
+        .and_then(|w| w.confirm_with_message(question).ok())
+        .unwrap_or(false)
+}
+
 pub(crate) fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }

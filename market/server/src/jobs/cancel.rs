@@ -87,15 +87,10 @@ impl StoppedRow {
 }
 
 impl Jobs {
-    /// Cancel job `job_id` for `buyer`: the job's state after (cancelled,
-    /// or still running while a settlement set aside waits for its turn,
-    /// or done when its last unit was verified before the cancel).
-    pub async fn cancel(
-        &self,
-        buyer: &KeyId,
-        job_id: &str,
-        now: i64,
-    ) -> Result<JobState, ApiError> {
+    /// Cancel job `job_id` for `buyer`. After it the job is cancelled, or
+    /// still running while a settlement set aside waits for its turn, or
+    /// done when its last unit was verified before the cancel.
+    pub async fn cancel(&self, buyer: &KeyId, job_id: &str, now: i64) -> Result<(), ApiError> {
         for scope in Settling::FALLBACKS {
             let mut tx = self.db.write().await?;
             let job = lock_job(&mut tx, self.db.kind, job_id).await?;
@@ -104,7 +99,7 @@ impl Jobs {
             }
             match job.state.0 {
                 JobState::Running => {}
-                JobState::Cancelled => return Ok(JobState::Cancelled),
+                JobState::Cancelled => return Ok(()),
                 ended => {
                     return Err(ApiError::JobEnded {
                         job: job_id.into(),
@@ -117,7 +112,7 @@ impl Jobs {
                 .settle_and_commit(tx, job_id, now, scope, Vec::new())
                 .await?
             {
-                Ok(()) => return self.state_of(job_id).await,
+                Ok(()) => return Ok(()),
                 Err(e) => tracing::warn!(
                     job = job_id,
                     ?scope,
@@ -211,16 +206,6 @@ impl Jobs {
         .execute(&mut **tx)
         .await?;
         Ok(())
-    }
-
-    async fn state_of(&self, job_id: &str) -> Result<JobState, ApiError> {
-        let text: String = sqlx::query("SELECT state FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("state")?;
-        text.parse()
-            .map_err(|e| ApiError::Internal(format!("a stored job's {e}")))
     }
 }
 

@@ -181,17 +181,19 @@ impl Jobs {
         .fetch_one(&mut *tx)
         .await?;
         let checked = unit.try_get::<i64, _>("checked")? == 1;
-        // (An allow-listed provider's, as the query says: `ALLOW_LISTED_FIRST_ONLY_SQL`.)
-        let allow_listed = !record.vouched
-            && sqlx::query(
-                "SELECT 1 AS one FROM provider_accepts WHERE provider = $1 AND allow = 1",
-            )
-            .bind(provider.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        let first_only =
-            ((untrusted && !checked) || allow_listed) && fresh.try_get::<i64, _>("in_flight")? > 0;
+        // Only a first replica for an untrusted key, and (as the query
+        // says: `ALLOW_LISTED_FIRST_ONLY_SQL`) for an allow-listed one,
+        // looked up only when the unit has a run in flight.
+        let first_only = fresh.try_get::<i64, _>("in_flight")? > 0
+            && ((untrusted && !checked)
+                || (!record.vouched
+                    && sqlx::query(
+                        "SELECT 1 AS one FROM provider_accepts WHERE provider = $1 AND allow = 1",
+                    )
+                    .bind(provider.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some()));
         if fresh.try_get::<i64, _>("taken")? >= fresh.try_get::<i64, _>("wanted")?
             || fresh.try_get::<i64, _>("mine")? > 0
             || first_only

@@ -15,29 +15,32 @@ fn check_keeps(keeps: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A heartbeat's device readings: at most `MAX_PROVIDER_GPUS`, names as
-/// registered devices' are (short, no control characters), and readings a
+/// A heartbeat's device readings: at most `MAX_PROVIDER_GPUS`, names
+/// checked as registered devices' are (`check_gpu_text`), and readings a
 /// device can have (shown to everyone in the provider listing).
 fn check_devices(devices: &[agora_wire::api::DeviceTelemetry]) -> Result<(), ApiError> {
-    use agora_wire::limits::{MAX_GPU_TEXT_BYTES, MAX_PROVIDER_GPUS};
-    let bad = |why: &str| Err(ApiError::Invalid(format!("devices: {why}")));
+    use agora_wire::limits::{
+        MAX_GPU_CELSIUS_READING, MAX_GPU_MEMORY_BYTES, MAX_GPU_WATTS_READING, MAX_PROVIDER_GPUS,
+        check_gpu_text,
+    };
     if devices.len() > MAX_PROVIDER_GPUS {
-        return bad(&format!("at most {MAX_PROVIDER_GPUS} (MAX_PROVIDER_GPUS)"));
+        return Err(ApiError::Invalid(format!(
+            "devices: at most {MAX_PROVIDER_GPUS} (MAX_PROVIDER_GPUS)"
+        )));
     }
     for d in devices {
-        if d.name.len() > MAX_GPU_TEXT_BYTES || d.name.chars().any(agora_wire::limits::is_control) {
-            return bad(&format!(
-                "a name is at most {MAX_GPU_TEXT_BYTES} bytes, no control characters"
-            ));
-        }
+        check_gpu_text("devices[].name", &d.name)?;
         let within = |v: Option<f64>, max: f64| v.is_none_or(|v| (0.0..=max).contains(&v));
         if !within(d.utilization_percent, 100.0)
-            || !within(d.celsius, 200.0)
-            || !within(d.watts, 10_000.0)
+            || !within(d.celsius, MAX_GPU_CELSIUS_READING)
+            || !within(d.watts, MAX_GPU_WATTS_READING)
             || d.memory_used_bytes
-                .is_some_and(|b| b > agora_wire::limits::MAX_GPU_MEMORY_BYTES)
+                .is_some_and(|b| b > MAX_GPU_MEMORY_BYTES)
         {
-            return bad(&format!("`{}` reads what no device can", d.name));
+            return Err(ApiError::Invalid(format!(
+                "devices: `{}` reads what no device can",
+                d.name
+            )));
         }
     }
     Ok(())
@@ -59,7 +62,7 @@ impl Jobs {
             )));
         }
         agora_wire::limits::check_capabilities(&r.capabilities)?;
-        super::requirements::check_work_filter(&r.accepts)?;
+        let accepts = super::requirements::check_work_filter(&r.accepts)?;
         if !matches!(r.capabilities.kind.as_str(), "native" | "browser") {
             return Err(ApiError::Invalid(format!(
                 "capabilities.kind is `native` or `browser`, not `{}`",
@@ -91,8 +94,7 @@ impl Jobs {
         .await?;
         self.record_gpus(&mut tx, provider, &r.capabilities.gpus)
             .await?;
-        self.record_work_filter(&mut tx, provider, &r.accepts)
-            .await?;
+        self.record_work_filter(&mut tx, provider, &accepts).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -95,42 +95,54 @@ pub(super) const ALLOW_LISTED_FIRST_ONLY_SQL: &str = "
                 OR NOT EXISTS (SELECT 1 FROM provider_accepts a WHERE a.provider = $5 AND a.allow = 1)
                 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))";
 
-/// Check a provider's work filter.
-pub(super) fn check_work_filter(f: &WorkFilter) -> Result<(), ApiError> {
+/// Check a provider's work filter: each list at most
+/// `MAX_PROVIDER_FILTER_LIST` long, package names as the registry takes
+/// them, publishers keys (returned in the form owners are stored under),
+/// no name both allowed and denied, no zero limit.
+pub(super) fn check_work_filter(f: &WorkFilter) -> Result<WorkFilter, ApiError> {
     let lists = [
         ("packages", &f.packages),
         ("deny_packages", &f.deny_packages),
         ("publishers", &f.publishers),
         ("deny_publishers", &f.deny_publishers),
     ];
-    for (what, list) in lists {
-        if list.len() > MAX_PROVIDER_FILTER_LIST {
-            return Err(ApiError::Invalid(format!(
-                "accepts.{what} names at most {MAX_PROVIDER_FILTER_LIST} (MAX_PROVIDER_FILTER_LIST)"
-            )));
-        }
-        if let Some(bad) = list
-            .iter()
-            .find(|n| n.is_empty() || n.len() > 128 || n.chars().any(char::is_control))
-        {
-            return Err(ApiError::Invalid(format!(
-                "accepts.{what}: `{bad}` is no package name or key"
-            )));
-        }
+    if let Some((what, _)) = lists
+        .iter()
+        .find(|(_, l)| l.len() > MAX_PROVIDER_FILTER_LIST)
+    {
+        return Err(ApiError::Invalid(format!(
+            "accepts.{what} names at most {MAX_PROVIDER_FILTER_LIST} (MAX_PROVIDER_FILTER_LIST)"
+        )));
     }
-    for (what, names) in [
-        ("packages", &f.packages),
-        ("deny_packages", &f.deny_packages),
-    ] {
+    let packages = |what: &str, names: &[String]| -> Result<Vec<String>, ApiError> {
         for name in names {
             crate::registry::check_name(name).map_err(|_| {
                 ApiError::Invalid(format!("accepts.{what}: `{name}` is no package name"))
             })?;
         }
-    }
+        Ok(names.to_vec())
+    };
+    let keys = |what: &str, keys: &[String]| -> Result<Vec<String>, ApiError> {
+        keys.iter()
+            .map(|k| {
+                KeyId::parse(k)
+                    .map(|id| id.as_str().to_string())
+                    .map_err(|_| {
+                        ApiError::Invalid(format!("accepts.{what}: `{k}` is not a publisher's key"))
+                    })
+            })
+            .collect()
+    };
+    let checked = WorkFilter {
+        packages: packages("packages", &f.packages)?,
+        deny_packages: packages("deny_packages", &f.deny_packages)?,
+        publishers: keys("publishers", &f.publishers)?,
+        deny_publishers: keys("deny_publishers", &f.deny_publishers)?,
+        ..f.clone()
+    };
     let both = |allow: &[String], deny: &[String]| allow.iter().find(|n| deny.contains(n)).cloned();
-    if let Some(name) =
-        both(&f.packages, &f.deny_packages).or(both(&f.publishers, &f.deny_publishers))
+    if let Some(name) = both(&checked.packages, &checked.deny_packages)
+        .or(both(&checked.publishers, &checked.deny_publishers))
     {
         return Err(ApiError::Invalid(format!(
             "accepts: `{name}` is both allowed and denied"
@@ -142,17 +154,7 @@ pub(super) fn check_work_filter(f: &WorkFilter) -> Result<(), ApiError> {
                 .into(),
         ));
     }
-    for (what, keys) in [
-        ("publishers", &f.publishers),
-        ("deny_publishers", &f.deny_publishers),
-    ] {
-        if let Some(bad) = keys.iter().find(|k| KeyId::parse(k).is_err()) {
-            return Err(ApiError::Invalid(format!(
-                "accepts.{what}: `{bad}` is not a publisher's key"
-            )));
-        }
-    }
-    Ok(())
+    Ok(checked)
 }
 
 /// A job's GPU requirements as leasing compares them.
@@ -370,7 +372,8 @@ impl Jobs {
         Ok(())
     }
 
-    /// Replace the work `provider` takes with its registration's filter.
+    /// Replace the work `provider` takes with its registration's filter
+    /// (as `check_work_filter` returned it).
     pub(super) async fn record_work_filter(
         &self,
         tx: &mut Tx,
@@ -388,32 +391,20 @@ impl Jobs {
             .bind(provider.as_str())
             .execute(&mut **tx)
             .await?;
-        let key = |k: &String| {
-            KeyId::parse(k)
-                .map(|id| id.as_str().to_string())
-                .unwrap_or_default()
-        };
-        let rows: BTreeMap<(&str, String), bool> = f
+        // (Checked by `check_work_filter`: publishers in stored form.)
+        let rows: BTreeMap<(&str, &String), bool> = f
             .packages
             .iter()
-            .map(|n| (("package", n.clone()), true))
-            .chain(f.publishers.iter().map(|k| (("publisher", key(k)), true)))
-            .chain(
-                f.deny_packages
-                    .iter()
-                    .map(|n| (("package", n.clone()), false)),
-            )
-            .chain(
-                f.deny_publishers
-                    .iter()
-                    .map(|k| (("publisher", key(k)), false)),
-            )
+            .map(|n| (("package", n), true))
+            .chain(f.publishers.iter().map(|k| (("publisher", k), true)))
+            .chain(f.deny_packages.iter().map(|n| (("package", n), false)))
+            .chain(f.deny_publishers.iter().map(|k| (("publisher", k), false)))
             .collect();
         for ((kind, name), allow) in rows {
             sqlx::query("INSERT INTO provider_accepts (provider, kind, name, allow) VALUES ($1, $2, $3, $4)")
                 .bind(provider.as_str())
                 .bind(kind)
-                .bind(&name)
+                .bind(name)
                 .bind(allow as i64)
                 .execute(&mut **tx)
                 .await?;
