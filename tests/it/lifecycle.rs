@@ -462,7 +462,8 @@ fn credits(status: &str, label: &str) -> u64 {
 
 #[test]
 fn a_cancelled_job_stops_its_running_unit_and_refunds_the_rest_at_once() {
-    let market = Market::start("lifecycle-cancel");
+    // One host: a random spot check would want a second one, so none.
+    let market = Market::start_with("lifecycle-cancel", &["--spot-check-rate", "0"]);
     setup(&market);
     publish_paced(&market);
     // Five minutes of sleeping steps on a host with one slot, paid per
@@ -575,7 +576,8 @@ fn write_under(root: &Path, path: &str, text: &str) {
 
 #[test]
 fn a_host_on_battery_takes_no_work_until_mains_power_returns() {
-    let market = Market::start("lifecycle-battery");
+    // One host: a random spot check would want a second one, so none.
+    let market = Market::start_with("lifecycle-battery", &["--spot-check-rate", "0"]);
     setup(&market);
     // The host's machine, as a fake sysfs: a laptop unplugged.
     let root = temp_dir("battery-root");
