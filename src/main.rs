@@ -52,6 +52,9 @@ enum Command {
     Result(cmd::jobs::ResultArgs),
     /// Your jobs.
     Jobs,
+    /// What runs cost lately, per device class (the going rate your bid
+    /// and --max-price are weighed against).
+    Prices,
     /// Stop a job: queued units are withdrawn, running ones stopped (paid
     /// the time they ran), and what it did not spend is refunded now.
     Cancel(cmd::jobs::CancelArgs),
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd::jobs::logs(a, client),
         Command::Result(a) => cmd::jobs::result(a, client),
         Command::Jobs => cmd::jobs::list(client),
+        Command::Prices => cmd::jobs::prices(client),
         Command::Cancel(a) => cmd::jobs::cancel(a, client),
         Command::DeleteData(a) => cmd::jobs::delete_data(a, client),
         Command::Host(a) => cmd::host::main(a, client),

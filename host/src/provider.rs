@@ -33,6 +33,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 << 30;
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
     pub ask: Ask,
+    /// Asks per device class; the market puts this machine's in force.
+    pub class_asks: std::collections::BTreeMap<String, Ask>,
     pub max_concurrent: u32,
     /// How long to wait before asking again when there is no work.
     pub poll_interval: Duration,
@@ -64,6 +66,7 @@ impl Default for ProviderConfig {
                 per_gpu_second: 1,
                 per_wall_second: 0,
             },
+            class_asks: Default::default(),
             max_concurrent: 2,
             poll_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
@@ -183,7 +186,9 @@ pub fn serve(
     Ok(())
 }
 
-fn capabilities(pool: &WorkerPool) -> Capabilities {
+/// What this machine offers the market: its cores, memory and the
+/// worker pool's devices.
+pub fn capabilities(pool: &WorkerPool) -> Capabilities {
     let cpu_cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -223,6 +228,7 @@ fn register(s: &Shared) {
     let request = RegisterProvider {
         capabilities: capabilities(&s.pool),
         ask: s.config.ask,
+        class_asks: s.config.class_asks.clone(),
         max_concurrent: s.config.max_concurrent,
         accepts: s.config.accepts.clone(),
     };

@@ -12,6 +12,7 @@ use agora_wire::api::{Ask, UnitKinds, WorkFilter};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -364,6 +365,11 @@ pub struct HostConfig {
     pub cache_size: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ask: Option<AskConfig>,
+    /// Asks per device class (`[asks."nvidia-geforce-rtx-4090"]`, names as
+    /// `agora host` prints its device's): the ask of this machine's class
+    /// is in force; a field left out is `[ask]`'s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub asks: BTreeMap<String, AskConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
     /// The work this host takes: `packages`/`deny_packages`,
@@ -382,6 +388,25 @@ pub struct AskConfig {
     pub per_wall_second: Option<u64>,
 }
 
+impl AskConfig {
+    /// Each field given here, else `base`'s.
+    fn over(self, base: Ask) -> Ask {
+        Ask {
+            per_billion_fuel: self.per_billion_fuel.unwrap_or(base.per_billion_fuel),
+            per_gpu_second: self.per_gpu_second.unwrap_or(base.per_gpu_second),
+            per_wall_second: self.per_wall_second.unwrap_or(base.per_wall_second),
+        }
+    }
+
+    fn of(ask: Ask) -> AskConfig {
+        AskConfig {
+            per_billion_fuel: Some(ask.per_billion_fuel),
+            per_gpu_second: Some(ask.per_gpu_second),
+            per_wall_second: Some(ask.per_wall_second),
+        }
+    }
+}
+
 impl HostConfig {
     fn read(path: &Path) -> Result<HostConfig> {
         let text = std::fs::read_to_string(path)
@@ -393,6 +418,11 @@ impl HostConfig {
     /// default; every field filled.
     fn effective(self, args: &HostArgs, client_args: &ClientArgs) -> Result<HostConfig> {
         let file_ask = self.ask.unwrap_or_default();
+        let ask = Ask {
+            per_billion_fuel: args.ask_fuel.or(file_ask.per_billion_fuel).unwrap_or(10),
+            per_gpu_second: args.ask_gpu.or(file_ask.per_gpu_second).unwrap_or(1),
+            per_wall_second: args.ask_wall.or(file_ask.per_wall_second).unwrap_or(0),
+        };
         let file_policy = self.policy.unwrap_or_default();
         let file_accepts = self.accepts.unwrap_or_default();
         let cache_size = match (args.cache_size, &self.cache_size) {
@@ -427,11 +457,12 @@ impl HostConfig {
                     .unwrap_or_else(|| super::client::home().join("cache").join("blobs")),
             ),
             cache_size: Some(cache_size.to_string()),
-            ask: Some(AskConfig {
-                per_billion_fuel: Some(args.ask_fuel.or(file_ask.per_billion_fuel).unwrap_or(10)),
-                per_gpu_second: Some(args.ask_gpu.or(file_ask.per_gpu_second).unwrap_or(1)),
-                per_wall_second: Some(args.ask_wall.or(file_ask.per_wall_second).unwrap_or(0)),
-            }),
+            ask: Some(AskConfig::of(ask)),
+            asks: self
+                .asks
+                .into_iter()
+                .map(|(class, a)| (class, AskConfig::of(a.over(ask))))
+                .collect(),
             policy: Some(Policy {
                 pause_on_battery: args.pause_on_battery || file_policy.pause_on_battery,
                 max_gpu_celsius: args.max_gpu_celsius.or(file_policy.max_gpu_celsius),
@@ -516,13 +547,29 @@ fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         eprintln!("stopping: finishing running units");
         flag.store(true, Ordering::Relaxed);
     });
-    let ask = settings.ask.expect("filled");
+    let ask = settings.ask.expect("filled").over(Ask::default());
+    let class_asks: BTreeMap<String, Ask> = settings
+        .asks
+        .iter()
+        .map(|(class, a)| (class.clone(), a.over(ask)))
+        .collect();
+    let caps = provider::capabilities(&pool);
+    let in_force = caps.ask_in_force(ask, &class_asks);
+    eprintln!(
+        "device class {}: asking {} per billion fuel, {} per GPU second, {} per wall second{}",
+        caps.device_class(),
+        in_force.per_billion_fuel,
+        in_force.per_gpu_second,
+        in_force.per_wall_second,
+        if class_asks.contains_key(&caps.device_class()) {
+            " ([asks] of this class)"
+        } else {
+            ""
+        }
+    );
     let config = ProviderConfig {
-        ask: Ask {
-            per_billion_fuel: ask.per_billion_fuel.expect("filled"),
-            per_gpu_second: ask.per_gpu_second.expect("filled"),
-            per_wall_second: ask.per_wall_second.expect("filled"),
-        },
+        ask,
+        class_asks,
         max_concurrent: max_concurrent.max(1),
         heartbeat_interval: Duration::from_secs_f64(
             settings.heartbeat_seconds.expect("filled").max(0.2),

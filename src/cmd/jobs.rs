@@ -55,6 +55,12 @@ pub struct SubmitArgs {
     /// when not given.
     #[arg(long)]
     deadline: Option<humantime::Duration>,
+    /// Your bid, in percent of each provider's ask (100 to 1000; 100 when
+    /// not given): runs are paid the ask times this, and the market serves
+    /// higher bids first. Your --max-price must pay it at the going rate
+    /// (`agora prices`), or the units wait behind every unit that can.
+    #[arg(long, value_name = "PERCENT")]
+    bid: Option<u32>,
     /// Wait for the job to end, with a progress bar.
     #[arg(long)]
     wait: bool,
@@ -218,6 +224,7 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         deadline_ms: args
             .deadline
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        bid_percent: args.bid,
     };
     for named in &args.shared {
         let (name, file) = named
@@ -232,6 +239,12 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         "job {} submitted: {} units of {} {}, {} credits held in escrow",
         job.id, job.unit_counts.total, job.package, job.version, job.max_price
     );
+    if job.priority < job.bid_percent {
+        eprintln!(
+            "note: --max-price {} cannot pay the going rate at a {}% bid for {} units, so they wait behind every unit that can (see `agora prices`; raise --max-price or lower --bid)",
+            job.max_price, job.bid_percent, job.unit_counts.total
+        );
+    }
     println!("{}", job.id);
     if !args.wait {
         return Ok(());
@@ -979,5 +992,40 @@ pub fn canary(args: CanaryArgs, client_args: &ClientArgs) -> Result<()> {
         &added.input_digest[..16],
         &added.output_digest[..16]
     );
+    Ok(())
+}
+
+/// The market's going rate per device class (what recent accepted runs
+/// were paid), and the suggested ask for a new job.
+pub fn prices(client_args: &ClientArgs) -> Result<()> {
+    let stats: agora_wire::api::MarketStats = client_args.anonymous()?.get("/api/v1/stats")?;
+    let s = stats.suggested_ask;
+    println!(
+        "suggested now: {} per billion fuel, {} per GPU second, {} per wall second ({} providers online, {} units queued)",
+        s.per_billion_fuel,
+        s.per_gpu_second,
+        s.per_wall_second,
+        stats.providers_online,
+        stats.queued_units
+    );
+    if stats.prices.is_empty() {
+        println!("no trades in the price window yet");
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>12} {:>12} {:>12} {:>7} {:>7}",
+        "device class", "/bn fuel", "/GPU s", "/wall s", "trades", "online"
+    );
+    for p in &stats.prices {
+        println!(
+            "{:<32} {:>12} {:>12} {:>12} {:>7} {:>7}",
+            super::printable(&p.class),
+            p.rate.per_billion_fuel,
+            p.rate.per_gpu_second,
+            p.rate.per_wall_second,
+            p.trades,
+            p.providers_online
+        );
+    }
     Ok(())
 }

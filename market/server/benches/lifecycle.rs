@@ -155,6 +155,7 @@ async fn env(url: &str) -> Env {
             per_gpu_second: 1,
             per_wall_second: 0,
         },
+        class_asks: Default::default(),
         max_concurrent: 4,
         accepts: Default::default(),
     };
@@ -190,6 +191,7 @@ fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
         requirements: Default::default(),
         providers: Default::default(),
         deadline_ms: None,
+        bid_percent: None,
     }
 }
 
@@ -560,6 +562,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
                         per_gpu_second: 1,
                         per_wall_second: 0,
                     },
+                    class_asks: Default::default(),
                     max_concurrent: 4,
                     accepts: Default::default(),
                 };

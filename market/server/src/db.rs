@@ -145,6 +145,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "work_filters",
         include_str!("../migrations/sqlite/20261208020000_work_filters.sql"),
     ),
+    (
+        20261208030000,
+        "bids",
+        include_str!("../migrations/sqlite/20261208030000_bids.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -246,6 +251,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208020000,
         "work_filters",
         include_str!("../migrations/postgres/20261208020000_work_filters.sql"),
+    ),
+    (
+        20261208030000,
+        "bids",
+        include_str!("../migrations/postgres/20261208030000_bids.sql"),
     ),
 ];
 

@@ -36,6 +36,7 @@ mod failures;
 mod lease;
 mod live;
 mod outputs;
+mod prices;
 mod providers;
 mod reputation;
 mod requirements;
@@ -193,6 +194,8 @@ pub struct Jobs {
     verifier: Option<Arc<dyn ResultVerifier>>,
     /// Wakes the verifiers when a result is queued for verification.
     verify_wake: Arc<tokio::sync::Notify>,
+    /// The going rate submits price bids against, read now and then.
+    going: Arc<prices::GoingRateCache>,
     pub config: JobsConfig,
 }
 
@@ -287,6 +290,7 @@ impl Jobs {
             registry,
             verifier: None,
             verify_wake: Default::default(),
+            going: Default::default(),
             config,
         }
     }

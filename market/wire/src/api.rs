@@ -342,8 +342,60 @@ pub struct GpuDevice {
     pub compute_capability: Option<String>,
 }
 
+/// The device class of a provider without a GPU.
+pub const CPU_CLASS: &str = "cpu";
+/// The device class of every software adapter (llvmpipe, lavapipe, WARP):
+/// they are priced alike, whatever they are called.
+pub const SOFTWARE_CLASS: &str = "software";
+
+impl GpuDevice {
+    /// What the card is, as prices are grouped: its name in lowercase
+    /// words joined by `-` (`NVIDIA GeForce RTX 4090` is
+    /// `nvidia-geforce-rtx-4090`), at most 64 characters; a software
+    /// adapter is [`SOFTWARE_CLASS`].
+    pub fn class(&self) -> String {
+        if self.device_type == "cpu" {
+            return SOFTWARE_CLASS.to_string();
+        }
+        let words: Vec<String> = self
+            .name
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let mut class = words.join("-");
+        class.truncate(64);
+        let class = class.trim_end_matches('-').to_string();
+        if class.is_empty() {
+            "unnamed-gpu".to_string()
+        } else {
+            class
+        }
+    }
+}
+
+impl Capabilities {
+    /// The class of the device this provider runs units on: its first
+    /// GPU's, or [`CPU_CLASS`].
+    pub fn device_class(&self) -> String {
+        self.gpus
+            .first()
+            .map_or(CPU_CLASS.to_string(), GpuDevice::class)
+    }
+
+    /// The ask in force for a provider of these capabilities: its device
+    /// class's in `class_asks`, or `ask`.
+    pub fn ask_in_force(
+        &self,
+        ask: Ask,
+        class_asks: &std::collections::BTreeMap<String, Ask>,
+    ) -> Ask {
+        class_asks.get(&self.device_class()).copied().unwrap_or(ask)
+    }
+}
+
 /// A provider's prices, in credits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Ask {
     pub per_billion_fuel: u64,
@@ -358,7 +410,15 @@ pub struct Ask {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RegisterProvider {
     pub capabilities: Capabilities,
+    /// The ask in force when `class_asks` names no class of this
+    /// provider's devices.
     pub ask: Ask,
+    /// Asks per device class ([`GpuDevice::class`]): a card is priced by
+    /// what it is. The ask of the class of the provider's first GPU (the
+    /// one it runs units on) is in force; each class named must be one of
+    /// its devices', at most [`crate::limits::MAX_PROVIDER_GPUS`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub class_asks: std::collections::BTreeMap<String, Ask>,
     pub max_concurrent: u32,
     /// Whose work, and what work, this provider takes (empty: any).
     #[serde(default, skip_serializing_if = "WorkFilter::is_empty")]
@@ -534,7 +594,11 @@ pub struct HeartbeatReply {
 pub struct ProviderInfo {
     pub id: String,
     pub capabilities: Capabilities,
+    /// The ask in force (its device class's, when it named one).
     pub ask: Ask,
+    /// What its card is, as prices are grouped ([`GpuDevice::class`]).
+    #[serde(default)]
+    pub device_class: String,
     pub max_concurrent: u32,
     pub online: bool,
     pub last_heartbeat_ms: i64,
@@ -711,6 +775,13 @@ pub struct SubmitJob {
     /// [`crate::limits::MAX_JOB_DEADLINE_MS`], a day when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// The buyer's bid, in percent of each provider's ask: a run is paid
+    /// the provider's ask times this (and never past the unit's cap), and
+    /// the queue serves higher bids first. From
+    /// [`crate::limits::MIN_BID_PERCENT`] (the ask itself, the default) to
+    /// [`crate::limits::MAX_BID_PERCENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid_percent: Option<u32>,
 }
 
 /// What one GPU of a provider must be for a job's units: every field a
@@ -978,6 +1049,14 @@ pub struct JobInfo {
     /// When the job expires if unfinished (its deadline).
     #[serde(default)]
     pub expires_at_ms: i64,
+    /// The buyer's bid, in percent of each provider's ask.
+    #[serde(default = "default_bid_percent")]
+    pub bid_percent: u32,
+    /// Where its units stand in the queue (higher first): its bid, or 0
+    /// when its cap could not pay the market's going rate at that bid when
+    /// it was submitted (it waits behind every unit that can pay).
+    #[serde(default = "default_bid_percent")]
+    pub priority: u32,
     /// When the job's inputs, outputs and logs were deleted (by its buyer,
     /// or at the end of the market's retention period).
     #[serde(default)]
@@ -988,6 +1067,10 @@ pub struct JobInfo {
     /// The blobs every unit reads by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<SharedBlob>,
+}
+
+fn default_bid_percent() -> u32 {
+    crate::limits::MIN_BID_PERCENT
 }
 
 /// A job in a buyer's list (`GET /api/v1/jobs`): what a line of it shows,
@@ -1174,9 +1257,31 @@ pub struct MarketStats {
     pub running_units: u64,
     /// Concurrent units the online providers accept.
     pub capacity: u64,
-    /// Median ask of online providers, scaled by utilization (queue depth
-    /// against capacity): what a new job should offer to be picked up soon.
+    /// The going rate (the reputation-weighted median of recent trades,
+    /// all classes together; the online providers' median ask before there
+    /// are any), scaled by utilization (queue depth against capacity): what
+    /// a new job should offer to be picked up soon.
     pub suggested_ask: Ask,
+    /// The going rate per device class, from recent trades.
+    #[serde(default)]
+    pub prices: Vec<ClassPrice>,
+}
+
+/// What runs on one class of device cost lately: each rate the median of
+/// the trades the market accepted in its price window, each trade weighted
+/// by its provider's reputation, and trades of providers not trusted at
+/// their grant not counted (a flock of fresh keys moves no price).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClassPrice {
+    /// [`GpuDevice::class`], or `cpu`.
+    pub class: String,
+    /// The rates paid (asks times bids).
+    pub rate: Ask,
+    /// Trades counted.
+    pub trades: u64,
+    /// Providers of this class online now.
+    pub providers_online: u64,
 }
 
 #[cfg(test)]

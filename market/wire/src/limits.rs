@@ -58,6 +58,13 @@ pub const MAX_BROWSER_SHARED_BYTES: u64 = 256 << 20;
 /// Highest price a provider may ask, per billion fuel, per GPU second or
 /// per wall second.
 pub const MAX_ASK: u64 = 1_000_000;
+/// The lowest bid: a run is paid at least the provider's ask.
+pub const MIN_BID_PERCENT: u32 = 100;
+/// The highest bid, ten times the ask: high enough to jump any queue, low
+/// enough that a unit's worst case at the highest ask times the bid stays
+/// inside `i64` in the market's SQL.
+pub const MAX_BID_PERCENT: u32 = 1_000;
+
 /// Longest a buyer may let a job run before it expires: its escrow hold
 /// must outlive it by the market's settling margin within the ledger's
 /// longest hold, and a week bounds how long a buyer's credits sit held by

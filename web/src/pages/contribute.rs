@@ -268,6 +268,7 @@ mod browser {
                 per_gpu_second: 1,
                 per_wall_second: 0,
             },
+            class_asks: Default::default(),
             max_concurrent: 1,
             accepts: Default::default(),
         };

@@ -88,6 +88,7 @@ pub fn Submit() -> impl IntoView {
                     requirements: Default::default(),
                     providers: Default::default(),
                     deadline_ms: None,
+                    bid_percent: None,
                 };
                 api::post_signed::<_, JobInfo>(&key, "/api/v1/jobs".into(), &request).await
             }

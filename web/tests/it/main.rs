@@ -92,6 +92,7 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
             per_gpu_second: 3,
             per_wall_second: 0,
         },
+        class_asks: Default::default(),
         max_concurrent: 2,
         accepts: Default::default(),
     };

@@ -28,17 +28,19 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
     candidate_sql(
         kind,
         "FROM units u JOIN jobs j ON j.id = u.job_id WHERE",
-        "u.queued_at_ms, u.job_id, u.idx",
+        "u.priority DESC, u.queued_at_ms, u.job_id, u.idx",
     )
 }
 
-/// [`lease_candidate_sql`] within one job (binds the job's id last, `$10`),
-/// its units read in index order (the units' primary key): for a job
-/// sharing an input the provider keeps ([`LOCAL_JOBS_SQL`]).
+/// [`lease_candidate_sql`] within one job (binds the job's id, `$10`),
+/// at a priority at least `$11` (the queue's best unit's for this
+/// provider: locality never jumps a better bid), its units read in index
+/// order (the units' primary key): for a job sharing an input the
+/// provider keeps ([`LOCAL_JOBS_SQL`]).
 pub fn local_candidate_sql(kind: Kind) -> String {
     candidate_sql(
         kind,
-        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $10 AND",
+        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $10 AND u.priority >= $11 AND",
         "u.idx",
     )
 }
@@ -59,9 +61,9 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     };
     let accepted = accepted_by_sql("j", "$5");
     format!(
-        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, j.checked_by_verify AS checked {from}
+        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, u.priority AS priority, j.checked_by_verify AS checked {from}
          u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
-           AND ($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000 <= j.unit_cap
+           AND (($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000) * j.bid_percent <= j.unit_cap * 100
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
@@ -74,6 +76,42 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
 }
 
 impl Jobs {
+    /// The first unit `query` ([`lease_candidate_sql`], or
+    /// [`local_candidate_sql`] with its job and priority floor) finds for
+    /// this provider.
+    async fn candidate(
+        &self,
+        tx: &mut Tx,
+        query: &str,
+        now: i64,
+        info: &ProviderInfo,
+        provider: &KeyId,
+        record: &Record,
+        local: Option<(&String, i64)>,
+    ) -> Result<Option<AnyRow>, ApiError> {
+        let query = sqlx::query(query)
+            .bind(now)
+            .bind(!info.capabilities.gpus.is_empty() as i64)
+            .bind(info.ask.per_billion_fuel as i64)
+            .bind(info.ask.per_gpu_second as i64)
+            .bind(provider.as_str())
+            // A browser tab runs only packages with a browser bundle.
+            .bind((info.capabilities.kind == "browser") as i64)
+            .bind(info.ask.per_wall_second as i64)
+            .bind(!record.trusted() as i64)
+            .bind(record.vouched as i64);
+        Ok(match local {
+            Some((job, floor)) => {
+                query
+                    .bind(job)
+                    .bind(floor)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            None => query.fetch_optional(&mut **tx).await?,
+        })
+    }
+
     /// Lease one unit this provider can run, if any.
     pub async fn lease(&self, provider: &KeyId, now: i64) -> Result<Option<LeaseGrant>, ApiError> {
         let p = sqlx::query("SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p WHERE p.id = $1")
@@ -111,45 +149,50 @@ impl Jobs {
             return Ok(None);
         }
         let has_gpu = !info.capabilities.gpus.is_empty();
-        // A browser tab runs only packages with a browser bundle.
         let browser = info.capabilities.kind == "browser";
         let untrusted = !record.trusted();
-        // Data locality: a unit of a job sharing an input this provider
-        // keeps comes first (it crosses the network no more); else the
-        // queue's oldest.
+        // The queue's best unit for this provider (highest bid, then
+        // oldest); a unit of a job sharing an input it keeps comes first
+        // when it pays as well (it crosses the network no more).
+        let general = self
+            .candidate(
+                &mut tx,
+                &lease_candidate_sql(self.db.kind),
+                now,
+                &info,
+                provider,
+                &record,
+                None,
+            )
+            .await?;
+        let floor: i64 = match &general {
+            Some(unit) => unit.try_get("priority")?,
+            None => 0,
+        };
         let local_jobs: Vec<String> = sqlx::query_scalar(LOCAL_JOBS_SQL)
             .bind(provider.as_str())
             .bind(LOCAL_JOBS_TRIED)
             .fetch_all(&mut *tx)
             .await?;
-        let (local, general) = (
-            local_candidate_sql(self.db.kind),
-            lease_candidate_sql(self.db.kind),
-        );
-        let tries = local_jobs
-            .iter()
-            .map(|job| (local.as_str(), Some(job.as_str())))
-            .chain([(general.as_str(), None)]);
         let mut candidate = None;
-        for (query, job) in tries {
-            let query = sqlx::query(query)
-                .bind(now)
-                .bind(has_gpu as i64)
-                .bind(info.ask.per_billion_fuel as i64)
-                .bind(info.ask.per_gpu_second as i64)
-                .bind(provider.as_str())
-                .bind(browser as i64)
-                .bind(info.ask.per_wall_second as i64)
-                .bind(untrusted as i64)
-                .bind(record.vouched as i64);
-            candidate = match job {
-                Some(job) => query.bind(job).fetch_optional(&mut *tx).await?,
-                None => query.fetch_optional(&mut *tx).await?,
-            };
+        let local = local_candidate_sql(self.db.kind);
+        for job in &local_jobs {
+            candidate = self
+                .candidate(
+                    &mut tx,
+                    &local,
+                    now,
+                    &info,
+                    provider,
+                    &record,
+                    Some((job, floor)),
+                )
+                .await?;
             if candidate.is_some() {
                 break;
             }
         }
+        let candidate = candidate.or(general);
         // An untrusted provider's canaries come at random among its leases
         // (or when no buyer's unit fits it), not always first.
         if untrusted
@@ -216,12 +259,15 @@ impl Jobs {
             .bind(&job_id)
             .fetch_one(&mut *tx)
             .await?;
+        // The run is paid the provider's ask times the buyer's bid.
+        let bid = job.try_get::<i64, _>("bid_percent")?.max(0) as u64;
+        let rate = |ask: u64| (ask * bid / 100) as i64;
         let lease_id = random_id('l', 12);
         let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
         let expires = (now + self.config.lease_ttl_ms).min(deadline);
         sqlx::query(
-            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered, trusted, raised_quorum)
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO leases (id, job_id, idx, provider, state, expires_at_ms, created_at_ms, deadline_ms, ask_per_billion_fuel, ask_per_gpu_second, ask_per_wall_second, metered, trusted, raised_quorum, device_class)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&lease_id)
         .bind(&job_id)
@@ -230,12 +276,13 @@ impl Jobs {
         .bind(expires)
         .bind(now)
         .bind(deadline)
-        .bind(info.ask.per_billion_fuel as i64)
-        .bind(info.ask.per_gpu_second as i64)
-        .bind(info.ask.per_wall_second as i64)
+        .bind(rate(info.ask.per_billion_fuel))
+        .bind(rate(info.ask.per_gpu_second))
+        .bind(rate(info.ask.per_wall_second))
         .bind(!browser as i64)
         .bind(!untrusted as i64)
         .bind(raises_quorum as i64)
+        .bind(&info.device_class)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

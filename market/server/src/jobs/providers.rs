@@ -46,6 +46,39 @@ fn check_devices(devices: &[agora_wire::api::DeviceTelemetry]) -> Result<(), Api
     Ok(())
 }
 
+/// A registration's asks within [`MAX_ASK`], and its asks per device class
+/// each of a class one of its devices is (a price for a card it does not
+/// have would be shown as a trade nobody made), at most `MAX_PROVIDER_GPUS`.
+fn check_asks(r: &RegisterProvider) -> Result<(), ApiError> {
+    use agora_wire::limits::MAX_PROVIDER_GPUS;
+    let one = |ask: &Ask| -> Result<(), ApiError> {
+        check_ask("ask.per_billion_fuel", ask.per_billion_fuel)?;
+        check_ask("ask.per_gpu_second", ask.per_gpu_second)?;
+        check_ask("ask.per_wall_second", ask.per_wall_second)?;
+        Ok(())
+    };
+    one(&r.ask)?;
+    if r.class_asks.len() > MAX_PROVIDER_GPUS {
+        return Err(ApiError::Invalid(format!(
+            "class_asks: at most {MAX_PROVIDER_GPUS} (MAX_PROVIDER_GPUS)"
+        )));
+    }
+    let mut classes: Vec<String> = r.capabilities.gpus.iter().map(|g| g.class()).collect();
+    if classes.is_empty() {
+        classes.push(agora_wire::api::CPU_CLASS.to_string());
+    }
+    for (class, ask) in &r.class_asks {
+        if !classes.contains(class) {
+            return Err(ApiError::Invalid(format!(
+                "class_asks: this provider has no device of class `{class}` (its classes: {})",
+                classes.join(", ")
+            )));
+        }
+        one(ask)?;
+    }
+    Ok(())
+}
+
 impl Jobs {
     pub async fn register(
         &self,
@@ -53,9 +86,7 @@ impl Jobs {
         r: RegisterProvider,
         now: i64,
     ) -> Result<(), ApiError> {
-        check_ask("ask.per_billion_fuel", r.ask.per_billion_fuel)?;
-        check_ask("ask.per_gpu_second", r.ask.per_gpu_second)?;
-        check_ask("ask.per_wall_second", r.ask.per_wall_second)?;
+        check_asks(&r)?;
         if r.max_concurrent == 0 || r.max_concurrent > MAX_CONCURRENT {
             return Err(ApiError::Invalid(format!(
                 "max_concurrent is 1 to {MAX_CONCURRENT}"
@@ -70,6 +101,7 @@ impl Jobs {
             )));
         }
         let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
+        let ask = r.capabilities.ask_in_force(r.ask, &r.class_asks);
         let prior_bad = if r.capabilities.kind == "browser" {
             BROWSER_PRIOR_BAD
         } else {
@@ -83,13 +115,13 @@ impl Jobs {
         )
         .bind(provider.as_str())
         .bind(caps)
-        .bind(r.ask.per_billion_fuel as i64)
-        .bind(r.ask.per_gpu_second as i64)
+        .bind(ask.per_billion_fuel as i64)
+        .bind(ask.per_gpu_second as i64)
         .bind(r.max_concurrent as i64)
         .bind(!r.capabilities.gpus.is_empty() as i64)
         .bind(now)
         .bind(prior_bad)
-        .bind(r.ask.per_wall_second as i64)
+        .bind(ask.per_wall_second as i64)
         .execute(&mut *tx)
         .await?;
         self.record_gpus(&mut tx, provider, &r.capabilities.gpus)
@@ -260,17 +292,18 @@ impl Jobs {
     pub(super) fn provider_from(&self, r: &AnyRow, now: i64) -> Result<ProviderInfo, ApiError> {
         let (good, bad): (f64, f64) = (r.try_get("good")?, r.try_get("bad")?);
         let last: i64 = r.try_get("last_heartbeat_ms")?;
+        let capabilities =
+            serde_json::from_str::<Capabilities>(&r.try_get::<String, _>("capabilities")?)
+                .unwrap_or_default();
         Ok(ProviderInfo {
             id: r.try_get("id")?,
-            capabilities: serde_json::from_str::<Capabilities>(
-                &r.try_get::<String, _>("capabilities")?,
-            )
-            .unwrap_or_default(),
             ask: Ask {
                 per_billion_fuel: r.try_get::<i64, _>("ask_per_billion_fuel")? as u64,
                 per_gpu_second: r.try_get::<i64, _>("ask_per_gpu_second")? as u64,
                 per_wall_second: r.try_get::<i64, _>("ask_per_wall_second")? as u64,
             },
+            device_class: capabilities.device_class(),
+            capabilities,
             max_concurrent: r.try_get::<i64, _>("max_concurrent")? as u32,
             online: now - last <= self.config.heartbeat_fresh_ms,
             last_heartbeat_ms: last,
@@ -281,8 +314,11 @@ impl Jobs {
         })
     }
 
-    /// Live figures, and a suggested price: the median online ask, raised by
-    /// up to 2x as the queue grows past the online capacity.
+    /// Live figures, the going rate per device class, and a suggested
+    /// price: the going rate of all classes (before any trade, the median
+    /// ask of the online providers trusted now, or of all online ones when
+    /// none is), raised by up to 2x as the queue grows past the online
+    /// capacity.
     pub async fn stats(&self, now: i64) -> Result<agora_wire::api::MarketStats, ApiError> {
         let online: Vec<ProviderInfo> = self
             .providers(now)
@@ -309,14 +345,15 @@ impl Jobs {
         .await?
         .saturating_sub(running);
         let capacity: u64 = online.iter().map(|p| p.max_concurrent as u64).sum();
-        let median = |mut v: Vec<u64>| {
-            v.sort();
-            v.get(v.len() / 2).copied().unwrap_or(0)
-        };
         let pressure = if capacity == 0 {
             2.0
         } else {
             (1.0 + queued as f64 / capacity as f64).min(2.0)
+        };
+        let (going, prices) = self.prices(now).await?;
+        let base = match going {
+            Some(rate) => rate,
+            None => self.median_trusted_ask(&online, now).await?,
         };
         let scale = |v: u64| (v as f64 * pressure).ceil() as u64;
         Ok(agora_wire::api::MarketStats {
@@ -329,16 +366,42 @@ impl Jobs {
             running_units: running,
             capacity,
             suggested_ask: Ask {
-                per_billion_fuel: scale(median(
-                    online.iter().map(|p| p.ask.per_billion_fuel).collect(),
-                )),
-                per_gpu_second: scale(median(
-                    online.iter().map(|p| p.ask.per_gpu_second).collect(),
-                )),
-                per_wall_second: scale(median(
-                    online.iter().map(|p| p.ask.per_wall_second).collect(),
-                )),
+                per_billion_fuel: scale(base.per_billion_fuel),
+                per_gpu_second: scale(base.per_gpu_second),
+                per_wall_second: scale(base.per_wall_second),
             },
+            prices,
+        })
+    }
+
+    /// The median ask of the `online` providers trusted now (of all of
+    /// them when none is): a price before any trade that fresh keys asking
+    /// nothing cannot drag down once anyone is trusted.
+    async fn median_trusted_ask(&self, online: &[ProviderInfo], now: i64) -> Result<Ask, ApiError> {
+        let trusted: std::collections::BTreeSet<String> = sqlx::query(
+            "SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p WHERE p.last_heartbeat_ms >= $1",
+        )
+        .bind(now - self.config.heartbeat_fresh_ms)
+        .fetch_all(&self.db.pool)
+        .await?
+        .iter()
+        .filter(|r| Record::of(r).is_ok_and(|rec| rec.trusted()))
+        .filter_map(|r| r.try_get::<String, _>("id").ok())
+        .collect();
+        let asks: Vec<Ask> = online
+            .iter()
+            .filter(|p| trusted.is_empty() || trusted.contains(&p.id))
+            .map(|p| p.ask)
+            .collect();
+        let median = |part: fn(&Ask) -> u64| {
+            let mut v: Vec<u64> = asks.iter().map(part).collect();
+            v.sort();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        Ok(Ask {
+            per_billion_fuel: median(|a| a.per_billion_fuel),
+            per_gpu_second: median(|a| a.per_gpu_second),
+            per_wall_second: median(|a| a.per_wall_second),
         })
     }
 

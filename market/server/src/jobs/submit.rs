@@ -7,9 +7,10 @@
 //! deadline is its buyer's (at most `MAX_JOB_DEADLINE_MS`), and a job whose
 //! GPU requirements no online provider meets is refused, saying why.
 
+use super::prices::priority_of;
 use super::requirements::{Needs, check_filter, unmet};
 use super::*;
-use agora_wire::limits::MAX_JOB_DEADLINE_MS;
+use agora_wire::limits::{MAX_BID_PERCENT, MAX_JOB_DEADLINE_MS, MIN_BID_PERCENT};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most shared inputs one job names (each a blob every unit may read).
@@ -33,6 +34,9 @@ fn check_shared_name(name: &str) -> Result<(), ApiError> {
 /// unit is paid, and whom its units may go to.
 pub(super) struct JobTerms {
     unit_cap: u64,
+    /// The buyer's bid, and the priority it earned (`prices::priority_of`).
+    bid_percent: u32,
+    priority: u32,
     needs: Option<Needs>,
     filter: agora_wire::api::ProviderFilter,
 }
@@ -109,6 +113,12 @@ impl Jobs {
             .then(|| Needs::of(&request.requirements))
             .transpose()?;
         let filter = check_filter(&request.providers)?;
+        let bid_percent = request.bid_percent.unwrap_or(MIN_BID_PERCENT);
+        if !(MIN_BID_PERCENT..=MAX_BID_PERCENT).contains(&bid_percent) {
+            return Err(ApiError::Invalid(format!(
+                "bid_percent is {MIN_BID_PERCENT} (the provider's ask) to {MAX_BID_PERCENT} (MAX_BID_PERCENT)"
+            )));
+        }
         let deadline_ms = request.deadline_ms.unwrap_or(self.config.job_ttl_ms as u64);
         if deadline_ms == 0 || deadline_ms > MAX_JOB_DEADLINE_MS {
             return Err(ApiError::Invalid(format!(
@@ -190,8 +200,11 @@ impl Jobs {
             .await?;
         let id = random_id('j', 9);
         let expires = now + deadline_ms as i64;
+        let going = self.going_rate(now).await?;
         let terms = JobTerms {
             unit_cap,
+            bid_percent,
+            priority: priority_of(bid_percent, unit_cap, &request.limits, going),
             needs,
             filter,
         };
@@ -237,8 +250,8 @@ impl Jobs {
         .await?;
         let mut tx = self.db.write().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15)",
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify, bid_percent, priority)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15, $16, $17)",
         )
         .bind(id)
         .bind(buyer.as_str())
@@ -255,6 +268,8 @@ impl Jobs {
         .bind(now)
         .bind(expires)
         .bind(checked as i64)
+        .bind(terms.bid_percent as i64)
+        .bind(terms.priority as i64)
         .execute(&mut *tx)
         .await?;
         self.record_terms(&mut tx, id, terms.needs.as_ref(), &terms.filter)
@@ -286,13 +301,14 @@ impl Jobs {
             .await?;
         }
         for (i, digest) in digests.iter().enumerate() {
-            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms) VALUES ($1, $2, $3, 'queued', $4, $5, $6)")
+            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms, priority) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)")
                 .bind(id)
                 .bind(i as i64)
                 .bind(digest)
                 .bind(r.replicas as i64)
                 .bind(quorum)
                 .bind(now)
+                .bind(terms.priority as i64)
                 .execute(&mut *tx)
                 .await?;
         }

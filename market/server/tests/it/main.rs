@@ -9,6 +9,7 @@ mod jobs;
 mod ledger;
 mod lifecycle_sim;
 mod outputs;
+mod prices;
 mod properties;
 mod registry;
 mod requirements;
