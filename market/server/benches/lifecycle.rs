@@ -33,7 +33,15 @@ use std::time::{Duration, Instant};
 /// Units per throughput round.
 const UNITS: usize = 150;
 const SCALE_PROVIDERS: usize = 1000;
+/// Queued units of the scale run, and of the run it is compared with: the
+/// lease latency at 100,000 stays within [`SCALE_GOAL_RATIO`] of 1,000's.
 const SCALE_UNITS: usize = 100_000;
+const SCALE_BASELINE_UNITS: usize = 1_000;
+const SCALE_GOAL_RATIO: f64 = 1.5;
+/// Units of a hostile buyer in the large run: the highest bid with caps
+/// that cannot pay it, which must not sit at the head of the queue (every
+/// lease would walk past them).
+const SCALE_HOSTILE_UNITS: usize = 10_000;
 /// Rounds of heartbeat + lease + result by every simulated provider.
 const SCALE_ROUNDS: usize = 2;
 /// Client threads sharing the simulated providers.
@@ -165,7 +173,7 @@ async fn env(url: &str) -> Env {
         .await
         .unwrap();
     // Trusted: one replica per unit, as for an established provider.
-    sqlx::query("UPDATE providers SET good = 100")
+    sqlx::query("UPDATE providers SET good = 100, confirmed = 100")
         .execute(&state.db.pool)
         .await
         .unwrap();
@@ -501,20 +509,65 @@ fn timed<T>(into: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
+/// One trade by the env's trusted provider: the going rate a submit
+/// weighs bids against.
+async fn trade(env: &Env) {
+    let jobs = &env.state.jobs;
+    jobs.submit(env.buyer.id(), submit_request("trade", 0, 1), now())
+        .await
+        .unwrap();
+    let grant = jobs
+        .lease(env.provider.id(), now())
+        .await
+        .unwrap()
+        .expect("the unit just submitted");
+    jobs.submit_result(
+        env.provider.id(),
+        &grant.lease_id,
+        signed_result(&env.provider, &grant.lease_id, b"out"),
+        now(),
+    )
+    .await
+    .unwrap();
+}
+
+/// The scale run with `units` queued (plus what the run leases, so the
+/// queue never runs short) and, when `hostile`, a hostile buyer's
+/// [`SCALE_HOSTILE_UNITS`] at the highest bid with caps that cannot pay
+/// it; the lease latencies.
+fn scale(runtime: &tokio::runtime::Runtime, url: &str, units: usize, hostile: bool) -> Vec<Duration> {
     let env = runtime.block_on(env(url));
     let started = Instant::now();
+    let leased = SCALE_PROVIDERS * SCALE_ROUNDS;
     runtime.block_on(async {
-        for i in 0..SCALE_UNITS / agora_market::jobs::MAX_UNITS {
+        trade(&env).await;
+        // Past the going rate's cache (read once per 10 s).
+        let later = now() + 11_000;
+        if hostile {
+            for i in 0..SCALE_HOSTILE_UNITS.div_ceil(agora_market::jobs::MAX_UNITS) {
+                let n = agora_market::jobs::MAX_UNITS.min(SCALE_HOSTILE_UNITS - i * agora_market::jobs::MAX_UNITS);
+                // Worst case at the going rate: 1 credit a run, 10 at the
+                // 1000% bid; the cap pays 9.
+                let request = SubmitJob {
+                    bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
+                    max_price: 9 * 3 * n as u64,
+                    ..submit_request("hostile", i, n)
+                };
+                let job = env.state.jobs.submit(env.buyer.id(), request, later).await.unwrap();
+                assert_eq!(job.priority, 0, "a bid its cap cannot pay is not served first");
+            }
+        }
+        let mut left = units + leased;
+        let mut i = 0;
+        while left > 0 {
+            let n = left.min(agora_market::jobs::MAX_UNITS);
             env.state
                 .jobs
-                .submit(
-                    env.buyer.id(),
-                    submit_request("scale", i, agora_market::jobs::MAX_UNITS),
-                    now(),
-                )
+                .submit(env.buyer.id(), submit_request("scale", i, n), later)
                 .await
                 .unwrap();
+            left -= n;
+            i += 1;
         }
     });
     let queued = runtime.block_on(async {
@@ -526,7 +579,13 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
             .unwrap()
     });
     println!(
-        "\nscale: {queued} units queued in {:.1} s",
+        "\nscale: {queued} units queued ({} leased during the run{}) in {:.1} s",
+        leased,
+        if hostile {
+            format!(", {SCALE_HOSTILE_UNITS} of them a hostile buyer's at the highest bid its caps cannot pay")
+        } else {
+            String::new()
+        },
         started.elapsed().as_secs_f64()
     );
     let listener = runtime
@@ -607,7 +666,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
                             }
                             Ok(None) => mine
                                 .errors
-                                .push("lease: no unit although 100,000 are queued".into()),
+                                .push("lease: no unit although thousands are queued".into()),
                             Err(e) => mine.errors.push(format!("lease: {e}")),
                         }
                     }
@@ -637,6 +696,7 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
     percentiles("heartbeat", &mut s.heartbeat);
     percentiles("lease", &mut s.lease);
     percentiles("result", &mut s.result);
+    let lease = s.lease.clone();
     let (online, report) = runtime.block_on(async {
         let stats = env.state.jobs.stats(now()).await.unwrap();
         (
@@ -649,6 +709,23 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str) {
         if report.ok { "hold" } else { "VIOLATED" }
     );
     assert!(report.ok, "{:?}", report.violations);
+    lease
+}
+
+/// The lease latency with [`SCALE_UNITS`] queued (and a hostile prefix)
+/// against [`SCALE_BASELINE_UNITS`] queued, each a fresh market.
+fn scale_ratio(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
+    let url = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(name).display());
+    let small = scale(runtime, &url("scale-small.db"), SCALE_BASELINE_UNITS, false);
+    let large = scale(runtime, &url("scale-large.db"), SCALE_UNITS, true);
+    let at = |v: &[Duration], q: f64| v[((v.len() as f64 - 1.0) * q) as usize].as_secs_f64();
+    let ratio = |q: f64| at(&large, q) / at(&small, q);
+    println!(
+        "\nscale: lease latency with {SCALE_UNITS} queued (and {SCALE_HOSTILE_UNITS} hostile) vs {SCALE_BASELINE_UNITS}: p50 {:.2}x, p99 {:.2}x (goal <= {SCALE_GOAL_RATIO:.1}x): {}",
+        ratio(0.5),
+        ratio(0.99),
+        if ratio(0.5) <= SCALE_GOAL_RATIO { "ok" } else { "MISS" }
+    );
 }
 
 fn main() {
@@ -692,10 +769,7 @@ fn main() {
         }
     }
     if !std::env::args().any(|a| a == "throughput") {
-        scale(
-            &runtime,
-            &format!("sqlite://{}?mode=rwc", dir.join("scale.db").display()),
-        );
+        scale_ratio(&runtime, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

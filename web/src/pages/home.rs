@@ -1,7 +1,8 @@
-//! The home page: what Agora is, live market figures, an example to run.
+//! The home page: what Agora is, live market figures, the going rate per
+//! device class, an example to run.
 
 use super::*;
-use agora_wire::api::MarketStats;
+use agora_wire::api::{ClassPrice, MarketStats};
 
 #[component]
 pub fn Home() -> impl IntoView {
@@ -33,6 +34,7 @@ pub fn Home() -> impl IntoView {
                                 value=s.suggested_ask.per_billion_fuel.to_string()
                             />
                         </section>
+                        <Prices prices=s.prices/>
                     }
                     .into_any(),
                     Err(e) => error_view(e),
@@ -46,4 +48,54 @@ pub fn Home() -> impl IntoView {
             <p><a href="/packages/mandelbrot">"The mandelbrot package"</a></p>
         </section>
     }
+}
+
+/// The going rate per device class: what recent accepted runs were paid
+/// (reputation-weighted medians; fresh keys' trades not counted).
+#[component]
+fn Prices(prices: Vec<ClassPrice>) -> impl IntoView {
+    if prices.is_empty() {
+        return view! {
+            <section class="prices" aria-label="Prices per device class">
+                <h2>"Prices per device class"</h2>
+                <p>"No accepted trades this week yet: the suggested ask is the providers' own."</p>
+            </section>
+        }
+        .into_any();
+    }
+    view! {
+        <section class="prices" aria-label="Prices per device class">
+            <h2>"Prices per device class"</h2>
+            <table>
+                <thead>
+                    <tr>
+                        <th>"device class"</th>
+                        <th>"per billion fuel"</th>
+                        <th>"per GPU second"</th>
+                        <th>"per wall second"</th>
+                        <th>"trades"</th>
+                        <th>"online"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {prices
+                        .into_iter()
+                        .map(|p| {
+                            view! {
+                                <tr>
+                                    <td>{p.class}</td>
+                                    <td>{p.rate.per_billion_fuel}</td>
+                                    <td>{p.rate.per_gpu_second}</td>
+                                    <td>{p.rate.per_wall_second}</td>
+                                    <td>{p.trades}</td>
+                                    <td>{p.providers_online}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
+    .into_any()
 }

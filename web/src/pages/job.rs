@@ -201,6 +201,14 @@ fn JobView(
     let from = job.units.first().map_or(0, |u| u.index);
     let earlier = (from > 0).then(|| from.saturating_sub(UNITS_PER_PAGE));
     let later = job.units_next;
+    let bid = if job.priority < job.bid_percent {
+        format!(
+            "Bid {}% of each provider's ask; its cap could not pay the going rate at that bid, so its units wait behind every unit that can.",
+            job.bid_percent
+        )
+    } else {
+        format!("Bid {}% of each provider's ask.", job.bid_percent)
+    };
     view! {
         <h1>{format!("Job {}", job.id)}</h1>
         <p class="lead">
@@ -213,6 +221,7 @@ fn JobView(
             <Figure label="market fee" value=c.fees.to_string()/>
             <Figure label="refunded" value=c.refunded.to_string()/>
         </section>
+        <p id="job-bid" class="note">{bid}</p>
         {(job.state == JobState::Running).then(|| view! { <CancelJob id=job.id.clone()/> })}
         <JobData id=job.id.clone() kept_until=job.data_kept_until_ms deleted_at=job.data_deleted_at_ms/>
         <h2>"Units"</h2>

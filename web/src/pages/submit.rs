@@ -1,5 +1,6 @@
 //! Submit a job: package and version, one input file per work unit, the
-//! price cap (with the market's suggested price), replication and limits;
+//! price cap (with the market's suggested price), the bid (percent of each
+//! provider's ask: higher bids are served first), replication and limits;
 //! the escrow to be held is shown before confirming. Signed in the browser.
 
 use super::*;
@@ -25,6 +26,7 @@ pub fn Submit() -> impl IntoView {
     let version = RwSignal::new(String::new());
     let max_price = RwSignal::new(500u64);
     let replicas = RwSignal::new(1u32);
+    let bid = RwSignal::new(agora_wire::limits::MIN_BID_PERCENT);
     let timeout_s = RwSignal::new(60u64);
     let files: NodeRef<Input> = NodeRef::new();
     let folder: NodeRef<Input> = NodeRef::new();
@@ -88,7 +90,7 @@ pub fn Submit() -> impl IntoView {
                     requirements: Default::default(),
                     providers: Default::default(),
                     deadline_ms: None,
-                    bid_percent: None,
+                    bid_percent: Some(bid.get_untracked()),
                 };
                 api::post_signed::<_, JobInfo>(&key, "/api/v1/jobs".into(), &request).await
             }
@@ -115,6 +117,10 @@ pub fn Submit() -> impl IntoView {
             <label for="max-price">"Price cap (credits, held in escrow until the job ends)"</label>
             <input id="max-price" name="max-price" type="number" min="1" prop:value=move || max_price.get().to_string()
                 on:input=move |ev| max_price.set(event_target_value(&ev).parse().unwrap_or(0))/>
+            <label for="bid">"Bid (percent of each provider's ask: runs are paid this, and higher bids are served first)"</label>
+            <input id="bid" name="bid" type="number" min=agora_wire::limits::MIN_BID_PERCENT.to_string() max=agora_wire::limits::MAX_BID_PERCENT.to_string()
+                prop:value=move || bid.get().to_string()
+                on:input=move |ev| bid.set(event_target_value(&ev).parse().unwrap_or(agora_wire::limits::MIN_BID_PERCENT))/>
             <label for="replicas">"Providers that must agree on each output"</label>
             <input id="replicas" name="replicas" type="number" min="1" max="5" prop:value=move || replicas.get().to_string()
                 on:input=move |ev| replicas.set(event_target_value(&ev).parse().unwrap_or(1))/>

@@ -5,7 +5,9 @@
 //! blobs every unit reads by name. A job names only blobs its buyer holds:
 //! a digest someone else uploaded is refused like one nobody has. A job's
 //! deadline is its buyer's (at most `MAX_JOB_DEADLINE_MS`), and a job whose
-//! GPU requirements no online provider meets is refused, saying why.
+//! GPU requirements no online provider meets is refused, saying why. Its
+//! bid sets its units' priority: the bid, or 0 when its cap cannot pay the
+//! going rate at that bid (`prices::priority_of`).
 
 use super::prices::priority_of;
 use super::requirements::{Needs, check_filter, unmet};
