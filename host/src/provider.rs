@@ -225,10 +225,19 @@ pub fn capabilities(pool: &WorkerPool) -> Capabilities {
 }
 
 fn register(s: &Shared) {
+    let capabilities = capabilities(&s.pool);
+    // Only this machine's class: a fleet's shared config names others.
+    let class = capabilities.device_class();
     let request = RegisterProvider {
-        capabilities: capabilities(&s.pool),
+        class_asks: s
+            .config
+            .class_asks
+            .iter()
+            .filter(|(c, _)| **c == class)
+            .map(|(c, a)| (c.clone(), *a))
+            .collect(),
+        capabilities,
         ask: s.config.ask,
-        class_asks: s.config.class_asks.clone(),
         max_concurrent: s.config.max_concurrent,
         accepts: s.config.accepts.clone(),
     };

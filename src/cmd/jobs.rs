@@ -239,10 +239,15 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
         "job {} submitted: {} units of {} {}, {} credits held in escrow",
         job.id, job.unit_counts.total, job.package, job.version, job.max_price
     );
-    if job.priority < job.bid_percent {
+    if job.priority == 0 {
         eprintln!(
-            "note: --max-price {} cannot pay the going rate at a {}% bid for {} units, so they wait behind every unit that can (see `agora prices`; raise --max-price or lower --bid)",
-            job.max_price, job.bid_percent, job.unit_counts.total
+            "note: --max-price {} cannot pay the median trusted provider's ask for {} units, so they wait behind every unit that can (see `agora prices`; raise --max-price)",
+            job.max_price, job.unit_counts.total
+        );
+    } else if job.priority < job.bid_percent {
+        eprintln!(
+            "note: --max-price {} pays a {}% bid at the median trusted provider's ask, not {}%: the units queue at {}% (raise --max-price for more)",
+            job.max_price, job.priority, job.bid_percent, job.priority
         );
     }
     println!("{}", job.id);
@@ -1014,7 +1019,7 @@ pub fn prices(client_args: &ClientArgs) -> Result<()> {
     }
     println!(
         "{:<32} {:>12} {:>12} {:>12} {:>7} {:>7}",
-        "device class", "/bn fuel", "/GPU s", "/wall s", "trades", "online"
+        "device class", "/bn fuel", "/GPU s", "/wall s", "trades", "trusted"
     );
     for p in &stats.prices {
         println!(
@@ -1024,7 +1029,7 @@ pub fn prices(client_args: &ClientArgs) -> Result<()> {
             p.rate.per_gpu_second,
             p.rate.per_wall_second,
             p.trades,
-            p.providers_online
+            p.trusted_online
         );
     }
     Ok(())

@@ -115,7 +115,8 @@ struct Env {
     provider: Keypair,
 }
 
-async fn env(url: &str) -> Env {
+/// The market at `url` (its database), reached by clients at `origins`.
+async fn env(url: &str, origins: Vec<String>) -> Env {
     let operator = Keypair::generate();
     // Benchmarks on PostgreSQL keep their blobs in a temporary store.
     let blobs = agora_market::store::BlobStore::beside(url)
@@ -126,6 +127,7 @@ async fn env(url: &str) -> Env {
         db,
         Config {
             rate_per_second: 1_000_000,
+            public_origins: origins,
             ..Config::new(operator.id().clone())
         },
     );
@@ -435,7 +437,7 @@ struct Measured {
 }
 
 async fn throughput(url: &str) -> Measured {
-    let env = env(url).await;
+    let env = env(url, Vec::new()).await;
     // Make sure the accounts the bare statements touch exist (the
     // provider's and the fees' are made by the first payment).
     let jobs = env.state.jobs.clone();
@@ -535,8 +537,18 @@ async fn trade(env: &Env) {
 /// queue never runs short) and, when `hostile`, a hostile buyer's
 /// [`SCALE_HOSTILE_UNITS`] at the highest bid with caps that cannot pay
 /// it; the lease latencies.
-fn scale(runtime: &tokio::runtime::Runtime, url: &str, units: usize, hostile: bool) -> Vec<Duration> {
-    let env = runtime.block_on(env(url));
+fn scale(
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    units: usize,
+    hostile: bool,
+) -> Vec<Duration> {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let origin = agora_wire::auth::origin_of(&base).expect("an http URL");
+    let env = runtime.block_on(env(url, vec![origin]));
     let started = Instant::now();
     let leased = SCALE_PROVIDERS * SCALE_ROUNDS;
     runtime.block_on(async {
@@ -545,16 +557,29 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str, units: usize, hostile: bo
         let later = now() + 11_000;
         if hostile {
             for i in 0..SCALE_HOSTILE_UNITS.div_ceil(agora_market::jobs::MAX_UNITS) {
-                let n = agora_market::jobs::MAX_UNITS.min(SCALE_HOSTILE_UNITS - i * agora_market::jobs::MAX_UNITS);
-                // Worst case at the going rate: 1 credit a run, 10 at the
-                // 1000% bid; the cap pays 9.
+                let n = agora_market::jobs::MAX_UNITS
+                    .min(SCALE_HOSTILE_UNITS - i * agora_market::jobs::MAX_UNITS);
+                // Units of 100 s: a run costs up to 100 credits at the
+                // trusted provider's ask; the cap pays 9.
                 let request = SubmitJob {
                     bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
                     max_price: 9 * 3 * n as u64,
+                    limits: UnitLimits {
+                        timeout_ms: 100_000,
+                        ..unit_limits()
+                    },
                     ..submit_request("hostile", i, n)
                 };
-                let job = env.state.jobs.submit(env.buyer.id(), request, later).await.unwrap();
-                assert_eq!(job.priority, 0, "a bid its cap cannot pay is not served first");
+                let job = env
+                    .state
+                    .jobs
+                    .submit(env.buyer.id(), request, later)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    job.priority, 0,
+                    "a bid its cap cannot pay is not served first"
+                );
             }
         }
         let mut left = units + leased;
@@ -582,16 +607,14 @@ fn scale(runtime: &tokio::runtime::Runtime, url: &str, units: usize, hostile: bo
         "\nscale: {queued} units queued ({} leased during the run{}) in {:.1} s",
         leased,
         if hostile {
-            format!(", {SCALE_HOSTILE_UNITS} of them a hostile buyer's at the highest bid its caps cannot pay")
+            format!(
+                ", {SCALE_HOSTILE_UNITS} of them a hostile buyer's at the highest bid its caps cannot pay"
+            )
         } else {
             String::new()
         },
         started.elapsed().as_secs_f64()
     );
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     runtime.spawn(agora_market::serve(
         listener,
         env.state.clone(),
@@ -724,7 +747,11 @@ fn scale_ratio(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
         "\nscale: lease latency with {SCALE_UNITS} queued (and {SCALE_HOSTILE_UNITS} hostile) vs {SCALE_BASELINE_UNITS}: p50 {:.2}x, p99 {:.2}x (goal <= {SCALE_GOAL_RATIO:.1}x): {}",
         ratio(0.5),
         ratio(0.99),
-        if ratio(0.5) <= SCALE_GOAL_RATIO { "ok" } else { "MISS" }
+        if ratio(0.5) <= SCALE_GOAL_RATIO {
+            "ok"
+        } else {
+            "MISS"
+        }
     );
 }
 

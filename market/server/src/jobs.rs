@@ -194,8 +194,8 @@ pub struct Jobs {
     verifier: Option<Arc<dyn ResultVerifier>>,
     /// Wakes the verifiers when a result is queued for verification.
     verify_wake: Arc<tokio::sync::Notify>,
-    /// The going rate submits price bids against, read now and then.
-    going: Arc<prices::GoingRateCache>,
+    /// The market's prices, read now and then (`prices::market_view`).
+    going: Arc<prices::MarketViewCache>,
     pub config: JobsConfig,
 }
 

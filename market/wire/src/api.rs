@@ -775,9 +775,11 @@ pub struct SubmitJob {
     /// [`crate::limits::MAX_JOB_DEADLINE_MS`], a day when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
-    /// The buyer's bid, in percent of each provider's ask: a run is paid
-    /// the provider's ask times this (and never past the unit's cap), and
-    /// the queue serves higher bids first. From
+    /// The buyer's bid, in percent of each provider's ask: the queue
+    /// serves higher bids first, and a run is paid the provider's ask times
+    /// the bid in force (never past the unit's cap): this bid, or the
+    /// highest below it that the cap pays at the median trusted provider's
+    /// ask (the job's `priority`). From
     /// [`crate::limits::MIN_BID_PERCENT`] (the ask itself, the default) to
     /// [`crate::limits::MAX_BID_PERCENT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1049,12 +1051,14 @@ pub struct JobInfo {
     /// When the job expires if unfinished (its deadline).
     #[serde(default)]
     pub expires_at_ms: i64,
-    /// The buyer's bid, in percent of each provider's ask.
+    /// The buyer's bid, in percent of each provider's ask, as submitted.
     #[serde(default = "default_bid_percent")]
     pub bid_percent: u32,
-    /// Where its units stand in the queue (higher first): its bid, or 0
-    /// when its cap could not pay the market's going rate at that bid when
-    /// it was submitted (it waits behind every unit that can pay).
+    /// The bid in force, which orders the queue (higher first) and is what
+    /// its runs are paid (ask times this, at least the ask): the highest
+    /// bid, up to its own, at which its cap paid the median trusted online
+    /// provider's ask when it was submitted, or 0 when it paid not even
+    /// that ask (it waits behind every unit that can pay).
     #[serde(default = "default_bid_percent")]
     pub priority: u32,
     /// When the job's inputs, outputs and logs were deleted (by its buyer,
@@ -1257,10 +1261,11 @@ pub struct MarketStats {
     pub running_units: u64,
     /// Concurrent units the online providers accept.
     pub capacity: u64,
-    /// The going rate (the reputation-weighted median of recent trades,
-    /// all classes together; the online providers' median ask before there
-    /// are any), scaled by utilization (queue depth against capacity): what
-    /// a new job should offer to be picked up soon.
+    /// The going rate (the median of recent trades, all classes together,
+    /// one reputation-weighted vote per provider; before any trade, the
+    /// median ask of the trusted providers online), scaled by utilization
+    /// (queue depth against capacity): what a new job should offer to be
+    /// picked up soon.
     pub suggested_ask: Ask,
     /// The going rate per device class, from recent trades.
     #[serde(default)]
@@ -1268,9 +1273,10 @@ pub struct MarketStats {
 }
 
 /// What runs on one class of device cost lately: each rate the median of
-/// the trades the market accepted in its price window, each trade weighted
-/// by its provider's reputation, and trades of providers not trusted at
-/// their grant not counted (a flock of fresh keys moves no price).
+/// the trades the market accepted in its price window (what they were
+/// paid: asks times bids), one vote per provider weighted by its
+/// reputation, and trades of providers not trusted at their grant not
+/// counted (a flock of fresh keys moves no price).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ClassPrice {
@@ -1280,8 +1286,9 @@ pub struct ClassPrice {
     pub rate: Ask,
     /// Trades counted.
     pub trades: u64,
-    /// Providers of this class online now.
-    pub providers_online: u64,
+    /// Providers of this class online now and trusted (fresh keys name
+    /// their own class, so they are not counted).
+    pub trusted_online: u64,
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ fn Prices(prices: Vec<ClassPrice>) -> impl IntoView {
                         <th>"per GPU second"</th>
                         <th>"per wall second"</th>
                         <th>"trades"</th>
-                        <th>"online"</th>
+                        <th>"trusted online"</th>
                     </tr>
                 </thead>
                 <tbody>
@@ -88,7 +88,7 @@ fn Prices(prices: Vec<ClassPrice>) -> impl IntoView {
                                     <td>{p.rate.per_gpu_second}</td>
                                     <td>{p.rate.per_wall_second}</td>
                                     <td>{p.trades}</td>
-                                    <td>{p.providers_online}</td>
+                                    <td>{p.trusted_online}</td>
                                 </tr>
                             }
                         })

@@ -201,10 +201,15 @@ fn JobView(
     let from = job.units.first().map_or(0, |u| u.index);
     let earlier = (from > 0).then(|| from.saturating_sub(UNITS_PER_PAGE));
     let later = job.units_next;
-    let bid = if job.priority < job.bid_percent {
+    let bid = if job.priority == 0 {
         format!(
-            "Bid {}% of each provider's ask; its cap could not pay the going rate at that bid, so its units wait behind every unit that can.",
+            "Bid {}% of each provider's ask; its cap did not pay even the median trusted provider's ask, so its units wait behind every unit that can.",
             job.bid_percent
+        )
+    } else if job.priority < job.bid_percent {
+        format!(
+            "Bid {}% of each provider's ask; its cap pays {}% at the median trusted provider's ask, so that is the bid in force.",
+            job.bid_percent, job.priority
         )
     } else {
         format!("Bid {}% of each provider's ask.", job.bid_percent)

@@ -46,12 +46,26 @@ pub fn local_candidate_sql(kind: Kind) -> String {
 }
 
 /// Running jobs sharing an input provider `$1` keeps (it said so in its
-/// heartbeat: `provider_blobs`), oldest first, at most [`LOCAL_JOBS_TRIED`]:
+/// heartbeat: `provider_blobs`), the highest priority then the oldest first, at most [`LOCAL_JOBS_TRIED`]:
 /// found from those few digests, never by walking the queue.
 const LOCAL_JOBS_SQL: &str = "SELECT s.job_id FROM provider_blobs pb JOIN job_shared s ON s.digest = pb.digest JOIN jobs r ON r.id = s.job_id
-     WHERE pb.provider = $1 AND r.state = 'running' GROUP BY s.job_id, r.created_at_ms ORDER BY r.created_at_ms, s.job_id LIMIT $2";
+     WHERE pb.provider = $1 AND r.state = 'running' GROUP BY s.job_id, r.priority, r.created_at_ms ORDER BY r.priority DESC, r.created_at_ms, s.job_id LIMIT $2";
 /// Jobs sharing a kept input a lease tries before the queue's oldest.
 const LOCAL_JOBS_TRIED: i64 = 4;
+
+/// The percent of the ask a job's runs are paid: the bid in force (its
+/// priority: the highest bid up to the buyer's that its cap paid when it
+/// was submitted), at least the ask itself. [`paid_percent`] in Rust.
+const PAID_PERCENT_SQL: &str = "(CASE WHEN j.priority < 100 THEN 100 ELSE j.priority END)";
+const _: () = assert!(
+    agora_wire::limits::MIN_BID_PERCENT == 100,
+    "PAID_PERCENT_SQL's floor"
+);
+
+/// [`PAID_PERCENT_SQL`] of a job whose priority is `priority`.
+fn paid_percent(priority: i64) -> u64 {
+    priority.max(agora_wire::limits::MIN_BID_PERCENT as i64) as u64
+}
 
 fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let lock = if kind == Kind::Postgres {
@@ -63,7 +77,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     format!(
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, u.priority AS priority, j.checked_by_verify AS checked {from}
          u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
-           AND (($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000) * j.bid_percent <= j.unit_cap * 100
+           AND (($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000) * {PAID_PERCENT_SQL} <= j.unit_cap * 100
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
            AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
@@ -259,9 +273,10 @@ impl Jobs {
             .bind(&job_id)
             .fetch_one(&mut *tx)
             .await?;
-        // The run is paid the provider's ask times the buyer's bid.
-        let bid = job.try_get::<i64, _>("bid_percent")?.max(0) as u64;
-        let rate = |ask: u64| (ask * bid / 100) as i64;
+        // The run is paid the provider's ask times the bid in force.
+        let bid = paid_percent(job.try_get::<i64, _>("priority")?);
+        // Rounded up: a bid above 100 never pays the bare ask.
+        let rate = |ask: u64| (ask * bid).div_ceil(100) as i64;
         let lease_id = random_id('l', 12);
         let deadline = now + job.try_get::<i64, _>("timeout_ms")? + LEASE_GRACE_MS;
         let expires = (now + self.config.lease_ttl_ms).min(deadline);

@@ -1,31 +1,69 @@
-//! Prices: the going rate per device class, read off recent accepted
-//! trades (each weighted by its provider's reputation; trades of providers
-//! not trusted at their grant are not counted, so a flock of fresh keys
-//! trading among themselves moves no price), and the queue priority a
-//! job's bid earns: its bid when its cap can pay the going rate at that
-//! bid, else 0 (a buyer cannot jump the queue with a bid its cap never
-//! pays, nor park a prefix of units nobody can afford at its head).
+//! Prices: what runs cost lately per device class, and the queue priority
+//! a job's bid earns.
+//!
+//! - The going rate of a class is read off recent accepted trades of
+//!   providers trusted at their grant (a flock of fresh keys trading among
+//!   themselves moves nothing), one vote per provider (its own median, so
+//!   a trusted key washing trades with its own buyer key is still one
+//!   voice), each weighted by its reputation. It is shown, never charged.
+//! - A job's priority is weighed against asks, not trades: it is the
+//!   highest bid, up to the job's own, at which its cap pays a run of the
+//!   median trusted online provider (one vote each, weighted by
+//!   reputation), or 0 when its cap does not pay even that provider's ask
+//!   (the unit waits behind every unit that can pay). So nobody parks
+//!   units at the head of the queue with a bid their cap never pays, and
+//!   no trade, however washed, moves anyone's priority.
+//! - Both are read at most once per [`MARKET_VIEW_TTL_MS`] by a replica:
+//!   the anonymous stats route and every submit share one reading.
 
 use super::reputation::reputation_mean;
 use super::*;
 use agora_wire::api::ClassPrice;
+use agora_wire::limits::MIN_BID_PERCENT;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How far back trades count toward the going rate.
 pub const PRICE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Most recent trades read for the going rate: bounds the query, whatever
 /// the market's volume.
 pub const PRICE_SAMPLE_TRADES: i64 = 10_000;
-/// How long a computed going rate serves submits before it is read again.
-const GOING_RATE_TTL_MS: i64 = 10_000;
+/// Most online providers read for the asks priorities are weighed against.
+pub const PRICE_SAMPLE_PROVIDERS: i64 = 10_000;
+/// How long one reading of the market's prices serves before the next.
+const MARKET_VIEW_TTL_MS: i64 = 10_000;
 
-/// One accepted run: the rates it was paid (ask times bid), the class of
-/// device it ran on, and how much its provider's word weighs.
+/// One accepted run: its provider, the rates it was paid (ask times bid)
+/// and the class of device it ran on.
 struct Trade {
+    provider: String,
     class: String,
     rate: Ask,
+    /// Its provider's reputation now.
     weight: f64,
 }
+
+/// An online provider trusted now: its ask in force, its device class,
+/// and how much its word weighs (its reputation).
+#[derive(Clone, Debug)]
+pub(super) struct Seller {
+    ask: Ask,
+    class: String,
+    weight: f64,
+}
+
+/// What the market's prices are at one moment: the sellers bids are
+/// weighed against, and the going rate overall and per class.
+#[derive(Debug)]
+pub(super) struct MarketView {
+    sellers: Vec<Seller>,
+    pub overall: Option<Ask>,
+    pub classes: Vec<ClassPrice>,
+}
+
+/// The cached view: when it was read, and what it was.
+#[derive(Default)]
+pub(super) struct MarketViewCache(std::sync::Mutex<Option<(i64, Arc<MarketView>)>>);
 
 /// The value below which lies at least half of the total weight (the
 /// lower weighted median); 0 when nothing weighs.
@@ -43,16 +81,30 @@ fn weighted_median(mut values: Vec<(u64, f64)>) -> u64 {
     0
 }
 
-/// Each rate's weighted median over `trades`.
-fn median_rate<'a>(trades: impl Iterator<Item = &'a Trade> + Clone) -> Ask {
-    let of = |part: fn(&Ask) -> u64| {
-        weighted_median(trades.clone().map(|t| (part(&t.rate), t.weight)).collect())
-    };
+/// Each rate's median over `votes` (rates with their weights).
+fn median_rate(votes: &[(Ask, f64)]) -> Ask {
+    let of =
+        |part: fn(&Ask) -> u64| weighted_median(votes.iter().map(|(a, w)| (part(a), *w)).collect());
     Ask {
         per_billion_fuel: of(|a| a.per_billion_fuel),
         per_gpu_second: of(|a| a.per_gpu_second),
         per_wall_second: of(|a| a.per_wall_second),
     }
+}
+
+/// One vote per provider: each provider's median rates over its trades
+/// (unweighted among themselves), weighted by its reputation.
+fn provider_votes<'a>(trades: impl Iterator<Item = &'a Trade>) -> Vec<(Ask, f64)> {
+    let mut by_provider: BTreeMap<&str, (Vec<(Ask, f64)>, f64)> = BTreeMap::new();
+    for t in trades {
+        let entry = by_provider.entry(&t.provider).or_default();
+        entry.0.push((t.rate, 1.0));
+        entry.1 = t.weight;
+    }
+    by_provider
+        .into_values()
+        .map(|(rates, weight)| (median_rate(&rates), weight))
+        .collect()
 }
 
 /// The most a run of a unit with these limits can cost at `rate`, as the
@@ -64,36 +116,44 @@ pub(super) fn worst_case(rate: Ask, fuel_limit: u64, timeout_ms: u64) -> u128 {
         + (rate.per_wall_second as u128 * timeout_ms as u128) / 1000
 }
 
-/// The queue priority of a job's units: its bid when its cap pays a run
-/// at the going rate times the bid (or when there is no going rate yet),
-/// else 0.
+/// The queue priority of a job's units: the highest bid up to
+/// `bid_percent` at which `unit_cap` pays a run at the median seller's ask
+/// (each seller's worst case for these limits, weighted by reputation), or
+/// 0 when the cap does not pay even that ask; the bid itself when there
+/// are no sellers to weigh it against (a market without trusted providers
+/// online).
 pub(super) fn priority_of(
     bid_percent: u32,
     unit_cap: u64,
     limits: &UnitLimits,
-    going: Option<Ask>,
+    sellers: &[Seller],
 ) -> u32 {
-    let Some(rate) = going else {
+    let costs: Vec<(u64, f64)> = sellers
+        .iter()
+        .map(|s| {
+            let worst = worst_case(s.ask, limits.fuel, limits.timeout_ms);
+            (worst.min(u64::MAX as u128) as u64, s.weight)
+        })
+        .collect();
+    let median = weighted_median(costs);
+    if sellers.is_empty() || median == 0 {
         return bid_percent;
-    };
-    let worst = worst_case(rate, limits.fuel, limits.timeout_ms) * bid_percent as u128;
-    if worst <= unit_cap as u128 * 100 {
-        bid_percent
-    } else {
+    }
+    let affordable = (unit_cap as u128 * 100) / median as u128;
+    if affordable < MIN_BID_PERCENT as u128 {
         0
+    } else {
+        affordable.min(bid_percent as u128) as u32
     }
 }
-
-/// The cached going rate: when it was read, and what it was.
-#[derive(Default)]
-pub(super) struct GoingRateCache(std::sync::Mutex<Option<(i64, Option<Ask>)>>);
 
 impl Jobs {
     /// The accepted trades of the price window, newest first, at most
     /// [`PRICE_SAMPLE_TRADES`].
     async fn recent_trades(&self, now: i64) -> Result<Vec<Trade>, ApiError> {
         let rows = sqlx::query(
-            "SELECT l.device_class AS class, l.ask_per_billion_fuel AS f, l.ask_per_gpu_second AS g, l.ask_per_wall_second AS w, p.good AS good, p.bad AS bad
+            "SELECT l.provider AS provider, l.device_class AS class, l.ask_per_billion_fuel AS f, l.ask_per_gpu_second AS g, l.ask_per_wall_second AS w,
+                    p.good AS good, p.bad AS bad
              FROM leases l JOIN providers p ON p.id = l.provider
              WHERE l.state = 'accepted' AND l.trusted = 1 AND l.answered_at_ms > $1
              ORDER BY l.answered_at_ms DESC LIMIT $2",
@@ -106,6 +166,7 @@ impl Jobs {
             .map(|r| {
                 let rate = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
                 Ok(Trade {
+                    provider: r.try_get("provider")?,
                     class: r.try_get("class")?,
                     rate: Ask {
                         per_billion_fuel: rate("f")?,
@@ -118,43 +179,93 @@ impl Jobs {
             .collect()
     }
 
-    /// The going rate of every class, the classes apart (by name), with
-    /// how many providers of each are online.
-    pub async fn prices(&self, now: i64) -> Result<(Option<Ask>, Vec<ClassPrice>), ApiError> {
+    /// The online providers trusted now, at most [`PRICE_SAMPLE_PROVIDERS`]
+    /// (the most reputable first).
+    async fn sellers(&self, now: i64) -> Result<Vec<Seller>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p
+             WHERE p.last_heartbeat_ms >= $1 ORDER BY (p.good + 1.0) / (p.good + p.bad + 2.0) DESC, p.id LIMIT $2",
+        )
+        .bind(now - self.config.heartbeat_fresh_ms)
+        .bind(PRICE_SAMPLE_PROVIDERS)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut sellers = Vec::new();
+        for r in &rows {
+            if !Record::of(r)?.trusted() {
+                continue;
+            }
+            let info = self.provider_from(r, now)?;
+            sellers.push(Seller {
+                ask: info.ask,
+                class: info.device_class,
+                weight: info.reputation,
+            });
+        }
+        Ok(sellers)
+    }
+
+    /// Read the market's prices now.
+    async fn read_market_view(&self, now: i64) -> Result<MarketView, ApiError> {
         let trades = self.recent_trades(now).await?;
-        let overall = (!trades.is_empty()).then(|| median_rate(trades.iter()));
+        let sellers = self.sellers(now).await?;
+        let overall = (!trades.is_empty()).then(|| median_rate(&provider_votes(trades.iter())));
         let mut by_class: BTreeMap<&str, Vec<&Trade>> = BTreeMap::new();
         for t in &trades {
             by_class.entry(&t.class).or_default().push(t);
         }
-        let mut online: BTreeMap<String, u64> = BTreeMap::new();
-        for p in self.providers(now).await?.iter().filter(|p| p.online) {
-            *online.entry(p.device_class.clone()).or_default() += 1;
-        }
-        let prices = by_class
+        let classes = by_class
             .into_iter()
             .map(|(class, trades)| ClassPrice {
                 class: class.to_string(),
-                rate: median_rate(trades.iter().copied()),
+                rate: median_rate(&provider_votes(trades.iter().copied())),
                 trades: trades.len() as u64,
-                providers_online: online.get(class).copied().unwrap_or(0),
+                trusted_online: sellers.iter().filter(|s| s.class == class).count() as u64,
             })
             .collect();
-        Ok((overall, prices))
+        Ok(MarketView {
+            sellers,
+            overall,
+            classes,
+        })
     }
 
-    /// The going rate, all classes together (None before any trade), read
-    /// at most once per [`GOING_RATE_TTL_MS`] by this replica.
-    pub(super) async fn going_rate(&self, now: i64) -> Result<Option<Ask>, ApiError> {
-        if let Some((at, rate)) = *self.going.0.lock().expect("not poisoned")
-            && now - at < GOING_RATE_TTL_MS
-            && now >= at
+    /// The market's prices, read at most once per [`MARKET_VIEW_TTL_MS`]
+    /// by this replica.
+    pub(super) async fn market_view(&self, now: i64) -> Result<Arc<MarketView>, ApiError> {
+        if let Some((at, view)) = &*self.going.0.lock().expect("not poisoned")
+            && (0..MARKET_VIEW_TTL_MS).contains(&(now - at))
         {
-            return Ok(rate);
+            return Ok(view.clone());
         }
-        let (rate, _) = self.prices(now).await?;
-        *self.going.0.lock().expect("not poisoned") = Some((now, rate));
-        Ok(rate)
+        let view = Arc::new(self.read_market_view(now).await?);
+        *self.going.0.lock().expect("not poisoned") = Some((now, view.clone()));
+        Ok(view)
+    }
+
+    /// The queue priority a job's bid earns now ([`priority_of`]).
+    pub(super) async fn priority(
+        &self,
+        bid_percent: u32,
+        unit_cap: u64,
+        limits: &UnitLimits,
+        now: i64,
+    ) -> Result<u32, ApiError> {
+        let view = self.market_view(now).await?;
+        Ok(priority_of(bid_percent, unit_cap, limits, &view.sellers))
+    }
+
+    /// The median ask of the trusted providers online (one vote each,
+    /// weighted by reputation): a price before any trade that fresh keys
+    /// asking nothing cannot drag down.
+    pub(super) fn median_seller_ask(view: &MarketView) -> Ask {
+        median_rate(
+            &view
+                .sellers
+                .iter()
+                .map(|s| (s.ask, s.weight))
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -174,22 +285,53 @@ mod tests {
     }
 
     #[test]
-    fn a_bid_the_cap_cannot_pay_queues_last() {
+    fn a_washing_provider_is_one_vote() {
+        let trade = |provider: &str, fuel: u64, weight: f64| Trade {
+            provider: provider.into(),
+            class: "software".into(),
+            rate: Ask {
+                per_billion_fuel: fuel,
+                ..Ask::default()
+            },
+            weight,
+        };
+        // A thousand wash trades at 1000 by one key; two honest keys at 10.
+        let mut trades: Vec<Trade> = (0..1000).map(|_| trade("washer", 1000, 0.9)).collect();
+        trades.push(trade("a", 10, 0.8));
+        trades.push(trade("b", 10, 0.8));
+        assert_eq!(
+            median_rate(&provider_votes(trades.iter())).per_billion_fuel,
+            10
+        );
+    }
+
+    #[test]
+    fn a_bid_is_worth_what_its_cap_pays_at_the_median_ask() {
         let limits = UnitLimits {
             fuel: 1_000_000_000,
             memory_bytes: 1 << 20,
             timeout_ms: 10_000,
             gpu: false,
         };
-        let rate = Ask {
-            per_billion_fuel: 10,
-            per_gpu_second: 1,
-            per_wall_second: 0,
+        let seller = |fuel: u64, weight: f64| Seller {
+            ask: Ask {
+                per_billion_fuel: fuel,
+                per_gpu_second: 1,
+                per_wall_second: 0,
+            },
+            class: "software".into(),
+            weight,
         };
-        // Worst case at the rate: 10 + 10 = 20 credits.
-        assert_eq!(worst_case(rate, limits.fuel, limits.timeout_ms), 20);
-        assert_eq!(priority_of(300, 60, &limits, Some(rate)), 300);
-        assert_eq!(priority_of(300, 59, &limits, Some(rate)), 0);
-        assert_eq!(priority_of(300, 1, &limits, None), 300);
+        // The median seller's worst case: 10 + 10 = 20 credits a run.
+        let sellers = [seller(10, 0.9), seller(10, 0.8), seller(0, 0.1)];
+        assert_eq!(
+            worst_case(sellers[0].ask, limits.fuel, limits.timeout_ms),
+            20
+        );
+        assert_eq!(priority_of(300, 60, &limits, &sellers), 300);
+        // A cap of 50 pays 250%: the bid is worth that much, no more.
+        assert_eq!(priority_of(300, 50, &limits, &sellers), 250);
+        assert_eq!(priority_of(300, 19, &limits, &sellers), 0);
+        assert_eq!(priority_of(300, 1, &limits, &[]), 300);
     }
 }

@@ -350,11 +350,10 @@ impl Jobs {
         } else {
             (1.0 + queued as f64 / capacity as f64).min(2.0)
         };
-        let (going, prices) = self.prices(now).await?;
-        let base = match going {
-            Some(rate) => rate,
-            None => self.median_trusted_ask(&online, now).await?,
-        };
+        let view = self.market_view(now).await?;
+        let base = view
+            .overall
+            .unwrap_or_else(|| Jobs::median_seller_ask(&view));
         let scale = |v: u64| (v as f64 * pressure).ceil() as u64;
         Ok(agora_wire::api::MarketStats {
             providers_online: online.len() as u64,
@@ -370,38 +369,7 @@ impl Jobs {
                 per_gpu_second: scale(base.per_gpu_second),
                 per_wall_second: scale(base.per_wall_second),
             },
-            prices,
-        })
-    }
-
-    /// The median ask of the `online` providers trusted now (of all of
-    /// them when none is): a price before any trade that fresh keys asking
-    /// nothing cannot drag down once anyone is trusted.
-    async fn median_trusted_ask(&self, online: &[ProviderInfo], now: i64) -> Result<Ask, ApiError> {
-        let trusted: std::collections::BTreeSet<String> = sqlx::query(
-            "SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p WHERE p.last_heartbeat_ms >= $1",
-        )
-        .bind(now - self.config.heartbeat_fresh_ms)
-        .fetch_all(&self.db.pool)
-        .await?
-        .iter()
-        .filter(|r| Record::of(r).is_ok_and(|rec| rec.trusted()))
-        .filter_map(|r| r.try_get::<String, _>("id").ok())
-        .collect();
-        let asks: Vec<Ask> = online
-            .iter()
-            .filter(|p| trusted.is_empty() || trusted.contains(&p.id))
-            .map(|p| p.ask)
-            .collect();
-        let median = |part: fn(&Ask) -> u64| {
-            let mut v: Vec<u64> = asks.iter().map(part).collect();
-            v.sort();
-            v.get(v.len() / 2).copied().unwrap_or(0)
-        };
-        Ok(Ask {
-            per_billion_fuel: median(|a| a.per_billion_fuel),
-            per_gpu_second: median(|a| a.per_gpu_second),
-            per_wall_second: median(|a| a.per_wall_second),
+            prices: view.classes.clone(),
         })
     }
 

@@ -6,10 +6,9 @@
 //! a digest someone else uploaded is refused like one nobody has. A job's
 //! deadline is its buyer's (at most `MAX_JOB_DEADLINE_MS`), and a job whose
 //! GPU requirements no online provider meets is refused, saying why. Its
-//! bid sets its units' priority: the bid, or 0 when its cap cannot pay the
-//! going rate at that bid (`prices::priority_of`).
+//! bid sets its units' priority: the highest bid up to its own that its
+//! cap pays at the median trusted ask, or 0 (`prices::priority_of`).
 
-use super::prices::priority_of;
 use super::requirements::{Needs, check_filter, unmet};
 use super::*;
 use agora_wire::limits::{MAX_BID_PERCENT, MAX_JOB_DEADLINE_MS, MIN_BID_PERCENT};
@@ -202,11 +201,13 @@ impl Jobs {
             .await?;
         let id = random_id('j', 9);
         let expires = now + deadline_ms as i64;
-        let going = self.going_rate(now).await?;
+        let priority = self
+            .priority(bid_percent, unit_cap, &request.limits, now)
+            .await?;
         let terms = JobTerms {
             unit_cap,
             bid_percent,
-            priority: priority_of(bid_percent, unit_cap, &request.limits, going),
+            priority,
             needs,
             filter,
         };

@@ -115,35 +115,52 @@ both_dbs!(
 );
 
 both_dbs!(
-    a_bid_its_cap_cannot_pay_at_the_going_rate_waits_behind_every_unit_that_can,
+    a_bid_is_worth_what_its_cap_pays_at_the_median_trusted_ask,
     async |m: &TestMarket| {
         publish(m, "saxpy").await;
         let buyer = Keypair::generate();
         m.fund(&buyer, 100_000).await;
-        // A trade at 10 per billion fuel sets the going rate.
+        // The trusted provider online asks 10 per billion fuel and 1 per
+        // GPU second: a run of these units costs at most 4 billion fuel x
+        // 10 + 10 s x 1 = 50 credits; a one-unit job has 3 slots.
         let p = trusted_provider(m, 10).await;
-        submitted(m, &buyer, b"trade", None, 3_000).await;
-        let grant = lease(m, &p).await.unwrap();
-        assert_eq!(answer(m, &p, &grant, Ok(b"t")).await.0, StatusCode::OK);
-        // Past the cached going rate's life.
-        m.state.advance_clock(Duration::from_secs(11));
-        heartbeat(m, &p).await;
-        // Worst case at the going rate: 4 billion fuel x 10 + 10 s x 1 = 50
-        // credits a run; 3 slots of a one-unit job. At 10x that is 500 a
-        // run: a cap of 600 pays the ask but not the bid.
-        let greedy = submitted(m, &buyer, b"greedy", Some(1_000), 600).await;
+        // A fresh key asking nothing moves no priority.
+        untrusted_provider(m, 0).await;
+        // A cap of 40 pays not even the ask: queued last, whatever its bid.
+        let greedy = submitted(m, &buyer, b"greedy", Some(1_000), 120).await;
         assert_eq!(greedy["priority"].as_u64(), Some(0), "{greedy}");
         let honest = submitted(m, &buyer, b"honest", None, 600).await;
         assert_eq!(honest["priority"].as_u64(), Some(100), "{honest}");
+        // A cap of 200 pays 400% of the ask, not the 1000% bid.
+        let partial = submitted(m, &buyer, b"partial", Some(1_000), 600).await;
+        assert_eq!(partial["priority"].as_u64(), Some(400), "{partial}");
         let rich = submitted(m, &buyer, b"rich", Some(1_000), 15_000).await;
         assert_eq!(rich["priority"].as_u64(), Some(1_000), "{rich}");
-        let order: Vec<Value> = [lease(m, &p).await.unwrap(), lease(m, &p).await.unwrap()]
-            .into_iter()
-            .map(|g| g["job_id"].clone())
-            .collect();
-        assert_eq!(order, vec![rich["id"].clone(), honest["id"].clone()]);
-        // Nor does this provider take it at all: its cap does not pay this
-        // ask at that bid (a cheaper provider could).
+        let mut grants = Vec::new();
+        for _ in 0..3 {
+            grants.push(lease(m, &p).await.unwrap());
+        }
+        let order: Vec<Value> = grants.iter().map(|g| g["job_id"].clone()).collect();
+        assert_eq!(
+            order,
+            vec![
+                rich["id"].clone(),
+                partial["id"].clone(),
+                honest["id"].clone()
+            ]
+        );
+        // The partial bid's run is paid the bid in force: 2 billion fuel
+        // at 10 x 400%, not x 1000%.
+        assert_eq!(answer(m, &p, &grants[1], Ok(b"p")).await.0, StatusCode::OK);
+        let partial = job(m, &buyer, partial["id"].as_str().unwrap()).await;
+        let cost = &partial["cost"];
+        assert_eq!(
+            cost["paid_to_providers"].as_u64().unwrap() + cost["fees"].as_u64().unwrap(),
+            80,
+            "{partial}"
+        );
+        // Nor does this provider take the greedy unit at all: its cap does
+        // not pay this ask at that bid.
         assert!(lease(m, &p).await.is_none());
         m.assert_invariants().await;
     }
@@ -237,6 +254,8 @@ both_dbs!(
                 .await
                 .unwrap();
         assert_eq!(accepted, 10, "every run was accepted");
+        // Past the cached reading.
+        m.state.advance_clock(Duration::from_secs(11));
         let stats = stats(m).await;
         let prices = stats["prices"].as_array().unwrap();
         assert_eq!(prices.len(), 1, "{stats}");
@@ -246,7 +265,7 @@ both_dbs!(
             prices[0]["trades"], 5,
             "the fresh keys' trades are not counted"
         );
-        assert_eq!(prices[0]["providers_online"], 6);
+        assert_eq!(prices[0]["trusted_online"], 1, "fresh keys are not counted");
         assert!(
             stats["suggested_ask"]["per_billion_fuel"].as_u64().unwrap() >= 10,
             "{stats}"
