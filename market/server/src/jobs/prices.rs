@@ -8,9 +8,10 @@
 //!   voice), each weighted by its reputation. It is shown, never charged.
 //! - A job's priority is weighed against asks, not trades: it is the
 //!   highest bid, up to the job's own, at which its cap pays a run of the
-//!   median trusted online provider (one vote each, weighted by
-//!   reputation), or 0 when its cap does not pay even that provider's ask
-//!   (the unit waits behind every unit that can pay). So nobody parks
+//!   median trusted online provider that could take it (one vote each,
+//!   weighted by reputation), or 0 when its cap does not pay even that
+//!   provider's ask (the unit waits behind every unit that can pay); with
+//!   no such provider online no bid is honoured (100). So nobody parks
 //!   units at the head of the queue with a bid their cap never pays, and
 //!   no trade, however washed, moves anyone's priority.
 //! - Both are read at most once per [`MARKET_VIEW_TTL_MS`] by a replica:
@@ -49,6 +50,7 @@ struct Trade {
 pub(super) struct Seller {
     ask: Ask,
     class: String,
+    has_gpu: bool,
     weight: f64,
 }
 
@@ -117,28 +119,33 @@ pub(super) fn worst_case(rate: Ask, fuel_limit: u64, timeout_ms: u64) -> u128 {
 }
 
 /// The queue priority of a job's units: the highest bid up to
-/// `bid_percent` at which `unit_cap` pays a run at the median seller's ask
-/// (each seller's worst case for these limits, weighted by reputation), or
-/// 0 when the cap does not pay even that ask; the bid itself when there
-/// are no sellers to weigh it against (a market without trusted providers
-/// online).
+/// `bid_percent` at which `unit_cap` pays a run at the median ask of the
+/// sellers that could take them (with a GPU when they need one; each
+/// seller's worst case for these limits, weighted by reputation), or 0
+/// when the cap does not pay even that ask. With no such seller there is
+/// nothing to weigh a bid against, so none is honoured: the job queues at
+/// [`MIN_BID_PERCENT`] (a bid nobody can check could park unpayable units
+/// at the head of the queue).
 pub(super) fn priority_of(
     bid_percent: u32,
     unit_cap: u64,
     limits: &UnitLimits,
+    needs_gpu: bool,
     sellers: &[Seller],
 ) -> u32 {
     let costs: Vec<(u64, f64)> = sellers
         .iter()
+        .filter(|s| s.has_gpu || !needs_gpu)
         .map(|s| {
             let worst = worst_case(s.ask, limits.fuel, limits.timeout_ms);
             (worst.min(u64::MAX as u128) as u64, s.weight)
         })
         .collect();
-    let median = weighted_median(costs);
-    if sellers.is_empty() || median == 0 {
-        return bid_percent;
+    if costs.is_empty() {
+        return MIN_BID_PERCENT.min(bid_percent);
     }
+    // At least a credit: a median of nothing would honour any bid.
+    let median = weighted_median(costs).max(1);
     let affordable = (unit_cap as u128 * 100) / median as u128;
     if affordable < MIN_BID_PERCENT as u128 {
         0
@@ -180,14 +187,21 @@ impl Jobs {
     }
 
     /// The online providers trusted now, at most [`PRICE_SAMPLE_PROVIDERS`]
-    /// (the most reputable first).
+    /// (the operator's vouched hosts, then the most reputable), chosen by
+    /// trust before the limit: untrusted keys, however many, crowd out no
+    /// seller.
     async fn sellers(&self, now: i64) -> Result<Vec<Seller>, ApiError> {
         let rows = sqlx::query(
-            "SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched FROM providers p
-             WHERE p.last_heartbeat_ms >= $1 ORDER BY (p.good + 1.0) / (p.good + p.bad + 2.0) DESC, p.id LIMIT $2",
+            "SELECT * FROM (SELECT p.*, (SELECT COUNT(*) FROM vouched v WHERE v.id = p.id) AS vouched,
+                                   (p.good + 1.0) / (p.good + p.bad + 2.0) AS mean FROM providers p WHERE p.last_heartbeat_ms >= $1) AS s
+             WHERE (s.vouched > 0 AND s.mean >= $3) OR (s.mean >= $4 AND s.confirmed >= $5)
+             ORDER BY s.vouched DESC, s.mean DESC, s.id LIMIT $2",
         )
         .bind(now - self.config.heartbeat_fresh_ms)
         .bind(PRICE_SAMPLE_PROVIDERS)
+        .bind(VOUCHED_REPUTATION)
+        .bind(TRUSTED_REPUTATION)
+        .bind(TRUSTED_CONFIRMATIONS)
         .fetch_all(&self.db.pool)
         .await?;
         let mut sellers = Vec::new();
@@ -198,6 +212,7 @@ impl Jobs {
             let info = self.provider_from(r, now)?;
             sellers.push(Seller {
                 ask: info.ask,
+                has_gpu: !info.capabilities.gpus.is_empty(),
                 class: info.device_class,
                 weight: info.reputation,
             });
@@ -249,10 +264,17 @@ impl Jobs {
         bid_percent: u32,
         unit_cap: u64,
         limits: &UnitLimits,
+        needs_gpu: bool,
         now: i64,
     ) -> Result<u32, ApiError> {
         let view = self.market_view(now).await?;
-        Ok(priority_of(bid_percent, unit_cap, limits, &view.sellers))
+        Ok(priority_of(
+            bid_percent,
+            unit_cap,
+            limits,
+            needs_gpu,
+            &view.sellers,
+        ))
     }
 
     /// The median ask of the trusted providers online (one vote each,
@@ -320,6 +342,7 @@ mod tests {
                 per_wall_second: 0,
             },
             class: "software".into(),
+            has_gpu: false,
             weight,
         };
         // The median seller's worst case: 10 + 10 = 20 credits a run.
@@ -328,10 +351,13 @@ mod tests {
             worst_case(sellers[0].ask, limits.fuel, limits.timeout_ms),
             20
         );
-        assert_eq!(priority_of(300, 60, &limits, &sellers), 300);
+        assert_eq!(priority_of(300, 60, &limits, false, &sellers), 300);
         // A cap of 50 pays 250%: the bid is worth that much, no more.
-        assert_eq!(priority_of(300, 50, &limits, &sellers), 250);
-        assert_eq!(priority_of(300, 19, &limits, &sellers), 0);
-        assert_eq!(priority_of(300, 1, &limits, &[]), 300);
+        assert_eq!(priority_of(300, 50, &limits, false, &sellers), 250);
+        assert_eq!(priority_of(300, 19, &limits, false, &sellers), 0);
+        // Nothing to weigh it against (no seller, or none with the GPU the
+        // job needs): no bid is honoured.
+        assert_eq!(priority_of(300, 1, &limits, false, &[]), 100);
+        assert_eq!(priority_of(300, 60, &limits, true, &sellers), 100);
     }
 }

@@ -316,9 +316,8 @@ impl Jobs {
 
     /// Live figures, the going rate per device class, and a suggested
     /// price: the going rate of all classes (before any trade, the median
-    /// ask of the online providers trusted now, or of all online ones when
-    /// none is), raised by up to 2x as the queue grows past the online
-    /// capacity.
+    /// ask of the online providers trusted now; 0 when none is), raised by
+    /// up to 2x as the queue grows past the online capacity.
     pub async fn stats(&self, now: i64) -> Result<agora_wire::api::MarketStats, ApiError> {
         let online: Vec<ProviderInfo> = self
             .providers(now)

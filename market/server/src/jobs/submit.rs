@@ -80,6 +80,15 @@ impl Named<'_> {
     }
 }
 
+/// A component that imports the GPU interfaces needs a GPU, whatever the
+/// buyer said.
+fn imports_gpu(version: &agora_wire::api::VersionInfo) -> bool {
+    version
+        .imports
+        .iter()
+        .any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"))
+}
+
 impl Jobs {
     /// Submit a job: check it, store inputs, hold the cap in escrow.
     pub async fn submit(
@@ -201,8 +210,9 @@ impl Jobs {
             .await?;
         let id = random_id('j', 9);
         let expires = now + deadline_ms as i64;
+        let needs_gpu = request.limits.gpu || needs.is_some() || imports_gpu(version);
         let priority = self
-            .priority(bid_percent, unit_cap, &request.limits, now)
+            .priority(bid_percent, unit_cap, &request.limits, needs_gpu, now)
             .await?;
         let terms = JobTerms {
             unit_cap,
@@ -228,12 +238,7 @@ impl Jobs {
         now: i64,
         expires: i64,
     ) -> Result<(), ApiError> {
-        // A component that imports the GPU interfaces needs a GPU, whatever
-        // the buyer said.
-        let uses_gpu = version
-            .imports
-            .iter()
-            .any(|i| i.starts_with("agora:compute/gpu") || i.starts_with("agora:compute/kernels"));
+        let uses_gpu = imports_gpu(version);
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
         let mut digests: Vec<String> = inputs
             .iter()

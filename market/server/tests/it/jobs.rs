@@ -242,6 +242,9 @@ both_dbs!(
         let id = submit(m, &buyer, "saxpy", &[b"unit-0"], 600, 1).await;
         assert_eq!(m.available(&buyer).await, 400, "the cap is held");
         let (p1, p2) = (untrusted_provider(m, 10).await, provider(m, 30).await);
+        // Past the market's prices as the submit read them (a replica
+        // reads them once per 10 s).
+        m.state.advance_clock(Duration::from_secs(11));
         let (_, stats) = m.call("GET", "/api/v1/stats", None, None).await;
         assert_eq!(stats["providers_online"], 2, "{stats}");
         assert_eq!(stats["capacity"], 8);
