@@ -61,6 +61,19 @@ pub struct SubmitArgs {
     /// (`agora prices`), or the units wait behind every unit that can.
     #[arg(long, value_name = "PERCENT")]
     bid: Option<u32>,
+    /// Failed runs a unit may have before only the market operator's own
+    /// hosts run it, and the failures (a vouched host's among them) that
+    /// fail it for good: 1 to 10, 3 when not given.
+    #[arg(long, value_name = "N")]
+    attempts: Option<u32>,
+    /// Do not retry a unit that fails on its own (a trap, an error, a
+    /// limit) on one of the operator's hosts: fail it at once.
+    #[arg(long)]
+    no_retry_own_failures: bool,
+    /// Wait this long after a unit's failed run before it runs again
+    /// (30s, 5min), doubled with each failure, at most an hour.
+    #[arg(long)]
+    backoff: Option<humantime::Duration>,
     /// Wait for the job to end, with a progress bar.
     #[arg(long)]
     wait: bool,
@@ -225,6 +238,13 @@ pub fn submit(args: SubmitArgs, client_args: &ClientArgs) -> Result<()> {
             .deadline
             .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
         bid_percent: args.bid,
+        retry: agora_wire::api::RetryPolicy {
+            max_attempts: args.attempts,
+            retry_own_failures: args.no_retry_own_failures.then_some(false),
+            backoff_ms: args
+                .backoff
+                .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        },
     };
     for named in &args.shared {
         let (name, file) = named

@@ -202,6 +202,7 @@ fn submit_request(tag: &str, i: usize, units: usize) -> SubmitJob {
         providers: Default::default(),
         deadline_ms: None,
         bid_percent: None,
+        retry: Default::default(),
     }
 }
 

@@ -150,6 +150,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "bids",
         include_str!("../migrations/sqlite/20261208030000_bids.sql"),
     ),
+    (
+        20261208040000,
+        "retries",
+        include_str!("../migrations/sqlite/20261208040000_retries.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -256,6 +261,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208030000,
         "bids",
         include_str!("../migrations/postgres/20261208030000_bids.sql"),
+    ),
+    (
+        20261208040000,
+        "retries",
+        include_str!("../migrations/postgres/20261208040000_retries.sql"),
     ),
 ];
 

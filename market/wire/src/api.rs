@@ -775,6 +775,9 @@ pub struct SubmitJob {
     /// [`crate::limits::MAX_JOB_DEADLINE_MS`], a day when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// How the job's units are retried when a run fails.
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_empty")]
+    pub retry: RetryPolicy,
     /// The buyer's bid, in percent of each provider's ask: the queue
     /// serves higher bids first, and a run is paid the provider's ask times
     /// the bid in force (never past the unit's cap): this bid, or the
@@ -784,6 +787,36 @@ pub struct SubmitJob {
     /// [`crate::limits::MAX_BID_PERCENT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bid_percent: Option<u32>,
+}
+
+/// How a job's units are retried. Identities are free, so no policy lets a
+/// provider's word alone end a unit: a unit fails for good only on the
+/// counted failures (of providers trusted at their grant, believable) the
+/// market's rules require, an operator-vouched host among them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Failed runs a unit may have before only the operator's vouched
+    /// hosts run it, and the counted failures that fail it for good: 1 to
+    /// [`crate::limits::MAX_UNIT_ATTEMPTS`], 3 when omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// `false`: a unit that fails on its own (a trap, an error, a limit)
+    /// on a vouched host fails for good at once instead of being retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_own_failures: Option<bool>,
+    /// How long a unit waits after a failed run before it is leased again,
+    /// doubled with each failure, at most
+    /// [`crate::limits::MAX_RETRY_BACKOFF_MS`] (0 when omitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+}
+
+impl RetryPolicy {
+    pub fn is_empty(&self) -> bool {
+        *self == RetryPolicy::default()
+    }
 }
 
 /// What one GPU of a provider must be for a job's units: every field a
@@ -1051,6 +1084,9 @@ pub struct JobInfo {
     /// When the job expires if unfinished (its deadline).
     #[serde(default)]
     pub expires_at_ms: i64,
+    /// How its units are retried (every field filled).
+    #[serde(default)]
+    pub retry: RetryPolicy,
     /// The buyer's bid, in percent of each provider's ask, as submitted.
     #[serde(default = "default_bid_percent")]
     pub bid_percent: u32,

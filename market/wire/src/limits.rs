@@ -65,6 +65,15 @@ pub const MIN_BID_PERCENT: u32 = 100;
 /// inside `i64` in the market's SQL.
 pub const MAX_BID_PERCENT: u32 = 1_000;
 
+/// Most failed runs a buyer may let one unit have before only the
+/// operator's vouched hosts run it (`RetryPolicy::max_attempts`): each is
+/// a run some provider made, and failed runs the rules bill are billed.
+pub const MAX_UNIT_ATTEMPTS: u32 = 10;
+/// Longest wait a buyer may ask between a unit's failed run and its next
+/// lease (`RetryPolicy::backoff_ms`, doubled per failure up to this): a
+/// unit waiting longer holds its escrow for nothing.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 3_600_000;
+
 /// Longest a buyer may let a job run before it expires: its escrow hold
 /// must outlive it by the market's settling margin within the ledger's
 /// longest hold, and a week bounds how long a buyer's credits sit held by

@@ -91,6 +91,7 @@ pub fn Submit() -> impl IntoView {
                     providers: Default::default(),
                     deadline_ms: None,
                     bid_percent: Some(bid.get_untracked()),
+                    retry: Default::default(),
                 };
                 api::post_signed::<_, JobInfo>(&key, "/api/v1/jobs".into(), &request).await
             }

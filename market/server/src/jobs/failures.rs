@@ -163,12 +163,58 @@ fn anchored(peers: &[&MissedRun]) -> bool {
     providers.len() >= 2 && peers.iter().any(|p| p.run.vouched)
 }
 
+/// A buyer's retry policy, as the rules read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryTerms {
+    /// Counted failures that fail the unit (a vouched host among them;
+    /// from two providers or more when more than one is asked for).
+    pub max_attempts: usize,
+    /// Whether a vouched host's counted failure of the job's own kind (a
+    /// trap, an error, a limit) leaves the unit to be retried.
+    pub retry_own_failures: bool,
+}
+
+impl Default for RetryTerms {
+    fn default() -> Self {
+        RetryTerms {
+            max_attempts: MAX_UNIT_FAILURES as usize,
+            retry_own_failures: true,
+        }
+    }
+}
+
+/// Whether a miss is the job's own kind of failure: a trap, an error or a
+/// limit it ran into, not a lost worker, a refusal or a rejected output.
+fn own_failure(miss: Miss) -> bool {
+    matches!(
+        miss,
+        Miss::Failed {
+            outcome: RunOutcome::Trap | RunOutcome::JobError | RunOutcome::LimitExceeded,
+            ..
+        }
+    )
+}
+
 /// Whether the unit fails for good as the job's doing (see the module's
-/// rules). The caller has checked that no result of the unit waits for
-/// its verdict and no vouched host's or `verify`-passed result stands.
-pub fn fails_for_good(runs: &[MissedRun], timeout_ms: u64) -> bool {
+/// rules, and the buyer's `retry`: fewer counted failures, or one vouched
+/// host's of the job's own kind, never a provider's word alone). The
+/// caller has checked that no result of the unit waits for its verdict
+/// and no vouched host's or `verify`-passed result stands.
+pub fn fails_for_good(runs: &[MissedRun], timeout_ms: u64, retry: RetryTerms) -> bool {
     let counted_runs: Vec<&MissedRun> = runs.iter().filter(|r| counted(r, timeout_ms)).collect();
-    if counted_runs.len() as i64 >= MAX_UNIT_FAILURES && anchored(&counted_runs) {
+    let anchored_enough = if retry.max_attempts <= 1 {
+        counted_runs.iter().any(|r| r.run.vouched)
+    } else {
+        anchored(&counted_runs)
+    };
+    if counted_runs.len() >= retry.max_attempts && anchored_enough {
+        return true;
+    }
+    if !retry.retry_own_failures
+        && counted_runs
+            .iter()
+            .any(|r| r.run.vouched && own_failure(r.miss))
+    {
         return true;
     }
     runs.iter()
@@ -385,10 +431,10 @@ mod tests {
         for i in 0..10 {
             runs.push(run(&format!("sybil-{i}"), Fresh, TRAP, 5, 100));
         }
-        assert!(!fails_for_good(&runs, TIMEOUT));
+        assert!(!fails_for_good(&runs, TIMEOUT, RetryTerms::default()));
         runs.push(run("host", Vouched, TRAP, 5, 100));
         assert!(
-            fails_for_good(&runs, TIMEOUT),
+            fails_for_good(&runs, TIMEOUT, RetryTerms::default()),
             "a vouched host and another trusted provider, the same way"
         );
     }
@@ -398,7 +444,7 @@ mod tests {
         let runs: Vec<MissedRun> = (0..5)
             .map(|i| run(&format!("farmed-{i}"), Farmed, TRAP, 3_000_000_000, 100))
             .collect();
-        assert!(!fails_for_good(&runs, TIMEOUT));
+        assert!(!fails_for_good(&runs, TIMEOUT, RetryTerms::default()));
         assert!(!billable_at_expiry(&runs, TIMEOUT));
     }
 
@@ -411,7 +457,7 @@ mod tests {
             run("f2", Farmed, TRAP, 0, 1),
         ];
         assert!(
-            fails_for_good(&cutters, TIMEOUT),
+            fails_for_good(&cutters, TIMEOUT, RetryTerms::default()),
             "three counted, a vouched host among them"
         );
         assert_eq!(
@@ -439,12 +485,12 @@ mod tests {
             run("b", Farmed, TRAP, 6, 100),
         ];
         assert!(
-            !fails_for_good(&runs, TIMEOUT),
+            !fails_for_good(&runs, TIMEOUT, RetryTerms::default()),
             "a deterministic failure repeats to the instruction"
         );
         runs.push(run("c", Farmed, failed(RunOutcome::JobError), 7, 100));
         assert!(
-            fails_for_good(&runs, TIMEOUT),
+            fails_for_good(&runs, TIMEOUT, RetryTerms::default()),
             "three counted failures, a vouched host among them"
         );
     }
@@ -458,7 +504,7 @@ mod tests {
             run("c", Vouched, TIMED_OUT, 0, 10),
             run("d", Vouched, TIMED_OUT, 0, 20),
         ];
-        assert!(!fails_for_good(&runs, TIMEOUT));
+        assert!(!fails_for_good(&runs, TIMEOUT, RetryTerms::default()));
         assert!(
             billed(&runs, TERMS).is_empty(),
             "nothing believable to bill"
@@ -468,7 +514,7 @@ mod tests {
             run("b", Vouched, lost, 3_000_000_000, 100),
         ];
         assert!(
-            fails_for_good(&hosts, TIMEOUT),
+            fails_for_good(&hosts, TIMEOUT, RetryTerms::default()),
             "the operator's hosts do not invent lost workers, killed at any instruction"
         );
         let real = [
@@ -476,7 +522,7 @@ mod tests {
             run("b", Farmed, TIMED_OUT, 9, TIMEOUT + 5),
         ];
         assert!(
-            fails_for_good(&real, TIMEOUT),
+            fails_for_good(&real, TIMEOUT, RetryTerms::default()),
             "timeouts after the clock ran out match whatever their fuel"
         );
     }
@@ -548,24 +594,24 @@ mod tests {
             digest(run("fresh", Fresh, Miss::Rejected, 1, 1), "x"),
         ];
         assert!(
-            !fails_for_good(&runs, TIMEOUT),
+            !fails_for_good(&runs, TIMEOUT, RetryTerms::default()),
             "one trusted provider cannot fail a checked unit"
         );
         runs.push(rejected("b", Farmed, "y"));
         runs.push(digest(run("garbage", Fresh, Miss::Rejected, 1, 1), "z"));
         assert!(
-            !fails_for_good(&runs, TIMEOUT),
+            !fails_for_good(&runs, TIMEOUT, RetryTerms::default()),
             "two different outputs rejected: a cheat may be among them"
         );
         let mut same = runs.clone();
         same.push(rejected("c", Farmed, "x"));
         assert!(
-            fails_for_good(&same, TIMEOUT),
+            fails_for_good(&same, TIMEOUT, RetryTerms::default()),
             "the same output rejected on a vouched host and another trusted provider"
         );
         runs.push(rejected("d", Farmed, "w"));
         assert!(
-            fails_for_good(&runs, TIMEOUT),
+            fails_for_good(&runs, TIMEOUT, RetryTerms::default()),
             "three trusted outputs rejected: honest outputs need not be equal"
         );
         let bills = billed(
@@ -586,7 +632,11 @@ mod tests {
         );
         let unverified = |p: &str| digest(run(p, Vouched, Miss::Unverified, 1, 1), "x");
         assert!(
-            !fails_for_good(&[unverified("a"), unverified("b")], TIMEOUT),
+            !fails_for_good(
+                &[unverified("a"), unverified("b")],
+                TIMEOUT,
+                RetryTerms::default()
+            ),
             "a lost verifier is nobody's doing"
         );
     }

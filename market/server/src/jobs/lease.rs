@@ -19,8 +19,10 @@ use agora_wire::limits::MAX_BROWSER_SHARED_BYTES;
 /// ride along with a colluding trusted key's check), and never takes a
 /// unit that has failed once (a job that computes its answer, logs it and
 /// fails gets at most one unpaid fresh-key run of a unit, not one per
-/// key); and a unit that failed [`MAX_UNIT_FAILURES`] times goes to the
-/// operator's vouched hosts only (binds vouched (0/1) last), so a job that
+/// key); a unit waits out its buyer's backoff after a failed run
+/// (`retry_at_ms`); and a unit that failed its job's `max_attempts` times
+/// ([`MAX_UNIT_FAILURES`] unless the buyer said) goes to the operator's
+/// vouched hosts only (binds vouched (0/1) last), so a job that
 /// keeps failing in ways that count for nothing (crashing workers) gets a
 /// bounded number of unpaid runs, not one per trusted provider. On
 /// PostgreSQL the row is locked, and rows other replicas hold are skipped.
@@ -84,7 +86,7 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
                            AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES}))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < {MAX_UNIT_FAILURES}){LEASE_FILTER_SQL}{accepted}{ALLOW_LISTED_FIRST_ONLY_SQL}
+           AND ($9 = 1 OR u.failures < j.max_attempts) AND u.retry_at_ms <= $1{LEASE_FILTER_SQL}{accepted}{ALLOW_LISTED_FIRST_ONLY_SQL}
          ORDER BY {order} LIMIT 1 {lock}"
     )
 }

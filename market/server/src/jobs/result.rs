@@ -236,7 +236,8 @@ impl Jobs {
         let mut marks = Vec::new();
         match failure {
             Some(message) => {
-                self.count_failure(&mut tx, &job_id, idx, &message).await?;
+                self.count_failure(&mut tx, &job_id, idx, &message, now)
+                    .await?;
                 marks.extend(
                     self.release_confirming_replica(&mut tx, lease_id, &job_id, idx)
                         .await?,
@@ -282,13 +283,32 @@ impl Jobs {
         job: &str,
         idx: i64,
         message: &str,
+        now: i64,
     ) -> Result<(), ApiError> {
+        let policy = sqlx::query(
+            "SELECT j.max_attempts AS max_attempts, j.retry_own_failures AS retry_own, j.backoff_ms AS backoff_ms, u.failures AS failures
+             FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $1 AND u.idx = $2",
+        )
+        .bind(job)
+        .bind(idx)
+        .fetch_one(&mut **tx)
+        .await?;
+        let retry = failures::RetryTerms {
+            max_attempts: policy.try_get::<i64, _>("max_attempts")?.max(1) as usize,
+            retry_own_failures: policy.try_get::<i64, _>("retry_own")? == 1,
+        };
+        // The buyer's backoff, doubled with each failure before this one.
+        let backoff = backoff_after(
+            policy.try_get::<i64, _>("backoff_ms")?.max(0) as u64,
+            policy.try_get::<i64, _>("failures")?.max(0) as u32,
+        );
         sqlx::query(
-            "UPDATE units SET failures = failures + 1, message = $1 WHERE job_id = $2 AND idx = $3",
+            "UPDATE units SET failures = failures + 1, message = $1, retry_at_ms = $4 WHERE job_id = $2 AND idx = $3",
         )
         .bind(message.chars().take(2000).collect::<String>())
         .bind(job)
         .bind(idx)
+        .bind(now.saturating_add(backoff as i64))
         .execute(&mut **tx)
         .await?;
         // A result waiting for its verdict, one `verify` passed, or a vouched
@@ -310,7 +330,7 @@ impl Jobs {
         }
         let terms = decide::unit_terms(tx, job).await?;
         let runs = decide::missed_runs(tx, job, idx).await?;
-        if !failures::fails_for_good(&runs, terms.timeout_ms) {
+        if !failures::fails_for_good(&runs, terms.timeout_ms, retry) {
             return Ok(());
         }
         let failed = sqlx::query(
@@ -362,5 +382,35 @@ impl Jobs {
             self.config.spot_check_rate,
         )
         .await
+    }
+}
+
+/// How long a unit waits after its failure number `earlier + 1`: the
+/// buyer's `backoff_ms`, doubled per earlier failure, at most
+/// `MAX_RETRY_BACKOFF_MS`.
+fn backoff_after(backoff_ms: u64, earlier: u32) -> u64 {
+    use agora_wire::limits::MAX_RETRY_BACKOFF_MS;
+    backoff_ms
+        .saturating_mul(1u64.checked_shl(earlier.min(32)).unwrap_or(u64::MAX))
+        .min(MAX_RETRY_BACKOFF_MS)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::backoff_after;
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_its_bound() {
+        assert_eq!(backoff_after(0, 5), 0);
+        assert_eq!(backoff_after(1000, 0), 1000);
+        assert_eq!(backoff_after(1000, 2), 4000);
+        assert_eq!(
+            backoff_after(1000, 40),
+            agora_wire::limits::MAX_RETRY_BACKOFF_MS
+        );
+        assert_eq!(
+            backoff_after(u64::MAX, 1),
+            agora_wire::limits::MAX_RETRY_BACKOFF_MS
+        );
     }
 }

@@ -38,8 +38,39 @@ pub(super) struct JobTerms {
     /// The buyer's bid, and the priority it earned (`prices::priority_of`).
     bid_percent: u32,
     priority: u32,
+    /// The buyer's retry policy, every field filled (`check_retry`).
+    retry: RetryFilled,
     needs: Option<Needs>,
     filter: agora_wire::api::ProviderFilter,
+}
+
+/// A retry policy with its defaults filled in.
+pub(super) struct RetryFilled {
+    max_attempts: u32,
+    retry_own_failures: bool,
+    backoff_ms: u64,
+}
+
+/// A buyer's retry policy within its bounds, defaults filled.
+fn check_retry(r: &agora_wire::api::RetryPolicy) -> Result<RetryFilled, ApiError> {
+    use agora_wire::limits::{MAX_RETRY_BACKOFF_MS, MAX_UNIT_ATTEMPTS};
+    let max_attempts = r.max_attempts.unwrap_or(MAX_UNIT_FAILURES as u32);
+    if !(1..=MAX_UNIT_ATTEMPTS).contains(&max_attempts) {
+        return Err(ApiError::Invalid(format!(
+            "retry.max_attempts is 1 to {MAX_UNIT_ATTEMPTS} (MAX_UNIT_ATTEMPTS)"
+        )));
+    }
+    let backoff_ms = r.backoff_ms.unwrap_or(0);
+    if backoff_ms > MAX_RETRY_BACKOFF_MS {
+        return Err(ApiError::Invalid(format!(
+            "retry.backoff_ms is at most {MAX_RETRY_BACKOFF_MS} (MAX_RETRY_BACKOFF_MS, an hour)"
+        )));
+    }
+    Ok(RetryFilled {
+        max_attempts,
+        retry_own_failures: r.retry_own_failures.unwrap_or(true),
+        backoff_ms,
+    })
 }
 
 /// The blobs a job names by digest: its units' and its shared inputs'.
@@ -123,6 +154,7 @@ impl Jobs {
             .then(|| Needs::of(&request.requirements))
             .transpose()?;
         let filter = check_filter(&request.providers)?;
+        let retry = check_retry(&request.retry)?;
         let bid_percent = request.bid_percent.unwrap_or(MIN_BID_PERCENT);
         if !(MIN_BID_PERCENT..=MAX_BID_PERCENT).contains(&bid_percent) {
             return Err(ApiError::Invalid(format!(
@@ -218,6 +250,7 @@ impl Jobs {
             unit_cap,
             bid_percent,
             priority,
+            retry,
             needs,
             filter,
         };
@@ -258,8 +291,8 @@ impl Jobs {
         .await?;
         let mut tx = self.db.write().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify, bid_percent, priority)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15, $16, $17)",
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify, bid_percent, priority, max_attempts, retry_own_failures, backoff_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(id)
         .bind(buyer.as_str())
@@ -278,6 +311,9 @@ impl Jobs {
         .bind(checked as i64)
         .bind(terms.bid_percent as i64)
         .bind(terms.priority as i64)
+        .bind(terms.retry.max_attempts as i64)
+        .bind(terms.retry.retry_own_failures as i64)
+        .bind(terms.retry.backoff_ms.min(i64::MAX as u64) as i64)
         .execute(&mut *tx)
         .await?;
         self.record_terms(&mut tx, id, terms.needs.as_ref(), &terms.filter)

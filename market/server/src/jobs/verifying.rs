@@ -364,7 +364,7 @@ impl Jobs {
             // are billed (a buyer cannot have honest work done for free by a
             // verify that refuses it, nor hold a unit open for ever).
             (_, message) => {
-                self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default())
+                self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default(), now)
                     .await?
             }
         }

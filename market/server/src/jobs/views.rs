@@ -31,6 +31,9 @@ struct JobRow {
     data_deleted_at_ms: Option<i64>,
     bid_percent: i64,
     priority: i64,
+    max_attempts: i64,
+    retry_own_failures: i64,
+    backoff_ms: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -65,7 +68,7 @@ impl Jobs {
     /// their leases by index range, so no answer grows past a page.
     pub async fn info_page(&self, id: &str, page: UnitsQuery) -> Result<JobInfo, ApiError> {
         let job = sqlx::query_as::<_, JobRow>(
-            "SELECT buyer, package, version, digest, state, replicas, max_price, created_at_ms, expires_at_ms, finished_at_ms, data_deleted_at_ms, bid_percent, priority FROM jobs WHERE id = $1",
+            "SELECT buyer, package, version, digest, state, replicas, max_price, created_at_ms, expires_at_ms, finished_at_ms, data_deleted_at_ms, bid_percent, priority, max_attempts, retry_own_failures, backoff_ms FROM jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.db.pool)
@@ -112,6 +115,11 @@ impl Jobs {
             expires_at_ms: job.expires_at_ms,
             bid_percent: job.bid_percent.clamp(0, u32::MAX as i64) as u32,
             priority: job.priority.clamp(0, u32::MAX as i64) as u32,
+            retry: agora_wire::api::RetryPolicy {
+                max_attempts: Some(job.max_attempts.clamp(0, u32::MAX as i64) as u32),
+                retry_own_failures: Some(job.retry_own_failures == 1),
+                backoff_ms: Some(job.backoff_ms.max(0) as u64),
+            },
             data_deleted_at_ms: job.data_deleted_at_ms,
             data_kept_until_ms: match (state, job.data_deleted_at_ms) {
                 (JobState::Running, _) | (_, Some(_)) => None,

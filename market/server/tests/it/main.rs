@@ -14,6 +14,7 @@ mod properties;
 mod registry;
 mod requirements;
 mod retention;
+mod retries;
 mod service;
 mod settling;
 mod simulation;
