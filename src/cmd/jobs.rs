@@ -63,7 +63,7 @@ pub struct SubmitArgs {
     bid: Option<u32>,
     /// Failed runs a unit may have before only the market operator's own
     /// hosts run it, and the failures (a vouched host's among them) that
-    /// fail it for good: 1 to 10, 3 when not given.
+    /// fail it for good: 1 to 3 (the default).
     #[arg(long, value_name = "N")]
     attempts: Option<u32>,
     /// Do not retry a unit that fails on its own (a trap, an error, a

@@ -106,8 +106,12 @@ pub const MAX_EXTRA_REPLICAS: i64 = 1;
 pub const MAX_CONCURRENT: u32 = 1024;
 /// Counted failures (trusted providers', believable, from two or more of
 /// them) after which a unit fails for good however they failed (see
-/// `failures`).
+/// `failures`), unless its buyer asked for fewer (`RetryPolicy`).
 pub const MAX_UNIT_FAILURES: i64 = 3;
+const _: () = assert!(
+    agora_wire::limits::MAX_UNIT_ATTEMPTS as i64 == MAX_UNIT_FAILURES,
+    "a buyer's attempts stay within the paid slots"
+);
 /// Reputation mean under which a provider's results are confirmed by another.
 pub const TRUSTED_REPUTATION: f64 = 0.8;
 /// Independent confirmations (decayed) before a provider can be trusted

@@ -37,7 +37,7 @@ use utoipa::OpenApi;
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
-        agora_wire::api::GpuRequirements, agora_wire::api::ProviderFilter, agora_wire::api::WorkFilter, agora_wire::api::UnitKinds, agora_wire::api::DeviceTelemetry, agora_wire::api::ClassPrice,
+        agora_wire::api::GpuRequirements, agora_wire::api::ProviderFilter, agora_wire::api::WorkFilter, agora_wire::api::UnitKinds, agora_wire::api::DeviceTelemetry, agora_wire::api::ClassPrice, agora_wire::api::RetryPolicy,
         JobState, UnitInfo, UnitCounts, CostBreakdown, JobInfo, LeaseGrant, ResultReport, agora_wire::api::NamedOutput, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
         AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health,

@@ -797,9 +797,9 @@ pub struct SubmitJob {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Failed runs a unit may have before only the operator's vouched
-    /// hosts run it, and the counted failures that fail it for good: 1 to
-    /// [`crate::limits::MAX_UNIT_ATTEMPTS`], 3 when omitted.
+    /// Failed runs a unit may have (anyone's) before only the operator's
+    /// vouched hosts run it, and the counted failures that fail it for
+    /// good: 1 to [`crate::limits::MAX_UNIT_ATTEMPTS`] (3, the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// `false`: a unit that fails on its own (a trap, an error, a limit)

@@ -66,9 +66,11 @@ pub const MIN_BID_PERCENT: u32 = 100;
 pub const MAX_BID_PERCENT: u32 = 1_000;
 
 /// Most failed runs a buyer may let one unit have before only the
-/// operator's vouched hosts run it (`RetryPolicy::max_attempts`): each is
-/// a run some provider made, and failed runs the rules bill are billed.
-pub const MAX_UNIT_ATTEMPTS: u32 = 10;
+/// operator's vouched hosts run it (`RetryPolicy::max_attempts`): a buyer
+/// may ask for fewer, not more, since the escrow holds a unit's three
+/// paid slots (two replicas and a tie-breaker) and every counted failed
+/// run of a unit that fails for good must fit them to be billed.
+pub const MAX_UNIT_ATTEMPTS: u32 = 3;
 /// Longest wait a buyer may ask between a unit's failed run and its next
 /// lease (`RetryPolicy::backoff_ms`, doubled per failure up to this): a
 /// unit waiting longer holds its escrow for nothing.

@@ -21,6 +21,11 @@
 //!   number of fresh ones, or a ring of keys that farmed their trust,
 //!   cannot fail a buyer's unit (a market without vouched hosts lets its
 //!   failing units expire, refunded).
+//! - A buyer's retry policy ([`RetryTerms`]) only lowers the bar, never
+//!   below a vouched host's word: fewer counted failures (one, when it is
+//!   a vouched host's trap, error, fuel or memory limit, or rejected
+//!   output), or with `retry_own_failures` off one vouched host's failure
+//!   of the job's own kind.
 //! - Billed, priced on what the operator's own hosts measured (others'
 //!   claims can neither raise nor cut it): a vouched host's counted miss
 //!   at its own usage within the unit's limits; a run that failed the way
@@ -184,15 +189,20 @@ impl Default for RetryTerms {
 }
 
 /// Whether a miss is the job's own kind of failure: a trap, an error or a
-/// limit it ran into, not a lost worker, a refusal or a rejected output.
+/// limit it ran into whatever the host (fuel, memory), not a clock limit
+/// (a slow or busy host's), a lost worker, a refusal or a rejected output.
 fn own_failure(miss: Miss) -> bool {
-    matches!(
-        miss,
+    match miss {
         Miss::Failed {
-            outcome: RunOutcome::Trap | RunOutcome::JobError | RunOutcome::LimitExceeded,
+            outcome: RunOutcome::Trap | RunOutcome::JobError,
             ..
-        }
-    )
+        } => true,
+        Miss::Failed {
+            outcome: RunOutcome::LimitExceeded,
+            limit,
+        } => !matches!(limit, Some(LimitKind::Timeout | LimitKind::CompileTime)),
+        _ => false,
+    }
 }
 
 /// Whether the unit fails for good as the job's doing (see the module's
@@ -202,8 +212,12 @@ fn own_failure(miss: Miss) -> bool {
 /// and no vouched host's or `verify`-passed result stands.
 pub fn fails_for_good(runs: &[MissedRun], timeout_ms: u64, retry: RetryTerms) -> bool {
     let counted_runs: Vec<&MissedRun> = runs.iter().filter(|r| counted(r, timeout_ms)).collect();
+    // One run is enough only when it is a vouched host's failure of the
+    // job's own kind or its rejected output (not the operator's restart).
     let anchored_enough = if retry.max_attempts <= 1 {
-        counted_runs.iter().any(|r| r.run.vouched)
+        counted_runs
+            .iter()
+            .any(|r| r.run.vouched && (own_failure(r.miss) || r.miss == Miss::Rejected))
     } else {
         anchored(&counted_runs)
     };
@@ -424,6 +438,36 @@ mod tests {
         outcome: RunOutcome::Trap,
         limit: None,
     };
+
+    #[test]
+    fn a_buyers_retry_policy_never_rests_on_a_providers_word_alone() {
+        let strict = RetryTerms {
+            max_attempts: MAX_UNIT_FAILURES as usize,
+            retry_own_failures: false,
+        };
+        let once = RetryTerms {
+            max_attempts: 1,
+            retry_own_failures: true,
+        };
+        // A vouched host's trap ends the unit when the buyer says so ...
+        let trap = [run("host", Vouched, TRAP, 5, 100)];
+        assert!(fails_for_good(&trap, TIMEOUT, strict));
+        assert!(fails_for_good(&trap, TIMEOUT, once));
+        assert!(!fails_for_good(&trap, TIMEOUT, RetryTerms::default()));
+        // ... a farmed or fresh key's never does.
+        for who in [Farmed, Fresh] {
+            let theirs = [run("key", who, TRAP, 5, 100)];
+            assert!(!fails_for_good(&theirs, TIMEOUT, strict));
+            assert!(!fails_for_good(&theirs, TIMEOUT, once));
+        }
+        // A clock limit is a slow host's as much as the job's, and a lost
+        // worker the operator's restart: neither ends it alone.
+        let slow = [run("host", Vouched, TIMED_OUT, 5, TIMEOUT)];
+        assert!(!fails_for_good(&slow, TIMEOUT, strict));
+        let lost = [run("host", Vouched, failed(RunOutcome::WorkerLost), 5, 100)];
+        assert!(!fails_for_good(&lost, TIMEOUT, strict));
+        assert!(!fails_for_good(&lost, TIMEOUT, once));
+    }
 
     #[test]
     fn one_trusted_key_and_any_number_of_fresh_ones_fail_nothing() {

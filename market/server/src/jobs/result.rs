@@ -236,7 +236,7 @@ impl Jobs {
         let mut marks = Vec::new();
         match failure {
             Some(message) => {
-                self.count_failure(&mut tx, &job_id, idx, &message, now)
+                self.count_failure(&mut tx, (&job_id, idx), lease_id, &message, now)
                     .await?;
                 marks.extend(
                     self.release_confirming_replica(&mut tx, lease_id, &job_id, idx)
@@ -280,35 +280,47 @@ impl Jobs {
     pub(super) async fn count_failure(
         &self,
         tx: &mut Tx,
-        job: &str,
-        idx: i64,
+        (job, idx): (&str, i64),
+        lease_id: &str,
         message: &str,
         now: i64,
     ) -> Result<(), ApiError> {
         let policy = sqlx::query(
-            "SELECT j.max_attempts AS max_attempts, j.retry_own_failures AS retry_own, j.backoff_ms AS backoff_ms, u.failures AS failures
-             FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $1 AND u.idx = $2",
+            "SELECT max_attempts, retry_own_failures, backoff_ms FROM jobs WHERE id = $1",
         )
         .bind(job)
-        .bind(idx)
         .fetch_one(&mut **tx)
         .await?;
         let retry = failures::RetryTerms {
             max_attempts: policy.try_get::<i64, _>("max_attempts")?.max(1) as usize,
-            retry_own_failures: policy.try_get::<i64, _>("retry_own")? == 1,
+            retry_own_failures: policy.try_get::<i64, _>("retry_own_failures")? == 1,
         };
-        // The buyer's backoff, doubled with each failure before this one.
-        let backoff = backoff_after(
-            policy.try_get::<i64, _>("backoff_ms")?.max(0) as u64,
-            policy.try_get::<i64, _>("failures")?.max(0) as u32,
-        );
+        let terms = decide::unit_terms(tx, job).await?;
+        let runs = decide::missed_runs(tx, job, idx).await?;
+        // Only a counted failure (a run trusted at its grant, believable)
+        // starts the buyer's backoff, doubled per counted failure before
+        // it: a fresh key's word stalls nothing.
+        let counted: Vec<&failures::MissedRun> = runs
+            .iter()
+            .filter(|r| failures::counted(r, terms.timeout_ms))
+            .collect();
+        let retry_at = if counted.iter().any(|r| r.run.lease == lease_id) {
+            now.saturating_add(backoff_after(
+                policy.try_get::<i64, _>("backoff_ms")?.max(0) as u64,
+                counted.len().saturating_sub(1) as u32,
+            ) as i64)
+        } else {
+            0
+        };
         sqlx::query(
-            "UPDATE units SET failures = failures + 1, message = $1, retry_at_ms = $4 WHERE job_id = $2 AND idx = $3",
+            "UPDATE units SET failures = failures + 1, message = $1,
+               retry_at_ms = CASE WHEN $4 > retry_at_ms THEN $4 ELSE retry_at_ms END
+             WHERE job_id = $2 AND idx = $3",
         )
         .bind(message.chars().take(2000).collect::<String>())
         .bind(job)
         .bind(idx)
-        .bind(now.saturating_add(backoff as i64))
+        .bind(retry_at)
         .execute(&mut **tx)
         .await?;
         // A result waiting for its verdict, one `verify` passed, or a vouched
@@ -328,8 +340,6 @@ impl Jobs {
         if standing > 0 {
             return Ok(());
         }
-        let terms = decide::unit_terms(tx, job).await?;
-        let runs = decide::missed_runs(tx, job, idx).await?;
         if !failures::fails_for_good(&runs, terms.timeout_ms, retry) {
             return Ok(());
         }

@@ -364,8 +364,14 @@ impl Jobs {
             // are billed (a buyer cannot have honest work done for free by a
             // verify that refuses it, nor hold a unit open for ever).
             (_, message) => {
-                self.count_failure(&mut tx, job_id, idx, &message.unwrap_or_default(), now)
-                    .await?
+                self.count_failure(
+                    &mut tx,
+                    (job_id, idx),
+                    &lease_id,
+                    &message.unwrap_or_default(),
+                    now,
+                )
+                .await?
             }
         }
         if let Err(e) = self

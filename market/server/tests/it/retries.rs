@@ -47,7 +47,7 @@ both_dbs!(
         m.fund(&buyer, 10_000).await;
         for bad in [
             json!({"max_attempts": 0}),
-            json!({"max_attempts": 11}),
+            json!({"max_attempts": 4}),
             json!({"backoff_ms": 3_600_001u64}),
             json!({"retries": 2}),
         ] {
@@ -142,6 +142,13 @@ both_dbs!(
         m.fund(&buyer, 10_000).await;
         let (first, second) = (provider(m, 10).await, provider(m, 10).await);
         let j = submitted(m, &buyer, json!({"backoff_ms": 20_000})).await;
+        // A fresh key's failure counts for nothing and starts no backoff.
+        let fresh = untrusted_provider(m, 10).await;
+        let grant = lease(m, &fresh).await.unwrap();
+        assert_eq!(
+            answer(m, &fresh, &grant, Err("trap")).await.0,
+            StatusCode::OK
+        );
         let grant = lease(m, &first).await.unwrap();
         assert_eq!(
             answer(m, &first, &grant, Err("trap")).await.0,
