@@ -20,7 +20,7 @@ use agora_market::jobs::{Jobs, lease_candidate_sql};
 use agora_market::{AppState, Config, Db};
 use agora_wire::Keypair;
 use agora_wire::api::{
-    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, LeaseGrant, PublishRequest,
+    Ask, Capabilities, GpuDevice, Heartbeat, HeartbeatReply, JobInfo, LeaseGrant, PublishRequest,
     RegisterProvider, ResultReport, SubmitJob, UnitLimits,
 };
 use agora_wire::client::Client;
@@ -230,26 +230,33 @@ fn signed_result(key: &Keypair, lease_id: &str, output: &[u8]) -> ResultReport {
     }
 }
 
+/// Submit a one-unit job, and lease and answer its unit as the env's
+/// trusted provider.
+async fn run_one(jobs: &Jobs, env: &Env, tag: &str, i: usize) -> JobInfo {
+    let job = jobs
+        .submit(env.buyer.id(), submit_request(tag, i, 1), now())
+        .await
+        .unwrap();
+    let grant = jobs
+        .lease(env.provider.id(), now())
+        .await
+        .unwrap()
+        .expect("the unit just submitted");
+    jobs.submit_result(
+        env.provider.id(),
+        &grant.lease_id,
+        signed_result(&env.provider, &grant.lease_id, b"out"),
+        now(),
+    )
+    .await
+    .unwrap();
+    job
+}
+
 async fn ours(jobs: &Jobs, env: &Env, tag: &str) -> Duration {
     let started = Instant::now();
     for i in 0..UNITS {
-        let job = jobs
-            .submit(env.buyer.id(), submit_request(tag, i, 1), now())
-            .await
-            .unwrap();
-        let grant = jobs
-            .lease(env.provider.id(), now())
-            .await
-            .unwrap()
-            .expect("the unit just submitted");
-        jobs.submit_result(
-            env.provider.id(),
-            &grant.lease_id,
-            signed_result(&env.provider, &grant.lease_id, b"out"),
-            now(),
-        )
-        .await
-        .unwrap();
+        let job = run_one(jobs, env, tag, i).await;
         debug_assert_eq!(
             jobs.info(&job.id).await.unwrap().state,
             agora_wire::api::JobState::Done
@@ -512,28 +519,6 @@ fn timed<T>(into: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// One trade by the env's trusted provider: the going rate a submit
-/// weighs bids against.
-async fn trade(env: &Env) {
-    let jobs = &env.state.jobs;
-    jobs.submit(env.buyer.id(), submit_request("trade", 0, 1), now())
-        .await
-        .unwrap();
-    let grant = jobs
-        .lease(env.provider.id(), now())
-        .await
-        .unwrap()
-        .expect("the unit just submitted");
-    jobs.submit_result(
-        env.provider.id(),
-        &grant.lease_id,
-        signed_result(&env.provider, &grant.lease_id, b"out"),
-        now(),
-    )
-    .await
-    .unwrap();
-}
-
 /// The scale run with `units` queued (plus what the run leases, so the
 /// queue never runs short) and, when `hostile`, a hostile buyer's
 /// [`SCALE_HOSTILE_UNITS`] at the highest bid with caps that cannot pay
@@ -553,9 +538,9 @@ fn scale(
     let started = Instant::now();
     let leased = SCALE_PROVIDERS * SCALE_ROUNDS;
     runtime.block_on(async {
-        trade(&env).await;
-        // Past the going rate's cache (read once per 10 s).
-        let later = now() + 11_000;
+        // The env's provider, trusted and online, is the ask bids are
+        // weighed against.
+        let at = now();
         if hostile {
             for i in 0..SCALE_HOSTILE_UNITS.div_ceil(agora_market::jobs::MAX_UNITS) {
                 let n = agora_market::jobs::MAX_UNITS
@@ -574,7 +559,7 @@ fn scale(
                 let job = env
                     .state
                     .jobs
-                    .submit(env.buyer.id(), request, later)
+                    .submit(env.buyer.id(), request, at)
                     .await
                     .unwrap();
                 assert_eq!(
@@ -589,7 +574,7 @@ fn scale(
             let n = left.min(agora_market::jobs::MAX_UNITS);
             env.state
                 .jobs
-                .submit(env.buyer.id(), submit_request("scale", i, n), later)
+                .submit(env.buyer.id(), submit_request("scale", i, n), at)
                 .await
                 .unwrap();
             left -= n;

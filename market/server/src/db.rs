@@ -155,6 +155,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "retries",
         include_str!("../migrations/sqlite/20261208040000_retries.sql"),
     ),
+    (
+        20261208050000,
+        "telemetry_history",
+        include_str!("../migrations/sqlite/20261208050000_telemetry_history.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -266,6 +271,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208040000,
         "retries",
         include_str!("../migrations/postgres/20261208040000_retries.sql"),
+    ),
+    (
+        20261208050000,
+        "telemetry_history",
+        include_str!("../migrations/postgres/20261208050000_telemetry_history.sql"),
     ),
 ];
 

@@ -45,6 +45,7 @@ mod retention;
 mod settle;
 mod submit;
 mod sweep;
+mod telemetry;
 mod verifying;
 mod views;
 pub use canaries::CANARIES_PER_PROVIDER;
@@ -54,6 +55,7 @@ pub use reputation::{Mark, Record};
 pub use retention::DATA_RETENTION_MS;
 use settle::hold_id;
 pub use sweep::{MAX_SETTLE_BACKOFF_MS, SETTLE_BACKOFF_MS, SweepReport};
+pub use telemetry::{TELEMETRY_KEPT_MS, TELEMETRY_SAMPLE_MS};
 pub use verifying::{VERIFY_CLAIM_GRACE_MS, VERIFY_WAIT_MS, Verified};
 pub use views::MAX_JOBS_PER_PAGE;
 

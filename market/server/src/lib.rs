@@ -293,6 +293,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/providers/{provider}/activity",
             get(routes::provider_activity),
         )
+        .route(
+            "/api/v1/providers/{provider}/telemetry",
+            get(routes::provider_telemetry),
+        )
         .route("/api/v1/leases", post(routes::lease))
         .route("/api/v1/jobs/{job}", get(routes::job))
         .route("/api/v1/jobs/{job}/logs", get(routes::job_logs))

@@ -30,14 +30,14 @@ use utoipa::OpenApi;
     paths(
         health, openapi_json, metrics, transfer, mint, balance, history, invariants, search, info, publish, log,
         append_log, download, browser_manifest, browser_file, register_provider, providers, heartbeat, lease, result, lease_output, submit, my_jobs, job, cancel_job, delete_job_data, unit_output, unit_named_output,
-        blob, stats, job_logs, job_events, provider_activity, categories, add_canary, vouch,
+        blob, stats, job_logs, job_events, provider_activity, provider_telemetry, categories, add_canary, vouch,
         begin_upload, upload_chunk, complete_upload, cancel_upload, release_blob, storage
     ),
     components(schemas(
         ErrorBody, Balance, Transfer, TransferRequest, TransferKind, MintRequest, InvariantReport, PublishRequest,
         AppendLogRequest, VersionInfo, PackageSummary, PackageInfo, LogEntry, Page<Transfer>, Page<PackageSummary>,
         Capabilities, GpuDevice, Ask, RegisterProvider, Heartbeat, HeartbeatReply, ProviderInfo, UnitLimits, SubmitJob,
-        agora_wire::api::GpuRequirements, agora_wire::api::ProviderFilter, agora_wire::api::WorkFilter, agora_wire::api::UnitKinds, agora_wire::api::DeviceTelemetry, agora_wire::api::ClassPrice, agora_wire::api::RetryPolicy,
+        agora_wire::api::GpuRequirements, agora_wire::api::ProviderFilter, agora_wire::api::WorkFilter, agora_wire::api::UnitKinds, agora_wire::api::DeviceTelemetry, agora_wire::api::ClassPrice, agora_wire::api::RetryPolicy, agora_wire::api::ProviderTelemetry, agora_wire::api::TelemetrySample,
         JobState, UnitInfo, UnitCounts, CostBreakdown, JobInfo, LeaseGrant, ResultReport, agora_wire::api::NamedOutput, MarketStats, JobLogs, JobLogLine,
         LeaseProgress, LogLine, Progress, ProviderActivity, ActivityBucket, Category, BrowserBundle, BundleFile,
         AddCanary, CanaryInfo, Vouch, DataDeleted, JobSummary, Page<JobSummary>, agora_wire::api::Health,
@@ -739,6 +739,17 @@ fn default_bucket_s() -> i64 {
 
 fn default_buckets() -> usize {
     24
+}
+
+/// A provider's machine over its last day: free cores and its GPUs'
+/// readings, a sample a minute at most.
+#[utoipa::path(get, path = "/api/v1/providers/{provider}/telemetry", params(("provider" = String, Path)),
+    responses((status = 200, body = agora_wire::api::ProviderTelemetry), (status = 404, body = ErrorBody)))]
+pub async fn provider_telemetry(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+) -> Result<Json<agora_wire::api::ProviderTelemetry>, ApiError> {
+    Ok(Json(state.jobs.telemetry(&provider, state.now_ms()).await?))
 }
 
 /// What a provider did over time: results, earnings, utilization.

@@ -517,6 +517,35 @@ pub struct DeviceTelemetry {
     pub watts: Option<f64>,
 }
 
+/// A provider's machine over its last day, a sample a minute at most
+/// (`GET /api/v1/providers/{id}/telemetry`), oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProviderTelemetry {
+    pub provider: String,
+    /// The most often a sample is kept.
+    pub sample_ms: i64,
+    pub samples: Vec<TelemetrySample>,
+}
+
+/// One heartbeat's readings, its GPUs summed up: the mean busy share, the
+/// hottest, and the power and memory of all (each over the devices that
+/// report it; none when none does).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TelemetrySample {
+    pub at_ms: i64,
+    pub free_cpu_cores: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_utilization_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_celsius: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_watts: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_used_bytes: Option<u64>,
+}
+
 /// Most digests a heartbeat says its provider keeps.
 pub const MAX_HEARTBEAT_KEPT: usize = 64;
 

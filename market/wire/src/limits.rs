@@ -86,6 +86,9 @@ pub const MAX_JOB_PROVIDER_LIST: usize = 64;
 /// Most packages, or publishers, a provider names in each list of the work
 /// it takes (`WorkFilter`): each is a row the lease query looks up.
 pub const MAX_PROVIDER_FILTER_LIST: usize = 64;
+/// Most CPU cores a provider may say it has, or has free (past it is no
+/// machine anyone sells; a heartbeat's reading is kept and plotted).
+pub const MAX_CPU_CORES: u32 = 4096;
 /// Most GPU memory a provider may say one device has (a claim past it is
 /// not a card anyone sells).
 pub const MAX_GPU_MEMORY_BYTES: u64 = 4 << 40;
@@ -194,6 +197,13 @@ pub const MAX_GPU_TEXT_BYTES: usize = 128;
 /// [`MAX_GPU_TEXT_BYTES`]: what a provider registers is stored and listed to
 /// everyone.
 pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
+    within(
+        "MAX_CPU_CORES",
+        "capabilities.cpu_cores",
+        c.cpu_cores as u64,
+        0,
+        MAX_CPU_CORES as u64,
+    )?;
     within(
         "MAX_PROVIDER_GPUS",
         "capabilities.gpus",

@@ -1,9 +1,11 @@
 //! One provider's dashboard: its machine, price and reputation, and the
-//! last 24 hours as charts (results returned, credits earned, slots busy),
-//! drawn as SVG on the server: no script, no chart library.
+//! last 24 hours as charts (results returned, credits earned, slots busy,
+//! and its machine's readings where it sent them: free cores, GPU busy,
+//! temperature, power), drawn as SVG on the server: no script, no chart
+//! library.
 
 use super::*;
-use agora_wire::api::{ProviderActivity, ProviderInfo};
+use agora_wire::api::{ProviderActivity, ProviderInfo, ProviderTelemetry, TelemetrySample};
 
 #[component]
 pub fn ProviderPage() -> impl IntoView {
@@ -20,18 +22,23 @@ pub fn ProviderPage() -> impl IntoView {
                 .find(|p| p.id == id)
                 .ok_or_else(|| format!("no provider `{id}` is registered"))?;
             let activity = api::get::<ProviderActivity>(
-                base,
+                base.clone(),
                 format!("/api/v1/providers/{id}/activity?bucket_s=3600&buckets=24"),
             )
             .await?;
-            Ok::<_, String>((info, activity))
+            let telemetry =
+                api::get::<ProviderTelemetry>(base, format!("/api/v1/providers/{id}/telemetry"))
+                    .await?;
+            Ok::<_, String>((info, activity, telemetry))
         }
     });
     view! {
         <Suspense fallback=|| view! { <p>"Reading the provider…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
-                    Ok((info, activity)) => view! { <Dashboard info activity/> }.into_any(),
+                    Ok((info, activity, telemetry)) => {
+                        view! { <Dashboard info activity telemetry/> }.into_any()
+                    }
                     Err(e) => error_view(e),
                 }
             })}
@@ -40,7 +47,11 @@ pub fn ProviderPage() -> impl IntoView {
 }
 
 #[component]
-fn Dashboard(info: ProviderInfo, activity: ProviderActivity) -> impl IntoView {
+fn Dashboard(
+    info: ProviderInfo,
+    activity: ProviderActivity,
+    telemetry: ProviderTelemetry,
+) -> impl IntoView {
     let units: Vec<f64> = activity.buckets.iter().map(|b| b.units as f64).collect();
     let earned: Vec<f64> = activity.buckets.iter().map(|b| b.earned as f64).collect();
     let busy: Vec<f64> = activity
@@ -54,6 +65,19 @@ fn Dashboard(info: ProviderInfo, activity: ProviderActivity) -> impl IntoView {
         .last()
         .map(|b| b.start_ms + activity.bucket_ms)
         .unwrap_or(0);
+    let hourly = |reading: fn(&TelemetrySample) -> Option<f64>| {
+        hourly_means(
+            &telemetry.samples,
+            start,
+            activity.bucket_ms,
+            units.len(),
+            reading,
+        )
+    };
+    let cores = hourly(|s| Some(s.free_cpu_cores));
+    let gpu_busy = hourly(|s| s.gpu_utilization_percent);
+    let celsius = hourly(|s| s.gpu_celsius);
+    let watts = hourly(|s| s.gpu_watts);
     let total_units: f64 = units.iter().sum();
     let total_earned: f64 = earned.iter().sum();
     view! {
@@ -73,7 +97,45 @@ fn Dashboard(info: ProviderInfo, activity: ProviderActivity) -> impl IntoView {
         <BarChart title="Credits earned per hour" values=earned start end unit=" credits" max=None/>
         <p class="note">{format!("In all: {total_earned} credits")}</p>
         <BarChart title="Slots busy (%)" values=busy start end unit="%" max=Some(100.0)/>
+        {cores.map(|cores| view! {
+            <h2>"Its machine, last 24 hours"</h2>
+            <p class="note">"Hourly means of what its heartbeats read (a sample a minute at most)."</p>
+            <BarChart title="Free CPU cores" values=cores start end unit=" cores" max=None/>
+        })}
+        {gpu_busy.map(|v| view! { <BarChart title="GPU busy (%)" values=v start end unit="%" max=Some(100.0)/> })}
+        {celsius.map(|v| view! { <BarChart title="GPU temperature (°C)" values=v start end unit=" °C" max=None/> })}
+        {watts.map(|v| view! { <BarChart title="GPU power (W)" values=v start end unit=" W" max=None/> })}
     }
+}
+
+/// The mean of `reading` over the samples in each of `buckets` buckets of
+/// `bucket_ms` from `start` (0 where a bucket has none), or None when no
+/// sample has the reading at all.
+fn hourly_means(
+    samples: &[TelemetrySample],
+    start: i64,
+    bucket_ms: i64,
+    buckets: usize,
+    reading: fn(&TelemetrySample) -> Option<f64>,
+) -> Option<Vec<f64>> {
+    let mut sums = vec![(0.0, 0u32); buckets];
+    for s in samples {
+        let (Some(v), Ok(b)) = (
+            reading(s),
+            usize::try_from((s.at_ms - start) / bucket_ms.max(1)),
+        ) else {
+            continue;
+        };
+        if let Some(slot) = sums.get_mut(b) {
+            slot.0 += v;
+            slot.1 += 1;
+        }
+    }
+    sums.iter().any(|(_, n)| *n > 0).then(|| {
+        sums.iter()
+            .map(|(sum, n)| if *n > 0 { sum / *n as f64 } else { 0.0 })
+            .collect()
+    })
 }
 
 /// A bar per value, scaled to `max` (or the largest value), with the

@@ -101,6 +101,26 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
         .register(provider.id(), register, state.now_ms())
         .await
         .unwrap();
+    // One heartbeat with its GPU's readings: the dashboard plots them.
+    let beat = agora_wire::api::Heartbeat {
+        running_units: 0,
+        free_cpu_cores: 12.0,
+        gpu_memory_used_bytes: None,
+        devices: vec![agora_wire::api::DeviceTelemetry {
+            name: "card0 amdgpu".into(),
+            utilization_percent: Some(40.0),
+            memory_used_bytes: None,
+            celsius: Some(66.0),
+            watts: None,
+        }],
+        leases: vec![],
+        keeps: None,
+    };
+    state
+        .jobs
+        .heartbeat(provider.id(), beat, state.now_ms())
+        .await
+        .unwrap();
     let pages = agora_web::server::router(MarketUrl(base.clone()), pkg);
     tokio::spawn(agora_market::serve_with(
         listener,
@@ -228,13 +248,17 @@ async fn every_page_renders_on_the_server_with_its_data() {
     assert_eq!(status, 200);
     assert_eq!(
         dashboard.matches("<svg").count(),
-        3,
-        "three charts, drawn on the server: {dashboard}"
+        6,
+        "three charts of its work and three of its machine (no power reading, no power chart), drawn on the server: {dashboard}"
     );
     assert_eq!(
         dashboard.matches(r#"class="bar""#).count(),
-        72,
+        144,
         "24 hourly bars each"
+    );
+    assert!(
+        dashboard.contains("GPU temperature (°C)") && dashboard.contains("66 °C"),
+        "{dashboard}"
     );
     assert!(dashboard.contains("Credits earned per hour"));
     let (status, _) = page(&base, "/no/such/page").await;

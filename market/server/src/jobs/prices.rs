@@ -279,15 +279,16 @@ impl Jobs {
 
     /// The median ask of the trusted providers online (one vote each,
     /// weighted by reputation): a price before any trade that fresh keys
-    /// asking nothing cannot drag down.
-    pub(super) fn median_seller_ask(view: &MarketView) -> Ask {
-        median_rate(
-            &view
-                .sellers
-                .iter()
-                .map(|s| (s.ask, s.weight))
-                .collect::<Vec<_>>(),
-        )
+    /// asking nothing cannot drag down. With none trusted online, the
+    /// median ask of the `online` ones (a market nobody is trusted in yet
+    /// has no better figure).
+    pub(super) fn median_seller_ask(view: &MarketView, online: &[ProviderInfo]) -> Ask {
+        let votes: Vec<(Ask, f64)> = if view.sellers.is_empty() {
+            online.iter().map(|p| (p.ask, 1.0)).collect()
+        } else {
+            view.sellers.iter().map(|s| (s.ask, s.weight)).collect()
+        };
+        median_rate(&votes)
     }
 }
 

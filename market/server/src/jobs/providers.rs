@@ -147,6 +147,12 @@ impl Jobs {
             ));
         }
         check_devices(&beat.devices)?;
+        if !(0.0..=agora_wire::limits::MAX_CPU_CORES as f64).contains(&beat.free_cpu_cores) {
+            return Err(ApiError::Invalid(format!(
+                "free_cpu_cores is 0 to {} (MAX_CPU_CORES)",
+                agora_wire::limits::MAX_CPU_CORES
+            )));
+        }
         // What it keeps is for leasing only, never in its public telemetry;
         // checked before anything is written.
         let keeps = beat.keeps.take();
@@ -165,6 +171,7 @@ impl Jobs {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
         self.backfill_gpus(provider).await?;
+        self.record_sample(provider, &beat, now).await?;
         if let Some(keeps) = keeps {
             self.record_keeps(provider, &keeps).await?;
         }
@@ -316,8 +323,9 @@ impl Jobs {
 
     /// Live figures, the going rate per device class, and a suggested
     /// price: the going rate of all classes (before any trade, the median
-    /// ask of the online providers trusted now; 0 when none is), raised by
-    /// up to 2x as the queue grows past the online capacity.
+    /// ask of the online providers trusted now, or of all online ones when
+    /// none is), raised by up to 2x as the queue grows past the online
+    /// capacity.
     pub async fn stats(&self, now: i64) -> Result<agora_wire::api::MarketStats, ApiError> {
         let online: Vec<ProviderInfo> = self
             .providers(now)
@@ -352,7 +360,7 @@ impl Jobs {
         let view = self.market_view(now).await?;
         let base = view
             .overall
-            .unwrap_or_else(|| Jobs::median_seller_ask(&view));
+            .unwrap_or_else(|| Jobs::median_seller_ask(&view, &online));
         let scale = |v: u64| (v as f64 * pressure).ceil() as u64;
         Ok(agora_wire::api::MarketStats {
             providers_online: online.len() as u64,

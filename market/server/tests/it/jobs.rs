@@ -973,6 +973,72 @@ both_dbs!(
             .find(|x| x["id"] == p.id().as_str())
             .unwrap();
         assert_eq!(listed["telemetry"]["devices"], json!([card]), "{listed}");
+        // Kept as a sample a minute at most, for the provider's dashboard.
+        let second = json!({"name": "card1 amdgpu", "utilization_percent": 63.0, "celsius": 70.0, "watts": 50.0});
+        let samples = |t: Value| t["samples"].as_array().unwrap().clone();
+        let (status, reply) = m
+            .call(
+                "POST",
+                "/api/v1/providers/heartbeat",
+                Some(&beat(json!([card, second]))),
+                Some(&p),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let path = format!("/api/v1/providers/{}/telemetry", p.id());
+        let (status, first) = m.call("GET", &path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(samples(first.clone()).len(), 1, "one a minute: {first}");
+        m.state.advance_clock(Duration::from_secs(61));
+        let (status, reply) = m
+            .call(
+                "POST",
+                "/api/v1/providers/heartbeat",
+                Some(&beat(json!([card, second]))),
+                Some(&p),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let (_, later) = m.call("GET", &path, None, None).await;
+        let later = samples(later);
+        assert_eq!(later.len(), 2, "{later:?}");
+        assert_eq!(
+            later[1],
+            json!({"at_ms": later[1]["at_ms"], "free_cpu_cores": 2.0, "gpu_utilization_percent": 50.0,
+                   "gpu_celsius": 70.0, "gpu_watts": 200.0, "gpu_memory_used_bytes": 1u64 << 30})
+        );
+        // A day later the first ones are gone.
+        m.state.advance_clock(Duration::from_secs(24 * 3600 + 1));
+        let (status, reply) = m
+            .call(
+                "POST",
+                "/api/v1/providers/heartbeat",
+                Some(&beat(json!([]))),
+                Some(&p),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let (_, day) = m.call("GET", &path, None, None).await;
+        assert_eq!(samples(day.clone()).len(), 1, "{day}");
+        assert_eq!(
+            m.call("GET", "/api/v1/providers/nobody/telemetry", None, None)
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+        let (status, _) = m
+            .call(
+                "POST",
+                "/api/v1/providers/heartbeat",
+                Some(&json!({"running_units": 0, "free_cpu_cores": -1.0})),
+                Some(&p),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "free cores a machine cannot have"
+        );
         let many: Vec<Value> = (0..17)
             .map(|i| json!({"name": format!("card{i}")}))
             .collect();

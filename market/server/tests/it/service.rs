@@ -319,6 +319,7 @@ both_dbs!(
             ("post", "/api/v1/providers"),
             ("post", "/api/v1/providers/heartbeat"),
             ("get", "/api/v1/providers/{provider}/activity"),
+            ("get", "/api/v1/providers/{provider}/telemetry"),
             ("post", "/api/v1/leases"),
             ("post", "/api/v1/leases/{lease}/result"),
             ("get", "/api/v1/jobs"),
