@@ -191,7 +191,8 @@ pub fn serve(
 pub fn capabilities(pool: &WorkerPool) -> Capabilities {
     let cpu_cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .min(agora_wire::limits::MAX_CPU_CORES);
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {
@@ -276,7 +277,9 @@ fn heartbeats(s: &Shared) {
         keeps.sort();
         let beat = Heartbeat {
             running_units: s.running.load(Ordering::Relaxed),
-            free_cpu_cores: free.unwrap_or(0.0),
+            free_cpu_cores: free
+                .unwrap_or(0.0)
+                .clamp(0.0, agora_wire::limits::MAX_CPU_CORES as f64),
             gpu_memory_used_bytes: None,
             devices: s
                 .config

@@ -437,6 +437,12 @@ impl AppState {
                 "DELETE FROM audit WHERE at_ms < $1",
                 now - AUDIT_RETENTION_MS,
             ),
+            // Samples of providers that stopped heartbeating (a beating
+            // one forgets its own).
+            (
+                "DELETE FROM provider_samples WHERE at_ms < $1",
+                now - crate::jobs::TELEMETRY_KEPT_MS,
+            ),
         ] {
             deleted += sqlx::query(sql)
                 .bind(cutoff)

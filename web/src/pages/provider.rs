@@ -26,9 +26,12 @@ pub fn ProviderPage() -> impl IntoView {
                 format!("/api/v1/providers/{id}/activity?bucket_s=3600&buckets=24"),
             )
             .await?;
+            // Its machine's charts are extra: without them (an older market,
+            // a failed read) the dashboard still shows its work.
             let telemetry =
                 api::get::<ProviderTelemetry>(base, format!("/api/v1/providers/{id}/telemetry"))
-                    .await?;
+                    .await
+                    .ok();
             Ok::<_, String>((info, activity, telemetry))
         }
     });
@@ -50,8 +53,9 @@ pub fn ProviderPage() -> impl IntoView {
 fn Dashboard(
     info: ProviderInfo,
     activity: ProviderActivity,
-    telemetry: ProviderTelemetry,
+    telemetry: Option<ProviderTelemetry>,
 ) -> impl IntoView {
+    let samples = telemetry.map(|t| t.samples).unwrap_or_default();
     let units: Vec<f64> = activity.buckets.iter().map(|b| b.units as f64).collect();
     let earned: Vec<f64> = activity.buckets.iter().map(|b| b.earned as f64).collect();
     let busy: Vec<f64> = activity
@@ -66,13 +70,7 @@ fn Dashboard(
         .map(|b| b.start_ms + activity.bucket_ms)
         .unwrap_or(0);
     let hourly = |reading: fn(&TelemetrySample) -> Option<f64>| {
-        hourly_means(
-            &telemetry.samples,
-            start,
-            activity.bucket_ms,
-            units.len(),
-            reading,
-        )
+        hourly_means(&samples, start, activity.bucket_ms, units.len(), reading)
     };
     let cores = hourly(|s| Some(s.free_cpu_cores));
     let gpu_busy = hourly(|s| s.gpu_utilization_percent);

@@ -279,9 +279,10 @@ impl Jobs {
 
     /// The median ask of the trusted providers online (one vote each,
     /// weighted by reputation): a price before any trade that fresh keys
-    /// asking nothing cannot drag down. With none trusted online, the
-    /// median ask of the `online` ones (a market nobody is trusted in yet
-    /// has no better figure).
+    /// asking nothing cannot drag down while anyone trusted is online.
+    /// With none trusted online, the median ask of the `online` ones, which
+    /// fresh keys can move: a market nobody is trusted in yet has no better
+    /// figure, and it is only shown, never weighed against a bid.
     pub(super) fn median_seller_ask(view: &MarketView, online: &[ProviderInfo]) -> Ask {
         let votes: Vec<(Ask, f64)> = if view.sellers.is_empty() {
             online.iter().map(|p| (p.ask, 1.0)).collect()

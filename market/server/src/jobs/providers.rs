@@ -171,7 +171,11 @@ impl Jobs {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
         self.backfill_gpus(provider).await?;
-        self.record_sample(provider, &beat, now).await?;
+        // The plotted history is no reason to fail a heartbeat (its leases
+        // are renewed and stop notices sent below).
+        if let Err(e) = self.record_sample(provider, &beat, now).await {
+            tracing::warn!(provider = %provider, "keeping a telemetry sample: {e}");
+        }
         if let Some(keeps) = keeps {
             self.record_keeps(provider, &keeps).await?;
         }

@@ -33,23 +33,26 @@ fn summed(devices: &[DeviceTelemetry]) -> (Option<f64>, Option<f64>, Option<f64>
 }
 
 impl Jobs {
-    /// Keep this heartbeat's readings as `provider`'s sample at `now`,
-    /// unless it has one from the last [`TELEMETRY_SAMPLE_MS`]; forget its
-    /// samples older than [`TELEMETRY_KEPT_MS`]. The heartbeat's devices
-    /// were checked (`check_devices`).
+    /// Keep this heartbeat's readings as `provider`'s sample of the minute
+    /// of `now`, unless it has one; forget its samples older than
+    /// [`TELEMETRY_KEPT_MS`]. The heartbeat's devices were checked
+    /// (`check_devices`: no reading is negative).
     pub(super) async fn record_sample(
         &self,
         provider: &KeyId,
         beat: &Heartbeat,
         now: i64,
     ) -> Result<(), ApiError> {
-        let recent =
-            sqlx::query("SELECT 1 AS one FROM provider_samples WHERE provider = $1 AND at_ms > $2")
+        // The minute's start: the key keeps one sample a minute, however
+        // many heartbeats race (or replicas' clocks differ a little).
+        let minute = now - now.rem_euclid(TELEMETRY_SAMPLE_MS);
+        let taken =
+            sqlx::query("SELECT 1 AS one FROM provider_samples WHERE provider = $1 AND at_ms = $2")
                 .bind(provider.as_str())
-                .bind(now - TELEMETRY_SAMPLE_MS)
+                .bind(minute)
                 .fetch_optional(&self.db.pool)
                 .await?;
-        if recent.is_some() {
+        if taken.is_some() {
             return Ok(());
         }
         let (busy, celsius, watts, memory) = summed(&beat.devices);
@@ -65,7 +68,7 @@ impl Jobs {
              ON CONFLICT (provider, at_ms) DO NOTHING",
         )
         .bind(provider.as_str())
-        .bind(now)
+        .bind(minute)
         .bind(beat.free_cpu_cores)
         .bind(busy.unwrap_or(-1.0))
         .bind(celsius.unwrap_or(-1.0))
@@ -91,15 +94,18 @@ impl Jobs {
             .ok_or_else(|| ApiError::NotFound(format!("no provider `{provider}`")))?;
         let rows = sqlx::query(
             "SELECT at_ms, free_cpu_cores, gpu_utilization, gpu_celsius, gpu_watts, gpu_memory_used FROM provider_samples
-             WHERE provider = $1 AND at_ms >= $2 ORDER BY at_ms LIMIT $3",
+             WHERE provider = $1 AND at_ms >= $2 ORDER BY at_ms DESC LIMIT $3",
         )
         .bind(provider)
         .bind(now - TELEMETRY_KEPT_MS)
         .bind(MAX_SAMPLES)
         .fetch_all(&self.db.pool)
         .await?;
+        // Read newest first (the day's, whatever lies past the limit),
+        // returned oldest first.
         let samples = rows
             .iter()
+            .rev()
             .map(|r| {
                 Ok(TelemetrySample {
                     at_ms: r.try_get("at_ms")?,

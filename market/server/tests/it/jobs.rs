@@ -1007,8 +1007,19 @@ both_dbs!(
             json!({"at_ms": later[1]["at_ms"], "free_cpu_cores": 2.0, "gpu_utilization_percent": 50.0,
                    "gpu_celsius": 70.0, "gpu_watts": 200.0, "gpu_memory_used_bytes": 1u64 << 30})
         );
-        // A day later the first ones are gone.
+        // A provider that beat once and went quiet.
+        let quiet = untrusted_provider(m, 10).await;
+        // A day later the first ones are gone: a beating provider's at its
+        // heartbeat, a quiet one's by the market's hygiene sweep.
         m.state.advance_clock(Duration::from_secs(24 * 3600 + 1));
+        m.state.forget_old_records().await.unwrap();
+        let quiet_left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM provider_samples WHERE provider = $1")
+                .bind(quiet.id().as_str())
+                .fetch_one(&m.state.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(quiet_left, 0);
         let (status, reply) = m
             .call(
                 "POST",
