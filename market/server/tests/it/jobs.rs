@@ -107,6 +107,20 @@ pub async fn heartbeat(m: &TestMarket, key: &Keypair) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// A heartbeat of `key` with these device readings, taken.
+pub async fn heartbeat_with(m: &TestMarket, key: &Keypair, devices: Value) {
+    let beat = json!({"running_units": 0, "free_cpu_cores": 2.0, "devices": devices});
+    let (status, body) = m
+        .call(
+            "POST",
+            "/api/v1/providers/heartbeat",
+            Some(&beat),
+            Some(key),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 pub async fn submit(
     m: &TestMarket,
     buyer: &Keypair,
@@ -956,15 +970,7 @@ both_dbs!(
         let beat =
             |devices: Value| json!({"running_units": 0, "free_cpu_cores": 2.0, "devices": devices});
         let card = json!({"name": "card0 amdgpu", "utilization_percent": 37.0, "memory_used_bytes": 1u64 << 30, "celsius": 61.5, "watts": 150.0});
-        let (status, reply) = m
-            .call(
-                "POST",
-                "/api/v1/providers/heartbeat",
-                Some(&beat(json!([card]))),
-                Some(&p),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{reply}");
+        heartbeat_with(m, &p, json!([card])).await;
         let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
         let listed = providers
             .as_array()
@@ -976,29 +982,13 @@ both_dbs!(
         // Kept as a sample a minute at most, for the provider's dashboard.
         let second = json!({"name": "card1 amdgpu", "utilization_percent": 63.0, "celsius": 70.0, "watts": 50.0});
         let samples = |t: Value| t["samples"].as_array().unwrap().clone();
-        let (status, reply) = m
-            .call(
-                "POST",
-                "/api/v1/providers/heartbeat",
-                Some(&beat(json!([card, second]))),
-                Some(&p),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{reply}");
+        heartbeat_with(m, &p, json!([card, second])).await;
         let path = format!("/api/v1/providers/{}/telemetry", p.id());
         let (status, first) = m.call("GET", &path, None, None).await;
         assert_eq!(status, StatusCode::OK, "{first}");
         assert_eq!(samples(first.clone()).len(), 1, "one a minute: {first}");
         m.state.advance_clock(Duration::from_secs(61));
-        let (status, reply) = m
-            .call(
-                "POST",
-                "/api/v1/providers/heartbeat",
-                Some(&beat(json!([card, second]))),
-                Some(&p),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{reply}");
+        heartbeat_with(m, &p, json!([card, second])).await;
         let (_, later) = m.call("GET", &path, None, None).await;
         let later = samples(later);
         assert_eq!(later.len(), 2, "{later:?}");
@@ -1020,15 +1010,7 @@ both_dbs!(
                 .await
                 .unwrap();
         assert_eq!(quiet_left, 0);
-        let (status, reply) = m
-            .call(
-                "POST",
-                "/api/v1/providers/heartbeat",
-                Some(&beat(json!([]))),
-                Some(&p),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{reply}");
+        heartbeat_with(m, &p, json!([])).await;
         let (_, day) = m.call("GET", &path, None, None).await;
         assert_eq!(samples(day.clone()).len(), 1, "{day}");
         assert_eq!(
