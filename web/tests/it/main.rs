@@ -174,6 +174,10 @@ async fn every_page_renders_on_the_server_with_its_data() {
         "{home}"
     );
     assert!(
+        home.contains("Prices per device class"),
+        "the going rate per class, or why there is none yet: {home}"
+    );
+    assert!(
         home.contains(r#"<meta name="viewport""#),
         "phone-width layout"
     );
@@ -222,6 +226,12 @@ async fn every_page_renders_on_the_server_with_its_data() {
     assert!(
         submit.contains("the provider that runs a unit reads its input"),
         "a buyer is told what a provider sees: {submit}"
+    );
+    assert!(
+        submit.contains(r#"id="bid""#)
+            && submit.contains(r#"min="100""#)
+            && submit.contains(r#"max="1000""#),
+        "a buyer bids, within MIN_BID_PERCENT and MAX_BID_PERCENT: {submit}"
     );
 
     let (_, missing) = page(&base, "/packages/nothing-here").await;
