@@ -69,6 +69,18 @@ fn paid_percent(priority: i64) -> u64 {
     priority.max(agora_wire::limits::MIN_BID_PERCENT as i64) as u64
 }
 
+/// The provider a lease looks for a unit for, as the candidate queries
+/// bind it.
+struct Seeker<'a> {
+    provider: &'a KeyId,
+    has_gpu: bool,
+    /// A browser tab runs only packages with a browser bundle.
+    browser: bool,
+    ask: Ask,
+    untrusted: bool,
+    vouched: bool,
+}
+
 fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let lock = if kind == Kind::Postgres {
         "FOR UPDATE OF u SKIP LOCKED"
@@ -94,28 +106,25 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
 impl Jobs {
     /// The first unit `query` ([`lease_candidate_sql`], or
     /// [`local_candidate_sql`] with its job and priority floor) finds for
-    /// this provider.
+    /// `seeker`.
     async fn candidate(
         &self,
         tx: &mut Tx,
         query: &str,
         now: i64,
-        info: &ProviderInfo,
-        provider: &KeyId,
-        record: &Record,
+        seeker: &Seeker<'_>,
         local: Option<(&String, i64)>,
     ) -> Result<Option<AnyRow>, ApiError> {
         let query = sqlx::query(query)
             .bind(now)
-            .bind(!info.capabilities.gpus.is_empty() as i64)
-            .bind(info.ask.per_billion_fuel as i64)
-            .bind(info.ask.per_gpu_second as i64)
-            .bind(provider.as_str())
-            // A browser tab runs only packages with a browser bundle.
-            .bind((info.capabilities.kind == "browser") as i64)
-            .bind(info.ask.per_wall_second as i64)
-            .bind(!record.trusted() as i64)
-            .bind(record.vouched as i64);
+            .bind(seeker.has_gpu as i64)
+            .bind(seeker.ask.per_billion_fuel as i64)
+            .bind(seeker.ask.per_gpu_second as i64)
+            .bind(seeker.provider.as_str())
+            .bind(seeker.browser as i64)
+            .bind(seeker.ask.per_wall_second as i64)
+            .bind(seeker.untrusted as i64)
+            .bind(seeker.vouched as i64);
         Ok(match local {
             Some((job, floor)) => {
                 query
@@ -164,9 +173,15 @@ impl Jobs {
         if running >= cap {
             return Ok(None);
         }
-        let has_gpu = !info.capabilities.gpus.is_empty();
-        let browser = info.capabilities.kind == "browser";
-        let untrusted = !record.trusted();
+        let seeker = Seeker {
+            provider,
+            has_gpu: !info.capabilities.gpus.is_empty(),
+            browser: info.capabilities.kind == "browser",
+            ask: info.ask,
+            untrusted: !record.trusted(),
+            vouched: record.vouched,
+        };
+        let (has_gpu, browser, untrusted) = (seeker.has_gpu, seeker.browser, seeker.untrusted);
         // The queue's best unit for this provider (highest bid, then
         // oldest); a unit of a job sharing an input it keeps comes first
         // when it pays as well (it crosses the network no more).
@@ -175,9 +190,7 @@ impl Jobs {
                 &mut tx,
                 &lease_candidate_sql(self.db.kind),
                 now,
-                &info,
-                provider,
-                &record,
+                &seeker,
                 None,
             )
             .await?;
@@ -194,15 +207,7 @@ impl Jobs {
         let local = local_candidate_sql(self.db.kind);
         for job in &local_jobs {
             candidate = self
-                .candidate(
-                    &mut tx,
-                    &local,
-                    now,
-                    &info,
-                    provider,
-                    &record,
-                    Some((job, floor)),
-                )
+                .candidate(&mut tx, &local, now, &seeker, Some((job, floor)))
                 .await?;
             if candidate.is_some() {
                 break;

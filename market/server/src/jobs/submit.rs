@@ -40,6 +40,9 @@ pub(super) struct JobTerms {
     priority: u32,
     /// The buyer's retry policy, every field filled (`check_retry`).
     retry: RetryFilled,
+    /// Whether its units need a GPU: the buyer says so, names GPU
+    /// requirements, or the component imports the GPU interfaces.
+    needs_gpu: bool,
     needs: Option<Needs>,
     filter: agora_wire::api::ProviderFilter,
 }
@@ -251,6 +254,7 @@ impl Jobs {
             bid_percent,
             priority,
             retry,
+            needs_gpu,
             needs,
             filter,
         };
@@ -271,7 +275,6 @@ impl Jobs {
         now: i64,
         expires: i64,
     ) -> Result<(), ApiError> {
-        let uses_gpu = imports_gpu(version);
         let checked = self.verifier.is_some() && version.exports.iter().any(|e| e == "verify");
         let mut digests: Vec<String> = inputs
             .iter()
@@ -302,7 +305,7 @@ impl Jobs {
         .bind(r.limits.fuel as i64)
         .bind(r.limits.memory_bytes as i64)
         .bind(r.limits.timeout_ms as i64)
-        .bind((r.limits.gpu || uses_gpu || terms.needs.is_some()) as i64)
+        .bind(terms.needs_gpu as i64)
         .bind(r.max_price as i64)
         .bind(terms.unit_cap as i64)
         .bind(r.replicas as i64)
