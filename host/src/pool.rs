@@ -319,6 +319,38 @@ impl WorkerPool {
         (result.report, result.output.map(|o| o == [1]))
     }
 
+    /// The default device's fp32 matmul speed in GFLOPS, measured in a
+    /// worker ([`crate::gpu::speed`]); `None` without a GPU, or when the
+    /// measurement failed (logged: a provider still serves, unrated).
+    pub fn benchmark(&self) -> Option<f64> {
+        let mut worker = self.checkout().ok()?;
+        let nothing = ComponentBytes::new(Vec::new());
+        let mut ignore = |_: LiveUpdate| {};
+        let waited = worker.ask(
+            &nothing,
+            &[],
+            &SharedInputs::new(),
+            &Limits::default(),
+            Call::Benchmark,
+            crate::gpu::speed::MEASURE_FOR * 50 + limits::KILL_GRACE,
+            false,
+            &mut ignore,
+            None,
+        );
+        let Waited::Answer(response, body) = waited else {
+            tracing::warn!("the GPU benchmark did not finish: replacing its worker");
+            self.replace(worker);
+            return None;
+        };
+        self.checkin(worker);
+        if !response.report.outcome.is_ok() {
+            tracing::warn!("the GPU benchmark failed: {}", response.report.outcome);
+            return None;
+        }
+        let bytes: [u8; 8] = body.get(..8)?.try_into().ok()?;
+        Some(f64::from_le_bytes(bytes)).filter(|g| g.is_finite() && *g > 0.0)
+    }
+
     fn call(
         &self,
         component: &ComponentBytes,
@@ -577,6 +609,7 @@ impl Worker {
             Call::Load => 0,
             Call::Run => limits.output_bytes,
             Call::Verify { .. } => 1,
+            Call::Benchmark => 8,
         };
         self.allowed_body.store(answer, Ordering::SeqCst);
         let specs: Vec<SharedSpec> = shared

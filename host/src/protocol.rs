@@ -45,6 +45,9 @@ pub enum Call {
         #[serde(default)]
         outputs: Vec<(String, u64)>,
     },
+    /// Measure the default device's speed (`gpu::speed`); no component.
+    /// The output is the GFLOPS as 8 little-endian bytes of an `f64`.
+    Benchmark,
 }
 
 /// Supervisor -> worker. Body: the component's bytes (for `Load`), or the

@@ -56,6 +56,9 @@ pub struct ProviderConfig {
     pub status_file: Option<std::path::PathBuf>,
     /// The work this host takes (the market leases it nothing else).
     pub accepts: WorkFilter,
+    /// Its first device's fp32 matmul speed in GFLOPS
+    /// ([`WorkerPool::benchmark`]), reported when it registers.
+    pub gflops: Option<f64>,
 }
 
 impl Default for ProviderConfig {
@@ -77,6 +80,7 @@ impl Default for ProviderConfig {
             machine: Machine::system(),
             status_file: None,
             accepts: WorkFilter::default(),
+            gflops: None,
         }
     }
 }
@@ -225,8 +229,19 @@ pub fn capabilities(pool: &WorkerPool) -> Capabilities {
     }
 }
 
+/// A measured speed as the market takes it: whole GFLOPS (at least 1),
+/// within what it accepts of any device.
+fn reported_gflops(gflops: f64) -> u32 {
+    gflops
+        .round()
+        .clamp(1.0, f64::from(agora_wire::limits::MAX_GPU_GFLOPS)) as u32
+}
+
 fn register(s: &Shared) {
-    let capabilities = capabilities(&s.pool);
+    let mut capabilities = capabilities(&s.pool);
+    if let Some(first) = capabilities.gpus.first_mut() {
+        first.gflops = s.config.gflops.map(reported_gflops);
+    }
     // Only this machine's class: a fleet's shared config names others.
     let class = capabilities.device_class();
     let request = RegisterProvider {

@@ -137,6 +137,12 @@ impl Runtime {
         self.gpu.devices()
     }
 
+    /// The default device's fp32 matmul speed in GFLOPS
+    /// ([`gpu::speed::measure`]); `None` without a GPU.
+    pub fn benchmark(&self) -> Result<Option<f64>, GpuError> {
+        gpu::speed::measure(self.gpu.as_ref())
+    }
+
     /// Check, compile and link a component, or take it from the cache.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedComponent>, LoadError> {
         if bytes.len() > limits::MAX_COMPONENT_BYTES {

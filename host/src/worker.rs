@@ -60,8 +60,8 @@ pub fn main(gpu: GpuChoice) -> i32 {
                 return 2;
             }
         };
-        let needs_component =
-            !matches!(request.call, Call::Load) && runtime.cached(&request.digest).is_none();
+        let needs_component = !matches!(request.call, Call::Load | Call::Benchmark)
+            && runtime.cached(&request.digest).is_none();
         let live = request.live.then(|| {
             let output = output.clone();
             Box::new(move |update| {
@@ -138,6 +138,20 @@ fn serve(
     shared: &crate::SharedInputs,
     live: Option<crate::report::LiveObserver>,
 ) -> std::io::Result<(RunReport, Option<(Vec<u8>, crate::NamedOutputs)>)> {
+    if let Call::Benchmark = request.call {
+        let (outcome, output) = match runtime.benchmark() {
+            Ok(Some(gflops)) => (crate::Outcome::Ok, Some(gflops.to_le_bytes().to_vec())),
+            Ok(None) => (crate::Outcome::Ok, None),
+            Err(e) => (
+                crate::Outcome::Refused {
+                    message: format!("benchmark: {e}"),
+                },
+                None,
+            ),
+        };
+        let report = RunReport::new(outcome, request.digest);
+        return Ok((report, output.map(|o| (o, crate::NamedOutputs::new()))));
+    }
     if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.
         if hex(&digest_of(&body)) != request.digest {
@@ -179,7 +193,7 @@ fn serve(
                 ok.map(|ok| (vec![ok as u8], crate::NamedOutputs::new())),
             )
         }
-        Call::Load => unreachable!("handled above"),
+        Call::Load | Call::Benchmark => unreachable!("handled above"),
     })
 }
 

@@ -528,6 +528,14 @@ fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         max_concurrent
     );
     eprintln!("worker sandbox: {}", pool.sandbox().summary());
+    let gflops = pool.benchmark();
+    if let (Some(gflops), Some(device)) = (gflops, pool.adapter()) {
+        eprintln!(
+            "benchmark: {gflops:.1} GFLOPS (fp32 matmul, {side}x{side}) on {}",
+            device.name,
+            side = agora_host::gpu::speed::MATRIX_SIDE
+        );
+    }
     let policy = settings.policy.clone().unwrap_or_default();
     if !cfg!(target_os = "linux") && policy != Policy::default() {
         eprintln!(
@@ -585,6 +593,7 @@ fn run(args: HostArgs, client_args: &ClientArgs) -> Result<()> {
         },
         status_file: Some(status_path(client.key().expect("signed").id().as_str())),
         accepts: settings.accepts.clone().unwrap_or_default(),
+        gflops,
         ..ProviderConfig::default()
     };
     provider::serve(client, pool, config, stop)?;

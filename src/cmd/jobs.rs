@@ -99,6 +99,10 @@ struct NeedsArgs {
     /// A CUDA GPU of at least this compute capability (8.0).
     #[arg(long)]
     compute_capability: Option<String>,
+    /// A GPU whose measured fp32 matmul speed (its host's benchmark,
+    /// `agora host` prints it) is at least this many GFLOPS.
+    #[arg(long, value_name = "GFLOPS")]
+    min_gflops: Option<u32>,
     /// Only providers whose reputation (0 to 1) is at least this.
     #[arg(long)]
     min_reputation: Option<f64>,
@@ -117,6 +121,7 @@ impl NeedsArgs {
             backend: self.gpu_backend.clone(),
             device_type: self.gpu_type.clone(),
             compute_capability: self.compute_capability.clone(),
+            min_gflops: self.min_gflops,
         }
     }
 

@@ -9,10 +9,12 @@
 //! standard kernels through cuBLAS and NVRTC), [`NoGpu`] (every call fails
 //! with [`GpuError::Unavailable`]). [`Routed`] holds CUDA and wgpu side by
 //! side and places each job on one of them from what its component imports
-//! ([`GpuNeeds`]); [`book`] keeps the per-job limits all of them enforce.
+//! ([`GpuNeeds`]); [`book`] keeps the per-job limits all of them enforce;
+//! [`speed`] is the benchmark a provider reports.
 
 pub(crate) mod book;
 pub mod cuda_backend;
+pub mod speed;
 pub mod wgpu_backend;
 
 use serde::{Deserialize, Serialize};

@@ -89,6 +89,7 @@ fn capabilities() -> Capabilities {
         device_type: "cpu".into(),
         memory_bytes: None,
         compute_capability: None,
+        gflops: None,
     };
     Capabilities {
         cpu_cores: 2,

@@ -160,6 +160,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "telemetry_history",
         include_str!("../migrations/sqlite/20261208050000_telemetry_history.sql"),
     ),
+    (
+        20261208060000,
+        "speed",
+        include_str!("../migrations/sqlite/20261208060000_speed.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -276,6 +281,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208050000,
         "telemetry_history",
         include_str!("../migrations/postgres/20261208050000_telemetry_history.sql"),
+    ),
+    (
+        20261208060000,
+        "speed",
+        include_str!("../migrations/postgres/20261208060000_speed.sql"),
     ),
 ];
 

@@ -340,6 +340,12 @@ pub struct GpuDevice {
     /// `major.minor` compute capability of a CUDA device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_capability: Option<String>,
+    /// The fp32 matmul speed the host measured on this device with the
+    /// standard `matmul` kernel (`agora_host::gpu::speed`), in GFLOPS; the
+    /// market honours it up to [`crate::limits::MAX_GPU_GFLOPS`] and what
+    /// the trusted providers of the same class measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<u32>,
 }
 
 /// The device class of a provider without a GPU.
@@ -866,6 +872,10 @@ pub struct GpuRequirements {
     /// CUDA compute capability at least this (`major.minor`, `8.0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_capability: Option<String>,
+    /// A measured fp32 matmul speed at least this, in GFLOPS
+    /// ([`GpuDevice::gflops`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_gflops: Option<u32>,
 }
 
 impl GpuRequirements {

@@ -92,6 +92,14 @@ pub const MAX_CPU_CORES: u32 = 4096;
 /// Most GPU memory a provider may say one device has (a claim past it is
 /// not a card anyone sells).
 pub const MAX_GPU_MEMORY_BYTES: u64 = 4 << 40;
+/// Most fp32 matmul GFLOPS a provider may say one device runs (its host's
+/// benchmark, `agora_host::gpu::speed`): several times the fastest card of
+/// 2026 without tensor cores, so a claim past it is no card at all.
+pub const MAX_GPU_GFLOPS: u32 = 500_000;
+/// Most GFLOPS a software adapter (device type `cpu`: llvmpipe, lavapipe,
+/// WARP) may claim: it runs on the machine's cores, and no CPU sold
+/// multiplies matrices faster than this.
+pub const MAX_SOFTWARE_GFLOPS: u32 = 20_000;
 /// The backends a job may require, as providers name them.
 pub const GPU_BACKENDS: &[&str] = &["vulkan", "metal", "dx12", "gl", "cuda"];
 /// The device types a job may require, as providers name them.
@@ -218,6 +226,18 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
             gpu.memory_bytes.unwrap_or(0),
             0,
             MAX_GPU_MEMORY_BYTES,
+        )?;
+        let (limit, most) = if gpu.device_type == "cpu" {
+            ("MAX_SOFTWARE_GFLOPS", MAX_SOFTWARE_GFLOPS)
+        } else {
+            ("MAX_GPU_GFLOPS", MAX_GPU_GFLOPS)
+        };
+        within(
+            limit,
+            "capabilities.gpus[].gflops",
+            u64::from(gpu.gflops.unwrap_or(0)),
+            0,
+            u64::from(most),
         )?;
         let texts = [
             ("capabilities.gpus[].name", gpu.name.as_str()),

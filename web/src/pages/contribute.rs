@@ -230,6 +230,7 @@ mod browser {
                 device_type: "other".into(),
                 memory_bytes: None,
                 compute_capability: None,
+                gflops: None,
             }],
             cuda: false,
             kind: "browser".into(),

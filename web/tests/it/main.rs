@@ -77,6 +77,7 @@ async fn market_with_pages(pkg: Option<PathBuf>) -> (String, Keypair, AppState) 
         device_type: "cpu".into(),
         memory_bytes: None,
         compute_capability: None,
+        gflops: None,
     };
     let caps = Capabilities {
         cpu_cores: 16,

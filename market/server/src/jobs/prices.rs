@@ -31,6 +31,10 @@ pub const PRICE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 pub const PRICE_SAMPLE_TRADES: i64 = 10_000;
 /// Most online providers read for the asks priorities are weighed against.
 pub const PRICE_SAMPLE_PROVIDERS: i64 = 10_000;
+/// A device's measured speed is honoured up to this share (percent) of
+/// what the trusted providers of its class measured (their weighted
+/// median): room for a well-cooled card, none for a fresh key's tenfold.
+pub const SPEED_PEER_MARGIN_PERCENT: u64 = 150;
 /// How long one reading of the market's prices serves before the next.
 const MARKET_VIEW_TTL_MS: i64 = 10_000;
 
@@ -48,9 +52,12 @@ struct Trade {
 /// and how much its word weighs (its reputation).
 #[derive(Clone, Debug)]
 pub(super) struct Seller {
+    provider: String,
     ask: Ask,
     class: String,
     has_gpu: bool,
+    /// Its first device's speed as the market honoured it.
+    gflops: Option<u32>,
     weight: f64,
 }
 
@@ -211,8 +218,10 @@ impl Jobs {
             }
             let info = self.provider_from(r, now)?;
             sellers.push(Seller {
+                provider: info.id.clone(),
                 ask: info.ask,
                 has_gpu: !info.capabilities.gpus.is_empty(),
+                gflops: info.capabilities.gpus.first().and_then(|g| g.gflops),
                 class: info.device_class,
                 weight: info.reputation,
             });
@@ -277,6 +286,26 @@ impl Jobs {
         ))
     }
 
+    /// Bound the speed `provider` claims for its first device (the one it
+    /// runs units on) by its class's trusted peers ([`honoured_gflops`]).
+    pub(super) async fn honour_speed(
+        &self,
+        provider: &KeyId,
+        caps: &mut agora_wire::api::Capabilities,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let class = caps.device_class();
+        let Some(first) = caps.gpus.first_mut() else {
+            return Ok(());
+        };
+        let Some(claim) = first.gflops else {
+            return Ok(());
+        };
+        let view = self.market_view(now).await?;
+        first.gflops = Some(honoured_gflops(claim, &class, provider.as_str(), &view.sellers));
+        Ok(())
+    }
+
     /// The median ask of the trusted providers online (one vote each,
     /// weighted by reputation): a price before any trade that fresh keys
     /// asking nothing cannot drag down while anyone trusted is online.
@@ -291,6 +320,24 @@ impl Jobs {
         };
         median_rate(&votes)
     }
+}
+
+/// How much of `claim` (GFLOPS of a device of `class`) the market
+/// honours: at most [`SPEED_PEER_MARGIN_PERCENT`] of the reputation-weighted
+/// median of what the other trusted providers of the class measured; the
+/// whole claim (already within `MAX_GPU_GFLOPS`) when none did. Trust is
+/// earned by results, not keys, so a flock of fresh keys moves no bound.
+pub(super) fn honoured_gflops(claim: u32, class: &str, provider: &str, sellers: &[Seller]) -> u32 {
+    let peers: Vec<(u64, f64)> = sellers
+        .iter()
+        .filter(|s| s.class == class && s.provider != provider)
+        .filter_map(|s| Some((u64::from(s.gflops?), s.weight)))
+        .collect();
+    if peers.is_empty() {
+        return claim;
+    }
+    let bound = weighted_median(peers).saturating_mul(SPEED_PEER_MARGIN_PERCENT) / 100;
+    claim.min(bound.min(u64::from(u32::MAX)) as u32)
 }
 
 #[cfg(test)]
@@ -338,6 +385,8 @@ mod tests {
             gpu: false,
         };
         let seller = |fuel: u64, weight: f64| Seller {
+            provider: format!("p{fuel}"),
+            gflops: None,
             ask: Ask {
                 per_billion_fuel: fuel,
                 per_gpu_second: 1,
@@ -361,5 +410,33 @@ mod tests {
         // job needs): no bid is honoured.
         assert_eq!(priority_of(300, 1, &limits, false, &[]), 100);
         assert_eq!(priority_of(300, 60, &limits, true, &sellers), 100);
+    }
+
+    #[test]
+    fn a_claimed_speed_is_honoured_up_to_its_trusted_peers_median() {
+        let peer = |provider: &str, class: &str, gflops: Option<u32>, weight: f64| Seller {
+            provider: provider.into(),
+            ask: Ask::default(),
+            class: class.into(),
+            has_gpu: true,
+            gflops,
+            weight,
+        };
+        let sellers = [
+            peer("a", "rtx-4090", Some(80_000), 0.9),
+            peer("b", "rtx-4090", Some(70_000), 0.9),
+            peer("c", "rtx-4090", Some(400_000), 0.1),
+            peer("d", "rtx-3060", Some(12_000), 0.9),
+            peer("e", "rtx-4090", None, 0.9),
+        ];
+        // The weighted median of a, b and c is 80,000 (c's claim weighs
+        // little): 150% of it is 120,000.
+        assert_eq!(honoured_gflops(300_000, "rtx-4090", "x", &sellers), 120_000);
+        assert_eq!(honoured_gflops(75_000, "rtx-4090", "x", &sellers), 75_000);
+        // A class nobody trusted measured: the claim as it is.
+        assert_eq!(honoured_gflops(9_000, "h200", "x", &sellers), 9_000);
+        // A provider is not its own peer.
+        assert_eq!(honoured_gflops(50_000, "rtx-3060", "d", &sellers), 50_000);
+        assert_eq!(honoured_gflops(50_000, "rtx-3060", "x", &sellers), 18_000);
     }
 }

@@ -100,6 +100,8 @@ impl Jobs {
                 r.capabilities.kind
             )));
         }
+        let mut r = r;
+        self.honour_speed(provider, &mut r.capabilities, now).await?;
         let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
         let ask = r.capabilities.ask_in_force(r.ask, &r.class_asks);
         let prior_bad = if r.capabilities.kind == "browser" {

@@ -28,11 +28,15 @@
 //! - Providers' devices are their claims, checked for plausibility at
 //!   registration (`agora_wire::limits::check_capabilities`); a provider
 //!   that claims a card it lacks fails the units it leases and is marked.
+//!   A measured speed (GFLOPS, the host's benchmark) is honoured up to
+//!   what the trusted providers of the same class measured
+//!   (`prices::honoured_gflops`): a fresh key that claims a tenfold card
+//!   gets its class's speed, not its word.
 
 use super::*;
 use agora_wire::api::{GpuDevice, GpuRequirements, ProviderFilter, WorkFilter};
 use agora_wire::limits::{
-    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_JOB_PROVIDER_LIST, MAX_PROVIDER_FILTER_LIST,
+    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_GPU_GFLOPS, MAX_JOB_PROVIDER_LIST, MAX_PROVIDER_FILTER_LIST,
     compute_capability_value,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// names it.
 pub(super) const LEASE_FILTER_SQL: &str = "
            AND (j.has_requirements = 0 OR EXISTS (SELECT 1 FROM provider_gpus g WHERE g.provider = $5
-                AND g.memory_bytes >= j.req_gpu_memory AND g.compute >= j.req_compute
+                AND g.memory_bytes >= j.req_gpu_memory AND g.compute >= j.req_compute AND g.gflops >= j.req_gflops
                 AND (j.req_backend IS NULL OR g.backend = j.req_backend)
                 AND (j.req_device_type IS NULL OR g.device_type = j.req_device_type)))
            AND (EXISTS (SELECT 1 FROM vouched v WHERE v.id = $5) OR (
@@ -165,6 +169,8 @@ pub(super) struct Needs {
     pub device_type: Option<String>,
     /// [`compute_capability_value`] of the minimum; 0 for none.
     pub compute: u64,
+    /// Measured GFLOPS at least this; 0 for none.
+    pub gflops: u32,
 }
 
 impl Needs {
@@ -186,7 +192,15 @@ impl Needs {
                 ))
             })?,
         };
+        if let Some(g) = r.min_gflops
+            && g > MAX_GPU_GFLOPS
+        {
+            return Err(ApiError::Invalid(format!(
+                "requirements.min_gflops is at most {MAX_GPU_GFLOPS} (MAX_GPU_GFLOPS: no device is honoured past it), not {g}"
+            )));
+        }
         Ok(Needs {
+            gflops: r.min_gflops.unwrap_or(0),
             memory_bytes: r.memory_bytes.unwrap_or(0),
             backend: one_of("backend", &r.backend, GPU_BACKENDS)?,
             device_type: one_of("device_type", &r.device_type, GPU_DEVICE_TYPES)?,
@@ -230,6 +244,12 @@ impl Needs {
                 self.compute % 100
             ));
         }
+        if gpu.gflops.unwrap_or(0) < self.gflops {
+            unmet.push(format!(
+                "a measured speed of at least {} GFLOPS",
+                self.gflops
+            ));
+        }
         unmet
     }
 }
@@ -259,6 +279,7 @@ pub(super) fn unmet(needs: &Needs, online: &[GpuDevice]) -> Option<String> {
         }
     }
     let most_memory = online.iter().filter_map(|g| g.memory_bytes).max();
+    let fastest = online.iter().filter_map(|g| g.gflops).max();
     let seen: BTreeSet<String> = online
         .iter()
         .map(|g| format!("{} ({}, {})", g.name, g.backend, g.device_type))
@@ -268,10 +289,11 @@ pub(super) fn unmet(needs: &Needs, online: &[GpuDevice]) -> Option<String> {
         .map(|(need, lacking)| format!("{need} ({lacking} of {} lack it)", online.len()))
         .collect();
     Some(format!(
-        "no online provider has a GPU with {}; online: {}; the most GPU memory any reports: {}",
+        "no online provider has a GPU with {}; online: {}; the most GPU memory any reports: {}; the fastest measured: {}",
         needs_text.join(" and "),
         seen.into_iter().collect::<Vec<_>>().join(", "),
         most_memory.map_or("none".into(), human_bytes),
+        fastest.map_or("none".into(), |g| format!("{g} GFLOPS")),
     ))
 }
 
@@ -429,13 +451,14 @@ impl Jobs {
                 .as_deref()
                 .and_then(compute_capability_value)
                 .unwrap_or(0);
-            sqlx::query("INSERT INTO provider_gpus (provider, idx, backend, device_type, memory_bytes, compute) VALUES ($1, $2, $3, $4, $5, $6)")
+            sqlx::query("INSERT INTO provider_gpus (provider, idx, backend, device_type, memory_bytes, compute, gflops) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .bind(provider.as_str())
                 .bind(i as i64)
                 .bind(&gpu.backend)
                 .bind(&gpu.device_type)
                 .bind(gpu.memory_bytes.unwrap_or(0) as i64)
                 .bind(compute as i64)
+                .bind(i64::from(gpu.gflops.unwrap_or(0)))
                 .execute(&mut **tx)
                 .await?;
         }
@@ -452,12 +475,13 @@ impl Jobs {
         filter: &ProviderFilter,
     ) -> Result<(), ApiError> {
         if let Some(n) = needs {
-            sqlx::query("UPDATE jobs SET has_requirements = 1, req_gpu_memory = $1, req_backend = $2, req_device_type = $3, req_compute = $4 WHERE id = $5")
+            sqlx::query("UPDATE jobs SET has_requirements = 1, req_gpu_memory = $1, req_backend = $2, req_device_type = $3, req_compute = $4, req_gflops = $6 WHERE id = $5")
                 .bind(n.memory_bytes.min(i64::MAX as u64) as i64)
                 .bind(&n.backend)
                 .bind(&n.device_type)
                 .bind(n.compute as i64)
                 .bind(id)
+                .bind(i64::from(n.gflops))
                 .execute(&mut **tx)
                 .await?;
         }
@@ -499,6 +523,7 @@ mod tests {
             device_type: device_type.into(),
             memory_bytes: memory,
             compute_capability: cc.map(str::to_string),
+            gflops: None,
         }
     }
 
