@@ -335,3 +335,107 @@ both_dbs!(
         assert!(lease(m, &aimed).await.is_some());
     }
 );
+
+/// A card of `name` whose host measured `gflops`.
+fn measured(name: &str, gflops: u64) -> Value {
+    json!({"name": name, "backend": "vulkan", "device_type": "discrete-gpu", "gflops": gflops})
+}
+
+/// The speed the market honoured for `key`'s first device.
+async fn honoured(m: &TestMarket, key: &Keypair) -> i64 {
+    sqlx::query_scalar("SELECT gflops FROM provider_gpus WHERE provider = $1 AND idx = 0")
+        .bind(key.id().as_str())
+        .fetch_one(&m.state.db.pool)
+        .await
+        .unwrap()
+}
+
+both_dbs!(
+    a_measured_speed_is_a_requirement_bounded_by_its_class_trusted_peers,
+    async |m: &TestMarket| {
+        publish(m, "saxpy").await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 10_000).await;
+        let fast = provider_with(m, measured("Radeon RX 7900", 30_000)).await;
+        let slow = provider_with(m, measured("Radeon RX 6400", 5_000)).await;
+        assert_eq!(honoured(m, &fast).await, 30_000, "no trusted peer: as claimed");
+        // Leasing honours the minimum: only the fast card takes the unit.
+        let (status, reply) =
+            submit_with(m, &buyer, json!({"requirements": {"min_gflops": 20_000}})).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert!(lease(m, &slow).await.is_none(), "5,000 GFLOPS is not 20,000");
+        assert!(lease(m, &fast).await.is_some());
+        // A minimum nobody online measured is refused at submit, saying why.
+        let (status, reply) =
+            submit_with(m, &buyer, json!({"requirements": {"min_gflops": 50_000}})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+        let why = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            why.contains("a measured speed of at least 50000 GFLOPS")
+                && why.contains("the fastest measured: 30000 GFLOPS"),
+            "{why}"
+        );
+        // A minimum past any honoured speed cannot be met: refused as such.
+        let (status, _) =
+            submit_with(m, &buyer, json!({"requirements": {"min_gflops": 10_000_000}})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Implausible claims are refused at registration: past any card, or
+        // a software adapter claiming a GPU's speed.
+        for gpu in [
+            measured("Radeon RX 7900", 900_000),
+            json!({"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu", "gflops": 30_000}),
+        ] {
+            let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [gpu], "cuda": false, "kind": "native"},
+                                  "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4});
+            let (status, reply) = m
+                .call("POST", "/api/v1/providers", Some(&register), Some(&Keypair::generate()))
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{gpu} -> {reply}");
+        }
+        // Once a provider of the class is trusted, a flock of fresh keys
+        // claiming a tenfold card of the same class gets 150% of its speed:
+        // the buyer's minimum of 100,000 stays out of their reach.
+        let (status, body) = m
+            .call(
+                "POST",
+                "/api/v1/operator/vouch",
+                Some(&json!({"provider": fast.id()})),
+                Some(&m.operator),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        m.state.advance_clock(std::time::Duration::from_secs(11));
+        heartbeat(m, &fast).await;
+        let mut flock = Vec::new();
+        for _ in 0..5 {
+            let key = provider_with(m, measured("Radeon RX 7900", 300_000)).await;
+            assert_eq!(honoured(m, &key).await, 45_000);
+            flock.push(key);
+        }
+        // (Their claims stay what the market honoured: listed so too.)
+        let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+        let listed = providers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == flock[0].id().as_str())
+            .unwrap();
+        assert_eq!(listed["capabilities"]["gpus"][0]["gflops"], 45_000);
+        let (status, _) =
+            submit_with(m, &buyer, json!({"requirements": {"min_gflops": 100_000}})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        // The trusted provider's own claim is not bounded by itself.
+        let (status, reply) = m
+            .call(
+                "POST",
+                "/api/v1/providers",
+                Some(&json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [measured("Radeon RX 7900", 33_000)], "cuda": false, "kind": "native"},
+                             "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4})),
+                Some(&fast),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(honoured(m, &fast).await, 33_000);
+        m.assert_invariants().await;
+    }
+);
