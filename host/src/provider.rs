@@ -217,6 +217,7 @@ pub fn capabilities(pool: &WorkerPool) -> Capabilities {
             device_type: gpu_text(&a.device_type),
             memory_bytes: a.memory_bytes,
             compute_capability: a.compute_capability.as_deref().map(gpu_text),
+            gflops: None,
         })
         .collect();
     let cuda = gpus.iter().any(|g| g.backend == "cuda");

@@ -565,6 +565,36 @@ fn a_job_needing_more_gpu_memory_than_any_online_card_is_refused_at_submit() {
         "{refusal}"
     );
     assert_eq!(available(&market), 5000, "nothing held: {refusal}");
+    // The host measured its card's speed (the matmul kernel on llvmpipe)
+    // and the market lists it; a job asking for more is refused saying so,
+    // one asking for that much is taken.
+    let providers: serde_json::Value = agora_wire::client::Client::new(&market.url, None)
+        .get("/api/v1/providers")
+        .unwrap();
+    let gflops = providers[0]["capabilities"]["gpus"][0]["gflops"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no measured speed: {providers}"));
+    assert!(gflops >= 1, "{providers}");
+    let with_speed = |min: u64| {
+        market.agora(&[
+            "submit",
+            "mandelbrot",
+            "--input",
+            view.to_str().unwrap(),
+            "--min-gflops",
+            &min.to_string(),
+        ])
+    };
+    let out = with_speed(gflops + 1);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let why = stderr(&out);
+    assert!(
+        why.contains(&format!("a measured speed of at least {} GFLOPS", gflops + 1))
+            && why.contains(&format!("the fastest measured: {gflops} GFLOPS")),
+        "{why}"
+    );
+    let out = with_speed(gflops);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Write `text` to `path` under `root`, making its folders.

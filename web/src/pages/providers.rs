@@ -48,7 +48,10 @@ fn ProviderRow(p: ProviderInfo) -> impl IntoView {
         .capabilities
         .gpus
         .iter()
-        .map(|g| format!("{} ({})", g.name, g.backend))
+        .map(|g| match g.gflops {
+            Some(speed) => format!("{} ({}, {speed} GFLOPS)", g.name, g.backend),
+            None => format!("{} ({})", g.name, g.backend),
+        })
         .collect();
     let hardware = format!(
         "{} cores, {:.0} GiB{}",
