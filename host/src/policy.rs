@@ -2,6 +2,7 @@
 //! running hot, its CPU busy with other work; and what each GPU reads, for
 //! the provider's heartbeats. Read from Linux's sysfs and
 //! procfs under a root (`/` on a real machine, a directory a test writes),
+//! and on a real machine NVIDIA's GPUs through NVML where it loads,
 //! so each rule is tested against the very files it reads; where a file is
 //! missing (another OS, a desktop without a battery) the reading is
 //! `None`/`Unknown` and no rule pauses on it.
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Machine {
     root: PathBuf,
+    /// Whether NVIDIA's devices are read through NVML (this machine's, not
+    /// a test's root).
+    nvml: bool,
 }
 
 /// What powers the machine.
@@ -29,18 +33,58 @@ pub enum Power {
     Unknown,
 }
 
+/// NVML, loaded once per process (`None` where `libnvidia-ml` does not
+/// load: no NVIDIA driver).
+fn nvml() -> Option<&'static nvml_wrapper::Nvml> {
+    static NVML: std::sync::OnceLock<Option<nvml_wrapper::Nvml>> = std::sync::OnceLock::new();
+    NVML.get_or_init(|| nvml_wrapper::Nvml::init().ok()).as_ref()
+}
+
+/// Each NVIDIA GPU's readings through NVML: busy share, memory used,
+/// temperature and power, each where the device gives it; none without
+/// NVML.
+fn nvml_devices() -> Vec<DeviceTelemetry> {
+    use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+    let Some(nvml) = nvml() else {
+        return Vec::new();
+    };
+    let count = nvml.device_count().unwrap_or(0);
+    (0..count)
+        .filter_map(|i| nvml.device_by_index(i).ok())
+        .map(|device| DeviceTelemetry {
+            name: agora_wire::limits::gpu_text(&device.name().unwrap_or_else(|_| "NVIDIA GPU".into())),
+            utilization_percent: device.utilization_rates().ok().map(|u| f64::from(u.gpu)),
+            memory_used_bytes: device.memory_info().ok().map(|m| m.used),
+            celsius: device
+                .temperature(TemperatureSensor::Gpu)
+                .ok()
+                .map(f64::from),
+            watts: device
+                .power_usage()
+                .ok()
+                .map(|milliwatts| f64::from(milliwatts) / 1000.0),
+        })
+        .collect()
+}
+
 /// GPU drivers whose hwmon sensors are GPU temperatures.
 const GPU_HWMON_DRIVERS: [&str; 5] = ["amdgpu", "radeon", "nouveau", "i915", "xe"];
 
 impl Machine {
     /// This machine.
     pub fn system() -> Machine {
-        Machine::under("/")
+        Machine {
+            root: "/".into(),
+            nvml: true,
+        }
     }
 
-    /// A machine whose `sys` and `proc` are under `root`.
+    /// A machine whose `sys` and `proc` are under `root` (NVML unread).
     pub fn under(root: impl Into<PathBuf>) -> Machine {
-        Machine { root: root.into() }
+        Machine {
+            root: root.into(),
+            nvml: false,
+        }
     }
 
     fn read(&self, path: &Path) -> Option<String> {
@@ -84,10 +128,18 @@ impl Machine {
         }
     }
 
-    /// The hottest GPU sensor in degrees Celsius (`/sys/class/hwmon`, the
-    /// sensors of GPU drivers only); None when no GPU reports one.
+    /// The hottest GPU sensor in degrees Celsius (NVML's where it loads,
+    /// and `/sys/class/hwmon`, the sensors of GPU drivers only); None when
+    /// no GPU reports one.
     pub fn gpu_celsius(&self) -> Option<f64> {
-        let mut hottest: Option<f64> = None;
+        let mut hottest: Option<f64> = if self.nvml {
+            nvml_devices()
+                .iter()
+                .filter_map(|d| d.celsius)
+                .reduce(f64::max)
+        } else {
+            None
+        };
         for sensor in self.entries("sys/class/hwmon") {
             let driver = self.read(&sensor.join("name"));
             if !driver.is_some_and(|d| GPU_HWMON_DRIVERS.contains(&d.as_str())) {
@@ -108,12 +160,17 @@ impl Machine {
         hottest
     }
 
-    /// Each GPU's readings (`/sys/class/drm/cardN/device`: the busy share
-    /// and VRAM used that amdgpu gives, and the temperature and power of
-    /// its hwmon sensors), for GPU drivers only; none on other systems.
-    /// NVIDIA's proprietary driver gives none of these through sysfs.
+    /// Each GPU's readings: NVIDIA's through NVML where its library loads
+    /// (its proprietary driver gives none through sysfs), then each card of
+    /// `/sys/class/drm/cardN/device` (the busy share and VRAM used that
+    /// amdgpu gives, and the temperature and power of its hwmon sensors),
+    /// for GPU drivers only; none on other systems.
     pub fn gpu_devices(&self) -> Vec<DeviceTelemetry> {
-        let mut devices = Vec::new();
+        let mut devices = if self.nvml {
+            nvml_devices()
+        } else {
+            Vec::new()
+        };
         for card in self.entries("sys/class/drm") {
             let Some(name) = card.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                 continue;
@@ -332,6 +389,24 @@ mod tests {
             Power::Unknown,
             "a full battery, no charger online"
         );
+    }
+
+    #[test]
+    fn nvml_readings_are_in_range_where_nvml_loads() {
+        let Some(_) = nvml() else {
+            eprintln!("skipped: NVML does not load here (no NVIDIA driver)");
+            return;
+        };
+        let devices = nvml_devices();
+        assert!(!devices.is_empty(), "NVML loads but lists no device");
+        for d in &devices {
+            assert!(!d.name.is_empty());
+            assert!(d.utilization_percent.is_none_or(|u| (0.0..=100.0).contains(&u)), "{d:?}");
+            assert!(d.celsius.is_none_or(|c| (-40.0..150.0).contains(&c)), "{d:?}");
+            assert!(d.watts.is_none_or(|w| (0.0..5_000.0).contains(&w)), "{d:?}");
+        }
+        assert!(Machine::system().gpu_devices().len() >= devices.len());
+        assert!(Machine::under("/nonexistent").gpu_devices().is_empty(), "a test root reads no NVML");
     }
 
     #[test]

@@ -318,3 +318,20 @@ fn named_outputs_come_back_by_name_within_the_units_bounds() {
         "nothing of it comes back"
     );
 }
+
+#[test]
+fn a_worker_measures_its_devices_speed_and_serves_on() {
+    let pool = pool(1);
+    let speed = pool.benchmark();
+    match pool.adapter() {
+        Some(adapter) => {
+            let gflops = speed.expect("a device with an adapter is measured");
+            assert!(gflops.is_finite() && gflops > 0.0, "{gflops}");
+            println!("{}: {gflops:.1} GFLOPS", adapter.name);
+        }
+        None => assert_eq!(speed, None, "no GPU, no speed"),
+    }
+    let next = pool.run(&hostile_component(), b"echo alive", &Limits::default());
+    assert_ok(&next.report);
+    assert_eq!(pool.counters().killed, 0, "the benchmark's worker serves on");
+}
