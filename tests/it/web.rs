@@ -2,7 +2,8 @@
 //! (playwright-core driving Debian's headless Chromium) against a real
 //! market and real provider hosts: create a key, see it funded, find the
 //! mandelbrot package, submit a job, watch it finish, see the image and
-//! the refund. Screenshots go to target/web/screenshots.
+//! the refund; then queue a job with a bid and cancel it from its page.
+//! Screenshots go to target/web/screenshots.
 
 use super::*;
 use std::io::BufRead;
@@ -81,4 +82,14 @@ fn a_buyer_runs_mandelbrot_from_the_browser() {
         .parse()
         .unwrap_or_else(|_| panic!("no balance in {balance:?}"));
     assert!(available < 5000 && available > 4500, "{balance}");
+    // The second job, queued with a bid and cancelled from its page: the
+    // market says so too, and holds nothing for it.
+    let cancelled = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("CANCELLED "))
+        .expect("the second job was cancelled");
+    let status = market.agora(&["--key", operator.to_str().unwrap(), "status", cancelled]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status = stdout(&status);
+    assert!(status.contains("cancelled"), "{status}");
 }

@@ -4,9 +4,11 @@
 // Usage: node journey.mjs BASE_URL SCREENSHOT_DIR [INPUT_FILE]
 // With INPUT_FILE (and providers at the market), it goes on: submit a
 // mandelbrot job with that input, watch it finish, see the image, and see
-// the refund in the wallet.
+// the refund in the wallet; then submit a job with a bid and a cap no
+// provider's ask fits (it stays queued), and cancel it from its page.
 // Prints `KEY <id>` once the key exists (the test then funds it), `JOB <id>`
-// once submitted, and `DONE` at the end. Any failure exits non-zero.
+// once submitted, `CANCELLED <id>` once the second job reads cancelled,
+// and `DONE` at the end. Any failure exits non-zero.
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS } from './chromium.mjs';
 
@@ -85,6 +87,25 @@ try {
     if (charts < 4) throw new Error(`expected its work's 3 charts and its machine's, saw ${charts}`);
     await page.waitForSelector('figcaption:has-text("Free CPU cores")', { state: 'attached' });
     await page.screenshot({ path: `${shots}/provider-dashboard.png`, fullPage: true });
+    // A second job: a bid of 200%, a cap of 3 credits that no provider's
+    // ask fits, so it waits; the buyer cancels it from its page.
+    await page.goto(`${base}/submit?package=mandelbrot`);
+    await page.waitForSelector('html[data-hydrated]');
+    await page.setInputFiles('#inputs', input);
+    await page.fill('#max-price', '3');
+    await page.fill('#bid', '200');
+    await page.click('button[type=submit]');
+    await page.waitForURL(/\/jobs\/j[0-9a-f]+$/, { timeout: 30000 }).catch(async (e) => {
+      throw new Error(`not submitted: ${(await page.textContent('main')).replace(/\s+/g, ' ')}: ${e}`);
+    });
+    const waiting = page.url().split('/').pop();
+    const bid = await page.textContent('#job-bid');
+    if (!bid.includes('Bid 200%')) throw new Error(`the job page's bid: ${bid}`);
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.click('#cancel-job');
+    await page.waitForSelector('#job-state.cancelled', { timeout: 30000 });
+    console.log(`CANCELLED ${waiting}`);
+    await page.screenshot({ path: `${shots}/job-cancelled.png`, fullPage: true });
   }
   console.log('DONE');
 } finally {
