@@ -342,12 +342,17 @@ impl WorkerPool {
             self.replace(worker);
             return None;
         };
-        self.checkin(worker);
+        if response.report.worker_poisoned {
+            self.replace(worker);
+        } else {
+            self.checkin(worker);
+        }
         if !response.report.outcome.is_ok() {
             tracing::warn!("the GPU benchmark failed: {}", response.report.outcome);
             return None;
         }
         let bytes: [u8; 8] = body.get(..8)?.try_into().ok()?;
+        // (A non-finite or negative reading is no speed.)
         Some(f64::from_le_bytes(bytes)).filter(|g| g.is_finite() && *g > 0.0)
     }
 

@@ -231,17 +231,26 @@ pub fn capabilities(pool: &WorkerPool) -> Capabilities {
 }
 
 /// A measured speed as the market takes it: whole GFLOPS (at least 1),
-/// within what it accepts of any device.
-fn reported_gflops(gflops: f64) -> u32 {
-    gflops
-        .round()
-        .clamp(1.0, f64::from(agora_wire::limits::MAX_GPU_GFLOPS)) as u32
+/// within what it accepts of a device of `device_type` (a software
+/// adapter's bound is lower: a reading past it would be refused, and the
+/// host would never register).
+fn reported_gflops(gflops: f64, device_type: &str) -> u32 {
+    use agora_wire::limits::{MAX_GPU_GFLOPS, MAX_SOFTWARE_GFLOPS};
+    let most = if device_type == "cpu" {
+        MAX_SOFTWARE_GFLOPS
+    } else {
+        MAX_GPU_GFLOPS
+    };
+    gflops.round().clamp(1.0, f64::from(most)) as u32
 }
 
 fn register(s: &Shared) {
     let mut capabilities = capabilities(&s.pool);
     if let Some(first) = capabilities.gpus.first_mut() {
-        first.gflops = s.config.gflops.map(reported_gflops);
+        first.gflops = s
+            .config
+            .gflops
+            .map(|g| reported_gflops(g, &first.device_type));
     }
     // Only this machine's class: a fleet's shared config names others.
     let class = capabilities.device_class();

@@ -139,7 +139,7 @@ impl Runtime {
 
     /// The default device's fp32 matmul speed in GFLOPS
     /// ([`gpu::speed::measure`]); `None` without a GPU.
-    pub fn benchmark(&self) -> Result<Option<f64>, GpuError> {
+    pub fn benchmark(&self) -> Result<Option<gpu::speed::Measured>, GpuError> {
         gpu::speed::measure(self.gpu.as_ref())
     }
 

@@ -139,9 +139,8 @@ fn serve(
     live: Option<crate::report::LiveObserver>,
 ) -> std::io::Result<(RunReport, Option<(Vec<u8>, crate::NamedOutputs)>)> {
     if let Call::Benchmark = request.call {
-        let (outcome, output) = match runtime.benchmark() {
-            Ok(Some(gflops)) => (crate::Outcome::Ok, Some(gflops.to_le_bytes().to_vec())),
-            Ok(None) => (crate::Outcome::Ok, None),
+        let (outcome, measured) = match runtime.benchmark() {
+            Ok(measured) => (crate::Outcome::Ok, measured),
             Err(e) => (
                 crate::Outcome::Refused {
                     message: format!("benchmark: {e}"),
@@ -149,8 +148,12 @@ fn serve(
                 None,
             ),
         };
-        let report = RunReport::new(outcome, request.digest);
-        return Ok((report, output.map(|o| (o, crate::NamedOutputs::new()))));
+        let mut report = RunReport::new(outcome, request.digest);
+        // A failed measurement may have left the device hung: the
+        // supervisor replaces a worker that says so.
+        report.worker_poisoned = measured.is_none_or(|m| m.poisoned) && runtime.adapter().is_some();
+        let output = measured.map(|m| (m.gflops.to_le_bytes().to_vec(), crate::NamedOutputs::new()));
+        return Ok((report, output));
     }
     if let Call::Load = request.call {
         // The digest is the cache key: check it matches what we were sent.

@@ -8,8 +8,10 @@
 //!   wgpu), so the number describes what a buyer's units meet, not a peak
 //!   from a spec sheet.
 //! - One warm-up call first (the kernel's compile is not speed), then
-//!   calls until [`MEASURE_FOR`] has passed, each waited for, so a queue
-//!   that only accepted work is not counted as done.
+//!   batches of calls, each batch waited for (a queue that only accepted
+//!   work has done none), until [`MEASURE_FOR`] has passed. A batch doubles
+//!   until it takes [`MIN_BATCH_TIME`], so a fast GPU is timed on its work,
+//!   not on the wait after each call.
 //! - It is the provider's claim like its card's name: the market bounds it
 //!   (`agora_wire::limits::check_capabilities`, and by the trusted
 //!   providers of the same class), and leasing honours it.
@@ -17,18 +19,31 @@
 use super::{BufferId, GpuBackend, GpuError, GpuNeeds, GpuQuota, KernelCall, Usage};
 use std::time::{Duration, Instant};
 
-/// The benchmark's square matrices' side: big enough that a GPU is busy
-/// for more than a launch's cost, small enough that a software adapter
+/// The benchmark's square matrices' side: big enough to fill a large GPU
+/// (a quarter million outputs), small enough that a software adapter
 /// finishes a call in tens of milliseconds.
-pub const MATRIX_SIDE: u32 = 256;
-/// How long the timed calls run together (after the warm-up).
-pub const MEASURE_FOR: Duration = Duration::from_millis(200);
-/// At most this many timed calls (a fast GPU reaches it before
-/// [`MEASURE_FOR`]).
-const MAX_CALLS: u32 = 4096;
+pub const MATRIX_SIDE: u32 = 512;
+/// How long the timed batches run together (after the warm-up).
+pub const MEASURE_FOR: Duration = Duration::from_millis(300);
+/// A batch is doubled until it takes this long.
+const MIN_BATCH_TIME: Duration = Duration::from_millis(20);
+/// At most this many calls in a batch.
+const MAX_BATCH: u32 = 1 << 14;
+/// Dispatches the benchmark's session may make: the largest batch's,
+/// twice over, for a kernel that takes several.
+const MAX_DISPATCHES: u64 = 64 * MAX_BATCH as u64;
 
-/// Measure `gpu`'s fp32 matmul speed in GFLOPS (`None` without a GPU).
-pub fn measure(gpu: &dyn GpuBackend) -> Result<Option<f64>, GpuError> {
+/// What one benchmark measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Measured {
+    /// fp32 matmul GFLOPS.
+    pub gflops: f64,
+    /// The device was poisoned (a wait timed out): its worker must go.
+    pub poisoned: bool,
+}
+
+/// Measure `gpu`'s fp32 matmul speed (`None` without a GPU).
+pub fn measure(gpu: &dyn GpuBackend) -> Result<Option<Measured>, GpuError> {
     if gpu.info().is_none() {
         return Ok(None);
     }
@@ -38,7 +53,7 @@ pub fn measure(gpu: &dyn GpuBackend) -> Result<Option<f64>, GpuError> {
     let mut session = gpu.open_session(
         GpuQuota {
             buffer_bytes_max: bytes * 4,
-            dispatches_max: u64::from(MAX_CALLS + 1) * 64,
+            dispatches_max: MAX_DISPATCHES,
             gpu_time_max: MEASURE_FOR * 50,
         },
         GpuNeeds::default(),
@@ -65,15 +80,29 @@ pub fn measure(gpu: &dyn GpuBackend) -> Result<Option<f64>, GpuError> {
         b,
         c,
     };
-    session.kernel(call)?;
-    session.finish()?;
-    let started = Instant::now();
-    let mut calls = 0u32;
-    while calls < MAX_CALLS && started.elapsed() < MEASURE_FOR {
-        session.kernel(call)?;
+    let mut batch = |calls: u32| -> Result<Duration, GpuError> {
+        let started = Instant::now();
+        for _ in 0..calls {
+            session.kernel(call)?;
+        }
         session.finish()?;
-        calls += 1;
+        Ok(started.elapsed())
+    };
+    // The warm-up, then the batch that takes long enough.
+    batch(1)?;
+    let mut size = 1;
+    while size < MAX_BATCH && batch(size)? < MIN_BATCH_TIME {
+        size *= 2;
     }
-    let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    Ok(Some(2.0 * f64::from(n).powi(3) * f64::from(calls) / seconds / 1e9))
+    let (mut calls, mut spent) = (0u64, Duration::ZERO);
+    while spent < MEASURE_FOR {
+        spent += batch(size)?;
+        calls += u64::from(size);
+    }
+    let flops = 2.0 * f64::from(n).powi(3) * calls as f64;
+    let measured = Measured {
+        gflops: flops / spent.as_secs_f64().max(1e-9) / 1e9,
+        poisoned: session.poisoned(),
+    };
+    Ok(Some(measured))
 }

@@ -341,9 +341,12 @@ pub struct GpuDevice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_capability: Option<String>,
     /// The fp32 matmul speed the host measured on this device with the
-    /// standard `matmul` kernel (`agora_host::gpu::speed`), in GFLOPS; the
-    /// market honours it up to [`crate::limits::MAX_GPU_GFLOPS`] and what
-    /// the trusted providers of the same class measured.
+    /// standard `matmul` kernel (`agora_host::gpu::speed`), in GFLOPS, of
+    /// a provider's first device only; the market refuses one past
+    /// [`crate::limits::MAX_GPU_GFLOPS`] ([`crate::limits::MAX_SOFTWARE_GFLOPS`]
+    /// for a software adapter) and honours it up to what the trusted
+    /// providers of the same class were honoured at (an untrusted key's
+    /// with no such peer online is unrated: `None` in its listing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gflops: Option<u32>,
 }

@@ -286,8 +286,9 @@ impl Jobs {
         ))
     }
 
-    /// Bound the speed `provider` claims for its first device (the one it
-    /// runs units on) by its class's trusted peers ([`honoured_gflops`]).
+    /// Bound the speeds `provider` claims ([`honoured_gflops`]): its first
+    /// device's (the one it runs units on, the one its host measures), and
+    /// none for any other.
     pub(super) async fn honour_speed(
         &self,
         provider: &KeyId,
@@ -295,15 +296,47 @@ impl Jobs {
         now: i64,
     ) -> Result<(), ApiError> {
         let class = caps.device_class();
+        for other in caps.gpus.iter_mut().skip(1) {
+            other.gflops = None;
+        }
         let Some(first) = caps.gpus.first_mut() else {
             return Ok(());
         };
         let Some(claim) = first.gflops else {
             return Ok(());
         };
+        let trusted = self.trusted_now(provider).await?;
         let view = self.market_view(now).await?;
-        first.gflops = Some(honoured_gflops(claim, &class, provider.as_str(), &view.sellers));
+        first.gflops = honoured_gflops(claim, &class, provider.as_str(), trusted, &view.sellers);
         Ok(())
+    }
+
+    /// Whether `provider` is trusted now (a key never seen is, only when
+    /// the operator vouches for it).
+    async fn trusted_now(&self, provider: &KeyId) -> Result<bool, ApiError> {
+        let row = sqlx::query(
+            "SELECT p.good, p.bad, p.confirmed FROM providers p WHERE p.id = $1",
+        )
+        .bind(provider.as_str())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let vouched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vouched WHERE id = $1")
+            .bind(provider.as_str())
+            .fetch_one(&self.db.pool)
+            .await?;
+        let record = match row {
+            Some(row) => Record {
+                good: row.try_get("good")?,
+                bad: row.try_get("bad")?,
+                confirmed: row.try_get("confirmed")?,
+                vouched: vouched > 0,
+            },
+            None => Record {
+                vouched: vouched > 0,
+                ..Record::default()
+            },
+        };
+        Ok(record.trusted())
     }
 
     /// The median ask of the trusted providers online (one vote each,
@@ -324,20 +357,29 @@ impl Jobs {
 
 /// How much of `claim` (GFLOPS of a device of `class`) the market
 /// honours: at most [`SPEED_PEER_MARGIN_PERCENT`] of the reputation-weighted
-/// median of what the other trusted providers of the class measured; the
-/// whole claim (already within `MAX_GPU_GFLOPS`) when none did. Trust is
-/// earned by results, not keys, so a flock of fresh keys moves no bound.
-pub(super) fn honoured_gflops(claim: u32, class: &str, provider: &str, sellers: &[Seller]) -> u32 {
+/// median of what the other trusted online providers of the class were
+/// honoured at; with none, the whole claim (already within
+/// `MAX_GPU_GFLOPS`) of a `trusted` provider, and nothing (unrated) of
+/// anyone else. A class is a name the claimant picks, and trust is earned
+/// by results, not keys: a flock of fresh keys naming a new card, or an
+/// old one while its trusted hosts are away, is rated by nobody.
+pub(super) fn honoured_gflops(
+    claim: u32,
+    class: &str,
+    provider: &str,
+    trusted: bool,
+    sellers: &[Seller],
+) -> Option<u32> {
     let peers: Vec<(u64, f64)> = sellers
         .iter()
         .filter(|s| s.class == class && s.provider != provider)
         .filter_map(|s| Some((u64::from(s.gflops?), s.weight)))
         .collect();
     if peers.is_empty() {
-        return claim;
+        return trusted.then_some(claim);
     }
     let bound = weighted_median(peers).saturating_mul(SPEED_PEER_MARGIN_PERCENT) / 100;
-    claim.min(bound.min(u64::from(u32::MAX)) as u32)
+    Some(claim.min(bound.min(u64::from(u32::MAX)) as u32))
 }
 
 #[cfg(test)]
@@ -430,13 +472,21 @@ mod tests {
             peer("e", "rtx-4090", None, 0.9),
         ];
         // The weighted median of a, b and c is 80,000 (c's claim weighs
-        // little): 150% of it is 120,000.
-        assert_eq!(honoured_gflops(300_000, "rtx-4090", "x", &sellers), 120_000);
-        assert_eq!(honoured_gflops(75_000, "rtx-4090", "x", &sellers), 75_000);
-        // A class nobody trusted measured: the claim as it is.
-        assert_eq!(honoured_gflops(9_000, "h200", "x", &sellers), 9_000);
-        // A provider is not its own peer.
-        assert_eq!(honoured_gflops(50_000, "rtx-3060", "d", &sellers), 50_000);
-        assert_eq!(honoured_gflops(50_000, "rtx-3060", "x", &sellers), 18_000);
+        // little): 150% of it is 120,000, trusted or not.
+        for trusted in [false, true] {
+            let honoured = |claim, class, provider| {
+                honoured_gflops(claim, class, provider, trusted, &sellers)
+            };
+            assert_eq!(honoured(300_000, "rtx-4090", "x"), Some(120_000));
+            assert_eq!(honoured(75_000, "rtx-4090", "x"), Some(75_000));
+            // A provider is not its own peer.
+            assert_eq!(honoured(50_000, "rtx-3060", "x"), Some(18_000));
+        }
+        // A class no trusted peer measured: a trusted provider's claim as
+        // it is, anyone else's unrated (its own record is no peer either).
+        assert_eq!(honoured_gflops(9_000, "h200", "x", true, &sellers), Some(9_000));
+        assert_eq!(honoured_gflops(9_000, "h200", "x", false, &sellers), None);
+        assert_eq!(honoured_gflops(50_000, "rtx-3060", "d", false, &sellers), None);
+        assert_eq!(honoured_gflops(50_000, "rtx-3060", "d", true, &sellers), Some(50_000));
     }
 }

@@ -350,15 +350,50 @@ async fn honoured(m: &TestMarket, key: &Keypair) -> i64 {
         .unwrap()
 }
 
+/// Register `key` (again) with one card of `name` measured at `gflops`.
+async fn register_measured(m: &TestMarket, key: &Keypair, gpus: Value) -> (StatusCode, Value) {
+    let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": gpus, "cuda": false, "kind": "native"},
+                          "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4});
+    m.call("POST", "/api/v1/providers", Some(&register), Some(key))
+        .await
+}
+
+/// The operator vouches for `key`, and the market's view (10 s) sees it.
+async fn vouch(m: &TestMarket, key: &Keypair) {
+    let (status, body) = m
+        .call(
+            "POST",
+            "/api/v1/operator/vouch",
+            Some(&json!({"provider": key.id()})),
+            Some(&m.operator),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    m.state.advance_clock(std::time::Duration::from_secs(11));
+    heartbeat(m, key).await;
+}
+
 both_dbs!(
     a_measured_speed_is_a_requirement_bounded_by_its_class_trusted_peers,
     async |m: &TestMarket| {
         publish(m, "saxpy").await;
         let buyer = Keypair::generate();
         m.fund(&buyer, 10_000).await;
+        // A fresh key's speed, with no trusted peer of its class online,
+        // is unrated; once the operator vouches for it, its own.
         let fast = provider_with(m, measured("Radeon RX 7900", 30_000)).await;
+        assert_eq!(honoured(m, &fast).await, 0, "a fresh key's word alone");
+        vouch(m, &fast).await;
+        let (status, reply) =
+            register_measured(m, &fast, json!([measured("Radeon RX 7900", 30_000)])).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        heartbeat(m, &fast).await;
+        assert_eq!(honoured(m, &fast).await, 30_000);
         let slow = provider_with(m, measured("Radeon RX 6400", 5_000)).await;
-        assert_eq!(honoured(m, &fast).await, 30_000, "no trusted peer: as claimed");
+        vouch(m, &slow).await;
+        register_measured(m, &slow, json!([measured("Radeon RX 6400", 5_000)])).await;
+        heartbeat(m, &slow).await;
+        assert_eq!(honoured(m, &slow).await, 5_000);
         // Leasing honours the minimum: only the fast card takes the unit.
         let (status, reply) =
             submit_with(m, &buyer, json!({"requirements": {"min_gflops": 20_000}})).await;
@@ -385,34 +420,40 @@ both_dbs!(
             measured("Radeon RX 7900", 900_000),
             json!({"name": "llvmpipe", "backend": "vulkan", "device_type": "cpu", "gflops": 30_000}),
         ] {
-            let register = json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [gpu], "cuda": false, "kind": "native"},
-                                  "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4});
-            let (status, reply) = m
-                .call("POST", "/api/v1/providers", Some(&register), Some(&Keypair::generate()))
-                .await;
+            let (status, reply) = register_measured(m, &Keypair::generate(), json!([gpu])).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{gpu} -> {reply}");
         }
-        // Once a provider of the class is trusted, a flock of fresh keys
-        // claiming a tenfold card of the same class gets 150% of its speed:
-        // the buyer's minimum of 100,000 stays out of their reach.
-        let (status, body) = m
-            .call(
-                "POST",
-                "/api/v1/operator/vouch",
-                Some(&json!({"provider": fast.id()})),
-                Some(&m.operator),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        // A flock of fresh keys claiming a tenfold card of a class a trusted
+        // provider measured gets 150% of its speed; naming a card nobody
+        // trusted measured, or a second device, gets no rating at all. The
+        // buyer's minimum of 100,000 stays out of their reach.
         m.state.advance_clock(std::time::Duration::from_secs(11));
         heartbeat(m, &fast).await;
+        heartbeat(m, &slow).await;
         let mut flock = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..3 {
             let key = provider_with(m, measured("Radeon RX 7900", 300_000)).await;
             assert_eq!(honoured(m, &key).await, 45_000);
             flock.push(key);
         }
-        // (Their claims stay what the market honoured: listed so too.)
+        let renamed = provider_with(m, measured("Radeon RX 7900 Overclocked", 300_000)).await;
+        assert_eq!(honoured(m, &renamed).await, 0);
+        let second = Keypair::generate();
+        let (status, _) = register_measured(
+            m,
+            &second,
+            json!([measured("Radeon RX 6400", 5_000), measured("Radeon RX 7900 Overclocked", 400_000)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let rated: Vec<i64> =
+            sqlx::query_scalar("SELECT gflops FROM provider_gpus WHERE provider = $1 ORDER BY idx")
+                .bind(second.id().as_str())
+                .fetch_all(&m.state.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(rated, [5_000, 0]);
+        // (What leasing reads is what everyone is shown.)
         let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
         let listed = providers
             .as_array()
@@ -424,16 +465,9 @@ both_dbs!(
         let (status, _) =
             submit_with(m, &buyer, json!({"requirements": {"min_gflops": 100_000}})).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        // The trusted provider's own claim is not bounded by itself.
-        let (status, reply) = m
-            .call(
-                "POST",
-                "/api/v1/providers",
-                Some(&json!({"capabilities": {"cpu_cores": 2, "memory_bytes": 1u64 << 30, "gpus": [measured("Radeon RX 7900", 33_000)], "cuda": false, "kind": "native"},
-                             "ask": {"per_billion_fuel": 10, "per_gpu_second": 1}, "max_concurrent": 4})),
-                Some(&fast),
-            )
-            .await;
+        // A trusted provider is not bounded by its own earlier claim.
+        let (status, reply) =
+            register_measured(m, &fast, json!([measured("Radeon RX 7900", 33_000)])).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
         assert_eq!(honoured(m, &fast).await, 33_000);
         m.assert_invariants().await;
