@@ -37,7 +37,8 @@ pub enum Power {
 /// load: no NVIDIA driver).
 fn nvml() -> Option<&'static nvml_wrapper::Nvml> {
     static NVML: std::sync::OnceLock<Option<nvml_wrapper::Nvml>> = std::sync::OnceLock::new();
-    NVML.get_or_init(|| nvml_wrapper::Nvml::init().ok()).as_ref()
+    NVML.get_or_init(|| nvml_wrapper::Nvml::init().ok())
+        .as_ref()
 }
 
 /// Each NVIDIA GPU's readings through NVML: busy share, memory used,
@@ -49,10 +50,14 @@ fn nvml_devices() -> Vec<DeviceTelemetry> {
         return Vec::new();
     };
     let count = nvml.device_count().unwrap_or(0);
+    let setting = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     (0..count)
-        .filter_map(|i| nvml.device_by_index(i).ok())
-        .map(|device| DeviceTelemetry {
-            name: agora_wire::limits::gpu_text(&device.name().unwrap_or_else(|_| "NVIDIA GPU".into())),
+        .filter_map(|i| nvml.device_by_index(i).ok().map(|d| (i, d)))
+        .filter(|(i, d)| cuda_visible(*i, d.uuid().ok().as_deref(), setting.as_deref()))
+        .map(|(_, device)| DeviceTelemetry {
+            name: agora_wire::limits::gpu_text(
+                &device.name().unwrap_or_else(|_| "NVIDIA GPU".into()),
+            ),
             utilization_percent: device.utilization_rates().ok().map(|u| f64::from(u.gpu)),
             memory_used_bytes: device.memory_info().ok().map(|m| m.used),
             celsius: device
@@ -65,6 +70,25 @@ fn nvml_devices() -> Vec<DeviceTelemetry> {
                 .map(|milliwatts| f64::from(milliwatts) / 1000.0),
         })
         .collect()
+}
+
+/// Whether `CUDA_VISIBLE_DEVICES` (`setting`; unset: every device) leaves
+/// this host the NVML device `index` of `uuid`: another tenant's GPU on a
+/// shared machine is neither this host's to report nor a reason to pause.
+/// An entry names an index (NVML's order: a machine that reorders CUDA's
+/// must name UUIDs) or a UUID (`GPU-…`, or its first characters).
+fn cuda_visible(index: u32, uuid: Option<&str>, setting: Option<&str>) -> bool {
+    let Some(setting) = setting else {
+        return true;
+    };
+    setting
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .any(|entry| {
+            entry == index.to_string()
+                || (entry.starts_with("GPU-") && uuid.is_some_and(|u| u.starts_with(entry)))
+        })
 }
 
 /// GPU drivers whose hwmon sensors are GPU temperatures.
@@ -392,6 +416,24 @@ mod tests {
     }
 
     #[test]
+    fn cuda_visible_devices_leave_the_host_its_own_gpus() {
+        let uuid = Some("GPU-8f3a2c1d-0000-1111-2222-333344445555");
+        assert!(cuda_visible(3, uuid, None), "unset: every device");
+        assert!(!cuda_visible(3, uuid, Some("")), "empty: none");
+        assert!(cuda_visible(3, uuid, Some("0, 3")));
+        assert!(!cuda_visible(2, uuid, Some("0,3")));
+        assert!(
+            cuda_visible(2, uuid, Some("GPU-8f3a2c")),
+            "a UUID's first characters"
+        );
+        assert!(!cuda_visible(2, uuid, Some("GPU-9")));
+        assert!(
+            !cuda_visible(2, None, Some("GPU-8f3a2c")),
+            "no UUID read: not named"
+        );
+    }
+
+    #[test]
     fn nvml_readings_are_in_range_where_nvml_loads() {
         let Some(_) = nvml() else {
             eprintln!("skipped: NVML does not load here (no NVIDIA driver)");
@@ -401,12 +443,22 @@ mod tests {
         assert!(!devices.is_empty(), "NVML loads but lists no device");
         for d in &devices {
             assert!(!d.name.is_empty());
-            assert!(d.utilization_percent.is_none_or(|u| (0.0..=100.0).contains(&u)), "{d:?}");
-            assert!(d.celsius.is_none_or(|c| (-40.0..150.0).contains(&c)), "{d:?}");
+            assert!(
+                d.utilization_percent
+                    .is_none_or(|u| (0.0..=100.0).contains(&u)),
+                "{d:?}"
+            );
+            assert!(
+                d.celsius.is_none_or(|c| (-40.0..150.0).contains(&c)),
+                "{d:?}"
+            );
             assert!(d.watts.is_none_or(|w| (0.0..5_000.0).contains(&w)), "{d:?}");
         }
         assert!(Machine::system().gpu_devices().len() >= devices.len());
-        assert!(Machine::under("/nonexistent").gpu_devices().is_empty(), "a test root reads no NVML");
+        assert!(
+            Machine::under("/nonexistent").gpu_devices().is_empty(),
+            "a test root reads no NVML"
+        );
     }
 
     #[test]

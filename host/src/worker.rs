@@ -152,7 +152,8 @@ fn serve(
         // A failed measurement may have left the device hung: the
         // supervisor replaces a worker that says so.
         report.worker_poisoned = measured.is_none_or(|m| m.poisoned) && runtime.adapter().is_some();
-        let output = measured.map(|m| (m.gflops.to_le_bytes().to_vec(), crate::NamedOutputs::new()));
+        let output =
+            measured.map(|m| (m.gflops.to_le_bytes().to_vec(), crate::NamedOutputs::new()));
         return Ok((report, output));
     }
     if let Call::Load = request.call {

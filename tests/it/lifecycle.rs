@@ -589,8 +589,10 @@ fn a_job_needing_more_gpu_memory_than_any_online_card_is_refused_at_submit() {
     assert!(!out.status.success(), "{}", stdout(&out));
     let why = stderr(&out);
     assert!(
-        why.contains(&format!("a measured speed of at least {} GFLOPS", gflops + 1))
-            && why.contains(&format!("the fastest measured: {gflops} GFLOPS")),
+        why.contains(&format!(
+            "a measured speed of at least {} GFLOPS",
+            gflops + 1
+        )) && why.contains(&format!("the fastest measured: {gflops} GFLOPS")),
         "{why}"
     );
     let out = with_speed(gflops);

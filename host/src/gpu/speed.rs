@@ -29,8 +29,9 @@ pub const MEASURE_FOR: Duration = Duration::from_millis(300);
 const MIN_BATCH_TIME: Duration = Duration::from_millis(20);
 /// At most this many calls in a batch.
 const MAX_BATCH: u32 = 1 << 14;
-/// Dispatches the benchmark's session may make: the largest batch's,
-/// twice over, for a kernel that takes several.
+/// Dispatches the benchmark's session may make: 64 of the largest
+/// batch's (a kernel may take several dispatches a call, and timing runs
+/// batches until `MEASURE_FOR` has passed).
 const MAX_DISPATCHES: u64 = 64 * MAX_BATCH as u64;
 
 /// What one benchmark measured.

@@ -333,5 +333,9 @@ fn a_worker_measures_its_devices_speed_and_serves_on() {
     }
     let next = pool.run(&hostile_component(), b"echo alive", &Limits::default());
     assert_ok(&next.report);
-    assert_eq!(pool.counters().killed, 0, "the benchmark's worker serves on");
+    assert_eq!(
+        pool.counters().killed,
+        0,
+        "the benchmark's worker serves on"
+    );
 }

@@ -42,6 +42,10 @@ const SCALE_GOAL_RATIO: f64 = 1.5;
 /// that cannot pay it, which must not sit at the head of the queue (every
 /// lease would walk past them).
 const SCALE_HOSTILE_UNITS: usize = 10_000;
+/// Units of a hostile buyer in the large run at the highest bid its caps
+/// pay, each requiring a speed only one (idle) provider is rated at: the
+/// simulated providers, none of which may take them, are leased past them.
+const SCALE_GATED_UNITS: usize = 10_000;
 /// Rounds of heartbeat + lease + result by every simulated provider.
 const SCALE_ROUNDS: usize = 2;
 /// Client threads sharing the simulated providers.
@@ -520,6 +524,55 @@ fn timed<T>(into: &mut Vec<Duration>, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// A hostile buyer's [`SCALE_GATED_UNITS`] at the highest bid, requiring
+/// a speed only an idle provider of the operator's is rated at.
+async fn gated_prefix(env: &Env, at: i64) {
+    let anchor = Keypair::generate();
+    env.state
+        .jobs
+        .vouch(anchor.id().as_str(), at)
+        .await
+        .unwrap();
+    let mut capabilities = capabilities();
+    capabilities.gpus[0].gflops = Some(100);
+    let register = RegisterProvider {
+        capabilities,
+        ask: Ask {
+            per_billion_fuel: 10,
+            per_gpu_second: 1,
+            per_wall_second: 0,
+        },
+        class_asks: Default::default(),
+        max_concurrent: 1,
+        accepts: Default::default(),
+    };
+    env.state
+        .jobs
+        .register(anchor.id(), register, at)
+        .await
+        .unwrap();
+    for i in 0..SCALE_GATED_UNITS.div_ceil(agora_market::jobs::MAX_UNITS) {
+        let n = agora_market::jobs::MAX_UNITS
+            .min(SCALE_GATED_UNITS - i * agora_market::jobs::MAX_UNITS);
+        let request = SubmitJob {
+            bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
+            max_price: 100_000 * n as u64,
+            requirements: agora_wire::api::GpuRequirements {
+                min_gflops: Some(100),
+                ..Default::default()
+            },
+            ..submit_request("gated", i, n)
+        };
+        let job = env
+            .state
+            .jobs
+            .submit(env.buyer.id(), request, at)
+            .await
+            .unwrap();
+        assert!(job.priority > 100, "at the head of the queue");
+    }
+}
+
 /// The scale run with `units` queued (plus what the run leases, so the
 /// queue never runs short) and, when `hostile`, a hostile buyer's
 /// [`SCALE_HOSTILE_UNITS`] at the highest bid with caps that cannot pay
@@ -569,6 +622,9 @@ fn scale(
                 );
             }
         }
+        if hostile {
+            gated_prefix(&env, at).await;
+        }
         let mut left = units + leased;
         let mut i = 0;
         while left > 0 {
@@ -595,7 +651,7 @@ fn scale(
         leased,
         if hostile {
             format!(
-                ", {SCALE_HOSTILE_UNITS} of them a hostile buyer's at the highest bid its caps cannot pay"
+                ", {SCALE_HOSTILE_UNITS} of them a hostile buyer's at the highest bid its caps cannot pay, {SCALE_GATED_UNITS} at the highest bid requiring a speed no leasing provider has"
             )
         } else {
             String::new()

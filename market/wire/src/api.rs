@@ -344,9 +344,10 @@ pub struct GpuDevice {
     /// standard `matmul` kernel (`agora_host::gpu::speed`), in GFLOPS, of
     /// a provider's first device only; the market refuses one past
     /// [`crate::limits::MAX_GPU_GFLOPS`] ([`crate::limits::MAX_SOFTWARE_GFLOPS`]
-    /// for a software adapter) and honours it up to what the trusted
-    /// providers of the same class were honoured at (an untrusted key's
-    /// with no such peer online is unrated: `None` in its listing).
+    /// for a software adapter), or of 0, and rates it up to what the
+    /// trusted providers of the same class are rated (with no such peer
+    /// online, only the operator's own hosts are rated: anyone else's is
+    /// `None` in its listing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gflops: Option<u32>,
 }

@@ -235,8 +235,9 @@ pub fn check_capabilities(c: &Capabilities) -> Result<(), LimitError> {
         within(
             limit,
             "capabilities.gpus[].gflops",
-            u64::from(gpu.gflops.unwrap_or(0)),
-            0,
+            // (A speed of nothing is no speed: leave it out.)
+            gpu.gflops.map_or(1, u64::from),
+            1,
             u64::from(most),
         )?;
         let texts = [

@@ -31,10 +31,6 @@ pub const PRICE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 pub const PRICE_SAMPLE_TRADES: i64 = 10_000;
 /// Most online providers read for the asks priorities are weighed against.
 pub const PRICE_SAMPLE_PROVIDERS: i64 = 10_000;
-/// A device's measured speed is honoured up to this share (percent) of
-/// what the trusted providers of its class measured (their weighted
-/// median): room for a well-cooled card, none for a fresh key's tenfold.
-pub const SPEED_PEER_MARGIN_PERCENT: u64 = 150;
 /// How long one reading of the market's prices serves before the next.
 const MARKET_VIEW_TTL_MS: i64 = 10_000;
 
@@ -52,20 +48,21 @@ struct Trade {
 /// and how much its word weighs (its reputation).
 #[derive(Clone, Debug)]
 pub(super) struct Seller {
-    provider: String,
-    ask: Ask,
-    class: String,
-    has_gpu: bool,
-    /// Its first device's speed as the market honoured it.
-    gflops: Option<u32>,
-    weight: f64,
+    pub(super) provider: String,
+    pub(super) ask: Ask,
+    pub(super) class: String,
+    pub(super) has_gpu: bool,
+    /// Its first device's speed as the market rated it.
+    pub(super) gflops: Option<u32>,
+    /// Its reputation.
+    pub(super) weight: f64,
 }
 
 /// What the market's prices are at one moment: the sellers bids are
 /// weighed against, and the going rate overall and per class.
 #[derive(Debug)]
 pub(super) struct MarketView {
-    sellers: Vec<Seller>,
+    pub(super) sellers: Vec<Seller>,
     pub overall: Option<Ask>,
     pub classes: Vec<ClassPrice>,
 }
@@ -76,7 +73,7 @@ pub(super) struct MarketViewCache(std::sync::Mutex<Option<(i64, Arc<MarketView>)
 
 /// The value below which lies at least half of the total weight (the
 /// lower weighted median); 0 when nothing weighs.
-fn weighted_median(mut values: Vec<(u64, f64)>) -> u64 {
+pub(super) fn weighted_median(mut values: Vec<(u64, f64)>) -> u64 {
     values.retain(|(_, w)| *w > 0.0);
     values.sort_by_key(|(v, _)| *v);
     let half = values.iter().map(|(_, w)| w).sum::<f64>() / 2.0;
@@ -286,59 +283,6 @@ impl Jobs {
         ))
     }
 
-    /// Bound the speeds `provider` claims ([`honoured_gflops`]): its first
-    /// device's (the one it runs units on, the one its host measures), and
-    /// none for any other.
-    pub(super) async fn honour_speed(
-        &self,
-        provider: &KeyId,
-        caps: &mut agora_wire::api::Capabilities,
-        now: i64,
-    ) -> Result<(), ApiError> {
-        let class = caps.device_class();
-        for other in caps.gpus.iter_mut().skip(1) {
-            other.gflops = None;
-        }
-        let Some(first) = caps.gpus.first_mut() else {
-            return Ok(());
-        };
-        let Some(claim) = first.gflops else {
-            return Ok(());
-        };
-        let trusted = self.trusted_now(provider).await?;
-        let view = self.market_view(now).await?;
-        first.gflops = honoured_gflops(claim, &class, provider.as_str(), trusted, &view.sellers);
-        Ok(())
-    }
-
-    /// Whether `provider` is trusted now (a key never seen is, only when
-    /// the operator vouches for it).
-    async fn trusted_now(&self, provider: &KeyId) -> Result<bool, ApiError> {
-        let row = sqlx::query(
-            "SELECT p.good, p.bad, p.confirmed FROM providers p WHERE p.id = $1",
-        )
-        .bind(provider.as_str())
-        .fetch_optional(&self.db.pool)
-        .await?;
-        let vouched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vouched WHERE id = $1")
-            .bind(provider.as_str())
-            .fetch_one(&self.db.pool)
-            .await?;
-        let record = match row {
-            Some(row) => Record {
-                good: row.try_get("good")?,
-                bad: row.try_get("bad")?,
-                confirmed: row.try_get("confirmed")?,
-                vouched: vouched > 0,
-            },
-            None => Record {
-                vouched: vouched > 0,
-                ..Record::default()
-            },
-        };
-        Ok(record.trusted())
-    }
-
     /// The median ask of the trusted providers online (one vote each,
     /// weighted by reputation): a price before any trade that fresh keys
     /// asking nothing cannot drag down while anyone trusted is online.
@@ -353,33 +297,6 @@ impl Jobs {
         };
         median_rate(&votes)
     }
-}
-
-/// How much of `claim` (GFLOPS of a device of `class`) the market
-/// honours: at most [`SPEED_PEER_MARGIN_PERCENT`] of the reputation-weighted
-/// median of what the other trusted online providers of the class were
-/// honoured at; with none, the whole claim (already within
-/// `MAX_GPU_GFLOPS`) of a `trusted` provider, and nothing (unrated) of
-/// anyone else. A class is a name the claimant picks, and trust is earned
-/// by results, not keys: a flock of fresh keys naming a new card, or an
-/// old one while its trusted hosts are away, is rated by nobody.
-pub(super) fn honoured_gflops(
-    claim: u32,
-    class: &str,
-    provider: &str,
-    trusted: bool,
-    sellers: &[Seller],
-) -> Option<u32> {
-    let peers: Vec<(u64, f64)> = sellers
-        .iter()
-        .filter(|s| s.class == class && s.provider != provider)
-        .filter_map(|s| Some((u64::from(s.gflops?), s.weight)))
-        .collect();
-    if peers.is_empty() {
-        return trusted.then_some(claim);
-    }
-    let bound = weighted_median(peers).saturating_mul(SPEED_PEER_MARGIN_PERCENT) / 100;
-    Some(claim.min(bound.min(u64::from(u32::MAX)) as u32))
 }
 
 #[cfg(test)]
@@ -452,41 +369,5 @@ mod tests {
         // job needs): no bid is honoured.
         assert_eq!(priority_of(300, 1, &limits, false, &[]), 100);
         assert_eq!(priority_of(300, 60, &limits, true, &sellers), 100);
-    }
-
-    #[test]
-    fn a_claimed_speed_is_honoured_up_to_its_trusted_peers_median() {
-        let peer = |provider: &str, class: &str, gflops: Option<u32>, weight: f64| Seller {
-            provider: provider.into(),
-            ask: Ask::default(),
-            class: class.into(),
-            has_gpu: true,
-            gflops,
-            weight,
-        };
-        let sellers = [
-            peer("a", "rtx-4090", Some(80_000), 0.9),
-            peer("b", "rtx-4090", Some(70_000), 0.9),
-            peer("c", "rtx-4090", Some(400_000), 0.1),
-            peer("d", "rtx-3060", Some(12_000), 0.9),
-            peer("e", "rtx-4090", None, 0.9),
-        ];
-        // The weighted median of a, b and c is 80,000 (c's claim weighs
-        // little): 150% of it is 120,000, trusted or not.
-        for trusted in [false, true] {
-            let honoured = |claim, class, provider| {
-                honoured_gflops(claim, class, provider, trusted, &sellers)
-            };
-            assert_eq!(honoured(300_000, "rtx-4090", "x"), Some(120_000));
-            assert_eq!(honoured(75_000, "rtx-4090", "x"), Some(75_000));
-            // A provider is not its own peer.
-            assert_eq!(honoured(50_000, "rtx-3060", "x"), Some(18_000));
-        }
-        // A class no trusted peer measured: a trusted provider's claim as
-        // it is, anyone else's unrated (its own record is no peer either).
-        assert_eq!(honoured_gflops(9_000, "h200", "x", true, &sellers), Some(9_000));
-        assert_eq!(honoured_gflops(9_000, "h200", "x", false, &sellers), None);
-        assert_eq!(honoured_gflops(50_000, "rtx-3060", "d", false, &sellers), None);
-        assert_eq!(honoured_gflops(50_000, "rtx-3060", "d", true, &sellers), Some(50_000));
     }
 }

@@ -101,7 +101,7 @@ impl Jobs {
             )));
         }
         let mut r = r;
-        self.honour_speed(provider, &mut r.capabilities, now).await?;
+        let speed_claim = self.rate_speed(provider, &mut r.capabilities, now).await?;
         let caps = serde_json::to_string(&r.capabilities).expect("plain JSON");
         let ask = r.capabilities.ask_in_force(r.ask, &r.class_asks);
         let prior_bad = if r.capabilities.kind == "browser" {
@@ -111,9 +111,9 @@ impl Jobs {
         };
         let mut tx = self.db.write().await?;
         sqlx::query(
-            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad, ask_per_wall_second)
-             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9)
-             ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7, ask_per_wall_second = $9",
+            "INSERT INTO providers (id, capabilities, ask_per_billion_fuel, ask_per_gpu_second, max_concurrent, has_gpu, telemetry, last_heartbeat_ms, registered_at_ms, bad, ask_per_wall_second, speed_claim, speed_rated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7, $8, $9, $10, $7)
+             ON CONFLICT (id) DO UPDATE SET capabilities = $2, ask_per_billion_fuel = $3, ask_per_gpu_second = $4, max_concurrent = $5, has_gpu = $6, last_heartbeat_ms = $7, ask_per_wall_second = $9, speed_claim = $10, speed_rated_at_ms = $7",
         )
         .bind(provider.as_str())
         .bind(caps)
@@ -124,6 +124,7 @@ impl Jobs {
         .bind(now)
         .bind(prior_bad)
         .bind(ask.per_wall_second as i64)
+        .bind(i64::from(speed_claim))
         .execute(&mut *tx)
         .await?;
         self.record_gpus(&mut tx, provider, &r.capabilities.gpus)
@@ -173,6 +174,11 @@ impl Jobs {
             return Err(ApiError::NotFound("register this provider first".into()));
         }
         self.backfill_gpus(provider).await?;
+        // A rating is no reason to fail a heartbeat either: the next one
+        // rates again.
+        if let Err(e) = self.rerate_speed(provider, now).await {
+            tracing::warn!(provider = %provider, "rating its speed again: {e}");
+        }
         // The plotted history is no reason to fail a heartbeat (its leases
         // are renewed and stop notices sent below).
         if let Err(e) = self.record_sample(provider, &beat, now).await {

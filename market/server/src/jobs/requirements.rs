@@ -28,16 +28,15 @@
 //! - Providers' devices are their claims, checked for plausibility at
 //!   registration (`agora_wire::limits::check_capabilities`); a provider
 //!   that claims a card it lacks fails the units it leases and is marked.
-//!   A measured speed (GFLOPS, the host's benchmark) is honoured up to
-//!   what the trusted providers of the same class measured
-//!   (`prices::honoured_gflops`): a fresh key that claims a tenfold card
-//!   gets its class's speed, not its word.
+//!   A measured speed (GFLOPS, the host's benchmark) is rated by
+//!   `speed.rs`: bounded by the class's trusted peers, anchored by the
+//!   operator's hosts.
 
 use super::*;
 use agora_wire::api::{GpuDevice, GpuRequirements, ProviderFilter, WorkFilter};
 use agora_wire::limits::{
-    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_GPU_GFLOPS, MAX_JOB_PROVIDER_LIST, MAX_PROVIDER_FILTER_LIST,
-    compute_capability_value,
+    GPU_BACKENDS, GPU_DEVICE_TYPES, MAX_GPU_GFLOPS, MAX_JOB_PROVIDER_LIST,
+    MAX_PROVIDER_FILTER_LIST, compute_capability_value,
 };
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -398,7 +398,10 @@ both_dbs!(
         let (status, reply) =
             submit_with(m, &buyer, json!({"requirements": {"min_gflops": 20_000}})).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
-        assert!(lease(m, &slow).await.is_none(), "5,000 GFLOPS is not 20,000");
+        assert!(
+            lease(m, &slow).await.is_none(),
+            "5,000 GFLOPS is not 20,000"
+        );
         assert!(lease(m, &fast).await.is_some());
         // A minimum nobody online measured is refused at submit, saying why.
         let (status, reply) =
@@ -411,8 +414,12 @@ both_dbs!(
             "{why}"
         );
         // A minimum past any honoured speed cannot be met: refused as such.
-        let (status, _) =
-            submit_with(m, &buyer, json!({"requirements": {"min_gflops": 10_000_000}})).await;
+        let (status, _) = submit_with(
+            m,
+            &buyer,
+            json!({"requirements": {"min_gflops": 10_000_000}}),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         // Implausible claims are refused at registration: past any card, or
         // a software adapter claiming a GPU's speed.
@@ -442,7 +449,10 @@ both_dbs!(
         let (status, _) = register_measured(
             m,
             &second,
-            json!([measured("Radeon RX 6400", 5_000), measured("Radeon RX 7900 Overclocked", 400_000)]),
+            json!([
+                measured("Radeon RX 6400", 5_000),
+                measured("Radeon RX 7900 Overclocked", 400_000)
+            ]),
         )
         .await;
         assert_eq!(status, StatusCode::OK);
@@ -465,11 +475,84 @@ both_dbs!(
         let (status, _) =
             submit_with(m, &buyer, json!({"requirements": {"min_gflops": 100_000}})).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        // Trust earned on a few right answers anchors no class: such a key
+        // naming a card nobody vouched is rated by nobody.
+        let earned = provider_with(m, measured("Radeon RX 7900 Overclocked", 300_000)).await;
+        sqlx::query("UPDATE providers SET good = 20, bad = 0, confirmed = 20 WHERE id = $1")
+            .bind(earned.id().as_str())
+            .execute(&m.state.db.pool)
+            .await
+            .unwrap();
+        let (status, _) = register_measured(
+            m,
+            &earned,
+            json!([measured("Radeon RX 7900 Overclocked", 300_000)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(honoured(m, &earned).await, 0);
+        // A speed of nothing is refused: it is left out.
+        let (status, _) = register_measured(
+            m,
+            &Keypair::generate(),
+            json!([measured("Radeon RX 7900", 0)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
         // A trusted provider is not bounded by its own earlier claim.
         let (status, reply) =
             register_measured(m, &fast, json!([measured("Radeon RX 7900", 33_000)])).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
         assert_eq!(honoured(m, &fast).await, 33_000);
+        m.assert_invariants().await;
+    }
+);
+
+both_dbs!(
+    a_rating_follows_its_class_peers_and_trust_as_they_change,
+    async |m: &TestMarket| {
+        let rerate =
+            std::time::Duration::from_millis(agora_market::jobs::SPEED_RERATE_MS as u64 + 11_000);
+        // A fresh key's claim, with no trusted peer of its class online:
+        // unrated.
+        let fresh = provider_with(m, measured("Radeon RX 9070", 90_000)).await;
+        assert_eq!(honoured(m, &fresh).await, 0);
+        // The operator's host of that class comes online: the fresh key's
+        // heartbeat rates it again by that host, within the margin.
+        let anchor = provider_with(m, measured("Radeon RX 9070", 40_000)).await;
+        vouch(m, &anchor).await;
+        register_measured(m, &anchor, json!([measured("Radeon RX 9070", 40_000)])).await;
+        assert_eq!(honoured(m, &anchor).await, 40_000);
+        m.state.advance_clock(rerate);
+        heartbeat(m, &anchor).await;
+        heartbeat(m, &fresh).await;
+        assert_eq!(honoured(m, &fresh).await, 60_000, "150% of its only peer");
+        let (_, providers) = m.call("GET", "/api/v1/providers", None, None).await;
+        let listed = providers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == fresh.id().as_str())
+            .unwrap();
+        assert_eq!(listed["capabilities"]["gpus"][0]["gflops"], 60_000);
+        // The anchor loses the operator's word: at the next ratings neither
+        // finds a trusted peer, and both are unrated.
+        sqlx::query("DELETE FROM vouched WHERE id = $1")
+            .bind(anchor.id().as_str())
+            .execute(&m.state.db.pool)
+            .await
+            .unwrap();
+        heartbeat(m, &fresh).await;
+        assert_eq!(
+            honoured(m, &fresh).await,
+            60_000,
+            "a rating stands its time"
+        );
+        m.state.advance_clock(rerate);
+        heartbeat(m, &fresh).await;
+        heartbeat(m, &anchor).await;
+        assert_eq!(honoured(m, &fresh).await, 0);
+        assert_eq!(honoured(m, &anchor).await, 0);
         m.assert_invariants().await;
     }
 );
