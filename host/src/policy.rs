@@ -76,19 +76,30 @@ fn nvml_devices() -> Vec<DeviceTelemetry> {
 /// this host the NVML device `index` of `uuid`: another tenant's GPU on a
 /// shared machine is neither this host's to report nor a reason to pause.
 /// An entry names an index (NVML's order: a machine that reorders CUDA's
-/// must name UUIDs) or a UUID (`GPU-…`, or its first characters).
+/// must name UUIDs) or a UUID (`GPU-…`, or its first characters); as CUDA
+/// does, the list ends at the first entry that names no device. A MIG
+/// instance (`MIG-…`) cannot be traced to its GPU here: every device is
+/// reported then.
 fn cuda_visible(index: u32, uuid: Option<&str>, setting: Option<&str>) -> bool {
     let Some(setting) = setting else {
         return true;
     };
-    setting
-        .split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .any(|entry| {
-            entry == index.to_string()
-                || (entry.starts_with("GPU-") && uuid.is_some_and(|u| u.starts_with(entry)))
-        })
+    let entries: Vec<&str> = setting.split(',').map(str::trim).collect();
+    if entries.iter().any(|e| e.starts_with("MIG-")) {
+        return true;
+    }
+    for entry in entries {
+        let names_index = entry.parse::<u32>().ok();
+        if names_index.is_none() && !entry.starts_with("GPU-") {
+            return false;
+        }
+        if names_index == Some(index)
+            || (entry.starts_with("GPU-") && uuid.is_some_and(|u| u.starts_with(entry)))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// GPU drivers whose hwmon sensors are GPU temperatures.
@@ -430,6 +441,15 @@ mod tests {
         assert!(
             !cuda_visible(2, None, Some("GPU-8f3a2c")),
             "no UUID read: not named"
+        );
+        assert!(
+            !cuda_visible(1, uuid, Some("0,-1,1")),
+            "the list ends at -1"
+        );
+        assert!(cuda_visible(0, uuid, Some("0,-1,1")));
+        assert!(
+            cuda_visible(5, uuid, Some("MIG-4f2a")),
+            "a MIG instance: every GPU"
         );
     }
 

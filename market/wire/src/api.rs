@@ -344,9 +344,9 @@ pub struct GpuDevice {
     /// standard `matmul` kernel (`agora_host::gpu::speed`), in GFLOPS, of
     /// a provider's first device only; the market refuses one past
     /// [`crate::limits::MAX_GPU_GFLOPS`] ([`crate::limits::MAX_SOFTWARE_GFLOPS`]
-    /// for a software adapter), or of 0, and rates it up to what the
-    /// trusted providers of the same class are rated (with no such peer
-    /// online, only the operator's own hosts are rated: anyone else's is
+    /// for a software adapter), or of 0; the operator's own hosts are
+    /// rated at their claim, anyone else's at most 150% of what the
+    /// operator's hosts of the same class online are rated (with none,
     /// `None` in its listing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gflops: Option<u32>,

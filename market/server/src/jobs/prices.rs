@@ -56,6 +56,8 @@ pub(super) struct Seller {
     pub(super) gflops: Option<u32>,
     /// Its reputation.
     pub(super) weight: f64,
+    /// The operator vouches for it.
+    pub(super) vouched: bool,
 }
 
 /// What the market's prices are at one moment: the sellers bids are
@@ -210,7 +212,8 @@ impl Jobs {
         .await?;
         let mut sellers = Vec::new();
         for r in &rows {
-            if !Record::of(r)?.trusted() {
+            let record = Record::of(r)?;
+            if !record.trusted() {
                 continue;
             }
             let info = self.provider_from(r, now)?;
@@ -219,6 +222,7 @@ impl Jobs {
                 ask: info.ask,
                 has_gpu: !info.capabilities.gpus.is_empty(),
                 gflops: info.capabilities.gpus.first().and_then(|g| g.gflops),
+                vouched: record.vouched,
                 class: info.device_class,
                 weight: info.reputation,
             });
@@ -346,6 +350,7 @@ mod tests {
         let seller = |fuel: u64, weight: f64| Seller {
             provider: format!("p{fuel}"),
             gflops: None,
+            vouched: false,
             ask: Ask {
                 per_billion_fuel: fuel,
                 per_gpu_second: 1,

@@ -29,8 +29,7 @@
 //!   registration (`agora_wire::limits::check_capabilities`); a provider
 //!   that claims a card it lacks fails the units it leases and is marked.
 //!   A measured speed (GFLOPS, the host's benchmark) is rated by
-//!   `speed.rs`: bounded by the class's trusted peers, anchored by the
-//!   operator's hosts.
+//!   `speed.rs`: anchored by the operator's hosts of its class.
 
 use super::*;
 use agora_wire::api::{GpuDevice, GpuRequirements, ProviderFilter, WorkFilter};

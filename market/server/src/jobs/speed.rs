@@ -4,14 +4,15 @@
 //! Design choices:
 //! - Only a provider's first device (the one it runs units on and its host
 //!   measures) is rated; a claim for any other is dropped.
-//! - A claim is rated at most [`SPEED_PEER_MARGIN_PERCENT`] of the
-//!   reputation-weighted median of what the other trusted online providers
-//!   of its class are rated ([`honoured_gflops`]). With no such peer, only
-//!   a host the operator vouches for is rated at its claim; anyone else is
-//!   unrated. A class is a name the claimant picks and trust can be earned
-//!   on a few right answers, so every rating leads back to the operator's
-//!   own measurements: a flock of fresh keys naming a new card, or a key
-//!   that earned trust naming one, is rated by nobody.
+//! - The operator's vouched hosts (trusted now) anchor every rating: one is
+//!   rated at its own claim; anyone else at most
+//!   [`SPEED_PEER_MARGIN_PERCENT`] of the reputation-weighted median of the
+//!   anchors of its class online ([`honoured_gflops`]), and unrated with
+//!   none. A class is a name the claimant picks and trust can be earned on
+//!   a few right answers, so no rating rests on anyone's word but the
+//!   operator's: a flock of fresh keys naming a new card, or keys that
+//!   earned trust rating each other up by the margin, get nothing past
+//!   150% of what an operator's host of their class measured.
 //! - Trust and a class's peers change, so a rating does not last: the raw
 //!   claim is kept (`providers.speed_claim`) and rated again by the
 //!   provider's heartbeat every [`SPEED_RERATE_MS`]. A key that loses
@@ -139,10 +140,10 @@ impl Jobs {
 }
 
 /// How much of `claim` (GFLOPS of a device of `class`) the market rates:
-/// at most [`SPEED_PEER_MARGIN_PERCENT`] of the reputation-weighted median
-/// of what the other trusted online providers of the class are rated; with
-/// none, the whole claim (already within `MAX_GPU_GFLOPS`) of an `anchor`
-/// (a vouched host), and nothing (unrated) of anyone else.
+/// an `anchor`'s (a vouched host's) whole claim (already within
+/// `MAX_GPU_GFLOPS`); anyone else's at most [`SPEED_PEER_MARGIN_PERCENT`]
+/// of the reputation-weighted median of what the anchors of the class
+/// online are rated, and nothing (unrated) with none.
 pub(super) fn honoured_gflops(
     claim: u32,
     class: &str,
@@ -150,15 +151,18 @@ pub(super) fn honoured_gflops(
     anchor: bool,
     sellers: &[Seller],
 ) -> Option<u32> {
-    let peers: Vec<(u64, f64)> = sellers
+    if anchor {
+        return Some(claim);
+    }
+    let anchors: Vec<(u64, f64)> = sellers
         .iter()
-        .filter(|s| s.class == class && s.provider != provider)
+        .filter(|s| s.vouched && s.class == class && s.provider != provider)
         .filter_map(|s| Some((u64::from(s.gflops?), s.weight)))
         .collect();
-    if peers.is_empty() {
-        return anchor.then_some(claim);
+    if anchors.is_empty() {
+        return None;
     }
-    let bound = weighted_median(peers).saturating_mul(SPEED_PEER_MARGIN_PERCENT) / 100;
+    let bound = weighted_median(anchors).saturating_mul(SPEED_PEER_MARGIN_PERCENT) / 100;
     Some(claim.min(bound.min(u64::from(u32::MAX)) as u32))
 }
 
@@ -167,45 +171,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_claimed_speed_is_rated_up_to_its_trusted_peers_median() {
-        let peer = |provider: &str, class: &str, gflops: Option<u32>, weight: f64| Seller {
-            provider: provider.into(),
-            ask: Ask::default(),
-            class: class.into(),
-            has_gpu: true,
-            gflops,
-            weight,
-        };
+    fn a_claimed_speed_is_rated_up_to_its_class_anchors_median() {
+        let peer =
+            |provider: &str, class: &str, gflops: Option<u32>, weight: f64, vouched| Seller {
+                provider: provider.into(),
+                ask: Ask::default(),
+                class: class.into(),
+                has_gpu: true,
+                gflops,
+                weight,
+                vouched,
+            };
         let sellers = [
-            peer("a", "rtx-4090", Some(80_000), 0.9),
-            peer("b", "rtx-4090", Some(70_000), 0.9),
-            peer("c", "rtx-4090", Some(400_000), 0.1),
-            peer("d", "rtx-3060", Some(12_000), 0.9),
-            peer("e", "rtx-4090", None, 0.9),
+            peer("a", "rtx-4090", Some(80_000), 0.9, true),
+            peer("b", "rtx-4090", Some(70_000), 0.9, true),
+            peer("c", "rtx-4090", Some(400_000), 0.1, true),
+            peer("d", "rtx-3060", Some(12_000), 0.9, true),
+            peer("e", "rtx-4090", None, 0.9, true),
+            // Trusted on earned trust: no anchor, however it is rated.
+            peer("f", "rtx-3060", Some(500_000), 0.99, false),
+            peer("g", "rtx-5090", Some(500_000), 0.99, false),
         ];
+        let honoured =
+            |claim, class, provider| honoured_gflops(claim, class, provider, false, &sellers);
         // The weighted median of a, b and c is 80,000 (c's claim weighs
-        // little): 150% of it is 120,000, anchor or not.
-        for anchor in [false, true] {
-            let honoured =
-                |claim, class, provider| honoured_gflops(claim, class, provider, anchor, &sellers);
-            assert_eq!(honoured(300_000, "rtx-4090", "x"), Some(120_000));
-            assert_eq!(honoured(75_000, "rtx-4090", "x"), Some(75_000));
-            assert_eq!(honoured(50_000, "rtx-3060", "x"), Some(18_000));
-        }
-        // A class no trusted peer is rated in: an anchor's claim as it is,
-        // anyone else's unrated (a provider is not its own peer).
+        // little): 150% of it is 120,000.
+        assert_eq!(honoured(300_000, "rtx-4090", "x"), Some(120_000));
+        assert_eq!(honoured(75_000, "rtx-4090", "x"), Some(75_000));
         assert_eq!(
-            honoured_gflops(9_000, "h200", "x", true, &sellers),
+            honoured(50_000, "rtx-3060", "x"),
+            Some(18_000),
+            "f moves nothing"
+        );
+        // A class no anchor is rated in: unrated, whoever else is.
+        assert_eq!(honoured(9_000, "rtx-5090", "x"), None);
+        assert_eq!(honoured(9_000, "h200", "x"), None);
+        // An anchor is rated at its own claim, whoever else is online.
+        assert_eq!(
+            honoured_gflops(9_000, "rtx-4090", "a", true, &sellers),
             Some(9_000)
         );
-        assert_eq!(honoured_gflops(9_000, "h200", "x", false, &sellers), None);
         assert_eq!(
-            honoured_gflops(50_000, "rtx-3060", "d", false, &sellers),
-            None
-        );
-        assert_eq!(
-            honoured_gflops(50_000, "rtx-3060", "d", true, &sellers),
-            Some(50_000)
+            honoured_gflops(200_000, "h200", "x", true, &sellers),
+            Some(200_000)
         );
     }
 }

@@ -549,10 +549,18 @@ both_dbs!(
             "a rating stands its time"
         );
         m.state.advance_clock(rerate);
-        heartbeat(m, &fresh).await;
         heartbeat(m, &anchor).await;
-        assert_eq!(honoured(m, &fresh).await, 0);
-        assert_eq!(honoured(m, &anchor).await, 0);
+        heartbeat(m, &fresh).await;
+        assert_eq!(
+            honoured(m, &anchor).await,
+            0,
+            "no longer the operator's: no anchor"
+        );
+        assert_eq!(
+            honoured(m, &fresh).await,
+            0,
+            "its anchor online but unvouched"
+        );
         m.assert_invariants().await;
     }
 );
