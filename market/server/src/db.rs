@@ -165,6 +165,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "speed",
         include_str!("../migrations/sqlite/20261208060000_speed.sql"),
     ),
+    (
+        20261208070000,
+        "gated",
+        include_str!("../migrations/sqlite/20261208070000_gated.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -286,6 +291,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         20261208060000,
         "speed",
         include_str!("../migrations/postgres/20261208060000_speed.sql"),
+    ),
+    (
+        20261208070000,
+        "gated",
+        include_str!("../migrations/postgres/20261208070000_gated.sql"),
     ),
 ];
 

@@ -26,10 +26,12 @@ use agora_wire::limits::MAX_BROWSER_SHARED_BYTES;
 /// keeps failing in ways that count for nothing (crashing workers) gets a
 /// bounded number of unpaid runs, not one per trusted provider. On
 /// PostgreSQL the row is locked, and rows other replicas hold are skipped.
+/// Only ungated units are walked: a gated job's are found job by job
+/// ([`gated_jobs_sql`]).
 pub fn lease_candidate_sql(kind: Kind) -> String {
     candidate_sql(
         kind,
-        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE",
+        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.gated = 0 AND",
         "u.priority DESC, u.queued_at_ms, u.job_id, u.idx",
     )
 }
@@ -37,8 +39,9 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
 /// [`lease_candidate_sql`] within one job (binds the job's id, `$10`),
 /// at a priority at least `$11` (the queue's best unit's for this
 /// provider: locality never jumps a better bid), its units read in index
-/// order (the units' primary key): for a job sharing an input the
-/// provider keeps ([`LOCAL_JOBS_SQL`]).
+/// order (the units' primary key), gated or not: for a job sharing an
+/// input the provider keeps ([`LOCAL_JOBS_SQL`]) or a gated job
+/// ([`gated_jobs_sql`]).
 pub fn local_candidate_sql(kind: Kind) -> String {
     candidate_sql(
         kind,
@@ -52,6 +55,8 @@ pub fn local_candidate_sql(kind: Kind) -> String {
 /// found from those few digests, never by walking the queue.
 const LOCAL_JOBS_SQL: &str = "SELECT s.job_id FROM provider_blobs pb JOIN job_shared s ON s.digest = pb.digest JOIN jobs r ON r.id = s.job_id
      WHERE pb.provider = $1 AND r.state = 'running' GROUP BY s.job_id, r.priority, r.created_at_ms ORDER BY r.priority DESC, r.created_at_ms, s.job_id LIMIT $2";
+/// Gated jobs a lease tries (their conditions met) beside the queue's walk.
+const GATED_JOBS_TRIED: i64 = 4;
 /// Jobs sharing a kept input a lease tries before the queue's oldest.
 const LOCAL_JOBS_TRIED: i64 = 4;
 
@@ -69,6 +74,22 @@ fn paid_percent(priority: i64) -> u64 {
     priority.max(agora_wire::limits::MIN_BID_PERCENT as i64) as u64
 }
 
+/// The unit the queue serves first of `a` and `b`: the higher priority,
+/// then the older (`a` on a tie).
+fn better(a: Option<AnyRow>, b: Option<AnyRow>) -> Result<Option<AnyRow>, ApiError> {
+    let key = |u: &AnyRow| -> Result<(i64, i64), sqlx::Error> {
+        Ok((
+            -u.try_get::<i64, _>("priority")?,
+            u.try_get("queued_at_ms")?,
+        ))
+    };
+    Ok(match (a, b) {
+        (Some(a), Some(b)) if key(&b)? < key(&a)? => Some(b),
+        (Some(a), _) => Some(a),
+        (None, b) => b,
+    })
+}
+
 /// The provider a lease looks for a unit for, as the candidate queries
 /// bind it.
 struct Seeker<'a> {
@@ -81,25 +102,51 @@ struct Seeker<'a> {
     vouched: bool,
 }
 
+/// The conditions on job `j` for the provider the binds describe (`$1`
+/// now, `$2` has-GPU, `$3`, `$4` and `$7` its asks, `$5` its id, `$6`
+/// browser): running, unexpired, its GPU, its cap against the asks, a
+/// browser's bundle, the job's requirements and filters, and the
+/// provider's own filter.
+fn job_conditions_sql() -> String {
+    let accepted = accepted_by_sql("j", "$5");
+    format!(
+        "j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
+           AND (($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000) * {PAID_PERCENT_SQL} <= j.unit_cap * 100
+           AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
+                           AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES})){LEASE_FILTER_SQL}{accepted}"
+    )
+}
+
 fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let lock = if kind == Kind::Postgres {
         "FOR UPDATE OF u SKIP LOCKED"
     } else {
         ""
     };
-    let accepted = accepted_by_sql("j", "$5");
+    let job = job_conditions_sql();
     format!(
-        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, u.priority AS priority, j.checked_by_verify AS checked {from}
-         u.state = 'queued' AND j.state = 'running' AND j.expires_at_ms > $1 AND (j.needs_gpu = 0 OR $2 = 1)
-           AND (($3 * j.fuel_limit) / 1000000000 + ($4 * j.timeout_ms) / 1000 + ($7 * j.timeout_ms) / 1000) * {PAID_PERCENT_SQL} <= j.unit_cap * 100
+        "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, u.priority AS priority, u.queued_at_ms AS queued_at_ms, j.checked_by_verify AS checked {from}
+         u.state = 'queued' AND {job}
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
-           AND ($6 = 0 OR (EXISTS (SELECT 1 FROM browser_bundles b WHERE b.component_digest = j.digest)
-                           AND (SELECT COALESCE(SUM(js.size), 0) FROM job_shared js WHERE js.job_id = j.id) <= {MAX_BROWSER_SHARED_BYTES}))
            AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
            AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < j.max_attempts) AND u.retry_at_ms <= $1{LEASE_FILTER_SQL}{accepted}{ALLOW_LISTED_FIRST_ONLY_SQL}
+           AND ($9 = 1 OR u.failures < j.max_attempts) AND u.retry_at_ms <= $1{ALLOW_LISTED_FIRST_ONLY_SQL}
          ORDER BY {order} LIMIT 1 {lock}"
+    )
+}
+
+/// The gated jobs (those that narrow who may run them: `jobs.gated`) a
+/// provider may take units of, the highest priority then the oldest first,
+/// at a priority at least `$8` (the queue's best unit's for it), at most
+/// [`GATED_JOBS_TRIED`]: found by walking jobs (`jobs_gated`), each job's
+/// conditions read once, never its units. Binds as [`job_conditions_sql`].
+fn gated_jobs_sql() -> String {
+    let job = job_conditions_sql();
+    format!(
+        "SELECT j.id AS id FROM jobs j WHERE j.gated = 1 AND j.priority >= $8 AND {job}
+           AND EXISTS (SELECT 1 FROM units u WHERE u.state = 'queued' AND u.job_id = j.id)
+         ORDER BY j.priority DESC, j.created_at_ms, j.id LIMIT {GATED_JOBS_TRIED}"
     )
 }
 
@@ -135,6 +182,39 @@ impl Jobs {
             }
             None => query.fetch_optional(&mut **tx).await?,
         })
+    }
+
+    /// The best unit of the gated jobs `seeker` may take at a priority at
+    /// least `floor` ([`gated_jobs_sql`]), each job's units read in index
+    /// order.
+    async fn gated_candidate(
+        &self,
+        tx: &mut Tx,
+        now: i64,
+        seeker: &Seeker<'_>,
+        floor: i64,
+    ) -> Result<Option<AnyRow>, ApiError> {
+        let jobs: Vec<String> = sqlx::query_scalar(&gated_jobs_sql())
+            .bind(now)
+            .bind(seeker.has_gpu as i64)
+            .bind(seeker.ask.per_billion_fuel as i64)
+            .bind(seeker.ask.per_gpu_second as i64)
+            .bind(seeker.provider.as_str())
+            .bind(seeker.browser as i64)
+            .bind(seeker.ask.per_wall_second as i64)
+            .bind(floor)
+            .fetch_all(&mut **tx)
+            .await?;
+        let within = local_candidate_sql(self.db.kind);
+        for job in &jobs {
+            let unit = self
+                .candidate(tx, &within, now, seeker, Some((job, floor)))
+                .await?;
+            if unit.is_some() {
+                return Ok(unit);
+            }
+        }
+        Ok(None)
     }
 
     /// Lease one unit this provider can run, if any.
@@ -194,6 +274,12 @@ impl Jobs {
                 None,
             )
             .await?;
+        let floor: i64 = match &general {
+            Some(unit) => unit.try_get("priority")?,
+            None => 0,
+        };
+        let gated = self.gated_candidate(&mut tx, now, &seeker, floor).await?;
+        let general = better(general, gated)?;
         let floor: i64 = match &general {
             Some(unit) => unit.try_get("priority")?,
             None => 0,

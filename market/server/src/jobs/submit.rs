@@ -47,6 +47,17 @@ pub(super) struct JobTerms {
     filter: agora_wire::api::ProviderFilter,
 }
 
+impl JobTerms {
+    /// Whether the job narrows who may run it (GPU requirements, an allow
+    /// list, a minimum reputation): leasing finds its units job by job
+    /// (`lease::GATED_JOBS_SQL`), not in the queue's walk.
+    fn gated(&self) -> bool {
+        self.needs.is_some()
+            || !self.filter.allow.is_empty()
+            || self.filter.min_reputation.is_some_and(|r| r > 0.0)
+    }
+}
+
 /// A retry policy with its defaults filled in.
 pub(super) struct RetryFilled {
     max_attempts: u32,
@@ -294,8 +305,8 @@ impl Jobs {
         .await?;
         let mut tx = self.db.write().await?;
         sqlx::query(
-            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify, bid_percent, priority, max_attempts, retry_own_failures, backoff_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15, $16, $17, $18, $19, $20)",
+            "INSERT INTO jobs (id, buyer, package, version, digest, fuel_limit, memory_limit, timeout_ms, needs_gpu, max_price, unit_cap, replicas, state, created_at_ms, expires_at_ms, checked_by_verify, bid_percent, priority, max_attempts, retry_own_failures, backoff_ms, gated)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         )
         .bind(id)
         .bind(buyer.as_str())
@@ -317,6 +328,7 @@ impl Jobs {
         .bind(terms.retry.max_attempts as i64)
         .bind(terms.retry.retry_own_failures as i64)
         .bind(terms.retry.backoff_ms.min(i64::MAX as u64) as i64)
+        .bind(terms.gated() as i64)
         .execute(&mut *tx)
         .await?;
         self.record_terms(&mut tx, id, terms.needs.as_ref(), &terms.filter)
@@ -348,7 +360,7 @@ impl Jobs {
             .await?;
         }
         for (i, digest) in digests.iter().enumerate() {
-            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms, priority) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)")
+            sqlx::query("INSERT INTO units (job_id, idx, input_digest, state, wanted, quorum, queued_at_ms, priority, gated) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8)")
                 .bind(id)
                 .bind(i as i64)
                 .bind(digest)
@@ -356,6 +368,7 @@ impl Jobs {
                 .bind(quorum)
                 .bind(now)
                 .bind(terms.priority as i64)
+                .bind(terms.gated() as i64)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -2,7 +2,7 @@
 //! refused at submit when no online provider meets them (saying why), a
 //! minimum reputation, allow and deny lists; and a job's own deadline.
 
-use crate::jobs::{b64, heartbeat, lease, publish, untrusted_provider};
+use crate::jobs::{b64, heartbeat, lease, publish, trusted_provider, untrusted_provider};
 use crate::*;
 
 /// A provider with one device, registered and online.
@@ -560,6 +560,50 @@ both_dbs!(
             honoured(m, &fresh).await,
             0,
             "its anchor online but unvouched"
+        );
+        m.assert_invariants().await;
+    }
+);
+
+both_dbs!(
+    gated_jobs_are_served_in_the_queues_one_order,
+    async |m: &TestMarket| {
+        // A trusted seller online, so bids are weighed (and it takes any
+        // ungated unit at its ask).
+        publish(m, "saxpy").await;
+        trusted_provider(m, 10).await;
+        let buyer = Keypair::generate();
+        m.fund(&buyer, 100_000).await;
+        let second = std::time::Duration::from_secs(1);
+        let submit = async |extra: Value| {
+            m.state.advance_clock(second);
+            let (status, job) = submit_with(m, &buyer, extra).await;
+            assert_eq!(status, StatusCode::OK, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        };
+        let card = provider_with(m, cuda(16, "8.6")).await;
+        let oldest = submit(json!({})).await;
+        let gated_low = submit(json!({"requirements": {"memory_bytes": 8u64 << 30}})).await;
+        let gated_high =
+            submit(json!({"requirements": {"memory_bytes": 8u64 << 30}, "bid_percent": 300})).await;
+        let ungated_high = submit(json!({"bid_percent": 300})).await;
+        // The highest bid first, then the oldest, gated or not.
+        let mut order = Vec::new();
+        while let Some(grant) = lease(m, &card).await {
+            order.push(grant["job_id"].as_str().unwrap().to_string());
+        }
+        assert_eq!(order, [gated_high, ungated_high, oldest, gated_low]);
+        // A provider the gated jobs do not admit is leased none of them.
+        let software = untrusted_provider(m, 10).await;
+        let more =
+            submit(json!({"requirements": {"memory_bytes": 8u64 << 30}, "bid_percent": 1000}))
+                .await;
+        let plain = submit(json!({})).await;
+        let grant = lease(m, &software).await.expect("the ungated unit");
+        assert_eq!(grant["job_id"], plain.as_str());
+        assert!(
+            lease(m, &software).await.is_none(),
+            "{more} is not its to run"
         );
         m.assert_invariants().await;
     }
