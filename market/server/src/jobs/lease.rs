@@ -102,6 +102,27 @@ struct Seeker<'a> {
     vouched: bool,
 }
 
+impl Seeker<'_> {
+    /// Bind what the candidate queries ask of the seeker, `$1` (now) to
+    /// `$9`.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        now: i64,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        query
+            .bind(now)
+            .bind(self.has_gpu as i64)
+            .bind(self.ask.per_billion_fuel as i64)
+            .bind(self.ask.per_gpu_second as i64)
+            .bind(self.provider.as_str())
+            .bind(self.browser as i64)
+            .bind(self.ask.per_wall_second as i64)
+            .bind(self.untrusted as i64)
+            .bind(self.vouched as i64)
+    }
+}
+
 /// The conditions on job `j` for the provider the binds describe (`$1`
 /// now, `$2` has-GPU, `$3`, `$4` and `$7` its asks, `$5` its id, `$6`
 /// browser): running, unexpired, its GPU, its cap against the asks, a
@@ -117,6 +138,19 @@ fn job_conditions_sql() -> String {
     )
 }
 
+/// The conditions on unit `u` (of job `j`) for the provider the binds
+/// describe (`$1` now, `$5` its id, `$8` untrusted, `$9` vouched): queued,
+/// a replica still wanted, none of it this provider's, an untrusted key
+/// only as a first replica of a unit that never failed, its failures
+/// within the job's attempts (but for vouched hosts), its backoff waited
+/// out, an allow-listed provider only as a first replica.
+const UNIT_CONDITIONS_SQL: &str = "u.state = 'queued'
+           AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
+           AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
+           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
+           AND ($8 = 0 OR u.failures = 0)
+           AND ($9 = 1 OR u.failures < j.max_attempts) AND u.retry_at_ms <= $1";
+
 fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let lock = if kind == Kind::Postgres {
         "FOR UPDATE OF u SKIP LOCKED"
@@ -126,26 +160,22 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let job = job_conditions_sql();
     format!(
         "SELECT u.job_id AS job_id, u.idx AS idx, u.wanted AS wanted, u.input_digest AS input_digest, u.priority AS priority, u.queued_at_ms AS queued_at_ms, j.checked_by_verify AS checked {from}
-         u.state = 'queued' AND {job}
-           AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
-           AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
-           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
-           AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < j.max_attempts) AND u.retry_at_ms <= $1{ALLOW_LISTED_FIRST_ONLY_SQL}
+         {UNIT_CONDITIONS_SQL} AND {job}{ALLOW_LISTED_FIRST_ONLY_SQL}
          ORDER BY {order} LIMIT 1 {lock}"
     )
 }
 
-/// The gated jobs (those that narrow who may run them: `jobs.gated`) a
-/// provider may take units of, the highest priority then the oldest first,
-/// at a priority at least `$8` (the queue's best unit's for it), at most
-/// [`GATED_JOBS_TRIED`]: found by walking jobs (`jobs_gated`), each job's
-/// conditions read once, never its units. Binds as [`job_conditions_sql`].
+/// The gated jobs (those that narrow who may run them: `jobs.gated`) with
+/// a unit the provider may take now, the highest priority then the oldest
+/// first, at a priority at least `$10` (the queue's best unit's for it), at
+/// most [`GATED_JOBS_TRIED`]: found by walking jobs (`jobs_gated`), each
+/// job's conditions read once, and its units only through its own rows
+/// (`units_open`). Binds as [`lease_candidate_sql`], then the floor.
 fn gated_jobs_sql() -> String {
     let job = job_conditions_sql();
     format!(
-        "SELECT j.id AS id FROM jobs j WHERE j.gated = 1 AND j.priority >= $8 AND {job}
-           AND EXISTS (SELECT 1 FROM units u WHERE u.state = 'queued' AND u.job_id = j.id)
+        "SELECT j.id AS id FROM jobs j WHERE j.gated = 1 AND j.priority >= $10 AND {job}
+           AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND {UNIT_CONDITIONS_SQL}{ALLOW_LISTED_FIRST_ONLY_SQL})
          ORDER BY j.priority DESC, j.created_at_ms, j.id LIMIT {GATED_JOBS_TRIED}"
     )
 }
@@ -162,16 +192,7 @@ impl Jobs {
         seeker: &Seeker<'_>,
         local: Option<(&String, i64)>,
     ) -> Result<Option<AnyRow>, ApiError> {
-        let query = sqlx::query(query)
-            .bind(now)
-            .bind(seeker.has_gpu as i64)
-            .bind(seeker.ask.per_billion_fuel as i64)
-            .bind(seeker.ask.per_gpu_second as i64)
-            .bind(seeker.provider.as_str())
-            .bind(seeker.browser as i64)
-            .bind(seeker.ask.per_wall_second as i64)
-            .bind(seeker.untrusted as i64)
-            .bind(seeker.vouched as i64);
+        let query = seeker.bind(sqlx::query(query), now);
         Ok(match local {
             Some((job, floor)) => {
                 query
@@ -194,21 +215,17 @@ impl Jobs {
         seeker: &Seeker<'_>,
         floor: i64,
     ) -> Result<Option<AnyRow>, ApiError> {
-        let jobs: Vec<String> = sqlx::query_scalar(&gated_jobs_sql())
-            .bind(now)
-            .bind(seeker.has_gpu as i64)
-            .bind(seeker.ask.per_billion_fuel as i64)
-            .bind(seeker.ask.per_gpu_second as i64)
-            .bind(seeker.provider.as_str())
-            .bind(seeker.browser as i64)
-            .bind(seeker.ask.per_wall_second as i64)
+        let sql = gated_jobs_sql();
+        let jobs = seeker
+            .bind(sqlx::query(&sql), now)
             .bind(floor)
             .fetch_all(&mut **tx)
             .await?;
         let within = local_candidate_sql(self.db.kind);
-        for job in &jobs {
+        for row in &jobs {
+            let job: String = row.try_get("id")?;
             let unit = self
-                .candidate(tx, &within, now, seeker, Some((job, floor)))
+                .candidate(tx, &within, now, seeker, Some((&job, floor)))
                 .await?;
             if unit.is_some() {
                 return Ok(unit);

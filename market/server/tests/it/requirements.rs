@@ -374,7 +374,7 @@ async fn vouch(m: &TestMarket, key: &Keypair) {
 }
 
 both_dbs!(
-    a_measured_speed_is_a_requirement_bounded_by_its_class_trusted_peers,
+    a_measured_speed_is_a_requirement_rated_by_the_operators_hosts,
     async |m: &TestMarket| {
         publish(m, "saxpy").await;
         let buyer = Keypair::generate();
@@ -593,6 +593,28 @@ both_dbs!(
             order.push(grant["job_id"].as_str().unwrap().to_string());
         }
         assert_eq!(order, [gated_high, ungated_high, oldest, gated_low]);
+        // Gated jobs whose units a provider may not take now (here: each
+        // one's only unit is another fresh key's) hide no later gated job
+        // from it, however many there are.
+        let mut taken = Vec::new();
+        for _ in 0..6 {
+            taken.push(
+                submit(json!({"requirements": {"memory_bytes": 8u64 << 30}, "bid_percent": 500}))
+                    .await,
+            );
+        }
+        let later =
+            submit(json!({"requirements": {"memory_bytes": 8u64 << 30}, "bid_percent": 500})).await;
+        let (first, second) = (
+            provider_with(m, cuda(16, "8.6")).await,
+            provider_with(m, cuda(16, "8.6")).await,
+        );
+        for job in &taken[..4] {
+            assert_eq!(lease(m, &first).await.unwrap()["job_id"], job.as_str());
+        }
+        for job in taken[4..].iter().chain([&later]) {
+            assert_eq!(lease(m, &second).await.unwrap()["job_id"], job.as_str());
+        }
         // A provider the gated jobs do not admit is leased none of them.
         let software = untrusted_provider(m, 10).await;
         let more =
