@@ -551,26 +551,42 @@ async fn gated_prefix(env: &Env, at: i64) {
         .register(anchor.id(), register, at)
         .await
         .unwrap();
-    for i in 0..SCALE_GATED_UNITS.div_ceil(agora_market::jobs::MAX_UNITS) {
-        let n = agora_market::jobs::MAX_UNITS
-            .min(SCALE_GATED_UNITS - i * agora_market::jobs::MAX_UNITS);
-        let request = SubmitJob {
-            bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
-            max_price: 100_000 * n as u64,
-            requirements: agora_wire::api::GpuRequirements {
-                min_gflops: Some(100),
-                ..Default::default()
-            },
-            ..submit_request("gated", i, n)
-        };
+    let jobs = submit_chunked(env, SCALE_GATED_UNITS, at, |i, n| SubmitJob {
+        bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
+        max_price: 100_000 * n as u64,
+        requirements: agora_wire::api::GpuRequirements {
+            min_gflops: Some(100),
+            ..Default::default()
+        },
+        ..submit_request("gated", i, n)
+    })
+    .await;
+    assert!(
+        jobs.iter().all(|j| j.priority > 100),
+        "at the head of the queue"
+    );
+}
+
+/// Submit `units` units as jobs of at most `MAX_UNITS`, the `i`th job of
+/// `n` units as `request(i, n)` says.
+async fn submit_chunked(
+    env: &Env,
+    units: usize,
+    at: i64,
+    request: impl Fn(usize, usize) -> SubmitJob,
+) -> Vec<agora_wire::api::JobInfo> {
+    let mut jobs = Vec::new();
+    for i in 0..units.div_ceil(agora_market::jobs::MAX_UNITS) {
+        let n = agora_market::jobs::MAX_UNITS.min(units - i * agora_market::jobs::MAX_UNITS);
         let job = env
             .state
             .jobs
-            .submit(env.buyer.id(), request, at)
+            .submit(env.buyer.id(), request(i, n), at)
             .await
             .unwrap();
-        assert!(job.priority > 100, "at the head of the queue");
+        jobs.push(job);
     }
+    jobs
 }
 
 /// The scale run with `units` queued (plus what the run leases, so the
@@ -596,47 +612,28 @@ fn scale(
         // weighed against.
         let at = now();
         if hostile {
-            for i in 0..SCALE_HOSTILE_UNITS.div_ceil(agora_market::jobs::MAX_UNITS) {
-                let n = agora_market::jobs::MAX_UNITS
-                    .min(SCALE_HOSTILE_UNITS - i * agora_market::jobs::MAX_UNITS);
-                // Units of 100 s: a run costs up to 100 credits at the
-                // trusted provider's ask; the cap pays 9.
-                let request = SubmitJob {
-                    bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
-                    max_price: 9 * 3 * n as u64,
-                    limits: UnitLimits {
-                        timeout_ms: 100_000,
-                        ..unit_limits()
-                    },
-                    ..submit_request("hostile", i, n)
-                };
-                let job = env
-                    .state
-                    .jobs
-                    .submit(env.buyer.id(), request, at)
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    job.priority, 0,
-                    "a bid its cap cannot pay is not served first"
-                );
-            }
-        }
-        if hostile {
+            // Units of 100 s: a run costs up to 100 credits at the trusted
+            // provider's ask; the cap pays 9.
+            let jobs = submit_chunked(&env, SCALE_HOSTILE_UNITS, at, |i, n| SubmitJob {
+                bid_percent: Some(agora_wire::limits::MAX_BID_PERCENT),
+                max_price: 9 * 3 * n as u64,
+                limits: UnitLimits {
+                    timeout_ms: 100_000,
+                    ..unit_limits()
+                },
+                ..submit_request("hostile", i, n)
+            })
+            .await;
+            assert!(
+                jobs.iter().all(|j| j.priority == 0),
+                "a bid its cap cannot pay is not served first"
+            );
             gated_prefix(&env, at).await;
         }
-        let mut left = units + leased;
-        let mut i = 0;
-        while left > 0 {
-            let n = left.min(agora_market::jobs::MAX_UNITS);
-            env.state
-                .jobs
-                .submit(env.buyer.id(), submit_request("scale", i, n), at)
-                .await
-                .unwrap();
-            left -= n;
-            i += 1;
-        }
+        submit_chunked(&env, units + leased, at, |i, n| {
+            submit_request("scale", i, n)
+        })
+        .await;
     });
     let queued = runtime.block_on(async {
         sqlx::query("SELECT COUNT(*) AS n FROM units WHERE state = 'queued'")

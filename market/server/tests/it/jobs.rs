@@ -55,6 +55,12 @@ pub fn saxpy_canary() -> (Value, Vec<u8>) {
 /// operator's own hosts are).
 pub async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
     let key = untrusted_provider(m, per_billion_fuel).await;
+    vouch(m, &key).await;
+    key
+}
+
+/// The operator vouches for `key`.
+pub async fn vouch(m: &TestMarket, key: &Keypair) {
     let (status, body) = m
         .call(
             "POST",
@@ -64,7 +70,6 @@ pub async fn provider(m: &TestMarket, per_billion_fuel: u64) -> Keypair {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    key
 }
 
 /// A fresh key: its results count only with independent evidence.

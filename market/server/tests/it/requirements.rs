@@ -360,15 +360,7 @@ async fn register_measured(m: &TestMarket, key: &Keypair, gpus: Value) -> (Statu
 
 /// The operator vouches for `key`, and the market's view (10 s) sees it.
 async fn vouch(m: &TestMarket, key: &Keypair) {
-    let (status, body) = m
-        .call(
-            "POST",
-            "/api/v1/operator/vouch",
-            Some(&json!({"provider": key.id()})),
-            Some(&m.operator),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    crate::jobs::vouch(m, key).await;
     m.state.advance_clock(std::time::Duration::from_secs(11));
     heartbeat(m, key).await;
 }
