@@ -40,8 +40,7 @@ pub fn lease_candidate_sql(kind: Kind) -> String {
 /// at a priority at least `$11` (the queue's best unit's for this
 /// provider: locality never jumps a better bid), its units read in index
 /// order (the units' primary key), gated or not: for a job sharing an
-/// input the provider keeps ([`LOCAL_JOBS_SQL`]) or a gated job
-/// ([`gated_jobs_sql`]).
+/// input the provider keeps ([`LOCAL_JOBS_SQL`]).
 pub fn local_candidate_sql(kind: Kind) -> String {
     candidate_sql(
         kind,
@@ -55,7 +54,8 @@ pub fn local_candidate_sql(kind: Kind) -> String {
 /// found from those few digests, never by walking the queue.
 const LOCAL_JOBS_SQL: &str = "SELECT s.job_id FROM provider_blobs pb JOIN job_shared s ON s.digest = pb.digest JOIN jobs r ON r.id = s.job_id
      WHERE pb.provider = $1 AND r.state = 'running' GROUP BY s.job_id, r.priority, r.created_at_ms ORDER BY r.priority DESC, r.created_at_ms, s.job_id LIMIT $2";
-/// Gated jobs a lease tries (their conditions met) beside the queue's walk.
+/// Gated jobs with a unit for it a lease on PostgreSQL tries beside the
+/// queue's walk (another replica may hold that unit).
 const GATED_JOBS_TRIED: i64 = 4;
 /// Jobs sharing a kept input a lease tries before the queue's oldest.
 const LOCAL_JOBS_TRIED: i64 = 4;
@@ -144,12 +144,11 @@ fn job_conditions_sql() -> String {
 /// only as a first replica of a unit that never failed, its failures
 /// within the job's attempts (but for vouched hosts), its backoff waited
 /// out, an allow-listed provider only as a first replica.
-const UNIT_CONDITIONS_SQL: &str = "u.state = 'queued'
+const UNIT_CONDITIONS_SQL: &str = "u.state = 'queued' AND u.retry_at_ms <= $1
+           AND ($9 = 1 OR u.failures < j.max_attempts) AND ($8 = 0 OR u.failures = 0)
            AND (SELECT COUNT(*) FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying', 'accepted')) < u.wanted
            AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.provider = $5)
-           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))
-           AND ($8 = 0 OR u.failures = 0)
-           AND ($9 = 1 OR u.failures < j.max_attempts) AND u.retry_at_ms <= $1";
+           AND ($8 = 0 OR j.checked_by_verify = 1 OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.job_id = u.job_id AND l.idx = u.idx AND l.state IN ('active', 'submitted', 'verifying')))";
 
 fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
     let lock = if kind == Kind::Postgres {
@@ -166,17 +165,32 @@ fn candidate_sql(kind: Kind, from: &str, order: &str) -> String {
 }
 
 /// The gated jobs (those that narrow who may run them: `jobs.gated`) with
-/// a unit the provider may take now, the highest priority then the oldest
-/// first, at a priority at least `$10` (the queue's best unit's for it), at
-/// most [`GATED_JOBS_TRIED`]: found by walking jobs (`jobs_gated`), each
-/// job's conditions read once, and its units only through its own rows
-/// (`units_open`). Binds as [`lease_candidate_sql`], then the floor.
-fn gated_jobs_sql() -> String {
+/// a unit the provider may take now, and each one's first such unit
+/// (`first`), the highest priority then the oldest first, at a priority at
+/// least `$10` (the queue's best unit's for it), at most `tried`: found by
+/// walking jobs (`jobs_gated`), each job's conditions read once, and its
+/// units only through its own rows. Binds as [`lease_candidate_sql`], then
+/// the floor.
+fn gated_jobs_sql(tried: i64) -> String {
     let job = job_conditions_sql();
     format!(
-        "SELECT j.id AS id FROM jobs j WHERE j.gated = 1 AND j.priority >= $10 AND {job}
-           AND EXISTS (SELECT 1 FROM units u WHERE u.job_id = j.id AND {UNIT_CONDITIONS_SQL}{ALLOW_LISTED_FIRST_ONLY_SQL})
-         ORDER BY j.priority DESC, j.created_at_ms, j.id LIMIT {GATED_JOBS_TRIED}"
+        "SELECT g.id AS id, g.first AS first FROM (
+           SELECT j.id AS id, j.priority AS priority, j.created_at_ms AS created_at_ms,
+                  (SELECT MIN(u.idx) FROM units u WHERE u.job_id = j.id AND {UNIT_CONDITIONS_SQL}{ALLOW_LISTED_FIRST_ONLY_SQL}) AS first
+           FROM jobs j WHERE j.gated = 1 AND j.priority >= $10 AND {job}) AS g
+         WHERE g.first IS NOT NULL
+         ORDER BY g.priority DESC, g.created_at_ms, g.id LIMIT {tried}"
+    )
+}
+
+/// [`local_candidate_sql`] from unit `$12` on: a gated job's first unit
+/// the provider may take, as [`gated_jobs_sql`] found it (on PostgreSQL
+/// another replica may hold it: the next one then).
+fn gated_candidate_sql(kind: Kind) -> String {
+    candidate_sql(
+        kind,
+        "FROM units u JOIN jobs j ON j.id = u.job_id WHERE u.job_id = $10 AND u.priority >= $11 AND u.idx >= $12 AND",
+        "u.idx",
     )
 }
 
@@ -206,8 +220,10 @@ impl Jobs {
     }
 
     /// The best unit of the gated jobs `seeker` may take at a priority at
-    /// least `floor` ([`gated_jobs_sql`]), each job's units read in index
-    /// order.
+    /// least `floor` ([`gated_jobs_sql`]), each job read from its first
+    /// unit the provider may take. SQLite serializes leases, so that unit
+    /// is there: one job is tried; on PostgreSQL, where other replicas may
+    /// hold it (`SKIP LOCKED`), [`GATED_JOBS_TRIED`].
     async fn gated_candidate(
         &self,
         tx: &mut Tx,
@@ -215,17 +231,26 @@ impl Jobs {
         seeker: &Seeker<'_>,
         floor: i64,
     ) -> Result<Option<AnyRow>, ApiError> {
-        let sql = gated_jobs_sql();
+        let tried = if self.db.kind == Kind::Postgres {
+            GATED_JOBS_TRIED
+        } else {
+            1
+        };
+        let sql = gated_jobs_sql(tried);
         let jobs = seeker
             .bind(sqlx::query(&sql), now)
             .bind(floor)
             .fetch_all(&mut **tx)
             .await?;
-        let within = local_candidate_sql(self.db.kind);
+        let within = gated_candidate_sql(self.db.kind);
         for row in &jobs {
-            let job: String = row.try_get("id")?;
-            let unit = self
-                .candidate(tx, &within, now, seeker, Some((&job, floor)))
+            let (job, first): (String, i64) = (row.try_get("id")?, row.try_get("first")?);
+            let unit = seeker
+                .bind(sqlx::query(&within), now)
+                .bind(&job)
+                .bind(floor)
+                .bind(first)
+                .fetch_optional(&mut **tx)
                 .await?;
             if unit.is_some() {
                 return Ok(unit);

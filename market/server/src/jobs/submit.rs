@@ -49,13 +49,14 @@ pub(super) struct JobTerms {
 
 impl JobTerms {
     /// Whether the job narrows who may run it (a GPU, GPU requirements, an
-    /// allow list, a minimum reputation): leasing finds its units job by
-    /// job (`lease::gated_jobs_sql`), not in the queue's walk, so the
-    /// providers it shuts out never walk its units.
+    /// allow or deny list, a minimum reputation): leasing finds its units
+    /// job by job (`lease::gated_jobs_sql`), not in the queue's walk, so the
+    /// providers it shuts out read its conditions once, never its units.
     fn gated(&self) -> bool {
         self.needs_gpu
             || self.needs.is_some()
             || !self.filter.allow.is_empty()
+            || !self.filter.deny.is_empty()
             || self.filter.min_reputation.is_some_and(|r| r > 0.0)
     }
 }
